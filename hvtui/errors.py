@@ -1,0 +1,56 @@
+"""Error types shared by every layer.
+
+Every error a user can see derives from ``HvtuiError`` and carries a message that is
+already fit to print: the CLI and the console show ``str(err)`` and never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class HvtuiError(Exception):
+    """An error whose message is meant for the user."""
+
+
+class ConfigError(HvtuiError):
+    """The config file (or a theme file) is invalid."""
+
+
+class HostError(HvtuiError):
+    """A host could not do what was asked.
+
+    ``kind`` is a short machine-readable reason: unreachable, tls, auth, timeout,
+    module-missing, not-found, access-denied, protocol, failed.
+    """
+
+    def __init__(self, host: str, operation: str, message: str, kind: str = "failed") -> None:
+        self.host = host
+        self.operation = operation
+        self.kind = kind
+        self.detail = message
+        super().__init__(f"{host}: {operation}: {message}")
+
+
+class NotFoundError(HostError):
+    """A VM or checkpoint does not exist on the host."""
+
+    def __init__(self, host: str, operation: str, message: str) -> None:
+        super().__init__(host, operation, message, kind="not-found")
+
+
+class ReadOnlyError(HvtuiError):
+    """A change was refused because the console, config or host is read-only."""
+
+
+class RefusedError(HvtuiError):
+    """A change was refused by a safety rule (for example merge headroom)."""
+
+
+class RepositoryError(HvtuiError):
+    """The backup repository is missing, locked, damaged or full."""
+
+
+class Cancelled(HvtuiError):
+    """A long operation was cancelled by the user."""
+
+    def __init__(self, message: str = "cancelled") -> None:
+        super().__init__(message)

@@ -1,0 +1,152 @@
+"""The interface every host backend implements (lab and WinRM).
+
+Everything here is blocking: callers run it in worker threads, never on the UI thread.
+Errors are ``hvtui.errors.HostError`` (or ``NotFoundError``) with a readable message.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from hvtui.errors import HostError
+from hvtui.events import CancelToken, ProgressCallback
+from hvtui.model import VM, Checkpoint, HostFacts
+
+CHECKPOINT_TYPES_CREATABLE = ("Standard", "Production", "Recovery")
+
+
+@dataclass(frozen=True, slots=True)
+class HostSnapshot:
+    """One inventory read of one host."""
+
+    facts: HostFacts
+    vms: tuple[VM, ...]
+
+
+@dataclass(slots=True)
+class SourceFile:
+    """One file of a VM as frozen for a backup.
+
+    ``rel_path`` is relative to the VM's folder, with forward slashes; ``identity``
+    identifies the file across backups (a disk id or inode, not the name);
+    ``change_id`` names the change-tracking state the file is at (Hyper-V RCT id, the lab
+    keeps the same record), ``None`` when the host tracks no changes for it.
+    """
+
+    rel_path: str
+    size: int
+    mtime_ns: int
+    identity: str
+    change_id: str | None
+    opener: Callable[[], BinaryIO] = field(repr=False)
+    changes: Callable[[str], list[tuple[int, int]] | None] = field(repr=False, default=lambda _since: None)
+
+    def open(self) -> BinaryIO:
+        """Open the frozen file for reading (binary, seekable)."""
+        return self.opener()
+
+    def changed_ranges(self, since_change_id: str) -> list[tuple[int, int]] | None:
+        """Byte ranges ``(offset, length)`` changed since ``since_change_id``.
+
+        ``None`` means unknown (the id is too old, from another file, or not tracked):
+        the caller must read the whole file.
+        """
+        return self.changes(since_change_id)
+
+
+class BackupSource(ABC):
+    """A consistent, frozen view of a VM for the duration of one backup.
+
+    Opening takes a Recovery checkpoint; ``close`` removes it (a merge), also when the
+    backup failed or was cancelled.  Use as a context manager.
+    """
+
+    vm: VM
+    config: dict  # the VM's configuration, JSON-serialisable, enough to re-create it
+    files: list[SourceFile]
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> BackupSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RestoreTarget(ABC):
+    """Where a restore writes files before they are handed to the host.
+
+    The engine writes each file under ``staging_dir`` (same relative paths as the
+    backup's ``rel_path``), then calls ``commit``; on any failure it calls ``abort``,
+    which removes everything staged.
+    """
+
+    staging_dir: Path
+
+    @abstractmethod
+    def commit(self) -> VM | None:
+        """Register the restored VM (new or in place); return it."""
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+class Host(ABC):
+    """A Hyper-V host, real (WinRM) or simulated (lab)."""
+
+    name: str
+    kind: str  # "lab" or "winrm"
+    group: str | None = None
+    read_only: bool = False
+
+    # -- inventory -------------------------------------------------------------------
+    @abstractmethod
+    def inventory(self, timeout: float) -> HostSnapshot:
+        """Everything the console shows about this host, in one call."""
+
+    # -- checkpoints -------------------------------------------------------------------
+    @abstractmethod
+    def create_checkpoint(self, vm_id: str, name: str | None, checkpoint_type: str = "Standard") -> Checkpoint:
+        """Create a checkpoint; ``name`` None gives Hyper-V's default name."""
+
+    @abstractmethod
+    def apply_checkpoint(self, vm_id: str, checkpoint_id: str, progress: ProgressCallback | None = None) -> None: ...
+
+    @abstractmethod
+    def remove_checkpoint(
+        self,
+        vm_id: str,
+        checkpoint_id: str,
+        subtree: bool = False,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        """Delete a checkpoint (merging its differencing data), or a whole subtree."""
+
+    @abstractmethod
+    def rename_checkpoint(self, vm_id: str, checkpoint_id: str, new_name: str) -> None: ...
+
+    # -- backup and restore (hosts that cannot yet do this raise HostError) -------------
+    def open_backup_source(self, vm_id: str, progress: ProgressCallback | None = None) -> BackupSource:
+        raise HostError(self.name, "backup", f"{self.kind} hosts cannot be backed up yet", kind="unsupported")
+
+    def prepare_restore(
+        self,
+        config: dict,
+        mode: str,
+        vm_id: str | None = None,
+        new_name: str | None = None,
+    ) -> RestoreTarget:
+        """``mode`` is "new" (a new VM named ``new_name``, new id) or "in_place"
+        (over ``vm_id``, which must be off)."""
+        raise HostError(self.name, "restore", f"{self.kind} hosts cannot be restored to yet", kind="unsupported")
+
+    def close(self) -> None:
+        """Release connections; backends without any keep this default."""
+        return None

@@ -1,0 +1,59 @@
+"""Where hvtui keeps its files (XDG on Linux, via platformdirs which Textual already uses)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+APP = "hvtui"
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    config_dir: Path
+    data_dir: Path
+    state_dir: Path
+
+    @classmethod
+    def default(cls) -> Paths:
+        return cls(
+            config_dir=Path(platformdirs.user_config_dir(APP)),
+            data_dir=Path(platformdirs.user_data_dir(APP)),
+            state_dir=Path(platformdirs.user_state_dir(APP)),
+        )
+
+    @property
+    def default_config_candidates(self) -> list[Path]:
+        return [self.config_dir / "config.yaml", self.config_dir / "config.yml"]
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.data_dir / "lab"
+
+    @property
+    def default_repository(self) -> Path:
+        return self.data_dir / "repository"
+
+    @property
+    def user_themes_dir(self) -> Path:
+        return self.config_dir / "themes"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "hvtui.log"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "audit.jsonl"
+
+    @property
+    def job_journal(self) -> Path:
+        return self.state_dir / "jobs.jsonl"
+
+
+def env_config_path() -> Path | None:
+    value = os.environ.get("HVTUI_CONFIG")
+    return Path(value).expanduser() if value else None
