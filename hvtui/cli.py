@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hvtui import __version__
 from hvtui.errors import ConfigError, HvtuiError, ReadOnlyError, RefusedError
+from hvtui.logsetup import LEVELS as LOG_LEVELS
 
 log = logging.getLogger("hvtui")
 
@@ -35,7 +36,7 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--lab-dir", type=Path, default=sup, metavar="DIR", help="where the embedded lab keeps its VM files")
     common.add_argument("--read-only", action="store_true", default=sup, help="refuse every change to hosts and repositories")
     common.add_argument("--theme", default=sup, help="console theme name")
-    common.add_argument("--log-level", default=sup, choices=["debug", "info", "warning", "error"], help="log file verbosity")
+    common.add_argument("--log-level", default=sup, choices=LOG_LEVELS, help="log file verbosity (the log goes to a file, never to the screen)")
     return common
 
 
@@ -68,10 +69,13 @@ def options_from_args(args: argparse.Namespace):  # -> Options
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a usage error argparse already printed
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     options = options_from_args(args)
     from hvtui.core import Core
-    from hvtui.logsetup import setup_logging
+    from hvtui.logsetup import redact, setup_logging
     from hvtui.paths import Paths
 
     paths = Paths.default()
@@ -86,22 +90,46 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_console(core)
         return int(handler(args, core))
+    # Messages are redacted once more before they reach the terminal: a secret must never
+    # be shown, even if some layer put one in an error by mistake.
     except ConfigError as err:
-        print(f"hvtui: {err}", file=sys.stderr)
+        log.warning("config error: %s", err)
+        print(f"hvtui: {redact(_one_line(err))}", file=sys.stderr)
         return EXIT_USAGE
     except (ReadOnlyError, RefusedError) as err:
-        print(f"hvtui: refused: {err}", file=sys.stderr)
+        log.warning("refused: %s", err)
+        print(f"hvtui: refused: {redact(_one_line(err))}", file=sys.stderr)
         return EXIT_REFUSED
     except HvtuiError as err:
-        print(f"hvtui: error: {err}", file=sys.stderr)
+        log.warning("error: %s", err)
+        print(f"hvtui: error: {redact(_one_line(err))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("hvtui: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into `head` and the like: not an error worth a word
+        _silence_stdout()
+        return EXIT_FAILED
     except Exception as err:  # the last line of defence: log the traceback, print one line
         log.exception("unexpected error")
-        print(f"hvtui: unexpected error: {type(err).__name__}: {err} (details in {paths.log_file})", file=sys.stderr)
+        message = redact(_one_line(err))
+        print(f"hvtui: unexpected error: {type(err).__name__}: {message} (details in {paths.log_file})", file=sys.stderr)
         return EXIT_FAILED
     finally:
         if core is not None:
             core.close()
+
+
+def _one_line(err: BaseException) -> str:
+    return " / ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout at exit and would report the broken pipe a second time.
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -60,7 +60,7 @@ class Core:
 
         paths = paths or Paths.default()
         path = find_config_file(options.config_path, paths)
-        config = load_config(path) if path is not None else Config.lab_default()
+        config = load_config(path, paths) if path is not None else Config.lab_default(paths)
         return cls(
             config,
             paths,
@@ -76,8 +76,8 @@ class Core:
 
     @property
     def host_configs(self) -> tuple[HostConfig, ...]:
-        if self.config.is_builtin_lab:
-            # No config file: the demo lab, created on first use.
+        if not self.config.hosts:
+            # No config file, or one that lists no hosts: the lab, created on first use.
             from hvtui.hosts.lab.estate import ensure_lab, lab_host_names
 
             ensure_lab(self.lab_dir, self.config.lab.profile, self.clock)

@@ -1,7 +1,13 @@
 """Logging to a file under the user state directory, never to the screen.
 
-``register_secret`` adds a value that the log filter replaces with ``***`` wherever it
-appears, a second line of defence behind never logging secrets at all.
+The file handler sits on the root logger, so records from libraries (urllib3, pywinrm,
+Textual) land in the file too instead of reaching Python's last-resort stderr handler,
+which would scribble over the console. Python warnings (e.g. urllib3's
+InsecureRequestWarning) are routed into the log for the same reason.
+
+``register_secret`` adds a value that is replaced with ``***`` wherever it appears in a
+formatted record, tracebacks included: a second line of defence behind never logging
+secrets at all.
 """
 
 from __future__ import annotations
@@ -9,12 +15,15 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import threading
+from pathlib import Path
 
 from hvtui.paths import Paths
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _HANDLER_NAME = "hvtui-file"
+LEVELS = ("debug", "info", "warning", "error")
+_LIBRARY_LEVEL = logging.WARNING  # other libraries' records below this are dropped
 
 
 def register_secret(value: str) -> None:
@@ -32,6 +41,8 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
+    """Redacts the message of a record (kept for callers that attach it to their own handlers)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         cleaned = redact(message)
@@ -40,14 +51,41 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RedactingFormatter(logging.Formatter):
+    """Redacts the whole formatted record: message, exception text and stack."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
 def setup_logging(paths: Paths, level: str | None) -> None:
-    """(Re)configure the ``hvtui`` logger to write to the log file only."""
-    logger = logging.getLogger("hvtui")
-    logger.setLevel(getattr(logging, (level or "info").upper(), logging.INFO))
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        if handler.get_name() == _HANDLER_NAME:
+    """(Re)configure logging to write to ``paths.log_file`` only, at ``level`` for hvtui's own records.
+
+    Safe to call again: the level is updated, and the file handler is replaced only when
+    the log file changes (tests run each with their own state directory).
+    """
+    numeric_level = getattr(logging, (level or "info").upper(), logging.INFO)
+    hvtui_logger = logging.getLogger("hvtui")
+    hvtui_logger.setLevel(numeric_level)
+    hvtui_logger.propagate = True
+    # hvtui's handler used to live on the "hvtui" logger: drop any left there.
+    for old in list(hvtui_logger.handlers):
+        if old.get_name() == _HANDLER_NAME:
+            hvtui_logger.removeHandler(old)
+            old.close()
+
+    # hvtui's records pass at hvtui's level (a logger's own level decides, not its
+    # ancestors'); other libraries' records only from warnings up.
+    root = logging.getLogger()
+    root.setLevel(_LIBRARY_LEVEL)
+    logging.captureWarnings(True)
+
+    current = _current_handler(root)
+    if current is not None:
+        if _handler_file(current) == paths.log_file:
             return
+        root.removeHandler(current)
+        current.close()
     try:
         paths.state_dir.mkdir(parents=True, exist_ok=True)
         handler: logging.Handler = logging.handlers.RotatingFileHandler(
@@ -56,6 +94,17 @@ def setup_logging(paths: Paths, level: str | None) -> None:
     except OSError:
         handler = logging.NullHandler()  # an unwritable state dir must not stop the console
     handler.set_name(_HANDLER_NAME)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter())
-    logger.addHandler(handler)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+
+
+def _current_handler(root: logging.Logger) -> logging.Handler | None:
+    for handler in root.handlers:
+        if handler.get_name() == _HANDLER_NAME:
+            return handler
+    return None
+
+
+def _handler_file(handler: logging.Handler) -> Path | None:
+    filename = getattr(handler, "baseFilename", None)
+    return Path(filename) if filename else None

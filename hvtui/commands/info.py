@@ -1,9 +1,123 @@
-"""`hvtui info`: placeholder until its issue's work lands here."""
+"""`hvtui info`: which config, theme, state and log paths are in use (like `k9s info`).
+
+Reads only the config and the paths: it never contacts a host or creates the lab, so it
+answers instantly even when every host is down.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hvtui
+from hvtui import __version__
+
+if TYPE_CHECKING:
+    from hvtui.core import Core
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
-    return None
+    parser = subparsers.add_parser(
+        "info",
+        parents=parents,
+        help="show the version, config file, theme, and the state and log paths in use",
+        description="Show the version, the config file in use, the theme, and the data, state and log paths.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the same as a JSON object")
+    parser.set_defaults(handler=handle_info)
+
+
+def builtin_themes_dir() -> Path:
+    """The themes shipped with hvtui: ``themes/`` beside the package in a checkout."""
+    package_dir = Path(hvtui.__file__).resolve().parent
+    for candidate in (package_dir.parent / "themes", package_dir / "themes"):
+        if candidate.is_dir():
+            return candidate
+    return package_dir.parent / "themes"
+
+
+def collect_info(core: Core) -> dict[str, Any]:
+    config, paths = core.config, core.paths
+    default_repository = config.default_repository()
+    if config.read_only:
+        read_only_source = "config"
+    elif core.read_only:
+        read_only_source = "--read-only"
+    else:
+        read_only_source = None
+    return {
+        "version": __version__,
+        "config_file": str(config.source) if config.source is not None else None,
+        "builtin_lab": config.is_builtin_lab,
+        "hosts": [{"name": host.name, "kind": host.kind, "group": host.group} for host in config.hosts],
+        "lab_dir": str(core.lab_dir),
+        "lab_profile": config.lab.profile,
+        "config_dir": str(paths.config_dir),
+        "data_dir": str(paths.data_dir),
+        "state_dir": str(paths.state_dir),
+        "log_file": str(paths.log_file),
+        "log_level": logging_level(core),
+        "audit_log": str(paths.audit_log),
+        "job_journal": str(paths.job_journal),
+        "default_repository": {"name": default_repository.name, "path": str(default_repository.path)},
+        "repositories": [{"name": repo.name, "path": str(repo.path), "default": repo.default} for repo in config.repositories],
+        "themes_dirs": {"builtin": str(builtin_themes_dir()), "user": str(paths.user_themes_dir)},
+        "theme": core.theme,
+        "read_only": core.read_only,
+        "read_only_source": read_only_source,
+    }
+
+
+def logging_level(core: Core) -> str:
+    import logging
+
+    return logging.getLevelName(logging.getLogger("hvtui").getEffectiveLevel()).lower()
+
+
+def format_info(info: dict[str, Any]) -> str:
+    if info["config_file"] is None:
+        config_line = "none — built-in demo lab"
+    else:
+        config_line = info["config_file"]
+    if info["hosts"]:
+        kinds: dict[str, int] = {}
+        for host in info["hosts"]:
+            kinds[host["kind"]] = kinds.get(host["kind"], 0) + 1
+        hosts_line = f"{len(info['hosts'])} configured (" + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) + ")"
+    else:
+        hosts_line = "lab hosts found under the lab directory"
+    default_repository = info["default_repository"]
+    read_only = "yes" + (f" ({info['read_only_source']})" if info["read_only_source"] else "") if info["read_only"] else "no"
+    rows = [
+        ("Version", info["version"]),
+        ("Config", config_line),
+        ("Hosts", hosts_line),
+        ("Lab dir", f"{info['lab_dir']} (profile {info['lab_profile']})"),
+        ("Config dir", info["config_dir"]),
+        ("Data dir", info["data_dir"]),
+        ("State dir", info["state_dir"]),
+        ("Log file", f"{info['log_file']} (level {info['log_level']})"),
+        ("Audit log", info["audit_log"]),
+        ("Job journal", info["job_journal"]),
+        ("Repository", f"{default_repository['name']}: {default_repository['path']} (default)"),
+    ]
+    rows += [("", f"{repo['name']}: {repo['path']}") for repo in info["repositories"] if not repo["default"]]
+    rows += [
+        ("Themes", f"{info['themes_dirs']['builtin']} (built in)"),
+        ("", f"{info['themes_dirs']['user']} (yours)"),
+        ("Theme", info["theme"]),
+        ("Read-only", read_only),
+    ]
+    width = max(len(label) for label, _ in rows) + 2
+    return "\n".join(f"{(label + ':') if label else '':<{width}}{value}" for label, value in rows)
+
+
+def handle_info(args: argparse.Namespace, core: Core) -> int:
+    info = collect_info(core)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_info(info))
+    return 0
