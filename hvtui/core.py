@@ -7,15 +7,22 @@ services hung off ``Core`` (inventory, actions, engine, jobs), from worker threa
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hvtui.clock import Clock, SystemClock
 from hvtui.config import Config, HostConfig
 from hvtui.errors import ConfigError
 from hvtui.hosts.base import Host
 from hvtui.paths import Paths
+
+if TYPE_CHECKING:
+    from hvtui.actions import CheckpointActions
+    from hvtui.audit import AuditLog
+    from hvtui.inventory import InventoryService
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,7 @@ class Core:
         read_only: bool = False,
         lab_dir: Path | None = None,
         theme: str | None = None,
+        hosts: dict[str, Host] | None = None,
     ) -> None:
         self.config = config
         self.paths = paths
@@ -48,7 +56,11 @@ class Core:
         self.read_only = read_only or config.read_only
         self.lab_dir = lab_dir or config.lab.dir or paths.lab_dir
         self.theme = theme or config.ui.theme
-        self._hosts: dict[str, Host] | None = None
+        # Pre-built hosts (tests, benchmarks); otherwise built from the config on first use.
+        self._hosts: dict[str, Host] | None = dict(hosts) if hosts is not None else None
+        # Services are built once, on first use, from any thread (the console's workers).
+        self._services: dict[str, Any] = {}
+        self._services_lock = threading.RLock()
         # Asks the user for a secret at connect time (set by the console or the CLI);
         # called as prompter(prompt_text) -> secret.
         self.secret_prompter: Callable[[str], str] | None = None
@@ -89,7 +101,9 @@ class Core:
         if self._hosts is None:
             from hvtui.hosts.factory import make_host
 
-            self._hosts = {hc.name: make_host(hc, self) for hc in self.host_configs}
+            with self._services_lock:  # worker threads may ask at the same time: build once
+                if self._hosts is None:
+                    self._hosts = {hc.name: make_host(hc, self) for hc in self.host_configs}
         return self._hosts
 
     def host(self, name: str) -> Host:
@@ -101,6 +115,31 @@ class Core:
 
     def host_is_read_only(self, name: str) -> bool:
         return self.read_only or self.host(name).read_only
+
+    # -- services (built lazily, once) --------------------------------------------------
+    def _service(self, name: str, build: Callable[[], Any]) -> Any:
+        with self._services_lock:
+            if name not in self._services:
+                self._services[name] = build()
+            return self._services[name]
+
+    @property
+    def inventory(self) -> InventoryService:
+        from hvtui.inventory import InventoryService
+
+        return self._service("inventory", lambda: InventoryService(self))
+
+    @property
+    def actions(self) -> CheckpointActions:
+        from hvtui.actions import CheckpointActions
+
+        return self._service("actions", lambda: CheckpointActions(self))
+
+    @property
+    def audit(self) -> AuditLog:
+        from hvtui.audit import AuditLog
+
+        return self._service("audit", lambda: AuditLog(self.paths.audit_log))
 
     def close(self) -> None:
         for host in (self._hosts or {}).values():
