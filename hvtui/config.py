@@ -338,6 +338,7 @@ class _Document:
     def __init__(self, file: Path, loader: yaml.SafeLoader) -> None:
         self.file = file
         self.loader = loader
+        self._entries: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
 
     # -- reporting -------------------------------------------------------------------
     def error(self, where: _Field | yaml.Node, message: str) -> ConfigError:
@@ -399,6 +400,10 @@ class _Document:
         node = field_.node
         if not isinstance(node, yaml.MappingNode):
             raise self.expected(field_, what)
+        # Flattening merges keys into the node itself, so a second look must reuse the first.
+        cached = self._entries.get(id(node))
+        if cached is not None:
+            return cached
         seen: dict[str, yaml.Node] = {}
         for key_node, _value in node.value:
             if key_node.tag == _MERGE:
@@ -417,6 +422,7 @@ class _Document:
         result: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key_node, value_node in node.value:  # merged entries first, so the mapping's own win
             result[self.key_text(key_node, field_.path)] = (key_node, value_node)
+        self._entries[id(node)] = result
         return result
 
     def key_text(self, key_node: yaml.Node, path: str) -> str:
@@ -452,7 +458,7 @@ class _Document:
         return value
 
     def name(self, field_: _Field, what: str) -> str:
-        description = f"{what}: letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63"
+        description = f"{what}: letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63 characters"
         value = self.text(field_, description)
         if not _NAME_RE.fullmatch(value):
             raise self.expected(field_, description)
@@ -492,7 +498,7 @@ class _Document:
         if seconds is None or seconds != seconds:  # NaN
             raise self.expected(field_, DURATION_HELP)
         if seconds < minimum or (minimum == 0.0 and seconds <= 0):
-            floor = f"at least {format_duration(minimum)}" if minimum else "above zero"
+            floor = f"of at least {format_duration(minimum)}" if minimum else "above zero"
             raise self.error(field_, f"expected a duration {floor}, found {self.describe(field_.node)}")
         return seconds
 
@@ -542,10 +548,14 @@ def _syntax_error(file: Path, err: yaml.MarkedYAMLError) -> ConfigError:
     # Only the parser's problem and position: its snippet of the line could hold a secret.
     mark = err.problem_mark or err.context_mark
     line = f":{mark.line + 1}" if mark is not None else ""
-    column = f" (column {mark.column + 1})" if mark is not None else ""
+    where = [f"column {mark.column + 1}"] if mark is not None else []
+    if err.context and err.problem:
+        started = err.context_mark
+        since = f" that starts on line {started.line + 1}" if started is not None and started is not mark else ""
+        where.append(f"{err.context}{since}")
     problem = err.problem or err.context or "invalid YAML"
-    context = f" {err.context}" if err.context and err.problem else ""
-    return ConfigError(f"{file}{line}: YAML syntax error:{context} {problem}{column}")
+    detail = f" ({', '.join(where)})" if where else ""
+    return ConfigError(f"{file}{line}: YAML syntax error: {problem}{detail}")
 
 
 # -- config file discovery --------------------------------------------------------------
@@ -833,8 +843,10 @@ def _read_password_source(doc: _Document, item: _Field, host: dict[str, _Field],
             given.append("password_prompt")
     if transport not in PASSWORD_TRANSPORTS:
         if given:
-            how = "the Kerberos ticket cache (kinit)" if transport == "kerberos" else "cert_pem and cert_key_pem"
-            raise doc.error(host[given[0]], f"transport {transport} does not use a password (it authenticates with {how})")
+            how = "the Kerberos ticket cache (run kinit)" if transport == "kerberos" else "cert_pem and cert_key_pem"
+            raise doc.error(
+                host[given[0]], f"transport {transport} does not use a password: it authenticates with {how}; remove {given[0]}"
+            )
         return SecretSource()
     if not given:
         raise doc.error(

@@ -78,6 +78,8 @@ def setup_logging(paths: Paths, level: str | None) -> None:
     # ancestors'); other libraries' records only from warnings up.
     root = logging.getLogger()
     root.setLevel(_LIBRARY_LEVEL)
+    # Off and on again: re-captures if something (a test runner) replaced the hook since.
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
 
     current = _current_handler(root)

@@ -38,7 +38,8 @@ def builtin_themes_dir() -> Path:
     return package_dir.parent / "themes"
 
 
-def collect_info(core: Core) -> dict[str, Any]:
+def collect_info(core: Core, log_level: str | None = None) -> dict[str, Any]:
+    """Everything `hvtui info` shows; ``log_level`` is the --log-level option, if given."""
     config, paths = core.config, core.paths
     default_repository = config.default_repository()
     if config.read_only:
@@ -58,7 +59,7 @@ def collect_info(core: Core) -> dict[str, Any]:
         "data_dir": str(paths.data_dir),
         "state_dir": str(paths.state_dir),
         "log_file": str(paths.log_file),
-        "log_level": logging_level(core),
+        "log_level": log_level or core.config.log_level,
         "audit_log": str(paths.audit_log),
         "job_journal": str(paths.job_journal),
         "default_repository": {"name": default_repository.name, "path": str(default_repository.path)},
@@ -70,17 +71,8 @@ def collect_info(core: Core) -> dict[str, Any]:
     }
 
 
-def logging_level(core: Core) -> str:
-    import logging
-
-    return logging.getLevelName(logging.getLogger("hvtui").getEffectiveLevel()).lower()
-
-
 def format_info(info: dict[str, Any]) -> str:
-    if info["config_file"] is None:
-        config_line = "none — built-in demo lab"
-    else:
-        config_line = info["config_file"]
+    config_line = info["config_file"] or "none — built-in demo lab"
     if info["hosts"]:
         kinds: dict[str, int] = {}
         for host in info["hosts"]:
@@ -115,7 +107,7 @@ def format_info(info: dict[str, Any]) -> str:
 
 
 def handle_info(args: argparse.Namespace, core: Core) -> int:
-    info = collect_info(core)
+    info = collect_info(core, getattr(args, "log_level", None))
     if args.json:
         print(json.dumps(info, indent=2))
     else:
