@@ -221,7 +221,7 @@ PASSWORD_TRANSPORTS = ("ntlm", "credssp", "basic")
 MESSAGE_ENCRYPTING_TRANSPORTS = ("ntlm", "kerberos", "credssp")
 LAB_PROFILES = ("demo", "bench", "scale")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-# Sprawl rule ids (issue 3); exemptions may name one of them.
+# Sprawl rule ids (issue 3; the same as hvtui.policy.RULES); exemptions may name one of them.
 RULE_IDS = (
     "checkpoint-age",
     "recovery-checkpoint-left",
@@ -232,6 +232,7 @@ RULE_IDS = (
     "running-on-avhdx",
     "stray-disk-file",
     "checkpoint-not-backup",
+    "host-unreachable",
 )
 HYPERV_CHECKPOINT_LIMIT = 50
 DEFAULT_REPOSITORY_NAME = "default"
@@ -243,6 +244,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": HOUR, "d": DAY, "w": 7 * DAY}
+_PLAIN_NUMBER_RE = re.compile(r"\d+(?:\.\d+)?")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 # Decimal units follow IEC (GB = 10^9); bare letters are binary, as in qemu-img and dd.
 _SIZE_UNITS = {
@@ -279,10 +281,8 @@ def parse_duration(text: str) -> float | None:
     compact = text.strip().lower()
     if not compact:
         return None
-    try:
+    if _PLAIN_NUMBER_RE.fullmatch(compact):
         return float(compact)
-    except ValueError:
-        pass
     total, position = 0.0, 0
     for match in _DURATION_RE.finditer(compact):
         if compact[position : match.start()].strip():
@@ -495,7 +495,7 @@ class _Document:
             seconds = float(value)
         elif isinstance(value, str):
             seconds = parse_duration(value)
-        if seconds is None or seconds != seconds:  # NaN
+        if seconds is None or not math.isfinite(seconds):
             raise self.expected(field_, DURATION_HELP)
         if seconds < minimum or (minimum == 0.0 and seconds <= 0):
             floor = f"of at least {format_duration(minimum)}" if minimum else "above zero"
@@ -664,13 +664,16 @@ def _read_config(doc: _Document, root: _Field, paths: Paths) -> Config:
     top = doc.mapping(root, _TOP_KEYS)
     hosts = _read_hosts(doc, top["hosts"]) if "hosts" in top and not doc.is_null(top["hosts"]) else ()
     repositories = _read_repositories(doc, top.get("repositories"), paths)
+    policy = _read_policy(doc, top["policy"]) if "policy" in top else PolicyConfig()
+    if hosts and "policy" in top:
+        _check_policy_names(doc, top["policy"], hosts)
     return Config(
         source=doc.file,
         hosts=hosts,
         read_only=doc.boolean(top["read_only"]) if "read_only" in top else False,
         log_level=doc.choice(top["log_level"], LOG_LEVELS, "a log level") if "log_level" in top else "info",
         lab=_read_lab(doc, top["lab"]) if "lab" in top else LabConfig(),
-        policy=_read_policy(doc, top["policy"]) if "policy" in top else PolicyConfig(),
+        policy=policy,
         repositories=repositories,
         jobs=_read_jobs(doc, top["jobs"]) if "jobs" in top else JobsConfig(),
         ui=_read_ui(doc, top["ui"]) if "ui" in top else UIConfig(),
@@ -878,6 +881,33 @@ def _read_policy(doc: _Document, field_: _Field) -> PolicyConfig:
             vms[vm] = _read_thresholds(doc, vm_field, doc.mapping(vm_field, _THRESHOLD_KEYS), defaults)
     exemptions = _read_exemptions(doc, policy["exempt"]) if "exempt" in policy else ()
     return PolicyConfig(defaults=defaults, groups=groups, vms=vms, exemptions=exemptions)
+
+
+def _check_policy_names(doc: _Document, field_: _Field, hosts: tuple[HostConfig, ...]) -> None:
+    """With hosts listed, a group or host named by the policy must exist: a typo would
+    otherwise silently leave the defaults in force. (Lab hosts found at run time cannot
+    be checked, so this applies only when the file lists hosts.)"""
+    policy = doc.entries(field_, "a mapping")
+    groups = sorted({host.group for host in hosts if host.group is not None})
+    names = [host.name for host in hosts]
+    if "groups" in policy:
+        for group, (key_node, _value) in doc.entries(_Field(policy["groups"][1], "policy.groups"), "a mapping").items():
+            if group not in groups:
+                where = _Field(key_node, _child_path("policy.groups", group))
+                raise doc.error(where, f"no host has group '{group}'{_did_you_mean(group, groups, 'groups')}")
+    if "vms" in policy:
+        for key, (key_node, _value) in doc.entries(_Field(policy["vms"][1], "policy.vms"), "a mapping").items():
+            host = key.partition("/")[0] if "/" in key else None
+            if host is not None and host not in names:
+                where = _Field(key_node, _child_path("policy.vms", key))
+                raise doc.error(where, f"no host is named '{host}'{_did_you_mean(host, names, 'hosts')}")
+
+
+def _did_you_mean(value: str, known: Sequence[str], what: str) -> str:
+    close = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    return f" (configured {what}: {', '.join(known) or 'none'})"
 
 
 def _read_thresholds(doc: _Document, owner: _Field, entries: dict[str, _Field], base: Thresholds) -> Thresholds:

@@ -215,7 +215,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "3 days", "3x", "h", "-5s", "5s junk", "1h 2"])
+@pytest.mark.parametrize("text", ["", "3 days", "3x", "h", "-5s", "-5", "inf", "nan", "5s junk", "1h 2"])
 def test_parse_duration_refuses(text: str) -> None:
     assert parse_duration(text) is None
 
@@ -418,6 +418,7 @@ MISTAKES = [
         "policy.checkpoint_age.warn: expected a duration such as 30s, 90m, 12h, 3d, 2w or a number of seconds, found '3 days'",
         id="bad-duration",
     ),
+    pytest.param("policy:\n  backup_age: {crit: .inf}\n", 2, "policy.backup_age.crit: expected a duration such as", id="infinite-duration"),
     pytest.param(
         "policy:\n  differencing_size:\n    warn_bytes: 20 gigs\n",
         3,
@@ -444,6 +445,18 @@ MISTAKES = [
         4,
         'policy.vms["hv01/web"].chain_deep: unknown key; did you mean \'chain_depth\'?',
         id="vm-override-unknown-key",
+    ),
+    pytest.param(
+        "hosts:\n  - {name: hv01, kind: lab, group: prod}\npolicy:\n  groups:\n    prd:\n      chain_depth: {warn: 1}\n",
+        5,
+        "policy.groups.prd: no host has group 'prd'; did you mean 'prod'?",
+        id="policy-group-typo",
+    ),
+    pytest.param(
+        'hosts:\n  - {name: hv01, kind: lab}\npolicy:\n  vms:\n    "hv10/web": {chain_depth: {warn: 1}}\n',
+        5,
+        "policy.vms[\"hv10/web\"]: no host is named 'hv10'; did you mean 'hv01'?",
+        id="policy-vm-unknown-host",
     ),
     pytest.param(
         "policy:\n  exempt:\n    - vm: veeam*\n      rule: checkpoint-age\n",
@@ -537,3 +550,10 @@ def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_exemption_rule_ids_are_the_policy_rules() -> None:
+    from hvtui.config import RULE_IDS
+    from hvtui.policy import RULES
+
+    assert set(RULE_IDS) == set(RULES)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,10 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
 
 
 def builtin_themes_dir() -> Path:
-    """The themes shipped with hvtui: ``themes/`` beside the package in a checkout."""
+    """The themes shipped with hvtui: ``themes/`` beside the package in a checkout or an
+    editable install, else the copy a wheel installs under ``<prefix>/share/hvtui``."""
     package_dir = Path(hvtui.__file__).resolve().parent
-    for candidate in (package_dir.parent / "themes", package_dir / "themes"):
+    for candidate in (package_dir.parent / "themes", Path(sys.prefix) / "share" / "hvtui" / "themes"):
         if candidate.is_dir():
             return candidate
     return package_dir.parent / "themes"
