@@ -798,7 +798,6 @@ def _read_winrm(doc: _Document, item: _Field, host: dict[str, _Field]) -> WinRMS
     else:
         # Keep pywinrm's 20s/30s pair unless a shorter call deadline forces it down.
         operation_timeout = min(20.0, float(max(1, math.floor(timeout * 2 / 3))))
-    long_timeout = timeout
     if "long_timeout" in host:
         long_timeout = doc.duration(host["long_timeout"], minimum=timeout)
     else:

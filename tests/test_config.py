@@ -100,6 +100,13 @@ def test_lab_default_config_has_the_default_repository(paths: Paths) -> None:
     assert config.default_repository() == RepositoryConfig("default", paths.default_repository, default=True)
 
 
+def test_config_built_in_code_without_repositories_still_has_a_default(paths: Paths) -> None:
+    config = Config(source=None, hosts=())
+    assert config.default_repository() == RepositoryConfig("default", paths.default_repository, default=True)
+    assert config.repository("default") == config.default_repository()
+    assert config.repository("elsewhere") is None
+
+
 def test_winrm_defaults_and_derived_values(tmp_path: Path) -> None:
     config = load(
         tmp_path,
