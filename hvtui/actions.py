@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from hvtui.errors import HvtuiError, NotFoundError, ReadOnlyError, RefusedError
@@ -218,6 +221,10 @@ def _current_branch(vm: VM) -> list[Checkpoint]:
 class CheckpointActions:
     def __init__(self, core: Core) -> None:
         self._core = core
+        # Hosts changed through us since their last read: the next plan reads them again
+        # rather than trusting a chain we know has moved.
+        self._changed_hosts: set[str] = set()
+        self._changed_lock = threading.Lock()
 
     @property
     def audit(self) -> AuditLog:
@@ -245,10 +252,15 @@ class CheckpointActions:
             raise ReadOnlyError(f"{action} on {host!r} refused: {reason}")
 
     # -- lookups -------------------------------------------------------------------------------
-    def _vm(self, host: str, vm_id: str) -> VM:
+    def _vm(self, host: str, vm_id: str, checkpoint_id: str | None = None) -> VM:
+        """The VM from the latest inventory; the host is read again when it was changed
+        since, or when the VM (or the checkpoint asked for) is not in it yet."""
         self._core.host(host)  # unknown host: ConfigError naming the configured ones
-        vm = self._core.inventory.latest.vm(host, vm_id)
-        if vm is None:
+        with self._changed_lock:
+            changed = host in self._changed_hosts
+            self._changed_hosts.discard(host)
+        vm = None if changed else self._core.inventory.latest.vm(host, vm_id)
+        if vm is None or (checkpoint_id is not None and vm.checkpoint(checkpoint_id) is None):
             vm = self._core.inventory.refresh([host]).vm(host, vm_id)
         if vm is None:
             host_inv = self._core.inventory.latest.host(host)
@@ -256,6 +268,15 @@ class CheckpointActions:
                 raise HvtuiError(f"host {host!r} cannot be read: {host_inv.error}")
             raise NotFoundError(host, "find VM", f"no VM with id {vm_id}")
         return vm
+
+    @contextmanager
+    def _changing(self, host: str) -> Iterator[None]:
+        # Marked also when the call fails: a failed merge may have changed the chain.
+        try:
+            yield
+        finally:
+            with self._changed_lock:
+                self._changed_hosts.add(host)
 
     @staticmethod
     def _checkpoint(vm: VM, checkpoint_id: str) -> Checkpoint:
@@ -271,7 +292,7 @@ class CheckpointActions:
 
     # -- plans -------------------------------------------------------------------------------
     def plan_remove(self, host: str, vm_id: str, checkpoint_id: str, subtree: bool = False) -> RemovePlan:
-        vm = self._vm(host, vm_id)
+        vm = self._vm(host, vm_id, checkpoint_id)
         target = self._checkpoint(vm, checkpoint_id)
         going = vm.subtree(target.id) if subtree else [target]
         going_ids = {cp.id for cp in going}
@@ -341,7 +362,7 @@ class CheckpointActions:
         return host_inv.facts if host_inv is not None else None
 
     def plan_apply(self, host: str, vm_id: str, checkpoint_id: str) -> ApplyPlan:
-        vm = self._vm(host, vm_id)
+        vm = self._vm(host, vm_id, checkpoint_id)
         cp = self._checkpoint(vm, checkpoint_id)
         facts = self._facts(host)
         now = facts.now if facts is not None else self._core.clock.now()
@@ -380,7 +401,8 @@ class CheckpointActions:
                     f"VM {vm.name!r} on {host!r} already has {vm.checkpoint_count} checkpoints; "
                     f"Hyper-V allows at most {HYPERV_CHECKPOINT_LIMIT}"
                 )
-            created = self._core.host(host).create_checkpoint(vm.id, clean_name, checkpoint_type)
+            with self._changing(host):
+                created = self._core.host(host).create_checkpoint(vm.id, clean_name, checkpoint_type)
             entry.args.update(checkpoint_id=created.id, name=created.name)
             return created
 
@@ -396,7 +418,7 @@ class CheckpointActions:
         args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "checkpoint_first": checkpoint_first}
         with self.audit.action("checkpoint.apply", host, vm_id, args) as entry:
             self._check_writable("apply a checkpoint", host)
-            vm = self._vm(host, vm_id)
+            vm = self._vm(host, vm_id, checkpoint_id)
             cp = self._checkpoint(vm, checkpoint_id)
             entry.vm = vm.name
             entry.args["checkpoint_name"] = cp.name
@@ -404,7 +426,8 @@ class CheckpointActions:
             if checkpoint_first:
                 saved = self.create(host, vm.id, self._checkpoint_first_name(vm, cp), vm_checkpoint_type(vm))
                 entry.args["saved_checkpoint_id"] = saved.id
-            self._core.host(host).apply_checkpoint(vm.id, cp.id, progress=progress)
+            with self._changing(host):
+                self._core.host(host).apply_checkpoint(vm.id, cp.id, progress=progress)
             return saved
 
     def remove(
@@ -439,9 +462,10 @@ class CheckpointActions:
                     )
                 entry.args["headroom_overridden"] = True
                 log.warning("merge headroom overridden for %s/%s", host, plan.vm_name)
-            self._core.host(host).remove_checkpoint(
-                plan.vm_id, plan.checkpoint.id, subtree=subtree, progress=progress, cancel=cancel
-            )
+            with self._changing(host):
+                self._core.host(host).remove_checkpoint(
+                    plan.vm_id, plan.checkpoint.id, subtree=subtree, progress=progress, cancel=cancel
+                )
             return plan
 
     def rename(self, host: str, vm_id: str, checkpoint_id: str, new_name: str) -> None:
@@ -449,11 +473,12 @@ class CheckpointActions:
         with self.audit.action("checkpoint.rename", host, vm_id, args) as entry:
             self._check_writable("rename a checkpoint", host)
             clean = validate_checkpoint_name(new_name)
-            vm = self._vm(host, vm_id)
+            vm = self._vm(host, vm_id, checkpoint_id)
             cp = self._checkpoint(vm, checkpoint_id)
             entry.vm = vm.name
             entry.args["old_name"] = cp.name
-            self._core.host(host).rename_checkpoint(vm.id, cp.id, clean)
+            with self._changing(host):
+                self._core.host(host).rename_checkpoint(vm.id, cp.id, clean)
 
 
 def vm_checkpoint_type(vm: VM) -> str:

@@ -107,7 +107,9 @@ class AuditLog:
         return entry
 
     @contextmanager
-    def action(self, action: str, host: str, vm: str | None, args: dict[str, Any] | None = None) -> Iterator[AuditEntry]:
+    def action(
+        self, action: str, host: str, vm: str | None, args: dict[str, Any] | None = None
+    ) -> Iterator[AuditEntry]:
         """Time the body and record its outcome: ok, refused, cancelled or failed (re-raised).
 
         The body may update ``entry.args`` (a created checkpoint's id) or ``entry.vm``.

@@ -49,6 +49,7 @@ class InventoryService:
         # The one call per host still in flight, possibly started by an earlier refresh.
         self._in_flight: dict[str, tuple[Future[HostSnapshot], float]] = {}
         self.refresh_count = 0  # completed refreshes; lets pollers see that something new arrived
+        self._waiting = 0  # callers waiting for someone else's refresh (observable in tests)
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -59,6 +60,11 @@ class InventoryService:
     @property
     def is_refreshing(self) -> bool:
         return self._running is not None
+
+    @property
+    def waiting_callers(self) -> int:
+        """Callers blocked waiting for the running refresh."""
+        return self._waiting
 
     def deadline_for(self, name: str) -> float:
         """The host's own call deadline from its settings, else the service default."""
@@ -85,7 +91,13 @@ class InventoryService:
                     self._running, self._running_hosts = mine, wanted
                     break
                 covers = self._running_hosts is None or (wanted is not None and wanted <= self._running_hosts)
-            result = running.result()  # never two refreshes at once: wait for the running one
+            with self._lock:
+                self._waiting += 1
+            try:
+                result = running.result()  # never two refreshes at once: wait for the running one
+            finally:
+                with self._lock:
+                    self._waiting -= 1
             if covers:
                 return result
         try:
@@ -106,7 +118,7 @@ class InventoryService:
         started = time.monotonic()
         deadlines = {name: self.deadline_for(name) for name in names}
         calls = {name: self._start_call(hosts[name], deadlines[name]) for name in names}
-        give_up_at = {name: started + deadlines[name] + DEADLINE_GRACE for name in names}
+        give_up_at = {name: started + deadlines[name] + min(DEADLINE_GRACE, deadlines[name] / 10) for name in names}
 
         pending = set(names)
         finished_at: dict[str, float] = {}
@@ -181,7 +193,9 @@ class InventoryService:
         if err is None:
             snapshot = call.result()
             if not isinstance(snapshot, HostSnapshot):
-                return self._failed(host, f"inventory returned {type(snapshot).__name__}, not a snapshot", duration, previous)
+                return self._failed(
+                    host, f"inventory returned {type(snapshot).__name__}, not a snapshot", duration, previous
+                )
             vms = tuple(vm if vm.host == host.name else dataclasses.replace(vm, host=host.name) for vm in snapshot.vms)
             return HostInventory(
                 name=host.name,

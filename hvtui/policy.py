@@ -156,7 +156,9 @@ def _glob(pattern: str, value: str) -> bool:
     return fnmatch.fnmatchcase(value.casefold(), pattern.casefold())
 
 
-def _exemption_for(finding: Finding, checkpoint: Checkpoint | None, exemptions: Iterable[Exemption]) -> Exemption | None:
+def _exemption_for(
+    finding: Finding, checkpoint: Checkpoint | None, exemptions: Iterable[Exemption]
+) -> Exemption | None:
     if finding.vm_name is None:
         return None  # host-level findings (an unreachable host) cannot be silenced
     for exemption in exemptions:
@@ -165,7 +167,9 @@ def _exemption_for(finding: Finding, checkpoint: Checkpoint | None, exemptions: 
         vm_names = (f"{finding.host}/{finding.vm_name}", finding.vm_name, f"{finding.host}/{finding.vm_id}")
         if not any(_glob(exemption.vm, name) for name in vm_names):
             continue
-        if exemption.checkpoint is not None and (checkpoint is None or not _glob(exemption.checkpoint, checkpoint.name)):
+        if exemption.checkpoint is not None and (
+            checkpoint is None or not _glob(exemption.checkpoint, checkpoint.name)
+        ):
             continue
         return exemption
     return None
@@ -273,7 +277,9 @@ class _VMRules:
                 )
             else:
                 message = f"{cp.type} checkpoint {cp.name!r} is {age_text(age)} old ({limit})"
-                action = "Delete it once nobody needs it: a checkpoint is not a backup, and the chain grows while it exists"
+                action = (
+                    "Delete it once nobody needs it: a checkpoint is not a backup, and the chain grows while it exists"
+                )
             self.add(severity, rule, message, action, checkpoint=cp, age=age)
 
     def checkpoint_count(self) -> None:
