@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from hvtui.actions import CheckpointActions
     from hvtui.audit import AuditLog
     from hvtui.inventory import InventoryService
+    from hvtui.jobs import JobManager
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,19 @@ class Core:
 
         return self._service("audit", lambda: AuditLog(self.paths.audit_log))
 
+    @property
+    def jobs(self) -> JobManager:
+        """The job manager (queue, limits, journal; backup and restore kinds)."""
+        from hvtui.jobs import JobManager
+
+        return self._service("jobs", lambda: JobManager.from_core(self))
+
     def close(self) -> None:
+        jobs = self._services.get("jobs")
+        # The console asks before quitting with jobs running; by now stopping them is the
+        # user's choice.  A cancelled backup still removes its checkpoint.
+        if jobs is not None and not jobs.shutdown(cancel_running=True, timeout=120):
+            log.warning("jobs still running at exit; the journal will list them as interrupted")
         for host in (self._hosts or {}).values():
             try:
                 host.close()
