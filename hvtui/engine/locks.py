@@ -1,0 +1,324 @@
+"""Repository locks: backups, restores and verify share; prune is exclusive.
+
+Two layers (docs/repository-format.md, "Locking"):
+
+* ``locks/repo.lock`` is held with ``fcntl.flock`` (shared or exclusive).  The kernel drops
+  it when a process dies, so on one machine a crashed holder never blocks anyone.
+* ``locks/<id>.json`` records who holds what (pid, hostname, boot id, process start time,
+  refreshed every 5 minutes).  They say who is waited for, guard repositories shared by
+  several machines (where flock may not reach), and tag the holder's temporary files.
+  A record is stale when its process is gone on this machine (dead pid, another process
+  reusing the pid, another boot) or, for another machine, not refreshed for 30 minutes.
+  Stale records, and the temporary files they tagged, are removed by the next locker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvtui.engine.fsutil import atomic_write_json, boot_id, hostname, pid_alive, process_start_ticks
+from hvtui.errors import RepositoryError
+from hvtui.events import CancelToken
+
+try:
+    import fcntl
+except ImportError:  # not on POSIX: only the records protect the repository
+    fcntl = None  # type: ignore[assignment]
+
+REFRESH_SECONDS = 300.0
+STALE_SECONDS = 1800.0
+POLL_SECONDS = 0.1
+
+
+class RepositoryBusy(RepositoryError):
+    """The lock could not be obtained before the deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockRecord:
+    id: str
+    kind: str  # shared or exclusive
+    operation: str
+    detail: str
+    pid: int
+    hostname: str
+    boot_id: str | None
+    process_start: int | None
+    created: float
+    refreshed: float
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created))
+        return f"{self.operation} {self.detail} (pid {self.pid} on {self.hostname}, since {since})".replace("  ", " ")
+
+    def is_stale(self, now: float) -> bool:
+        if self.hostname == hostname():
+            mine = boot_id()
+            if self.boot_id and mine and self.boot_id != mine:
+                return True
+            if not pid_alive(self.pid):
+                return True
+            if self.process_start is not None:
+                current = process_start_ticks(self.pid)
+                if current is not None and current != self.process_start:
+                    return True
+            return False
+        return now - self.refreshed > STALE_SECONDS
+
+
+def read_record(path: Path) -> LockRecord | None:
+    try:
+        raw = json.loads(path.read_text())
+        return LockRecord(**{name: raw[name] for name in LockRecord.__dataclass_fields__})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        # Records are written atomically; an unreadable one is damage, not a live holder.
+        return LockRecord(path.stem, "unknown", "unreadable lock record", "", -1, "", None, None, 0.0, 0.0)
+
+
+class RepositoryLock:
+    """One holder's lock on a repository; use as a context manager after ``acquire``."""
+
+    def __init__(self, root: Path, kind: str, operation: str, detail: str = "") -> None:
+        if kind not in ("shared", "exclusive"):
+            raise ValueError(kind)
+        self.root = root
+        self.locks_dir = root / "locks"
+        self.tmp_dir = root / "tmp"
+        self.kind = kind
+        self.operation = operation
+        self.detail = detail
+        self.id = uuid.uuid4().hex[:16]
+        self.waited_for: list[str] = []  # who we waited for, for reports
+        self._fd: int | None = None
+        self._record_path = self.locks_dir / f"{self.id}.json"
+        self._created = 0.0
+        self._stop_refresh = threading.Event()
+        self._refresher: threading.Thread | None = None
+
+    # -- acquire / release -------------------------------------------------------------
+    def acquire(
+        self,
+        timeout: float | None = 3600.0,
+        cancel: CancelToken | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> RepositoryLock:
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        announced: str | None = None
+        while True:
+            if cancel is not None:
+                cancel.check()
+            blockers = self._try_once()
+            if not blockers:
+                self._start_refresher()
+                return self
+            text = "; ".join(sorted(set(blockers))) or "another process"
+            if text not in self.waited_for:
+                self.waited_for.append(text)
+            if on_wait is not None and text != announced:
+                on_wait(f"waiting for the repository lock: {text}")
+                announced = text
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RepositoryBusy(f"repository {self.root} is busy: {text}; gave up after {timeout:.0f} s")
+            if cancel is not None:
+                if cancel.wait(POLL_SECONDS):
+                    cancel.check()
+            else:
+                time.sleep(POLL_SECONDS)
+
+    def _try_once(self) -> list[str]:
+        """Take the flock and write our record; on conflict undo both and say who blocks."""
+        fd = os.open(self.locks_dir / "repo.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            mode = fcntl.LOCK_SH if self.kind == "shared" else fcntl.LOCK_EX
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return [r.describe() for r in self._live_records() if self._conflicts(r)] or [
+                    "a process on this machine"
+                ]
+        self._fd = fd
+        now = time.time()
+        self._created = now
+        try:
+            self._write_record(now)
+        except OSError as err:
+            self._unlock()
+            raise RepositoryError(f"cannot write a lock record in {self.locks_dir}: {err.strerror}") from err
+        blockers = [r.describe() for r in self._live_records(clean=True) if r.id != self.id and self._conflicts(r)]
+        if blockers:
+            self._remove_record()
+            self._unlock()
+        return blockers
+
+    def _conflicts(self, other: LockRecord) -> bool:
+        return self.kind == "exclusive" or other.kind == "exclusive"
+
+    def release(self) -> None:
+        self._stop_refresh.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=5)
+            self._refresher = None
+        self._remove_record()
+        self._unlock()
+
+    def __enter__(self) -> RepositoryLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _unlock(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    # -- records -----------------------------------------------------------------------
+    def _write_record(self, now: float) -> None:
+        record = {
+            "id": self.id,
+            "kind": self.kind,
+            "operation": self.operation,
+            "detail": self.detail,
+            "pid": os.getpid(),
+            "hostname": hostname(),
+            "boot_id": boot_id(),
+            "process_start": process_start_ticks(os.getpid()),
+            "created": self._created,
+            "refreshed": now,
+        }
+        atomic_write_json(self._record_path, record, tmp_dir=self.tmp_dir)
+
+    def _remove_record(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self._record_path)
+
+    def _live_records(self, clean: bool = False) -> list[LockRecord]:
+        """Records of live holders; with ``clean``, stale ones and their temp files go.
+
+        The temporary directory is listed *before* the records: a live writer writes its
+        record before any temporary file, so every temp file seen here whose owner has no
+        live record is a leftover.
+        """
+        tmp_names = _listdir(self.tmp_dir) if clean else []
+        now = time.time()
+        live: list[LockRecord] = []
+        for name in _listdir(self.locks_dir):
+            if not name.endswith(".json"):
+                continue
+            record = read_record(self.locks_dir / name)
+            if record is None:
+                continue
+            if record.is_stale(now):
+                if clean:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.locks_dir / name)
+                continue
+            live.append(record)
+        if clean:
+            owners = {r.id for r in live} | {self.id}
+            for name in tmp_names:
+                owner = tmp_owner(name)
+                if owner is not None:
+                    leftover = owner not in owners
+                else:  # untagged (a record or manifest being written): only when clearly old
+                    try:
+                        leftover = now - os.stat(self.tmp_dir / name).st_mtime > STALE_SECONDS
+                    except OSError:
+                        leftover = False
+                if leftover:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.tmp_dir / name)
+        return live
+
+    def _start_refresher(self) -> None:
+        def refresh() -> None:
+            while not self._stop_refresh.wait(REFRESH_SECONDS):
+                with contextlib.suppress(OSError):
+                    self._write_record(time.time())
+
+        self._refresher = threading.Thread(target=refresh, name=f"hvtui-lock-{self.id}", daemon=True)
+        self._refresher.start()
+
+
+def tmp_owner(name: str) -> str | None:
+    """The lock id a temporary file was tagged with (``<name>.<lock id>.<rand>.tmp``)."""
+    parts = name.split(".")
+    if len(parts) >= 4 and parts[-1] == "tmp" and _is_lock_id(parts[-3]):
+        return parts[-3]
+    return None
+
+
+def _is_lock_id(text: str) -> bool:
+    return len(text) == 16 and all(ch in "0123456789abcdef" for ch in text)
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def lock_records(root: Path) -> list[LockRecord]:
+    """Every lock record in a repository (for status displays and tests)."""
+    out = []
+    for name in _listdir(root / "locks"):
+        if name.endswith(".json"):
+            record = read_record(root / "locks" / name)
+            if record is not None:
+                out.append(record)
+    return out
+
+
+class VMLock:
+    """At most one backup of a VM into a repository at a time (flock on a per-VM file).
+
+    Two backups of one VM would fight over its Recovery checkpoint and over which point is
+    the other's parent; a second one is refused at once with a clear message.
+    """
+
+    def __init__(self, root: Path, host: str, vm_id: str) -> None:
+        import hashlib
+
+        key = hashlib.sha256(f"{host}/{vm_id}".encode()).hexdigest()[:24]
+        self.path = root / "locks" / f"vm-{key}.lock"
+        self.label = f"{host}/{vm_id}"
+        self._fd: int | None = None
+
+    def acquire(self) -> VMLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RepositoryBusy(f"a backup of VM {self.label} into this repository is already running") from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> VMLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

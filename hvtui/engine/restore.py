@@ -1,0 +1,295 @@
+"""Restore a point: to a directory, or through a host's ``RestoreTarget`` (new VM, in place).
+
+Every chunk is hash-checked as it is read; all-zero chunks become holes (nothing written,
+the file is truncated to its size at the end).  Files are written under temporary names
+and renamed into place only once all of them are complete and fsynced; on any failure the
+temporary files are removed (or the host's target aborted), so nothing half-written is
+left looking good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hvtui.engine.fsutil import fsync_dir, tune_allocator
+from hvtui.engine.manifest import FileEntry, Manifest, UnsafePathError, check_rel_path
+from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
+from hvtui.engine.repository import Repository
+from hvtui.engine.store import ChunkDamaged, ChunkMissing, disk_error
+from hvtui.errors import Cancelled, RepositoryError
+from hvtui.events import CancelToken, Progress, ProgressCallback
+from hvtui.hosts.base import Host
+from hvtui.model import VM
+
+
+@dataclass(slots=True)
+class RestoreResult:
+    point_id: str
+    target: str  # a directory, or "host/VM name" for a VM restore
+    files: int
+    logical_bytes: int
+    written_bytes: int  # data written (holes excluded)
+    hole_bytes: int  # left as holes
+    duration: float
+    vm_id: str | None = None
+    vm_name: str | None = None
+    host: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_inside(root: Path, rel_path: str) -> Path:
+    """``root/rel_path`` after checking that it cannot land outside ``root``."""
+    check_rel_path(rel_path)
+    target = root.joinpath(*rel_path.split("/"))
+    resolved_root = root.resolve()
+    resolved = target.resolve()
+    if resolved != resolved_root and resolved_root not in resolved.parents:
+        raise UnsafePathError(f"refused file path {rel_path!r}: it resolves outside the restore target")
+    return target
+
+
+class _Writer:
+    """Writes a point's files under a root, verifying chunks on a small thread pool."""
+
+    def __init__(self, repo: Repository, manifest: Manifest, meter: Meter, cancel: CancelToken, workers: int) -> None:
+        self.repo = repo
+        self.manifest = manifest
+        self.meter = meter
+        self.cancel = cancel
+        self.workers = workers
+        self.written = 0
+        self.holes = 0
+
+    def check_paths(self, root: Path) -> None:
+        for entry in self.manifest.files:
+            resolve_inside(root, entry.path)
+
+    def _chunk(self, digest: bytes, entry: FileEntry, index: int) -> bytes:
+        try:
+            return self.repo.store.get(digest)
+        except ChunkMissing:
+            raise RepositoryError(
+                f"restore point {self.manifest.id}: chunk {digest.hex()[:16]} of {entry.path} "
+                f"(at offset {index * self.manifest.chunk_size}) is missing from the repository; restore refused"
+            ) from None
+        except ChunkDamaged as err:
+            raise RepositoryError(
+                f"restore point {self.manifest.id}: chunk {digest.hex()[:16]} of {entry.path} "
+                f"(at offset {index * self.manifest.chunk_size}) is damaged: {err.reason}; restore refused"
+            ) from None
+
+    def write_all(self, paths: list[tuple[FileEntry, Path]]) -> None:
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="hvtui-restore") as pool:
+            for entry, path in paths:
+                self._write_file(pool, entry, path)
+
+    def _write_file(self, pool: ThreadPoolExecutor, entry: FileEntry, path: Path) -> None:
+        self.meter.current = entry.path
+        cs = self.manifest.chunk_size
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as err:
+            raise disk_error(err, f"cannot create {path}") from err
+        window: deque[tuple[int, Future[bytes]]] = deque()
+        depth = self.workers * 3
+        try:
+            for index, digest in enumerate(entry.chunks):
+                if digest is None:
+                    length = min(cs, entry.size - index * cs)
+                    self.holes += length
+                    self.meter.add(done=length)
+                    continue
+                window.append((index, pool.submit(self._chunk, digest, entry, index)))
+                if len(window) >= depth:
+                    self._drain_one(fd, window)
+            while window:
+                self._drain_one(fd, window)
+            os.ftruncate(fd, entry.size)
+            os.fsync(fd)
+        except OSError as err:
+            raise disk_error(err, f"writing {path}") from err
+        finally:
+            for _, future in window:
+                future.cancel()
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+
+    def _drain_one(self, fd: int, window: deque[tuple[int, Future[bytes]]]) -> None:
+        if self.cancel.cancelled:
+            raise Cancelled("restore cancelled")
+        index, future = window.popleft()
+        data = future.result()
+        offset = index * self.manifest.chunk_size
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n
+        self.written += len(data)
+        self.meter.add(done=len(data), data=len(data))
+        self.meter.emit()
+
+
+def _prepare(
+    repo: Repository, point: str | Manifest, progress: ProgressCallback | None, cancel: CancelToken | None
+) -> tuple[Manifest, CancelToken, Meter]:
+    tune_allocator()
+    cancel = cancel or CancelToken()
+    manifest = point if isinstance(point, Manifest) else repo.load_point(point)
+    return manifest, cancel, Meter(progress)
+
+
+def restore_to_directory(
+    repo: Repository,
+    point: str | Manifest,
+    target_dir: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    progress_interval: float = DEFAULT_INTERVAL,
+    lock_timeout: float | None = 3600.0,
+    workers: int = 2,
+) -> RestoreResult:
+    """Restore every file of ``point`` under ``target_dir`` (created if missing).
+
+    Refuses when a file to restore already exists there.  Files appear under their final
+    names only when every file of the point has been written and checked.
+    """
+    started = time.monotonic()
+    cancel = cancel or CancelToken()
+    lock = repo.lock("shared", "restore", str(point if isinstance(point, str) else point.id))
+    lock.acquire(lock_timeout, cancel, _lock_waiter(progress))
+    try:
+        manifest, cancel, meter = _prepare(repo, point, progress, cancel)
+        meter.interval = progress_interval
+        target_dir = Path(target_dir).expanduser().absolute()
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise disk_error(err, f"cannot create {target_dir}") from err
+        writer = _Writer(repo, manifest, meter, cancel, workers)
+        finals = [(entry, resolve_inside(target_dir, entry.path)) for entry in manifest.files]
+        existing = [str(path) for _, path in finals if path.exists() or path.is_symlink()]
+        if existing:
+            raise RepositoryError(
+                f"refusing to overwrite {existing[0]}"
+                + (f" and {len(existing) - 1} more" if len(existing) > 1 else "")
+                + "; restore into an empty directory"
+            )
+        staging = target_dir / f".hvtui-restore-{manifest.id}-{uuid.uuid4().hex[:8]}.tmp"
+        meter.start_phase(
+            "restore", total=manifest.logical_bytes, message=f"restoring {manifest.vm_name} to {target_dir}"
+        )
+        try:
+            staged = [(entry, resolve_inside(staging, entry.path)) for entry in manifest.files]
+            writer.write_all(staged)
+            cancel.check()
+            meter.start_phase("commit", message="moving restored files into place")
+            for (_, tmp_path), (_, final) in zip(staged, finals, strict=True):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(tmp_path, final)
+                fsync_dir(final.parent)
+        except OSError as err:
+            raise disk_error(err, f"restoring into {target_dir}") from err
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        fsync_dir(target_dir)
+    finally:
+        lock.release()
+    meter.start_phase("done", message=f"restored {manifest.id}")
+    return RestoreResult(
+        point_id=manifest.id,
+        target=str(target_dir),
+        files=len(manifest.files),
+        logical_bytes=manifest.logical_bytes,
+        written_bytes=writer.written,
+        hole_bytes=writer.holes,
+        duration=time.monotonic() - started,
+    )
+
+
+def restore_to_host(
+    repo: Repository,
+    point: str | Manifest,
+    host: Host,
+    mode: str,
+    *,
+    vm_id: str | None = None,
+    new_name: str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    progress_interval: float = DEFAULT_INTERVAL,
+    lock_timeout: float | None = 3600.0,
+    workers: int = 2,
+) -> RestoreResult:
+    """Restore as a new VM (``mode="new"``, ``new_name``) or over ``vm_id`` (``"in_place"``).
+
+    The host stages the files and registers the VM on ``commit``; any failure aborts the
+    target, which removes everything staged and leaves the original VM as it was.
+    """
+    if mode not in ("new", "in_place"):
+        raise RepositoryError(f"unknown restore mode {mode!r}")
+    started = time.monotonic()
+    cancel = cancel or CancelToken()
+    lock = repo.lock("shared", "restore", str(point if isinstance(point, str) else point.id))
+    lock.acquire(lock_timeout, cancel, _lock_waiter(progress))
+    try:
+        manifest, cancel, meter = _prepare(repo, point, progress, cancel)
+        meter.interval = progress_interval
+        # Refuse unsafe paths before the host is asked to do anything.
+        for entry in manifest.files:
+            check_rel_path(entry.path)
+        meter.start_phase("prepare", message="preparing the restore on the host")
+        target = host.prepare_restore(dict(manifest.vm_config), mode, vm_id=vm_id, new_name=new_name)
+        vm: VM | None = None
+        try:
+            staging = Path(target.staging_dir)
+            writer = _Writer(repo, manifest, meter, cancel, workers)
+            staged = [(entry, resolve_inside(staging, entry.path)) for entry in manifest.files]
+            meter.start_phase("restore", total=manifest.logical_bytes, message=f"restoring {manifest.vm_name}")
+            writer.write_all(staged)
+            cancel.check()
+            meter.start_phase("commit", message="registering the VM")
+            vm = target.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                target.abort()
+            raise
+    except OSError as err:
+        raise disk_error(err, "restoring to the host") from err
+    finally:
+        lock.release()
+    meter.start_phase("done", message=f"restored {manifest.id}")
+    return RestoreResult(
+        point_id=manifest.id,
+        target=f"{host.name}/{vm.name if vm else new_name or manifest.vm_name}",
+        files=len(manifest.files),
+        logical_bytes=manifest.logical_bytes,
+        written_bytes=writer.written,
+        hole_bytes=writer.holes,
+        duration=time.monotonic() - started,
+        vm_id=vm.id if vm else None,
+        vm_name=vm.name if vm else None,
+        host=host.name,
+    )
+
+
+def _lock_waiter(progress: ProgressCallback | None):  # -> Callable[[str], None]
+    def on_wait(message: str) -> None:
+        if progress is not None:
+            progress(Progress(phase="lock", message=message))
+
+    return on_wait
