@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths.default()
     setup_logging(paths, options.log_level)
     handler = getattr(args, "handler", None)
+    # A command may fix the exit code of every error: `hvtui check` reports them as
+    # UNKNOWN (3), because monitoring reads 1 and 2 as WARNING and CRITICAL.
+    error_exit: int | None = getattr(args, "error_exit_code", None)
     core: Core | None = None
     try:
         core = Core.from_options(options, paths)
@@ -95,26 +98,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         log.warning("config error: %s", err)
         print(f"hvtui: {redact(_one_line(err))}", file=sys.stderr)
-        return EXIT_USAGE
+        return error_exit or EXIT_USAGE
     except (ReadOnlyError, RefusedError) as err:
         log.warning("refused: %s", err)
         print(f"hvtui: refused: {redact(_one_line(err))}", file=sys.stderr)
-        return EXIT_REFUSED
+        return error_exit or EXIT_REFUSED
     except HvtuiError as err:
         log.warning("error: %s", err)
         print(f"hvtui: error: {redact(_one_line(err))}", file=sys.stderr)
-        return EXIT_FAILED
+        return error_exit or EXIT_FAILED
     except KeyboardInterrupt:
         print("hvtui: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return error_exit or EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like: not an error worth a word
         _silence_stdout()
-        return EXIT_FAILED
+        return error_exit or EXIT_FAILED
     except Exception as err:  # the last line of defence: log the traceback, print one line
         log.exception("unexpected error")
         message = redact(_one_line(err))
         print(f"hvtui: unexpected error: {type(err).__name__}: {message} (details in {paths.log_file})", file=sys.stderr)
-        return EXIT_FAILED
+        return error_exit or EXIT_FAILED
     finally:
         if core is not None:
             core.close()

@@ -15,7 +15,9 @@ counts it like any other warning and ``hvtui check`` turns it into the UNKNOWN s
 Exemptions keep the finding but report it with severity OK, the reason in
 ``exempt_reason`` and the severity it would have had in ``data["exempt_severity"]``;
 they are left out of ``summary`` and ``worst_by_vm`` counts of problems.  A
-checkpoint-name pattern only exempts findings that name a checkpoint.
+checkpoint-name pattern only exempts findings that name a checkpoint; an unreachable host
+is only exempted by an exemption naming ``host-unreachable`` (its vm glob is matched
+against the host name, so ``vm: "hv02/*"`` or ``vm: hv02`` both work).
 """
 
 from __future__ import annotations
@@ -159,12 +161,17 @@ def _glob(pattern: str, value: str) -> bool:
 def _exemption_for(
     finding: Finding, checkpoint: Checkpoint | None, exemptions: Iterable[Exemption]
 ) -> Exemption | None:
-    if finding.vm_name is None:
-        return None  # host-level findings (an unreachable host) cannot be silenced
     for exemption in exemptions:
         if exemption.rule is not None and exemption.rule != finding.rule:
             continue
-        vm_names = (f"{finding.host}/{finding.vm_name}", finding.vm_name, f"{finding.host}/{finding.vm_id}")
+        if finding.vm_name is None:
+            # A host-level finding (an unreachable host) is only silenced by an exemption
+            # naming its rule; its vm glob is matched against "host" and "host/".
+            if exemption.rule != finding.rule:
+                continue
+            vm_names: tuple[str, ...] = (finding.host, f"{finding.host}/")
+        else:
+            vm_names = (f"{finding.host}/{finding.vm_name}", finding.vm_name, f"{finding.host}/{finding.vm_id}")
         if not any(_glob(exemption.vm, name) for name in vm_names):
             continue
         if exemption.checkpoint is not None and (
@@ -465,7 +472,7 @@ def evaluate(
     """All findings for the inventory, sorted by ``sort_findings``."""
     findings: list[Finding] = []
     for host in inventory.hosts:
-        findings.extend(_host_findings(host))
+        findings.extend(_apply_exemption(finding, None, policy) for finding in _host_findings(host))
         if host.facts is None:
             continue
         stale = host.error is not None

@@ -379,3 +379,18 @@ def test_disk_without_chain_does_not_break_rules() -> None:
         vm, disks=(Disk("IDE", 0, 0, "D:\\odd.avhdx", (VhdLink("D:\\odd.avhdx", "Differencing", 5, 10, None),)),)
     )
     assert [f.rule for f in evaluate(inv(vm2), PolicyConfig(), BACKED_UP)] == [RUNNING_ON_AVHDX]
+
+
+def test_unreachable_host_is_exempted_only_by_its_rule() -> None:
+    inventory = Inventory(
+        hosts=(
+            HostInventory(name="lab-old", kind="winrm", error="timeout"),
+            HostInventory(name="hv09", kind="winrm", error="timeout"),
+        )
+    )
+    by_vm_only = PolicyConfig(exemptions=(Exemption(vm="*", reason="everything"),))
+    assert summary(evaluate(inventory, by_vm_only)) == (0, 2)
+    by_rule = PolicyConfig(exemptions=(Exemption(vm="lab-old/*", rule=HOST_UNREACHABLE, reason="decommissioned"),))
+    findings = evaluate(inventory, by_rule)
+    assert {f.host: f.exempt_reason for f in findings} == {"lab-old": "decommissioned", "hv09": None}
+    assert summary(findings) == (0, 1)
