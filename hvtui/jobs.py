@@ -911,6 +911,41 @@ def exit_code_for(job: Job) -> int:
     return EXIT_FAILED
 
 
+def job_to_dict(job: Job) -> dict[str, Any]:
+    """A job as plain JSON values (``hvtui jobs --json``, the CLI's ``--json`` outputs)."""
+
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    progress = job.progress
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "mode": job.mode,
+        "state": str(job.state),
+        "host": job.host,
+        "vm_id": job.vm_id,
+        "vm_name": job.vm_name,
+        "params": dict(job.params),
+        "created": when(job.created),
+        "started": when(job.started),
+        "finished": when(job.finished),
+        "duration": job.duration,
+        "progress": None
+        if progress is None
+        else {"phase": progress.phase, "message": progress.message, "done": progress.done, "total": progress.total},
+        "summary": dict(job.summary) if job.summary is not None else None,
+        "error": job.error,
+        "error_kind": job.error_kind,
+        "cancel_requested": job.cancel_requested,
+        "retry_of": job.retry_of,
+        "resumed_from": job.resumed_from,
+        "resumed_by": job.resumed_by,
+        "dismissed": job.dismissed,
+        "owner_pid": job.owner_pid,
+    }
+
+
 def _state_words(job: Job) -> str:
     if job.resumed_by:
         return f"already resumed as job {job.resumed_by}"

@@ -1,9 +1,230 @@
-"""`hvtui jobs`: placeholder until its issue's work lands here."""
+"""`hvtui jobs`: the job journal from a shell — list recent and interrupted jobs, resume or
+dismiss an interrupted one.
+
+``hvtui jobs`` lists the newest jobs and every interrupted one (a console or cron run that
+was killed before its job finished); ``--all`` lists the whole journal.  ``hvtui jobs
+resume ID`` runs an interrupted job again here, with a progress line, through the same job
+manager the console uses (same journal, same audit entries); ``hvtui jobs dismiss ID``
+stops offering it.  IDs may be abbreviated to any unique prefix.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, TextIO
+
+import humanize
+
+from hvtui.events import Progress
+from hvtui.jobs import Job, JobState, job_to_dict, run_job_blocking
+
+if TYPE_CHECKING:
+    from hvtui.core import Core
+
+RECENT = 20  # jobs listed without --all
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
-    return None
+    parser = subparsers.add_parser(
+        "jobs",
+        parents=parents,
+        help="list recent and interrupted jobs; resume or dismiss an interrupted one",
+        description="List recent backup and restore jobs from the job journal, and every interrupted one "
+        "(its process was killed before it finished). Resume or dismiss interrupted jobs.",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--all", action="store_true", help=f"list every job in the journal, not only the newest {RECENT}")
+    parser.set_defaults(handler=handle_list)
+    actions = parser.add_subparsers(dest="jobs_action", metavar="ACTION")
+    resume = actions.add_parser(
+        "resume",
+        parents=parents,
+        help="run an interrupted job again here (a backup reuses the chunks already stored)",
+        description="Run an interrupted job again in this process, with a progress line. Before a backup "
+        "is resumed, any Recovery checkpoint the killed run left on the VM is removed.",
+    )
+    resume.add_argument("job_id", metavar="ID", help="the interrupted job's id (a unique prefix is enough)")
+    resume.add_argument("--json", action="store_true", help="print the finished job as JSON instead of a progress line")
+    resume.set_defaults(handler=handle_resume)
+    dismiss = actions.add_parser(
+        "dismiss",
+        parents=parents,
+        help="stop offering an interrupted job for resuming",
+        description="Mark an interrupted job as dismissed: it stays in the journal but is no longer offered.",
+    )
+    dismiss.add_argument("job_id", metavar="ID", help="the interrupted job's id (a unique prefix is enough)")
+    dismiss.set_defaults(handler=handle_dismiss)
+
+
+# -- handlers -------------------------------------------------------------------------------------
+def handle_list(args: argparse.Namespace, core: Core) -> int:
+    manager = core.jobs
+    jobs = manager.history()
+    shown = jobs if args.all else select_recent(jobs, RECENT)
+    for problem in manager.journal_problems:
+        print(f"hvtui: warning: {problem} (skipped)", file=sys.stderr)
+    if args.json:
+        print(json.dumps([job_to_dict(job) for job in shown], indent=2))
+        return 0
+    if not shown:
+        print(f"No jobs in the journal ({manager.journal_path}).")
+        return 0
+    print(format_table(shown, core.clock.now()))
+    waiting = [job for job in jobs if is_awaiting_decision(job)]
+    if waiting:
+        noun = "job was" if len(waiting) == 1 else "jobs were"
+        print(f"\n{len(waiting)} {noun} interrupted: `hvtui jobs resume ID` runs one again, `hvtui jobs dismiss ID` stops offering it.")
+    hidden = len(jobs) - len(shown)
+    if hidden:
+        print(f"({hidden} older finished jobs not shown; --all lists them)")
+    return 0
+
+
+def handle_resume(args: argparse.Namespace, core: Core) -> int:
+    manager = core.jobs
+    job = manager.resume(args.job_id)
+    stream = sys.stderr
+    printer = None if args.json else ProgressPrinter(stream, title=f"{job.title} (resuming {job.resumed_from})")
+    try:
+        code = run_job_blocking(manager, job, printer, error_stream=None if args.json else stream)
+    finally:
+        if printer is not None:
+            printer.close()
+    final = manager.job(job.id)
+    if args.json:
+        print(json.dumps(job_to_dict(final), indent=2))
+    elif final.state is JobState.SUCCEEDED:
+        print(f"{final.title}: done{summary_words(final)}")
+    return code
+
+
+def handle_dismiss(args: argparse.Namespace, core: Core) -> int:
+    job = core.jobs.dismiss_interrupted(args.job_id)
+    print(f"Dismissed interrupted job {job.id}: {job.title}.")
+    return 0
+
+
+# -- formatting -----------------------------------------------------------------------------------
+def is_awaiting_decision(job: Job) -> bool:
+    return job.state is JobState.INTERRUPTED and not job.resumed_by and not job.dismissed
+
+
+def select_recent(jobs: list[Job], count: int) -> list[Job]:
+    """The newest ``count`` jobs, plus every older one still awaiting a decision or still running."""
+    recent = {job.id for job in jobs[-count:]}
+    return [job for job in jobs if job.id in recent or is_awaiting_decision(job) or not job.state.final]
+
+
+def state_words(job: Job) -> str:
+    if job.state is JobState.INTERRUPTED:
+        if job.resumed_by:
+            return f"interrupted, resumed as {job.resumed_by}"
+        if job.dismissed:
+            return "interrupted, dismissed"
+        return "INTERRUPTED"
+    if job.cancel_requested and not job.state.final:
+        return "cancelling"
+    return str(job.state)
+
+
+def summary_words(job: Job) -> str:
+    summary = job.summary or {}
+    parts = []
+    for key in ("point_id", "point", "message"):
+        if summary.get(key):
+            parts.append(str(summary[key]))
+            break
+    for key, label in (("bytes_new", "new"), ("bytes_stored", "stored")):
+        if isinstance(summary.get(key), int):
+            parts.append(f"{humanize.naturalsize(summary[key], binary=True)} {label}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def format_table(jobs: list[Job], now: datetime) -> str:
+    header = ("ID", "STATE", "KIND", "MODE", "HOST", "VM", "SUBMITTED", "TOOK", "RESULT")
+    rows = [header]
+    for job in jobs:
+        took = humanize.naturaldelta(job.duration) if job.duration is not None else "-"
+        if job.state is JobState.FAILED:
+            result = job.error or ""
+        elif job.state is JobState.SUCCEEDED:
+            result = summary_words(job).strip(" ()")
+        elif job.resumed_from:
+            result = f"resumes {job.resumed_from}"
+        else:
+            result = ""
+        rows.append(
+            (
+                job.id,
+                state_words(job),
+                job.kind,
+                job.mode or "-",
+                job.host,
+                job.vm or "-",
+                humanize.naturaltime(now - job.created),
+                took,
+                result,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+class ProgressPrinter:
+    """A one-line progress display for headless runs (``run_job_blocking``'s printer).
+
+    On a terminal the line is redrawn in place; otherwise (cron, a pipe) one line is
+    written per phase, so logs stay short.  Called from the job manager's notifier thread.
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr, title: str = "") -> None:
+        self.stream = stream
+        self.title = title
+        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self._phase: str | None = None
+        self._drawn = False
+
+    def __call__(self, event: Progress) -> None:
+        if self.interactive:
+            line = self.render(event)
+            self.stream.write("\r\x1b[K" + line[:200])
+            self._drawn = True
+        elif event.phase != self._phase:
+            prefix = f"{self.title}: " if self.title else ""
+            self.stream.write(f"{prefix}{event.phase}" + (f": {event.message}" if event.message else "") + "\n")
+        self._phase = event.phase
+        self.stream.flush()
+
+    @staticmethod
+    def render(event: Progress) -> str:
+        parts = [event.phase]
+        fraction = event.fraction
+        if fraction is not None:
+            parts.append(f"{fraction * 100:5.1f}%")
+        if event.total:
+            parts.append(f"{humanize.naturalsize(event.done, binary=True)}/{humanize.naturalsize(event.total, binary=True)}")
+        elif event.done:
+            parts.append(humanize.naturalsize(event.done, binary=True))
+        if event.rate:
+            parts.append(f"{humanize.naturalsize(event.rate, binary=True)}/s")
+        if event.eta is not None and fraction is not None and fraction < 1:
+            parts.append(f"ETA {humanize.naturaldelta(event.eta)}")
+        if event.dedup_ratio is not None:
+            parts.append(f"dedup {event.dedup_ratio:.2f}x")
+        if event.compression_ratio is not None:
+            parts.append(f"lz4 {event.compression_ratio:.2f}x")
+        if event.current:
+            parts.append(event.current)
+        elif event.message:
+            parts.append(event.message)
+        return "  ".join(parts)
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
