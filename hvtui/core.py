@@ -22,6 +22,7 @@ from hvtui.paths import Paths
 if TYPE_CHECKING:
     from hvtui.actions import CheckpointActions
     from hvtui.audit import AuditLog
+    from hvtui.backups import Backups
     from hvtui.inventory import InventoryService
     from hvtui.jobs import JobManager
 
@@ -148,6 +149,13 @@ class Core:
         from hvtui.jobs import JobManager
 
         return self._service("jobs", lambda: JobManager.from_core(self))
+
+    @property
+    def backups(self) -> Backups:
+        """The backup service (repositories, points, backup/restore/verify/prune)."""
+        from hvtui.backups import Backups
+
+        return self._service("backups", lambda: Backups(self))
 
     def close(self) -> None:
         jobs = self._services.get("jobs")

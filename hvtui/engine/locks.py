@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvtui.engine.errors import RepositoryBusy
 from hvtui.engine.fsutil import atomic_write_json, boot_id, hostname, pid_alive, process_start_ticks
 from hvtui.errors import RepositoryError
 from hvtui.events import CancelToken
@@ -36,10 +37,6 @@ except ImportError:  # not on POSIX: only the records protect the repository
 REFRESH_SECONDS = 300.0
 STALE_SECONDS = 1800.0
 POLL_SECONDS = 0.1
-
-
-class RepositoryBusy(RepositoryError):
-    """The lock could not be obtained before the deadline."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hvtui.engine.errors import RepositoryDamaged
 from hvtui.errors import RepositoryError
 
 FORMAT = "hvtui-point"
@@ -23,7 +24,7 @@ POINT_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 
 
-class ManifestError(RepositoryError):
+class ManifestError(RepositoryDamaged):
     """A manifest cannot be read or does not pass its checks; ``point`` names it."""
 
     def __init__(self, message: str, point: str | None = None) -> None:

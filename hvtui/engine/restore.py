@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from hvtui.engine.errors import RepositoryDamaged
 from hvtui.engine.fsutil import fsync_dir, tune_allocator
 from hvtui.engine.manifest import FileEntry, Manifest, UnsafePathError, check_rel_path
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
@@ -79,12 +80,12 @@ class _Writer:
         try:
             return self.repo.store.get(digest)
         except ChunkMissing:
-            raise RepositoryError(
+            raise RepositoryDamaged(
                 f"restore point {self.manifest.id}: chunk {digest.hex()[:16]} of {entry.path} "
                 f"(at offset {index * self.manifest.chunk_size}) is missing from the repository; restore refused"
             ) from None
         except ChunkDamaged as err:
-            raise RepositoryError(
+            raise RepositoryDamaged(
                 f"restore point {self.manifest.id}: chunk {digest.hex()[:16]} of {entry.path} "
                 f"(at offset {index * self.manifest.chunk_size}) is damaged: {err.reason}; restore refused"
             ) from None

@@ -1,0 +1,403 @@
+"""The backup service: what the CLI, the job manager and the console call.
+
+``Backups(core)`` (also ``core.backups``) resolves repositories from the config (a
+``default`` repository under the user data directory when none is configured), lists
+restore points, and runs backup, restore, verify and prune on the engine
+(``hvtui.engine``).  Every operation blocks, may run on any worker thread, reports through
+a ``ProgressCallback`` and honours a ``CancelToken``.
+
+Safety lives here, in the core, for every caller: read-only mode (``--read-only``, the
+config, or a read-only host) refuses backups (they checkpoint the VM and write the
+repository), restores onto a host and prune; restores onto a host and prune are
+audit-logged, and so are backups (they create and remove a checkpoint on the host).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hvtui.config import RepositoryConfig, Retention
+from hvtui.engine.backup import BackupResult, point_order, run_backup
+from hvtui.engine.manifest import Manifest
+from hvtui.engine.progress import DEFAULT_INTERVAL
+from hvtui.engine.prune import PruneResult, forget_expired, run_prune
+from hvtui.engine.repository import PointNotFound, Repository
+from hvtui.engine.restore import RestoreResult, restore_to_directory, restore_to_host
+from hvtui.engine.verify import VerifyReport, run_verify
+from hvtui.errors import ConfigError, HvtuiError, ReadOnlyError, RefusedError, RepositoryError
+from hvtui.events import CancelToken, ProgressCallback
+from hvtui.model import VM, RestorePointSummary
+
+if TYPE_CHECKING:
+    from hvtui.core import Core
+
+log = logging.getLogger(__name__)
+
+BACKUP_MODES = ("full", "incremental", "differential")
+
+
+@dataclass(slots=True)
+class PointInfo:
+    """A point with the repository it lives in (``summary`` is what the console shows)."""
+
+    summary: RestorePointSummary
+    repository: str
+    parent: str | None
+    files: int
+    committed_ns: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class Backups:
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self._repos: dict[str, Repository] = {}
+        self._lock = threading.Lock()
+        # Per repository: (points dir mtime, verified dir mtime) -> summaries, newest last.
+        self._index: dict[str, tuple[tuple[int, int], list[PointInfo]]] = {}
+        self.progress_interval = DEFAULT_INTERVAL
+        self.lock_timeout: float | None = 3600.0
+
+    # -- repositories --------------------------------------------------------------------
+    def repository_configs(self) -> list[RepositoryConfig]:
+        configured = list(self._core.config.repositories)
+        if not configured:
+            configured = [RepositoryConfig(name="default", path=self._core.paths.default_repository, default=True)]
+        return configured
+
+    def repository_config(self, name: str | None = None) -> RepositoryConfig:
+        configs = self.repository_configs()
+        if name is None:
+            for rc in configs:
+                if rc.default:
+                    return rc
+            return configs[0]
+        for rc in configs:
+            if rc.name == name:
+                return rc
+        known = ", ".join(rc.name for rc in configs)
+        raise ConfigError(f"unknown repository {name!r} (configured repositories: {known})")
+
+    def open_repository(self, name: str | None = None, create: bool = False) -> Repository | None:
+        """The repository object (cached); None when it does not exist and ``create`` is False."""
+        rc = self.repository_config(name)
+        with self._lock:
+            repo = self._repos.get(rc.name)
+            if repo is not None and Repository.exists(repo.root):
+                return repo
+            if not create and not Repository.exists(rc.path):
+                return None
+            repo = Repository.open(rc.path, name=rc.name, create=create)
+            self._repos[rc.name] = repo
+            return repo
+
+    def _require_repository(self, name: str | None) -> Repository:
+        repo = self.open_repository(name)
+        if repo is None:
+            rc = self.repository_config(name)
+            raise RepositoryError(f"repository {rc.name!r} at {rc.path} does not exist yet (no backup was made there)")
+        return repo
+
+    # -- points --------------------------------------------------------------------------
+    def _points_of(self, repo: Repository) -> list[PointInfo]:
+        def mtime(path: Path) -> int:
+            try:
+                return os.stat(path).st_mtime_ns
+            except OSError:
+                return 0
+
+        key = (mtime(repo.points_dir), mtime(repo.verified_dir))
+        with self._lock:
+            cached = self._index.get(repo.name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        manifests, _bad = repo.load_points()
+        infos = [self._info(repo, m) for m in sorted(manifests, key=point_order)]
+        with self._lock:
+            self._index[repo.name] = (key, infos)
+        return infos
+
+    @staticmethod
+    def _info(repo: Repository, m: Manifest) -> PointInfo:
+        record = repo.verification(m.id)
+        return PointInfo(
+            summary=RestorePointSummary(
+                id=m.id,
+                host=m.host,
+                vm_id=m.vm_id,
+                vm_name=m.vm_name,
+                time=m.time,
+                mode=m.mode,
+                logical_bytes=m.logical_bytes,
+                stored_bytes=int(m.stats.get("stored_bytes", 0)),
+                verified=None if record is None else bool(record.get("ok")),
+                repository=repo.name,
+            ),
+            repository=repo.name,
+            parent=m.parent,
+            files=len(m.files),
+            committed_ns=int(m.stats.get("committed_ns", 0)),
+        )
+
+    def _repos_for(self, repository: str | None) -> list[Repository]:
+        names = [repository] if repository is not None else [rc.name for rc in self.repository_configs()]
+        out = []
+        for name in names:
+            try:
+                repo = self.open_repository(name)
+            except RepositoryError as err:
+                if repository is not None:
+                    raise
+                log.warning("repository %s: %s", name, err)
+                continue
+            if repo is not None:
+                out.append(repo)
+        return out
+
+    def list_points(
+        self, host: str | None = None, vm: str | None = None, repository: str | None = None
+    ) -> list[RestorePointSummary]:
+        """Restore points, oldest first; ``vm`` matches a VM id or (case-insensitive) name."""
+        return [info.summary for info in self.point_infos(host, vm, repository)]
+
+    def point_infos(
+        self, host: str | None = None, vm: str | None = None, repository: str | None = None
+    ) -> list[PointInfo]:
+        out: list[PointInfo] = []
+        wanted = vm.casefold() if vm else None
+        for repo in self._repos_for(repository):
+            for info in self._points_of(repo):
+                s = info.summary
+                if host is not None and s.host != host:
+                    continue
+                if wanted is not None and s.vm_id.casefold() != wanted and s.vm_name.casefold() != wanted:
+                    continue
+                out.append(info)
+        out.sort(key=lambda i: (i.summary.time, i.committed_ns, i.summary.id))
+        return out
+
+    def last_backup(self, host: str, vm_id: str) -> datetime | None:
+        """Time of the newest restore point of the VM in any repository (None: never backed up)."""
+        times = [info.summary.time for info in self.point_infos(host=host) if info.summary.vm_id == vm_id]
+        return max(times, default=None)
+
+    def find_point(self, point_id: str, repository: str | None = None) -> tuple[Repository, Manifest]:
+        for repo in self._repos_for(repository):
+            try:
+                return repo, repo.load_point(point_id)
+            except PointNotFound:
+                continue
+        where = f"repository {repository!r}" if repository else "any repository"
+        raise PointNotFound(f"no restore point {point_id} in {where}")
+
+    def latest_point(self, host: str, vm_id: str, repository: str | None = None) -> RestorePointSummary | None:
+        infos = [i for i in self.point_infos(host=host, repository=repository) if i.summary.vm_id == vm_id]
+        return infos[-1].summary if infos else None
+
+    # -- VMs -------------------------------------------------------------------------------
+    def resolve_vm(self, name: str, host: str | None = None) -> VM:
+        """A VM by name or id on the configured hosts (``host`` only needed when ambiguous)."""
+        return self._core.inventory.find_vm(name, host)
+
+    # -- safety ----------------------------------------------------------------------------
+    def read_only_reason(self, host: str | None = None) -> str | None:
+        if self._core.read_only:
+            return "hvtui runs read-only (--read-only or read_only in the config)"
+        if host is not None and self._core.host(host).read_only:
+            return f"host {host!r} is read-only in the config"
+        return None
+
+    def _refuse_if_read_only(self, action: str, host: str | None, vm: str | None, args: dict[str, Any]) -> None:
+        reason = self.read_only_reason(host)
+        if reason is not None:
+            self._audit_record(action, host, vm, args, "refused", f"read-only: {reason}")
+            raise ReadOnlyError(f"{action} refused: {reason}")
+
+    def _audit_record(self, action: str, host: str | None, vm: str | None, args: dict, result: str, error: str) -> None:
+        try:
+            self._core.audit.record(action, host or "-", vm, args, result, 0.0, error)
+        except OSError as err:
+            log.error("could not write the audit log: %s", err)
+
+    # -- operations --------------------------------------------------------------------------
+    def backup(
+        self,
+        host_name: str,
+        vm_id: str,
+        mode: str = "incremental",
+        repository: str | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+        apply_retention: bool = True,
+    ) -> BackupResult:
+        """Back up one VM; an incremental/differential with no earlier point runs as a full.
+
+        After a successful backup (only then) the repository's retention is applied to this
+        VM's points (manifests only; ``prune`` frees the chunks).
+        """
+        if mode not in BACKUP_MODES:
+            raise ConfigError(f"unknown backup mode {mode!r} (expected full, incremental or differential)")
+        host = self._core.host(host_name)
+        rc = self.repository_config(repository)
+        args = {"mode": mode, "repository": rc.name, "vm_id": vm_id}
+        self._refuse_if_read_only("backup", host_name, vm_id, args)
+        repo = self.open_repository(rc.name, create=True)
+        assert repo is not None
+        with self._core.audit.action("backup", host_name, vm_id, args) as entry:
+            result = run_backup(
+                repo,
+                host,
+                vm_id,
+                mode,
+                clock=self._core.clock,
+                progress=progress,
+                cancel=cancel,
+                progress_interval=self.progress_interval,
+                lock_timeout=self.lock_timeout,
+            )
+            entry.vm = result.vm_name
+            entry.args["point"] = result.point_id
+        if apply_retention:
+            try:
+                result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id)
+            except HvtuiError as err:
+                result.warnings.append(f"retention was not applied: {err}")
+        return result
+
+    def restore(
+        self,
+        point_id: str,
+        *,
+        to_dir: Path | str | None = None,
+        as_name: str | None = None,
+        in_place: bool = False,
+        host: str | None = None,
+        repository: str | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> RestoreResult:
+        """Restore a point to a directory, as a new VM ``as_name``, or over the original VM.
+
+        Exactly one target.  ``host`` (new VM only) picks the host; default: the point's.
+        Over the original, the VM must exist and be off.
+        """
+        targets = sum(1 for t in (to_dir is not None, as_name is not None, in_place) if t)
+        if targets != 1:
+            raise ConfigError("restore needs exactly one target: a directory, a new VM name, or in place")
+        repo, manifest = self.find_point(point_id, repository)
+        common = {"progress": progress, "cancel": cancel, "progress_interval": self.progress_interval}
+        if to_dir is not None:
+            return restore_to_directory(repo, manifest, Path(to_dir), lock_timeout=self.lock_timeout, **common)
+
+        target_host = host or manifest.host
+        args: dict[str, Any] = {"point": manifest.id, "repository": repo.name}
+        if as_name is not None:
+            action, vm_label = "restore-as-new", as_name
+            args["new_name"] = as_name
+            args["source_vm"] = manifest.vm_name
+        else:
+            action, vm_label = "restore-in-place", manifest.vm_name
+            args["vm_id"] = manifest.vm_id
+        self._refuse_if_read_only(action, target_host, vm_label, args)
+        host_obj = self._core.host(target_host)
+        if in_place:
+            if target_host != manifest.host:
+                raise ConfigError("an in-place restore goes back to the point's own host")
+            vm = self._current_vm(target_host, manifest.vm_id)
+            if vm is None:
+                self._audit_record(action, target_host, vm_label, args, "refused", "the VM no longer exists")
+                raise RefusedError(
+                    f"VM {manifest.vm_name} (id {manifest.vm_id}) no longer exists on {target_host}; restore it as a new VM"
+                )
+            if vm.state.lower() not in ("off", "stopped"):
+                self._audit_record(action, target_host, vm_label, args, "refused", f"VM is {vm.state}")
+                raise RefusedError(f"VM {vm.name} is {vm.state}: turn it off before restoring over it")
+        with self._core.audit.action(action, target_host, vm_label, args) as entry:
+            result = restore_to_host(
+                repo,
+                manifest,
+                host_obj,
+                "in_place" if in_place else "new",
+                vm_id=manifest.vm_id if in_place else None,
+                new_name=as_name,
+                lock_timeout=self.lock_timeout,
+                **common,
+            )
+            if result.vm_id:
+                entry.args["restored_vm_id"] = result.vm_id
+        return result
+
+    def _current_vm(self, host: str, vm_id: str) -> VM | None:
+        snapshot = self._core.host(host).inventory(30.0)
+        for vm in snapshot.vms:
+            if vm.id == vm_id:
+                return vm
+        return None
+
+    def verify(
+        self,
+        point_id: str | None = None,
+        quick: bool = False,
+        repository: str | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> VerifyReport:
+        """Check a repository (or the repository holding ``point_id``); never changes data."""
+        if point_id is not None:
+            repo, _ = self.find_point(point_id, repository)
+        else:
+            repo = self._require_repository(repository)
+        return run_verify(
+            repo,
+            point_id,
+            quick,
+            progress=progress,
+            cancel=cancel,
+            clock=self._core.clock,
+            record=not self._core.read_only,
+            progress_interval=self.progress_interval,
+            lock_timeout=self.lock_timeout,
+        )
+
+    def prune(
+        self,
+        dry_run: bool = False,
+        repository: str | None = None,
+        host: str | None = None,
+        vm_id: str | None = None,
+        retention: Retention | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> PruneResult:
+        """Apply the repository's retention, then remove unreferenced chunks (waits for backups)."""
+        rc = self.repository_config(repository)
+        repo = self._require_repository(rc.name)
+        keep = retention or rc.retention
+        args = {"repository": rc.name, "dry_run": dry_run, "host": host, "vm_id": vm_id}
+        if not dry_run:
+            self._refuse_if_read_only("prune", None, None, args)
+        call = {
+            "host": host,
+            "vm_id": vm_id,
+            "progress": progress,
+            "cancel": cancel,
+            "progress_interval": self.progress_interval,
+            "lock_timeout": self.lock_timeout,
+        }
+        if dry_run:
+            return run_prune(repo, keep, True, **call)
+        with self._core.audit.action("prune", f"repository:{rc.name}", None, args) as entry:
+            result = run_prune(repo, keep, False, **call)
+            entry.args.update(
+                points_removed=result.points_removed,
+                removed=[d.point for d in result.removed],
+                chunks_removed=result.chunks_removed,
+                bytes_freed=result.bytes_freed,
+            )
+        return result
