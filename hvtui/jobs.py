@@ -1014,21 +1014,23 @@ def run_job_blocking(
             progress_printer(event.job.progress)
 
     unsubscribe = manager.subscribe(on_event)
+    # A signal handler must not take the manager's lock (the main thread may hold it):
+    # it only raises a flag that the wait loop below acts on.
+    stop_requested: list[int] = []
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            manager.cancel(job_id)
-
         for signum in (signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(ValueError, OSError):
-                previous[signum] = signal.signal(signum, on_signal)
+                previous[signum] = signal.signal(signum, lambda number, _frame: stop_requested.append(number))
     try:
         while True:
             try:
-                final = manager.wait(job_id, timeout=0.5)
+                if stop_requested:
+                    stop_requested.clear()
+                    manager.cancel(job_id)
+                final = manager.wait(job_id, timeout=0.2)
             except KeyboardInterrupt:
-                manager.cancel(job_id)
+                stop_requested.append(signal.SIGINT)
                 continue
             if final.is_final:
                 break

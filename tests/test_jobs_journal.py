@@ -28,24 +28,28 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {tests!r})
     import test_jobs
-    from hvtui.jobs import JobManager
+    from hvtui.jobs import JobManager, run_job_blocking
 
     test_jobs.PAUSE = ({pause_at}, Path({marker!r}))
     manager = JobManager(Path({journal!r}), max_concurrent=1)
     manager.register_kind(test_jobs.COPY_KIND)
     job = manager.submit("copy", "hv1", "vm-1", "web01", {params!r})
     print(job.id, flush=True)
+    if {blocking!r}:
+        sys.exit(run_job_blocking(manager, job, None))
     manager.wait(job.id)
     """
 )
 
 
-def start_killable_copy(tmp_path: Path, journal: Path, pause_at: int) -> tuple[subprocess.Popen[str], str, dict[str, str | int]]:
+def start_killable_copy(
+    tmp_path: Path, journal: Path, pause_at: int, blocking: bool = False
+) -> tuple[subprocess.Popen[str], str, dict[str, str | int]]:
     src, dst = tmp_path / "disk.vhdx", tmp_path / "restored" / "disk.vhdx"
     dst.parent.mkdir(exist_ok=True)
     marker = tmp_path / "paused"
     params: dict[str, str | int] = {"src": str(src), "dst": str(dst), "chunk": CHUNK}
-    script = CHILD.format(tests=str(Path(__file__).parent), pause_at=pause_at, marker=str(marker), journal=str(journal), params=params)
+    script = CHILD.format(tests=str(Path(__file__).parent), pause_at=pause_at, marker=str(marker), journal=str(journal), params=params, blocking=blocking)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     job_id = child.stdout.readline().strip()
@@ -101,6 +105,25 @@ def test_job_killed_with_sigkill_is_interrupted_and_resumes_correctly(tmp_path: 
         assert old.state is JobState.INTERRUPTED and old.resumed_by == resumed.id
         with pytest.raises(JobError, match="already resumed"):
             manager.resume(job_id)
+    finally:
+        manager.shutdown(cancel_running=True)
+
+
+def test_sigterm_cancels_a_blocking_headless_job_cleanly(tmp_path: Path) -> None:
+    """A cron run stopped with SIGTERM (or an SSH session dropped: SIGHUP) cancels its job,
+    lets it clean up, journals it as cancelled and exits 130 — nothing left to resume."""
+    journal = tmp_path / "jobs.jsonl"
+    make_source(tmp_path / "disk.vhdx", 8 * CHUNK)
+    child, job_id, params = start_killable_copy(tmp_path, journal, pause_at=3, blocking=True)
+    os.kill(child.pid, signal.SIGTERM)
+    assert child.wait(DEADLINE) == 130
+    dst = Path(str(params["dst"]))
+    assert not Path(str(dst) + ".part").exists() and not Path(str(dst) + ".lock").exists()
+    finals = [json.loads(line) for line in journal.read_text().splitlines() if '"finished"' in line]
+    assert [(r["job"], r["state"]) for r in finals] == [(job_id, "cancelled")]
+    manager = JobManager(journal)
+    try:
+        assert manager.interrupted_jobs() == []
     finally:
         manager.shutdown(cancel_running=True)
 
