@@ -35,6 +35,15 @@ from hvtui.model import VM, Checkpoint, Disk, HostFacts, VhdLink, Volume
 
 WIRE_VERSION = 1
 
+# Wire operation names -> the operation names errors show (the same words the lab host uses).
+OPERATION_LABELS: dict[str, str] = {
+    "inventory": "inventory",
+    "checkpoint.create": "create checkpoint",
+    "checkpoint.apply": "apply checkpoint",
+    "checkpoint.remove": "remove checkpoint",
+    "checkpoint.rename": "rename checkpoint",
+}
+
 # -- enums: integer values trusted only where stable across Windows versions (hyperv.md §2)
 VM_STATE_BY_INT: dict[int, str] = {
     1: "Other",
@@ -417,22 +426,23 @@ class OperationResult:
     removed: tuple[str, ...] = ()  # remove
 
 
-def parse_result(doc: object, host: str, operation: str) -> OperationResult:
-    """Check a checkpoint operation's document (``checkpoint.create`` etc.) and read it."""
+def parse_result(doc: object, host: str, op: str) -> OperationResult:
+    """Check a checkpoint operation's document (``op`` is ``checkpoint.create`` etc.) and read it."""
+    operation = OPERATION_LABELS.get(op, op)
     body = check_envelope(doc, host, operation)
     try:
         checkpoint = None
-        if operation in ("checkpoint.create", "checkpoint.rename"):
+        if op in ("checkpoint.create", "checkpoint.rename"):
             checkpoint = _checkpoint(_get(body, "checkpoint", "document", True), "checkpoint")
         vm_state = None
-        if operation == "checkpoint.apply" and body.get("vm_state") is not None:
+        if op == "checkpoint.apply" and body.get("vm_state") is not None:
             vm_state = _enum(body["vm_state"], "vm_state", VM_STATE_BY_INT, "VM state")
         removed: tuple[str, ...] = ()
-        if operation == "checkpoint.remove":
+        if op == "checkpoint.remove":
             removed = tuple(_str(item, f"removed[{i}]") for i, item in enumerate(_list(body.get("removed"), "removed")))
     except _Malformed as err:
         raise _protocol_error(host, operation, err) from None
-    return OperationResult(operation=operation, checkpoint=checkpoint, vm_state=vm_state, removed=removed)
+    return OperationResult(operation=op, checkpoint=checkpoint, vm_state=vm_state, removed=removed)
 
 
 # -- model -> documents --------------------------------------------------------------------------

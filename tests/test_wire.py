@@ -410,5 +410,5 @@ def test_parse_result_for_each_operation() -> None:
 
 
 def test_parse_result_refuses_a_create_without_checkpoint() -> None:
-    with pytest.raises(HostError, match=r"^hv01: checkpoint.create: document.checkpoint: expected a value"):
+    with pytest.raises(HostError, match=r"^hv01: create checkpoint: document.checkpoint: expected a value"):
         parse_result({"ok": True}, HOST, "checkpoint.create")

@@ -1,0 +1,247 @@
+"""``WinRMHost``: a real Hyper-V host, driven by PowerShell templates over WinRM.
+
+Each operation is one ``.ps1`` template from ``scripts/`` (sent after ``_prelude.ps1``)
+plus a JSON arguments object; the answer is one JSON document between markers, read by
+``hvtui.wire``.  Backup and restore are not offered over WinRM yet: the ``Host`` base class
+refuses them with a clear ``HostError``.
+
+Test-only allowance: ``allow_basic_over_http_for_tests=True`` lets the loopback
+WS-Management server in ``tests/`` use the ``basic`` transport over plain HTTP.  The config
+layer never sets it (``hosts/factory.py`` does not pass it), so users cannot reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+
+from hvtui.config import HostConfig, SecretSource, WinRMSettings
+from hvtui.errors import ConfigError, HostError, HvtuiError
+from hvtui.events import CancelToken, Progress, ProgressCallback
+from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot
+from hvtui.hosts.winrm.transport import (
+    BEGIN_MARKER,
+    END_MARKER,
+    CommandOutput,
+    WinRMConnection,
+    clixml_errors,
+    script_text,
+)
+from hvtui.model import Checkpoint
+from hvtui.wire import OPERATION_LABELS, WIRE_VERSION, OperationResult, parse_inventory, parse_result
+
+log = logging.getLogger(__name__)
+
+# One template per operation, in hosts/winrm/scripts/.
+SCRIPTS: dict[str, str] = {
+    "inventory": "inventory",
+    "checkpoint.create": "checkpoint_create",
+    "checkpoint.apply": "checkpoint_apply",
+    "checkpoint.remove": "checkpoint_remove",
+    "checkpoint.rename": "checkpoint_rename",
+}
+PRELUDE = "_prelude"
+MERGE_WAIT_MARGIN = 60.0  # seconds of the long deadline kept back from waiting for a merge
+
+
+class _PasswordCache:
+    """Resolves the password on first connect (maybe prompting) and keeps it in memory only."""
+
+    def __init__(self, source: SecretSource, what: str, prompter: Callable[[str], str] | None) -> None:
+        self._source = source
+        self._what = what
+        self._prompter = prompter
+        self._value: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str | None:
+        with self._lock:
+            if self._value is None:
+                from hvtui.secrets import resolve_secret
+
+                self._value = resolve_secret(self._source, self._what, self._prompter)
+            return self._value
+
+    def forget(self) -> None:
+        """After a refused logon: a prompt asks again next time."""
+        with self._lock:
+            self._value = None
+
+
+def full_script(op: str) -> str:
+    """The script text sent for ``op``: the shared prelude, then the operation's template."""
+    return script_text(PRELUDE) + "\n" + script_text(SCRIPTS[op])
+
+
+class WinRMHost(Host):
+    kind = "winrm"
+
+    def __init__(
+        self,
+        host_config: HostConfig,
+        secret_prompter: Callable[[str], str] | None = None,
+        *,
+        allow_basic_over_http_for_tests: bool = False,
+        max_shells: int = 2,
+    ) -> None:
+        if host_config.winrm is None:
+            raise ConfigError(f"host {host_config.name!r}: kind winrm needs its winrm settings")
+        self.name = host_config.name
+        self.group = host_config.group
+        self.read_only = host_config.read_only
+        self.settings: WinRMSettings = host_config.winrm
+        user = self.settings.username or "the configured user"
+        self._password = _PasswordCache(self.settings.password, f"password for {user} on {self.name}", secret_prompter)
+        self._connection = WinRMConnection(
+            self.name,
+            self.settings,
+            self._password,
+            allow_basic_over_http_for_tests=allow_basic_over_http_for_tests,
+            max_shells=max_shells,
+        )
+        self._scripts: dict[str, str] = {}
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _script(self, op: str) -> str:
+        if op not in self._scripts:
+            self._scripts[op] = full_script(op)
+        return self._scripts[op]
+
+    def _call(self, op: str, arguments: dict, timeout: float) -> object:
+        """Run one operation; return its JSON document (not yet checked for ``ok``)."""
+        operation = OPERATION_LABELS[op]
+        payload = {"op": op, "v": WIRE_VERSION, **arguments}
+        try:
+            output = self._connection.run(operation, self._script(op), payload, timeout)
+            return self._document(output, operation)
+        except HostError as err:
+            log.warning("%s", err)
+            raise
+        except HvtuiError as err:  # the password could not be obtained: name the host and operation
+            log.warning("%s: %s: %s", self.name, operation, err)
+            raise HostError(self.name, operation, str(err), kind="auth") from None
+
+    def _document(self, output: CommandOutput, operation: str) -> object:
+        """The document between the markers; success is decided from it and the exit code,
+        never from standard error (Windows PowerShell writes progress records there)."""
+        text = output.stdout.decode("utf-8", errors="replace")
+        begin = text.find(BEGIN_MARKER)
+        end = text.find(END_MARKER, begin + len(BEGIN_MARKER)) if begin >= 0 else -1
+        if begin < 0 or end < 0:
+            detail = clixml_errors(output.stderr)
+            if output.exit_code != 0:
+                message = f"the script failed with exit code {output.exit_code} and wrote no result"
+                raise HostError(self.name, operation, f"{message}: {detail}" if detail else message, kind="failed")
+            raise HostError(
+                self.name,
+                operation,
+                f"the answer holds no result document (no {BEGIN_MARKER} ... {END_MARKER} markers)",
+                kind="protocol",
+            )
+        body = text[begin + len(BEGIN_MARKER) : end].strip()
+        if not body:
+            raise HostError(self.name, operation, "the result document is empty", kind="protocol")
+        try:
+            doc = json.loads(body)
+        except json.JSONDecodeError as err:
+            raise HostError(
+                self.name,
+                operation,
+                f"the result document is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})",
+                kind="protocol",
+            ) from None
+        if isinstance(doc, dict) and doc.get("ok") is True and output.exit_code != 0:
+            raise HostError(
+                self.name,
+                operation,
+                f"the script reported success but exited with code {output.exit_code}",
+                kind="failed",
+            )
+        return doc
+
+    def _operation(self, op: str, arguments: dict, timeout: float) -> OperationResult:
+        doc = self._call(op, arguments, timeout)
+        try:
+            return parse_result(doc, self.name, op)
+        except HostError as err:
+            log.warning("%s", err)
+            raise
+
+    # -- Host interface ---------------------------------------------------------------------------
+    def inventory(self, timeout: float) -> HostSnapshot:
+        """One call; the deadline is the smaller of ``timeout`` and the host's configured one."""
+        deadline = min(timeout, self.settings.timeout) if timeout and timeout > 0 else self.settings.timeout
+        doc = self._call("inventory", {}, deadline)
+        try:
+            return parse_inventory(doc, self.name)
+        except HostError as err:
+            log.warning("%s", err)
+            raise
+
+    def create_checkpoint(self, vm_id: str, name: str | None, checkpoint_type: str = "Standard") -> Checkpoint:
+        operation = OPERATION_LABELS["checkpoint.create"]
+        if checkpoint_type not in CHECKPOINT_TYPES_CREATABLE:
+            raise HostError(
+                self.name,
+                operation,
+                f"cannot create a {checkpoint_type!r} checkpoint "
+                f"(expected one of {', '.join(CHECKPOINT_TYPES_CREATABLE)})",
+            )
+        result = self._operation(
+            "checkpoint.create",
+            {"vm_id": vm_id, "name": name, "checkpoint_type": checkpoint_type},
+            self.settings.timeout,
+        )
+        assert result.checkpoint is not None  # parse_result requires it
+        return result.checkpoint
+
+    def apply_checkpoint(self, vm_id: str, checkpoint_id: str, progress: ProgressCallback | None = None) -> None:
+        if progress:
+            progress(Progress(phase="apply", message=f"applying checkpoint on {self.name}", done=0, total=1))
+        self._operation(
+            "checkpoint.apply", {"vm_id": vm_id, "checkpoint_id": checkpoint_id}, self.settings.long_timeout
+        )
+        if progress:
+            progress(Progress(phase="apply", message=f"applied checkpoint on {self.name}", done=1, total=1))
+
+    def remove_checkpoint(
+        self,
+        vm_id: str,
+        checkpoint_id: str,
+        subtree: bool = False,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        # A merge Hyper-V has started cannot be cancelled: cancelling is possible only before.
+        if cancel is not None:
+            cancel.check()
+        long_timeout = self.settings.long_timeout
+        wait_seconds = max(0.0, long_timeout - min(MERGE_WAIT_MARGIN, long_timeout / 2))
+        if progress:
+            progress(Progress(phase="merge", message=f"removing checkpoint on {self.name}", done=0, total=1))
+        result = self._operation(
+            "checkpoint.remove",
+            {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "subtree": bool(subtree), "wait_seconds": wait_seconds},
+            long_timeout,
+        )
+        if progress:
+            progress(
+                Progress(
+                    phase="merge",
+                    message=f"removed {len(result.removed)} checkpoint(s) on {self.name}",
+                    done=1,
+                    total=1,
+                )
+            )
+
+    def rename_checkpoint(self, vm_id: str, checkpoint_id: str, new_name: str) -> None:
+        self._operation(
+            "checkpoint.rename",
+            {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "new_name": new_name},
+            self.settings.timeout,
+        )
+
+    def close(self) -> None:
+        self._connection.close()
