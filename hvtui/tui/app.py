@@ -1,0 +1,713 @@
+"""The console: a Textual app over the core.
+
+The app owns the polling loop and the running checkpoint actions; the views (screens)
+only render what it hands them.  Everything slow runs in thread workers: the inventory
+refresh (never overlapping: the next one is scheduled when the last one finished), plans
+and checkpoint actions (with progress events throttled to a few per second).  Errors
+become notifications with the ``HvtuiError`` message; anything unexpected goes to the
+log file with a one-line notification, never a traceback on screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import getpass
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.worker import Worker, WorkerState
+
+from hvtui.core import Core
+from hvtui.errors import Cancelled, HvtuiError, ReadOnlyError, RefusedError
+from hvtui.events import CancelToken, Progress, ProgressCallback
+from hvtui.tui.screens.base import ViewScreen
+from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, CreateCheckpointDialog, CreateRequest, TextDialog
+from hvtui.tui.screens.findings import FindingsScreen
+from hvtui.tui.screens.help import HelpScreen
+from hvtui.tui.screens.jobs import JobsScreen
+from hvtui.tui.screens.vm_detail import VmDetailScreen
+from hvtui.tui.screens.vms import VmsScreen
+from hvtui.tui.themes import DEFAULT_THEME, bundled_theme_dirs, load_themes, theme_variable_defaults
+from hvtui.tui.viewmodel import Palette, Snapshot, build_snapshot, default_checkpoint_name, finding_key
+from hvtui.tui.widgets.bars import ActionView, HeaderState
+
+log = logging.getLogger(__name__)
+
+MIN_REFRESH_SECONDS = 1.0  # over a slow link nothing should tick faster than this
+PROGRESS_INTERVAL = 0.25  # at most four progress updates a second reach the UI
+VIEWS = ("vms", "findings", "jobs")
+
+# (command, arguments, what it does) for `:` and the help screen.
+PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("vms", "[FILTER]", "the VM list, optionally filtered"),
+    ("findings", "[FILTER]", "all findings, worst and oldest first, optionally filtered"),
+    ("jobs", "", "backup and restore jobs (arrives with the jobs issue)"),
+    ("vm", "NAME", "open a VM's detail (host/name or name)"),
+    ("theme", "[NAME]", "switch the theme; without a name, list the themes"),
+    ("refresh", "", "refresh the inventory now"),
+    ("help", "", "every key binding"),
+    ("q", "", "quit (asks when an action is running)"),
+)
+COMMAND_ALIASES = {
+    "vm": "vm",
+    "vms": "vms",
+    "virtualmachines": "vms",
+    "f": "findings",
+    "finding": "findings",
+    "findings": "findings",
+    "jobs": "jobs",
+    "job": "jobs",
+    "theme": "theme",
+    "themes": "theme",
+    "skin": "theme",
+    "refresh": "refresh",
+    "r": "refresh",
+    "help": "help",
+    "?": "help",
+    "h": "help",
+    "q": "quit",
+    "q!": "quit",
+    "quit": "quit",
+    "exit": "quit",
+}
+
+
+class ActionProgress(Message):
+    """A progress event of a running checkpoint action (posted from its thread)."""
+
+    def __init__(self, action_id: int, event: Progress) -> None:
+        super().__init__()
+        self.action_id = action_id
+        self.event = event
+
+
+@dataclass
+class RunningAction:
+    id: int
+    title: str
+    token: CancelToken
+    done: Callable[[Any], str]
+    progress: Progress | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class HvtuiApp(App[int]):
+    TITLE = "hvtui"
+    CSS_PATH = "hvtui.tcss"
+    MODES: ClassVar[dict[str, Any]] = {"vms": VmsScreen, "findings": FindingsScreen, "jobs": JobsScreen}
+    DEFAULT_MODE = "vms"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("colon", "command", "Command", key_display=":"),
+        Binding("v", "show_view('vms')", "VMs", show=False),
+        Binding("f", "show_view('findings')", "Findings"),
+        Binding("ctrl+r,f5", "refresh", "Refresh"),
+        Binding("ctrl+t", "next_theme", "Next theme", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, core: Core, *, auto_refresh: bool = True) -> None:
+        self.core = core
+        self.auto_refresh = auto_refresh
+        # Themes must be registered before the stylesheet is parsed (Textual 8 fails at
+        # start otherwise): so here, not in on_mount.
+        super().__init__()
+        self.animation_level = "none"  # nothing animates: over a slow SSH link every frame costs
+        self.theme_errors: list[str] = []
+        loaded = load_themes([*bundled_theme_dirs(), core.paths.user_themes_dir])
+        self.theme_errors.extend(loaded.errors)
+        for theme in loaded.themes.values():
+            self.register_theme(theme)
+        self.hvtui_themes = sorted(loaded.themes)
+        wanted = core.theme or DEFAULT_THEME
+        if wanted in self.available_themes:
+            self.theme = wanted
+        else:
+            self.theme_errors.append(
+                f"theme {wanted!r} not found (themes: {', '.join(sorted(self.available_themes))}); using {DEFAULT_THEME}"
+            )
+            if DEFAULT_THEME in self.available_themes:
+                self.theme = DEFAULT_THEME
+        self.snapshot: Snapshot | None = None
+        self.snapshot_version = 0
+        self.palette = Palette()
+        self._palette_generation = 0
+        self._polling = False
+        self._poll_again = False
+        self._poll_timer = None
+        self._last_poll_error: str | None = None
+        self._actions: dict[int, RunningAction] = {}
+        self._action_ids = itertools.count(1)
+        self._action_workers: dict[Worker, int] = {}
+
+    # -- themes --------------------------------------------------------------------------------
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        # Built-in Textual themes lack hvtui's variables: derive them from the theme's colours.
+        return theme_variable_defaults(self.current_theme)
+
+    def _theme_changed(self, _theme: object) -> None:
+        self._palette_generation += 1
+        self.palette = Palette.from_variables(self.theme_variables, self._palette_generation)
+        if self.snapshot is not None:
+            self.snapshot = self.snapshot.restyled(self.palette)
+            self.snapshot_version += 1
+        if isinstance(self.screen, ViewScreen):
+            self.sync_screen(self.screen)
+
+    def switch_theme(self, name: str) -> bool:
+        if name not in self.available_themes:
+            self.notify(
+                f"no theme {name!r}; available: {', '.join(sorted(self.available_themes))}",
+                title="Theme",
+                severity="error",
+            )
+            return False
+        self.theme = name
+        return True
+
+    def action_next_theme(self) -> None:
+        names = self.hvtui_themes or sorted(self.available_themes)
+        current = names.index(self.theme) if self.theme in names else -1
+        self.switch_theme(names[(current + 1) % len(names)])
+        self.notify(f"theme: {self.theme}", title="Theme", timeout=2)
+
+    # -- start -----------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.palette = Palette.from_variables(self.theme_variables, self._palette_generation)
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        for message in self.theme_errors:
+            log.warning("%s", message)
+            self.notify(message, title="Theme problem", severity="warning", timeout=10)
+        self.set_interval(1.0, self._tick, name="header-age")
+        self.request_refresh()
+
+    def _tick(self) -> None:
+        if isinstance(self.screen, ViewScreen):
+            self.sync_screen(self.screen, data=False)
+
+    # -- polling ---------------------------------------------------------------------------------
+    @property
+    def refresh_interval(self) -> float:
+        return max(MIN_REFRESH_SECONDS, float(self.core.config.ui.refresh_seconds))
+
+    @property
+    def is_polling(self) -> bool:
+        return self._polling
+
+    def request_refresh(self) -> None:
+        """Refresh now; if a refresh is running, run another as soon as it ends."""
+        if self._polling:
+            self._poll_again = True
+            return
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
+            self._poll_timer = None
+        self._polling = True
+        palette = self.palette
+        self.run_worker(
+            lambda: self._poll(palette),
+            name="inventory refresh",
+            group="poll",
+            thread=True,
+            exit_on_error=False,
+        )
+        self._sync_bars()
+
+    def _poll(self, palette: Palette) -> Snapshot:
+        """Runs in a worker thread: read every host, evaluate the policy, prepare the rows."""
+        from hvtui import policy
+
+        started = time.monotonic()
+        inventory = self.core.inventory.refresh()
+        last_backup = policy.last_backup_lookup(self.core)
+        findings = policy.evaluate(inventory, self.core.config.policy, last_backup)
+        return build_snapshot(inventory, findings, palette, self.core.clock.now(), last_backup, started)
+
+    def _poll_finished(self, worker: Worker) -> None:
+        self._polling = False
+        if worker.state == WorkerState.SUCCESS and isinstance(worker.result, Snapshot):
+            self._last_poll_error = None
+            self.apply_snapshot(worker.result)
+        elif worker.state == WorkerState.ERROR and worker.error is not None:
+            message = self.describe_error(worker.error, "inventory refresh")
+            if message != self._last_poll_error:  # once per distinct error, not every 5 s
+                self.notify(message, title="Refresh failed", severity="error", timeout=10)
+            self._last_poll_error = message
+        if self._poll_again:
+            self._poll_again = False
+            self.request_refresh()
+        elif self.auto_refresh and self.is_running:
+            # Scheduled after completion (never a fixed interval), so polls never overlap.
+            self._poll_timer = self.set_timer(self.refresh_interval, self.request_refresh, name="poll")
+        self._sync_bars()
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        if snapshot.palette_generation != self.palette.generation:
+            snapshot = snapshot.restyled(self.palette)  # the theme changed during the refresh
+        previous = self.snapshot
+        self.snapshot = snapshot
+        self.snapshot_version += 1
+        if previous is not None:
+            self._notify_new_crit(previous, snapshot)
+        if isinstance(self.screen, ViewScreen):
+            self.sync_screen(self.screen)
+        self.refresh_bindings()
+
+    def _notify_new_crit(self, previous: Snapshot, snapshot: Snapshot) -> None:
+        new_keys = snapshot.crit_keys() - previous.crit_keys()
+        if not new_keys:
+            return
+        new = [f for f in snapshot.findings if finding_key(f) in new_keys]
+        lines = [f"{f.host}/{f.vm_name or '-'}: {f.rule}: {f.message}" for f in new[:3]]
+        if len(new) > 3:
+            lines.append(f"(+{len(new) - 3} more: press f)")
+        title = "New critical finding" if len(new) == 1 else f"{len(new)} new critical findings"
+        self.notify("\n".join(lines), title=title, severity="error", timeout=15)
+
+    # -- views -------------------------------------------------------------------------------------
+    def header_state(self) -> HeaderState:
+        config = self.core.config
+        snapshot = self.snapshot
+        lab = config.is_builtin_lab or all(host.kind == "lab" for host in config.hosts)
+        ro_hosts = 0
+        if snapshot is not None:
+            ro_hosts = sum(1 for host in snapshot.inventory.hosts if host.read_only)
+        else:
+            ro_hosts = sum(1 for host in config.hosts if host.read_only)
+        view = self.screen.view_name if isinstance(self.screen, ViewScreen) else ""
+        return HeaderState(
+            lab=lab,
+            builtin_lab=config.is_builtin_lab,
+            read_only=self.core.read_only,
+            read_only_hosts=ro_hosts,
+            hosts_total=snapshot.hosts_total if snapshot is not None else None,
+            hosts_reachable=snapshot.hosts_reachable if snapshot is not None else 0,
+            refresh_age=(time.monotonic() - snapshot.taken_at) if snapshot is not None else None,
+            refreshing=self._polling,
+            crit=snapshot.crit if snapshot is not None else 0,
+            warn=snapshot.warn if snapshot is not None else 0,
+            view=view,
+        )
+
+    def failing_hosts(self) -> list[tuple[str, str, bool]]:
+        if self.snapshot is None:
+            return []
+        return [(host.name, host.error or "", host.stale) for host in self.snapshot.failing_hosts]
+
+    def action_views(self) -> list[ActionView]:
+        return [ActionView(action.title, action.progress) for action in self._actions.values()]
+
+    def sync_screen(self, screen: ViewScreen, data: bool = True) -> None:
+        """Bring a view up to date: the bars always, the data when a new refresh arrived."""
+        if not screen.is_mounted:
+            return
+        screen.sync_bars(self.header_state(), self.failing_hosts(), self.action_views())
+        if data and self.snapshot is not None and screen.shown_version != self.snapshot_version:
+            screen.shown_version = self.snapshot_version
+            screen.show_snapshot(self.snapshot)
+
+    def _sync_bars(self) -> None:
+        if isinstance(self.screen, ViewScreen):
+            self.sync_screen(self.screen, data=False)
+
+    def show_view(self, view: str, filter_text: str | None = None) -> None:
+        if view not in VIEWS:
+            self.notify(f"no view {view!r} (views: {', '.join(VIEWS)})", severity="error")
+            return
+        if self.current_mode != view:
+            self.switch_mode(view)
+        # `:vms` always lands on the list itself, not on a detail pushed over it.
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, ModalScreen):
+            self.pop_screen()
+        screen = self.screen
+        if filter_text is not None and isinstance(screen, ViewScreen):
+            self.call_after_refresh(screen.apply_filter, filter_text)
+
+    def action_show_view(self, view: str) -> None:
+        self.show_view(view)
+
+    def open_vm(self, host: str, vm_id: str, checkpoint_id: str | None = None) -> None:
+        """Push a VM's detail on the current view, the culprit checkpoint selected."""
+        self.push_screen(VmDetailScreen(host, vm_id, checkpoint_id))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_refresh(self) -> None:
+        self.request_refresh()
+
+    def action_command(self) -> None:
+        if isinstance(self.screen, ViewScreen):
+            self.screen.open_command_prompt()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Over a dialog, the one-letter keys belong to the dialog: never quit or jump away.
+        modal = isinstance(self.screen, ModalScreen)
+        return not (modal and action in {"help", "command", "show_view", "quit", "next_theme"})
+
+    # -- the `:` prompt -------------------------------------------------------------------------------
+    def command_help(self) -> list[tuple[str, str]]:
+        return [(f"{name} {args}".strip(), description) for name, args, description in PROMPT_COMMANDS]
+
+    def command_suggestions(self) -> list[str]:
+        out = [name for name, _args, _description in PROMPT_COMMANDS]
+        out.extend(f"theme {name}" for name in sorted(self.available_themes))
+        return out
+
+    def run_command(self, text: str) -> None:
+        words = text.strip().lstrip(":").split(maxsplit=1)
+        if not words:
+            return
+        name = COMMAND_ALIASES.get(words[0].casefold())
+        argument = words[1].strip() if len(words) > 1 else ""
+        if name is None:
+            known = ", ".join(command for command, _args, _description in PROMPT_COMMANDS)
+            self.notify(f"unknown command {words[0]!r} (commands: {known})", title="Command", severity="error")
+            return
+        if name in VIEWS:
+            self.show_view(name, argument or None)
+        elif name == "vm":
+            self._open_vm_by_name(argument)
+        elif name == "theme":
+            if argument:
+                self.switch_theme(argument)
+            else:
+                self.notify(", ".join(sorted(self.available_themes)), title=f"Themes (current: {self.theme})", timeout=10)
+        elif name == "refresh":
+            self.request_refresh()
+        elif name == "help":
+            self.action_help()
+        elif name == "quit":
+            self.run_worker(self.action_quit(), exclusive=False)
+
+    def _open_vm_by_name(self, wanted: str) -> None:
+        if self.snapshot is None or not wanted:
+            self.notify("usage: vm NAME (or host/NAME)", title="Command", severity="error")
+            return
+        host, _, name = wanted.rpartition("/")
+        matches = [
+            vm
+            for vm in self.snapshot.inventory.vms
+            if vm.name.casefold() == name.casefold() and (not host or vm.host.casefold() == host.casefold())
+        ]
+        if len(matches) == 1:
+            self.open_vm(matches[0].host, matches[0].id)
+        elif matches:
+            where = ", ".join(f"{vm.host}/{vm.name}" for vm in matches)
+            self.notify(f"{wanted!r} is on several hosts: {where}; use host/NAME", title="Command", severity="error")
+        else:
+            self.notify(f"no VM {wanted!r}", title="Command", severity="error")
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("VMs", "The VM list (:vms)", lambda: self.show_view("vms"))
+        yield SystemCommand("Findings", "All sprawl findings (:findings)", lambda: self.show_view("findings"))
+        yield SystemCommand("Jobs", "Backup and restore jobs (:jobs)", lambda: self.show_view("jobs"))
+        yield SystemCommand("Refresh", "Refresh the inventory now", self.request_refresh)
+        yield SystemCommand("hvtui keys", "Every key binding (?)", self.action_help)
+        for name in self.hvtui_themes:
+            yield SystemCommand(f"Theme: {name}", f"Switch to the {name} theme", lambda n=name: self.switch_theme(n))
+
+    # -- read-only ---------------------------------------------------------------------------------------
+    def read_only_reason(self, host: str) -> str | None:
+        """Why changes to ``host`` are refused (the core refuses too), or None."""
+        if self.core.read_only:
+            return "hvtui runs read-only"
+        host_config = self.core.config.host(host)
+        if host_config is not None and host_config.read_only:
+            return f"host {host} is read-only"
+        if self.snapshot is not None:
+            host_inv = self.snapshot.inventory.host(host)
+            if host_inv is not None and host_inv.read_only:
+                return f"host {host} is read-only"
+        return None
+
+    def _refuse_if_read_only(self, host: str) -> bool:
+        reason = self.read_only_reason(host)
+        if reason is not None:
+            self.notify(reason, title="Refused: read-only", severity="error")
+            return True
+        return False
+
+    # -- checkpoint actions ------------------------------------------------------------------------------
+    def _vm(self, host: str, vm_id: str):  # -> VM | None
+        return self.snapshot.inventory.vm(host, vm_id) if self.snapshot is not None else None
+
+    def start_create(self, host: str, vm_id: str) -> None:
+        vm = self._vm(host, vm_id)
+        if vm is None or self._refuse_if_read_only(host):
+            return
+        from hvtui.actions import vm_checkpoint_type
+
+        default = default_checkpoint_name(vm.name, self.core.clock.now())
+        dialog = CreateCheckpointDialog(host, vm.name, default, vm_checkpoint_type(vm))
+
+        def chosen(request: CreateRequest | None) -> None:
+            if request is None:
+                return
+            label = request.name or "(default name)"
+            self.run_action(
+                f"Creating {request.type} checkpoint {label!r} of {host}/{vm.name}",
+                lambda _progress, _cancel: self.core.actions.create(host, vm_id, request.name, request.type),
+                done=lambda cp: f"Checkpoint {cp.name!r} of {host}/{vm.name} created",
+            )
+
+        self.push_screen(dialog, callback=chosen)
+
+    def start_rename(self, host: str, vm_id: str, checkpoint_id: str) -> None:
+        vm = self._vm(host, vm_id)
+        cp = vm.checkpoint(checkpoint_id) if vm is not None else None
+        if vm is None or cp is None or self._refuse_if_read_only(host):
+            return
+        dialog = TextDialog(
+            f"Rename checkpoint of {vm.name} on {host}",
+            f"New name for checkpoint {cp.name!r} (id {cp.id}):",
+            value=cp.name,
+            ok_label="Rename",
+        )
+
+        def chosen(new_name: str | None) -> None:
+            if new_name is None or new_name.strip() == cp.name:
+                return
+            self.run_action(
+                f"Renaming checkpoint {cp.name!r} of {host}/{vm.name}",
+                lambda _progress, _cancel: self.core.actions.rename(host, vm_id, checkpoint_id, new_name),
+                done=lambda _result: f"Checkpoint {cp.name!r} renamed to {new_name.strip()!r}",
+            )
+
+        self.push_screen(dialog, callback=chosen)
+
+    def start_apply(self, host: str, vm_id: str, checkpoint_id: str) -> None:
+        if self._refuse_if_read_only(host):
+            return
+        self._apply_flow(host, vm_id, checkpoint_id)
+
+    @work(group="dialog", exit_on_error=False)
+    async def _apply_flow(self, host: str, vm_id: str, checkpoint_id: str) -> None:
+        plan = await asyncio.to_thread(self.core.actions.plan_apply, host, vm_id, checkpoint_id)
+        body = (
+            plan.describe(checkpoint_first=False)
+            + "\n\nOr: checkpoint first, then apply —\n"
+            + plan.describe(checkpoint_first=True).split("\n", 1)[1]
+        )
+        choice = await self.push_screen_wait(
+            ChoiceDialog(
+                f"Apply checkpoint {plan.checkpoint.name!r} to {plan.vm_name} on {host}?",
+                body,
+                [("checkpoint_first", "Checkpoint first, then apply"), ("apply", "Apply (current state lost)")],
+            )
+        )
+        if choice not in ("apply", "checkpoint_first"):
+            return
+        first = choice == "checkpoint_first"
+        self.run_action(
+            f"Applying checkpoint {plan.checkpoint.name!r} to {host}/{plan.vm_name}",
+            lambda progress, _cancel: self.core.actions.apply(host, vm_id, checkpoint_id, checkpoint_first=first, progress=progress),
+            done=lambda _saved: f"{host}/{plan.vm_name} now runs from checkpoint {plan.checkpoint.name!r}"
+            + (" (its previous state was checkpointed first)" if first else ""),
+        )
+
+    def start_delete(self, host: str, vm_id: str, checkpoint_id: str, subtree: bool = False) -> None:
+        if self._refuse_if_read_only(host):
+            return
+        self._delete_flow(host, vm_id, checkpoint_id, subtree)
+
+    @work(group="dialog", exit_on_error=False)
+    async def _delete_flow(self, host: str, vm_id: str, checkpoint_id: str, subtree: bool) -> None:
+        plan = await asyncio.to_thread(self.core.actions.plan_remove, host, vm_id, checkpoint_id, subtree)
+        what = "checkpoint subtree" if subtree else "checkpoint"
+        title = f"Delete {what} {plan.checkpoint.name!r} of {plan.vm_name} on {host}?"
+        if plan.headroom_ok:
+            choices = [("delete", "Delete subtree" if subtree else "Delete")]
+        else:
+            choices = [("force", "Force delete…")]
+        choice = await self.push_screen_wait(ChoiceDialog(title, plan.describe(), choices))
+        if choice not in ("delete", "force"):
+            return
+        force = False
+        if choice == "force":
+            short = "; ".join(room.text() for room in plan.headrooms if not room.ok)
+            confirmed = await self.push_screen_wait(
+                ConfirmDialog(
+                    f"Force the merge of {plan.checkpoint.name!r} on {host}?",
+                    f"The merge-headroom rule refuses this delete: {short}.\n\n"
+                    "A merge that fills the volume pauses every VM on it. Force it only if you know "
+                    "the space will be there.",
+                    yes_label="Force delete",
+                )
+            )
+            if not confirmed:
+                return
+            force = True
+        count = len(plan.checkpoints)
+        self.run_action(
+            f"Deleting {what} {plan.checkpoint.name!r} of {host}/{plan.vm_name}",
+            lambda progress, cancel: self.core.actions.remove(
+                host, vm_id, checkpoint_id, subtree=subtree, force=force, progress=progress, cancel=cancel
+            ),
+            done=lambda _plan: f"Deleted {count} checkpoint{'s' if count != 1 else ''} of {host}/{plan.vm_name} "
+            f"({plan.checkpoint.name!r}); merged",
+        )
+
+    def run_action(
+        self,
+        title: str,
+        call: Callable[[ProgressCallback, CancelToken], Any],
+        done: Callable[[Any], str],
+    ) -> int:
+        """Run a checkpoint action in a thread worker, with throttled progress; returns its id."""
+        action = RunningAction(next(self._action_ids), title, CancelToken(), done)
+        self._actions[action.id] = action
+        last_post = [0.0]
+
+        def progress(event: Progress) -> None:  # called in the worker thread
+            now = time.monotonic()
+            if now - last_post[0] >= PROGRESS_INTERVAL or event.phase == "done":
+                last_post[0] = now
+                self.post_message(ActionProgress(action.id, event))
+
+        def run() -> Any:
+            return call(progress, action.token)
+
+        worker = self.run_worker(run, name=title, group="action", thread=True, exit_on_error=False)
+        self._action_workers[worker] = action.id
+        self._sync_bars()
+        return action.id
+
+    def on_action_progress(self, message: ActionProgress) -> None:
+        action = self._actions.get(message.action_id)
+        if action is not None:
+            action.progress = message.event
+            self._sync_bars()
+
+    def _action_finished(self, worker: Worker) -> None:
+        action_id = self._action_workers.pop(worker, None)
+        action = self._actions.pop(action_id, None) if action_id is not None else None
+        if action is None:
+            return
+        if worker.state == WorkerState.SUCCESS:
+            try:
+                message = action.done(worker.result)
+            except Exception:  # a message formatter must not hide a success
+                log.exception("formatting the result of %s", action.title)
+                message = action.title + ": done"
+            log.info("%s", message)
+            self.notify(message, title="Done", timeout=6)
+        elif worker.state == WorkerState.ERROR and worker.error is not None:
+            title = "Refused" if isinstance(worker.error, (ReadOnlyError, RefusedError)) else "Failed"
+            self.notify(self.describe_error(worker.error, action.title), title=title, severity="error", timeout=15)
+        elif worker.state == WorkerState.CANCELLED:
+            self.notify(f"{action.title}: cancelled", severity="warning")
+        self._sync_bars()
+        self.request_refresh()  # show the result now, not in a few seconds
+
+    @property
+    def running_actions(self) -> list[RunningAction]:
+        return list(self._actions.values())
+
+    # -- workers and errors ------------------------------------------------------------------------------
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            return
+        if worker.group == "poll":
+            self._poll_finished(worker)
+        elif worker.group == "action":
+            self._action_finished(worker)
+        elif worker.group == "dialog" and event.state == WorkerState.ERROR and worker.error is not None:
+            title = "Refused" if isinstance(worker.error, (ReadOnlyError, RefusedError)) else "Failed"
+            self.notify(self.describe_error(worker.error, worker.name or "action"), title=title, severity="error", timeout=15)
+
+    def describe_error(self, error: BaseException, doing: str) -> str:
+        """One line for the user: the HvtuiError message, or a pointer to the log."""
+        if isinstance(error, HvtuiError):
+            log.warning("%s: %s", doing, error)
+            return str(error)
+        log.error("%s: unexpected error", doing, exc_info=error)
+        return f"{doing}: unexpected error: {type(error).__name__}: {error} (details in {self.core.paths.log_file})"
+
+    def _fatal_error(self) -> None:
+        # An exception escaped a handler: the app has to stop, but the traceback goes to
+        # the log file and the terminal gets one line, never a traceback.
+        error = self._exception
+        log.error("unexpected error in the console", exc_info=error)
+        self.bell()
+        self._exit_renderables.append(
+            f"hvtui: unexpected error: {type(error).__name__}: {error} (details in {self.core.paths.log_file})"
+        )
+        self._close_messages_no_wait()
+
+    # -- quitting ------------------------------------------------------------------------------------------
+    async def action_quit(self) -> None:
+        if not self._actions:
+            self.exit(0)
+            return
+        titles = "\n".join(f"  - {action.title}" for action in self._actions.values())
+
+        def chosen(confirmed: bool | None) -> None:
+            if confirmed:
+                for action in self._actions.values():
+                    action.token.cancel()
+                self.exit(0)
+
+        self.push_screen(
+            ConfirmDialog(
+                "Quit while actions are running?",
+                f"Still running:\n{titles}\n\nQuitting cancels them where they can stop safely "
+                "(a merge stops between blocks; the host finishes what it started).",
+                yes_label="Quit",
+            ),
+            callback=chosen,
+        )
+
+    # -- secrets -----------------------------------------------------------------------------------------------
+    def prompt_secret(self, prompt: str) -> str:
+        """Ask for a secret in the console (called from worker threads by the core)."""
+        if not self.is_running:
+            return getpass.getpass(prompt)
+        if threading.get_ident() == self._thread_id:
+            raise HvtuiError("a password is needed, but cannot be asked from the console's own thread")
+        answer: concurrent.futures.Future[str | None] = concurrent.futures.Future()
+
+        def show() -> None:
+            self.push_screen(
+                TextDialog("Password needed", prompt, password=True, ok_label="Connect"),
+                callback=lambda value: answer.set_result(value),
+            )
+
+        self.call_from_thread(show)
+        while True:
+            try:
+                value = answer.result(timeout=0.5)
+                break
+            except concurrent.futures.TimeoutError:
+                if not self.is_running:
+                    raise Cancelled("password prompt cancelled: the console closed") from None
+        if value is None:
+            raise Cancelled("password prompt cancelled")
+        return value
+
+
+def run_console(core: Core) -> int:
+    """Run the console over ``core`` until the user quits; returns the exit code."""
+    app = HvtuiApp(core)
+    previous = core.secret_prompter
+    core.secret_prompter = app.prompt_secret
+    try:
+        app.run(mouse=core.config.ui.mouse)
+    finally:
+        core.secret_prompter = previous
+    code = app.return_code
+    return int(code) if code is not None else 0

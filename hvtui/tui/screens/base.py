@@ -1,0 +1,152 @@
+"""What every full-screen view shares: the bars, the prompt, syncing with the app's state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer, Input, Static
+
+from hvtui.tui.viewmodel import Snapshot
+from hvtui.tui.widgets.bars import ActionStatus, ActionView, HeaderState, HostAlert, PromptBar, StatusHeader
+
+if TYPE_CHECKING:
+    from hvtui.tui.app import HvtuiApp
+
+
+class ViewTitle(Static):
+    """One line naming the view, its counts, sort and filter (k9s' crumb line)."""
+
+    DEFAULT_CSS = """
+    ViewTitle {
+        height: 1;
+        padding: 0 1;
+        color: $primary;
+        text-style: bold;
+    }
+    """
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__(text, markup=False, classes="view-title")
+        self._text = text
+
+    def show(self, text: str) -> None:
+        if text != self._text:
+            self._text = text
+            self.update(text)
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+
+class ViewScreen(Screen):
+    """A top-level view (VMs, findings, jobs) or a pushed one (a VM's detail)."""
+
+    view_name: ClassVar[str] = ""
+    view_title: ClassVar[str] = ""
+    # Escape: clear the filter first, then go back (pop, or to the VM list).
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "escape", "Back / clear filter", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_text = ""
+        self.shown_version = -1  # the app's snapshot version this view last showed
+
+    @property
+    def hvtui(self) -> HvtuiApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader()
+        yield HostAlert()
+        yield from self.compose_body()
+        yield Footer()
+        yield ActionStatus()
+        yield PromptBar()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    @property
+    def main_widget(self) -> Widget | None:
+        """The widget that has the focus when the prompt closes."""
+        return None
+
+    # -- syncing with the app ----------------------------------------------------------------
+    def on_screen_resume(self) -> None:
+        self.hvtui.sync_screen(self)
+
+    def sync_bars(self, header: HeaderState, failing: list[tuple[str, str, bool]], actions: list[ActionView]) -> None:
+        if not self.is_mounted:
+            return
+        self.query_one(StatusHeader).show(header)
+        self.query_one(HostAlert).show(failing)
+        self.query_one(ActionStatus).show(actions)
+
+    def show_snapshot(self, snapshot: Snapshot) -> None:
+        """Show a new refresh's data (called only when the version changed)."""
+
+    def restyle(self) -> None:
+        """The theme changed: re-show with the new colours."""
+        if self.hvtui.snapshot is not None:
+            self.show_snapshot(self.hvtui.snapshot)
+
+    # -- filter and command prompt -------------------------------------------------------------
+    @property
+    def prompt(self) -> PromptBar:
+        return self.query_one(PromptBar)
+
+    def action_filter(self) -> None:
+        self.prompt.open("filter", self.filter_text)
+
+    def open_command_prompt(self, initial: str = "") -> None:
+        self.prompt.open("command", initial, suggestions=self.hvtui.command_suggestions())
+
+    def apply_filter(self, text: str) -> None:
+        """Narrow the view to ``text`` (views with a filter override this)."""
+        self.filter_text = text
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "prompt-input" and self.prompt.mode == "filter" and self.prompt.is_open:
+            event.stop()
+            self.apply_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "prompt-input":
+            return
+        event.stop()
+        mode = self.prompt.mode
+        self._close_prompt()
+        if mode == "command":
+            self.hvtui.run_command(event.value)
+
+    def _close_prompt(self) -> None:
+        self.prompt.close()
+        main = self.main_widget
+        if main is not None:
+            main.focus()
+
+    def action_escape(self) -> None:
+        prompt = self.prompt
+        if prompt.is_open:
+            if prompt.mode == "filter":
+                self.apply_filter("")
+            self._close_prompt()
+            return
+        if self.filter_text:
+            self.apply_filter("")
+            return
+        self.go_back()
+
+    def go_back(self) -> None:
+        """Escape with nothing to clear: pop a pushed view, or return to the VM list."""
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+        elif self.view_name != "vms":
+            self.hvtui.show_view("vms")

@@ -1,0 +1,222 @@
+"""Modal dialogs: confirmations (default "No"), checkpoint create/rename/apply/delete, secrets.
+
+Every destructive dialog names host, VM and checkpoint, states what will happen, and
+opens with the focus on "No": enter alone never destroys anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+
+DIALOG_CSS = """
+{cls} {{
+    align: center middle;
+}}
+{cls} > Vertical {{
+    width: 90%;
+    max-width: 100;
+    height: auto;
+    max-height: 90%;
+    border: thick $primary;
+    background: $surface;
+    padding: 0 1;
+}}
+{cls} .dialog-title {{
+    text-style: bold;
+    color: $primary;
+    width: 100%;
+}}
+{cls} .dialog-body {{
+    height: auto;
+    max-height: 14;
+}}
+{cls} .dialog-buttons {{
+    height: auto;
+    align-horizontal: right;
+    margin-top: 1;
+}}
+{cls} .dialog-buttons Button {{
+    margin-left: 1;
+    min-width: 8;
+}}
+{cls}.-danger > Vertical {{
+    border: thick $error;
+}}
+"""
+
+
+class _Dialog(ModalScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", show=False),
+        Binding("left", "app.focus_previous", "Previous button", show=False),
+        Binding("right", "app.focus_next", "Next button", show=False),
+    ]
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmDialog(_Dialog):
+    """Yes/No with the focus on "No"; dismisses True only when "Yes" is pressed."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(cls="ConfirmDialog")
+
+    def __init__(self, title: str, body: str, yes_label: str = "Yes", no_label: str = "No", danger: bool = True) -> None:
+        super().__init__(classes="-danger" if danger else "")
+        self.title_text = title
+        self.body = body
+        self.yes_label = yes_label
+        self.no_label = no_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="dialog-title", markup=False)
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(self.body, id="dialog-text", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.no_label, id="no", variant="primary")
+                yield Button(self.yes_label, id="yes", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed, "#yes")
+    def _yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#no")
+    def _no(self) -> None:
+        self.dismiss(False)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class ChoiceDialog(_Dialog):
+    """Several outcomes (e.g. "Checkpoint first, then apply" / "Apply"), focus on "No"."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(cls="ChoiceDialog")
+
+    def __init__(self, title: str, body: str, choices: list[tuple[str, str]], danger: bool = True) -> None:
+        """``choices``: (result, button label) in display order after "No"."""
+        super().__init__(classes="-danger" if danger else "")
+        self.title_text = title
+        self.body = body
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="dialog-title", markup=False)
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(self.body, id="dialog-text", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("No", id="no", variant="primary")
+                for result, label in self.choices:
+                    yield Button(label, id=f"choice-{result}", variant="error" if "force" in result or result == "apply" else "warning")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        button_id = event.button.id or ""
+        self.dismiss(button_id.removeprefix("choice-") if button_id.startswith("choice-") else None)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    name: str | None  # None: let the host pick Hyper-V's default name
+    type: str  # Standard or Production
+
+
+class CreateCheckpointDialog(_Dialog):
+    DEFAULT_CSS = DIALOG_CSS.format(cls="CreateCheckpointDialog") + """
+    CreateCheckpointDialog Input { margin: 1 0; }
+    CreateCheckpointDialog RadioSet { height: auto; width: 100%; layout: horizontal; }
+    """
+
+    def __init__(self, host: str, vm_name: str, default_name: str, default_type: str) -> None:
+        super().__init__()
+        self.host = host
+        self.vm_name = vm_name
+        self.default_name = default_name
+        self.default_type = default_type if default_type in ("Standard", "Production") else "Standard"
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"New checkpoint of {self.vm_name} on {self.host}", classes="dialog-title", markup=False)
+            yield Input(self.default_name, id="cp-name", placeholder="checkpoint name (empty: Hyper-V's default)")
+            with RadioSet(id="cp-type"):
+                yield RadioButton("Production", value=self.default_type == "Production", id="type-Production")
+                yield RadioButton("Standard", value=self.default_type == "Standard", id="type-Standard")
+            yield Static(
+                "Production: application-consistent (VSS), the VM does not keep its memory. "
+                "Standard: saves memory and device state too.",
+                markup=False,
+            )
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Create", id="create", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#cp-name", Input).focus()
+
+    def _request(self) -> CreateRequest:
+        name = self.query_one("#cp-name", Input).value.strip() or None
+        pressed = self.query_one("#cp-type", RadioSet).pressed_button
+        kind = (pressed.id or "type-Standard").removeprefix("type-") if pressed is not None else self.default_type
+        return CreateRequest(name=name, type=kind)
+
+    @on(Input.Submitted, "#cp-name")
+    @on(Button.Pressed, "#create")
+    def _create(self, event) -> None:  # noqa: ANN001
+        event.stop()
+        self.dismiss(self._request())
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+
+class TextDialog(_Dialog):
+    """One line of text (a new name, a password)."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(cls="TextDialog") + "\nTextDialog Input { margin: 1 0; }\n"
+
+    def __init__(self, title: str, prompt: str, value: str = "", password: bool = False, ok_label: str = "OK") -> None:
+        super().__init__()
+        self.title_text = title
+        self.prompt = prompt
+        self.value = value
+        self.password = password
+        self.ok_label = ok_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="dialog-title", markup=False)
+            yield Static(self.prompt, markup=False)
+            yield Input(self.value, id="text-value", password=self.password)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button(self.ok_label, id="ok", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#text-value", Input).focus()
+
+    @on(Input.Submitted, "#text-value")
+    @on(Button.Pressed, "#ok")
+    def _ok(self, event) -> None:  # noqa: ANN001
+        event.stop()
+        self.dismiss(self.query_one("#text-value", Input).value)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,120 @@
+"""`?`: every key binding, generated from the bindings themselves (never hand-written)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Static, Tree
+
+if TYPE_CHECKING:
+    from hvtui.tui.app import HvtuiApp
+
+# Navigation keys of the widgets the views use (their own BINDINGS, filtered to what matters).
+_TABLE_ACTIONS = {"cursor_up", "cursor_down", "page_up", "page_down", "scroll_top", "scroll_bottom", "select_cursor"}
+_TREE_ACTIONS = {"toggle_node", "cursor_parent", "cursor_previous_sibling", "cursor_next_sibling", "toggle_expand_all"}
+
+
+def _bindings(sources: Iterable[BindingType]) -> list[Binding]:
+    return list(Binding.make_bindings(sources))
+
+
+def help_sections(app: HvtuiApp) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """(section title, [(keys, description, note)]) from the live binding tables."""
+    from hvtui.tui.screens.base import ViewScreen
+    from hvtui.tui.screens.findings import FindingsScreen
+    from hvtui.tui.screens.vm_detail import CHANGING_ACTIONS, VmDetailScreen
+    from hvtui.tui.screens.vms import VmsScreen
+
+    read_only = app.core.read_only
+    changing = {*CHANGING_ACTIONS, "delete_culprit"}
+
+    def rows(bindings: list[Binding], only: set[str] | None = None) -> list[tuple[str, str, str]]:
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for binding in bindings:
+            if only is not None and binding.action not in only:
+                continue
+            description = binding.description or binding.tooltip or binding.action.replace("_", " ")
+            grouped.setdefault((binding.action, description), []).append(app.get_key_display(binding))
+        out = []
+        for (action, description), keys in grouped.items():
+            note = "unavailable: read-only" if read_only and action.split("(")[0] in changing else ""
+            out.append((" ".join(dict.fromkeys(keys)), description, note))
+        return out
+
+    palette = Binding(app.COMMAND_PALETTE_BINDING, "command_palette", "Command palette (views, themes, commands)")
+    sections: list[tuple[str, list[tuple[str, str, str]]]] = [
+        ("Everywhere", rows(_bindings([*app.BINDINGS, palette]))),
+        ("VM list", rows(_bindings([*VmsScreen.BINDINGS, *ViewScreen.BINDINGS]))),
+        ("VM detail", rows(_bindings(VmDetailScreen.BINDINGS))),
+        ("Findings", rows(_bindings([*FindingsScreen.BINDINGS, *ViewScreen.BINDINGS]))),
+        ("Tables", rows(_bindings(DataTable.BINDINGS), _TABLE_ACTIONS)),
+        ("Checkpoint tree", rows(_bindings(Tree.BINDINGS), _TREE_ACTIONS)),
+        ("Commands (after :)", [(f":{name}", description, "") for name, description in app.command_help()]),
+    ]
+    return sections
+
+
+def help_table(app: HvtuiApp) -> Table:
+    table = Table(show_header=False, box=None, padding=(0, 1), expand=True)
+    table.add_column("key", no_wrap=True, style="bold")
+    table.add_column("what")
+    for title, entries in help_sections(app):
+        table.add_row(Text(title, style="bold underline"), "")
+        for keys, description, note in entries:
+            what = Text(description)
+            if note:
+                what.append(f"  ({note})", style="dim")
+            table.add_row(keys, what)
+        table.add_row("", "")
+    return table
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "dismiss", "Close", show=False),
+        Binding("q", "dismiss", "Close", show=False),
+        Binding("question_mark", "dismiss", "Close", show=False, key_display="?"),
+    ]
+
+    DEFAULT_CSS = """
+    HelpScreen {
+        align: center middle;
+    }
+    HelpScreen > Vertical {
+        width: 90%;
+        max-width: 110;
+        height: 90%;
+        border: round $primary;
+        background: $surface;
+        padding: 0 1;
+    }
+    HelpScreen #help-title {
+        text-style: bold;
+        color: $primary;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("hvtui keys — esc, q or ? closes; ↑↓ PgUp PgDn scroll", id="help-title", markup=False)
+            with VerticalScroll(id="help-scroll"):
+                yield Static(help_table(self.app), id="help-body")  # type: ignore[arg-type]
+
+    def on_mount(self) -> None:
+        self.query_one("#help-scroll").focus()
+
+    async def action_dismiss(self, result: None = None) -> None:
+        self.dismiss(None)
+
+    @property
+    def text(self) -> str:
+        """Plain text of the help (for tests)."""
+        sections = help_sections(self.app)  # type: ignore[arg-type]
+        return "\n".join(f"{keys}\t{description}\t{note}" for _title, entries in sections for keys, description, note in entries)

@@ -1,0 +1,275 @@
+"""One VM: its checkpoint tree (and which one it runs from), disks and chains, stray files,
+findings; and the checkpoint actions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.markup import escape
+from textual.widget import Widget
+from textual.widgets import Static, Tree
+
+from hvtui.model import VM, Checkpoint, Finding, Severity
+from hvtui.tui.screens.base import ViewScreen, ViewTitle
+from hvtui.tui.viewmodel import (
+    HEALTH_TEXT,
+    Snapshot,
+    age_text,
+    aware,
+    checkpoint_files,
+    file_name,
+    finding_severity_text,
+    host_now,
+    now_files,
+    seconds_between,
+    size_text,
+)
+
+NOW_NODE = "__now__"  # tree data of the "▶ Now" node
+
+# Actions that change the VM and need a checkpoint under the cursor.
+CHECKPOINT_ACTIONS = ("apply_checkpoint", "delete_checkpoint", "delete_subtree", "rename_checkpoint")
+CHANGING_ACTIONS = ("create_checkpoint", *CHECKPOINT_ACTIONS)
+
+_SEV_MARKUP = {Severity.CRIT: "$sev-crit", Severity.WARN: "$sev-warn", Severity.OK: "$sev-ok"}
+
+
+def _when(value: datetime) -> str:
+    return aware(value).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+class VmDetailScreen(ViewScreen):
+    view_name = "vm"
+    view_title = "VM detail"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "escape", "Back"),
+        Binding("c", "create_checkpoint", "New checkpoint"),
+        Binding("a", "apply_checkpoint", "Apply"),
+        Binding("d", "delete_checkpoint", "Delete"),
+        Binding("D", "delete_subtree", "Delete subtree"),
+        Binding("r", "rename_checkpoint", "Rename"),
+    ]
+
+    DEFAULT_CSS = """
+    VmDetailScreen #cp-tree {
+        height: 1fr;
+        min-height: 5;
+        border-bottom: solid $panel;
+    }
+    VmDetailScreen #vm-info-scroll {
+        height: 1fr;
+    }
+    VmDetailScreen #vm-info {
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self, host: str, vm_id: str, select_checkpoint: str | None = None) -> None:
+        super().__init__()
+        self.host = host
+        self.vm_id = vm_id
+        self._want_selected = select_checkpoint
+        self.vm: VM | None = None
+        self._findings: list[Finding] = []
+        self._now: datetime | None = None
+
+    def compose_body(self) -> ComposeResult:
+        yield ViewTitle("VM")
+        tree: Tree[str] = Tree("checkpoints", id="cp-tree")
+        tree.show_root = False
+        tree.guide_depth = 3
+        yield tree
+        with VerticalScroll(id="vm-info-scroll"):
+            yield Static("", id="vm-info")
+
+    @property
+    def tree(self) -> Tree[str]:
+        return self.query_one("#cp-tree", Tree)
+
+    @property
+    def main_widget(self) -> Widget | None:
+        return self.tree
+
+    # -- data ------------------------------------------------------------------------------------
+    def show_snapshot(self, snapshot: Snapshot) -> None:
+        host = snapshot.inventory.host(self.host)
+        vm = snapshot.inventory.vm(self.host, self.vm_id)
+        findings = snapshot.findings_for(self.host, self.vm_id)
+        self._now = host_now(host, snapshot.taken_wall)
+        title = self.query_one(ViewTitle)
+        if vm is None:
+            self.vm = None
+            self.tree.clear()
+            title.show(f"{self.host} / VM {self.vm_id}: not in the inventory (deleted, or its host cannot be read)")
+            self.query_one("#vm-info", Static).update("")
+            self.refresh_bindings()
+            return
+        stale = " (stale)" if host is not None and host.stale else ""
+        title.show(f"{vm.host} / {vm.name}{stale}  ·  {vm.state}  ·  {vm.checkpoint_count} checkpoints")
+        if vm != self.vm or findings != self._findings:
+            self.vm = vm
+            self._findings = findings
+            self._build_tree(vm)
+            self.query_one("#vm-info", Static).update(self._info_markup(vm, findings))
+        self.refresh_bindings()
+
+    def _build_tree(self, vm: VM) -> None:
+        tree = self.tree
+        current = tree.cursor_node.data if tree.cursor_node is not None else None
+        want = self._want_selected or current
+        self._want_selected = None
+        files = checkpoint_files(vm)
+        now = self._now or datetime.now().astimezone()
+        tree.clear()
+        nodes = {}
+        culprit_ids = {f.checkpoint_id for f in self._findings if f.checkpoint_id and f.severity > Severity.OK}
+
+        def add(parent_node, parent_id: str | None) -> None:
+            children = sorted(vm.children_of(parent_id), key=lambda cp: aware(cp.created))
+            for cp in children:
+                label = self._checkpoint_label(cp, files.get(cp.id, []), now, cp.id in culprit_ids)
+                node = parent_node.add(label, data=cp.id, expand=True)
+                nodes[cp.id] = node
+                add(node, cp.id)
+            if parent_id == vm.parent_checkpoint_id:
+                parent_node.add_leaf(self._now_label(vm), data=NOW_NODE)
+
+        add(tree.root, None)
+        # Checkpoints whose parent is missing from the inventory still show, at the top level.
+        for cp in vm.checkpoints:
+            if cp.id not in nodes and cp.parent_id is not None and vm.checkpoint(cp.parent_id) is None:
+                label = self._checkpoint_label(cp, files.get(cp.id, []), now, cp.id in culprit_ids)
+                nodes[cp.id] = tree.root.add(label, data=cp.id, expand=True)
+                add(nodes[cp.id], cp.id)
+        if vm.parent_checkpoint_id is not None and vm.parent_checkpoint_id not in nodes:
+            tree.root.add_leaf(self._now_label(vm), data=NOW_NODE)
+        tree.root.expand()
+
+        def select() -> None:
+            target = want if want in nodes or want == NOW_NODE else None
+            node = nodes.get(target) if target != NOW_NODE else None
+            if target == NOW_NODE or node is None:
+                node = next((n for n in _walk(tree.root) if n.data == NOW_NODE), None)
+            if node is not None:
+                tree.move_cursor(node)
+
+        self.call_after_refresh(select)
+
+    def _checkpoint_label(self, cp: Checkpoint, links, now: datetime, culprit: bool) -> Text:
+        label = Text()
+        label.append(cp.name, style="bold")
+        label.append(f"  [{cp.type}]")
+        label.append(f"  {_when(cp.created)}  {age_text(seconds_between(now, cp.created))} old")
+        if links:
+            label.append(f"  {', '.join(file_name(link.path) for link in links)} {size_text(sum(link.file_size for link in links))}")
+        if culprit:
+            label.append("  ⚠ finding", style="bold")
+        return label
+
+    @staticmethod
+    def _now_label(vm: VM) -> Text:
+        label = Text("▶ Now", style="bold reverse")
+        files = now_files(vm)
+        if files:
+            names = ", ".join(file_name(link.path) for link in files)
+            label.append(f"  running from {names} ({size_text(sum(link.file_size for link in files))})")
+        label.append(f"  {vm.state}")
+        return label
+
+    def _info_markup(self, vm: VM, findings: list[Finding]) -> str:
+        lines: list[str] = []
+        up = f", up {age_text(vm.uptime_seconds)}" if vm.state == "Running" and vm.uptime_seconds else ""
+        lines.append(
+            f"[b]{escape(vm.name)}[/] on [b]{escape(vm.host)}[/]: {escape(vm.state)}{up} · generation {vm.generation}"
+            f" · version {escape(vm.version or '?')} · {escape(vm.checkpoint_type)} checkpoints · id {escape(vm.id)}"
+        )
+        lines.append("")
+        lines.append(f"[b]Findings[/] ({len(findings)})")
+        if not findings:
+            lines.append("  none: [$sev-ok]OK[/]")
+        for finding in findings:
+            colour = "$sev-muted" if finding.exempt_reason else _SEV_MARKUP.get(finding.severity, "$sev-muted")
+            sev = finding_severity_text(finding)
+            reason = f" (exempt: {escape(finding.exempt_reason)})" if finding.exempt_reason else ""
+            lines.append(f"  [{colour}]{sev:<6}[/] {escape(finding.rule)}: {escape(finding.message)}{reason}")
+            if finding.action:
+                lines.append(f"         → {escape(finding.action)}")
+        lines.append("")
+        lines.append(f"[b]Disks[/] ({len(vm.disks)})")
+        for disk in vm.disks:
+            lines.append(
+                f"  {escape(disk.controller)} {disk.controller_number}:{disk.controller_location}  {escape(disk.path)}"
+                f"  (chain depth {disk.depth}, {size_text(disk.differencing_bytes)} differencing)"
+            )
+            for index, link in enumerate(disk.chain):
+                branch = "└" if index == len(disk.chain) - 1 else "├"
+                lines.append(
+                    f"    {branch} {escape(file_name(link.path))}  {escape(link.vhd_type)}  "
+                    f"{size_text(link.file_size)} on disk / {size_text(link.size)} virtual"
+                )
+        lines.append("")
+        lines.append(f"[b]Stray disk files[/] ({len(vm.stray_disk_files)})")
+        if not vm.stray_disk_files:
+            lines.append("  none")
+        for path in vm.stray_disk_files:
+            lines.append(f"  [$sev-warn]{escape(path)}[/]")
+        return "\n".join(lines)
+
+    # -- selection and actions ------------------------------------------------------------------------
+    @property
+    def selected_checkpoint(self) -> Checkpoint | None:
+        node = self.tree.cursor_node if self.is_mounted else None
+        if node is None or self.vm is None or node.data in (None, NOW_NODE):
+            return None
+        return self.vm.checkpoint(node.data)
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action not in CHANGING_ACTIONS:
+            return True
+        if self.vm is None or self.hvtui.read_only_reason(self.host):
+            return None  # shown, greyed out
+        if action in CHECKPOINT_ACTIONS and self.selected_checkpoint is None:
+            return None
+        return True
+
+    def action_create_checkpoint(self) -> None:
+        if self.vm is not None:
+            self.hvtui.start_create(self.host, self.vm_id)
+
+    def action_apply_checkpoint(self) -> None:
+        cp = self.selected_checkpoint
+        if cp is not None:
+            self.hvtui.start_apply(self.host, self.vm_id, cp.id)
+
+    def action_delete_checkpoint(self) -> None:
+        cp = self.selected_checkpoint
+        if cp is not None:
+            self.hvtui.start_delete(self.host, self.vm_id, cp.id, subtree=False)
+
+    def action_delete_subtree(self) -> None:
+        cp = self.selected_checkpoint
+        if cp is not None:
+            self.hvtui.start_delete(self.host, self.vm_id, cp.id, subtree=True)
+
+    def action_rename_checkpoint(self) -> None:
+        cp = self.selected_checkpoint
+        if cp is not None:
+            self.hvtui.start_rename(self.host, self.vm_id, cp.id)
+
+
+def _walk(node):
+    yield node
+    for child in node.children:
+        yield from _walk(child)
+
+
+__all__ = ["VmDetailScreen", "NOW_NODE", "HEALTH_TEXT"]

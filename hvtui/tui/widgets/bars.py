@@ -1,0 +1,255 @@
+"""The one-line bars around every view: header, host alert, action status, prompt.
+
+They render what the app tells them; nothing here talks to the core.  Colours come from
+theme variables in Textual markup (``[$sev-crit]``), so a theme switch recolours them
+without a rebuild, and every state is also spelled out in text for monochrome terminals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.markup import escape
+from textual.suggester import SuggestFromList
+from textual.widgets import Input, Label, Static
+
+from hvtui.events import Progress
+from hvtui.tui.viewmodel import age_text, size_text
+
+
+def short_age(seconds: float) -> str:
+    """Compact age for the header: ``4s``, then humanize's words."""
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    return age_text(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderState:
+    lab: bool
+    builtin_lab: bool
+    read_only: bool
+    read_only_hosts: int
+    hosts_total: int | None  # None: no refresh yet
+    hosts_reachable: int
+    refresh_age: float | None  # seconds since the last refresh finished
+    refreshing: bool
+    crit: int
+    warn: int
+    view: str
+
+
+class StatusHeader(Static):
+    """Mode, hosts reachable/total, refresh age, read-only badge, CRIT/WARN counts."""
+
+    DEFAULT_CSS = """
+    StatusHeader {
+        dock: top;
+        height: 1;
+        background: $panel;
+        color: $foreground;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("hvtui", id="status-header")
+        self._text = ""
+
+    def show(self, state: HeaderState) -> None:
+        parts: list[str] = ["[b]hvtui[/]"]
+        if state.lab:
+            parts.append("[reverse $warning] LAB [/]" + (" built-in demo lab" if state.builtin_lab else ""))
+        else:
+            parts.append("[reverse $primary] HOSTS [/]")
+        if state.read_only:
+            parts.append("[reverse $error] RO [/]")
+        elif state.read_only_hosts:
+            parts.append(f"[reverse $error] RO:{state.read_only_hosts} host{'s' if state.read_only_hosts != 1 else ''} [/]")
+        else:
+            parts.append("[$sev-muted]RW[/]")
+        if state.hosts_total is None:
+            parts.append("loading inventory…")
+        else:
+            down = state.hosts_total - state.hosts_reachable
+            hosts = f"hosts {state.hosts_reachable}/{state.hosts_total}"
+            parts.append(f"[$sev-crit]{hosts} ({down} down)[/]" if down else hosts)
+            counts = []
+            counts.append(f"[$sev-crit]{state.crit} CRIT[/]" if state.crit else "0 CRIT")
+            counts.append(f"[$sev-warn]{state.warn} WARN[/]" if state.warn else "0 WARN")
+            parts.append(" · ".join(counts))
+            if state.refresh_age is not None:
+                parts.append(f"refreshed {short_age(state.refresh_age)} ago")
+        if state.refreshing:
+            parts.append("⟳")
+        text = " │ ".join(parts[:2]) + "  " + " │ ".join(parts[2:])
+        if text != self._text:  # nothing re-sent over the link when nothing changed
+            self._text = text
+            self.update(text)
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+
+class HostAlert(Static):
+    """One line per failing host, hidden when every host answers."""
+
+    DEFAULT_CSS = """
+    HostAlert {
+        dock: top;
+        height: auto;
+        max-height: 3;
+        display: none;
+        padding: 0 1;
+        color: $sev-crit;
+        background: $panel;
+    }
+    HostAlert.-visible {
+        display: block;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("", id="host-alert")
+        self._text = ""
+
+    def show(self, failing: list[tuple[str, str, bool]]) -> None:
+        """``failing``: (host, error, stale data shown) per host."""
+        lines = []
+        for host, error, stale in failing:
+            tail = " — showing stale data" if stale else " — no data"
+            lines.append(f"✗ {escape(host)}: {escape(error)}{tail}")
+        text = "\n".join(lines)
+        if text != self._text:
+            self._text = text
+            self.update(text)
+            self.set_class(bool(lines), "-visible")
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+
+@dataclass(frozen=True, slots=True)
+class ActionView:
+    title: str
+    progress: Progress | None
+
+
+def progress_line(action: ActionView, more: int = 0, width: int = 20) -> str:
+    """``⟳ Deleting … [█████░░░░░] 52% 120 MiB of 230 MiB, 45 MiB/s``, plain text."""
+    parts = [f"⟳ {action.title}"]
+    event = action.progress
+    if event is not None:
+        fraction = event.fraction
+        if fraction is not None:
+            filled = int(round(fraction * width))
+            parts.append(f"[{'█' * filled}{'░' * (width - filled)}] {fraction * 100:.0f}%")
+        if event.total:
+            parts.append(f"{size_text(event.done)} of {size_text(event.total)}")
+        if event.rate:
+            parts.append(f"{size_text(event.rate)}/s")
+        if event.message:
+            parts.append(event.message)
+    if more:
+        parts.append(f"(+{more} more running)")
+    return "  ".join(parts)
+
+
+class ActionStatus(Static):
+    """What the running checkpoint actions are doing (hidden when nothing runs)."""
+
+    DEFAULT_CSS = """
+    ActionStatus {
+        dock: bottom;
+        height: 1;
+        display: none;
+        padding: 0 1;
+        background: $panel;
+        color: $accent;
+    }
+    ActionStatus.-visible {
+        display: block;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("", id="action-status", markup=False)
+        self._text = ""
+
+    def show(self, actions: list[ActionView]) -> None:
+        text = progress_line(actions[0], more=len(actions) - 1) if actions else ""
+        if text != self._text:
+            self._text = text
+            self.update(text)
+            self.set_class(bool(actions), "-visible")
+
+    @property
+    def text(self) -> str:
+        return self._text
+
+
+class PromptBar(Horizontal):
+    """The bottom-line prompt: ``/`` filters the view, ``:`` runs a command."""
+
+    DEFAULT_CSS = """
+    PromptBar {
+        dock: bottom;
+        display: none;
+        height: 1;
+        background: $panel;
+    }
+    PromptBar.-visible {
+        display: block;
+    }
+    PromptBar > #prompt-prefix {
+        width: 2;
+        padding: 0 0 0 1;
+        color: $accent;
+        text-style: bold;
+    }
+    PromptBar > Input {
+        width: 1fr;
+        height: 1;
+        border: none;
+        padding: 0;
+        background: $panel;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__(id="prompt")
+        self.mode = "filter"
+
+    def compose(self) -> ComposeResult:
+        yield Label("/", id="prompt-prefix")
+        yield Input(id="prompt-input", compact=True)
+
+    @property
+    def input(self) -> Input:
+        return self.query_one("#prompt-input", Input)
+
+    def open(self, mode: str, value: str = "", suggestions: list[str] | None = None) -> None:
+        self.mode = mode
+        self.query_one("#prompt-prefix", Label).update("/" if mode == "filter" else ":")
+        field = self.input
+        field.suggester = SuggestFromList(suggestions, case_sensitive=False) if suggestions else None
+        field.placeholder = (
+            "filter: part of a host or VM name (enter keeps it, esc clears)"
+            if mode == "filter"
+            else "vms, findings, jobs, help, theme NAME, q"
+        )
+        field.value = value
+        field.cursor_position = len(value)
+        self.add_class("-visible")
+        field.focus()
+
+    def close(self) -> None:
+        self.remove_class("-visible")
+
+    @property
+    def is_open(self) -> bool:
+        return self.has_class("-visible")
