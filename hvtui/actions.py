@@ -83,6 +83,17 @@ class RemovePlan:
         volume = self.volume
         return volume.free if volume is not None else None
 
+    def refusal(self, force: bool = False) -> str | None:
+        """Why the core refuses this deletion (merge-headroom), or None."""
+        if self.headroom_ok or force:
+            return None
+        short = [room for room in self.headrooms if not room.ok]
+        return (
+            f"deleting checkpoint {self.checkpoint.name!r} of {self.vm_name!r} on {self.host!r}: "
+            + "; ".join(room.text() for room in short)
+            + " (merge-headroom; force it only if you know the space will be there)"
+        )
+
     def describe(self) -> str:
         what = "checkpoint subtree" if self.subtree and len(self.checkpoints) > 1 else "checkpoint"
         lines = [f"Delete {what} {self.checkpoint.name!r} of VM {self.vm_name!r} on host {self.host!r}."]
@@ -452,14 +463,10 @@ class CheckpointActions:
                 removed=[cp.id for cp in plan.checkpoints],
                 bytes_to_move=plan.bytes_to_move,
             )
+            refusal = plan.refusal(force)
+            if refusal is not None:
+                raise RefusedError(refusal)
             if not plan.headroom_ok:
-                if not force:
-                    short = [room for room in plan.headrooms if not room.ok]
-                    raise RefusedError(
-                        f"deleting checkpoint {plan.checkpoint.name!r} of {plan.vm_name!r} on {host!r}: "
-                        + "; ".join(room.text() for room in short)
-                        + " (merge-headroom; force it only if you know the space will be there)"
-                    )
                 entry.args["headroom_overridden"] = True
                 log.warning("merge headroom overridden for %s/%s", host, plan.vm_name)
             with self._changing(host):

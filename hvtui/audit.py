@@ -6,7 +6,8 @@ Each line: ``time`` (UTC, ISO 8601), ``user`` (the local account), ``host``, ``v
 thread lock and an advisory file lock (the console and a CLI may write at the same
 time), then flushed and fsynced: an audit line that a crash can lose is not worth much.
 
-Only names, ids and options are recorded; never secrets (nothing here ever sees one).
+Only names, ids and options are recorded, never secrets; each line also goes through the
+log redactor, so a secret that slipped into an error message is masked here too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.errors import Cancelled, HvtuiError, ReadOnlyError, RefusedError
+from hvtui.logsetup import redact
 
 try:  # advisory locking between processes; absent on Windows, where the thread lock remains
     import fcntl
@@ -90,7 +92,8 @@ class AuditLog:
         }
         if error is not None:
             entry["error"] = error
-        line = json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":")) + "\n"
+        # Redacted as a whole: a secret that reached an error message by mistake stays out.
+        line = redact(json.dumps(entry, ensure_ascii=False, default=str, separators=(",", ":"))) + "\n"
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)

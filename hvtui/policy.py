@@ -27,6 +27,7 @@ import fnmatch
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import humanize
 
@@ -416,9 +417,10 @@ class _VMRules:
     def checkpoint_not_backup(self, last_backup: LastBackup | None) -> None:
         when = last_backup(self.vm) if last_backup is not None else None
         count = len(self.sprawl_checkpoints)
+        has = f"has {count} checkpoint{'s' if count != 1 else ''}"
         limit = age_text(self.t.backup_max_age)
         if when is None:
-            message = f"has {count} checkpoint(s) and no backup known (a checkpoint is not a backup)"
+            message = f"{has} and no backup known (a checkpoint is not a backup)"
             age = self.oldest_age
             since = -1.0
         else:
@@ -426,7 +428,7 @@ class _VMRules:
             if since < self.t.backup_max_age:
                 return
             message = (
-                f"has {count} checkpoint(s) and its last backup is {age_text(since)} old "
+                f"{has} and its last backup is {age_text(since)} old "
                 f"(crit after {limit}; a checkpoint is not a backup)"
             )
             age = since
@@ -536,14 +538,15 @@ def worst_by_vm(findings: Iterable[Finding]) -> dict[str, Severity]:
     return worst
 
 
-def last_backup_lookup(core: object) -> LastBackup | None:
-    """The engine's "last successful backup" lookup, when the engine is installed.
+def last_backup_lookup(core: Any) -> LastBackup | None:
+    """The engine's "last successful backup" lookup (``core.backups.last_backup``).
 
-    Imported lazily: until ``hvtui.backups`` exists, None (no backup known for any VM).
+    Imported lazily: without the backup service, None (no backup known for any VM, so
+    every VM with checkpoints raises checkpoint-not-backup, as issue 3 asks).
     """
     try:
-        from hvtui import backups  # type: ignore[attr-defined]
-    except ImportError:
+        backups = core.backups
+    except (ImportError, AttributeError):
         return None
     lookup = getattr(backups, "last_backup", None)
     if lookup is None:
