@@ -1,0 +1,266 @@
+"""Per-host state of a lab host: the VM registry and checkpoint metadata, locks, change logs.
+
+Layout of a lab host directory::
+
+    <host>/host.json                 VM registry + checkpoint tree + file graph (atomic rewrite)
+    <host>/.host.lock                flock: held for every short read-modify-write of host.json
+    <host>/.locks/<vm id>.lock       flock: held for the whole of a long VM operation (merge,
+                                     backup, in-place restore); a dead process releases it
+    <host>/.rct/<identity>.rct       change-tracking log of one physical disk file
+    <host>/.staging/                 restores being written
+    <host>/Virtual Machines/<vm>/    the VM's files, named as Hyper-V names them
+
+The CLI and the console may work on one lab from two processes at once: the host lock
+serialises state changes, the per-VM operation lock keeps two long operations (a backup
+and a checkpoint delete) off the same VM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hvtui.errors import HostError
+
+STATE_FILE = "host.json"
+STATE_FORMAT = 1
+HOST_LOCK = ".host.lock"
+LOCK_DIR = ".locks"
+RCT_DIR = ".rct"
+STAGING_DIR = ".staging"
+VM_ROOT = "Virtual Machines"
+
+_state_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temp file and rename, so readers see old or new."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def load_state(root: Path, host_name: str, cached: bool = False) -> dict[str, Any]:
+    """Parse ``host.json``. With ``cached`` the result may be shared: do not modify it."""
+    path = root / STATE_FILE
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise HostError(
+            host_name,
+            "inventory",
+            f"lab host directory {root} has no {STATE_FILE}: run `hvtui lab init`",
+            kind="unreachable",
+        ) from None
+    key = (st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _state_cache.get(str(path))
+    if cached and hit is not None and hit[0] == key:
+        return hit[1]
+    try:
+        state = json.loads(path.read_bytes())
+    except (OSError, ValueError) as err:
+        raise HostError(host_name, "inventory", f"lab state {path} is unreadable: {err}", kind="protocol") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or not isinstance(state.get("vms"), dict):
+        raise HostError(host_name, "inventory", f"lab state {path} is not a format-{STATE_FORMAT} lab host state", kind="protocol")
+    if cached:
+        _state_cache[str(path)] = (key, state)
+    return state
+
+
+def save_state(root: Path, state: dict[str, Any], fsync: bool = True) -> None:
+    atomic_write(root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True).encode("utf-8"), fsync=fsync)
+
+
+class _FileLock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    def try_acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+    @property
+    def held(self) -> bool:
+        return self.fd >= 0
+
+
+@contextlib.contextmanager
+def host_lock(root: Path, host_name: str, operation: str, timeout: float = 30.0) -> Iterator[None]:
+    """Hold the host's state lock, waiting up to ``timeout`` seconds."""
+    lock = _FileLock(root / HOST_LOCK)
+    deadline = time.monotonic() + max(0.0, timeout)
+    delay = 0.005
+    while not lock.try_acquire():
+        if time.monotonic() >= deadline:
+            raise HostError(
+                host_name, operation, f"lab host is busy: its state lock was held for over {timeout:g}s", kind="timeout"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class OpLock(_FileLock):
+    """Held by the process running a long operation on one VM."""
+
+    def __init__(self, root: Path, vm_id: str) -> None:
+        super().__init__(root / LOCK_DIR / f"{vm_id}.lock")
+
+
+# -- change tracking -------------------------------------------------------------------
+
+_RCT_MAGIC = b"HVLABRCT"
+_RCT_HEAD = struct.Struct("<8sQ")  # magic, base sequence (older ids are unknown)
+_RCT_REC = struct.Struct("<QQQ")  # sequence, offset, length
+_OPEN = (1 << 64) - 1  # "writes about to happen": unknown until the matching close
+_CLOSE = (1 << 64) - 2
+_MAX_RECORDS = 200_000
+
+
+class ChangeLog:
+    """The lab's Resilient Change Tracking: which byte ranges of one physical file changed.
+
+    An append-only log of ``(sequence, offset, length)`` records.  Every modification is
+    bracketed: an "open" record is appended before the file is touched and the ranges plus
+    a "close" record after, so a crash in between makes older change ids unknown (the
+    backup reads everything) rather than silently missing a write.
+    """
+
+    def __init__(self, root: Path, identity: str) -> None:
+        self.identity = identity
+        self.path = root / RCT_DIR / f"{identity}.rct"
+
+    def _read(self) -> tuple[int, list[tuple[int, int, int]]]:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return 0, []
+        if len(raw) < _RCT_HEAD.size or raw[:8] != _RCT_MAGIC:
+            return -1, []
+        (_magic, base) = _RCT_HEAD.unpack_from(raw)
+        body = raw[_RCT_HEAD.size :]
+        body = body[: len(body) - len(body) % _RCT_REC.size]
+        return base, list(_RCT_REC.iter_unpack(body))
+
+    def _append(self, records: list[tuple[int, int, int]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        with open(self.path, "ab") as fh:
+            if new:
+                fh.write(_RCT_HEAD.pack(_RCT_MAGIC, 0))
+            fh.write(b"".join(_RCT_REC.pack(*rec) for rec in records))
+
+    def sequence(self) -> int:
+        base, records = self._read()
+        return max(base, records[-1][0] if records else 0)
+
+    def change_id(self) -> str:
+        return f"rct:{self.identity}:{self.sequence()}"
+
+    def begin(self) -> int:
+        seq = self.sequence() + 1
+        self._append([(seq, _OPEN, 0)])
+        return seq
+
+    def commit(self, seq: int, ranges: list[tuple[int, int]]) -> None:
+        self._append([(seq, off, length) for off, length in ranges] + [(seq, _CLOSE, 0)])
+        self._compact_if_large()
+
+    def record(self, ranges: list[tuple[int, int]]) -> str:
+        """Record changes already known (the data was written under the same lock)."""
+        seq = self.begin()
+        self.commit(seq, ranges)
+        return f"rct:{self.identity}:{seq}"
+
+    def changes(self, since_change_id: str) -> list[tuple[int, int]] | None:
+        from hvtui.hosts.lab.disk import coalesce
+
+        try:
+            prefix, identity, seq_text = since_change_id.split(":")
+            since = int(seq_text)
+        except (AttributeError, ValueError):
+            return None
+        if prefix != "rct" or identity != self.identity:
+            return None
+        base, records = self._read()
+        if base < 0 or since < base:
+            return None
+        current = max(base, records[-1][0] if records else 0)
+        if since > current:
+            return None
+        ranges: list[tuple[int, int]] = []
+        open_seq: int | None = None
+        for seq, offset, length in records:
+            if offset == _OPEN:
+                if open_seq is not None and open_seq > since:
+                    return None  # an earlier bracket never closed: a crash mid-write
+                open_seq = seq
+            elif offset == _CLOSE:
+                open_seq = None
+            elif seq > since:
+                ranges.append((offset, length))
+        if open_seq is not None and open_seq > since:
+            return None
+        return coalesce(ranges)
+
+    def _compact_if_large(self) -> None:
+        size = self.path.stat().st_size
+        if size < _RCT_HEAD.size + _MAX_RECORDS * _RCT_REC.size:
+            return
+        _base, records = self._read()
+        keep = records[len(records) // 2 :]
+        # Ids older than the first kept sequence become unknown (a full read next time).
+        new_base = keep[0][0] - 1 if keep else 0
+        data = _RCT_HEAD.pack(_RCT_MAGIC, new_base) + b"".join(_RCT_REC.pack(*rec) for rec in keep)
+        atomic_write(self.path, data, fsync=False)
+
+    def delete(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
