@@ -49,6 +49,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+import humanize
+
 from hvtui.clock import Clock, SystemClock
 from hvtui.errors import Cancelled, ConfigError, HostError, HvtuiError, ReadOnlyError, RefusedError, RepositoryError
 from hvtui.events import CancelToken, Progress, ProgressCallback
@@ -258,6 +260,10 @@ class JobManager:
     # -- kinds ---------------------------------------------------------------------------
     def register_kind(self, kind: JobKind) -> None:
         self._kinds[kind.name] = kind
+
+    def kind(self, name: str) -> JobKind | None:
+        """The registered kind ``name`` (to wrap it, or to check a job can be resumed)."""
+        return self._kinds.get(name)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -537,14 +543,34 @@ class JobManager:
         repository: str | None = None,
         vm_name: str | None = None,
     ) -> Job:
-        """Queue a backup of one VM.  ``mode`` None: incremental when the repository holds
-        a previous point of this VM, else full (decided again when the job starts, so a
-        resumed or retried job still does the right thing)."""
+        """Queue a backup of one VM.
+
+        ``mode`` None: incremental when the repository holds a previous point of this VM,
+        else full (asked again when the job runs, so a resumed or retried job still does
+        the right thing).  ``repository`` None: the default one.  Refused at once in
+        read-only mode.  Needs a manager built with ``from_core``.
+        """
         return submit_backup(self, host, vm_id, mode=mode, repository=repository, vm_name=vm_name)
 
-    def submit_restore(self, point_id: str, target: str, **target_params: Any) -> Job:
-        """Queue a restore of one restore point; see ``hvtui.jobs.submit_restore``."""
-        return submit_restore(self, point_id, target, **target_params)
+    def submit_restore(
+        self,
+        point_id: str,
+        target: str,
+        *,
+        new_name: str | None = None,
+        directory: str | Path | None = None,
+        host: str | None = None,
+        repository: str | None = None,
+    ) -> Job:
+        """Queue a restore of one restore point.
+
+        ``target``: "new" (a new VM called ``new_name``, on ``host`` or the point's host),
+        "in_place" (over the original VM, which must be off when the job runs; confirm
+        first) or "directory" (the files into ``directory``; the job's host is "local").
+        The job's ``mode`` is the target.  Refused at once in read-only mode for host
+        targets.
+        """
+        return submit_restore(self, point_id, target, new_name=new_name, directory=directory, host=host, repository=repository)
 
     # -- internals: scheduling and running -------------------------------------------------
     def _new_id(self) -> str:
@@ -1048,10 +1074,26 @@ def run_job_blocking(
 
 
 # -- backup and restore kinds (on hvtui.backups) --------------------------------------------
+# The engine service (``core.backups``) refuses read-only hosts and writes the audit
+# entries for backups and host restores itself; the kinds below add nothing to the audit
+# log except the explicit leftover-checkpoint clean-up before a resumed backup.
+
+RESTORE_TARGETS = ("new", "in_place", "directory")
+LOCAL_HOST = "local"  # the job "host" of a restore into a directory on this machine
+
+
 def register_engine_kinds(manager: JobManager) -> None:
-    """Register the ``backup`` and ``restore`` kinds (they need ``manager.core``)."""
-    # Filled in once hvtui.backups lands (see submit_backup / submit_restore below).
-    return None
+    """Register the ``backup`` and ``restore`` kinds (they run on ``manager.core.backups``)."""
+    if manager.core is None:
+        return
+    manager.register_kind(JobKind("backup", build=lambda job: _backup_run(manager, job), before_resume=lambda job: _before_backup_resume(manager, job)))
+    manager.register_kind(JobKind("restore", build=lambda job: _restore_run(manager, job), before_resume=lambda job: _before_restore_resume(manager, job)))
+
+
+def _core_of(manager: JobManager) -> Any:
+    if manager.core is None:
+        raise JobError("backup and restore jobs need a job manager built from the core (JobManager.from_core)")
+    return manager.core
 
 
 def submit_backup(
@@ -1062,8 +1104,158 @@ def submit_backup(
     repository: str | None = None,
     vm_name: str | None = None,
 ) -> Job:
-    raise JobError("backup jobs are not available yet (the engine is not installed)")
+    """Queue a backup of ``vm_id`` on ``host`` (see ``JobManager.submit_backup``).
+
+    Refused at once (``ReadOnlyError``, audit-logged like the engine does) when the console
+    or the host is read-only; an unknown host or repository is a ``ConfigError``.
+    """
+    from hvtui.backups import BACKUP_MODES
+
+    core = _core_of(manager)
+    if mode is not None and mode not in BACKUP_MODES:
+        raise ConfigError(f"unknown backup mode {mode!r} (expected {', '.join(BACKUP_MODES)})")
+    core.host(host)  # unknown host: ConfigError now, not a failed job later
+    repo_name = core.backups.repository_config(repository).name
+    auto = mode is None
+    latest = core.backups.latest_point(host, vm_id, repo_name) if auto or vm_name is None else None
+    if auto:
+        # What the job will most likely do; decided again when it runs.
+        mode = "incremental" if latest is not None else "full"
+    if vm_name is None and latest is not None:
+        vm_name = latest.vm_name
+    _refuse_if_read_only(core, "backup", host, vm_name or vm_id, {"mode": mode, "repository": repo_name, "vm_id": vm_id})
+    params = {"mode": mode, "auto_mode": auto, "repository": repo_name}
+    return manager.submit("backup", host, vm_id, vm_name, params)
 
 
-def submit_restore(manager: JobManager, point_id: str, target: str, **target_params: Any) -> Job:
-    raise JobError("restore jobs are not available yet (the engine is not installed)")
+def submit_restore(
+    manager: JobManager,
+    point_id: str,
+    target: str,
+    *,
+    new_name: str | None = None,
+    directory: str | Path | None = None,
+    host: str | None = None,
+    repository: str | None = None,
+) -> Job:
+    """Queue a restore of restore point ``point_id`` (see ``JobManager.submit_restore``)."""
+    core = _core_of(manager)
+    if target not in RESTORE_TARGETS:
+        raise ConfigError(f"unknown restore target {target!r} (expected {', '.join(RESTORE_TARGETS)})")
+    if target == "new" and not new_name:
+        raise ConfigError("a restore as a new VM needs the new VM's name")
+    if target == "directory" and not directory:
+        raise ConfigError("a restore into a directory needs the directory")
+    repo, manifest = core.backups.find_point(point_id, repository)
+    params: dict[str, Any] = {"mode": target, "point_id": manifest.id, "repository": repo.name}
+    if target == "directory":
+        job_host = LOCAL_HOST
+        params["directory"] = str(Path(directory).expanduser().absolute())  # type: ignore[arg-type]
+    else:
+        job_host = host or manifest.host
+        core.host(job_host)
+        if target == "new":
+            params["new_name"] = new_name
+            params["host"] = job_host
+            label = new_name
+        else:
+            if job_host != manifest.host:
+                raise ConfigError("an in-place restore goes back to the point's own host")
+            label = manifest.vm_name
+        action = "restore-as-new" if target == "new" else "restore-in-place"
+        _refuse_if_read_only(core, action, job_host, label, {"point": manifest.id, "repository": repo.name})
+    return manager.submit("restore", job_host, manifest.vm_id, manifest.vm_name, params)
+
+
+def _refuse_if_read_only(core: Any, action: str, host: str, vm: str | None, args: dict[str, Any]) -> None:
+    reason = core.backups.read_only_reason(host)
+    if reason is None:
+        return
+    try:
+        core.audit.record(action, host, vm, args, "refused", 0.0, f"read-only: {reason}")
+    except OSError as err:
+        log.error("could not write the audit log: %s", err)
+    raise ReadOnlyError(f"{action} refused: {reason}")
+
+
+def _backup_run(manager: JobManager, job: Job) -> RunFn:
+    core = _core_of(manager)
+    params = dict(job.params)
+    host, vm_id = job.host, job.vm_id
+    if vm_id is None:
+        raise JobError("a backup job needs a VM id")
+
+    def run(progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
+        # Auto mode asks for an incremental: the engine runs a full when the VM has no
+        # earlier point in the repository, so a retried or resumed job still does right.
+        mode = "incremental" if params.get("auto_mode") else str(params["mode"])
+        result = core.backups.backup(host, vm_id, mode, params.get("repository"), progress=progress, cancel=cancel)
+        summary = result.to_dict()
+        summary["message"] = (
+            f"{result.mode} point {result.point_id}: {humanize.naturalsize(result.new_bytes, binary=True)} new, "
+            f"{humanize.naturalsize(result.stored_bytes, binary=True)} stored"
+        )
+        return summary
+
+    return run
+
+
+def _restore_run(manager: JobManager, job: Job) -> RunFn:
+    core = _core_of(manager)
+    params = dict(job.params)
+    target = params.get("mode")
+
+    def run(progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"repository": params.get("repository"), "progress": progress, "cancel": cancel}
+        if target == "directory":
+            kwargs["to_dir"] = Path(params["directory"])
+        elif target == "new":
+            kwargs["as_name"] = params["new_name"]
+            kwargs["host"] = params.get("host") or job.host
+        else:
+            kwargs["in_place"] = True
+        result = core.backups.restore(params["point_id"], **kwargs)
+        summary = result.to_dict()
+        summary["message"] = f"point {result.point_id} restored to {result.target}"
+        return summary
+
+    return run
+
+
+def _before_backup_resume(manager: JobManager, job: Job) -> None:
+    """Remove the Recovery checkpoint a killed backup left on the VM.
+
+    Done under the engine's per-VM backup lock for that repository, so it can never
+    remove the checkpoint of a backup of the same VM another process is running now
+    (that one is refused instead, and the job is not resumed).  The engine clears
+    leftovers again under the same lock when the backup starts.
+    """
+    from hvtui.engine.locks import VMLock
+
+    core = _core_of(manager)
+    vm_label = job.vm or job.vm_id
+    _refuse_if_read_only(core, "backup", job.host, vm_label, {"resume": job.id})
+    host = core.host(job.host)
+    cleanup = getattr(host, "cleanup_recovery_checkpoints", None)
+    if not callable(cleanup) or job.vm_id is None:
+        return
+    repo = core.backups.open_repository(job.params.get("repository"))
+    lock = VMLock(repo.root, job.host, job.vm_id).acquire() if repo is not None else None
+    try:
+        with core.audit.action("remove-recovery-checkpoints", job.host, vm_label, {"vm_id": job.vm_id, "resuming": job.id}) as entry:
+            removed = cleanup(job.vm_id)
+            entry.args["removed"] = removed
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _before_restore_resume(manager: JobManager, job: Job) -> None:
+    """A killed restore into a directory leaves its staging directory: remove it."""
+    import shutil
+
+    if job.params.get("mode") != "directory":
+        return  # a host restore's staging is the host's (the lab aborts leftovers itself)
+    target = Path(job.params["directory"])
+    for leftover in target.glob(f".hvtui-restore-{job.params['point_id']}-*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
