@@ -372,6 +372,8 @@ class JobManager:
         with self._cond:
             record = self._record(job_id)
             if record.state is JobState.QUEUED:
+                if record.token.cancelled:
+                    return self._snapshot(record)  # another caller is cancelling it right now
                 self._queue.remove(record)
                 record.token.cancel()
                 self._log_line(record, "cancelled before it started")
