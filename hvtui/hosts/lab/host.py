@@ -764,8 +764,10 @@ class LabHost(Host):
             vdisk.create_disk(path, vm["files"][base]["size"], parent_name=base)
             source = guest.BlockSource(f"stray:{vm['seed']}:{name}")
             with vdisk.DiskFile(path, writable=True) as f:
-                for i in range(-(-data_bytes // vdisk.BLOCK_SIZE)):
-                    f.write_block(100 + i, source.mixed_block(i))
+                count = min(f.block_count, -(-data_bytes // vdisk.BLOCK_SIZE))
+                first = max(0, min(100, f.block_count - count))
+                for i in range(count):
+                    f.write_block(first + i, source.mixed_block(i))
             return path
 
     def simulate_failed_merge(self, vm_id: str) -> None:
