@@ -214,8 +214,8 @@ def _list(value: object, path: str) -> list:
 
 def _enum(value: object, path: str, by_int: Mapping[int, str], what: str, default: str | None = None) -> str:
     """Enum names pass as sent (``.ToString()`` is authoritative); integers only if stable."""
-    if value is None and default is not None:
-        return default
+    if (value is None or value == "") and default is not None:
+        return default  # an optional enum PowerShell left empty (heartbeat of a VM that is off)
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, int) and not isinstance(value, bool) and value in by_int:

@@ -412,3 +412,14 @@ def test_parse_result_for_each_operation() -> None:
 def test_parse_result_refuses_a_create_without_checkpoint() -> None:
     with pytest.raises(HostError, match=r"^hv01: create checkpoint: document.checkpoint: expected a value"):
         parse_result({"ok": True}, HOST, "checkpoint.create")
+
+
+def test_an_empty_heartbeat_means_none() -> None:
+    doc = contract_document()
+    doc["vms"][0]["heartbeat"] = ""
+    assert parse_inventory(doc, HOST).vms[0].heartbeat == ""
+    doc["vms"][0]["heartbeat"] = None
+    assert parse_inventory(doc, HOST).vms[0].heartbeat == ""
+    doc["vms"][0]["state"] = ""
+    with pytest.raises(HostError, match=r"vms\[0\]\.state: expected a VM state name"):
+        parse_inventory(doc, HOST)

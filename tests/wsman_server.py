@@ -378,8 +378,10 @@ class WSManServer:
         username: str = "hvtui",
         password: str = "s3cret!",
         operation_timeout_cap: float = 2.0,
+        ssl_context: Any = None,
     ) -> None:
         self.backend = backend or MemoryBackend()
+        self.ssl_context = ssl_context  # serve HTTPS with this ssl.SSLContext
         self.username = username
         self.password = password
         # Receives wait at most this long before a TimedOut fault (keeps tests quick).
@@ -408,6 +410,8 @@ class WSManServer:
 
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         httpd.daemon_threads = True
+        if self.ssl_context is not None:
+            httpd.socket = self.ssl_context.wrap_socket(httpd.socket, server_side=True)
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -444,9 +448,14 @@ class WSManServer:
         if self.faults.unauthorized or not header or not header.startswith("Basic "):
             return False
         try:
-            user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+            raw = base64.b64decode(header[6:])
         except ValueError:
             return False
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")  # requests encodes Basic credentials as Latin-1
+        user, _, password = text.partition(":")
         return user == self.username and password == self.password
 
     def answer(self, command: ReceivedCommand) -> Answer:
@@ -499,6 +508,7 @@ def _fault(relates_to: str, code: int, reason: str, subcode: str = "w:InternalEr
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stalls
     wsman: WSManServer
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
@@ -736,6 +746,43 @@ class BlackholeServer:
         self.stop()
 
 
+PASSWORD_ENV = "HVTUI_TEST_WINRM_PASSWORD"
+
+
+def make_winrm_host(
+    port: int,
+    name: str = "hv-test",
+    *,
+    address: str = "127.0.0.1",
+    scheme: str = "http",
+    transport: str = "basic",
+    username: str = "hvtui",
+    test_transport: bool = True,
+    max_shells: int = 2,
+    secret_prompter: Callable[[str], str] | None = None,
+    **settings: Any,
+) -> Any:
+    """A ``WinRMHost`` for a loopback server: basic over HTTP through the test-only flag.
+
+    The password comes from the environment variable ``PASSWORD_ENV`` unless ``settings``
+    names another source.  Short deadlines keep fault tests quick.
+    """
+    from hvtui.config import HostConfig, SecretSource, WinRMSettings
+    from hvtui.hosts.winrm.host import WinRMHost
+
+    settings.setdefault("password", SecretSource(env=PASSWORD_ENV))
+    settings.setdefault("timeout", 5.0)
+    settings.setdefault("operation_timeout", 1.0)
+    settings.setdefault("long_timeout", 10.0)
+    winrm = WinRMSettings(address=address, port=port, scheme=scheme, transport=transport, username=username, **settings)
+    return WinRMHost(
+        HostConfig(name=name, kind="winrm", winrm=winrm),
+        secret_prompter=secret_prompter,
+        allow_basic_over_http_for_tests=test_transport,
+        max_shells=max_shells,
+    )
+
+
 def free_port() -> int:
     """A port nothing listens on (for 'connection refused')."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -756,6 +803,8 @@ __all__ = [
     "document_answer",
     "failure_answer",
     "free_port",
+    "make_winrm_host",
+    "PASSWORD_ENV",
     "ps51_shapes",
     "raw_answer",
 ]

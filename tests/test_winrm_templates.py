@@ -1,0 +1,163 @@
+"""The PowerShell templates: they parse, follow the script conventions, and take data only from JSON."""
+
+from __future__ import annotations
+
+import base64
+import re
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import tree_sitter_powershell
+from tree_sitter import Language, Node, Parser
+
+from hvtui.hosts.winrm.host import PRELUDE, SCRIPTS, full_script
+from hvtui.hosts.winrm.transport import bootstrap_command, script_text
+
+SCRIPT_DIR = Path(str(resources.files("hvtui.hosts.winrm").joinpath("scripts")))
+ALL_TEMPLATES = sorted(SCRIPT_DIR.glob("*.ps1"))
+OPERATION_TEMPLATES = sorted(SCRIPTS.values())
+PROLOGUE = "$ErrorActionPreference = 'Stop'; $ProgressPreference = 'SilentlyContinue'"
+HYPERV_CMDLETS = (
+    "Get-VM",
+    "Set-VM",
+    "Get-VMSnapshot",
+    "Checkpoint-VM",
+    "Restore-VMSnapshot",
+    "Remove-VMSnapshot",
+    "Rename-VMSnapshot",
+    "Get-VMHardDiskDrive",
+    "Get-VHD",
+)
+
+_parser = Parser(Language(tree_sitter_powershell.language()))
+
+
+def syntax_problems(source: str) -> list[str]:
+    """Every ERROR node and every zero-width MISSING node, with its position."""
+    tree = _parser.parse(source.encode("utf-8"))
+    problems: list[str] = []
+    stack: list[Node] = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR":
+            problems.append(f"ERROR at {node.start_point}: {source.encode()[node.start_byte : node.end_byte][:60]!r}")
+        elif node.is_missing:
+            problems.append(f"MISSING {node.type!r} at {node.start_point}")
+        stack.extend(node.children)
+    return problems
+
+
+def test_the_templates_are_all_there() -> None:
+    names = {path.stem for path in ALL_TEMPLATES}
+    assert names == {"bootstrap", PRELUDE, *OPERATION_TEMPLATES}
+    assert set(SCRIPTS) == {
+        "inventory",
+        "checkpoint.create",
+        "checkpoint.apply",
+        "checkpoint.remove",
+        "checkpoint.rename",
+    }
+
+
+def test_the_checker_finds_error_and_missing_nodes() -> None:
+    # Without this the parse test below could pass by never looking.
+    assert any(p.startswith("ERROR") for p in syntax_problems("$x = @{ b = }\n"))
+    assert any(p.startswith("MISSING") for p in syntax_problems("if ($x) {\n    $y = 1\n"))
+    assert syntax_problems("$x = [ordered]@{ a = 1 }\n") == []
+
+
+@pytest.mark.parametrize("path", ALL_TEMPLATES, ids=lambda p: p.name)
+def test_template_parses_without_errors(path: Path) -> None:
+    assert syntax_problems(path.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("op", sorted(SCRIPTS))
+def test_the_script_sent_for_each_operation_parses(op: str) -> None:
+    assert syntax_problems(full_script(op)) == []
+
+
+@pytest.mark.parametrize("path", ALL_TEMPLATES, ids=lambda p: p.name)
+def test_templates_are_ascii_and_avoid_forms_the_grammar_misreads(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert text.isascii(), "non-ASCII text would depend on the code page"
+    assert ".ForEach(" not in text and ".Where(" not in text
+    # one-line switch statements are misparsed; there is no reason for any switch here
+    assert not re.search(r"\bswitch\s*\(", text, re.IGNORECASE)
+
+
+@pytest.mark.parametrize("name", [PRELUDE, *OPERATION_TEMPLATES])
+def test_every_script_starts_with_the_prologue(name: str) -> None:
+    assert script_text(name).startswith(PROLOGUE + "\n")
+
+
+@pytest.mark.parametrize("name", OPERATION_TEMPLATES)
+def test_operations_write_one_document_and_exit_with_its_code(name: str) -> None:
+    text = script_text(name)
+    assert "$exitCode = Invoke-HvtuiOperation -Body {" in text
+    assert text.rstrip().endswith("exit $exitCode")
+    assert "ConvertTo-Json" not in text  # only the prelude serialises, once
+
+
+def test_the_prelude_serialises_as_the_contract_says() -> None:
+    text = script_text(PRELUDE)
+    assert "ConvertTo-Json -InputObject $Document -Depth 6 -Compress" in text
+    assert "[Console]::Out.WriteLine('<<<HVTUI-BEGIN>>>')" in text
+    assert "[Console]::Out.WriteLine('<<<HVTUI-END>>>')" in text
+    assert "fqid = [string]$_.FullyQualifiedErrorId" in text
+    assert ".ToUniversalTime().ToString('o')" in text
+
+
+def command_names(source: str) -> list[str]:
+    tree = _parser.parse(source.encode("utf-8"))
+    names: list[str] = []
+    stack: list[Node] = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "command_name" and node.text is not None:
+            names.append(node.text.decode("utf-8"))
+        stack.extend(node.children)
+    return names
+
+
+@pytest.mark.parametrize("path", ALL_TEMPLATES, ids=lambda p: p.name)
+def test_hyperv_cmdlets_are_module_qualified(path: Path) -> None:
+    names = command_names(path.read_text(encoding="utf-8"))
+    assert names, "the walk found no commands at all"
+    unqualified = [name for name in names if name.lower() in {c.lower() for c in HYPERV_CMDLETS}]
+    assert unqualified == []
+    if path.stem in OPERATION_TEMPLATES:
+        assert any(name.startswith("Hyper-V\\") for name in names + command_names(script_text(PRELUDE)))
+
+
+@pytest.mark.parametrize("name", [PRELUDE, *OPERATION_TEMPLATES])
+def test_arguments_come_only_from_the_json_variable(name: str) -> None:
+    text = script_text(name)
+    assert not re.search(r"\$args\b", text, re.IGNORECASE)
+    assert "GetCommandLineArgs" not in text
+    assert "$env:" not in text.replace("$env:COMPUTERNAME", "")
+    assert "Invoke-Expression" not in text and "iex " not in text
+
+
+def test_the_inventory_template_covers_what_the_contract_needs() -> None:
+    text = script_text("inventory")
+    assert "-SnapshotType Recovery" in script_text(PRELUDE)  # Recovery checkpoints, deduplicated by Id
+    assert "Hyper-V\\Get-VHD -Path" in text and "ParentPath" in text  # chains walked with Get-VHD
+    for key in (
+        "logical_processors", "memory_bytes", "volumes", "free", "uptime_seconds", "heartbeat", "generation",
+        "version", "checkpoint_type", "parent_checkpoint_id", "stray_disk_files", "chain", "parent_path",
+    ):  # fmt: skip
+        assert re.search(rf"\b{key}\b", text), key
+
+
+def test_remove_supports_a_subtree() -> None:
+    assert "-IncludeAllChildSnapshots" in script_text("checkpoint_remove")
+
+
+def test_the_bootstrap_fits_the_command_line_and_decodes_to_the_file() -> None:
+    command = bootstrap_command()
+    assert len(command) < 8191
+    assert command.startswith("powershell -NoProfile -NonInteractive -ExecutionPolicy Unrestricted -EncodedCommand ")
+    decoded = base64.b64decode(command.rsplit(" ", 1)[1]).decode("utf-16-le")
+    assert decoded == script_text("bootstrap")
+    assert '"`0`0`0`0"' in decoded and "ConvertFrom-Json" in decoded and "$HvtuiArgs" in decoded
