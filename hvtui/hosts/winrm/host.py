@@ -117,10 +117,10 @@ class WinRMHost(Host):
             output = self._connection.run(operation, self._script(op), payload, timeout)
             return self._document(output, operation)
         except HostError as err:
-            log.warning("%s", err)
+            log.info("%s", err)
             raise
         except HvtuiError as err:  # the password could not be obtained: name the host and operation
-            log.warning("%s: %s: %s", self.name, operation, err)
+            log.info("%s: %s: %s", self.name, operation, err)
             raise HostError(self.name, operation, str(err), kind="auth") from None
 
     def _document(self, output: CommandOutput, operation: str) -> object:
@@ -166,7 +166,7 @@ class WinRMHost(Host):
         try:
             return parse_result(doc, self.name, op)
         except HostError as err:
-            log.warning("%s", err)
+            log.info("%s", err)
             raise
 
     # -- Host interface ---------------------------------------------------------------------------
@@ -177,7 +177,7 @@ class WinRMHost(Host):
         try:
             return parse_inventory(doc, self.name)
         except HostError as err:
-            log.warning("%s", err)
+            log.info("%s", err)
             raise
 
     def create_checkpoint(self, vm_id: str, name: str | None, checkpoint_type: str = "Standard") -> Checkpoint:

@@ -508,7 +508,13 @@ class WinRMConnection:
         if isinstance(exc, WinRMOperationTimeoutError):
             return HostError(host, operation, "the WinRM service timed out an operation", kind="timeout")
         if isinstance(exc, WinRMError):
-            return HostError(host, operation, f"WinRM error: {redact(str(exc))[:300]}", kind="protocol")
+            text = redact(str(exc))[:300]
+            if "not installed" in text:  # kerberos or credssp without its extra
+                extra = "credssp" if "credssp" in text.lower() else "kerberos"
+                return HostError(
+                    host, operation, f"{text} (install it with: pip install 'pywinrm[{extra}]')", kind="config"
+                )
+            return HostError(host, operation, f"WinRM error: {text}", kind="protocol")
         if isinstance(exc, ET.ParseError | StopIteration | AssertionError | ValueError | KeyError):
             return HostError(
                 host,
