@@ -1,9 +1,478 @@
-"""`hvtui backup`: placeholder until its issue's work lands here."""
+"""`hvtui backup`, `restore`, `points`, `verify`, `prune`: the backup engine from the shell.
+
+Backups and restores run as jobs (``core.jobs``), exactly like the console's, so a cron
+run shows up in the console's job list and Ctrl-C / SIGTERM / SIGHUP cancel cleanly (the
+backup's checkpoint is removed).  A progress bar is drawn on stderr when it is a
+terminal; ``--json`` prints one JSON document on stdout for scripts.
+
+Exit codes (also in docs/repository-format.md):
+  0 success; 1 failed (host or repository error, disk full, repository busy);
+  2 usage (bad arguments, unknown or ambiguous VM, host, repository or point);
+  3 verify found damage; 4 refused (read-only, or a confirmation that could not be had
+  or was declined); 130 cancelled or interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import humanize
+
+from hvtui.errors import ConfigError, HvtuiError, RefusedError
+from hvtui.events import Progress
+
+if TYPE_CHECKING:
+    from hvtui.backups import PointInfo
+    from hvtui.core import Core
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_DAMAGED = 3
+EXIT_REFUSED = 4
+EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
-    return None
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    repo = argparse.ArgumentParser(add_help=False)
+    repo.add_argument("--repo", metavar="R", help="repository name from the config (default: the default one)")
+
+    backup = subparsers.add_parser(
+        "backup",
+        parents=[*parents, common, repo],
+        help="back up a VM into a repository",
+        description="Back up a VM: a Recovery checkpoint freezes it, changed data is stored, the checkpoint is removed.",
+    )
+    backup.add_argument("vm", metavar="VM", help="VM name or id")
+    backup.add_argument("--host", metavar="H", help="the VM's host (needed only when the name is on several hosts)")
+    backup.add_argument(
+        "--mode",
+        choices=("full", "incremental", "differential"),
+        help="full reads everything; incremental (default when a point exists) reads what changed since the "
+        "previous point; differential what changed since the last full",
+    )
+    backup.set_defaults(handler=run_backup_command)
+
+    restore = subparsers.add_parser(
+        "restore",
+        parents=[*parents, common, repo],
+        help="restore a VM from a restore point",
+        description="Restore a point (the VM's latest by default) to a directory, as a new VM, or over the VM.",
+    )
+    restore.add_argument("vm", metavar="VM", help="the backed-up VM's name or id")
+    restore.add_argument("--host", metavar="H", help="the VM's host (needed only when the name is on several hosts)")
+    restore.add_argument("--point", metavar="ID", help="restore point id (default: the latest of the VM)")
+    target = restore.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--to", type=Path, metavar="DIR", help="write the VM's files into DIR (nothing on the host changes)"
+    )
+    target.add_argument("--as", dest="as_name", metavar="NAME", help="register the restored VM as a new VM called NAME")
+    target.add_argument(
+        "--in-place", action="store_true", help="replace the VM's disks and config (the VM must be off)"
+    )
+    restore.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    restore.set_defaults(handler=run_restore_command)
+
+    points = subparsers.add_parser(
+        "points", parents=[*parents, common, repo], help="list restore points", description="List restore points."
+    )
+    points.add_argument("vm", metavar="VM", nargs="?", help="only this VM (name or id)")
+    points.add_argument("--host", metavar="H", help="only this host")
+    points.set_defaults(handler=run_points_command)
+
+    verify = subparsers.add_parser(
+        "verify",
+        parents=[*parents, common, repo],
+        help="check a repository's data",
+        description="Re-read and re-hash every chunk (or, with --quick, check they exist); name damage and "
+        "the restore points it breaks. Exit code 3 when damage is found.",
+    )
+    verify.add_argument("--point", metavar="ID", help="only this restore point")
+    verify.add_argument("--quick", action="store_true", help="check presence and headers only, without reading data")
+    verify.set_defaults(handler=run_verify_command)
+
+    prune = subparsers.add_parser(
+        "prune",
+        parents=[*parents, common, repo],
+        help="apply retention and free space",
+        description="Remove restore points beyond the repository's retention (keep-last/hourly/daily/weekly/"
+        "monthly/yearly, per VM), then chunks no point uses. Waits for running backups.",
+    )
+    prune.add_argument("--dry-run", "-n", action="store_true", help="show what would be removed; change nothing")
+    prune.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    prune.set_defaults(handler=run_prune_command)
+
+
+# -- output helpers ---------------------------------------------------------------------------
+def size(num: int | float | None) -> str:
+    return "-" if num is None else humanize.naturalsize(num, binary=True)
+
+
+def emit_json(doc: dict[str, Any]) -> None:
+    json.dump(doc, sys.stdout, indent=2, default=str, sort_keys=False)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def fail(args: argparse.Namespace, message: str, code: int, **extra: Any) -> int:
+    prefix = "refused" if code == EXIT_REFUSED else "error"
+    print(f"hvtui: {prefix}: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        emit_json({"ok": False, "error": message, "exit_code": code, **extra})
+    return code
+
+
+class ProgressBar:
+    """A one-line bar on stderr, redrawn at most 10 times a second; silent unless a TTY."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.shown = False
+        self._last = 0.0
+        self._phase = ""
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Progress) -> None:
+        if not self.live:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if event.phase == self._phase and now - self._last < 0.1:
+                return
+            self._last, self._phase = now, event.phase
+            width = max(40, shutil.get_terminal_size((100, 20)).columns - 1)
+            self.stream.write("\r" + self.render(event, width).ljust(width)[:width])
+            self.stream.flush()
+            self.shown = True
+
+    @staticmethod
+    def render(event: Progress, width: int = 100) -> str:
+        parts = [f"{event.phase:<10}"]
+        fraction = event.fraction
+        if fraction is not None:
+            cells = 20
+            filled = int(fraction * cells)
+            parts.append(f"[{'#' * filled}{'.' * (cells - filled)}] {fraction * 100:3.0f}%")
+            parts.append(f"{size(event.done)}/{size(event.total)}")
+        elif event.message:
+            parts.append(event.message)
+        if event.rate:
+            parts.append(f"{size(event.rate)}/s")
+        if event.eta is not None and fraction is not None and fraction < 1:
+            parts.append(f"ETA {humanize.naturaldelta(event.eta)}")
+        if event.bytes_new:
+            parts.append(f"new {size(event.bytes_new)}")
+        if event.bytes_stored:
+            parts.append(f"stored {size(event.bytes_stored)}")
+        if event.current and fraction is not None:
+            parts.append(event.current)
+        return " ".join(parts)[:width]
+
+    def close(self) -> None:
+        with self._lock:
+            if self.shown:
+                self.stream.write("\n")
+                self.stream.flush()
+                self.shown = False
+
+
+def confirm(question: str, assume_yes: bool) -> bool:
+    """``question [y/N]`` on the terminal; without one (and without --yes) a refusal."""
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        raise RefusedError("this needs a confirmation and there is no terminal to ask on; re-run with --yes")
+    sys.stdout.flush()
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    return sys.stdin.readline().strip().casefold() in ("y", "yes")
+
+
+def _run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
+    from hvtui.jobs import run_job_blocking
+
+    bar = ProgressBar()
+    try:
+        code = run_job_blocking(core.jobs, job, bar, error_stream=None)
+    finally:
+        bar.close()
+    return code, core.jobs.job(job.id)
+
+
+def _job_failed(args: argparse.Namespace, final: Any, code: int) -> int:
+    if code == EXIT_INTERRUPTED:
+        print(f"hvtui: {final.title} cancelled", file=sys.stderr)
+        if args.json:
+            emit_json({"ok": False, "cancelled": True, "job": final.id, "exit_code": code})
+        return code
+    return fail(args, str(final.error), code, job=final.id, error_kind=final.error_kind)
+
+
+# -- handlers -----------------------------------------------------------------------------------
+def run_backup_command(args: argparse.Namespace, core: Core) -> int:
+    try:
+        vm = core.backups.resolve_vm(args.vm, args.host)
+    except ConfigError:
+        raise
+    except HvtuiError as err:  # unknown or ambiguous VM: a usage problem
+        return fail(args, str(err), EXIT_USAGE)
+    job = core.jobs.submit_backup(vm.host, vm.id, mode=args.mode, repository=args.repo, vm_name=vm.name)
+    code, final = _run_job(core, args, job)
+    if code != EXIT_OK:
+        return _job_failed(args, final, code)
+    result = dict(final.summary or {})
+    if args.json:
+        emit_json({"ok": True, "job": final.id, **result})
+        return EXIT_OK
+    print(
+        f"Backed up {vm.host}/{vm.name}: {result.get('mode')} restore point {result.get('point_id')} "
+        f"in repository {result.get('repository')}."
+    )
+    print(
+        f"  {size(result.get('logical_bytes'))} in {result.get('files')} files; read {size(result.get('read_bytes'))}, "
+        f"new {size(result.get('new_bytes'))}, stored {size(result.get('stored_bytes'))}, "
+        f"{float(result.get('duration') or 0):.1f} s."
+    )
+    for name in result.get("pruned") or []:
+        print(f"  retention removed point {name}")
+    for warning in result.get("warnings") or []:
+        print(f"  warning: {warning}")
+    return EXIT_OK
+
+
+def _restore_candidates(core: Core, args: argparse.Namespace) -> list[PointInfo]:
+    infos = core.backups.point_infos(host=args.host, vm=args.vm, repository=args.repo)
+    vms = sorted({(i.summary.host, i.summary.vm_id, i.summary.vm_name) for i in infos})
+    if not infos:
+        where = f" on host {args.host!r}" if args.host else ""
+        raise LookupError(f"no restore points of VM {args.vm!r}{where}")
+    if len(vms) > 1:
+        found = ", ".join(f"{h}/{n} (id {i})" for h, i, n in vms)
+        hint = "name the host with --host" if not args.host else "use the VM id"
+        raise LookupError(f"VM {args.vm!r} is ambiguous: restore points exist for {found}; {hint}")
+    return infos
+
+
+def run_restore_command(args: argparse.Namespace, core: Core) -> int:
+    try:
+        infos = _restore_candidates(core, args)
+    except LookupError as err:
+        return fail(args, str(err), EXIT_USAGE)
+    if args.point:
+        chosen = [i for i in infos if i.summary.id == args.point]
+        if not chosen:
+            return fail(args, f"restore point {args.point} is not a point of VM {args.vm!r}", EXIT_USAGE)
+        point = chosen[0].summary
+    else:
+        point = infos[-1].summary
+    when = point.time.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    if args.to is not None:
+        job = core.jobs.submit_restore(point.id, "directory", directory=args.to, repository=point.repository)
+    else:
+        if args.in_place:
+            question = (
+                f"Restore VM {point.vm_name!r} on {point.host!r} in place from point {point.id} ({when})? "
+                "Its current disks and configuration are replaced; changes since then are lost."
+            )
+            target, extra = "in_place", {}
+        else:
+            question = f"Restore point {point.id} of {point.vm_name!r} ({when}) as a new VM {args.as_name!r} on {point.host!r}?"
+            target, extra = "new", {"new_name": args.as_name}
+        action = "restore-in-place" if args.in_place else "restore-as-new"
+        # Read-only is refused before asking anything (and audit-logged by the service).
+        reason = core.backups.read_only_reason(point.host)
+        if reason is not None:
+            core.audit.record(
+                action, point.host, point.vm_name, {"point": point.id}, "refused", 0.0, f"read-only: {reason}"
+            )
+            return fail(args, f"{action} refused: {reason}", EXIT_REFUSED)
+        try:
+            agreed = confirm(question, args.yes)
+        except RefusedError as err:
+            core.audit.record(action, point.host, point.vm_name, {"point": point.id}, "refused", 0.0, str(err))
+            return fail(args, str(err), EXIT_REFUSED)
+        if not agreed:
+            core.audit.record(action, point.host, point.vm_name, {"point": point.id}, "declined", 0.0, "not confirmed")
+            return fail(args, "not confirmed: nothing changed", EXIT_REFUSED)
+        job = core.jobs.submit_restore(point.id, target, repository=point.repository, **extra)
+    code, final = _run_job(core, args, job)
+    if code != EXIT_OK:
+        return _job_failed(args, final, code)
+    result = dict(final.summary or {})
+    if args.json:
+        emit_json({"ok": True, "job": final.id, **result})
+        return EXIT_OK
+    print(f"Restored point {point.id} of {point.vm_name!r} ({when}) to {result.get('target')}.")
+    print(
+        f"  {result.get('files')} files, {size(result.get('logical_bytes'))}; written {size(result.get('written_bytes'))}, "
+        f"holes {size(result.get('hole_bytes'))}, {float(result.get('duration') or 0):.1f} s."
+    )
+    return EXIT_OK
+
+
+def run_points_command(args: argparse.Namespace, core: Core) -> int:
+    infos = core.backups.point_infos(host=args.host, vm=args.vm, repository=args.repo)
+    if args.json:
+        emit_json(
+            {
+                "ok": True,
+                "points": [
+                    {
+                        "id": i.summary.id,
+                        "repository": i.repository,
+                        "host": i.summary.host,
+                        "vm_id": i.summary.vm_id,
+                        "vm_name": i.summary.vm_name,
+                        "time": i.summary.time.isoformat(),
+                        "mode": i.summary.mode,
+                        "parent": i.parent,
+                        "files": i.files,
+                        "logical_bytes": i.summary.logical_bytes,
+                        "stored_bytes": i.summary.stored_bytes,
+                        "verified": i.summary.verified,
+                    }
+                    for i in infos
+                ],
+            }
+        )
+        return EXIT_OK
+    if not infos:
+        print("No restore points" + (f" of VM {args.vm!r}" if args.vm else "") + ".")
+        return EXIT_OK
+    rows = [("POINT", "TIME", "HOST", "VM", "MODE", "SIZE", "STORED", "VERIFIED", "REPO")]
+    for i in infos:
+        s = i.summary
+        verified = {None: "-", True: "ok", False: "DAMAGED"}[s.verified]
+        rows.append(
+            (
+                s.id,
+                s.time.astimezone().strftime("%Y-%m-%d %H:%M"),
+                s.host,
+                s.vm_name,
+                s.mode,
+                size(s.logical_bytes),
+                size(s.stored_bytes),
+                verified,
+                i.repository,
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
+
+
+def run_verify_command(args: argparse.Namespace, core: Core) -> int:
+    bar = ProgressBar()
+    try:
+        report = core.backups.verify(args.point, args.quick, args.repo, progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        emit_json({"ok": report.ok, **report.to_dict(), "exit_code": EXIT_OK if report.ok else EXIT_DAMAGED})
+    else:
+        kind = "quick check" if args.quick else "full verification"
+        print(
+            f"{kind} of repository {report.repository}: {report.points_checked} points, {report.chunks_checked} chunks"
+            + ("" if args.quick else f", {size(report.bytes_checked)} read")
+            + f" in {report.duration:.1f} s."
+        )
+        if report.ok:
+            print("No damage found.")
+        else:
+            for line in report.lines():
+                print(f"  DAMAGED: {line}")
+            print(f"Restore points affected: {', '.join(sorted(report.broken_points))}")
+    return EXIT_OK if report.ok else EXIT_DAMAGED
+
+
+def run_prune_command(args: argparse.Namespace, core: Core) -> int:
+    rc = core.backups.repository_config(args.repo)
+    if not args.dry_run:
+        reason = core.backups.read_only_reason()
+        if reason is not None:
+            core.audit.record("prune", f"repository:{rc.name}", None, {"repository": rc.name}, "refused", 0.0, reason)
+            return fail(args, f"prune refused: {reason}", EXIT_REFUSED)
+        plan = core.backups.prune(dry_run=True, repository=rc.name)
+        if not plan.removed and not plan.chunks_unreferenced:
+            return _print_prune(args, plan)
+        question = (
+            f"Prune repository {rc.name!r}: remove {len(plan.removed)} restore point(s) "
+            f"and about {plan.chunks_unreferenced} unreferenced chunk(s)?"
+        )
+        if not args.yes and not args.json:
+            _print_decisions(plan.decisions)
+        try:
+            agreed = confirm(question, args.yes)
+        except RefusedError as err:
+            core.audit.record("prune", f"repository:{rc.name}", None, {"repository": rc.name}, "refused", 0.0, str(err))
+            return fail(args, str(err), EXIT_REFUSED)
+        if not agreed:
+            core.audit.record(
+                "prune", f"repository:{rc.name}", None, {"repository": rc.name}, "declined", 0.0, "not confirmed"
+            )
+            return fail(args, "not confirmed: nothing changed", EXIT_REFUSED)
+    bar = ProgressBar()
+    try:
+        result = core.backups.prune(dry_run=args.dry_run, repository=rc.name, progress=bar)
+    finally:
+        bar.close()
+    return _print_prune(args, result)
+
+
+def _print_decisions(decisions: list[Any]) -> None:
+    for d in decisions:
+        when = datetime.fromisoformat(d.time).astimezone().strftime("%Y-%m-%d %H:%M")
+        verdict = "keep  " if d.keep else "remove"
+        print(f"  {verdict} {d.point}  {d.host}/{d.vm_name}  {when}  {d.mode:<12} {d.reason}")
+
+
+def _print_prune(args: argparse.Namespace, result: Any) -> int:
+    code = EXIT_OK if result.gc_skipped is None else EXIT_FAILED
+    if args.json:
+        emit_json(
+            {
+                "ok": code == EXIT_OK,
+                **result.to_dict(),
+                "decisions": [
+                    {
+                        "point": d.point,
+                        "host": d.host,
+                        "vm": d.vm_name,
+                        "time": d.time,
+                        "keep": d.keep,
+                        "reason": d.reason,
+                    }
+                    for d in result.decisions
+                ],
+                "exit_code": code,
+            }
+        )
+        return code
+    _print_decisions(result.decisions)
+    if result.dry_run:
+        print(
+            f"Dry run: would remove {len(result.removed)} of {len(result.decisions)} restore points and "
+            f"{result.chunks_unreferenced} unreferenced chunks; nothing changed."
+        )
+    else:
+        print(
+            f"Removed {result.points_removed} restore points and {result.chunks_removed} chunks "
+            f"({size(result.bytes_freed)} freed) in {result.duration:.1f} s."
+        )
+    if result.waited_for:
+        print(f"  waited for: {'; '.join(result.waited_for)}")
+    if result.gc_skipped:
+        print(f"hvtui: error: {result.gc_skipped}", file=sys.stderr)
+    return code

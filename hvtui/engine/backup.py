@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from hvtui.clock import Clock, SystemClock
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("full", "incremental", "differential")
 _POLL = 0.05
+BATCH_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -173,6 +175,10 @@ class _Pipeline:
         self.zero_bytes = 0
         self.new_chunks = 0
         self.plans: list[FilePlan] = []
+        # Chunks are published (synced, then renamed) in batches; a killed backup loses at
+        # most one batch of work, the rest is reused by the next run.
+        self.batch_bytes = BATCH_BYTES
+        self.fsync_each = False
 
     # -- queue helpers that give up when the pipeline stops ---------------------------------
     def _put(self, q: queue.Queue, item: object) -> bool:
@@ -308,22 +314,36 @@ class _Pipeline:
             self._fail(err)
 
     def _writer(self) -> None:
+        batch: list[tuple[Path, bytes]] = []
+        batch_bytes = 0
         try:
             while True:
                 job = self._get(self.write_q)
                 if job is None:
-                    return
+                    break
                 digest, codec, length, payload, buf = job
-                written = self.store.put(digest, codec, length, payload, self.owner)
+                tmp = self.store.write_tmp(digest, codec, length, payload, self.owner, fsync=self.fsync_each)
                 if buf is not None:
                     payload.release()
                     self.pool.put(buf)
-                if written:
-                    with self.stats_lock:
-                        self.new_chunks += 1
-                    self.meter.add(stored=written)
+                if tmp is None:
+                    continue
+                written = os.stat(tmp).st_size
+                batch.append((tmp, digest))
+                batch_bytes += written
+                with self.stats_lock:
+                    self.new_chunks += 1
+                self.meter.add(stored=written)
+                if batch_bytes >= self.batch_bytes:
+                    self.store.publish(batch, synced=self.fsync_each)
+                    batch, batch_bytes = [], 0
+            if not self.stop.is_set():
+                self.store.publish(batch, synced=self.fsync_each)
+                batch = []
         except BaseException as err:  # noqa: BLE001
             self._fail(err)
+        finally:
+            self.store.discard(batch)  # unpublished on failure: never left looking good
 
     # -- driver ---------------------------------------------------------------------------------
     def run(self, plans: list[FilePlan]) -> None:

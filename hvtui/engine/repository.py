@@ -29,7 +29,7 @@ from hvtui.errors import RepositoryError
 
 FORMAT = "hvtui-repository"
 VERSION = 1
-DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+DEFAULT_CHUNK_SIZE = 1024 * 1024
 MIN_CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
 

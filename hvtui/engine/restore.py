@@ -103,8 +103,10 @@ class _Writer:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as err:
             raise disk_error(err, f"cannot create {path}") from err
-        window: deque[tuple[int, Future[bytes]]] = deque()
-        depth = self.workers * 3
+        # Workers read, verify, decompress and pwrite their chunk (all GIL-free); this
+        # thread keeps a bounded window of them in flight, collects errors and progress.
+        window: deque[Future[int]] = deque()
+        depth = self.workers * 2
         try:
             for index, digest in enumerate(entry.chunks):
                 if digest is None:
@@ -112,35 +114,43 @@ class _Writer:
                     self.holes += length
                     self.meter.add(done=length)
                     continue
-                window.append((index, pool.submit(self._chunk, digest, entry, index)))
+                window.append(pool.submit(self._restore_chunk, fd, digest, entry, index))
                 if len(window) >= depth:
-                    self._drain_one(fd, window)
+                    self._drain_one(window)
             while window:
-                self._drain_one(fd, window)
+                self._drain_one(window)
             os.ftruncate(fd, entry.size)
             os.fsync(fd)
         except OSError as err:
             raise disk_error(err, f"writing {path}") from err
         finally:
-            for _, future in window:
+            for future in window:
                 future.cancel()
+            for future in window:
+                with contextlib.suppress(BaseException):
+                    future.result()  # never close the fd under a running pwrite
             os.close(fd)
         with contextlib.suppress(OSError):
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
 
-    def _drain_one(self, fd: int, window: deque[tuple[int, Future[bytes]]]) -> None:
+    def _restore_chunk(self, fd: int, digest: bytes, entry: FileEntry, index: int) -> int:
         if self.cancel.cancelled:
             raise Cancelled("restore cancelled")
-        index, future = window.popleft()
-        data = future.result()
+        data = self._chunk(digest, entry, index)
         offset = index * self.manifest.chunk_size
         view = memoryview(data)
         while view:
             n = os.pwrite(fd, view, offset)
             view = view[n:]
             offset += n
-        self.written += len(data)
-        self.meter.add(done=len(data), data=len(data))
+        return len(data)
+
+    def _drain_one(self, window: deque[Future[int]]) -> None:
+        if self.cancel.cancelled:
+            raise Cancelled("restore cancelled")
+        written = window.popleft().result()
+        self.written += written
+        self.meter.add(done=written, data=written)
         self.meter.emit()
 
 

@@ -117,7 +117,6 @@ class ChunkStore:
         self.tmp_dir = root / "tmp"
         self._dirs_made: set[str] = set()
         self._dirs_lock = threading.Lock()
-        self.sync = True  # fsync every object before it gets its final name
 
     # -- names -------------------------------------------------------------------
     def path(self, digest: bytes) -> Path:
@@ -151,16 +150,17 @@ class ChunkStore:
                 self._dirs_made.add(prefix)
         return directory
 
-    def put(self, digest: bytes, codec: int, raw_len: int, payload: bytes | bytearray | memoryview, owner: str) -> int:
-        """Store one chunk unless it is already there; returns the bytes written (0 if present).
+    def write_tmp(
+        self, digest: bytes, codec: int, raw_len: int, payload: bytes | bytearray | memoryview, owner: str, fsync: bool
+    ) -> Path | None:
+        """Write one chunk object under a temporary name; None if the chunk already exists.
 
         ``owner`` tags the temporary file (the writer's lock id) so that a crashed writer's
-        leftovers can be recognised and removed.
+        leftovers can be recognised and removed.  The caller publishes it (``publish``).
         """
         final = self.path(digest)
         if os.path.exists(final):
-            return 0
-        self._ensure_dir(final.parent.name)
+            return None
         tmp = self.tmp_dir / f"{final.name}.{owner}.{uuid.uuid4().hex[:8]}.tmp"
         header = HEADER.pack(MAGIC, codec, raw_len, len(payload))
         try:
@@ -171,11 +171,10 @@ class ChunkStore:
             try:
                 write_all(fd, header)
                 write_all(fd, payload)
-                if self.sync:
+                if fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, final)
         except OSError as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -184,6 +183,46 @@ class ChunkStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        return tmp
+
+    def publish(self, batch: list[tuple[Path, bytes]], synced: bool = False) -> None:
+        """Give written chunks their final names, after their bytes are on disk.
+
+        Unless ``synced``, one ``syncfs`` flushes the whole batch (where the platform has
+        it; else each file is fsynced): far cheaper than an fsync per object, and still no
+        object is ever visible under its final name before its data is durable.
+        """
+        if not batch:
+            return
+        try:
+            if not synced and not syncfs(self.root):
+                for tmp, _ in batch:
+                    fd = os.open(tmp, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+            for tmp, digest in batch:
+                final = self.path(digest)
+                self._ensure_dir(final.parent.name)
+                os.replace(tmp, final)
+        except OSError as err:
+            for tmp, _ in batch:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise disk_error(err, "publishing chunks") from err
+
+    def discard(self, batch: list[tuple[Path, bytes]]) -> None:
+        for tmp, _ in batch:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def put(self, digest: bytes, codec: int, raw_len: int, payload: bytes | bytearray | memoryview, owner: str) -> int:
+        """Store one chunk durably unless it is already there; bytes written (0 if present)."""
+        tmp = self.write_tmp(digest, codec, raw_len, payload, owner, fsync=True)
+        if tmp is None:
+            return 0
+        self.publish([(tmp, digest)], synced=True)
         return HEADER.size + len(payload)
 
     def touched_dirs(self) -> list[Path]:
@@ -217,6 +256,31 @@ class ChunkStore:
         except FileNotFoundError:
             return 0
         return size
+
+
+_syncfs = None
+
+
+def syncfs(path: Path) -> bool:
+    """Flush every dirty page of the filesystem holding ``path`` (Linux); False if unavailable."""
+    global _syncfs
+    if _syncfs is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _syncfs = libc.syncfs
+            _syncfs.argtypes = [ctypes.c_int]
+        except (OSError, AttributeError):
+            _syncfs = False
+    if _syncfs is False:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _syncfs(fd) == 0
+    finally:
+        os.close(fd)
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

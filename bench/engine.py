@@ -1,0 +1,619 @@
+"""Benchmark: hvtui's transfer engine against restic and borg on a VM-disk-like data set.
+
+Usage::
+
+    python bench/engine.py                      # 8 GiB virtual / 1.5 GiB data, 3 runs
+    python bench/engine.py --size 2 --data 0.4  # a smaller, quicker run (GiB)
+    python bench/engine.py --sweep 1,2,4        # hvtui alone, chunk sizes in MiB
+
+The data set is generated here, deterministically: one sparse disk file laid out like a
+dynamic VHDX (32 MiB blocks allocated at scattered offsets, holes elsewhere), the allocated
+data a mix of compressible text-like runs, random (already compressed) runs, zeroed runs and
+a few repeated 4 MiB units.  The "1 % change" rewrites 1 % of the allocated data in
+scattered writes (``--change-write``, default 1 MiB) and is reverted after each run.
+
+Every tool runs as a subprocess; its wall time and peak RSS (``ru_maxrss`` from
+``os.wait4``) are recorded.  Figures are medians over ``--runs``; each is also printed as
+a ratio to the best peer.  Nothing is installed: a missing peer is named with the command
+that installs it, and the rest is measured.  The data is page-cached for every tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GiB = 1024**3
+MiB = 1024**2
+BLOCK = 32 * MiB  # Hyper-V's dynamic VHDX block size
+DISK_NAME = "disk0.vhdx"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- data set ------------------------------------------------------------------------------
+class TextSource:
+    """Fast, unique, lz4-compressible bytes: random slices of a Zipf-worded text pool."""
+
+    def __init__(self, seed: int) -> None:
+        rng = random.Random(seed)
+        vocab = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(2000)]
+        weights = [1 / (i + 1) for i in range(len(vocab))]
+        self.pool = " ".join(rng.choices(vocab, weights, k=200_000)).encode()
+
+    def block(self, rng: random.Random, n: int) -> bytes:
+        parts, got, size = [], 0, len(self.pool)
+        while got < n:
+            length = rng.randrange(32, 2048)
+            offset = rng.randrange(0, size - length)
+            parts.append(self.pool[offset : offset + length])
+            got += length
+        return b"".join(parts)[:n]
+
+
+def random_bytes(seed: str, n: int) -> bytes:
+    return hashlib.shake_128(seed.encode()).digest(n)
+
+
+def generate(path: Path, virtual: int, data: int, seed: int = 2026) -> dict:
+    """Write the sparse disk file; returns its description (also stored next to it)."""
+    stamp = path.with_suffix(".json")
+    want = {"virtual": virtual, "data": data, "seed": seed, "version": 2}
+    if path.exists() and stamp.exists():
+        try:
+            have = json.loads(stamp.read_text())
+            if {k: have.get(k) for k in want} == want:
+                return have
+        except ValueError:
+            pass
+    rng = random.Random(seed)
+    text = TextSource(seed)
+    n_blocks = virtual // BLOCK
+    n_alloc = max(1, min(n_blocks, data // BLOCK))
+    allocated = sorted({0, 1} | set(rng.sample(range(2, n_blocks), max(0, n_alloc - 2))))[:n_alloc]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kinds = {"text": 0, "random": 0, "zero": 0, "repeat": 0}
+    units: list[bytes] = []  # earlier 4 MiB units, some repeated later (dedup)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.ftruncate(fd, virtual)
+        for block in allocated:
+            for unit in range(BLOCK // (4 * MiB)):
+                offset = block * BLOCK + unit * 4 * MiB
+                if units and rng.random() < 0.06:
+                    payload = rng.choice(units)
+                    kinds["repeat"] += len(payload)
+                else:
+                    parts = []
+                    for sub in range(4):
+                        roll = rng.random()
+                        if roll < 0.48:
+                            parts.append(text.block(rng, MiB))
+                            kinds["text"] += MiB
+                        elif roll < 0.85:
+                            parts.append(random_bytes(f"{seed}-{offset}-{sub}", MiB))
+                            kinds["random"] += MiB
+                        else:
+                            parts.append(bytes(MiB))
+                            kinds["zero"] += MiB
+                    payload = b"".join(parts)
+                    if len(units) < 64 and rng.random() < 0.1:
+                        units.append(payload)
+                os.pwrite(fd, payload, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    info = dict(want, blocks=allocated, allocated_bytes=len(allocated) * BLOCK, kinds=kinds)
+    stamp.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def apply_change(path: Path, blocks: list[int], fraction: float, write_size: int, run: int) -> list[tuple[int, bytes]]:
+    """Rewrite ``fraction`` of the allocated data in scattered writes; returns what to revert."""
+    rng = random.Random(1000 + run)
+    total = len(blocks) * BLOCK
+    n_writes = max(1, int(total * fraction) // write_size)
+    undo = []
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for i in range(n_writes):
+            block = rng.choice(blocks)
+            offset = block * BLOCK + rng.randrange(0, BLOCK // write_size) * write_size
+            undo.append((offset, os.pread(fd, write_size, offset)))
+            os.pwrite(fd, random_bytes(f"change-{run}-{i}", write_size), offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return undo
+
+
+def revert_change(path: Path, undo: list[tuple[int, bytes]]) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for offset, old in reversed(undo):
+            os.pwrite(fd, old, offset)
+    finally:
+        os.close(fd)
+
+
+# -- running tools ---------------------------------------------------------------------------
+@dataclass
+class Run:
+    seconds: float
+    rss_mb: float
+    output: str = ""
+
+
+def run_tool(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> Run:
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out.decode(errors='replace')[-2000:]}")
+    return Run(seconds, usage.ru_maxrss / 1024, out.decode(errors="replace"))
+
+
+def du(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def allocated(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_blocks * 512, st.st_size
+
+
+def same_content(a: Path, b: Path) -> bool:
+    """Compare two (sparse) files by their data extents, so holes cost nothing."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    size = a.stat().st_size
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        offset = 0
+        while offset < size:
+            try:
+                start = min(os.lseek(fa.fileno(), offset, os.SEEK_DATA), os.lseek(fb.fileno(), offset, os.SEEK_DATA))
+            except OSError:
+                return True
+            n = min(16 * MiB, size - start)
+            if os.pread(fa.fileno(), n, start) != os.pread(fb.fileno(), n, start):
+                return False
+            offset = start + n
+    return True
+
+
+@dataclass
+class Result:
+    name: str
+    full: list[Run] = field(default_factory=list)
+    incr: list[Run] = field(default_factory=list)
+    restore: list[Run] = field(default_factory=list)
+    repo_bytes: list[int] = field(default_factory=list)
+    sparse: list[bool] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)
+    note: str = ""
+
+    def med(self, runs: list[Run]) -> float:
+        return statistics.median(r.seconds for r in runs) if runs else float("nan")
+
+    @property
+    def peak_rss(self) -> float:
+        return max((r.rss_mb for r in self.full + self.incr + self.restore), default=float("nan"))
+
+
+class Tool:
+    name = ""
+
+    def __init__(self, work: Path, data_dir: Path) -> None:
+        self.work = work
+        self.data_dir = data_dir
+        self.repo = work / f"repo-{self.slug}"
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
+
+    def fresh(self) -> None:
+        shutil.rmtree(self.repo, ignore_errors=True)
+
+    def full(self) -> Run:
+        raise NotImplementedError
+
+    def incremental(self) -> Run:
+        raise NotImplementedError
+
+    def restore(self, out: Path) -> Run:
+        raise NotImplementedError
+
+
+class Hvtui(Tool):
+    def __init__(self, work: Path, data_dir: Path, chunk_mib: int = 4, tracking: bool = True, name: str = "") -> None:
+        self.chunk_mib = chunk_mib
+        self.tracking = tracking
+        self.name = name or "hvtui"
+        super().__init__(work, data_dir)
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [sys.executable, str(Path(__file__).resolve()), "_hvtui", *args]
+
+    def full(self) -> Run:
+        return run_tool(self._cmd("backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1"))
+
+    def incremental(self) -> Run:
+        flag = "1" if self.tracking else "0"
+        return run_tool(
+            self._cmd("backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag)
+        )
+
+    def restore(self, out: Path) -> Run:
+        return run_tool(self._cmd("restore", str(self.repo), str(out)))
+
+
+class Restic(Tool):
+    name = "restic"
+    env = {"RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": ""}
+
+    def fresh(self) -> None:
+        super().fresh()
+        self.env = {"RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(self.work / "restic-cache")}
+        run_tool(["restic", "init", "--repo", str(self.repo)], self.env)
+
+    def full(self) -> Run:
+        return run_tool(["restic", "-r", str(self.repo), "backup", DISK_NAME], self.env, cwd=self.data_dir)
+
+    def incremental(self) -> Run:
+        return run_tool(["restic", "-r", str(self.repo), "backup", DISK_NAME], self.env, cwd=self.data_dir)
+
+    def restore(self, out: Path) -> Run:
+        cmd = ["restic", "-r", str(self.repo), "restore", "latest", "--target", str(out)]
+        if _restic_has_sparse():
+            cmd.append("--sparse")
+        return run_tool(cmd, self.env)
+
+
+def _restic_has_sparse() -> bool:
+    try:
+        out = subprocess.run(["restic", "restore", "--help"], capture_output=True, text=True).stdout
+    except OSError:
+        return False
+    return "--sparse" in out
+
+
+class Borg(Tool):
+    def __init__(self, work: Path, data_dir: Path, fixed: bool) -> None:
+        self.fixed = fixed
+        self.name = "borg fixed 4M" if fixed else "borg buzhash"
+        super().__init__(work, data_dir)
+        self.env = {
+            "BORG_BASE_DIR": str(work / f"borg-base-{self.slug}"),
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+        }
+        self.archives = 0
+
+    def fresh(self) -> None:
+        super().fresh()
+        shutil.rmtree(self.env["BORG_BASE_DIR"], ignore_errors=True)
+        run_tool(["borg", "init", "-e", "none", str(self.repo)], self.env)
+        self.archives = 0
+
+    def _create(self) -> Run:
+        self.archives += 1
+        cmd = ["borg", "create", "--compression", "lz4"]
+        if self.fixed:
+            cmd += ["--chunker-params", "fixed,4194304", "--sparse"]
+        cmd += [f"{self.repo}::a{self.archives}", DISK_NAME]
+        return run_tool(cmd, self.env, cwd=self.data_dir)
+
+    def full(self) -> Run:
+        return self._create()
+
+    def incremental(self) -> Run:
+        return self._create()
+
+    def restore(self, out: Path) -> Run:
+        out.mkdir(parents=True, exist_ok=True)
+        return run_tool(["borg", "extract", "--sparse", f"{self.repo}::a{self.archives}"], self.env, cwd=out)
+
+
+# -- the hvtui side, run in a subprocess --------------------------------------------------------
+def hvtui_subcommand(argv: list[str]) -> int:
+    sys.path.insert(0, str(REPO_ROOT))
+    from hvtui.engine.backup import run_backup
+    from hvtui.engine.repository import Repository
+    from hvtui.engine.restore import restore_to_directory
+
+    if argv[0] == "backup":
+        repo_path, data_dir, mode, chunk_mib, tracking = argv[1:6]
+        repo = Repository.open(Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB)
+        host = BenchHost(Path(data_dir), tracking=tracking == "1")
+        result = run_backup(repo, host, "bench-vm", mode)
+        print(json.dumps(result.to_dict()))
+        return 0
+    if argv[0] == "restore":
+        repo = Repository.open(Path(argv[1]), "bench")
+        latest = repo.point_ids()[-1]
+        result = restore_to_directory(repo, latest, Path(argv[2]))
+        print(json.dumps(result.to_dict()))
+        return 0
+    raise SystemExit(f"unknown internal command {argv[0]}")
+
+
+def _bench_host_class():  # noqa: ANN202 - built lazily so the module imports without hvtui
+    from hvtui.hosts.base import BackupSource, Host, SourceFile
+    from hvtui.model import VM
+
+    class BenchSource(BackupSource):
+        def __init__(self, host: BenchHost) -> None:
+            self.vm = VM(host="bench", id="bench-vm", name="bench-vm", state="Off")
+            self.config = {"name": "bench-vm"}
+            path = host.data_dir / DISK_NAME
+            st = path.stat()
+            log = host.change_log()
+            self.files = [
+                SourceFile(
+                    rel_path=DISK_NAME,
+                    size=st.st_size,
+                    mtime_ns=st.st_mtime_ns,
+                    identity="bench-disk",
+                    change_id=str(log["seq"]) if host.tracking else None,
+                    opener=lambda: open(path, "rb", buffering=0),  # noqa: SIM115 - the engine closes it
+                    changes=host.changed_since,
+                )
+            ]
+
+        def close(self) -> None:
+            return None
+
+    class _BenchHost(Host):
+        name = "bench"
+        kind = "lab"
+
+        def __init__(self, data_dir: Path, tracking: bool) -> None:
+            self.data_dir = data_dir
+            self.tracking = tracking
+
+        def change_log(self) -> dict:
+            path = self.data_dir / "rct.json"
+            return json.loads(path.read_text()) if path.exists() else {"seq": 1, "changes": []}
+
+        def changed_since(self, since: str) -> list[tuple[int, int]] | None:
+            log = self.change_log()
+            return [tuple(c[1:]) for c in log["changes"] if c[0] > int(since)]
+
+        def inventory(self, timeout: float):  # noqa: ANN201
+            raise NotImplementedError
+
+        def create_checkpoint(self, *a, **k):  # noqa: ANN002, ANN003, ANN201
+            raise NotImplementedError
+
+        def apply_checkpoint(self, *a, **k):  # noqa: ANN002, ANN003, ANN201
+            raise NotImplementedError
+
+        def remove_checkpoint(self, *a, **k):  # noqa: ANN002, ANN003, ANN201
+            raise NotImplementedError
+
+        def rename_checkpoint(self, *a, **k):  # noqa: ANN002, ANN003, ANN201
+            raise NotImplementedError
+
+        def open_backup_source(self, vm_id: str, progress=None) -> BenchSource:  # noqa: ANN001
+            return BenchSource(self)
+
+    return _BenchHost
+
+
+def BenchHost(data_dir: Path, tracking: bool):  # noqa: ANN201, N802
+    return _bench_host_class()(data_dir, tracking)
+
+
+def record_changes(data_dir: Path, undo: list[tuple[int, bytes]]) -> None:
+    """What Hyper-V's RCT would report for the change just made (the bench's own record)."""
+    path = data_dir / "rct.json"
+    log = json.loads(path.read_text()) if path.exists() else {"seq": 1, "changes": []}
+    log["seq"] += 1
+    log["changes"] += [[log["seq"], offset, len(old)] for offset, old in undo]
+    path.write_text(json.dumps(log))
+
+
+# -- driver ------------------------------------------------------------------------------
+def measure(
+    tools: list[Tool], disk: Path, blocks: list[int], args: argparse.Namespace, results: dict[str, Result]
+) -> None:
+    for run in range(args.runs):
+        for tool in tools:
+            res = results.setdefault(tool.name, Result(tool.name))
+            print(f"  run {run + 1}/{args.runs}: {tool.name} ...", flush=True)
+            tool.fresh()
+            res.full.append(tool.full())
+            undo = apply_change(disk, blocks, args.change, args.change_write * 1024, run)
+            record_changes(disk.parent, undo)
+            try:
+                res.incr.append(tool.incremental())
+            finally:
+                revert_change(disk, undo)
+                record_changes(disk.parent, undo)
+            # Restore the point that includes the change: revert the file to compare.
+            out = tool.work / f"out-{tool.slug}"
+            shutil.rmtree(out, ignore_errors=True)
+            res.restore.append(tool.restore(out))
+            restored = out / DISK_NAME
+            if not restored.exists():
+                found = list(out.rglob(DISK_NAME))
+                restored = found[0] if found else restored
+            used, size = allocated(restored)
+            res.sparse.append(used < size // 2)
+            res.correct.append(_matches_changed(disk, restored, undo, run))
+            res.repo_bytes.append(du(tool.repo))
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _matches_changed(disk: Path, restored: Path, undo: list[tuple[int, bytes]], run: int) -> bool:
+    """The restored file equals the source with run ``run``'s change applied."""
+    expected = {offset: random_bytes(f"change-{run}-{i}", len(old)) for i, (offset, old) in enumerate(undo)}
+    with open(restored, "rb") as fr:
+        for offset, data in expected.items():
+            if os.pread(fr.fileno(), len(data), offset) != data:
+                return False
+    # Outside the changed ranges the file must equal the source (compare a sample of extents).
+    if restored.stat().st_size != disk.stat().st_size:
+        return False
+    changed = sorted(expected)
+    with open(disk, "rb") as fd, open(restored, "rb") as fr:
+        rng = random.Random(run)
+        for _ in range(64):
+            offset = rng.randrange(0, disk.stat().st_size - MiB)
+            if any(c < offset + MiB and offset < c + len(expected[c]) for c in changed):
+                continue
+            if os.pread(fd.fileno(), MiB, offset) != os.pread(fr.fileno(), MiB, offset):
+                return False
+    return True
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"
+
+
+def report(results: dict[str, Result], info: dict, args: argparse.Namespace, missing: list[str]) -> None:
+    data_mb = info["allocated_bytes"] / 1e6
+    logical_mb = info["virtual"] / 1e6
+    print()
+    print(
+        f"data set: {info['virtual'] / GiB:.1f} GiB virtual, {info['allocated_bytes'] / GiB:.2f} GiB allocated "
+        f"({', '.join(f'{k} {v / GiB:.2f} GiB' for k, v in info['kinds'].items())}); "
+        f"change: {args.change * 100:g}% in {args.change_write} KiB writes; medians of {args.runs} run(s)"
+    )
+    header = (
+        f"{'tool':<22}{'full s':>8}{'MB/s data':>11}{'MB/s logical':>14}{'incr s':>8}{'restore s':>10}"
+        f"{'sparse':>8}{'ok':>5}{'repo MB':>9}{'peak RSS MB':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for res in results.values():
+        full = res.med(res.full)
+        print(
+            f"{res.name:<22}{fmt(full):>8}{fmt(data_mb / full, 0):>11}{fmt(logical_mb / full, 0):>14}"
+            f"{fmt(res.med(res.incr)):>8}{fmt(res.med(res.restore)):>10}"
+            f"{('yes' if all(res.sparse) else 'no'):>8}{('yes' if all(res.correct) else 'NO'):>5}"
+            f"{fmt(statistics.median(res.repo_bytes) / 1e6, 0):>9}{fmt(res.peak_rss, 0):>13}"
+        )
+    peers = {k: v for k, v in results.items() if not k.startswith("hvtui")}
+    mine = results.get("hvtui")
+    if mine and peers:
+        print()
+        print("ratios (best peer's time / hvtui's time; >1 = hvtui faster; size and RSS: peer / hvtui):")
+        for label, get in (
+            ("first full", lambda r: r.med(r.full)),
+            ("incremental 1%", lambda r: r.med(r.incr)),
+            ("restore", lambda r: r.med(r.restore)),
+            ("repository size", lambda r: statistics.median(r.repo_bytes)),
+            ("peak RSS", lambda r: r.peak_rss),
+        ):
+            best_name, best = min(((n, get(r)) for n, r in peers.items()), key=lambda x: x[1])
+            print(f"  {label:<16} {best / get(mine):6.2f}x  (best peer: {best_name})")
+        print()
+        print("targets (from issue 5; printed, not asserted):")
+        borg_fixed = results.get("borg fixed 4M")
+        if borg_fixed:
+            ratio = borg_fixed.med(borg_fixed.full) / mine.med(mine.full)
+            print(
+                f"  first full >= 1.5x faster than borg fixed 4M: {ratio:.2f}x -> {'met' if ratio >= 1.5 else 'NOT met'}"
+            )
+        ratio = mine.med(mine.full) / mine.med(mine.incr)
+        print(f"  incremental 1% >= 10x faster than own full: {ratio:.1f}x -> {'met' if ratio >= 10 else 'NOT met'}")
+        best_restore = min(r.med(r.restore) for r in peers.values())
+        ratio = best_restore / mine.med(mine.restore)
+        print(
+            f"  restore >= 2x faster than best peer, sparse: {ratio:.2f}x, sparse={all(mine.sparse)} -> "
+            f"{'met' if ratio >= 2 and all(mine.sparse) else 'NOT met'}"
+        )
+        print(f"  peak RSS < 300 MB: {mine.peak_rss:.0f} MB -> {'met' if mine.peak_rss < 300 else 'NOT met'}")
+    for line in missing:
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_hvtui":
+        return hvtui_subcommand(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=float, default=8.0, help="virtual disk size in GiB (default 8)")
+    parser.add_argument("--data", type=float, default=1.5, help="allocated data in GiB (default 1.5)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per tool; medians are reported (default 3)")
+    parser.add_argument("--change", type=float, default=0.01, help="fraction of the data changed (default 0.01)")
+    parser.add_argument(
+        "--change-write", type=int, default=1024, help="size of each changing write, KiB (default 1024)"
+    )
+    parser.add_argument("--workdir", type=Path, help="where data and repositories go (default: a temp dir, removed)")
+    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset")
+    parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
+    parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
+    args = parser.parse_args(argv)
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="hvtui-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    data_dir = work / "data"
+    disk = data_dir / DISK_NAME
+    virtual = int(args.size * GiB) // BLOCK * BLOCK
+    print(f"generating the data set in {data_dir} ...", flush=True)
+    started = time.perf_counter()
+    (data_dir / "rct.json").unlink(missing_ok=True)
+    info = generate(disk, virtual, int(args.data * GiB))
+    print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+    blocks = info["blocks"]
+
+    try:
+        tools: list[Tool] = []
+        missing: list[str] = []
+        wanted = set(args.tools.split(","))
+        if args.sweep:
+            for mib in (int(x) for x in args.sweep.split(",")):
+                tools.append(Hvtui(work, data_dir, mib, True, f"hvtui {mib} MiB"))
+        else:
+            if "hvtui" in wanted:
+                tools.append(Hvtui(work, data_dir))
+                if args.no_tracking:
+                    tools.append(Hvtui(work, data_dir, 4, False, "hvtui no-RCT"))
+            if "restic" in wanted:
+                if shutil.which("restic"):
+                    tools.append(Restic(work, data_dir))
+                else:
+                    missing.append("restic: not installed, not measured (install: apt-get install restic)")
+            for key, fixed in (("borg-buzhash", False), ("borg-fixed", True)):
+                if key in wanted:
+                    if shutil.which("borg"):
+                        tools.append(Borg(work, data_dir, fixed))
+                    elif not any("borg" in m for m in missing):
+                        missing.append("borg: not installed, not measured (install: apt-get install borgbackup)")
+        for line in missing:
+            print(line)
+        results: dict[str, Result] = {}
+        measure(tools, disk, blocks, args, results)
+        report(results, info, args, missing)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
