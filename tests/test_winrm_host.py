@@ -123,6 +123,16 @@ def test_a_quota_fault_recycles_the_shell_and_the_call_succeeds(server: WSManSer
     host.close()
 
 
+def test_a_shell_the_host_dropped_is_replaced(server: WSManServer) -> None:
+    host = make_winrm_host(server.port)
+    host.inventory(5.0)
+    with server.lock:
+        server.shells.clear()  # the host's IdleTimeout / MaxShellRunTime ended the shell
+    assert len(host.inventory(5.0).vms) == 2
+    assert server.shells_created == 2 and len(server.commands) == 2
+    host.close()
+
+
 def test_a_busy_send_is_retried(server: WSManServer) -> None:
     server.faults.busy_sends = 2
     host = make_winrm_host(server.port)

@@ -25,11 +25,13 @@ WSMAN_QUOTA_SYSTEM = 2150859176
 WSMAN_QUOTA_MAX_SHELLUSERS = 2150859179
 WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ = 2150859241
 WSMAN_QUOTA_MAX_OPERATIONS_USER_PPQ = 2150859240
+WINRS_REGISTRY_READ = 2147943418  # "error reading registry key": WinRb resets the shell on it too
 ERROR_BUSY = 170
 
-# Faults a fresh shell cures: the per-shell operation count ran out, or the shell is gone.
+# Faults a fresh shell cures: the per-shell operation count ran out, or the shell is gone
+# (the same set WinRb's shell reset uses, plus the per-plugin command quota).
 SHELL_RECYCLE_FAULTS = frozenset(
-    {WSMAN_QUOTA_MAX_OPERATIONS, WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ, WSMAN_SHELL_NOT_FOUND}
+    {WSMAN_QUOTA_MAX_OPERATIONS, WSMAN_QUOTA_MAX_COMMANDS_PER_SHELL_PPQ, WSMAN_SHELL_NOT_FOUND, WINRS_REGISTRY_READ}
 )
 QUOTA_FAULTS = frozenset(
     {
