@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import logging
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,7 +84,13 @@ def size_text(num_bytes: int | float) -> str:
 
 
 def age_text(seconds: float) -> str:
-    return humanize.naturaldelta(timedelta(seconds=max(0.0, seconds)))
+    return _age_text(round(max(0.0, seconds)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _age_text(seconds: int) -> str:
+    # Cached: thresholds and many ages repeat across thousands of findings.
+    return humanize.naturaldelta(timedelta(seconds=seconds))
 
 
 def _aware(when: datetime) -> datetime:
@@ -155,42 +163,51 @@ def merge_needs_by_volume(vm: VM, facts: HostFacts) -> list[Headroom]:
 
 
 # -- exemptions ----------------------------------------------------------------------------
-def _glob(pattern: str, value: str) -> bool:
-    return fnmatch.fnmatchcase(value.casefold(), pattern.casefold())
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Matcher:
+    """An exemption with its globs compiled once per evaluation (thousands of findings)."""
 
+    exemption: Exemption
+    vm: re.Pattern[str]
+    checkpoint: re.Pattern[str] | None
 
-def _exemption_for(
-    finding: Finding, checkpoint: Checkpoint | None, exemptions: Iterable[Exemption]
-) -> Exemption | None:
-    for exemption in exemptions:
-        if exemption.rule is not None and exemption.rule != finding.rule:
-            continue
+    @classmethod
+    def compile(cls, exemption: Exemption) -> _Matcher:
+        def glob(pattern: str) -> re.Pattern[str]:
+            return re.compile(fnmatch.translate(pattern), re.IGNORECASE | re.DOTALL)
+
+        checkpoint = glob(exemption.checkpoint) if exemption.checkpoint is not None else None
+        return cls(exemption, glob(exemption.vm), checkpoint)
+
+    def matches(self, finding: Finding, checkpoint: Checkpoint | None) -> bool:
+        rule = self.exemption.rule
+        if rule is not None and rule != finding.rule:
+            return False
         if finding.vm_name is None:
             # A host-level finding (an unreachable host) is only silenced by an exemption
             # naming its rule; its vm glob is matched against "host" and "host/".
-            if exemption.rule != finding.rule:
-                continue
-            vm_names: tuple[str, ...] = (finding.host, f"{finding.host}/")
+            if rule != finding.rule:
+                return False
+            names: tuple[str, ...] = (finding.host, f"{finding.host}/")
         else:
-            vm_names = (f"{finding.host}/{finding.vm_name}", finding.vm_name, f"{finding.host}/{finding.vm_id}")
-        if not any(_glob(exemption.vm, name) for name in vm_names):
-            continue
-        if exemption.checkpoint is not None and (
-            checkpoint is None or not _glob(exemption.checkpoint, checkpoint.name)
-        ):
-            continue
-        return exemption
-    return None
+            names = (f"{finding.host}/{finding.vm_name}", finding.vm_name, f"{finding.host}/{finding.vm_id}")
+        if not any(self.vm.match(name) for name in names):
+            return False
+        if self.checkpoint is not None:
+            return checkpoint is not None and self.checkpoint.match(checkpoint.name) is not None
+        return True
 
 
-def _apply_exemption(finding: Finding, checkpoint: Checkpoint | None, policy: PolicyConfig) -> Finding:
-    exemption = _exemption_for(finding, checkpoint, policy.exemptions)
-    if exemption is None or finding.severity == Severity.OK:
+def _apply_exemption(finding: Finding, checkpoint: Checkpoint | None, matchers: Iterable[_Matcher]) -> Finding:
+    if finding.severity == Severity.OK:
         return finding
-    data = dict(finding.data)
-    data["exempt_severity"] = finding.severity.label
-    reason = exemption.reason or "exempted by the policy"
-    return dataclasses.replace(finding, severity=Severity.OK, exempt_reason=reason, data=data)
+    for matcher in matchers:
+        if matcher.matches(finding, checkpoint):
+            data = dict(finding.data)
+            data["exempt_severity"] = finding.severity.label
+            reason = matcher.exemption.reason or "exempted by the policy"
+            return dataclasses.replace(finding, severity=Severity.OK, exempt_reason=reason, data=data)
+    return finding
 
 
 # -- the rules -------------------------------------------------------------------------------
@@ -204,6 +221,7 @@ class _VMRules:
         self.t = thresholds
         self.stale = stale
         self.out: list[tuple[Finding, Checkpoint | None]] = []
+        self._oldest_age: float | None = None
         if thresholds.replica_alerts:
             self.sprawl_checkpoints = list(vm.checkpoints)
         else:
@@ -259,7 +277,9 @@ class _VMRules:
     def oldest_age(self) -> float | None:
         if not self.sprawl_checkpoints:
             return None
-        return max(age_seconds(self.facts.now, cp.created) for cp in self.sprawl_checkpoints)
+        if self._oldest_age is None:
+            self._oldest_age = max(age_seconds(self.facts.now, cp.created) for cp in self.sprawl_checkpoints)
+        return self._oldest_age
 
     def checkpoint_ages(self) -> None:
         t = self.t
@@ -428,8 +448,7 @@ class _VMRules:
             if since < self.t.backup_max_age:
                 return
             message = (
-                f"{has} and its last backup is {age_text(since)} old "
-                f"(crit after {limit}; a checkpoint is not a backup)"
+                f"{has} and its last backup is {age_text(since)} old (crit after {limit}; a checkpoint is not a backup)"
             )
             age = since
         self.add(
@@ -473,15 +492,16 @@ def evaluate(
 ) -> list[Finding]:
     """All findings for the inventory, sorted by ``sort_findings``."""
     findings: list[Finding] = []
+    matchers = [_Matcher.compile(exemption) for exemption in policy.exemptions]
     for host in inventory.hosts:
-        findings.extend(_apply_exemption(finding, None, policy) for finding in _host_findings(host))
+        findings.extend(_apply_exemption(finding, None, matchers) for finding in _host_findings(host))
         if host.facts is None:
             continue
         stale = host.error is not None
         for vm in host.vms:
             thresholds = policy.thresholds_for(host.name, vm.name, host.group)
             for finding, checkpoint in _VMRules(vm, host, host.facts, thresholds, stale).run(last_backup):
-                findings.append(_apply_exemption(finding, checkpoint, policy))
+                findings.append(_apply_exemption(finding, checkpoint, matchers))
     return sort_findings(findings)
 
 
