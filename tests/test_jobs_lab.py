@@ -1,0 +1,179 @@
+"""Backup jobs on the lab, killed with SIGKILL mid-way and resumed on the next start.
+
+Real everything: a lab host with real disk files and a real Recovery checkpoint, the real
+engine and repository, the job manager in a real subprocess that is killed.  After the
+kill the journal lists the job as interrupted; resuming it removes the leftover
+checkpoint, makes a correct restore point (restored as a new VM, its disk reads the same
+as the original's) and reuses the chunks the killed run stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lab_support import add_vm, make_host  # noqa: E402
+from test_jobs import DEADLINE, _wait_for  # noqa: E402
+
+from hvtui.audit import AuditLog  # noqa: E402
+from hvtui.config import Config, HostConfig, RepositoryConfig  # noqa: E402
+from hvtui.core import Core  # noqa: E402
+from hvtui.engine.repository import Repository  # noqa: E402
+from hvtui.hosts.lab.disk import logical_digest  # noqa: E402
+from hvtui.hosts.lab.host import LabHost  # noqa: E402
+from hvtui.jobs import JobState  # noqa: E402
+from hvtui.paths import Paths  # noqa: E402
+
+HOST = "lab-t1"
+
+
+def make_lab_core(root: Path, paths: Paths) -> Core:
+    config = Config(
+        source=root / "config.yaml",
+        hosts=(HostConfig(name=HOST, kind="lab"),),
+        repositories=(RepositoryConfig(name="default", path=root / "repo", default=True),),
+    )
+    return Core(config, paths, lab_dir=root)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from hvtui.jobs import JobKind
+    from hvtui.paths import Paths
+    import test_jobs_lab as t
+
+    core = t.make_lab_core(Path({root!r}), Paths.default())
+    core.backups.progress_interval = 0
+    real = core.jobs.kind("backup")
+
+    # The real backup; its progress callback stops the job thread (forever) when the
+    # engine enters phase {phase!r}, so the parent can kill this process right there.
+    def build(job):
+        run = real.build(job)
+
+        def stopping(progress, cancel):
+            def on_progress(event):
+                if event.phase == {phase!r}:
+                    Path({marker!r}).write_text(event.phase)
+                    while True:
+                        time.sleep(1)
+                progress(event)
+
+            return run(on_progress, cancel)
+
+        return stopping
+
+    core.jobs.register_kind(JobKind("backup", build=build, before_resume=real.before_resume))
+    job = core.jobs.submit_backup(t.HOST, {vm_id!r}, vm_name="vm1")
+    print(job.id, flush=True)
+    core.jobs.wait(job.id)
+    """
+)
+
+
+@pytest.mark.parametrize("phase", ["backup", "commit"])
+def test_lab_backup_killed_mid_way_resumes_to_a_correct_point(phase: str, tmp_path: Path, paths: Paths) -> None:
+    host = make_host(tmp_path, HOST)
+    vm_id = add_vm(host, blocks=12)
+    original = logical_digest(host.disk_path(vm_id))
+    marker = tmp_path / "stopped"
+    script = CHILD.format(tests=str(Path(__file__).parent), root=str(tmp_path), phase=phase, marker=str(marker), vm_id=vm_id)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    job_id = child.stdout.readline().strip()
+    assert job_id, "the child did not start its backup"
+    assert _wait_for(marker.exists), f"the child's backup never reached phase {phase}"
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(DEADLINE) == -signal.SIGKILL
+
+    lab = LabHost.open(tmp_path / HOST, HOST, host.clock)
+    assert [c.type for c in lab.vm(vm_id).checkpoints] == ["Recovery"]  # left by the killed backup
+
+    core = make_lab_core(tmp_path, paths)
+    try:
+        assert core.backups.list_points(HOST, vm_id) == []  # no half point
+        stored_before = sum(1 for _ in Repository.open(tmp_path / "repo").store.iter_ids())
+        assert (stored_before > 0) == (phase == "commit")
+        (interrupted,) = core.jobs.interrupted_jobs()
+        assert (interrupted.id, interrupted.kind, interrupted.vm_name, interrupted.mode) == (job_id, "backup", "vm1", "full")
+
+        resumed = core.jobs.resume(job_id)
+        cleanups = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "remove-recovery-checkpoints"]
+        assert [(e["result"], e["args"]["removed"]) for e in cleanups] == [("ok", 1)]
+        done = core.jobs.wait(resumed.id, DEADLINE)
+        assert done.state is JobState.SUCCEEDED, done.error
+        summary = done.summary
+        assert summary is not None and summary["chunks"] > 0
+        assert summary["new_chunks"] == summary["chunks"] - stored_before  # stored chunks reused
+
+        assert lab.vm(vm_id).checkpoints == ()  # no checkpoint left behind
+        assert core.jobs.interrupted_jobs() == []
+        assert core.backups.verify().ok
+
+        restore = core.jobs.submit_restore(summary["point_id"], "new", new_name="vm1-restored")
+        restored = core.jobs.wait(restore.id, DEADLINE)
+        assert restored.state is JobState.SUCCEEDED, restored.error
+        assert restored.summary is not None
+        new_id = restored.summary["vm_id"]
+        assert lab.vm(new_id).name == "vm1-restored"
+        assert logical_digest(lab.disk_path(new_id)) == original == logical_digest(lab.disk_path(vm_id))
+    finally:
+        core.close()
+
+    journal = [json.loads(line) for line in paths.job_journal.read_text().splitlines()]
+    assert [r["event"] for r in journal if r["job"] == job_id] == ["submitted", "started", "resumed"]
+    assert [r["state"] for r in journal if r["event"] == "finished"] == ["succeeded", "succeeded"]
+
+
+def test_cli_lists_and_resumes_a_killed_backup(tmp_path: Path, paths: Paths, capsys: pytest.CaptureFixture[str]) -> None:
+    """`hvtui jobs` shows the killed backup as interrupted; `hvtui jobs resume ID` finishes
+    it in the shell, with the same journal and audit entries as the console would write."""
+    from hvtui.cli import main
+
+    host = make_host(tmp_path, HOST)
+    vm_id = add_vm(host, blocks=6)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"hosts:\n  - name: {HOST}\n    kind: lab\n"
+        f"repositories:\n  - name: default\n    path: {tmp_path / 'repo'}\n    default: true\n"
+        f"lab:\n  dir: {tmp_path}\n"
+    )
+    marker = tmp_path / "stopped"
+    script = CHILD.format(tests=str(Path(__file__).parent), root=str(tmp_path), phase="commit", marker=str(marker), vm_id=vm_id)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    job_id = child.stdout.readline().strip()
+    assert _wait_for(marker.exists), "the child's backup never reached its commit"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(DEADLINE)
+
+    assert main(["--config", str(config), "jobs"]) == 0
+    out = capsys.readouterr().out
+    assert f"{job_id}  INTERRUPTED  backup  full  {HOST}  vm1" in out
+    assert "1 job was interrupted" in out
+
+    assert main(["--config", str(config), "jobs", "resume", job_id]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"backup (full) of vm1 on {HOST}: done (")
+    assert f"resuming {job_id}" in captured.err  # the progress line's title, on stderr
+    lab = LabHost.open(tmp_path / HOST, HOST, host.clock)
+    assert lab.vm(vm_id).checkpoints == ()
+
+    assert main(["--config", str(config), "jobs", "--json"]) == 0
+    jobs = {job["id"]: job for job in json.loads(capsys.readouterr().out)}
+    assert jobs[job_id]["state"] == "interrupted" and jobs[job_id]["resumed_by"]
+    resumed = jobs[jobs[job_id]["resumed_by"]]
+    assert resumed["state"] == "succeeded" and resumed["resumed_from"] == job_id
+    actions = [(e["action"], e["result"]) for e in AuditLog(paths.audit_log).read()]
+    assert actions == [("remove-recovery-checkpoints", "ok"), ("backup", "ok")]
