@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 
 from hvtui.errors import HvtuiError, NotFoundError, ReadOnlyError, RefusedError
 from hvtui.events import CancelToken, ProgressCallback
-from hvtui.model import VM, Checkpoint, Volume
+from hvtui.model import VM, Checkpoint, HostFacts, Volume
 from hvtui.policy import Headroom, age_seconds, age_text, headroom, size_text
 
 if TYPE_CHECKING:
     from hvtui.audit import AuditLog
+    from hvtui.config import Thresholds
     from hvtui.core import Core
 
 log = logging.getLogger(__name__)
@@ -296,7 +297,7 @@ class CheckpointActions:
             raise NotFoundError(vm.host, "find checkpoint", f"VM {vm.name!r} has no checkpoint with id {checkpoint_id}")
         return cp
 
-    def _thresholds(self, vm: VM):  # -> Thresholds
+    def _thresholds(self, vm: VM) -> Thresholds:
         host_inv = self._core.inventory.latest.host(vm.host)
         group = host_inv.group if host_inv is not None else None
         return self._core.config.policy.thresholds_for(vm.host, vm.name, group)
@@ -348,6 +349,7 @@ class CheckpointActions:
                 key = volume.path if volume else ""
                 per_volume[key] = (volume, per_volume.get(key, (volume, 0))[1] + step.bytes)
         else:
+            merges = []  # a partial list would mislead: the text says it is an estimate
             bytes_to_move = vm.differencing_bytes
             volume = facts.volume_for(vm.path) if facts else None
             per_volume = {"": (volume, bytes_to_move)}
@@ -368,7 +370,7 @@ class CheckpointActions:
             margin_percent=thresholds.merge_min_free_percent,
         )
 
-    def _facts(self, host: str):  # -> HostFacts | None
+    def _facts(self, host: str) -> HostFacts | None:
         host_inv = self._core.inventory.latest.host(host)
         return host_inv.facts if host_inv is not None else None
 
