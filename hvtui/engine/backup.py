@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 MODES = ("full", "incremental", "differential")
 _POLL = 0.05
 BATCH_BYTES = 64 * 1024 * 1024
+BATCH_SECONDS = 1.0  # a killed backup loses at most about this much work
 
 
 @dataclass(slots=True)
@@ -178,6 +179,7 @@ class _Pipeline:
         # Chunks are published (synced, then renamed) in batches; a killed backup loses at
         # most one batch of work, the rest is reused by the next run.
         self.batch_bytes = BATCH_BYTES
+        self.batch_seconds = BATCH_SECONDS
         self.fsync_each = False
 
     # -- queue helpers that give up when the pipeline stops ---------------------------------
@@ -230,6 +232,7 @@ class _Pipeline:
                 fd: int | None = fh.fileno()
             except (OSError, AttributeError, ValueError):
                 fd = None
+            self._check_size(fd, plan)
             holes = HoleMap(data_extents(fd, size) if fd is not None else None)
             if fd is not None:
                 fadvise(fd, 0, 0, "SEQUENTIAL")
@@ -271,6 +274,19 @@ class _Pipeline:
                     self.read_bytes += length
                 if not self._put(self.work_q, (plan_no, idx, buf, length)):
                     return
+            self._check_size(fd, plan)
+
+    @staticmethod
+    def _check_size(fd: int | None, plan: FilePlan) -> None:
+        """A frozen file must keep its size; holes past a shrunk end would read as zeros."""
+        if fd is None:
+            return
+        actual = os.fstat(fd).st_size
+        if actual != plan.entry.size:
+            raise RepositoryError(
+                f"{plan.entry.path} on the source is {actual} bytes, expected {plan.entry.size}: "
+                "it changed during the backup"
+            )
 
     def _worker(self) -> None:
         try:
@@ -316,6 +332,7 @@ class _Pipeline:
     def _writer(self) -> None:
         batch: list[tuple[Path, bytes]] = []
         batch_bytes = 0
+        batch_started = time.monotonic()
         try:
             while True:
                 job = self._get(self.write_q)
@@ -334,9 +351,9 @@ class _Pipeline:
                 with self.stats_lock:
                     self.new_chunks += 1
                 self.meter.add(stored=written)
-                if batch_bytes >= self.batch_bytes:
+                if batch_bytes >= self.batch_bytes or time.monotonic() - batch_started >= self.batch_seconds:
                     self.store.publish(batch, synced=self.fsync_each)
-                    batch, batch_bytes = [], 0
+                    batch, batch_bytes, batch_started = [], 0, time.monotonic()
             if not self.stop.is_set():
                 self.store.publish(batch, synced=self.fsync_each)
                 batch = []
