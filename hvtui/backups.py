@@ -14,6 +14,7 @@ audit-logged, and so are backups (they create and remove a checkpoint on the hos
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -59,8 +60,8 @@ class Backups:
         self._core = core
         self._repos: dict[str, Repository] = {}
         self._lock = threading.Lock()
-        # Per repository: (points dir mtime, verified dir mtime) -> summaries, newest last.
-        self._index: dict[str, tuple[tuple[int, int], list[PointInfo]]] = {}
+        # Per repository: (manifest names, verification records) -> summaries, oldest first.
+        self._index: dict[str, tuple[tuple, list[PointInfo]]] = {}
         self.progress_interval = DEFAULT_INTERVAL
         self.lock_timeout: float | None = 3600.0
 
@@ -106,13 +107,23 @@ class Backups:
 
     # -- points --------------------------------------------------------------------------
     def _points_of(self, repo: Repository) -> list[PointInfo]:
-        def mtime(path: Path) -> int:
-            try:
-                return os.stat(path).st_mtime_ns
-            except OSError:
-                return 0
+        """The repository's points (oldest first), re-read only when something changed.
 
-        key = (mtime(repo.points_dir), mtime(repo.verified_dir))
+        The key is the list of manifests plus the verification records' times: directory
+        mtimes alone are too coarse (two commits within one clock tick look the same).
+        """
+        try:
+            names = tuple(sorted(os.listdir(repo.points_dir)))
+        except OSError:
+            names = ()
+        verified: list[tuple[str, int]] = []
+        try:
+            for entry in os.scandir(repo.verified_dir):
+                with contextlib.suppress(OSError):
+                    verified.append((entry.name, entry.stat().st_mtime_ns))
+        except OSError:
+            pass
+        key = (names, tuple(sorted(verified)))
         with self._lock:
             cached = self._index.get(repo.name)
         if cached is not None and cached[0] == key:
