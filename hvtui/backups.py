@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +63,9 @@ class Backups:
         self._lock = threading.Lock()
         # Per repository: (manifest names, verification records) -> summaries, oldest first.
         self._index: dict[str, tuple[tuple, list[PointInfo]]] = {}
+        self._latest: dict[str, dict[tuple[str, str], datetime]] = {}  # newest point time per (host, VM id)
+        self._checked: dict[str, float] = {}  # when each repository's listing was last compared
+        self.recheck_seconds = 2.0
         self.progress_interval = DEFAULT_INTERVAL
         self.lock_timeout: float | None = 3600.0
 
@@ -127,12 +131,39 @@ class Backups:
         with self._lock:
             cached = self._index.get(repo.name)
         if cached is not None and cached[0] == key:
+            with self._lock:
+                self._checked[repo.name] = time.monotonic()
             return cached[1]
         manifests, _bad = repo.load_points()
         infos = [self._info(repo, m) for m in sorted(manifests, key=point_order)]
+        latest: dict[tuple[str, str], datetime] = {}
+        for info in infos:
+            vm_key = (info.summary.host, info.summary.vm_id)
+            if vm_key not in latest or info.summary.time > latest[vm_key]:
+                latest[vm_key] = info.summary.time
         with self._lock:
             self._index[repo.name] = (key, infos)
+            self._latest[repo.name] = latest
+            self._checked[repo.name] = time.monotonic()
         return infos
+
+    def _fresh_points_of(self, repo: Repository) -> list[PointInfo]:
+        """``_points_of``, trusting a listing checked less than ``recheck_seconds`` ago.
+
+        The console asks for every VM's last backup on every refresh; re-listing the
+        repository for each VM would cost O(VMs x points).  This process's own changes
+        invalidate at once; other processes' show within ``recheck_seconds``.
+        """
+        with self._lock:
+            checked = self._checked.get(repo.name)
+            cached = self._index.get(repo.name)
+        if cached is not None and checked is not None and time.monotonic() - checked < self.recheck_seconds:
+            return cached[1]
+        return self._points_of(repo)
+
+    def _invalidate(self, repo_name: str) -> None:
+        with self._lock:
+            self._checked.pop(repo_name, None)
 
     @staticmethod
     def _info(repo: Repository, m: Manifest) -> PointInfo:
@@ -183,7 +214,7 @@ class Backups:
         out: list[PointInfo] = []
         wanted = vm.casefold() if vm else None
         for repo in self._repos_for(repository):
-            for info in self._points_of(repo):
+            for info in self._fresh_points_of(repo):
                 s = info.summary
                 if host is not None and s.host != host:
                     continue
@@ -195,7 +226,13 @@ class Backups:
 
     def last_backup(self, host: str, vm_id: str) -> datetime | None:
         """Time of the newest restore point of the VM in any repository (None: never backed up)."""
-        times = [info.summary.time for info in self.point_infos(host=host) if info.summary.vm_id == vm_id]
+        times = []
+        for repo in self._repos_for(None):
+            self._fresh_points_of(repo)
+            with self._lock:
+                when = self._latest.get(repo.name, {}).get((host, vm_id))
+            if when is not None:
+                times.append(when)
         return max(times, default=None)
 
     def find_point(self, point_id: str, repository: str | None = None) -> tuple[Repository, Manifest]:
@@ -274,11 +311,13 @@ class Backups:
             )
             entry.vm = result.vm_name
             entry.args["point"] = result.point_id
+        self._invalidate(rc.name)
         if apply_retention:
             try:
                 result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id)
             except HvtuiError as err:
                 result.warnings.append(f"retention was not applied: {err}")
+            self._invalidate(rc.name)
         return result
 
     def restore(
@@ -364,17 +403,20 @@ class Backups:
             repo, _ = self.find_point(point_id, repository)
         else:
             repo = self._require_repository(repository)
-        return run_verify(
-            repo,
-            point_id,
-            quick,
-            progress=progress,
-            cancel=cancel,
-            clock=self._core.clock,
-            record=not self._core.read_only,
-            progress_interval=self.progress_interval,
-            lock_timeout=self.lock_timeout,
-        )
+        try:
+            return run_verify(
+                repo,
+                point_id,
+                quick,
+                progress=progress,
+                cancel=cancel,
+                clock=self._core.clock,
+                record=not self._core.read_only,
+                progress_interval=self.progress_interval,
+                lock_timeout=self.lock_timeout,
+            )
+        finally:
+            self._invalidate(repo.name)  # verification records changed
 
     def prune(
         self,
@@ -404,7 +446,10 @@ class Backups:
         if dry_run:
             return run_prune(repo, keep, True, **call)
         with self._core.audit.action("prune", f"repository:{rc.name}", None, args) as entry:
-            result = run_prune(repo, keep, False, **call)
+            try:
+                result = run_prune(repo, keep, False, **call)
+            finally:
+                self._invalidate(rc.name)
             entry.args.update(
                 points_removed=result.points_removed,
                 removed=[d.point for d in result.removed],

@@ -198,3 +198,19 @@ def test_points_of_a_damaged_repository_still_list(lab) -> None:  # noqa: ANN001
     assert [p.id for p in core.backups.list_points()] == [point]
     report = core.backups.verify()
     assert not report.ok and report.damaged_manifests[0]["point"] == "20260101T000000Z-deadbeef"
+
+
+def test_last_backup_follows_this_and_other_processes(lab) -> None:  # noqa: ANN001
+    core, host, vm_id, clock = lab
+    other = Core(core.config, core.paths, clock=clock, lab_dir=core.lab_dir, hosts={HOST: host})
+    assert core.backups.last_backup(HOST, vm_id) is None and other.backups.last_backup(HOST, vm_id) is None
+    clock.advance(hours=1)
+    core.backups.backup(HOST, vm_id, "full")
+    first = clock.now()
+    assert core.backups.last_backup(HOST, vm_id) == first  # its own change: at once
+    other.backups.recheck_seconds = 0  # another process's change: at the next re-check
+    assert other.backups.last_backup(HOST, vm_id) == first
+    clock.advance(hours=1)
+    core.backups.backup(HOST, vm_id, "incremental")
+    assert other.backups.last_backup(HOST, vm_id) == clock.now()
+    assert other.backups.last_backup(HOST, "no-such-vm") is None
