@@ -59,6 +59,12 @@ def test_compressible_chunks_are_lz4_and_random_chunks_stay_raw(tmp_path: Path) 
     assert len(repo.store.path(chunk_id(text)).read_bytes()) < len(text) // 4
 
 
+def test_the_compressibility_sample_does_not_miss_mostly_compressible_chunks() -> None:
+    mostly_text = os.urandom(16 * KiB) + b"hypervisor log line " * 50_000
+    assert compress_chunk(mostly_text[: 1024 * KiB])[0] == CODEC_LZ4
+    assert compress_chunk(os.urandom(1024 * KiB)) == (CODEC_RAW, None)
+
+
 def test_a_chunk_whose_content_does_not_match_its_name_is_damaged(tmp_path: Path) -> None:
     repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB)
     data = os.urandom(1000)
