@@ -230,3 +230,27 @@ def test_restore_can_be_cancelled_and_leaves_nothing(host: DirHost, repo: Reposi
     with pytest.raises(Cancelled):
         restore_to_directory(repo, point, out, progress=progress, cancel=token, progress_interval=0)
     assert list(out.iterdir()) == []
+
+
+def test_the_backup_error_stays_the_reported_one_when_the_checkpoint_removal_also_fails(
+    host: DirHost, repo: Repository
+) -> None:
+    original = host.open_backup_source
+
+    def source_with_failing_merge(vm_id: str, progress=None):  # noqa: ANN001, ANN202
+        source = original(vm_id, progress)
+
+        def failing_close() -> None:
+            raise HostError(host.name, "merge", "the volume is full")
+
+        def fail_open():  # noqa: ANN202
+            raise OSError(5, "Input/output error")
+
+        source.close = failing_close  # type: ignore[method-assign]
+        source.files[0].opener = fail_open
+        return source
+
+    host.open_backup_source = source_with_failing_merge  # type: ignore[method-assign]
+    with pytest.raises(RepositoryError, match="cannot open.*removing the backup checkpoint failed too.*volume is full"):
+        run_backup(repo, host, "vm1", "full")
+    assert repo.point_ids() == []

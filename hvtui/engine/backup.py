@@ -582,10 +582,15 @@ def _backup_locked(
             stats=stats,
         )
         repo.commit_point(manifest)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(Exception):
             meter.start_phase("cleanup", message="removing the backup checkpoint")
-        source.close()  # a failure here is chained to the original error
+        try:
+            source.close()
+        except Exception as close_err:  # the backup's own failure stays the error reported
+            log.warning("backup of %s/%s: removing the checkpoint failed: %s", host.name, vm_id, close_err)
+            if isinstance(err, HvtuiError):
+                err.args = (f"{err}; removing the backup checkpoint failed too ({close_err})",)
         raise
     meter.start_phase("cleanup", message="removing the backup checkpoint")
     try:
