@@ -247,7 +247,7 @@ class Tool:
 
 
 class Hvtui(Tool):
-    def __init__(self, work: Path, data_dir: Path, chunk_mib: int = 4, tracking: bool = True, name: str = "") -> None:
+    def __init__(self, work: Path, data_dir: Path, chunk_mib: int = 1, tracking: bool = True, name: str = "") -> None:
         self.chunk_mib = chunk_mib
         self.tracking = tracking
         self.name = name or "hvtui"
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             if "hvtui" in wanted:
                 tools.append(Hvtui(work, data_dir))
                 if args.no_tracking:
-                    tools.append(Hvtui(work, data_dir, 4, False, "hvtui no-RCT"))
+                    tools.append(Hvtui(work, data_dir, 1, False, "hvtui no-RCT"))
             if "restic" in wanted:
                 if shutil.which("restic"):
                     tools.append(Restic(work, data_dir))
