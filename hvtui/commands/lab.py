@@ -26,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     init = sub.add_parser("init", parents=parents, help="create the lab from a profile")
     init.add_argument("--profile", choices=PROFILE_CHOICES, default=None, help="estate to create (default: demo)")
     init.add_argument("--force", action="store_true", help="replace an existing lab (deletes its VMs and files)")
+    init.add_argument(
+        "--size",
+        type=_fraction,
+        default=1.0,
+        metavar="FRACTION",
+        help="scale the profile's data (demo, bench) or VM count (scale); default 1",
+    )
     init.set_defaults(handler=cmd_init)
 
     status = sub.add_parser("status", parents=parents, help="hosts, VMs and bytes of the lab")
@@ -37,6 +44,16 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     reset.set_defaults(handler=cmd_reset)
 
     lab.set_defaults(handler=cmd_status)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 4:
+        raise argparse.ArgumentTypeError(f"size must be above 0 and at most 4 (got {value:g})")
+    return value
 
 
 def _print_summary(status: dict) -> None:
@@ -62,7 +79,7 @@ def cmd_init(args: argparse.Namespace, core) -> int:
 
     profile = args.profile or core.config.lab.profile or "demo"
     started = time.monotonic()
-    status = init_lab(core.lab_dir, profile, core.clock, force=args.force)
+    status = init_lab(core.lab_dir, profile, core.clock, force=args.force, size=args.size)
     print(f"created the {profile} lab in {time.monotonic() - started:.1f}s")
     _print_summary(status)
     return 0

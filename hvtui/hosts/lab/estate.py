@@ -61,7 +61,7 @@ def read_lab_info(lab_dir: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def ensure_lab(lab_dir: Path, profile: str, clock: Clock) -> None:
+def ensure_lab(lab_dir: Path, profile: str, clock: Clock, size: float = 1.0) -> None:
     """Create the ``profile`` estate when ``lab_dir`` has no lab hosts; otherwise do nothing."""
     lab_dir = Path(lab_dir)
     if lab_host_names(lab_dir):
@@ -75,7 +75,7 @@ def ensure_lab(lab_dir: Path, profile: str, clock: Clock) -> None:
         time.sleep(0.05)
     try:
         if not lab_host_names(lab_dir):
-            _build_lab(lab_dir, profile, clock, DEFAULT_SEED, replace=lab_dir.exists())
+            _build_lab(lab_dir, profile, clock, DEFAULT_SEED, replace=lab_dir.exists(), size=size)
     finally:
         lock.release()
 
@@ -228,6 +228,13 @@ class _Timeline:
         return self.clock
 
 
+def _building(host: LabHost) -> None:
+    """Estate building: no guest activity while the clock jumps through the past, and no
+    fsync per file (the lab is built in a temp directory and swapped in when complete)."""
+    host.guest_activity = False
+    host._fsync = False
+
+
 def _fill(host: LabHost, vm_id: str, seed: str, first_block: int, count: int, random_share: float = 0.5, disk: int = 0) -> None:
     """Write ``count`` whole blocks of mixed data starting at ``first_block``."""
     source = guest.BlockSource(seed)
@@ -266,7 +273,7 @@ def build_demo(lab_dir: Path, clock: Clock, seed: int, size: float = 1.0) -> Non
         build="20348", logical_processors=64, memory_bytes=512 * GIB, volume_size=4 * TIB,
         other_data=1200 * GIB, profile="demo", group="prod",
     )
-    hv1.guest_activity = False
+    _building(hv1)
     hv1.clock = tl.at(days=300)
     dc01 = hv1.add_vm("dc01", state="Running", disk_sizes=(60 * GIB,), memory=4 * GIB, cpus=2, seed=seed + 1,
                       guest_kib_per_minute=16)
@@ -308,7 +315,7 @@ def build_demo(lab_dir: Path, clock: Clock, seed: int, size: float = 1.0) -> Non
         build="17763", logical_processors=32, memory_bytes=256 * GIB, volume_size=2 * TIB,
         other_data=900 * GIB, profile="demo",
     )
-    hv2.guest_activity = False
+    _building(hv2)
     hv2.clock = tl.at(days=200)
     build01 = hv2.add_vm("build01", state="Running", disk_sizes=(256 * GIB,), memory=16 * GIB, cpus=8,
                          seed=seed + 11, checkpoint_type="Standard", guest_kib_per_minute=128)
@@ -357,7 +364,7 @@ def build_demo(lab_dir: Path, clock: Clock, seed: int, size: float = 1.0) -> Non
         build="20348", logical_processors=16, memory_bytes=128 * GIB, volume_size=1 * TIB,
         profile="demo", group="dr",
     )
-    hv3.guest_activity = False
+    _building(hv3)
     hv3.clock = tl.at(days=120)
     dc02 = hv3.add_vm("dc02-replica", state="Off", disk_sizes=(60 * GIB,), memory=4 * GIB, seed=seed + 21)
     _fill(hv3, dc02, f"{seed}:dc02", 0, mib(8))
@@ -408,7 +415,7 @@ def build_bench(lab_dir: Path, clock: Clock, seed: int, size: float = 1.0) -> No
         lab_dir / "lab-bench", "lab-bench", tl.at(days=30), logical_processors=32, memory_bytes=256 * GIB,
         volume_size=8 * TIB, profile="bench",
     )
-    host.guest_activity = False
+    _building(host)
     total_blocks = max(8, int(1536 * size))
     vm1 = host.add_vm("bench01", state="Off", disk_sizes=(16 * GIB,), memory=8 * GIB, seed=seed + 101)
     _write_bench_layout(host, vm1, f"{seed}:bench01", total_blocks, 16 * GIB // BLOCK_SIZE)
@@ -432,7 +439,7 @@ def _write_bench_layout(host: LabHost, vm_id: str, seed: str, data_blocks: int, 
         index = 0
         written = 0
         while written < data_blocks and index < disk_blocks:
-            run = rng.randint(4, 64)
+            run = rng.randint(4, max(4, min(64, data_blocks // 8)))  # several runs even when tiny
             kind = rng.random()
             for _ in range(run):
                 if written >= data_blocks or index >= disk_blocks:
@@ -470,7 +477,7 @@ def build_scale(lab_dir: Path, clock: Clock, seed: int, size: float = 1.0) -> No
             memory_bytes=rng.choice((256, 384, 512, 768)) * GIB, volume_size=rng.choice((4, 8, 16)) * TIB,
             other_data=rng.randint(1, 3) * TIB, profile="scale", group=("prod", "dev", "dr", None)[h % 4],
         )
-        host.guest_activity = False
+        _building(host)
         with host.batch(fsync=False):
             for i in range(per_host):
                 if made >= vms_total:

@@ -19,6 +19,7 @@ Checkpoint semantics follow Hyper-V (see ``_plan_removal`` for the merge rules):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -107,6 +108,8 @@ class LabHost(Host):
         self._fsync = True
         # Off while an estate is built with a clock jumping through the past.
         self.guest_activity = True
+        self._model_cache: dict[str, tuple[int, VM, int]] = {}
+        self._model_cache_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------
     # construction
@@ -195,11 +198,11 @@ class LabHost(Host):
             if catch_up and self.guest_activity and self._catch_up_guests(state):
                 pre = True
             if pre:
-                save_state(self.root, state)
+                save_state(self.root, state, fsync=self._fsync)
             txn = _Txn(state)
             yield txn
             if txn.dirty:
-                save_state(self.root, state)
+                save_state(self.root, state, fsync=self._fsync)
 
     @contextlib.contextmanager
     def batch(self, fsync: bool = False) -> Iterator[None]:
@@ -211,13 +214,13 @@ class LabHost(Host):
         self._check_exists("batch")
         with host_lock(self.root, self.name, "batch"):
             self._batch = load_state(self.root, self.name)
-            self._fsync = fsync
+            previous, self._fsync = self._fsync, fsync and self._fsync
             try:
                 yield
-                save_state(self.root, self._batch)
+                save_state(self.root, self._batch, fsync=self._fsync)
             finally:
                 self._batch = None
-                self._fsync = True
+                self._fsync = previous
 
     def _read_state(self) -> dict[str, Any]:
         """The state for reading only (shared, do not modify)."""
@@ -396,19 +399,19 @@ class LabHost(Host):
     def _snapshot(self, state: dict[str, Any], only_vm: str | None = None) -> HostSnapshot:
         now = self.clock.now()
         now_tick = guest.tick_of(now.timestamp())
+        if self._model_cache_state is not state:
+            # A new state object (the file changed): every cached model may be stale.
+            self._model_cache = {}
+            self._model_cache_state = state
         vms: list[VM] = []
         used = 0
         for vm in state["vms"].values():
+            model, bytes_used = self._vm_static(vm)
+            used += bytes_used
             if only_vm is not None and vm["id"] != only_vm:
                 continue
-            model, bytes_used = self._vm_model(vm, now, now_tick)
-            vms.append(model)
-            used += bytes_used
+            vms.append(self._with_time(model, vm, now, now_tick))
         vms.sort(key=lambda v: v.name.lower())
-        if only_vm is None:
-            self._last_used = used
-        else:
-            used = getattr(self, "_last_used", None) or self._used_bytes(state)
         vol = state["volume"]
         facts = state["facts"]
         volume = Volume(
@@ -440,8 +443,38 @@ class LabHost(Host):
                         total += entry.stat().st_size
         return total
 
-    def _vm_model(self, vm: dict[str, Any], now: datetime, now_tick: int) -> tuple[VM, int]:
-        folder = self.root / vm["folder"]
+    def _with_time(self, model: VM, vm: dict[str, Any], now: datetime, now_tick: int) -> VM:
+        """Fill the fields that move with the clock (uptime, CPU)."""
+        state = vm["state"]
+        started = vm.get("started")
+        uptime = int((now - parse_time(started)).total_seconds()) if state in ("Running", "Paused") and started else 0
+        cpu = guest.cpu_usage(vm["seed"], now_tick) if state == "Running" else 0
+        if uptime == model.uptime_seconds and cpu == model.cpu_usage:
+            return model
+        return dataclasses.replace(model, uptime_seconds=max(0, uptime), cpu_usage=cpu)
+
+    def _vm_static(self, vm: dict[str, Any]) -> tuple[VM, int]:
+        """The VM's model without clock-dependent fields, and the bytes its folder holds.
+
+        Cached while the state object is the same (host.json unchanged: every lab write
+        marks the state) and the folder's mtime is too (a file added or removed by hand).
+        A VM in the middle of a merge or backup is always read afresh.
+        """
+        folder = f"{self.root}/{vm['folder']}"
+        try:
+            folder_mtime = os.stat(folder).st_mtime_ns
+        except FileNotFoundError:
+            folder_mtime = -1
+        cacheable = not vm.get("journal") and not vm.get("operation")
+        hit = self._model_cache.get(vm["id"])
+        if cacheable and hit is not None and hit[0] == folder_mtime:
+            return hit[1], hit[2]
+        model, used = self._vm_model(vm, folder)
+        if cacheable:
+            self._model_cache[vm["id"]] = (folder_mtime, model, used)
+        return model, used
+
+    def _vm_model(self, vm: dict[str, Any], folder: str) -> tuple[VM, int]:
         sizes: dict[str, int] = {}
         try:
             with os.scandir(folder) as entries:
@@ -464,11 +497,11 @@ class LabHost(Host):
                 parent = meta.get("parent")
                 chain.append(
                     VhdLink(
-                        path=str(folder / name),
+                        path=f"{folder}/{name}",
                         vhd_type="Differencing" if parent else "Dynamic",
                         file_size=sizes.get(name, 0),
                         size=int(meta.get("size", 0)),
-                        parent_path=str(folder / parent) if parent else None,
+                        parent_path=f"{folder}/{parent}" if parent else None,
                     )
                 )
                 name = parent
@@ -477,12 +510,12 @@ class LabHost(Host):
                     controller=d.get("controller", "SCSI"),
                     controller_number=int(d.get("number", 0)),
                     controller_location=int(d.get("location", 0)),
-                    path=str(folder / d["current"]),
+                    path=f"{folder}/{d['current']}",
                     chain=tuple(chain),
                 )
             )
         strays = tuple(
-            str(folder / name) for name in sorted(sizes) if name.lower().endswith(DISK_SUFFIXES) and name not in files
+            f"{folder}/{name}" for name in sorted(sizes) if name.lower().endswith(DISK_SUFFIXES) and name not in files
         )
         checkpoints = tuple(
             Checkpoint(
@@ -497,8 +530,6 @@ class LabHost(Host):
         )
         state = vm["state"]
         running = state in ("Running", "Paused")
-        started = vm.get("started")
-        uptime = int((now - parse_time(started)).total_seconds()) if running and started else 0
         status = "Operating normally"
         if vm.get("journal"):
             status = "Merging disks"
@@ -510,16 +541,16 @@ class LabHost(Host):
             name=vm["name"],
             state=state,
             status=status,
-            cpu_usage=guest.cpu_usage(vm["seed"], now_tick) if state == "Running" else 0,
+            cpu_usage=0,
             memory_assigned=int(vm.get("memory", 0)) if running else 0,
-            uptime_seconds=max(0, uptime),
+            uptime_seconds=0,
             heartbeat={"Running": "OkApplicationsHealthy", "Paused": "Paused"}.get(state, ""),
             generation=int(vm.get("generation", 2)),
             version=str(vm.get("version", "10.0")),
             checkpoint_type=vm.get("checkpoint_type", "Production"),
             is_clustered=False,
-            path=str(folder),
-            checkpoint_path=str(folder),
+            path=folder,
+            checkpoint_path=folder,
             parent_checkpoint_id=vm.get("parent_checkpoint_id"),
             checkpoints=checkpoints,
             disks=tuple(disks),
@@ -705,13 +736,18 @@ class LabHost(Host):
                 raise self._busy_error(vm, "write")
             self._disk_record(vm, disk_index, "write")
             self._write(vm, disk_index, offset, data)
+            vm["writes"] = vm.get("writes", 0) + 1  # the state changes with the files
+            txn.dirty = True
 
     def write_guest_blocks(self, vm_id: str, disk_index: int, blocks: Iterator[tuple[int, bytes]]) -> int:
         """Write whole blocks ``(block index, payload)`` into the current file; returns bytes."""
         with self._txn("write") as txn:
             vm = self._vm(txn.state, vm_id, "write")
             self._disk_record(vm, disk_index, "write")
-            return self._write_blocks(vm, disk_index, blocks)
+            written = self._write_blocks(vm, disk_index, blocks)
+            vm["writes"] = vm.get("writes", 0) + 1  # the state changes with the files
+            txn.dirty = True
+            return written
 
     def _disk_record(self, vm: dict[str, Any], disk_index: int, operation: str) -> dict[str, Any]:
         if not 0 <= disk_index < len(vm["disks"]):
@@ -761,13 +797,14 @@ class LabHost(Host):
             base = self._chain_names(vm, d["current"])[-1]
             name = name or f"{d.get('stem', vm['name'])}_{new_guid().upper()}.avhdx"
             path = self.vm_folder(vm) / name
-            vdisk.create_disk(path, vm["files"][base]["size"], parent_name=base)
+            vdisk.create_disk(path, vm["files"][base]["size"], parent_name=base, fsync=self._fsync)
             source = guest.BlockSource(f"stray:{vm['seed']}:{name}")
             with vdisk.DiskFile(path, writable=True) as f:
                 count = min(f.block_count, -(-data_bytes // vdisk.BLOCK_SIZE))
                 first = max(0, min(100, f.block_count - count))
                 for i in range(count):
                     f.write_block(first + i, source.mixed_block(i))
+            txn.dirty = True
             return path
 
     def simulate_failed_merge(self, vm_id: str) -> None:
@@ -784,7 +821,7 @@ class LabHost(Host):
             for d in vm["disks"]:
                 if vm["files"][d["current"]]["parent"] is None:
                     new = f"{d['stem']}_{new_guid().upper()}.avhdx"
-                    vdisk.create_disk(folder / new, vm["files"][d["current"]]["size"], parent_name=d["current"])
+                    vdisk.create_disk(folder / new, vm["files"][d["current"]]["size"], parent_name=d["current"], fsync=self._fsync)
                     vm["files"][new] = {"parent": d["current"], "size": vm["files"][d["current"]]["size"], "identity": new_guid()}
                     d["current"] = new
             keep: set[str] = set()

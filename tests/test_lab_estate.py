@@ -1,0 +1,188 @@
+"""Lab estates (demo, bench, scale), lab directory management and `hvtui lab`."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from hvtui.cli import main
+from hvtui.clock import FixedClock
+from hvtui.errors import RefusedError
+from hvtui.hosts.lab.disk import DiskFile
+from hvtui.hosts.lab.estate import ensure_lab, init_lab, lab_host_names, lab_status, reset_lab
+from hvtui.hosts.lab.host import LabHost
+from hvtui.model import VM
+
+DEMO_SIZE = 0.05  # the demo estate with a twentieth of its data: same structure
+
+
+@pytest.fixture(scope="module")
+def demo_lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FixedClock]:
+    clock = FixedClock()
+    lab_dir = tmp_path_factory.mktemp("demo") / "lab"
+    init_lab(lab_dir, "demo", clock, size=DEMO_SIZE)
+    return lab_dir, clock
+
+
+def demo_vms(lab_dir: Path, clock: FixedClock) -> dict[str, tuple[LabHost, VM]]:
+    out = {}
+    for name in lab_host_names(lab_dir):
+        host = LabHost.open(lab_dir / name, name, clock)
+        for vm in host.inventory(10).vms:
+            out[vm.name] = (host, vm)
+    return out
+
+
+def test_demo_estate_contains_every_built_in_problem(demo_lab: tuple[Path, FixedClock]) -> None:
+    lab_dir, clock = demo_lab
+    now = clock.now()
+    assert lab_host_names(lab_dir) == ["lab-hv01", "lab-hv02", "lab-hv03"]
+    vms = demo_vms(lab_dir, clock)
+    assert len(vms) >= 12
+    assert {LabHost.open(lab_dir / "lab-hv01", "lab-hv01", clock).group} == {"prod"}
+
+    healthy = [vm for _, vm in vms.values() if not vm.checkpoints and vm.chain_depth == 0 and not vm.stray_disk_files]
+    assert len(healthy) >= 3
+    # A user checkpoint forgotten for weeks.
+    assert any(cp.type in ("Standard", "Production") and now - cp.created > timedelta(days=14) for _, vm in vms.values() for cp in vm.checkpoints)
+    # A chain eight or more deep.
+    assert max(vm.chain_depth for _, vm in vms.values()) >= 8
+    # A leftover Recovery checkpoint older than a day.
+    assert any(cp.type == "Recovery" and now - cp.created > timedelta(days=1) for _, vm in vms.values() for cp in vm.checkpoints)
+    # A stray .avhdx that belongs to no chain.
+    strays = [f for _, vm in vms.values() for f in vm.stray_disk_files]
+    assert strays and all(f.endswith(".avhdx") and Path(f).exists() for f in strays)
+    # A VM running on an .avhdx with no checkpoint at all (a failed merge).
+    assert any(not vm.checkpoints and vm.disks and vm.disks[0].path.endswith(".avhdx") for _, vm in vms.values())
+    # Off, Saved, Paused and Running VMs.
+    assert {vm.state for _, vm in vms.values()} >= {"Running", "Off", "Saved", "Paused"}
+    # Replica recovery points, which must raise nothing.
+    assert any(cp.type in ("Replica", "AppConsistentReplica") for _, vm in vms.values() for cp in vm.checkpoints)
+    # A user checkpoint about four days old (a warning, not yet critical).
+    assert any(timedelta(days=3) < now - cp.created < timedelta(days=7) and cp.type in ("Standard", "Production") for _, vm in vms.values() for cp in vm.checkpoints)
+    # The VM with the most differencing data has far more than any other at full size
+    # (scaled here), and its volume is not the nearly full one.
+    biggest = max(vms.values(), key=lambda hv: hv[1].differencing_bytes)[1]
+    assert biggest.name == "build01" and biggest.differencing_bytes >= 250 * DEMO_SIZE * (1 << 20)
+    # A volume so full that the pending merge does not fit.
+    host3, fs02 = vms["fs02"]
+    free = host3.inventory(5).facts.volumes[0].free
+    assert fs02.checkpoints and fs02.disks[0].chain[0].file_size > free
+    # Sizes, paths and times are real.
+    for host, vm in vms.values():
+        for disk in vm.disks:
+            for link in disk.chain:
+                assert Path(link.path).is_file() and link.size > link.file_size > 0
+        assert vm.path == str(host.root / "Virtual Machines" / vm.name)
+        assert vm.uptime_seconds > 0 if vm.state in ("Running", "Paused") else vm.uptime_seconds == 0
+
+
+def test_ensure_lab_creates_once_and_is_a_cheap_no_op_after(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    clock = FixedClock()
+    ensure_lab(lab_dir, "scale", clock, size=0.01)
+    names = lab_host_names(lab_dir)
+    assert names and lab_status(lab_dir)["profile"] == "scale"
+    marker = lab_dir / names[0] / "host.json"
+    before = marker.stat().st_mtime_ns
+    ensure_lab(lab_dir, "demo", clock)  # a full demo build would change the hosts: nothing happens
+    assert lab_host_names(lab_dir) == names and marker.stat().st_mtime_ns == before
+
+
+def test_init_refuses_existing_lab_without_force_and_replaces_it_with(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    clock = FixedClock()
+    init_lab(lab_dir, "bench", clock, size=0.004)
+    with pytest.raises(RefusedError, match="a lab already exists at .* use --force"):
+        init_lab(lab_dir, "demo", clock, size=DEMO_SIZE)
+    status = init_lab(lab_dir, "demo", clock, force=True, size=DEMO_SIZE)
+    assert status["profile"] == "demo" and [h["name"] for h in status["hosts"]] == ["lab-hv01", "lab-hv02", "lab-hv03"]
+    assert not list(tmp_path.glob(".lab.*-*"))  # no build or old directories left
+    reset = reset_lab(lab_dir, clock)
+    assert reset["profile"] == "demo" and reset["vms"] == status["vms"]
+
+
+def test_init_refuses_a_directory_that_is_not_a_lab(tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    with pytest.raises(Exception, match="not a lab directory"):
+        init_lab(precious, "demo", FixedClock(), force=True, size=DEMO_SIZE)
+    assert (precious / "thesis.tex").read_text() == "do not delete"
+
+
+def test_bench_profile_has_large_sparse_disks_of_mixed_data(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    clock = FixedClock()
+    init_lab(lab_dir, "bench", clock, size=0.02)  # 2 % of 1.5 GiB
+    host = LabHost.open(lab_dir / "lab-bench", "lab-bench", clock)
+    vms = {vm.name: vm for vm in host.inventory(5).vms}
+    disk = vms["bench01"].disks[0].chain[0]
+    assert disk.size >= 8 << 30 and disk.file_size < disk.size // 100
+    with DiskFile(Path(disk.path)) as f:
+        present = f.present_blocks()
+        kinds = {"zero": 0, "text": 0, "random": 0}
+        for index in present:
+            block = f.read_block(index)
+            assert block is not None
+            if block == bytes(len(block)):
+                kinds["zero"] += 1
+            elif block[:4096].count(b" ") > 200:
+                kinds["text"] += 1
+            else:
+                kinds["random"] += 1
+    assert len(present) >= 25 and all(kinds.values()), kinds
+    assert present[-1] - present[0] + 1 > len(present)  # holes between the data runs
+    assert vms["bench02"].checkpoints and vms["bench02"].state == "Running"
+
+
+def test_scale_profile_small_size(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    clock = FixedClock()
+    status = init_lab(lab_dir, "scale", clock, size=0.02)  # 100 VMs
+    assert status["vms"] == 100 and len(status["hosts"]) >= 2
+    total = 0
+    for name in lab_host_names(lab_dir):
+        vms = LabHost.open(lab_dir / name, name, clock).inventory(5).vms
+        total += len(vms)
+        assert all(vm.disks for vm in vms)
+    assert total == 100
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str], stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
+    if stdin is not None and monkeypatch is not None:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_init_status_reset(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = str(tmp_path / "lab")
+    code, out, _ = run_cli(["lab", "status", "--lab-dir", lab], capsys)
+    assert code == 0 and "no lab here: run `hvtui lab init`" in out
+    code, out, _ = run_cli(["lab", "init", "--profile", "bench", "--size", "0.004", "--lab-dir", lab], capsys)
+    assert code == 0 and "created the bench lab" in out and "lab-bench" in out
+    code, _, err = run_cli(["lab", "init", "--lab-dir", lab], capsys)
+    assert code == 4 and "a lab already exists" in err and "--force" in err
+    code, out, _ = run_cli(["lab", "status", "--json", "--lab-dir", lab], capsys)
+    status = json.loads(out)
+    assert code == 0 and status["profile"] == "bench" and status["vms"] == 2
+    # Reset asks first; without a terminal it needs --yes.
+    code, _, err = run_cli(["lab", "reset", "--lab-dir", lab], capsys, stdin="", monkeypatch=monkeypatch)
+    assert code == 4 and "--yes" in err
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", lambda _prompt: "n")
+    code, out, _ = run_cli(["lab", "reset", "--lab-dir", lab], capsys)
+    assert code == 1 and "not reset" in out
+    state = tmp_path / "lab" / "lab-bench" / "host.json"
+    before = json.loads(state.read_text())["vms"].keys()
+    code, out, _ = run_cli(["lab", "reset", "--yes", "--lab-dir", lab], capsys)
+    assert code == 0 and "reset the bench lab" in out
+    info = json.loads((tmp_path / "lab" / "lab.json").read_text())
+    assert info["profile"] == "bench" and info["size"] == 0.004  # the same profile and size
+    assert json.loads(state.read_text())["vms"].keys().isdisjoint(before)  # but new VMs
