@@ -330,3 +330,46 @@ def test_stray_file_and_failed_merge_show_in_inventory(tmp_path: Path) -> None:
     assert vm.checkpoints == () and vm.disks[0].path.endswith(".avhdx") and vm.disks[0].depth == 1
     shutil.rmtree(host.vm_folder(vm_id))
     assert host.vm(vm_id).disks[0].chain[0].file_size == 0  # gone files read as size 0, no crash
+
+
+def test_inventory_keeps_working_during_a_merge(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    vm_id = add_vm(host, blocks=8)
+    cp = host.create_checkpoint(vm_id, "to merge", "Standard")
+    scribble(host, vm_id, random.Random(14), writes=8)
+    seen: list[tuple[str, int]] = []
+
+    def during(event: Progress) -> None:
+        if event.phase == "merge" and not seen:
+            vm = {v.id: v for v in host.inventory(timeout=0.5).vms}[vm_id]  # the state lock is free
+            seen.append((vm.status, len(vm.checkpoints)))
+
+    host.remove_checkpoint(vm_id, cp.id, progress=during)
+    assert seen == [("Merging disks", 0)]  # Hyper-V drops the checkpoint at once, then merges
+    assert host.vm(vm_id).status == "Operating normally"
+
+
+def test_two_processes_change_one_host_without_losing_updates(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    vms = [add_vm(host, f"p{n}", seed=n) for n in range(2)]
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from hvtui.clock import FixedClock
+        from hvtui.hosts.lab.host import LabHost
+        root, name, vm_id = sys.argv[1:4]
+        host = LabHost.open(Path(root), name, FixedClock())
+        made = [host.create_checkpoint(vm_id, f"c{i}", "Standard").id for i in range(8)]
+        for cp in made[::2]:
+            host.remove_checkpoint(vm_id, cp)
+            host.inventory(30)
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(host.root), host.name, vm]) for vm in vms]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    for vm_id in vms:
+        vm = host.vm(vm_id)
+        assert [c.name for c in vm.checkpoints] == ["c1", "c3", "c5", "c7"]
+        assert vm.disks[0].depth == 4
+        assert vm_files(host, vm_id) == {Path(link.path).name for link in vm.disks[0].chain}
