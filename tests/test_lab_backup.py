@@ -210,6 +210,9 @@ def test_restore_as_new_vm_recreates_the_frozen_state(tmp_path: Path) -> None:
     names = {Path(link.path).name for d in restored.disks for link in d.chain}
     assert all(n.startswith("vm1-restored") for n in names)
     assert (host.vm_folder(restored.id) / f"{restored.id.upper()}.vmcx").exists()
+    later = host.create_checkpoint(restored.id, "on the copy", "Standard")
+    assert Path(host.vm(restored.id).disks[1].path).name.startswith("vm1-restored_disk1_")
+    host.remove_checkpoint(restored.id, later.id)
     for d in restored.disks:
         with DiskChain.open(Path(d.path)) as chain:
             assert len(chain.files) == len(d.chain)
@@ -373,3 +376,17 @@ def test_two_processes_change_one_host_without_losing_updates(tmp_path: Path) ->
         assert [c.name for c in vm.checkpoints] == ["c1", "c3", "c5", "c7"]
         assert vm.disks[0].depth == 4
         assert vm_files(host, vm_id) == {Path(link.path).name for link in vm.disks[0].chain}
+
+
+def test_a_vm_with_missing_files_does_not_break_the_host(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    broken = add_vm(host, "broken", state="Running")
+    add_vm(host, "fine", state="Running", seed=3)
+    host.set_guest_activity(broken, 64)
+    host.disk_path(broken).unlink()  # someone deleted the disk by hand
+    host.clock.advance(minutes=5)
+    vms = {vm.name: vm for vm in host.inventory(5).vms}
+    assert set(vms) == {"broken", "fine"}
+    assert vms["broken"].disks[0].chain[0].file_size == 0
+    with pytest.raises(HostError, match="disk file does not exist"):
+        host.read_disk(broken, 0, 0, 10)

@@ -313,6 +313,8 @@ class LabRestoreTarget(RestoreTarget):
                 raise HostError(host.name, "restore", f"folder {host.root / folder} already exists")
             os.rename(self.staging_dir, host.root / folder)
             rec = _record_from_config(host, config, new_id, new_name, str(folder), mapping, cp_ids)
+            for d in rec["disks"]:  # later checkpoints name their files after the new VM
+                d["stem"] = rename(d.get("stem") or old_name)
             txn.state["vms"][new_id] = rec
             host._write_vm_config(rec)
             txn.dirty = True

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import time
@@ -54,6 +55,8 @@ from hvtui.hosts.lab.state import (
     save_state,
 )
 from hvtui.model import VM, Checkpoint, Disk, HostFacts, VhdLink, Volume
+
+log = logging.getLogger(__name__)
 
 VM_STATES = ("Running", "Off", "Saved", "Paused")
 MAX_CHECKPOINTS = 50  # Hyper-V's per-VM limit
@@ -288,7 +291,13 @@ class LabHost(Host):
                 continue  # a live process is working on it
             try:
                 if vm.get("journal"):
-                    self._run_journal(vm, vm["journal"], None)
+                    try:
+                        self._run_journal(vm, vm["journal"], None)
+                    except (HostError, OSError) as err:
+                        # Leave it pending (the VM shows "Merging disks"): one damaged VM
+                        # must not take the whole host down.
+                        log.warning("%s: cannot finish the interrupted merge of VM %s: %s", self.name, vm["name"], err)
+                        continue
                     self._finish_journal(vm)
                 op = vm.get("operation")
                 if op and op.get("kind") == "backup":
@@ -325,42 +334,45 @@ class LabHost(Host):
             changed = True
             if profile.kib_per_minute <= 0 or not vm["disks"]:
                 continue
-            self._apply_guest_ticks(vm, ticks, profile)
+            try:
+                self._apply_guest_ticks(vm, ticks, profile)
+            except (HostError, OSError) as err:
+                log.warning("%s: guest writes of VM %s skipped: %s", self.name, vm["name"], err)
         return changed
 
     def _apply_guest_ticks(self, vm: dict[str, Any], ticks: range, profile: guest.GuestProfile) -> None:
         disk0 = vm["disks"][0]
         top_name = disk0["current"]
         meta = vm["files"][top_name]
-        log = ChangeLog(self.root, meta["identity"])
-        seq = log.begin()
+        tracker = ChangeLog(self.root, meta["identity"])
+        seq = tracker.begin()
         changed: vdisk.Ranges = []
         with vdisk.DiskChain.open(self.vm_folder(vm) / top_name, writable_top=True) as chain:
             for tick in ticks:
                 for offset, data in guest.tick_writes(vm["seed"], tick, profile, chain.virtual_size):
                     changed += chain.write(offset, data)
-        log.commit(seq, vdisk.coalesce(changed, vdisk.PAGE))
+        tracker.commit(seq, vdisk.coalesce(changed, vdisk.PAGE))
 
     def _write(self, vm: dict[str, Any], disk_index: int, offset: int, data: bytes) -> None:
         top_name = vm["disks"][disk_index]["current"]
-        log = ChangeLog(self.root, vm["files"][top_name]["identity"])
-        seq = log.begin()
+        tracker = ChangeLog(self.root, vm["files"][top_name]["identity"])
+        seq = tracker.begin()
         with vdisk.DiskChain.open(self.vm_folder(vm) / top_name, writable_top=True) as chain:
             changed = chain.write(offset, data)
-        log.commit(seq, vdisk.coalesce(changed, vdisk.PAGE))
+        tracker.commit(seq, vdisk.coalesce(changed, vdisk.PAGE))
 
     def _write_blocks(self, vm: dict[str, Any], disk_index: int, blocks: Iterator[tuple[int, bytes]]) -> int:
         """Write whole blocks straight into the VM's current file (estate building)."""
         top_name = vm["disks"][disk_index]["current"]
-        log = ChangeLog(self.root, vm["files"][top_name]["identity"])
-        seq = log.begin()
+        tracker = ChangeLog(self.root, vm["files"][top_name]["identity"])
+        seq = tracker.begin()
         written = 0
         changed: vdisk.Ranges = []
         with vdisk.DiskFile(self.vm_folder(vm) / top_name, writable=True) as top:
             for index, data in blocks:
                 changed += top.write_block(index, data)
                 written += len(data)
-        log.commit(seq, vdisk.coalesce(changed, vdisk.PAGE))
+        tracker.commit(seq, vdisk.coalesce(changed, vdisk.PAGE))
         return written
 
     # ------------------------------------------------------------------------------
@@ -1234,8 +1246,8 @@ class LabHost(Host):
                 _, src_name, dst_name, mode = step
                 if not (folder / src_name).exists():
                     continue  # done before a crash: the source is deleted only after its merge
-                log = ChangeLog(self.root, identities.get(dst_name, "unknown"))
-                seq = log.begin()
+                tracker = ChangeLog(self.root, identities.get(dst_name, "unknown"))
+                seq = tracker.begin()
                 with vdisk.DiskFile(folder / src_name) as src, vdisk.DiskFile(folder / dst_name, writable=True) as dst:
 
                     def on_block(nbytes: int, _current: str = dst_name) -> None:
@@ -1244,17 +1256,17 @@ class LabHost(Host):
                         report(_current)
 
                     ranges = vdisk.merge_into(src, dst, mode, on_block)
-                log.commit(seq, ranges)
+                tracker.commit(seq, ranges)
             elif kind == "set_parent":
                 _, name, parent = step
                 if not (folder / name).exists():
                     continue
-                log = ChangeLog(self.root, identities.get(name, "unknown"))
-                seq = log.begin()
+                tracker = ChangeLog(self.root, identities.get(name, "unknown"))
+                seq = tracker.begin()
                 with vdisk.DiskFile(folder / name, writable=True) as f:
                     ranges = f.set_parent(parent)
                     f.fsync()
-                log.commit(seq, ranges)
+                tracker.commit(seq, ranges)
             elif kind == "delete":
                 _, name = step
                 with contextlib.suppress(FileNotFoundError):
