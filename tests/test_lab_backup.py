@@ -390,3 +390,66 @@ def test_a_vm_with_missing_files_does_not_break_the_host(tmp_path: Path) -> None
     assert vms["broken"].disks[0].chain[0].file_size == 0
     with pytest.raises(HostError, match="disk file does not exist"):
         host.read_disk(broken, 0, 0, 10)
+
+
+def test_in_place_restore_killed_mid_swap_rolls_back_to_the_old_files(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    vm_id = add_vm(host)
+    with host.open_backup_source(vm_id) as source:
+        config = source.config
+        staged = {f.rel_path: read_all(f) for f in source.files}
+    scribble(host, vm_id, random.Random(15))
+    current = logical_digest(host.disk_path(vm_id))
+    target = host.prepare_restore(config, "in_place", vm_id=vm_id)
+    for rel, data in staged.items():
+        (target.staging_dir / rel).write_bytes(data[:-1] + b"X")  # (never registered: must vanish)
+    # The process dies right between the two renames of the swap: mimic its leftovers.
+    folder = host.vm_folder(vm_id)
+    os.rename(folder, target.staging_dir.with_name(target.staging_dir.name + "-old"))
+    os.rename(target.staging_dir, folder)
+    target._lock.release()  # the kernel drops a dead process's locks
+    target._staging_lock.release()
+
+    vm = LabHost.open(host.root, host.name, host.clock).vm(vm_id)
+    assert vm.status == "Operating normally"
+    assert logical_digest(host.disk_path(vm_id)) == current
+    assert not any(p.is_dir() for p in (host.root / ".staging").iterdir())
+    host.create_checkpoint(vm_id, None, "Standard")  # usable again
+
+
+def test_in_place_restore_failing_in_commit_keeps_the_old_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = make_host(tmp_path)
+    vm_id = add_vm(host)
+    with host.open_backup_source(vm_id) as source:
+        config = source.config
+        staged = {f.rel_path: read_all(f) for f in source.files}
+    scribble(host, vm_id, random.Random(16))
+    current = logical_digest(host.disk_path(vm_id))
+    target = host.prepare_restore(config, "in_place", vm_id=vm_id)
+    for rel, data in staged.items():
+        (target.staging_dir / rel).write_bytes(data)
+
+    def broken(_vm: dict) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(host, "_write_vm_config", broken)
+    with pytest.raises(OSError, match="No space left"):
+        target.commit()
+    monkeypatch.undo()
+    assert logical_digest(host.disk_path(vm_id)) == current
+    assert host.vm(vm_id).status == "Operating normally"
+    assert not (host.root / ".staging").exists() or not any((host.root / ".staging").iterdir())
+
+
+def test_staging_of_a_dead_restore_is_swept(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    vm_id = add_vm(host)
+    with host.open_backup_source(vm_id) as source:
+        config = source.config
+    dead = host.prepare_restore(config, "new", new_name="ghost")
+    (dead.staging_dir / "vm1.vhdx").write_bytes(b"half")
+    dead._staging_lock.release()  # its process died
+    alive = host.prepare_restore(config, "new", new_name="copy2")  # sweeps on the way
+    assert not dead.staging_dir.exists() and alive.staging_dir.exists()
+    assert host.sweep_staging() == 0  # the live one stays
+    alive.abort()

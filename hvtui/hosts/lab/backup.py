@@ -23,7 +23,7 @@ from hvtui.events import Progress, ProgressCallback
 from hvtui.hosts.base import BackupSource, RestoreTarget, SourceFile
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.host import CONFIG_FORMAT, LabHost, iso, new_guid, validate_vm_name
-from hvtui.hosts.lab.state import STAGING_DIR, VM_ROOT, ChangeLog, OpLock, atomic_write
+from hvtui.hosts.lab.state import STAGING_DIR, VM_ROOT, ChangeLog, OpLock, StagingLock, atomic_write
 from hvtui.model import VM
 
 
@@ -228,11 +228,19 @@ class LabRestoreTarget(RestoreTarget):
         self.new_name = new_name
         self._lock = lock
         self._done = False
+        # Held while the restore is alive: ``sweep_staging`` removes only dead ones.
+        self._staging_lock = StagingLock(host.root, staging_dir.name)
+        self._staging_lock.try_acquire()
+        staging_dir.mkdir(parents=True, exist_ok=True)
 
     def _release(self) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self._staging_lock.held:
+            self._staging_lock.release()
+            with contextlib.suppress(FileNotFoundError):
+                self._staging_lock.path.unlink()
 
     def abort(self) -> None:
         if self._done:
@@ -339,20 +347,24 @@ class LabRestoreTarget(RestoreTarget):
                         entry.unlink()
             old_identities = [meta["identity"] for meta in vm["files"].values()]
             aside = host.root / STAGING_DIR / f"{token}-old"
-            # Old files stay (aside) until the new ones are in place and registered.
+            # Old files stay (aside) until the new ones are in place and registered; a
+            # process killed in between leaves the operation marker, and the next one to
+            # take the host lock puts the old files back (``LabHost._roll_back_restore``).
             os.rename(folder, aside)
             try:
                 os.rename(self.staging_dir, folder)
+                mapping = {name: name for name in config["files"]}
+                cp_ids = {cp["id"]: cp["id"] for cp in config.get("checkpoints", [])}
+                rec = _record_from_config(host, config, vm["id"], vm["name"], vm["folder"], mapping, cp_ids)
+                rec["config_file"] = vm["config_file"]
+                rec["seed"] = vm["seed"]
+                host._write_vm_config(rec)
             except BaseException:
+                if folder.exists():
+                    shutil.rmtree(folder)
                 os.rename(aside, folder)
                 raise
-            mapping = {name: name for name in config["files"]}
-            cp_ids = {cp["id"]: cp["id"] for cp in config.get("checkpoints", [])}
-            rec = _record_from_config(host, config, vm["id"], vm["name"], vm["folder"], mapping, cp_ids)
-            rec["config_file"] = vm["config_file"]
-            rec["seed"] = vm["seed"]
             txn.state["vms"][vm["id"]] = rec
-            host._write_vm_config(rec)
             txn.dirty = True
         shutil.rmtree(aside, ignore_errors=True)
         for identity in old_identities:
@@ -483,5 +495,6 @@ def prepare_restore(
     else:
         raise HostError(host.name, operation, f"unknown restore mode {mode!r} (expected new or in_place)")
     staging = host.root / STAGING_DIR / token
-    staging.mkdir(parents=True)
-    return LabRestoreTarget(host, config, mode, staging, vm_id, new_name, lock)
+    target = LabRestoreTarget(host, config, mode, staging, vm_id, new_name, lock)
+    host.sweep_staging()  # leftovers of restores whose process died
+    return target

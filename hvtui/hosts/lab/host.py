@@ -50,6 +50,7 @@ from hvtui.hosts.lab.state import (
     VM_ROOT,
     ChangeLog,
     OpLock,
+    StagingLock,
     host_lock,
     load_state,
     save_state,
@@ -304,12 +305,55 @@ class LabHost(Host):
                     # The backup died: its Recovery checkpoint stays behind (as on Hyper-V).
                     shutil.rmtree(self.root / STAGING_DIR / f"backup-{op.get('checkpoint')}", ignore_errors=True)
                 elif op and op.get("kind") == "restore":
-                    shutil.rmtree(self.root / STAGING_DIR / op.get("staging", "-"), ignore_errors=True)
+                    self._roll_back_restore(vm, op.get("staging") or "-")
                 vm["operation"] = None
                 changed = True
             finally:
                 lock.release()
         return changed
+
+    def _roll_back_restore(self, vm: dict[str, Any], token: str) -> None:
+        """An in-place restore died before its state was saved: put the old files back."""
+        staging = self.root / STAGING_DIR
+        aside = staging / f"{token}-old"
+        folder = self.vm_folder(vm)
+        if aside.is_dir():
+            if folder.exists():
+                shutil.rmtree(folder)  # the restored files, never registered
+            os.rename(aside, folder)
+        shutil.rmtree(staging / token, ignore_errors=True)
+
+    def sweep_staging(self) -> int:
+        """Remove staging left by dead processes (restores and backups); returns how many."""
+        staging = self.root / STAGING_DIR
+        try:
+            entries = list(staging.iterdir())
+        except FileNotFoundError:
+            return 0
+        state = self._read_state()
+        in_use: set[str] = set()
+        for vm in state["vms"].values():
+            op = vm.get("operation") or {}
+            if op.get("staging"):
+                in_use.update({op["staging"], f"{op['staging']}-old"})
+            if op.get("checkpoint"):
+                in_use.add(f"backup-{op['checkpoint']}")
+        removed = 0
+        for entry in entries:
+            if not entry.is_dir() or entry.name in in_use:
+                continue
+            token = entry.name.removesuffix("-old")
+            lock = StagingLock(self.root, token)
+            if not lock.try_acquire():
+                continue  # a live restore
+            try:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+            finally:
+                lock.release()
+                with contextlib.suppress(FileNotFoundError):
+                    lock.path.unlink()
+        return removed
 
     # ------------------------------------------------------------------------------
     # guest activity

@@ -154,6 +154,13 @@ class OpLock(_FileLock):
         super().__init__(root / LOCK_DIR / f"{vm_id}.lock")
 
 
+class StagingLock(_FileLock):
+    """Held by the process writing a restore into ``.staging/<token>``."""
+
+    def __init__(self, root: Path, token: str) -> None:
+        super().__init__(root / STAGING_DIR / f"{token}.lock")
+
+
 # -- change tracking -------------------------------------------------------------------
 
 _RCT_MAGIC = b"HVLABRCT"
