@@ -385,6 +385,9 @@ def build_demo(lab_dir: Path, clock: Clock, seed: int, size: float = 1.0) -> Non
     hv3.clock = tl.at(days=10)
     hv3.create_checkpoint(fs02, "Before share migration", "Production")
     _fill(hv3, fs02, f"{seed}:fs02:after", 50, mib(64), random_share=0.6)
+    # Their guests write inside data they already have, so the nearly full volume stays so.
+    hv3.set_guest_activity(fs02, 32, hot_offset=50 * MIB, hot_size=mib(64) * MIB, warm_size=0, warm_share=0.0)
+    hv3.set_guest_activity(mon01, 16, hot_offset=0, hot_size=mib(6) * MIB, warm_size=0, warm_share=0.0)
     hv3.clock = tl.present()
     _finish_host(hv3, clock, {"fs02": 44, "mon01": 60})
     # Leave less free space than the merge would need (it needs the avhdx's new blocks).

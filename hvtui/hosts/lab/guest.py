@@ -23,9 +23,9 @@ MIB = 1 << 20
 @dataclass(frozen=True, slots=True)
 class GuestProfile:
     kib_per_minute: int = 0  # 0: an idle guest that writes nothing
-    hot_offset: int = 64 * MIB  # where the busy region starts (inside the base's data)
-    hot_size: int = 8 * MIB
-    warm_size: int = 64 * MIB  # follows the hot region
+    hot_offset: int = 2 * MIB  # where the busy region starts (inside the base's data)
+    hot_size: int = 4 * MIB
+    warm_size: int = 24 * MIB  # follows the hot region
     warm_share: float = 0.04  # fraction of writes that go to the warm region
 
     @classmethod
@@ -34,9 +34,9 @@ class GuestProfile:
             return cls()
         return cls(
             kib_per_minute=int(data.get("kib_per_minute", 0)),
-            hot_offset=int(data.get("hot_offset", 64 * MIB)),
-            hot_size=int(data.get("hot_size", 8 * MIB)),
-            warm_size=int(data.get("warm_size", 64 * MIB)),
+            hot_offset=int(data.get("hot_offset", 2 * MIB)),
+            hot_size=int(data.get("hot_size", 4 * MIB)),
+            warm_size=int(data.get("warm_size", 24 * MIB)),
             warm_share=float(data.get("warm_share", 0.04)),
         )
 
