@@ -298,3 +298,47 @@ def test_virtual_size_far_above_stored_bytes(tmp_path: Path) -> None:
     assert host.read_disk(vm_id, 0, 100 << 30, 5000) == b"x" * 5000
     assert host.read_disk(vm_id, 0, 50 << 30, 10) == bytes(10)
     assert link.size > SMALL_DISK
+
+
+def test_cancel_before_the_merge_starts_changes_nothing(tmp_path: Path) -> None:
+    from hvtui.errors import Cancelled
+    from hvtui.events import CancelToken
+
+    host = make_host(tmp_path)
+    vm_id = add_vm(host)
+    cp = host.create_checkpoint(vm_id, "keep me", "Standard")
+    scribble(host, vm_id, random.Random(8))
+    before = state_digests(host, vm_id)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        host.remove_checkpoint(vm_id, cp.id, cancel=token)
+    assert host.vm(vm_id).checkpoint(cp.id) is not None
+    assert state_digests(host, vm_id) == before
+
+
+def test_damaged_files_give_clear_errors(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    vm_id = add_vm(host)
+    disk = host.disk_path(vm_id)
+    with open(disk, "r+b") as fh:
+        fh.seek(20)
+        fh.write(b"\xff\xff")
+    with pytest.raises(HostError, match=r"vm1\.vhdx: disk header is damaged \(checksum mismatch\)"):
+        host.read_disk(vm_id, 0, 0, 10)
+    (host.root / "host.json").write_text("{not json")
+    with pytest.raises(HostError, match="lab state .*host.json is unreadable") as info:
+        LabHost.open(host.root, host.name, host.clock).inventory(5)
+    assert info.value.kind == "protocol"
+
+
+def test_state_lock_held_elsewhere_times_out_cleanly(tmp_path: Path) -> None:
+    from hvtui.hosts.lab.state import host_lock
+
+    host = make_host(tmp_path)
+    vm_id = add_vm(host, state="Running")
+    host.set_guest_activity(vm_id, 64)
+    host.clock.advance(minutes=2)  # a catch-up is due: the inventory needs the lock
+    with host_lock(host.root, host.name, "test"), pytest.raises(HostError, match="busy") as info:
+        LabHost.open(host.root, host.name, host.clock).inventory(timeout=0.2)
+    assert info.value.kind == "timeout"
