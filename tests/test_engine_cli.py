@@ -154,6 +154,12 @@ def test_read_only_refuses_changes_with_exit_code_4(estate: dict, tmp_path: Path
         proc = hvtui(estate, "--read-only", *args)
         assert proc.returncode == 4, (args, proc.stderr)
         assert "read-only" in proc.stderr
+    as_doc = hvtui(estate, "backup", "db01", "--read-only", "--json")
+    assert as_doc.returncode == 4 and as_json(as_doc) == {
+        "ok": False,
+        "error": as_json(as_doc)["error"],
+        "exit_code": 4,
+    }
     reading = hvtui(estate, "--read-only", "restore", "db01", "--to", str(tmp_path / "ro"))
     assert reading.returncode == 0 and (tmp_path / "ro" / "db01.vhdx").exists()
     assert hvtui(estate, "points", "--read-only").returncode == 0

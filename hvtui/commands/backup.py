@@ -15,18 +15,20 @@ Exit codes (also in docs/repository-format.md):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import humanize
 
-from hvtui.errors import ConfigError, HvtuiError, RefusedError
+from hvtui.errors import Cancelled, ConfigError, HvtuiError, ReadOnlyError, RefusedError
 from hvtui.events import Progress
 
 if TYPE_CHECKING:
@@ -199,6 +201,25 @@ def confirm(question: str, assume_yes: bool) -> bool:
     return sys.stdin.readline().strip().casefold() in ("y", "yes")
 
 
+def reported(handler: Callable[[argparse.Namespace, Core], int]) -> Callable[[argparse.Namespace, Core], int]:
+    """Turn errors into the documented exit codes, with a JSON document under ``--json``."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace, core: Core) -> int:
+        try:
+            return handler(args, core)
+        except ConfigError as err:
+            return fail(args, str(err), EXIT_USAGE)
+        except (ReadOnlyError, RefusedError) as err:
+            return fail(args, str(err), EXIT_REFUSED)
+        except Cancelled as err:
+            return fail(args, str(err), EXIT_INTERRUPTED)
+        except HvtuiError as err:
+            return fail(args, str(err), EXIT_FAILED)
+
+    return run
+
+
 def _run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
     from hvtui.jobs import run_job_blocking
 
@@ -220,6 +241,7 @@ def _job_failed(args: argparse.Namespace, final: Any, code: int) -> int:
 
 
 # -- handlers -----------------------------------------------------------------------------------
+@reported
 def run_backup_command(args: argparse.Namespace, core: Core) -> int:
     try:
         vm = core.backups.resolve_vm(args.vm, args.host)
@@ -264,6 +286,7 @@ def _restore_candidates(core: Core, args: argparse.Namespace) -> list[PointInfo]
     return infos
 
 
+@reported
 def run_restore_command(args: argparse.Namespace, core: Core) -> int:
     try:
         infos = _restore_candidates(core, args)
@@ -321,6 +344,7 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
     return EXIT_OK
 
 
+@reported
 def run_points_command(args: argparse.Namespace, core: Core) -> int:
     infos = core.backups.point_infos(host=args.host, vm=args.vm, repository=args.repo)
     if args.json:
@@ -373,6 +397,7 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
     return EXIT_OK
 
 
+@reported
 def run_verify_command(args: argparse.Namespace, core: Core) -> int:
     bar = ProgressBar()
     try:
@@ -397,6 +422,7 @@ def run_verify_command(args: argparse.Namespace, core: Core) -> int:
     return EXIT_OK if report.ok else EXIT_DAMAGED
 
 
+@reported
 def run_prune_command(args: argparse.Namespace, core: Core) -> int:
     rc = core.backups.repository_config(args.repo)
     if not args.dry_run:

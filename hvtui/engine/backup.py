@@ -35,7 +35,7 @@ from hvtui.engine.locks import VMLock
 from hvtui.engine.manifest import FileEntry, Manifest, check_rel_path, new_point_id
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
-from hvtui.engine.store import CODEC_RAW, compress_chunk
+from hvtui.engine.store import CODEC_RAW, HEADER, compress_chunk
 from hvtui.errors import Cancelled, HvtuiError, RepositoryError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.hosts.base import BackupSource, Host, SourceFile
@@ -166,6 +166,7 @@ class _Pipeline:
             self.pool.put(bytearray(self.chunk_size))
         self.work_q: queue.Queue[tuple[int, int, bytearray, int] | None] = queue.Queue(maxsize=n_buffers)
         self.write_q: queue.Queue[tuple[bytes, int, int, Any, bytearray | None] | None] = queue.Queue(maxsize=4)
+        self.publish_q: queue.Queue[list[tuple[Path, bytes]] | None] = queue.Queue(maxsize=2)
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.zero = bytes(self.chunk_size)
@@ -330,6 +331,7 @@ class _Pipeline:
             self._fail(err)
 
     def _writer(self) -> None:
+        """Write chunk objects under temporary names; hand them over in batches."""
         batch: list[tuple[Path, bytes]] = []
         batch_bytes = 0
         batch_started = time.monotonic()
@@ -340,27 +342,54 @@ class _Pipeline:
                     break
                 digest, codec, length, payload, buf = job
                 tmp = self.store.write_tmp(digest, codec, length, payload, self.owner, fsync=self.fsync_each)
+                written = HEADER.size + len(payload)
                 if buf is not None:
                     payload.release()
                     self.pool.put(buf)
                 if tmp is None:
                     continue
-                written = os.stat(tmp).st_size
                 batch.append((tmp, digest))
                 batch_bytes += written
                 with self.stats_lock:
                     self.new_chunks += 1
                 self.meter.add(stored=written)
                 if batch_bytes >= self.batch_bytes or time.monotonic() - batch_started >= self.batch_seconds:
-                    self.store.publish(batch, synced=self.fsync_each)
+                    if not self._put(self.publish_q, batch):
+                        break
                     batch, batch_bytes, batch_started = [], 0, time.monotonic()
-            if not self.stop.is_set():
-                self.store.publish(batch, synced=self.fsync_each)
+            if not self.stop.is_set() and self._put(self.publish_q, batch):
                 batch = []
+                self._put(self.publish_q, None)
         except BaseException as err:  # noqa: BLE001
             self._fail(err)
         finally:
-            self.store.discard(batch)  # unpublished on failure: never left looking good
+            self.store.discard(batch)  # never handed over: never left looking good
+
+    def _publisher(self) -> None:
+        """Sync each batch to disk, then give its objects their final names.
+
+        A thread of its own so that waiting for the disk overlaps hashing and compressing.
+        """
+        try:
+            while True:
+                batch = self._get(self.publish_q)
+                if batch is None:
+                    return
+                self.store.publish(batch, synced=self.fsync_each)
+        except BaseException as err:  # noqa: BLE001
+            self._fail(err)
+        finally:
+            if self.stop.is_set():
+                self._discard_unpublished()
+
+    def _discard_unpublished(self) -> None:
+        while True:
+            try:
+                leftover = self.publish_q.get_nowait()
+            except queue.Empty:
+                return
+            if leftover:
+                self.store.discard(leftover)
 
     # -- driver ---------------------------------------------------------------------------------
     def run(self, plans: list[FilePlan]) -> None:
@@ -371,18 +400,21 @@ class _Pipeline:
             for i in range(self.n_workers)
         ]
         writer = threading.Thread(target=self._writer, name="hvtui-backup-writer", daemon=True)
-        for thread in (reader, *workers, writer):
+        publisher = threading.Thread(target=self._publisher, name="hvtui-backup-publisher", daemon=True)
+        for thread in (reader, *workers, writer, publisher):
             thread.start()
         try:
             self._wait([reader, *workers])
             if not self.stop.is_set():
                 self._put(self.write_q, None)
-            self._wait([writer])
+            self._wait([writer, publisher])
         except BaseException as err:  # KeyboardInterrupt in the calling thread: stop everything
             self._fail(err)
-            for thread in (reader, *workers, writer):
+            for thread in (reader, *workers, writer, publisher):
                 thread.join()
             raise
+        if self.stop.is_set():
+            self._discard_unpublished()
         cancelled = self.cancel.cancelled
         if self.error is not None:
             raise self.error
