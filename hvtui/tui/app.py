@@ -39,7 +39,14 @@ from hvtui.tui.screens.jobs import JobsScreen
 from hvtui.tui.screens.vm_detail import VmDetailScreen
 from hvtui.tui.screens.vms import VmsScreen
 from hvtui.tui.themes import DEFAULT_THEME, bundled_theme_dirs, load_themes, theme_variable_defaults
-from hvtui.tui.viewmodel import Palette, Snapshot, build_snapshot, default_checkpoint_name, finding_key
+from hvtui.tui.viewmodel import (
+    Palette,
+    Snapshot,
+    build_snapshot,
+    default_checkpoint_name,
+    finding_key,
+    seconds_between,
+)
 from hvtui.tui.widgets.bars import ActionView, HeaderState
 
 log = logging.getLogger(__name__)
@@ -118,9 +125,9 @@ class HvtuiApp(App[int]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, core: Core, *, auto_refresh: bool = True) -> None:
+    def __init__(self, core: Core, *, poll_automatically: bool = True) -> None:
         self.core = core
-        self.auto_refresh = auto_refresh
+        self.poll_automatically = poll_automatically
         # Themes must be registered before the stylesheet is parsed (Textual 8 fails at
         # start otherwise): so here, not in on_mount.
         super().__init__()
@@ -248,7 +255,7 @@ class HvtuiApp(App[int]):
         if self._poll_again:
             self._poll_again = False
             self.request_refresh()
-        elif self.auto_refresh and self.is_running:
+        elif self.poll_automatically and self.is_running:
             # Scheduled after completion (never a fixed interval), so polls never overlap.
             self._poll_timer = self.set_timer(self.refresh_interval, self.request_refresh, name="poll")
         self._sync_bars()
@@ -294,7 +301,8 @@ class HvtuiApp(App[int]):
             read_only_hosts=ro_hosts,
             hosts_total=snapshot.hosts_total if snapshot is not None else None,
             hosts_reachable=snapshot.hosts_reachable if snapshot is not None else 0,
-            refresh_age=(time.monotonic() - snapshot.taken_at) if snapshot is not None else None,
+            # The core's clock, so a test's fixed clock gives a fixed picture.
+            refresh_age=seconds_between(self.core.clock.now(), snapshot.taken_wall) if snapshot is not None else None,
             refreshing=self._polling,
             crit=snapshot.crit if snapshot is not None else 0,
             warn=snapshot.warn if snapshot is not None else 0,
@@ -458,7 +466,7 @@ class HvtuiApp(App[int]):
             if request is None:
                 return
             label = request.name or "(default name)"
-            self.run_action(
+            self.start_action(
                 f"Creating {request.type} checkpoint {label!r} of {host}/{vm.name}",
                 lambda _progress, _cancel: self.core.actions.create(host, vm_id, request.name, request.type),
                 done=lambda cp: f"Checkpoint {cp.name!r} of {host}/{vm.name} created",
@@ -481,7 +489,7 @@ class HvtuiApp(App[int]):
         def chosen(new_name: str | None) -> None:
             if new_name is None or new_name.strip() == cp.name:
                 return
-            self.run_action(
+            self.start_action(
                 f"Renaming checkpoint {cp.name!r} of {host}/{vm.name}",
                 lambda _progress, _cancel: self.core.actions.rename(host, vm_id, checkpoint_id, new_name),
                 done=lambda _result: f"Checkpoint {cp.name!r} renamed to {new_name.strip()!r}",
@@ -512,7 +520,7 @@ class HvtuiApp(App[int]):
         if choice not in ("apply", "checkpoint_first"):
             return
         first = choice == "checkpoint_first"
-        self.run_action(
+        self.start_action(
             f"Applying checkpoint {plan.checkpoint.name!r} to {host}/{plan.vm_name}",
             lambda progress, _cancel: self.core.actions.apply(host, vm_id, checkpoint_id, checkpoint_first=first, progress=progress),
             done=lambda _saved: f"{host}/{plan.vm_name} now runs from checkpoint {plan.checkpoint.name!r}"
@@ -552,7 +560,7 @@ class HvtuiApp(App[int]):
                 return
             force = True
         count = len(plan.checkpoints)
-        self.run_action(
+        self.start_action(
             f"Deleting {what} {plan.checkpoint.name!r} of {host}/{plan.vm_name}",
             lambda progress, cancel: self.core.actions.remove(
                 host, vm_id, checkpoint_id, subtree=subtree, force=force, progress=progress, cancel=cancel
@@ -561,7 +569,7 @@ class HvtuiApp(App[int]):
             f"({plan.checkpoint.name!r}); merged",
         )
 
-    def run_action(
+    def start_action(
         self,
         title: str,
         call: Callable[[ProgressCallback, CancelToken], Any],

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
@@ -62,13 +63,29 @@ class ViewScreen(Screen):
     def hvtui(self) -> HvtuiApp:
         return self.app  # type: ignore[return-value]
 
+    DEFAULT_CSS = """
+    ViewScreen > #top-bars {
+        dock: top;
+        height: auto;
+    }
+    ViewScreen > #bottom-bars {
+        dock: bottom;
+        height: auto;
+    }
+    ViewScreen > #bottom-bars > Footer {
+        dock: none;
+    }
+    """
+
     def compose(self) -> ComposeResult:
-        yield StatusHeader()
-        yield HostAlert()
+        with Vertical(id="top-bars"):
+            yield StatusHeader()
+            yield HostAlert()
         yield from self.compose_body()
-        yield Footer()
-        yield ActionStatus()
-        yield PromptBar()
+        with Vertical(id="bottom-bars"):
+            yield ActionStatus()
+            yield PromptBar()
+            yield Footer()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -131,6 +148,8 @@ class ViewScreen(Screen):
         main = self.main_widget
         if main is not None:
             main.focus()
+        else:
+            self.set_focus(None)  # a hidden input must not keep eating the one-letter keys
 
     def action_escape(self) -> None:
         prompt = self.prompt

@@ -58,9 +58,9 @@ class FindingsScreen(ViewScreen):
         self._rows = snapshot.finding_rows
         self._by_key = {row.key: row for row in self._rows}
         self._widths = snapshot.finding_widths
-        self._render()
+        self._show_rows()
 
-    def _render(self) -> None:
+    def _show_rows(self) -> None:
         rows = filter_finding_rows(self._rows, self.filter_text)
         self.table.show([(row.key, row.texts) for row in rows], self._widths)
         title = f"Findings [{len(rows)}/{len(self._rows)}]  sorted by severity, then age"
@@ -71,7 +71,7 @@ class FindingsScreen(ViewScreen):
 
     def apply_filter(self, text: str) -> None:
         self.filter_text = text
-        self._render()
+        self._show_rows()
 
     @property
     def selected(self) -> Finding | None:

@@ -8,7 +8,7 @@ from textual.widgets import Static
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
 
 PLACEHOLDER = (
-    "Backup and restore jobs arrive with the jobs issue.\n\n"
+    "Backup and restore jobs: this view arrives with the jobs issue.\n\n"
     "This view will list queued, running and finished jobs with live progress, "
     "and let you cancel and retry them."
 )

@@ -39,6 +39,16 @@ CHANGING_ACTIONS = ("create_checkpoint", *CHECKPOINT_ACTIONS)
 _SEV_MARKUP = {Severity.CRIT: "$sev-crit", Severity.WARN: "$sev-warn", Severity.OK: "$sev-ok"}
 
 
+def short_file_name(path: str) -> str:
+    """``app01_82D04A04-F630-....avhdx`` -> ``app01_82D04A04….avhdx``: GUIDs eat the width."""
+    name = file_name(path)
+    stem, dot, ext = name.rpartition(".")
+    head, underscore, guid = stem.rpartition("_")
+    if underscore and len(guid) == 36 and guid.count("-") == 4:
+        return f"{head}_{guid[:8]}…{dot}{ext}"
+    return name
+
+
 def _when(value: datetime) -> str:
     return aware(value).astimezone().strftime("%Y-%m-%d %H:%M")
 
@@ -58,8 +68,9 @@ class VmDetailScreen(ViewScreen):
 
     DEFAULT_CSS = """
     VmDetailScreen #cp-tree {
-        height: 1fr;
-        min-height: 5;
+        height: auto;
+        max-height: 60%;
+        min-height: 3;
         border-bottom: solid $panel;
     }
     VmDetailScreen #vm-info-scroll {
@@ -83,18 +94,18 @@ class VmDetailScreen(ViewScreen):
         yield ViewTitle("VM")
         tree: Tree[str] = Tree("checkpoints", id="cp-tree")
         tree.show_root = False
-        tree.guide_depth = 3
+        tree.guide_depth = 2
         yield tree
         with VerticalScroll(id="vm-info-scroll"):
             yield Static("", id="vm-info")
 
     @property
-    def tree(self) -> Tree[str]:
+    def checkpoint_tree(self) -> Tree[str]:
         return self.query_one("#cp-tree", Tree)
 
     @property
     def main_widget(self) -> Widget | None:
-        return self.tree
+        return self.checkpoint_tree
 
     # -- data ------------------------------------------------------------------------------------
     def show_snapshot(self, snapshot: Snapshot) -> None:
@@ -105,7 +116,7 @@ class VmDetailScreen(ViewScreen):
         title = self.query_one(ViewTitle)
         if vm is None:
             self.vm = None
-            self.tree.clear()
+            self.checkpoint_tree.clear()
             title.show(f"{self.host} / VM {self.vm_id}: not in the inventory (deleted, or its host cannot be read)")
             self.query_one("#vm-info", Static).update("")
             self.refresh_bindings()
@@ -120,7 +131,7 @@ class VmDetailScreen(ViewScreen):
         self.refresh_bindings()
 
     def _build_tree(self, vm: VM) -> None:
-        tree = self.tree
+        tree = self.checkpoint_tree
         current = tree.cursor_node.data if tree.cursor_node is not None else None
         want = self._want_selected or current
         self._want_selected = None
@@ -163,13 +174,14 @@ class VmDetailScreen(ViewScreen):
 
     def _checkpoint_label(self, cp: Checkpoint, links, now: datetime, culprit: bool) -> Text:
         label = Text()
-        label.append(cp.name, style="bold")
-        label.append(f"  [{cp.type}]")
-        label.append(f"  {_when(cp.created)}  {age_text(seconds_between(now, cp.created))} old")
-        if links:
-            label.append(f"  {', '.join(file_name(link.path) for link in links)} {size_text(sum(link.file_size for link in links))}")
         if culprit:
-            label.append("  ⚠ finding", style="bold")
+            label.append("⚠ ", style="bold")
+        label.append(cp.name, style="bold")
+        label.append(f"  {cp.type}  {age_text(seconds_between(now, cp.created))} old ({_when(cp.created)})")
+        if links:
+            # The differencing file this checkpoint started: what merges when it is deleted.
+            names = ", ".join(short_file_name(link.path) for link in links)
+            label.append(f"  Δ {names} {size_text(sum(link.file_size for link in links))}")
         return label
 
     @staticmethod
@@ -177,7 +189,7 @@ class VmDetailScreen(ViewScreen):
         label = Text("▶ Now", style="bold reverse")
         files = now_files(vm)
         if files:
-            names = ", ".join(file_name(link.path) for link in files)
+            names = ", ".join(short_file_name(link.path) for link in files)
             label.append(f"  running from {names} ({size_text(sum(link.file_size for link in files))})")
         label.append(f"  {vm.state}")
         return label
@@ -224,7 +236,7 @@ class VmDetailScreen(ViewScreen):
     # -- selection and actions ------------------------------------------------------------------------
     @property
     def selected_checkpoint(self) -> Checkpoint | None:
-        node = self.tree.cursor_node if self.is_mounted else None
+        node = self.checkpoint_tree.cursor_node if self.is_mounted else None
         if node is None or self.vm is None or node.data in (None, NOW_NODE):
             return None
         return self.vm.checkpoint(node.data)

@@ -82,12 +82,12 @@ class VmsScreen(ViewScreen):
         self._widths = snapshot.widths
         self._hosts_total = snapshot.hosts_total
         self._resort()
-        self._render()
+        self._show_rows()
 
     def _resort(self) -> None:
         self._sorted = sort_rows(self._rows.values(), self.sort_column, self.sort_descending)
 
-    def _render(self) -> str:
+    def _show_rows(self) -> str:
         rows = filter_rows(self._sorted, self.filter_text)
         outcome = self.table.show([(row.key, row.texts) for row in rows], self._widths)
         arrow = "↓" if self.sort_descending else "↑"
@@ -99,7 +99,7 @@ class VmsScreen(ViewScreen):
 
     def apply_filter(self, text: str) -> None:
         self.filter_text = text
-        self._render()
+        self._show_rows()
 
     @property
     def selected_row(self) -> VmRow | None:
@@ -114,7 +114,7 @@ class VmsScreen(ViewScreen):
             self.sort_column = column
             self.sort_descending = SORT_DESCENDING_FIRST[column]
         self._resort()
-        self._render()
+        self._show_rows()
 
     def action_open_vm(self) -> None:
         row = self.selected_row

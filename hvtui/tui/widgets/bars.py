@@ -46,7 +46,6 @@ class StatusHeader(Static):
 
     DEFAULT_CSS = """
     StatusHeader {
-        dock: top;
         height: 1;
         background: $panel;
         color: $foreground;
@@ -59,11 +58,11 @@ class StatusHeader(Static):
         self._text = ""
 
     def show(self, state: HeaderState) -> None:
-        parts: list[str] = ["[b]hvtui[/]"]
         if state.lab:
-            parts.append("[reverse $warning] LAB [/]" + (" built-in demo lab" if state.builtin_lab else ""))
+            mode = "[reverse $warning] LAB [/]" + (" built-in demo lab" if state.builtin_lab else "")
         else:
-            parts.append("[reverse $primary] HOSTS [/]")
+            mode = "[reverse $primary] HOSTS [/]"
+        parts: list[str] = [f"[b]hvtui[/] {mode}"]
         if state.read_only:
             parts.append("[reverse $error] RO [/]")
         elif state.read_only_hosts:
@@ -84,7 +83,7 @@ class StatusHeader(Static):
                 parts.append(f"refreshed {short_age(state.refresh_age)} ago")
         if state.refreshing:
             parts.append("⟳")
-        text = " │ ".join(parts[:2]) + "  " + " │ ".join(parts[2:])
+        text = " │ ".join(parts)
         if text != self._text:  # nothing re-sent over the link when nothing changed
             self._text = text
             self.update(text)
@@ -99,7 +98,6 @@ class HostAlert(Static):
 
     DEFAULT_CSS = """
     HostAlert {
-        dock: top;
         height: auto;
         max-height: 3;
         display: none;
@@ -120,6 +118,7 @@ class HostAlert(Static):
         """``failing``: (host, error, stale data shown) per host."""
         lines = []
         for host, error, stale in failing:
+            error = error.removeprefix(f"{host}: ")  # host errors already name their host
             tail = " — showing stale data" if stale else " — no data"
             lines.append(f"✗ {escape(host)}: {escape(error)}{tail}")
         text = "\n".join(lines)
@@ -164,7 +163,6 @@ class ActionStatus(Static):
 
     DEFAULT_CSS = """
     ActionStatus {
-        dock: bottom;
         height: 1;
         display: none;
         padding: 0 1;
@@ -197,7 +195,6 @@ class PromptBar(Horizontal):
 
     DEFAULT_CSS = """
     PromptBar {
-        dock: bottom;
         display: none;
         height: 1;
         background: $panel;
@@ -226,7 +223,9 @@ class PromptBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label("/", id="prompt-prefix")
-        yield Input(id="prompt-input", compact=True)
+        field = Input(id="prompt-input", compact=True)
+        field.can_focus = False  # while hidden, it must not take the focus (and the keys)
+        yield field
 
     @property
     def input(self) -> Input:
@@ -245,10 +244,12 @@ class PromptBar(Horizontal):
         field.value = value
         field.cursor_position = len(value)
         self.add_class("-visible")
+        field.can_focus = True
         field.focus()
 
     def close(self) -> None:
         self.remove_class("-visible")
+        self.input.can_focus = False
 
     @property
     def is_open(self) -> bool:

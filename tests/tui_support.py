@@ -1,0 +1,80 @@
+"""Helpers for the console tests: a demo lab, a core over it, and reading what the screen shows."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from hvtui.clock import FixedClock
+from hvtui.config import Config, UIConfig
+from hvtui.core import Core
+from hvtui.hosts.lab.estate import init_lab
+from hvtui.paths import Paths
+from hvtui.tui.app import HvtuiApp
+
+SIZE = (110, 32)
+
+
+@pytest.fixture(scope="session")
+def shared_demo_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One demo lab for the tests that only look (a fixed clock: no guest writes happen)."""
+    lab = tmp_path_factory.mktemp("tui-shared") / "lab"
+    init_lab(lab, "demo", FixedClock())
+    return lab
+
+
+@pytest.fixture
+def fresh_demo_lab(tmp_path: Path) -> Path:
+    """A demo lab of the test's own, for tests that change it."""
+    lab = tmp_path / "lab"
+    init_lab(lab, "demo", FixedClock())
+    return lab
+
+
+def make_core(
+    lab: Path,
+    paths: Paths,
+    clock: FixedClock | None = None,
+    read_only: bool = False,
+    config: Config | None = None,
+) -> Core:
+    config = config or Config.lab_default()
+    # A long auto-refresh interval: the tests refresh by key or by call, never by the clock.
+    config = dataclasses.replace(config, ui=dataclasses.replace(config.ui or UIConfig(), refresh_seconds=3600))
+    return Core(config, paths, clock=clock or FixedClock(), read_only=read_only, lab_dir=lab)
+
+
+def make_app(core: Core) -> HvtuiApp:
+    return HvtuiApp(core)
+
+
+def screen_text(app: HvtuiApp) -> str:
+    """The terminal as plain text, as the user sees it now (dialogs and toasts included)."""
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
+async def settle(pilot: Pilot) -> None:
+    """Let key presses land and wait for the refresh and action workers (not open dialogs)."""
+    app = pilot.app
+    for _ in range(20):
+        await pilot.pause()
+        busy = [w for w in app.workers if w.group in ("poll", "action") and not w.is_finished]
+        if not busy:
+            break
+        await app.workers.wait_for_complete(busy)
+    await pilot.pause()
+
+
+async def refreshed(pilot: Pilot) -> None:
+    """Ask for a refresh and wait until it has been shown."""
+    app = pilot.app
+    before = app.snapshot_version
+    app.request_refresh()
+    for _ in range(50):
+        await settle(pilot)
+        if app.snapshot_version > before and not app.is_polling:
+            return
+    raise AssertionError("the refresh never arrived")
