@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("full", "incremental", "differential")
 _POLL = 0.05
-BATCH_BYTES = 64 * 1024 * 1024
+BATCH_BYTES = 16 * 1024 * 1024
 BATCH_SECONDS = 1.0  # a killed backup loses at most about this much work
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from typing import Any
@@ -165,12 +164,11 @@ def run_prune(
     cancel: CancelToken | None = None,
     progress_interval: float = DEFAULT_INTERVAL,
     lock_timeout: float | None = 3600.0,
-    before_delete: Callable[[PruneResult], None] | None = None,
 ) -> PruneResult:
     """Remove expired points, then unreferenced chunks.  A dry run changes nothing.
 
     The real run waits for the exclusive lock (running backups, restores and verifies
-    finish first).  ``before_delete`` lets a caller look at the plan under the lock.
+    finish first).
     """
     cancel = cancel or CancelToken()
     meter = Meter(progress, progress_interval)
@@ -198,8 +196,6 @@ def run_prune(
             result.gc_skipped = (
                 f"damaged manifest(s) {names}: their chunks cannot be told apart, so no chunk was removed"
             )
-        if before_delete is not None:
-            before_delete(result)
         if dry_run:
             if not bad:
                 result.chunks_unreferenced = sum(1 for d in repo.store.iter_ids() if d not in referenced)

@@ -206,18 +206,19 @@ class ChunkStore:
     def publish(self, batch: list[tuple[Path, bytes]], synced: bool = False) -> None:
         """Give written chunks their final names, after their bytes are on disk.
 
-        Unless ``synced``, one ``syncfs`` flushes the whole batch (where the platform has
-        it; else each file is fsynced): far cheaper than an fsync per object, and still no
-        object is ever visible under its final name before its data is durable.
+        Unless ``synced``, each object is fdatasynced first (by the backup's publisher
+        thread, so the waiting overlaps hashing and compressing).  Measured faster than one
+        ``syncfs`` per batch, which also waits for every other writer on the filesystem.
+        No object is ever visible under its final name before its data is durable.
         """
         if not batch:
             return
         try:
-            if not synced and not syncfs(self.root):
+            if not synced:
                 for tmp, _ in batch:
                     fd = os.open(tmp, os.O_RDONLY)
                     try:
-                        os.fsync(fd)
+                        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
                     finally:
                         os.close(fd)
             for tmp, digest in batch:
@@ -274,31 +275,6 @@ class ChunkStore:
         except FileNotFoundError:
             return 0
         return size
-
-
-_syncfs = None
-
-
-def syncfs(path: Path) -> bool:
-    """Flush every dirty page of the filesystem holding ``path`` (Linux); False if unavailable."""
-    global _syncfs
-    if _syncfs is None:
-        import ctypes
-        import ctypes.util
-
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _syncfs = libc.syncfs
-            _syncfs.argtypes = [ctypes.c_int]
-        except (OSError, AttributeError):
-            _syncfs = False
-    if _syncfs is False:
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return _syncfs(fd) == 0
-    finally:
-        os.close(fd)
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
