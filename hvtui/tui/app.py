@@ -158,6 +158,7 @@ class HvtuiApp(App[int]):
         self._actions: dict[int, RunningAction] = {}
         self._action_ids = itertools.count(1)
         self._action_workers: dict[Worker, int] = {}
+        self._pending_theme_notices: list[str] = []
 
     # -- themes --------------------------------------------------------------------------------
     def get_theme_variable_defaults(self) -> dict[str, str]:
@@ -196,7 +197,7 @@ class HvtuiApp(App[int]):
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         for message in self.theme_errors:
             log.warning("%s", message)
-            self.notify(message, title="Theme problem", severity="warning", timeout=10)
+        self._pending_theme_notices = list(self.theme_errors)
         self.set_interval(1.0, self._tick, name="header-age")
         self.request_refresh()
 
@@ -321,6 +322,8 @@ class HvtuiApp(App[int]):
         """Bring a view up to date: the bars always, the data when a new refresh arrived."""
         if not screen.is_mounted:
             return
+        while self._pending_theme_notices:  # shown once the first view is up, not lost before it
+            self.notify(self._pending_theme_notices.pop(0), title="Theme problem", severity="warning", timeout=10)
         screen.sync_bars(self.header_state(), self.failing_hosts(), self.action_views())
         if data and self.snapshot is not None and screen.shown_version != self.snapshot_version:
             screen.shown_version = self.snapshot_version

@@ -120,6 +120,7 @@ class ColumnSpec:
     priority: int  # 0 always shown; higher numbers are dropped first on narrow terminals
     max_width: int
     right: bool = False  # numbers and sizes align right
+    flex: bool = False  # takes the width left over (at least FLEX_MIN), instead of its content's
 
 
 VM_COLUMNS: tuple[ColumnSpec, ...] = (
@@ -278,7 +279,7 @@ FINDING_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("vm", "VM", 0, 24),
     ColumnSpec("rule", "RULE", 1, 24),
     ColumnSpec("age", "AGE", 2, 14),
-    ColumnSpec("message", "MESSAGE", 0, 200),
+    ColumnSpec("message", "MESSAGE", 0, 200, flex=True),
 )
 
 

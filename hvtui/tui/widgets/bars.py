@@ -72,15 +72,16 @@ class StatusHeader(Static):
         if state.hosts_total is None:
             parts.append("loading inventory…")
         else:
-            down = state.hosts_total - state.hosts_reachable
-            hosts = f"hosts {state.hosts_reachable}/{state.hosts_total}"
-            parts.append(f"[$sev-crit]{hosts} ({down} down)[/]" if down else hosts)
+            # Most important first: an 80-column terminal cuts the end off.
             counts = []
             counts.append(f"[$sev-crit]{state.crit} CRIT[/]" if state.crit else "0 CRIT")
             counts.append(f"[$sev-warn]{state.warn} WARN[/]" if state.warn else "0 WARN")
             parts.append(" · ".join(counts))
+            down = state.hosts_total - state.hosts_reachable
+            hosts = f"hosts {state.hosts_reachable}/{state.hosts_total}"
+            parts.append(f"[$sev-crit]{hosts} ({down} down)[/]" if down else hosts)
             if state.refresh_age is not None:
-                parts.append(f"refreshed {short_age(state.refresh_age)} ago")
+                parts.append(f"{short_age(state.refresh_age)} ago")
         if state.refreshing:
             parts.append("⟳")
         text = " │ ".join(parts)

@@ -28,6 +28,8 @@ from textual.widgets._data_table import ColumnKey, Row, RowKey
 
 from hvtui.tui.viewmodel import ColumnSpec
 
+FLEX_MIN = 30  # a flex column (a message) is never squeezed below this
+
 
 class FastTable(DataTable[Text]):
     """Row-cursor table fed with ``(key, cells)`` rows and caller-measured widths."""
@@ -47,17 +49,34 @@ class FastTable(DataTable[Text]):
         self._cells: dict[str, tuple[Text, ...]] = {}  # what each row shows, full column set
 
     # -- columns -----------------------------------------------------------------------------
+    def _natural(self, spec: ColumnSpec, widths: dict[str, int]) -> int:
+        width = widths.get(spec.id, len(spec.label))
+        return min(width, FLEX_MIN) if spec.flex else width
+
     def columns_for_width(self, widths: dict[str, int], available: int) -> tuple[str, ...]:
         """The columns that fit in ``available`` cells, dropping the least important first."""
         padding = 2 * self.cell_padding
-        shown = [spec for spec in self.specs]
-        total = sum(widths.get(spec.id, len(spec.label)) + padding for spec in shown)
+        shown = list(self.specs)
+        total = sum(self._natural(spec, widths) + padding for spec in shown)
         for spec in sorted(self.specs, key=lambda s: -s.priority):
             if total <= available or spec.priority == 0:
                 break
             shown.remove(spec)
-            total -= widths.get(spec.id, len(spec.label)) + padding
+            total -= self._natural(spec, widths) + padding
         return tuple(spec.id for spec in shown)
+
+    def effective_widths(self, columns: tuple[str, ...], widths: dict[str, int], available: int) -> dict[str, int]:
+        """Content widths for ``columns``; a flex column gets what the others leave over."""
+        padding = 2 * self.cell_padding
+        by_id = {spec.id: spec for spec in self.specs}
+        out = {column: widths.get(column, len(by_id[column].label)) for column in columns}
+        for column in columns:
+            spec = by_id[column]
+            if spec.flex:
+                others = sum(out[c] + padding for c in columns if c != column)
+                room = available - others - padding
+                out[column] = max(min(out[column], FLEX_MIN), min(out[column], room))
+        return out
 
     @property
     def shown_columns(self) -> tuple[str, ...]:
@@ -71,18 +90,20 @@ class FastTable(DataTable[Text]):
         self.clear(columns=True)
         self._keys = []
         by_id = {spec.id: spec for spec in self.specs}
+        effective = self.effective_widths(columns, widths, self._available_width())
         for column_id in columns:
             spec = by_id[column_id]
             label = Text(spec.label, justify="right" if spec.right else "left")
-            self.add_column(label, key=column_id, width=widths.get(column_id, len(spec.label)))
+            self.add_column(label, key=column_id, width=effective[column_id])
         self._shown_columns = columns
         self._widths = dict(widths)
 
     def _update_widths(self, widths: dict[str, int]) -> bool:
         """Apply new content widths to the shown columns; True if any changed."""
         changed = False
+        effective = self.effective_widths(self._shown_columns, widths, self._available_width())
         for column_id in self._shown_columns:
-            width = widths.get(column_id)
+            width = effective.get(column_id)
             column = self.columns.get(ColumnKey(column_id))
             if column is None or width is None or column.width == width:
                 continue
@@ -91,7 +112,7 @@ class FastTable(DataTable[Text]):
             changed = True
         self._widths = dict(widths)
         if changed:
-            self._require_update_dimensions = True
+            self._set_virtual_size()
             self._clear_caches()
             self.refresh(layout=True)
         return changed
@@ -115,12 +136,16 @@ class FastTable(DataTable[Text]):
         return "cells" if self._update_changed_cells(rows) else "none"
 
     def relayout(self) -> None:
-        """Re-pick the columns for the current width (after a resize)."""
+        """Re-pick the columns and flex width for the current width (after a resize)."""
+        if not self._widths:
+            return
         rows = [(key, self._cells[key]) for key in self._keys]
         columns = self.columns_for_width(self._widths, self._available_width())
-        if columns != self._shown_columns and self._widths:
+        if columns != self._shown_columns:
             self._set_columns(columns, self._widths)
             self._replace_rows(rows)
+        else:
+            self._update_widths(self._widths)
 
     def _column_indexes(self) -> list[int]:
         ids = [spec.id for spec in self.specs]
