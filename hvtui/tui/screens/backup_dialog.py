@@ -1,0 +1,143 @@
+"""The small dialog that starts a backup of one VM or of every marked VM.
+
+Mode: incremental when the VM already has a restore point in the chosen repository,
+full otherwise (with several VMs: incremental when any has one; those without get a
+full).  Repository: the default one preselected.  Enter on "Back up" starts it; a
+backup only adds a restore point (its checkpoint is removed again), so the focus
+starts on "Back up".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Label, RadioButton, RadioSet, Static
+
+from hvtui.backups import BACKUP_MODES
+from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
+
+MODE_HELP = {
+    "full": "reads every block",
+    "incremental": "reads the changes since the newest point",
+    "differential": "reads the changes since the newest full point",
+}
+MAX_LISTED = 8  # VMs named one per line; more are counted
+
+
+@dataclass(frozen=True, slots=True)
+class BackupTarget:
+    host: str
+    vm_id: str
+    vm_name: str
+    repositories_with_points: frozenset[str]  # repositories already holding a point of this VM
+
+
+@dataclass(frozen=True, slots=True)
+class BackupRequest:
+    mode: str  # full, incremental or differential
+    repository: str
+
+
+def default_mode(targets: Sequence[BackupTarget], repository: str) -> str:
+    """Incremental when a previous point exists (any of several VMs), else full."""
+    return "incremental" if any(repository in t.repositories_with_points for t in targets) else "full"
+
+
+class BackupDialog(_Dialog):
+    DEFAULT_CSS = DIALOG_CSS.format(cls="BackupDialog") + """
+    BackupDialog RadioSet { height: auto; width: 100%; border: none; padding: 0; }
+    BackupDialog RadioSet:focus { border: none; background: $boost; }
+    BackupDialog .field-label { margin-top: 1; text-style: bold; }
+    BackupDialog #backup-vms { height: auto; max-height: 8; }
+    BackupDialog .dialog-buttons { margin-top: 0; }
+    """
+
+    def __init__(self, targets: Sequence[BackupTarget], repositories: Sequence[str], default_repository: str) -> None:
+        super().__init__()
+        self.targets = list(targets)
+        self.repositories = list(repositories) or [default_repository]
+        self.repository = default_repository if default_repository in self.repositories else self.repositories[0]
+        self.mode = default_mode(self.targets, self.repository)
+        self._mode_chosen = False  # the user picked a mode: a repository change keeps it
+
+    # -- layout -------------------------------------------------------------------------------
+    @property
+    def title_text(self) -> str:
+        if len(self.targets) == 1:
+            target = self.targets[0]
+            return f"Back up {target.vm_name} on {target.host}"
+        return f"Back up {len(self.targets)} VMs"
+
+    def _vm_lines(self) -> str:
+        lines = []
+        for target in self.targets[:MAX_LISTED]:
+            first = self.repository not in target.repositories_with_points
+            note = "no restore point yet: full" if first else "has restore points"
+            lines.append(f"  {target.host}/{target.vm_name}  ({note})")
+        if len(self.targets) > MAX_LISTED:
+            lines.append(f"  … and {len(self.targets) - MAX_LISTED} more")
+        return "\n".join(lines)
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="dialog-title", markup=False)
+            with VerticalScroll(id="backup-vms"):
+                yield Static(self._vm_lines(), id="backup-vm-list", markup=False)
+            yield Label("Mode", classes="field-label")
+            with RadioSet(id="backup-mode"):
+                for mode in BACKUP_MODES:
+                    yield RadioButton(f"{mode} — {MODE_HELP[mode]}", value=mode == self.mode, id=f"mode-{mode}")
+            if len(self.repositories) > 1:
+                yield Label("Repository", classes="field-label")
+                with RadioSet(id="backup-repository"):
+                    for index, name in enumerate(self.repositories):
+                        yield RadioButton(name, value=name == self.repository, id=f"repo-{index}")
+            else:
+                yield Label(f"Repository: {self.repository}", classes="field-label", markup=False)
+            yield Static("A Recovery checkpoint is taken for the read, then removed.", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Back up", id="start", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#start", Button).focus()
+
+    # -- choices --------------------------------------------------------------------------------
+    def _select_mode(self, mode: str) -> None:
+        button = self.query_one(f"#mode-{mode}", RadioButton)
+        if not button.value:
+            with self.prevent(RadioSet.Changed):
+                button.value = True
+        self.mode = mode
+
+    @on(RadioSet.Changed, "#backup-mode")
+    def _mode_changed(self, event: RadioSet.Changed) -> None:
+        event.stop()
+        self.mode = (event.pressed.id or "mode-full").removeprefix("mode-")
+        self._mode_chosen = True
+
+    @on(RadioSet.Changed, "#backup-repository")
+    def _repository_changed(self, event: RadioSet.Changed) -> None:
+        event.stop()
+        self.repository = self.repositories[event.index]
+        self.query_one("#backup-vm-list", Static).update(self._vm_lines())
+        if not self._mode_chosen:
+            self._select_mode(default_mode(self.targets, self.repository))
+
+    @property
+    def request(self) -> BackupRequest:
+        return BackupRequest(self.mode, self.repository)
+
+    @on(Button.Pressed, "#start")
+    def _start(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(self.request)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(None)

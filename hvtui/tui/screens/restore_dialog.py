@@ -1,0 +1,157 @@
+"""The dialog that picks where a restore point goes: a new VM, the original VM, a folder.
+
+It only collects the choice; the confirmation that names what will be overwritten comes
+after it (``JobsController.restore_confirmation``), with the focus on "No".  Read-only
+mode leaves only the folder target (restoring files onto this machine changes no host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+
+from hvtui.model import RestorePointSummary
+from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
+from hvtui.tui.viewmodel import aware, size_text
+
+TARGETS = ("new", "in_place", "directory")
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreRequest:
+    target: str  # new, in_place or directory (hvtui.jobs.RESTORE_TARGETS)
+    new_name: str | None = None
+    directory: str | None = None
+
+
+def point_time(point: RestorePointSummary) -> str:
+    return aware(point.time).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def point_label(point: RestorePointSummary) -> str:
+    """``the restore point of 2026-11-20 10:00 (full, 12 MiB, id 1a2b…)``."""
+    return f"the restore point of {point_time(point)} ({point.mode}, {size_text(point.logical_bytes)}, id {point.id})"
+
+
+def default_new_name(point: RestorePointSummary) -> str:
+    return f"{point.vm_name}-restore-{aware(point.time).astimezone():%Y%m%d-%H%M}"
+
+
+def default_restore_directory(point: RestorePointSummary) -> Path:
+    return Path.home() / "hvtui-restores" / f"{point.vm_name}-{aware(point.time).astimezone():%Y%m%d-%H%M%S}"
+
+
+class RestoreDialog(_Dialog):
+    DEFAULT_CSS = DIALOG_CSS.format(cls="RestoreDialog") + """
+    RestoreDialog RadioSet { height: auto; width: 100%; margin: 1 0; border: none; padding: 0; }
+    RestoreDialog RadioSet:focus { border: none; background: $boost; }
+    RestoreDialog Input { margin: 0 0 1 0; }
+    RestoreDialog .target-field { display: none; height: auto; }
+    RestoreDialog .target-field.-shown { display: block; }
+    RestoreDialog #restore-note { color: $warning; }
+    """
+
+    def __init__(
+        self,
+        point: RestorePointSummary,
+        *,
+        vm_exists: bool,
+        vm_state: str | None,
+        read_only_reason: str | None,
+        default_directory: str,
+    ) -> None:
+        super().__init__()
+        self.point = point
+        self.vm_exists = vm_exists
+        self.vm_state = vm_state
+        self.read_only_reason = read_only_reason
+        self.default_directory = default_directory
+        self.target = "directory" if read_only_reason else "new"
+
+    def compose(self) -> ComposeResult:
+        point = self.point
+        with Vertical():
+            yield Label(f"Restore {point.vm_name} ({point.host})", classes="dialog-title", markup=False)
+            yield Static(f"From {point_label(point)} in repository {point.repository}.", markup=False)
+            original = "over the original VM, in place"
+            if not self.vm_exists:
+                original += " (the VM is gone)"
+            elif self.vm_state and self.vm_state.lower() not in ("off", "stopped"):
+                original += f" (it is {self.vm_state}: turn it off first)"
+            with RadioSet(id="restore-target"):
+                yield RadioButton(
+                    f"as a new VM on {point.host}", value=self.target == "new", id="target-new", disabled=bool(self.read_only_reason)
+                )
+                yield RadioButton(
+                    original,
+                    value=False,
+                    id="target-in_place",
+                    disabled=bool(self.read_only_reason) or not self.vm_exists,
+                )
+                yield RadioButton("into a folder on this machine", value=self.target == "directory", id="target-directory")
+            with Vertical(id="field-new", classes="target-field"):
+                yield Label("New VM name")
+                yield Input(default_new_name(point), id="restore-name")
+            with Vertical(id="field-directory", classes="target-field"):
+                yield Label("Folder (created if missing; must not already hold these files)")
+                yield Input(self.default_directory, id="restore-directory")
+            note = f"Read-only: only a folder restore is possible ({self.read_only_reason})." if self.read_only_reason else ""
+            yield Static(note, id="restore-note", markup=False)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Next…", id="next", variant="primary")
+
+    def on_mount(self) -> None:
+        self._show_fields()
+        self.query_one("#next", Button).focus()
+
+    def _show_fields(self) -> None:
+        self.query_one("#field-new").set_class(self.target == "new", "-shown")
+        self.query_one("#field-directory").set_class(self.target == "directory", "-shown")
+
+    @on(RadioSet.Changed, "#restore-target")
+    def _target_changed(self, event: RadioSet.Changed) -> None:
+        event.stop()
+        self.target = (event.pressed.id or "target-new").removeprefix("target-")
+        self._show_fields()
+
+    def select_target(self, target: str) -> None:
+        """Choose a target as if its radio button was pressed (keyboard users: tab, arrows, enter)."""
+        self.query_one(f"#target-{target}", RadioButton).value = True
+        self.target = target
+        self._show_fields()
+
+    @property
+    def request(self) -> RestoreRequest | None:
+        """The choice, or None (with a notification) when a field is empty."""
+        if self.target == "new":
+            name = self.query_one("#restore-name", Input).value.strip()
+            if not name:
+                self.app.notify("the new VM needs a name", title="Restore", severity="error")
+                return None
+            return RestoreRequest("new", new_name=name)
+        if self.target == "directory":
+            directory = self.query_one("#restore-directory", Input).value.strip()
+            if not directory:
+                self.app.notify("the folder to restore into is empty", title="Restore", severity="error")
+                return None
+            return RestoreRequest("directory", directory=directory)
+        return RestoreRequest("in_place")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#next")
+    def _next(self, event: Input.Submitted | Button.Pressed) -> None:
+        event.stop()
+        request = self.request
+        if request is not None:
+            self.dismiss(request)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(None)
