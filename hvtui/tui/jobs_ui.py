@@ -456,6 +456,11 @@ class JobsController:
         self.app.run_worker(run, name=f"job {doing}", group="jobs", thread=True, exit_on_error=False)
 
     # -- quitting ---------------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        """Quitting: the jobs were cancelled and the console exits once they cleaned up."""
+        return self._stopping
+
     def stop_all_then_exit(self) -> None:
         """Cancel every queued and running job, wait for their clean-up, then exit."""
         if self._stopping:
