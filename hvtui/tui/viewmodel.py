@@ -196,7 +196,10 @@ def build_vm_row(
     now: datetime,
     palette: Palette,
     last_backup: datetime | None = None,
+    previous: VmRow | None = None,
 ) -> VmRow:
+    """One VM's row; reuses ``previous``'s styled cells when they would come out the same
+    (the table then skips the row entirely, and no Text objects are built)."""
     stale = bool(host is not None and host.stale)
     oldest = vm.oldest_checkpoint
     oldest_age = seconds_between(now, oldest.created) if oldest is not None else None
@@ -229,6 +232,16 @@ def build_vm_row(
         # No backup sorts as the oldest possible (the worst).
         -(backup_age if backup_age is not None else float("inf")),
     )
+    if (
+        previous is not None
+        and previous.plain == plain
+        and previous.health == health
+        and previous.stale == stale
+        and previous.palette_generation == palette.generation
+    ):
+        texts = previous.texts
+    else:
+        texts = _vm_texts(plain, health, stale, palette)
     return VmRow(
         key=vm.key,
         host=vm.host,
@@ -238,7 +251,7 @@ def build_vm_row(
         plain=plain,
         sort=sort,
         haystack=f"{vm.host}\t{vm.name}".casefold(),
-        texts=_vm_texts(plain, health, stale, palette),
+        texts=texts,
         palette_generation=palette.generation,
     )
 
@@ -321,15 +334,22 @@ def _finding_texts(finding: Finding, plain: tuple[str, ...], palette: Palette) -
     return tuple(texts)
 
 
-def build_finding_rows(findings: Sequence[Finding], palette: Palette) -> list[FindingRow]:
+def build_finding_rows(
+    findings: Sequence[Finding], palette: Palette, previous: Sequence[FindingRow] = ()
+) -> list[FindingRow]:
     rows: list[FindingRow] = []
     seen: dict[str, int] = {}
+    before = {row.key: row for row in previous if row.palette_generation == palette.generation}
     for finding in findings:
         key = finding_key(finding)
         count = seen.get(key, 0)
         seen[key] = count + 1
         if count:
             key = f"{key}#{count}"
+        old = before.get(key)
+        if old is not None and old.finding == finding:
+            rows.append(old)  # same finding, same look: the table skips it
+            continue
         message = finding.message
         if finding.exempt_reason is not None:
             message = f"exempt ({finding.exempt_reason}): {message}"
@@ -471,13 +491,19 @@ def build_snapshot(
     now: datetime,
     last_backup: LastBackup | None = None,
     started: float | None = None,
+    previous: Snapshot | None = None,
 ) -> Snapshot:
-    """Turn an inventory and its findings into rows (runs in the worker thread)."""
+    """Turn an inventory and its findings into rows (runs in the worker thread).
+
+    Rows and finding rows that did not change since ``previous`` are carried over as they
+    were: with thousands of VMs, building their styled cells again is most of a refresh.
+    """
     from hvtui.policy import summary, worst_by_vm
 
     worst = worst_by_vm(findings)
     crit, warn = summary(findings)
     rows: dict[str, VmRow] = {}
+    before = previous.rows if previous is not None else {}
     for host in inventory.hosts:
         now_on_host = host_now(host, now)
         for vm in host.vms:
@@ -487,8 +513,9 @@ def build_snapshot(
                     backup = last_backup(vm)
                 except Exception:  # a broken lookup must not hide the inventory
                     backup = None
-            rows[vm.key] = build_vm_row(vm, host, worst.get(vm.key, Severity.OK), now_on_host, palette, backup)
-    finding_rows = build_finding_rows(findings, palette)
+            health = worst.get(vm.key, Severity.OK)
+            rows[vm.key] = build_vm_row(vm, host, health, now_on_host, palette, backup, before.get(vm.key))
+    finding_rows = build_finding_rows(findings, palette, previous.finding_rows if previous is not None else ())
     finished = time.monotonic()
     return Snapshot(
         inventory=inventory,

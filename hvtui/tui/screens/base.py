@@ -37,7 +37,7 @@ class ViewTitle(Static):
     def show(self, text: str) -> None:
         if text != self._text:
             self._text = text
-            self.update(text)
+            self.update(text, layout=False)  # one fixed line: no relayout of the screen
 
     @property
     def text(self) -> str:

@@ -87,7 +87,7 @@ class StatusHeader(Static):
         text = " │ ".join(parts)
         if text != self._text:  # nothing re-sent over the link when nothing changed
             self._text = text
-            self.update(text)
+            self.update(text, layout=False)  # one fixed line: no relayout of the screen
 
     @property
     def text(self) -> str:
@@ -183,7 +183,7 @@ class ActionStatus(Static):
         text = progress_line(actions[0], more=len(actions) - 1) if actions else ""
         if text != self._text:
             self._text = text
-            self.update(text)
+            self.update(text, layout=False)  # one fixed line: no relayout of the screen
             self.set_class(bool(actions), "-visible")
 
     @property
