@@ -524,7 +524,7 @@ async def test_commands_switch_views_and_unknown_ones_are_reported(shared_demo_l
         await type_text(pilot, "jobs")
         await pilot.press("enter")
         await settle(pilot)
-        assert "arrives with the jobs issue" in screen_text(app)
+        assert "Jobs [0/0]" in screen_text(app) and "No jobs yet" in screen_text(app)
         await pilot.press("colon")
         await type_text(pilot, "vms")
         await pilot.press("enter")

@@ -32,6 +32,7 @@ from textual.worker import Worker, WorkerState
 from hvtui.core import Core
 from hvtui.errors import Cancelled, HvtuiError, ReadOnlyError, RefusedError
 from hvtui.events import CancelToken, Progress, ProgressCallback
+from hvtui.tui.jobs_ui import JobsChanged, JobsController
 from hvtui.tui.screens.base import ViewScreen
 from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, CreateCheckpointDialog, CreateRequest, TextDialog
 from hvtui.tui.screens.findings import FindingsScreen
@@ -61,7 +62,7 @@ VIEWS = ("vms", "findings", "jobs")
 PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("vms", "[FILTER]", "the VM list, optionally filtered"),
     ("findings", "[FILTER]", "all findings, worst and oldest first, optionally filtered"),
-    ("jobs", "", "backup and restore jobs (arrives with the jobs issue)"),
+    ("jobs", "", "backup and restore jobs: progress, cancel, retry, resume"),
     ("vm", "NAME", "open a VM's detail (host/name or name)"),
     ("theme", "[NAME]", "switch the theme; without a name, list the themes"),
     ("refresh", "", "refresh the inventory now"),
@@ -122,6 +123,7 @@ class HvtuiApp(App[int]):
         Binding("colon", "command", "Command", key_display=":"),
         Binding("v", "show_view('vms')", "VMs", show=False),
         Binding("f", "show_view('findings')", "Findings"),
+        Binding("j", "show_view('jobs')", "Jobs"),
         Binding("ctrl+r,f5", "refresh", "Refresh"),
         Binding("ctrl+t", "next_theme", "Next theme", show=False),
         Binding("q", "quit", "Quit"),
@@ -161,6 +163,7 @@ class HvtuiApp(App[int]):
         self._action_ids = itertools.count(1)
         self._action_workers: dict[Worker, int] = {}
         self._pending_theme_notices: list[str] = []
+        self.jobs_ui = JobsController(self)
         self._last_thaw = time.monotonic()
 
     # -- themes --------------------------------------------------------------------------------
@@ -203,8 +206,14 @@ class HvtuiApp(App[int]):
         self._pending_theme_notices = list(self.theme_errors)
         self.set_interval(1.0, self._tick, name="header-age")
         self.request_refresh()
+        self.jobs_ui.start()  # the job manager and the journal's interrupted jobs, in a worker
+
+    def on_jobs_changed(self, _message: JobsChanged) -> None:
+        self.jobs_ui.on_changed()
 
     def _tick(self) -> None:
+        if not self.is_running:
+            return  # shutting down: the screen stacks are being emptied
         if isinstance(self.screen, ViewScreen):
             self.sync_screen(self.screen, data=False)
 
@@ -339,7 +348,8 @@ class HvtuiApp(App[int]):
         return [(host.name, host.error or "", host.stale) for host in self.snapshot.failing_hosts]
 
     def action_views(self) -> list[ActionView]:
-        return [ActionView(action.title, action.progress) for action in self._actions.values()]
+        views = [ActionView(action.title, action.progress) for action in self._actions.values()]
+        return views + self.jobs_ui.action_views()
 
     def sync_screen(self, screen: ViewScreen, data: bool = True) -> None:
         """Bring a view up to date: the bars always, the data when a new refresh arrived."""
@@ -685,26 +695,37 @@ class HvtuiApp(App[int]):
 
     # -- quitting ------------------------------------------------------------------------------------------
     async def action_quit(self) -> None:
-        if not self._actions:
+        if self.jobs_ui.stopping:
+            self.notify("still stopping the jobs (a backup removes its checkpoint first); hvtui exits when they are done", title="Quitting")
+            return
+        jobs = self.jobs_ui.active_jobs()
+        if not self._actions and not jobs:
             self.exit(0)
             return
-        titles = "\n".join(f"  - {action.title}" for action in self._actions.values())
+        parts = []
+        if self._actions:
+            titles = "\n".join(f"  - {action.title}" for action in self._actions.values())
+            parts.append(
+                f"Still running:\n{titles}\nQuitting cancels them where they can stop safely "
+                "(a merge stops between blocks; the host finishes what it started)."
+            )
+        if jobs:
+            count = len(jobs)
+            titles = "\n".join(f"  - {job.title} ({job.state})" for job in jobs)
+            parts.append(
+                f"{count} job{'s' if count != 1 else ''} will be cancelled:\n{titles}\n"
+                "A cancelled backup removes its Recovery checkpoint and makes no restore point; "
+                "queued jobs never start. Retry them later from the jobs view (j)."
+            )
 
         def chosen(confirmed: bool | None) -> None:
             if confirmed:
                 for action in self._actions.values():
                     action.token.cancel()
-                self.exit(0)
+                self.jobs_ui.stop_all_then_exit()  # exits once the jobs cleaned up
 
-        self.push_screen(
-            ConfirmDialog(
-                "Quit while actions are running?",
-                f"Still running:\n{titles}\n\nQuitting cancels them where they can stop safely "
-                "(a merge stops between blocks; the host finishes what it started).",
-                yes_label="Quit",
-            ),
-            callback=chosen,
-        )
+        title = "Quit and cancel the running jobs?" if jobs else "Quit while actions are running?"
+        self.push_screen(ConfirmDialog(title, "\n\n".join(parts), yes_label="Quit"), callback=chosen)
 
     # -- secrets -----------------------------------------------------------------------------------------------
     def prompt_secret(self, prompt: str) -> str:
@@ -754,6 +775,7 @@ def run_console(core: Core) -> int:
     try:
         app.run(mouse=core.config.ui.mouse)
     finally:
+        app.jobs_ui.stop()
         core.secret_prompter = previous
     code = app.return_code
     return int(code) if code is not None else 0

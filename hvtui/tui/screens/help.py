@@ -29,11 +29,12 @@ def help_sections(app: HvtuiApp) -> list[tuple[str, list[tuple[str, str, str]]]]
     """(section title, [(keys, description, note)]) from the live binding tables."""
     from hvtui.tui.screens.base import ViewScreen
     from hvtui.tui.screens.findings import FindingsScreen
+    from hvtui.tui.screens.jobs import CHANGING_JOB_ACTIONS, JobsScreen
     from hvtui.tui.screens.vm_detail import CHANGING_ACTIONS, VmDetailScreen
     from hvtui.tui.screens.vms import VmsScreen
 
     read_only = app.core.read_only
-    changing = {*CHANGING_ACTIONS, "delete_culprit"}
+    changing = {*CHANGING_ACTIONS, *CHANGING_JOB_ACTIONS, "delete_culprit", "backup", "backup_vm"}
 
     def rows(bindings: list[Binding], only: set[str] | None = None) -> list[tuple[str, str, str]]:
         grouped: dict[tuple[str, str], list[str]] = {}
@@ -54,6 +55,7 @@ def help_sections(app: HvtuiApp) -> list[tuple[str, list[tuple[str, str, str]]]]
         ("VM list", rows(_bindings([*VmsScreen.BINDINGS, *ViewScreen.BINDINGS]))),
         ("VM detail", rows(_bindings(VmDetailScreen.BINDINGS))),
         ("Findings", rows(_bindings([*FindingsScreen.BINDINGS, *ViewScreen.BINDINGS]))),
+        ("Jobs", rows(_bindings([*JobsScreen.BINDINGS, *ViewScreen.BINDINGS]))),
         ("Tables", rows(_bindings(DataTable.BINDINGS), _TABLE_ACTIONS)),
         ("Checkpoint tree", rows(_bindings(Tree.BINDINGS), _TREE_ACTIONS)),
         ("Commands (after :)", [(f":{name}", description, "") for name, description in app.command_help()]),

@@ -1,5 +1,5 @@
-"""One VM: its checkpoint tree (and which one it runs from), disks and chains, stray files,
-findings; and the checkpoint actions."""
+"""One VM: its checkpoint tree (and which one it runs from), its restore points, disks and
+chains, stray files, findings; the checkpoint actions, a backup (b) and a restore (t)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.markup import escape
 from textual.widget import Widget
-from textual.widgets import Static, Tree
+from textual.widgets import DataTable, Static, Tree
+from textual.worker import Worker, WorkerState
 
-from hvtui.model import VM, Checkpoint, Finding, Severity
+from hvtui.model import VM, Checkpoint, Finding, RestorePointSummary, Severity
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
 from hvtui.tui.viewmodel import (
     HEALTH_TEXT,
@@ -64,6 +65,8 @@ class VmDetailScreen(ViewScreen):
         Binding("d", "delete_checkpoint", "Delete"),
         Binding("D", "delete_subtree", "Delete subtree"),
         Binding("r", "rename_checkpoint", "Rename"),
+        Binding("b", "backup_vm", "Backup"),
+        Binding("t", "restore_point", "Restore point…"),
     ]
 
     DEFAULT_CSS = """
@@ -72,6 +75,20 @@ class VmDetailScreen(ViewScreen):
         max-height: 60%;
         min-height: 3;
         border-bottom: solid $panel;
+    }
+    VmDetailScreen #points-title {
+        height: 1;
+        padding: 0 1;
+        text-style: bold;
+    }
+    VmDetailScreen #points-table {
+        height: auto;
+        max-height: 6;
+        display: none;
+        border-bottom: solid $panel;
+    }
+    VmDetailScreen #points-table.-shown {
+        display: block;
     }
     VmDetailScreen #vm-info-scroll {
         height: 1fr;
@@ -89,6 +106,8 @@ class VmDetailScreen(ViewScreen):
         self.vm: VM | None = None
         self._findings: list[Finding] = []
         self._now: datetime | None = None
+        self.points: list[RestorePointSummary] = []  # newest first
+        self.points_loaded = False
 
     def compose_body(self) -> ComposeResult:
         yield ViewTitle("VM")
@@ -96,6 +115,10 @@ class VmDetailScreen(ViewScreen):
         tree.show_root = False
         tree.guide_depth = 2
         yield tree
+        yield Static("Restore points: loading…", id="points-title", markup=False)
+        points: DataTable[str] = DataTable(id="points-table", cursor_type="row", zebra_stripes=False)
+        points.add_columns("TIME", "MODE", "SIZE", "STORED", "VERIFIED", "REPOSITORY", "ID")
+        yield points
         with VerticalScroll(id="vm-info-scroll"):
             yield Static("", id="vm-info")
 
@@ -107,8 +130,16 @@ class VmDetailScreen(ViewScreen):
     def main_widget(self) -> Widget | None:
         return self.checkpoint_tree
 
+    @property
+    def points_table(self) -> DataTable:
+        return self.query_one("#points-table", DataTable)
+
     # -- data ------------------------------------------------------------------------------------
     def show_snapshot(self, snapshot: Snapshot) -> None:
+        self._load_points()  # after a refresh: a backup that just finished shows here too
+        self._show_vm(snapshot)
+
+    def _show_vm(self, snapshot: Snapshot) -> None:
         host = snapshot.inventory.host(self.host)
         vm = snapshot.inventory.vm(self.host, self.vm_id)
         findings = snapshot.findings_for(self.host, self.vm_id)
@@ -129,6 +160,68 @@ class VmDetailScreen(ViewScreen):
             self._build_tree(vm)
             self.query_one("#vm-info", Static).update(self._info_markup(vm, findings))
         self.refresh_bindings()
+
+    # -- restore points ------------------------------------------------------------------------
+    def _load_points(self) -> None:
+        host, vm_id, backups = self.host, self.vm_id, self.hvtui.core.backups
+        self.run_worker(
+            lambda: list(reversed(backups.list_points(host=host, vm=vm_id))),
+            name="restore points",
+            group="points",
+            thread=True,
+            exclusive=True,
+            exit_on_error=False,
+        )
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "points":
+            return
+        event.stop()
+        title = self.query_one("#points-title", Static)
+        if event.state == WorkerState.SUCCESS:
+            points = [p for p in event.worker.result if p.vm_id == self.vm_id]
+            self._show_points(points)
+        elif event.state == WorkerState.ERROR and event.worker.error is not None:
+            message = self.hvtui.describe_error(event.worker.error, "listing restore points")
+            title.update(f"Restore points: cannot be read: {message}")
+
+    def _show_points(self, points: list[RestorePointSummary]) -> None:
+        first = not self.points_loaded
+        self.points_loaded = True
+        title = self.query_one("#points-title", Static)
+        if not points:
+            title.update("Restore points: none yet (b backs up this VM)")
+        else:
+            title.update(f"Restore points ({len(points)}), newest first — tab selects, t restores")
+        table = self.points_table
+        table.set_class(bool(points), "-shown")
+        if points == self.points and not first:
+            self.refresh_bindings()
+            return
+        self.points = points
+        cursor = table.cursor_row
+        table.clear()
+        for point in points:
+            table.add_row(
+                _when(point.time),
+                point.mode,
+                size_text(point.logical_bytes),
+                size_text(point.stored_bytes),
+                {True: "verified", False: "FAILED verify", None: "not verified"}[point.verified],
+                point.repository,
+                point.id,
+                key=f"{point.repository}/{point.id}",
+            )
+        if points:
+            table.move_cursor(row=min(cursor, len(points) - 1), animate=False)
+        self.refresh_bindings()
+
+    @property
+    def selected_point(self) -> RestorePointSummary | None:
+        if not self.points or not self.is_mounted:
+            return None
+        row = self.points_table.cursor_row
+        return self.points[row] if 0 <= row < len(self.points) else self.points[0]
 
     def _build_tree(self, vm: VM) -> None:
         tree = self.checkpoint_tree
@@ -245,6 +338,11 @@ class VmDetailScreen(ViewScreen):
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "backup_vm":
+            return None if self.vm is None or self.hvtui.read_only_reason(self.host) else True
+        if action == "restore_point":
+            # A folder restore is possible even read-only: the dialog offers what is allowed.
+            return True if self.points else None
         if action not in CHANGING_ACTIONS:
             return True
         if self.vm is None or self.hvtui.read_only_reason(self.host):
@@ -276,6 +374,15 @@ class VmDetailScreen(ViewScreen):
         cp = self.selected_checkpoint
         if cp is not None:
             self.hvtui.start_rename(self.host, self.vm_id, cp.id)
+
+    def action_backup_vm(self) -> None:
+        if self.vm is not None:
+            self.hvtui.jobs_ui.start_backup([self.vm])
+
+    def action_restore_point(self) -> None:
+        point = self.selected_point
+        if point is not None:
+            self.hvtui.jobs_ui.start_restore(point)
 
 
 def _walk(node):

@@ -1,16 +1,30 @@
-"""The main view: every VM on every host in one table (k9s' pod list)."""
+"""The main view: every VM on every host in one table (k9s' pod list).
+
+``space`` marks rows (k9s-style; marked names carry a ✔); ``b`` backs up the marked VMs,
+or the one under the cursor when none is marked.
+"""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.style import Style
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widget import Widget
 from textual.widgets import DataTable
 
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
-from hvtui.tui.viewmodel import SORT_DESCENDING_FIRST, VM_COLUMNS, Snapshot, VmRow, filter_rows, sort_rows
+from hvtui.tui.viewmodel import (
+    SORT_DESCENDING_FIRST,
+    VM_COLUMN_IDS,
+    VM_COLUMNS,
+    Snapshot,
+    VmRow,
+    filter_rows,
+    sort_rows,
+)
 from hvtui.tui.widgets.table import FastTable
 
 # key -> column: pressing the key sorts by the column; pressing it again reverses.
@@ -39,6 +53,9 @@ _SORT_NAMES = {
     "diff": "differencing size",
     "backup": "last backup",
 }
+MARK = "✔ "
+_NAME_INDEX = VM_COLUMN_IDS.index("name")
+_MARK_STYLE = Style(bold=True)
 
 
 class VmsScreen(ViewScreen):
@@ -49,6 +66,9 @@ class VmsScreen(ViewScreen):
         Binding("enter", "open_vm", "Open"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("c", "create_checkpoint", "New checkpoint"),
+        Binding("b", "backup", "Backup"),
+        Binding("space", "toggle_mark", "Mark"),
+        Binding("ctrl+backslash", "clear_marks", "Clear marks", show=False),
         *[
             Binding(key, f"sort('{column}')", f"Sort by {_SORT_NAMES[column]} (again: reverse)", show=False)
             for key, column in SORT_KEYS.items()
@@ -63,6 +83,8 @@ class VmsScreen(ViewScreen):
         self._sorted: list[VmRow] = []
         self._widths: dict[str, int] = {}
         self._hosts_total = 0
+        self.marked: set[str] = set()  # row keys (host/VM id), kept across refreshes
+        self._marked_texts: dict[str, tuple[tuple[Text, ...], tuple[Text, ...]]] = {}
 
     def compose_body(self) -> ComposeResult:
         yield ViewTitle("VMs")
@@ -81,6 +103,7 @@ class VmsScreen(ViewScreen):
         self._rows = snapshot.rows
         self._widths = snapshot.widths
         self._hosts_total = snapshot.hosts_total
+        self.marked &= self._rows.keys()  # VMs that are gone cannot stay marked
         self._resort()
         self._show_rows()
 
@@ -89,13 +112,31 @@ class VmsScreen(ViewScreen):
 
     def _show_rows(self) -> str:
         rows = filter_rows(self._sorted, self.filter_text)
-        outcome = self.table.show([(row.key, row.texts) for row in rows], self._widths)
+        outcome = self.table.show([(row.key, self._texts(row)) for row in rows], self._widths)
         arrow = "↓" if self.sort_descending else "↑"
         title = f"VMs [{len(rows)}/{len(self._rows)}]  sort: {_LABELS[self.sort_column].lower()} {arrow}"
         if self.filter_text:
             title += f"  filter: {self.filter_text}"
+        if self.marked:
+            title += f"  marked: {len(self.marked)} (b backs them up, ctrl+\\ clears)"
         self.query_one(ViewTitle).show(title)
         return outcome
+
+    def _texts(self, row: VmRow) -> tuple[Text, ...]:
+        """The row's cells; a marked row's name carries the mark (the same tuple while
+        nothing changes, so the table sees no change)."""
+        if row.key not in self.marked:
+            return row.texts
+        cached = self._marked_texts.get(row.key)
+        if cached is not None and cached[0] is row.texts:
+            return cached[1]
+        texts = list(row.texts)
+        name = texts[_NAME_INDEX]
+        style = name.style if isinstance(name.style, Style) else Style.parse(name.style)
+        texts[_NAME_INDEX] = Text(MARK + name.plain, style=_MARK_STYLE + style, no_wrap=True, overflow="ellipsis")
+        marked = tuple(texts)
+        self._marked_texts[row.key] = (row.texts, marked)
+        return marked
 
     def apply_filter(self, text: str) -> None:
         self.filter_text = text
@@ -130,11 +171,53 @@ class VmsScreen(ViewScreen):
         if row is not None:
             self.hvtui.start_create(row.host, row.vm.id)
 
+    # -- marks and backups ------------------------------------------------------------------------
+    @property
+    def backup_targets(self) -> list[VmRow]:
+        """The marked rows (in display order), or the cursor row when none is marked."""
+        if self.marked:
+            return [row for row in self._sorted if row.key in self.marked]
+        row = self.selected_row
+        return [row] if row is not None else []
+
+    def action_toggle_mark(self) -> None:
+        row = self.selected_row
+        if row is None:
+            return
+        self.marked.symmetric_difference_update({row.key})
+        self._show_rows()
+        self.table.action_cursor_down()  # k9s: mark, move on, mark the next
+        self.refresh_bindings()
+
+    def action_clear_marks(self) -> None:
+        if self.marked:
+            self.marked.clear()
+            self._show_rows()
+            self.refresh_bindings()
+
+    def action_escape(self) -> None:
+        # Escape clears what is typed or filtered first (the base class), then the marks.
+        if not self.prompt.is_open and not self.filter_text and self.marked:
+            self.action_clear_marks()
+            return
+        super().action_escape()
+
+    def action_backup(self) -> None:
+        rows = self.backup_targets
+        if rows:
+            self.hvtui.jobs_ui.start_backup([row.vm for row in rows], on_submitted=self.action_clear_marks)
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         # Read-only hosts: the footer greys "New checkpoint" out for the row under the cursor.
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "backup":
+            rows = self.backup_targets
+            if not rows:
+                return None
+            # Greyed out when every target is read-only (the core refuses them anyway).
+            return True if any(self.hvtui.read_only_reason(row.host) is None for row in rows) else None
         if action == "create_checkpoint":
             row = self.selected_row
             if row is None:
