@@ -31,13 +31,19 @@ from textual.geometry import Size
 from textual.widgets import DataTable
 from textual.widgets._data_table import ColumnKey, Row, RowKey
 
-from hvtui.tui.viewmodel import ColumnSpec
+from hvtui.tui.viewmodel import Cell, ColumnSpec
 
 FLEX_MIN = 30  # a flex column (a message) is never squeezed below this
 
 
-class FastTable(DataTable[Text]):
-    """Row-cursor table fed with ``(key, cells)`` rows and caller-measured widths."""
+CellType = Cell | Text
+
+
+class FastTable(DataTable[CellType]):
+    """Row-cursor table fed with ``(key, cells)`` rows and caller-measured widths.
+
+    Cells are ``viewmodel.Cell`` (light) or one-line ``rich.text.Text``.
+    """
 
     DEFAULT_CSS = """
     FastTable {
@@ -51,8 +57,8 @@ class FastTable(DataTable[Text]):
         self._shown_columns: tuple[str, ...] = ()  # column ids currently in the table
         self._widths: dict[str, int] = {}
         self._keys: list[str] = []  # row keys in display order
-        self._cells: dict[str, tuple[Text, ...]] = {}  # what each row shows, full column set
-        self._row_cache: dict[str, tuple[tuple[Text, ...], RowKey, Row, dict]] = {}
+        self._cells: dict[str, tuple[CellType, ...]] = {}  # what each row shows, full column set
+        self._row_cache: dict[str, tuple[tuple[CellType, ...], RowKey, Row, dict]] = {}
         self._row_cache_columns: tuple[str, ...] = ()
 
     # -- columns -----------------------------------------------------------------------------
@@ -125,7 +131,7 @@ class FastTable(DataTable[Text]):
         return changed
 
     # -- rows ---------------------------------------------------------------------------------
-    def show(self, rows: Sequence[tuple[str, tuple[Text, ...]]], widths: dict[str, int]) -> str:
+    def show(self, rows: Sequence[tuple[str, tuple[CellType, ...]]], widths: dict[str, int]) -> str:
         """Make the table show ``rows`` (key, one Text per spec), touching as little as possible.
 
         Returns what it did: "columns", "rebuild", "cells" or "none" (for tests and benches).
@@ -158,7 +164,7 @@ class FastTable(DataTable[Text]):
         ids = [spec.id for spec in self.specs]
         return [ids.index(column_id) for column_id in self._shown_columns]
 
-    def _update_changed_cells(self, rows: Sequence[tuple[str, tuple[Text, ...]]]) -> bool:
+    def _update_changed_cells(self, rows: Sequence[tuple[str, tuple[CellType, ...]]]) -> bool:
         indexes = self._column_indexes()
         changed = False
         with self.app.batch_update():
@@ -179,7 +185,7 @@ class FastTable(DataTable[Text]):
                         changed = True
         return changed
 
-    def _replace_rows(self, rows: Sequence[tuple[str, tuple[Text, ...]]]) -> None:
+    def _replace_rows(self, rows: Sequence[tuple[str, tuple[CellType, ...]]]) -> None:
         """Swap in a whole new row set in one pass, keeping the cursor on its row key."""
         previous_key = self.cursor_key
         previous_row = self.cursor_row
@@ -196,8 +202,8 @@ class FastTable(DataTable[Text]):
         # Rows that come back (a filter typed, then erased) reuse their key, metadata and
         # cell dict: the same cells tuple means the same row data.
         cache = self._row_cache if self._row_cache_columns == self._shown_columns else {}
-        new_cache: dict[str, tuple[tuple[Text, ...], RowKey, Row, dict]] = {}
-        cells_by_key: dict[str, tuple[Text, ...]] = {}
+        new_cache: dict[str, tuple[tuple[CellType, ...], RowKey, Row, dict]] = {}
+        cells_by_key: dict[str, tuple[CellType, ...]] = {}
         keys: list[str] = []
         for position, (key, cells) in enumerate(rows):
             cached = cache.get(key)
@@ -296,7 +302,10 @@ class FastTable(DataTable[Text]):
         if cached is not None:
             return cached
         cell = self._data.get(row_key, {}).get(column_key) if row_key is not None else None
-        if not isinstance(cell, Text) or cell.spans or "\n" in cell.plain or "\t" in cell.plain:
+        if isinstance(cell, Text):
+            if cell.spans or "\n" in cell.plain or "\t" in cell.plain:
+                return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        elif not isinstance(cell, Cell) or "\n" in cell.plain or "\t" in cell.plain:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         is_fixed = row_index < self.fixed_rows or column_index < self.fixed_columns
         component_style, post_style = self._get_styles_to_render_cell(
