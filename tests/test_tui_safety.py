@@ -168,3 +168,23 @@ async def test_unexpected_worker_error_is_one_line_and_logged(shared_demo_lab: P
         assert app.is_running
         logged = [r for r in caplog.records if r.exc_info and r.exc_info[0] is ZeroDivisionError]
         assert logged, "the traceback goes to the log file"
+
+
+async def test_refresh_touches_only_the_cells_that_changed(fresh_demo_lab: Path, paths) -> None:
+    core = make_core(fresh_demo_lab, paths)
+    app = make_app(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        table = screen.table
+        before = {key: table.plain_row(key) for key in table.keys}
+        await refreshed(pilot)
+        assert screen.last_update == "none"  # nothing changed: nothing re-sent
+        vm = vm_named(app, "test01")
+        core.actions.create(vm.host, vm.id, "one more", "Standard")  # changes one VM only
+        await refreshed(pilot)
+        assert screen.last_update == "cells"  # updated in place, not rebuilt
+        after = {key: table.plain_row(key) for key in table.keys}
+        changed = {key for key in after if after[key] != before[key]}
+        assert changed == {vm.key}
+        assert int(after[vm.key]["checkpoints"]) == int(before[vm.key]["checkpoints"]) + 1

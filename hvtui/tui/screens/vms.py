@@ -83,6 +83,7 @@ class VmsScreen(ViewScreen):
         self._sorted: list[VmRow] = []
         self._widths: dict[str, int] = {}
         self._hosts_total = 0
+        self.last_update = ""
         self.marked: set[str] = set()  # row keys (host/VM id), kept across refreshes
         self._marked_texts: dict[str, tuple[tuple[Text, ...], tuple[Text, ...]]] = {}
 
@@ -113,6 +114,7 @@ class VmsScreen(ViewScreen):
     def _show_rows(self) -> str:
         rows = filter_rows(self._sorted, self.filter_text)
         outcome = self.table.show([(row.key, self._texts(row)) for row in rows], self._widths)
+        self.last_update = outcome  # what the table did: columns, rebuild, cells or none
         arrow = "↓" if self.sort_descending else "↑"
         title = f"VMs [{len(rows)}/{len(self._rows)}]  sort: {_LABELS[self.sort_column].lower()} {arrow}"
         if self.filter_text:
