@@ -283,12 +283,23 @@ async def test_cancel_a_running_backup_leaves_the_repository_and_the_vm_clean(la
         assert app.screen.check_action("cancel_job", ()) is None  # nothing left to cancel
         assert app.screen.check_action("retry_job", ()) is True
 
-    after = lab_vm(core, vm.host, vm.id)
-    assert [cp.id for cp in after.checkpoints] == checkpoints_before  # the Recovery checkpoint is gone
-    assert "Recovery" not in [cp.type for cp in after.checkpoints]
-    assert [p.id for p in core.backups.list_points(vm.host, vm.id)] == [first.point_id]
-    report = core.backups.verify()
-    assert report.ok, report
+        after = lab_vm(core, vm.host, vm.id)
+        assert [cp.id for cp in after.checkpoints] == checkpoints_before  # the Recovery checkpoint is gone
+        assert "Recovery" not in [cp.type for cp in after.checkpoints]
+        assert [p.id for p in core.backups.list_points(vm.host, vm.id)] == [first.point_id]
+        report = core.backups.verify()
+        assert report.ok, report
+
+        # R runs it again as a new job, which now finishes.
+        gate.release.set()
+        await pilot.press("R")
+        assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 2)
+        retried = core.jobs.jobs()[-1]
+        assert retried.retry_of == job.id and retried.mode == "incremental"
+        assert (await wait_job(core, retried.id)).state is JobState.SUCCEEDED
+        assert await wait_until(pilot, lambda: job_row(screen, retried.id).get("state") == "succeeded")
+    assert len(core.backups.list_points(vm.host, vm.id)) == 2
+    assert [cp.id for cp in lab_vm(core, vm.host, vm.id).checkpoints] == checkpoints_before
 
 
 # -- restore ------------------------------------------------------------------------------------------
@@ -563,7 +574,10 @@ async def test_a_job_killed_with_its_console_is_offered_on_start_and_resumes(lab
 # -- read-only and help -------------------------------------------------------------------------------
 
 
-async def test_read_only_backup_key_unavailable_and_help_lists_job_keys(lab: Path, paths: Paths) -> None:
+async def test_read_only_backup_key_unavailable_and_help_lists_job_keys(lab: Path, paths: Paths, tmp_path: Path) -> None:
+    writable = jobs_core(lab, paths)
+    web01 = next(v for v in writable.inventory.refresh().vms if v.name == "web01")
+    point = writable.backups.backup(web01.host, web01.id, "full")
     core = jobs_core(lab, paths, read_only=True)
     app = make_app(core)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
@@ -587,6 +601,31 @@ async def test_read_only_backup_key_unavailable_and_help_lists_job_keys(lab: Pat
         assert any(line.startswith("b\tBackup\tunavailable: read-only") for line in lines)
         assert any(line.startswith("space\tMark") for line in lines)
         assert any(line.startswith("j\tJobs") for line in lines)
+        await pilot.press("escape")
+
+        # Read-only still restores into a folder (no host changes); the host targets are off.
+        app.open_vm(web01.host, web01.id)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded)
+        assert app.screen.check_action("backup_vm", ()) is None
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
+        dialog = app.screen
+        assert dialog.target == "directory"
+        assert dialog.query_one("#target-new").disabled and dialog.query_one("#target-in_place").disabled
+        assert "Read-only: only a folder restore is possible" in flat(screen_text(app))
+        target = tmp_path / "restored"
+        dialog.query_one("#restore-directory").value = str(target)
+        await pilot.click("#next")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert str(target) in app.screen.body and "Nothing is overwritten" in app.screen.body
+        await pilot.press("right", "enter")
+        assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 1)
+        (restore,) = core.jobs.jobs()
+        done = await wait_job(core, restore.id)
+        assert done.state is JobState.SUCCEEDED, done.error
+        assert (restore.host, restore.mode, done.summary["point_id"]) == ("local", "directory", point.point_id)
+        restored = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+        assert restored and any(name.endswith(".vhdx") for name in restored)
 
 
 async def test_an_interrupted_job_can_be_dismissed(lab: Path, paths: Paths) -> None:

@@ -353,8 +353,8 @@ class HvtuiApp(App[int]):
 
     def sync_screen(self, screen: ViewScreen, data: bool = True) -> None:
         """Bring a view up to date: the bars always, the data when a new refresh arrived."""
-        if not screen.is_mounted:
-            return
+        if not screen.is_mounted or not self.is_running:
+            return  # not yet, or shutting down (a refresh may land while the screens come down)
         while self._pending_theme_notices:  # shown once the first view is up, not lost before it
             self.notify(self._pending_theme_notices.pop(0), title="Theme problem", severity="warning", timeout=10)
         screen.sync_bars(self.header_state(), self.failing_hosts(), self.action_views())
