@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -90,12 +91,12 @@ class BackupDialog(_Dialog):
             yield Label("Mode", classes="field-label")
             with RadioSet(id="backup-mode"):
                 for mode in BACKUP_MODES:
-                    yield RadioButton(f"{mode} — {MODE_HELP[mode]}", value=mode == self.mode, id=f"mode-{mode}")
+                    yield RadioButton(Text(f"{mode} — {MODE_HELP[mode]}"), value=mode == self.mode, id=f"mode-{mode}")
             if len(self.repositories) > 1:
                 yield Label("Repository", classes="field-label")
                 with RadioSet(id="backup-repository"):
                     for index, name in enumerate(self.repositories):
-                        yield RadioButton(name, value=name == self.repository, id=f"repo-{index}")
+                        yield RadioButton(Text(name), value=name == self.repository, id=f"repo-{index}")  # no markup
             else:
                 yield Label(f"Repository: {self.repository}", classes="field-label", markup=False)
             yield Static("A Recovery checkpoint is taken for the read, then removed.", markup=False)

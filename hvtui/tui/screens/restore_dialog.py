@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -84,11 +85,12 @@ class RestoreDialog(_Dialog):
             elif self.vm_state and self.vm_state.lower() not in ("off", "stopped"):
                 original += f" (it is {self.vm_state}: turn it off first)"
             with RadioSet(id="restore-target"):
+                # Text, not markup: host and state names are shown as they are.
                 yield RadioButton(
-                    f"as a new VM on {point.host}", value=self.target == "new", id="target-new", disabled=bool(self.read_only_reason)
+                    Text(f"as a new VM on {point.host}"), value=self.target == "new", id="target-new", disabled=bool(self.read_only_reason)
                 )
                 yield RadioButton(
-                    original,
+                    Text(original),
                     value=False,
                     id="target-in_place",
                     disabled=bool(self.read_only_reason) or not self.vm_exists,
