@@ -483,6 +483,22 @@ async def test_quitting_with_a_running_job_asks_and_cancels_it(lab: Path, paths:
     assert [cp.type for cp in lab_vm(core, vm.host, vm.id).checkpoints] == []  # no checkpoint left
     assert core.backups.list_points(vm.host, vm.id) == []
 
+    # The next console lists the cancelled job (from the journal), and R retries it.
+    later = jobs_core(lab, paths)
+    app = make_app(later)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        screen = await jobs_view(pilot)
+        assert await wait_until(pilot, lambda: job_row(screen, job.id).get("state") == "cancelled")
+        assert screen.selected_job.id == job.id
+        await pilot.press("R")
+        assert await wait_until(pilot, lambda: len(later.jobs.jobs()) == 1)
+        (retried,) = later.jobs.jobs()
+        assert retried.retry_of == job.id and retried.vm_id == vm.id
+        assert (await wait_job(later, retried.id)).state is JobState.SUCCEEDED
+        assert await wait_until(pilot, lambda: job_row(screen, retried.id).get("state") == "succeeded")
+    assert len(later.backups.list_points(vm.host, vm.id)) == 1
+
 
 CHILD = textwrap.dedent(
     """

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REDRAW_SECONDS = 0.5  # the jobs view and the progress bar redraw at most twice a second
+HISTORY_SHOWN = 50  # finished jobs of earlier sessions listed (from the journal), newest
 STOP_TIMEOUT = 120.0  # quitting: how long to wait for cancelled jobs to clean up
 
 
@@ -75,8 +76,11 @@ class JobsController:
         try:
             manager = self.app.core.jobs
             unsubscribe = manager.subscribe(self._on_event)
-            loaded = manager.jobs()
             interrupted = manager.interrupted_jobs()
+            # Earlier sessions' finished jobs (retry works on them too); jobs another live
+            # hvtui runs are left out: they are not this console's to show or cancel.
+            history = [job for job in manager.history(limit=HISTORY_SHOWN) if job.is_final]
+            loaded = manager.jobs()
         except HvtuiError as err:
             self.connect_error = str(err)
             self.app.notify(f"jobs unavailable: {err}", title="Jobs", severity="error", timeout=15, markup=False)
@@ -95,7 +99,7 @@ class JobsController:
         self.manager = manager
         self._unsubscribe = unsubscribe
         with self._lock:
-            for job in [*loaded, *interrupted]:
+            for job in [*history, *interrupted, *loaded]:
                 self._pending.setdefault(job.id, job)  # events already collected are newer
         self._post()
         if interrupted:

@@ -1,7 +1,8 @@
 """The jobs view (`:jobs`, `j`): queued, running and finished backup and restore jobs.
 
 One row per job (state, VM, mode, a progress bar, bytes, rate, ETA, dedup and
-compression ratios), interrupted jobs from the journal first, and a detail pane with
+compression ratios): this console's jobs, interrupted jobs from the journal first, and
+the latest finished jobs of earlier sessions (retry works on them); a detail pane with
 the highlighted job's log and summary.  The rows come from ``JobsController`` at most
 twice a second; the table only re-sends the cells that changed.
 """
