@@ -16,10 +16,11 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Label, RadioSet, Static
 
 from hvtui.backups import BACKUP_MODES
 from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
+from hvtui.tui.widgets.choice import ChoiceButton
 
 MODE_HELP = {
     "full": "reads every block",
@@ -91,12 +92,12 @@ class BackupDialog(_Dialog):
             yield Label("Mode", classes="field-label")
             with RadioSet(id="backup-mode"):
                 for mode in BACKUP_MODES:
-                    yield RadioButton(Text(f"{mode} — {MODE_HELP[mode]}"), value=mode == self.mode, id=f"mode-{mode}")
+                    yield ChoiceButton(Text(f"{mode} — {MODE_HELP[mode]}"), value=mode == self.mode, id=f"mode-{mode}")
             if len(self.repositories) > 1:
                 yield Label("Repository", classes="field-label")
                 with RadioSet(id="backup-repository"):
                     for index, name in enumerate(self.repositories):
-                        yield RadioButton(Text(name), value=name == self.repository, id=f"repo-{index}")  # no markup
+                        yield ChoiceButton(Text(name), value=name == self.repository, id=f"repo-{index}")  # no markup
             else:
                 yield Label(f"Repository: {self.repository}", classes="field-label", markup=False)
             yield Static("A Recovery checkpoint is taken for the read, then removed.", markup=False)
@@ -109,7 +110,7 @@ class BackupDialog(_Dialog):
 
     # -- choices --------------------------------------------------------------------------------
     def _select_mode(self, mode: str) -> None:
-        button = self.query_one(f"#mode-{mode}", RadioButton)
+        button = self.query_one(f"#mode-{mode}", ChoiceButton)
         if not button.value:
             with self.prevent(RadioSet.Changed):
                 button.value = True

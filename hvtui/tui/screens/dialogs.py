@@ -14,7 +14,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Input, Label, RadioSet, Static
+
+from hvtui.tui.widgets.choice import ChoiceButton
 
 DIALOG_CSS = """
 {cls} {{
@@ -155,8 +157,8 @@ class CreateCheckpointDialog(_Dialog):
             yield Label(f"New checkpoint of {self.vm_name} on {self.host}", classes="dialog-title", markup=False)
             yield Input(self.default_name, id="cp-name", placeholder="checkpoint name (empty: Hyper-V's default)")
             with RadioSet(id="cp-type"):
-                yield RadioButton("Production", value=self.default_type == "Production", id="type-Production")
-                yield RadioButton("Standard", value=self.default_type == "Standard", id="type-Standard")
+                yield ChoiceButton("Production", value=self.default_type == "Production", id="type-Production")
+                yield ChoiceButton("Standard", value=self.default_type == "Standard", id="type-Standard")
             yield Static(
                 "Production: application-consistent (VSS), the VM does not keep its memory. "
                 "Standard: saves memory and device state too.",

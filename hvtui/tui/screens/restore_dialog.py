@@ -14,11 +14,12 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Input, Label, RadioSet, Static
 
 from hvtui.model import RestorePointSummary
 from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
 from hvtui.tui.viewmodel import aware, size_text
+from hvtui.tui.widgets.choice import ChoiceButton
 
 TARGETS = ("new", "in_place", "directory")
 
@@ -86,16 +87,16 @@ class RestoreDialog(_Dialog):
                 original += f" (it is {self.vm_state}: turn it off first)"
             with RadioSet(id="restore-target"):
                 # Text, not markup: host and state names are shown as they are.
-                yield RadioButton(
+                yield ChoiceButton(
                     Text(f"as a new VM on {point.host}"), value=self.target == "new", id="target-new", disabled=bool(self.read_only_reason)
                 )
-                yield RadioButton(
+                yield ChoiceButton(
                     Text(original),
                     value=False,
                     id="target-in_place",
                     disabled=bool(self.read_only_reason) or not self.vm_exists,
                 )
-                yield RadioButton("into a folder on this machine", value=self.target == "directory", id="target-directory")
+                yield ChoiceButton("into a folder on this machine", value=self.target == "directory", id="target-directory")
             with Vertical(id="field-new", classes="target-field"):
                 yield Label("New VM name")
                 yield Input(default_new_name(point), id="restore-name")
@@ -124,7 +125,7 @@ class RestoreDialog(_Dialog):
 
     def select_target(self, target: str) -> None:
         """Choose a target as if its radio button was pressed (keyboard users: tab, arrows, enter)."""
-        self.query_one(f"#target-{target}", RadioButton).value = True
+        self.query_one(f"#target-{target}", ChoiceButton).value = True
         self.target = target
         self._show_fields()
 
