@@ -215,19 +215,6 @@ def find_checkpoint(vm: VM, name_or_id: str) -> Checkpoint:
     raise NotFoundError(vm.host, "find checkpoint", f"VM {vm.name!r} has no checkpoint {wanted!r} (it has: {known})")
 
 
-def _current_branch(vm: VM) -> list[Checkpoint]:
-    """The VM's parent checkpoint and its ancestors, nearest first."""
-    branch: list[Checkpoint] = []
-    seen: set[str] = set()
-    current = vm.parent_checkpoint_id
-    while current is not None and current not in seen:
-        seen.add(current)
-        cp = vm.checkpoint(current)
-        if cp is None:
-            break
-        branch.append(cp)
-        current = cp.parent_id
-    return branch
 
 
 class CheckpointActions:
@@ -308,7 +295,7 @@ class CheckpointActions:
         target = self._checkpoint(vm, checkpoint_id)
         going = vm.subtree(target.id) if subtree else [target]
         going_ids = {cp.id for cp in going}
-        branch = _current_branch(vm)
+        branch = vm.current_branch()
         branch_ids = [cp.id for cp in branch]
         on_branch = [i for i, cp_id in enumerate(branch_ids) if cp_id in going_ids]
         other_branch = tuple(cp for cp in going if cp.id not in branch_ids)

@@ -138,6 +138,20 @@ class VM:
             todo.extend(child.id for child in self.children_of(current))
         return out
 
+    def current_branch(self) -> list[Checkpoint]:
+        """The checkpoint the VM runs from and its ancestors, nearest first."""
+        branch: list[Checkpoint] = []
+        seen: set[str] = set()  # a damaged tree with a cycle must not loop forever
+        current = self.parent_checkpoint_id
+        while current is not None and current not in seen:
+            seen.add(current)
+            cp = self.checkpoint(current)
+            if cp is None:
+                break
+            branch.append(cp)
+            current = cp.parent_id
+        return branch
+
     @property
     def oldest_checkpoint(self) -> Checkpoint | None:
         return min(self.checkpoints, key=lambda cp: cp.created, default=None)

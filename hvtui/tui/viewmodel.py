@@ -19,7 +19,7 @@ from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 
-from hvtui.model import VM, Checkpoint, Finding, HostInventory, Inventory, Severity, VhdLink
+from hvtui.model import VM, Finding, HostInventory, Inventory, Severity, VhdLink
 
 # -- formatting -------------------------------------------------------------------------------
 
@@ -427,19 +427,6 @@ def finding_column_widths(rows: Iterable[FindingRow]) -> dict[str, int]:
 # -- checkpoints and files of one VM ----------------------------------------------------------------
 
 
-def current_branch(vm: VM) -> list[Checkpoint]:
-    """The VM's parent checkpoint and its ancestors, nearest first."""
-    branch: list[Checkpoint] = []
-    seen: set[str] = set()
-    current = vm.parent_checkpoint_id
-    while current is not None and current not in seen:
-        seen.add(current)
-        cp = vm.checkpoint(current)
-        if cp is None:
-            break
-        branch.append(cp)
-        current = cp.parent_id
-    return branch
 
 
 def checkpoint_files(vm: VM) -> dict[str, list[VhdLink]]:
@@ -450,7 +437,7 @@ def checkpoint_files(vm: VM) -> dict[str, list[VhdLink]]:
     by the i-th checkpoint is ``chain[i]`` of each disk.  Checkpoints on other branches
     (or chains that do not match the tree after a failed merge) map to nothing.
     """
-    branch = current_branch(vm)
+    branch = vm.current_branch()
     files: dict[str, list[VhdLink]] = {}
     for disk in vm.disks:
         if disk.depth != len(branch):
