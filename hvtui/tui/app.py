@@ -165,6 +165,7 @@ class HvtuiApp(App[int]):
         self._pending_theme_notices: list[str] = []
         self.jobs_ui = JobsController(self)
         self._last_thaw = time.monotonic()
+        self._inbox: Snapshot | None = None  # the latest refresh, handed from the poll worker
 
     # -- themes --------------------------------------------------------------------------------
     def get_theme_variable_defaults(self) -> dict[str, str]:
@@ -235,16 +236,20 @@ class HvtuiApp(App[int]):
             self._poll_timer.stop()
             self._poll_timer = None
         self._polling = True
-        palette = self.palette
-        previous = self.snapshot
         self.run_worker(
-            lambda: self._poll(palette, previous),
+            self._poll_into_inbox,
             name="inventory refresh",
             group="poll",
             thread=True,
             exit_on_error=False,
         )
         self._sync_bars()
+
+    def _poll_into_inbox(self) -> None:
+        """The poll worker's body.  The snapshot goes to ``_inbox``, not into the worker's
+        result: Textual keeps finished workers reachable for a while (their thread's
+        context), and each would pin a whole inventory in memory."""
+        self._inbox = self._poll(self.palette, self.snapshot)
 
     def _poll(self, palette: Palette, previous: Snapshot | None) -> Snapshot:
         """Runs in a worker thread: read every host, evaluate the policy, prepare the rows."""
@@ -260,9 +265,10 @@ class HvtuiApp(App[int]):
 
     def _poll_finished(self, worker: Worker) -> None:
         self._polling = False
-        if worker.state == WorkerState.SUCCESS and isinstance(worker.result, Snapshot):
+        snapshot, self._inbox = self._inbox, None
+        if worker.state == WorkerState.SUCCESS and snapshot is not None:
             self._last_poll_error = None
-            self.apply_snapshot(worker.result)
+            self.apply_snapshot(snapshot)
         elif worker.state == WorkerState.ERROR and worker.error is not None:
             message = self.describe_error(worker.error, "inventory refresh")
             if message != self._last_poll_error:  # once per distinct error, not every 5 s
