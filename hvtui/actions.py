@@ -215,8 +215,6 @@ def find_checkpoint(vm: VM, name_or_id: str) -> Checkpoint:
     raise NotFoundError(vm.host, "find checkpoint", f"VM {vm.name!r} has no checkpoint {wanted!r} (it has: {known})")
 
 
-
-
 class CheckpointActions:
     def __init__(self, core: Core) -> None:
         self._core = core

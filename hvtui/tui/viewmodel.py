@@ -427,8 +427,6 @@ def finding_column_widths(rows: Iterable[FindingRow]) -> dict[str, int]:
 # -- checkpoints and files of one VM ----------------------------------------------------------------
 
 
-
-
 def checkpoint_files(vm: VM) -> dict[str, list[VhdLink]]:
     """The differencing file(s) each checkpoint started, where the inventory shows them.
 
