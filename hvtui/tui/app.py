@@ -292,7 +292,7 @@ class HvtuiApp(App[int]):
             self._notify_new_crit(previous, snapshot)
         if isinstance(self.screen, ViewScreen):
             self.sync_screen(self.screen)
-        self.refresh_bindings()
+            self.screen.refresh_bindings_if_changed()  # a host may have turned read-only
         self._freeze_heap()
 
     def _freeze_heap(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from textual.actions import parse as parse_action
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -58,6 +59,22 @@ class ViewScreen(Screen):
         super().__init__()
         self.filter_text = ""
         self.shown_version = -1  # the app's snapshot version this view last showed
+        self._binding_state: tuple[bool | None, ...] | None = None
+
+    def refresh_bindings_if_changed(self) -> None:
+        """``refresh_bindings`` only when one of this view's keys changed availability.
+
+        Each ``refresh_bindings`` makes Textual 8.2.8's Footer recompose, and the Footer
+        keeps every FooterKey it ever made (its ``data_bind`` setters hold them): calling
+        it on every cursor move or refresh leaks about ten widgets a time.
+        """
+        state = []
+        for binding in Binding.make_bindings(type(self).BINDINGS):
+            _namespace, name, parameters = parse_action(binding.action)
+            state.append(self.check_action(name, parameters))
+        if tuple(state) != self._binding_state:
+            self._binding_state = tuple(state)
+            self.refresh_bindings()
 
     @property
     def hvtui(self) -> HvtuiApp:

@@ -150,7 +150,7 @@ class VmDetailScreen(ViewScreen):
             self.checkpoint_tree.clear()
             title.show(f"{self.host} / VM {self.vm_id}: not in the inventory (deleted, or its host cannot be read)")
             self.query_one("#vm-info", Static).update("")
-            self.refresh_bindings()
+            self.refresh_bindings_if_changed()
             return
         stale = " (stale)" if host is not None and host.stale else ""
         title.show(f"{vm.host} / {vm.name}{stale}  ·  {vm.state}  ·  {vm.checkpoint_count} checkpoints")
@@ -159,7 +159,7 @@ class VmDetailScreen(ViewScreen):
             self._findings = findings
             self._build_tree(vm)
             self.query_one("#vm-info", Static).update(self._info_markup(vm, findings))
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     # -- restore points ------------------------------------------------------------------------
     def _load_points(self) -> None:
@@ -196,7 +196,7 @@ class VmDetailScreen(ViewScreen):
         table = self.points_table
         table.set_class(bool(points), "-shown")
         if points == self.points and not first:
-            self.refresh_bindings()
+            self.refresh_bindings_if_changed()
             return
         self.points = points
         cursor = table.cursor_row
@@ -214,7 +214,7 @@ class VmDetailScreen(ViewScreen):
             )
         if points:
             table.move_cursor(row=min(cursor, len(points) - 1), animate=False)
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     @property
     def selected_point(self) -> RestorePointSummary | None:
@@ -335,7 +335,7 @@ class VmDetailScreen(ViewScreen):
         return self.vm.checkpoint(node.data)
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "backup_vm":

@@ -189,13 +189,13 @@ class VmsScreen(ViewScreen):
         self.marked.symmetric_difference_update({row.key})
         self._show_rows()
         self.table.action_cursor_down()  # k9s: mark, move on, mark the next
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     def action_clear_marks(self) -> None:
         if self.marked:
             self.marked.clear()
             self._show_rows()
-            self.refresh_bindings()
+            self.refresh_bindings_if_changed()
 
     def action_escape(self) -> None:
         # Escape clears what is typed or filtered first (the base class), then the marks.
@@ -211,7 +211,7 @@ class VmsScreen(ViewScreen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         # Read-only hosts: the footer greys "New checkpoint" out for the row under the cursor.
-        self.refresh_bindings()
+        self.refresh_bindings_if_changed()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "backup":
