@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,3 +58,16 @@ class Paths:
 def env_config_path() -> Path | None:
     value = os.environ.get("HVTUI_CONFIG")
     return Path(value).expanduser() if value else None
+
+
+def bundled_theme_dirs() -> list[Path]:
+    """The directory holding the themes that ship with hvtui (empty if none is found).
+
+    ``themes/`` beside the package in a checkout or an editable install wins; a wheel
+    installs the same files under ``<prefix>/share/hvtui/themes``.
+    """
+    package_dir = Path(__file__).resolve().parent  # .../hvtui
+    for candidate in (package_dir.parent / "themes", Path(sys.prefix) / "share" / "hvtui" / "themes"):
+        if candidate.is_dir():
+            return [candidate]
+    return []

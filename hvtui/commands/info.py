@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import hvtui
 from hvtui import __version__
+from hvtui.paths import bundled_theme_dirs
 
 if TYPE_CHECKING:
     from hvtui.core import Core
@@ -30,14 +28,6 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     parser.set_defaults(handler=handle_info)
 
 
-def builtin_themes_dir() -> Path:
-    """The themes shipped with hvtui: ``themes/`` beside the package in a checkout or an
-    editable install, else the copy a wheel installs under ``<prefix>/share/hvtui``."""
-    package_dir = Path(hvtui.__file__).resolve().parent
-    for candidate in (package_dir.parent / "themes", Path(sys.prefix) / "share" / "hvtui" / "themes"):
-        if candidate.is_dir():
-            return candidate
-    return package_dir.parent / "themes"
 
 
 def collect_info(core: Core, log_level: str | None = None) -> dict[str, Any]:
@@ -66,7 +56,7 @@ def collect_info(core: Core, log_level: str | None = None) -> dict[str, Any]:
         "job_journal": str(paths.job_journal),
         "default_repository": {"name": default_repository.name, "path": str(default_repository.path)},
         "repositories": [{"name": repo.name, "path": str(repo.path), "default": repo.default} for repo in config.repositories],
-        "themes_dirs": {"builtin": str(builtin_themes_dir()), "user": str(paths.user_themes_dir)},
+        "themes_dirs": {"builtin": ", ".join(str(d) for d in bundled_theme_dirs()) or "(not found)", "user": str(paths.user_themes_dir)},
         "theme": core.theme,
         "read_only": core.read_only,
         "read_only_source": read_only_source,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from hvtui.errors import ConfigError
+from hvtui.paths import bundled_theme_dirs as bundled_theme_dirs  # one implementation, shared with `hvtui info`
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,6 @@ class ThemeLoadResult:
     errors: list[str] = field(default_factory=list)
 
 
-def bundled_theme_dirs() -> list[Path]:
-    """The directories holding the themes that ship with hvtui (existing ones only)."""
-    package_dir = Path(__file__).resolve().parent.parent  # .../hvtui
-    candidates = [
-        package_dir.parent / "themes",  # checkout or editable install
-        Path(sys.prefix) / "share" / "hvtui" / "themes",  # wheel: data-files
-    ]
-    seen: list[Path] = []
-    for candidate in candidates:
-        if candidate.is_dir() and candidate not in seen:
-            seen.append(candidate)
-    return seen[:1]  # the checkout wins; the installed copy is the fallback
 
 
 def theme_variable_defaults(theme: Theme) -> dict[str, str]:
