@@ -188,3 +188,18 @@ async def test_refresh_touches_only_the_cells_that_changed(fresh_demo_lab: Path,
         changed = {key for key in after if after[key] != before[key]}
         assert changed == {vm.key}
         assert int(after[vm.key]["checkpoints"]) == int(before[vm.key]["checkpoints"]) + 1
+
+
+async def test_an_escaped_exception_ends_with_one_line_not_a_traceback(shared_demo_lab: Path, paths, capsys, caplog) -> None:
+    import pytest
+
+    app = make_app(make_core(shared_demo_lab, paths))
+    with pytest.raises(ZeroDivisionError):  # run_test hands the exception to the test, as it should
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            app.call_later(lambda: 1 / 0)  # a bug in a handler, on the UI thread
+            await pilot.pause()
+    err = capsys.readouterr().err
+    assert "hvtui: unexpected error: ZeroDivisionError: division by zero" in err
+    assert "Traceback" not in err
+    assert any(record.exc_info and record.exc_info[0] is ZeroDivisionError for record in caplog.records)
