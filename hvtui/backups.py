@@ -34,6 +34,7 @@ from hvtui.engine.restore import RestoreResult, restore_to_directory, restore_to
 from hvtui.engine.verify import VerifyReport, run_verify
 from hvtui.errors import ConfigError, HvtuiError, ReadOnlyError, RefusedError, RepositoryError
 from hvtui.events import CancelToken, ProgressCallback
+from hvtui.model import BACKUP_MODES as BACKUP_MODES  # re-exported: the service's public name
 from hvtui.model import VM, RestorePointSummary
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKUP_MODES = ("full", "incremental", "differential")
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from enum import IntEnum
 # Checkpoint types that are Hyper-V Replica recovery points, not user sprawl.
 REPLICA_CHECKPOINT_TYPES = frozenset({"Replica", "AppConsistentReplica", "SyncedReplica"})
 USER_CHECKPOINT_TYPES = frozenset({"Standard", "Production"})
+BACKUP_MODES = ("full", "incremental", "differential")
 
 
 @dataclass(frozen=True, slots=True)

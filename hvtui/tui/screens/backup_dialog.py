@@ -18,7 +18,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, RadioSet, Static
 
-from hvtui.backups import BACKUP_MODES
+from hvtui.model import BACKUP_MODES
 from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
 from hvtui.tui.widgets.choice import ChoiceButton
 
