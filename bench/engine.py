@@ -24,14 +24,17 @@ import argparse
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -547,6 +550,8 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
             f"{'met' if ratio >= 2 and all(mine.sparse) else 'NOT met'}"
         )
         print(f"  peak RSS < 300 MB: {mine.peak_rss:.0f} MB -> {'met' if mine.peak_rss < 300 else 'NOT met'}")
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  (every peak RSS includes this benchmark's own {own:.0f} MB, inherited by its children at fork)")
     for line in missing:
         print(line)
 
@@ -577,7 +582,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generating the data set in {data_dir} ...", flush=True)
     started = time.perf_counter()
     (data_dir / "rct.json").unlink(missing_ok=True)
-    info = generate(disk, virtual, int(args.data * GiB))
+    # Generated in a separate process: on Linux a child's ru_maxrss includes the memory of
+    # the process it was forked from, so this process must stay small for the tools' peak
+    # RSS figures to mean anything.
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        info = pool.submit(generate, disk, virtual, int(args.data * GiB)).result()
     print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
     blocks = info["blocks"]
 
