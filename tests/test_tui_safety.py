@@ -127,9 +127,9 @@ async def test_secret_is_asked_in_the_console_and_never_shown(shared_demo_lab: P
 
         thread = threading.Thread(target=connect, args=("first",))
         thread.start()
-        for _ in range(100):
+        for _ in range(100):  # the dialog is pushed from the thread, then painted: wait for both
             await pilot.pause(0.02)
-            if isinstance(app.screen, TextDialog):
+            if isinstance(app.screen, TextDialog) and screen_text(app):
                 break
         assert isinstance(app.screen, TextDialog)
         assert "Password for CORP\\svc-hvtui on hv01:" in screen_text(app)
