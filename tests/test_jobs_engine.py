@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from hvtui.paths import Paths
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_support import DirHost, read_tree  # noqa: E402
+from kill_support import kill_backup_at  # noqa: E402
 from test_jobs import DEADLINE, _wait_for  # noqa: E402
 
 MiB = 1024 * 1024
@@ -193,42 +191,6 @@ def test_headless_blocking_runs_and_exit_codes(core: Core, paths: Paths) -> None
 
 # -- kill -9 mid-backup, resume -----------------------------------------------------------------------
 
-CHILD = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    sys.path.insert(0, {tests!r})
-    from hvtui.jobs import JobKind
-    from hvtui.paths import Paths
-    import test_jobs_engine as t
-
-    core = t.make_core(Path({root!r}), Paths.default())
-    core.backups.progress_interval = 0
-    real = core.jobs.kind("backup")
-
-    # The real backup, whose progress callback stops the job thread (forever) when the
-    # engine enters phase {phase!r}, so the parent can kill this process right there.
-    def build(job):
-        run = real.build(job)
-
-        def stopping(progress, cancel):
-            def on_progress(event):
-                if event.phase == {phase!r}:
-                    Path({marker!r}).write_text(event.phase)
-                    while True:
-                        time.sleep(1)
-                progress(event)
-
-            return run(on_progress, cancel)
-
-        return stopping
-
-    core.jobs.register_kind(JobKind("backup", build=build, before_resume=real.before_resume))
-    job = core.jobs.submit_backup(t.HOST, t.VM_ID, vm_name="web01")
-    print(job.id, flush=True)
-    core.jobs.wait(job.id)
-    """
-)
 
 
 @pytest.mark.parametrize("phase", ["backup", "commit"])
@@ -238,14 +200,9 @@ def test_backup_killed_mid_way_resumes_to_a_correct_point(phase: str, estate: Pa
     ("commit"): the next start lists the job as interrupted; resuming removes the
     leftover checkpoint and makes a correct point, reusing every chunk already stored."""
     marker = tmp_path / "stopped"
-    script = CHILD.format(tests=str(Path(__file__).parent), phase=phase, marker=str(marker), root=str(estate))
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    job_id = child.stdout.readline().strip()
-    assert job_id, "the child did not start its backup"
-    assert _wait_for(marker.exists), f"the child's backup never reached phase {phase}"
-    os.kill(child.pid, signal.SIGKILL)
-    assert child.wait(DEADLINE) == -signal.SIGKILL
+    job_id = kill_backup_at(
+        phase, module="test_jobs_engine", factory="make_core", root=estate, vm_id=VM_ID, vm_name="web01", marker=marker
+    )
 
     host = DirHost(estate / "host", HOST)
     assert host.marker(VM_ID).exists()  # the killed backup left its Recovery checkpoint

@@ -10,18 +10,15 @@ as the original's) and reuses the chunks the killed run stored.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from kill_support import kill_backup_at  # noqa: E402
 from lab_support import add_vm, make_host  # noqa: E402
-from test_jobs import DEADLINE, _wait_for  # noqa: E402
+from test_jobs import DEADLINE  # noqa: E402
 
 from hvtui.audit import AuditLog  # noqa: E402
 from hvtui.config import Config, HostConfig, RepositoryConfig  # noqa: E402
@@ -44,42 +41,6 @@ def make_lab_core(root: Path, paths: Paths) -> Core:
     return Core(config, paths, lab_dir=root)
 
 
-CHILD = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    sys.path.insert(0, {tests!r})
-    from hvtui.jobs import JobKind
-    from hvtui.paths import Paths
-    import test_jobs_lab as t
-
-    core = t.make_lab_core(Path({root!r}), Paths.default())
-    core.backups.progress_interval = 0
-    real = core.jobs.kind("backup")
-
-    # The real backup; its progress callback stops the job thread (forever) when the
-    # engine enters phase {phase!r}, so the parent can kill this process right there.
-    def build(job):
-        run = real.build(job)
-
-        def stopping(progress, cancel):
-            def on_progress(event):
-                if event.phase == {phase!r}:
-                    Path({marker!r}).write_text(event.phase)
-                    while True:
-                        time.sleep(1)
-                progress(event)
-
-            return run(on_progress, cancel)
-
-        return stopping
-
-    core.jobs.register_kind(JobKind("backup", build=build, before_resume=real.before_resume))
-    job = core.jobs.submit_backup(t.HOST, {vm_id!r}, vm_name="vm1")
-    print(job.id, flush=True)
-    core.jobs.wait(job.id)
-    """
-)
 
 
 @pytest.mark.parametrize("phase", ["backup", "commit"])
@@ -88,14 +49,9 @@ def test_lab_backup_killed_mid_way_resumes_to_a_correct_point(phase: str, tmp_pa
     vm_id = add_vm(host, blocks=12)
     original = logical_digest(host.disk_path(vm_id))
     marker = tmp_path / "stopped"
-    script = CHILD.format(tests=str(Path(__file__).parent), root=str(tmp_path), phase=phase, marker=str(marker), vm_id=vm_id)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    job_id = child.stdout.readline().strip()
-    assert job_id, "the child did not start its backup"
-    assert _wait_for(marker.exists), f"the child's backup never reached phase {phase}"
-    os.kill(child.pid, signal.SIGKILL)
-    assert child.wait(DEADLINE) == -signal.SIGKILL
+    job_id = kill_backup_at(
+        phase, module="test_jobs_lab", factory="make_lab_core", root=tmp_path, vm_id=vm_id, vm_name="vm1", marker=marker
+    )
 
     lab = LabHost.open(tmp_path / HOST, HOST, host.clock)
     assert [c.type for c in lab.vm(vm_id).checkpoints] == ["Recovery"]  # left by the killed backup
@@ -150,13 +106,9 @@ def test_cli_lists_and_resumes_a_killed_backup(tmp_path: Path, paths: Paths, cap
         f"lab:\n  dir: {tmp_path}\n"
     )
     marker = tmp_path / "stopped"
-    script = CHILD.format(tests=str(Path(__file__).parent), root=str(tmp_path), phase="commit", marker=str(marker), vm_id=vm_id)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    job_id = child.stdout.readline().strip()
-    assert _wait_for(marker.exists), "the child's backup never reached its commit"
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(DEADLINE)
+    job_id = kill_backup_at(
+        "commit", module="test_jobs_lab", factory="make_lab_core", root=tmp_path, vm_id=vm_id, vm_name="vm1", marker=marker
+    )
 
     assert main(["--config", str(config), "jobs"]) == 0
     out = capsys.readouterr().out

@@ -1,0 +1,71 @@
+"""A real backup job in a child process, stopped at an engine phase and killed with SIGKILL.
+
+Shared by the job tests on the file-backed test host and on the lab: the child builds its
+core with ``<module>.<factory>(root, paths)`` and backs up ``vm_id`` through the job manager.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from test_jobs import DEADLINE, _wait_for
+
+TESTS_DIR = Path(__file__).parent
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from hvtui.jobs import JobKind
+    from hvtui.paths import Paths
+    import {module} as t
+
+    core = t.{factory}(Path({root!r}), Paths.default())
+    core.backups.progress_interval = 0
+    real = core.jobs.kind("backup")
+
+    # The real backup, whose progress callback stops the job thread (forever) when the
+    # engine enters phase {phase!r}, so the parent can kill this process right there.
+    def build(job):
+        run = real.build(job)
+
+        def stopping(progress, cancel):
+            def on_progress(event):
+                if event.phase == {phase!r}:
+                    Path({marker!r}).write_text(event.phase)
+                    while True:
+                        time.sleep(1)
+                progress(event)
+
+            return run(on_progress, cancel)
+
+        return stopping
+
+    core.jobs.register_kind(JobKind("backup", build=build, before_resume=real.before_resume))
+    job = core.jobs.submit_backup(t.HOST, {vm_id!r}, vm_name={vm_name!r})
+    print(job.id, flush=True)
+    core.jobs.wait(job.id)
+    """
+)
+
+
+def kill_backup_at(phase: str, *, module: str, factory: str, root: Path, vm_id: str, vm_name: str, marker: Path) -> str:
+    """Run the child until its backup reaches ``phase``, SIGKILL it, return the job id."""
+    script = CHILD.format(
+        tests=str(TESTS_DIR), module=module, factory=factory, root=str(root),
+        phase=phase, marker=str(marker), vm_id=vm_id, vm_name=vm_name,
+    )  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    job_id = child.stdout.readline().strip()
+    assert job_id, "the child did not start its backup"
+    assert _wait_for(marker.exists), f"the child's backup never reached phase {phase}"
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(DEADLINE) == -signal.SIGKILL
+    return job_id
