@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,18 @@ def paths(isolated_dirs: Paths) -> Paths:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """setup_logging changes process-wide state; put it back so other tests see the default."""
+    root, hvtui_logger = logging.getLogger(), logging.getLogger("hvtui")
+    saved = (root.level, list(root.handlers), hvtui_logger.level, hvtui_logger.propagate)
+    yield
+    for handler in root.handlers:
+        if handler not in saved[1]:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(saved[0])
+    hvtui_logger.setLevel(saved[2])
+    hvtui_logger.propagate = saved[3]
+    logging.captureWarnings(False)

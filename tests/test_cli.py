@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,20 +37,8 @@ log_level: warning
 """
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """setup_logging changes process-wide state; put it back so other tests see the default."""
-    root, hvtui_logger = logging.getLogger(), logging.getLogger("hvtui")
-    saved = (root.level, list(root.handlers), hvtui_logger.level, hvtui_logger.propagate)
-    yield
-    for handler in root.handlers:
-        if handler not in saved[1]:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(saved[0])
-    hvtui_logger.setLevel(saved[2])
-    hvtui_logger.propagate = saved[3]
-    logging.captureWarnings(False)
+# setup_logging changes process-wide state: every test here puts it back.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,8 @@ from hvtui.secrets import resolve_secret
 WHAT = "password for CORP\\svc on hv01"
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """setup_logging changes process-wide state; put it back so other tests see the default."""
-    root, hvtui_logger = logging.getLogger(), logging.getLogger("hvtui")
-    saved = (root.level, list(root.handlers), hvtui_logger.level, hvtui_logger.propagate)
-    yield
-    for handler in root.handlers:
-        if handler not in saved[1]:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(saved[0])
-    hvtui_logger.setLevel(saved[2])
-    hvtui_logger.propagate = saved[3]
-    logging.captureWarnings(False)
+# setup_logging changes process-wide state: every test here puts it back.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def python_command(code: str, *args: str) -> str:
