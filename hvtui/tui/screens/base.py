@@ -10,10 +10,11 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from hvtui.tui.viewmodel import Snapshot
 from hvtui.tui.widgets.bars import ActionStatus, ActionView, HeaderState, HostAlert, PromptBar, StatusHeader
+from hvtui.tui.widgets.keybar import KeyBar
 
 if TYPE_CHECKING:
     from hvtui.tui.app import HvtuiApp
@@ -64,9 +65,8 @@ class ViewScreen(Screen):
     def refresh_bindings_if_changed(self) -> None:
         """``refresh_bindings`` only when one of this view's keys changed availability.
 
-        Each ``refresh_bindings`` makes Textual 8.2.8's Footer recompose, and the Footer
-        keeps every FooterKey it ever made (its ``data_bind`` setters hold them): calling
-        it on every cursor move or refresh leaks about ten widgets a time.
+        Each ``refresh_bindings`` asks every binding's ``check_action`` again and rebuilds
+        the key bar's line: not worth doing on every cursor move or refresh.
         """
         state = []
         for binding in Binding.make_bindings(type(self).BINDINGS):
@@ -89,9 +89,6 @@ class ViewScreen(Screen):
         dock: bottom;
         height: auto;
     }
-    ViewScreen > #bottom-bars > Footer {
-        dock: none;
-    }
     """
 
     def compose(self) -> ComposeResult:
@@ -102,7 +99,7 @@ class ViewScreen(Screen):
         with Vertical(id="bottom-bars"):
             yield ActionStatus()
             yield PromptBar()
-            yield Footer()
+            yield KeyBar()
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -154,7 +154,7 @@ class JobsScreen(ViewScreen):
         return self._jobs.get(key) if key is not None else None
 
     def _refresh_bindings_if_needed(self) -> None:
-        """Grey the footer's keys for the highlighted job, re-sent only when that changes
+        """Grey the key bar's keys for the highlighted job, re-sent only when that changes
         (not on every progress update)."""
         job = self.selected_job
         key = None if job is None else (job.id, job.state, job.cancel_requested, awaits_decision(job))

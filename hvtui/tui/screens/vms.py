@@ -210,7 +210,7 @@ class VmsScreen(ViewScreen):
             self.hvtui.jobs_ui.start_backup([row.vm for row in rows], on_submitted=self.action_clear_marks)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        # Read-only hosts: the footer greys "New checkpoint" out for the row under the cursor.
+        # Read-only hosts: the key bar greys "New checkpoint" out for the row under the cursor.
         self.refresh_bindings_if_changed()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
