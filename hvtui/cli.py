@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     # be shown, even if some layer put one in an error by mistake.
     except ConfigError as err:
         log.warning("config error: %s", err)
+        # A command may still say what it can without a config (`hvtui info`: the paths).
+        without_config = getattr(args, "on_config_error", None)
+        if core is None and without_config is not None:
+            without_config(args, paths, options, err)
+            sys.stdout.flush()  # its output first, the error last
         print(f"hvtui: {redact(_one_line(err))}", file=sys.stderr)
         return error_exit or EXIT_USAGE
     except (ReadOnlyError, RefusedError) as err:

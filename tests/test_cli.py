@@ -136,12 +136,45 @@ def test_bad_config_exits_2_with_one_line_and_no_traceback(
 ) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("hosts:\n  - name: hv01\n    kind: winrm\n    address: hv01\n    port: https\n", encoding="utf-8")
-    code, out, err = run(capsys, "--config", str(bad), "info")
+    code, out, err = run(capsys, "--config", str(bad), "inventory")
     assert code == EXIT_USAGE
     assert out == ""
     assert err.count("\n") == 1
     assert err == f"hvtui: {bad}:5: hosts[0].port: expected an integer 1-65535, found 'https'\n"
     assert "Traceback" not in paths.log_file.read_text()
+
+
+def test_info_with_a_broken_config_still_shows_the_paths_and_the_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, paths: Paths
+) -> None:
+    # Broken config is exactly when "which file, which log" matters (k9s info answers too).
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hosts:\n  - name: hv01\n    kind: winrm\n    address: hv01\n    port: https\n", encoding="utf-8")
+    code, out, err = run(capsys, "--config", str(bad), "info")
+    assert code == EXIT_USAGE
+    assert f"Config:      {bad} — NOT LOADED (the error is below)" in out
+    assert f"Log file:    {paths.log_file}" in out and f"State dir:   {paths.state_dir}" in out
+    assert f"Audit log:   {paths.audit_log}" in out and str(paths.user_themes_dir) in out
+    assert err == f"hvtui: {bad}:5: hosts[0].port: expected an integer 1-65535, found 'https'\n"
+
+    code, out, err = run(capsys, "--config", str(bad), "info", "--json")
+    assert code == EXIT_USAGE
+    info = json.loads(out)
+    assert info["config_file"] == str(bad)
+    assert info["config_error"] == f"{bad}:5: hosts[0].port: expected an integer 1-65535, found 'https'"
+    assert info["log_file"] == str(paths.log_file) and info["job_journal"] == str(paths.job_journal)
+    assert "hosts" not in info  # nothing that would need the config is guessed
+
+
+def test_info_names_a_missing_config_from_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "gone.yml"
+    monkeypatch.setenv("HVTUI_CONFIG", str(missing))
+    code, out, err = run(capsys, "info", "--json")
+    assert code == EXIT_USAGE
+    assert json.loads(out)["config_file"] == str(missing)
+    assert err.startswith(f"hvtui: config file not found: {missing} (named by $HVTUI_CONFIG)")
 
 
 def test_missing_config_file_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -11,10 +11,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from hvtui import __version__
-from hvtui.paths import bundled_theme_dirs
+from hvtui.logsetup import redact
+from hvtui.paths import Paths, bundled_theme_dirs, env_config_path
 
 if TYPE_CHECKING:
-    from hvtui.core import Core
+    from hvtui.core import Core, Options
+    from hvtui.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -25,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         description="Show the version, the config file in use, the theme, and the data, state and log paths.",
     )
     parser.add_argument("--json", action="store_true", help="print the same as a JSON object")
-    parser.set_defaults(handler=handle_info)
-
+    # With a broken config, info still shows where everything is: that is when it is needed.
+    parser.set_defaults(handler=handle_info, on_config_error=handle_info_without_config)
 
 
 
@@ -94,6 +96,10 @@ def format_info(info: dict[str, Any]) -> str:
         ("Theme", info["theme"]),
         ("Read-only", read_only),
     ]
+    return _format_rows(rows)
+
+
+def _format_rows(rows: list[tuple[str, str]]) -> str:
     width = max(len(label) for label, _ in rows) + 2
     return "\n".join(f"{(label + ':') if label else '':<{width}}{value}" for label, value in rows)
 
@@ -105,3 +111,48 @@ def handle_info(args: argparse.Namespace, core: Core) -> int:
     else:
         print(format_info(info))
     return 0
+
+
+def config_file_in_question(options: Options, paths: Paths) -> str | None:
+    """The config file hvtui tried to use, found the way ``find_config_file`` looks, but
+    without its checks (which are what failed)."""
+    if options.config_path is not None:
+        return str(options.config_path)
+    from_env = env_config_path()
+    if from_env is not None:
+        return str(from_env)
+    found = [candidate for candidate in paths.default_config_candidates if candidate.exists()]
+    return " and ".join(str(candidate) for candidate in found) or None
+
+
+def handle_info_without_config(args: argparse.Namespace, paths: Paths, options: Options, error: ConfigError) -> None:
+    """``hvtui info`` when the config cannot be loaded: everything that does not depend on
+    it (the caller prints the error itself and exits 2)."""
+    info: dict[str, Any] = {
+        "version": __version__,
+        "config_file": config_file_in_question(options, paths),
+        "config_error": redact(str(error)),
+        "config_dir": str(paths.config_dir),
+        "data_dir": str(paths.data_dir),
+        "state_dir": str(paths.state_dir),
+        "log_file": str(paths.log_file),
+        "audit_log": str(paths.audit_log),
+        "job_journal": str(paths.job_journal),
+        "themes_dirs": {"builtin": ", ".join(str(d) for d in bundled_theme_dirs()) or "(not found)", "user": str(paths.user_themes_dir)},
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    rows = [
+        ("Version", info["version"]),
+        ("Config", f"{info['config_file'] or '(none)'} — NOT LOADED (the error is below)"),
+        ("Config dir", info["config_dir"]),
+        ("Data dir", info["data_dir"]),
+        ("State dir", info["state_dir"]),
+        ("Log file", info["log_file"]),
+        ("Audit log", info["audit_log"]),
+        ("Job journal", info["job_journal"]),
+        ("Themes", f"{info['themes_dirs']['builtin']} (built in)"),
+        ("", f"{info['themes_dirs']['user']} (yours)"),
+    ]
+    print(_format_rows(rows))
