@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from hvtui.errors import HvtuiError, NotFoundError, ReadOnlyError, RefusedError
+from hvtui.errors import HvtuiError, NotFoundError, ReadOnlyError, RefusedError, UsageError
 from hvtui.events import CancelToken, ProgressCallback
 from hvtui.model import VM, Checkpoint, HostFacts, Volume
 from hvtui.policy import Headroom, age_seconds, age_text, headroom, size_text
@@ -181,11 +181,11 @@ def validate_checkpoint_name(name: str) -> str:
     """A checkpoint name as Hyper-V accepts it: 1-100 characters, no control characters."""
     cleaned = name.strip()
     if not cleaned:
-        raise HvtuiError("a checkpoint name cannot be empty")
+        raise UsageError("a checkpoint name cannot be empty")
     if len(cleaned) > MAX_NAME_LENGTH:
-        raise HvtuiError(f"a checkpoint name has at most {MAX_NAME_LENGTH} characters ({len(cleaned)} given)")
+        raise UsageError(f"a checkpoint name has at most {MAX_NAME_LENGTH} characters ({len(cleaned)} given)")
     if any(unicodedata.category(ch) == "Cc" for ch in cleaned):
-        raise HvtuiError("a checkpoint name cannot contain control characters")
+        raise UsageError("a checkpoint name cannot contain control characters")
     return cleaned
 
 
@@ -193,7 +193,7 @@ def normalise_checkpoint_type(checkpoint_type: str) -> str:
     for known in CREATABLE_TYPES:
         if checkpoint_type.casefold() == known.casefold():
             return known
-    raise HvtuiError(f"checkpoint type must be one of {', '.join(CREATABLE_TYPES)} (got {checkpoint_type!r})")
+    raise UsageError(f"checkpoint type must be one of {', '.join(CREATABLE_TYPES)} (got {checkpoint_type!r})")
 
 
 def find_checkpoint(vm: VM, name_or_id: str) -> Checkpoint:
@@ -209,10 +209,10 @@ def find_checkpoint(vm: VM, name_or_id: str) -> Checkpoint:
         return matches[0]
     if len(matches) > 1:
         ids = "; ".join(f"{cp.id} ({cp.type}, created {cp.created.isoformat(timespec='seconds')})" for cp in matches)
-        raise HvtuiError(f"{len(matches)} checkpoints of VM {vm.name!r} are named {wanted!r}: {ids}; pass the id")
+        raise UsageError(f"{len(matches)} checkpoints of VM {vm.name!r} are named {wanted!r}: {ids}; pass the id")
     names = [cp.name for cp in vm.checkpoints]
     known = ", ".join(repr(n) for n in names[:10]) or "none"
-    raise NotFoundError(vm.host, "find checkpoint", f"VM {vm.name!r} has no checkpoint {wanted!r} (it has: {known})")
+    raise UsageError(f"{vm.host}: VM {vm.name!r} has no checkpoint {wanted!r} (it has: {known})")
 
 
 class CheckpointActions:
@@ -265,6 +265,12 @@ class CheckpointActions:
                 raise HvtuiError(f"host {host!r} cannot be read: {host_inv.error}")
             raise NotFoundError(host, "find VM", f"no VM with id {vm_id}")
         return vm
+
+    def _vm_label(self, host: str, vm_id: str) -> str:
+        """The VM's name for the audit entry from the start (the inventory already read), so
+        that a refused or failed attempt is found by the VM's name like a successful one."""
+        vm = self._core.inventory.latest.vm(host, vm_id)
+        return vm.name if vm is not None else vm_id
 
     @contextmanager
     def _changing(self, host: str) -> Iterator[None]:
@@ -388,7 +394,7 @@ class CheckpointActions:
     # -- changes -------------------------------------------------------------------------------
     def create(self, host: str, vm_id: str, name: str | None = None, type: str = "Standard") -> Checkpoint:  # noqa: A002
         args: dict = {"vm_id": vm_id, "name": name, "type": type}
-        with self.audit.action("checkpoint.create", host, vm_id, args) as entry:
+        with self.audit.action("checkpoint.create", host, self._vm_label(host, vm_id), args) as entry:
             self._check_writable("create a checkpoint", host)
             checkpoint_type = normalise_checkpoint_type(type)
             clean_name = validate_checkpoint_name(name) if name is not None else None
@@ -414,7 +420,7 @@ class CheckpointActions:
     ) -> Checkpoint | None:
         """Apply a checkpoint; returns the checkpoint taken first, if asked for one."""
         args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "checkpoint_first": checkpoint_first}
-        with self.audit.action("checkpoint.apply", host, vm_id, args) as entry:
+        with self.audit.action("checkpoint.apply", host, self._vm_label(host, vm_id), args) as entry:
             self._check_writable("apply a checkpoint", host)
             vm = self._vm(host, vm_id, checkpoint_id)
             cp = self._checkpoint(vm, checkpoint_id)
@@ -441,7 +447,7 @@ class CheckpointActions:
         """Delete a checkpoint (or its subtree); refused when the merge headroom is short,
         unless ``force``.  Returns the plan it carried out."""
         args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "subtree": subtree, "force": force}
-        with self.audit.action("checkpoint.remove", host, vm_id, args) as entry:
+        with self.audit.action("checkpoint.remove", host, self._vm_label(host, vm_id), args) as entry:
             self._check_writable("delete a checkpoint", host)
             plan = self.plan_remove(host, vm_id, checkpoint_id, subtree)
             entry.vm = plan.vm_name
@@ -464,7 +470,7 @@ class CheckpointActions:
 
     def rename(self, host: str, vm_id: str, checkpoint_id: str, new_name: str) -> None:
         args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "new_name": new_name}
-        with self.audit.action("checkpoint.rename", host, vm_id, args) as entry:
+        with self.audit.action("checkpoint.rename", host, self._vm_label(host, vm_id), args) as entry:
             self._check_writable("rename a checkpoint", host)
             clean = validate_checkpoint_name(new_name)
             vm = self._vm(host, vm_id, checkpoint_id)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from hvtui import __version__
-from hvtui.errors import ConfigError, HvtuiError, ReadOnlyError, RefusedError
+from hvtui.errors import ConfigError, HvtuiError, ReadOnlyError, RefusedError, UsageError
 from hvtui.logsetup import LEVELS as LOG_LEVELS
 
 log = logging.getLogger("hvtui")
@@ -102,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         if core is None and without_config is not None:
             without_config(args, paths, options, err)
             sys.stdout.flush()  # its output first, the error last
+        print(f"hvtui: {redact(_one_line(err))}", file=sys.stderr)
+        return error_exit or EXIT_USAGE
+    except UsageError as err:
+        log.warning("usage error: %s", err)
         print(f"hvtui: {redact(_one_line(err))}", file=sys.stderr)
         return error_exit or EXIT_USAGE
     except (ReadOnlyError, RefusedError) as err:

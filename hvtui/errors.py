@@ -15,6 +15,11 @@ class ConfigError(HvtuiError):
     """The config file (or a theme file) is invalid."""
 
 
+class UsageError(HvtuiError):
+    """What was asked for is wrong: an unknown or ambiguous VM or checkpoint name, an
+    invalid checkpoint name.  The CLI exits 2 (usage), not 1 (failed)."""
+
+
 class HostError(HvtuiError):
     """A host could not do what was asked.
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import TYPE_CHECKING
 
-from hvtui.errors import HvtuiError
+from hvtui.errors import HvtuiError, UsageError
 from hvtui.hosts.base import Host, HostSnapshot
 from hvtui.model import VM, HostInventory, Inventory
 
@@ -271,7 +271,7 @@ class InventoryService:
             found = matches or by_id
             where = ", ".join(f"{c.host}/{c.name} (id {c.id})" for c in found)
             hint = "name the host (--host) or use the VM id" if host is None else "use the VM id"
-            raise HvtuiError(f"VM {vm!r} is ambiguous: found {where}; {hint}")
+            raise UsageError(f"VM {vm!r} is ambiguous: found {where}; {hint}")
 
         scope = f"on host {host!r}" if host is not None else "on any host"
         message = f"no VM {vm!r} {scope}"
@@ -285,4 +285,4 @@ class InventoryService:
         unread = [h.name for h in inventory.hosts if h.error is not None and (host is None or h.name == host)]
         if unread:
             message += f"; not read just now: {', '.join(unread)}"
-        raise HvtuiError(message)
+        raise UsageError(message)

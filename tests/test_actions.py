@@ -11,7 +11,7 @@ from sprawl_support import DAY, HOUR, GiB, MiB, StubHost, host_error, linear_vm,
 from hvtui.actions import find_checkpoint
 from hvtui.config import PolicyConfig, Thresholds
 from hvtui.core import Core
-from hvtui.errors import HostError, HvtuiError, NotFoundError, ReadOnlyError, RefusedError
+from hvtui.errors import HostError, HvtuiError, NotFoundError, ReadOnlyError, RefusedError, UsageError
 from hvtui.paths import Paths
 
 
@@ -238,8 +238,8 @@ def test_find_checkpoint_by_id_name_and_ambiguity() -> None:
     vm = dataclasses.replace(vm, checkpoints=(vm.checkpoints[0], twin, vm.checkpoints[2]))
     assert find_checkpoint(vm, vm.checkpoints[2].id.upper()) == vm.checkpoints[2]
     assert find_checkpoint(vm, "SQL01 CP3") == vm.checkpoints[2]
-    with pytest.raises(HvtuiError) as err:
+    with pytest.raises(UsageError) as err:  # the CLI exits 2: the name asked for is wrong
         find_checkpoint(vm, "sql01 cp1")
     assert vm.checkpoints[0].id in str(err.value) and twin.id in str(err.value)
-    with pytest.raises(NotFoundError, match="no checkpoint 'nope'"):
+    with pytest.raises(UsageError, match="no checkpoint 'nope'"):
         find_checkpoint(vm, "nope")

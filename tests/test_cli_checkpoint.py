@@ -9,11 +9,14 @@ import io
 
 import pytest
 from sprawl_support import DAY, HOUR, GiB, MiB, StubHost, linear_vm, make_core, make_facts
+from tui_support import shared_demo_lab
 
-from hvtui.cli import build_parser
-from hvtui.core import Core
+from hvtui.cli import build_parser, main
+from hvtui.core import Core, Options
 from hvtui.errors import HvtuiError, ReadOnlyError, RefusedError
 from hvtui.paths import Paths
+
+__all__ = ["shared_demo_lab"]  # fixture used below
 
 
 class Terminal(io.StringIO):
@@ -146,3 +149,25 @@ def test_read_only_host_refuses_every_change(estate, argv) -> None:
         run(core, *argv)
     assert read_only_host.calls == []
     assert [r for _a, r in results(core)] == ["refused"]
+
+
+# -- through `hvtui` itself, on the demo lab: what a script sees ----------------------------------
+def hvtui(capsys, lab, *argv: str) -> tuple[int, str]:
+    code = main(["--lab-dir", str(lab), "checkpoint", *argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("restore_logging")  # main() sets up logging
+def test_bad_input_exits_2_and_the_audit_names_the_vm(shared_demo_lab, paths: Paths, capsys) -> None:
+    # Usage (2), not failure (1): the request was wrong, nothing was tried on a host.
+    code, err = hvtui(capsys, shared_demo_lab, "create", "--vm", "nosuch")
+    assert code == 2 and err.startswith("hvtui: no VM 'nosuch' on any host")
+    code, err = hvtui(capsys, shared_demo_lab, "remove", "--vm", "app01", "--checkpoint", "no such cp", "--yes")
+    assert code == 2 and "VM 'app01' has no checkpoint 'no such cp'" in err
+    for name in ("", "x" * 101, "tab\there"):
+        code, err = hvtui(capsys, shared_demo_lab, "create", "--host", "lab-hv02", "--vm", "exch01", "--name", name)
+        assert code == 2 and err.startswith("hvtui: a checkpoint name"), (name, err)
+    # A failed attempt is logged under the VM's name, like a successful one, so a grep finds it.
+    failed = [e for e in Core.from_options(Options(lab_dir=shared_demo_lab), paths).audit.read() if e["result"] != "ok"]
+    assert len(failed) == 3
+    assert {e["vm"] for e in failed} == {"exch01"}
