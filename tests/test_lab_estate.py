@@ -186,3 +186,14 @@ def test_cli_init_status_reset(tmp_path: Path, capsys: pytest.CaptureFixture[str
     info = json.loads((tmp_path / "lab" / "lab.json").read_text())
     assert info["profile"] == "bench" and info["size"] == 0.004  # the same profile and size
     assert json.loads(state.read_text())["vms"].keys().isdisjoint(before)  # but new VMs
+
+
+def test_cli_status_fails_when_a_host_is_unreadable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lab = tmp_path / "lab"
+    assert run_cli(["lab", "init", "--profile", "bench", "--size", "0.004", "--lab-dir", str(lab)], capsys)[0] == 0
+    (lab / "lab-bench" / "host.json").write_text("{garbage", encoding="utf-8")
+    code, out, _ = run_cli(["lab", "status", "--lab-dir", str(lab)], capsys)
+    assert code == 1  # a script must see it, as `hvtui inventory` reports it
+    assert "lab-bench" in out and "error:" in out
+    code, out, _ = run_cli(["lab", "status", "--json", "--lab-dir", str(lab)], capsys)
+    assert code == 1 and "error" in json.loads(out)["hosts"][0]

@@ -93,7 +93,8 @@ def cmd_status(args: argparse.Namespace, core) -> int:
         print(json.dumps(status, indent=2))
     else:
         _print_summary(status)
-    return 0
+    # An unreadable host is a failure a script must see (as `hvtui inventory` reports it).
+    return 1 if any("error" in host for host in status.get("hosts", ())) else 0
 
 
 def cmd_reset(args: argparse.Namespace, core) -> int:
