@@ -54,7 +54,7 @@ def test_example_config_loads_with_the_values_it_documents(repo_root: Path, path
     config = load_config(repo_root / "config.example.yaml", paths)
 
     assert config.source == (repo_root / "config.example.yaml").absolute()
-    assert [host.name for host in config.hosts] == ["lab-a", "hv01", "hv02", "hv-dr", "hv-lab-http"]
+    assert [host.name for host in config.hosts] == ["lab-hv01", "hv01", "hv02", "hv-dr", "hv-lab-http"]
     lab_a, hv01, hv02, hv_dr, hv_http = config.hosts
     assert lab_a.kind == "lab" and lab_a.winrm is None and lab_a.group == "lab"
     assert hv01.read_only is True and hv01.group == "prod"

@@ -280,10 +280,25 @@ def test_read_only_host_refuses_changes(tmp_path: Path) -> None:
 
 
 def test_missing_host_directory_is_unreachable(tmp_path: Path) -> None:
-    host = LabHost.open(tmp_path / "nothing-here", "lab-x", make_host(tmp_path).clock)
-    with pytest.raises(HostError, match="does not exist: run `hvtui lab init`") as info:
+    clock = make_host(tmp_path / "elsewhere").clock
+    host = LabHost.open(tmp_path / "no-lab" / "lab-x", "lab-x", clock)
+    with pytest.raises(HostError, match=r"there is no lab at .*no-lab: run `hvtui lab init`") as info:
         host.inventory(1)
     assert info.value.kind == "unreachable"
+
+
+def test_host_missing_from_an_existing_lab_names_the_hosts_it_has(tmp_path: Path) -> None:
+    # `lab init` would refuse (the lab exists) and no profile makes this name: say what exists.
+    existing = make_host(tmp_path)  # tmp_path/lab-t1
+    host = LabHost.open(tmp_path / "lab-a", "lab-a", existing.clock)
+    with pytest.raises(HostError) as info:
+        host.inventory(1)
+    assert str(info.value) == (
+        f"lab-a: inventory: the lab at {tmp_path} has no host 'lab-a': its hosts are lab-t1; "
+        "name one of those in the config (`hvtui lab status` lists them)"
+    )
+    with pytest.raises(HostError, match="has no host 'lab-a'"):
+        host.create_checkpoint("any", None, "Standard")
 
 
 def test_virtual_size_far_above_stored_bytes(tmp_path: Path) -> None:

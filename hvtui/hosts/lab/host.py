@@ -177,12 +177,21 @@ class LabHost(Host):
     # ------------------------------------------------------------------------------
     def _check_exists(self, operation: str) -> None:
         if not self.root.is_dir():
-            raise HostError(
-                self.name,
-                operation,
-                f"lab host directory {self.root} does not exist: run `hvtui lab init`",
-                kind="unreachable",
-            )
+            raise HostError(self.name, operation, self._missing_message(), kind="unreachable")
+
+    def _missing_message(self) -> str:
+        """Why this host is not in the lab, and what would fix it (which differs when the lab
+        exists with other hosts: `lab init` would refuse, and no profile makes this name)."""
+        from hvtui.hosts.lab.estate import lab_host_names
+
+        lab_dir = self.root.parent
+        others = [name for name in lab_host_names(lab_dir) if name != self.name]
+        if not others:
+            return f"there is no lab at {lab_dir}: run `hvtui lab init` (or `hvtui lab init --profile demo`)"
+        return (
+            f"the lab at {lab_dir} has no host {self.name!r}: its hosts are {', '.join(others)}; "
+            "name one of those in the config (`hvtui lab status` lists them)"
+        )
 
     def _require_writable(self, operation: str) -> None:
         if self.read_only:
@@ -425,12 +434,7 @@ class LabHost(Host):
     def inventory(self, timeout: float = LOCK_TIMEOUT) -> HostSnapshot:
         self._check_exists("inventory")
         if not (self.root / "host.json").exists():
-            raise HostError(
-                self.name,
-                "inventory",
-                f"lab host directory {self.root} does not exist or holds no lab host: run `hvtui lab init`",
-                kind="unreachable",
-            )
+            raise HostError(self.name, "inventory", self._missing_message(), kind="unreachable")
         if self._needs_write(timeout):
             with self._txn("inventory", timeout=timeout):
                 pass
