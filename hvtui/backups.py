@@ -20,13 +20,13 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hvtui.config import RepositoryConfig, Retention
 from hvtui.engine.backup import BackupResult, point_order, run_backup
-from hvtui.engine.manifest import Manifest
+from hvtui.engine.manifest import POINT_ID_RE, Manifest
 from hvtui.engine.progress import DEFAULT_INTERVAL
 from hvtui.engine.prune import PruneResult, forget_expired, run_prune
 from hvtui.engine.repository import PointNotFound, Repository
@@ -43,6 +43,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class DamagedManifest:
+    """A manifest under ``points/`` that cannot be read, so its point is neither listed nor restorable.
+
+    It cannot be attributed to a VM (its contents cannot be trusted), so callers show it
+    whatever VM they list.
+    """
+
+    id: str  # the file name without ".json": a point id, unless a stray file
+    repository: str
+    error: str  # the problem, e.g. "checksum mismatch: the file was altered or truncated"
+
+    @property
+    def time(self) -> datetime | None:
+        """The point's time to the second (point ids start with it); None for a stray name."""
+        if not POINT_ID_RE.match(self.id):
+            return None
+        try:
+            return datetime.strptime(self.id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "repository": self.repository, "error": self.error}
+
 
 @dataclass(slots=True)
 class PointInfo:
@@ -56,13 +81,30 @@ class PointInfo:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class PointListing:
+    """Readable restore points (oldest first) and every damaged manifest of the same repositories."""
+
+    points: list[PointInfo]
+    damaged: list[DamagedManifest]
+
+    def damaged_newer_than(self, point: PointInfo) -> list[DamagedManifest]:
+        """Damaged manifests that may be a newer point than ``point`` (same second counts).
+
+        Ids carry the time only to the second, so a damaged point taken in the same second
+        may be the newer one; a stray name without a time is not a point and not counted.
+        """
+        floor = point.summary.time.astimezone(UTC).replace(microsecond=0)
+        return [d for d in self.damaged if d.id != point.summary.id and (when := d.time) is not None and when >= floor]
+
+
 class Backups:
     def __init__(self, core: Core) -> None:
         self._core = core
         self._repos: dict[str, Repository] = {}
         self._lock = threading.Lock()
-        # Per repository: (manifest names, verification records) -> summaries, oldest first.
-        self._index: dict[str, tuple[tuple, list[PointInfo]]] = {}
+        # Per repository: (manifest names, verification records) -> (summaries oldest first, damaged).
+        self._index: dict[str, tuple[tuple, list[PointInfo], list[DamagedManifest]]] = {}
         self._latest: dict[str, dict[tuple[str, str], datetime]] = {}  # newest point time per (host, VM id)
         self._checked: dict[str, float] = {}  # when each repository's listing was last compared
         self.recheck_seconds = 2.0
@@ -110,8 +152,8 @@ class Backups:
         return repo
 
     # -- points --------------------------------------------------------------------------
-    def _points_of(self, repo: Repository) -> list[PointInfo]:
-        """The repository's points (oldest first), re-read only when something changed.
+    def _points_of(self, repo: Repository) -> tuple[list[PointInfo], list[DamagedManifest]]:
+        """The repository's points (oldest first) and damaged manifests, re-read only when something changed.
 
         The key is the list of manifests plus the verification records' times: directory
         mtimes alone are too coarse (two commits within one clock tick look the same).
@@ -133,21 +175,22 @@ class Backups:
         if cached is not None and cached[0] == key:
             with self._lock:
                 self._checked[repo.name] = time.monotonic()
-            return cached[1]
-        manifests, _bad = repo.load_points()
+            return cached[1], cached[2]
+        manifests, bad = repo.load_points()
         infos = [self._info(repo, m) for m in sorted(manifests, key=point_order)]
+        damaged = sorted((DamagedManifest(err.point or "?", repo.name, err.reason) for err in bad), key=lambda d: d.id)
         latest: dict[tuple[str, str], datetime] = {}
         for info in infos:
             vm_key = (info.summary.host, info.summary.vm_id)
             if vm_key not in latest or info.summary.time > latest[vm_key]:
                 latest[vm_key] = info.summary.time
         with self._lock:
-            self._index[repo.name] = (key, infos)
+            self._index[repo.name] = (key, infos, damaged)
             self._latest[repo.name] = latest
             self._checked[repo.name] = time.monotonic()
-        return infos
+        return infos, damaged
 
-    def _fresh_points_of(self, repo: Repository) -> list[PointInfo]:
+    def _fresh_points_of(self, repo: Repository) -> tuple[list[PointInfo], list[DamagedManifest]]:
         """``_points_of``, trusting a listing checked less than ``recheck_seconds`` ago.
 
         The console asks for every VM's last backup on every refresh; re-listing the
@@ -158,7 +201,7 @@ class Backups:
             checked = self._checked.get(repo.name)
             cached = self._index.get(repo.name)
         if cached is not None and checked is not None and time.monotonic() - checked < self.recheck_seconds:
-            return cached[1]
+            return cached[1], cached[2]
         return self._points_of(repo)
 
     def _invalidate(self, repo_name: str) -> None:
@@ -211,10 +254,23 @@ class Backups:
     def point_infos(
         self, host: str | None = None, vm: str | None = None, repository: str | None = None
     ) -> list[PointInfo]:
+        return self.point_listing(host, vm, repository).points
+
+    def point_listing(
+        self, host: str | None = None, vm: str | None = None, repository: str | None = None
+    ) -> PointListing:
+        """``point_infos`` plus every damaged manifest of the repositories searched.
+
+        A damaged manifest cannot be attributed to a host or VM, so it is included whatever
+        ``host`` and ``vm`` ask for: the point it was may be the one wanted.
+        """
         out: list[PointInfo] = []
+        damaged: list[DamagedManifest] = []
         wanted = vm.casefold() if vm else None
         for repo in self._repos_for(repository):
-            for info in self._fresh_points_of(repo):
+            infos, bad = self._fresh_points_of(repo)
+            damaged.extend(bad)
+            for info in infos:
                 s = info.summary
                 if host is not None and s.host != host:
                     continue
@@ -222,7 +278,11 @@ class Backups:
                     continue
                 out.append(info)
         out.sort(key=lambda i: (i.summary.time, i.committed_ns, i.summary.id))
-        return out
+        return PointListing(out, damaged)
+
+    def damaged_manifests(self, repository: str | None = None) -> list[DamagedManifest]:
+        """Manifests that cannot be read (their points are missing from every listing)."""
+        return self.point_listing(repository=repository).damaged
 
     def last_backup(self, host: str, vm_id: str) -> datetime | None:
         """Time of the newest restore point of the VM in any repository (None: never backed up)."""

@@ -32,7 +32,7 @@ from hvtui.errors import Cancelled, ConfigError, HvtuiError, ReadOnlyError, Refu
 from hvtui.events import Progress
 
 if TYPE_CHECKING:
-    from hvtui.backups import PointInfo
+    from hvtui.backups import DamagedManifest, PointInfo
     from hvtui.core import Core
 
 EXIT_OK = 0
@@ -273,12 +273,27 @@ def run_backup_command(args: argparse.Namespace, core: Core) -> int:
     return EXIT_OK
 
 
-def _restore_candidates(core: Core, args: argparse.Namespace) -> list[PointInfo]:
-    infos = core.backups.point_infos(host=args.host, vm=args.vm, repository=args.repo)
+def warn_damaged(damaged: list[DamagedManifest]) -> None:
+    """One warning line per repository naming its damaged manifests (they list nowhere else)."""
+    by_repo: dict[str, list[DamagedManifest]] = {}
+    for d in damaged:
+        by_repo.setdefault(d.repository, []).append(d)
+    for repo_name, items in sorted(by_repo.items()):
+        what = "manifest is" if len(items) == 1 else "manifests are"
+        named = "; ".join(f"{d.id} ({d.error})" for d in items)
+        print(
+            f"hvtui: warning: {len(items)} restore point {what} damaged in repository {repo_name} and cannot be "
+            f"listed or restored: {named}. Run `hvtui verify` for details.",
+            file=sys.stderr,
+        )
+
+
+def _restore_candidates(infos: list[PointInfo], args: argparse.Namespace, damaged: int) -> list[PointInfo]:
     vms = sorted({(i.summary.host, i.summary.vm_id, i.summary.vm_name) for i in infos})
     if not infos:
         where = f" on host {args.host!r}" if args.host else ""
-        raise LookupError(f"no restore points of VM {args.vm!r}{where}")
+        also = f" ({damaged} damaged manifest(s) cannot be read, see above)" if damaged else ""
+        raise LookupError(f"no restore points of VM {args.vm!r}{where}{also}")
     if len(vms) > 1:
         found = ", ".join(f"{h}/{n} (id {i})" for h, i, n in vms)
         hint = "name the host with --host" if not args.host else "use the VM id"
@@ -288,18 +303,46 @@ def _restore_candidates(core: Core, args: argparse.Namespace) -> list[PointInfo]
 
 @reported
 def run_restore_command(args: argparse.Namespace, core: Core) -> int:
+    listing = core.backups.point_listing(host=args.host, vm=args.vm, repository=args.repo)
+    damaged = listing.damaged
+    damaged_doc = [d.to_dict() for d in damaged]
+    warn_damaged(damaged)
+    if args.point:
+        for d in damaged:
+            if d.id == args.point:
+                message = (
+                    f"the manifest of restore point {d.id} in repository {d.repository} is damaged: {d.error}; "
+                    "run `hvtui verify`"
+                )
+                return fail(args, message, EXIT_FAILED, damaged=damaged_doc)
     try:
-        infos = _restore_candidates(core, args)
+        infos = _restore_candidates(listing.points, args, len(damaged))
     except LookupError as err:
-        return fail(args, str(err), EXIT_USAGE)
+        return fail(args, str(err), EXIT_USAGE, damaged=damaged_doc)
     if args.point:
         chosen = [i for i in infos if i.summary.id == args.point]
         if not chosen:
             return fail(args, f"restore point {args.point} is not a point of VM {args.vm!r}", EXIT_USAGE)
         point = chosen[0].summary
     else:
+        newer = listing.damaged_newer_than(infos[-1])
         point = infos[-1].summary
-    when = point.time.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+        if newer:
+            # The newest point may be the damaged one: restoring the older state without a
+            # word, in the middle of an incident, is the harm to avoid.
+            names = ", ".join(f"{d.id} in repository {d.repository} ({d.error})" for d in newer)
+            message = (
+                f"the latest readable restore point of VM {args.vm!r} is {point.id} ({_local(point.time)}), but "
+                f"a newer manifest is damaged and may be this VM's latest point: {names}. Run `hvtui verify`; "
+                f"to restore the older point on purpose, re-run with --point {point.id}"
+            )
+            if args.to is None:
+                action = "restore-in-place" if args.in_place else "restore-as-new"
+                core.audit.record(
+                    action, point.host, point.vm_name, {"point": "latest"}, "refused", 0.0, "newer manifest damaged"
+                )
+            return fail(args, message, EXIT_REFUSED, damaged=damaged_doc, latest_readable=point.id)
+    when = _local(point.time)
     if args.to is not None:
         job = core.jobs.submit_restore(point.id, "directory", directory=args.to, repository=point.repository)
     else:
@@ -334,7 +377,7 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
         return _job_failed(args, final, code)
     result = dict(final.summary or {})
     if args.json:
-        emit_json({"ok": True, "job": final.id, **result})
+        emit_json({"ok": True, "job": final.id, **result, "damaged": damaged_doc})
         return EXIT_OK
     print(f"Restored point {point.id} of {point.vm_name!r} ({when}) to {result.get('target')}.")
     print(
@@ -344,9 +387,15 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
     return EXIT_OK
 
 
+def _local(when: datetime) -> str:
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 @reported
 def run_points_command(args: argparse.Namespace, core: Core) -> int:
-    infos = core.backups.point_infos(host=args.host, vm=args.vm, repository=args.repo)
+    listing = core.backups.point_listing(host=args.host, vm=args.vm, repository=args.repo)
+    infos = listing.points
+    warn_damaged(listing.damaged)
     if args.json:
         emit_json(
             {
@@ -368,6 +417,7 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
                     }
                     for i in infos
                 ],
+                "damaged": [d.to_dict() for d in listing.damaged],
             }
         )
         return EXIT_OK

@@ -25,11 +25,16 @@ _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 
 
 class ManifestError(RepositoryDamaged):
-    """A manifest cannot be read or does not pass its checks; ``point`` names it."""
+    """A manifest cannot be read or does not pass its checks; ``point`` names it.
 
-    def __init__(self, message: str, point: str | None = None) -> None:
+    ``reason`` is the problem alone (without the point's name), for messages that name
+    the point themselves.
+    """
+
+    def __init__(self, message: str, point: str | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.point = point
+        self.reason = reason or message
 
 
 class UnsafePathError(RepositoryError):
@@ -152,7 +157,7 @@ class Manifest:
         """Parse and check a manifest; ``ManifestError`` naming ``name`` and the problem."""
 
         def bad(problem: str) -> ManifestError:
-            return ManifestError(f"restore point {name}: manifest is damaged ({problem})", name)
+            return ManifestError(f"restore point {name}: manifest is damaged ({problem})", name, problem)
 
         try:
             body = json.loads(data)
@@ -164,9 +169,8 @@ class Manifest:
             raise bad(f"format is {body.get('format')!r}, expected {FORMAT!r}")
         version = body.get("version")
         if not isinstance(version, int) or version > VERSION:
-            raise ManifestError(
-                f"restore point {name}: manifest version {version!r} is newer than this hvtui reads ({VERSION})", name
-            )
+            problem = f"manifest version {version!r} is newer than this hvtui reads ({VERSION}): upgrade hvtui"
+            raise ManifestError(f"restore point {name}: {problem}", name, problem)
         if body.get("digest") != body_digest(body):
             raise bad("checksum mismatch: the file was altered or truncated")
         try:

@@ -148,14 +148,12 @@ class Repository:
         except FileNotFoundError:
             raise PointNotFound(f"no restore point {point_id} in repository {self.name}") from None
         except OSError as err:
-            raise ManifestError(
-                f"restore point {point_id}: cannot read its manifest: {err.strerror}", point_id
-            ) from None
+            problem = f"cannot read its manifest: {err.strerror}"
+            raise ManifestError(f"restore point {point_id}: {problem}", point_id, problem) from None
         manifest = Manifest.from_bytes(data, point_id)
         if manifest.id != point_id:
-            raise ManifestError(
-                f"restore point {point_id}: manifest is damaged (it names itself {manifest.id})", point_id
-            )
+            problem = f"it names itself {manifest.id}"
+            raise ManifestError(f"restore point {point_id}: manifest is damaged ({problem})", point_id, problem)
         with self._cache_lock:
             self._cache[point_id] = (key, manifest)
         return manifest
@@ -172,7 +170,7 @@ class Repository:
             except ManifestError as err:
                 bad.append(err)
             except RepositoryError as err:  # a stray file whose name is not a point id
-                bad.append(ManifestError(f"{point_id}: {err}", point_id))
+                bad.append(ManifestError(f"{point_id}: {err}", point_id, str(err)))
         good.sort(key=lambda m: (m.time, m.id))
         return good, bad
 
