@@ -12,7 +12,7 @@ from hvtui.config import Config, HostConfig
 from hvtui.errors import ReadOnlyError
 from hvtui.model import Severity
 from hvtui.tui.app import HvtuiApp
-from hvtui.tui.screens.dialogs import ChoiceDialog, CreateCheckpointDialog, TextDialog
+from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, CreateCheckpointDialog, TextDialog
 from hvtui.tui.screens.findings import FindingsScreen
 from hvtui.tui.screens.help import HelpScreen
 from hvtui.tui.screens.vm_detail import NOW_NODE, VmDetailScreen
@@ -161,6 +161,42 @@ async def test_enter_opens_detail_with_checkpoint_tree(shared_demo_lab: Path, pa
         await pilot.press("escape")
         await settle(pilot)
         assert isinstance(app.screen, VmsScreen)
+
+
+async def test_a_greyed_checkpoint_key_says_why(shared_demo_lab: Path, paths) -> None:
+    # The detail opens on "▶ Now": d/a/r/D need a checkpoint under the cursor.  Pressing one
+    # says so instead of silently doing nothing; on a checkpoint the same key opens its dialog.
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        app01 = vm_by_name(app, "app01")
+        app.open_vm(app01.host, app01.id)
+        await settle(pilot)
+        detail = app.screen
+        assert isinstance(detail, VmDetailScreen) and detail.selected_checkpoint is None
+        await pilot.press("d")
+        await settle(pilot)
+        assert app.screen is detail  # no dialog
+        assert "Delete: select a checkpoint first" in screen_text(app)
+        await pilot.press("colon", "r")  # typed into the command prompt: no notice
+        await settle(pilot)
+        assert "Rename: select a checkpoint first" not in screen_text(app)
+        await pilot.press("escape", "up", "d")
+        await settle(pilot)
+        assert isinstance(app.screen, ChoiceDialog | ConfirmDialog), type(app.screen)
+
+
+async def test_a_greyed_key_on_a_read_only_host_says_read_only(shared_demo_lab: Path, paths) -> None:
+    app = make_app(make_core(shared_demo_lab, paths, read_only=True))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        app01 = vm_by_name(app, "app01")
+        app.open_vm(app01.host, app01.id, app01.checkpoints[0].id)
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        assert isinstance(app.screen, VmDetailScreen)
+        assert "New checkpoint: hvtui runs read-only" in screen_text(app)
 
 
 def _walk(node):
