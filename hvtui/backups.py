@@ -8,8 +8,9 @@ a ``ProgressCallback`` and honours a ``CancelToken``.
 
 Safety lives here, in the core, for every caller: read-only mode (``--read-only``, the
 config, or a read-only host) refuses backups (they checkpoint the VM and write the
-repository), restores onto a host and prune; restores onto a host and prune are
-audit-logged, and so are backups (they create and remove a checkpoint on the host).
+repository), restores onto a host and prune, and keeps verify from quarantining damaged
+chunks; restores onto a host, prune and quarantines are audit-logged, and so are backups
+(they create and remove a checkpoint on the host).
 """
 
 from __future__ import annotations
@@ -327,7 +328,9 @@ class Backups:
             self._audit_record(action, host, vm, args, "refused", f"read-only: {reason}")
             raise ReadOnlyError(f"{action} refused: {reason}")
 
-    def _audit_record(self, action: str, host: str | None, vm: str | None, args: dict, result: str, error: str) -> None:
+    def _audit_record(
+        self, action: str, host: str | None, vm: str | None, args: dict, result: str, error: str | None
+    ) -> None:
         try:
             self._core.audit.record(action, host or "-", vm, args, result, 0.0, error)
         except OSError as err:
@@ -458,25 +461,40 @@ class Backups:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> VerifyReport:
-        """Check a repository (or the repository holding ``point_id``); never changes data."""
+        """Check a repository (or the repository holding ``point_id``).
+
+        A full check quarantines each damaged chunk (renamed ``<id>.bad``, never deleted) so
+        the next backup stores it again; audit-logged.  Read-only: it only reports (and the
+        report says the repair was not done).
+        """
         if point_id is not None:
             repo, _ = self.find_point(point_id, repository)
         else:
             repo = self._require_repository(repository)
+        writable = not self._core.read_only
         try:
-            return run_verify(
+            report = run_verify(
                 repo,
                 point_id,
                 quick,
                 progress=progress,
                 cancel=cancel,
                 clock=self._core.clock,
-                record=not self._core.read_only,
+                record=writable,
+                repair=writable,
                 progress_interval=self.progress_interval,
                 lock_timeout=self.lock_timeout,
             )
         finally:
             self._invalidate(repo.name)  # verification records changed
+        if report.quarantined:
+            args = {
+                "repository": repo.name,
+                "chunks": report.quarantined,
+                "points": sorted({p for c in report.chunk_problems if c.quarantined_as for p in c.points}),
+            }
+            self._audit_record("verify.quarantine", f"repository:{repo.name}", None, args, "ok", None)
+        return report
 
     def prune(
         self,

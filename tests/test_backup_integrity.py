@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
+from hvtui.audit import AuditLog
 from hvtui.cli import main
 from hvtui.clock import SystemClock
 from hvtui.config import load_config
 from hvtui.core import Core
+from hvtui.engine.backup import run_backup
+from hvtui.engine.repository import Repository
+from hvtui.engine.restore import restore_to_directory
+from hvtui.engine.verify import run_verify
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.host import LabHost
 from hvtui.paths import Paths
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_support import DirHost, read_tree  # noqa: E402
 
 MiB = 1 << 20
 HOST = "lab-a"
@@ -148,3 +157,109 @@ def test_a_damaged_manifest_older_than_the_latest_point_warns_but_does_not_block
     assert stray in err and "hvtui verify" in err
     host = lab_host(estate)
     assert vdisk.read_logical(target / "app01.vhdx", 0, DISK) == host.read_disk(estate["vm_id"], 0, 0, DISK)
+
+
+# -- defect 2: a corrupt chunk is quarantined and stored again ---------------------------------------
+
+
+def flip_a_byte(path: Path) -> bytes:
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0x55
+    path.write_bytes(bytes(blob))
+    return bytes(blob)
+
+
+def test_verify_quarantines_a_corrupt_chunk_and_the_next_full_backup_heals_older_points(
+    estate: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    p1 = backup(estate, capsys, "--mode", "full")["point_id"]
+    repo = Repository.open(estate["repo"])
+    victim = sorted(repo.load_point(p1).chunk_ids())[0]
+    corrupt = flip_a_byte(repo.store.path(victim))
+
+    code, out, _ = hvtui(estate, capsys, "verify", "--json")
+    doc = json.loads(out)
+    assert code == 3 and doc["quarantined"] == [victim.hex()] and doc["repair_skipped"] is None
+    bad = repo.store.quarantine_path(victim)
+    assert doc["chunk_problems"][0]["quarantined_as"] == bad.relative_to(estate["repo"]).as_posix()
+    assert bad.read_bytes() == corrupt and not repo.store.path(victim).exists()  # kept, not deleted
+    assert doc["affected_vms"] == [{"host": HOST, "vm_id": estate["vm_id"], "vm_name": "app01", "points": [p1]}]
+    assert any("run a full backup of VM lab-a/app01" in step for step in doc["next_steps"])
+    quarantines = [e for e in AuditLog(estate["paths"].audit_log).read() if e["action"] == "verify.quarantine"]
+    assert [(e["result"], e["args"]["chunks"], e["args"]["points"]) for e in quarantines] == [
+        ("ok", [victim.hex()], [p1])
+    ]
+
+    code, out, _ = hvtui(estate, capsys, "verify")  # the next verify still reports it, as quarantined
+    assert code == 3 and "quarantined by an earlier verify" in out and "What to do:" in out
+    code, _, err = hvtui(estate, capsys, "restore", "app01", "--point", p1, "--to", str(tmp_path / "broken"))
+    assert code == 1 and f"chunk {victim.hex()[:16]}" in err and "quarantined by verify" in err
+
+    # The next full backup reads the same data, finds the chunk absent and stores it again.
+    p2 = backup(estate, capsys, "--mode", "full")
+    assert p2["new_chunks"] == 1
+    assert repo.store.get(victim)  # present and hash-checked
+    code, out, _ = hvtui(estate, capsys, "verify")
+    assert code == 0, out
+    code, _, err = hvtui(estate, capsys, "restore", "app01", "--point", p1, "--to", str(tmp_path / "p1"))
+    assert code == 0, err
+    host = lab_host(estate)
+    assert vdisk.read_logical(tmp_path / "p1" / "app01.vhdx", 0, DISK) == host.read_disk(estate["vm_id"], 0, 0, DISK)
+
+    # Prune leaves the quarantined file alone and says so.
+    code, out, err = hvtui(estate, capsys, "prune", "--yes", "--json")
+    doc = json.loads(out)
+    assert code == 0, err
+    assert (doc["quarantined_files"], doc["quarantined_bytes"]) == (1, len(corrupt)) and bad.exists()
+
+
+def test_read_only_verify_reports_but_does_not_quarantine(estate: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    p1 = backup(estate, capsys)["point_id"]
+    repo = Repository.open(estate["repo"])
+    victim = sorted(repo.load_point(p1).chunk_ids())[-1]
+    corrupt = flip_a_byte(repo.store.path(victim))
+    code, out, _ = hvtui(estate, capsys, "--read-only", "verify")
+    assert code == 3 and "Not repaired:" in out and "read-only" in out and "Quarantined" not in out
+    assert repo.store.path(victim).read_bytes() == corrupt and repo.store.quarantined(victim) is None
+    code, out, _ = hvtui(estate, capsys, "--read-only", "verify", "--json")
+    doc = json.loads(out)
+    assert code == 3 and doc["quarantined"] == [] and "read-only" in doc["repair_skipped"]
+    assert "without --quick, not read-only" in doc["next_steps"][0]
+
+
+@pytest.mark.parametrize("how", ["deleted", "quarantined"])
+def test_an_incremental_reads_again_the_parent_chunks_the_repository_lacks(tmp_path: Path, how: str) -> None:
+    """Unchanged files and unchanged ranges of changed files: neither may reference a lost chunk."""
+    host = DirHost(tmp_path / "host")
+    host.add_vm("vm1", "web01")
+    host.create_disk("vm1", "still.vhdx", 4 * MiB, seed=11, data_mib=3)  # unchanged between backups
+    host.create_disk("vm1", "busy.vhdx", 4 * MiB, seed=12, data_mib=3)  # changes, tracked
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=64 * 1024)
+    first = run_backup(repo, host, "vm1", "full").point_id
+    frozen = read_tree(host.vm_dir("vm1"))
+    parent = repo.load_point(first)
+    still = next(f for f in parent.files if f.path == "still.vhdx")
+    busy = next(f for f in parent.files if f.path == "busy.vhdx")
+    lost = [next(c for c in still.chunks if c is not None), next(c for c in reversed(busy.chunks) if c is not None)]
+    for digest in lost:
+        if how == "deleted":
+            repo.store.path(digest).unlink()
+        else:
+            flip_a_byte(repo.store.path(digest))
+    if how == "quarantined":
+        assert sorted(run_verify(repo).quarantined) == sorted(d.hex() for d in lost)
+    host.write("vm1", "busy.vhdx", 0, os.urandom(5000))  # far from busy's lost (last) chunk
+
+    result = run_backup(repo, host, "vm1", "incremental")
+    assert (result.mode, result.files_unchanged, result.files_changed_ranges) == ("incremental", 1, 1)
+    # Every position that referenced a lost chunk was read again, except busy's first chunk (changed anyway).
+    positions = [(f.path, i) for f in parent.files for i, c in enumerate(f.chunks) if c in lost]
+    expected = len([p for p in positions if p != ("busy.vhdx", 0)])
+    assert expected >= 2 and result.chunks_reread == expected
+    assert any("read again from the VM" in w for w in result.warnings)
+    assert all(repo.store.has(digest) for digest in lost)
+    assert run_verify(repo).ok  # the new point is complete and the first one is healed
+    restore_to_directory(repo, first, tmp_path / "first")
+    restore_to_directory(repo, result.point_id, tmp_path / "new")
+    assert read_tree(tmp_path / "first") == frozen
+    assert read_tree(tmp_path / "new") == read_tree(host.vm_dir("vm1"))

@@ -107,15 +107,17 @@ def test_backup_points_restore_verify_prune_exit_codes_and_json(estate: dict, tm
     blob = bytearray(repo.store.path(victim).read_bytes())
     blob[-1] ^= 0xFF
     repo.store.path(victim).write_bytes(bytes(blob))
+    assert hvtui(estate, "verify", "--quick").returncode == 0  # presence only: a flipped byte passes
     damaged = hvtui(estate, "verify", "--json")
     assert damaged.returncode == 3
     problems = as_json(damaged)["chunk_problems"]
     assert problems[0]["chunk"] == victim.hex() and listed[-1]["id"] in problems[0]["points"]
-    assert hvtui(estate, "verify", "--quick").returncode == 0  # presence only: a flipped byte passes
+    assert as_json(damaged)["quarantined"] == [victim.hex()]  # renamed .bad, kept
     text = hvtui(estate, "verify")
     assert text.returncode == 3 and f"chunk {victim.hex()[:16]}" in text.stdout
     broken = hvtui(estate, "restore", "db01", "--to", str(tmp_path / "broken"))
-    assert broken.returncode == 1 and "damaged" in broken.stderr and not list((tmp_path / "broken").iterdir())
+    assert broken.returncode == 1 and "quarantined by verify" in broken.stderr
+    assert not list((tmp_path / "broken").iterdir())
     blob[-1] ^= 0xFF
     repo.store.path(victim).write_bytes(bytes(blob))
 

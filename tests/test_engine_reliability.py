@@ -172,6 +172,7 @@ def test_damaged_chunks_are_named_with_the_points_they_break(
     else:
         path.unlink()
 
+    assert run_verify(repo, quick=True).ok is (damage == "flip")  # quick: presence and lengths only
     report = run_verify(repo)
     assert not report.ok
     assert [p.chunk for p in report.chunk_problems] == [digest.hex()]
@@ -179,12 +180,15 @@ def test_damaged_chunks_are_named_with_the_points_they_break(
     expected = {"flip": "corrupt", "truncate": "truncated", "delete": "missing"}[damage]
     assert expected in report.chunk_problems[0].problem
     assert sorted(report.broken_points) == sorted(points)
-    assert run_verify(repo, quick=True).ok is (damage == "flip")  # quick: presence and lengths only
+    # A damaged object is quarantined (renamed .bad, kept); a missing one has nothing to move.
+    assert report.quarantined == ([] if damage == "delete" else [digest.hex()])
+    assert repo.store.quarantine_path(digest).exists() is (damage != "delete")
 
     out = tmp_path / "out"
     with pytest.raises(RepositoryDamaged, match=digest.hex()[:16]) as info:
         restore_to_directory(repo, points[1], out)
     assert "restore refused" in str(info.value)
+    assert ("quarantined by verify" in str(info.value)) is (damage != "delete")
     assert list(out.iterdir()) == []  # nothing half-written left behind
     # the record of the failed verification shows in the point list
     assert repo.verification(points[0])["ok"] is False

@@ -469,6 +469,16 @@ def run_verify_command(args: argparse.Namespace, core: Core) -> int:
             for line in report.lines():
                 print(f"  DAMAGED: {line}")
             print(f"Restore points affected: {', '.join(sorted(report.broken_points))}")
+            if report.quarantined:
+                print(
+                    f"Quarantined {len(report.quarantined)} damaged chunk(s): renamed to <chunk>.bad under chunks/ "
+                    "(kept for inspection, nothing deleted), so the next backup stores that data again."
+                )
+            if report.repair_skipped:
+                print(f"Not repaired: {report.repair_skipped}.")
+            print("What to do:")
+            for step in report.next_steps():
+                print(f"  - {step}")
     return EXIT_OK if report.ok else EXIT_DAMAGED
 
 
@@ -549,6 +559,11 @@ def _print_prune(args: argparse.Namespace, result: Any) -> int:
         )
     if result.waited_for:
         print(f"  waited for: {'; '.join(result.waited_for)}")
+    if result.quarantined_files:
+        print(
+            f"  {result.quarantined_files} quarantined chunk file(s) (*.bad, {size(result.quarantined_bytes)}) are kept "
+            "under chunks/ for inspection; prune never removes them: delete them by hand once examined."
+        )
     if result.gc_skipped:
         print(f"hvtui: error: {result.gc_skipped}", file=sys.stderr)
     return code

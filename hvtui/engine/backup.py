@@ -35,7 +35,7 @@ from hvtui.engine.locks import VMLock
 from hvtui.engine.manifest import FileEntry, Manifest, check_rel_path, new_point_id
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
-from hvtui.engine.store import CODEC_RAW, HEADER, compress_chunk
+from hvtui.engine.store import CODEC_RAW, HEADER, ChunkStore, compress_chunk
 from hvtui.errors import Cancelled, HvtuiError, RepositoryError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.hosts.base import BackupSource, Host, SourceFile
@@ -72,6 +72,7 @@ class BackupResult:
     files_unchanged: int
     files_changed_ranges: int
     files_read: int
+    chunks_reread: int = 0  # chunks the parent lists but the repository lacked (quarantined, lost): read again
     pruned: list[str] = field(default_factory=list)  # points removed by retention afterwards
     warnings: list[str] = field(default_factory=list)
 
@@ -88,6 +89,42 @@ class FilePlan:
     read: Sequence[int]  # chunk indexes to read, ascending
     how: str  # unchanged, changed-ranges, read
     reused_bytes: int = 0
+    reread: int = 0  # chunks the parent lists but the repository lacks: read again
+
+
+def reread_missing_chunks(plans: list[FilePlan], store: ChunkStore, chunk_size: int) -> int:
+    """Read again what a plan would take from the parent but the repository no longer has.
+
+    A chunk quarantined by verify (or lost) must not be referenced by a new point just
+    because the parent listed it: each distinct reused chunk is looked up once (a stat,
+    cheap next to reading data) and a missing one is added to the file's reads, which
+    stores it again and heals the older points that reference it.  Returns the number of
+    chunk positions added.
+    """
+    present: dict[bytes, bool] = {}
+    added = 0
+    for plan in plans:
+        if plan.how == "read":
+            continue
+        reading = set(plan.read)
+        missing: list[int] = []
+        for index, digest in enumerate(plan.entry.chunks):
+            if digest is None or index in reading:
+                continue
+            found = present.get(digest)
+            if found is None:
+                found = present[digest] = store.has(digest)
+            if not found:
+                missing.append(index)
+        if not missing:
+            continue
+        for index in missing:
+            plan.entry.chunks[index] = None  # the reader fills it in
+            plan.reused_bytes -= chunk_span(index, plan.entry.size, chunk_size)[1]
+        plan.read = sorted(reading.union(missing))
+        plan.reread = len(missing)
+        added += len(missing)
+    return added
 
 
 def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int, reuse: bool) -> list[FilePlan]:
@@ -553,6 +590,12 @@ def _backup_locked(
         when = clock.now()
         cancel.check()
         plans = plan_files(list(source.files), parent, repo.chunk_size, reuse=effective_mode != "full")
+        reread = reread_missing_chunks(plans, repo.store, repo.chunk_size)
+        if reread and parent is not None:
+            warnings.append(
+                f"{reread} chunk(s) of the parent point {parent.id} were missing from the repository "
+                "(quarantined by verify, or lost); they were read again from the VM and stored"
+            )
         total = sum(p.entry.size for p in plans)
         meter.start_phase("backup", total=total, message=f"{effective_mode} backup of {source.vm.name}")
         reused = sum(p.reused_bytes for p in plans)
@@ -587,6 +630,7 @@ def _backup_locked(
             files_unchanged=sum(1 for p in plans if p.how == "unchanged"),
             files_changed_ranges=sum(1 for p in plans if p.how == "changed-ranges"),
             files_read=sum(1 for p in plans if p.how == "read"),
+            chunks_reread=reread,
         )
         meter.start_phase("commit", message="writing the restore point")
         stats = {

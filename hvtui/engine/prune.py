@@ -8,7 +8,8 @@ UTC.  With every rule at 0 nothing is removed.
 
 Prune removes the expired manifests first, then, under the exclusive lock, every chunk no
 remaining manifest references.  If any manifest is damaged, chunks are left alone: what it
-references cannot be known.
+references cannot be known.  Chunk objects a verify quarantined (``<id>.bad``) are never
+removed: they are counted in the result for a person to examine and delete.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 from hvtui.config import Retention
@@ -111,6 +113,8 @@ class PruneResult:
     bytes_freed: int = 0
     chunks_unreferenced: int = 0  # dry run: what a real prune would remove (estimate)
     gc_skipped: str | None = None  # why unreferenced chunks were left alone
+    quarantined_files: int = 0  # chunk objects verify quarantined (<id>.bad): kept, never removed by prune
+    quarantined_bytes: int = 0
     waited_for: list[str] = field(default_factory=list)
     duration: float = 0.0
 
@@ -128,6 +132,14 @@ class PruneResult:
         out["kept"] = [d.point for d in self.kept]
         out["duration"] = round(self.duration, 3)
         return out
+
+
+def _count_quarantined(result: PruneResult, files: list[Path]) -> None:
+    """Quarantined objects are evidence of damage: counted and reported, left for a person."""
+    for path in files:
+        with contextlib.suppress(OSError):
+            result.quarantined_bytes += path.stat().st_size
+            result.quarantined_files += 1
 
 
 def forget_expired(
@@ -196,9 +208,11 @@ def run_prune(
             result.gc_skipped = (
                 f"damaged manifest(s) {names}: their chunks cannot be told apart, so no chunk was removed"
             )
+        quarantined: list[Path] = []
         if dry_run:
             if not bad:
-                result.chunks_unreferenced = sum(1 for d in repo.store.iter_ids() if d not in referenced)
+                result.chunks_unreferenced = sum(1 for d in repo.store.iter_ids(quarantined) if d not in referenced)
+                _count_quarantined(result, quarantined)
             return result
         cancel.check()
         meter.start_phase("prune", total=len(doomed), message="removing expired restore points")
@@ -212,7 +226,7 @@ def run_prune(
             return result
         meter.start_phase("gc", message="removing unreferenced chunks")
         touched: set[str] = set()
-        for digest in list(repo.store.iter_ids()):
+        for digest in list(repo.store.iter_ids(quarantined)):
             if cancel.cancelled:
                 raise Cancelled("prune cancelled (expired points are gone; some unreferenced chunks remain)")
             if digest in referenced:
@@ -224,6 +238,7 @@ def run_prune(
             meter.emit()
         for prefix in sorted(touched):
             fsync_dir(repo.store.chunks_dir / prefix)
+        _count_quarantined(result, quarantined)
         # Nobody else holds a lock: every temporary file is a leftover.
         with contextlib.suppress(OSError):
             for name in os.listdir(repo.tmp_dir):

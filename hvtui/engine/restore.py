@@ -25,7 +25,7 @@ from hvtui.engine.fsutil import fsync_dir, tune_allocator
 from hvtui.engine.manifest import FileEntry, Manifest, UnsafePathError, check_rel_path
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
-from hvtui.engine.store import ChunkDamaged, ChunkMissing, disk_error
+from hvtui.engine.store import ChunkDamaged, ChunkMissing, ChunkQuarantined, disk_error
 from hvtui.errors import Cancelled, RepositoryError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.hosts.base import Host
@@ -79,6 +79,13 @@ class _Writer:
     def _chunk(self, digest: bytes, entry: FileEntry, index: int) -> bytes:
         try:
             return self.repo.store.get(digest)
+        except ChunkQuarantined as err:
+            raise RepositoryDamaged(
+                f"restore point {self.manifest.id}: chunk {digest.hex()[:16]} of {entry.path} "
+                f"(at offset {index * self.manifest.chunk_size}) was quarantined by verify: its data was damaged "
+                f"(kept as {err.bad_path.relative_to(self.repo.root).as_posix()}); restore refused. "
+                "A backup of the VM stores the chunk again if the VM still holds that data"
+            ) from None
         except ChunkMissing:
             raise RepositoryDamaged(
                 f"restore point {self.manifest.id}: chunk {digest.hex()[:16]} of {entry.path} "

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import lz4.block
 
+from hvtui.engine.fsutil import fsync_dir
 from hvtui.errors import RepositoryError
 
 MAGIC = b"HVC1"
@@ -36,6 +37,9 @@ CODEC_LZ4 = 1
 CODEC_NAMES = {CODEC_RAW: "raw", CODEC_LZ4: "lz4"}
 HASH_NAME = "sha256"
 DIGEST_SIZE = 32
+# A chunk object a full verify found damaged is renamed <64 hex>.bad (never deleted: it is
+# the evidence); with its final name gone, the next backup that reads the data stores it again.
+QUARANTINE_SUFFIX = ".bad"
 
 
 def chunk_id(data: bytes | bytearray | memoryview) -> bytes:
@@ -86,6 +90,15 @@ class ChunkMissing(Exception):
     def __init__(self, digest: bytes) -> None:
         self.digest = digest
         super().__init__(f"chunk {digest.hex()[:16]} is missing")
+
+
+class ChunkQuarantined(ChunkMissing):
+    """The chunk is gone from its name because a verify found it damaged and renamed it ``.bad``."""
+
+    def __init__(self, digest: bytes, bad_path: Path) -> None:
+        super().__init__(digest)
+        self.bad_path = bad_path
+        self.args = (f"chunk {digest.hex()[:16]} was quarantined by verify (its data was damaged): {bad_path.name}",)
 
 
 def decode_chunk(digest: bytes, blob: bytes, verify: bool = True) -> bytes:
@@ -144,8 +157,46 @@ class ChunkStore:
     def has(self, digest: bytes) -> bool:
         return os.path.exists(self.path(digest))
 
-    def iter_ids(self) -> Iterator[bytes]:
-        """Every complete chunk object's id (temporary files are never listed)."""
+    def quarantine_path(self, digest: bytes) -> Path:
+        """Where ``quarantine`` puts a damaged object (the first time; later ones get a number)."""
+        final = self.path(digest)
+        return final.with_name(final.name + QUARANTINE_SUFFIX)
+
+    def quarantined(self, digest: bytes) -> Path | None:
+        """The ``.bad`` file of a chunk a verify quarantined, or None."""
+        bad = self.quarantine_path(digest)
+        return bad if os.path.exists(bad) else None
+
+    def quarantine(self, digest: bytes, inode: int | None = None) -> Path | None:
+        """Rename a damaged chunk object to ``<name>.bad``; its new path, or None if it is gone.
+
+        ``inode`` is the object that was found damaged: if the name now holds another file
+        (re-stored meanwhile), it is left alone.  A name already taken by an earlier
+        quarantine gets a number (``<name>.2.bad``): nothing is ever overwritten.
+        """
+        final = self.path(digest)
+        try:
+            if inode is not None and os.stat(final).st_ino != inode:
+                return None
+            target = self.quarantine_path(digest)
+            number = 1
+            while os.path.lexists(target):
+                number += 1
+                target = final.with_name(f"{final.name}.{number}{QUARANTINE_SUFFIX}")
+            os.rename(final, target)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise disk_error(err, f"quarantining chunk {digest.hex()[:16]}") from err
+        with contextlib.suppress(OSError):
+            fsync_dir(final.parent)
+        return target
+
+    def iter_ids(self, quarantined: list[Path] | None = None) -> Iterator[bytes]:
+        """Every complete chunk object's id (temporary and quarantined files are never listed).
+
+        ``quarantined``, when given, collects the ``.bad`` files seen on the way.
+        """
         if not self.chunks_dir.is_dir():
             return
         for sub in sorted(os.listdir(self.chunks_dir)):
@@ -158,6 +209,8 @@ class ChunkStore:
                         yield bytes.fromhex(name)
                     except ValueError:
                         continue
+                elif quarantined is not None and name.endswith(QUARANTINE_SUFFIX):
+                    quarantined.append(subdir / name)
 
     # -- writing -----------------------------------------------------------------
     def _ensure_dir(self, prefix: str) -> Path:
@@ -249,13 +302,22 @@ class ChunkStore:
 
     # -- reading -----------------------------------------------------------------
     def read_blob(self, digest: bytes) -> bytes:
+        return self.read_blob_inode(digest)[0]
+
+    def read_blob_inode(self, digest: bytes) -> tuple[bytes, int]:
+        """The object's bytes and its inode (to quarantine exactly the file that was read)."""
         try:
             with open(self.path(digest), "rb", buffering=0) as fh:
-                return fh.read()
+                return fh.read(), os.fstat(fh.fileno()).st_ino
         except FileNotFoundError:
-            raise ChunkMissing(digest) from None
+            raise self.missing(digest) from None
         except OSError as err:
             raise ChunkDamaged(digest, f"unreadable ({err.strerror})") from None
+
+    def missing(self, digest: bytes) -> ChunkMissing:
+        """The error for a chunk that is not under its name: quarantined, or just missing."""
+        bad = self.quarantined(digest)
+        return ChunkQuarantined(digest, bad) if bad is not None else ChunkMissing(digest)
 
     def get(self, digest: bytes, verify: bool = True) -> bytes:
         """The chunk's data, hash-checked; ``ChunkMissing`` / ``ChunkDamaged`` otherwise."""

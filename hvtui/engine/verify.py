@@ -1,12 +1,16 @@
 """Verify: every manifest readable, every chunk present (quick) or re-read and re-hashed (full).
 
 The report names each damaged or missing chunk and every restore point it breaks, and each
-damaged manifest.  Verification never changes data; a full verification records its
-outcome per point under ``verified/`` (shown as "verified" in point lists).
+damaged manifest.  A full verification records its outcome per point under ``verified/``
+(shown as "verified" in point lists) and, unless told not to (read-only), *quarantines*
+each chunk object it finds damaged, as Proxmox Backup Server does: the object is renamed
+``<name>.bad`` (never deleted), so the next backup that reads the same data no longer
+finds it "present" and stores it again, which heals every point that references it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import deque
@@ -19,19 +23,23 @@ from hvtui.engine.fsutil import tune_allocator
 from hvtui.engine.manifest import Manifest, ManifestError
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
-from hvtui.engine.store import HEADER, MAGIC, ChunkDamaged, ChunkMissing
+from hvtui.engine.store import HEADER, MAGIC, ChunkDamaged, ChunkMissing, decode_chunk
 from hvtui.errors import Cancelled
 from hvtui.events import CancelToken, Progress, ProgressCallback
+
+QUARANTINED_EARLIER = "quarantined by an earlier verify (its data was damaged)"
 
 
 @dataclass(slots=True)
 class ChunkProblem:
     chunk: str  # hex id
-    problem: str  # "missing" or why it is damaged
+    problem: str  # "missing", QUARANTINED_EARLIER, or why it is damaged
     points: list[str]  # restore points that reference it
+    quarantined_as: str | None = None  # the .bad file this verify renamed it to (repository-relative)
 
     def describe(self) -> str:
-        return f"chunk {self.chunk[:16]} {self.problem}; breaks {', '.join(self.points)}"
+        moved = f"; quarantined as {self.quarantined_as}" if self.quarantined_as else ""
+        return f"chunk {self.chunk[:16]} {self.problem}{moved}; breaks {', '.join(self.points)}"
 
 
 @dataclass(slots=True)
@@ -44,11 +52,43 @@ class VerifyReport:
     damaged_manifests: list[dict[str, str]] = field(default_factory=list)  # {"point", "problem"}
     chunk_problems: list[ChunkProblem] = field(default_factory=list)
     broken_points: dict[str, list[str]] = field(default_factory=dict)  # point -> reasons
+    quarantined: list[str] = field(default_factory=list)  # hex ids of chunks this verify quarantined
+    repair_skipped: str | None = None  # why damaged chunks were left under their names
+    affected_vms: list[dict[str, Any]] = field(default_factory=list)  # {"host", "vm_id", "vm_name", "points"}
     duration: float = 0.0
 
     @property
     def ok(self) -> bool:
         return not self.damaged_manifests and not self.chunk_problems
+
+    def next_steps(self) -> list[str]:
+        """What the operator should do about the damage found, one sentence each."""
+        steps: list[str] = []
+        if self.repair_skipped:
+            steps.append(
+                f"{self.repair_skipped}: until they are, new backups keep referencing the damaged chunks; "
+                "run a full `hvtui verify` (without --quick, not read-only) to quarantine them first"
+            )
+        if self.chunk_problems:
+            for vm in self.affected_vms:
+                steps.append(
+                    f"run a full backup of VM {vm['host']}/{vm['vm_name']} "
+                    f"(hvtui backup {vm['vm_name']} --host {vm['host']} --mode full) to store the data again: "
+                    f"its points {', '.join(vm['points'])} are healed if the VM still holds that data, "
+                    "and the new point is complete either way"
+                )
+            steps.append("then run `hvtui verify` again to confirm")
+        if self.damaged_manifests:
+            steps.append(
+                "a damaged manifest cannot be repaired: its restore point is lost (the other points are unaffected); "
+                "prune removes no chunk while one exists, so move the file out of points/ once it has been examined"
+            )
+        return steps
+
+    def lines(self) -> list[str]:
+        out = [f"manifest of {m['point']}: {m['problem']}" for m in self.damaged_manifests]
+        out += [p.describe() for p in self.chunk_problems]
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,16 +100,16 @@ class VerifyReport:
             "bytes_checked": self.bytes_checked,
             "damaged_manifests": self.damaged_manifests,
             "chunk_problems": [
-                {"chunk": p.chunk, "problem": p.problem, "points": p.points} for p in self.chunk_problems
+                {"chunk": p.chunk, "problem": p.problem, "points": p.points, "quarantined_as": p.quarantined_as}
+                for p in self.chunk_problems
             ],
             "broken_points": self.broken_points,
+            "quarantined": self.quarantined,
+            "repair_skipped": self.repair_skipped,
+            "affected_vms": self.affected_vms,
+            "next_steps": self.next_steps(),
             "duration": round(self.duration, 3),
         }
-
-    def lines(self) -> list[str]:
-        out = [f"manifest of {m['point']}: {m['problem']}" for m in self.damaged_manifests]
-        out += [p.describe() for p in self.chunk_problems]
-        return out
 
 
 def check_chunk_quick(repo: Repository, digest: bytes) -> str | None:
@@ -80,7 +120,7 @@ def check_chunk_quick(repo: Repository, digest: bytes) -> str | None:
         with open(path, "rb", buffering=0) as fh:
             header = fh.read(HEADER.size)
     except FileNotFoundError:
-        return "missing"
+        return _missing(repo, digest)
     except OSError as err:
         return f"unreadable ({err.strerror})"
     if len(header) < HEADER.size:
@@ -93,20 +133,32 @@ def check_chunk_quick(repo: Repository, digest: bytes) -> str | None:
     return None
 
 
-def check_chunk_full(repo: Repository, digest: bytes) -> tuple[str | None, int]:
-    try:
-        blob = repo.store.read_blob(digest)
-    except ChunkMissing:
-        return "missing", 0
-    except ChunkDamaged as err:
-        return err.reason, 0
-    try:
-        from hvtui.engine.store import decode_chunk
+def _missing(repo: Repository, digest: bytes) -> str:
+    return QUARANTINED_EARLIER if repo.store.quarantined(digest) is not None else "missing"
 
+
+@dataclass(frozen=True, slots=True)
+class ChunkCheck:
+    problem: str | None  # None: the chunk is good
+    size: int  # stored bytes read
+    inode: int | None = None  # the damaged object's inode (None: nothing there to quarantine)
+
+
+def check_chunk_full(repo: Repository, digest: bytes) -> ChunkCheck:
+    """Read, decompress and re-hash one chunk object."""
+    try:
+        blob, inode = repo.store.read_blob_inode(digest)
+    except ChunkMissing:
+        return ChunkCheck(_missing(repo, digest), 0)
+    except ChunkDamaged as err:  # unreadable: still a file that can be moved aside
+        with contextlib.suppress(OSError):
+            return ChunkCheck(err.reason, 0, os.stat(repo.store.path(digest)).st_ino)
+        return ChunkCheck(err.reason, 0)
+    try:
         decode_chunk(digest, blob)
     except ChunkDamaged as err:
-        return err.reason, len(blob)
-    return None, len(blob)
+        return ChunkCheck(err.reason, len(blob), inode)
+    return ChunkCheck(None, len(blob))
 
 
 def run_verify(
@@ -118,10 +170,16 @@ def run_verify(
     cancel: CancelToken | None = None,
     clock: Clock | None = None,
     record: bool = True,
+    repair: bool = True,
     progress_interval: float = DEFAULT_INTERVAL,
     lock_timeout: float | None = 3600.0,
     workers: int = 2,
 ) -> VerifyReport:
+    """Check the chosen point (or every point); a full check quarantines damaged chunks.
+
+    ``record`` keeps each point's outcome under ``verified/``; ``repair`` (full checks only)
+    renames each damaged chunk object to ``<name>.bad``.  Read-only callers pass both False.
+    """
     tune_allocator()
     cancel = cancel or CancelToken()
     clock = clock or SystemClock()
@@ -159,6 +217,7 @@ def run_verify(
         meter.start_phase("verify", total=len(digests), message="checking chunks" + (" (quick)" if quick else ""))
 
         problems: dict[bytes, str] = {}
+        damaged_inodes: dict[bytes, int] = {}  # full mode: the objects to quarantine
         if quick:
             for digest in digests:
                 cancel.check()
@@ -169,15 +228,17 @@ def run_verify(
                 meter.emit()
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="hvtui-verify") as pool:
-                window: deque[tuple[bytes, Future[tuple[str | None, int]]]] = deque()
+                window: deque[tuple[bytes, Future[ChunkCheck]]] = deque()
 
                 def drain() -> None:
                     digest, future = window.popleft()
-                    problem, size = future.result()
-                    report.bytes_checked += size
-                    if problem:
-                        problems[digest] = problem
-                    meter.add(done=1, data=size)
+                    check = future.result()
+                    report.bytes_checked += check.size
+                    if check.problem:
+                        problems[digest] = check.problem
+                        if check.inode is not None:
+                            damaged_inodes[digest] = check.inode
+                    meter.add(done=1, data=check.size)
                     meter.emit()
 
                 try:
@@ -193,11 +254,31 @@ def run_verify(
                     for _, future in window:
                         future.cancel()
         report.chunks_checked = len(digests)
+        if damaged_inodes and not repair:
+            report.repair_skipped = f"{len(damaged_inodes)} damaged chunk(s) were not quarantined (read-only)"
+        elif quick and any(p not in ("missing", QUARANTINED_EARLIER) for p in problems.values()):
+            report.repair_skipped = "damaged chunks were not quarantined (a quick check only reports; a full one does)"
         for digest, problem in sorted(problems.items()):
             points = sorted(users[digest])
-            report.chunk_problems.append(ChunkProblem(digest.hex(), problem, points))
+            moved = None
+            if repair and digest in damaged_inodes:
+                bad_path = repo.store.quarantine(digest, damaged_inodes[digest])
+                if bad_path is not None:
+                    moved = bad_path.relative_to(repo.root).as_posix()
+                    report.quarantined.append(digest.hex())
+            report.chunk_problems.append(ChunkProblem(digest.hex(), problem, points, moved))
             for point in points:
                 report.broken_points.setdefault(point, []).append(f"chunk {digest.hex()[:16]} {problem}")
+        vms: dict[tuple[str, str], dict[str, Any]] = {}
+        broken_by_chunks = {point for problem in report.chunk_problems for point in problem.points}
+        for manifest in sorted(manifests, key=lambda m: m.id):
+            if manifest.id in broken_by_chunks:
+                vm = vms.setdefault(
+                    (manifest.host, manifest.vm_id),
+                    {"host": manifest.host, "vm_id": manifest.vm_id, "vm_name": manifest.vm_name, "points": []},
+                )
+                vm["points"].append(manifest.id)
+        report.affected_vms = [vms[key] for key in sorted(vms)]
         if record and not quick:
             now = clock.now()
             for manifest in manifests:
