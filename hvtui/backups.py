@@ -10,12 +10,14 @@ Safety lives here, in the core, for every caller: read-only mode (``--read-only`
 config, or a read-only host) refuses backups (they checkpoint the VM and write the
 repository), restores onto a host and prune, and keeps verify from quarantining damaged
 chunks; restores onto a host, prune and quarantines are audit-logged, and so are backups
-(they create and remove a checkpoint on the host).
+(they create and remove a checkpoint on the host; the entry records the mode that ran) and
+the points retention deletes after a backup (``backup.retention``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -329,10 +331,17 @@ class Backups:
             raise ReadOnlyError(f"{action} refused: {reason}")
 
     def _audit_record(
-        self, action: str, host: str | None, vm: str | None, args: dict, result: str, error: str | None
+        self,
+        action: str,
+        host: str | None,
+        vm: str | None,
+        args: dict,
+        result: str,
+        error: str | None,
+        duration: float = 0.0,
     ) -> None:
         try:
-            self._core.audit.record(action, host or "-", vm, args, result, 0.0, error)
+            self._core.audit.record(action, host or "-", vm, args, result, duration, error)
         except OSError as err:
             log.error("could not write the audit log: %s", err)
 
@@ -373,15 +382,37 @@ class Backups:
                 lock_timeout=self.lock_timeout,
             )
             entry.vm = result.vm_name
-            entry.args["point"] = result.point_id
+            # What ran, and what was asked when it differs (an incremental with no earlier
+            # point runs as a full): "mode=full requested=incremental".
+            ran = {"mode": result.mode}
+            if result.requested_mode != result.mode:
+                ran["requested"] = result.requested_mode
+            entry.args = {**ran, **{k: v for k, v in entry.args.items() if k != "mode"}, "point": result.point_id}
         self._invalidate(rc.name)
         if apply_retention:
-            try:
-                result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id)
-            except HvtuiError as err:
-                result.warnings.append(f"retention was not applied: {err}")
+            self._apply_retention(repo, rc, host_name, result)
             self._invalidate(rc.name)
         return result
+
+    def _apply_retention(self, repo: Repository, rc: RepositoryConfig, host_name: str, result: BackupResult) -> None:
+        """Retention for the VM just backed up; deleted points (or a failure) get their own audit entry."""
+        rules = dataclasses.asdict(rc.retention).items()
+        keep = ", ".join(f"{name.removeprefix('keep_')} {value}" for name, value in rules if value > 0) or "all"
+        args: dict[str, Any] = {"repository": rc.name, "vm_id": result.vm_id, "after": result.point_id, "keep": keep}
+        started = time.monotonic()
+        try:
+            result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id)
+        except (HvtuiError, OSError) as err:  # the new point is committed: a warning, not a failure
+            result.warnings.append(f"retention was not applied: {err}")
+            self._audit_record(
+                "backup.retention", host_name, result.vm_name, args, "failed", str(err), time.monotonic() - started
+            )
+            return
+        if result.pruned:
+            args["removed"] = list(result.pruned)
+            self._audit_record(
+                "backup.retention", host_name, result.vm_name, args, "ok", None, time.monotonic() - started
+            )
 
     def restore(
         self,

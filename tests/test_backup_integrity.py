@@ -263,3 +263,33 @@ def test_an_incremental_reads_again_the_parent_chunks_the_repository_lacks(tmp_p
     restore_to_directory(repo, result.point_id, tmp_path / "new")
     assert read_tree(tmp_path / "first") == frozen
     assert read_tree(tmp_path / "new") == read_tree(host.vm_dir("vm1"))
+
+
+# -- defect 3: the audit log -------------------------------------------------------------------------
+
+
+def test_the_audit_log_records_the_mode_that_ran_and_retention_deletions(
+    estate: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = backup(estate, capsys)  # no --mode: asks for an incremental, runs as the first full
+    assert (first["mode"], first["requested_mode"]) == ("full", "incremental")
+    later = [backup(estate, capsys) for _ in range(3)]  # keep_last 3: the fourth removes the first
+    assert [p["pruned"] for p in later] == [[], [], [first["point_id"]]]
+
+    entries = AuditLog(estate["paths"].audit_log).read()
+    backups = [e for e in entries if e["action"] == "backup"]
+    assert [(e["args"]["mode"], e["args"].get("requested")) for e in backups] == [
+        ("full", "incremental"),
+        ("incremental", None),
+        ("incremental", None),
+        ("incremental", None),
+    ]
+    assert [e["args"]["point"] for e in backups] == [first["point_id"]] + [p["point_id"] for p in later]
+    (retention,) = [e for e in entries if e["action"] == "backup.retention"]
+    assert retention["result"] == "ok" and retention["vm"] == "app01" and retention["host"] == HOST
+    assert retention["args"]["removed"] == [first["point_id"]]
+    assert retention["args"]["after"] == later[-1]["point_id"] and retention["args"]["keep"] == "last 3"
+
+    code, out, _ = hvtui(estate, capsys, "audit")
+    assert code == 0 and "mode=full requested=incremental" in out
+    assert f"removed={first['point_id']}" in out
