@@ -360,6 +360,28 @@ async def test_restore_a_point_as_a_new_vm(lab: Path, paths: Paths) -> None:
         assert "dc01-copy" in screen_text(app)
 
 
+async def test_a_damaged_manifest_is_named_above_the_restore_points(lab: Path, paths: Paths) -> None:
+    # It cannot be tied to a VM, and it may be this VM's newest point: the view says so.
+    core = jobs_core(lab, paths)
+    inventory = core.inventory.refresh()
+    vm = next(v for v in inventory.vms if v.name == "dc01")
+    older = core.backups.backup(vm.host, vm.id, "full")
+    newest = core.backups.backup(vm.host, vm.id, "full")
+    repository = core.config.default_repository()
+    manifest = Path(repository.path) / "points" / f"{newest.point_id}.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    app = make_app(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.open_vm(vm.host, vm.id)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded)
+        detail = app.screen
+        assert [p.id for p in detail.points] == [older.point_id]
+        assert detail.damaged_manifests == [f"{repository.name}/{newest.point_id}"]
+        text = flat(screen_text(app))
+        assert f"1 damaged manifest ({repository.name}/{newest.point_id}): maybe this VM's newest point" in text
+
+
 async def test_in_place_restore_names_what_is_lost_and_defaults_to_no(lab: Path, paths: Paths) -> None:
     core = jobs_core(lab, paths)
     inventory = core.inventory.refresh()

@@ -78,9 +78,13 @@ class VmDetailScreen(ViewScreen):
         border-bottom: solid $panel;
     }
     VmDetailScreen #points-title {
-        height: 1;
+        height: auto;
+        max-height: 3;
         padding: 0 1;
         text-style: bold;
+    }
+    VmDetailScreen #points-title.-damaged {
+        color: $sev-warn;
     }
     VmDetailScreen #points-table {
         height: auto;
@@ -108,6 +112,7 @@ class VmDetailScreen(ViewScreen):
         self._findings: list[Finding] = []
         self._now: datetime | None = None
         self.points: list[RestorePointSummary] = []  # newest first
+        self.damaged_manifests: list[str] = []  # "repository/id" of manifests that cannot be read
         self.points_loaded = False
 
     def compose_body(self) -> ComposeResult:
@@ -165,8 +170,15 @@ class VmDetailScreen(ViewScreen):
     # -- restore points ------------------------------------------------------------------------
     def _load_points(self) -> None:
         host, vm_id, backups = self.host, self.vm_id, self.hvtui.core.backups
+
+        def read() -> tuple[list[RestorePointSummary], list[str]]:
+            listing = backups.point_listing(host=host, vm=vm_id)
+            # A damaged manifest cannot be tied to a VM: it may be this VM's newest point.
+            damaged = [f"{d.repository}/{d.id}" for d in listing.damaged]
+            return [info.summary for info in reversed(listing.points)], damaged
+
         self.run_worker(
-            lambda: list(reversed(backups.list_points(host=host, vm=vm_id))),
+            read,
             name="restore points",
             group="points",
             thread=True,
@@ -180,8 +192,8 @@ class VmDetailScreen(ViewScreen):
         event.stop()
         title = self.query_one("#points-title", Static)
         if event.state == WorkerState.SUCCESS:
-            points = [p for p in event.worker.result if p.vm_id == self.vm_id]
-            self._show_points(points)
+            found, self.damaged_manifests = event.worker.result
+            self._show_points([p for p in found if p.vm_id == self.vm_id])
         elif event.state == WorkerState.ERROR and event.worker.error is not None:
             message = self.hvtui.describe_error(event.worker.error, "listing restore points")
             title.update(f"Restore points: cannot be read: {message}")
@@ -191,9 +203,17 @@ class VmDetailScreen(ViewScreen):
         self.points_loaded = True
         title = self.query_one("#points-title", Static)
         if not points:
-            title.update("Restore points: none yet (b backs up this VM)")
+            text = "Restore points: none yet (b backs up this VM)"
         else:
-            title.update(f"Restore points ({len(points)}), newest first — tab selects, t restores")
+            text = f"Restore points ({len(points)}), newest first — tab selects, t restores"
+        if self.damaged_manifests:
+            count = len(self.damaged_manifests)
+            text += (
+                f"\n⚠ {count} damaged manifest{'s' if count != 1 else ''} ({', '.join(self.damaged_manifests[:3])}"
+                f"{', …' if count > 3 else ''}): maybe this VM's newest point; run `hvtui verify`"
+            )
+        title.update(text)
+        title.set_class(bool(self.damaged_manifests), "-damaged")
         table = self.points_table
         table.set_class(bool(points), "-shown")
         if points == self.points and not first:
