@@ -165,3 +165,16 @@ def test_read_only_refuses_changes_with_exit_code_4(estate: dict, tmp_path: Path
     reading = hvtui(estate, "--read-only", "restore", "db01", "--to", str(tmp_path / "ro"))
     assert reading.returncode == 0 and (tmp_path / "ro" / "db01.vhdx").exists()
     assert hvtui(estate, "points", "--read-only").returncode == 0
+
+
+def test_a_host_that_cannot_be_read_is_a_failure_not_a_usage_error(estate: dict, tmp_path: Path) -> None:
+    # The request is fine; the host is what fails: 1, so a script can tell it from a typo (2).
+    config = tmp_path / "config.yaml"
+    extra_host = "  - name: lab-b\n    kind: lab\n  - name: lab-gone\n    kind: lab\n"
+    config.write_text(estate["config"].read_text().replace("  - name: lab-b\n    kind: lab\n", extra_host), encoding="utf-8")
+    cmd = [sys.executable, "-m", "hvtui", "--config", str(config), "--lab-dir", str(estate["lab_dir"])]
+    gone = subprocess.run([*cmd, "backup", "web01", "--host", "lab-gone"], capture_output=True, text=True, timeout=300)
+    assert gone.returncode == 1, gone.stderr
+    assert "host 'lab-gone' cannot be read" in gone.stderr
+    typo = subprocess.run([*cmd, "backup", "web01x", "--host", "lab-a"], capture_output=True, text=True, timeout=300)
+    assert typo.returncode == 2 and "did you mean: web01" in typo.stderr

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import humanize
 
-from hvtui.errors import Cancelled, ConfigError, HvtuiError, ReadOnlyError, RefusedError
+from hvtui.errors import Cancelled, ConfigError, HvtuiError, ReadOnlyError, RefusedError, UsageError
 from hvtui.events import Progress
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def reported(handler: Callable[[argparse.Namespace, Core], int]) -> Callable[[ar
     def run(args: argparse.Namespace, core: Core) -> int:
         try:
             return handler(args, core)
-        except ConfigError as err:
+        except (ConfigError, UsageError) as err:  # a bad config, an unknown or ambiguous VM
             return fail(args, str(err), EXIT_USAGE)
         except (ReadOnlyError, RefusedError) as err:
             return fail(args, str(err), EXIT_REFUSED)
@@ -243,12 +243,7 @@ def _job_failed(args: argparse.Namespace, final: Any, code: int) -> int:
 # -- handlers -----------------------------------------------------------------------------------
 @reported
 def run_backup_command(args: argparse.Namespace, core: Core) -> int:
-    try:
-        vm = core.backups.resolve_vm(args.vm, args.host)
-    except ConfigError:
-        raise
-    except HvtuiError as err:  # unknown or ambiguous VM: a usage problem
-        return fail(args, str(err), EXIT_USAGE)
+    vm = core.backups.resolve_vm(args.vm, args.host)  # unknown or ambiguous: UsageError, exit 2
     job = core.jobs.submit_backup(vm.host, vm.id, mode=args.mode, repository=args.repo, vm_name=vm.name)
     code, final = _run_job(core, args, job)
     if code != EXIT_OK:
