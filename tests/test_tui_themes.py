@@ -41,6 +41,20 @@ def test_bundled_themes_load_and_define_the_severity_roles(repo_root: Path) -> N
         ("name: x\nprimary: notacolour\n", "line 2: key 'primary': expected a colour"),
         ("name: x\nprimary: '#112233'\nvariables:\n  sev-crit: 12\n", "line 4: key 'variables.sev-crit': expected a colour"),
         ("name: x\nprimary: '#112233'\ndark: maybe\n", "line 3: key 'dark': expected true or false"),
+        # Textual's own variables are checked as the stylesheet will use them (a bad one used
+        # to load fine and stop the console when switched to).
+        (
+            "name: x\nprimary: '#112233'\nvariables:\n  block-cursor-background: bogus colour\n",
+            "line 4: key 'variables.block-cursor-background': expected a colour such as \"#4f9dde\", found 'bogus colour'",
+        ),
+        (
+            "name: x\nprimary: '#112233'\nvariables:\n  link-style: blinky\n",
+            "line 4: key 'variables.link-style': expected a text style",
+        ),
+        (
+            "name: x\nprimary: '#112233'\nvariables:\n  sev-critical: '#ff0000'\n",
+            "line 4: key 'variables.sev-critical': unknown variable (did you mean 'sev-crit'?)",
+        ),
         ("primary: '#112233'\n", "key 'name': expected a non-empty theme name"),
         ("name: x\n", "key 'primary': missing"),
         ("name: [x\nprimary: 1\n", "not valid YAML"),
@@ -87,6 +101,33 @@ async def test_broken_user_theme_is_reported_in_the_console(shared_demo_lab: Pat
         assert "site-theme" in app.available_themes
         assert app.snapshot is not None and app.snapshot.rows  # the console works regardless
     assert any("oops.yaml" in record.getMessage() and record.levelname == "WARNING" for record in caplog.records)
+
+
+def test_textual_variables_that_parse_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "name: x\nprimary: '#112233'\nvariables:\n  block-cursor-background: '#223344'\n"
+        "  link-color: auto 80%\n  link-style-hover: bold not underline\n  footer-key-foreground: red\n"
+    )
+    theme = load_theme_file(path)
+    assert theme.variables["block-cursor-background"] == "#223344"
+    assert theme.variables["link-style-hover"] == "bold not underline"
+
+
+async def test_a_theme_with_a_bad_textual_variable_never_reaches_the_console(shared_demo_lab: Path, paths) -> None:
+    paths.user_themes_dir.mkdir(parents=True)
+    (paths.user_themes_dir / "sneaky.yaml").write_text(
+        "name: sneaky\nprimary: '#4f9dde'\nvariables:\n  block-cursor-background: bogus colour\n"
+    )
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        assert "sneaky" not in app.available_themes
+        assert any("sneaky.yaml" in message and "block-cursor-background" in message for message in app.theme_errors)
+        await pilot.press("colon", *"theme", "space", *"sneaky", "enter")
+        await settle(pilot)
+        assert app.is_running and app.theme == "hvtui-dark"
+        assert "no theme 'sneaky'" in screen_text(app)
 
 
 async def test_theme_switches_at_runtime_and_recolours_severities(shared_demo_lab: Path, paths) -> None:

@@ -13,7 +13,7 @@ A theme file looks like this (every colour key but ``primary`` is optional)::
     dark: true
     primary: "#4f9dde"
     background: "#101418"
-    variables:            # hvtui's severity roles (and any Textual variable)
+    variables:            # hvtui's severity roles and Textual's variables (checked like CSS)
       sev-crit: "#ff5f5f"
       sev-warn: "#ffb454"
       sev-ok: "#6fcf6f"
@@ -26,6 +26,7 @@ and one clear message per file that did not (file, line, key, expected, found).
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 
 import yaml
 from textual.color import Color, ColorParseError
+from textual.css.stylesheet import Stylesheet
 from textual.theme import Theme
 
 from hvtui.errors import ConfigError
@@ -112,6 +114,31 @@ def _colour(path: Path, node: yaml.Node | None, key: str, value: Any, line: int 
     return value
 
 
+@functools.cache
+def known_variables() -> frozenset[str]:
+    """Every variable a theme may set: Textual's (as its colour system generates them) and hvtui's."""
+    generated = Theme(name="probe", primary="#4f9dde").to_color_system().generate()
+    return frozenset(generated) | frozenset(SEVERITY_VARIABLES)
+
+
+def _css_value_problem(name: str, value: str) -> str | None:
+    """Why Textual's CSS parser refuses ``value`` for variable ``name``, or None.
+
+    Textual's variables are colours (``#4f9dde``, ``red``, ``auto 87%``) except the
+    ``*-style*`` ones, which are text styles (``bold``, ``b reverse``, ``none``).
+    """
+    is_style = "style" in name.split("-")
+    prop = "text-style" if is_style else "color"
+    sheet = Stylesheet()
+    sheet.add_source(f"Widget {{ {prop}: {value}; }}", read_from=("theme", name))
+    try:
+        sheet.parse()
+    except Exception:  # StylesheetParseError and friends: one line is what the user needs
+        expected = "a text style such as \"bold\" or \"none\"" if is_style else "a colour such as \"#4f9dde\""
+        return f"expected {expected}, found {value!r}"
+    return None
+
+
 def load_theme_file(path: Path) -> Theme:
     """Parse one theme file; raise ``ConfigError`` naming the file, line and key."""
     try:
@@ -155,14 +182,25 @@ def load_theme_file(path: Path) -> Theme:
         for key_node, value_node in node.value:
             if getattr(key_node, "value", None) == "variables":
                 variables_node = value_node
+    known = known_variables()
     for var_name, value in variables_raw.items():
         line = _line_of(variables_node, str(var_name))
+        key = f"variables.{var_name}"
         if var_name in SEVERITY_VARIABLES:
-            variables[str(var_name)] = _colour(path, variables_node, f"variables.{var_name}", value, line)
-        elif isinstance(value, (str, int, float)):
-            variables[str(var_name)] = str(value)
-        else:
-            raise _fail(path, line, f"variables.{var_name}", f"expected a value such as a colour, found {value!r}")
+            variables[str(var_name)] = _colour(path, variables_node, key, value, line)
+            continue
+        if var_name not in known:
+            close = difflib.get_close_matches(str(var_name), sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise _fail(path, line, key, f"unknown variable{hint}; the variables are Textual's and {', '.join(SEVERITY_VARIABLES)}")
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise _fail(path, line, key, f"expected a value such as a colour, found {value!r}")
+        # Checked as the stylesheet will use it: a bad value would otherwise stop the console
+        # when the theme is switched to (the stylesheet is rebuilt then, not now).
+        problem = _css_value_problem(str(var_name), str(value))
+        if problem is not None:
+            raise _fail(path, line, key, problem)
+        variables[str(var_name)] = str(value)
 
     extras: dict[str, float] = {}
     for key in ("luminosity_spread", "text_alpha"):
