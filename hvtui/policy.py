@@ -435,13 +435,18 @@ class _VMRules:
             )
 
     def checkpoint_not_backup(self, last_backup: LastBackup | None) -> None:
+        # A Recovery checkpoint is a backup's own (one running now, or one that died: the
+        # recovery-left rule reports that), not a sign that checkpoints stand in for backups.
+        kept = [cp for cp in self.sprawl_checkpoints if cp.type != "Recovery"]
+        if not kept:
+            return
         when = last_backup(self.vm) if last_backup is not None else None
-        count = len(self.sprawl_checkpoints)
+        count = len(kept)
         has = f"has {count} checkpoint{'s' if count != 1 else ''}"
         limit = age_text(self.t.backup_max_age)
         if when is None:
             message = f"{has} and no backup known (a checkpoint is not a backup)"
-            age = self.oldest_age
+            age = max(age_seconds(self.facts.now, cp.created) for cp in kept)
             since = -1.0
         else:
             since = age_seconds(self.facts.now, when)

@@ -263,6 +263,18 @@ def test_checkpoint_not_backup_threshold(backup_age: float, fires: bool) -> None
     assert bool(rule_findings(findings, CHECKPOINT_NOT_BACKUP)) is fires
 
 
+def test_a_backup_in_progress_is_not_flagged_as_checkpoint_not_backup() -> None:
+    # A first backup running: its Recovery checkpoint is minutes old and no backup is known
+    # yet.  Nothing is wrong (the console raised a false CRIT for hvtui's own backup).
+    running = linear_vm("db01", ages=(10 * 60,), types=("Recovery",))
+    assert evaluate(inv(running), PolicyConfig(), None) == []
+    # Beside a user checkpoint, only that one counts (and its age, not the Recovery one's).
+    mixed = linear_vm("db02", ages=(2 * DAY, 10 * 60), types=("Standard", "Recovery"))
+    (finding,) = rule_findings(evaluate(inv(mixed), PolicyConfig(), None), CHECKPOINT_NOT_BACKUP)
+    assert finding.message.startswith("has 1 checkpoint and no backup known")
+    assert finding.age_seconds == pytest.approx(2 * DAY, abs=1)
+
+
 def test_no_checkpoint_no_backup_finding() -> None:
     assert rule_findings(evaluate(inv(linear_vm("clean01")), PolicyConfig(), None), CHECKPOINT_NOT_BACKUP) == []
 
