@@ -33,7 +33,7 @@ from typing import Any
 
 import humanize
 
-from hvtui.config import Exemption, PolicyConfig, Thresholds
+from hvtui.config import DAY, HOUR, Exemption, PolicyConfig, Thresholds
 from hvtui.errors import HvtuiError
 from hvtui.model import (
     REPLICA_CHECKPOINT_TYPES,
@@ -89,8 +89,20 @@ def age_text(seconds: float) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _age_text(seconds: int) -> str:
-    # Cached: thresholds and many ages repeat across thousands of findings.
-    return humanize.naturaldelta(timedelta(seconds=seconds))
+    """Exact enough to compare with a threshold: "47 hours", "23 days", "1 year, 35 days".
+
+    ``naturaldelta``'s words alone are too fuzzy here: 23 days read "a month" and 47 hours
+    "a day" (next to "crit at 2 days").  Hours below two days, then whole days.
+    Cached: thresholds and many ages repeat across thousands of findings.
+    """
+    delta = timedelta(seconds=seconds)
+    if seconds < 60:
+        return humanize.precisedelta(delta, minimum_unit="seconds", format="%0.0f")
+    if seconds < HOUR:
+        return humanize.precisedelta(delta, minimum_unit="minutes", format="%0.0f")
+    if seconds < 2 * DAY:
+        return humanize.precisedelta(delta, minimum_unit="hours", suppress=["days"], format="%0.0f")
+    return humanize.naturaldelta(delta, months=False)
 
 
 def _aware(when: datetime) -> datetime:

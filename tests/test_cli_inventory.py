@@ -44,7 +44,7 @@ def test_table(estate, capsys) -> None:
     assert set(rows) == {"web01", "db01", "app01"}
     web = rows["web01"]
     # uptime, checkpoints, oldest, depth, differencing bytes
-    assert re.search(r"Running\s+an hour\s+2\s+12 days\s+2\s+320\.0 MiB$", web), web
+    assert re.search(r"Running\s+1 hour\s+2\s+12 days\s+2\s+320\.0 MiB$", web), web
     assert "2 of 3 hosts read, 3 VMs." in lines
     assert any(line.startswith("hv03: NOT READ:") and "connection refused" in line for line in lines)
 

@@ -22,6 +22,7 @@ from hvtui.policy import (
     RECOVERY_LEFT,
     RUNNING_ON_AVHDX,
     STRAY_DISK_FILE,
+    age_text,
     evaluate,
     sort_findings,
     summary,
@@ -241,6 +242,24 @@ def test_stray_disk_files_warn_one_each() -> None:
     assert [f.severity for f in found] == [Severity.WARN, Severity.WARN]
     assert sorted(f.file for f in found) == sorted(stray)
     assert any("web01_0A7C.avhdx" in f.message for f in found)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (45, "45 seconds"),
+        (23 * 60, "23 minutes"),
+        (HOUR, "1 hour"),
+        (DAY, "24 hours"),  # beside "crit at 2 days", "a day" would hide how close it is
+        (47 * HOUR, "47 hours"),
+        (2 * DAY, "2 days"),
+        (23 * DAY + 5000, "23 days"),  # naturaldelta alone says "a month"
+        (45 * DAY, "45 days"),
+        (400 * DAY, "1 year, 35 days"),
+    ],
+)
+def test_ages_are_exact_enough_to_compare_with_thresholds(seconds: float, text: str) -> None:
+    assert age_text(seconds) == text
 
 
 # -- checkpoint-not-backup -----------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_sort_uses_real_values_not_text() -> None:
         build_vm_row(vm("hours", checkpoints=(cp("d", None, 0.1),)), None, Severity.OK, NOW, palette),
     ]
     oldest = VM_COLUMN_IDS.index("oldest")
-    assert [r.plain[oldest] for r in rows] == ["9 days", "10 days", "a month", "", "2 hours"]
+    assert [r.plain[oldest] for r in rows] == ["9 days", "10 days", "40 days", "", "2 hours"]
     by_age = sort_rows(rows, "oldest", descending=True)
     assert [r.vm.name for r in by_age] == ["month", "ten", "nine", "hours", "none"]
     assert [r.plain[oldest] for r in by_age] != sorted((r.plain[oldest] for r in rows), reverse=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import humanize
@@ -20,14 +20,16 @@ from rich.style import Style
 from rich.text import Text
 
 from hvtui.model import VM, Finding, HostInventory, Inventory, Severity, VhdLink
+from hvtui.policy import age_text as policy_age_text
 
 # -- formatting -------------------------------------------------------------------------------
 
 
 def age_text(seconds: float | None) -> str:
+    """An age as the findings word it too ("47 hours", "23 days"); empty for none."""
     if seconds is None:
         return ""
-    return humanize.naturaldelta(timedelta(seconds=max(0.0, seconds)))
+    return policy_age_text(seconds)
 
 
 def size_text(num_bytes: int | float | None) -> str:
