@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from rich.style import Style
@@ -227,3 +228,13 @@ def test_column_widths_are_capped_and_at_least_the_label() -> None:
     name_spec = next(s for s in VM_COLUMNS if s.id == "name")
     assert widths["name"] == name_spec.max_width
     assert widths["health"] >= len("HEALTH")
+
+
+def test_uptime_is_shown_as_hyper_v_reports_it() -> None:
+    # A Paused VM keeps its uptime (it used to show blank and sort as 0); Off shows none.
+    uptime = VM_COLUMN_IDS.index("uptime")
+    paused = dataclasses.replace(vm("print01"), state="Paused", uptime_seconds=3 * 86400)
+    off = dataclasses.replace(vm("old01"), state="Off", uptime_seconds=0)
+    rows = [build_vm_row(v, None, Severity.OK, NOW, Palette()) for v in (paused, off)]
+    assert [r.plain[uptime] for r in rows] == ["3 days", ""]
+    assert [r.vm.name for r in sort_rows(rows, "uptime", descending=True)] == ["print01", "old01"]

@@ -243,7 +243,8 @@ def build_vm_row(
     stale = bool(host is not None and host.stale)
     oldest = vm.oldest_checkpoint
     oldest_age = seconds_between(now, oldest.created) if oldest is not None else None
-    uptime = vm.uptime_seconds if vm.state == "Running" else None
+    # Whatever Hyper-V reports: a Paused VM keeps its uptime, an Off or Saved one reports 0.
+    uptime = vm.uptime_seconds or None
     backup_age = seconds_between(now, last_backup) if last_backup is not None else None
     host_text = f"{vm.host} (stale)" if stale else vm.host
     plain = (
