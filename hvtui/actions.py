@@ -63,6 +63,9 @@ class RemovePlan:
     other_branch: tuple[Checkpoint, ...]  # checkpoints that go whose files are not in the current chain
     headrooms: tuple[Headroom, ...]  # one per volume the merge writes to
     margin_percent: float
+    # Set on the plan ``remove`` returns: the host was still merging when the call ended, so
+    # the chain shrinks (and the space comes back) only later; the next inventory shows it.
+    merge_pending: bool = False
 
     @property
     def headroom_ok(self) -> bool:
@@ -445,7 +448,8 @@ class CheckpointActions:
         cancel: CancelToken | None = None,
     ) -> RemovePlan:
         """Delete a checkpoint (or its subtree); refused when the merge headroom is short,
-        unless ``force``.  Returns the plan it carried out."""
+        unless ``force``.  Returns the plan it carried out, with ``merge_pending`` set
+        when the host is still merging."""
         args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "subtree": subtree, "force": force}
         with self.audit.action("checkpoint.remove", host, self._vm_label(host, vm_id), args) as entry:
             self._check_writable("delete a checkpoint", host)
@@ -463,10 +467,13 @@ class CheckpointActions:
                 entry.args["headroom_overridden"] = True
                 log.warning("merge headroom overridden for %s/%s", host, plan.vm_name)
             with self._changing(host):
-                self._core.host(host).remove_checkpoint(
+                outcome = self._core.host(host).remove_checkpoint(
                     plan.vm_id, plan.checkpoint.id, subtree=subtree, progress=progress, cancel=cancel
                 )
-            return plan
+            # None: the backend returned once the merge was done (the lab does).
+            merge_pending = outcome is not None and outcome.merge_pending
+            entry.args["merge_pending"] = merge_pending
+            return dataclasses.replace(plan, merge_pending=merge_pending)
 
     def rename(self, host: str, vm_id: str, checkpoint_id: str, new_name: str) -> None:
         args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "new_name": new_name}

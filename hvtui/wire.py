@@ -16,7 +16,9 @@ fixed here and in ``hosts/winrm/scripts``):
 - ``checkpoint.create``: ``{"ok": true, "checkpoint": <checkpoint record>}``
 - ``checkpoint.rename``: ``{"ok": true, "checkpoint": <checkpoint record>}``
 - ``checkpoint.apply``:  ``{"ok": true, "vm_state": "<state name>"}``
-- ``checkpoint.remove``: ``{"ok": true, "removed": ["<checkpoint id>", ...]}``
+- ``checkpoint.remove``: ``{"ok": true, "removed": ["<checkpoint id>", ...], "merge_pending": <bool>}``
+  (``merge_pending`` true: the host was still merging when the script stopped waiting;
+  missing means false)
 
 and every failure is ``{"ok": false, "error": "<message>", "fqid": "<FullyQualifiedErrorId>"}``.
 """
@@ -424,6 +426,7 @@ class OperationResult:
     checkpoint: Checkpoint | None = None  # create, rename
     vm_state: str | None = None  # apply
     removed: tuple[str, ...] = ()  # remove
+    merge_pending: bool = False  # remove: the host still merges the removed checkpoints' data
 
 
 def parse_result(doc: object, host: str, op: str) -> OperationResult:
@@ -438,11 +441,15 @@ def parse_result(doc: object, host: str, op: str) -> OperationResult:
         if op == "checkpoint.apply" and body.get("vm_state") is not None:
             vm_state = _enum(body["vm_state"], "vm_state", VM_STATE_BY_INT, "VM state")
         removed: tuple[str, ...] = ()
+        merge_pending = False
         if op == "checkpoint.remove":
             removed = tuple(_str(item, f"removed[{i}]") for i, item in enumerate(_list(body.get("removed"), "removed")))
+            merge_pending = _bool(body.get("merge_pending"), "merge_pending", default=False)
     except _Malformed as err:
         raise _protocol_error(host, operation, err) from None
-    return OperationResult(operation=op, checkpoint=checkpoint, vm_state=vm_state, removed=removed)
+    return OperationResult(
+        operation=op, checkpoint=checkpoint, vm_state=vm_state, removed=removed, merge_pending=merge_pending
+    )
 
 
 # -- model -> documents --------------------------------------------------------------------------

@@ -233,6 +233,7 @@ class MemoryBackend(Backend):
         }
         self.vms: dict[str, dict] = {}
         self.lock = threading.Lock()
+        self.merge_pending = False  # removals answer that the host is still merging
 
     def add_vm(self, name: str, state: str = "Running") -> str:
         vm_id = str(uuid.uuid4())
@@ -327,7 +328,7 @@ class MemoryBackend(Backend):
                 vm["checkpoints"] = [c for c in vm["checkpoints"] if c["id"] not in removed]
                 if vm["parent_checkpoint_id"] in removed:
                     vm["parent_checkpoint_id"] = cp["parent_id"]
-                return {"ok": True, "removed": removed, "merge_pending": False}
+                return {"ok": True, "removed": removed, "merge_pending": self.merge_pending}
         return {"ok": False, "error": f"unknown op {op}", "fqid": "HvtuiUnknownOp"}
 
 

@@ -189,7 +189,13 @@ def run_remove(args: argparse.Namespace, core: Core) -> int:
         progress.close()
     count = len(done.checkpoints)
     what = f"{count} checkpoints" if count > 1 else f"checkpoint {cp.name!r}"
-    print(f"Deleted {what} of VM {vm.name!r} on {vm.host!r}; {size_text(done.bytes_to_move)} merged.")
+    if done.merge_pending:
+        print(
+            f"Deleted {what} of VM {vm.name!r} on {vm.host!r}; "
+            "the merge continues on the host; the chain shrinks when it is done."
+        )
+    else:
+        print(f"Deleted {what} of VM {vm.name!r} on {vm.host!r}; {size_text(done.bytes_to_move)} merged.")
     return EXIT_OK
 
 

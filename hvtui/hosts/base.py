@@ -27,6 +27,20 @@ class HostSnapshot:
     vms: tuple[VM, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RemoveOutcome:
+    """What removing a checkpoint left running on the host.
+
+    Hyper-V merges a deleted checkpoint's differencing data in the background; a backend
+    waits for that merge up to its deadline.  ``merge_pending`` True means the host was
+    still merging when the call returned: the checkpoint is gone, but the disk chain shrinks
+    (and the space comes back) only when the merge is done; the next inventory shows it.
+    """
+
+    removed: tuple[str, ...] = ()  # ids of the checkpoints the host removed
+    merge_pending: bool = False
+
+
 @dataclass(slots=True)
 class SourceFile:
     """One file of a VM as frozen for a backup.
@@ -126,8 +140,11 @@ class Host(ABC):
         subtree: bool = False,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
-    ) -> None:
-        """Delete a checkpoint (merging its differencing data), or a whole subtree."""
+    ) -> RemoveOutcome | None:
+        """Delete a checkpoint (merging its differencing data), or a whole subtree.
+
+        Returns ``None`` when the merge is done (backends that merge before returning, such
+        as the lab), or a ``RemoveOutcome`` saying whether the host is still merging."""
 
     @abstractmethod
     def rename_checkpoint(self, vm_id: str, checkpoint_id: str, new_name: str) -> None: ...

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from hvtui.config import HostConfig, SecretSource, WinRMSettings
 from hvtui.errors import ConfigError, HostError, HvtuiError
 from hvtui.events import CancelToken, Progress, ProgressCallback
-from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot
+from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot, RemoveOutcome
 from hvtui.hosts.winrm.transport import (
     BEGIN_MARKER,
     END_MARKER,
@@ -213,7 +213,7 @@ class WinRMHost(Host):
         subtree: bool = False,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
-    ) -> None:
+    ) -> RemoveOutcome:
         # A merge Hyper-V has started cannot be cancelled: cancelling is possible only before.
         if cancel is not None:
             cancel.check()
@@ -226,15 +226,14 @@ class WinRMHost(Host):
             {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "subtree": bool(subtree), "wait_seconds": wait_seconds},
             long_timeout,
         )
+        # The script waited for the merge up to wait_seconds; past that the host still merges.
+        outcome = RemoveOutcome(removed=result.removed, merge_pending=result.merge_pending)
         if progress:
-            progress(
-                Progress(
-                    phase="merge",
-                    message=f"removed {len(result.removed)} checkpoint(s) on {self.name}",
-                    done=1,
-                    total=1,
-                )
-            )
+            message = f"removed {len(result.removed)} checkpoint(s) on {self.name}"
+            if outcome.merge_pending:
+                message += "; the merge continues on the host"
+            progress(Progress(phase="merge", message=message, done=1, total=1))
+        return outcome
 
     def rename_checkpoint(self, vm_id: str, checkpoint_id: str, new_name: str) -> None:
         self._operation(

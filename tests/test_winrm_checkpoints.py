@@ -1,0 +1,118 @@
+"""Checkpoint operations over WinRM whose outcome is more than "done": a merge the host is
+still running after a removal, and a create that was abandoned after switching the VM's
+checkpoint type.  Real pywinrm against the loopback server, through the core and the CLI
+where the user sees the result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from wsman_server import PASSWORD_ENV, MemoryBackend, WSManServer, document_answer, make_winrm_host
+
+from hvtui.cli import build_parser
+from hvtui.config import Config, HostConfig, SecretSource, WinRMSettings
+from hvtui.core import Core
+from hvtui.errors import HostError
+from hvtui.hosts.base import RemoveOutcome
+from hvtui.paths import Paths
+
+HOST = "hv-real"
+
+
+@pytest.fixture
+def backend() -> MemoryBackend:
+    estate = MemoryBackend(host_name="HV-REAL")
+    estate.add_vm("web01")
+    return estate
+
+
+@pytest.fixture
+def server(backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch) -> Iterator[WSManServer]:
+    srv = WSManServer(backend).start()
+    monkeypatch.setenv(PASSWORD_ENV, srv.password)
+    yield srv
+    srv.stop()
+
+
+def web_id(backend: MemoryBackend) -> str:
+    return next(vm_id for vm_id, vm in backend.vms.items() if vm["name"] == "web01")
+
+
+def winrm_core(server: WSManServer, paths: Paths, **settings: float) -> Core:
+    """A core whose one host is a WinRM host talking to the loopback server."""
+    winrm = WinRMSettings(
+        address="127.0.0.1", port=server.port, scheme="http", transport="basic", username="hvtui",
+        password=SecretSource(env=PASSWORD_ENV), timeout=5.0, operation_timeout=1.0,
+    )  # fmt: skip
+    config = Config(source=None, hosts=(HostConfig(name=HOST, kind="winrm", winrm=winrm),))
+    return Core(config, paths, hosts={HOST: make_winrm_host(server.port, HOST, **settings)})
+
+
+def cli(core: Core, *argv: str) -> int:
+    args = build_parser().parse_args(["checkpoint", *argv])
+    return args.handler(args, core)
+
+
+# -- a merge that goes on after the removal ------------------------------------------------------------
+def test_remove_returns_what_the_host_said_about_the_merge(server: WSManServer, backend: MemoryBackend) -> None:
+    host = make_winrm_host(server.port)
+    vm = web_id(backend)
+    first = host.create_checkpoint(vm, "first", "Standard")
+    second = host.create_checkpoint(vm, "second", "Standard")
+    assert host.remove_checkpoint(vm, first.id) == RemoveOutcome(removed=(first.id,), merge_pending=False)
+    backend.merge_pending = True
+    events: list = []
+    outcome = host.remove_checkpoint(vm, second.id, progress=events.append)
+    assert outcome == RemoveOutcome(removed=(second.id,), merge_pending=True)
+    assert events[-1].message == f"removed 1 checkpoint(s) on {host.name}; the merge continues on the host"
+    host.close()
+
+
+@pytest.mark.parametrize("pending", [True, False], ids=["merge-pending", "merged"])
+def test_the_cli_and_the_audit_say_whether_the_merge_is_still_running(
+    server: WSManServer, backend: MemoryBackend, paths: Paths, capsys: pytest.CaptureFixture[str], pending: bool
+) -> None:
+    core = winrm_core(server, paths)
+    setup = make_winrm_host(server.port)
+    setup.create_checkpoint(web_id(backend), "before patch", "Standard")
+    setup.close()
+    backend.merge_pending = pending
+
+    assert cli(core, "remove", "--host", HOST, "--vm", "web01", "--checkpoint", "before patch", "--yes") == 0
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    if pending:
+        assert last_line == (
+            f"Deleted checkpoint 'before patch' of VM 'web01' on {HOST!r}; "
+            "the merge continues on the host; the chain shrinks when it is done."
+        )
+    else:
+        assert last_line.startswith(f"Deleted checkpoint 'before patch' of VM 'web01' on {HOST!r}; ")
+        assert last_line.endswith(" merged.")
+    entry = core.audit.read()[-1]
+    assert (entry["action"], entry["result"], entry["args"]["merge_pending"]) == ("checkpoint.remove", "ok", pending)
+    core.host(HOST).close()
+
+
+def test_the_plan_the_core_returns_carries_the_pending_merge(
+    server: WSManServer, backend: MemoryBackend, paths: Paths
+) -> None:
+    """What the console's 'done' message reads: ``Actions.remove(...).merge_pending``."""
+    core = winrm_core(server, paths)
+    vm = web_id(backend)
+    cp = core.actions.create(HOST, vm, "to delete", "Standard")
+    backend.merge_pending = True
+    plan = core.actions.remove(HOST, vm, cp.id)
+    assert plan.merge_pending is True and [c.id for c in plan.checkpoints] == [cp.id]
+    core.host(HOST).close()
+
+
+def test_a_merge_pending_that_is_not_a_boolean_is_a_protocol_error(server: WSManServer, backend: MemoryBackend) -> None:
+    host = make_winrm_host(server.port, "hv")
+    cp = host.create_checkpoint(web_id(backend), "x", "Standard")
+    server.faults.respond = lambda op, args: document_answer({"ok": True, "removed": [cp.id], "merge_pending": "yes"})
+    with pytest.raises(HostError) as info:
+        host.remove_checkpoint(web_id(backend), cp.id)
+    assert info.value.kind == "protocol"
+    assert str(info.value) == "hv: remove checkpoint: merge_pending: expected true or false, found the text 'yes'"
+    host.close()
