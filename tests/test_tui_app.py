@@ -186,6 +186,17 @@ async def test_a_greyed_checkpoint_key_says_why(shared_demo_lab: Path, paths) ->
         assert isinstance(app.screen, ChoiceDialog | ConfirmDialog), type(app.screen)
 
 
+async def test_greyed_keys_in_the_vm_list_say_why(shared_demo_lab: Path, paths) -> None:
+    app = make_app(make_core(shared_demo_lab, paths, read_only=True))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        for key, said in (("c", "New checkpoint: hvtui runs read-only"), ("b", "Backup: hvtui runs read-only")):
+            await pilot.press(key)
+            await settle(pilot)
+            assert isinstance(app.screen, VmsScreen), key  # no dialog
+            assert said in screen_text(app), key
+
+
 async def test_a_greyed_key_on_a_read_only_host_says_read_only(shared_demo_lab: Path, paths) -> None:
     app = make_app(make_core(shared_demo_lab, paths, read_only=True))
     async with app.run_test(size=SIZE, notifications=True) as pilot:

@@ -625,6 +625,7 @@ async def test_read_only_backup_key_unavailable_and_help_lists_job_keys(lab: Pat
         await pilot.press("b")
         await settle(pilot)
         assert isinstance(app.screen, VmsScreen)
+        assert "Backup: hvtui runs read-only" in screen_text(app)  # the greyed key says why
         app.jobs_ui.start_backup([vm_named(app, "dc01")])  # even if called directly
         await settle(pilot)
         assert isinstance(app.screen, VmsScreen) and "Refused" in screen_text(app)
@@ -653,6 +654,7 @@ async def test_read_only_backup_key_unavailable_and_help_lists_job_keys(lab: Pat
         assert "Read-only: only a folder restore is possible" in flat(screen_text(app))
         target = tmp_path / "restored"
         dialog.query_one("#restore-directory").value = str(target)
+        app.clear_notifications()  # the "b" notice's toast may still cover the button
         await pilot.click("#next")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         assert str(target) in app.screen.body and "Nothing is overwritten" in app.screen.body
@@ -690,6 +692,10 @@ async def test_an_interrupted_job_can_be_dismissed(lab: Path, paths: Paths) -> N
         await pilot.press("x")
         assert await wait_until(pilot, lambda: job_row(screen, "deadbeef").get("state") == "dismissed")
         assert screen.check_action("resume_job", ()) is None
+        await pilot.press("r")  # greyed out now: the key says why
+        assert await wait_until(pilot, lambda: "Resume interrupted: only a job interrupted" in flat(screen_text(app)))
+        await pilot.press("c")
+        assert await wait_until(pilot, lambda: "Cancel job: the job is not running" in flat(screen_text(app)))
         assert core.jobs.interrupted_jobs() == []
         assert core.jobs.jobs() == []  # nothing was run
 

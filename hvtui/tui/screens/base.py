@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from textual import events
 from textual.actions import parse as parse_action
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -75,6 +76,29 @@ class ViewScreen(Screen):
         if tuple(state) != self._binding_state:
             self._binding_state = tuple(state)
             self.refresh_bindings()
+
+    def why_unavailable(self, action: str) -> str | None:
+        """Why this view's ``action`` is greyed out, said when its key is pressed anyway.
+
+        Views with keys that can be greyed out (``check_action`` returning None) override
+        this; None says nothing (the key then does nothing, as Textual has it).
+        """
+        return None
+
+    def on_key(self, event: events.Key) -> None:
+        # Textual skips a binding whose check_action is None and the key reaches the screen:
+        # say why instead of doing nothing (during an incident a silent key looks broken).
+        for binding in Binding.make_bindings(type(self).BINDINGS):
+            if event.key not in binding.key.split(","):
+                continue
+            _namespace, name, parameters = parse_action(binding.action)
+            if self.check_action(name, parameters) is not None:
+                return  # allowed (the binding ran) or hidden
+            why = self.why_unavailable(name)
+            if why is not None:
+                event.stop()
+                self.notify(f"{binding.description}: {why}", title="Not available", severity="warning", timeout=4, markup=False)
+            return
 
     @property
     def hvtui(self) -> HvtuiApp:

@@ -192,6 +192,25 @@ class JobsScreen(ViewScreen):
             return None
         return True
 
+    def why_unavailable(self, action: str) -> str | None:
+        if action not in ("cancel_job", "retry_job", "resume_job", "dismiss_job"):
+            return None
+        job = self.selected_job
+        if job is None:
+            return "no job selected"
+        if action in CHANGING_JOB_ACTIONS and job.host != LOCAL_HOST:
+            reason = self.hvtui.read_only_reason(job.host)
+            if reason is not None:
+                return reason
+        state = job.state.value.lower()
+        if action == "cancel_job":
+            return "cancelling already" if job.cancel_requested else f"the job is not running (it is {state})"
+        if action == "retry_job":
+            if job.state is JobState.INTERRUPTED:
+                return "an interrupted job is resumed (r) or dismissed (x), not retried"
+            return f"only a finished job can be retried (this one is {state})"
+        return "only a job interrupted in an earlier session can be resumed or dismissed"
+
     def action_cancel_job(self) -> None:
         job = self.selected_job
         if job is not None:

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import ClassVar
 
 from rich.text import Text
-from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -372,21 +371,19 @@ class VmDetailScreen(ViewScreen):
             return None
         return True
 
-    def on_key(self, event: events.Key) -> None:
-        """A greyed-out checkpoint key says why instead of doing nothing (Textual skips a
-        binding whose ``check_action`` is None, and the key reaches the screen)."""
-        binding = next((b for b in Binding.make_bindings(self.BINDINGS) if event.key in b.key.split(",")), None)
-        if binding is None or binding.action not in CHANGING_ACTIONS or self.check_action(binding.action, ()):
-            return
-        event.stop()
-        reason = self.hvtui.read_only_reason(self.host)
+    def why_unavailable(self, action: str) -> str | None:
+        if action == "restore_point":
+            return "no restore point of this VM yet (b backs it up)" if self.points_loaded else "still reading the restore points"
+        if action not in CHANGING_ACTIONS and action != "backup_vm":
+            return None
         if self.vm is None:
-            why = "the VM is not in the inventory (any more)"
-        elif reason is not None:
-            why = f"{reason}"
-        else:
-            why = "select a checkpoint first (▶ Now is the VM's running state, not a checkpoint)"
-        self.notify(f"{binding.description}: {why}", title="Not available", severity="warning", timeout=4, markup=False)
+            return "the VM is not in the inventory (any more)"
+        reason = self.hvtui.read_only_reason(self.host)
+        if reason is not None:
+            return reason
+        if action in CHECKPOINT_ACTIONS:
+            return "select a checkpoint first (▶ Now is the VM's running state, not a checkpoint)"
+        return None
 
     def action_create_checkpoint(self) -> None:
         if self.vm is not None:

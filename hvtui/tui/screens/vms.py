@@ -209,6 +209,20 @@ class VmsScreen(ViewScreen):
         if rows:
             self.hvtui.jobs_ui.start_backup([row.vm for row in rows], on_submitted=self.action_clear_marks)
 
+    def why_unavailable(self, action: str) -> str | None:
+        if action == "create_checkpoint":
+            row = self.selected_row
+            if row is None:
+                return "no VM under the cursor"
+            return self.hvtui.read_only_reason(row.host)
+        if action == "backup":
+            rows = self.backup_targets
+            if not rows:
+                return "no VM under the cursor or marked"
+            reasons = sorted({self.hvtui.read_only_reason(row.host) or "" for row in rows} - {""})
+            return "; ".join(reasons) or None
+        return None
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         # Read-only hosts: the key bar greys "New checkpoint" out for the row under the cursor.
         self.refresh_bindings_if_changed()
