@@ -53,14 +53,15 @@ async def test_key_bar_shows_the_views_keys_in_binding_order(shared_demo_lab: Pa
         await settle(pilot)
         bar = key_bar(app)
         shown = [(h.display, h.description) for h in bar.hints]
-        # The VM view's own keys first, then the app's, then the palette (like Textual's Footer).
-        assert shown[:3] == [("/", "Filter"), ("c", "New checkpoint"), ("b", "Backup")]
-        assert ("?", "Help") in shown and ("f", "Findings") in shown and ("q", "Quit") in shown
+        # Help first (the end is cut at 80 columns), the VM view's own keys, then the app's,
+        # then the palette (like Textual's Footer).
+        assert shown[:4] == [("?", "Help"), ("/", "Filter"), ("c", "New checkpoint"), ("b", "Backup")]
+        assert ("f", "Findings") in shown and ("q", "Quit") in shown
         assert shown[-1][1] == "palette"
         # Hidden bindings (show=False) are not listed.
         assert "Back / clear filter" not in [h.description for h in bar.hints]
         line = "".join(segment.text for segment in painted_line(bar))
-        assert line.startswith(" / Filter  c New checkpoint  b Backup")
+        assert line.startswith(" ? Help  / Filter  c New checkpoint  b Backup")
         assert all(h.enabled for h in bar.hints)
 
         await pilot.press("j")  # another view, its own keys

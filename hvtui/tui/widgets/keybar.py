@@ -58,7 +58,7 @@ class KeyBar(Static):
             self.show(self.read_hints(screen))
 
     def read_hints(self, screen: Screen) -> tuple[KeyHint, ...]:
-        """The screen's shown bindings, one per action (the first key of each), in order."""
+        """The screen's shown bindings, one per action (the first key of each), in order, Help first."""
         app = self.app
         hints: dict[str, KeyHint] = {}
         palette_hint: KeyHint | None = None
@@ -69,7 +69,8 @@ class KeyBar(Static):
             if not binding.show or binding.action in hints:
                 continue
             hints[binding.action] = KeyHint(key, app.get_key_display(binding), binding.description, enabled)
-        shown = list(hints.values())
+        # Help first: at 80 columns the end of the line is cut, and "?" leads to every key.
+        shown = [hint for _action, hint in sorted(hints.items(), key=lambda item: item[0] != "help")]
         if palette_hint is not None:  # last, like the Footer's right-hand corner
             shown.append(palette_hint)
         return tuple(shown)
