@@ -19,6 +19,8 @@ fixed here and in ``hosts/winrm/scripts``):
 - ``checkpoint.remove``: ``{"ok": true, "removed": ["<checkpoint id>", ...], "merge_pending": <bool>}``
   (``merge_pending`` true: the host was still merging when the script stopped waiting;
   missing means false)
+- ``checkpoint.type``:   ``{"ok": true, "checkpoint_type": "<VM checkpoint type>", "restored": <bool>}``
+  (the VM's setting, after putting it back when asked; null on hosts without the setting)
 
 and every failure is ``{"ok": false, "error": "<message>", "fqid": "<FullyQualifiedErrorId>"}``.
 """
@@ -44,6 +46,7 @@ OPERATION_LABELS: dict[str, str] = {
     "checkpoint.apply": "apply checkpoint",
     "checkpoint.remove": "remove checkpoint",
     "checkpoint.rename": "rename checkpoint",
+    "checkpoint.type": "checkpoint type",
 }
 
 # -- enums: integer values trusted only where stable across Windows versions (hyperv.md §2)
@@ -427,11 +430,15 @@ class OperationResult:
     vm_state: str | None = None  # apply
     removed: tuple[str, ...] = ()  # remove
     merge_pending: bool = False  # remove: the host still merges the removed checkpoints' data
+    checkpoint_type: str | None = None  # type: the VM's checkpoint type setting
+    type_restored: bool = False  # type: the call put the VM's checkpoint type back
 
 
-def parse_result(doc: object, host: str, op: str) -> OperationResult:
-    """Check a checkpoint operation's document (``op`` is ``checkpoint.create`` etc.) and read it."""
-    operation = OPERATION_LABELS.get(op, op)
+def parse_result(doc: object, host: str, op: str, operation: str | None = None) -> OperationResult:
+    """Check a checkpoint operation's document (``op`` is ``checkpoint.create`` etc.) and read it.
+
+    ``operation`` names the operation in errors (default: ``op``'s label)."""
+    operation = operation or OPERATION_LABELS.get(op, op)
     body = check_envelope(doc, host, operation)
     try:
         checkpoint = None
@@ -445,10 +452,24 @@ def parse_result(doc: object, host: str, op: str) -> OperationResult:
         if op == "checkpoint.remove":
             removed = tuple(_str(item, f"removed[{i}]") for i, item in enumerate(_list(body.get("removed"), "removed")))
             merge_pending = _bool(body.get("merge_pending"), "merge_pending", default=False)
+        checkpoint_type = None
+        type_restored = False
+        if op == "checkpoint.type":
+            if body.get("checkpoint_type") not in (None, ""):
+                checkpoint_type = _enum(
+                    body["checkpoint_type"], "checkpoint_type", VM_CHECKPOINT_TYPE_BY_INT, "checkpoint type"
+                )
+            type_restored = _bool(body.get("restored"), "restored", default=False)
     except _Malformed as err:
         raise _protocol_error(host, operation, err) from None
     return OperationResult(
-        operation=op, checkpoint=checkpoint, vm_state=vm_state, removed=removed, merge_pending=merge_pending
+        operation=op,
+        checkpoint=checkpoint,
+        vm_state=vm_state,
+        removed=removed,
+        merge_pending=merge_pending,
+        checkpoint_type=checkpoint_type,
+        type_restored=type_restored,
     )
 
 

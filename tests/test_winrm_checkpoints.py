@@ -8,13 +8,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from wsman_server import PASSWORD_ENV, MemoryBackend, WSManServer, document_answer, make_winrm_host
+from wsman_server import (
+    PASSWORD_ENV,
+    Answer,
+    MemoryBackend,
+    WSManServer,
+    document_answer,
+    failure_answer,
+    make_winrm_host,
+)
 
 from hvtui.cli import build_parser
 from hvtui.config import Config, HostConfig, SecretSource, WinRMSettings
 from hvtui.core import Core
 from hvtui.errors import HostError
 from hvtui.hosts.base import RemoveOutcome
+from hvtui.hosts.winrm.host import create_switches_type
 from hvtui.paths import Paths
 
 HOST = "hv-real"
@@ -116,3 +125,101 @@ def test_a_merge_pending_that_is_not_a_boolean_is_a_protocol_error(server: WSMan
     assert info.value.kind == "protocol"
     assert str(info.value) == "hv: remove checkpoint: merge_pending: expected true or false, found the text 'yes'"
     host.close()
+
+
+# -- a create cut off after switching the VM's checkpoint type --------------------------------------------
+def test_create_has_the_long_deadline(server: WSManServer, backend: MemoryBackend) -> None:
+    # Slower than the short deadline, well within the long one: a Standard checkpoint saves the
+    # memory and a Production one waits for VSS, both slow on a big VM.
+    server.faults.op_delay["checkpoint.create"] = 2.0
+    host = make_winrm_host(server.port, timeout=1.2, operation_timeout=1.0, long_timeout=10.0)
+    created = host.create_checkpoint(web_id(backend), "slow", "Standard")
+    assert created.name == "slow"
+    assert backend.vms[web_id(backend)]["checkpoint_type"] == "Production"
+    host.close()
+
+
+def test_an_abandoned_create_puts_the_checkpoint_type_back(server: WSManServer, backend: MemoryBackend) -> None:
+    vm = web_id(backend)
+    backend.hang_creates_after_switch = True  # Set-VM -CheckpointType Standard ran; the finally never will
+    host = make_winrm_host(server.port, "hv", timeout=5.0, operation_timeout=1.0, long_timeout=1.5)
+    with pytest.raises(HostError) as info:
+        host.create_checkpoint(vm, "big VM", "Standard")
+    assert info.value.kind == "timeout"
+    assert str(info.value) == (
+        "hv: create checkpoint: no answer before our deadline (1.5s for this call): the host is unreachable or "
+        "overloaded; the VM's checkpoint type, switched to Standard for this checkpoint, was put back to Production"
+    )
+    assert backend.vms[vm]["checkpoint_type"] == "Production"
+    read, create, restore = server.commands
+    assert (read.op, create.op, restore.op) == ("checkpoint.type", "checkpoint.create", "checkpoint.type")
+    assert read.arguments is not None and read.arguments["restore_to"] is None  # only reads
+    assert create.arguments is not None and create.arguments["expected_type"] == "Production"
+    assert restore.arguments is not None
+    assert (restore.arguments["restore_from"], restore.arguments["restore_to"]) == ("Standard", "Production")
+    assert 0 < restore.arguments["wait_seconds"] < 5.0  # retries Set-VM within its own call's deadline
+    host.close()
+
+
+def test_a_failed_type_restore_is_in_the_error(server: WSManServer, backend: MemoryBackend) -> None:
+    vm = web_id(backend)
+    backend.vms[vm]["checkpoint_type"] = "Standard"
+    backend.hang_creates_after_switch = True
+    backend.refuse_type_restore = "The operation cannot be performed while the object is in its current state."
+    host = make_winrm_host(server.port, "hv", long_timeout=1.5)
+    with pytest.raises(HostError) as info:
+        host.create_checkpoint(vm, "app-consistent", "Production")
+    assert info.value.kind == "timeout"
+    assert str(info.value).endswith(
+        "; the VM's checkpoint type may still be Production (switched for this checkpoint): putting it back to "
+        "Standard failed: The operation cannot be performed while the object is in its current state. "
+        "[InvalidState,Microsoft.HyperV.PowerShell.Commands.SetVM]; set it back with Set-VM -CheckpointType Standard"
+    )
+    assert backend.vms[vm]["checkpoint_type"] == "Production"  # as the host really left it
+    host.close()
+
+
+@pytest.mark.parametrize(
+    ("vm_type", "create_answer", "kind"),
+    [
+        ("Standard", Answer(b"", hang=True), "timeout"),  # cut off, but the type was already right
+        ("Production", failure_answer("Checkpoint-VM failed: disk full", "HvtuiDiskFull"), "failed"),  # finally ran
+    ],
+    ids=["nothing-switched", "script-ended"],
+)
+def test_no_restore_when_nothing_can_be_left_switched(
+    server: WSManServer, backend: MemoryBackend, vm_type: str, create_answer: Answer, kind: str
+) -> None:
+    vm = web_id(backend)
+    backend.vms[vm]["checkpoint_type"] = vm_type
+    server.faults.respond = lambda op, args: create_answer if op == "checkpoint.create" else None
+    host = make_winrm_host(server.port, "hv", long_timeout=1.5)
+    with pytest.raises(HostError) as info:
+        host.create_checkpoint(vm, "x", "Standard")
+    assert info.value.kind == kind and "checkpoint type" not in str(info.value)
+    assert server.ops() == ["checkpoint.type", "checkpoint.create"]
+    host.close()
+
+
+def test_a_recovery_checkpoint_needs_no_type_read(server: WSManServer, backend: MemoryBackend) -> None:
+    host = make_winrm_host(server.port)
+    assert host.create_checkpoint(web_id(backend), "backup", "Recovery").type == "Recovery"
+    assert server.ops() == ["checkpoint.create"]
+    host.close()
+
+
+@pytest.mark.parametrize(
+    ("vm_type", "wanted", "switches"),
+    [
+        ("Production", "Standard", True),
+        ("Standard", "Production", True),
+        ("ProductionOnly", "Standard", True),
+        ("ProductionOnly", "Production", False),
+        ("Standard", "Standard", False),
+        ("Disabled", "Standard", False),  # refused before any switch
+        (None, "Standard", False),  # a host without the setting
+        ("Production", "Recovery", False),
+    ],
+)
+def test_the_client_knows_when_the_script_switches_the_type(vm_type: str | None, wanted: str, switches: bool) -> None:
+    assert create_switches_type(vm_type, wanted) is switches

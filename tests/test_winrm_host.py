@@ -186,9 +186,10 @@ def test_checkpoint_operations(server: WSManServer, backend: MemoryBackend) -> N
     removes = server.commands_for("checkpoint.remove")
     assert removes[0].arguments is not None
     assert removes[0].arguments["subtree"] is True and removes[0].arguments["checkpoint_id"] == second.id
+    # Standard and Production read the VM's checkpoint type first; Recovery never switches it.
     assert server.ops() == [
-        "checkpoint.create", "checkpoint.create", "checkpoint.create", "checkpoint.rename",
-        "checkpoint.apply", "inventory", "checkpoint.remove", "inventory",
+        "checkpoint.type", "checkpoint.create", "checkpoint.type", "checkpoint.create", "checkpoint.create",
+        "checkpoint.rename", "checkpoint.apply", "inventory", "checkpoint.remove", "inventory",
     ]  # fmt: skip
     host.close()
 
@@ -203,7 +204,8 @@ def test_each_operation_sends_its_own_template_and_only_the_documented_arguments
     host.apply_checkpoint(web, cp.id)
     host.remove_checkpoint(web, cp.id)
     expected_keys = {
-        "checkpoint.create": {"op", "v", "vm_id", "name", "checkpoint_type"},
+        "checkpoint.type": {"op", "v", "vm_id", "restore_from", "restore_to", "wait_seconds"},
+        "checkpoint.create": {"op", "v", "vm_id", "name", "checkpoint_type", "expected_type"},
         "checkpoint.rename": {"op", "v", "vm_id", "checkpoint_id", "new_name"},
         "checkpoint.apply": {"op", "v", "vm_id", "checkpoint_id"},
         "checkpoint.remove": {"op", "v", "vm_id", "checkpoint_id", "subtree", "wait_seconds"},
@@ -235,7 +237,8 @@ def test_hostile_names_travel_only_inside_the_json(server: WSManServer, backend:
         assert name not in command.script and name not in command.command_line
         assert command.script == full_script(command.op or "")
         assert command.arguments_json.isascii()  # \\u-escaped: no code page can garble it
-    create, rename = server.commands[0], server.commands[1]
+    assert server.ops()[:3] == ["checkpoint.type", "checkpoint.create", "checkpoint.rename"]
+    create, rename = server.commands[1], server.commands[2]
     assert json.loads(create.arguments_json or "")["name"] == name
     assert json.loads(rename.arguments_json or "")["new_name"] == name + " (2)"
     host.close()

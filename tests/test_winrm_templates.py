@@ -57,6 +57,7 @@ def test_the_templates_are_all_there() -> None:
         "checkpoint.apply",
         "checkpoint.remove",
         "checkpoint.rename",
+        "checkpoint.type",
     }
 
 
@@ -161,3 +162,18 @@ def test_the_bootstrap_fits_the_command_line_and_decodes_to_the_file() -> None:
     decoded = base64.b64decode(command.rsplit(" ", 1)[1]).decode("utf-16-le")
     assert decoded == script_text("bootstrap")
     assert '"`0`0`0`0"' in decoded and "ConvertFrom-Json" in decoded and "$HvtuiArgs" in decoded
+
+
+def test_create_checks_the_type_the_client_read_before_switching_it() -> None:
+    # The client restores an abandoned create's switch to the type it read; the script must
+    # not switch from any other type.
+    text = script_text("checkpoint_create")
+    guard = text.index("HvtuiCheckpointTypeChanged")
+    assert "$HvtuiArgs.expected_type" in text[:guard]
+    assert guard < text.index("Hyper-V\\Set-VM -VM $vm -CheckpointType $wanted")
+
+
+def test_the_type_is_put_back_only_while_it_is_still_the_switched_one() -> None:
+    text = script_text("checkpoint_type")
+    condition = text.index("$current -eq [string]$HvtuiArgs.restore_from")
+    assert condition < text.index("Hyper-V\\Set-VM -VM $vm -CheckpointType ([string]$restoreTo)")

@@ -29,7 +29,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -87,6 +87,7 @@ class Answer:
     stdout: bytes
     stderr: bytes = b""
     exit_code: int = 0
+    hang: bool = False  # the script never ends: every Receive times out until the client gives up
 
 
 def document_answer(doc: object, exit_code: int | None = None, stderr: bytes = b"") -> Answer:
@@ -178,7 +179,8 @@ FQID_CHECKPOINT_NOT_FOUND = "ObjectNotFound,Microsoft.HyperV.PowerShell.Commands
 
 
 class Backend:
-    def handle(self, op: str, args: dict) -> dict:
+    def handle(self, op: str, args: dict) -> dict | None:
+        """The operation's document; None: the script never ends (the client has to give up)."""
         raise NotImplementedError
 
 
@@ -210,6 +212,9 @@ class LabBackend(Backend):
                 lab.rename_checkpoint(args["vm_id"], args["checkpoint_id"], args["new_name"])
                 cp = lab.vm(args["vm_id"]).checkpoint(args["checkpoint_id"])
                 return {"ok": True, "checkpoint": checkpoint_to_wire(cp)}
+            if op == "checkpoint.type":
+                # The lab takes any checkpoint type without switching the VM's: nothing to put back.
+                return {"ok": True, "checkpoint_type": lab.vm(args["vm_id"]).checkpoint_type, "restored": False}
         except NotFoundError as err:
             fqid = FQID_CHECKPOINT_NOT_FOUND if "checkpoint" in err.detail.lower() else FQID_VM_NOT_FOUND
             return {"ok": False, "error": err.detail, "fqid": fqid}
@@ -234,6 +239,10 @@ class MemoryBackend(Backend):
         self.vms: dict[str, dict] = {}
         self.lock = threading.Lock()
         self.merge_pending = False  # removals answer that the host is still merging
+        # A create that has to switch the VM's checkpoint type switches it and never ends, as a
+        # script whose shell is terminated mid-Checkpoint-VM (its finally never runs).
+        self.hang_creates_after_switch = False
+        self.refuse_type_restore: str | None = None  # Set-VM's error message when putting the type back
 
     def add_vm(self, name: str, state: str = "Running") -> str:
         vm_id = str(uuid.uuid4())
@@ -277,7 +286,7 @@ class MemoryBackend(Backend):
         }
         return vm_id
 
-    def handle(self, op: str, args: dict) -> dict:
+    def handle(self, op: str, args: dict) -> dict | None:
         with self.lock:
             if op == "inventory":
                 return {"ok": True, "host": self.facts, "vms": list(self.vms.values())}
@@ -288,7 +297,15 @@ class MemoryBackend(Backend):
                     "error": f'Hyper-V was unable to find a virtual machine with id "{args.get("vm_id")}".',
                     "fqid": FQID_VM_NOT_FOUND,
                 }
+            if op == "checkpoint.type":
+                return self._checkpoint_type(vm, args)
             if op == "checkpoint.create":
+                refusal = self._check_type(vm, args)
+                if refusal is not None:
+                    return refusal
+                if self.hang_creates_after_switch and _switches(vm["checkpoint_type"], args["checkpoint_type"]):
+                    vm["checkpoint_type"] = args["checkpoint_type"]  # Set-VM ran; the finally never will
+                    return None
                 name = args["name"] if args["name"] is not None else f"{vm['name']} - (11/24/2026 - 5:00:00 PM)"
                 cp = {
                     "id": str(uuid.uuid4()),
@@ -331,6 +348,48 @@ class MemoryBackend(Backend):
                 return {"ok": True, "removed": removed, "merge_pending": self.merge_pending}
         return {"ok": False, "error": f"unknown op {op}", "fqid": "HvtuiUnknownOp"}
 
+    @staticmethod
+    def _check_type(vm: dict, args: dict) -> dict | None:
+        """checkpoint_create.ps1's checks before it switches the type."""
+        current, expected = vm["checkpoint_type"], args.get("expected_type")
+        if args["checkpoint_type"] == "Recovery":
+            return None
+        if current == "Disabled":
+            return {
+                "ok": False,
+                "error": f"Checkpoints are disabled for VM {vm['name']}",
+                "fqid": "HvtuiCheckpointsDisabled",
+            }
+        if expected is not None and expected != current:
+            return {
+                "ok": False,
+                "error": f"The checkpoint type of VM {vm['name']} changed to {current} meanwhile "
+                f"(it was {expected}); try again",
+                "fqid": "HvtuiCheckpointTypeChanged",
+            }
+        return None
+
+    def _checkpoint_type(self, vm: dict, args: dict) -> dict:
+        """checkpoint_type.ps1: read the type; put it back only while it is still restore_from."""
+        restored = False
+        if args.get("restore_to") and vm["checkpoint_type"] == args.get("restore_from"):
+            if self.refuse_type_restore is not None:
+                return {
+                    "ok": False,
+                    "error": self.refuse_type_restore,
+                    "fqid": "InvalidState,Microsoft.HyperV.PowerShell.Commands.SetVM",
+                }
+            vm["checkpoint_type"] = args["restore_to"]
+            restored = True
+        return {"ok": True, "checkpoint_type": vm["checkpoint_type"], "restored": restored}
+
+
+def _switches(vm_type: str, wanted: str) -> bool:
+    """checkpoint_create.ps1's ``$switchType``."""
+    if wanted not in ("Standard", "Production"):
+        return False
+    return not (vm_type == wanted or (wanted == "Production" and vm_type == "ProductionOnly"))
+
 
 # -- what the server saw -------------------------------------------------------------------------
 @dataclass
@@ -360,6 +419,7 @@ class Faults:
 
     unauthorized: bool = False  # every request gets HTTP 401
     delay: float = 0.0  # the answer is ready this long after the last stdin
+    op_delay: dict[str, float] = field(default_factory=dict)  # and this much longer for these ops
     never_answer: bool = False  # every Receive times out, forever
     hang_http: bool = False  # requests are read and never answered (the socket stays open)
     quota_after: int | None = None  # a Command on a shell that already ran this many gets a quota fault
@@ -475,6 +535,8 @@ class WSManServer:
         answer = self.faults.respond(op, command.arguments) if self.faults.respond else None
         if answer is None:
             doc = self.backend.handle(op, command.arguments)
+            if doc is None:  # the backend's script never ends
+                return Answer(b"", hang=True)
             if self.faults.ps51 and op == "inventory" and doc.get("ok") is True:
                 doc = ps51_shapes(doc)
             answer = document_answer(doc)
@@ -649,7 +711,9 @@ class _Handler(BaseHTTPRequestHandler):
         if stream.get("End") == "true":
             command.stdin_done = True
             command.answer = server.answer(command)
-            command.ready_at = time.monotonic() + server.faults.delay
+            command.ready_at = (
+                time.monotonic() + server.faults.delay + server.faults.op_delay.get(command.op or "", 0.0)
+            )
         self._send(200, _envelope(f"{SHELL_URI}/SendResponse", message_id, "<rsp:SendResponse/>"))
 
     def _receive(self, root: ET.Element, message_id: str, operation_timeout: float) -> None:
@@ -660,7 +724,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, _fault(message_id, 2150858843, "unknown command"))
             return
         wait_until = time.monotonic() + min(operation_timeout, server.operation_timeout_cap)
-        while server.faults.never_answer or command.answer is None or time.monotonic() < command.ready_at:
+        while (
+            server.faults.never_answer
+            or command.answer is None
+            or command.answer.hang
+            or time.monotonic() < command.ready_at
+        ):
             left = wait_until - time.monotonic()
             if left <= 0:
                 self._send(

@@ -41,9 +41,15 @@ SCRIPTS: dict[str, str] = {
     "checkpoint.apply": "checkpoint_apply",
     "checkpoint.remove": "checkpoint_remove",
     "checkpoint.rename": "checkpoint_rename",
+    "checkpoint.type": "checkpoint_type",
 }
 PRELUDE = "_prelude"
 MERGE_WAIT_MARGIN = 60.0  # seconds of the long deadline kept back from waiting for a merge
+TYPE_RESTORE_MARGIN = 10.0  # seconds of a type restore's deadline kept back from retrying Set-VM
+
+
+# checkpoint.type arguments that only read the type.
+_TYPE_READ: dict = {"restore_from": None, "restore_to": None, "wait_seconds": 0}
 
 
 class _PasswordCache:
@@ -73,6 +79,23 @@ class _PasswordCache:
 def full_script(op: str) -> str:
     """The script text sent for ``op``: the shared prelude, then the operation's template."""
     return script_text(PRELUDE) + "\n" + script_text(SCRIPTS[op])
+
+
+def create_switches_type(vm_type: str | None, wanted: str) -> bool:
+    """Whether ``checkpoint_create.ps1`` switches the VM's checkpoint type for this create
+    (the same test as the script's ``$switchType``)."""
+    if vm_type is None or vm_type == "Disabled" or wanted not in ("Standard", "Production"):
+        return False
+    return not (vm_type == wanted or (wanted == "Production" and vm_type == "ProductionOnly"))
+
+
+def _has_document(output: CommandOutput | None) -> bool:
+    """Whether the script got as far as writing its document (so its ``finally`` blocks ran)."""
+    if output is None:
+        return False
+    text = output.stdout.decode("utf-8", errors="replace")
+    begin = text.find(BEGIN_MARKER)
+    return begin >= 0 and text.find(END_MARKER, begin + len(BEGIN_MARKER)) >= 0
 
 
 class WinRMHost(Host):
@@ -109,19 +132,28 @@ class WinRMHost(Host):
             self._scripts[op] = full_script(op)
         return self._scripts[op]
 
-    def _call(self, op: str, arguments: dict, timeout: float) -> object:
-        """Run one operation; return its JSON document (not yet checked for ``ok``)."""
-        operation = OPERATION_LABELS[op]
+    def _run(self, op: str, arguments: dict, timeout: float, operation: str | None = None) -> CommandOutput:
+        """Run one operation's script; ``operation`` names it in errors (default: its own label)."""
+        operation = operation or OPERATION_LABELS[op]
         payload = {"op": op, "v": WIRE_VERSION, **arguments}
         try:
-            output = self._connection.run(operation, self._script(op), payload, timeout)
-            return self._document(output, operation)
+            return self._connection.run(operation, self._script(op), payload, timeout)
         except HostError as err:
             log.info("%s", err)
             raise
         except HvtuiError as err:  # the password could not be obtained: name the host and operation
             log.info("%s: %s: %s", self.name, operation, err)
             raise HostError(self.name, operation, str(err), kind="auth") from None
+
+    def _call(self, op: str, arguments: dict, timeout: float, operation: str | None = None) -> object:
+        """Run one operation; return its JSON document (not yet checked for ``ok``)."""
+        operation = operation or OPERATION_LABELS[op]
+        output = self._run(op, arguments, timeout, operation)
+        try:
+            return self._document(output, operation)
+        except HostError as err:
+            log.info("%s", err)
+            raise
 
     def _document(self, output: CommandOutput, operation: str) -> object:
         """The document between the markers; success is decided from it and the exit code,
@@ -161,10 +193,13 @@ class WinRMHost(Host):
             )
         return doc
 
-    def _operation(self, op: str, arguments: dict, timeout: float) -> OperationResult:
-        doc = self._call(op, arguments, timeout)
+    def _operation(self, op: str, arguments: dict, timeout: float, operation: str | None = None) -> OperationResult:
+        doc = self._call(op, arguments, timeout, operation)
+        return self._result(doc, op, operation)
+
+    def _result(self, doc: object, op: str, operation: str | None = None) -> OperationResult:
         try:
-            return parse_result(doc, self.name, op)
+            return parse_result(doc, self.name, op, operation)
         except HostError as err:
             log.info("%s", err)
             raise
@@ -189,13 +224,58 @@ class WinRMHost(Host):
                 f"cannot create a {checkpoint_type!r} checkpoint "
                 f"(expected one of {', '.join(CHECKPOINT_TYPES_CREATABLE)})",
             )
-        result = self._operation(
-            "checkpoint.create",
-            {"vm_id": vm_id, "name": name, "checkpoint_type": checkpoint_type},
-            self.settings.timeout,
-        )
+        vm_type: str | None = None
+        if checkpoint_type != "Recovery":
+            # Read the VM's type first: the script switches it for Checkpoint-VM and puts it back
+            # in ``finally``, which does not run when an abandoned call's shell is terminated.
+            # Knowing the original, this client can put it back itself.
+            vm_type = self._operation(
+                "checkpoint.type", {"vm_id": vm_id, **_TYPE_READ}, self.settings.timeout, operation
+            ).checkpoint_type
+        arguments = {"vm_id": vm_id, "name": name, "checkpoint_type": checkpoint_type, "expected_type": vm_type}
+        output: CommandOutput | None = None
+        try:
+            # A Standard checkpoint saves the memory, a Production one waits for VSS in the guest:
+            # both can take minutes on a big VM, so the long deadline, as for apply and merges.
+            output = self._run("checkpoint.create", arguments, self.settings.long_timeout)
+            result = self._result(self._document(output, operation), "checkpoint.create")
+        except HostError as err:
+            if _has_document(output) or not create_switches_type(vm_type, checkpoint_type):
+                raise  # the script ran to its end (its finally restored the type), or switched nothing
+            assert vm_type is not None
+            raise self._restore_type_after(err, vm_id, checkpoint_type, vm_type) from None
         assert result.checkpoint is not None  # parse_result requires it
         return result.checkpoint
+
+    def _restore_type_after(self, err: HostError, vm_id: str, switched_to: str, original: str) -> HostError:
+        """``err`` (a create cut off before its end), completed with what became of the VM's
+        checkpoint type: put back to ``original`` only if it is still ``switched_to``."""
+        timeout = self.settings.timeout
+        arguments = {
+            "vm_id": vm_id,
+            "restore_from": switched_to,
+            "restore_to": original,
+            "wait_seconds": max(0.0, timeout - min(TYPE_RESTORE_MARGIN, timeout / 2)),
+        }
+        try:
+            result = self._operation("checkpoint.type", arguments, timeout, err.operation)
+        except HostError as restore_err:
+            note = (
+                f"the VM's checkpoint type may still be {switched_to} (switched for this checkpoint): "
+                f"putting it back to {original} failed: {restore_err.detail}; "
+                f"set it back with Set-VM -CheckpointType {original}"
+            )
+            log.warning("%s: %s: %s", self.name, err.operation, note)
+        else:
+            if result.type_restored:
+                note = f"the VM's checkpoint type, switched to {switched_to} for this checkpoint, was put back to {original}"
+                log.info("%s: %s: %s", self.name, err.operation, note)
+            elif result.checkpoint_type in (None, original):
+                return err  # the switch never happened or was undone on the host
+            else:
+                note = f"the VM's checkpoint type is now {result.checkpoint_type} (it was {original}); check it"
+                log.warning("%s: %s: %s", self.name, err.operation, note)
+        return HostError(err.host, err.operation, f"{err.detail}; {note}", kind=err.kind)
 
     def apply_checkpoint(self, vm_id: str, checkpoint_id: str, progress: ProgressCallback | None = None) -> None:
         if progress:

@@ -1,6 +1,7 @@
 $ErrorActionPreference = 'Stop'; $ProgressPreference = 'SilentlyContinue'
 # op: checkpoint.create
-# Arguments: vm_id, name (null: Hyper-V's default name), checkpoint_type (Standard, Production, Recovery).
+# Arguments: vm_id, name (null: Hyper-V's default name), checkpoint_type (Standard, Production, Recovery),
+# expected_type (the VM's checkpoint type as the client read it just before; null: not read).
 # Helpers come from _prelude.ps1.
 
 function New-HvtuiRecoveryCheckpoint {
@@ -44,6 +45,12 @@ $exitCode = Invoke-HvtuiOperation -Body {
         $current = Get-HvtuiName -Value $vm.CheckpointType
         if ($current -eq 'Disabled') {
             Stop-Hvtui -Message ('Checkpoints are disabled for VM {0}' -f $vm.Name) -ErrorId 'HvtuiCheckpointsDisabled' -Category InvalidOperation
+        }
+        # The client puts the type back itself if this call is cut off after the switch below
+        # (a terminated shell skips finally): it must know the type this script switches from.
+        $expected = $HvtuiArgs.expected_type
+        if ($expected -and $current -ne [string]$expected) {
+            Stop-Hvtui -Message ('The checkpoint type of VM {0} changed to {1} meanwhile (it was {2}); try again' -f $vm.Name, $current, $expected) -ErrorId 'HvtuiCheckpointTypeChanged' -Category InvalidOperation
         }
         # Checkpoint-VM takes the type from the VM's setting: switch it for this one call
         # (Production may fall back to standard where the guest cannot quiesce, as in Hyper-V Manager).
