@@ -1,13 +1,30 @@
-"""The live inventory: every host read concurrently, each under its own deadline.
+"""The live inventory: every host read concurrently, each under its own deadline, and
+each host's answer published the moment it arrives.
 
-``InventoryService.refresh`` reads all hosts at once, one thread per host, and returns
-when every host has answered or passed its deadline, whichever comes first for each.
-A host that fails or hangs is reported with its ``error`` while the others return; the
-data it gave last time stays, marked ``stale``.  A hung call is never joined: its
-thread is a daemon and keeps running on its own, and the next refresh reuses that same
-call instead of stacking another one on a dead host (so at most one call per host is
-ever in flight).  Two refreshes never overlap: a second caller waits for the running one
-and gets its result.
+``InventoryService.refresh`` reads the hosts (all by default, or those named), one thread
+per host, and returns when every one of them has answered or passed its deadline.  The
+thread that reads a host merges its answer into ``latest`` as soon as it has it, so one
+slow or hung host never holds back the others' data: a caller that wants it as it comes
+(the console) passes ``on_update`` and is handed the merged inventory while the refresh
+still waits on the rest, throttled to one call per ``update_interval`` and never within
+the first interval (a refresh done by then hands over only its result, as before).
+Headless callers pass no callback and get one complete result, as before.
+
+A host still being read shows, in those partial inventories, as "waiting for an answer"
+(its earlier data kept, marked ``stale``) once its call has run ``waiting_after`` seconds,
+or at once when it has no good earlier data; when its deadline passes it shows as timed
+out with the reason.  A host that fails keeps the data it gave last time, marked stale.
+
+At most one call per host is ever in flight.  A hung call is never joined: its thread is
+a daemon and keeps running on its own, and a later refresh waits on that same call instead
+of stacking another one on a dead host.  When that earlier call does end in time, its
+answer is merged and the host is read once more, so a refresh returns data read after it
+was asked for (what a refresh after a checkpoint change needs).
+
+Full refreshes never overlap: a second caller waits for the running one and gets its
+result.  A refresh of named hosts does not wait for a running full refresh: it shares the
+per-host calls and returns as soon as its own hosts are read, even while the full refresh
+still waits on a hung host.
 
 Everything here blocks; the console calls it from worker threads.
 """
@@ -19,7 +36,7 @@ import difflib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import TYPE_CHECKING
 
@@ -36,30 +53,62 @@ DEFAULT_DEADLINE = 15.0  # seconds, for hosts whose settings name none (the lab)
 # Waiting a little past the deadline we hand to the host lets its own, more specific
 # timeout error ("WinRM read timed out") win over our generic one.
 DEADLINE_GRACE = 0.5
+# A host with good data is flagged "waiting" only after this long: a normal WinRM read
+# takes a second or two, and flagging every host that is merely slower than the lab
+# would blink the host alert on every refresh.
+WAITING_AFTER = 3.0
+# Partial inventories reach ``on_update`` at most this often (the console's throttle).
+UPDATE_INTERVAL = 0.25
+MIN_CALL_DEADLINE = 1.0  # for a host read again late in a refresh (see _run)
+
+InventoryListener = Callable[[Inventory], None]
+
+
+@dataclasses.dataclass(eq=False)
+class _Call:
+    """One inventory call to one host, possibly shared by several refreshes."""
+
+    host: str
+    started: float  # time.monotonic()
+    done: Future[None] = dataclasses.field(default_factory=Future)  # set after its answer was merged
+    merged: bool = False  # its answer is in ``latest`` (set under the service lock)
 
 
 class InventoryService:
-    def __init__(self, core: Core, default_deadline: float = DEFAULT_DEADLINE) -> None:
+    def __init__(
+        self,
+        core: Core,
+        default_deadline: float = DEFAULT_DEADLINE,
+        waiting_after: float = WAITING_AFTER,
+    ) -> None:
         self._core = core
         self.default_deadline = default_deadline
+        self.waiting_after = waiting_after
         self._lock = threading.Lock()
         self._latest = Inventory()
-        self._running: Future[Inventory] | None = None
-        self._running_hosts: frozenset[str] | None = None  # None: every host
+        self._version = 0  # bumped on every change to _latest
+        self._running: Future[Inventory] | None = None  # the running full refresh
+        self._scoped_running = 0  # refreshes of named hosts running now
         # The one call per host still in flight, possibly started by an earlier refresh.
-        self._in_flight: dict[str, tuple[Future[HostSnapshot], float]] = {}
+        self._in_flight: dict[str, _Call] = {}
         self.refresh_count = 0  # completed refreshes; lets pollers see that something new arrived
         self._waiting = 0  # callers waiting for someone else's refresh (observable in tests)
 
     # -- state -------------------------------------------------------------------------------
     @property
     def latest(self) -> Inventory:
-        """The newest inventory (empty before the first refresh)."""
+        """The newest inventory (empty before the first refresh), merged host by host."""
         return self._latest
+
+    def latest_with_version(self) -> tuple[Inventory, int]:
+        """``latest`` and its version, which grows with every change: of two inventories
+        handed out, the one with the higher version is the newer."""
+        with self._lock:
+            return self._latest, self._version
 
     @property
     def is_refreshing(self) -> bool:
-        return self._running is not None
+        return self._running is not None or self._scoped_running > 0
 
     @property
     def waiting_callers(self) -> int:
@@ -74,34 +123,46 @@ class InventoryService:
         return self.default_deadline
 
     # -- refresh -------------------------------------------------------------------------------
-    def refresh(self, hosts: Iterable[str] | None = None) -> Inventory:
+    def refresh(
+        self,
+        hosts: Iterable[str] | None = None,
+        on_update: InventoryListener | None = None,
+        update_interval: float = UPDATE_INTERVAL,
+    ) -> Inventory:
         """Read the hosts (all by default, or those named) and return the new inventory.
 
         Hosts not named keep their previous entry.  Unknown names raise ``ConfigError``.
+        ``on_update`` is called, in this caller's thread, with the merged inventory while
+        the refresh still waits on some hosts (see the module docstring); a caller that
+        shares a running full refresh gets only its result.
         """
-        wanted = None if hosts is None else frozenset(hosts)
-        if wanted is not None:
+        if hosts is not None:
+            wanted = frozenset(hosts)
             for name in wanted:
                 self._core.host(name)  # raises ConfigError naming the configured hosts
-        while True:
             with self._lock:
-                running = self._running
-                if running is None:
-                    mine: Future[Inventory] = Future()
-                    self._running, self._running_hosts = mine, wanted
-                    break
-                covers = self._running_hosts is None or (wanted is not None and wanted <= self._running_hosts)
-            with self._lock:
-                self._waiting += 1
+                self._scoped_running += 1
             try:
-                result = running.result()  # never two refreshes at once: wait for the running one
+                return self._run(wanted, on_update, update_interval)
+            finally:
+                with self._lock:
+                    self._scoped_running -= 1
+
+        with self._lock:
+            running = self._running
+            if running is None:
+                mine: Future[Inventory] = Future()
+                self._running = mine
+            else:
+                self._waiting += 1
+        if running is not None:
+            try:
+                return running.result()  # never two full refreshes at once: share the running one
             finally:
                 with self._lock:
                     self._waiting -= 1
-            if covers:
-                return result
         try:
-            inventory = self._refresh(wanted)
+            inventory = self._run(None, on_update, update_interval)
         except BaseException as err:
             mine.set_exception(err)
             raise
@@ -110,110 +171,161 @@ class InventoryService:
             return inventory
         finally:
             with self._lock:
-                self._running, self._running_hosts = None, None
+                self._running = None
 
-    def _refresh(self, wanted: frozenset[str] | None) -> Inventory:
+    def _run(
+        self, wanted: frozenset[str] | None, on_update: InventoryListener | None, update_interval: float
+    ) -> Inventory:
+        asked_at = time.monotonic()
         hosts = self._core.hosts
         names = [name for name in hosts if wanted is None or name in wanted]
-        started = time.monotonic()
         deadlines = {name: self.deadline_for(name) for name in names}
+        give_up_at = {name: asked_at + deadlines[name] + min(DEADLINE_GRACE, deadlines[name] / 10) for name in names}
         calls = {name: self._start_call(hosts[name], deadlines[name]) for name in names}
-        give_up_at = {name: started + deadlines[name] + min(DEADLINE_GRACE, deadlines[name] / 10) for name in names}
 
         pending = set(names)
-        finished_at: dict[str, float] = {}
+        flagged: set[str] = set()  # hosts already shown as waiting for their current call
+        changed = False  # something this refresh waits for changed since on_update was last called
+        next_update = asked_at + update_interval
         while pending:
             now = time.monotonic()
-            for name in [n for n in pending if calls[n].done()]:
-                pending.discard(name)
-                finished_at[name] = now
-            for name in [n for n in pending if give_up_at[n] <= now]:
-                pending.discard(name)  # timed out; its thread is left to finish (or not) alone
+            for name in [n for n in names if n in pending]:
+                call = calls[name]
+                if call.done.done():
+                    changed = True  # its answer is merged already
+                    if call.started < asked_at and now < give_up_at[name]:
+                        # An earlier refresh's call ended: read the host again for this one,
+                        # with what is left of the deadline.
+                        left = max(MIN_CALL_DEADLINE, give_up_at[name] - now - DEADLINE_GRACE)
+                        calls[name] = self._start_call(hosts[name], left)
+                        flagged.discard(name)
+                    else:
+                        pending.discard(name)
+                elif now >= give_up_at[name]:
+                    pending.discard(name)  # timed out; its thread is left to finish (or not) alone
+                    error = f"no answer within {deadlines[name]:g} s (timeout)"
+                    if self._mark(hosts[name], call, error):
+                        log.warning("inventory of %s: %s", name, error)
+                    changed = True  # marked timed out, or its answer came in just now
+                elif name not in flagged and now >= self._waiting_from(call):
+                    flagged.add(name)
+                    waiting = f"waiting for an answer (gives up after {deadlines[name]:g} s)"
+                    changed |= self._mark(hosts[name], call, waiting)
             if not pending:
                 break
+            if on_update is not None and changed and now >= next_update:
+                changed = False
+                next_update = now + update_interval
+                self._hand_over(on_update)
+            wake_at = [give_up_at[n] for n in pending]
+            wake_at.extend(self._waiting_from(calls[n]) for n in pending if n not in flagged)
+            if on_update is not None and changed:
+                wake_at.append(next_update)
             wait(
-                [calls[n] for n in pending],
-                timeout=max(0.0, min(give_up_at[n] for n in pending) - now),
+                [calls[n].done for n in pending],
+                timeout=max(0.0, min(wake_at) - time.monotonic()),
                 return_when=FIRST_COMPLETED,
             )
-
-        previous = self._latest
-        new_hosts: dict[str, HostInventory] = {}
-        for name in names:
-            call = calls[name]
-            duration = finished_at.get(name, time.monotonic()) - started
-            if name in finished_at:
-                new_hosts[name] = self._host_result(hosts[name], call, duration, previous.host(name))
-            else:
-                error = f"no answer within {deadlines[name]:g} s (timeout)"
-                log.warning("inventory of %s: %s", name, error)
-                new_hosts[name] = self._failed(hosts[name], error, duration, previous.host(name))
-
-        # Keep the configured order; hosts not refreshed this time keep their entry.
-        merged: list[HostInventory] = []
-        for name in hosts:
-            entry = new_hosts.get(name) or previous.host(name)
-            if entry is not None:
-                merged.append(entry)
-        inventory = Inventory(hosts=tuple(merged))
         with self._lock:
-            self._latest = inventory
             self.refresh_count += 1
-        return inventory
+            return self._latest
 
-    def _start_call(self, host: Host, deadline: float) -> Future[HostSnapshot]:
+    def _waiting_from(self, call: _Call) -> float:
+        """When a host still being read is flagged as waiting: at once when it has no good
+        data to show meanwhile, else after ``waiting_after``."""
+        entry = self._latest.host(call.host)
+        if entry is None or entry.facts is None or entry.error is not None:
+            return call.started
+        return call.started + self.waiting_after
+
+    def _hand_over(self, on_update: InventoryListener) -> None:
+        try:
+            on_update(self._latest)
+        except Exception:  # a broken listener must not stop the refresh
+            log.exception("inventory listener failed")
+
+    def _start_call(self, host: Host, deadline: float) -> _Call:
         name = host.name
         with self._lock:
             running = self._in_flight.get(name)
-            if running is not None and not running[0].done():
+            if running is not None:
                 log.info("inventory of %s: the previous call is still running; waiting on it", name)
-                return running[0]
-            future: Future[HostSnapshot] = Future()
-            self._in_flight[name] = (future, time.monotonic())
+                return running
+            call = _Call(name, time.monotonic())
+            self._in_flight[name] = call
 
-        def call() -> None:
+        def read() -> None:
+            snapshot: object = None
+            error: BaseException | None = None
             try:
-                future.set_result(host.inventory(deadline))
-            except BaseException as err:  # delivered to the refresh through the future
-                future.set_exception(err)
-            finally:
-                with self._lock:
-                    if self._in_flight.get(name, (None, 0.0))[0] is future:
-                        del self._in_flight[name]
+                snapshot = host.inventory(deadline)
+            except BaseException as err:  # reported as the host's error, never raised here
+                error = err
+            duration = time.monotonic() - call.started
+            message = self._failure_message(host, snapshot, error)
+            with self._lock:
+                previous = self._latest.host(name)
+                if message is None:
+                    assert isinstance(snapshot, HostSnapshot)
+                    entry = self._answered(host, snapshot, duration)
+                else:
+                    entry = self._failed(host, message, duration, previous)
+                self._merge(entry)
+                call.merged = True
+                if self._in_flight.get(name) is call:
+                    del self._in_flight[name]
+            call.done.set_result(None)  # wakes the refreshes waiting on it, after the merge
 
         # A daemon thread, not a pool worker: a host that never answers must not keep the
         # process alive at exit (a pool joins its workers) nor hold a worker forever.
-        threading.Thread(target=call, name=f"hvtui-inventory-{name}", daemon=True).start()
-        return future
+        threading.Thread(target=read, name=f"hvtui-inventory-{name}", daemon=True).start()
+        return call
 
-    def _host_result(
-        self, host: Host, call: Future[HostSnapshot], duration: float, previous: HostInventory | None
-    ) -> HostInventory:
-        err = call.exception()
-        if err is None:
-            snapshot = call.result()
-            if not isinstance(snapshot, HostSnapshot):
-                return self._failed(
-                    host, f"inventory returned {type(snapshot).__name__}, not a snapshot", duration, previous
-                )
-            vms = tuple(vm if vm.host == host.name else dataclasses.replace(vm, host=host.name) for vm in snapshot.vms)
-            return HostInventory(
-                name=host.name,
-                kind=host.kind,
-                group=host.group,
-                read_only=host.read_only,
-                facts=snapshot.facts,
-                vms=vms,
-                refreshed_at=self._core.clock.now(),
-                duration=duration,
-            )
-        if isinstance(err, HvtuiError):
-            message = str(err)
+    def _mark(self, host: Host, call: _Call, error: str) -> bool:
+        """Show ``host`` as not (yet) answering ``call``, keeping its data marked stale;
+        False when the call's answer is in already (it wins)."""
+        with self._lock:
+            if call.merged:
+                return False
+            previous = self._latest.host(host.name)
+            if previous is not None and previous.error == error:
+                return False  # another refresh waiting on the same call marked it already
+            self._merge(self._failed(host, error, time.monotonic() - call.started, previous))
+            return True
+
+    def _merge(self, entry: HostInventory) -> None:
+        """Put one host's entry into ``latest``, in the configured order (lock held)."""
+        entries = {host.name: host for host in self._latest.hosts}
+        entries[entry.name] = entry
+        self._latest = Inventory(hosts=tuple(entries[name] for name in self._core.hosts if name in entries))
+        self._version += 1
+
+    @staticmethod
+    def _failure_message(host: Host, snapshot: object, error: BaseException | None) -> str | None:
+        """Why the call gave no usable snapshot (logged here, outside the lock), or None."""
+        if error is None:
+            if isinstance(snapshot, HostSnapshot):
+                return None
+            return f"inventory returned {type(snapshot).__name__}, not a snapshot"
+        if isinstance(error, HvtuiError):
+            message = str(error)
             log.warning("inventory of %s failed: %s", host.name, message)
-        else:
-            message = f"unexpected error: {type(err).__name__}: {err}"
-            log.error("inventory of %s failed", host.name, exc_info=err)
-        return self._failed(host, message, duration, previous)
+            return message
+        log.error("inventory of %s failed", host.name, exc_info=error)
+        return f"unexpected error: {type(error).__name__}: {error}"
+
+    def _answered(self, host: Host, snapshot: HostSnapshot, duration: float) -> HostInventory:
+        vms = tuple(vm if vm.host == host.name else dataclasses.replace(vm, host=host.name) for vm in snapshot.vms)
+        return HostInventory(
+            name=host.name,
+            kind=host.kind,
+            group=host.group,
+            read_only=host.read_only,
+            facts=snapshot.facts,
+            vms=vms,
+            refreshed_at=self._core.clock.now(),
+            duration=duration,
+        )
 
     @staticmethod
     def _failed(host: Host, error: str, duration: float, previous: HostInventory | None) -> HostInventory:
