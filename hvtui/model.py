@@ -72,6 +72,9 @@ class Disk:
     controller_location: int
     path: str  # the file the VM writes to now
     chain: tuple[VhdLink, ...]  # from ``path`` down to the base disk
+    # Why the chain stops short: Get-VHD could not read a file of it (``chain`` is then empty
+    # or ends at a link whose parent is that file).  None when the chain was read whole.
+    error: str | None = None
 
     @property
     def depth(self) -> int:

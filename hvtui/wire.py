@@ -345,6 +345,7 @@ def _disk(raw: object, path: str) -> Disk:
             _link(item, f"{path}.chain[{i}]")
             for i, item in enumerate(_list(_get(obj, "chain", path, False), f"{path}.chain"))
         ),
+        error=_opt_str(_get(obj, "error", path, False), f"{path}.error"),
     )
 
 
@@ -496,13 +497,16 @@ def _link_to_wire(link: VhdLink) -> dict:
 
 
 def _disk_to_wire(disk: Disk) -> dict:
-    return {
+    record = {
         "controller": disk.controller,
         "controller_number": disk.controller_number,
         "controller_location": disk.controller_location,
         "path": disk.path,
         "chain": [_link_to_wire(link) for link in disk.chain],
     }
+    if disk.error is not None:
+        record["error"] = disk.error  # only on a disk Get-VHD could not read
+    return record
 
 
 def vm_to_wire(vm: VM, *, with_host: bool = True) -> dict:

@@ -3,11 +3,13 @@ $ErrorActionPreference = 'Stop'; $ProgressPreference = 'SilentlyContinue'
 # Arguments: none besides op and v. Helpers come from _prelude.ps1.
 
 $vhdCache = @{}
+$vhdErrors = @{}
 
 function Get-HvtuiChain {
     # The disk chain from Path down to the base disk, one Get-VHD per level (cached: checkpoint
     # chains share their ancestors). An unreadable file ends the chain: the last link then names
-    # a parent_path that is missing, which is exactly what the console must show.
+    # a parent_path that is missing, which is exactly what the console must show. Why Get-VHD
+    # failed is kept in $vhdErrors (see Get-HvtuiChainBreak).
     param([string]$Path)
     $seen = @{}
     $next = $Path
@@ -31,6 +33,7 @@ function Get-HvtuiChain {
                 }
             } catch {
                 $link = $null
+                $vhdErrors[$key] = [string]$_.Exception.Message
             }
             $vhdCache[$key] = $link
         }
@@ -41,6 +44,21 @@ function Get-HvtuiChain {
         $link
         $next = $link.parent_path
     }
+}
+
+function Get-HvtuiChainBreak {
+    # The file at which Get-HvtuiChain stopped because Get-VHD failed on it (the disk itself when
+    # the chain is empty, else the last link's parent), or $null when the chain was read whole.
+    param([string]$Path, $Chain)
+    $stop = $Path
+    $links = @($Chain)
+    if ($links.Count -gt 0) {
+        $stop = $links[$links.Count - 1].parent_path
+    }
+    if ($stop -and $vhdErrors.ContainsKey($stop.ToLowerInvariant())) {
+        return [string]$stop
+    }
+    return $null
 }
 
 function Get-HvtuiVolumes {
@@ -71,7 +89,11 @@ $exitCode = Invoke-HvtuiOperation -Body {
         volumes = @(Get-HvtuiVolumes)
     }
 
+    # Disk files that belong to a VM or checkpoint here (never stray), and the folders in which a
+    # chain stopped at an unreadable file: its parents are unknown and may lie there, so no file
+    # in such a folder is called stray.
     $known = @{}
+    $unsure = @{}
     $pending = New-Object -TypeName System.Collections.Generic.List[object]
     $rows = New-Object -TypeName System.Collections.Generic.List[object]
     foreach ($vm in @(Hyper-V\Get-VM)) {
@@ -87,10 +109,20 @@ $exitCode = Invoke-HvtuiOperation -Body {
         foreach ($snapshot in $snapshots) {
             foreach ($drive in @($snapshot.HardDrives)) {
                 if ($drive.Path -and $null -eq $drive.DiskNumber) {
-                    foreach ($link in @(Get-HvtuiChain -Path $drive.Path)) {
+                    $known[$drive.Path.ToLowerInvariant()] = $true
+                    $chain = @(Get-HvtuiChain -Path $drive.Path)
+                    foreach ($link in $chain) {
                         $known[$link.path.ToLowerInvariant()] = $true
+                        if ($link.parent_path) {
+                            $known[$link.parent_path.ToLowerInvariant()] = $true
+                        }
                         $folder = Split-Path -Path $link.path -Parent
                         $folders[$folder.ToLowerInvariant()] = $folder
+                    }
+                    $broken = Get-HvtuiChainBreak -Path $drive.Path -Chain $chain
+                    if ($broken) {
+                        $brokenFolder = [string](Split-Path -Path $broken -Parent)
+                        $unsure[$brokenFolder.TrimEnd('\').ToLowerInvariant()] = $true
                     }
                 }
             }
@@ -99,11 +131,23 @@ $exitCode = Invoke-HvtuiOperation -Body {
         $disks = New-Object -TypeName System.Collections.Generic.List[object]
         foreach ($drive in @(Hyper-V\Get-VMHardDiskDrive -VM $vm)) {
             $chain = @()
+            $diskError = $null
             if ($drive.Path -and $null -eq $drive.DiskNumber) {
+                # The file the VM writes to is its own, even when Get-VHD cannot read it.
+                $known[$drive.Path.ToLowerInvariant()] = $true
                 $chain = @(Get-HvtuiChain -Path $drive.Path)
+                $broken = Get-HvtuiChainBreak -Path $drive.Path -Chain $chain
+                if ($broken) {
+                    $brokenFolder = [string](Split-Path -Path $broken -Parent)
+                    $unsure[$brokenFolder.TrimEnd('\').ToLowerInvariant()] = $true
+                    $diskError = 'Get-VHD cannot read {0}: {1} (stray disk files in {2} are not listed until it can)' -f $broken, $vhdErrors[$broken.ToLowerInvariant()], $brokenFolder
+                }
             }
             foreach ($link in $chain) {
                 $known[$link.path.ToLowerInvariant()] = $true
+                if ($link.parent_path) {
+                    $known[$link.parent_path.ToLowerInvariant()] = $true
+                }
                 $folder = Split-Path -Path $link.path -Parent
                 $folders[$folder.ToLowerInvariant()] = $folder
             }
@@ -113,6 +157,7 @@ $exitCode = Invoke-HvtuiOperation -Body {
                 controller_location = [int]$drive.ControllerLocation
                 path = [string]$drive.Path
                 chain = $chain
+                error = $diskError
             })
         }
 
@@ -149,11 +194,15 @@ $exitCode = Invoke-HvtuiOperation -Body {
     }
 
     # Stray disk files: .vhdx/.avhdx in a VM's folders that belong to no chain of any VM or
-    # checkpoint on this host. A folder shared by several VMs reports each file once.
+    # checkpoint on this host. A folder shared by several VMs reports each file once; a folder in
+    # $unsure reports none.
     $claimed = @{}
     foreach ($entry in $pending) {
         $strays = New-Object -TypeName System.Collections.Generic.List[string]
         foreach ($folder in $entry.folders) {
+            if ($unsure.ContainsKey($folder.TrimEnd('\').ToLowerInvariant())) {
+                continue
+            }
             if (-not (Test-Path -LiteralPath $folder -PathType Container)) {
                 continue
             }
