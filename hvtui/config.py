@@ -231,6 +231,7 @@ RULE_IDS = (
     "merge-headroom",
     "running-on-avhdx",
     "stray-disk-file",
+    "disk-unreadable",
     "checkpoint-not-backup",
     "host-unreachable",
 )

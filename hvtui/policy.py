@@ -57,6 +57,7 @@ DIFFERENCING_SIZE = "differencing-size"
 MERGE_HEADROOM = "merge-headroom"
 RUNNING_ON_AVHDX = "running-on-avhdx"
 STRAY_DISK_FILE = "stray-disk-file"
+DISK_UNREADABLE = "disk-unreadable"
 CHECKPOINT_NOT_BACKUP = "checkpoint-not-backup"
 HOST_UNREACHABLE = "host-unreachable"
 
@@ -71,6 +72,7 @@ RULES = (
     MERGE_HEADROOM,
     RUNNING_ON_AVHDX,
     STRAY_DISK_FILE,
+    DISK_UNREADABLE,
     CHECKPOINT_NOT_BACKUP,
     HOST_UNREACHABLE,
 )
@@ -283,6 +285,7 @@ class _VMRules:
             self.checkpoint_not_backup(last_backup)
         self.running_on_avhdx()
         self.stray_files()
+        self.unreadable_disks()
         return self.out
 
     @property
@@ -445,6 +448,19 @@ class _VMRules:
                 "Confirm no VM or backup uses it (Inspect Disk / Get-VHD), then archive or delete it",
                 file=path,
             )
+
+    def unreadable_disks(self) -> None:
+        # The host could not read a disk file (Get-VHD failed): its chain, sizes and the stray
+        # files beside it are unknown, so the other rules may be silent about this VM.
+        for disk in self.vm.disks:
+            if disk.error is not None:
+                self.add(
+                    Severity.WARN,
+                    DISK_UNREADABLE,
+                    f"{_file_name(disk.path)}: {disk.error}",
+                    "Check the file on the host (Get-VHD, Inspect Disk): a locked, moved or damaged disk file",
+                    file=disk.path,
+                )
 
     def checkpoint_not_backup(self, last_backup: LastBackup | None) -> None:
         # A Recovery checkpoint is a backup's own (one running now, or one that died: the

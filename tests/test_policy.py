@@ -17,6 +17,7 @@ from hvtui.policy import (
     CHECKPOINT_COUNT,
     CHECKPOINT_NOT_BACKUP,
     DIFFERENCING_SIZE,
+    DISK_UNREADABLE,
     HOST_UNREACHABLE,
     MERGE_HEADROOM,
     RECOVERY_LEFT,
@@ -260,6 +261,15 @@ def test_stray_disk_files_warn_one_each() -> None:
 )
 def test_ages_are_exact_enough_to_compare_with_thresholds(seconds: float, text: str) -> None:
     assert age_text(seconds) == text
+
+
+def test_a_disk_the_host_cannot_read_is_a_warning_naming_the_file() -> None:
+    vm = linear_vm("web01")
+    broken = dataclasses.replace(vm.disks[0], chain=(), error="Get-VHD cannot read D:\\VMs\\web01\\web01.vhdx: in use")
+    vm = dataclasses.replace(vm, disks=(broken,))
+    (finding,) = rule_findings(evaluate(inv(vm), PolicyConfig(), BACKED_UP), DISK_UNREADABLE)
+    assert finding.severity == Severity.WARN and finding.file == broken.path
+    assert finding.message == "web01.vhdx: Get-VHD cannot read D:\\VMs\\web01\\web01.vhdx: in use"
 
 
 # -- checkpoint-not-backup -----------------------------------------------------------------------------------

@@ -338,6 +338,8 @@ class VmDetailScreen(ViewScreen):
                     f"    {branch} {escape(file_name(link.path))}  {escape(link.vhd_type)}  "
                     f"{size_text(link.file_size)} on disk / {size_text(link.size)} virtual"
                 )
+            if disk.error is not None:  # the chain stops short: the host could not read a file
+                lines.append(f"    [$sev-warn]✗ {escape(disk.error)}[/]")
         lines.append("")
         lines.append(f"[b]Stray disk files[/] ({len(vm.stray_disk_files)})")
         if not vm.stray_disk_files:
