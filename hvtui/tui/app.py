@@ -6,6 +6,12 @@ refresh (never overlapping: the next one is scheduled when the last one finished
 and checkpoint actions (with progress events throttled to a few per second).  Errors
 become notifications with the ``HvtuiError`` message; anything unexpected goes to the
 log file with a one-line notification, never a traceback on screen.
+
+One hung host holds nothing back: while a refresh waits on it, the poll worker hands the
+other hosts' answers to the UI thread as they arrive (at most a few times a second), the
+hung host flagged as waiting, then as timed out.  After a checkpoint action only its host
+is read again, at once, beside a full refresh that may still be waiting on another host
+(refreshes of the same host never overlap: a second one waits for the first to end).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from textual.worker import Worker, WorkerState
 from hvtui.core import Core
 from hvtui.errors import Cancelled, HvtuiError, ReadOnlyError, RefusedError
 from hvtui.events import CancelToken, Progress, ProgressCallback
+from hvtui.model import Inventory
 from hvtui.tui.jobs_ui import JobsChanged, JobsController
 from hvtui.tui.screens.base import ViewScreen
 from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, CreateCheckpointDialog, CreateRequest, TextDialog
@@ -56,6 +63,7 @@ log = logging.getLogger(__name__)
 MIN_REFRESH_SECONDS = 1.0  # over a slow link nothing should tick faster than this
 GC_THAW_SECONDS = 600.0  # see HvtuiApp._freeze_heap
 PROGRESS_INTERVAL = 0.25  # at most four progress updates a second reach the UI
+PARTIAL_INTERVAL = 0.25  # at most four partial inventories a second reach the UI
 VIEWS = ("vms", "findings", "jobs")
 
 # (command, arguments, what it does) for `:` and the help screen.
@@ -93,6 +101,15 @@ COMMAND_ALIASES = {
 }
 
 
+class InventoryArrived(Message):
+    """Some hosts answered while the poll still waits on others (posted from its thread)."""
+
+    def __init__(self, snapshot: Snapshot, version: int) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+        self.version = version  # the inventory service's version of the data in it
+
+
 class ActionProgress(Message):
     """A progress event of a running checkpoint action (posted from its thread)."""
 
@@ -108,6 +125,7 @@ class RunningAction:
     title: str
     token: CancelToken
     done: Callable[[Any], str]
+    host: str | None = None  # the host it changes: read again when it ends
     progress: Progress | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -157,6 +175,10 @@ class HvtuiApp(App[int]):
         self._palette_generation = 0
         self._polling = False
         self._poll_again = False
+        # Refreshes of a few hosts after a change: their hosts, and the worker's result box.
+        self._host_polls: dict[Worker, tuple[frozenset[str], list[tuple[Snapshot, int]]]] = {}
+        self._host_poll_queue: set[str] = set()  # asked for while a refresh of them ran
+        self._data_version = -1  # the inventory service version of the data shown
         self._poll_timer = None
         self._last_poll_error: str | None = None
         self._actions: dict[int, RunningAction] = {}
@@ -165,7 +187,7 @@ class HvtuiApp(App[int]):
         self._pending_theme_notices: list[str] = []
         self.jobs_ui = JobsController(self)
         self._last_thaw = time.monotonic()
-        self._inbox: Snapshot | None = None  # the latest refresh, handed from the poll worker
+        self._inbox: tuple[Snapshot, int] | None = None  # the latest refresh, handed from the poll worker
 
     # -- themes --------------------------------------------------------------------------------
     def get_theme_variable_defaults(self) -> dict[str, str]:
@@ -225,10 +247,18 @@ class HvtuiApp(App[int]):
 
     @property
     def is_polling(self) -> bool:
+        """A full refresh is running."""
         return self._polling
 
-    def request_refresh(self) -> None:
-        """Refresh now; if a refresh is running, run another as soon as it ends."""
+    def request_refresh(self, hosts: Iterable[str] | None = None) -> None:
+        """Refresh now; if a refresh is running, run another as soon as it ends.
+
+        With ``hosts`` (those a checkpoint action changed), only they are read, at once,
+        even while a full refresh waits on some other host that does not answer.
+        """
+        if hosts is not None:
+            self._request_host_refresh(set(hosts))
+            return
         if self._polling:
             self._poll_again = True
             return
@@ -245,30 +275,100 @@ class HvtuiApp(App[int]):
         )
         self._sync_bars()
 
+    def _request_host_refresh(self, hosts: set[str]) -> None:
+        # A host already being read this way is read again when that ends (never two at
+        # once); the others start now, even beside one that waits on a hung host.
+        busy = {name for polled, _inbox in self._host_polls.values() for name in polled}
+        self._host_poll_queue |= hosts & busy
+        wanted = frozenset(hosts - busy)
+        if not wanted:
+            return
+        inbox: list[tuple[Snapshot, int]] = []  # filled by the worker, emptied when it ends
+        palette, previous = self.palette, self.snapshot
+
+        def read() -> None:
+            inbox.append(self._poll(palette, previous, sorted(wanted)))
+
+        worker = self.run_worker(
+            read,
+            name=f"inventory refresh of {', '.join(sorted(wanted))}",
+            group="poll",
+            thread=True,
+            exit_on_error=False,
+        )
+        self._host_polls[worker] = (wanted, inbox)
+        self._sync_bars()
+
     def _poll_into_inbox(self) -> None:
         """The poll worker's body.  The snapshot goes to ``_inbox``, not into the worker's
         result: Textual keeps finished workers reachable for a while (their thread's
         context), and each would pin a whole inventory in memory."""
         self._inbox = self._poll(self.palette, self.snapshot)
 
-    def _poll(self, palette: Palette, previous: Snapshot | None) -> Snapshot:
-        """Runs in a worker thread: read every host, evaluate the policy, prepare the rows."""
+    def _poll(
+        self, palette: Palette, previous: Snapshot | None, hosts: list[str] | None = None
+    ) -> tuple[Snapshot, int]:
+        """Runs in a worker thread: read the hosts (all by default), evaluate the policy,
+        prepare the rows.  Returns the snapshot and the service's version of its data.
+
+        A full refresh hands what has arrived to the UI thread while it waits on slow
+        hosts (``InventoryArrived``, throttled by the service to ``PARTIAL_INTERVAL``)."""
         from hvtui import policy
 
         started = time.monotonic()
-        inventory = self.core.inventory.refresh()
+        service = self.core.inventory
         lookup = policy.last_backup_lookup(self.core)
         last_backup = _remembered(lookup) if lookup is not None else None  # policy and rows ask alike
-        findings = policy.evaluate(inventory, self.core.config.policy, last_backup)
-        now = self.core.clock.now()
-        return build_snapshot(inventory, findings, palette, now, last_backup, started, previous)
+        latest = [previous]  # each snapshot reuses the unchanged rows of the one before
+
+        def build() -> tuple[Snapshot, int]:
+            # Whatever is newest when we get here, with its version: another worker may have
+            # merged a host since the service called us.
+            inventory, version = service.latest_with_version()
+            findings = policy.evaluate(inventory, self.core.config.policy, last_backup)
+            now = self.core.clock.now()
+            latest[0] = build_snapshot(inventory, findings, palette, now, last_backup, started, latest[0])
+            return latest[0], version
+
+        def arrived(_inventory: Inventory) -> None:
+            self.post_message(InventoryArrived(*build()))  # thread-safe; dropped once the app closes
+
+        if hosts is None:
+            service.refresh(on_update=arrived, update_interval=PARTIAL_INTERVAL)
+        else:
+            service.refresh(hosts)
+        return build()
+
+    def on_inventory_arrived(self, message: InventoryArrived) -> None:
+        self._offer_snapshot(message.snapshot, message.version)
+
+    def _offer_snapshot(self, snapshot: Snapshot, version: int) -> None:
+        """Show ``snapshot`` unless newer data is shown already: a full refresh and a
+        refresh of one host run side by side, and either may finish first."""
+        if version < self._data_version:
+            return
+        self._data_version = version
+        self.apply_snapshot(snapshot)
+
+    def _host_poll_finished(self, worker: Worker) -> None:
+        _hosts, inbox = self._host_polls.pop(worker)
+        if worker.state == WorkerState.SUCCESS and inbox:
+            self._offer_snapshot(*inbox[0])
+        elif worker.state == WorkerState.ERROR and worker.error is not None:
+            message = self.describe_error(worker.error, worker.name or "inventory refresh")
+            self.notify(message, title="Refresh failed", severity="error", timeout=10)
+        inbox.clear()  # the worker object outlives this call: it must not pin the snapshot
+        if self._host_poll_queue and self.is_running:
+            queued, self._host_poll_queue = self._host_poll_queue, set()
+            self._request_host_refresh(queued)
+        self._sync_bars()
 
     def _poll_finished(self, worker: Worker) -> None:
         self._polling = False
-        snapshot, self._inbox = self._inbox, None
-        if worker.state == WorkerState.SUCCESS and snapshot is not None:
+        result, self._inbox = self._inbox, None
+        if worker.state == WorkerState.SUCCESS and result is not None:
             self._last_poll_error = None
-            self.apply_snapshot(snapshot)
+            self._offer_snapshot(*result)
         elif worker.state == WorkerState.ERROR and worker.error is not None:
             message = self.describe_error(worker.error, "inventory refresh")
             if message != self._last_poll_error:  # once per distinct error, not every 5 s
@@ -290,9 +390,13 @@ class HvtuiApp(App[int]):
         self.snapshot_version += 1
         if previous is not None:
             self._notify_new_crit(previous, snapshot)
-        if isinstance(self.screen, ViewScreen):
-            self.sync_screen(self.screen)
-            self.screen.refresh_bindings_if_changed()  # a host may have turned read-only
+        # Not while the console shuts down (a refresh that waited on a hung host may end
+        # then, the screens already gone), nor before the view is up.
+        screen = self.screen if self.is_running else None
+        if isinstance(screen, ViewScreen):
+            self.sync_screen(screen)
+            if screen.is_mounted:
+                screen.refresh_bindings_if_changed()  # a host may have turned read-only
         self._freeze_heap()
 
     def _freeze_heap(self) -> None:
@@ -315,7 +419,12 @@ class HvtuiApp(App[int]):
         new_keys = snapshot.crit_keys() - previous.crit_keys()
         if not new_keys:
             return
-        new = [f for f in snapshot.findings if finding_key(f) in new_keys]
+        # Only on hosts whose data was shown before: a host's first answer (it arrives after
+        # the others' when it is slow) is not news, its findings are simply there.
+        known = {host.name for host in previous.inventory.hosts if host.facts is not None}
+        new = [f for f in snapshot.findings if finding_key(f) in new_keys and f.host in known]
+        if not new:
+            return
         lines = [f"{f.host}/{f.vm_name or '-'}: {f.rule}: {f.message}" for f in new[:3]]
         if len(new) > 3:
             lines.append(f"(+{len(new) - 3} more: press f)")
@@ -340,13 +449,22 @@ class HvtuiApp(App[int]):
             read_only_hosts=ro_hosts,
             hosts_total=snapshot.hosts_total if snapshot is not None else None,
             hosts_reachable=snapshot.hosts_reachable if snapshot is not None else 0,
-            # The core's clock, so a test's fixed clock gives a fixed picture.
-            refresh_age=seconds_between(self.core.clock.now(), snapshot.taken_wall) if snapshot is not None else None,
-            refreshing=self._polling,
+            refresh_age=self._data_age(snapshot) if snapshot is not None else None,
+            refreshing=self._polling or bool(self._host_polls),
             crit=snapshot.crit if snapshot is not None else 0,
             warn=snapshot.warn if snapshot is not None else 0,
             view=view,
         )
+
+    def _data_age(self, snapshot: Snapshot) -> float:
+        """The header's "N s ago": the age of the newest data shown.  With partial results
+        the age of a refresh means little (the lab hosts answered 0.1 s in, a hung host is
+        still awaited); the newest answer says how current the picture is, and a host that
+        lags is flagged on its own (the host alert line, "(1 down)").  Before any host
+        answered: the age of the snapshot.  The core's clock, so a test's fixed clock gives
+        a fixed picture."""
+        answered = [host.refreshed_at for host in snapshot.inventory.hosts if host.refreshed_at is not None]
+        return seconds_between(self.core.clock.now(), max(answered, default=snapshot.taken_wall))
 
     def failing_hosts(self) -> list[tuple[str, str, bool]]:
         if self.snapshot is None:
@@ -369,7 +487,7 @@ class HvtuiApp(App[int]):
             screen.show_snapshot(self.snapshot)
 
     def _sync_bars(self) -> None:
-        if isinstance(self.screen, ViewScreen):
+        if self.is_running and isinstance(self.screen, ViewScreen):  # no screens once shutting down
             self.sync_screen(self.screen, data=False)
 
     def show_view(self, view: str, filter_text: str | None = None) -> None:
@@ -512,6 +630,7 @@ class HvtuiApp(App[int]):
                 f"Creating {request.type} checkpoint {label!r} of {host}/{vm.name}",
                 lambda _progress, _cancel: self.core.actions.create(host, vm_id, request.name, request.type),
                 done=lambda cp: f"Checkpoint {cp.name!r} of {host}/{vm.name} created",
+                host=host,
             )
 
         self.push_screen(dialog, callback=chosen)
@@ -535,6 +654,7 @@ class HvtuiApp(App[int]):
                 f"Renaming checkpoint {cp.name!r} of {host}/{vm.name}",
                 lambda _progress, _cancel: self.core.actions.rename(host, vm_id, checkpoint_id, new_name),
                 done=lambda _result: f"Checkpoint {cp.name!r} renamed to {new_name.strip()!r}",
+                host=host,
             )
 
         self.push_screen(dialog, callback=chosen)
@@ -567,6 +687,7 @@ class HvtuiApp(App[int]):
             lambda progress, _cancel: self.core.actions.apply(host, vm_id, checkpoint_id, checkpoint_first=first, progress=progress),
             done=lambda _saved: f"{host}/{plan.vm_name} now runs from checkpoint {plan.checkpoint.name!r}"
             + (" (its previous state was checkpointed first)" if first else ""),
+            host=host,
         )
 
     def start_delete(self, host: str, vm_id: str, checkpoint_id: str, subtree: bool = False) -> None:
@@ -609,6 +730,7 @@ class HvtuiApp(App[int]):
             ),
             done=lambda _plan: f"Deleted {count} checkpoint{'s' if count != 1 else ''} of {host}/{plan.vm_name} "
             f"({plan.checkpoint.name!r}); merged",
+            host=host,
         )
 
     def start_action(
@@ -616,9 +738,13 @@ class HvtuiApp(App[int]):
         title: str,
         call: Callable[[ProgressCallback, CancelToken], Any],
         done: Callable[[Any], str],
+        host: str | None = None,
     ) -> int:
-        """Run a checkpoint action in a thread worker, with throttled progress; returns its id."""
-        action = RunningAction(next(self._action_ids), title, CancelToken(), done)
+        """Run a checkpoint action in a thread worker, with throttled progress; returns its id.
+
+        ``host``: the host it changes, read again (alone) when the action ends; without
+        it, every host is."""
+        action = RunningAction(next(self._action_ids), title, CancelToken(), done, host)
         self._actions[action.id] = action
         last_post = [0.0]
 
@@ -661,7 +787,9 @@ class HvtuiApp(App[int]):
         elif worker.state == WorkerState.CANCELLED:
             self.notify(f"{action.title}: cancelled", severity="warning")
         self._sync_bars()
-        self.request_refresh()  # show the result now, not in a few seconds
+        # Show the result now, not in a few seconds; and only its host, so that a full
+        # refresh waiting on some hung host does not hold it back.
+        self.request_refresh([action.host] if action.host is not None else None)
 
     @property
     def running_actions(self) -> list[RunningAction]:
@@ -673,7 +801,10 @@ class HvtuiApp(App[int]):
         if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
         if worker.group == "poll":
-            self._poll_finished(worker)
+            if worker in self._host_polls:
+                self._host_poll_finished(worker)
+            else:
+                self._poll_finished(worker)
         elif worker.group == "action":
             self._action_finished(worker)
         elif worker.group == "dialog" and event.state == WorkerState.ERROR and worker.error is not None:
