@@ -12,19 +12,23 @@ Headless callers pass no callback and get one complete result, as before.
 
 A host still being read shows, in those partial inventories, as "waiting for an answer"
 (its earlier data kept, marked ``stale``) once its call has run ``waiting_after`` seconds,
-or at once when it has no good earlier data; when its deadline passes it shows as timed
-out with the reason.  A host that fails keeps the data it gave last time, marked stale.
+or at once when it has no data yet; a host whose last read failed keeps showing that
+failure instead.  When the call's deadline passes the host shows as timed out with the
+reason.  A host that fails keeps the data it gave last time, marked stale.
 
-At most one call per host is ever in flight.  A hung call is never joined: its thread is
-a daemon and keeps running on its own, and a later refresh waits on that same call instead
-of stacking another one on a dead host.  When that earlier call does end in time, its
-answer is merged and the host is read once more, so a refresh returns data read after it
-was asked for (what a refresh after a checkpoint change needs).
+At most one call per host is ever in flight, and its deadline runs from when it started.
+A hung call is never joined: its thread is a daemon and keeps running on its own, a later
+refresh waits on that same call instead of stacking another one on a dead host, and
+whenever it ends its answer is merged into ``latest``.  A poller that must not be held
+back by it (the console, which reads the other hosts every few seconds) passes
+``return_after``: the refresh then returns after that long with what it has, the hung
+host shown as waiting, and the next refresh picks up the same call.
 
 Full refreshes never overlap: a second caller waits for the running one and gets its
-result.  A refresh of named hosts does not wait for a running full refresh: it shares the
-per-host calls and returns as soon as its own hosts are read, even while the full refresh
-still waits on a hung host.
+result.  A refresh of named hosts (after a checkpoint change on them) does not wait for a
+running full refresh: it shares the per-host calls, and where a call in flight started
+before it was asked, it waits for that call and then reads the host once more, so it
+returns data read after the change; it returns as soon as its own hosts are read.
 
 Everything here blocks; the console calls it from worker threads.
 """
@@ -54,12 +58,11 @@ DEFAULT_DEADLINE = 15.0  # seconds, for hosts whose settings name none (the lab)
 # timeout error ("WinRM read timed out") win over our generic one.
 DEADLINE_GRACE = 0.5
 # A host with good data is flagged "waiting" only after this long: a normal WinRM read
-# takes a second or two, and flagging every host that is merely slower than the lab
-# would blink the host alert on every refresh.
-WAITING_AFTER = 3.0
+# takes a few seconds, a big host's more, and flagging every host that is merely slower
+# than the others would blink the host alert on every refresh.
+WAITING_AFTER = 10.0
 # Partial inventories reach ``on_update`` at most this often (the console's throttle).
 UPDATE_INTERVAL = 0.25
-MIN_CALL_DEADLINE = 1.0  # for a host read again late in a refresh (see _run)
 
 InventoryListener = Callable[[Inventory], None]
 
@@ -128,13 +131,15 @@ class InventoryService:
         hosts: Iterable[str] | None = None,
         on_update: InventoryListener | None = None,
         update_interval: float = UPDATE_INTERVAL,
+        return_after: float | None = None,
     ) -> Inventory:
         """Read the hosts (all by default, or those named) and return the new inventory.
 
         Hosts not named keep their previous entry.  Unknown names raise ``ConfigError``.
         ``on_update`` is called, in this caller's thread, with the merged inventory while
-        the refresh still waits on some hosts (see the module docstring); a caller that
-        shares a running full refresh gets only its result.
+        the refresh still waits on some hosts; with ``return_after`` (seconds) the refresh
+        returns by then even if some hosts are still being read (see the module
+        docstring).  A caller that shares a running full refresh gets only its result.
         """
         if hosts is not None:
             wanted = frozenset(hosts)
@@ -143,7 +148,7 @@ class InventoryService:
             with self._lock:
                 self._scoped_running += 1
             try:
-                return self._run(wanted, on_update, update_interval)
+                return self._run(wanted, on_update, update_interval, return_after)
             finally:
                 with self._lock:
                     self._scoped_running -= 1
@@ -162,7 +167,7 @@ class InventoryService:
                 with self._lock:
                     self._waiting -= 1
         try:
-            inventory = self._run(None, on_update, update_interval)
+            inventory = self._run(None, on_update, update_interval, return_after)
         except BaseException as err:
             mine.set_exception(err)
             raise
@@ -174,34 +179,40 @@ class InventoryService:
                 self._running = None
 
     def _run(
-        self, wanted: frozenset[str] | None, on_update: InventoryListener | None, update_interval: float
+        self,
+        wanted: frozenset[str] | None,
+        on_update: InventoryListener | None,
+        update_interval: float,
+        return_after: float | None,
     ) -> Inventory:
         asked_at = time.monotonic()
         hosts = self._core.hosts
         names = [name for name in hosts if wanted is None or name in wanted]
         deadlines = {name: self.deadline_for(name) for name in names}
-        give_up_at = {name: asked_at + deadlines[name] + min(DEADLINE_GRACE, deadlines[name] / 10) for name in names}
         calls = {name: self._start_call(hosts[name], deadlines[name]) for name in names}
+        read_again = wanted is not None  # named hosts: read after the ask (see the module docstring)
+
+        def give_up_at(name: str) -> float:  # a call's deadline runs from its start
+            return calls[name].started + deadlines[name] + min(DEADLINE_GRACE, deadlines[name] / 10)
 
         pending = set(names)
         flagged: set[str] = set()  # hosts already shown as waiting for their current call
         changed = False  # something this refresh waits for changed since on_update was last called
         next_update = asked_at + update_interval
+        return_at = asked_at + return_after if return_after is not None else float("inf")
         while pending:
             now = time.monotonic()
             for name in [n for n in names if n in pending]:
                 call = calls[name]
                 if call.done.done():
                     changed = True  # its answer is merged already
-                    if call.started < asked_at and now < give_up_at[name]:
-                        # An earlier refresh's call ended: read the host again for this one,
-                        # with what is left of the deadline.
-                        left = max(MIN_CALL_DEADLINE, give_up_at[name] - now - DEADLINE_GRACE)
-                        calls[name] = self._start_call(hosts[name], left)
+                    if read_again and call.started < asked_at:
+                        # A call from before we were asked ended: now read the host for us.
+                        calls[name] = self._start_call(hosts[name], deadlines[name])
                         flagged.discard(name)
                     else:
                         pending.discard(name)
-                elif now >= give_up_at[name]:
+                elif now >= give_up_at(name):
                     pending.discard(name)  # timed out; its thread is left to finish (or not) alone
                     error = f"no answer within {deadlines[name]:g} s (timeout)"
                     if self._mark(hosts[name], call, error):
@@ -211,13 +222,13 @@ class InventoryService:
                     flagged.add(name)
                     waiting = f"waiting for an answer (gives up after {deadlines[name]:g} s)"
                     changed |= self._mark(hosts[name], call, waiting)
-            if not pending:
-                break
+            if not pending or now >= return_at:
+                break  # done, or the caller does not wait longer (the calls go on alone)
             if on_update is not None and changed and now >= next_update:
                 changed = False
                 next_update = now + update_interval
                 self._hand_over(on_update)
-            wake_at = [give_up_at[n] for n in pending]
+            wake_at = [return_at, *(give_up_at(n) for n in pending)]
             wake_at.extend(self._waiting_from(calls[n]) for n in pending if n not in flagged)
             if on_update is not None and changed:
                 wake_at.append(next_update)
@@ -231,12 +242,20 @@ class InventoryService:
             return self._latest
 
     def _waiting_from(self, call: _Call) -> float:
-        """When a host still being read is flagged as waiting: at once when it has no good
-        data to show meanwhile, else after ``waiting_after``."""
+        """When a host still being read is shown as waiting: at once when it has no data
+        yet, after ``waiting_after`` when it has good data; never over the failure its
+        last read ended with (that stays shown until this call ends)."""
         entry = self._latest.host(call.host)
-        if entry is None or entry.facts is None or entry.error is not None:
+        if entry is None:
             return call.started
+        if entry.error is not None:
+            return float("inf")
         return call.started + self.waiting_after
+
+    def hosts_being_read(self) -> frozenset[str]:
+        """Hosts with a call in flight (a refresh that returned early left them reading)."""
+        with self._lock:
+            return frozenset(self._in_flight)
 
     def _hand_over(self, on_update: InventoryListener) -> None:
         try:

@@ -264,3 +264,34 @@ def test_a_broken_listener_does_not_stop_the_refresh(paths: Paths, release: thre
     release.set()
     result = full.join()
     assert result.host("hv-hang").error is None and result.host("hv01").error is None
+
+
+def test_return_after_leaves_the_hung_call_running_and_the_next_refresh_reuses_it(
+    paths: Paths, release: threading.Event
+) -> None:
+    service, ok, hung = lab_and_hung(paths, release)
+
+    first = service.refresh(return_after=0.0)  # the console's poll: it does not wait on hung hosts
+    assert "waiting for an answer" in (first.host("hv-hang").error or "")
+    assert service.hosts_being_read() >= {"hv-hang"}
+    wait_until(lambda: service.latest.host("hv01") is not None and service.latest.host("hv01").error is None)
+
+    second = service.refresh(return_after=0.0)
+    assert hung.inventory_calls == 1 and ok.inventory_calls == 2  # the hung call reused, hv01 read again
+    assert "waiting for an answer" in (second.host("hv-hang").error or "")
+
+    release.set()  # the hung host answers with no refresh running: the answer still lands
+    wait_until(lambda: service.latest.host("hv-hang").error is None)
+    assert [vm.name for vm in service.latest.host("hv-hang").vms] == ["file01"]
+    assert service.hosts_being_read() == frozenset()
+
+
+def test_a_call_past_its_deadline_times_out_in_a_later_refresh(paths: Paths, release: threading.Event) -> None:
+    service, _ok, hung = lab_and_hung(paths, release)
+    service.default_deadline = 0.2
+    assert "waiting for an answer" in (service.refresh(return_after=0.0).host("hv-hang").error or "")
+    # The deadline runs from the call's start, not from each refresh's: a later refresh
+    # that reuses the call reports it timed out once that deadline has passed.
+    wait_until(lambda: "timeout" in (service.refresh(return_after=0.0).host("hv-hang").error or ""))
+    assert service.latest.host("hv-hang").error == "no answer within 0.2 s (timeout)"
+    assert hung.inventory_calls == 1
