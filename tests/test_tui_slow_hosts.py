@@ -148,6 +148,10 @@ async def test_hung_host_is_flagged_waiting_and_the_header_tells_the_newest_data
         assert "0s ago" in header(app) and "hosts 3/4 (1 down)" in header(app)
         assert hung.inventory_calls == 2
         release.set()
+        await until(pilot, lambda: not app.is_polling)
+        # The next poll is due an interval after this one started, not after it ended:
+        # the lab hosts' data must not age by the time the hung host held the poll.
+        assert app._next_poll_in < app.refresh_interval
 
 
 async def test_checkpoint_created_on_a_lab_vm_shows_while_a_host_hangs(
@@ -226,3 +230,29 @@ async def test_a_slow_hosts_first_answer_raises_no_new_critical_toast(
         for _ in range(5):
             await pilot.pause()
         assert "critical finding" not in screen_text(app).lower()
+
+
+async def test_the_other_hosts_are_polled_on_their_interval_while_a_host_hangs(
+    paths: Paths, release: threading.Event
+) -> None:
+    """Reviewer: "every later refresh takes ~35 s".  Each poll waits on the hung host one
+    refresh interval at most; the next one reads the other hosts again and reuses the hung
+    call."""
+    fast = StubHost("hv-fast", [linear_vm("web01", host="hv-fast")])
+    hung, hung_config = stub_hung(release)
+    config = Config(
+        source=None,
+        hosts=(HostConfig(name=fast.name, kind="lab"), hung_config),
+        ui=UIConfig(refresh_seconds=1),  # automatic polls, as fast as the console allows
+    )
+    core = Core(config, paths, clock=FixedClock(), hosts={fast.name: fast, HUNG: hung})
+    app = HvtuiApp(core)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: shown_names(app) == ["web01"])
+        added = linear_vm("added-later", host=fast.name)  # changed on the host, not through hvtui
+        with fast._lock:
+            fast.vms[added.id] = added
+        await until(pilot, lambda: shown_names(app) == ["added-later", "web01"], rounds=1500)
+        assert hung.inventory_calls == 1 and fast.inventory_calls >= 2  # the hung call reused, not stacked
+        assert f"✗ {HUNG}: waiting for an answer (gives up after 60 s) — no data" in screen_text(app)
+        release.set()

@@ -61,6 +61,7 @@ from hvtui.tui.widgets.bars import ActionView, HeaderState
 log = logging.getLogger(__name__)
 
 MIN_REFRESH_SECONDS = 1.0  # over a slow link nothing should tick faster than this
+MIN_POLL_GAP = 0.5  # seconds between the end of a poll and the next (a breath for the hosts)
 GC_THAW_SECONDS = 600.0  # see HvtuiApp._freeze_heap
 PROGRESS_INTERVAL = 0.25  # at most four progress updates a second reach the UI
 PARTIAL_INTERVAL = 0.25  # at most four partial inventories a second reach the UI
@@ -188,6 +189,7 @@ class HvtuiApp(App[int]):
         self.jobs_ui = JobsController(self)
         self._last_thaw = time.monotonic()
         self._inbox: tuple[Snapshot, int] | None = None  # the latest refresh, handed from the poll worker
+        self._next_poll_in = MIN_REFRESH_SECONDS  # set by the poll worker (see _poll_into_inbox)
 
     # -- themes --------------------------------------------------------------------------------
     def get_theme_variable_defaults(self) -> dict[str, str]:
@@ -303,7 +305,13 @@ class HvtuiApp(App[int]):
         """The poll worker's body.  The snapshot goes to ``_inbox``, not into the worker's
         result: Textual keeps finished workers reachable for a while (their thread's
         context), and each would pin a whole inventory in memory."""
+        started = time.monotonic()
         self._inbox = self._poll(self.palette, self.snapshot)
+        # The next poll is due an interval after this one started: the hosts that answered
+        # at once must not wait, on top of the interval, for the time a slow or hung host
+        # held this poll (up to an interval: see _poll).  Never sooner than MIN_POLL_GAP
+        # after this one ended, so polls never overlap.
+        self._next_poll_in = max(MIN_POLL_GAP, self.refresh_interval - (time.monotonic() - started))
 
     def _poll(
         self, palette: Palette, previous: Snapshot | None, hosts: list[str] | None = None
@@ -312,7 +320,8 @@ class HvtuiApp(App[int]):
         prepare the rows.  Returns the snapshot and the service's version of its data.
 
         A full refresh hands what has arrived to the UI thread while it waits on slow
-        hosts (``InventoryArrived``, throttled by the service to ``PARTIAL_INTERVAL``)."""
+        hosts (``InventoryArrived``, throttled by the service to ``PARTIAL_INTERVAL``), and
+        waits on them one refresh interval at most."""
         from hvtui import policy
 
         started = time.monotonic()
@@ -334,7 +343,8 @@ class HvtuiApp(App[int]):
             self.post_message(InventoryArrived(*build()))  # thread-safe; dropped once the app closes
 
         if hosts is None:
-            service.refresh(on_update=arrived, update_interval=PARTIAL_INTERVAL)
+            # At most one interval: a hung host's call goes on alone, the next poll reuses it.
+            service.refresh(on_update=arrived, update_interval=PARTIAL_INTERVAL, return_after=self.refresh_interval)
         else:
             service.refresh(hosts)
         return build()
@@ -379,7 +389,7 @@ class HvtuiApp(App[int]):
             self.request_refresh()
         elif self.poll_automatically and self.is_running:
             # Scheduled after completion (never a fixed interval), so polls never overlap.
-            self._poll_timer = self.set_timer(self.refresh_interval, self.request_refresh, name="poll")
+            self._poll_timer = self.set_timer(self._next_poll_in, self.request_refresh, name="poll")
         self._sync_bars()
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
