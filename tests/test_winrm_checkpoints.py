@@ -223,3 +223,32 @@ def test_a_recovery_checkpoint_needs_no_type_read(server: WSManServer, backend: 
 )
 def test_the_client_knows_when_the_script_switches_the_type(vm_type: str | None, wanted: str, switches: bool) -> None:
     assert create_switches_type(vm_type, wanted) is switches
+
+
+async def test_the_console_says_the_merge_continues_when_the_host_is_still_merging(
+    server: WSManServer, backend: MemoryBackend, paths: Paths
+) -> None:
+    from tui_support import screen_text, settle
+
+    from hvtui.tui.app import HvtuiApp
+    from hvtui.tui.screens.dialogs import ChoiceDialog
+
+    core = winrm_core(server, paths)
+    vm = web_id(backend)
+    for name in ("kept", "pending"):
+        core.actions.create(HOST, vm, name, "Standard")
+    app = HvtuiApp(core, poll_automatically=False)
+    async with app.run_test(size=(110, 32), notifications=True) as pilot:
+        await settle(pilot)
+        checkpoints = {cp.name: cp.id for cp in app.snapshot.inventory.vm(HOST, vm).checkpoints}
+        # Remove-VMSnapshot returned while Hyper-V still merges: not "merged".
+        backend.merge_pending = True
+        app.start_delete(HOST, vm, checkpoints["pending"])
+        await settle(pilot)
+        assert isinstance(app.screen, ChoiceDialog)
+        await pilot.press("tab", "enter")  # "Delete" (the focus starts on No)
+        await settle(pilot)
+        text = " ".join(screen_text(app).replace("▌", " ").split())  # the toast wraps, with its border
+        assert "the merge continues on the host; the chain shrinks when it is done" in text
+        assert "merged" not in text
+    core.host(HOST).close()

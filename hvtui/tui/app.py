@@ -738,8 +738,10 @@ class HvtuiApp(App[int]):
             lambda progress, cancel: self.core.actions.remove(
                 host, vm_id, checkpoint_id, subtree=subtree, force=force, progress=progress, cancel=cancel
             ),
-            done=lambda _plan: f"Deleted {count} checkpoint{'s' if count != 1 else ''} of {host}/{plan.vm_name} "
-            f"({plan.checkpoint.name!r}); merged",
+            done=lambda done_plan: f"Deleted {count} checkpoint{'s' if count != 1 else ''} of {host}/{plan.vm_name} "
+            f"({plan.checkpoint.name!r}); "
+            # A WinRM host may still be merging when Remove-VMSnapshot returns.
+            + ("the merge continues on the host; the chain shrinks when it is done" if done_plan.merge_pending else "merged"),
             host=host,
         )
 

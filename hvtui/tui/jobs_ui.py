@@ -163,15 +163,19 @@ class JobsController:
             return
         self.jobs.update(pending)
         self.version += 1
-        refresh = False
+        changed_hosts: set[str] = set()
         for job in finals:
             self._notify_final(job)
-            refresh = refresh or job.state is JobState.SUCCEEDED
+            if job.state is JobState.SUCCEEDED:
+                changed_hosts.add(job.host)
         self._show()
-        if refresh:
-            # The new restore point (last-backup column, checkpoint-not-backup, the VM's
-            # restore points) or the restored VM shows now, not at the next poll.
-            self.app.request_refresh()
+        # Only the jobs' hosts (a folder restore's "local" is none): they are read at once,
+        # even beside a full refresh waiting on a host that does not answer.  The new restore
+        # point (last-backup column, checkpoint-not-backup, restore points) or the restored VM
+        # shows now, not at the next poll.
+        hosts = {name for name in changed_hosts if name in self.app.core.hosts}
+        if hosts:
+            self.app.request_refresh(hosts=hosts)
 
     def _show(self) -> None:
         from hvtui.tui.screens.base import ViewScreen
