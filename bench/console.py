@@ -16,7 +16,8 @@ Figures (medians; the target is printed next to each, nothing is asserted):
   app headless at 160x50:
 
   - full refresh: from asking for a refresh to the repainted table (every host read,
-    the policy evaluated, rows prepared, changed cells updated).  Target < 1 s.
+    the policy evaluated, rows prepared, changed cells updated; hosts' answers are shown
+    as they arrive, this is until the last).  Target < 1 s.
   - filter keystroke: from a key event entering the app (as the terminal driver sends
     it) to the repainted table, over a typed-and-erased filter.  Target < 100 ms.  The worst case (back to all
     5,000 rows) is printed too, and the same re-fill through Textual's stock DataTable
@@ -183,7 +184,8 @@ async def scale_figures(lab: Path, runs: int) -> dict:
     out: dict = {}
     started = time.perf_counter()
     async with app.run_test(size=(160, 50)) as pilot:
-        while app.snapshot is None:
+        # Hosts' answers are shown as they arrive: wait for the whole first refresh.
+        while app.snapshot is None or app.is_polling:
             await asyncio.sleep(0.005)
         await pilot.pause()
         out["first_paint_scale"] = time.perf_counter() - started
@@ -195,10 +197,10 @@ async def scale_figures(lab: Path, runs: int) -> dict:
 
         refresh_times, inventory_times = [], []
         for _ in range(runs):
-            version = app.snapshot_version
             t0 = time.perf_counter()
             app.request_refresh()
-            while app.snapshot_version == version:
+            # To the complete refresh, not to a first partial one (answers arrive per host).
+            while app.is_polling:
                 await asyncio.sleep(0.002)
             await pilot.pause()
             refresh_times.append(time.perf_counter() - t0)
@@ -297,7 +299,7 @@ def main() -> int:
         return 1
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"  {figures['vms']} VMs on {figures['hosts']} hosts, {figures['findings']} findings")
-    line("first painted inventory (after app start)", f"{figures['first_paint_scale']:.3f} s")
+    line("first complete inventory painted (after app start)", f"{figures['first_paint_scale']:.3f} s")
     refresh = med(figures["refresh"])
     line("full refresh -> repainted (median)", f"{refresh:.3f} s", "target < 1 s", refresh < 1.0)
     line("  of which in the worker (read, policy, rows)", f"{med(figures['refresh_worker']):.3f} s")
