@@ -11,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from hvtui.clock import FixedClock
 from hvtui.config import Config, HostConfig, PolicyConfig
@@ -260,3 +263,23 @@ def make_core(
 
 def host_error(host: str, message: str = "connection refused", kind: str = "unreachable") -> HostError:
     return HostError(host, "inventory", message, kind=kind)
+
+
+# -- hanging hosts ---------------------------------------------------------------------------------
+def wait_until(predicate: Callable[[], bool], rounds: int = 1000) -> None:
+    """Until ``predicate()`` holds (checked every 10 ms), or fail: never a fixed sleep."""
+    event = threading.Event()
+    for _ in range(rounds):
+        if predicate():
+            return
+        event.wait(0.01)
+    raise AssertionError("condition never became true")
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """The Event a hung ``StubHost`` waits on (``host.hang = release``); set after the test,
+    so no stub thread is left hanging.  Import it into the test module to use it."""
+    event = threading.Event()
+    yield event
+    event.set()

@@ -6,29 +6,15 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sprawl_support import StubHost, host_error, linear_vm, make_core
+from sprawl_support import StubHost, host_error, linear_vm, make_core, release, wait_until
 
 from hvtui.errors import ConfigError, HvtuiError
 from hvtui.inventory import InventoryService
 from hvtui.paths import Paths
 
+__all__ = ["release"]  # fixture used below, shared from sprawl_support
+
 SHORT = 0.2  # deadline for hosts that hang; no assertion depends on timing
-
-
-def wait_until(predicate, rounds: int = 500) -> None:
-    event = threading.Event()
-    for _ in range(rounds):
-        if predicate():
-            return
-        event.wait(0.01)
-    raise AssertionError("condition never became true")
-
-
-@pytest.fixture
-def release() -> threading.Event:
-    event = threading.Event()
-    yield event
-    event.set()  # never leave a stub thread hanging past the test
 
 
 def three_hosts() -> tuple[StubHost, StubHost, StubHost]:

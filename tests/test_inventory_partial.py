@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from sprawl_support import StubHost, linear_vm, make_core
+from sprawl_support import StubHost, linear_vm, make_core, release, wait_until
 
 from hvtui.config import Config, HostConfig, WinRMSettings
 from hvtui.core import Core
@@ -20,23 +20,9 @@ from hvtui.inventory import InventoryService
 from hvtui.model import Inventory
 from hvtui.paths import Paths
 
+__all__ = ["release"]  # fixture used below, shared from sprawl_support
+
 LONG = 60.0  # the hung host's deadline: never reached while a test runs
-
-
-def wait_until(predicate: Callable[[], bool], rounds: int = 1000) -> None:
-    event = threading.Event()
-    for _ in range(rounds):
-        if predicate():
-            return
-        event.wait(0.01)
-    raise AssertionError("condition never became true")
-
-
-@pytest.fixture
-def release() -> threading.Event:
-    event = threading.Event()
-    yield event
-    event.set()  # never leave a stub thread hanging past the test
 
 
 class Updates:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sprawl_support import StubHost, linear_vm
+from sprawl_support import StubHost, linear_vm, release
 from textual.pilot import Pilot
 from tui_support import SIZE, fresh_demo_lab, screen_text, shared_demo_lab
 from wsman_server import PASSWORD_ENV, BlackholeServer
@@ -33,17 +33,10 @@ from hvtui.tui.app import HvtuiApp
 from hvtui.tui.screens.dialogs import CreateCheckpointDialog
 from hvtui.tui.screens.vms import VmsScreen
 
-__all__ = ["fresh_demo_lab", "shared_demo_lab"]  # fixtures used below
+__all__ = ["fresh_demo_lab", "release", "shared_demo_lab"]  # fixtures used below
 
 HUNG = "hv-hang"
 DEADLINE = 60.0  # the hung host's: never reached while a test runs
-
-
-@pytest.fixture
-def release() -> Iterator[threading.Event]:
-    event = threading.Event()
-    yield event
-    event.set()  # never leave the hung host's thread waiting past the test
 
 
 def console_core(lab: Path, paths: Paths, hung: Host, hung_config: HostConfig, clock: FixedClock) -> Core:

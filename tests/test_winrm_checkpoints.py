@@ -5,8 +5,6 @@ where the user sees the result."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from wsman_server import (
     PASSWORD_ENV,
@@ -16,6 +14,7 @@ from wsman_server import (
     document_answer,
     failure_answer,
     make_winrm_host,
+    server,
 )
 
 from hvtui.cli import build_parser
@@ -28,20 +27,14 @@ from hvtui.paths import Paths
 
 HOST = "hv-real"
 
+__all__ = ["server"]  # the loopback server fixture, shared from wsman_server
+
 
 @pytest.fixture
 def backend() -> MemoryBackend:
     estate = MemoryBackend(host_name="HV-REAL")
     estate.add_vm("web01")
     return estate
-
-
-@pytest.fixture
-def server(backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch) -> Iterator[WSManServer]:
-    srv = WSManServer(backend).start()
-    monkeypatch.setenv(PASSWORD_ENV, srv.password)
-    yield srv
-    srv.stop()
 
 
 def web_id(backend: MemoryBackend) -> str:

@@ -26,11 +26,14 @@ from wsman_server import (
     free_port,
     make_winrm_host,
     raw_answer,
+    server,
 )
 
 from hvtui.errors import HostError, NotFoundError
 
 MISSING_VM = "00000000-0000-0000-0000-00000000dead"
+
+__all__ = ["server"]  # the loopback server fixture, shared from wsman_server
 
 
 @pytest.fixture
@@ -38,14 +41,6 @@ def backend() -> MemoryBackend:
     estate = MemoryBackend()
     estate.add_vm("web01")
     return estate
-
-
-@pytest.fixture
-def server(backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch) -> Iterator[WSManServer]:
-    srv = WSManServer(backend).start()
-    monkeypatch.setenv(PASSWORD_ENV, srv.password)
-    yield srv
-    srv.stop()
 
 
 def web_id(backend: MemoryBackend) -> str:

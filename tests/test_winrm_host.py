@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from wsman_server import (
-    PASSWORD_ENV,
     MemoryBackend,
     WSManServer,
     make_winrm_host,
+    server,
 )
 
 from hvtui.hosts.winrm.host import full_script
@@ -43,6 +42,8 @@ HOSTILE_NAMES = [
     "' + (Get-Date) + '",
 ]
 
+__all__ = ["server"]  # the loopback server fixture, shared from wsman_server
+
 
 @pytest.fixture
 def backend() -> MemoryBackend:
@@ -50,14 +51,6 @@ def backend() -> MemoryBackend:
     estate.add_vm("web01")
     estate.add_vm("sql01", state="Off")
     return estate
-
-
-@pytest.fixture
-def server(backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch) -> Iterator[WSManServer]:
-    srv = WSManServer(backend).start()
-    monkeypatch.setenv(PASSWORD_ENV, srv.password)
-    yield srv
-    srv.stop()
 
 
 def vm_id(backend: MemoryBackend, name: str) -> str:

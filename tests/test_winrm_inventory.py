@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import tree_sitter_powershell
 from tree_sitter import Language, Node, Parser
-from wsman_server import PASSWORD_ENV, MemoryBackend, WSManServer, make_winrm_host
+from wsman_server import MemoryBackend, WSManServer, make_winrm_host, server
 
 from hvtui.hosts.base import HostSnapshot
 from hvtui.hosts.winrm.transport import script_text
@@ -19,6 +19,8 @@ from hvtui.wire import parse_inventory, snapshot_to_wire
 
 _parser = Parser(Language(tree_sitter_powershell.language()))
 INVENTORY = script_text("inventory")
+
+__all__ = ["server"]  # the loopback server fixture, shared from wsman_server
 
 
 def _nodes(root: Node, kind: str) -> Iterator[Node]:
@@ -112,14 +114,6 @@ def backend() -> MemoryBackend:
     disk["error"] = UNREADABLE
     estate.add_vm("db01")  # a healthy neighbour: no error field at all, as before
     return estate
-
-
-@pytest.fixture
-def server(backend: MemoryBackend, monkeypatch: pytest.MonkeyPatch) -> Iterator[WSManServer]:
-    srv = WSManServer(backend).start()
-    monkeypatch.setenv(PASSWORD_ENV, srv.password)
-    yield srv
-    srv.stop()
 
 
 @pytest.mark.parametrize("ps51", [False, True], ids=["contract", "ps51-shapes"])

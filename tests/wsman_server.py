@@ -28,12 +28,14 @@ import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from xml.sax.saxutils import escape
+
+import pytest
 
 from hvtui.errors import HostError, NotFoundError
 from hvtui.wire import (
@@ -860,6 +862,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+
+@pytest.fixture
+def server(backend: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[WSManServer]:
+    """A loopback server over the test module's own ``backend`` fixture, its password in
+    ``PASSWORD_ENV``; stopped after the test.  Import it into the test module to use it."""
+    srv = WSManServer(backend).start()
+    monkeypatch.setenv(PASSWORD_ENV, srv.password)
+    yield srv
+    srv.stop()
+
+
 __all__ = [
     "Answer",
     "BlackholeServer",
@@ -877,4 +890,5 @@ __all__ = [
     "PASSWORD_ENV",
     "ps51_shapes",
     "raw_answer",
+    "server",
 ]
