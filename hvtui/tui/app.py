@@ -64,7 +64,7 @@ MIN_REFRESH_SECONDS = 1.0  # over a slow link nothing should tick faster than th
 MIN_POLL_GAP = 0.5  # seconds between the end of a poll and the next (a breath for the hosts)
 GC_THAW_SECONDS = 600.0  # see HvtuiApp._freeze_heap
 PROGRESS_INTERVAL = 0.25  # at most four progress updates a second reach the UI
-PARTIAL_INTERVAL = 0.25  # at most four partial inventories a second reach the UI
+PARTIAL_INTERVAL = MIN_REFRESH_SECONDS  # partial inventories: background redraws, never sub-second
 VIEWS = ("vms", "findings", "jobs")
 
 # (command, arguments, what it does) for `:` and the help screen.
