@@ -78,12 +78,15 @@ class ViewScreen(Screen):
             self.refresh_bindings()
 
     def why_unavailable(self, action: str) -> str | None:
-        """Why this view's ``action`` is greyed out, said when its key is pressed anyway.
+        """Why this view's ``action`` cannot run now, or None when it can.
 
-        Views with keys that can be greyed out (``check_action`` returning None) override
-        this; None says nothing (the key then does nothing, as Textual has it).
+        The one place a view decides it: ``check_action`` greys the key out exactly when
+        there is a reason, and the key says the reason when pressed anyway.
         """
         return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return None if self.why_unavailable(action) is not None else True  # None: shown, greyed out
 
     def on_key(self, event: events.Key) -> None:
         # Textual skips a binding whose check_action is None and the key reaches the screen:

@@ -173,24 +173,13 @@ class JobsScreen(ViewScreen):
 
     # -- actions -----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action not in ("cancel_job", "retry_job", "resume_job", "dismiss_job", "open_vm"):
+        if action == "open_vm":  # greyed out without a word: enter also selects the row
+            job = self.selected_job
+            snapshot = self.hvtui.snapshot
+            if job is None or job.vm_id is None or snapshot is None or snapshot.inventory.vm(job.host, job.vm_id) is None:
+                return None
             return True
-        job = self.selected_job
-        if job is None:
-            return None
-        if action in CHANGING_JOB_ACTIONS and job.host != LOCAL_HOST and self.hvtui.read_only_reason(job.host):
-            return None
-        if action == "cancel_job":
-            return True if is_active(job) and not job.cancel_requested else None
-        if action == "retry_job":
-            return True if job.is_final and job.state is not JobState.INTERRUPTED else None
-        if action in ("resume_job", "dismiss_job"):
-            return True if awaits_decision(job) else None
-        # open_vm
-        snapshot = self.hvtui.snapshot
-        if job.vm_id is None or snapshot is None or snapshot.inventory.vm(job.host, job.vm_id) is None:
-            return None
-        return True
+        return super().check_action(action, parameters)
 
     def why_unavailable(self, action: str) -> str | None:
         if action not in ("cancel_job", "retry_job", "resume_job", "dismiss_job"):
@@ -204,11 +193,15 @@ class JobsScreen(ViewScreen):
                 return reason
         state = job.state.value.lower()
         if action == "cancel_job":
-            return "cancelling already" if job.cancel_requested else f"the job is not running (it is {state})"
+            if job.cancel_requested:
+                return "cancelling already"
+            return None if is_active(job) else f"the job is not running (it is {state})"
         if action == "retry_job":
             if job.state is JobState.INTERRUPTED:
                 return "an interrupted job is resumed (r) or dismissed (x), not retried"
-            return f"only a finished job can be retried (this one is {state})"
+            return None if job.is_final else f"only a finished job can be retried (this one is {state})"
+        if awaits_decision(job):  # resume or dismiss
+            return None
         return "only a job interrupted in an earlier session can be resumed or dismissed"
 
     def action_cancel_job(self) -> None:

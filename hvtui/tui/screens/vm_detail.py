@@ -359,22 +359,11 @@ class VmDetailScreen(ViewScreen):
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
         self.refresh_bindings_if_changed()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "backup_vm":
-            return None if self.vm is None or self.hvtui.read_only_reason(self.host) else True
-        if action == "restore_point":
-            # A folder restore is possible even read-only: the dialog offers what is allowed.
-            return True if self.points else None
-        if action not in CHANGING_ACTIONS:
-            return True
-        if self.vm is None or self.hvtui.read_only_reason(self.host):
-            return None  # shown, greyed out
-        if action in CHECKPOINT_ACTIONS and self.selected_checkpoint is None:
-            return None
-        return True
-
     def why_unavailable(self, action: str) -> str | None:
         if action == "restore_point":
+            # A folder restore is possible even read-only: the dialog offers what is allowed.
+            if self.points:
+                return None
             return "no restore point of this VM yet (b backs it up)" if self.points_loaded else "still reading the restore points"
         if action not in CHANGING_ACTIONS and action != "backup_vm":
             return None
@@ -383,7 +372,7 @@ class VmDetailScreen(ViewScreen):
         reason = self.hvtui.read_only_reason(self.host)
         if reason is not None:
             return reason
-        if action in CHECKPOINT_ACTIONS:
+        if action in CHECKPOINT_ACTIONS and self.selected_checkpoint is None:
             return "select a checkpoint first (▶ Now is the VM's running state, not a checkpoint)"
         return None
 

@@ -219,24 +219,13 @@ class VmsScreen(ViewScreen):
             rows = self.backup_targets
             if not rows:
                 return "no VM under the cursor or marked"
-            reasons = sorted({self.hvtui.read_only_reason(row.host) or "" for row in rows} - {""})
-            return "; ".join(reasons) or None
+            reasons = {self.hvtui.read_only_reason(row.host) for row in rows}
+            if None in reasons:
+                return None  # some target can be backed up (the core refuses the others)
+            return "; ".join(sorted(reason for reason in reasons if reason is not None))
         return None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         # Read-only hosts: the key bar greys "New checkpoint" out for the row under the cursor.
         self.refresh_bindings_if_changed()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "backup":
-            rows = self.backup_targets
-            if not rows:
-                return None
-            # Greyed out when every target is read-only (the core refuses them anyway).
-            return True if any(self.hvtui.read_only_reason(row.host) is None for row in rows) else None
-        if action == "create_checkpoint":
-            row = self.selected_row
-            if row is None:
-                return None
-            return None if self.hvtui.read_only_reason(row.host) else True
-        return True
