@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import humanize
 
+from hvtui.commands import confirm
 from hvtui.errors import Cancelled, ConfigError, HvtuiError, ReadOnlyError, RefusedError, UsageError
 from hvtui.events import Progress
 
@@ -187,18 +188,6 @@ class ProgressBar:
                 self.stream.write("\n")
                 self.stream.flush()
                 self.shown = False
-
-
-def confirm(question: str, assume_yes: bool) -> bool:
-    """``question [y/N]`` on the terminal; without one (and without --yes) a refusal."""
-    if assume_yes:
-        return True
-    if not sys.stdin.isatty():
-        raise RefusedError("this needs a confirmation and there is no terminal to ask on; re-run with --yes")
-    sys.stdout.flush()
-    sys.stderr.write(f"{question} [y/N] ")
-    sys.stderr.flush()
-    return sys.stdin.readline().strip().casefold() in ("y", "yes")
 
 
 def reported(handler: Callable[[argparse.Namespace, Core], int]) -> Callable[[argparse.Namespace, Core], int]:

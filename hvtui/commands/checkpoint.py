@@ -15,6 +15,7 @@ from typing import Any
 
 from hvtui.actions import find_checkpoint
 from hvtui.audit import RESULT_DECLINED, RESULT_REFUSED
+from hvtui.commands import confirm
 from hvtui.core import Core
 from hvtui.errors import RefusedError
 from hvtui.events import Progress
@@ -92,20 +93,6 @@ def _resolve_vm(args: argparse.Namespace, core: Core, action: str) -> VM:
 def _args(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("vm", "checkpoint", "name", "type", "subtree", "force", "checkpoint_first", "to")
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) not in (None, False)}
-
-
-def confirm(question: str, assume_yes: bool) -> bool:
-    """Ask ``question [y/N]`` on the terminal; only "y" or "yes" mean yes."""
-    if assume_yes:
-        return True
-    if not sys.stdin.isatty():
-        raise RefusedError("this change needs a confirmation and there is no terminal to ask on; re-run with --yes")
-    # The question goes to stderr so that it shows even when stdout is piped to a file.
-    sys.stdout.flush()
-    sys.stderr.write(f"{question} [y/N] ")
-    sys.stderr.flush()
-    answer = sys.stdin.readline()  # "" at end of input: No
-    return answer.strip().casefold() in ("y", "yes")
 
 
 def _confirm_or_decline(core: Core, action: str, vm: VM, question: str, args: argparse.Namespace) -> bool:
