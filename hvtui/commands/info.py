@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from hvtui import __version__
 from hvtui.logsetup import redact
-from hvtui.paths import Paths, bundled_theme_dirs, env_config_path
+from hvtui.paths import Paths, bundled_theme_dirs
 
 if TYPE_CHECKING:
     from hvtui.core import Core, Options
@@ -114,14 +114,10 @@ def handle_info(args: argparse.Namespace, core: Core) -> int:
 
 
 def config_file_in_question(options: Options, paths: Paths) -> str | None:
-    """The config file hvtui tried to use, found the way ``find_config_file`` looks, but
-    without its checks (which are what failed)."""
-    if options.config_path is not None:
-        return str(options.config_path)
-    from_env = env_config_path()
-    if from_env is not None:
-        return str(from_env)
-    found = [candidate for candidate in paths.default_config_candidates if candidate.exists()]
+    """The config file hvtui tried to use, without the checks (which are what failed)."""
+    from hvtui.config import config_file_candidates
+
+    found, _origin = config_file_candidates(options.config_path, paths)
     return " and ".join(str(candidate) for candidate in found) or None
 
 
