@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from hvtui.clock import FixedClock
+from hvtui.hosts.lab.estate import init_lab
 from hvtui.paths import Paths
 
 
@@ -45,3 +47,28 @@ def restore_logging() -> Iterator[None]:
     hvtui_logger.setLevel(saved[2])
     hvtui_logger.propagate = saved[3]
     logging.captureWarnings(False)
+
+
+# The console tests change the estate, not its data volume: a tenth of the demo's data keeps every VM,
+# checkpoint and finding (tests/test_lab_estate.py checks that) at a tenth of the disk (60 MB, not 585).
+FRESH_DEMO_SIZE = 0.1
+
+
+@pytest.fixture(scope="session")
+def shared_demo_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One full demo lab for the whole run, for the tests that only look (a fixed clock: no guest writes).
+
+    Defined here, not in a helper module, so that it is built once per run rather than once per module
+    that imports it.
+    """
+    lab = tmp_path_factory.mktemp("tui-shared") / "lab"
+    init_lab(lab, "demo", FixedClock())
+    return lab
+
+
+@pytest.fixture
+def fresh_demo_lab(tmp_path: Path) -> Path:
+    """A demo lab of the test's own, for tests that change it."""
+    lab = tmp_path / "lab"
+    init_lab(lab, "demo", FixedClock(), size=FRESH_DEMO_SIZE)
+    return lab

@@ -9,14 +9,11 @@ import io
 
 import pytest
 from sprawl_support import DAY, HOUR, GiB, MiB, StubHost, linear_vm, make_core, make_facts
-from tui_support import shared_demo_lab
 
 from hvtui.cli import build_parser, main
 from hvtui.core import Core, Options
 from hvtui.errors import HvtuiError, ReadOnlyError, RefusedError
 from hvtui.paths import Paths
-
-__all__ = ["shared_demo_lab"]  # fixture used below
 
 
 class Terminal(io.StringIO):
@@ -158,16 +155,17 @@ def hvtui(capsys, lab, *argv: str) -> tuple[int, str]:
 
 
 @pytest.mark.usefixtures("restore_logging")  # main() sets up logging
-def test_bad_input_exits_2_and_the_audit_names_the_vm(shared_demo_lab, paths: Paths, capsys) -> None:
+# main() runs the lab on the real clock, which lets guests write: so a lab of its own, not the shared one.
+def test_bad_input_exits_2_and_the_audit_names_the_vm(fresh_demo_lab, paths: Paths, capsys) -> None:
     # Usage (2), not failure (1): the request was wrong, nothing was tried on a host.
-    code, err = hvtui(capsys, shared_demo_lab, "create", "--vm", "nosuch")
+    code, err = hvtui(capsys, fresh_demo_lab, "create", "--vm", "nosuch")
     assert code == 2 and err.startswith("hvtui: no VM 'nosuch' on any host")
-    code, err = hvtui(capsys, shared_demo_lab, "remove", "--vm", "app01", "--checkpoint", "no such cp", "--yes")
+    code, err = hvtui(capsys, fresh_demo_lab, "remove", "--vm", "app01", "--checkpoint", "no such cp", "--yes")
     assert code == 2 and "VM 'app01' has no checkpoint 'no such cp'" in err
     for name in ("", "x" * 101, "tab\there"):
-        code, err = hvtui(capsys, shared_demo_lab, "create", "--host", "lab-hv02", "--vm", "exch01", "--name", name)
+        code, err = hvtui(capsys, fresh_demo_lab, "create", "--host", "lab-hv02", "--vm", "exch01", "--name", name)
         assert code == 2 and err.startswith("hvtui: a checkpoint name"), (name, err)
     # A failed attempt is logged under the VM's name, like a successful one, so a grep finds it.
-    failed = [e for e in Core.from_options(Options(lab_dir=shared_demo_lab), paths).audit.read() if e["result"] != "ok"]
+    failed = [e for e in Core.from_options(Options(lab_dir=fresh_demo_lab), paths).audit.read() if e["result"] != "ok"]
     assert len(failed) == 3
     assert {e["vm"] for e in failed} == {"exch01"}

@@ -197,3 +197,26 @@ def test_cli_status_fails_when_a_host_is_unreadable(tmp_path: Path, capsys: pyte
     assert "lab-bench" in out and "error:" in out
     code, out, _ = run_cli(["lab", "status", "--json", "--lab-dir", str(lab)], capsys)
     assert code == 1 and "error" in json.loads(out)["hosts"][0]
+
+
+def test_a_smaller_demo_has_the_same_vms_checkpoints_and_findings(shared_demo_lab: Path, fresh_demo_lab: Path, paths) -> None:
+    # The console tests run on a tenth of the demo's data (conftest.FRESH_DEMO_SIZE): only the bytes may differ.
+    from hvtui.config import Config
+    from hvtui.core import Core
+    from hvtui.policy import evaluate
+
+    def picture(lab: Path) -> tuple[list, set]:
+        core = Core(Config.lab_default(paths), paths, clock=FixedClock(), lab_dir=lab)
+        inventory = core.inventory.refresh()
+        vms = sorted(
+            (vm.host, vm.name, vm.state, vm.chain_depth, tuple((cp.name, cp.type, cp.created) for cp in vm.checkpoints))
+            for vm in inventory.vms
+        )
+        findings = {(f.host, f.vm_name, f.rule, f.severity) for f in evaluate(inventory, core.config.policy)}
+        return vms, findings
+
+    full_vms, full_findings = picture(shared_demo_lab)
+    small_vms, small_findings = picture(fresh_demo_lab)
+    assert len(full_vms) >= 12 and full_findings
+    assert small_vms == full_vms
+    assert small_findings == full_findings

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tui_support import SIZE, fresh_demo_lab, make_app, make_core, refreshed, screen_text, settle, shared_demo_lab
+from tui_support import SIZE, make_app, make_core, refreshed, screen_text, settle
 
 from hvtui.clock import FixedClock
 from hvtui.config import Config, HostConfig
@@ -18,8 +18,6 @@ from hvtui.tui.screens.help import HelpScreen
 from hvtui.tui.screens.vm_detail import NOW_NODE, VmDetailScreen
 from hvtui.tui.screens.vms import VmsScreen
 from hvtui.tui.viewmodel import seconds_between
-
-__all__ = ["fresh_demo_lab", "shared_demo_lab"]  # fixtures used below
 
 
 def vm_table(app: HvtuiApp):

@@ -6,15 +6,13 @@ import dataclasses
 from pathlib import Path
 
 from textual.strip import Strip
-from tui_support import SIZE, make_app, make_core, settle, shared_demo_lab
+from tui_support import SIZE, make_app, make_core, settle
 
 from hvtui.config import Config, HostConfig
 from hvtui.tui.screens.findings import FindingsScreen
 from hvtui.tui.screens.jobs import JobsScreen
 from hvtui.tui.screens.vms import VmsScreen
 from hvtui.tui.widgets.keybar import KeyBar, KeyHint
-
-__all__ = ["shared_demo_lab"]  # fixture used below
 
 
 def key_bar(app) -> KeyBar:

@@ -12,12 +12,11 @@ import random
 from pathlib import Path
 
 import pytest
-from tui_support import fresh_demo_lab, make_app, make_core, settle
+from tui_support import make_app, make_core, settle
 
 from hvtui.logsetup import setup_logging
 from hvtui.paths import Paths
 
-__all__ = ["fresh_demo_lab"]  # fixture used below
 pytestmark = pytest.mark.usefixtures("restore_logging")
 
 # Every key the views and dialogs bind, plus navigation and typing; not "q" and not the

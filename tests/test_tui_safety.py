@@ -8,15 +8,13 @@ import logging
 import threading
 from pathlib import Path
 
-from tui_support import SIZE, fresh_demo_lab, make_app, make_core, refreshed, screen_text, settle, shared_demo_lab
+from tui_support import SIZE, make_app, make_core, refreshed, screen_text, settle
 
 from hvtui.config import Config, Exemption, PolicyConfig
 from hvtui.errors import Cancelled
 from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, TextDialog
 from hvtui.tui.screens.findings import FindingsScreen
 from hvtui.tui.screens.vm_detail import VmDetailScreen
-
-__all__ = ["fresh_demo_lab", "shared_demo_lab"]
 
 
 def vm_named(app, name: str):

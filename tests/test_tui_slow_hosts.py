@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sprawl_support import StubHost, linear_vm, release
 from textual.pilot import Pilot
-from tui_support import SIZE, fresh_demo_lab, screen_text, shared_demo_lab
+from tui_support import SIZE, screen_text
 from wsman_server import PASSWORD_ENV, BlackholeServer
 
 from hvtui.clock import FixedClock
@@ -33,7 +33,7 @@ from hvtui.tui.app import HvtuiApp
 from hvtui.tui.screens.dialogs import CreateCheckpointDialog
 from hvtui.tui.screens.vms import VmsScreen
 
-__all__ = ["fresh_demo_lab", "release", "shared_demo_lab"]  # fixtures used below
+__all__ = ["release"]  # fixture used below, shared from sprawl_support
 
 HUNG = "hv-hang"
 DEADLINE = 60.0  # the hung host's: never reached while a test runs

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tui_support import make_app, make_core, settle, shared_demo_lab
-
-__all__ = ["shared_demo_lab"]
+from tui_support import make_app, make_core, settle
 
 
 def test_vm_list_at_80x24(snap_compare, shared_demo_lab: Path, paths) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from textual.color import Color
-from tui_support import SIZE, make_app, make_core, screen_text, settle, shared_demo_lab
+from tui_support import SIZE, make_app, make_core, screen_text, settle
 
 from hvtui.errors import ConfigError
 from hvtui.model import Severity
@@ -16,8 +16,6 @@ from hvtui.tui.themes import (
     load_theme_file,
     load_themes,
 )
-
-__all__ = ["shared_demo_lab"]
 
 
 def test_bundled_themes_load_and_define_the_severity_roles(repo_root: Path) -> None:

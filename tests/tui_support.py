@@ -5,33 +5,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import pytest
 from textual.pilot import Pilot
 
 from hvtui.clock import FixedClock
 from hvtui.config import Config, UIConfig
 from hvtui.core import Core
-from hvtui.hosts.lab.estate import init_lab
 from hvtui.paths import Paths
 from hvtui.tui.app import HvtuiApp
 
 SIZE = (110, 32)
-
-
-@pytest.fixture(scope="session")
-def shared_demo_lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One demo lab for the tests that only look (a fixed clock: no guest writes happen)."""
-    lab = tmp_path_factory.mktemp("tui-shared") / "lab"
-    init_lab(lab, "demo", FixedClock())
-    return lab
-
-
-@pytest.fixture
-def fresh_demo_lab(tmp_path: Path) -> Path:
-    """A demo lab of the test's own, for tests that change it."""
-    lab = tmp_path / "lab"
-    init_lab(lab, "demo", FixedClock())
-    return lab
 
 
 def make_core(
