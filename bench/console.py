@@ -37,6 +37,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import statistics
 import struct
 import subprocess
@@ -168,6 +169,14 @@ async def keystroke(pilot, key: str) -> float:
 
 
 async def scale_figures(lab: Path, runs: int) -> dict:
+    root = Path(tempfile.mkdtemp(prefix="hvtui-bench-xdg-"))
+    try:
+        return await _scale_figures_in(lab, runs, root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _scale_figures_in(lab: Path, runs: int, root: Path) -> dict:
     from textual.widgets import DataTable
 
     from hvtui.clock import SystemClock
@@ -177,7 +186,6 @@ async def scale_figures(lab: Path, runs: int) -> dict:
     from hvtui.tui.app import HvtuiApp
     from hvtui.tui.screens.vms import VmsScreen
 
-    root = Path(tempfile.mkdtemp(prefix="hvtui-bench-xdg-"))
     paths = Paths(root / "config", root / "data", root / "state")
     core = Core(Config.lab_default(), paths, clock=SystemClock(), lab_dir=lab)
     app = HvtuiApp(core, poll_automatically=False)
@@ -270,6 +278,14 @@ def main() -> int:
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="hvtui-bench-console-"))
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        return run_benchmarks(args, root)
+    finally:
+        if args.keep is None:  # the labs are about 1 GB: never leave them behind
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run_benchmarks(args: argparse.Namespace, root: Path) -> int:
     print(f"hvtui console benchmark  (python {sys.version.split()[0]}, {os.cpu_count()} CPUs, runs={args.runs})")
     demo, demo_init = make_lab(root, "demo")
     scale, scale_init = make_lab(root, "scale")
