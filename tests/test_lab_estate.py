@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,8 +14,9 @@ import pytest
 from hvtui.cli import main
 from hvtui.clock import FixedClock
 from hvtui.errors import RefusedError
+from hvtui.hosts.lab import estate
 from hvtui.hosts.lab.disk import DiskFile
-from hvtui.hosts.lab.estate import ensure_lab, init_lab, lab_host_names, lab_status, reset_lab
+from hvtui.hosts.lab.estate import LabError, ensure_lab, init_lab, lab_host_names, lab_status, reset_lab
 from hvtui.hosts.lab.host import LabHost
 from hvtui.model import VM
 
@@ -113,6 +116,46 @@ def test_init_refuses_a_directory_that_is_not_a_lab(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="not a lab directory"):
         init_lab(precious, "demo", FixedClock(), force=True, size=DEMO_SIZE)
     assert (precious / "thesis.tex").read_text() == "do not delete"
+
+
+def test_a_lab_larger_than_the_free_space_is_refused_before_anything_is_written(tmp_path: Path, capsys) -> None:
+    lab_dir = tmp_path / "lab"
+    # A size no disk has: the check against the real free space refuses it up front.
+    with pytest.raises(LabError, match=r"not enough disk space to build the demo lab at .*lab: it needs about .*, .* is free there \(nothing was left behind\)\. .*lab\.dir in the config file or --lab-dir"):
+        init_lab(lab_dir, "demo", FixedClock(), size=1e9)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lab.lock"]
+
+
+def test_the_disk_filling_up_midway_keeps_the_old_lab(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    clock = FixedClock()
+    init_lab(lab_dir, "demo", clock, size=DEMO_SIZE)
+    before = lab_status(lab_dir)
+    writes = 0
+    real_pwrite = os.pwrite
+
+    def pwrite_until_full(fd: int, data: bytes, offset: int) -> int:  # a disk that fills up part-way through
+        nonlocal writes
+        writes += 1
+        if writes > 50:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    with pytest.MonkeyPatch.context() as disk, pytest.raises(LabError, match=r"the disk filled up while building the demo lab at .* \(the lab there is unchanged\)"):
+        disk.setattr(os, "pwrite", pwrite_until_full)
+        init_lab(lab_dir, "demo", clock, force=True, size=DEMO_SIZE)
+    assert writes > 50
+    assert lab_status(lab_dir) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lab.lock", "lab"]  # the half-built copy is gone
+
+
+@pytest.mark.usefixtures("restore_logging")  # main() sets up logging
+def test_first_use_names_a_full_disk_instead_of_a_traceback(tmp_path: Path, monkeypatch, capsys) -> None:
+    # The lab a newcomer gets is made on first use; a lab bigger than any disk stands for a disk too small.
+    monkeypatch.setitem(estate.PROFILE_DISK_BYTES, "demo", 1 << 62)
+    assert main(["inventory", "--lab-dir", str(tmp_path / "lab")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hvtui: ") and "not enough disk space to build the demo lab" in err and "Traceback" not in err
 
 
 def test_bench_profile_has_large_sparse_disks_of_mixed_data(tmp_path: Path) -> None:

@@ -464,6 +464,7 @@ class HvtuiApp(App[int]):
             crit=snapshot.crit if snapshot is not None else 0,
             warn=snapshot.warn if snapshot is not None else 0,
             view=view,
+            load_failed=snapshot is None and self._last_poll_error is not None,
         )
 
     def _data_age(self, snapshot: Snapshot) -> float:
@@ -478,7 +479,9 @@ class HvtuiApp(App[int]):
 
     def failing_hosts(self) -> list[tuple[str, str, bool]]:
         if self.snapshot is None:
-            return []
+            # Nothing to show yet: a refresh that failed as a whole (the lab cannot be built, say)
+            # stays on screen until one succeeds, rather than only in a toast that goes away.
+            return [("inventory", self._last_poll_error, False)] if self._last_poll_error else []
         return [(host.name, host.error or "", host.stale) for host in self.snapshot.failing_hosts]
 
     def action_views(self) -> list[ActionView]:

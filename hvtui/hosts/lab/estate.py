@@ -9,6 +9,7 @@ now, so checkpoint ages, chains and differencing sizes are real, not painted on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import humanize
 
 from hvtui.clock import Clock, FixedClock
 from hvtui.errors import HvtuiError, RefusedError
@@ -32,6 +35,9 @@ DEFAULT_SEED = 20261124
 MIB = 1 << 20
 GIB = 1 << 30
 TIB = 1 << 40
+# Disk one lab of each profile takes at size 1.0 (du after a build, rounded up): checked before
+# building, so a full disk is named up front instead of met half-way through.
+PROFILE_DISK_BYTES = {"demo": 600 * MIB, "bench": 1850 * MIB, "scale": 520 * MIB}
 
 
 class LabError(HvtuiError):
@@ -130,6 +136,10 @@ def _build_lab(lab_dir: Path, profile: str, clock: Clock, seed: int, replace: bo
     builder = PROFILE_BUILDERS.get(profile)
     if builder is None:
         raise LabError(f"unknown lab profile {profile!r} (expected one of {', '.join(PROFILES)})")
+    need = int(PROFILE_DISK_BYTES.get(profile, 0) * size)
+    free = shutil.disk_usage(lab_dir.parent).free
+    if free < need:
+        raise _no_space(lab_dir, profile, need, free)
     stamp = f"{os.getpid()}-{time.monotonic_ns()}"
     building = lab_dir.parent / f".{lab_dir.name}.new-{stamp}"
     old = lab_dir.parent / f".{lab_dir.name}.old-{stamp}"
@@ -147,12 +157,38 @@ def _build_lab(lab_dir: Path, profile: str, clock: Clock, seed: int, replace: bo
         if lab_dir.exists():
             os.rename(lab_dir, old)
         os.rename(building, lab_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(building, ignore_errors=True)
         if old.exists() and not lab_dir.exists():
             os.rename(old, lab_dir)
+        if _disk_was_full(err):  # the estimate was short, or something else filled the disk meanwhile
+            raise _no_space(lab_dir, profile, need, shutil.disk_usage(lab_dir.parent).free, midway=True) from None
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _disk_was_full(err: BaseException) -> bool:
+    """True when ``err``, or the error it was raised from, is a full disk or an exhausted quota.
+
+    LabHost turns OSError into HostError (``from None`` still keeps it as ``__context__``)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _no_space(lab_dir: Path, profile: str, need: int, free: int, midway: bool = False) -> LabError:
+    kept = "the lab there is unchanged" if lab_host_names(lab_dir) else "nothing was left behind"
+    need_text, free_text = humanize.naturalsize(need, binary=True), humanize.naturalsize(free, binary=True)
+    if midway:  # what the build wrote is removed again, so "free" alone would not explain the failure
+        what = f"the disk filled up while building the {profile} lab at {lab_dir} (about {need_text} needed, {free_text} free now)"
+    else:
+        what = f"not enough disk space to build the {profile} lab at {lab_dir}: it needs about {need_text}, {free_text} is free there"
+    return LabError(
+        f"{what} ({kept}). Free some space, or put the lab on another disk with lab.dir in the config file or --lab-dir."
+    )
 
 
 def lab_status(lab_dir: Path) -> dict[str, Any]:

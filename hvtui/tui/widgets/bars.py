@@ -39,6 +39,7 @@ class HeaderState:
     crit: int
     warn: int
     view: str
+    load_failed: bool = False  # no inventory yet, and the last refresh failed (the alert line says why)
 
 
 class StatusHeader(Static):
@@ -70,7 +71,7 @@ class StatusHeader(Static):
         else:
             parts.append("[$sev-muted]RW[/]")
         if state.hosts_total is None:
-            parts.append("loading inventory…")
+            parts.append("[$sev-crit]no inventory: refresh failed[/]" if state.load_failed else "loading inventory…")
         else:
             # Most important first: an 80-column terminal cuts the end off.
             counts = []
@@ -100,7 +101,7 @@ class HostAlert(Static):
     DEFAULT_CSS = """
     HostAlert {
         height: auto;
-        max-height: 3;
+        max-height: 5;
         display: none;
         padding: 0 1;
         color: $sev-crit;
