@@ -221,7 +221,7 @@ class InventoryService:
                 elif name not in flagged and now >= self._waiting_from(call):
                     flagged.add(name)
                     waiting = f"waiting for an answer (gives up after {deadlines[name]:g} s)"
-                    changed |= self._mark(hosts[name], call, waiting)
+                    changed |= self._mark(hosts[name], call, waiting, waiting=True)
             if not pending or now >= return_at:
                 break  # done, or the caller does not wait longer (the calls go on alone)
             if on_update is not None and changed and now >= next_update:
@@ -300,7 +300,7 @@ class InventoryService:
         threading.Thread(target=read, name=f"hvtui-inventory-{name}", daemon=True).start()
         return call
 
-    def _mark(self, host: Host, call: _Call, error: str) -> bool:
+    def _mark(self, host: Host, call: _Call, error: str, waiting: bool = False) -> bool:
         """Show ``host`` as not (yet) answering ``call``, keeping its data marked stale;
         False when the call's answer is in already (it wins)."""
         with self._lock:
@@ -309,7 +309,7 @@ class InventoryService:
             previous = self._latest.host(host.name)
             if previous is not None and previous.error == error:
                 return False  # another refresh waiting on the same call marked it already
-            self._merge(self._failed(host, error, time.monotonic() - call.started, previous))
+            self._merge(self._failed(host, error, time.monotonic() - call.started, previous, waiting))
             return True
 
     def _merge(self, entry: HostInventory) -> None:
@@ -347,7 +347,9 @@ class InventoryService:
         )
 
     @staticmethod
-    def _failed(host: Host, error: str, duration: float, previous: HostInventory | None) -> HostInventory:
+    def _failed(
+        host: Host, error: str, duration: float, previous: HostInventory | None, waiting: bool = False
+    ) -> HostInventory:
         if previous is not None and previous.facts is not None:
             # The last good data stays visible, marked stale.
             return dataclasses.replace(
@@ -356,6 +358,7 @@ class InventoryService:
                 read_only=host.read_only,
                 error=error,
                 stale=True,
+                waiting=waiting,
                 duration=duration,
             )
         return HostInventory(
@@ -364,6 +367,7 @@ class InventoryService:
             group=host.group,
             read_only=host.read_only,
             error=error,
+            waiting=waiting,
             duration=duration,
         )
 

@@ -185,6 +185,8 @@ class HostInventory:
     vms: tuple[VM, ...] = ()
     error: str | None = None  # why the latest refresh failed; data may still be there, stale
     stale: bool = False  # True when ``vms`` come from an earlier refresh
+    # Its current read is late but has not failed: ``error`` says so; shown as waiting, not down.
+    waiting: bool = False
     refreshed_at: datetime | None = None  # local time of the last successful refresh
     duration: float = 0.0  # seconds the latest refresh took
 

@@ -499,7 +499,7 @@ def _file_name(path: str) -> str:
 
 
 def _host_findings(host: HostInventory) -> list[Finding]:
-    if host.error is None:
+    if host.error is None or host.waiting:  # late is not unreadable (yet): the header counts it waiting
         return []
     if host.stale and host.refreshed_at is not None:
         since = f"; showing data from {host.refreshed_at.isoformat(timespec='seconds')}"

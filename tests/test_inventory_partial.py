@@ -86,6 +86,7 @@ def test_answers_are_published_while_a_hung_host_is_awaited(paths: Paths, releas
     assert [h.name for h in first.hosts] == ["hv01", "hv-hang"]  # every host, configured order
     waiting = first.host("hv-hang")
     assert waiting.facts is None and waiting.vms == () and not waiting.stale  # no data yet
+    assert waiting.waiting and not first.host("hv01").waiting
     assert f"gives up after {LONG:g} s" in waiting.error
     assert lab_shown_hung_waiting(service.latest)  # merged into ``latest`` too
     assert hung.inventory_calls == 1
@@ -149,6 +150,8 @@ def test_the_first_host_past_its_deadline_shows_timed_out_while_another_is_await
     assert full.thread.is_alive()  # the other host is still awaited
     last = updates.seen[-1]
     assert "waiting for an answer" in (last.host(slow.name).error or "")
+    # Late is told apart from failed: the console counts the one waiting, the other down.
+    assert last.host(slow.name).waiting and not last.host(quick.name).waiting
     release.set()
     full.join()
 

@@ -381,6 +381,13 @@ def test_unreachable_host_without_data_gives_one_host_finding() -> None:
     assert finding.severity == Severity.WARN and "connection refused" in finding.message
 
 
+def test_a_host_that_is_only_late_gives_no_unreachable_finding() -> None:
+    late = HostInventory(name="hv09", kind="winrm", error="waiting for an answer (gives up after 60 s)", waiting=True)
+    assert evaluate(Inventory(hosts=(late,)), PolicyConfig()) == []
+    timed_out = HostInventory(name="hv09", kind="winrm", error="no answer within 60 s (timeout)")
+    assert [f.rule for f in evaluate(Inventory(hosts=(timed_out,)), PolicyConfig())] == [HOST_UNREACHABLE]
+
+
 def test_stale_host_data_is_still_evaluated_and_marked() -> None:
     vm = linear_vm("web01", ages=(30 * DAY,))
     findings = evaluate(inv(vm, error="timeout", stale=True), PolicyConfig(), BACKED_UP)

@@ -101,12 +101,12 @@ async def test_lab_vms_are_painted_while_a_winrm_host_never_answers(
         expected = lab_vm_names(core)
         app = HvtuiApp(core)
         async with app.run_test(size=SIZE) as pilot:
-            alert = f"✗ {HUNG}: waiting for an answer (gives up after 60 s) — no data"
+            alert = f"⧗ {HUNG}: waiting for an answer (gives up after 60 s) — no data"
             await until(pilot, lambda: shown_names(app) == expected and alert in screen_text(app))
             # Painted while the first refresh still waits on the hung host.
             assert app.is_polling and hole.connections >= 1
             assert "loading inventory" not in header(app)
-            assert "hosts 3/4 (1 down)" in header(app)
+            assert "hosts 3/4 (1 waiting)" in header(app)  # late, not down
             hole.stop()  # the host "answers" now (its connection drops): let the refresh end
 
 
@@ -129,7 +129,7 @@ async def test_hung_host_is_flagged_waiting_and_the_header_tells_the_newest_data
         app.request_refresh()
         stale_row = next(vm.key for vm in app.snapshot.inventory.host(HUNG).vms)
 
-        alert = f"✗ {HUNG}: waiting for an answer (gives up after 60 s) — showing stale data"
+        alert = f"⧗ {HUNG}: waiting for an answer (gives up after 60 s) — showing stale data"
         await until(pilot, lambda: app.snapshot_version > first and alert in screen_text(app))
         assert app.is_polling  # still waiting on the hung host
         text = screen_text(app)
@@ -138,13 +138,31 @@ async def test_hung_host_is_flagged_waiting_and_the_header_tells_the_newest_data
         assert f"{HUNG} (stale)" in text  # its VM stays listed, marked stale
         # "N s ago" is the age of the newest data: the lab hosts answered just now.  The
         # hung host's data is two minutes old, and flagged above.
-        assert "0s ago" in header(app) and "hosts 3/4 (1 down)" in header(app)
+        assert "0s ago" in header(app) and "hosts 3/4 (1 waiting)" in header(app)
         assert hung.inventory_calls == 2
         release.set()
         await until(pilot, lambda: not app.is_polling)
         # The next poll is due an interval after this one started, not after it ended:
         # the lab hosts' data must not age by the time the hung host held the poll.
         assert app._next_poll_in < app.refresh_interval
+
+
+async def test_a_late_host_is_waiting_then_down_once_its_deadline_passes(
+    shared_demo_lab: Path, paths: Paths, release: threading.Event
+) -> None:
+    hung, _config = stub_hung(release)
+    short = HostConfig(name=HUNG, kind="winrm", winrm=WinRMSettings(address="192.0.2.1", timeout=4.0))
+    app = HvtuiApp(console_core(shared_demo_lab, paths, hung, short, FixedClock()))
+    async with app.run_test(size=SIZE) as pilot:
+        waiting = f"⧗ {HUNG}: waiting for an answer (gives up after 4 s) — no data"
+        await until(pilot, lambda: waiting in screen_text(app))
+        assert "hosts 3/4 (1 waiting)" in header(app) and "down" not in header(app)
+        assert not [f for f in app.snapshot.findings if f.host == HUNG]  # late is not unreadable, yet
+
+        down = f"✗ {HUNG}: no answer within 4 s (timeout) — no data"
+        await until(pilot, lambda: down in screen_text(app))
+        assert "hosts 3/4 (1 down)" in header(app) and "waiting" not in header(app)
+        assert [f.rule for f in app.snapshot.findings if f.host == HUNG] == ["host-unreachable"]
 
 
 async def test_checkpoint_created_on_a_lab_vm_shows_while_a_host_hangs(
@@ -247,5 +265,5 @@ async def test_the_other_hosts_are_polled_on_their_interval_while_a_host_hangs(
             fast.vms[added.id] = added
         await until(pilot, lambda: shown_names(app) == ["added-later", "web01"], rounds=1500)
         assert hung.inventory_calls == 1 and fast.inventory_calls >= 2  # the hung call reused, not stacked
-        assert f"✗ {HUNG}: waiting for an answer (gives up after 60 s) — no data" in screen_text(app)
+        assert f"⧗ {HUNG}: waiting for an answer (gives up after 60 s) — no data" in screen_text(app)
         release.set()

@@ -56,7 +56,7 @@ from hvtui.tui.viewmodel import (
     finding_key,
     seconds_between,
 )
-from hvtui.tui.widgets.bars import ActionView, HeaderState
+from hvtui.tui.widgets.bars import ActionView, HeaderState, HostProblem
 
 log = logging.getLogger(__name__)
 
@@ -459,6 +459,7 @@ class HvtuiApp(App[int]):
             read_only_hosts=ro_hosts,
             hosts_total=snapshot.hosts_total if snapshot is not None else None,
             hosts_reachable=snapshot.hosts_reachable if snapshot is not None else 0,
+            hosts_waiting=snapshot.hosts_waiting if snapshot is not None else 0,
             refresh_age=self._data_age(snapshot) if snapshot is not None else None,
             refreshing=self._polling or bool(self._host_polls),
             crit=snapshot.crit if snapshot is not None else 0,
@@ -477,12 +478,14 @@ class HvtuiApp(App[int]):
         answered = [host.refreshed_at for host in snapshot.inventory.hosts if host.refreshed_at is not None]
         return seconds_between(self.core.clock.now(), max(answered, default=snapshot.taken_wall))
 
-    def failing_hosts(self) -> list[tuple[str, str, bool]]:
+    def failing_hosts(self) -> list[HostProblem]:
         if self.snapshot is None:
             # Nothing to show yet: a refresh that failed as a whole (the lab cannot be built, say)
             # stays on screen until one succeeds, rather than only in a toast that goes away.
-            return [("inventory", self._last_poll_error, False)] if self._last_poll_error else []
-        return [(host.name, host.error or "", host.stale) for host in self.snapshot.failing_hosts]
+            return [HostProblem("inventory", self._last_poll_error, False)] if self._last_poll_error else []
+        return [
+            HostProblem(host.name, host.error or "", host.stale, host.waiting) for host in self.snapshot.failing_hosts
+        ]
 
     def action_views(self) -> list[ActionView]:
         views = [ActionView(action.title, action.progress) for action in self._actions.values()]

@@ -485,6 +485,11 @@ class Snapshot:
         return sum(1 for host in self.inventory.hosts if host.reachable)
 
     @property
+    def hosts_waiting(self) -> int:
+        """Hosts whose read is late but has not failed (not counted as reachable, nor as down)."""
+        return sum(1 for host in self.inventory.hosts if host.waiting)
+
+    @property
     def failing_hosts(self) -> list[HostInventory]:
         return [host for host in self.inventory.hosts if not host.reachable]
 

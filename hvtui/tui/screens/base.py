@@ -14,7 +14,15 @@ from textual.widget import Widget
 from textual.widgets import Input, Static
 
 from hvtui.tui.viewmodel import Snapshot
-from hvtui.tui.widgets.bars import ActionStatus, ActionView, HeaderState, HostAlert, PromptBar, StatusHeader
+from hvtui.tui.widgets.bars import (
+    ActionStatus,
+    ActionView,
+    HeaderState,
+    HostAlert,
+    HostProblem,
+    PromptBar,
+    StatusHeader,
+)
 from hvtui.tui.widgets.keybar import KeyBar
 
 if TYPE_CHECKING:
@@ -140,7 +148,7 @@ class ViewScreen(Screen):
     def on_screen_resume(self) -> None:
         self.hvtui.sync_screen(self)
 
-    def sync_bars(self, header: HeaderState, failing: list[tuple[str, str, bool]], actions: list[ActionView]) -> None:
+    def sync_bars(self, header: HeaderState, failing: list[HostProblem], actions: list[ActionView]) -> None:
         if not self.is_mounted:
             return
         self.query_one(StatusHeader).show(header)

@@ -8,6 +8,7 @@ without a rebuild, and every state is also spelled out in text for monochrome te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -39,6 +40,7 @@ class HeaderState:
     crit: int
     warn: int
     view: str
+    hosts_waiting: int = 0  # late, not failed: neither reachable nor down
     load_failed: bool = False  # no inventory yet, and the last refresh failed (the alert line says why)
 
 
@@ -78,9 +80,15 @@ class StatusHeader(Static):
             counts.append(f"[$sev-crit]{state.crit} CRIT[/]" if state.crit else "0 CRIT")
             counts.append(f"[$sev-warn]{state.warn} WARN[/]" if state.warn else "0 WARN")
             parts.append(" · ".join(counts))
-            down = state.hosts_total - state.hosts_reachable
+            down = state.hosts_total - state.hosts_reachable - state.hosts_waiting
             hosts = f"hosts {state.hosts_reachable}/{state.hosts_total}"
-            parts.append(f"[$sev-crit]{hosts} ({down} down)[/]" if down else hosts)
+            if down:
+                waiting = f", {state.hosts_waiting} waiting" if state.hosts_waiting else ""
+                parts.append(f"[$sev-crit]{hosts} ({down} down{waiting})[/]")
+            elif state.hosts_waiting:
+                parts.append(f"[$sev-warn]{hosts} ({state.hosts_waiting} waiting)[/]")
+            else:
+                parts.append(hosts)
             if state.refresh_age is not None:
                 parts.append(f"{short_age(state.refresh_age)} ago")
         if state.refreshing:
@@ -93,6 +101,15 @@ class StatusHeader(Static):
     @property
     def text(self) -> str:
         return self._text
+
+
+class HostProblem(NamedTuple):
+    """One line of the host alert."""
+
+    host: str
+    error: str
+    stale: bool  # its earlier data is still shown
+    waiting: bool = False  # its read is late, not failed
 
 
 class HostAlert(Static):
@@ -116,13 +133,14 @@ class HostAlert(Static):
         super().__init__("", id="host-alert")
         self._text = ""
 
-    def show(self, failing: list[tuple[str, str, bool]]) -> None:
-        """``failing``: (host, error, stale data shown) per host."""
+    def show(self, failing: list[HostProblem]) -> None:
         lines = []
-        for host, error, stale in failing:
-            error = error.removeprefix(f"{host}: ")  # host errors already name their host
-            tail = " — showing stale data" if stale else " — no data"
-            lines.append(f"✗ {escape(host)}: {escape(error)}{tail}")
+        for problem in failing:
+            error = problem.error.removeprefix(f"{problem.host}: ")  # host errors already name their host
+            tail = " — showing stale data" if problem.stale else " — no data"
+            line = f"{escape(problem.host)}: {escape(error)}{tail}"
+            # Late is not down: a waiting host is told apart at a glance (mark and colour).
+            lines.append(f"[$sev-warn]⧗ {line}[/]" if problem.waiting else f"✗ {line}")
         text = "\n".join(lines)
         if text != self._text:
             self._text = text
