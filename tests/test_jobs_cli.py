@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hvtui.cli import main
-from hvtui.commands.jobs import ProgressPrinter
+from hvtui.commands.progress import ProgressLine
 from hvtui.events import Progress
 from hvtui.journal import JobJournal
 from hvtui.paths import Paths
@@ -107,7 +108,7 @@ def test_empty_journal(capsys: pytest.CaptureFixture[str], paths: Paths) -> None
 def test_progress_printer_on_a_pipe_writes_one_line_per_phase(tmp_path: Path) -> None:
     path = tmp_path / "out.txt"
     with open(path, "w") as stream:
-        printer = ProgressPrinter(stream, title="backup of web01")
+        printer = ProgressLine(stream, title="backup of web01")
         printer(Progress("checkpoint", "taking a Recovery checkpoint"))
         for done in range(0, 100, 10):
             printer(Progress("backup", done=done, total=100))
@@ -121,7 +122,28 @@ def test_progress_printer_on_a_pipe_writes_one_line_per_phase(tmp_path: Path) ->
 
 
 def test_progress_line_shows_bytes_rate_eta_and_ratios() -> None:
-    line = ProgressPrinter.render(
+    line = ProgressLine.render(
         Progress("backup", current="disk0.vhdx", done=512 * 2**20, total=2**30, rate=100 * 2**20, eta=5.0, dedup_ratio=1.5, compression_ratio=2.25)
     )
-    assert line == "backup   50.0%  512.0 MiB/1.0 GiB  100.0 MiB/s  ETA 5 seconds  dedup 1.50x  lz4 2.25x  disk0.vhdx"
+    assert line == (
+        "backup  [##########..........]  50%  512.0 MiB/1.0 GiB  100.0 MiB/s  ETA 5 seconds  dedup 1.50x  lz4 2.25x  disk0.vhdx"
+    )
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_on_a_terminal_redraws_in_place_and_ends_its_line() -> None:
+    terminal = Terminal()
+    line = ProgressLine(terminal)
+    line(Progress("backup", done=0, total=100))
+    for done in range(1, 100):  # a burst within one redraw interval: not a redraw each
+        line(Progress("backup", done=done, total=100))
+    line(Progress("verify", "reading back"))  # a new phase is always drawn
+    line.close()
+    out = terminal.getvalue()
+    assert out.count("\r\x1b[K") == 2 and out.endswith("verify  reading back\n")
+    assert "\n" not in out[:-1]  # one line, redrawn
+

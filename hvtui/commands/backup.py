@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
 import sys
-import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import humanize
 
 from hvtui.commands import confirm
+from hvtui.commands.progress import ProgressLine
 from hvtui.errors import Cancelled, ConfigError, HvtuiError, ReadOnlyError, RefusedError, UsageError
-from hvtui.events import Progress
 
 if TYPE_CHECKING:
     from hvtui.backups import DamagedManifest, PointInfo
@@ -135,61 +132,6 @@ def fail(args: argparse.Namespace, message: str, code: int, **extra: Any) -> int
     return code
 
 
-class ProgressBar:
-    """A one-line bar on stderr, redrawn at most 10 times a second; silent unless a TTY."""
-
-    def __init__(self, stream: Any = None) -> None:
-        self.stream = stream or sys.stderr
-        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.shown = False
-        self._last = 0.0
-        self._phase = ""
-        self._lock = threading.Lock()
-
-    def __call__(self, event: Progress) -> None:
-        if not self.live:
-            return
-        now = time.monotonic()
-        with self._lock:
-            if event.phase == self._phase and now - self._last < 0.1:
-                return
-            self._last, self._phase = now, event.phase
-            width = max(40, shutil.get_terminal_size((100, 20)).columns - 1)
-            self.stream.write("\r" + self.render(event, width).ljust(width)[:width])
-            self.stream.flush()
-            self.shown = True
-
-    @staticmethod
-    def render(event: Progress, width: int = 100) -> str:
-        parts = [f"{event.phase:<10}"]
-        fraction = event.fraction
-        if fraction is not None:
-            cells = 20
-            filled = int(fraction * cells)
-            parts.append(f"[{'#' * filled}{'.' * (cells - filled)}] {fraction * 100:3.0f}%")
-            parts.append(f"{size(event.done)}/{size(event.total)}")
-        elif event.message:
-            parts.append(event.message)
-        if event.rate:
-            parts.append(f"{size(event.rate)}/s")
-        if event.eta is not None and fraction is not None and fraction < 1:
-            parts.append(f"ETA {humanize.naturaldelta(event.eta)}")
-        if event.bytes_new:
-            parts.append(f"new {size(event.bytes_new)}")
-        if event.bytes_stored:
-            parts.append(f"stored {size(event.bytes_stored)}")
-        if event.current and fraction is not None:
-            parts.append(event.current)
-        return " ".join(parts)[:width]
-
-    def close(self) -> None:
-        with self._lock:
-            if self.shown:
-                self.stream.write("\n")
-                self.stream.flush()
-                self.shown = False
-
-
 def reported(handler: Callable[[argparse.Namespace, Core], int]) -> Callable[[argparse.Namespace, Core], int]:
     """Turn errors into the documented exit codes, with a JSON document under ``--json``."""
 
@@ -212,7 +154,7 @@ def reported(handler: Callable[[argparse.Namespace, Core], int]) -> Callable[[ar
 def _run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
     from hvtui.jobs import run_job_blocking
 
-    bar = ProgressBar()
+    bar = ProgressLine()
     try:
         code = run_job_blocking(core.jobs, job, bar, error_stream=None)
     finally:
@@ -433,7 +375,7 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
 
 @reported
 def run_verify_command(args: argparse.Namespace, core: Core) -> int:
-    bar = ProgressBar()
+    bar = ProgressLine()
     try:
         report = core.backups.verify(args.point, args.quick, args.repo, progress=bar)
     finally:
@@ -493,7 +435,7 @@ def run_prune_command(args: argparse.Namespace, core: Core) -> int:
                 "prune", f"repository:{rc.name}", None, {"repository": rc.name}, "declined", 0.0, "not confirmed"
             )
             return fail(args, "not confirmed: nothing changed", EXIT_REFUSED)
-    bar = ProgressBar()
+    bar = ProgressLine()
     try:
         result = core.backups.prune(dry_run=args.dry_run, repository=rc.name, progress=bar)
     finally:

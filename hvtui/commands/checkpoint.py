@@ -10,15 +10,14 @@ in the core, and so does a merge the volume cannot take (unless ``--force``).
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from hvtui.actions import find_checkpoint
 from hvtui.audit import RESULT_DECLINED, RESULT_REFUSED
 from hvtui.commands import confirm
+from hvtui.commands.progress import ProgressLine
 from hvtui.core import Core
 from hvtui.errors import RefusedError
-from hvtui.events import Progress
 from hvtui.model import VM
 from hvtui.policy import size_text
 
@@ -107,29 +106,6 @@ def _confirm_or_decline(core: Core, action: str, vm: VM, question: str, args: ar
     return agreed
 
 
-class _ProgressPrinter:
-    """One overwritten status line on a terminal's stderr; silent otherwise."""
-
-    def __init__(self) -> None:
-        self.live = sys.stderr.isatty()
-        self.shown = False
-
-    def __call__(self, event: Progress) -> None:
-        if not self.live:
-            return
-        fraction = event.fraction
-        done = f" {fraction * 100:3.0f}%" if fraction is not None else ""
-        amount = f" {size_text(event.done)}" + (f" of {size_text(event.total)}" if event.total else "")
-        sys.stderr.write(f"\r{event.phase}{done}{amount} {event.message}"[:79].ljust(79))
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 # -- handlers ----------------------------------------------------------------------------------------
 def run_create(args: argparse.Namespace, core: Core) -> int:
     vm = _resolve_vm(args, core, "checkpoint.create")
@@ -145,7 +121,7 @@ def run_apply(args: argparse.Namespace, core: Core) -> int:
     print(plan.describe(checkpoint_first=args.checkpoint_first))
     if not _confirm_or_decline(core, "checkpoint.apply", vm, "Apply this checkpoint?", args):
         return EXIT_DECLINED
-    progress = _ProgressPrinter()
+    progress = ProgressLine()
     try:
         saved = core.actions.apply(vm.host, vm.id, cp.id, checkpoint_first=args.checkpoint_first, progress=progress)
     finally:
@@ -169,7 +145,7 @@ def run_remove(args: argparse.Namespace, core: Core) -> int:
     question = "Delete this checkpoint subtree?" if args.subtree else "Delete this checkpoint?"
     if not _confirm_or_decline(core, "checkpoint.remove", vm, question, args):
         return EXIT_DECLINED
-    progress = _ProgressPrinter()
+    progress = ProgressLine()
     try:
         done = core.actions.remove(vm.host, vm.id, cp.id, subtree=args.subtree, force=args.force, progress=progress)
     finally:

@@ -14,11 +14,11 @@ import argparse
 import json
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 import humanize
 
-from hvtui.events import Progress
+from hvtui.commands.progress import ProgressLine
 from hvtui.jobs import Job, JobState, job_to_dict, run_job_blocking
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def handle_resume(args: argparse.Namespace, core: Core) -> int:
     manager = core.jobs
     job = manager.resume(args.job_id)
     stream = sys.stderr
-    printer = None if args.json else ProgressPrinter(stream, title=f"{job.title} (resuming {job.resumed_from})")
+    printer = None if args.json else ProgressLine(stream, title=f"{job.title} (resuming {job.resumed_from})")
     try:
         code = run_job_blocking(manager, job, printer, error_stream=None if args.json else stream)
     finally:
@@ -173,58 +173,3 @@ def format_table(jobs: list[Job], now: datetime) -> str:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
-
-class ProgressPrinter:
-    """A one-line progress display for headless runs (``run_job_blocking``'s printer).
-
-    On a terminal the line is redrawn in place; otherwise (cron, a pipe) one line is
-    written per phase, so logs stay short.  Called from the job manager's notifier thread.
-    """
-
-    def __init__(self, stream: TextIO = sys.stderr, title: str = "") -> None:
-        self.stream = stream
-        self.title = title
-        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
-        self._phase: str | None = None
-        self._drawn = False
-
-    def __call__(self, event: Progress) -> None:
-        if self.interactive:
-            line = self.render(event)
-            self.stream.write("\r\x1b[K" + line[:200])
-            self._drawn = True
-        elif event.phase != self._phase:
-            prefix = f"{self.title}: " if self.title else ""
-            self.stream.write(f"{prefix}{event.phase}" + (f": {event.message}" if event.message else "") + "\n")
-        self._phase = event.phase
-        self.stream.flush()
-
-    @staticmethod
-    def render(event: Progress) -> str:
-        parts = [event.phase]
-        fraction = event.fraction
-        if fraction is not None:
-            parts.append(f"{fraction * 100:5.1f}%")
-        if event.total:
-            parts.append(f"{humanize.naturalsize(event.done, binary=True)}/{humanize.naturalsize(event.total, binary=True)}")
-        elif event.done:
-            parts.append(humanize.naturalsize(event.done, binary=True))
-        if event.rate:
-            parts.append(f"{humanize.naturalsize(event.rate, binary=True)}/s")
-        if event.eta is not None and fraction is not None and fraction < 1:
-            parts.append(f"ETA {humanize.naturaldelta(event.eta)}")
-        if event.dedup_ratio is not None:
-            parts.append(f"dedup {event.dedup_ratio:.2f}x")
-        if event.compression_ratio is not None:
-            parts.append(f"lz4 {event.compression_ratio:.2f}x")
-        if event.current:
-            parts.append(event.current)
-        elif event.message:
-            parts.append(event.message)
-        return "  ".join(parts)
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
