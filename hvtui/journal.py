@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hvtui.files import fsync_dir, write_all
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -175,15 +177,12 @@ class JobJournal:
             # so the damage stays confined to that one line.
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     # -- reading -----------------------------------------------------------------------
     def read(self) -> JournalContents:
@@ -237,7 +236,7 @@ class JobJournal:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             return len(drop)
 
     def size(self) -> int:
@@ -273,16 +272,3 @@ def _fold_line(contents: JournalContents, number: int, line: bytes) -> JournalPr
     setattr(entry, event, record)
     entry.last_event = event
     return None
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse directory fsync; the data itself is synced
-    finally:
-        os.close(fd)

@@ -16,6 +16,8 @@ import socket
 import threading
 from pathlib import Path
 
+from hvtui.files import atomic_write
+
 _allocator_tuned = False
 _tune_lock = threading.Lock()
 
@@ -43,45 +45,6 @@ def tune_allocator() -> None:
         m_trim_threshold, m_mmap_threshold = -1, -3
         mallopt(m_mmap_threshold, 64 * 1024 * 1024)
         mallopt(m_trim_threshold, 256 * 1024 * 1024)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (new names, renames, deletions) durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
-
-    Temporary file in ``tmp_dir`` (same filesystem) or next to the target, fsync, rename,
-    fsync of the target directory.  The temporary file is removed on any failure.
-    """
-    directory = path.parent
-    tmp = (tmp_dir or directory) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
 
 
 def atomic_write_json(path: Path, obj: object, tmp_dir: Path | None = None) -> None:

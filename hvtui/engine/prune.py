@@ -24,13 +24,13 @@ from typing import Any
 
 from hvtui.config import Retention
 from hvtui.engine.backup import point_order
-from hvtui.engine.fsutil import fsync_dir
 from hvtui.engine.locks import VMLock
 from hvtui.engine.manifest import Manifest
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
 from hvtui.errors import Cancelled
 from hvtui.events import CancelToken, Progress, ProgressCallback
+from hvtui.files import fsync_dir
 
 RULES: tuple[tuple[str, str | None], ...] = (
     ("keep_last", None),

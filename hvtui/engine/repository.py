@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hvtui.engine.fsutil import atomic_write, atomic_write_json, fsync_dir
+from hvtui.engine.fsutil import atomic_write_json
 from hvtui.engine.locks import RepositoryLock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
 from hvtui.engine.store import ChunkStore, disk_error
 from hvtui.errors import RepositoryError
+from hvtui.files import atomic_write, fsync_dir
 
 FORMAT = "hvtui-repository"
 VERSION = 1

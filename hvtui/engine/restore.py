@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.engine.errors import RepositoryDamaged
-from hvtui.engine.fsutil import fsync_dir, tune_allocator
+from hvtui.engine.fsutil import tune_allocator
 from hvtui.engine.manifest import FileEntry, Manifest, UnsafePathError, check_rel_path
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
 from hvtui.engine.store import ChunkDamaged, ChunkMissing, ChunkQuarantined, disk_error
 from hvtui.errors import Cancelled, RepositoryError
 from hvtui.events import CancelToken, Progress, ProgressCallback
+from hvtui.files import fsync_dir
 from hvtui.hosts.base import Host
 from hvtui.model import VM
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import lz4.block
 
-from hvtui.engine.fsutil import fsync_dir
 from hvtui.errors import RepositoryError
+from hvtui.files import fsync_dir, write_all
 
 MAGIC = b"HVC1"
 HEADER = struct.Struct("<4sB3xII")
@@ -337,10 +337,3 @@ class ChunkStore:
         except FileNotFoundError:
             return 0
         return size
-
-
-def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]

@@ -20,10 +20,11 @@ from typing import Any
 
 from hvtui.errors import HostError, NotFoundError
 from hvtui.events import Progress, ProgressCallback
+from hvtui.files import atomic_write
 from hvtui.hosts.base import BackupSource, RestoreTarget, SourceFile
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.host import CONFIG_FORMAT, LabHost, iso, new_guid, validate_vm_name
-from hvtui.hosts.lab.state import STAGING_DIR, VM_ROOT, ChangeLog, OpLock, StagingLock, atomic_write
+from hvtui.hosts.lab.state import STAGING_DIR, VM_ROOT, ChangeLog, OpLock, StagingLock
 from hvtui.model import VM
 
 

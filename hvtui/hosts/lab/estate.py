@@ -23,10 +23,11 @@ import humanize
 
 from hvtui.clock import Clock, FixedClock
 from hvtui.errors import HvtuiError, RefusedError
+from hvtui.files import atomic_write
 from hvtui.hosts.lab import guest
 from hvtui.hosts.lab.disk import BLOCK_SIZE
 from hvtui.hosts.lab.host import LabHost, iso
-from hvtui.hosts.lab.state import STATE_FILE, _FileLock, atomic_write
+from hvtui.hosts.lab.state import STATE_FILE, _FileLock
 
 LAB_FILE = "lab.json"
 LAB_FORMAT = 1

@@ -740,7 +740,7 @@ class LabHost(Host):
         }
 
     def _write_vm_config(self, vm: dict[str, Any]) -> None:
-        from hvtui.hosts.lab.state import atomic_write
+        from hvtui.files import atomic_write
 
         data = json.dumps(self._vm_config(vm), indent=1, sort_keys=True).encode("utf-8")
         atomic_write(self.vm_folder(vm) / vm["config_file"], data, fsync=self._fsync)

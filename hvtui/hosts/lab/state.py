@@ -23,13 +23,13 @@ import fcntl
 import json
 import os
 import struct
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hvtui.errors import HostError
+from hvtui.files import atomic_write
 
 STATE_FILE = "host.json"
 STATE_FORMAT = 1
@@ -40,32 +40,6 @@ STAGING_DIR = ".staging"
 VM_ROOT = "Virtual Machines"
 
 _state_cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` via a temp file and rename, so readers see old or new."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        if fsync:
-            fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def load_state(root: Path, host_name: str, cached: bool = False) -> dict[str, Any]:

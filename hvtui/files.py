@@ -1,0 +1,61 @@
+"""Durable file writes, shared by every layer that keeps state on disk: the lab's hosts,
+the backup repository and the job journal.
+
+Readers see the old file or the new one, never half of it: a temporary file next to the
+target (same filesystem), fsync, rename, fsync of the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (new names, renames, deletions) durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """``os.write`` until every byte is written (one call may write less)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None, fsync: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically.
+
+    The temporary file goes in ``tmp_dir`` (same filesystem) or next to the target and is
+    removed on any failure.  ``fsync=False`` skips both fsyncs, for state that is rebuilt
+    anyway after a crash (the lab's change log, tests that build many labs).
+    """
+    directory = path.parent
+    # Unique per process and thread: two writers of one file never share a temporary file.
+    tmp = (tmp_dir or directory) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(directory)
