@@ -31,13 +31,16 @@ CHILD = textwrap.dedent(
     real = core.jobs.kind("backup")
 
     # The real backup, whose progress callback stops the job thread (forever) when the
-    # engine enters phase {phase!r}, so the parent can kill this process right there.
+    # engine enters phase {phase!r} (once {min_done} bytes are done in it), so the parent
+    # can kill this process right there.
     def build(job):
         run = real.build(job)
 
         def stopping(progress, cancel):
             def on_progress(event):
-                if event.phase == {phase!r}:
+                if event.phase == {phase!r} and event.done >= {min_done}:
+                    if {min_done}:
+                        progress(event)  # the journal shows the data that moved before the kill
                     Path({marker!r}).write_text(event.phase)
                     while True:
                         time.sleep(1)
@@ -48,18 +51,31 @@ CHILD = textwrap.dedent(
         return stopping
 
     core.jobs.register_kind(JobKind("backup", build=build, before_resume=real.before_resume))
-    job = core.jobs.submit_backup(t.HOST, {vm_id!r}, vm_name={vm_name!r})
+    job = core.jobs.submit_backup({host!r} or t.HOST, {vm_id!r}, vm_name={vm_name!r})
     print(job.id, flush=True)
     core.jobs.wait(job.id)
     """
 )
 
 
-def kill_backup_at(phase: str, *, module: str, factory: str, root: Path, vm_id: str, vm_name: str, marker: Path) -> str:
-    """Run the child until its backup reaches ``phase``, SIGKILL it, return the job id."""
+def kill_backup_at(
+    phase: str,
+    *,
+    module: str,
+    factory: str,
+    root: Path,
+    vm_id: str,
+    vm_name: str,
+    marker: Path,
+    host: str | None = None,
+    min_done: int = 0,
+) -> str:
+    """Run the child until its backup reaches ``phase`` (with ``min_done`` bytes done in it),
+    SIGKILL it, return the job id.  ``host``: the VM's host, else ``<module>.HOST``.  The child
+    inherits this process's environment: the same XDG directories, journal and repository."""
     script = CHILD.format(
-        tests=str(TESTS_DIR), module=module, factory=factory, root=str(root),
-        phase=phase, marker=str(marker), vm_id=vm_id, vm_name=vm_name,
+        tests=str(TESTS_DIR), module=module, factory=factory, root=str(root), host=host,
+        phase=phase, min_done=min_done, marker=str(marker), vm_id=vm_id, vm_name=vm_name,
     )  # fmt: skip
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kill_support import kill_backup_at
 from textual.pilot import Pilot
 from tui_support import SIZE, make_app, make_core, screen_text, settle
 
@@ -522,63 +520,13 @@ async def test_quitting_with_a_running_job_asks_and_cancels_it(lab: Path, paths:
     assert len(later.backups.list_points(vm.host, vm.id)) == 1
 
 
-CHILD = textwrap.dedent(
-    """
-    import time
-    from pathlib import Path
-    from hvtui.clock import FixedClock
-    from hvtui.config import Config
-    from hvtui.core import Core
-    from hvtui.jobs import JobKind
-    from hvtui.paths import Paths
-
-    core = Core(Config.lab_default(), Paths.default(), clock=FixedClock(), lab_dir=Path({lab!r}))
-    core.backups.progress_interval = 0
-    real = core.jobs.kind("backup")
-
-    # The real backup, stopped for good inside its data phase so the parent kills it there.
-    def build(job):
-        run = real.build(job)
-
-        def stopping(progress, cancel):
-            def on_progress(event):
-                progress(event)
-                if event.phase == "backup" and event.done > 0:
-                    Path({marker!r}).write_text("held")
-                    while True:
-                        time.sleep(1)
-
-            return run(on_progress, cancel)
-
-        return stopping
-
-    core.jobs.register_kind(JobKind("backup", build=build, before_resume=real.before_resume))
-    job = core.jobs.submit_backup({host!r}, {vm_id!r}, vm_name={name!r})
-    print(job.id, flush=True)
-    core.jobs.wait(job.id)
-    """
-)
-
-
 async def test_a_job_killed_with_its_console_is_offered_on_start_and_resumes(lab: Path, paths: Paths, tmp_path: Path) -> None:
     core = jobs_core(lab, paths)
     vm = next(v for v in core.inventory.refresh().vms if v.name == "dc01")
-    marker = tmp_path / "held"
-    script = CHILD.format(lab=str(lab), marker=str(marker), host=vm.host, vm_id=vm.id, name=vm.name)
-    # The child inherits this test's XDG directories: the same journal and repository.
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
-    try:
-        assert child.stdout is not None
-        job_id = child.stdout.readline().strip()
-        assert job_id, "the child did not submit its backup"
-        for _ in range(int(DEADLINE / 0.05)):
-            if marker.exists() or child.poll() is not None:
-                break
-            time.sleep(0.05)
-        assert marker.exists(), "the child's backup never reached its data phase"
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(DEADLINE)
+    job_id = kill_backup_at(
+        "backup", module="tui_support", factory="child_core", root=lab, host=vm.host, vm_id=vm.id, vm_name=vm.name,
+        marker=tmp_path / "held", min_done=1,
+    )  # fmt: skip
     assert [cp.type for cp in lab_vm(core, vm.host, vm.id).checkpoints] == ["Recovery"]  # left by the killed run
 
     app = make_app(core)

@@ -29,6 +29,11 @@ def make_core(
     return Core(config, paths, clock=clock or FixedClock(), read_only=read_only, lab_dir=lab)
 
 
+def child_core(lab: Path, paths: Paths) -> Core:
+    """The core a child process builds over ``lab`` (kill_support.kill_backup_at's factory)."""
+    return make_core(lab, paths)
+
+
 def make_app(core: Core) -> HvtuiApp:
     return HvtuiApp(core)
 
