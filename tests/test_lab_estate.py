@@ -6,6 +6,10 @@ import errno
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -156,6 +160,45 @@ def test_first_use_names_a_full_disk_instead_of_a_traceback(tmp_path: Path, monk
     assert main(["inventory", "--lab-dir", str(tmp_path / "lab")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("hvtui: ") and "not enough disk space to build the demo lab" in err and "Traceback" not in err
+
+
+def test_a_build_killed_midway_leaves_nothing_behind_once_the_lab_is_next_used(tmp_path: Path) -> None:
+    # A real build in a child process, killed with SIGKILL while it writes (an SSH session dropped).
+    lab_dir = tmp_path / "lab"
+    script = (
+        "from pathlib import Path\n"
+        "from hvtui.clock import FixedClock\n"
+        "from hvtui.hosts.lab.estate import ensure_lab\n"
+        f"ensure_lab(Path({str(lab_dir)!r}), 'demo', FixedClock(), size=4)\n"  # long enough to be caught midway
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.is_dir() and any(p.iterdir()) for p in tmp_path.glob(".lab.new-*")):
+            assert child.poll() is None and time.monotonic() < deadline, "the child never started building"
+            time.sleep(0.02)
+    finally:
+        child.kill()
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL and not lab_dir.exists()
+    assert list(tmp_path.glob(".lab.new-*"))  # the half-built copy the next run must clear
+
+    ensure_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
+    assert lab_host_names(lab_dir) == ["lab-hv01", "lab-hv02", "lab-hv03"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lab.lock", "lab"]
+
+
+def test_a_lab_moved_aside_by_a_killed_rebuild_is_put_back(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    init_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
+    before = lab_status(lab_dir)
+    (lab_dir / "notes.txt").write_text("the user's own lab")  # a rebuilt lab would not have it
+    # What _build_lab leaves when killed between moving the old lab aside and moving the new one in.
+    os.rename(lab_dir, tmp_path / ".lab.old-999-1")
+    (tmp_path / ".lab.new-999-1").mkdir()
+    ensure_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
+    assert lab_status(lab_dir) == before and (lab_dir / "notes.txt").exists()  # the user's lab, not a new one
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lab.lock", "lab"]
 
 
 def test_bench_profile_has_large_sparse_disks_of_mixed_data(tmp_path: Path) -> None:

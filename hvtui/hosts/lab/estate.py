@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import shutil
 import time
@@ -28,6 +29,8 @@ from hvtui.hosts.lab import guest
 from hvtui.hosts.lab.disk import BLOCK_SIZE
 from hvtui.hosts.lab.host import LabHost, iso
 from hvtui.hosts.lab.state import STATE_FILE, _FileLock
+
+log = logging.getLogger(__name__)
 
 LAB_FILE = "lab.json"
 LAB_FORMAT = 1
@@ -81,6 +84,7 @@ def ensure_lab(lab_dir: Path, profile: str, clock: Clock, size: float = 1.0) -> 
             raise LabError(f"timed out waiting for another process to create the lab at {lab_dir}")
         time.sleep(0.05)
     try:
+        _sweep_leftovers(lab_dir)
         if not lab_host_names(lab_dir):
             _build_lab(lab_dir, profile, clock, DEFAULT_SEED, replace=lab_dir.exists(), size=size)
     finally:
@@ -115,10 +119,30 @@ def init_lab(
     if not lock.try_acquire():
         raise LabError(f"another process is creating or resetting the lab at {lab_dir}")
     try:
+        _sweep_leftovers(lab_dir)
         _build_lab(lab_dir, profile, clock, seed, replace=lab_dir.exists(), size=size)
     finally:
         lock.release()
     return lab_status(lab_dir)
+
+
+def _sweep_leftovers(lab_dir: Path) -> None:
+    """Clear what a build killed midway left beside ``lab_dir`` (lock held, so no build is running).
+
+    A half-built copy (``.lab.new-*``, hundreds of MiB) is deleted.  An old lab moved aside for a
+    replacement (``.lab.old-*``) is put back when the killed build never put a new one in its place,
+    and deleted otherwise.
+    """
+    parent = lab_dir.parent
+    for leftover in sorted(parent.glob(f".{lab_dir.name}.new-*")):
+        log.warning("removing %s, left by a lab build that was stopped midway", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in sorted(parent.glob(f".{lab_dir.name}.old-*")):
+        if not lab_dir.exists():
+            log.warning("putting back %s as %s: the build that replaced it was stopped midway", leftover, lab_dir)
+            os.rename(leftover, lab_dir)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def reset_lab(lab_dir: Path, clock: Clock, profile: str | None = None, seed: int | None = None) -> dict[str, Any]:
