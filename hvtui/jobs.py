@@ -1067,6 +1067,9 @@ def run_job_blocking(
         unsubscribe()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    end_line = getattr(progress_printer, "close", None)
+    if callable(end_line):  # the reason goes on a line of its own, not over a progress line
+        end_line()
     if final.state is JobState.FAILED and error_stream is not None:
         prefix = "refused" if final.error_kind == "refused" else "error"
         print(f"hvtui: {prefix}: {final.error}", file=error_stream)

@@ -6,7 +6,6 @@ core with ``<module>.<factory>(root, paths)`` and backs up ``vm_id`` through the
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -78,10 +77,15 @@ def kill_backup_at(
         phase=phase, min_done=min_done, marker=str(marker), vm_id=vm_id, vm_name=vm_name,
     )  # fmt: skip
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    job_id = child.stdout.readline().strip()
-    assert job_id, "the child did not start its backup"
-    assert _wait_for(marker.exists), f"the child's backup never reached phase {phase}"
-    os.kill(child.pid, signal.SIGKILL)
-    assert child.wait(DEADLINE) == -signal.SIGKILL
+    try:
+        assert child.stdout is not None
+        job_id = child.stdout.readline().strip()
+        assert job_id, "the child did not start its backup"
+        # Ends early when the child dies first (a crash would show as its exit code).
+        _wait_for(lambda: marker.exists() or child.poll() is not None)
+        assert marker.exists(), f"the child's backup never reached phase {phase} (exit code {child.poll()})"
+    finally:
+        child.kill()  # a failed assertion must not leave a child holding the lab and the repository
+        child.wait(DEADLINE)
+    assert child.returncode == -signal.SIGKILL
     return job_id

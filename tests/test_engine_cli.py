@@ -66,6 +66,7 @@ def as_json(proc: subprocess.CompletedProcess) -> dict:
 def test_backup_points_restore_verify_prune_exit_codes_and_json(estate: dict, tmp_path: Path) -> None:
     first = hvtui(estate, "backup", "db01", "--json")
     assert first.returncode == 0, first.stderr
+    assert first.stderr == ""  # --json: stdout for the document, stderr for errors only (no progress)
     doc = as_json(first)
     assert doc["ok"] is True and doc["mode"] == "full" and doc["vm_name"] == "db01" and doc["repository"] == "main"
 
@@ -101,6 +102,7 @@ def test_backup_points_restore_verify_prune_exit_codes_and_json(estate: dict, tm
     assert "db01-copy" in {vm.name for vm in host.inventory(10).vms}
 
     ok = hvtui(estate, "verify", "--json")
+    assert ok.stderr == ""
     assert ok.returncode == 0 and as_json(ok)["ok"] is True
     repo = Repository.open(estate["repo"])
     victim = sorted(repo.load_point(listed[-1]["id"]).chunk_ids())[0]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -137,13 +141,37 @@ class Terminal(io.StringIO):
 
 def test_progress_line_on_a_terminal_redraws_in_place_and_ends_its_line() -> None:
     terminal = Terminal()
-    line = ProgressLine(terminal)
+    now = [100.0]
+    line = ProgressLine(terminal, monotonic=lambda: now[0])
     line(Progress("backup", done=0, total=100))
     for done in range(1, 100):  # a burst within one redraw interval: not a redraw each
         line(Progress("backup", done=done, total=100))
+    now[0] += 0.2  # the interval has passed: the next event is drawn
+    line(Progress("backup", done=100, total=100))
     line(Progress("verify", "reading back"))  # a new phase is always drawn
     line.close()
     out = terminal.getvalue()
-    assert out.count("\r\x1b[K") == 2 and out.endswith("verify  reading back\n")
+    assert out.count("\r\x1b[K") == 3 and "100%" in out and out.endswith("verify  reading back\n")
     assert "\n" not in out[:-1]  # one line, redrawn
 
+
+def test_progress_line_fits_the_terminal_it_is_drawn_on() -> None:
+    # A real pseudo-terminal 50 columns wide, while stdout may be a file (``--json > out``).
+    controller, terminal_fd = os.openpty()
+    fcntl.ioctl(terminal_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 50, 0, 0))
+    with os.fdopen(terminal_fd, "w") as terminal:
+        line = ProgressLine(terminal)
+        line(Progress("backup", current="a-very-long-disk-file-name-" + "x" * 80 + ".vhdx", done=1, total=2))
+        line.close()
+    drawn = os.read(controller, 4096).decode().replace("\r\n", "\n")
+    os.close(controller)
+    text = drawn.removeprefix("\r\x1b[K").rstrip("\n")
+    assert drawn.startswith("\r\x1b[K") and text.startswith("backup  [") and len(text) == 49  # never wraps
+
+
+def test_a_disabled_progress_line_draws_nothing() -> None:
+    terminal = Terminal()
+    line = ProgressLine(terminal, enabled=False)
+    line(Progress("backup", done=1, total=2))
+    line.close()
+    assert terminal.getvalue() == ""

@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from hvtui.hosts.lab import estate
 from hvtui.hosts.lab.disk import DiskFile
 from hvtui.hosts.lab.estate import LabError, ensure_lab, init_lab, lab_host_names, lab_status, reset_lab
 from hvtui.hosts.lab.host import LabHost
+from hvtui.hosts.lab.state import _FileLock
 from hvtui.model import VM
 
 DEMO_SIZE = 0.05  # the demo estate with a twentieth of its data: same structure
@@ -156,7 +158,7 @@ def test_the_disk_filling_up_midway_keeps_the_old_lab(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("restore_logging")  # main() sets up logging
 def test_first_use_names_a_full_disk_instead_of_a_traceback(tmp_path: Path, monkeypatch, capsys) -> None:
     # The lab a newcomer gets is made on first use; a lab bigger than any disk stands for a disk too small.
-    monkeypatch.setitem(estate.PROFILE_DISK_BYTES, "demo", 1 << 62)
+    monkeypatch.setitem(estate.PROFILE_DISK_BYTES, "demo", (1 << 62, 0))
     assert main(["inventory", "--lab-dir", str(tmp_path / "lab")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("hvtui: ") and "not enough disk space to build the demo lab" in err and "Traceback" not in err
@@ -169,7 +171,7 @@ def test_a_build_killed_midway_leaves_nothing_behind_once_the_lab_is_next_used(t
         "from pathlib import Path\n"
         "from hvtui.clock import FixedClock\n"
         "from hvtui.hosts.lab.estate import ensure_lab\n"
-        f"ensure_lab(Path({str(lab_dir)!r}), 'demo', FixedClock(), size=4)\n"  # long enough to be caught midway
+        f"ensure_lab(Path({str(lab_dir)!r}), 'demo', FixedClock())\n"  # the full demo: about 2 s to catch it in
     )
     child = subprocess.Popen([sys.executable, "-c", script])
     try:
@@ -199,6 +201,39 @@ def test_a_lab_moved_aside_by_a_killed_rebuild_is_put_back(tmp_path: Path) -> No
     ensure_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
     assert lab_status(lab_dir) == before and (lab_dir / "notes.txt").exists()  # the user's lab, not a new one
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lab.lock", "lab"]
+
+
+def test_lab_init_without_force_keeps_a_lab_put_back_from_a_killed_rebuild(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    init_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
+    (lab_dir / "notes.txt").write_text("the user's own lab")
+    os.rename(lab_dir, tmp_path / ".lab.old-999-1")  # a rebuild killed between its two renames
+    with pytest.raises(RefusedError, match="a lab already exists .* use --force"):
+        init_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
+    assert (lab_dir / "notes.txt").exists()
+
+
+def test_a_lab_in_use_clears_a_half_built_copy_left_by_a_killed_rebuild(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    init_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
+    half_built = tmp_path / ".lab.new-999-1"
+    shutil.copytree(lab_dir, half_built)  # `lab init --force` killed midway leaves a copy like this
+    ensure_lab(lab_dir, "demo", FixedClock())  # what every start of hvtui on the lab does
+    assert not half_built.exists() and lab_host_names(lab_dir)
+
+
+def test_a_lab_in_use_leaves_a_running_builds_copy_alone(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    init_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
+    building = tmp_path / ".lab.new-999-1"
+    building.mkdir()
+    lock = _FileLock(tmp_path / ".lab.lock")
+    assert lock.try_acquire()  # a rebuild is running in another process
+    try:
+        ensure_lab(lab_dir, "demo", FixedClock())
+        assert building.exists()
+    finally:
+        lock.release()
 
 
 def test_bench_profile_has_large_sparse_disks_of_mixed_data(tmp_path: Path) -> None:

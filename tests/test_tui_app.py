@@ -534,23 +534,26 @@ async def test_failing_host_shows_error_while_others_display(fresh_demo_lab: Pat
 async def test_a_lab_that_cannot_be_built_says_why_on_screen_until_it_can(tmp_path: Path, paths) -> None:
     # First use on a disk too small for the demo lab (a lab bigger than any disk stands for it).
     disk_too_small = pytest.MonkeyPatch()
-    disk_too_small.setitem(estate.PROFILE_DISK_BYTES, "demo", 1 << 62)
-    lab = tmp_path / "lab"
-    app = make_app(make_core(lab, paths))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        lines = screen_text(app).splitlines()
-        assert "no inventory: refresh failed" in lines[0]
-        alert = " ".join(line.strip() for line in lines[1:6])
-        assert "✗ inventory: not enough disk space to build the demo lab at" in alert
-        assert "lab.dir in the config file or --lab-dir" in alert  # what to do, not only what failed
-        assert "Traceback" not in screen_text(app) and not lab.exists()
+    disk_too_small.setitem(estate.PROFILE_DISK_BYTES, "demo", (1 << 62, 0))
+    try:
+        lab = tmp_path / "lab"
+        app = make_app(make_core(lab, paths))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            lines = screen_text(app).splitlines()
+            assert "no inventory: refresh failed" in lines[0]
+            alert = " ".join(line.strip() for line in lines[1:6])
+            assert "✗ inventory: not enough disk space to build the demo lab at" in alert
+            assert "lab.dir in the config file or --lab-dir" in alert  # what to do, not only what failed
+            assert "Traceback" not in screen_text(app) and not lab.exists()
 
-        disk_too_small.undo()  # space was freed: the next refresh builds the lab and the alert goes
-        await refreshed(pilot)
-        text = screen_text(app)
-        assert "no inventory" not in text and "✗ inventory" not in text
-        assert "hosts 3/3" in text.splitlines()[0]
+            disk_too_small.undo()  # space was freed: the next refresh builds the lab and the alert goes
+            await refreshed(pilot)
+            text = screen_text(app)
+            assert "no inventory" not in text and "✗ inventory" not in text
+            assert "hosts 3/3" in text.splitlines()[0]
+    finally:
+        disk_too_small.undo()  # also when an assertion failed: later tests must see the real disk
 
 
 async def test_new_crit_finding_raises_a_notification(fresh_demo_lab: Path, paths) -> None:

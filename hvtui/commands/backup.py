@@ -154,7 +154,7 @@ def reported(handler: Callable[[argparse.Namespace, Core], int]) -> Callable[[ar
 def _run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
     from hvtui.jobs import run_job_blocking
 
-    bar = ProgressLine()
+    bar = ProgressLine(enabled=not args.json)
     try:
         code = run_job_blocking(core.jobs, job, bar, error_stream=None)
     finally:
@@ -375,7 +375,7 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
 
 @reported
 def run_verify_command(args: argparse.Namespace, core: Core) -> int:
-    bar = ProgressLine()
+    bar = ProgressLine(enabled=not args.json)
     try:
         report = core.backups.verify(args.point, args.quick, args.repo, progress=bar)
     finally:
@@ -435,7 +435,7 @@ def run_prune_command(args: argparse.Namespace, core: Core) -> int:
                 "prune", f"repository:{rc.name}", None, {"repository": rc.name}, "declined", 0.0, "not confirmed"
             )
             return fail(args, "not confirmed: nothing changed", EXIT_REFUSED)
-    bar = ProgressLine()
+    bar = ProgressLine(enabled=not args.json)
     try:
         result = core.backups.prune(dry_run=args.dry_run, repository=rc.name, progress=bar)
     finally:

@@ -87,12 +87,11 @@ def handle_resume(args: argparse.Namespace, core: Core) -> int:
     manager = core.jobs
     job = manager.resume(args.job_id)
     stream = sys.stderr
-    printer = None if args.json else ProgressLine(stream, title=f"{job.title} (resuming {job.resumed_from})")
+    printer = ProgressLine(stream, title=f"{job.title} (resuming {job.resumed_from})", enabled=not args.json)
     try:
         code = run_job_blocking(manager, job, printer, error_stream=None if args.json else stream)
     finally:
-        if printer is not None:
-            printer.close()
+        printer.close()
     final = manager.job(job.id)
     if args.json:
         print(json.dumps(job_to_dict(final), indent=2))

@@ -8,10 +8,11 @@ short and still say how far a run got.
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import humanize
@@ -32,17 +33,28 @@ class ProgressLine:
     Called from worker or notifier threads; ``close`` ends the line once the work is over.
     """
 
-    def __init__(self, stream: TextIO | None = None, title: str = "") -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        title: str = "",
+        monotonic: Callable[[], float] = time.monotonic,
+        enabled: bool = True,
+    ) -> None:
+        """``enabled=False``: draw nothing (``--json`` runs keep stderr for errors only)."""
         self.stream = stream or sys.stderr
         self.title = title
+        self.enabled = enabled
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._monotonic = monotonic
         self._phase: str | None = None
         self._last_draw = 0.0
         self._drawn = False
         self._lock = threading.Lock()
 
     def __call__(self, event: Progress) -> None:
-        now = time.monotonic()
+        if not self.enabled:
+            return
+        now = self._monotonic()
         with self._lock:
             new_phase = event.phase != self._phase
             self._phase = event.phase
@@ -50,8 +62,7 @@ class ProgressLine:
                 if not new_phase and now - self._last_draw < REDRAW_INTERVAL:
                     return
                 self._last_draw = now
-                width = max(40, shutil.get_terminal_size((100, 20)).columns - 1)
-                self.stream.write("\r\x1b[K" + self.render(event)[:width])
+                self.stream.write("\r\x1b[K" + self.render(event)[: self._width() - 1])
                 self._drawn = True
             elif new_phase:
                 prefix = f"{self.title}: " if self.title else ""
@@ -59,6 +70,14 @@ class ProgressLine:
             else:
                 return
             self.stream.flush()
+
+    def _width(self) -> int:
+        """The width of the terminal the line is drawn on (stdout may be a file: ``--json > x``).
+        A line that wraps could not be redrawn in place."""
+        try:
+            return max(40, os.get_terminal_size(self.stream.fileno()).columns)
+        except (AttributeError, OSError, ValueError):
+            return 80
 
     @staticmethod
     def render(event: Progress) -> str:

@@ -39,9 +39,16 @@ DEFAULT_SEED = 20261124
 MIB = 1 << 20
 GIB = 1 << 30
 TIB = 1 << 40
-# Disk one lab of each profile takes at size 1.0 (du after a build, rounded up): checked before
-# building, so a full disk is named up front instead of met half-way through.
-PROFILE_DISK_BYTES = {"demo": 600 * MIB, "bench": 1850 * MIB, "scale": 520 * MIB}
+# Disk a lab of each profile takes: (fixed, per unit of --size), fitted over du after builds at
+# sizes 0.01 to 1 and rounded up. Checked before building, so a full disk is named up front
+# instead of met half-way through.
+PROFILE_DISK_BYTES = {"demo": (40 * MIB, 560 * MIB), "bench": (8 * MIB, 1830 * MIB), "scale": (8 * MIB, 520 * MIB)}
+
+
+def lab_disk_estimate(profile: str, size: float = 1.0) -> int:
+    """About how many bytes a ``profile`` lab of ``size`` takes on disk."""
+    fixed, per_size = PROFILE_DISK_BYTES.get(profile, (0, 0))
+    return int(fixed + per_size * size)
 
 
 class LabError(HvtuiError):
@@ -75,6 +82,7 @@ def ensure_lab(lab_dir: Path, profile: str, clock: Clock, size: float = 1.0) -> 
     """Create the ``profile`` estate when ``lab_dir`` has no lab hosts; otherwise do nothing."""
     lab_dir = Path(lab_dir)
     if lab_host_names(lab_dir):
+        _sweep_leftovers_if_idle(lab_dir)
         return
     lab_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = _FileLock(lab_dir.parent / f".{lab_dir.name}.lock")
@@ -107,23 +115,36 @@ def init_lab(
     lab_dir = Path(lab_dir)
     if profile not in PROFILES:
         raise LabError(f"unknown lab profile {profile!r} (expected one of {', '.join(PROFILES)})")
-    existing = lab_host_names(lab_dir)
-    if existing and not force:
-        info = read_lab_info(lab_dir) or {}
-        raise RefusedError(
-            f"a lab already exists at {lab_dir} (profile {info.get('profile', 'unknown')}, "
-            f"{len(existing)} hosts): use --force to replace it (its VMs and files are deleted)"
-        )
     lab_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = _FileLock(lab_dir.parent / f".{lab_dir.name}.lock")
     if not lock.try_acquire():
         raise LabError(f"another process is creating or resetting the lab at {lab_dir}")
     try:
-        _sweep_leftovers(lab_dir)
+        _sweep_leftovers(lab_dir)  # first: it may put back a lab, which --force alone may replace
+        existing = lab_host_names(lab_dir)
+        if existing and not force:
+            info = read_lab_info(lab_dir) or {}
+            raise RefusedError(
+                f"a lab already exists at {lab_dir} (profile {info.get('profile', 'unknown')}, "
+                f"{len(existing)} hosts): use --force to replace it (its VMs and files are deleted)"
+            )
         _build_lab(lab_dir, profile, clock, seed, replace=lab_dir.exists(), size=size)
     finally:
         lock.release()
     return lab_status(lab_dir)
+
+
+def _sweep_leftovers_if_idle(lab_dir: Path) -> None:
+    """``_sweep_leftovers`` for a lab in use: only when there is something to clear and no
+    build holds the lock (a build running now owns its ``.new-*`` copy)."""
+    if not any(lab_dir.parent.glob(f".{lab_dir.name}.new-*")) and not any(lab_dir.parent.glob(f".{lab_dir.name}.old-*")):
+        return
+    lock = _FileLock(lab_dir.parent / f".{lab_dir.name}.lock")
+    if lock.try_acquire():
+        try:
+            _sweep_leftovers(lab_dir)
+        finally:
+            lock.release()
 
 
 def _sweep_leftovers(lab_dir: Path) -> None:
@@ -161,7 +182,7 @@ def _build_lab(lab_dir: Path, profile: str, clock: Clock, seed: int, replace: bo
     builder = PROFILE_BUILDERS.get(profile)
     if builder is None:
         raise LabError(f"unknown lab profile {profile!r} (expected one of {', '.join(PROFILES)})")
-    need = int(PROFILE_DISK_BYTES.get(profile, 0) * size)
+    need = lab_disk_estimate(profile, size)
     free = shutil.disk_usage(lab_dir.parent).free
     if free < need:
         raise _no_space(lab_dir, profile, need, free)
@@ -207,8 +228,8 @@ def _disk_was_full(err: BaseException) -> bool:
 def _no_space(lab_dir: Path, profile: str, need: int, free: int, midway: bool = False) -> LabError:
     kept = "the lab there is unchanged" if lab_host_names(lab_dir) else "nothing was left behind"
     need_text, free_text = humanize.naturalsize(need, binary=True), humanize.naturalsize(free, binary=True)
-    if midway:  # what the build wrote is removed again, so "free" alone would not explain the failure
-        what = f"the disk filled up while building the {profile} lab at {lab_dir} (about {need_text} needed, {free_text} free now)"
+    if midway:  # what the build wrote is removed again: the free space now does not explain the failure
+        what = f"the disk filled up while building the {profile} lab at {lab_dir}; {free_text} is free again without the partial copy"
     else:
         what = f"not enough disk space to build the {profile} lab at {lab_dir}: it needs about {need_text}, {free_text} is free there"
     return LabError(
