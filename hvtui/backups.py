@@ -366,10 +366,14 @@ class Backups:
         host = self._core.host(host_name)
         rc = self.repository_config(repository)
         args = {"mode": mode, "repository": rc.name, "vm_id": vm_id}
-        self._refuse_if_read_only("backup", host_name, vm_id, args)
+        # Audited under the VM's name whatever the outcome, so one grep finds every attempt
+        # (the name as last seen; the id is in the args).
+        known = self._core.inventory.latest.vm(host_name, vm_id)
+        vm_label = known.name if known is not None else vm_id
+        self._refuse_if_read_only("backup", host_name, vm_label, args)
         repo = self.open_repository(rc.name, create=True)
         assert repo is not None
-        with self._core.audit.action("backup", host_name, vm_id, args) as entry:
+        with self._core.audit.action("backup", host_name, vm_label, args) as entry:
             result = run_backup(
                 repo,
                 host,

@@ -125,7 +125,7 @@ def test_backup_points_restore_verify_prune_exit_codes_and_json(estate: dict, tm
 
     dry = hvtui(estate, "prune", "--dry-run", "--json")
     dry_doc = as_json(dry)
-    assert dry.returncode == 0 and dry_doc["dry_run"] is True
+    assert dry.returncode == 0 and dry_doc["dry_run"] is True and dry.stderr == ""
     # The point retention dropped after the third backup left its own chunks behind.
     assert dry_doc["chunks_unreferenced"] > 0
     unconfirmed = hvtui(estate, "prune")

@@ -17,7 +17,8 @@ from hvtui.clock import FixedClock
 from hvtui.config import Config, HostConfig, RepositoryConfig, Retention
 from hvtui.core import Core
 from hvtui.engine.repository import PointNotFound, Repository
-from hvtui.errors import ReadOnlyError, RefusedError
+from hvtui.errors import Cancelled, ReadOnlyError, RefusedError
+from hvtui.events import CancelToken
 from hvtui.hosts.lab.host import LabHost
 from hvtui.paths import Paths
 
@@ -170,6 +171,18 @@ def test_read_only_refuses_host_changes_but_allows_reading(lab, tmp_path: Path) 
     assert ro.backups.last_backup(HOST, vm_id) == clock.now()
     refused = [e for e in AuditLog(core.paths.audit_log).read() if e["result"] == "refused"]
     assert {e["action"] for e in refused} == {"backup", "restore-as-new", "restore-in-place", "prune"}
+
+
+def test_a_backup_that_fails_is_audited_under_the_vm_name_like_one_that_succeeds(lab) -> None:  # noqa: ANN001
+    core, _host, vm_id, _clock = lab
+    core.inventory.refresh()  # the console and the CLI have the inventory when they start a backup
+    stopped = CancelToken()
+    stopped.cancel()
+    with pytest.raises(Cancelled):
+        core.backups.backup(HOST, vm_id, "full", cancel=stopped)
+    core.backups.backup(HOST, vm_id, "full")
+    entries = [e for e in AuditLog(core.paths.audit_log).read() if e["action"] == "backup"]
+    assert [(e["vm"], e["result"] == "ok") for e in entries] == [("web01", False), ("web01", True)]
 
 
 def test_retention_runs_after_a_successful_backup_only(lab) -> None:  # noqa: ANN001

@@ -548,6 +548,31 @@ def test_run_job_blocking_prints_progress_and_returns_exit_codes(make_manager: C
     assert errors.getvalue().startswith("hvtui: error: No such file or directory: ")
 
 
+def test_run_job_blocking_ends_the_progress_line_before_the_failure_reason(
+    make_manager: Callable[..., JobManager], tmp_path: Path
+) -> None:
+    import io
+
+    from hvtui.commands.progress import ProgressLine
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    src, dst = tmp_path / "a.bin", tmp_path / "taken"
+    make_source(src, 70_000)
+    dst.mkdir()
+    (dst / "keep").write_text("a non-empty directory: the copy runs, then its final rename fails")
+    manager = make_manager(throttle_seconds=0)
+    manager.register_kind(COPY_KIND)
+    terminal = Terminal()  # progress and errors on one terminal, as on stderr
+    failing = manager.submit("copy", "hv1", "vm-1", "web01", {"src": str(src), "dst": str(dst), "chunk": 10_000})
+    assert run_job_blocking(manager, failing, ProgressLine(terminal), error_stream=terminal) == 1
+    out = terminal.getvalue()
+    assert "\r\x1b[Kcopy" in out  # the progress line was drawn
+    assert "\nhvtui: error: " in out and out.index("hvtui: error: ") > out.rindex("\r")  # on a line of its own
+
+
 def _wait_for(predicate: Callable[[], bool], timeout: float = DEADLINE) -> bool:
     event = threading.Event()
     while not predicate():

@@ -13,6 +13,7 @@ import termios
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
 from hvtui.cli import main
 from hvtui.commands.progress import ProgressLine
@@ -167,6 +168,21 @@ def test_progress_line_fits_the_terminal_it_is_drawn_on() -> None:
     os.close(controller)
     text = drawn.removeprefix("\r\x1b[K").rstrip("\n")
     assert drawn.startswith("\r\x1b[K") and text.startswith("backup  [") and len(text) == 49  # never wraps
+
+
+@pytest.mark.parametrize("columns", [30, 80])
+def test_progress_line_counts_cells_and_fits_a_narrow_terminal(columns: int) -> None:
+    controller, terminal_fd = os.openpty()
+    fcntl.ioctl(terminal_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    with os.fdopen(terminal_fd, "w") as terminal:
+        line = ProgressLine(terminal)
+        line(Progress("backup", current="虚拟机磁盘" * 10 + ".vhdx", done=1, total=2))  # two cells a character
+        line.close()
+    drawn = os.read(controller, 4096).decode().replace("\r\n", "\n")
+    os.close(controller)
+    text = drawn.removeprefix("\r\x1b[K").rstrip("\n")
+    assert text.startswith("backup") and cell_len(text) <= columns - 1  # never wraps
+    assert columns < 40 or "虚拟机" in text  # the name is cut, not dropped
 
 
 def test_a_disabled_progress_line_draws_nothing() -> None:

@@ -222,6 +222,18 @@ def test_a_lab_in_use_clears_a_half_built_copy_left_by_a_killed_rebuild(tmp_path
     assert not half_built.exists() and lab_host_names(lab_dir)
 
 
+@pytest.mark.usefixtures("restore_logging")  # main() sets up logging
+def test_lab_status_and_reset_find_a_lab_a_killed_rebuild_moved_aside(tmp_path: Path, capsys) -> None:
+    lab_dir = tmp_path / "lab"
+    init_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
+    os.rename(lab_dir, tmp_path / ".lab.old-999-1")
+    assert main(["lab", "status", "--lab-dir", str(lab_dir)]) == 0
+    assert "no lab here" not in capsys.readouterr().out and lab_host_names(lab_dir)
+    os.rename(lab_dir, tmp_path / ".lab.old-999-2")
+    assert main(["lab", "reset", "--yes", "--lab-dir", str(lab_dir)]) == 0
+    assert lab_host_names(lab_dir) and not list(tmp_path.glob(".lab.old-*"))
+
+
 def test_a_lab_in_use_leaves_a_running_builds_copy_alone(tmp_path: Path) -> None:
     lab_dir = tmp_path / "lab"
     init_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)

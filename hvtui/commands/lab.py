@@ -86,8 +86,9 @@ def cmd_init(args: argparse.Namespace, core) -> int:
 
 
 def cmd_status(args: argparse.Namespace, core) -> int:
-    from hvtui.hosts.lab.estate import lab_status
+    from hvtui.hosts.lab.estate import lab_status, sweep_leftovers_if_idle
 
+    sweep_leftovers_if_idle(core.lab_dir)  # a lab a killed rebuild moved aside is shown, not "no lab"
     status = lab_status(core.lab_dir)
     if getattr(args, "json", False):
         print(json.dumps(status, indent=2))
@@ -98,9 +99,10 @@ def cmd_status(args: argparse.Namespace, core) -> int:
 
 
 def cmd_reset(args: argparse.Namespace, core) -> int:
-    from hvtui.hosts.lab.estate import lab_host_names, read_lab_info, reset_lab
+    from hvtui.hosts.lab.estate import lab_host_names, read_lab_info, reset_lab, sweep_leftovers_if_idle
 
     lab_dir = core.lab_dir
+    sweep_leftovers_if_idle(lab_dir)  # a lab a killed rebuild moved aside is put back first
     if not lab_host_names(lab_dir):
         raise RefusedError(f"there is no lab at {lab_dir} to reset: run `hvtui lab init`")
     profile = (read_lab_info(lab_dir) or {}).get("profile") or "demo"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 import humanize
+from rich.cells import set_cell_size  # cells, not characters: wide names must not wrap
 
 from hvtui.events import Progress
 
@@ -62,7 +63,9 @@ class ProgressLine:
                 if not new_phase and now - self._last_draw < REDRAW_INTERVAL:
                     return
                 self._last_draw = now
-                self.stream.write("\r\x1b[K" + self.render(event)[: self._width() - 1])
+                # One cell short of the width: a line that reaches the last column wraps on some terminals.
+                line = set_cell_size(self.render(event), self._width() - 1).rstrip()
+                self.stream.write("\r\x1b[K" + line)
                 self._drawn = True
             elif new_phase:
                 prefix = f"{self.title}: " if self.title else ""
@@ -75,7 +78,7 @@ class ProgressLine:
         """The width of the terminal the line is drawn on (stdout may be a file: ``--json > x``).
         A line that wraps could not be redrawn in place."""
         try:
-            return max(40, os.get_terminal_size(self.stream.fileno()).columns)
+            return max(10, os.get_terminal_size(self.stream.fileno()).columns)
         except (AttributeError, OSError, ValueError):
             return 80
 

@@ -30,7 +30,6 @@ from hvtui.model import VM, RestorePointSummary
 from hvtui.tui.screens.backup_dialog import BackupDialog, BackupRequest, BackupTarget
 from hvtui.tui.screens.dialogs import ConfirmDialog
 from hvtui.tui.screens.restore_dialog import RestoreDialog, RestoreRequest, default_restore_directory, point_label
-from hvtui.tui.viewmodel import size_text
 from hvtui.tui.widgets.bars import ActionView
 from hvtui.tui.widgets.job_row import awaits_decision, is_active, job_order
 
@@ -368,13 +367,13 @@ class JobsController:
             return ConfirmDialog(f"Overwrite VM {vm.name} on {vm.host}?", body, yes_label=f"Overwrite {vm.name}")
         if request.target == "new":
             body = (
-                f"Creates a new VM {request.new_name!r} on host {point.host} from {label} "
-                f"({size_text(point.logical_bytes)}). Nothing existing is overwritten; {point.vm_name} is not touched."
+                f"Creates a new VM {request.new_name!r} on host {point.host} from {label}. "
+                f"Nothing existing is overwritten; {point.vm_name} is not touched."
             )
             return ConfirmDialog(f"Restore as new VM {request.new_name} on {point.host}?", body, yes_label="Restore", danger=False)
         directory = Path(request.directory or "").expanduser()
         body = (
-            f"Writes the disk and configuration files of {label} ({size_text(point.logical_bytes)}) into {directory} "
+            f"Writes the disk and configuration files of {label} into {directory} "
             "on this machine. Nothing is overwritten: the restore refuses if a file of the same name is there."
         )
         return ConfirmDialog(f"Restore {point.vm_name}'s files into a folder?", body, yes_label="Restore", danger=False)

@@ -40,9 +40,9 @@ MIB = 1 << 20
 GIB = 1 << 30
 TIB = 1 << 40
 # Disk a lab of each profile takes: (fixed, per unit of --size), fitted over du after builds at
-# sizes 0.01 to 1 and rounded up. Checked before building, so a full disk is named up front
+# sizes 0.01 to 3 and rounded up. Checked before building, so a full disk is named up front
 # instead of met half-way through.
-PROFILE_DISK_BYTES = {"demo": (40 * MIB, 560 * MIB), "bench": (8 * MIB, 1830 * MIB), "scale": (8 * MIB, 520 * MIB)}
+PROFILE_DISK_BYTES = {"demo": (40 * MIB, 600 * MIB), "bench": (8 * MIB, 1830 * MIB), "scale": (8 * MIB, 520 * MIB)}
 
 
 def lab_disk_estimate(profile: str, size: float = 1.0) -> int:
@@ -82,7 +82,7 @@ def ensure_lab(lab_dir: Path, profile: str, clock: Clock, size: float = 1.0) -> 
     """Create the ``profile`` estate when ``lab_dir`` has no lab hosts; otherwise do nothing."""
     lab_dir = Path(lab_dir)
     if lab_host_names(lab_dir):
-        _sweep_leftovers_if_idle(lab_dir)
+        sweep_leftovers_if_idle(lab_dir)
         return
     lab_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = _FileLock(lab_dir.parent / f".{lab_dir.name}.lock")
@@ -134,9 +134,10 @@ def init_lab(
     return lab_status(lab_dir)
 
 
-def _sweep_leftovers_if_idle(lab_dir: Path) -> None:
-    """``_sweep_leftovers`` for a lab in use: only when there is something to clear and no
-    build holds the lock (a build running now owns its ``.new-*`` copy)."""
+def sweep_leftovers_if_idle(lab_dir: Path) -> None:
+    """Clear what a killed lab build left (see ``_sweep_leftovers``), for a lab in use or looked at:
+    only when there is something to clear and no build holds the lock (a build running now owns
+    its ``.new-*`` copy)."""
     if not any(lab_dir.parent.glob(f".{lab_dir.name}.new-*")) and not any(lab_dir.parent.glob(f".{lab_dir.name}.old-*")):
         return
     lock = _FileLock(lab_dir.parent / f".{lab_dir.name}.lock")
