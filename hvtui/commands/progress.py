@@ -19,13 +19,10 @@ import humanize
 from rich.cells import set_cell_size  # cells, not characters: wide names must not wrap
 
 from hvtui.events import Progress
+from hvtui.policy import size_text
 
 REDRAW_INTERVAL = 0.1  # seconds between redraws of the same phase: a slow SSH link keeps up
 BAR_CELLS = 20
-
-
-def size(num_bytes: float) -> str:
-    return humanize.naturalsize(num_bytes, binary=True)
 
 
 class ProgressLine:
@@ -91,17 +88,17 @@ class ProgressLine:
             filled = int(fraction * BAR_CELLS)
             parts.append(f"[{'#' * filled}{'.' * (BAR_CELLS - filled)}] {fraction * 100:3.0f}%")
         if event.total:
-            parts.append(f"{size(event.done)}/{size(event.total)}")
+            parts.append(f"{size_text(event.done)}/{size_text(event.total)}")
         elif event.done:
-            parts.append(size(event.done))
+            parts.append(size_text(event.done))
         if event.rate:
-            parts.append(f"{size(event.rate)}/s")
+            parts.append(f"{size_text(event.rate)}/s")
         if event.eta is not None and fraction is not None and fraction < 1:
             parts.append(f"ETA {humanize.naturaldelta(event.eta)}")
         if event.bytes_new:
-            parts.append(f"new {size(event.bytes_new)}")
+            parts.append(f"new {size_text(event.bytes_new)}")
         if event.bytes_stored:
-            parts.append(f"stored {size(event.bytes_stored)}")
+            parts.append(f"stored {size_text(event.bytes_stored)}")
         if event.dedup_ratio is not None:
             parts.append(f"dedup {event.dedup_ratio:.2f}x")
         if event.compression_ratio is not None:
