@@ -14,18 +14,25 @@ import sys
 from pathlib import Path
 
 from hvtui import __version__
-from hvtui.errors import ConfigError, HvtuiError, ReadOnlyError, RefusedError, UsageError
+from hvtui.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    ConfigError,
+    HvtuiError,
+    ReadOnlyError,
+    RefusedError,
+    UsageError,
+)
 from hvtui.logsetup import LEVELS as LOG_LEVELS
 
 log = logging.getLogger("hvtui")
 
 COMMAND_MODULES = ("info", "lab", "inventory", "check", "checkpoint", "audit", "backup", "jobs")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2  # bad arguments or a bad config file
-EXIT_REFUSED = 4  # read-only or a safety rule said no
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -6,6 +6,14 @@ already fit to print: the CLI and the console show ``str(err)`` and never a trac
 
 from __future__ import annotations
 
+# Exit codes of the CLI, beside the errors they map: the jobs layer and the commands both
+# use them, so they live at the bottom, not in the CLI.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # bad arguments or a bad config file
+EXIT_REFUSED = 4  # read-only or a safety rule said no
+EXIT_INTERRUPTED = 130
+
 
 class HvtuiError(Exception):
     """An error whose message is meant for the user."""

@@ -926,7 +926,7 @@ def error_kind_of(err: BaseException) -> str:
 
 def exit_code_for(job: Job) -> int:
     """The CLI exit code for a final job (the codes of ``hvtui.cli``)."""
-    from hvtui.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
+    from hvtui.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 
     if job.state is JobState.SUCCEEDED:
         return EXIT_OK
