@@ -432,7 +432,7 @@ def test_in_place_restore_failing_in_commit_keeps_the_old_files(tmp_path: Path, 
     def broken(_vm: dict) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(host, "_write_vm_config", broken)
+    monkeypatch.setattr(host.store, "write_vm_config", broken)
     with pytest.raises(OSError, match="No space left"):
         target.commit()
     monkeypatch.undo()

@@ -23,7 +23,7 @@ from hvtui.hosts.lab import estate
 from hvtui.hosts.lab.disk import DiskFile
 from hvtui.hosts.lab.estate import LabError, ensure_lab, init_lab, lab_host_names, lab_status, reset_lab
 from hvtui.hosts.lab.host import LabHost
-from hvtui.hosts.lab.state import _FileLock
+from hvtui.hosts.lab.state import FileLock
 from hvtui.model import VM
 
 DEMO_SIZE = 0.05  # the demo estate with a twentieth of its data: same structure
@@ -239,7 +239,7 @@ def test_a_lab_in_use_leaves_a_running_builds_copy_alone(tmp_path: Path) -> None
     init_lab(lab_dir, "demo", FixedClock(), size=DEMO_SIZE)
     building = tmp_path / ".lab.new-999-1"
     building.mkdir()
-    lock = _FileLock(tmp_path / ".lab.lock")
+    lock = FileLock(tmp_path / ".lab.lock")
     assert lock.try_acquire()  # a rebuild is running in another process
     try:
         ensure_lab(lab_dir, "demo", FixedClock())

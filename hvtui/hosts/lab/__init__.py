@@ -1,20 +1,28 @@
 """The embedded lab: simulated Hyper-V hosts that keep real VM files on disk.
 
-Modules:
+Modules, bottom to top (each imports only modules above it in this list):
 
-- ``disk``   the virtual disk file format (sparse 1 MiB blocks, differencing chains),
-             chain reading/writing, merging, ``read_logical``/``logical_digest``;
-- ``state``  the per-host state file (``host.json``, atomic rewrite), the host lock and
-             per-VM operation locks (fcntl), the change-tracking logs (``.rct``);
-- ``guest``  deterministic guest activity (one tick per simulated minute) and fast
-             deterministic data for estates;
-- ``host``   ``LabHost``: inventory, checkpoint create/apply/remove/rename, the knobs
-             tests use (``set_volume``, ``add_stray_file``, ``simulate_failed_merge``,
-             ``write_guest_data``, ``read_disk`` ...);
-- ``backup`` ``BackupSource`` (a Recovery checkpoint) and ``RestoreTarget`` (new VM or
-             in place);
-- ``estate`` the demo, bench and scale profiles and ``init_lab``/``ensure_lab``/
-             ``reset_lab``/``lab_status``/``lab_host_names``.
+- ``disk``        the virtual disk file format (sparse 1 MiB blocks, differencing chains),
+                  chain reading/writing, merging, ``read_logical``/``logical_digest``;
+- ``state``       the per-host state file (``host.json``, atomic rewrite), the host lock and
+                  per-VM operation locks (fcntl), the change-tracking logs (``.rct``), and
+                  ``lab_host_names``;
+- ``guest``       deterministic guest activity (one tick per simulated minute) and fast
+                  deterministic data for estates;
+- ``records``     the VM and checkpoint records: names, times, ids, the .vmcx they give;
+- ``merge``       removing checkpoints: planning the merges, running and committing them;
+- ``store``       ``LabStore``: one host's state transactions, record look-ups, locks, VM
+                  files (config, runtime state, change-tracked disk writes), crash recovery;
+- ``inventory``   ``InventoryReader``: the host's VMs and checkpoints as the model shows them;
+- ``checkpoints`` create/apply/rename/remove checkpoints;
+- ``vms``         adding VMs, power state, guest writes, and the knobs tests use
+                  (``set_volume``, ``add_stray_file``, ``simulate_failed_merge`` ...);
+- ``backup``      ``BackupSource`` (a Recovery checkpoint);
+- ``restore``     ``RestoreTarget`` (new VM or in place);
+- ``host``        ``LabHost``, the ``Host`` facade over all of the above;
+- ``profiles``    the demo, bench and scale estates;
+- ``estate``      the whole lab: ``init_lab``/``ensure_lab``/``reset_lab``/``lab_status``/
+                  ``lab_host_names``, leftovers of killed builds.
 
 On disk::
 

@@ -69,11 +69,23 @@ def load_state(root: Path, host_name: str, cached: bool = False) -> dict[str, An
     return state
 
 
+def lab_host_names(lab_dir: Path) -> list[str]:
+    """Names of the lab hosts under ``lab_dir`` (sorted; empty when there is no lab)."""
+    lab_dir = Path(lab_dir)
+    try:
+        entries = list(os.scandir(lab_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith(".") and (Path(e.path) / STATE_FILE).exists())
+
+
 def save_state(root: Path, state: dict[str, Any], fsync: bool = True) -> None:
     atomic_write(root / STATE_FILE, json.dumps(state, indent=1, sort_keys=True).encode("utf-8"), fsync=fsync)
 
 
-class _FileLock:
+class FileLock:
+    """An exclusive flock on ``path``, taken without waiting (``try_acquire``)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = -1
@@ -105,7 +117,7 @@ class _FileLock:
 @contextlib.contextmanager
 def host_lock(root: Path, host_name: str, operation: str, timeout: float = 30.0) -> Iterator[None]:
     """Hold the host's state lock, waiting up to ``timeout`` seconds."""
-    lock = _FileLock(root / HOST_LOCK)
+    lock = FileLock(root / HOST_LOCK)
     deadline = time.monotonic() + max(0.0, timeout)
     delay = 0.005
     while not lock.try_acquire():
@@ -121,14 +133,14 @@ def host_lock(root: Path, host_name: str, operation: str, timeout: float = 30.0)
         lock.release()
 
 
-class OpLock(_FileLock):
+class OpLock(FileLock):
     """Held by the process running a long operation on one VM."""
 
     def __init__(self, root: Path, vm_id: str) -> None:
         super().__init__(root / LOCK_DIR / f"{vm_id}.lock")
 
 
-class StagingLock(_FileLock):
+class StagingLock(FileLock):
     """Held by the process writing a restore into ``.staging/<token>``."""
 
     def __init__(self, root: Path, token: str) -> None:
