@@ -64,6 +64,9 @@ class LabStore:
         # Off while an estate is built with a clock jumping through the past.
         self.guest_activity = True
 
+    # ------------------------------------------------------------------------------
+    # state, records, locks
+    # ------------------------------------------------------------------------------
     def check_exists(self, operation: str) -> None:
         if not self.root.is_dir():
             raise HostError(self.name, operation, self.missing_message(), kind="unreachable")
