@@ -15,7 +15,8 @@ from typing import Any
 
 from hvtui.actions import CheckpointActions
 from hvtui.audit import AuditLog
-from hvtui.backups import Backups, RepositoryList
+from hvtui.backups.repositories import RepositoryList
+from hvtui.backups.service import Backups
 from hvtui.clock import Clock, SystemClock
 from hvtui.config import Config, HostConfig, SecretSource
 from hvtui.hosts.base import Host

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hvtui.audit import AuditLog
-from hvtui.backups import Backups
+from hvtui.backups.service import Backups
 from hvtui.errors import ReadOnlyError
 from hvtui.hosts.base import Host
 from hvtui.jobs.model import Job, JobError, JobKind
