@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hvtui.actions import CheckpointActions
+from hvtui.actions.service import CheckpointActions
 from hvtui.audit import AuditLog
 from hvtui.backups.repositories import RepositoryList
 from hvtui.backups.service import Backups
@@ -23,7 +23,9 @@ from hvtui.hosts.base import Host
 from hvtui.hosts.factory import make_host
 from hvtui.hosts.registry import HostRegistry
 from hvtui.inventory import InventoryService
-from hvtui.jobs import EngineServices, JobManager, register_engine_kinds
+from hvtui.jobs.kinds import register_engine_kinds
+from hvtui.jobs.kinds.base import EngineServices
+from hvtui.jobs.manager import JobManager
 from hvtui.paths import Paths
 from hvtui.secrets import resolve_secret
 
