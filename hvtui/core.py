@@ -11,20 +11,23 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from hvtui.actions.service import CheckpointActions
+from hvtui.audit import AuditLog
+from hvtui.backups.repositories import RepositoryList
+from hvtui.backups.service import Backups
 from hvtui.clock import Clock, SystemClock
-from hvtui.config import Config, HostConfig
-from hvtui.errors import ConfigError
+from hvtui.config import Config, HostConfig, SecretSource
 from hvtui.hosts.base import Host
+from hvtui.hosts.factory import make_host
+from hvtui.hosts.registry import HostRegistry
+from hvtui.inventory import InventoryService
+from hvtui.jobs.kinds import register_engine_kinds
+from hvtui.jobs.kinds.base import EngineServices
+from hvtui.jobs.manager import JobManager
 from hvtui.paths import Paths
-
-if TYPE_CHECKING:
-    from hvtui.actions import CheckpointActions
-    from hvtui.audit import AuditLog
-    from hvtui.backups import Backups
-    from hvtui.inventory import InventoryService
-    from hvtui.jobs import JobManager
+from hvtui.secrets import resolve_secret
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ class Options:
 
 
 class Core:
+    """The composition root: builds the hosts and the services once, on first use, and hands
+    each service what it uses (nothing below the core imports it)."""
+
     def __init__(
         self,
         config: Config,
@@ -54,18 +60,24 @@ class Core:
         self.config = config
         self.paths = paths
         self.clock: Clock = clock or SystemClock()
-        # Read-only is enforced here, in the core, for every caller.
+        # Read-only is enforced by the services the core builds, for every caller.
         self.read_only = read_only or config.read_only
         self.lab_dir = lab_dir or config.lab.dir or paths.lab_dir
         self.theme = theme or config.ui.theme
-        # Pre-built hosts (tests, benchmarks); otherwise built from the config on first use.
-        self._hosts: dict[str, Host] | None = dict(hosts) if hosts is not None else None
-        # Services are built once, on first use, from any thread (the console's workers).
-        self._services: dict[str, Any] = {}
-        self._services_lock = threading.RLock()
         # Asks the user for a secret at connect time (set by the console or the CLI);
         # called as prompter(prompt_text) -> secret.
         self.secret_prompter: Callable[[str], str] | None = None
+        # Pre-built hosts (tests, benchmarks); otherwise built from the config on first use.
+        self._hosts = HostRegistry(
+            lambda: self.host_configs,
+            self._make_host,
+            settings=config.hosts,
+            read_only=self.read_only,
+            hosts=hosts,
+        )
+        # Services are built once, on first use, from any thread (the console's workers).
+        self._services: dict[str, Any] = {}
+        self._services_lock = threading.RLock()
 
     # -- construction --------------------------------------------------------------
     @classmethod
@@ -85,10 +97,6 @@ class Core:
         )
 
     @property
-    def is_lab_mode(self) -> bool:
-        return all(host.kind == "lab" for host in self.host_configs)
-
-    @property
     def host_configs(self) -> tuple[HostConfig, ...]:
         if not self.config.hosts:
             # No config file, or one that lists no hosts: the lab, created on first use.
@@ -98,25 +106,25 @@ class Core:
             return tuple(HostConfig(name=name, kind="lab") for name in lab_host_names(self.lab_dir))
         return self.config.hosts
 
+    def _make_host(self, host_config: HostConfig) -> Host:
+        return make_host(host_config, lab_dir=self.lab_dir, clock=self.clock, secret_prompter=self._prompt_secret)
+
+    def _prompt_secret(self, prompt: str) -> str:
+        """Asks through the prompter set now: the console sets its own after the hosts may be built."""
+        prompter = self.secret_prompter
+        if prompter is None:  # the error the secrets module gives when nobody can be asked
+            return resolve_secret(SecretSource(prompt=True), prompt.removesuffix(": "), None)
+        return prompter(prompt)
+
     @property
     def hosts(self) -> dict[str, Host]:
-        if self._hosts is None:
-            from hvtui.hosts.factory import make_host
-
-            with self._services_lock:  # worker threads may ask at the same time: build once
-                if self._hosts is None:
-                    self._hosts = {hc.name: make_host(hc, self) for hc in self.host_configs}
-        return self._hosts
+        return self._hosts.hosts
 
     def host(self, name: str) -> Host:
-        try:
-            return self.hosts[name]
-        except KeyError:
-            known = ", ".join(sorted(self.hosts)) or "none"
-            raise ConfigError(f"unknown host {name!r} (configured hosts: {known})") from None
+        return self._hosts.host(name)
 
     def host_is_read_only(self, name: str) -> bool:
-        return self.read_only or self.host(name).read_only
+        return self._hosts.is_read_only(name)
 
     # -- services (built lazily, once) --------------------------------------------------
     def _service(self, name: str, build: Callable[[], Any]) -> Any:
@@ -127,35 +135,59 @@ class Core:
 
     @property
     def inventory(self) -> InventoryService:
-        from hvtui.inventory import InventoryService
-
-        return self._service("inventory", lambda: InventoryService(self))
+        return self._service("inventory", lambda: InventoryService(self._hosts, self.clock))
 
     @property
     def actions(self) -> CheckpointActions:
-        from hvtui.actions import CheckpointActions
-
-        return self._service("actions", lambda: CheckpointActions(self))
+        return self._service(
+            "actions",
+            lambda: CheckpointActions(
+                self._hosts,
+                self.inventory,
+                self.audit,
+                self.clock,
+                self.config.policy,
+                read_only=self.read_only,
+            ),
+        )
 
     @property
     def audit(self) -> AuditLog:
-        from hvtui.audit import AuditLog
-
         return self._service("audit", lambda: AuditLog(self.paths.audit_log))
 
     @property
     def jobs(self) -> JobManager:
         """The job manager (queue, limits, journal; backup and restore kinds)."""
-        from hvtui.jobs import JobManager
+        return self._service("jobs", self._build_jobs)
 
-        return self._service("jobs", lambda: JobManager.from_core(self))
+    def _build_jobs(self) -> JobManager:
+        """The manager the console and the CLI share: limits from ``config.jobs``, the journal
+        under the user state directory, backup and restore kinds registered."""
+        limits = self.config.jobs
+        manager = JobManager(
+            self.paths.job_journal,
+            max_concurrent=limits.max_concurrent,
+            per_host=limits.per_host,
+            clock=self.clock,
+            services=EngineServices(backups=self.backups, hosts=self._hosts, audit=self.audit),
+        )
+        register_engine_kinds(manager)
+        return manager
 
     @property
     def backups(self) -> Backups:
         """The backup service (repositories, points, backup/restore/verify/prune)."""
-        from hvtui.backups import Backups
-
-        return self._service("backups", lambda: Backups(self))
+        return self._service(
+            "backups",
+            lambda: Backups(
+                RepositoryList(self.config.repositories, self.paths.default_repository),
+                self._hosts,
+                self.inventory,
+                self.audit,
+                self.clock,
+                read_only=self.read_only,
+            ),
+        )
 
     def close(self) -> None:
         jobs = self._services.get("jobs")
@@ -163,8 +195,4 @@ class Core:
         # user's choice.  A cancelled backup still removes its checkpoint.
         if jobs is not None and not jobs.shutdown(cancel_running=True, timeout=120):
             log.warning("jobs still running at exit; the journal will list them as interrupted")
-        for host in (self._hosts or {}).values():
-            try:
-                host.close()
-            except Exception:  # closing must never mask the real outcome
-                log.debug("closing host %s failed", host.name, exc_info=True)
+        self._hosts.close()

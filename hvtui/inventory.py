@@ -42,14 +42,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from hvtui.clock import Clock
+from hvtui.config import HostConfig
 from hvtui.errors import HvtuiError, UsageError
 from hvtui.hosts.base import Host, HostSnapshot
 from hvtui.model import VM, HostInventory, Inventory
-
-if TYPE_CHECKING:
-    from hvtui.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,17 @@ UPDATE_INTERVAL = 0.25
 InventoryListener = Callable[[Inventory], None]
 
 
+class HostSource(Protocol):
+    """The hosts the inventory reads (``hvtui.hosts.registry.HostRegistry``)."""
+
+    @property
+    def hosts(self) -> dict[str, Host]: ...
+
+    def host(self, name: str) -> Host: ...
+
+    def settings_of(self, name: str) -> HostConfig | None: ...
+
+
 @dataclasses.dataclass(eq=False)
 class _Call:
     """One inventory call to one host, possibly shared by several refreshes."""
@@ -80,11 +90,13 @@ class _Call:
 class InventoryService:
     def __init__(
         self,
-        core: Core,
+        hosts: HostSource,
+        clock: Clock,
         default_deadline: float = DEFAULT_DEADLINE,
         waiting_after: float = WAITING_AFTER,
     ) -> None:
-        self._core = core
+        self._hosts = hosts
+        self._clock = clock
         self.default_deadline = default_deadline
         self.waiting_after = waiting_after
         self._lock = threading.Lock()
@@ -120,7 +132,7 @@ class InventoryService:
 
     def deadline_for(self, name: str) -> float:
         """The host's own call deadline from its settings, else the service default."""
-        host_config = self._core.config.host(name)
+        host_config = self._hosts.settings_of(name)
         if host_config is not None and host_config.winrm is not None:
             return float(host_config.winrm.timeout)
         return self.default_deadline
@@ -144,7 +156,7 @@ class InventoryService:
         if hosts is not None:
             wanted = frozenset(hosts)
             for name in wanted:
-                self._core.host(name)  # raises ConfigError naming the configured hosts
+                self._hosts.host(name)  # raises ConfigError naming the configured hosts
             with self._lock:
                 self._scoped_running += 1
             try:
@@ -186,7 +198,7 @@ class InventoryService:
         return_after: float | None,
     ) -> Inventory:
         asked_at = time.monotonic()
-        hosts = self._core.hosts
+        hosts = self._hosts.hosts
         names = [name for name in hosts if wanted is None or name in wanted]
         deadlines = {name: self.deadline_for(name) for name in names}
         calls = {name: self._start_call(hosts[name], deadlines[name]) for name in names}
@@ -316,7 +328,7 @@ class InventoryService:
         """Put one host's entry into ``latest``, in the configured order (lock held)."""
         entries = {host.name: host for host in self._latest.hosts}
         entries[entry.name] = entry
-        self._latest = Inventory(hosts=tuple(entries[name] for name in self._core.hosts if name in entries))
+        self._latest = Inventory(hosts=tuple(entries[name] for name in self._hosts.hosts if name in entries))
         self._version += 1
 
     @staticmethod
@@ -342,7 +354,7 @@ class InventoryService:
             read_only=host.read_only,
             facts=snapshot.facts,
             vms=vms,
-            refreshed_at=self._core.clock.now(),
+            refreshed_at=self._clock.now(),
             duration=duration,
         )
 

@@ -23,6 +23,8 @@ from hvtui.core import Core
 from hvtui.errors import HostError, NotFoundError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.hosts.base import Host, HostSnapshot
+from hvtui.hosts.registry import HostRegistry
+from hvtui.inventory import InventoryService
 from hvtui.model import VM, Checkpoint, Disk, HostFacts, VhdLink, Volume
 from hvtui.paths import Paths
 
@@ -259,6 +261,19 @@ def make_core(
         policy=policy or PolicyConfig(),
     )
     return Core(config, paths, clock=clock or FixedClock(NOW), read_only=read_only, hosts={h.name: h for h in hosts})
+
+
+def inventory_service(core: Core, **kwargs: float) -> InventoryService:
+    """A stand-alone inventory service over the core's hosts, settings and clock (the core
+    wires its own the same way)."""
+    hosts = HostRegistry(
+        lambda: core.host_configs,
+        lambda host_config: core.host(host_config.name),
+        settings=core.config.hosts,
+        read_only=core.read_only,
+        hosts=core.hosts,
+    )
+    return InventoryService(hosts, core.clock, **kwargs)
 
 
 def host_error(host: str, message: str = "connection refused", kind: str = "unreachable") -> HostError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sprawl_support import StubHost, host_error, linear_vm, make_core, release, wait_until
+from sprawl_support import StubHost, host_error, inventory_service, linear_vm, make_core, release, wait_until
 
 from hvtui.errors import ConfigError, HvtuiError
 from hvtui.inventory import InventoryService
@@ -28,7 +28,7 @@ def test_one_failing_and_one_hanging_host_do_not_block_the_others(paths: Paths, 
     ok, failing, hung = three_hosts()
     failing.fail_with = host_error("hv02", "connection refused")
     hung.hang = release
-    service = InventoryService(make_core([ok, failing, hung], paths), default_deadline=SHORT)
+    service = inventory_service(make_core([ok, failing, hung], paths), default_deadline=SHORT)
 
     inventory = service.refresh()
 
@@ -46,7 +46,7 @@ def test_one_failing_and_one_hanging_host_do_not_block_the_others(paths: Paths, 
 def test_failed_host_keeps_its_last_good_data_marked_stale(paths: Paths) -> None:
     host = StubHost("hv01", [linear_vm("web01")])
     core = make_core([host], paths)
-    service = InventoryService(core, default_deadline=SHORT)
+    service = inventory_service(core, default_deadline=SHORT)
     first = service.refresh().host("hv01")
     assert not first.stale and first.error is None
 
@@ -66,7 +66,7 @@ def test_failed_host_keeps_its_last_good_data_marked_stale(paths: Paths) -> None
 def test_a_hung_call_is_reused_not_stacked(paths: Paths, release: threading.Event) -> None:
     hung = StubHost("hv03", [linear_vm("file01", host="hv03")])
     hung.hang = release
-    service = InventoryService(make_core([hung], paths), default_deadline=SHORT)
+    service = inventory_service(make_core([hung], paths), default_deadline=SHORT)
     assert service.refresh().host("hv03").error
     assert service.refresh().host("hv03").error
     assert hung.inventory_calls == 1  # the second refresh waited on the same stuck call
@@ -80,14 +80,14 @@ def test_a_hung_call_is_reused_not_stacked(paths: Paths, release: threading.Even
 def test_unexpected_exception_is_reported_not_raised(paths: Paths) -> None:
     host = StubHost("hv01")
     host.fail_with = RuntimeError("boom")
-    entry = InventoryService(make_core([host], paths)).refresh().host("hv01")
+    entry = inventory_service(make_core([host], paths)).refresh().host("hv01")
     assert entry.error == "unexpected error: RuntimeError: boom"
 
 
 def test_concurrent_refreshes_share_one_run(paths: Paths, release: threading.Event) -> None:
     host = StubHost("hv01", [linear_vm("web01")])
     host.hang = release
-    service = InventoryService(make_core([host], paths), default_deadline=30)
+    service = inventory_service(make_core([host], paths), default_deadline=30)
     results: dict[str, object] = {}
 
     first = threading.Thread(target=lambda: results.setdefault("first", service.refresh()))
@@ -109,7 +109,7 @@ def test_concurrent_refreshes_share_one_run(paths: Paths, release: threading.Eve
 def test_refresh_of_some_hosts_keeps_the_others(paths: Paths) -> None:
     one = StubHost("hv01", [linear_vm("web01", host="hv01")])
     two = StubHost("hv02", [linear_vm("app01", host="hv02")])
-    service = InventoryService(make_core([one, two], paths))
+    service = inventory_service(make_core([one, two], paths))
     service.refresh()
     two.fail_with = host_error("hv02")
     inventory = service.refresh(["hv01"])
@@ -122,7 +122,7 @@ def test_refresh_of_some_hosts_keeps_the_others(paths: Paths) -> None:
 
 def test_vms_carry_the_configured_host_name(paths: Paths) -> None:
     host = StubHost("lab-a", [linear_vm("web01", host="LABHOST")])
-    inventory = InventoryService(make_core([host], paths)).refresh()
+    inventory = inventory_service(make_core([host], paths)).refresh()
     assert [vm.host for vm in inventory.vms] == ["lab-a"]
 
 
@@ -144,7 +144,7 @@ def estate(paths: Paths) -> InventoryService:
     hv02 = StubHost("hv02", [linear_vm("db01", host="hv02"), linear_vm("shared", host="hv02")])
     down = StubHost("hv03")
     down.fail_with = host_error("hv03")
-    return InventoryService(make_core([hv01, hv02, down], paths), default_deadline=SHORT)
+    return inventory_service(make_core([hv01, hv02, down], paths), default_deadline=SHORT)
 
 
 def test_find_vm_by_name_and_id(estate: InventoryService) -> None:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from sprawl_support import StubHost, linear_vm, make_core, release, wait_until
+from sprawl_support import StubHost, inventory_service, linear_vm, make_core, release, wait_until
 
 from hvtui.config import Config, HostConfig, WinRMSettings
 from hvtui.core import Core
@@ -61,7 +61,7 @@ def lab_and_hung(paths: Paths, release: threading.Event) -> tuple[InventoryServi
     ok = StubHost("hv01", [linear_vm("web01", host="hv01"), linear_vm("db01", host="hv01")])
     hung = StubHost("hv-hang", [linear_vm("file01", host="hv-hang")])
     hung.hang = release
-    service = InventoryService(make_core([ok, hung], paths), default_deadline=LONG)
+    service = inventory_service(make_core([ok, hung], paths), default_deadline=LONG)
     return service, ok, hung
 
 
@@ -138,7 +138,7 @@ def test_the_first_host_past_its_deadline_shows_timed_out_while_another_is_await
     quick, slow = StubHost("hv-quick-timeout", kind="winrm"), StubHost("hv-hang", kind="winrm")
     quick.hang = slow.hang = release
     config = Config(source=None, hosts=(winrm(quick.name, 0.2), winrm(slow.name, LONG)))
-    service = InventoryService(Core(config, paths, hosts={quick.name: quick, slow.name: slow}))
+    service = inventory_service(Core(config, paths, hosts={quick.name: quick, slow.name: slow}))
     updates = Updates()
     full = Background(lambda: service.refresh(on_update=updates, update_interval=0.0))
 
@@ -159,7 +159,7 @@ def test_the_first_host_past_its_deadline_shows_timed_out_while_another_is_await
 def test_a_refresh_that_ends_within_the_first_interval_hands_over_only_its_result(paths: Paths) -> None:
     one = StubHost("hv01", [linear_vm("web01", host="hv01")])
     two = StubHost("hv02", [linear_vm("app01", host="hv02")])
-    service = InventoryService(make_core([one, two], paths))
+    service = inventory_service(make_core([one, two], paths))
     updates = Updates()
     result = service.refresh(on_update=updates, update_interval=3600)
     assert updates.seen == []  # nothing partial to show: the whole result came at once
@@ -223,7 +223,7 @@ def test_a_host_refresh_reads_again_after_a_call_started_before_it(
     caplog.set_level(logging.INFO, logger="hvtui.inventory")
     host = ReadsOnEntry("hv01", [linear_vm("web01", host="hv01")])
     host.first_call_hangs = release
-    service = InventoryService(make_core([host], paths), default_deadline=LONG)
+    service = inventory_service(make_core([host], paths), default_deadline=LONG)
     full = Background(service.refresh)
     wait_until(host.entered.is_set)  # the full refresh's call has read the old state and hangs
 

@@ -30,7 +30,7 @@ from hvtui.commands.progress import ProgressLine
 from hvtui.errors import Cancelled, ConfigError, HvtuiError, ReadOnlyError, RefusedError, UsageError
 
 if TYPE_CHECKING:
-    from hvtui.backups import DamagedManifest, PointInfo
+    from hvtui.backups.points import DamagedManifest, PointInfo
     from hvtui.core import Core
 
 EXIT_OK = 0
@@ -152,7 +152,7 @@ def reported(handler: Callable[[argparse.Namespace, Core], int]) -> Callable[[ar
 
 
 def _run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
-    from hvtui.jobs import run_job_blocking
+    from hvtui.jobs.headless import run_job_blocking
 
     bar = ProgressLine(enabled=not args.json)
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hvtui.actions import find_checkpoint
+from hvtui.actions.names import find_checkpoint
 from hvtui.audit import RESULT_DECLINED, RESULT_REFUSED
 from hvtui.commands import confirm
 from hvtui.commands.progress import ProgressLine

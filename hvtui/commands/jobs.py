@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 import humanize
 
 from hvtui.commands.progress import ProgressLine
-from hvtui.jobs import Job, JobState, job_to_dict, run_job_blocking
+from hvtui.jobs.headless import run_job_blocking
+from hvtui.jobs.model import Job, JobState
+from hvtui.jobs.outcome import job_to_dict
 
 if TYPE_CHECKING:
     from hvtui.core import Core

@@ -1,17 +1,9 @@
 """Checkpoint actions, made safe: plans that say what will happen, read-only refusal in
-the core, the merge-headroom safety rule, and an audit entry for every attempt.
+the services, the merge-headroom safety rule, and an audit entry for every attempt.
 
 The console and the CLI both call these (from worker threads: everything blocks).
-Plans are computed from the latest inventory (read first when it lacks the host or VM).
-
-How a plan maps checkpoints to files: Hyper-V freezes the current disk file when it
-takes a checkpoint and starts a new differencing file for later writes.  So along the
-VM's current branch (its parent checkpoint up to the root, nearest first), the file
-created at the i-th checkpoint is ``chain[i]`` of each disk, and the checkpoint's own
-frozen state ends at ``chain[i + 1]``.  Deleting that checkpoint merges ``chain[i]``
-into ``chain[i + 1]``.  When the chain depth does not match the branch (a failed merge,
-files of another branch), the plan says it is an estimate and assumes every
-differencing byte of the VM may move: the safe side for a headroom check.
+Plans are computed from the latest inventory (read first when it lacks the host or VM);
+how a plan maps checkpoints to files is told in ``plans``.
 """
 
 from __future__ import annotations
@@ -19,208 +11,58 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from hvtui.errors import HvtuiError, NotFoundError, ReadOnlyError, RefusedError, UsageError
+from hvtui.actions.names import (
+    MAX_NAME_LENGTH,
+    normalise_checkpoint_type,
+    validate_checkpoint_name,
+    vm_checkpoint_type,
+)
+from hvtui.actions.plans import ApplyPlan, MergeStep, RemovePlan
+from hvtui.clock import Clock
+from hvtui.errors import HvtuiError, NotFoundError, ReadOnlyError, RefusedError
 from hvtui.events import CancelToken, ProgressCallback
+from hvtui.hosts.base import Host
+from hvtui.inventory import InventoryService
 from hvtui.model import VM, Checkpoint, HostFacts, Volume
-from hvtui.policy import Headroom, age_seconds, age_text, headroom, size_text
+from hvtui.policy import age_seconds, headroom
 
 if TYPE_CHECKING:
     from hvtui.audit import AuditLog
-    from hvtui.config import Thresholds
-    from hvtui.core import Core
+    from hvtui.config import PolicyConfig, Thresholds
 
 log = logging.getLogger(__name__)
 
-CREATABLE_TYPES = ("Standard", "Production")
-MAX_NAME_LENGTH = 100  # Hyper-V Manager accepts 1-100 characters
 HYPERV_CHECKPOINT_LIMIT = 50
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class MergeStep:
-    source: str  # the differencing file merged away
-    target: str  # the file it merges into
-    bytes: int  # stored bytes of the source: what moves
+class HostLookup(Protocol):
+    """The configured hosts (``hvtui.hosts.registry.HostRegistry``)."""
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RemovePlan:
-    host: str
-    vm_id: str
-    vm_name: str
-    vm_state: str
-    checkpoint: Checkpoint  # the one asked for
-    subtree: bool
-    checkpoints: tuple[Checkpoint, ...]  # everything that goes, parents first
-    merges: tuple[MergeStep, ...]
-    bytes_to_move: int
-    exact: bool  # False: the checkpoint-to-file mapping is an estimate (see the module doc)
-    other_branch: tuple[Checkpoint, ...]  # checkpoints that go whose files are not in the current chain
-    headrooms: tuple[Headroom, ...]  # one per volume the merge writes to
-    margin_percent: float
-    # Set on the plan ``remove`` returns: the host was still merging when the call ended, so
-    # the chain shrinks (and the space comes back) only later; the next inventory shows it.
-    merge_pending: bool = False
-
-    @property
-    def headroom_ok(self) -> bool:
-        return all(room.ok for room in self.headrooms)
-
-    @property
-    def volume(self) -> Volume | None:
-        """The volume with the least room after the merge."""
-        tightest: Headroom | None = None
-        for room in self.headrooms:
-            if room.volume is None:
-                continue
-            if tightest is None or room.slack < tightest.slack:
-                tightest = room
-        return tightest.volume if tightest is not None else None
-
-    @property
-    def volume_free(self) -> int | None:
-        volume = self.volume
-        return volume.free if volume is not None else None
-
-    def refusal(self, force: bool = False) -> str | None:
-        """Why the core refuses this deletion (merge-headroom), or None."""
-        if self.headroom_ok or force:
-            return None
-        short = [room for room in self.headrooms if not room.ok]
-        return (
-            f"deleting checkpoint {self.checkpoint.name!r} of {self.vm_name!r} on {self.host!r}: "
-            + "; ".join(room.text() for room in short)
-            + " (merge-headroom; force it only if you know the space will be there)"
-        )
-
-    def describe(self) -> str:
-        what = "checkpoint subtree" if self.subtree and len(self.checkpoints) > 1 else "checkpoint"
-        lines = [f"Delete {what} {self.checkpoint.name!r} of VM {self.vm_name!r} on host {self.host!r}."]
-        if len(self.checkpoints) > 1:
-            lines.append(f"{len(self.checkpoints)} checkpoints go:")
-            lines.extend(f"  - {cp.name!r} ({cp.type}, id {cp.id})" for cp in self.checkpoints)
-        else:
-            lines.append(f"Checkpoint id {self.checkpoint.id}, {self.checkpoint.type}.")
-        if self.merges:
-            lines.append("Differencing data merges:")
-            lines.extend(
-                f"  - {_file_name(step.source)} ({size_text(step.bytes)}) into {_file_name(step.target)}"
-                for step in self.merges
-            )
-        if not self.exact:
-            lines.append(
-                "hvtui cannot map these checkpoints to files exactly (the chain does not match the checkpoint "
-                "tree); the figures assume every differencing byte of the VM may move."
-            )
-        if self.other_branch:
-            lines.append(
-                f"{len(self.other_branch)} of them lie on another branch; their files are not in the VM's current "
-                "chain and are merged or deleted by the host (sizes not in the inventory)."
-            )
-        lines.append(f"About {size_text(self.bytes_to_move)} moves; the VM keeps its current state.")
-        for room in self.headrooms:
-            if room.volume is None:
-                lines.append("The volume's free space is unknown.")
-                continue
-            verdict = "enough room" if room.ok else "NOT ENOUGH ROOM"
-            lines.append(
-                f"Volume {room.volume.path}: {size_text(room.volume.free)} free, the merge may need "
-                f"{size_text(room.need)} and {size_text(room.margin)} ({self.margin_percent:g}%) must stay free: {verdict}."
-            )
-        if not self.headroom_ok:
-            lines.append("Refused unless forced: a merge that fills the volume pauses every VM on it.")
-        lines.append("This cannot be undone.")
-        return "\n".join(lines)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ApplyPlan:
-    host: str
-    vm_id: str
-    vm_name: str
-    vm_state: str
-    checkpoint: Checkpoint
-    age_seconds: float
-    current_checkpoint: Checkpoint | None  # what the VM runs from now
-    bytes_lost: int  # differencing data written since the current checkpoint
-    checkpoint_first_name: str  # the name "checkpoint first" would use
-
-    def describe(self, checkpoint_first: bool = False) -> str:
-        cp = self.checkpoint
-        lines = [
-            f"Apply checkpoint {cp.name!r} ({cp.type}, id {cp.id}, created "
-            f"{cp.created.isoformat(timespec='seconds')}, {age_text(self.age_seconds)} ago) "
-            f"to VM {self.vm_name!r} on host {self.host!r} (now {self.vm_state})."
-        ]
-        since = f"since checkpoint {self.current_checkpoint.name!r}" if self.current_checkpoint else "now"
-        if checkpoint_first:
-            lines.append(
-                f"First a new checkpoint {self.checkpoint_first_name!r} keeps the VM's current state; "
-                f"then the VM returns to {cp.name!r}."
-            )
-        else:
-            lines.append(
-                f"The VM's current state is LOST: everything it did {since} "
-                f"({size_text(self.bytes_lost)} of differencing data) is discarded."
-            )
-        lines.append(
-            "The VM returns to the state it had when the checkpoint was taken (a Production checkpoint leaves it Off)."
-        )
-        if not checkpoint_first:
-            lines.append("To keep the current state, take a checkpoint first (checkpoint first, then apply).")
-        return "\n".join(lines)
-
-
-def _file_name(path: str) -> str:
-    return path.replace("\\", "/").rsplit("/", 1)[-1]
-
-
-def validate_checkpoint_name(name: str) -> str:
-    """A checkpoint name as Hyper-V accepts it: 1-100 characters, no control characters."""
-    cleaned = name.strip()
-    if not cleaned:
-        raise UsageError("a checkpoint name cannot be empty")
-    if len(cleaned) > MAX_NAME_LENGTH:
-        raise UsageError(f"a checkpoint name has at most {MAX_NAME_LENGTH} characters ({len(cleaned)} given)")
-    if any(unicodedata.category(ch) == "Cc" for ch in cleaned):
-        raise UsageError("a checkpoint name cannot contain control characters")
-    return cleaned
-
-
-def normalise_checkpoint_type(checkpoint_type: str) -> str:
-    for known in CREATABLE_TYPES:
-        if checkpoint_type.casefold() == known.casefold():
-            return known
-    raise UsageError(f"checkpoint type must be one of {', '.join(CREATABLE_TYPES)} (got {checkpoint_type!r})")
-
-
-def find_checkpoint(vm: VM, name_or_id: str) -> Checkpoint:
-    """A checkpoint of ``vm`` by id or name; ambiguous names list the ids to choose from."""
-    wanted = name_or_id.strip()
-    for cp in vm.checkpoints:
-        if cp.id.casefold() == wanted.casefold():
-            return cp
-    matches = [cp for cp in vm.checkpoints if cp.name == wanted] or [
-        cp for cp in vm.checkpoints if cp.name.casefold() == wanted.casefold()
-    ]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        ids = "; ".join(f"{cp.id} ({cp.type}, created {cp.created.isoformat(timespec='seconds')})" for cp in matches)
-        raise UsageError(f"{len(matches)} checkpoints of VM {vm.name!r} are named {wanted!r}: {ids}; pass the id")
-    names = [cp.name for cp in vm.checkpoints]
-    known = ", ".join(repr(n) for n in names[:10]) or "none"
-    raise UsageError(f"{vm.host}: VM {vm.name!r} has no checkpoint {wanted!r} (it has: {known})")
+    def host(self, name: str) -> Host: ...
 
 
 class CheckpointActions:
-    def __init__(self, core: Core) -> None:
-        self._core = core
+    def __init__(
+        self,
+        hosts: HostLookup,
+        inventory: InventoryService,
+        audit: AuditLog,
+        clock: Clock,
+        policy: PolicyConfig,
+        *,
+        read_only: bool = False,
+    ) -> None:
+        """``read_only``: the whole console runs read-only (a host may also be, in its settings)."""
+        self._hosts = hosts
+        self._inventory = inventory
+        self._audit = audit
+        self._clock = clock
+        self._policy = policy
+        self._read_only = read_only
         # Hosts changed through us since their last read: the next plan reads them again
         # rather than trusting a chain we know has moved.
         self._changed_hosts: set[str] = set()
@@ -228,14 +70,14 @@ class CheckpointActions:
 
     @property
     def audit(self) -> AuditLog:
-        return self._core.audit
+        return self._audit
 
     # -- read-only ---------------------------------------------------------------------------
     def read_only_reason(self, host: str) -> str | None:
         """Why changes to ``host`` are refused, or None when they are allowed."""
-        if self._core.read_only:
+        if self._read_only:
             return "hvtui runs read-only (--read-only or read_only in the config)"
-        if self._core.host(host).read_only:
+        if self._hosts.host(host).read_only:
             return f"host {host!r} is read-only in the config"
         return None
 
@@ -255,15 +97,15 @@ class CheckpointActions:
     def _vm(self, host: str, vm_id: str, checkpoint_id: str | None = None) -> VM:
         """The VM from the latest inventory; the host is read again when it was changed
         since, or when the VM (or the checkpoint asked for) is not in it yet."""
-        self._core.host(host)  # unknown host: ConfigError naming the configured ones
+        self._hosts.host(host)  # unknown host: ConfigError naming the configured ones
         with self._changed_lock:
             changed = host in self._changed_hosts
             self._changed_hosts.discard(host)
-        vm = None if changed else self._core.inventory.latest.vm(host, vm_id)
+        vm = None if changed else self._inventory.latest.vm(host, vm_id)
         if vm is None or (checkpoint_id is not None and vm.checkpoint(checkpoint_id) is None):
-            vm = self._core.inventory.refresh([host]).vm(host, vm_id)
+            vm = self._inventory.refresh([host]).vm(host, vm_id)
         if vm is None:
-            host_inv = self._core.inventory.latest.host(host)
+            host_inv = self._inventory.latest.host(host)
             if host_inv is not None and host_inv.error is not None and host_inv.facts is None:
                 raise HvtuiError(f"host {host!r} cannot be read: {host_inv.error}")
             raise NotFoundError(host, "find VM", f"no VM with id {vm_id}")
@@ -272,7 +114,7 @@ class CheckpointActions:
     def _vm_label(self, host: str, vm_id: str) -> str:
         """The VM's name for the audit entry from the start (the inventory already read), so
         that a refused or failed attempt is found by the VM's name like a successful one."""
-        vm = self._core.inventory.latest.vm(host, vm_id)
+        vm = self._inventory.latest.vm(host, vm_id)
         return vm.name if vm is not None else vm_id
 
     @contextmanager
@@ -292,9 +134,9 @@ class CheckpointActions:
         return cp
 
     def _thresholds(self, vm: VM) -> Thresholds:
-        host_inv = self._core.inventory.latest.host(vm.host)
+        host_inv = self._inventory.latest.host(vm.host)
         group = host_inv.group if host_inv is not None else None
-        return self._core.config.policy.thresholds_for(vm.host, vm.name, group)
+        return self._policy.thresholds_for(vm.host, vm.name, group)
 
     # -- plans -------------------------------------------------------------------------------
     def plan_remove(self, host: str, vm_id: str, checkpoint_id: str, subtree: bool = False) -> RemovePlan:
@@ -365,14 +207,14 @@ class CheckpointActions:
         )
 
     def _facts(self, host: str) -> HostFacts | None:
-        host_inv = self._core.inventory.latest.host(host)
+        host_inv = self._inventory.latest.host(host)
         return host_inv.facts if host_inv is not None else None
 
     def plan_apply(self, host: str, vm_id: str, checkpoint_id: str) -> ApplyPlan:
         vm = self._vm(host, vm_id, checkpoint_id)
         cp = self._checkpoint(vm, checkpoint_id)
         facts = self._facts(host)
-        now = facts.now if facts is not None else self._core.clock.now()
+        now = facts.now if facts is not None else self._clock.now()
         current = vm.checkpoint(vm.parent_checkpoint_id) if vm.parent_checkpoint_id else None
         lost = sum(
             disk.chain[0].file_size for disk in vm.disks if disk.chain and disk.chain[0].vhd_type == "Differencing"
@@ -390,7 +232,7 @@ class CheckpointActions:
         )
 
     def _checkpoint_first_name(self, vm: VM, cp: Checkpoint) -> str:
-        stamp = self._core.clock.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        stamp = self._clock.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
         name = f"Before applying {cp.name} ({stamp})"
         return name[:MAX_NAME_LENGTH]
 
@@ -409,7 +251,7 @@ class CheckpointActions:
                     f"Hyper-V allows at most {HYPERV_CHECKPOINT_LIMIT}"
                 )
             with self._changing(host):
-                created = self._core.host(host).create_checkpoint(vm.id, clean_name, checkpoint_type)
+                created = self._hosts.host(host).create_checkpoint(vm.id, clean_name, checkpoint_type)
             entry.args.update(checkpoint_id=created.id, name=created.name)
             return created
 
@@ -434,7 +276,7 @@ class CheckpointActions:
                 saved = self.create(host, vm.id, self._checkpoint_first_name(vm, cp), vm_checkpoint_type(vm))
                 entry.args["saved_checkpoint_id"] = saved.id
             with self._changing(host):
-                self._core.host(host).apply_checkpoint(vm.id, cp.id, progress=progress)
+                self._hosts.host(host).apply_checkpoint(vm.id, cp.id, progress=progress)
             return saved
 
     def remove(
@@ -467,7 +309,7 @@ class CheckpointActions:
                 entry.args["headroom_overridden"] = True
                 log.warning("merge headroom overridden for %s/%s", host, plan.vm_name)
             with self._changing(host):
-                outcome = self._core.host(host).remove_checkpoint(
+                outcome = self._hosts.host(host).remove_checkpoint(
                     plan.vm_id, plan.checkpoint.id, subtree=subtree, progress=progress, cancel=cancel
                 )
             # None: the backend returned once the merge was done (the lab does).
@@ -485,12 +327,5 @@ class CheckpointActions:
             entry.vm = vm.name
             entry.args["old_name"] = cp.name
             with self._changing(host):
-                self._core.host(host).rename_checkpoint(vm.id, cp.id, clean)
+                self._hosts.host(host).rename_checkpoint(vm.id, cp.id, clean)
 
-
-def vm_checkpoint_type(vm: VM) -> str:
-    """The checkpoint type to take for ``vm``: its configured one where creatable, else Standard."""
-    kind = vm.checkpoint_type
-    if kind in ("Production", "ProductionOnly"):
-        return "Production"
-    return "Standard"

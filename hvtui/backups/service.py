@@ -1,12 +1,12 @@
 """The backup service: what the CLI, the job manager and the console call.
 
-``Backups(core)`` (also ``core.backups``) resolves repositories from the config (a
-``default`` repository under the user data directory when none is configured), lists
-restore points, and runs backup, restore, verify and prune on the engine
-(``hvtui.engine``).  Every operation blocks, may run on any worker thread, reports through
-a ``ProgressCallback`` and honours a ``CancelToken``.
+``Backups`` (also ``core.backups``) resolves repositories from the config (a ``default``
+repository under the user data directory when none is configured; ``repositories.py``),
+lists restore points (``points.py``), and runs backup, restore, verify and prune on the
+engine (``hvtui.engine``).  Every operation blocks, may run on any worker thread, reports
+through a ``ProgressCallback`` and honours a ``CancelToken``.
 
-Safety lives here, in the core, for every caller: read-only mode (``--read-only``, the
+Safety lives here, for every caller (``guard.py``): read-only mode (``--read-only``, the
 config, or a read-only host) refuses backups (they checkpoint the VM and write the
 repository), restores onto a host and prune, and keeps verify from quarantining damaged
 chunks; restores onto a host, prune and quarantines are audit-logged, and so are backups
@@ -16,238 +16,69 @@ the points retention deletes after a backup (``backup.retention``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
-import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from hvtui.audit import AuditLog
+from hvtui.backups.guard import HostLookup, SafetyGuard
+from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing
+from hvtui.backups.repositories import RepositoryList
+from hvtui.clock import Clock
 from hvtui.config import RepositoryConfig, Retention
-from hvtui.engine.backup import BackupResult, point_order, run_backup
-from hvtui.engine.manifest import POINT_ID_RE, Manifest
+from hvtui.engine.backup import BackupResult, run_backup
+from hvtui.engine.manifest import Manifest
 from hvtui.engine.progress import DEFAULT_INTERVAL
 from hvtui.engine.prune import PruneResult, forget_expired, run_prune
 from hvtui.engine.repository import PointNotFound, Repository
 from hvtui.engine.restore import RestoreResult, restore_to_directory, restore_to_host
 from hvtui.engine.verify import VerifyReport, run_verify
-from hvtui.errors import ConfigError, HvtuiError, ReadOnlyError, RefusedError, RepositoryError
+from hvtui.errors import ConfigError, HvtuiError, RefusedError
 from hvtui.events import CancelToken, ProgressCallback
-from hvtui.model import BACKUP_MODES as BACKUP_MODES  # re-exported: the service's public name
-from hvtui.model import VM, RestorePointSummary
-
-if TYPE_CHECKING:
-    from hvtui.core import Core
+from hvtui.inventory import InventoryService
+from hvtui.model import BACKUP_MODES, VM, RestorePointSummary
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class DamagedManifest:
-    """A manifest under ``points/`` that cannot be read, so its point is neither listed nor restorable.
-
-    It cannot be attributed to a VM (its contents cannot be trusted), so callers show it
-    whatever VM they list.
-    """
-
-    id: str  # the file name without ".json": a point id, unless a stray file
-    repository: str
-    error: str  # the problem, e.g. "checksum mismatch: the file was altered or truncated"
-
-    @property
-    def time(self) -> datetime | None:
-        """The point's time to the second (point ids start with it); None for a stray name."""
-        if not POINT_ID_RE.match(self.id):
-            return None
-        try:
-            return datetime.strptime(self.id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-        except ValueError:
-            return None
-
-    def to_dict(self) -> dict[str, str]:
-        return {"id": self.id, "repository": self.repository, "error": self.error}
-
-
-@dataclass(slots=True)
-class PointInfo:
-    """A point with the repository it lives in (``summary`` is what the console shows)."""
-
-    summary: RestorePointSummary
-    repository: str
-    parent: str | None
-    files: int
-    committed_ns: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class PointListing:
-    """Readable restore points (oldest first) and every damaged manifest of the same repositories."""
-
-    points: list[PointInfo]
-    damaged: list[DamagedManifest]
-
-    def damaged_newer_than(self, point: PointInfo) -> list[DamagedManifest]:
-        """Damaged manifests that may be a newer point than ``point`` (same second counts).
-
-        Ids carry the time only to the second, so a damaged point taken in the same second
-        may be the newer one; a stray name without a time is not a point and not counted.
-        """
-        floor = point.summary.time.astimezone(UTC).replace(microsecond=0)
-        return [d for d in self.damaged if d.id != point.summary.id and (when := d.time) is not None and when >= floor]
-
-
 class Backups:
-    def __init__(self, core: Core) -> None:
-        self._core = core
-        self._repos: dict[str, Repository] = {}
-        self._lock = threading.Lock()
-        # Per repository: (manifest names, verification records) -> (summaries oldest first, damaged).
-        self._index: dict[str, tuple[tuple, list[PointInfo], list[DamagedManifest]]] = {}
-        self._latest: dict[str, dict[tuple[str, str], datetime]] = {}  # newest point time per (host, VM id)
-        self._checked: dict[str, float] = {}  # when each repository's listing was last compared
+    def __init__(
+        self,
+        repositories: RepositoryList,
+        hosts: HostLookup,
+        inventory: InventoryService,
+        audit: AuditLog,
+        clock: Clock,
+        *,
+        read_only: bool = False,
+    ) -> None:
+        """``read_only``: the whole console runs read-only (a host may also be, in its settings)."""
+        self._repositories = repositories
+        self._hosts = hosts
+        self._inventory = inventory
+        self._audit = audit
+        self._clock = clock
+        self._guard = SafetyGuard(hosts, audit, read_only)
+        self._points = PointIndex()
         self.recheck_seconds = 2.0
         self.progress_interval = DEFAULT_INTERVAL
         self.lock_timeout: float | None = 3600.0
 
     # -- repositories --------------------------------------------------------------------
     def repository_configs(self) -> list[RepositoryConfig]:
-        configured = list(self._core.config.repositories)
-        if not configured:
-            configured = [RepositoryConfig(name="default", path=self._core.paths.default_repository, default=True)]
-        return configured
+        return self._repositories.repository_configs()
 
     def repository_config(self, name: str | None = None) -> RepositoryConfig:
-        configs = self.repository_configs()
-        if name is None:
-            for rc in configs:
-                if rc.default:
-                    return rc
-            return configs[0]
-        for rc in configs:
-            if rc.name == name:
-                return rc
-        known = ", ".join(rc.name for rc in configs)
-        raise ConfigError(f"unknown repository {name!r} (configured repositories: {known})")
+        return self._repositories.repository_config(name)
 
     def open_repository(self, name: str | None = None, create: bool = False) -> Repository | None:
         """The repository object (cached); None when it does not exist and ``create`` is False."""
-        rc = self.repository_config(name)
-        with self._lock:
-            repo = self._repos.get(rc.name)
-            if repo is not None and Repository.exists(repo.root):
-                return repo
-            if not create and not Repository.exists(rc.path):
-                return None
-            repo = Repository.open(rc.path, name=rc.name, create=create)
-            self._repos[rc.name] = repo
-            return repo
-
-    def _require_repository(self, name: str | None) -> Repository:
-        repo = self.open_repository(name)
-        if repo is None:
-            rc = self.repository_config(name)
-            raise RepositoryError(f"repository {rc.name!r} at {rc.path} does not exist yet (no backup was made there)")
-        return repo
+        return self._repositories.open_repository(name, create)
 
     # -- points --------------------------------------------------------------------------
-    def _points_of(self, repo: Repository) -> tuple[list[PointInfo], list[DamagedManifest]]:
-        """The repository's points (oldest first) and damaged manifests, re-read only when something changed.
-
-        The key is the list of manifests plus the verification records' times: directory
-        mtimes alone are too coarse (two commits within one clock tick look the same).
-        """
-        try:
-            names = tuple(sorted(os.listdir(repo.points_dir)))
-        except OSError:
-            names = ()
-        verified: list[tuple[str, int]] = []
-        try:
-            for entry in os.scandir(repo.verified_dir):
-                with contextlib.suppress(OSError):
-                    verified.append((entry.name, entry.stat().st_mtime_ns))
-        except OSError:
-            pass
-        key = (names, tuple(sorted(verified)))
-        with self._lock:
-            cached = self._index.get(repo.name)
-        if cached is not None and cached[0] == key:
-            with self._lock:
-                self._checked[repo.name] = time.monotonic()
-            return cached[1], cached[2]
-        manifests, bad = repo.load_points()
-        infos = [self._info(repo, m) for m in sorted(manifests, key=point_order)]
-        damaged = sorted((DamagedManifest(err.point or "?", repo.name, err.reason) for err in bad), key=lambda d: d.id)
-        latest: dict[tuple[str, str], datetime] = {}
-        for info in infos:
-            vm_key = (info.summary.host, info.summary.vm_id)
-            if vm_key not in latest or info.summary.time > latest[vm_key]:
-                latest[vm_key] = info.summary.time
-        with self._lock:
-            self._index[repo.name] = (key, infos, damaged)
-            self._latest[repo.name] = latest
-            self._checked[repo.name] = time.monotonic()
-        return infos, damaged
-
-    def _fresh_points_of(self, repo: Repository) -> tuple[list[PointInfo], list[DamagedManifest]]:
-        """``_points_of``, trusting a listing checked less than ``recheck_seconds`` ago.
-
-        The console asks for every VM's last backup on every refresh; re-listing the
-        repository for each VM would cost O(VMs x points).  This process's own changes
-        invalidate at once; other processes' show within ``recheck_seconds``.
-        """
-        with self._lock:
-            checked = self._checked.get(repo.name)
-            cached = self._index.get(repo.name)
-        if cached is not None and checked is not None and time.monotonic() - checked < self.recheck_seconds:
-            return cached[1], cached[2]
-        return self._points_of(repo)
-
-    def _invalidate(self, repo_name: str) -> None:
-        with self._lock:
-            self._checked.pop(repo_name, None)
-
-    @staticmethod
-    def _info(repo: Repository, m: Manifest) -> PointInfo:
-        record = repo.verification(m.id)
-        return PointInfo(
-            summary=RestorePointSummary(
-                id=m.id,
-                host=m.host,
-                vm_id=m.vm_id,
-                vm_name=m.vm_name,
-                time=m.time,
-                mode=m.mode,
-                logical_bytes=m.logical_bytes,
-                stored_bytes=int(m.stats.get("stored_bytes", 0)),
-                verified=None if record is None else bool(record.get("ok")),
-                repository=repo.name,
-            ),
-            repository=repo.name,
-            parent=m.parent,
-            files=len(m.files),
-            committed_ns=int(m.stats.get("committed_ns", 0)),
-        )
-
-    def _repos_for(self, repository: str | None) -> list[Repository]:
-        names = [repository] if repository is not None else [rc.name for rc in self.repository_configs()]
-        out = []
-        for name in names:
-            try:
-                repo = self.open_repository(name)
-            except RepositoryError as err:
-                if repository is not None:
-                    raise
-                log.warning("repository %s: %s", name, err)
-                continue
-            if repo is not None:
-                out.append(repo)
-        return out
-
     def list_points(
         self, host: str | None = None, vm: str | None = None, repository: str | None = None
     ) -> list[RestorePointSummary]:
@@ -270,8 +101,8 @@ class Backups:
         out: list[PointInfo] = []
         damaged: list[DamagedManifest] = []
         wanted = vm.casefold() if vm else None
-        for repo in self._repos_for(repository):
-            infos, bad = self._fresh_points_of(repo)
+        for repo in self._repositories.repos_for(repository):
+            infos, bad = self._points.fresh_points_of(repo, self.recheck_seconds)
             damaged.extend(bad)
             for info in infos:
                 s = info.summary
@@ -290,16 +121,15 @@ class Backups:
     def last_backup(self, host: str, vm_id: str) -> datetime | None:
         """Time of the newest restore point of the VM in any repository (None: never backed up)."""
         times = []
-        for repo in self._repos_for(None):
-            self._fresh_points_of(repo)
-            with self._lock:
-                when = self._latest.get(repo.name, {}).get((host, vm_id))
+        for repo in self._repositories.repos_for(None):
+            self._points.fresh_points_of(repo, self.recheck_seconds)
+            when = self._points.latest(repo.name, host, vm_id)
             if when is not None:
                 times.append(when)
         return max(times, default=None)
 
     def find_point(self, point_id: str, repository: str | None = None) -> tuple[Repository, Manifest]:
-        for repo in self._repos_for(repository):
+        for repo in self._repositories.repos_for(repository):
             try:
                 return repo, repo.load_point(point_id)
             except PointNotFound:
@@ -314,36 +144,11 @@ class Backups:
     # -- VMs -------------------------------------------------------------------------------
     def resolve_vm(self, name: str, host: str | None = None) -> VM:
         """A VM by name or id on the configured hosts (``host`` only needed when ambiguous)."""
-        return self._core.inventory.find_vm(name, host)
+        return self._inventory.find_vm(name, host)
 
     # -- safety ----------------------------------------------------------------------------
     def read_only_reason(self, host: str | None = None) -> str | None:
-        if self._core.read_only:
-            return "hvtui runs read-only (--read-only or read_only in the config)"
-        if host is not None and self._core.host(host).read_only:
-            return f"host {host!r} is read-only in the config"
-        return None
-
-    def _refuse_if_read_only(self, action: str, host: str | None, vm: str | None, args: dict[str, Any]) -> None:
-        reason = self.read_only_reason(host)
-        if reason is not None:
-            self._audit_record(action, host, vm, args, "refused", f"read-only: {reason}")
-            raise ReadOnlyError(f"{action} refused: {reason}")
-
-    def _audit_record(
-        self,
-        action: str,
-        host: str | None,
-        vm: str | None,
-        args: dict,
-        result: str,
-        error: str | None,
-        duration: float = 0.0,
-    ) -> None:
-        try:
-            self._core.audit.record(action, host or "-", vm, args, result, duration, error)
-        except OSError as err:
-            log.error("could not write the audit log: %s", err)
+        return self._guard.read_only_reason(host)
 
     # -- operations --------------------------------------------------------------------------
     def backup(
@@ -363,23 +168,23 @@ class Backups:
         """
         if mode not in BACKUP_MODES:
             raise ConfigError(f"unknown backup mode {mode!r} (expected full, incremental or differential)")
-        host = self._core.host(host_name)
+        host = self._hosts.host(host_name)
         rc = self.repository_config(repository)
         args = {"mode": mode, "repository": rc.name, "vm_id": vm_id}
         # Audited under the VM's name whatever the outcome, so one grep finds every attempt
         # (the name as last seen; the id is in the args).
-        known = self._core.inventory.latest.vm(host_name, vm_id)
+        known = self._inventory.latest.vm(host_name, vm_id)
         vm_label = known.name if known is not None else vm_id
-        self._refuse_if_read_only("backup", host_name, vm_label, args)
+        self._guard.refuse_if_read_only("backup", host_name, vm_label, args)
         repo = self.open_repository(rc.name, create=True)
         assert repo is not None
-        with self._core.audit.action("backup", host_name, vm_label, args) as entry:
+        with self._audit.action("backup", host_name, vm_label, args) as entry:
             result = run_backup(
                 repo,
                 host,
                 vm_id,
                 mode,
-                clock=self._core.clock,
+                clock=self._clock,
                 progress=progress,
                 cancel=cancel,
                 progress_interval=self.progress_interval,
@@ -392,10 +197,10 @@ class Backups:
             if result.requested_mode != result.mode:
                 ran["requested"] = result.requested_mode
             entry.args = {**ran, **{k: v for k, v in entry.args.items() if k != "mode"}, "point": result.point_id}
-        self._invalidate(rc.name)
+        self._points.invalidate(rc.name)
         if apply_retention:
             self._apply_retention(repo, rc, host_name, result)
-            self._invalidate(rc.name)
+            self._points.invalidate(rc.name)
         return result
 
     def _apply_retention(self, repo: Repository, rc: RepositoryConfig, host_name: str, result: BackupResult) -> None:
@@ -408,13 +213,13 @@ class Backups:
             result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id)
         except (HvtuiError, OSError) as err:  # the new point is committed: a warning, not a failure
             result.warnings.append(f"retention was not applied: {err}")
-            self._audit_record(
+            self._guard.audit_record(
                 "backup.retention", host_name, result.vm_name, args, "failed", str(err), time.monotonic() - started
             )
             return
         if result.pruned:
             args["removed"] = list(result.pruned)
-            self._audit_record(
+            self._guard.audit_record(
                 "backup.retention", host_name, result.vm_name, args, "ok", None, time.monotonic() - started
             )
 
@@ -452,21 +257,21 @@ class Backups:
         else:
             action, vm_label = "restore-in-place", manifest.vm_name
             args["vm_id"] = manifest.vm_id
-        self._refuse_if_read_only(action, target_host, vm_label, args)
-        host_obj = self._core.host(target_host)
+        self._guard.refuse_if_read_only(action, target_host, vm_label, args)
+        host_obj = self._hosts.host(target_host)
         if in_place:
             if target_host != manifest.host:
                 raise ConfigError("an in-place restore goes back to the point's own host")
             vm = self._current_vm(target_host, manifest.vm_id)
             if vm is None:
-                self._audit_record(action, target_host, vm_label, args, "refused", "the VM no longer exists")
+                self._guard.audit_record(action, target_host, vm_label, args, "refused", "the VM no longer exists")
                 raise RefusedError(
                     f"VM {manifest.vm_name} (id {manifest.vm_id}) no longer exists on {target_host}; restore it as a new VM"
                 )
             if vm.state.lower() not in ("off", "stopped"):
-                self._audit_record(action, target_host, vm_label, args, "refused", f"VM is {vm.state}")
+                self._guard.audit_record(action, target_host, vm_label, args, "refused", f"VM is {vm.state}")
                 raise RefusedError(f"VM {vm.name} is {vm.state}: turn it off before restoring over it")
-        with self._core.audit.action(action, target_host, vm_label, args) as entry:
+        with self._audit.action(action, target_host, vm_label, args) as entry:
             result = restore_to_host(
                 repo,
                 manifest,
@@ -482,7 +287,7 @@ class Backups:
         return result
 
     def _current_vm(self, host: str, vm_id: str) -> VM | None:
-        snapshot = self._core.host(host).inventory(30.0)
+        snapshot = self._hosts.host(host).inventory(30.0)
         for vm in snapshot.vms:
             if vm.id == vm_id:
                 return vm
@@ -505,8 +310,8 @@ class Backups:
         if point_id is not None:
             repo, _ = self.find_point(point_id, repository)
         else:
-            repo = self._require_repository(repository)
-        writable = not self._core.read_only
+            repo = self._repositories.require_repository(repository)
+        writable = not self._guard.read_only
         try:
             report = run_verify(
                 repo,
@@ -514,21 +319,21 @@ class Backups:
                 quick,
                 progress=progress,
                 cancel=cancel,
-                clock=self._core.clock,
+                clock=self._clock,
                 record=writable,
                 repair=writable,
                 progress_interval=self.progress_interval,
                 lock_timeout=self.lock_timeout,
             )
         finally:
-            self._invalidate(repo.name)  # verification records changed
+            self._points.invalidate(repo.name)  # verification records changed
         if report.quarantined:
             args = {
                 "repository": repo.name,
                 "chunks": report.quarantined,
                 "points": sorted({p for c in report.chunk_problems if c.quarantined_as for p in c.points}),
             }
-            self._audit_record("verify.quarantine", f"repository:{repo.name}", None, args, "ok", None)
+            self._guard.audit_record("verify.quarantine", f"repository:{repo.name}", None, args, "ok", None)
         return report
 
     def prune(
@@ -543,11 +348,11 @@ class Backups:
     ) -> PruneResult:
         """Apply the repository's retention, then remove unreferenced chunks (waits for backups)."""
         rc = self.repository_config(repository)
-        repo = self._require_repository(rc.name)
+        repo = self._repositories.require_repository(rc.name)
         keep = retention or rc.retention
         args = {"repository": rc.name, "dry_run": dry_run, "host": host, "vm_id": vm_id}
         if not dry_run:
-            self._refuse_if_read_only("prune", None, None, args)
+            self._guard.refuse_if_read_only("prune", None, None, args)
         call = {
             "host": host,
             "vm_id": vm_id,
@@ -558,11 +363,11 @@ class Backups:
         }
         if dry_run:
             return run_prune(repo, keep, True, **call)
-        with self._core.audit.action("prune", f"repository:{rc.name}", None, args) as entry:
+        with self._audit.action("prune", f"repository:{rc.name}", None, args) as entry:
             try:
                 result = run_prune(repo, keep, False, **call)
             finally:
-                self._invalidate(rc.name)
+                self._points.invalidate(rc.name)
             entry.args.update(
                 points_removed=result.points_removed,
                 removed=[d.point for d in result.removed],

@@ -1,0 +1,167 @@
+"""Restore points as the backup service lists them: ``PointInfo``, ``DamagedManifest``,
+``PointListing``, and ``PointIndex``, the per-repository listing cache behind them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from hvtui.engine.backup import point_order
+from hvtui.engine.manifest import POINT_ID_RE, Manifest
+from hvtui.engine.repository import Repository
+from hvtui.model import RestorePointSummary
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedManifest:
+    """A manifest under ``points/`` that cannot be read, so its point is neither listed nor restorable.
+
+    It cannot be attributed to a VM (its contents cannot be trusted), so callers show it
+    whatever VM they list.
+    """
+
+    id: str  # the file name without ".json": a point id, unless a stray file
+    repository: str
+    error: str  # the problem, e.g. "checksum mismatch: the file was altered or truncated"
+
+    @property
+    def time(self) -> datetime | None:
+        """The point's time to the second (point ids start with it); None for a stray name."""
+        if not POINT_ID_RE.match(self.id):
+            return None
+        try:
+            return datetime.strptime(self.id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        except ValueError:
+            return None
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "repository": self.repository, "error": self.error}
+
+
+@dataclass(slots=True)
+class PointInfo:
+    """A point with the repository it lives in (``summary`` is what the console shows)."""
+
+    summary: RestorePointSummary
+    repository: str
+    parent: str | None
+    files: int
+    committed_ns: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PointListing:
+    """Readable restore points (oldest first) and every damaged manifest of the same repositories."""
+
+    points: list[PointInfo]
+    damaged: list[DamagedManifest]
+
+    def damaged_newer_than(self, point: PointInfo) -> list[DamagedManifest]:
+        """Damaged manifests that may be a newer point than ``point`` (same second counts).
+
+        Ids carry the time only to the second, so a damaged point taken in the same second
+        may be the newer one; a stray name without a time is not a point and not counted.
+        """
+        floor = point.summary.time.astimezone(UTC).replace(microsecond=0)
+        return [d for d in self.damaged if d.id != point.summary.id and (when := d.time) is not None and when >= floor]
+
+
+class PointIndex:
+    """Each repository's points and damaged manifests, re-read only when something changed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Per repository: (manifest names, verification records) -> (summaries oldest first, damaged).
+        self._index: dict[str, tuple[tuple, list[PointInfo], list[DamagedManifest]]] = {}
+        self._latest: dict[str, dict[tuple[str, str], datetime]] = {}  # newest point time per (host, VM id)
+        self._checked: dict[str, float] = {}  # when each repository's listing was last compared
+
+    def points_of(self, repo: Repository) -> tuple[list[PointInfo], list[DamagedManifest]]:
+        """The repository's points (oldest first) and damaged manifests, re-read only when something changed.
+
+        The key is the list of manifests plus the verification records' times: directory
+        mtimes alone are too coarse (two commits within one clock tick look the same).
+        """
+        try:
+            names = tuple(sorted(os.listdir(repo.points_dir)))
+        except OSError:
+            names = ()
+        verified: list[tuple[str, int]] = []
+        try:
+            for entry in os.scandir(repo.verified_dir):
+                with contextlib.suppress(OSError):
+                    verified.append((entry.name, entry.stat().st_mtime_ns))
+        except OSError:
+            pass
+        key = (names, tuple(sorted(verified)))
+        with self._lock:
+            cached = self._index.get(repo.name)
+        if cached is not None and cached[0] == key:
+            with self._lock:
+                self._checked[repo.name] = time.monotonic()
+            return cached[1], cached[2]
+        manifests, bad = repo.load_points()
+        infos = [self._info(repo, m) for m in sorted(manifests, key=point_order)]
+        damaged = sorted((DamagedManifest(err.point or "?", repo.name, err.reason) for err in bad), key=lambda d: d.id)
+        latest: dict[tuple[str, str], datetime] = {}
+        for info in infos:
+            vm_key = (info.summary.host, info.summary.vm_id)
+            if vm_key not in latest or info.summary.time > latest[vm_key]:
+                latest[vm_key] = info.summary.time
+        with self._lock:
+            self._index[repo.name] = (key, infos, damaged)
+            self._latest[repo.name] = latest
+            self._checked[repo.name] = time.monotonic()
+        return infos, damaged
+
+    def fresh_points_of(
+        self, repo: Repository, recheck_seconds: float
+    ) -> tuple[list[PointInfo], list[DamagedManifest]]:
+        """``points_of``, trusting a listing checked less than ``recheck_seconds`` ago.
+
+        The console asks for every VM's last backup on every refresh; re-listing the
+        repository for each VM would cost O(VMs x points).  This process's own changes
+        invalidate at once; other processes' show within ``recheck_seconds``.
+        """
+        with self._lock:
+            checked = self._checked.get(repo.name)
+            cached = self._index.get(repo.name)
+        if cached is not None and checked is not None and time.monotonic() - checked < recheck_seconds:
+            return cached[1], cached[2]
+        return self.points_of(repo)
+
+    def latest(self, repo_name: str, host: str, vm_id: str) -> datetime | None:
+        """The newest point time of the VM in the repository as last listed."""
+        with self._lock:
+            return self._latest.get(repo_name, {}).get((host, vm_id))
+
+    def invalidate(self, repo_name: str) -> None:
+        with self._lock:
+            self._checked.pop(repo_name, None)
+
+    @staticmethod
+    def _info(repo: Repository, m: Manifest) -> PointInfo:
+        record = repo.verification(m.id)
+        return PointInfo(
+            summary=RestorePointSummary(
+                id=m.id,
+                host=m.host,
+                vm_id=m.vm_id,
+                vm_name=m.vm_name,
+                time=m.time,
+                mode=m.mode,
+                logical_bytes=m.logical_bytes,
+                stored_bytes=int(m.stats.get("stored_bytes", 0)),
+                verified=None if record is None else bool(record.get("ok")),
+                repository=repo.name,
+            ),
+            repository=repo.name,
+            parent=m.parent,
+            files=len(m.files),
+            committed_ns=int(m.stats.get("committed_ns", 0)),
+        )

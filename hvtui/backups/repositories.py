@@ -1,0 +1,82 @@
+"""Which repositories the backup service uses: the configured ones, or a ``default``
+repository under the user data directory when none is configured."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from hvtui.config import RepositoryConfig
+from hvtui.engine.repository import Repository
+from hvtui.errors import ConfigError, RepositoryError
+
+log = logging.getLogger(__name__)
+
+
+class RepositoryList:
+    """The repositories by name, each opened once (the ``Repository`` objects are cached)."""
+
+    def __init__(self, configured: Sequence[RepositoryConfig], default_path: Path) -> None:
+        """``configured``: the config's repositories; ``default_path``: where the ``default``
+        repository lives when the config names none."""
+        self._configured = tuple(configured)
+        self._default_path = default_path
+        self._repos: dict[str, Repository] = {}
+        self._lock = threading.Lock()
+
+    def repository_configs(self) -> list[RepositoryConfig]:
+        configured = list(self._configured)
+        if not configured:
+            configured = [RepositoryConfig(name="default", path=self._default_path, default=True)]
+        return configured
+
+    def repository_config(self, name: str | None = None) -> RepositoryConfig:
+        configs = self.repository_configs()
+        if name is None:
+            for rc in configs:
+                if rc.default:
+                    return rc
+            return configs[0]
+        for rc in configs:
+            if rc.name == name:
+                return rc
+        known = ", ".join(rc.name for rc in configs)
+        raise ConfigError(f"unknown repository {name!r} (configured repositories: {known})")
+
+    def open_repository(self, name: str | None = None, create: bool = False) -> Repository | None:
+        """The repository object (cached); None when it does not exist and ``create`` is False."""
+        rc = self.repository_config(name)
+        with self._lock:
+            repo = self._repos.get(rc.name)
+            if repo is not None and Repository.exists(repo.root):
+                return repo
+            if not create and not Repository.exists(rc.path):
+                return None
+            repo = Repository.open(rc.path, name=rc.name, create=create)
+            self._repos[rc.name] = repo
+            return repo
+
+    def require_repository(self, name: str | None) -> Repository:
+        repo = self.open_repository(name)
+        if repo is None:
+            rc = self.repository_config(name)
+            raise RepositoryError(f"repository {rc.name!r} at {rc.path} does not exist yet (no backup was made there)")
+        return repo
+
+    def repos_for(self, repository: str | None) -> list[Repository]:
+        """The repository named, or every configured one that exists (unreadable ones logged)."""
+        names = [repository] if repository is not None else [rc.name for rc in self.repository_configs()]
+        out = []
+        for name in names:
+            try:
+                repo = self.open_repository(name)
+            except RepositoryError as err:
+                if repository is not None:
+                    raise
+                log.warning("repository %s: %s", name, err)
+                continue
+            if repo is not None:
+                out.append(repo)
+        return out

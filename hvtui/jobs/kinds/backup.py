@@ -1,0 +1,99 @@
+"""The ``backup`` job kind: submitting a backup of one VM, running it on the backup service,
+and before resuming one a killed process left, removing its Recovery checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import humanize
+
+from hvtui.errors import ConfigError
+from hvtui.events import CancelToken, ProgressCallback
+from hvtui.jobs.kinds.base import JobQueue, refuse_if_read_only, services_of
+from hvtui.jobs.model import Job, JobError, JobKind, RunFn
+from hvtui.model import BACKUP_MODES
+
+
+def backup_kind(manager: JobQueue) -> JobKind:
+    """The ``backup`` kind of ``manager`` (it runs on ``manager.services``)."""
+    return JobKind("backup", build=lambda job: _backup_run(manager, job), before_resume=lambda job: _before_backup_resume(manager, job))
+
+
+def submit_backup(
+    manager: JobQueue,
+    host: str,
+    vm_id: str,
+    mode: str | None = None,
+    repository: str | None = None,
+    vm_name: str | None = None,
+) -> Job:
+    """Queue a backup of ``vm_id`` on ``host`` (see ``JobManager.submit_backup``).
+
+    Refused at once (``ReadOnlyError``, audit-logged like the engine does) when the console
+    or the host is read-only; an unknown host or repository is a ``ConfigError``.
+    """
+    services = services_of(manager)
+    if mode is not None and mode not in BACKUP_MODES:
+        raise ConfigError(f"unknown backup mode {mode!r} (expected {', '.join(BACKUP_MODES)})")
+    services.hosts.host(host)  # unknown host: ConfigError now, not a failed job later
+    repo_name = services.backups.repository_config(repository).name
+    auto = mode is None
+    latest = services.backups.latest_point(host, vm_id, repo_name) if auto or vm_name is None else None
+    if auto:
+        # What the job will most likely do; decided again when it runs.
+        mode = "incremental" if latest is not None else "full"
+    if vm_name is None and latest is not None:
+        vm_name = latest.vm_name
+    refuse_if_read_only(services, "backup", host, vm_name or vm_id, {"mode": mode, "repository": repo_name, "vm_id": vm_id})
+    params = {"mode": mode, "auto_mode": auto, "repository": repo_name}
+    return manager.submit("backup", host, vm_id, vm_name, params)
+
+
+def _backup_run(manager: JobQueue, job: Job) -> RunFn:
+    services = services_of(manager)
+    params = dict(job.params)
+    host, vm_id = job.host, job.vm_id
+    if vm_id is None:
+        raise JobError("a backup job needs a VM id")
+
+    def run(progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
+        # Auto mode asks for an incremental: the engine runs a full when the VM has no
+        # earlier point in the repository, so a retried or resumed job still does right.
+        mode = "incremental" if params.get("auto_mode") else str(params["mode"])
+        result = services.backups.backup(host, vm_id, mode, params.get("repository"), progress=progress, cancel=cancel)
+        summary = result.to_dict()
+        summary["message"] = (
+            f"{result.mode} point {result.point_id}: {humanize.naturalsize(result.new_bytes, binary=True)} new, "
+            f"{humanize.naturalsize(result.stored_bytes, binary=True)} stored"
+        )
+        return summary
+
+    return run
+
+
+def _before_backup_resume(manager: JobQueue, job: Job) -> None:
+    """Remove the Recovery checkpoint a killed backup left on the VM.
+
+    Done under the engine's per-VM backup lock for that repository, so it can never
+    remove the checkpoint of a backup of the same VM another process is running now
+    (that one is refused instead, and the job is not resumed).  The engine clears
+    leftovers again under the same lock when the backup starts.
+    """
+    from hvtui.engine.locks import VMLock
+
+    services = services_of(manager)
+    vm_label = job.vm or job.vm_id
+    refuse_if_read_only(services, "backup", job.host, vm_label, {"resume": job.id})
+    host = services.hosts.host(job.host)
+    cleanup = getattr(host, "cleanup_recovery_checkpoints", None)
+    if not callable(cleanup) or job.vm_id is None:
+        return
+    repo = services.backups.open_repository(job.params.get("repository"))
+    lock = VMLock(repo.root, job.host, job.vm_id).acquire() if repo is not None else None
+    try:
+        with services.audit.action("remove-recovery-checkpoints", job.host, vm_label, {"vm_id": job.vm_id, "resuming": job.id}) as entry:
+            removed = cleanup(job.vm_id)
+            entry.args["removed"] = removed
+    finally:
+        if lock is not None:
+            lock.release()
