@@ -49,12 +49,13 @@ LAB_BACKUP = textwrap.dedent(
     import json, sys
     from pathlib import Path
     import hvtui.engine.backup as backup
+    import hvtui.engine.pipeline as pipeline
     from hvtui.clock import SystemClock
     from hvtui.engine.repository import Repository
     from hvtui.hosts.lab.host import LabHost
 
     lab_root, repo_path, vm_id = sys.argv[1:4]
-    backup.BATCH_BYTES = 256 * 1024  # publish chunks often, so a kill finds some stored
+    pipeline.BATCH_BYTES = 256 * 1024  # publish chunks often, so a kill finds some stored
     host = LabHost.open(Path(lab_root), "lab-a", SystemClock())
     repo = Repository.open(Path(repo_path), create=True, chunk_size=64 * 1024)
 

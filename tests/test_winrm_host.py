@@ -20,8 +20,8 @@ from wsman_server import (
     server,
 )
 
+from hvtui.hosts.winrm.encoding import bootstrap_command
 from hvtui.hosts.winrm.host import full_script
-from hvtui.hosts.winrm.transport import bootstrap_command
 from hvtui.wire import parse_inventory
 
 HOSTILE_NAMES = [

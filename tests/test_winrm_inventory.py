@@ -13,7 +13,7 @@ from tree_sitter import Language, Node, Parser
 from wsman_server import MemoryBackend, WSManServer, make_winrm_host, server
 
 from hvtui.hosts.base import HostSnapshot
-from hvtui.hosts.winrm.transport import script_text
+from hvtui.hosts.winrm.encoding import script_text
 from hvtui.model import VM, Disk, VhdLink
 from hvtui.wire import parse_inventory, snapshot_to_wire
 

@@ -11,7 +11,8 @@ from wsman_server import PASSWORD_ENV, MemoryBackend, WSManServer, make_winrm_ho
 
 from hvtui.config import SecretSource, WinRMSettings
 from hvtui.errors import HostError
-from hvtui.hosts.winrm.transport import SEPARATOR, WinRMConnection, clixml_errors, operation_payload
+from hvtui.hosts.winrm.encoding import SEPARATOR, clixml_errors, operation_payload
+from hvtui.hosts.winrm.transport import WinRMConnection
 
 
 def connection(**settings) -> WinRMConnection:

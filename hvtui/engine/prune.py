@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.config import Retention
-from hvtui.engine.backup import point_order
 from hvtui.engine.locks import VMLock
 from hvtui.engine.manifest import Manifest
+from hvtui.engine.parent import point_order
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
 from hvtui.errors import Cancelled

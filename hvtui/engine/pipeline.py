@@ -1,0 +1,324 @@
+"""The chunk pipeline a backup runs its file plans through; keeps both cores busy.
+
+::
+
+    reader thread --(bounded queue of pooled 4 MiB buffers)--> N hash+lz4 workers
+        --(bounded queue)--> writer thread (tmp names) --> publisher thread (fsync, rename into chunks/)
+
+The reader skips holes without reading them (SEEK_DATA) and reads only the chunks the plan
+names; workers drop all-zero chunks, hash (SHA-256), skip chunks the repository already has
+and compress the rest; the writer stores them and the publisher makes them durable in
+batches.  Memory is the buffer pool plus the bounded queues, whatever the disk size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hvtui.engine.chunking import HoleMap, chunk_span
+from hvtui.engine.fsutil import data_extents, fadvise
+from hvtui.engine.plan import FilePlan
+from hvtui.engine.progress import Meter
+from hvtui.engine.repository import Repository
+from hvtui.engine.store import CODEC_RAW, HEADER, compress_chunk
+from hvtui.errors import Cancelled, RepositoryError
+from hvtui.events import CancelToken
+
+_POLL = 0.05
+BATCH_BYTES = 16 * 1024 * 1024
+BATCH_SECONDS = 1.0  # a killed backup loses at most about this much work
+
+
+class ChunkPipeline:
+    """Reader -> workers -> writer over bounded queues; errors and cancel stop all threads."""
+
+    def __init__(
+        self,
+        repo: Repository,
+        owner: str,
+        meter: Meter,
+        cancel: CancelToken,
+        workers: int,
+        buffers: int | None = None,
+    ) -> None:
+        self.repo = repo
+        self.store = repo.store
+        self.chunk_size = repo.chunk_size
+        self.owner = owner
+        self.meter = meter
+        self.cancel = cancel
+        self.n_workers = workers
+        n_buffers = buffers or workers * 2 + 2
+        self.pool: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(n_buffers):
+            self.pool.put(bytearray(self.chunk_size))
+        self.work_q: queue.Queue[tuple[int, int, bytearray, int] | None] = queue.Queue(maxsize=n_buffers)
+        self.write_q: queue.Queue[tuple[bytes, int, int, Any, bytearray | None] | None] = queue.Queue(maxsize=4)
+        self.publish_q: queue.Queue[list[tuple[Path, bytes]] | None] = queue.Queue(maxsize=2)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.zero = bytes(self.chunk_size)
+        self.pending: set[bytes] = set()
+        self.pending_lock = threading.Lock()
+        self.stats_lock = threading.Lock()
+        self.read_bytes = 0
+        self.zero_bytes = 0
+        self.new_chunks = 0
+        self.plans: list[FilePlan] = []
+        # Chunks are published (synced, then renamed) in batches; a killed backup loses at
+        # most one batch of work, the rest is reused by the next run.
+        self.batch_bytes = BATCH_BYTES
+        self.batch_seconds = BATCH_SECONDS
+        self.fsync_each = False
+
+    # -- queue helpers that give up when the pipeline stops ---------------------------------
+    def _put(self, q: queue.Queue, item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=_POLL)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue) -> Any:
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+        return None
+
+    def _fail(self, err: BaseException) -> None:
+        if self.error is None:
+            self.error = err
+        self.stop.set()
+
+    # -- threads -----------------------------------------------------------------------------
+    def _reader(self) -> None:
+        try:
+            for plan_no, plan in enumerate(self.plans):
+                if not plan.read:
+                    continue
+                if self.stop.is_set():
+                    return
+                self._read_file(plan_no, plan)
+            for _ in range(self.n_workers):
+                self._put(self.work_q, None)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            self._fail(err)
+
+    def _read_file(self, plan_no: int, plan: FilePlan) -> None:
+        size = plan.entry.size
+        cs = self.chunk_size
+        self.meter.current = plan.entry.path
+        try:
+            fh = plan.source.open()
+        except OSError as err:
+            raise RepositoryError(f"cannot open {plan.entry.path} on the source: {err.strerror or err}") from err
+        with fh:
+            try:
+                fd: int | None = fh.fileno()
+            except (OSError, AttributeError, ValueError):
+                fd = None
+            self._check_size(fd, plan)
+            holes = HoleMap(data_extents(fd, size) if fd is not None else None)
+            if fd is not None:
+                fadvise(fd, 0, 0, "SEQUENTIAL")
+            for idx in plan.read:
+                if self.stop.is_set():
+                    return
+                offset, length = chunk_span(idx, size, cs)
+                if holes.is_hole(offset, length):
+                    plan.entry.chunks[idx] = None
+                    with self.stats_lock:
+                        self.zero_bytes += length
+                    self.meter.add(done=length)
+                    continue
+                buf = self._get(self.pool)
+                if buf is None:
+                    return
+                view = memoryview(buf)
+                got = 0
+                try:
+                    while got < length:
+                        if fd is not None:
+                            n = os.preadv(fd, [view[got:length]], offset + got)
+                        else:
+                            fh.seek(offset + got)
+                            n = fh.readinto(view[got:length]) or 0
+                        if n == 0:
+                            raise RepositoryError(
+                                f"{plan.entry.path} on the source ended at {offset + got} bytes, expected {size}: "
+                                "it changed during the backup"
+                            )
+                        got += n
+                except OSError as err:
+                    raise RepositoryError(
+                        f"reading {plan.entry.path} from the source failed: {err.strerror or err}"
+                    ) from err
+                finally:
+                    view.release()
+                with self.stats_lock:
+                    self.read_bytes += length
+                if not self._put(self.work_q, (plan_no, idx, buf, length)):
+                    return
+            self._check_size(fd, plan)
+
+    @staticmethod
+    def _check_size(fd: int | None, plan: FilePlan) -> None:
+        """A frozen file must keep its size; holes past a shrunk end would read as zeros."""
+        if fd is None:
+            return
+        actual = os.fstat(fd).st_size
+        if actual != plan.entry.size:
+            raise RepositoryError(
+                f"{plan.entry.path} on the source is {actual} bytes, expected {plan.entry.size}: "
+                "it changed during the backup"
+            )
+
+    def _worker(self) -> None:
+        try:
+            zero, cs = self.zero, self.chunk_size
+            while True:
+                item = self._get(self.work_q)
+                if item is None:
+                    return
+                plan_no, idx, buf, length = item
+                chunks = self.plans[plan_no].entry.chunks
+                is_zero = buf == zero if length == cs else buf[:length] == zero[:length]
+                if is_zero:
+                    chunks[idx] = None
+                    self.pool.put(buf)
+                    with self.stats_lock:
+                        self.zero_bytes += length
+                    self.meter.add(done=length)
+                    continue
+                view = memoryview(buf)[:length]
+                digest = hashlib.sha256(view).digest()
+                chunks[idx] = digest
+                with self.pending_lock:
+                    known = digest in self.pending
+                    self.pending.add(digest)
+                if known or self.store.has(digest):
+                    view.release()
+                    self.pool.put(buf)
+                    self.meter.add(done=length, data=length)
+                    continue
+                codec, packed = compress_chunk(view)
+                if packed is not None:
+                    view.release()
+                    self.pool.put(buf)
+                    job = (digest, codec, length, packed, None)
+                else:
+                    job = (digest, CODEC_RAW, length, view, buf)  # the writer returns the buffer
+                self.meter.add(done=length, data=length, new=length)
+                if not self._put(self.write_q, job):
+                    return
+        except BaseException as err:  # noqa: BLE001
+            self._fail(err)
+
+    def _writer(self) -> None:
+        """Write chunk objects under temporary names; hand them over in batches."""
+        batch: list[tuple[Path, bytes]] = []
+        batch_bytes = 0
+        batch_started = time.monotonic()
+        try:
+            while True:
+                job = self._get(self.write_q)
+                if job is None:
+                    break
+                digest, codec, length, payload, buf = job
+                tmp = self.store.write_tmp(digest, codec, length, payload, self.owner, fsync=self.fsync_each)
+                written = HEADER.size + len(payload)
+                if buf is not None:
+                    payload.release()
+                    self.pool.put(buf)
+                if tmp is None:
+                    continue
+                batch.append((tmp, digest))
+                batch_bytes += written
+                with self.stats_lock:
+                    self.new_chunks += 1
+                self.meter.add(stored=written)
+                if batch_bytes >= self.batch_bytes or time.monotonic() - batch_started >= self.batch_seconds:
+                    if not self._put(self.publish_q, batch):
+                        break
+                    batch, batch_bytes, batch_started = [], 0, time.monotonic()
+            if not self.stop.is_set() and self._put(self.publish_q, batch):
+                batch = []
+                self._put(self.publish_q, None)
+        except BaseException as err:  # noqa: BLE001
+            self._fail(err)
+        finally:
+            self.store.discard(batch)  # never handed over: never left looking good
+
+    def _publisher(self) -> None:
+        """Sync each batch to disk, then give its objects their final names.
+
+        A thread of its own so that waiting for the disk overlaps hashing and compressing.
+        """
+        try:
+            while True:
+                batch = self._get(self.publish_q)
+                if batch is None:
+                    return
+                self.store.publish(batch, synced=self.fsync_each)
+        except BaseException as err:  # noqa: BLE001
+            self._fail(err)
+        finally:
+            if self.stop.is_set():
+                self._discard_unpublished()
+
+    def _discard_unpublished(self) -> None:
+        while True:
+            try:
+                leftover = self.publish_q.get_nowait()
+            except queue.Empty:
+                return
+            if leftover:
+                self.store.discard(leftover)
+
+    # -- driver ---------------------------------------------------------------------------------
+    def run(self, plans: list[FilePlan]) -> None:
+        self.plans = plans
+        reader = threading.Thread(target=self._reader, name="hvtui-backup-reader", daemon=True)
+        workers = [
+            threading.Thread(target=self._worker, name=f"hvtui-backup-worker-{i}", daemon=True)
+            for i in range(self.n_workers)
+        ]
+        writer = threading.Thread(target=self._writer, name="hvtui-backup-writer", daemon=True)
+        publisher = threading.Thread(target=self._publisher, name="hvtui-backup-publisher", daemon=True)
+        for thread in (reader, *workers, writer, publisher):
+            thread.start()
+        try:
+            self._wait([reader, *workers])
+            if not self.stop.is_set():
+                self._put(self.write_q, None)
+            self._wait([writer, publisher])
+        except BaseException as err:  # KeyboardInterrupt in the calling thread: stop everything
+            self._fail(err)
+            for thread in (reader, *workers, writer, publisher):
+                thread.join()
+            raise
+        if self.stop.is_set():
+            self._discard_unpublished()
+        cancelled = self.cancel.cancelled
+        if self.error is not None:
+            raise self.error
+        if cancelled:
+            raise Cancelled("backup cancelled")
+
+    def _wait(self, threads: list[threading.Thread]) -> None:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(_POLL)
+                if self.cancel.cancelled and not self.stop.is_set():
+                    self.stop.set()
+                self.meter.emit()

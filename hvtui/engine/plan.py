@@ -1,0 +1,116 @@
+"""What a backup reads: per file, the chunks that changed since the parent point, and the rest taken from it.
+
+Files are matched to the parent point by identity, then by path; unchanged files are
+referenced whole, Resilient Change Tracking ranges narrow a changed file to the chunks
+it touches, and chunks the parent lists but the repository lost are read again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from hvtui.engine.chunking import chunk_count, chunk_span, chunks_touching
+from hvtui.engine.manifest import FileEntry, Manifest, check_rel_path
+from hvtui.engine.store import ChunkStore
+from hvtui.errors import HvtuiError, RepositoryError
+from hvtui.hosts.base import SourceFile
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class FilePlan:
+    source: SourceFile
+    entry: FileEntry
+    read: Sequence[int]  # chunk indexes to read, ascending
+    how: str  # unchanged, changed-ranges, read
+    reused_bytes: int = 0
+    reread: int = 0  # chunks the parent lists but the repository lacks: read again
+
+
+def reread_missing_chunks(plans: list[FilePlan], store: ChunkStore, chunk_size: int) -> int:
+    """Read again what a plan would take from the parent but the repository no longer has.
+
+    A chunk quarantined by verify (or lost) must not be referenced by a new point just
+    because the parent listed it: each distinct reused chunk is looked up once (a stat,
+    cheap next to reading data) and a missing one is added to the file's reads, which
+    stores it again and heals the older points that reference it.  Returns the number of
+    chunk positions added.
+    """
+    present: dict[bytes, bool] = {}
+    added = 0
+    for plan in plans:
+        if plan.how == "read":
+            continue
+        reading = set(plan.read)
+        missing: list[int] = []
+        for index, digest in enumerate(plan.entry.chunks):
+            if digest is None or index in reading:
+                continue
+            found = present.get(digest)
+            if found is None:
+                found = present[digest] = store.has(digest)
+            if not found:
+                missing.append(index)
+        if not missing:
+            continue
+        for index in missing:
+            plan.entry.chunks[index] = None  # the reader fills it in
+            plan.reused_bytes -= chunk_span(index, plan.entry.size, chunk_size)[1]
+        plan.read = sorted(reading.union(missing))
+        plan.reread = len(missing)
+        added += len(missing)
+    return added
+
+
+def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int, reuse: bool) -> list[FilePlan]:
+    """Decide per file what must be read; everything else is taken from ``parent``.
+
+    ``reuse`` False (a full backup) reads every file whole.  Files are matched to the parent
+    by identity (a disk id survives a rename), then by path.
+    """
+    by_identity: dict[str, FileEntry] = {}
+    by_path: dict[str, FileEntry] = {}
+    if parent is not None and parent.chunk_size == chunk_size:
+        for old in parent.files:
+            by_identity.setdefault(old.identity, old)
+            by_path.setdefault(old.path, old)
+    plans: list[FilePlan] = []
+    seen: set[str] = set()
+    for sf in files:
+        path = check_rel_path(sf.rel_path)
+        if path in seen:
+            raise RepositoryError(f"the backup source lists {path!r} twice")
+        seen.add(path)
+        n = chunk_count(sf.size, chunk_size)
+        entry = FileEntry(path, sf.size, sf.mtime_ns, sf.identity, sf.change_id, [None] * n)
+        old = (by_identity.get(sf.identity) or by_path.get(path)) if reuse else None
+        if old is None:
+            plans.append(FilePlan(sf, entry, range(n), "read"))
+            continue
+        same_change = old.change_id == sf.change_id or old.change_id is None or sf.change_id is None
+        if old.identity == sf.identity and old.size == sf.size and old.mtime_ns == sf.mtime_ns and same_change:
+            entry.chunks = list(old.chunks)
+            plans.append(FilePlan(sf, entry, (), "unchanged", sf.size))
+            continue
+        ranges = None
+        if old.identity == sf.identity and old.change_id and sf.change_id:
+            try:
+                ranges = sf.changed_ranges(old.change_id)
+            except HvtuiError as err:
+                log.info("%s: change tracking unavailable (%s); reading it whole", path, err)
+                ranges = None
+        if ranges is None:
+            plans.append(FilePlan(sf, entry, range(n), "read"))
+            continue
+        # Chunks past the shorter of the two sizes are read too: the last one changed length.
+        common = min(old.size, sf.size) // chunk_size
+        to_read = chunks_touching(ranges, sf.size, chunk_size) | set(range(common, n))
+        for i in range(min(n, len(old.chunks))):
+            if i not in to_read:
+                entry.chunks[i] = old.chunks[i]
+        reused = sum(chunk_span(i, sf.size, chunk_size)[1] for i in range(n) if i not in to_read)
+        plans.append(FilePlan(sf, entry, sorted(to_read), "changed-ranges", reused))
+    return plans

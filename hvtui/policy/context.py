@@ -1,0 +1,105 @@
+"""The interface every sprawl rule implements, and what a rule sees while it runs.
+
+A VM rule is a ``VMRule``: the rule ids it may report and a ``check(context)`` that calls
+``context.add(...)`` for each finding.  ``VMContext`` holds the VM, its host's facts (ages
+are measured against ``facts.now``, the host's own clock), the thresholds that apply to it
+and the last-backup lookup, and builds the ``Finding`` records.  A host rule is a
+``HostRule``: a ``check(host)`` that returns the host-level findings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
+
+from hvtui.config import Thresholds
+from hvtui.model import REPLICA_CHECKPOINT_TYPES, VM, Checkpoint, Finding, HostFacts, HostInventory, Severity
+from hvtui.policy.text import age_seconds
+
+LastBackup = Callable[[VM], datetime | None]
+
+
+class VMContext:
+    """One VM under evaluation; keeps the shared context in one place and collects its findings."""
+
+    def __init__(
+        self,
+        vm: VM,
+        host: HostInventory,
+        facts: HostFacts,
+        thresholds: Thresholds,
+        stale: bool,
+        last_backup: LastBackup | None = None,
+    ) -> None:
+        self.vm = vm
+        self.host = host
+        self.facts = facts
+        self.t = thresholds
+        self.stale = stale
+        self.last_backup = last_backup
+        self.out: list[tuple[Finding, Checkpoint | None]] = []
+        self._oldest_age: float | None = None
+        if thresholds.replica_alerts:
+            self.sprawl_checkpoints = list(vm.checkpoints)
+        else:
+            self.sprawl_checkpoints = [cp for cp in vm.checkpoints if cp.type not in REPLICA_CHECKPOINT_TYPES]
+
+    def add(
+        self,
+        severity: Severity,
+        rule: str,
+        message: str,
+        action: str,
+        *,
+        checkpoint: Checkpoint | None = None,
+        file: str | None = None,
+        age: float | None = None,
+        **data: float | int | str,
+    ) -> None:
+        if self.stale:
+            message += " (stale data: host unreachable)"
+        if checkpoint is not None:
+            data.setdefault("checkpoint_name", checkpoint.name)
+            data.setdefault("checkpoint_type", checkpoint.type)
+        finding = Finding(
+            severity=severity,
+            rule=rule,
+            host=self.vm.host,
+            vm_id=self.vm.id,
+            vm_name=self.vm.name,
+            message=message,
+            action=action,
+            checkpoint_id=checkpoint.id if checkpoint is not None else None,
+            file=file,
+            age_seconds=age,
+            data=data,
+        )
+        self.out.append((finding, checkpoint))
+
+    @property
+    def oldest_age(self) -> float | None:
+        if not self.sprawl_checkpoints:
+            return None
+        if self._oldest_age is None:
+            self._oldest_age = max(age_seconds(self.facts.now, cp.created) for cp in self.sprawl_checkpoints)
+        return self._oldest_age
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VMRule:
+    """A check run on every VM of a readable host."""
+
+    ids: tuple[str, ...]  # the rule ids its findings carry (exemptions name these)
+    check: Callable[[VMContext], None]
+    # Skipped for a VM without sprawl checkpoints: replica-only VMs (a replica server's
+    # copies) have chains Hyper-V Replica manages.
+    sprawl_only: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostRule:
+    """A check run once per host, readable or not."""
+
+    ids: tuple[str, ...]
+    check: Callable[[HostInventory], list[Finding]]
