@@ -1,0 +1,173 @@
+"""``load_config``: the file -> the typed ``Config``.
+
+The YAML is composed into nodes (``hvtui.config.document``), read against the models
+(``hvtui.config.walk``, ``hvtui.config.models``), then converted section by section
+(``load_hosts``, ``load_policy`` and the small sections below).  Every mistake is
+collected; a file with any raises one ``ConfigError`` listing them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+from msgspec import UNSET
+
+from hvtui.config.document import Document, Located, SafeLoader, describe, syntax_error
+from hvtui.config.load_hosts import convert_hosts
+from hvtui.config.load_policy import check_policy_names, convert_policy
+from hvtui.config.models import ConfigModel
+from hvtui.config.settings import (
+    Config,
+    JobsConfig,
+    LabConfig,
+    RepositoryConfig,
+    Retention,
+    UIConfig,
+    builtin_repository,
+)
+from hvtui.config.walk import Read, duration_seconds, read_model
+from hvtui.errors import ConfigError
+from hvtui.paths import Paths
+
+
+def load_config(path: Path, paths: Paths | None = None) -> Config:
+    """Read and validate a config file; ``ConfigError`` names the line and key of every mistake."""
+    path = Path(path).expanduser().absolute()
+    paths = paths or Paths.default()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file: {err.strerror or err}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: the file is not UTF-8 text") from None
+    loader = SafeLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as err:
+            raise syntax_error(path, err) from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: YAML syntax error: {err}") from None
+        if root is None:
+            raise ConfigError(
+                f"{path}:1: the file is empty; expected a mapping of settings such as 'hosts:' "
+                "(see config.example.yaml), or remove the file to use the built-in demo lab"
+            )
+        doc = Document(path, loader)
+        config = _read_config(doc, Located(root, ""), paths)
+        doc.problems.raise_if_any()
+        return config
+    finally:
+        loader.dispose()
+
+
+def _read_config(doc: Document, root: Located, paths: Paths) -> Config:
+    if not isinstance(root.node, yaml.MappingNode):
+        raise ConfigError(
+            f"{doc.file}:{root.line}: expected a mapping of settings (hosts:, policy:, ...), found {describe(root.node)}"
+        )
+    top = read_model(doc, root, ConfigModel)
+    hosts_read = top.keys.get("hosts")
+    before = len(doc.problems)
+    hosts = convert_hosts(doc, hosts_read)
+    hosts_clean = len(doc.problems) == before and (hosts_read is None or hosts_read.ok)
+    repositories = _repositories(doc, top.keys.get("repositories"), paths)
+    policy = convert_policy(doc, top.keys.get("policy"))
+    if hosts and hosts_clean and "policy" in top.keys and top.keys["policy"].data is not None:
+        check_policy_names(doc, top.keys["policy"], hosts)
+    return Config(
+        source=doc.file,
+        hosts=hosts,
+        read_only=_value(top, "read_only", False),
+        log_level=_value(top, "log_level", "info"),
+        lab=_lab(doc, top.keys.get("lab")),
+        policy=policy,
+        repositories=repositories,
+        jobs=_jobs(top.keys.get("jobs")),
+        ui=_ui(top.keys.get("ui")),
+    )
+
+
+def _value(section: Read, key: str, default: object) -> object:
+    entry = section.keys.get(key)
+    return entry.data if entry is not None and entry.ok else default
+
+
+# -- repositories, jobs, ui, lab ----------------------------------------------------------------
+
+
+def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[RepositoryConfig, ...]:
+    if section is None or section.data is None or not isinstance(section.data, list):
+        return (builtin_repository(paths),)
+    repositories: list[RepositoryConfig] = []
+    first_line: dict[str, int] = {}
+    defaults: list[Read] = []
+    for item in section.items:
+        name = item.keys.get("name")
+        if name is not None and name.ok:
+            if name.data in first_line:
+                doc.report(name.at, f"duplicate repository name '{name.data}' (first defined on line {first_line[name.data]})")
+                continue
+            first_line[name.data] = item.at.line
+        if item.model is None:
+            continue
+        if item.model.default is True:
+            defaults.append(item.keys["default"])
+        retention = _retention(doc, item.keys["retention"]) if "retention" in item.keys else Retention()
+        repositories.append(
+            RepositoryConfig(
+                name=item.model.name, path=doc.resolve_path(item.model.path), default=item.model.default is True, retention=retention
+            )
+        )
+    if not section.items:
+        return (builtin_repository(paths),)
+    if len(defaults) > 1:
+        doc.report(defaults[1].at, f"only one repository may be the default (another is marked on line {defaults[0].at.line})")
+    if not defaults and section.ok:
+        if len(repositories) > 1:
+            doc.report(section.at, "several repositories and none marked default: true; mark one of them")
+        elif repositories:
+            repositories[0] = replace(repositories[0], default=True)
+    return tuple(repositories)
+
+
+def _retention(doc: Document, entry: Read) -> Retention:
+    given = {key: value for key, value in (entry.data or {}).items()}
+    retention = replace(Retention(), **given)
+    if not any(getattr(retention, key) for key in Retention.__dataclass_fields__):
+        doc.report(entry.at, "this retention keeps nothing (every keep_* is 0); set at least one above 0")
+    return retention
+
+
+def _jobs(entry: Read | None) -> JobsConfig:
+    if entry is None or entry.model is None:
+        return JobsConfig()
+    given = {key: getattr(entry.model, key) for key in entry.keys}
+    return replace(JobsConfig(), **given)
+
+
+def _ui(entry: Read | None) -> UIConfig:
+    if entry is None or entry.model is None:
+        return UIConfig()
+    model = entry.model
+    defaults = UIConfig()
+    return UIConfig(
+        theme=model.theme if model.theme is not UNSET else defaults.theme,
+        refresh_seconds=duration_seconds(model.refresh_seconds) or 0.0 if model.refresh_seconds is not UNSET else defaults.refresh_seconds,
+        mouse=model.mouse if model.mouse is not UNSET else defaults.mouse,
+    )
+
+
+def _lab(doc: Document, entry: Read | None) -> LabConfig:
+    if entry is None or entry.model is None:
+        return LabConfig()
+    model = entry.model
+    return LabConfig(
+        dir=doc.resolve_path(model.dir) if model.dir not in (UNSET, None) else None,
+        profile=model.profile if model.profile is not UNSET else LabConfig().profile,
+    )

@@ -1,0 +1,198 @@
+"""The typed config every layer reads: frozen dataclasses, built by ``hvtui.config.load``
+from the file (its shape is declared in ``hvtui.config.models``) or in code (tests, the
+built-in demo lab)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hvtui.paths import Paths
+
+DAY = 86400.0
+HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSource:
+    """Where a secret comes from; never the secret itself."""
+
+    env: str | None = None  # name of an environment variable
+    command: str | None = None  # a command whose stdout (stripped) is the secret
+    prompt: bool = False  # ask interactively at connect time
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.env or self.command or self.prompt)
+
+
+@dataclass(frozen=True, slots=True)
+class WinRMSettings:
+    address: str
+    port: int = 5986
+    scheme: str = "https"  # https or http
+    transport: str = "ntlm"  # ntlm, kerberos, credssp, certificate, basic
+    username: str | None = None
+    password: SecretSource = field(default_factory=SecretSource)
+    ca_bundle: Path | None = None
+    verify_tls: bool = True
+    allow_http: bool = False  # plain HTTP only with this, and only with message encryption
+    cert_pem: Path | None = None  # certificate transport
+    cert_key_pem: Path | None = None
+    timeout: float = 30.0  # deadline of one call (inventory, checkpoint create/rename)
+    operation_timeout: float = 20.0  # WS-Man OperationTimeout; kept below read timeout
+    long_timeout: float = 3600.0  # deadline of a merge or apply
+    commands_per_shell: int = 50  # recycle the shell after this many commands
+
+    @property
+    def endpoint(self) -> str:
+        """The WS-Management URL, e.g. ``https://hv01.corp.example:5986/wsman``."""
+        host = f"[{self.address}]" if ":" in self.address and not self.address.startswith("[") else self.address
+        return f"{self.scheme}://{host}:{self.port}/wsman"
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    name: str
+    kind: str  # lab or winrm
+    group: str | None = None
+    read_only: bool = False
+    winrm: WinRMSettings | None = None  # set when kind == winrm
+    line: int | None = None  # where the host is defined in the config file
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Sprawl policy thresholds; durations in seconds, sizes in bytes."""
+
+    checkpoint_age_warn: float = 3 * DAY
+    checkpoint_age_crit: float = 7 * DAY
+    recovery_age_warn: float = 1 * HOUR
+    recovery_age_crit: float = 1 * DAY
+    count_warn: int = 3  # warn above
+    count_crit: int = 10  # crit above
+    count_limit: int = 45  # always crit at or above (Hyper-V's hard limit is 50)
+    depth_warn: int = 3  # warn above
+    depth_crit: int = 8  # crit above
+    differencing_warn_percent: float = 20.0  # of the base disks' virtual size
+    differencing_warn_bytes: int | None = None  # or above this absolute size
+    merge_min_free_percent: float = 5.0  # a merge must leave at least this much of the volume free
+    backup_max_age: float = 7 * DAY  # checkpoint-not-backup
+    replica_alerts: bool = False  # replica checkpoint types raise nothing by default
+
+
+@dataclass(frozen=True, slots=True)
+class Exemption:
+    """Silences matching findings; they stay visible, marked exempt with the reason."""
+
+    vm: str = "*"  # glob on "host/vm" or "vm"
+    checkpoint: str | None = None  # glob on checkpoint name
+    rule: str | None = None  # only this rule; None = every rule
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    defaults: Thresholds = field(default_factory=Thresholds)
+    groups: dict[str, Thresholds] = field(default_factory=dict)  # full Thresholds, overrides merged at load
+    vms: dict[str, Thresholds] = field(default_factory=dict)  # key: "host/vm" or "vm"
+    exemptions: tuple[Exemption, ...] = ()
+
+    def thresholds_for(self, host: str, vm: str, group: str | None) -> Thresholds:
+        """Per-VM beats per-group beats defaults."""
+        for key in (f"{host}/{vm}", vm):
+            if key in self.vms:
+                return self.vms[key]
+        if group is not None and group in self.groups:
+            return self.groups[group]
+        return self.defaults
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    keep_last: int = 7
+    keep_hourly: int = 0
+    keep_daily: int = 7
+    keep_weekly: int = 4
+    keep_monthly: int = 6
+    keep_yearly: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryConfig:
+    name: str
+    path: Path
+    default: bool = False
+    retention: Retention = field(default_factory=Retention)
+
+
+@dataclass(frozen=True, slots=True)
+class JobsConfig:
+    max_concurrent: int = 2
+    per_host: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class UIConfig:
+    theme: str = "hvtui-dark"
+    refresh_seconds: float = 5.0  # auto-refresh; polls never overlap
+    mouse: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LabConfig:
+    dir: Path | None = None  # None: <user data dir>/lab
+    profile: str = "demo"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path | None  # the file read; None = built-in demo lab
+    hosts: tuple[HostConfig, ...]
+    read_only: bool = False
+    log_level: str = "info"
+    lab: LabConfig = field(default_factory=LabConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    repositories: tuple[RepositoryConfig, ...] = ()  # the default one under the data dir is added at load
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
+
+    @property
+    def is_builtin_lab(self) -> bool:
+        return self.source is None
+
+    def host(self, name: str) -> HostConfig | None:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        return None
+
+    @classmethod
+    def lab_default(cls, paths: Paths | None = None) -> Config:
+        """The built-in demo lab: no file, no hosts listed (the core discovers the lab's hosts)."""
+        return cls(source=None, hosts=(), repositories=(builtin_repository(paths or Paths.default()),))
+
+    def default_repository(self) -> RepositoryConfig:
+        """The repository used when none is named (``default`` under the data dir unless configured)."""
+        for repository in self.repositories:
+            if repository.default:
+                return repository
+        if self.repositories:
+            return self.repositories[0]
+        return builtin_repository(Paths.default())
+
+    def repository(self, name: str) -> RepositoryConfig | None:
+        for repository in self.repositories:
+            if repository.name == name:
+                return repository
+        if name == DEFAULT_REPOSITORY_NAME and not self.repositories:
+            return self.default_repository()
+        return None
+
+
+DEFAULT_REPOSITORY_NAME = "default"
+
+
+def builtin_repository(paths: Paths) -> RepositoryConfig:
+    """The repository used when the file names none: ``default`` under the data dir."""
+    return RepositoryConfig(name=DEFAULT_REPOSITORY_NAME, path=paths.default_repository, default=True)
