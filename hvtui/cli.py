@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     error_exit: int | None = getattr(args, "error_exit_code", None)
     core: Core | None = None
     try:
+        if not getattr(args, "needs_core", True):  # `config check` and `config schema` start nothing
+            return int(handler(args, paths, options))
         core = Core.from_options(options, paths)
         setup_logging(paths, options.log_level or core.config.log_level)
         if handler is None:

@@ -1,9 +1,8 @@
 """`hvtui config schema` prints the config file's JSON Schema; `hvtui config check [PATH]`
 validates a config file without starting anything (no host contacted, no lab built).
 
-Both run after the CLI has loaded the config (``PATH`` is taken as ``--config``): a valid
-file reaches ``handle_check``; an invalid one reaches ``on_config_error``, which lists
-every mistake on its own line before the CLI's one-line error and exit code 2.
+Both run without a core (``needs_core=False``): the schema does not depend on any config,
+and the check loads the file itself so that it can list every mistake, one per line.
 """
 
 from __future__ import annotations
@@ -14,14 +13,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hvtui.config import config_file_candidates, config_json_schema
-from hvtui.errors import EXIT_OK
+from hvtui.config import Config, config_file_candidates, config_json_schema, find_config_file, load_config
+from hvtui.errors import EXIT_OK, EXIT_USAGE, ConfigError
 from hvtui.logsetup import redact
 from hvtui.paths import Paths
 
 if TYPE_CHECKING:
-    from hvtui.core import Core, Options
-    from hvtui.errors import ConfigError
+    from hvtui.core import Options
+
+GIVEN_AS_PATH = "given as PATH"
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -39,64 +39,57 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         description="Print the JSON Schema of config.yaml, e.g. for the YAML language server: "
         "# yaml-language-server: $schema=<file>",
     )
-    schema.set_defaults(handler=handle_schema, on_config_error=schema_without_config)
+    schema.set_defaults(handler=handle_schema, needs_core=False)
     check = actions.add_parser(
         "check",
         parents=parents,
         help="validate a config file (every mistake, with its line) without contacting any host",
         description="Validate a config file and list every mistake, without contacting any host or building "
-        "the lab. Without PATH, checks the file hvtui would use. Exit 0 when valid, 2 when not.",
+        "the lab. Without PATH, checks the file hvtui would use (--config, $HVTUI_CONFIG, the user config "
+        "directory). Exit 0 when valid, 2 when not.",
     )
-    # PATH is --config by another name: the CLI loads it, and an invalid file comes back as a ConfigError.
-    check.add_argument("config", nargs="?", type=_path_or_absent, default=argparse.SUPPRESS, metavar="PATH", help="the file to check (same as --config)")
-    check.set_defaults(handler=handle_check, on_config_error=check_failed)
+    check.add_argument("path", nargs="?", type=Path, default=None, metavar="PATH", help="the file to check")
+    check.set_defaults(handler=handle_check, needs_core=False)
 
 
-def _path_or_absent(text: str) -> Path | str:
-    # argparse passes an absent optional positional's default through ``type`` too.
-    return text if text == argparse.SUPPRESS else Path(text)
-
-
-def handle_schema(args: argparse.Namespace, core: Core) -> int:
-    print_schema()
+def handle_schema(args: argparse.Namespace, paths: Paths, options: Options) -> int:
+    print(json.dumps(config_json_schema(), indent=2))
     return EXIT_OK
 
 
-def print_schema() -> None:
-    print(json.dumps(config_json_schema(), indent=2))
-
-
-def schema_without_config(args: argparse.Namespace, paths: Paths, options: Options, error: ConfigError) -> None:
-    """The schema does not depend on the config: print it even when the config is broken."""
-    print_schema()
-
-
-def handle_check(args: argparse.Namespace, core: Core) -> int:
-    config = core.config
-    if config.source is None:
+def handle_check(args: argparse.Namespace, paths: Paths, options: Options) -> int:
+    if args.path is not None:
+        found, origin = [args.path.expanduser()], GIVEN_AS_PATH
+    else:
+        found, origin = config_file_candidates(options.config_path, paths)
+    checked = " and ".join(str(path) for path in found) or "(none)"
+    try:
+        path = found[0] if args.path is not None else find_config_file(options.config_path, paths)
+        if path is not None and not path.exists():
+            raise ConfigError(f"config file not found: {path} ({origin})")
+        config = load_config(path, paths) if path is not None else None
+    except ConfigError as err:
+        # Every mistake on its own line (the first line says how many), after the file's name.
+        print(f"checked: {checked} ({origin})", file=sys.stderr)
+        for line in str(err).splitlines():
+            print(redact(line), file=sys.stderr)
+        return EXIT_USAGE
+    if config is None:
         print(
             "no config file found ($HVTUI_CONFIG is not set and there is no config.yaml or config.yml in "
-            f"{core.paths.config_dir}); hvtui uses the built-in demo lab"
+            f"{paths.config_dir}); hvtui uses the built-in demo lab"
         )
         return EXIT_OK
-    _found, origin = config_file_candidates(getattr(args, "config", None), core.paths)
+    print(f"ok: {config.source} ({origin}): {_summary(config)}")
+    return EXIT_OK
+
+
+def _summary(config: Config) -> str:
     kinds: dict[str, int] = {}
     for host in config.hosts:
         kinds[host.kind] = kinds.get(host.kind, 0) + 1
     hosts = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-    summary = f"{len(config.hosts)} host{'s' if len(config.hosts) != 1 else ''}" + (f" ({hosts})" if hosts else " (the lab's)")
+    count = len(config.hosts)
+    summary = f"{count} host{'s' if count != 1 else ''}" + (f" ({hosts})" if hosts else " (the lab's)")
     repositories = len(config.repositories)
-    print(f"ok: {config.source} ({origin}): {summary}, {repositories} repositor{'ies' if repositories != 1 else 'y'}")
-    return EXIT_OK
-
-
-def check_failed(args: argparse.Namespace, paths: Paths, options: Options, error: ConfigError) -> None:
-    """Which file was checked and, when there are several mistakes, each on its own line;
-    the CLI then prints its one-line error (all of them, joined by " / ") and exits 2."""
-    found, origin = config_file_candidates(options.config_path, paths)
-    checked = " and ".join(str(path) for path in found) or "(none)"
-    print(f"checked: {checked} ({origin})", file=sys.stderr)
-    lines = str(error).splitlines()
-    if len(lines) > 1:
-        for line in lines:
-            print(redact(line), file=sys.stderr)
+    return f"{summary}, {repositories} repositor{'ies' if repositories != 1 else 'y'}"
