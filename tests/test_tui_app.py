@@ -18,7 +18,7 @@ from hvtui.tui.screens.findings import FindingsScreen
 from hvtui.tui.screens.help import HelpScreen
 from hvtui.tui.screens.vm_detail import NOW_NODE, VmDetailScreen
 from hvtui.tui.screens.vms import VmsScreen
-from hvtui.tui.viewmodel import seconds_between
+from hvtui.tui.viewmodel.format import seconds_between
 
 
 def vm_table(app: HvtuiApp):

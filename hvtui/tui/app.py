@@ -48,14 +48,10 @@ from hvtui.tui.screens.jobs import JobsScreen
 from hvtui.tui.screens.vm_detail import VmDetailScreen
 from hvtui.tui.screens.vms import VmsScreen
 from hvtui.tui.themes import DEFAULT_THEME, bundled_theme_dirs, load_themes, theme_variable_defaults
-from hvtui.tui.viewmodel import (
-    Palette,
-    Snapshot,
-    build_snapshot,
-    default_checkpoint_name,
-    finding_key,
-    seconds_between,
-)
+from hvtui.tui.viewmodel.cells import Palette
+from hvtui.tui.viewmodel.finding_rows import finding_key
+from hvtui.tui.viewmodel.format import default_checkpoint_name, seconds_between
+from hvtui.tui.viewmodel.snapshot import Snapshot, build_snapshot
 from hvtui.tui.widgets.bars import ActionView, HeaderState, HostProblem
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
-from hvtui.tui.viewmodel import Snapshot
+from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.widgets.bars import (
     ActionStatus,
     ActionView,
