@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from hvtui.core import Core
@@ -31,16 +31,25 @@ from hvtui.tui.jobs_ui import JobsChanged, JobsController
 from hvtui.tui.prompt import VIEWS, PromptCommandsMixin
 from hvtui.tui.refresh import RefreshMixin
 from hvtui.tui.screens.base import ViewScreen
-from hvtui.tui.screens.dialogs import ConfirmDialog, TextDialog
-from hvtui.tui.screens.findings import FindingsScreen
-from hvtui.tui.screens.help import HelpScreen
-from hvtui.tui.screens.jobs import JobsScreen
-from hvtui.tui.screens.vm_detail import VmDetailScreen
 from hvtui.tui.screens.vms import VmsScreen
 from hvtui.tui.themes import DEFAULT_THEME, bundled_theme_dirs, load_themes, theme_variable_defaults
 from hvtui.tui.viewmodel.cells import Palette
 
 log = logging.getLogger(__name__)
+
+
+# The first paint needs only the VM list: the other views (and every dialog) are imported
+# when first shown, which keeps their modules out of the console's start.
+def _findings_screen() -> Screen:
+    from hvtui.tui.screens.findings import FindingsScreen
+
+    return FindingsScreen()
+
+
+def _jobs_screen() -> Screen:
+    from hvtui.tui.screens.jobs import JobsScreen
+
+    return JobsScreen()
 
 
 class HvtuiApp(RefreshMixin, CheckpointActionsMixin, PromptCommandsMixin, App[int]):
@@ -50,7 +59,7 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, PromptCommandsMixin, App[in
 
     TITLE = "hvtui"
     CSS_PATH = "hvtui.tcss"
-    MODES: ClassVar[dict[str, Any]] = {"vms": VmsScreen, "findings": FindingsScreen, "jobs": JobsScreen}
+    MODES: ClassVar[dict[str, Any]] = {"vms": VmsScreen, "findings": _findings_screen, "jobs": _jobs_screen}
     DEFAULT_MODE = "vms"
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -178,9 +187,13 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, PromptCommandsMixin, App[in
 
     def open_vm(self, host: str, vm_id: str, checkpoint_id: str | None = None) -> None:
         """Push a VM's detail on the current view, the culprit checkpoint selected."""
+        from hvtui.tui.screens.vm_detail import VmDetailScreen
+
         self.push_screen(VmDetailScreen(host, vm_id, checkpoint_id))
 
     def action_help(self) -> None:
+        from hvtui.tui.screens.help import HelpScreen
+
         self.push_screen(HelpScreen())
 
     def action_refresh(self) -> None:
@@ -262,6 +275,8 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, PromptCommandsMixin, App[in
                     action.token.cancel()
                 self.jobs_ui.stop_all_then_exit()  # exits once the jobs cleaned up
 
+        from hvtui.tui.screens.dialogs import ConfirmDialog
+
         title = "Quit and cancel the running jobs?" if jobs else "Quit while actions are running?"
         self.push_screen(ConfirmDialog(title, "\n\n".join(parts), yes_label="Quit"), callback=chosen)
 
@@ -275,6 +290,8 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, PromptCommandsMixin, App[in
         answer: concurrent.futures.Future[str | None] = concurrent.futures.Future()
 
         def show() -> None:
+            from hvtui.tui.screens.dialogs import TextDialog
+
             self.push_screen(
                 TextDialog("Password needed", prompt, password=True, ok_label="Connect"),
                 callback=lambda value: answer.set_result(value),
