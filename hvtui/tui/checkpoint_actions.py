@@ -52,7 +52,6 @@ class RunningAction:
     started: float = field(default_factory=time.monotonic)
 
 
-
 class CheckpointActionsMixin:
     """The app's checkpoint actions: create, rename, apply, delete (mixed into the app)."""
 

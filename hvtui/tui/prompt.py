@@ -12,7 +12,6 @@ from textual.screen import Screen
 
 VIEWS = ("vms", "findings", "jobs")
 
-
 # (command, arguments, what it does) for `:` and the help screen.
 PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("vms", "[FILTER]", "the VM list, optionally filtered"),
@@ -46,7 +45,6 @@ COMMAND_ALIASES = {
     "quit": "quit",
     "exit": "quit",
 }
-
 
 
 class PromptCommandsMixin:

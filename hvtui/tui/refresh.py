@@ -47,7 +47,6 @@ class InventoryArrived(Message):
         self.version = version  # the inventory service's version of the data in it
 
 
-
 class RefreshMixin:
     """The app's refresh of the inventory and the snapshot it shows (mixed into the app)."""
 
