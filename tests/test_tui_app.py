@@ -18,7 +18,7 @@ from hvtui.tui.screens.findings import FindingsScreen
 from hvtui.tui.screens.help import HelpScreen
 from hvtui.tui.screens.vm_detail import NOW_NODE, VmDetailScreen
 from hvtui.tui.screens.vms import VmsScreen
-from hvtui.tui.viewmodel import seconds_between
+from hvtui.tui.viewmodel.format import seconds_between
 
 
 def vm_table(app: HvtuiApp):
@@ -404,7 +404,7 @@ async def test_delete_with_yes_merges_and_the_finding_disappears(fresh_demo_lab:
         assert entries[0]["result"] == "ok" and entries[0]["host"] == finding.host and entries[0]["vm"] == "app01"
         assert entries[0]["args"]["checkpoint_id"] == cp.id
         # Progress went through the UI as messages (throttled, from the worker thread).
-        from hvtui.tui.app import ActionProgress
+        from hvtui.tui.checkpoint_actions import ActionProgress
 
         progress = [m for m in messages if isinstance(m, ActionProgress)]
         assert progress and progress[-1].event.phase == "merge"

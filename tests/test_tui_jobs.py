@@ -39,7 +39,7 @@ from hvtui.tui.screens.jobs import JobsScreen
 from hvtui.tui.screens.restore_dialog import RestoreDialog
 from hvtui.tui.screens.vm_detail import VmDetailScreen
 from hvtui.tui.screens.vms import MARK, VmsScreen
-from hvtui.tui.viewmodel import size_text
+from hvtui.tui.viewmodel.format import size_text
 
 DEADLINE = 60.0  # seconds: a hang guard for job waits, not a speed assertion
 

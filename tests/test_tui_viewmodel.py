@@ -11,19 +11,11 @@ from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
 from hvtui.model import VM, Checkpoint, Disk, Finding, HostFacts, HostInventory, Inventory, Severity, VhdLink
-from hvtui.tui.viewmodel import (
-    VM_COLUMN_IDS,
-    VM_COLUMNS,
-    ColumnSpec,
-    Palette,
-    build_snapshot,
-    build_vm_row,
-    checkpoint_files,
-    column_widths,
-    default_checkpoint_name,
-    filter_rows,
-    sort_rows,
-)
+from hvtui.tui.viewmodel.cells import ColumnSpec, Palette
+from hvtui.tui.viewmodel.checkpoint_files import checkpoint_files
+from hvtui.tui.viewmodel.format import default_checkpoint_name
+from hvtui.tui.viewmodel.snapshot import build_snapshot
+from hvtui.tui.viewmodel.vm_rows import VM_COLUMN_IDS, VM_COLUMNS, build_vm_row, column_widths, filter_rows, sort_rows
 from hvtui.tui.widgets.table import FastTable
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

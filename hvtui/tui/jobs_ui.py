@@ -13,29 +13,26 @@ notifications, never a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from textual.message import Message
 
 from hvtui.errors import HvtuiError, ReadOnlyError, RefusedError
 from hvtui.jobs import Job, JobEvent, JobState
-from hvtui.model import VM, RestorePointSummary
-from hvtui.tui.screens.backup_dialog import BackupDialog, BackupRequest, BackupTarget
-from hvtui.tui.screens.dialogs import ConfirmDialog
-from hvtui.tui.screens.restore_dialog import RestoreDialog, RestoreRequest, default_restore_directory, point_label
+from hvtui.tui.jobs_dialogs import JobDialogsMixin
 from hvtui.tui.widgets.bars import ActionView
 from hvtui.tui.widgets.job_row import awaits_decision, is_active, job_order
 
 if TYPE_CHECKING:
+    from hvtui.core import Core
     from hvtui.jobs import JobManager
-    from hvtui.tui.app import HvtuiApp
+    from hvtui.tui.screens.base import ViewScreen
+    from hvtui.tui.viewmodel.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +45,34 @@ class JobsChanged(Message):
     """Job events are waiting to be shown (posted from the manager's notifier thread)."""
 
 
-class JobsController:
+class JobsConsole(Protocol):
+    """What the jobs side uses of the console app (``hvtui.tui.app.HvtuiApp``): its
+    services, and the parts of Textual's ``App`` API it calls."""
+
+    core: Core
+    snapshot: Snapshot | None
+    is_running: bool
+    screen: Any
+
+    def request_refresh(self, hosts: Iterable[str] | None = None) -> None: ...
+    def sync_screen(self, screen: ViewScreen, data: bool = True) -> None: ...
+    def read_only_reason(self, host: str) -> str | None: ...
+    def describe_error(self, error: BaseException, doing: str) -> str: ...
+    # Textual's App:
+    def run_worker(self, work: Any, name: str | None = "", group: str = "default", **options: Any) -> Any: ...
+    def notify(self, message: str, **options: Any) -> None: ...
+    def post_message(self, message: Message) -> bool: ...
+    def set_timer(self, delay: float, callback: Callable[[], Any] | None = None, **options: Any) -> Any: ...
+    def push_screen(self, screen: Any, callback: Callable[[Any], Any] | None = None, **options: Any) -> Any: ...
+    async def push_screen_wait(self, screen: Any) -> Any: ...
+    def call_from_thread(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+    def exit(self, result: Any = None, **options: Any) -> None: ...
+
+
+class JobsController(JobDialogsMixin):
     """Collects job events for the UI and runs the job-related flows of the console."""
 
-    def __init__(self, app: HvtuiApp) -> None:
+    def __init__(self, app: JobsConsole) -> None:
         self.app = app
         self.manager: JobManager | None = None
         self._lock = threading.Lock()
@@ -221,162 +242,6 @@ class JobsController:
         running.sort(key=job_order)
         return [ActionView(job.title, job.progress) for job in running]
 
-    # -- backups ----------------------------------------------------------------------------
-    def start_backup(self, vms: Sequence[VM], on_submitted: Callable[[], None] | None = None) -> None:
-        """Ask mode and repository for a backup of ``vms``, then queue one job per VM;
-        ``on_submitted`` runs (on the UI thread) once the user confirmed the dialog."""
-        if not vms:
-            return
-        writable = [vm for vm in vms if self.app.read_only_reason(vm.host) is None]
-        if not writable:
-            reason = self.app.read_only_reason(vms[0].host)
-            self.app.notify(f"backup refused: {reason}", title="Refused: read-only", severity="error", markup=False)
-            return
-        skipped = [vm for vm in vms if vm not in writable]
-        if skipped:
-            names = ", ".join(f"{vm.host}/{vm.name}" for vm in skipped)
-            self.app.notify(f"not backed up (read-only host): {names}", title="Read-only", severity="warning", markup=False)
-        self.app.run_worker(self._backup_flow(list(writable), on_submitted), name="backup", group="dialog", exit_on_error=False)
-
-    async def _backup_flow(self, vms: list[VM], on_submitted: Callable[[], None] | None) -> None:
-        backups = self.app.core.backups
-
-        def look_up() -> tuple[list[str], str, list[BackupTarget]]:
-            configs = backups.repository_configs()
-            default = backups.repository_config(None).name
-            targets = []
-            for vm in vms:
-                with_points = set()
-                for config in configs:
-                    try:
-                        if backups.latest_point(vm.host, vm.id, config.name) is not None:
-                            with_points.add(config.name)
-                    except HvtuiError as err:  # an unreadable repository: treated as "no point"
-                        log.warning("restore points of %s/%s in %s: %s", vm.host, vm.name, config.name, err)
-                targets.append(BackupTarget(vm.host, vm.id, vm.name, frozenset(with_points)))
-            return [config.name for config in configs], default, targets
-
-        repositories, default, targets = await asyncio.to_thread(look_up)
-        request: BackupRequest | None = await self.app.push_screen_wait(BackupDialog(targets, repositories, default))
-        if request is None:
-            return
-        if on_submitted is not None:
-            on_submitted()
-        submitted, errors = await asyncio.to_thread(self._submit_backups, targets, request)
-        if submitted:
-            what = submitted[0].title if len(submitted) == 1 else f"{len(submitted)} backups"
-            queued = sum(1 for job in submitted if job.state is JobState.QUEUED)
-            tail = f" ({queued} waiting for a free slot)" if queued and len(submitted) > 1 else ""
-            self.app.notify(f"{what} started{tail}; j shows the jobs", title="Backup", timeout=6, markup=False)
-        for target, error in errors:
-            title = "Refused" if isinstance(error, (ReadOnlyError, RefusedError)) else "Backup not started"
-            self.app.notify(
-                f"{target.host}/{target.vm_name}: {self.app.describe_error(error, 'backup')}",
-                title=title,
-                severity="error",
-                timeout=15,
-                markup=False,
-            )
-
-    def _submit_backups(self, targets: list[BackupTarget], request: BackupRequest) -> tuple[list[Job], list[tuple[BackupTarget, Exception]]]:
-        manager = self.app.core.jobs
-        submitted: list[Job] = []
-        errors: list[tuple[BackupTarget, Exception]] = []
-        for target in targets:
-            # An incremental or differential of a VM with no point in that repository runs
-            # as a full anyway: say so in the job's mode from the start.
-            mode = request.mode if request.repository in target.repositories_with_points else "full"
-            try:
-                submitted.append(manager.submit_backup(target.host, target.vm_id, mode=mode, repository=request.repository, vm_name=target.vm_name))
-            except Exception as err:
-                errors.append((target, err))
-        return submitted, errors
-
-    # -- restores ---------------------------------------------------------------------------
-    def start_restore(self, point: RestorePointSummary) -> None:
-        self.app.run_worker(self._restore_flow(point), name="restore", group="dialog", exit_on_error=False)
-
-    async def _restore_flow(self, point: RestorePointSummary) -> None:
-        app = self.app
-        read_only = app.read_only_reason(point.host)
-        vm = app.snapshot.inventory.vm(point.host, point.vm_id) if app.snapshot is not None else None
-        dialog = RestoreDialog(
-            point,
-            vm_exists=vm is not None,
-            vm_state=vm.state if vm is not None else None,
-            read_only_reason=read_only,
-            default_directory=str(default_restore_directory(point)),
-        )
-        request: RestoreRequest | None = await app.push_screen_wait(dialog)
-        if request is None:
-            return
-        confirm = self.restore_confirmation(point, request, vm)
-        if confirm is None:
-            return
-        if not await app.push_screen_wait(confirm):
-            return
-
-        def submit() -> Job:
-            return app.core.jobs.submit_restore(
-                point.id,
-                request.target,
-                new_name=request.new_name,
-                directory=request.directory,
-                repository=point.repository,
-            )
-
-        try:
-            job = await asyncio.to_thread(submit)
-        except Exception as err:
-            title = "Refused" if isinstance(err, (ReadOnlyError, RefusedError)) else "Restore not started"
-            app.notify(app.describe_error(err, "restore"), title=title, severity="error", timeout=15, markup=False)
-            return
-        app.notify(f"{job.title} started; j shows the jobs", title="Restore", timeout=6, markup=False)
-
-    def restore_confirmation(self, point: RestorePointSummary, request: RestoreRequest, vm: VM | None) -> ConfirmDialog | None:
-        """The confirmation for a restore, naming exactly what it overwrites (or None after
-        telling the user why it cannot go ahead)."""
-        label = point_label(point)
-        if request.target == "in_place":
-            if vm is None:
-                self.app.notify(
-                    f"VM {point.vm_name} (id {point.vm_id}) is not on {point.host} any more: restore it as a new VM",
-                    title="Restore",
-                    severity="error",
-                    markup=False,
-                )
-                return None
-            if vm.state.lower() not in ("off", "stopped"):
-                self.app.notify(
-                    f"{vm.name} on {vm.host} is {vm.state}: turn it off before restoring over it",
-                    title="Restore refused",
-                    severity="error",
-                    markup=False,
-                )
-                return None
-            disks = "\n".join(f"    {disk.path}" for disk in vm.disks) or "    (none listed)"
-            checkpoints = ", ".join(repr(cp.name) for cp in vm.checkpoints)
-            cps = f"  - its {vm.checkpoint_count} checkpoint{'s' if vm.checkpoint_count != 1 else ''} ({checkpoints}) and their differencing files\n" if vm.checkpoints else ""
-            body = (
-                f"Restoring {label} over VM {vm.name} on host {vm.host} replaces the VM's disks and configuration "
-                "with the restore point's. These are lost:\n"
-                f"  - its current disks and everything written to them since the point was taken:\n{disks}\n"
-                f"{cps}"
-                f"The VM is {vm.state}. This cannot be undone (back it up first if unsure)."
-            )
-            return ConfirmDialog(f"Overwrite VM {vm.name} on {vm.host}?", body, yes_label=f"Overwrite {vm.name}")
-        if request.target == "new":
-            body = (
-                f"Creates a new VM {request.new_name!r} on host {point.host} from {label}. "
-                f"Nothing existing is overwritten; {point.vm_name} is not touched."
-            )
-            return ConfirmDialog(f"Restore as new VM {request.new_name} on {point.host}?", body, yes_label="Restore", danger=False)
-        directory = Path(request.directory or "").expanduser()
-        body = (
-            f"Writes the disk and configuration files of {label} into {directory} "
-            "on this machine. Nothing is overwritten: the restore refuses if a file of the same name is there."
-        )
-        return ConfirmDialog(f"Restore {point.vm_name}'s files into a folder?", body, yes_label="Restore", danger=False)
 
     # -- job actions ------------------------------------------------------------------------
     def cancel(self, job: Job) -> None:
@@ -391,6 +256,8 @@ class JobsController:
             )
         else:
             body = "The restore stops at the next safe point and removes what it wrote; nothing is half-restored."
+        from hvtui.tui.screens.dialogs import ConfirmDialog
+
         dialog = ConfirmDialog(f"Cancel {job.title}?", body, yes_label="Cancel job", no_label="Keep it")
 
         def chosen(confirmed: bool | None) -> None:
@@ -428,6 +295,8 @@ class JobsController:
         if job.kind != "restore" or job.mode != "in_place":
             go()
             return
+        from hvtui.tui.screens.dialogs import ConfirmDialog
+
         dialog = ConfirmDialog(
             f"{verb} the in-place restore of {job.vm} on {job.host}?",
             f"This restores point {job.params.get('point_id')} over VM {job.vm} on {job.host} again: its current "

@@ -1,8 +1,13 @@
-"""What every full-screen view shares: the bars, the prompt, syncing with the app's state."""
+"""What every full-screen view shares: the bars, the prompt, syncing with the app's state.
+
+Screens never import the app: what they use of it is the ``ConsoleServices`` protocol
+below (``hvtui.tui.app.HvtuiApp`` provides it), reached through ``ViewScreen.hvtui``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from textual import events
 from textual.actions import parse as parse_action
@@ -13,7 +18,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
-from hvtui.tui.viewmodel import Snapshot
+from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.widgets.bars import (
     ActionStatus,
     ActionView,
@@ -26,7 +31,43 @@ from hvtui.tui.widgets.bars import (
 from hvtui.tui.widgets.keybar import KeyBar
 
 if TYPE_CHECKING:
-    from hvtui.tui.app import HvtuiApp
+    from hvtui.core import Core
+    from hvtui.jobs import Job
+    from hvtui.model import VM, RestorePointSummary
+    from hvtui.tui.viewmodel.cells import Palette
+
+
+class JobsFlows(Protocol):
+    """The job flows the views start (``hvtui.tui.jobs_ui.JobsController``)."""
+
+    def ordered(self) -> list[Job]: ...
+    def start_backup(self, vms: Sequence[VM], on_submitted: Callable[[], None] | None = None) -> None: ...
+    def start_restore(self, point: RestorePointSummary) -> None: ...
+    def cancel(self, job: Job) -> None: ...
+    def retry(self, job: Job) -> None: ...
+    def resume(self, job: Job) -> None: ...
+    def dismiss(self, job: Job) -> None: ...
+
+
+class ConsoleServices(Protocol):
+    """What the views use of the console app, beyond Textual's ``App``."""
+
+    core: Core
+    snapshot: Snapshot | None
+    palette: Palette
+    jobs_ui: JobsFlows
+
+    def sync_screen(self, screen: ViewScreen, data: bool = True) -> None: ...
+    def show_view(self, view: str, filter_text: str | None = None) -> None: ...
+    def open_vm(self, host: str, vm_id: str, checkpoint_id: str | None = None) -> None: ...
+    def run_command(self, text: str) -> None: ...
+    def command_suggestions(self) -> list[str]: ...
+    def read_only_reason(self, host: str) -> str | None: ...
+    def describe_error(self, error: BaseException, doing: str) -> str: ...
+    def start_create(self, host: str, vm_id: str) -> None: ...
+    def start_rename(self, host: str, vm_id: str, checkpoint_id: str) -> None: ...
+    def start_apply(self, host: str, vm_id: str, checkpoint_id: str) -> None: ...
+    def start_delete(self, host: str, vm_id: str, checkpoint_id: str, subtree: bool = False) -> None: ...
 
 
 class ViewTitle(Static):
@@ -112,7 +153,8 @@ class ViewScreen(Screen):
             return
 
     @property
-    def hvtui(self) -> HvtuiApp:
+    def hvtui(self) -> ConsoleServices:
+        """The console app, as the services a view uses."""
         return self.app  # type: ignore[return-value]
 
     DEFAULT_CSS = """

@@ -12,7 +12,8 @@ from textual.widgets import DataTable, Static
 
 from hvtui.model import Finding
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
-from hvtui.tui.viewmodel import FINDING_COLUMNS, FindingRow, Snapshot, filter_finding_rows, finding_severity_text
+from hvtui.tui.viewmodel.finding_rows import FINDING_COLUMNS, FindingRow, filter_finding_rows, finding_severity_text
+from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.widgets.table import FastTable
 
 

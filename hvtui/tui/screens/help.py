@@ -1,9 +1,13 @@
-"""`?`: every key binding, generated from the bindings themselves (never hand-written)."""
+"""`?`: every key binding, generated from the bindings themselves (never hand-written).
+
+The views' bindings come from the screen classes (imported here); the app-wide ones, the
+palette key and the `:` commands from the app, through the ``KeyHelpSource`` protocol.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from rich.table import Table
 from rich.text import Text
@@ -14,7 +18,18 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static, Tree
 
 if TYPE_CHECKING:
-    from hvtui.tui.app import HvtuiApp
+    from hvtui.core import Core
+
+
+class KeyHelpSource(Protocol):
+    """What the help uses of the console app (``hvtui.tui.app.HvtuiApp``)."""
+
+    BINDINGS: ClassVar[list[BindingType]]
+    COMMAND_PALETTE_BINDING: ClassVar[str]
+    core: Core
+
+    def get_key_display(self, binding: Binding) -> str: ...
+    def command_help(self) -> list[tuple[str, str]]: ...
 
 # Navigation keys of the widgets the views use (their own BINDINGS, filtered to what matters).
 _TABLE_ACTIONS = {"cursor_up", "cursor_down", "page_up", "page_down", "scroll_top", "scroll_bottom", "select_cursor"}
@@ -25,7 +40,7 @@ def _bindings(sources: Iterable[BindingType]) -> list[Binding]:
     return list(Binding.make_bindings(sources))
 
 
-def help_sections(app: HvtuiApp) -> list[tuple[str, list[tuple[str, str, str]]]]:
+def help_sections(app: KeyHelpSource) -> list[tuple[str, list[tuple[str, str, str]]]]:
     """(section title, [(keys, description, note)]) from the live binding tables."""
     from hvtui.tui.screens.base import ViewScreen
     from hvtui.tui.screens.findings import FindingsScreen
@@ -63,7 +78,7 @@ def help_sections(app: HvtuiApp) -> list[tuple[str, list[tuple[str, str, str]]]]
     return sections
 
 
-def help_table(app: HvtuiApp) -> Table:
+def help_table(app: KeyHelpSource) -> Table:
     table = Table(show_header=False, box=None, padding=(0, 1), expand=True)
     table.add_column("key", no_wrap=True, style="bold")
     table.add_column("what")

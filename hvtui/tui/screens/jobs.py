@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Static
 
 from hvtui.jobs import LOCAL_HOST, Job, JobState
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
-from hvtui.tui.viewmodel import Snapshot
+from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.widgets.job_row import (
     JOB_COLUMNS,
     awaits_decision,

@@ -18,7 +18,7 @@ from textual.widgets import Button, Input, Label, RadioSet, Static
 
 from hvtui.model import RestorePointSummary
 from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
-from hvtui.tui.viewmodel import aware, size_text
+from hvtui.tui.viewmodel.format import aware, size_text
 from hvtui.tui.widgets.choice import ChoiceButton
 
 TARGETS = ("new", "in_place", "directory")

@@ -17,19 +17,11 @@ from textual.worker import Worker, WorkerState
 
 from hvtui.model import VM, Checkpoint, Finding, RestorePointSummary, Severity
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
-from hvtui.tui.viewmodel import (
-    HEALTH_TEXT,
-    Snapshot,
-    age_text,
-    aware,
-    checkpoint_files,
-    file_name,
-    finding_severity_text,
-    host_now,
-    now_files,
-    seconds_between,
-    size_text,
-)
+from hvtui.tui.viewmodel.checkpoint_files import checkpoint_files, now_files
+from hvtui.tui.viewmodel.finding_rows import finding_severity_text
+from hvtui.tui.viewmodel.format import age_text, aware, file_name, host_now, seconds_between, size_text
+from hvtui.tui.viewmodel.snapshot import Snapshot
+from hvtui.tui.viewmodel.vm_rows import HEALTH_TEXT
 
 NOW_NODE = "__now__"  # tree data of the "▶ Now" node
 

@@ -16,15 +16,8 @@ from textual.widget import Widget
 from textual.widgets import DataTable
 
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
-from hvtui.tui.viewmodel import (
-    SORT_DESCENDING_FIRST,
-    VM_COLUMN_IDS,
-    VM_COLUMNS,
-    Snapshot,
-    VmRow,
-    filter_rows,
-    sort_rows,
-)
+from hvtui.tui.viewmodel.snapshot import Snapshot
+from hvtui.tui.viewmodel.vm_rows import SORT_DESCENDING_FIRST, VM_COLUMN_IDS, VM_COLUMNS, VmRow, filter_rows, sort_rows
 from hvtui.tui.widgets.table import FastTable
 
 # key -> column: pressing the key sorts by the column; pressing it again reverses.

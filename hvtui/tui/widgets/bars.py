@@ -17,7 +17,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static
 
 from hvtui.events import Progress
-from hvtui.tui.viewmodel import age_text, size_text
+from hvtui.tui.viewmodel.format import age_text, size_text
 
 
 def short_age(seconds: float) -> str:

@@ -17,7 +17,8 @@ from rich.style import Style
 from rich.text import Text
 
 from hvtui.jobs import Job, JobState
-from hvtui.tui.viewmodel import ColumnSpec, Palette, aware, size_text
+from hvtui.tui.viewmodel.cells import ColumnSpec, Palette
+from hvtui.tui.viewmodel.format import aware, size_text
 
 BAR_WIDTH = 10
 LOG_LINES_SHOWN = 60  # the manager keeps 200; the pane shows the newest

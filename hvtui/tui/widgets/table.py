@@ -31,7 +31,7 @@ from textual.geometry import Size
 from textual.widgets import DataTable
 from textual.widgets._data_table import ColumnKey, Row, RowKey
 
-from hvtui.tui.viewmodel import Cell, ColumnSpec
+from hvtui.tui.viewmodel.cells import Cell, ColumnSpec
 
 FLEX_MIN = 30  # a flex column (a message) is never squeezed below this
 
@@ -42,7 +42,7 @@ CellType = Cell | Text
 class FastTable(DataTable[CellType]):
     """Row-cursor table fed with ``(key, cells)`` rows and caller-measured widths.
 
-    Cells are ``viewmodel.Cell`` (light) or one-line ``rich.text.Text``.
+    Cells are ``viewmodel.cells.Cell`` (light) or one-line ``rich.text.Text``.
     """
 
     DEFAULT_CSS = """
