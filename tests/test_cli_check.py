@@ -37,7 +37,7 @@ class BackedUpAnHourAgo:
     checkpoint-not-backup stays out of tests about other rules (test_sprawl_lab covers the
     real lookup)."""
 
-    def last_backup(self, host: str, vm_id: str) -> datetime:
+    def last_backup_of(self, vm: object) -> datetime:
         return NOW - timedelta(hours=1)
 
 

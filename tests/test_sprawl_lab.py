@@ -16,11 +16,11 @@ from hvtui.cli import main
 from hvtui.clock import SystemClock
 from hvtui.config import Config
 from hvtui.core import Core
-from hvtui.errors import ReadOnlyError
+from hvtui.errors import ReadOnlyError, RepositoryError
 from hvtui.hosts.lab.estate import init_lab
 from hvtui.model import Finding, Severity
 from hvtui.paths import Paths
-from hvtui.policy import evaluate, last_backup_lookup, summary
+from hvtui.policy import evaluate, summary
 
 LAB_SIZE = 0.05  # the demo estate with 5 % of its data: same problems, a fraction of the bytes
 
@@ -60,12 +60,31 @@ def by_vm(findings: list[Finding]) -> dict[str, set[tuple[str, Severity]]]:
     return out
 
 
+def test_an_unreadable_repository_reads_as_no_backup(
+    shared_lab: Path, paths: Paths, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The policy's "last backup" lookup never breaks a check: an unreadable repository is
+    "no backup known" (so checkpoint-not-backup is raised), and the log says why."""
+    core = lab_core(shared_lab, paths)
+    inventory = core.inventory.refresh()
+
+    def unreadable(host: str, vm_id: str) -> None:
+        raise RepositoryError("repository 'default': permission denied")
+
+    monkeypatch.setattr(core.backups, "last_backup", unreadable)
+    sql01 = next(vm for host in inventory.hosts for vm in host.vms if vm.name == "sql01")
+    assert core.backups.last_backup_of(sql01) is None
+    assert "last backup of lab-hv01/sql01 unknown: repository 'default': permission denied" in caplog.text
+    found = by_vm(evaluate(inventory, core.config.policy, core.backups.last_backup_of))
+    assert ("checkpoint-not-backup", Severity.CRIT) in found["sql01"]
+
+
 def test_the_demo_lab_produces_the_findings_it_was_built_for(shared_lab: Path, paths: Paths) -> None:
     core = lab_core(shared_lab, paths)
     inventory = core.inventory.refresh()
     assert [h.name for h in inventory.hosts] == ["lab-hv01", "lab-hv02", "lab-hv03"]
     assert all(h.error is None for h in inventory.hosts)
-    found = by_vm(evaluate(inventory, core.config.policy, last_backup_lookup(core)))
+    found = by_vm(evaluate(inventory, core.config.policy, core.backups.last_backup_of))
 
     assert ("checkpoint-age", Severity.CRIT) in found["sql01"]  # forgotten for weeks
     assert {("chain-depth", Severity.CRIT), ("checkpoint-count", Severity.WARN)} <= found["app01"]  # nine deep
@@ -126,7 +145,7 @@ def test_a_real_backup_clears_checkpoint_not_backup(own_lab: Path, paths: Paths)
     test01 = core.inventory.find_vm("test01")
 
     def not_backup(inventory) -> list[Finding]:
-        findings = evaluate(inventory, core.config.policy, last_backup_lookup(core))
+        findings = evaluate(inventory, core.config.policy, core.backups.last_backup_of)
         return [f for f in findings if f.rule == "checkpoint-not-backup" and f.vm_id == test01.id]
 
     assert not_backup(core.inventory.latest)

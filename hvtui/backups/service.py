@@ -128,6 +128,18 @@ class Backups:
                 times.append(when)
         return max(times, default=None)
 
+    def last_backup_of(self, vm: VM) -> datetime | None:
+        """``last_backup`` for the policy's backup-recency rule (``policy.context.LastBackup``).
+
+        An unreadable repository must not break the check: "no backup known" is the
+        conservative answer (it raises checkpoint-not-backup), and the log says why.
+        """
+        try:
+            return self.last_backup(vm.host, vm.id)
+        except HvtuiError as err:
+            log.warning("last backup of %s/%s unknown: %s", vm.host, vm.name, err)
+            return None
+
     def find_point(self, point_id: str, repository: str | None = None) -> tuple[Repository, Manifest]:
         for repo in self._repositories.repos_for(repository):
             try:

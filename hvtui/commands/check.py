@@ -20,7 +20,7 @@ from hvtui.core import Core
 from hvtui.errors import HvtuiError
 from hvtui.logsetup import redact
 from hvtui.model import VM, Finding, HostInventory
-from hvtui.policy import HOST_UNREACHABLE, evaluate, is_problem, last_backup_lookup, summary
+from hvtui.policy import HOST_UNREACHABLE, evaluate, is_problem, summary
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, core: Core) -> int:
 def build_report(core: Core, host: str | None = None, vm: str | None = None) -> dict[str, Any]:
     inventory = core.inventory.refresh([host] if host else None)
     hosts = [h for h in inventory.hosts if host is None or h.name == host]
-    findings = evaluate(inventory, core.config.policy, last_backup_lookup(core))
+    findings = evaluate(inventory, core.config.policy, core.backups.last_backup_of)
     findings = [f for f in findings if host is None or f.host == host]
     vms = [v for h in hosts for v in h.vms]
     if vm is not None:

@@ -25,8 +25,8 @@ Where things live:
   rule reads (VM, host facts, thresholds, last backup) and reports through (``add``).
 - ``rules/``: the rules, one family per module (``checkpoints``, ``chains``,
   ``backup_recency``, ``disk_files``, ``hosts``), and the registry in ``rules/__init__``.
-- ``evaluation``: ``evaluate`` (every rule, then exemptions, then the order) and
-  ``last_backup_lookup``.
+- ``evaluation``: ``evaluate`` (every rule, then exemptions, then the order); the caller
+  passes the "last backup" lookup (``Backups.last_backup_of``).
 - ``exemptions``, ``headroom`` (shared with the checkpoint actions), ``findings`` (order,
   summary, worst per VM) and ``text`` (``size_text``, ``age_text``, ``age_seconds``).
 
@@ -43,7 +43,7 @@ and base utilities.
 from __future__ import annotations
 
 from hvtui.policy.context import HostRule, LastBackup, VMContext, VMRule
-from hvtui.policy.evaluation import evaluate, last_backup_lookup, run_vm_rules
+from hvtui.policy.evaluation import evaluate, run_vm_rules
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
 from hvtui.policy.findings import is_problem, sort_findings, summary, vm_key, worst_by_vm
 from hvtui.policy.headroom import Headroom, headroom, merge_needs_by_volume
@@ -93,7 +93,6 @@ __all__ = [
     "file_name",
     "headroom",
     "is_problem",
-    "last_backup_lookup",
     "merge_needs_by_volume",
     "run_vm_rules",
     "size_text",

@@ -1,24 +1,17 @@
 """Evaluate everything: run every registered rule over the inventory, apply the exemptions, sort.
 
-Also the bridge to the backup service's "last successful backup" lookup the
-backup-recency rule asks.
+The backup-recency rule asks a ``LastBackup`` function; the caller passes the backup
+service's (``Backups.last_backup_of``), so the policy never reaches above itself.
 """
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime
-from typing import Any
-
 from hvtui.config import PolicyConfig
-from hvtui.errors import HvtuiError
-from hvtui.model import VM, Checkpoint, Finding, Inventory
+from hvtui.model import Checkpoint, Finding, Inventory
 from hvtui.policy.context import LastBackup, VMContext, VMRule
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
 from hvtui.policy.findings import sort_findings
 from hvtui.policy.rules import HOST_RULES, VM_RULES
-
-log = logging.getLogger(__name__)
 
 
 def run_vm_rules(context: VMContext, rules: tuple[VMRule, ...] = VM_RULES) -> list[tuple[Finding, Checkpoint | None]]:
@@ -52,28 +45,3 @@ def evaluate(
                 findings.append(apply_exemption(finding, checkpoint, matchers))
     return sort_findings(findings)
 
-
-def last_backup_lookup(core: Any) -> LastBackup | None:
-    """The engine's "last successful backup" lookup (``core.backups.last_backup``).
-
-    Imported lazily: without the backup service, None (no backup known for any VM, so
-    every VM with checkpoints raises checkpoint-not-backup, as issue 3 asks).
-    """
-    try:
-        backups = core.backups
-    except (ImportError, AttributeError):
-        return None
-    lookup = getattr(backups, "last_backup", None)
-    if lookup is None:
-        return None
-
-    def last(vm: VM) -> datetime | None:
-        try:
-            return lookup(vm.host, vm.id)
-        except HvtuiError as err:
-            # An unreadable repository must not break the check: "no backup known" is the
-            # conservative answer (it raises checkpoint-not-backup), and the log says why.
-            log.warning("last backup of %s/%s unknown: %s", vm.host, vm.name, err)
-            return None
-
-    return last

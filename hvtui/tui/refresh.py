@@ -149,8 +149,7 @@ class RefreshMixin:
 
         started = time.monotonic()
         service = self.core.inventory
-        lookup = policy.last_backup_lookup(self.core)
-        last_backup = _remembered(lookup) if lookup is not None else None  # policy and rows ask alike
+        last_backup = _remembered(self.core.backups.last_backup_of)  # policy and rows ask alike
         latest = [previous]  # each snapshot reuses the unchanged rows of the one before
 
         def build() -> tuple[Snapshot, int]:
