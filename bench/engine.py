@@ -354,8 +354,12 @@ def hvtui_subcommand(argv: list[str]) -> int:
         print(json.dumps(result.to_dict()))
         return 0
     if argv[0] == "restore":
+        from hvtui.engine.parent import point_order
+
         repo = Repository.open(Path(argv[1]), "bench")
-        latest = repo.point_ids()[-1]
+        # The newest point, not the last id: a full and an incremental of the same second sort
+        # by their random suffix (the bench then restored the full and reported a wrong restore).
+        latest = max((repo.load_point(point_id) for point_id in repo.point_ids()), key=point_order).id
         result = restore_to_directory(repo, latest, Path(argv[2]))
         print(json.dumps(result.to_dict()))
         return 0
