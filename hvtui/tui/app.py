@@ -214,10 +214,7 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, PromptCommandsMixin, App[in
         if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
         if worker.group == "poll":
-            if worker in self._host_polls:
-                self.host_poll_finished(worker)
-            else:
-                self.poll_finished(worker)
+            self.refresh_worker_finished(worker)
         elif worker.group == "action":
             self.action_finished(worker)
         elif worker.group == "dialog" and event.state == WorkerState.ERROR and worker.error is not None:

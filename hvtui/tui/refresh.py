@@ -182,6 +182,13 @@ class RefreshMixin:
         self._data_version = version
         self.apply_snapshot(snapshot)
 
+    def refresh_worker_finished(self, worker: Worker) -> None:
+        """A worker of the "poll" group ended: a refresh of some hosts, or the full one."""
+        if worker in self._host_polls:
+            self.host_poll_finished(worker)
+        else:
+            self.poll_finished(worker)
+
     def host_poll_finished(self, worker: Worker) -> None:
         _hosts, inbox = self._host_polls.pop(worker)
         if worker.state == WorkerState.SUCCESS and inbox:
