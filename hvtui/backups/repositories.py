@@ -53,6 +53,7 @@ class RepositoryList:
             if repo is not None and Repository.exists(repo.root):
                 return repo
             if not create and not Repository.exists(rc.path):
+                Repository.check_missing(rc.path)  # points or chunks without a config: damaged, not absent
                 return None
             repo = Repository.open(rc.path, name=rc.name, create=create)
             self._repos[rc.name] = repo

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,6 +279,39 @@ def lock_records(root: Path) -> list[LockRecord]:
             if record is not None:
                 out.append(record)
     return out
+
+
+@contextlib.contextmanager
+def creation_lock(root: Path, timeout: float = 120.0) -> Iterator[None]:
+    """Exclusive ``flock`` on the repository folder itself, for creating or repairing its
+    ``config.json`` (the ``locks/`` folder may not exist yet, or be damaged).
+
+    Where the filesystem cannot lock a directory, creators still cannot overwrite each
+    other's config (it is linked into place, never replaced).
+    """
+    try:
+        fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as err:
+        raise RepositoryError(f"cannot open the repository folder {root}: {err.strerror}") from None
+    try:
+        if fcntl is not None:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise RepositoryBusy(
+                            f"another process is creating or repairing the repository at {root}; gave up after "
+                            f"{timeout:.0f} s"
+                        ) from None
+                    time.sleep(POLL_SECONDS)
+                except OSError:
+                    break  # this filesystem cannot lock a directory
+        yield
+    finally:
+        os.close(fd)  # drops the flock
 
 
 class VMLock:
