@@ -42,7 +42,12 @@ class RepositoryNeedsRepair(RepositoryDamaged):
     """The folder holds restore points or chunks but no usable ``config.json``.
 
     Nothing is lost: ``hvtui repair-repository`` rebuilds the config from what is there.
+    ``problem`` says what is wrong with the config ("is missing", "cannot be read", ...).
     """
+
+    def __init__(self, message: str, problem: str = "is missing") -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 def is_own_tmp_name(name: str) -> bool:

@@ -40,6 +40,19 @@ class PointNotFound(RepositoryError):
     pass
 
 
+def new_config(chunk_size: int, created: datetime | None = None) -> dict[str, Any]:
+    """The ``config.json`` of a new repository (or one rebuilt by a repair)."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "id": uuid.uuid4().hex,
+        "created": (created or datetime.now(UTC)).astimezone(UTC).isoformat(),
+        "chunk_size": chunk_size,
+        "hash": "sha256",
+        "compression": "lz4-block",
+    }
+
+
 class Repository:
     def __init__(self, root: Path, name: str, config: dict[str, Any]) -> None:
         self.root = root
@@ -83,7 +96,7 @@ class Repository:
                 )
                 raise RepositoryError(f"no backup repository at {root} ({why})")
             cls._create(root, chunk_size or DEFAULT_CHUNK_SIZE)
-        config = cls._read_config(root)
+        config = cls.read_config(root)
         for sub in SUBDIRS:
             with contextlib.suppress(OSError):  # a read-only repository (a snapshot) is still readable
                 (root / sub).mkdir(exist_ok=True)
@@ -91,7 +104,9 @@ class Repository:
         return cls(root, name, config)
 
     @classmethod
-    def _read_config(cls, root: Path) -> dict[str, Any]:
+    def read_config(cls, root: Path) -> dict[str, Any]:
+        """The checked ``config.json``; ``RepositoryNeedsRepair`` when it is missing or damaged
+        in a folder that holds restore points or chunks, ``RepositoryError`` otherwise."""
         config_path = root / "config.json"
 
         def damaged(problem: str, otherwise: str) -> RepositoryError:
@@ -99,7 +114,8 @@ class Repository:
             if state.kind == "damaged":
                 return RepositoryNeedsRepair(
                     f"repository {root} is damaged: its config.json {problem}, but the folder holds "
-                    f"{state.describe_data()}; run `hvtui repair-repository` to rebuild config.json from them"
+                    f"{state.describe_data()}; run `hvtui repair-repository` to rebuild config.json from them",
+                    problem,
                 )
             return RepositoryError(otherwise)
 
@@ -154,15 +170,7 @@ class Repository:
                 raise RepositoryError(
                     f"{root} is not empty and is not an hvtui repository; refusing to create one there"
                 )
-            config = {
-                "format": FORMAT,
-                "version": VERSION,
-                "id": uuid.uuid4().hex,
-                "created": datetime.now(UTC).isoformat(),
-                "chunk_size": chunk_size,
-                "hash": "sha256",
-                "compression": "lz4-block",
-            }
+            config = new_config(chunk_size)
             try:
                 for sub in SUBDIRS:
                     (root / sub).mkdir(exist_ok=True)
