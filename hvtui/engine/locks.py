@@ -26,6 +26,7 @@ from pathlib import Path
 
 from hvtui.engine.errors import RepositoryBusy
 from hvtui.engine.fsutil import atomic_write_json, boot_id, hostname, pid_alive, process_start_ticks
+from hvtui.engine.layout import is_lock_record_name, is_own_tmp_name, regular_file, require_real_dir
 from hvtui.errors import RepositoryError
 from hvtui.events import CancelToken
 
@@ -109,8 +110,10 @@ class RepositoryLock:
         cancel: CancelToken | None = None,
         on_wait: Callable[[str], None] | None = None,
     ) -> RepositoryLock:
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.locks_dir, self.tmp_dir):
+            with contextlib.suppress(OSError):  # a read-only repository has them already, or not
+                folder.mkdir(parents=True, exist_ok=True)
+            require_real_dir(folder)  # its clean-up must not follow a link out of the repository
         deadline = None if timeout is None else time.monotonic() + timeout
         announced: str | None = None
         while True:
@@ -214,8 +217,8 @@ class RepositoryLock:
         now = time.time()
         live: list[LockRecord] = []
         for name in _listdir(self.locks_dir):
-            if not name.endswith(".json"):
-                continue
+            if not is_lock_record_name(name) or not regular_file(self.locks_dir / name):
+                continue  # not a record hvtui wrote: neither read as a holder nor ever deleted
             record = read_record(self.locks_dir / name)
             if record is None:
                 continue
@@ -228,6 +231,8 @@ class RepositoryLock:
         if clean:
             owners = {r.id for r in live} | {self.id}
             for name in tmp_names:
+                if not is_own_tmp_name(name) or not regular_file(self.tmp_dir / name):
+                    continue  # only files named by hvtui's own rules are ever deleted
                 owner = tmp_owner(name)
                 if owner is not None:
                     leftover = owner not in owners
