@@ -4,12 +4,15 @@ a lost or damaged config.json is named as damage, and `hvtui repair-repository` 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from hvtui.audit import AuditLog
+from hvtui.engine.fsutil import hostname
 from hvtui.engine.repository import Repository
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -69,3 +72,21 @@ def test_a_repository_that_lost_its_config_is_damaged_and_repair_rebuilds_it(
     assert backup(estate, capsys)["mode"] == "incremental"  # the repaired repository takes new backups
     code, _, err = hvtui(estate, capsys, "repair-repository", "--yes")
     assert code == 1 and "nothing to repair" in err
+
+
+def test_a_cleared_stale_lock_is_named_on_the_command_line(
+    estate: dict, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    backup(estate, capsys)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (estate["repo"] / "locks" / "aaaaaaaaaaaaaaaa.json").write_text(
+        json.dumps(
+            {"id": "aaaaaaaaaaaaaaaa", "kind": "shared", "operation": "backup", "detail": "lab-a/app01",
+             "pid": dead.pid, "hostname": hostname(), "boot_id": None, "process_start": None,
+             "created": time.time() - 600, "refreshed": time.time() - 600}
+        )
+    )  # fmt: skip
+    code, _, err = hvtui(estate, capsys, "verify", "--quick")
+    assert code == 0
+    assert f"cleared the stale lock of backup lab-a/app01 (pid {dead.pid} on {hostname()}, taken 10 min ago" in err

@@ -180,8 +180,9 @@ class Repository:
                 raise disk_error(err, f"cannot create a repository at {root}") from err
 
     # -- locks ---------------------------------------------------------------------------
-    def lock(self, kind: str, operation: str, detail: str = "") -> RepositoryLock:
-        return RepositoryLock(self.root, kind, operation, detail)
+    def lock(self, kind: str, operation: str, detail: str = "", reading: bool = False) -> RepositoryLock:
+        """``reading``: only reads (a restore), so it works in a repository that cannot be written."""
+        return RepositoryLock(self.root, kind, operation, detail, reading)
 
     # -- points --------------------------------------------------------------------------
     def point_path(self, point_id: str) -> Path:
