@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from hvtui.engine.backup import point_order
 from hvtui.engine.manifest import POINT_ID_RE, Manifest
 from hvtui.engine.repository import Repository
+from hvtui.errors import RepositoryError
 from hvtui.model import RestorePointSummary
 
 
@@ -60,6 +61,7 @@ class PointListing:
 
     points: list[PointInfo]
     damaged: list[DamagedManifest]
+    unreadable: list[tuple[str, RepositoryError]] = field(default_factory=list)  # (repository, why)
 
     def damaged_newer_than(self, point: PointInfo) -> list[DamagedManifest]:
         """Damaged manifests that may be a newer point than ``point`` (same second counts).

@@ -53,10 +53,16 @@ class RepositoryList:
             if repo is not None and Repository.exists(repo.root):
                 return repo
             if not create and not Repository.exists(rc.path):
+                Repository.check_missing(rc.path)  # points or chunks without a config: damaged, not absent
                 return None
             repo = Repository.open(rc.path, name=rc.name, create=create)
             self._repos[rc.name] = repo
             return repo
+
+    def forget(self, name: str) -> None:
+        """Drop the cached object (its config was rebuilt): the next use reads it afresh."""
+        with self._lock:
+            self._repos.pop(name, None)
 
     def require_repository(self, name: str | None) -> Repository:
         repo = self.open_repository(name)
@@ -65,8 +71,14 @@ class RepositoryList:
             raise RepositoryError(f"repository {rc.name!r} at {rc.path} does not exist yet (no backup was made there)")
         return repo
 
-    def repos_for(self, repository: str | None) -> list[Repository]:
-        """The repository named, or every configured one that exists (unreadable ones logged)."""
+    def repos_for(
+        self, repository: str | None, failures: list[tuple[str, RepositoryError]] | None = None
+    ) -> list[Repository]:
+        """The repository named, or every configured one that exists.
+
+        Unreadable ones are logged and, when ``failures`` is given, added to it: a damaged
+        repository must not pass for an empty one.
+        """
         names = [repository] if repository is not None else [rc.name for rc in self.repository_configs()]
         out = []
         for name in names:
@@ -76,6 +88,8 @@ class RepositoryList:
                 if repository is not None:
                     raise
                 log.warning("repository %s: %s", name, err)
+                if failures is not None:
+                    failures.append((name, err))
                 continue
             if repo is not None:
                 out.append(repo)

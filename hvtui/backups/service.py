@@ -33,10 +33,11 @@ from hvtui.engine.backup import BackupResult, run_backup
 from hvtui.engine.manifest import Manifest
 from hvtui.engine.progress import DEFAULT_INTERVAL
 from hvtui.engine.prune import PruneResult, forget_expired, run_prune
+from hvtui.engine.repair import ConfigRepairPlan, plan_config_repair, repair_config
 from hvtui.engine.repository import PointNotFound, Repository
 from hvtui.engine.restore import RestoreResult, restore_to_directory, restore_to_host
 from hvtui.engine.verify import VerifyReport, run_verify
-from hvtui.errors import ConfigError, HvtuiError, RefusedError
+from hvtui.errors import ConfigError, HvtuiError, RefusedError, RepositoryError
 from hvtui.events import CancelToken, ProgressCallback
 from hvtui.inventory import InventoryService
 from hvtui.model import BACKUP_MODES, VM, RestorePointSummary
@@ -100,8 +101,9 @@ class Backups:
         """
         out: list[PointInfo] = []
         damaged: list[DamagedManifest] = []
+        unreadable: list[tuple[str, RepositoryError]] = []
         wanted = vm.casefold() if vm else None
-        for repo in self._repositories.repos_for(repository):
+        for repo in self._repositories.repos_for(repository, unreadable):
             infos, bad = self._points.fresh_points_of(repo, self.recheck_seconds)
             damaged.extend(bad)
             for info in infos:
@@ -112,7 +114,7 @@ class Backups:
                     continue
                 out.append(info)
         out.sort(key=lambda i: (i.summary.time, i.committed_ns, i.summary.id))
-        return PointListing(out, damaged)
+        return PointListing(out, damaged, unreadable)
 
     def damaged_manifests(self, repository: str | None = None) -> list[DamagedManifest]:
         """Manifests that cannot be read (their points are missing from every listing)."""
@@ -387,3 +389,26 @@ class Backups:
                 bytes_freed=result.bytes_freed,
             )
         return result
+
+    # -- repair ------------------------------------------------------------------------------
+    def plan_repository_repair(self, repository: str | None = None) -> ConfigRepairPlan:
+        """What ``repair_repository`` would write (changes nothing; allowed read-only)."""
+        return plan_config_repair(self.repository_config(repository).path)
+
+    def repair_repository(self, repository: str | None = None) -> tuple[ConfigRepairPlan, str | None]:
+        """Rebuild the lost or damaged ``config.json`` of a repository from its points and chunks.
+
+        Refused read-only; audit-logged.  Returns the plan carried out and the name the
+        damaged config.json was kept under (None when it was missing).
+        """
+        rc = self.repository_config(repository)
+        args: dict[str, Any] = {"repository": rc.name, "path": str(rc.path)}
+        self._guard.refuse_if_read_only("repair-repository", None, None, args)
+        plan = plan_config_repair(rc.path)
+        with self._audit.action("repair-repository", f"repository:{rc.name}", None, {**args, **plan.to_dict()}) as entry:
+            kept = repair_config(plan)
+            if kept is not None:
+                entry.args["kept_as"] = kept
+        self._repositories.forget(rc.name)
+        self._points.invalidate(rc.name)
+        return plan, kept

@@ -8,17 +8,15 @@ terminal; ``--json`` prints one JSON document on stdout for scripts.
 Exit codes (also in docs/repository-format.md):
   0 success; 1 failed (host or repository error, disk full, repository busy);
   2 usage (bad arguments, unknown or ambiguous VM, host, repository or point);
-  3 verify found damage; 4 refused (read-only, or a confirmation that could not be had
+  3 verify found damage, or the repository itself is damaged (`hvtui repair-repository`);
+  4 refused (read-only, or a confirmation that could not be had
   or was declined); 130 cancelled or interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,19 +24,24 @@ from typing import TYPE_CHECKING, Any
 import humanize
 
 from hvtui.commands import confirm
+from hvtui.commands.output import (
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    emit_json,
+    fail,
+    reported,
+)
 from hvtui.commands.progress import ProgressLine
-from hvtui.errors import Cancelled, ConfigError, HvtuiError, ReadOnlyError, RefusedError, UsageError
+from hvtui.engine.layout import RepositoryNeedsRepair
+from hvtui.errors import RefusedError
 
 if TYPE_CHECKING:
     from hvtui.backups.points import DamagedManifest, PointInfo
     from hvtui.core import Core
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_DAMAGED = 3
-EXIT_REFUSED = 4
-EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -116,39 +119,6 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
 # -- output helpers ---------------------------------------------------------------------------
 def size(num: int | float | None) -> str:
     return "-" if num is None else humanize.naturalsize(num, binary=True)
-
-
-def emit_json(doc: dict[str, Any]) -> None:
-    json.dump(doc, sys.stdout, indent=2, default=str, sort_keys=False)
-    sys.stdout.write("\n")
-    sys.stdout.flush()
-
-
-def fail(args: argparse.Namespace, message: str, code: int, **extra: Any) -> int:
-    prefix = "refused" if code == EXIT_REFUSED else "error"
-    print(f"hvtui: {prefix}: {message}", file=sys.stderr)
-    if getattr(args, "json", False):
-        emit_json({"ok": False, "error": message, "exit_code": code, **extra})
-    return code
-
-
-def reported(handler: Callable[[argparse.Namespace, Core], int]) -> Callable[[argparse.Namespace, Core], int]:
-    """Turn errors into the documented exit codes, with a JSON document under ``--json``."""
-
-    @functools.wraps(handler)
-    def run(args: argparse.Namespace, core: Core) -> int:
-        try:
-            return handler(args, core)
-        except (ConfigError, UsageError) as err:  # a bad config, an unknown or ambiguous VM
-            return fail(args, str(err), EXIT_USAGE)
-        except (ReadOnlyError, RefusedError) as err:
-            return fail(args, str(err), EXIT_REFUSED)
-        except Cancelled as err:
-            return fail(args, str(err), EXIT_INTERRUPTED)
-        except HvtuiError as err:
-            return fail(args, str(err), EXIT_FAILED)
-
-    return run
 
 
 def _run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
@@ -322,10 +292,15 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
     listing = core.backups.point_listing(host=args.host, vm=args.vm, repository=args.repo)
     infos = listing.points
     warn_damaged(listing.damaged)
+    # A repository that cannot be read is not an empty one: say so and exit non-zero.
+    code = EXIT_OK
+    for name, err in listing.unreadable:
+        print(f"hvtui: error: repository {name}: {err}", file=sys.stderr)
+        code = max(code, EXIT_DAMAGED if isinstance(err, RepositoryNeedsRepair) else EXIT_FAILED)
     if args.json:
         emit_json(
             {
-                "ok": True,
+                "ok": code == EXIT_OK,
                 "points": [
                     {
                         "id": i.summary.id,
@@ -344,12 +319,15 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
                     for i in infos
                 ],
                 "damaged": [d.to_dict() for d in listing.damaged],
+                "unreadable": [{"repository": name, "error": str(err)} for name, err in listing.unreadable],
+                **({"exit_code": code} if code else {}),
             }
         )
-        return EXIT_OK
+        return code
     if not infos:
-        print("No restore points" + (f" of VM {args.vm!r}" if args.vm else "") + ".")
-        return EXIT_OK
+        if not listing.unreadable:
+            print("No restore points" + (f" of VM {args.vm!r}" if args.vm else "") + ".")
+        return code
     rows = [("POINT", "TIME", "HOST", "VM", "MODE", "SIZE", "STORED", "VERIFIED", "REPO")]
     for i in infos:
         s = i.summary
@@ -370,7 +348,7 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return EXIT_OK
+    return code
 
 
 @reported

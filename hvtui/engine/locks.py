@@ -15,17 +15,19 @@ Two layers (docs/repository-format.md, "Locking"):
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
+import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hvtui.engine.errors import RepositoryBusy
-from hvtui.engine.fsutil import atomic_write_json, boot_id, hostname, pid_alive, process_start_ticks
+from hvtui.engine.fsutil import atomic_write_json, boot_id, hostname, process_start_ticks
+from hvtui.engine.layout import LOCK_FILE, is_lock_record_name, is_own_tmp_name, regular_file, require_real_dir
+from hvtui.engine.lock_records import STALE_SECONDS, LockRecord, read_record
 from hvtui.errors import RepositoryError
 from hvtui.events import CancelToken
 
@@ -35,59 +37,25 @@ except ImportError:  # not on POSIX: only the records protect the repository
     fcntl = None  # type: ignore[assignment]
 
 REFRESH_SECONDS = 300.0
-STALE_SECONDS = 1800.0
 POLL_SECONDS = 0.1
+# A repository that cannot be written (a snapshot, a WORM share): a reader goes on without a record.
+READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
-
-@dataclass(frozen=True, slots=True)
-class LockRecord:
-    id: str
-    kind: str  # shared or exclusive
-    operation: str
-    detail: str
-    pid: int
-    hostname: str
-    boot_id: str | None
-    process_start: int | None
-    created: float
-    refreshed: float
-
-    def describe(self) -> str:
-        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created))
-        return f"{self.operation} {self.detail} (pid {self.pid} on {self.hostname}, since {since})".replace("  ", " ")
-
-    def is_stale(self, now: float) -> bool:
-        if self.hostname == hostname():
-            mine = boot_id()
-            if self.boot_id and mine and self.boot_id != mine:
-                return True
-            if not pid_alive(self.pid):
-                return True
-            if self.process_start is not None:
-                current = process_start_ticks(self.pid)
-                if current is not None and current != self.process_start:
-                    return True
-            return False
-        return now - self.refreshed > STALE_SECONDS
-
-
-def read_record(path: Path) -> LockRecord | None:
-    try:
-        raw = json.loads(path.read_text())
-        return LockRecord(**{name: raw[name] for name in LockRecord.__dataclass_fields__})
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
-        # Records are written atomically; an unreadable one is damage, not a live holder.
-        return LockRecord(path.stem, "unknown", "unreadable lock record", "", -1, "", None, None, 0.0, 0.0)
+log = logging.getLogger(__name__)
 
 
 class RepositoryLock:
     """One holder's lock on a repository; use as a context manager after ``acquire``."""
 
-    def __init__(self, root: Path, kind: str, operation: str, detail: str = "") -> None:
+    def __init__(self, root: Path, kind: str, operation: str, detail: str = "", reading: bool = False) -> None:
+        """``reading``: the holder only reads (a restore).  In a repository that cannot be
+        written (a snapshot, a WORM share) it then reads without a record rather than fail."""
         if kind not in ("shared", "exclusive"):
             raise ValueError(kind)
+        self.reading = reading and kind == "shared"
+        self.cleared: list[str] = []  # stale records this holder removed, one line each
+        self._unsaid: list[str] = []
+        self._has_record = False
         self.root = root
         self.locks_dir = root / "locks"
         self.tmp_dir = root / "tmp"
@@ -109,16 +77,23 @@ class RepositoryLock:
         cancel: CancelToken | None = None,
         on_wait: Callable[[str], None] | None = None,
     ) -> RepositoryLock:
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.locks_dir, self.tmp_dir):
+            with contextlib.suppress(OSError):  # a read-only repository has them already, or not
+                folder.mkdir(parents=True, exist_ok=True)
+            require_real_dir(folder)  # its clean-up must not follow a link out of the repository
         deadline = None if timeout is None else time.monotonic() + timeout
         announced: str | None = None
         while True:
             if cancel is not None:
                 cancel.check()
             blockers = self._try_once()
+            for line in self._unsaid:  # each stale lock is named once, where the user looks
+                if on_wait is not None:
+                    on_wait(line)
+            self._unsaid.clear()
             if not blockers:
-                self._start_refresher()
+                if self._has_record:
+                    self._start_refresher()
                 return self
             text = "; ".join(sorted(set(blockers))) or "another process"
             if text not in self.waited_for:
@@ -136,8 +111,8 @@ class RepositoryLock:
 
     def _try_once(self) -> list[str]:
         """Take the flock and write our record; on conflict undo both and say who blocks."""
-        fd = os.open(self.locks_dir / "repo.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
+        fd = self._open_lock_file()
+        if fd is not None and fcntl is not None:
             mode = fcntl.LOCK_SH if self.kind == "shared" else fcntl.LOCK_EX
             try:
                 fcntl.flock(fd, mode | fcntl.LOCK_NB)
@@ -146,19 +121,46 @@ class RepositoryLock:
                 return [r.describe() for r in self._live_records() if self._conflicts(r)] or [
                     "a process on this machine"
                 ]
+            except OSError as err:
+                os.close(fd)
+                raise RepositoryError(f"cannot lock {self.locks_dir / LOCK_FILE}: {err.strerror}") from None
         self._fd = fd
         now = time.time()
         self._created = now
         try:
-            self._write_record(now)
-        except OSError as err:
+            self._write_own_record(now)
+            blockers = [r.describe() for r in self._live_records(clean=True) if r.id != self.id and self._conflicts(r)]
+        except BaseException:
+            # Whatever went wrong, a failed locker leaves no record of itself behind.
+            self._remove_record()
             self._unlock()
-            raise RepositoryError(f"cannot write a lock record in {self.locks_dir}: {err.strerror}") from err
-        blockers = [r.describe() for r in self._live_records(clean=True) if r.id != self.id and self._conflicts(r)]
+            raise
         if blockers:
             self._remove_record()
             self._unlock()
         return blockers
+
+    def _open_lock_file(self) -> int | None:
+        path = self.locks_dir / LOCK_FILE
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            if self.reading and err.errno in READ_ONLY_ERRNOS:
+                try:
+                    return os.open(path, os.O_RDONLY)  # flock works on a file opened for reading
+                except OSError:
+                    return None  # none there and none can be made: nothing can change the repository
+            raise RepositoryError(f"cannot open the repository lock file {path}: {err.strerror}") from None
+
+    def _write_own_record(self, now: float) -> None:
+        try:
+            self._write_record(now)
+            self._has_record = True
+        except OSError as err:
+            if not (self.reading and err.errno in READ_ONLY_ERRNOS):
+                raise RepositoryError(f"cannot write a lock record in {self.locks_dir}: {err.strerror}") from err
+            self._has_record = False
+            log.info("repository %s cannot be written (%s): %s reads without a lock record", self.root, err.strerror, self.operation)
 
     def _conflicts(self, other: LockRecord) -> bool:
         return self.kind == "exclusive" or other.kind == "exclusive"
@@ -200,8 +202,10 @@ class RepositoryLock:
         atomic_write_json(self._record_path, record, tmp_dir=self.tmp_dir)
 
     def _remove_record(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self._record_path)
+        if self._has_record:
+            with contextlib.suppress(OSError):
+                os.unlink(self._record_path)
+            self._has_record = False
 
     def _live_records(self, clean: bool = False) -> list[LockRecord]:
         """Records of live holders; with ``clean``, stale ones and their temp files go.
@@ -214,20 +218,28 @@ class RepositoryLock:
         now = time.time()
         live: list[LockRecord] = []
         for name in _listdir(self.locks_dir):
-            if not name.endswith(".json"):
-                continue
+            if not is_lock_record_name(name) or not regular_file(self.locks_dir / name):
+                continue  # not a record hvtui wrote: neither read as a holder nor ever deleted
             record = read_record(self.locks_dir / name)
             if record is None:
                 continue
             if record.is_stale(now):
                 if clean:
-                    with contextlib.suppress(OSError):
+                    try:
                         os.unlink(self.locks_dir / name)
+                    except OSError:
+                        continue
+                    line = record.describe_cleared(now)
+                    log.warning("repository %s: %s", self.root, line)
+                    self.cleared.append(line)
+                    self._unsaid.append(line)
                 continue
             live.append(record)
         if clean:
             owners = {r.id for r in live} | {self.id}
             for name in tmp_names:
+                if not is_own_tmp_name(name) or not regular_file(self.tmp_dir / name):
+                    continue  # only files named by hvtui's own rules are ever deleted
                 owner = tmp_owner(name)
                 if owner is not None:
                     leftover = owner not in owners
@@ -279,6 +291,39 @@ def lock_records(root: Path) -> list[LockRecord]:
             if record is not None:
                 out.append(record)
     return out
+
+
+@contextlib.contextmanager
+def creation_lock(root: Path, timeout: float = 120.0) -> Iterator[None]:
+    """Exclusive ``flock`` on the repository folder itself, for creating or repairing its
+    ``config.json`` (the ``locks/`` folder may not exist yet, or be damaged).
+
+    Where the filesystem cannot lock a directory, creators still cannot overwrite each
+    other's config (it is linked into place, never replaced).
+    """
+    try:
+        fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as err:
+        raise RepositoryError(f"cannot open the repository folder {root}: {err.strerror}") from None
+    try:
+        if fcntl is not None:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise RepositoryBusy(
+                            f"another process is creating or repairing the repository at {root}; gave up after "
+                            f"{timeout:.0f} s"
+                        ) from None
+                    time.sleep(POLL_SECONDS)
+                except OSError:
+                    break  # this filesystem cannot lock a directory
+        yield
+    finally:
+        os.close(fd)  # drops the flock
 
 
 class VMLock:

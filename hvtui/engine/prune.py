@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.config import Retention
+from hvtui.engine.layout import is_own_tmp_name, regular_file, require_real_dir
 from hvtui.engine.locks import VMLock
 from hvtui.engine.manifest import Manifest
 from hvtui.engine.parent import point_order
@@ -239,11 +240,14 @@ def run_prune(
         for prefix in sorted(touched):
             fsync_dir(repo.store.chunks_dir / prefix)
         _count_quarantined(result, quarantined)
-        # Nobody else holds a lock: every temporary file is a leftover.
+        # Nobody else holds a lock: every temporary file hvtui named is a leftover (and
+        # nothing else in tmp/ is hvtui's to delete).
+        require_real_dir(repo.tmp_dir)
         with contextlib.suppress(OSError):
             for name in os.listdir(repo.tmp_dir):
-                with contextlib.suppress(OSError):
-                    os.unlink(repo.tmp_dir / name)
+                if is_own_tmp_name(name) and regular_file(repo.tmp_dir / name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(repo.tmp_dir / name)
     finally:
         lock.release()
         result.duration = time.monotonic() - started

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.engine.fsutil import atomic_write_json
-from hvtui.engine.locks import RepositoryLock
+from hvtui.engine.layout import SUBDIRS, RepositoryNeedsRepair, inspect_folder, publish_config, require_real_dir
+from hvtui.engine.locks import RepositoryLock, creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
 from hvtui.engine.store import ChunkStore, disk_error
 from hvtui.errors import RepositoryError
@@ -37,6 +38,19 @@ MAX_CHUNK_SIZE = 16 * 1024 * 1024
 
 class PointNotFound(RepositoryError):
     pass
+
+
+def new_config(chunk_size: int, created: datetime | None = None) -> dict[str, Any]:
+    """The ``config.json`` of a new repository (or one rebuilt by a repair)."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "id": uuid.uuid4().hex,
+        "created": (created or datetime.now(UTC)).astimezone(UTC).isoformat(),
+        "chunk_size": chunk_size,
+        "hash": "sha256",
+        "compression": "lz4-block",
+    }
 
 
 class Repository:
@@ -59,68 +73,116 @@ class Repository:
         return (root / "config.json").is_file()
 
     @classmethod
+    def check_missing(cls, root: Path) -> None:
+        """For a folder without ``config.json``: raise ``RepositoryNeedsRepair`` when it holds
+        restore points or chunks (a damaged repository must not look empty); else return."""
+        state = inspect_folder(Path(root).expanduser())
+        if state.kind == "damaged":
+            raise RepositoryNeedsRepair(
+                f"repository {root} is damaged: its config.json is missing, but it holds {state.describe_data()}; "
+                "run `hvtui repair-repository` to rebuild config.json from them"
+            )
+
+    @classmethod
     def open(cls, root: Path, name: str = "default", create: bool = False, chunk_size: int | None = None) -> Repository:
         root = Path(root).expanduser()
         config_path = root / "config.json"
         if not config_path.exists():
+            cls.check_missing(root)
             if not create:
-                raise RepositoryError(f"no backup repository at {root} (nothing has been backed up there yet)")
+                interrupted = inspect_folder(root).kind == "half-made"
+                why = "its creation was interrupted; the next backup completes it" if interrupted else (
+                    "nothing has been backed up there yet"
+                )
+                raise RepositoryError(f"no backup repository at {root} ({why})")
             cls._create(root, chunk_size or DEFAULT_CHUNK_SIZE)
+        config = cls.read_config(root)
+        for sub in SUBDIRS:
+            with contextlib.suppress(OSError):  # a read-only repository (a snapshot) is still readable
+                (root / sub).mkdir(exist_ok=True)
+            require_real_dir(root / sub)
+        return cls(root, name, config)
+
+    @classmethod
+    def read_config(cls, root: Path) -> dict[str, Any]:
+        """The checked ``config.json``; ``RepositoryNeedsRepair`` when it is missing or damaged
+        in a folder that holds restore points or chunks, ``RepositoryError`` otherwise."""
+        config_path = root / "config.json"
+
+        def damaged(problem: str, otherwise: str) -> RepositoryError:
+            state = inspect_folder(root)
+            if state.kind == "damaged":
+                return RepositoryNeedsRepair(
+                    f"repository {root} is damaged: its config.json {problem}, but the folder holds "
+                    f"{state.describe_data()}; run `hvtui repair-repository` to rebuild config.json from them",
+                    problem,
+                )
+            return RepositoryError(otherwise)
+
         try:
             config = json.loads(config_path.read_text())
         except (OSError, ValueError) as err:
-            raise RepositoryError(f"repository {root}: cannot read config.json: {err}") from None
+            raise damaged("cannot be read", f"repository {root}: cannot read config.json: {err}") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise RepositoryError(f"{root} is not an hvtui repository (config.json has no hvtui format marker)")
+            raise damaged(
+                "has no hvtui format marker",
+                f"{root} is not an hvtui repository (config.json has no hvtui format marker)",
+            )
         version = config.get("version")
-        if not isinstance(version, int) or version > VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
             raise RepositoryError(
                 f"repository {root} has format version {version!r}; this hvtui reads version {VERSION} (upgrade hvtui)"
             )
         size = config.get("chunk_size")
-        if not isinstance(size, int) or not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE or config.get("hash") != "sha256":
-            raise RepositoryError(f"repository {root}: config.json has an unsupported chunk size or hash")
-        for sub in ("chunks", "points", "verified", "locks", "tmp"):
-            with contextlib.suppress(OSError):
-                (root / sub).mkdir(exist_ok=True)
-        return cls(root, name, config)
+        problem = None
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            problem = f"has an invalid format version {version!r}"
+        elif not isinstance(config.get("id"), str):
+            problem = "has no repository id"
+        elif not isinstance(size, int) or not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE or config.get("hash") != "sha256":
+            problem = "has an unsupported chunk size or hash"
+        if problem is not None:
+            raise damaged(problem, f"repository {root}: config.json {problem}")
+        return config
 
     @classmethod
     def _create(cls, root: Path, chunk_size: int) -> None:
+        """Create a repository, or finish one whose creation was interrupted.
+
+        ``config.json`` is what makes a folder a repository and appears last, in one step
+        (written aside, then linked into place).  Creators take an exclusive ``flock`` on the
+        folder itself, so two first backups started at once (two cron lines) create it once;
+        a creator killed halfway leaves only the empty skeleton, which the next one finishes.
+        """
         if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
             raise RepositoryError(f"chunk size must be a power of two between 64 KiB and 16 MiB, not {chunk_size}")
         try:
             root.mkdir(parents=True, exist_ok=True)
-            if any(name != "lost+found" for name in os.listdir(root)):
+        except OSError as err:
+            raise disk_error(err, f"cannot create a repository at {root}") from err
+        with creation_lock(root):
+            if cls.exists(root):
+                return  # another process created it while this one waited
+            state = inspect_folder(root)
+            if state.kind == "damaged":
+                cls.check_missing(root)
+            if state.kind not in ("empty", "half-made"):
                 raise RepositoryError(
                     f"{root} is not empty and is not an hvtui repository; refusing to create one there"
                 )
-            for sub in ("chunks", "points", "verified", "locks", "tmp"):
-                (root / sub).mkdir(exist_ok=True)
-            config = {
-                "format": FORMAT,
-                "version": VERSION,
-                "id": uuid.uuid4().hex,
-                "created": datetime.now(UTC).isoformat(),
-                "chunk_size": chunk_size,
-                "hash": "sha256",
-                "compression": "lz4-block",
-            }
-            tmp = root / "tmp" / f"config.{uuid.uuid4().hex}.json"
-            atomic_write_json(tmp, config)
+            config = new_config(chunk_size)
             try:
-                os.link(tmp, root / "config.json")  # fails if another process created it first
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(tmp)
-            fsync_dir(root)
-        except OSError as err:
-            raise disk_error(err, f"cannot create a repository at {root}") from err
+                for sub in SUBDIRS:
+                    (root / sub).mkdir(exist_ok=True)
+                    require_real_dir(root / sub)
+                publish_config(root, config)
+            except OSError as err:
+                raise disk_error(err, f"cannot create a repository at {root}") from err
 
     # -- locks ---------------------------------------------------------------------------
-    def lock(self, kind: str, operation: str, detail: str = "") -> RepositoryLock:
-        return RepositoryLock(self.root, kind, operation, detail)
+    def lock(self, kind: str, operation: str, detail: str = "", reading: bool = False) -> RepositoryLock:
+        """``reading``: only reads (a restore), so it works in a repository that cannot be written."""
+        return RepositoryLock(self.root, kind, operation, detail, reading)
 
     # -- points --------------------------------------------------------------------------
     def point_path(self, point_id: str) -> Path:

@@ -189,7 +189,7 @@ def restore_to_directory(
     """
     started = time.monotonic()
     cancel = cancel or CancelToken()
-    lock = repo.lock("shared", "restore", str(point if isinstance(point, str) else point.id))
+    lock = repo.lock("shared", "restore", str(point if isinstance(point, str) else point.id), reading=True)
     lock.acquire(lock_timeout, cancel, _lock_waiter(progress))
     try:
         manifest, cancel, meter = _prepare(repo, point, progress, cancel)
@@ -263,7 +263,7 @@ def restore_to_host(
         raise RepositoryError(f"unknown restore mode {mode!r}")
     started = time.monotonic()
     cancel = cancel or CancelToken()
-    lock = repo.lock("shared", "restore", str(point if isinstance(point, str) else point.id))
+    lock = repo.lock("shared", "restore", str(point if isinstance(point, str) else point.id), reading=True)
     lock.acquire(lock_timeout, cancel, _lock_waiter(progress))
     try:
         manifest, cancel, meter = _prepare(repo, point, progress, cancel)

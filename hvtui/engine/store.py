@@ -201,8 +201,8 @@ class ChunkStore:
             return
         for sub in sorted(os.listdir(self.chunks_dir)):
             subdir = self.chunks_dir / sub
-            if len(sub) != 2 or not subdir.is_dir():
-                continue
+            if len(sub) != 2 or subdir.is_symlink() or not subdir.is_dir():
+                continue  # a link is not the repository's: prune must not delete through it
             for name in os.listdir(subdir):
                 if len(name) == 2 * DIGEST_SIZE:
                     try:

@@ -1,0 +1,128 @@
+"""Lock records: ``locks/<lock id>.json``, who holds a repository lock (see ``locks``).
+
+A record is read without trusting it: one that cannot be read, or whose fields have the
+wrong types (another program, a hand edit, a damaged disk), is a damaged record, which is
+stale (nobody holds it), never a reason for a locker to crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvtui.engine.fsutil import boot_id, hostname, pid_alive, process_start_ticks
+
+STALE_SECONDS = 1800.0
+
+
+@dataclass(frozen=True, slots=True)
+class LockRecord:
+    id: str
+    kind: str  # shared or exclusive
+    operation: str
+    detail: str
+    pid: int
+    hostname: str
+    boot_id: str | None
+    process_start: int | None
+    created: float
+    refreshed: float
+    problem: str | None = None  # why the record is damaged (then it is stale: nobody holds it)
+
+    def describe(self) -> str:
+        if self.problem is not None:
+            return f"a damaged lock record {self.id}.json ({self.problem})"
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created))
+        return f"{self.operation} {self.detail} (pid {self.pid} on {self.hostname}, since {since})".replace("  ", " ")
+
+    def stale_reason(self, now: float) -> str | None:
+        """Why nobody holds this record any more (None: its holder may be alive)."""
+        if self.problem is not None:
+            return "the record is damaged"
+        if self.hostname == hostname():
+            mine = boot_id()
+            if self.boot_id and mine and self.boot_id != mine:
+                return "the machine has restarted since"
+            if not pid_alive(self.pid):
+                return "its process is gone"
+            if self.process_start is not None:
+                current = process_start_ticks(self.pid)
+                if current is not None and current != self.process_start:
+                    return "its process is gone (the pid now belongs to another process)"
+            return None
+        if now - self.refreshed > STALE_SECONDS:
+            return f"not refreshed for {_age(now - self.refreshed)}"
+        return None
+
+    def is_stale(self, now: float) -> bool:
+        return self.stale_reason(now) is not None
+
+    def describe_cleared(self, now: float) -> str:
+        """The line saying this stale record was removed: owner, pid, age and why."""
+        if self.problem is not None:
+            return f"cleared {self.describe()}"
+        return (
+            f"cleared the stale lock of {self.operation} {self.detail} (pid {self.pid} on {self.hostname}, "
+            f"taken {_age(now - self.created)} ago; {self.stale_reason(now)})"
+        ).replace("  ", " ")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+# What each field of a record must be: a record written by another program, edited by
+# hand, or from a damaged disk must read as damaged, never crash a locker.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "kind": (str,),
+    "operation": (str,),
+    "detail": (str,),
+    "pid": (int,),
+    "hostname": (str,),
+    "boot_id": (str, type(None)),
+    "process_start": (int, type(None)),
+    "created": (int, float),
+    "refreshed": (int, float),
+}
+
+
+def read_record(path: Path) -> LockRecord | None:
+    """The record at ``path``; a damaged one (``problem`` set) when it is unreadable or ill-typed."""
+
+    def damaged(problem: str) -> LockRecord:
+        return LockRecord(path.stem, "unknown", "unreadable lock record", "", -1, "", None, None, 0.0, 0.0, problem)
+
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        # Records are written atomically; an unreadable one is damage, not a live holder.
+        return damaged(f"unreadable: {getattr(err, 'strerror', None) or 'not valid JSON'}")
+    if not isinstance(raw, dict):
+        return damaged("not a JSON object")
+    wrong = [
+        name
+        for name, types in _FIELD_TYPES.items()
+        if not isinstance(raw.get(name), types) or isinstance(raw.get(name), bool)
+    ]
+    if not wrong:
+        if raw["kind"] not in ("shared", "exclusive"):
+            wrong.append("kind")
+        if not 0 < raw["pid"] < 1 << 31:
+            wrong.append("pid")
+        wrong += [n for n in ("created", "refreshed") if not math.isfinite(raw[n]) or not 0 <= raw[n] < 1e11]
+    if wrong:
+        return damaged(f"bad or missing {', '.join(wrong)}")
+    return LockRecord(**{name: raw[name] for name in _FIELD_TYPES})
