@@ -19,6 +19,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 import struct
 import threading
 import uuid
@@ -174,10 +175,13 @@ class ChunkStore:
         (re-stored meanwhile), it is left alone.  A name already taken by an earlier
         quarantine gets a number (``<name>.2.bad``): nothing is ever overwritten.
         """
+        if len(digest) != DIGEST_SIZE:  # never anything but a chunk object's own name
+            return None
         final = self.path(digest)
         try:
-            if inode is not None and os.stat(final).st_ino != inode:
-                return None
+            st = os.lstat(final)
+            if not stat.S_ISREG(st.st_mode) or (inode is not None and st.st_ino != inode):
+                return None  # only a regular file is ever moved: not a directory, not a symlink
             target = self.quarantine_path(digest)
             number = 1
             while os.path.lexists(target):

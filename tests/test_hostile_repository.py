@@ -1,0 +1,179 @@
+"""A repository written by someone else: every field read from it is checked like user input.
+
+Forged manifests here carry a correct digest (the digest is plain SHA-256, so anyone who can
+write ``points/`` can make one), so only the field checks stand between them and the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hvtui.engine.backup import run_backup
+from hvtui.engine.chunking import MAX_POINT_CHUNKS
+from hvtui.engine.errors import RepositoryDamaged
+from hvtui.engine.manifest import FileEntry, Manifest, ManifestError, body_digest
+from hvtui.engine.plan import plan_files
+from hvtui.engine.repository import Repository
+from hvtui.engine.restore import restore_to_directory
+from hvtui.engine.store import chunk_id
+from hvtui.engine.verify import run_verify
+from hvtui.errors import RepositoryError
+from hvtui.hosts.base import SourceFile
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_support import DirHost, read_tree  # noqa: E402
+
+KiB = 1024
+MiB = 1024 * KiB
+CS = 64 * KiB
+DISK = "Virtual Hard Disks/web01.vhdx"
+POINT = "20261124T120000Z-0000abcd"
+
+
+@pytest.fixture
+def backed_up(tmp_path: Path) -> tuple[Repository, DirHost, list[str]]:
+    host = DirHost(tmp_path / "host")
+    host.add_vm("vm1", "web01")
+    host.create_disk("vm1", DISK, 4 * MiB, seed=3, data_mib=2)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    first = run_backup(repo, host, "vm1", "full").point_id
+    host.write("vm1", DISK, 0, os.urandom(3000))
+    second = run_backup(repo, host, "vm1", "incremental").point_id
+    return repo, host, [first, second]
+
+
+def forge(repo: Repository, point_id: str, change) -> dict[str, Any]:  # noqa: ANN001
+    """Rewrite a point's manifest through ``change(body)`` and give it a matching digest."""
+    path = repo.point_path(point_id)
+    body = json.loads(path.read_bytes())
+    change(body)
+    body["digest"] = body_digest(body)
+    path.write_text(json.dumps(body))
+    return body
+
+
+def _first_id_index(chunks: list) -> int:
+    return next(i for i, item in enumerate(chunks) if isinstance(item, str))
+
+
+# -- 16.1: a chunk id is 64 lowercase hex digits ---------------------------------------------
+@pytest.mark.parametrize("bad_id", [" " * 64, "AB" * 32, "zz" * 32, "0a" * 31 + " \n"])
+def test_a_malformed_chunk_id_is_a_damaged_manifest_and_verify_moves_nothing(
+    backed_up: tuple[Repository, DirHost, list[str]], tmp_path: Path, bad_id: str
+) -> None:
+    repo, _host, points = backed_up
+
+    def plant(body: dict) -> None:
+        chunks = body["files"][0]["chunks"]
+        chunks[_first_id_index(chunks)] = bad_id
+
+    forge(repo, points[1], plant)
+    chunks_before = sorted(p.relative_to(repo.root) for p in repo.store.chunks_dir.rglob("*"))
+
+    for _ in range(2):  # a second verify must not do anything either
+        report = run_verify(repo)
+        assert repo.store.chunks_dir.is_dir()
+        assert not (repo.root / "chunks.bad").exists()
+        assert sorted(p.relative_to(repo.root) for p in repo.store.chunks_dir.rglob("*")) == chunks_before
+        assert [m["point"] for m in report.damaged_manifests] == [points[1]]
+        assert "bad chunk list entry" in report.damaged_manifests[0]["problem"]
+        assert report.quarantined == [] and report.chunk_problems == []
+        assert sorted(report.broken_points) == [points[1]]
+    restore_to_directory(repo, points[0], tmp_path / "out")  # the other point is whole
+    assert read_tree(tmp_path / "out")
+
+
+def test_quarantine_only_ever_renames_a_regular_chunk_file(
+    backed_up: tuple[Repository, DirHost, list[str]],
+) -> None:
+    repo, _host, _points = backed_up
+    assert repo.store.quarantine(b"") is None
+    assert repo.store.quarantine(b"\x01" * 5) is None
+    assert repo.store.chunks_dir.is_dir()
+    # a directory (or a symlink) under a chunk's name is not a chunk object: left alone
+    digest = bytes(range(32))
+    repo.store.path(digest).mkdir(parents=True)
+    assert repo.store.quarantine(digest, os.stat(repo.store.path(digest)).st_ino) is None
+    assert repo.store.path(digest).is_dir()
+    other = bytes(range(1, 33))
+    repo.store.path(other).parent.mkdir(parents=True, exist_ok=True)
+    repo.store.path(other).symlink_to(repo.store.chunks_dir)
+    assert repo.store.quarantine(other) is None
+    assert repo.store.path(other).is_symlink() and repo.store.chunks_dir.is_dir()
+
+
+# -- 16.2: sizes are checked before a chunk list is expanded -----------------------------------
+def _huge_zero_run(runs: int):  # noqa: ANN202
+    def change(body: dict) -> None:
+        entry = body["files"][0]
+        entry["chunks"] = [runs]
+        entry["size"] = runs * body["chunk_size"]
+
+    return change
+
+
+def test_a_forged_huge_zero_run_is_a_damaged_manifest_and_everything_else_works(
+    backed_up: tuple[Repository, DirHost, list[str]], tmp_path: Path
+) -> None:
+    repo, host, points = backed_up
+    forge(repo, points[1], _huge_zero_run(10**12))
+    fresh = Repository.open(repo.root, create=False)  # no cached manifests
+
+    good, bad = fresh.load_points()
+    assert [m.id for m in good] == [points[0]]
+    assert [err.point for err in bad] == [points[1]]
+    assert "more than a restore point may hold" in bad[0].reason
+    with pytest.raises(RepositoryDamaged, match="more than a restore point may hold"):
+        restore_to_directory(fresh, points[1], tmp_path / "bad")
+    report = run_verify(fresh)
+    assert [m["point"] for m in report.damaged_manifests] == [points[1]]
+    # a backup of another VM (which reads the points for a parent) and a restore still work
+    host.add_vm("vm2", "db01")
+    host.create_disk("vm2", "d.vhdx", 1 * MiB, seed=5, data_mib=1)
+    assert run_backup(fresh, host, "vm2", "incremental").mode == "full"
+    restore_to_directory(fresh, points[0], tmp_path / "out")
+
+
+def _manifest_bytes(change) -> bytes:  # noqa: ANN001
+    """A one-file manifest (64 KiB chunks) changed by ``change(body)``, with a matching digest."""
+    manifest = Manifest(
+        id=POINT,
+        time=datetime(2026, 11, 24, 12, tzinfo=UTC),
+        host="lab-a",
+        vm_id="vm-1",
+        vm_name="web01",
+        mode="full",
+        chunk_size=CS,
+        files=[FileEntry("disk.vhdx", 3 * CS + 5, 123, "disk-1", "7", [chunk_id(b"a"), None, None, chunk_id(b"b")])],
+    )
+    body = manifest.to_dict()
+    change(body)
+    body["digest"] = body_digest(body)
+    return json.dumps(body).encode()
+
+
+def test_a_zero_run_is_counted_against_the_size_before_it_is_expanded() -> None:
+    with pytest.raises(ManifestError, match="more than a restore point may hold"):
+        Manifest.from_bytes(_manifest_bytes(_huge_zero_run(2 * 10**8)), POINT)
+
+    def mismatch(body: dict) -> None:  # runs that do not add up to the size: refused unexpanded too
+        body["files"][0]["chunks"] = [10**15]
+
+    with pytest.raises(ManifestError, match="chunks listed for"):
+        Manifest.from_bytes(_manifest_bytes(mismatch), POINT)
+
+
+def test_a_backup_bigger_than_a_point_may_hold_is_refused_before_reading() -> None:
+    def never_opened():  # noqa: ANN202
+        raise AssertionError("nothing may be read")
+
+    huge = SourceFile("d.vhdx", (MAX_POINT_CHUNKS + 1) * CS, 0, "disk-1", None, never_opened)
+    with pytest.raises(RepositoryError, match="more than a restore point may hold"):
+        plan_files([huge], None, CS, reuse=False)
