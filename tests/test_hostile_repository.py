@@ -177,3 +177,66 @@ def test_a_backup_bigger_than_a_point_may_hold_is_refused_before_reading() -> No
     huge = SourceFile("d.vhdx", (MAX_POINT_CHUNKS + 1) * CS, 0, "disk-1", None, never_opened)
     with pytest.raises(RepositoryError, match="more than a restore point may hold"):
         plan_files([huge], None, CS, reuse=False)
+
+
+# -- 15.17: field checks after the digest ------------------------------------------------------
+def _set(key: str, value: object):  # noqa: ANN202
+    def change(body: dict) -> None:
+        body[key] = value
+
+    return change
+
+
+def _chunks(chunks: list):  # noqa: ANN202
+    def change(body: dict) -> None:
+        body["files"][0]["chunks"] = chunks
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (_chunks([chunk_id(b"a").hex(), 2]), "3 chunks listed for 196613 bytes, expected 4"),  # one too few
+        (_chunks([chunk_id(b"a").hex(), 3, chunk_id(b"b").hex()]), "5 chunks listed"),  # one too many
+        (_chunks([chunk_id(b"a").hex(), 0, 2, chunk_id(b"b").hex()]), "bad chunk list entry 0"),
+        (_chunks([chunk_id(b"a").hex(), True, 1, chunk_id(b"b").hex()]), "bad chunk list entry"),
+        (_chunks("not a list"), "chunk list is not a list"),
+        (_set("chunk_size", 0), "chunk_size 0 is not a power of two"),
+        (_set("chunk_size", 1), "chunk_size 1 is not a power of two"),
+        (_set("chunk_size", 3 * CS), "is not a power of two"),
+        (_set("chunk_size", 2**40), "is not a power of two"),
+        (_set("chunk_size", "65536"), "is not a power of two"),
+        (_set("files", {"a": 1}), "files is not a list"),
+        (_set("mode", "weekly"), "unknown mode"),
+    ],
+)
+def test_a_consistent_manifest_with_a_bad_field_is_damaged(change, problem: str) -> None:  # noqa: ANN001
+    with pytest.raises(ManifestError, match="manifest is damaged") as info:
+        Manifest.from_bytes(_manifest_bytes(change), POINT)
+    assert problem in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("old_chunks", "new_chunks"),
+    [(2, 3), (2, 5), (2.5, 3.5), (2.5, 4), (3, 2), (3.5, 2), (0.5, 2)],
+)
+def test_an_incremental_of_a_file_that_grew_or_shrank_without_a_logged_change_restores_exactly(
+    tmp_path: Path, old_chunks: float, new_chunks: float
+) -> None:
+    host = DirHost(tmp_path / "host")
+    host.add_vm("vm1", "web01")
+    disk = host.create_disk("vm1", DISK, int(old_chunks * CS), seed=1, data_mib=0)
+    disk.write_bytes(os.urandom(int(old_chunks * CS)))
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    run_backup(repo, host, "vm1", "full")
+    # The file changes length by whole chunks; the change log records nothing (change id unchanged).
+    with open(disk, "r+b") as fh:
+        fh.truncate(int(new_chunks * CS))
+        if new_chunks > old_chunks:
+            fh.seek(int(old_chunks * CS))
+            fh.write(os.urandom(int((new_chunks - old_chunks) * CS)))
+    result = run_backup(repo, host, "vm1", "incremental")
+    assert result.mode == "incremental" and result.files_changed_ranges == 1
+    restore_to_directory(repo, result.point_id, tmp_path / "out")
+    assert read_tree(tmp_path / "out") == read_tree(host.vm_dir("vm1"))

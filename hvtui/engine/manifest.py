@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import re
+import reprlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -271,7 +272,7 @@ def count_chunk_list(encoded: object) -> int:
         elif isinstance(item, str) and CHUNK_ID_RE.fullmatch(item):
             count += 1
         else:
-            raise ValueError(f"bad chunk list entry {str(item)[:80]!r}")
+            raise ValueError(f"bad chunk list entry {reprlib.repr(item)}")
     return count
 
 
