@@ -240,3 +240,65 @@ def test_an_incremental_of_a_file_that_grew_or_shrank_without_a_logged_change_re
     assert result.mode == "incremental" and result.files_changed_ranges == 1
     restore_to_directory(repo, result.point_id, tmp_path / "out")
     assert read_tree(tmp_path / "out") == read_tree(host.vm_dir("vm1"))
+
+
+# -- 16.4: a manifest's lab fields are validated like user input ---------------------------------
+def _lab_backup(tmp_path: Path) -> tuple[Any, str, Repository, str]:
+    from lab_support import add_vm, make_host
+
+    host = make_host(tmp_path)
+    vm_id = add_vm(host, disks=2)
+    host.create_checkpoint(vm_id, "patched", "Standard")
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    return host, vm_id, repo, run_backup(repo, host, vm_id, "full").point_id
+
+
+def _outside(tmp_path: Path, host: Any) -> set[Path]:
+    """Every file under tmp_path that is neither the lab's nor the repository's."""
+    return {
+        p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(host.root) and "repo" not in p.parts
+    }
+
+
+@pytest.mark.parametrize(
+    ("field", "change", "problem"),
+    [
+        ("stem", lambda c: c["disks"][0].update(stem="../../../ESCAPED"), "unsafe file stem"),
+        ("stem", lambda c: c["disks"][1].update(stem="/tmp/ESCAPED"), "unsafe file stem"),
+        ("checkpoint name", lambda c: c["checkpoints"][0].update(name="x" * 300), "not 1 to 100 printable"),
+        ("checkpoint name", lambda c: c["checkpoints"][0].update(name="a\x1b[2Jb"), "not 1 to 100 printable"),
+        ("checkpoint id", lambda c: c["checkpoints"][0].update(id="../x"), "is not a GUID"),
+        ("file name", lambda c: c["files"].update({"../x.vhdx": {"parent": None, "size": 1}}), "not a plain file"),
+        ("file size", lambda c: next(iter(c["files"].values())).update(size=-1), "must be an integer"),
+        ("parent loop", lambda c: [m.update(parent=n) for n, m in c["files"].items()], "loop"),
+        ("vm name", lambda c: c.update(name="a/b"), "VM name"),
+        ("generation", lambda c: c.update(generation="2; rm"), "generation"),
+        ("cpus", lambda c: c.update(cpus=10**9), "cpus"),
+    ],
+)
+def test_a_forged_lab_vm_config_is_refused_before_anything_is_written(
+    tmp_path: Path, field: str, change, problem: str  # noqa: ANN001
+) -> None:
+    from hvtui.engine.restore import restore_to_host
+    from hvtui.errors import HostError
+
+    host, vm_id, repo, point = _lab_backup(tmp_path)
+    forge(repo, point, lambda body: change(body["vm_config"]))
+    before = {vm.id for vm in host.inventory(5).vms}
+    with pytest.raises(HostError, match=problem) as info:
+        restored = restore_to_host(repo, point, host, "new", new_name="copy")
+        host.create_checkpoint(restored.vm_id, "on the copy", "Standard")  # the old code got this far
+    assert "not a lab VM configuration" in str(info.value)
+    assert {vm.id for vm in host.inventory(5).vms} == before
+    assert _outside(tmp_path, host) == set()
+    assert not any((host.root / ".staging").iterdir())
+
+
+def test_a_genuine_lab_vm_config_still_restores_and_takes_checkpoints(tmp_path: Path) -> None:
+    from hvtui.engine.restore import restore_to_host
+
+    host, _vm_id, repo, point = _lab_backup(tmp_path)
+    restored = restore_to_host(repo, point, host, "new", new_name="copy")
+    host.create_checkpoint(restored.vm_id, "on the copy", "Standard")
+    assert [cp.name for cp in host.vm(restored.vm_id).checkpoints] == ["patched", "on the copy"]
+    assert _outside(tmp_path, host) == set()
