@@ -221,7 +221,7 @@ class ChunkStore:
         directory = self.chunks_dir / prefix
         if prefix not in self._dirs_made:
             with self._dirs_lock:
-                directory.mkdir(parents=True, exist_ok=True)
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self._dirs_made.add(prefix)
         return directory
 
@@ -239,7 +239,7 @@ class ChunkStore:
         tmp = self.tmp_dir / f"{final.name}.{owner}.{uuid.uuid4().hex[:8]}.tmp"
         header = HEADER.pack(MAGIC, codec, raw_len, len(payload))
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # VM data: owner-only
         except OSError as err:
             raise disk_error(err, f"cannot create {tmp.name}") from err
         try:
