@@ -302,3 +302,43 @@ def test_a_genuine_lab_vm_config_still_restores_and_takes_checkpoints(tmp_path: 
     host.create_checkpoint(restored.vm_id, "on the copy", "Standard")
     assert [cp.name for cp in host.vm(restored.vm_id).checkpoints] == ["patched", "on the copy"]
     assert _outside(tmp_path, host) == set()
+
+
+def test_one_forged_manifest_does_not_take_down_the_commands(tmp_path: Path) -> None:
+    import subprocess
+
+    from hvtui.clock import SystemClock
+    from hvtui.hosts.lab.host import LabHost
+
+    lab_dir = tmp_path / "lab"
+    host = LabHost.create(lab_dir / "lab-a", "lab-a", SystemClock())
+    for name in ("web01", "db01"):
+        vm_id = host.add_vm(name, state="Off", disk_sizes=(4 * MiB,), fsync=False)
+        host.write_guest_data(vm_id, 0, 0, os.urandom(100_000))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"hosts:\n  - name: lab-a\n    kind: lab\nrepositories:\n  - name: main\n    path: {tmp_path / 'repo'}\n")
+
+    def hvtui(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "hvtui", "--config", str(config), "--lab-dir", str(lab_dir), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+    assert hvtui("backup", "web01").returncode == 0
+    assert hvtui("backup", "web01").returncode == 0
+    repo = Repository.open(tmp_path / "repo")
+    forged = repo.point_ids()[-1]
+    forge(repo, forged, _huge_zero_run(10**12))
+
+    runs = {
+        "points": hvtui("points"),
+        "verify": hvtui("verify"),
+        "backup": hvtui("backup", "db01"),
+        "restore": hvtui("restore", "web01", "--point", repo.point_ids()[0], "--to", str(tmp_path / "out")),
+        "check": hvtui("check"),
+    }
+    for name, proc in runs.items():
+        assert "unexpected error" not in proc.stderr + proc.stdout, (name, proc.stderr)
+        assert "MemoryError" not in proc.stderr + proc.stdout, (name, proc.stderr)
+    assert runs["points"].returncode == 0 and forged in runs["points"].stderr
+    assert runs["verify"].returncode == 3 and "more than a restore point may hold" in runs["verify"].stdout
+    assert runs["backup"].returncode == 0, runs["backup"].stderr
+    assert runs["restore"].returncode == 0, runs["restore"].stderr
