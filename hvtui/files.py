@@ -34,18 +34,20 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[written:]
 
 
-def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None, fsync: bool = True) -> None:
+def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None, fsync: bool = True, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` atomically.
 
     The temporary file goes in ``tmp_dir`` (same filesystem) or next to the target and is
     removed on any failure.  ``fsync=False`` skips both fsyncs, for state that is rebuilt
-    anyway after a crash (the lab's change log, tests that build many labs).
+    anyway after a crash (the lab's change log, tests that build many labs).  The file is
+    owner-only (``mode``, 0600) by default: repositories, journals and state hold VM data
+    and names other local users have no business reading.
     """
     directory = path.parent
     # Unique per process and thread: two writers of one file never share a temporary file.
     tmp = (tmp_dir or directory) / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
             write_all(fd, data)
             if fsync:

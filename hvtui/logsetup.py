@@ -12,8 +12,10 @@ secrets at all.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+import os
 import threading
 from pathlib import Path
 
@@ -58,6 +60,20 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class OwnerOnlyFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file readable by its owner only (0600), whatever the umask.
+
+    The log names hosts, VMs, paths and errors; on a shared jump box other users have no
+    business reading it (borg and restic keep their files owner-only too).
+    """
+
+    def _open(self):  # noqa: ANN202 - logging's own signature
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o600)  # a file left by an older hvtui
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)  # noqa: SIM115 - the handler closes it
+
+
 def setup_logging(paths: Paths, level: str | None) -> None:
     """(Re)configure logging to write to ``paths.log_file`` only, at ``level`` for hvtui's own records.
 
@@ -90,7 +106,7 @@ def setup_logging(paths: Paths, level: str | None) -> None:
         current.close()
     try:
         paths.state_dir.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+        handler: logging.Handler = OwnerOnlyFileHandler(
             paths.log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8"
         )
     except OSError:

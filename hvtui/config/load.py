@@ -8,6 +8,8 @@ collected; a file with any raises one ``ConfigError`` listing them all.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,15 +33,26 @@ from hvtui.config.walk import Read, duration_seconds, read_model
 from hvtui.errors import ConfigError
 from hvtui.paths import Paths
 
+# A config is a few KiB; thousands of hosts fit in well under this.  Reading and checking
+# a 33 MB file took 67 s and 2.1 GB, so anything bigger is refused before it is parsed.
+MAX_CONFIG_BYTES = 1024 * 1024
+
 
 def load_config(path: Path, paths: Paths | None = None) -> Config:
     """Read and validate a config file; ``ConfigError`` names the line and key of every mistake."""
     path = Path(path).expanduser().absolute()
     paths = paths or Paths.default()
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            raw = fh.read(MAX_CONFIG_BYTES + 1)  # the file could grow between fstat and read
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config file: {err.strerror or err}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: the config file is {max(st.st_size, len(raw))} bytes, more than the {MAX_CONFIG_BYTES} "
+            "bytes a config may be; is this the right file?"
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -61,9 +74,35 @@ def load_config(path: Path, paths: Paths | None = None) -> Config:
         doc = Document(path, loader)
         config = _read_config(doc, Located(root, ""), paths)
         doc.problems.raise_if_any()
+        check_command_safety(path, st, config)
         return config
     finally:
         loader.dispose()
+
+
+def check_command_safety(path: Path, st: os.stat_result, config: Config) -> None:
+    """Refuse a config that others could change while it makes hvtui run a command.
+
+    A ``password_command`` runs as whoever starts hvtui: a file writable by other users, or
+    owned by someone else, would let them run anything as that user (ssh refuses such
+    files for the same reason).  Configs without a command are not affected.
+    """
+    commands = [h for h in config.hosts if h.winrm is not None and h.winrm.password.command]
+    if not commands:
+        return
+    problems = []
+    if st.st_uid != os.getuid():
+        problems.append(f"is owned by another user (uid {st.st_uid}, you are uid {os.getuid()}): chown it to yourself")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problems.append(f"is writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'}: run chmod go-w {path}")
+    if problems:
+        first = commands[0]
+        where = f"line {first.line}" if first.line else "its hosts"
+        raise ConfigError(
+            f"{path}: refusing this config file: it sets password_command (host {first.name!r}, {where}), a command "
+            f"hvtui runs as you, and the file {' and '.join(problems)}; anyone who can change it could make hvtui "
+            "run any command"
+        )
 
 
 def _read_config(doc: Document, root: Located, paths: Paths) -> Config:

@@ -10,6 +10,24 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
+# A repository's chunk size: a power of two in this range (config.json and every manifest).
+MIN_CHUNK_SIZE = 64 * 1024
+MAX_CHUNK_SIZE = 16 * 1024 * 1024
+# Chunk positions one restore point may list (all files together).  The engine holds a
+# point's chunk list in memory (8 bytes a position), so this bounds what any manifest can
+# cost to load: 512 MiB, and 64 TiB of disks at the default 1 MiB chunk (VHDX's own maximum
+# size).  A backup that would exceed it is refused before reading anything.
+MAX_POINT_CHUNKS = 1 << 26
+
+
+def valid_chunk_size(size: object) -> bool:
+    return (
+        isinstance(size, int)
+        and not isinstance(size, bool)
+        and MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE
+        and size & (size - 1) == 0
+    )
+
 
 def chunk_count(file_size: int, chunk_size: int) -> int:
     return -(-file_size // chunk_size)

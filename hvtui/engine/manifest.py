@@ -8,12 +8,15 @@ else detects damage anywhere in the document.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
+import reprlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from hvtui.engine.chunking import MAX_POINT_CHUNKS, chunk_count, valid_chunk_size
 from hvtui.engine.errors import RepositoryDamaged
 from hvtui.errors import RepositoryError
 
@@ -22,6 +25,9 @@ VERSION = 1
 MODES = ("full", "incremental", "differential")
 POINT_ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
+# A chunk id is exactly 64 lowercase hex digits; bytes.fromhex alone would accept spaces
+# (64 spaces decode to an empty id, whose path is chunks/ itself).
+CHUNK_ID_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class ManifestError(RepositoryDamaged):
@@ -174,30 +180,38 @@ class Manifest:
         if body.get("digest") != body_digest(body):
             raise bad("checksum mismatch: the file was altered or truncated")
         try:
-            chunk_size = _int(body["chunk_size"])
-            if chunk_size <= 0:
-                raise ValueError("chunk_size must be positive")
+            chunk_size = body["chunk_size"]
+            if not valid_chunk_size(chunk_size):
+                raise ValueError(f"chunk_size {chunk_size!r} is not a power of two between 64 KiB and 16 MiB")
             mode = body["mode"]
             if mode not in MODES:
                 raise ValueError(f"unknown mode {mode!r}")
             point_id = check_point_id(body["id"])
+            if not isinstance(body["files"], list):
+                raise ValueError("files is not a list")
             files = []
+            positions = 0
             for raw in body["files"]:
+                path = check_rel_path(raw["path"])
                 size = _int(raw["size"])
-                chunks = decode_chunk_list(raw["chunks"])
-                expected = -(-size // chunk_size)
-                if len(chunks) != expected:
+                expected = chunk_count(size, chunk_size)
+                positions += expected
+                if positions > MAX_POINT_CHUNKS:  # checked before anything is expanded
                     raise ValueError(
-                        f"{raw['path']}: {len(chunks)} chunks listed for {size} bytes, expected {expected}"
+                        f"{path}: {size} bytes take the point past {MAX_POINT_CHUNKS} chunks, "
+                        "more than a restore point may hold"
                     )
+                listed = count_chunk_list(raw["chunks"])
+                if listed != expected:
+                    raise ValueError(f"{path}: {listed} chunks listed for {size} bytes, expected {expected}")
                 files.append(
                     FileEntry(
-                        path=check_rel_path(raw["path"]),
+                        path=path,
                         size=size,
                         mtime_ns=_int(raw["mtime_ns"]),
                         identity=str(raw["identity"]),
                         change_id=None if raw["change_id"] is None else str(raw["change_id"]),
-                        chunks=chunks,
+                        chunks=decode_chunk_list(raw["chunks"]),
                     )
                 )
             return cls(
@@ -247,15 +261,28 @@ def encode_chunk_list(chunks: list[bytes | None]) -> list[str | int]:
     return out
 
 
-def decode_chunk_list(encoded: list[str | int]) -> list[bytes | None]:
+def count_chunk_list(encoded: object) -> int:
+    """The positions an encoded chunk list stands for, checking every entry, without expanding it."""
     if not isinstance(encoded, list):
         raise ValueError("chunk list is not a list")
-    chunks: list[bytes | None] = []
+    count = 0
     for item in encoded:
         if isinstance(item, int) and not isinstance(item, bool) and item > 0:
-            chunks.extend([None] * item)
-        elif isinstance(item, str) and len(item) == 64:
-            chunks.append(bytes.fromhex(item))
+            count += item
+        elif isinstance(item, str) and CHUNK_ID_RE.fullmatch(item):
+            count += 1
         else:
-            raise ValueError(f"bad chunk list entry {item!r}")
+            raise ValueError(f"bad chunk list entry {reprlib.repr(item)}")
+    return count
+
+
+def decode_chunk_list(encoded: list[str | int]) -> list[bytes | None]:
+    """Expand an encoded chunk list; callers bound its length with ``count_chunk_list`` first."""
+    count_chunk_list(encoded)
+    chunks: list[bytes | None] = []
+    for item in encoded:
+        if isinstance(item, int):
+            chunks.extend(itertools.repeat(None, item))
+        else:
+            chunks.append(bytes.fromhex(item))
     return chunks

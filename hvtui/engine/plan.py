@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hvtui.engine.chunking import chunk_count, chunk_span, chunks_touching
+from hvtui.engine.chunking import MAX_POINT_CHUNKS, chunk_count, chunk_span, chunks_touching
 from hvtui.engine.manifest import FileEntry, Manifest, check_rel_path
 from hvtui.engine.store import ChunkStore
 from hvtui.errors import HvtuiError, RepositoryError
@@ -77,6 +77,12 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
         for old in parent.files:
             by_identity.setdefault(old.identity, old)
             by_path.setdefault(old.path, old)
+    positions = sum(chunk_count(sf.size, chunk_size) for sf in files)
+    if positions > MAX_POINT_CHUNKS:  # the same bound every reader applies to a manifest
+        raise RepositoryError(
+            f"the VM's files are {sum(sf.size for sf in files)} bytes, {positions} chunks of {chunk_size} bytes: "
+            f"more than a restore point may hold ({MAX_POINT_CHUNKS} chunks); use a repository with bigger chunks"
+        )
     plans: list[FilePlan] = []
     seen: set[str] = set()
     for sf in files:

@@ -106,9 +106,10 @@ class _Writer:
     def _write_file(self, pool: ThreadPoolExecutor, entry: FileEntry, path: Path) -> None:
         self.meter.current = entry.path
         cs = self.manifest.chunk_size
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            # A VM's disk: owner-only, like the repository it came from (the admin widens it on purpose).
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as err:
             raise disk_error(err, f"cannot create {path}") from err
         # Workers read, verify, decompress and pwrite their chunk (all GIL-free); this
@@ -196,7 +197,7 @@ def restore_to_directory(
         meter.interval = progress_interval
         target_dir = Path(target_dir).expanduser().absolute()
         try:
-            target_dir.mkdir(parents=True, exist_ok=True)
+            target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as err:
             raise disk_error(err, f"cannot create {target_dir}") from err
         writer = _Writer(repo, manifest, meter, cancel, workers)
@@ -218,7 +219,7 @@ def restore_to_directory(
             cancel.check()
             meter.start_phase("commit", message="moving restored files into place")
             for (_, tmp_path), (_, final) in zip(staged, finals, strict=True):
-                final.parent.mkdir(parents=True, exist_ok=True)
+                final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.rename(tmp_path, final)
                 fsync_dir(final.parent)
         except OSError as err:

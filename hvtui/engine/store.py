@@ -19,6 +19,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 import struct
 import threading
 import uuid
@@ -174,10 +175,13 @@ class ChunkStore:
         (re-stored meanwhile), it is left alone.  A name already taken by an earlier
         quarantine gets a number (``<name>.2.bad``): nothing is ever overwritten.
         """
+        if len(digest) != DIGEST_SIZE:  # never anything but a chunk object's own name
+            return None
         final = self.path(digest)
         try:
-            if inode is not None and os.stat(final).st_ino != inode:
-                return None
+            st = os.lstat(final)
+            if not stat.S_ISREG(st.st_mode) or (inode is not None and st.st_ino != inode):
+                return None  # only a regular file is ever moved: not a directory, not a symlink
             target = self.quarantine_path(digest)
             number = 1
             while os.path.lexists(target):
@@ -217,7 +221,7 @@ class ChunkStore:
         directory = self.chunks_dir / prefix
         if prefix not in self._dirs_made:
             with self._dirs_lock:
-                directory.mkdir(parents=True, exist_ok=True)
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self._dirs_made.add(prefix)
         return directory
 
@@ -235,7 +239,7 @@ class ChunkStore:
         tmp = self.tmp_dir / f"{final.name}.{owner}.{uuid.uuid4().hex[:8]}.tmp"
         header = HEADER.pack(MAGIC, codec, raw_len, len(payload))
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # VM data: owner-only
         except OSError as err:
             raise disk_error(err, f"cannot create {tmp.name}") from err
         try:

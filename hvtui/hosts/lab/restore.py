@@ -20,7 +20,8 @@ from hvtui.errors import HostError
 from hvtui.hosts.base import RestoreTarget
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.inventory import InventoryReader
-from hvtui.hosts.lab.records import CONFIG_FORMAT, iso, new_guid, validate_vm_name
+from hvtui.hosts.lab.records import iso, new_guid, validate_vm_name
+from hvtui.hosts.lab.restore_config import check_restore_config
 from hvtui.hosts.lab.state import STAGING_DIR, VM_ROOT, ChangeLog, OpLock, StagingLock
 from hvtui.hosts.lab.store import LabStore
 from hvtui.model import VM
@@ -249,26 +250,6 @@ def _clear_operation(store: LabStore, vm_id: str) -> None:
             txn.dirty = True
 
 
-def _validate_config(store: LabStore, config: Any) -> None:
-    ok = (
-        isinstance(config, dict)
-        and config.get("format") == CONFIG_FORMAT
-        and isinstance(config.get("files"), dict)
-        and isinstance(config.get("disks"), list)
-        and isinstance(config.get("name"), str)
-    )
-    if ok:
-        for d in config["disks"]:
-            ok = ok and isinstance(d, dict) and d.get("current") in config["files"]
-        for name, meta in config["files"].items():
-            ok = ok and isinstance(meta, dict) and "size" in meta and (meta.get("parent") in (None, *config["files"]))
-            ok = ok and "/" not in name and "\\" not in name and name not in ("", ".", "..")
-    if not ok:
-        raise HostError(
-            store.name, "restore", f"the backup's VM configuration is not a lab VM configuration ({CONFIG_FORMAT})"
-        )
-
-
 def prepare_restore(
     store: LabStore,
     reader: InventoryReader,
@@ -280,7 +261,7 @@ def prepare_restore(
     operation = "restore"
     store.require_writable(operation)
     store.check_exists(operation)
-    _validate_config(store, config)
+    config = check_restore_config(store.name, config)
     lock: OpLock | None = None
     token = f"restore-{uuid.uuid4().hex[:12]}"
     if mode == "new":
