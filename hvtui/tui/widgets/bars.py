@@ -17,6 +17,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static
 
 from hvtui.events import Progress
+from hvtui.text import display_text
 from hvtui.tui.viewmodel.format import age_text, size_text
 
 
@@ -138,7 +139,7 @@ class HostAlert(Static):
         for problem in failing:
             error = problem.error.removeprefix(f"{problem.host}: ")  # host errors already name their host
             tail = " — showing stale data" if problem.stale else " — no data"
-            line = f"{escape(problem.host)}: {escape(error)}{tail}"
+            line = f"{escape(display_text(problem.host))}: {escape(display_text(error))}{tail}"
             # Late is not down: a waiting host is told apart at a glance (mark and colour).
             lines.append(f"[$sev-warn]⧗ {line}[/]" if problem.waiting else f"✗ {line}")
         text = "\n".join(lines)
@@ -199,7 +200,7 @@ class ActionStatus(Static):
         self._text = ""
 
     def show(self, actions: list[ActionView]) -> None:
-        text = progress_line(actions[0], more=len(actions) - 1) if actions else ""
+        text = display_text(progress_line(actions[0], more=len(actions) - 1)) if actions else ""
         if text != self._text:
             self._text = text
             self.update(text, layout=False)  # one fixed line: no relayout of the screen
