@@ -138,6 +138,20 @@ def test_json_output_keeps_the_exact_names_without_raw_controls(estate: dict[str
     assert names == {TITLE_NAME, BACKED_UP_NAME}
 
 
+@pytest.mark.parametrize(
+    "new_name",
+    ["ev\x1b]0;T\x07il", "two\nlines", "tab\there", "c1\x9bname", "del\x7fname", "rev\u202eersed", "iso\u2066late"],
+)
+def test_restore_as_refuses_control_and_bidi_characters(estate: dict[str, Any], new_name: str) -> None:
+    assert hvtui(estate, "backup", estate["backed_id"]).returncode == 0
+    before = json.loads(hvtui(estate, "inventory", "--json").stdout)["vms"]
+    proc = hvtui(estate, "restore", estate["backed_id"], "--as", new_name, "--yes")
+    assert proc.returncode != 0
+    assert "cannot be a VM name: it holds control or bidi-override characters" in proc.stderr
+    assert_safe(proc)
+    assert json.loads(hvtui(estate, "inventory", "--json").stdout)["vms"] == before  # nothing registered
+
+
 def test_the_progress_line_escapes_what_it_quotes() -> None:
     """The lock-wait message names who holds the lock (a VM name from a lock record)."""
     event = Progress(phase="lock", message=f"waiting for the repository lock: backup {TITLE_NAME} (pid 1)")
