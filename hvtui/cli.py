@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(handler(args, paths, options))
         core = Core.from_options(options, paths)
         setup_logging(paths, options.log_level or core.config.log_level)
+        if handler is not None:  # the console marks such hosts in its header instead
+            for warning in core.config.warnings():
+                _error_line(f"hvtui: warning: {warning}", stream=sys.stderr)
         if handler is None:
             from hvtui.tui.app import run_console
 

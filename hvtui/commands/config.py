@@ -82,6 +82,8 @@ def handle_check(args: argparse.Namespace, paths: Paths, options: Options) -> in
         )
         return EXIT_OK
     show(f"ok: {config.source} ({origin}): {_summary(config)}")
+    for warning in config.warnings():
+        show(f"warning: {warning}", stream=sys.stderr)
     return EXIT_OK
 
 

@@ -63,6 +63,7 @@ def collect_info(core: Core, log_level: str | None = None) -> dict[str, Any]:
         "theme": core.theme,
         "read_only": core.read_only,
         "read_only_source": read_only_source,
+        "tls_unverified_hosts": list(config.tls_unverified_hosts()),
     }
 
 
@@ -97,6 +98,9 @@ def format_info(info: dict[str, Any]) -> str:
         ("Theme", info["theme"]),
         ("Read-only", read_only),
     ]
+    if info["tls_unverified_hosts"]:
+        names = ", ".join(info["tls_unverified_hosts"])
+        rows.append(("TLS", f"NOT VERIFIED for {names} (verify_tls: false: anyone on the path can pose as the host)"))
     return _format_rows(rows)
 
 

@@ -8,6 +8,7 @@ collected; a file with any raises one ``ConfigError`` listing them all.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from hvtui.config.settings import (
 from hvtui.config.walk import Read, duration_seconds, read_model
 from hvtui.errors import ConfigError
 from hvtui.paths import Paths
+
+log = logging.getLogger(__name__)
 
 
 def load_config(path: Path, paths: Paths | None = None) -> Config:
@@ -61,6 +64,8 @@ def load_config(path: Path, paths: Paths | None = None) -> Config:
         doc = Document(path, loader)
         config = _read_config(doc, Located(root, ""), paths)
         doc.problems.raise_if_any()
+        for warning in config.warnings():
+            log.warning("config: %s", warning)
         return config
     finally:
         loader.dispose()

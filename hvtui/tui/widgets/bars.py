@@ -43,6 +43,7 @@ class HeaderState:
     view: str
     hosts_waiting: int = 0  # late, not failed: neither reachable nor down
     load_failed: bool = False  # no inventory yet, and the last refresh failed (the alert line says why)
+    tls_unverified: tuple[str, ...] = ()  # hosts whose TLS certificate is not checked (verify_tls: false)
 
 
 class StatusHeader(Static):
@@ -90,6 +91,10 @@ class StatusHeader(Static):
                 parts.append(f"[$sev-warn]{hosts} ({state.hosts_waiting} waiting)[/]")
             else:
                 parts.append(hosts)
+            if state.tls_unverified:
+                names = state.tls_unverified
+                which = escape(names[0]) if len(names) == 1 else f"{len(names)} hosts"
+                parts.append(f"[reverse $warning] TLS unverified: {which} [/]")
             if state.refresh_age is not None:
                 parts.append(f"{short_age(state.refresh_age)} ago")
         if state.refreshing:
