@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from hvtui import __version__
 from hvtui.errors import (
@@ -27,6 +28,7 @@ from hvtui.errors import (
     UsageError,
 )
 from hvtui.logsetup import LEVELS as LOG_LEVELS
+from hvtui.text import display_text
 
 log = logging.getLogger("hvtui")
 
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
             return int(handler(args, paths, options))
         core = Core.from_options(options, paths)
         setup_logging(paths, options.log_level or core.config.log_level)
+        if handler is not None:  # the console marks such hosts in its header instead
+            for warning in core.config.warnings():
+                _error_line(f"hvtui: warning: {warning}", stream=sys.stderr)
         if handler is None:
             from hvtui.tui.app import run_console
 
@@ -111,22 +116,22 @@ def main(argv: list[str] | None = None) -> int:
         if core is None and without_config is not None:
             without_config(args, paths, options, err)
             sys.stdout.flush()  # its output first, the error last
-        print(f"hvtui: {redact(_one_line(err))}", file=sys.stderr)
+        _error_line(f"hvtui: {redact(_one_line(err))}", stream=sys.stderr)
         return error_exit or EXIT_USAGE
     except UsageError as err:
         log.warning("usage error: %s", err)
-        print(f"hvtui: {redact(_one_line(err))}", file=sys.stderr)
+        _error_line(f"hvtui: {redact(_one_line(err))}", stream=sys.stderr)
         return error_exit or EXIT_USAGE
     except (ReadOnlyError, RefusedError) as err:
         log.warning("refused: %s", err)
-        print(f"hvtui: refused: {redact(_one_line(err))}", file=sys.stderr)
+        _error_line(f"hvtui: refused: {redact(_one_line(err))}", stream=sys.stderr)
         return error_exit or EXIT_REFUSED
     except HvtuiError as err:
         log.warning("error: %s", err)
-        print(f"hvtui: error: {redact(_one_line(err))}", file=sys.stderr)
+        _error_line(f"hvtui: error: {redact(_one_line(err))}", stream=sys.stderr)
         return error_exit or EXIT_FAILED
     except KeyboardInterrupt:
-        print("hvtui: interrupted", file=sys.stderr)
+        _error_line("hvtui: interrupted", stream=sys.stderr)
         return error_exit or EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into `head` and the like: not an error worth a word
         _silence_stdout()
@@ -134,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # the last line of defence: log the traceback, print one line
         log.exception("unexpected error")
         message = redact(_one_line(err))
-        print(f"hvtui: unexpected error: {type(err).__name__}: {message} (details in {paths.log_file})", file=sys.stderr)
+        _error_line(f"hvtui: unexpected error: {type(err).__name__}: {message} (details in {paths.log_file})", stream=sys.stderr)
         return error_exit or EXIT_FAILED
     finally:
         if core is not None:
@@ -143,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(err: BaseException) -> str:
     return " / ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+
+
+def _error_line(text: str, stream: TextIO) -> None:
+    """An error line: the message may quote a host's text, shown with its control characters escaped."""
+    print(display_text(text), file=stream)
 
 
 def _silence_stdout() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # bad arguments or a bad config file
+EXIT_DAMAGED = 3  # verify found damage, or the repository needs `hvtui repair-repository`
 EXIT_REFUSED = 4  # read-only or a safety rule said no
 EXIT_INTERRUPTED = 130
 

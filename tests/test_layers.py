@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "hvtui.logsetup",
             "hvtui.journal",
             "hvtui.audit",
+            "hvtui.text",
         ),
     ),
     ("config", ("hvtui.config", "hvtui.secrets")),

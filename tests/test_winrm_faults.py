@@ -153,6 +153,17 @@ def test_an_untrusted_certificate_is_a_tls_failure(https_server: WSManServer) ->
     assert https_server.actions == []
 
 
+def test_a_host_name_mismatch_is_named_in_full(https_server: WSManServer, certificate: tuple[Path, Path]) -> None:
+    """The certificate is trusted but names 127.0.0.1 only: the message says which name it lacks."""
+    host = make_winrm_host(
+        https_server.port, "hv-tls", address="localhost", scheme="https", test_transport=False, ca_bundle=certificate[0]
+    )
+    err = failure_of(host.inventory, 5.0)
+    assert err.kind == "tls"
+    assert "certificate verify failed: Hostname mismatch, certificate is not valid for 'localhost'. (check" in str(err)
+    assert https_server.actions == []
+
+
 def test_https_to_a_plain_http_port_is_a_tls_failure(server: WSManServer) -> None:
     host = make_winrm_host(server.port, "hv-tls", scheme="https", test_transport=False)
     err = failure_of(host.inventory, 5.0)

@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from hvtui.commands import show, show_json
 from hvtui.commands.inventory import format_table
 from hvtui.core import Core
 
@@ -49,16 +50,16 @@ def run(args: argparse.Namespace, core: Core) -> int:
     log = core.audit
     entries = log.read()
     for problem in log.problems:
-        print(f"hvtui: warning: {problem}", file=sys.stderr)
+        show(f"hvtui: warning: {problem}", stream=sys.stderr)
     if args.limit:
         entries = entries[-args.limit :]
     if args.json:
-        print(json.dumps(entries, indent=2, ensure_ascii=False))
+        show_json(json.dumps(entries, indent=2, ensure_ascii=False))
         return 0
     if not entries:
-        print(f"The audit log is empty ({log.path}).")
+        show(f"The audit log is empty ({log.path}).")
         return 0
-    print(
+    show(
         format_table(
             ("TIME", "USER", "ACTION", "HOST", "VM", "RESULT", "SECS", "DETAILS"),
             [_row(e) for e in entries],

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import humanize
 
-from hvtui.commands import confirm
+from hvtui.commands import confirm, show
 from hvtui.commands.output import (
     EXIT_DAMAGED,
     EXIT_FAILED,
@@ -38,6 +38,7 @@ from hvtui.commands.output import (
 from hvtui.commands.progress import ProgressLine
 from hvtui.engine.layout import RepositoryNeedsRepair
 from hvtui.errors import RefusedError
+from hvtui.text import display_text
 
 if TYPE_CHECKING:
     from hvtui.backups.points import DamagedManifest, PointInfo
@@ -134,7 +135,7 @@ def _run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
 
 def _job_failed(args: argparse.Namespace, final: Any, code: int) -> int:
     if code == EXIT_INTERRUPTED:
-        print(f"hvtui: {final.title} cancelled", file=sys.stderr)
+        show(f"hvtui: {final.title} cancelled", stream=sys.stderr)
         if args.json:
             emit_json({"ok": False, "cancelled": True, "job": final.id, "exit_code": code})
         return code
@@ -153,19 +154,19 @@ def run_backup_command(args: argparse.Namespace, core: Core) -> int:
     if args.json:
         emit_json({"ok": True, "job": final.id, **result})
         return EXIT_OK
-    print(
+    show(
         f"Backed up {vm.host}/{vm.name}: {result.get('mode')} restore point {result.get('point_id')} "
         f"in repository {result.get('repository')}."
     )
-    print(
+    show(
         f"  {size(result.get('logical_bytes'))} in {result.get('files')} files; read {size(result.get('read_bytes'))}, "
         f"new {size(result.get('new_bytes'))}, stored {size(result.get('stored_bytes'))}, "
         f"{float(result.get('duration') or 0):.1f} s."
     )
     for name in result.get("pruned") or []:
-        print(f"  retention removed point {name}")
+        show(f"  retention removed point {name}")
     for warning in result.get("warnings") or []:
-        print(f"  warning: {warning}")
+        show(f"  warning: {warning}")
     return EXIT_OK
 
 
@@ -177,10 +178,10 @@ def warn_damaged(damaged: list[DamagedManifest]) -> None:
     for repo_name, items in sorted(by_repo.items()):
         what = "manifest is" if len(items) == 1 else "manifests are"
         named = "; ".join(f"{d.id} ({d.error})" for d in items)
-        print(
+        show(
             f"hvtui: warning: {len(items)} restore point {what} damaged in repository {repo_name} and cannot be "
             f"listed or restored: {named}. Run `hvtui verify` for details.",
-            file=sys.stderr,
+            stream=sys.stderr,
         )
 
 
@@ -275,8 +276,8 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
     if args.json:
         emit_json({"ok": True, "job": final.id, **result, "damaged": damaged_doc})
         return EXIT_OK
-    print(f"Restored point {point.id} of {point.vm_name!r} ({when}) to {result.get('target')}.")
-    print(
+    show(f"Restored point {point.id} of {point.vm_name!r} ({when}) to {result.get('target')}.")
+    show(
         f"  {result.get('files')} files, {size(result.get('logical_bytes'))}; written {size(result.get('written_bytes'))}, "
         f"holes {size(result.get('hole_bytes'))}, {float(result.get('duration') or 0):.1f} s."
     )
@@ -295,7 +296,7 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
     # A repository that cannot be read is not an empty one: say so and exit non-zero.
     code = EXIT_OK
     for name, err in listing.unreadable:
-        print(f"hvtui: error: repository {name}: {err}", file=sys.stderr)
+        show(f"hvtui: error: repository {name}: {err}", stream=sys.stderr)
         code = max(code, EXIT_DAMAGED if isinstance(err, RepositoryNeedsRepair) else EXIT_FAILED)
     if args.json:
         emit_json(
@@ -326,7 +327,7 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
         return code
     if not infos:
         if not listing.unreadable:
-            print("No restore points" + (f" of VM {args.vm!r}" if args.vm else "") + ".")
+            show("No restore points" + (f" of VM {args.vm!r}" if args.vm else "") + ".")
         return code
     rows = [("POINT", "TIME", "HOST", "VM", "MODE", "SIZE", "STORED", "VERIFIED", "REPO")]
     for i in infos:
@@ -345,9 +346,10 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
                 i.repository,
             )
         )
+    rows = [tuple(display_text(cell) for cell in row) for row in rows]  # a name's newline must not split a row
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        show("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return code
 
 
@@ -362,27 +364,27 @@ def run_verify_command(args: argparse.Namespace, core: Core) -> int:
         emit_json({"ok": report.ok, **report.to_dict(), "exit_code": EXIT_OK if report.ok else EXIT_DAMAGED})
     else:
         kind = "quick check" if args.quick else "full verification"
-        print(
+        show(
             f"{kind} of repository {report.repository}: {report.points_checked} points, {report.chunks_checked} chunks"
             + ("" if args.quick else f", {size(report.bytes_checked)} read")
             + f" in {report.duration:.1f} s."
         )
         if report.ok:
-            print("No damage found.")
+            show("No damage found.")
         else:
             for line in report.lines():
-                print(f"  DAMAGED: {line}")
-            print(f"Restore points affected: {', '.join(sorted(report.broken_points))}")
+                show(f"  DAMAGED: {line}")
+            show(f"Restore points affected: {', '.join(sorted(report.broken_points))}")
             if report.quarantined:
-                print(
+                show(
                     f"Quarantined {len(report.quarantined)} damaged chunk(s): renamed to <chunk>.bad under chunks/ "
                     "(kept for inspection, nothing deleted), so the next backup stores that data again."
                 )
             if report.repair_skipped:
-                print(f"Not repaired: {report.repair_skipped}.")
-            print("What to do:")
+                show(f"Not repaired: {report.repair_skipped}.")
+            show("What to do:")
             for step in report.next_steps():
-                print(f"  - {step}")
+                show(f"  - {step}")
     return EXIT_OK if report.ok else EXIT_DAMAGED
 
 
@@ -425,7 +427,7 @@ def _print_decisions(decisions: list[Any]) -> None:
     for d in decisions:
         when = datetime.fromisoformat(d.time).astimezone().strftime("%Y-%m-%d %H:%M")
         verdict = "keep  " if d.keep else "remove"
-        print(f"  {verdict} {d.point}  {d.host}/{d.vm_name}  {when}  {d.mode:<12} {d.reason}")
+        show(f"  {verdict} {d.point}  {d.host}/{d.vm_name}  {when}  {d.mode:<12} {d.reason}")
 
 
 def _print_prune(args: argparse.Namespace, result: Any) -> int:
@@ -452,22 +454,22 @@ def _print_prune(args: argparse.Namespace, result: Any) -> int:
         return code
     _print_decisions(result.decisions)
     if result.dry_run:
-        print(
+        show(
             f"Dry run: would remove {len(result.removed)} of {len(result.decisions)} restore points and "
             f"{result.chunks_unreferenced} unreferenced chunks; nothing changed."
         )
     else:
-        print(
+        show(
             f"Removed {result.points_removed} restore points and {result.chunks_removed} chunks "
             f"({size(result.bytes_freed)} freed) in {result.duration:.1f} s."
         )
     if result.waited_for:
-        print(f"  waited for: {'; '.join(result.waited_for)}")
+        show(f"  waited for: {'; '.join(result.waited_for)}")
     if result.quarantined_files:
-        print(
+        show(
             f"  {result.quarantined_files} quarantined chunk file(s) (*.bad, {size(result.quarantined_bytes)}) are kept "
             "under chunks/ for inspection; prune never removes them: delete them by hand once examined."
         )
     if result.gc_skipped:
-        print(f"hvtui: error: {result.gc_skipped}", file=sys.stderr)
+        show(f"hvtui: error: {result.gc_skipped}", stream=sys.stderr)
     return code

@@ -16,6 +16,7 @@ import argparse
 import json
 from typing import Any
 
+from hvtui.commands import show, show_json
 from hvtui.core import Core
 from hvtui.errors import HvtuiError
 from hvtui.logsetup import redact
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace, core: Core) -> int:
     except HvtuiError as err:
         message = redact(" / ".join(str(err).splitlines()))
         if args.json:
-            print(
+            show_json(
                 json.dumps(
                     {
                         "status": "UNKNOWN",
@@ -61,14 +62,14 @@ def run(args: argparse.Namespace, core: Core) -> int:
                 )
             )
         else:
-            print(f"HVTUI UNKNOWN - {_clean(message)}")
+            show(f"HVTUI UNKNOWN - {_clean(message)}")
         return UNKNOWN
     if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        show_json(json.dumps(report, indent=2, ensure_ascii=False))
     else:
-        print(report["summary"] + " | " + " ".join(f"{k}={v}" for k, v in report["perfdata"].items()))
+        show(report["summary"] + " | " + " ".join(f"{k}={v}" for k, v in report["perfdata"].items()))
         for finding in report["findings"]:
-            print(finding_line(finding))
+            show(finding_line(finding))
     return int(report["exit_code"])
 
 

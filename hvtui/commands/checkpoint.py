@@ -14,7 +14,7 @@ from typing import Any
 
 from hvtui.actions.names import find_checkpoint
 from hvtui.audit import RESULT_DECLINED, RESULT_REFUSED
-from hvtui.commands import confirm
+from hvtui.commands import confirm, show
 from hvtui.commands.progress import ProgressLine
 from hvtui.core import Core
 from hvtui.errors import RefusedError
@@ -102,7 +102,7 @@ def _confirm_or_decline(core: Core, action: str, vm: VM, question: str, args: ar
         raise
     if not agreed:
         core.audit.record(action, vm.host, vm.name, _args(args), RESULT_DECLINED, 0.0, "not confirmed")
-        print("Not confirmed: nothing changed.")
+        show("Not confirmed: nothing changed.")
     return agreed
 
 
@@ -110,7 +110,7 @@ def _confirm_or_decline(core: Core, action: str, vm: VM, question: str, args: ar
 def run_create(args: argparse.Namespace, core: Core) -> int:
     vm = _resolve_vm(args, core, "checkpoint.create")
     created = core.actions.create(vm.host, vm.id, args.name, args.type.capitalize())
-    print(f"Created {created.type} checkpoint {created.name!r} (id {created.id}) of VM {vm.name!r} on {vm.host!r}.")
+    show(f"Created {created.type} checkpoint {created.name!r} (id {created.id}) of VM {vm.name!r} on {vm.host!r}.")
     return EXIT_OK
 
 
@@ -118,7 +118,7 @@ def run_apply(args: argparse.Namespace, core: Core) -> int:
     vm = _resolve_vm(args, core, "checkpoint.apply")
     cp = find_checkpoint(vm, args.checkpoint)
     plan = core.actions.plan_apply(vm.host, vm.id, cp.id)
-    print(plan.describe(checkpoint_first=args.checkpoint_first))
+    show(plan.describe(checkpoint_first=args.checkpoint_first))
     if not _confirm_or_decline(core, "checkpoint.apply", vm, "Apply this checkpoint?", args):
         return EXIT_DECLINED
     progress = ProgressLine()
@@ -127,8 +127,8 @@ def run_apply(args: argparse.Namespace, core: Core) -> int:
     finally:
         progress.close()
     if saved is not None:
-        print(f"Saved the previous state as checkpoint {saved.name!r} (id {saved.id}).")
-    print(f"Applied checkpoint {cp.name!r} to VM {vm.name!r} on {vm.host!r}.")
+        show(f"Saved the previous state as checkpoint {saved.name!r} (id {saved.id}).")
+    show(f"Applied checkpoint {cp.name!r} to VM {vm.name!r} on {vm.host!r}.")
     return EXIT_OK
 
 
@@ -136,7 +136,7 @@ def run_remove(args: argparse.Namespace, core: Core) -> int:
     vm = _resolve_vm(args, core, "checkpoint.remove")
     cp = find_checkpoint(vm, args.checkpoint)
     plan = core.actions.plan_remove(vm.host, vm.id, cp.id, subtree=args.subtree)
-    print(plan.describe())
+    show(plan.describe())
     refusal = plan.refusal(args.force)
     if refusal is not None:
         # No point asking: the core would refuse it (and does, should the volume fill meanwhile).
@@ -153,12 +153,12 @@ def run_remove(args: argparse.Namespace, core: Core) -> int:
     count = len(done.checkpoints)
     what = f"{count} checkpoints" if count > 1 else f"checkpoint {cp.name!r}"
     if done.merge_pending:
-        print(
+        show(
             f"Deleted {what} of VM {vm.name!r} on {vm.host!r}; "
             "the merge continues on the host; the chain shrinks when it is done."
         )
     else:
-        print(f"Deleted {what} of VM {vm.name!r} on {vm.host!r}; {size_text(done.bytes_to_move)} merged.")
+        show(f"Deleted {what} of VM {vm.name!r} on {vm.host!r}; {size_text(done.bytes_to_move)} merged.")
     return EXIT_OK
 
 
@@ -166,5 +166,5 @@ def run_rename(args: argparse.Namespace, core: Core) -> int:
     vm = _resolve_vm(args, core, "checkpoint.rename")
     cp = find_checkpoint(vm, args.checkpoint)
     core.actions.rename(vm.host, vm.id, cp.id, args.to)
-    print(f"Renamed checkpoint {cp.name!r} of VM {vm.name!r} on {vm.host!r} to {args.to.strip()!r}.")
+    show(f"Renamed checkpoint {cp.name!r} of VM {vm.name!r} on {vm.host!r} to {args.to.strip()!r}.")
     return EXIT_OK

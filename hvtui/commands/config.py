@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hvtui.commands import show, show_json
 from hvtui.config import Config, config_file_candidates, config_json_schema, find_config_file, load_config
 from hvtui.errors import EXIT_OK, EXIT_USAGE, ConfigError
 from hvtui.logsetup import redact
@@ -53,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
 
 
 def handle_schema(args: argparse.Namespace, paths: Paths, options: Options) -> int:
-    print(json.dumps(config_json_schema(), indent=2))
+    show_json(json.dumps(config_json_schema(), indent=2))
     return EXIT_OK
 
 
@@ -70,17 +71,19 @@ def handle_check(args: argparse.Namespace, paths: Paths, options: Options) -> in
         config = load_config(path, paths) if path is not None else None
     except ConfigError as err:
         # Every mistake on its own line (the first line says how many), after the file's name.
-        print(f"checked: {checked} ({origin})", file=sys.stderr)
+        show(f"checked: {checked} ({origin})", stream=sys.stderr)
         for line in str(err).splitlines():
-            print(redact(line), file=sys.stderr)
+            show(redact(line), stream=sys.stderr)
         return EXIT_USAGE
     if config is None:
-        print(
+        show(
             "no config file found ($HVTUI_CONFIG is not set and there is no config.yaml or config.yml in "
             f"{paths.config_dir}); hvtui uses the built-in demo lab"
         )
         return EXIT_OK
-    print(f"ok: {config.source} ({origin}): {_summary(config)}")
+    show(f"ok: {config.source} ({origin}): {_summary(config)}")
+    for warning in config.warnings():
+        show(f"warning: {warning}", stream=sys.stderr)
     return EXIT_OK
 
 

@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from hvtui import __version__
+from hvtui.commands import show, show_json
 from hvtui.logsetup import redact
 from hvtui.paths import Paths, bundled_theme_dirs
 
@@ -62,6 +63,7 @@ def collect_info(core: Core, log_level: str | None = None) -> dict[str, Any]:
         "theme": core.theme,
         "read_only": core.read_only,
         "read_only_source": read_only_source,
+        "tls_unverified_hosts": list(config.tls_unverified_hosts()),
     }
 
 
@@ -96,6 +98,9 @@ def format_info(info: dict[str, Any]) -> str:
         ("Theme", info["theme"]),
         ("Read-only", read_only),
     ]
+    if info["tls_unverified_hosts"]:
+        names = ", ".join(info["tls_unverified_hosts"])
+        rows.append(("TLS", f"NOT VERIFIED for {names} (verify_tls: false: anyone on the path can pose as the host)"))
     return _format_rows(rows)
 
 
@@ -107,9 +112,9 @@ def _format_rows(rows: list[tuple[str, str]]) -> str:
 def handle_info(args: argparse.Namespace, core: Core) -> int:
     info = collect_info(core, getattr(args, "log_level", None))
     if args.json:
-        print(json.dumps(info, indent=2))
+        show_json(json.dumps(info, indent=2))
     else:
-        print(format_info(info))
+        show(format_info(info))
     return 0
 
 
@@ -137,7 +142,7 @@ def handle_info_without_config(args: argparse.Namespace, paths: Paths, options: 
         "themes_dirs": {"builtin": ", ".join(str(d) for d in bundled_theme_dirs()) or "(not found)", "user": str(paths.user_themes_dir)},
     }
     if args.json:
-        print(json.dumps(info, indent=2))
+        show_json(json.dumps(info, indent=2))
         return
     rows = [
         ("Version", info["version"]),
@@ -151,4 +156,4 @@ def handle_info_without_config(args: argparse.Namespace, paths: Paths, options: 
         ("Themes", f"{info['themes_dirs']['builtin']} (built in)"),
         ("", f"{info['themes_dirs']['user']} (yours)"),
     ]
-    print(_format_rows(rows))
+    show(_format_rows(rows))

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from hvtui.commands import show, show_json
 from hvtui.core import Core
 from hvtui.model import HostInventory
 from hvtui.policy import age_seconds, age_text, size_text
+from hvtui.text import display_text
 from hvtui.wire import facts_to_wire, format_datetime, vm_to_wire
 
 EXIT_OK = 0
@@ -41,9 +43,9 @@ def run(args: argparse.Namespace, core: Core) -> int:
     inventory = core.inventory.refresh(hosts)
     entries = [h for h in inventory.hosts if hosts is None or h.name in hosts]
     if args.json:
-        print(json.dumps(inventory_document(entries, core.clock.now()), indent=2, ensure_ascii=False))
+        show_json(json.dumps(inventory_document(entries, core.clock.now()), indent=2, ensure_ascii=False))
     else:
-        print(inventory_table(entries))
+        show(inventory_table(entries))
     return EXIT_OK if all(h.error is None for h in entries) else EXIT_HOST_UNREAD
 
 
@@ -80,7 +82,11 @@ def inventory_document(hosts: Sequence[HostInventory], generated: datetime) -> d
 
 # -- table ----------------------------------------------------------------------------------------
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    """Plain aligned columns (no colour: the output goes to scripts and pagers too)."""
+    """Plain aligned columns (no colour: the output goes to scripts and pagers too).
+
+    Each cell is one line of display-safe text: a name's newline or ESC cannot split or
+    repaint the table."""
+    rows = [[display_text(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):

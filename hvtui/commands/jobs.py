@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 
 import humanize
 
+from hvtui.commands import show, show_json
 from hvtui.commands.progress import ProgressLine
 from hvtui.jobs.headless import run_job_blocking
 from hvtui.jobs.model import Job, JobState
 from hvtui.jobs.outcome import job_to_dict
+from hvtui.text import display_text
 
 if TYPE_CHECKING:
     from hvtui.core import Core
@@ -67,21 +69,21 @@ def handle_list(args: argparse.Namespace, core: Core) -> int:
     jobs = manager.history()
     shown = jobs if args.all else select_recent(jobs, RECENT)
     for problem in manager.journal_problems:
-        print(f"hvtui: warning: {problem} (skipped)", file=sys.stderr)
+        show(f"hvtui: warning: {problem} (skipped)", stream=sys.stderr)
     if args.json:
-        print(json.dumps([job_to_dict(job) for job in shown], indent=2))
+        show_json(json.dumps([job_to_dict(job) for job in shown], indent=2))
         return 0
     if not shown:
-        print(f"No jobs in the journal ({manager.journal_path}).")
+        show(f"No jobs in the journal ({manager.journal_path}).")
         return 0
-    print(format_table(shown, core.clock.now()))
+    show(format_table(shown, core.clock.now()))
     waiting = [job for job in jobs if is_awaiting_decision(job)]
     if waiting:
         noun = "job was" if len(waiting) == 1 else "jobs were"
-        print(f"\n{len(waiting)} {noun} interrupted: `hvtui jobs resume ID` runs one again, `hvtui jobs dismiss ID` stops offering it.")
+        show(f"\n{len(waiting)} {noun} interrupted: `hvtui jobs resume ID` runs one again, `hvtui jobs dismiss ID` stops offering it.")
     hidden = len(jobs) - len(shown)
     if hidden:
-        print(f"({hidden} older finished jobs not shown; --all lists them)")
+        show(f"({hidden} older finished jobs not shown; --all lists them)")
     return 0
 
 
@@ -96,15 +98,15 @@ def handle_resume(args: argparse.Namespace, core: Core) -> int:
         printer.close()
     final = manager.job(job.id)
     if args.json:
-        print(json.dumps(job_to_dict(final), indent=2))
+        show_json(json.dumps(job_to_dict(final), indent=2))
     elif final.state is JobState.SUCCEEDED:
-        print(f"{final.title}: done{summary_words(final)}")
+        show(f"{final.title}: done{summary_words(final)}")
     return code
 
 
 def handle_dismiss(args: argparse.Namespace, core: Core) -> int:
     job = core.jobs.dismiss_interrupted(args.job_id)
-    print(f"Dismissed interrupted job {job.id}: {job.title}.")
+    show(f"Dismissed interrupted job {job.id}: {job.title}.")
     return 0
 
 
@@ -170,6 +172,7 @@ def format_table(jobs: list[Job], now: datetime) -> str:
                 result,
             )
         )
+    rows = [tuple(display_text(cell) for cell in row) for row in rows]  # one line per job, whatever its names hold
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1] for row in rows]
     return "\n".join(line.rstrip() for line in lines)

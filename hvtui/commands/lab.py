@@ -9,6 +9,7 @@ import time
 
 import humanize
 
+from hvtui.commands import show, show_json
 from hvtui.errors import RefusedError
 
 PROFILE_CHOICES = ("demo", "bench", "scale")
@@ -57,21 +58,21 @@ def _fraction(text: str) -> float:
 
 
 def _print_summary(status: dict) -> None:
-    print(f"lab: {status['lab_dir']}  profile {status.get('profile') or '-'}")
+    show(f"lab: {status['lab_dir']}  profile {status.get('profile') or '-'}")
     if not status["exists"]:
-        print("no lab here: run `hvtui lab init`")
+        show("no lab here: run `hvtui lab init`")
         return
     for host in status["hosts"]:
         if "error" in host:
-            print(f"  {host['name']:<14} error: {host['error']}")
+            show(f"  {host['name']:<14} error: {host['error']}")
             continue
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(host["states"].items()))
         group = f" [{host['group']}]" if host.get("group") else ""
-        print(
+        show(
             f"  {host['name']:<14}{group:<8} {host['vms']:>5} VMs ({states or 'none'}), "
             f"{host['checkpoints']} checkpoints, {humanize.naturalsize(host['allocated_bytes'], binary=True)} on disk"
         )
-    print(f"total: {status['vms']} VMs, {humanize.naturalsize(status['allocated_bytes'], binary=True)} on disk")
+    show(f"total: {status['vms']} VMs, {humanize.naturalsize(status['allocated_bytes'], binary=True)} on disk")
 
 
 def cmd_init(args: argparse.Namespace, core) -> int:
@@ -80,7 +81,7 @@ def cmd_init(args: argparse.Namespace, core) -> int:
     profile = args.profile or core.config.lab.profile or "demo"
     started = time.monotonic()
     status = init_lab(core.lab_dir, profile, core.clock, force=args.force, size=args.size)
-    print(f"created the {profile} lab in {time.monotonic() - started:.1f}s")
+    show(f"created the {profile} lab in {time.monotonic() - started:.1f}s")
     _print_summary(status)
     return 0
 
@@ -91,7 +92,7 @@ def cmd_status(args: argparse.Namespace, core) -> int:
     sweep_leftovers_if_idle(core.lab_dir)  # a lab a killed rebuild moved aside is shown, not "no lab"
     status = lab_status(core.lab_dir)
     if getattr(args, "json", False):
-        print(json.dumps(status, indent=2))
+        show_json(json.dumps(status, indent=2))
     else:
         _print_summary(status)
     # An unreadable host is a failure a script must see (as `hvtui inventory` reports it).
@@ -111,10 +112,10 @@ def cmd_reset(args: argparse.Namespace, core) -> int:
             raise RefusedError("`hvtui lab reset` deletes every lab VM and file: pass --yes to confirm (stdin is not a terminal)")
         answer = input(f"Re-create the {profile} lab at {lab_dir}? Every lab VM and file is deleted. [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            print("not reset")
+            show("not reset")
             return 1
     started = time.monotonic()
     status = reset_lab(lab_dir, core.clock)
-    print(f"reset the {profile} lab in {time.monotonic() - started:.1f}s")
+    show(f"reset the {profile} lab in {time.monotonic() - started:.1f}s")
     _print_summary(status)
     return 0

@@ -10,29 +10,47 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hvtui.commands import show, show_json
 from hvtui.engine.layout import RepositoryNeedsRepair
-from hvtui.errors import Cancelled, ConfigError, HvtuiError, ReadOnlyError, RefusedError, UsageError
+from hvtui.errors import (
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    Cancelled,
+    ConfigError,
+    HvtuiError,
+    ReadOnlyError,
+    RefusedError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from hvtui.core import Core
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_DAMAGED = 3  # verify found damage, or the repository needs `hvtui repair-repository`
-EXIT_REFUSED = 4
-EXIT_INTERRUPTED = 130
+__all__ = [
+    "EXIT_DAMAGED",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_USAGE",
+    "emit_json",
+    "fail",
+    "reported",
+]
 
 
 def emit_json(doc: dict[str, Any]) -> None:
-    json.dump(doc, sys.stdout, indent=2, default=str, sort_keys=False)
-    sys.stdout.write("\n")
+    show_json(json.dumps(doc, indent=2, default=str, sort_keys=False))
     sys.stdout.flush()
 
 
 def fail(args: argparse.Namespace, message: str, code: int, **extra: Any) -> int:
     prefix = "refused" if code == EXIT_REFUSED else "error"
-    print(f"hvtui: {prefix}: {message}", file=sys.stderr)
+    show(f"hvtui: {prefix}: {message}", stream=sys.stderr)
     if getattr(args, "json", False):
         emit_json({"ok": False, "error": message, "exit_code": code, **extra})
     return code

@@ -20,6 +20,7 @@ from rich.cells import set_cell_size  # cells, not characters: wide names must n
 
 from hvtui.events import Progress
 from hvtui.policy import size_text
+from hvtui.text import display_text
 
 REDRAW_INTERVAL = 0.1  # seconds between redraws of the same phase: a slow SSH link keeps up
 BAR_CELLS = 20
@@ -61,12 +62,13 @@ class ProgressLine:
                     return
                 self._last_draw = now
                 # One cell short of the width: a line that reaches the last column wraps on some terminals.
-                line = set_cell_size(self.render(event), self._width() - 1).rstrip()
+                line = set_cell_size(display_text(self.render(event)), self._width() - 1).rstrip()
                 self.stream.write("\r\x1b[K" + line)
                 self._drawn = True
             elif new_phase:
                 prefix = f"{self.title}: " if self.title else ""
-                self.stream.write(f"{prefix}{event.phase}" + (f": {event.message}" if event.message else "") + "\n")
+                line = f"{prefix}{event.phase}" + (f": {event.message}" if event.message else "")
+                self.stream.write(display_text(line) + "\n")
             else:
                 return
             self.stream.flush()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from hvtui.commands import confirm
+from hvtui.commands import confirm, show
 from hvtui.commands.output import EXIT_OK, EXIT_REFUSED, emit_json, fail, reported
 from hvtui.errors import RefusedError
 
@@ -57,9 +57,9 @@ def run_repair_command(args: argparse.Namespace, core: Core) -> int:
     if args.json:
         emit_json({"ok": True, "repository": rc.name, **done.to_dict(), "kept_as": kept})
         return EXIT_OK
-    print(f"Rebuilt config.json of repository {rc.name!r} at {rc.path}: chunk size {done.chunk_size // 1024} KiB "
+    show(f"Rebuilt config.json of repository {rc.name!r} at {rc.path}: chunk size {done.chunk_size // 1024} KiB "
           f"({done.chunk_size_source}).")
     if kept:
-        print(f"  the damaged config.json is kept as {kept}")
-    print("  run `hvtui verify` to check the restore points and chunks")
+        show(f"  the damaged config.json is kept as {kept}")
+    show("  run `hvtui verify` to check the restore points and chunks")
     return EXIT_OK

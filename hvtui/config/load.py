@@ -8,6 +8,7 @@ collected; a file with any raises one ``ConfigError`` listing them all.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import replace
@@ -36,6 +37,7 @@ from hvtui.paths import Paths
 # A config is a few KiB; thousands of hosts fit in well under this.  Reading and checking
 # a 33 MB file took 67 s and 2.1 GB, so anything bigger is refused before it is parsed.
 MAX_CONFIG_BYTES = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 def load_config(path: Path, paths: Paths | None = None) -> Config:
@@ -75,6 +77,8 @@ def load_config(path: Path, paths: Paths | None = None) -> Config:
         config = _read_config(doc, Located(root, ""), paths)
         doc.problems.raise_if_any()
         check_command_safety(path, st, config)
+        for warning in config.warnings():
+            log.warning("config: %s", warning)
         return config
     finally:
         loader.dispose()

@@ -60,6 +60,11 @@ class HostConfig:
     winrm: WinRMSettings | None = None  # set when kind == winrm
     line: int | None = None  # where the host is defined in the config file
 
+    @property
+    def tls_unverified(self) -> bool:
+        """HTTPS with ``verify_tls: false``: anyone on the path can pose as the host (pywinrm says nothing)."""
+        return self.winrm is not None and self.winrm.scheme == "https" and not self.winrm.verify_tls
+
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
@@ -160,6 +165,21 @@ class Config:
     @property
     def is_builtin_lab(self) -> bool:
         return self.source is None
+
+    def tls_unverified_hosts(self) -> tuple[str, ...]:
+        return tuple(host.name for host in self.hosts if host.tls_unverified)
+
+    def warnings(self) -> list[str]:
+        """What is allowed but unsafe, said whenever the config is loaded."""
+        out = []
+        for host in self.hosts:
+            if host.tls_unverified:
+                where = f"{self.source}:{host.line}: " if self.source is not None and host.line else ""
+                out.append(
+                    f"{where}host {host.name}: verify_tls is false: its TLS certificate is not checked, so anyone "
+                    "on the network path can pose as the host and receive its credentials (give ca_bundle instead)"
+                )
+        return out
 
     def host(self, name: str) -> HostConfig | None:
         for host in self.hosts:

@@ -13,6 +13,7 @@ from hvtui.events import ProgressCallback
 from hvtui.jobs.manager import JobManager
 from hvtui.jobs.model import Job, JobEvent, JobState
 from hvtui.jobs.outcome import exit_code_for
+from hvtui.text import display_text
 
 
 def run_job_blocking(
@@ -68,7 +69,7 @@ def run_job_blocking(
         end_line()
     if final.state is JobState.FAILED and error_stream is not None:
         prefix = "refused" if final.error_kind == "refused" else "error"
-        print(f"hvtui: {prefix}: {final.error}", file=error_stream)
+        print(display_text(f"hvtui: {prefix}: {final.error}"), file=error_stream)
     elif final.state is JobState.CANCELLED and error_stream is not None:
-        print(f"hvtui: {final.title} cancelled", file=error_stream)
+        print(display_text(f"hvtui: {final.title} cancelled"), file=error_stream)
     return exit_code_for(final)

@@ -21,11 +21,13 @@ from typing import Any, ClassVar
 
 from textual.app import App
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from hvtui.core import Core
 from hvtui.errors import Cancelled, HvtuiError, ReadOnlyError, RefusedError
+from hvtui.text import display_lines, display_text
 from hvtui.tui.checkpoint_actions import CheckpointActionsMixin
 from hvtui.tui.jobs_ui import JobsChanged, JobsController
 from hvtui.tui.prompt import VIEWS, PromptCommandsMixin
@@ -101,6 +103,20 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, PromptCommandsMixin, App[in
         self.init_action_state()
         self._pending_theme_notices: list[str] = []
         self.jobs_ui = JobsController(self)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast (screens' included) passes here: host text in it shows escaped, never as a control."""
+        super().notify(
+            display_lines(message), title=display_text(title), severity=severity, timeout=timeout, markup=markup
+        )
 
     # -- themes --------------------------------------------------------------------------------
     def get_theme_variable_defaults(self) -> dict[str, str]:

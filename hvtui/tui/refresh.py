@@ -295,6 +295,7 @@ class RefreshMixin:
             warn=snapshot.warn if snapshot is not None else 0,
             view=view,
             load_failed=snapshot is None and self._last_poll_error is not None,
+            tls_unverified=config.tls_unverified_hosts(),
         )
 
     def _data_age(self, snapshot: Snapshot) -> float:

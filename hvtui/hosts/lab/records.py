@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hvtui.errors import HostError
+from hvtui.text import is_display_safe
 
 VM_STATES = ("Running", "Off", "Saved", "Paused")
 MAX_CHECKPOINTS = 50  # Hyper-V's per-VM limit
@@ -41,7 +42,9 @@ def validate_vm_name(name: str) -> str:
         raise ValueError("a VM name cannot be empty")
     if len(name) > 100:
         raise ValueError(f"a VM name is at most 100 characters (got {len(name)})")
-    if any(ch in name for ch in '/\\\0:*?"<>|') or name in (".", "..") or name != name.strip():
+    if not is_display_safe(name):  # Cc (C0, DEL, C1), bidi controls, line separators
+        raise ValueError(f"{name!r} cannot be a VM name: it holds control or bidi-override characters")
+    if any(ch in name for ch in '/\\:*?"<>|') or name in (".", "..") or name != name.strip():
         raise ValueError(f"{name!r} cannot be a VM name: no slashes, control or reserved characters, no edge spaces")
     return name
 

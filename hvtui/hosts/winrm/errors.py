@@ -103,6 +103,10 @@ def remote_failure(host: str, operation: str, message: str, fqid: str) -> HostEr
 
 
 _ERRNO_REASON = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+# OpenSSL's reason runs up to its "(_ssl.c:NNN)" suffix or the quote that closes the wrapped
+# exception's text; it may quote the name itself ("... not valid for 'hv01'."), so a quote
+# inside it does not end it.
+_VERIFY_DETAIL = re.compile(r"certificate verify failed: (.+?)\s*(?:\(_ssl\.c:\d+\)|[\"']\)|$)")
 
 
 def reason_of(exc: BaseException) -> str:
@@ -130,7 +134,7 @@ def reason_of(exc: BaseException) -> str:
     ):
         if needle in lowered:
             if needle == "certificate verify failed":
-                detail = re.search(r"certificate verify failed: ([^(')\"]+)", text)
+                detail = _VERIFY_DETAIL.search(text)
                 if detail:
                     return _short(f"certificate verify failed: {detail.group(1).strip()}")
             return reason

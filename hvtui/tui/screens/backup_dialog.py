@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Label, RadioSet, Static
 
 from hvtui.model import BACKUP_MODES
+from hvtui.text import display_text
 from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
 from hvtui.tui.widgets.choice import ChoiceButton
 
@@ -71,7 +72,7 @@ class BackupDialog(_Dialog):
     def title_text(self) -> str:
         if len(self.targets) == 1:
             target = self.targets[0]
-            return f"Back up {target.vm_name} on {target.host}"
+            return display_text(f"Back up {target.vm_name} on {target.host}")
         return f"Back up {len(self.targets)} VMs"
 
     def _vm_lines(self) -> str:
@@ -79,7 +80,7 @@ class BackupDialog(_Dialog):
         for target in self.targets[:MAX_LISTED]:
             first = self.repository not in target.repositories_with_points
             note = "no restore point yet: full" if first else "has restore points"
-            lines.append(f"  {target.host}/{target.vm_name}  ({note})")
+            lines.append(display_text(f"  {target.host}/{target.vm_name}  ({note})"))
         if len(self.targets) > MAX_LISTED:
             lines.append(f"  … and {len(self.targets) - MAX_LISTED} more")
         return "\n".join(lines)

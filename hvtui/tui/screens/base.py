@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Input, Static
 
+from hvtui.text import display_text
 from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.widgets.bars import (
     ActionStatus,
@@ -83,10 +84,12 @@ class ViewTitle(Static):
     """
 
     def __init__(self, text: str = "") -> None:
+        text = display_text(text)
         super().__init__(text, markup=False, classes="view-title")
         self._text = text
 
     def show(self, text: str) -> None:
+        text = display_text(text)  # titles name VMs and filters: shown escaped
         if text != self._text:
             self._text = text
             self.update(text, layout=False)  # one fixed line: no relayout of the screen

@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioSet, Static
 
+from hvtui.text import display_lines, display_text
 from hvtui.tui.widgets.choice import ChoiceButton
 
 DIALOG_CSS = """
@@ -73,8 +74,8 @@ class ConfirmDialog(_Dialog):
 
     def __init__(self, title: str, body: str, yes_label: str = "Yes", no_label: str = "No", danger: bool = True) -> None:
         super().__init__(classes="-danger" if danger else "")
-        self.title_text = title
-        self.body = body
+        self.title_text = display_text(title)  # titles and bodies quote host text: shown escaped
+        self.body = display_lines(body)
         self.yes_label = yes_label
         self.no_label = no_label
 
@@ -110,8 +111,8 @@ class ChoiceDialog(_Dialog):
     def __init__(self, title: str, body: str, choices: list[tuple[str, str]], danger: bool = True) -> None:
         """``choices``: (result, button label) in display order after "No"."""
         super().__init__(classes="-danger" if danger else "")
-        self.title_text = title
-        self.body = body
+        self.title_text = display_text(title)
+        self.body = display_lines(body)
         self.choices = choices
 
     def compose(self) -> ComposeResult:
@@ -147,9 +148,9 @@ class CreateCheckpointDialog(_Dialog):
 
     def __init__(self, host: str, vm_name: str, default_name: str, default_type: str) -> None:
         super().__init__()
-        self.host = host
-        self.vm_name = vm_name
-        self.default_name = default_name
+        self.host = display_text(host)
+        self.vm_name = display_text(vm_name)
+        self.default_name = display_text(default_name)
         self.default_type = default_type if default_type in ("Standard", "Production") else "Standard"
 
     def compose(self) -> ComposeResult:
@@ -195,9 +196,9 @@ class TextDialog(_Dialog):
 
     def __init__(self, title: str, prompt: str, value: str = "", password: bool = False, ok_label: str = "OK") -> None:
         super().__init__()
-        self.title_text = title
-        self.prompt = prompt
-        self.value = value
+        self.title_text = display_text(title)
+        self.prompt = display_lines(prompt)
+        self.value = display_text(value)
         self.password = password
         self.ok_label = ok_label
 

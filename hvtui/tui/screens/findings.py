@@ -6,11 +6,11 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.markup import escape
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from hvtui.model import Finding
+from hvtui.tui.display import markup_text
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
 from hvtui.tui.viewmodel.finding_rows import FINDING_COLUMNS, FindingRow, filter_finding_rows, finding_severity_text
 from hvtui.tui.viewmodel.snapshot import Snapshot
@@ -86,12 +86,12 @@ class FindingsScreen(ViewScreen):
         if finding is None:
             detail.update("No findings: nothing flagged." if not self._rows else "")
             return
-        where = escape(finding.host + (f" / {finding.vm_name}" if finding.vm_name else ""))
-        text = f"[b]{finding_severity_text(finding)}[/] {escape(finding.rule)} on {where}: {escape(finding.message)}"
+        where = markup_text(finding.host + (f" / {finding.vm_name}" if finding.vm_name else ""))
+        text = f"[b]{finding_severity_text(finding)}[/] {markup_text(finding.rule)} on {where}: {markup_text(finding.message)}"
         if finding.exempt_reason:
-            text += f"\n[$sev-muted]exempt: {escape(finding.exempt_reason)}[/]"
+            text += f"\n[$sev-muted]exempt: {markup_text(finding.exempt_reason)}[/]"
         if finding.action:
-            text += f"\n→ {escape(finding.action)}"
+            text += f"\n→ {markup_text(finding.action)}"
         detail.update(text)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

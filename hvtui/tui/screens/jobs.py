@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from hvtui.jobs import LOCAL_HOST, Job, JobState
+from hvtui.text import display_lines
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
 from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.widgets.job_row import (
@@ -137,7 +138,7 @@ class JobsScreen(ViewScreen):
 
     def _show_detail(self) -> None:
         job = self.selected_job
-        text = job_detail(job) if job is not None else EMPTY_TEXT
+        text = display_lines(job_detail(job)) if job is not None else EMPTY_TEXT
         if text != self._detail_text:
             self._detail_text = text
             self.query_one("#job-detail", Static).update(text)

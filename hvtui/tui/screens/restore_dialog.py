@@ -17,6 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, RadioSet, Static
 
 from hvtui.model import RestorePointSummary
+from hvtui.text import display_text
 from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
 from hvtui.tui.viewmodel.format import aware, size_text
 from hvtui.tui.widgets.choice import ChoiceButton
@@ -78,8 +79,8 @@ class RestoreDialog(_Dialog):
     def compose(self) -> ComposeResult:
         point = self.point
         with Vertical():
-            yield Label(f"Restore {point.vm_name} ({point.host})", classes="dialog-title", markup=False)
-            yield Static(f"From {point_label(point)} in repository {point.repository}.", markup=False)
+            yield Label(display_text(f"Restore {point.vm_name} ({point.host})"), classes="dialog-title", markup=False)
+            yield Static(display_text(f"From {point_label(point)} in repository {point.repository}."), markup=False)
             original = "over the original VM, in place"
             if not self.vm_exists:
                 original += " (the VM is gone)"
@@ -88,10 +89,10 @@ class RestoreDialog(_Dialog):
             with RadioSet(id="restore-target"):
                 # Text, not markup: host and state names are shown as they are.
                 yield ChoiceButton(
-                    Text(f"as a new VM on {point.host}"), value=self.target == "new", id="target-new", disabled=bool(self.read_only_reason)
+                    Text(display_text(f"as a new VM on {point.host}")), value=self.target == "new", id="target-new", disabled=bool(self.read_only_reason)
                 )
                 yield ChoiceButton(
-                    Text(original),
+                    Text(display_text(original)),
                     value=False,
                     id="target-in_place",
                     disabled=bool(self.read_only_reason) or not self.vm_exists,
@@ -99,7 +100,7 @@ class RestoreDialog(_Dialog):
                 yield ChoiceButton("into a folder on this machine", value=self.target == "directory", id="target-directory")
             with Vertical(id="field-new", classes="target-field"):
                 yield Label("New VM name")
-                yield Input(default_new_name(point), id="restore-name")
+                yield Input(display_text(default_new_name(point)), id="restore-name")
             with Vertical(id="field-directory", classes="target-field"):
                 yield Label("Folder (created if missing; must not already hold these files)")
                 yield Input(self.default_directory, id="restore-directory")

@@ -10,12 +10,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.markup import escape
 from textual.widget import Widget
 from textual.widgets import DataTable, Static, Tree
 from textual.worker import Worker, WorkerState
 
 from hvtui.model import VM, Checkpoint, Finding, RestorePointSummary, Severity
+from hvtui.text import display_lines, display_text
+from hvtui.tui.display import markup_text
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
 from hvtui.tui.viewmodel.checkpoint_files import checkpoint_files, now_files
 from hvtui.tui.viewmodel.finding_rows import finding_severity_text
@@ -187,7 +188,7 @@ class VmDetailScreen(ViewScreen):
             self._show_points([p for p in found if p.vm_id == self.vm_id])
         elif event.state == WorkerState.ERROR and event.worker.error is not None:
             message = self.hvtui.describe_error(event.worker.error, "listing restore points")
-            title.update(f"Restore points: cannot be read: {message}")
+            title.update(display_lines(f"Restore points: cannot be read: {message}"))
 
     def _show_points(self, points: list[RestorePointSummary]) -> None:
         first = not self.points_loaded
@@ -220,8 +221,8 @@ class VmDetailScreen(ViewScreen):
                 size_text(point.logical_bytes),
                 size_text(point.stored_bytes),
                 {True: "verified", False: "FAILED verify", None: "not verified"}[point.verified],
-                point.repository,
-                point.id,
+                display_text(point.repository),
+                display_text(point.id),
                 key=f"{point.repository}/{point.id}",
             )
         if points:
@@ -281,7 +282,7 @@ class VmDetailScreen(ViewScreen):
         label = Text()
         if culprit:
             label.append("⚠ ", style="bold")
-        label.append(cp.name, style="bold")
+        label.append(display_text(cp.name), style="bold")
         label.append(f"  {cp.type}  {age_text(seconds_between(now, cp.created))} old ({_when(cp.created)})")
         if links:
             # The differencing file this checkpoint started: what merges when it is deleted.
@@ -303,8 +304,8 @@ class VmDetailScreen(ViewScreen):
         lines: list[str] = []
         up = f", up {age_text(vm.uptime_seconds)}" if vm.state == "Running" and vm.uptime_seconds else ""
         lines.append(
-            f"[b]{escape(vm.name)}[/] on [b]{escape(vm.host)}[/]: {escape(vm.state)}{up} · generation {vm.generation}"
-            f" · version {escape(vm.version or '?')} · {escape(vm.checkpoint_type)} checkpoints · id {escape(vm.id)}"
+            f"[b]{markup_text(vm.name)}[/] on [b]{markup_text(vm.host)}[/]: {markup_text(vm.state)}{up} · generation {vm.generation}"
+            f" · version {markup_text(vm.version or '?')} · {markup_text(vm.checkpoint_type)} checkpoints · id {markup_text(vm.id)}"
         )
         lines.append("")
         lines.append(f"[b]Findings[/] ({len(findings)})")
@@ -313,31 +314,31 @@ class VmDetailScreen(ViewScreen):
         for finding in findings:
             colour = "$sev-muted" if finding.exempt_reason else _SEV_MARKUP.get(finding.severity, "$sev-muted")
             sev = finding_severity_text(finding)
-            reason = f" (exempt: {escape(finding.exempt_reason)})" if finding.exempt_reason else ""
-            lines.append(f"  [{colour}]{sev:<6}[/] {escape(finding.rule)}: {escape(finding.message)}{reason}")
+            reason = f" (exempt: {markup_text(finding.exempt_reason)})" if finding.exempt_reason else ""
+            lines.append(f"  [{colour}]{sev:<6}[/] {markup_text(finding.rule)}: {markup_text(finding.message)}{reason}")
             if finding.action:
-                lines.append(f"         → {escape(finding.action)}")
+                lines.append(f"         → {markup_text(finding.action)}")
         lines.append("")
         lines.append(f"[b]Disks[/] ({len(vm.disks)})")
         for disk in vm.disks:
             lines.append(
-                f"  {escape(disk.controller)} {disk.controller_number}:{disk.controller_location}  {escape(disk.path)}"
+                f"  {markup_text(disk.controller)} {disk.controller_number}:{disk.controller_location}  {markup_text(disk.path)}"
                 f"  (chain depth {disk.depth}, {size_text(disk.differencing_bytes)} differencing)"
             )
             for index, link in enumerate(disk.chain):
                 branch = "└" if index == len(disk.chain) - 1 else "├"
                 lines.append(
-                    f"    {branch} {escape(file_name(link.path))}  {escape(link.vhd_type)}  "
+                    f"    {branch} {markup_text(file_name(link.path))}  {markup_text(link.vhd_type)}  "
                     f"{size_text(link.file_size)} on disk / {size_text(link.size)} virtual"
                 )
             if disk.error is not None:  # the chain stops short: the host could not read a file
-                lines.append(f"    [$sev-warn]✗ {escape(disk.error)}[/]")
+                lines.append(f"    [$sev-warn]✗ {markup_text(disk.error)}[/]")
         lines.append("")
         lines.append(f"[b]Stray disk files[/] ({len(vm.stray_disk_files)})")
         if not vm.stray_disk_files:
             lines.append("  none")
         for path in vm.stray_disk_files:
-            lines.append(f"  [$sev-warn]{escape(path)}[/]")
+            lines.append(f"  [$sev-warn]{markup_text(path)}[/]")
         return "\n".join(lines)
 
     # -- selection and actions ------------------------------------------------------------------------

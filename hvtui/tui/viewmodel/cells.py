@@ -9,6 +9,7 @@ from rich.style import Style
 from rich.text import Text
 
 from hvtui.model import Severity
+from hvtui.text import display_text
 
 NO_STYLE = Style()  # one shared instance: thousands of cells carry it
 
@@ -24,7 +25,7 @@ class Cell:
     __slots__ = ("plain", "style", "justify")
 
     def __init__(self, plain: str, style: Style = NO_STYLE, justify: str = "left") -> None:
-        self.plain = plain
+        self.plain = display_text(plain)  # names come from hosts: a control character shows as an escape
         self.style = style
         self.justify = justify
 

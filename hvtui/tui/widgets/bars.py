@@ -17,6 +17,7 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static
 
 from hvtui.events import Progress
+from hvtui.text import display_text
 from hvtui.tui.viewmodel.format import age_text, size_text
 
 
@@ -42,6 +43,7 @@ class HeaderState:
     view: str
     hosts_waiting: int = 0  # late, not failed: neither reachable nor down
     load_failed: bool = False  # no inventory yet, and the last refresh failed (the alert line says why)
+    tls_unverified: tuple[str, ...] = ()  # hosts whose TLS certificate is not checked (verify_tls: false)
 
 
 class StatusHeader(Static):
@@ -89,6 +91,10 @@ class StatusHeader(Static):
                 parts.append(f"[$sev-warn]{hosts} ({state.hosts_waiting} waiting)[/]")
             else:
                 parts.append(hosts)
+            if state.tls_unverified:
+                names = state.tls_unverified
+                which = escape(names[0]) if len(names) == 1 else f"{len(names)} hosts"
+                parts.append(f"[reverse $warning] TLS unverified: {which} [/]")
             if state.refresh_age is not None:
                 parts.append(f"{short_age(state.refresh_age)} ago")
         if state.refreshing:
@@ -138,7 +144,7 @@ class HostAlert(Static):
         for problem in failing:
             error = problem.error.removeprefix(f"{problem.host}: ")  # host errors already name their host
             tail = " — showing stale data" if problem.stale else " — no data"
-            line = f"{escape(problem.host)}: {escape(error)}{tail}"
+            line = f"{escape(display_text(problem.host))}: {escape(display_text(error))}{tail}"
             # Late is not down: a waiting host is told apart at a glance (mark and colour).
             lines.append(f"[$sev-warn]⧗ {line}[/]" if problem.waiting else f"✗ {line}")
         text = "\n".join(lines)
@@ -199,7 +205,7 @@ class ActionStatus(Static):
         self._text = ""
 
     def show(self, actions: list[ActionView]) -> None:
-        text = progress_line(actions[0], more=len(actions) - 1) if actions else ""
+        text = display_text(progress_line(actions[0], more=len(actions) - 1)) if actions else ""
         if text != self._text:
             self._text = text
             self.update(text, layout=False)  # one fixed line: no relayout of the screen

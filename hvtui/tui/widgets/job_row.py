@@ -17,6 +17,7 @@ from rich.style import Style
 from rich.text import Text
 
 from hvtui.jobs import Job, JobState
+from hvtui.text import display_text
 from hvtui.tui.viewmodel.cells import ColumnSpec, Palette
 from hvtui.tui.viewmodel.format import aware, size_text
 
@@ -126,10 +127,10 @@ def _bytes_text(job: Job) -> str:
 
 
 def job_plain(job: Job) -> tuple[str, ...]:
-    """Display text per column of ``JOB_COLUMNS``."""
+    """Display text per column of ``JOB_COLUMNS`` (VM and host names escaped: they come from hosts)."""
     event = job.progress
     running = job.state is JobState.RUNNING
-    return (
+    return tuple(map(display_text, (
         state_text(job),
         job.kind,
         job.vm or "",
@@ -142,7 +143,7 @@ def job_plain(job: Job) -> tuple[str, ...]:
         ratio_text(event.dedup_ratio) if event is not None else "",
         ratio_text(event.compression_ratio) if event is not None else "",
         job.id,
-    )
+    )))
 
 
 def _state_style(job: Job, palette: Palette) -> Style:
