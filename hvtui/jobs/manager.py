@@ -94,7 +94,7 @@ class JobManager:
         self._log_lines = max(1, int(log_lines))
         self._kinds: dict[str, JobKind] = {}
         self._table = JobTable(self.clock)
-        self._replay = JournalReplay(self._table, journal_path)
+        self._replay = JournalReplay(self._table, journal_path, self.kind)
         self._runner = JobRunner(
             self._table,
             self._replay,

@@ -5,24 +5,29 @@ the ``JobTable`` it shares with the manager and the runner."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hvtui.jobs.model import JOURNAL_COMPACT_BYTES, JOURNAL_KEEP_FINISHED, Job, JobError, JobRecord, JobState
+from hvtui.jobs.model import JOURNAL_COMPACT_BYTES, JOURNAL_KEEP_FINISHED, Job, JobError, JobKind, JobRecord, JobState
 from hvtui.jobs.outcome import owner_fields, parse_time, state_words
 from hvtui.jobs.table import JobTable
-from hvtui.journal import JobJournal, JournalEntry, JournalProblem, process_alive
+from hvtui.journal import UNFINISHED_EVENTS, JobJournal, JournalEntry, JournalProblem, process_alive
 
 log = logging.getLogger(__name__)
 
 
 class JournalReplay:
-    """The journal side of ``JobManager``: None as ``journal_path`` keeps no journal."""
+    """The journal side of ``JobManager``: None as ``journal_path`` keeps no journal;
+    ``kind_of`` looks up a registered ``JobKind`` (to describe what an interrupted job had
+    committed)."""
 
-    def __init__(self, table: JobTable, journal_path: Path | None) -> None:
+    def __init__(self, table: JobTable, journal_path: Path | None, kind_of: Callable[[str], JobKind | None]) -> None:
         self._table = table
+        self._kind_of = kind_of
         self._journal = JobJournal(journal_path) if journal_path is not None else None
         self._problems: list[JournalProblem] = []
         if self._journal is not None and self._journal.size() > JOURNAL_COMPACT_BYTES:
@@ -138,7 +143,7 @@ class JournalReplay:
         hvtui did so meanwhile."""
         assert self._journal is not None
         try:
-            self._journal.append_if(job_id, ("submitted", "started"), event, at=self._table.clock.now().isoformat(), **fields)
+            self._journal.append_if(job_id, UNFINISHED_EVENTS, event, at=self._table.clock.now().isoformat(), **fields)
         except ValueError as err:
             raise JobError(f"job {job_id} was {err} meanwhile (by another hvtui?)") from None
         except OSError as err:
@@ -168,7 +173,7 @@ class JournalReplay:
         if entry.dismissed:
             log_lines.append("dismissed")
         summary = finished.get("summary") if finished else None
-        return Job(
+        job = Job(
             id=entry.job_id,
             kind=sub["kind"],
             host=str(sub.get("host") or ""),
@@ -189,3 +194,21 @@ class JournalReplay:
             dismissed=entry.dismissed is not None,
             owner_pid=pid,
         )
+        result = entry.committed.get("result") if entry.committed else None
+        if state is not JobState.INTERRUPTED or not result:
+            return job
+        # Killed after its result was durable (a backup during its clean-up): say what it
+        # had done, checked against what is there now.
+        committed = self._committed_summary(job, str(result))
+        return dataclasses.replace(job, summary=committed, log=(*job.log[:1], str(committed["message"]), *job.log[1:]))
+
+    def _committed_summary(self, job: Job, result: str) -> dict[str, Any]:
+        job_kind = self._kind_of(job.kind)
+        if job_kind is not None and job_kind.committed is not None:
+            try:
+                summary = dict(job_kind.committed(job, result))
+                if summary.get("message"):
+                    return summary
+            except Exception as err:  # a failed look must not hide the journal
+                log.warning("job %s: could not check what it had committed (%s): %s", job.id, result, err)
+        return {"committed": result, "message": f"it had committed {result} before its process ended"}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from hvtui.errors import Cancelled
-from hvtui.events import Progress
+from hvtui.events import COMMITTED_PHASE, Progress
 from hvtui.jobs.model import JobEvent, JobRecord, JobState
 from hvtui.jobs.outcome import describe_error, error_kind_of, jsonable_summary, owner_fields
 from hvtui.jobs.table import JobTable
@@ -176,6 +176,10 @@ class JobRunner:
     def _on_progress(self, record: JobRecord, event: Progress) -> None:
         if not isinstance(event, Progress):
             return
+        if event.phase == COMMITTED_PHASE and event.current and record.state is JobState.RUNNING:
+            # Journaled before the job goes on (on its own thread, not under the lock): a
+            # kill during its clean-up then still shows the result it had committed.
+            self._journal.write(record, "committed", at=self._table.clock.now().isoformat(), result=event.current)
         with self._table.cond:
             if record.state is not JobState.RUNNING:
                 return  # a late event from an engine thread after the job ended
