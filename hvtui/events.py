@@ -17,6 +17,7 @@ from hvtui.errors import Cancelled
 @dataclass(frozen=True, slots=True)
 class Progress:
     phase: str  # e.g. "checkpoint", "scan", "backup", "merge", "restore", "verify", "cleanup", "done"
+    # (and COMMITTED_PHASE: the result is durable, ``current`` names it; the job journal keeps it)
     message: str = ""
     current: str | None = None  # current file or item
     done: int = 0  # bytes (or items) done in this phase
@@ -36,6 +37,11 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+# The phase an operation reports once its result is durable, ``current`` naming it (a backup:
+# its restore point id, right after the manifest is committed and before the clean-up).  The
+# job journal records it, so a process killed after it still shows what it had done.
+COMMITTED_PHASE = "committed"
 
 
 def no_progress(_event: Progress) -> None:

@@ -8,6 +8,8 @@ writes, in order:
   process owns it (pid and that process's start time, so a reused pid is not mistaken
   for the owner);
 - ``started`` when a worker picks it up;
+- ``committed`` when its result is durable before it ends (a backup's restore point, written
+  before the clean-up), so a job killed after it still shows what it had done;
 - ``finished`` with the final state and the summary or the error;
 
 and later, for a job that never finished, ``resumed`` (re-submitted as another job) or
@@ -38,7 +40,8 @@ from hvtui.files import fsync_dir, write_all
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-EVENTS = ("submitted", "started", "finished", "resumed", "dismissed")
+EVENTS = ("submitted", "started", "committed", "finished", "resumed", "dismissed")
+UNFINISHED_EVENTS = ("submitted", "started", "committed")  # what a job that never finished ends with
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
@@ -61,6 +64,7 @@ class JournalEntry:
     job_id: str
     submitted: dict[str, Any]
     started: dict[str, Any] | None = None
+    committed: dict[str, Any] | None = None  # the latest, e.g. {"result": point id}
     finished: dict[str, Any] | None = None
     resumed: dict[str, Any] | None = None
     dismissed: dict[str, Any] | None = None
@@ -230,7 +234,8 @@ class JobJournal:
                 for entry in contents.entries.values():
                     if entry.job_id in drop:
                         continue
-                    for record in (entry.submitted, entry.started, entry.finished, entry.resumed, entry.dismissed):
+                    records = (entry.submitted, entry.started, entry.committed, entry.finished, entry.resumed, entry.dismissed)
+                    for record in records:
                         if record is not None:
                             out.write((json.dumps(record, separators=(",", ":"), default=str) + "\n").encode())
                 out.flush()

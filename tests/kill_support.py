@@ -31,15 +31,15 @@ CHILD = textwrap.dedent(
 
     # The real backup, whose progress callback stops the job thread (forever) when the
     # engine enters phase {phase!r} (once {min_done} bytes are done in it), so the parent
-    # can kill this process right there.
+    # can kill this process right there; with {forward!r} the job sees that event first.
     def build(job):
         run = real.build(job)
 
         def stopping(progress, cancel):
             def on_progress(event):
                 if event.phase == {phase!r} and event.done >= {min_done}:
-                    if {min_done}:
-                        progress(event)  # the journal shows the data that moved before the kill
+                    if {forward!r}:
+                        progress(event)  # the journal shows what happened before the kill
                     Path({marker!r}).write_text(event.phase)
                     while True:
                         time.sleep(1)
@@ -68,13 +68,16 @@ def kill_backup_at(
     marker: Path,
     host: str | None = None,
     min_done: int = 0,
+    forward: bool = False,
 ) -> str:
     """Run the child until its backup reaches ``phase`` (with ``min_done`` bytes done in it),
-    SIGKILL it, return the job id.  ``host``: the VM's host, else ``<module>.HOST``.  The child
+    SIGKILL it, return the job id.  ``forward``: the job gets that event before the stop (it does
+    whenever ``min_done`` is set).  ``host``: the VM's host, else ``<module>.HOST``.  The child
     inherits this process's environment: the same XDG directories, journal and repository."""
     script = CHILD.format(
         tests=str(TESTS_DIR), module=module, factory=factory, root=str(root), host=host,
-        phase=phase, min_done=min_done, marker=str(marker), vm_id=vm_id, vm_name=vm_name,
+        phase=phase, min_done=min_done, forward=forward or bool(min_done), marker=str(marker), vm_id=vm_id,
+        vm_name=vm_name,
     )  # fmt: skip
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:

@@ -129,3 +129,64 @@ def test_cli_lists_and_resumes_a_killed_backup(tmp_path: Path, paths: Paths, cap
     assert resumed["state"] == "succeeded" and resumed["resumed_from"] == job_id
     actions = [(e["action"], e["result"]) for e in AuditLog(paths.audit_log).read()]
     assert actions == [("remove-recovery-checkpoints", "ok"), ("backup", "ok")]
+
+
+def test_backup_killed_after_its_commit_shows_the_committed_point(tmp_path: Path, paths: Paths, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL after the manifest was committed and before the clean-up: the job is still
+    interrupted (its checkpoint is left), but the journal recorded the point, and the replay
+    shows it while the repository holds it — in `hvtui jobs`, its JSON and the console's
+    detail — and says so once it is gone."""
+    from hvtui.cli import main
+    from hvtui.tui.widgets.job_row import job_detail
+
+    host = make_host(tmp_path, HOST)
+    vm_id = add_vm(host, blocks=6)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"hosts:\n  - name: {HOST}\n    kind: lab\n"
+        f"repositories:\n  - name: default\n    path: {tmp_path / 'repo'}\n    default: true\n"
+        f"lab:\n  dir: {tmp_path}\n"
+    )
+    job_id = kill_backup_at(
+        "committed", module="test_jobs_lab", factory="make_lab_core", root=tmp_path, vm_id=vm_id, vm_name="vm1",
+        marker=tmp_path / "stopped", forward=True,
+    )  # fmt: skip
+    lab = LabHost.open(tmp_path / HOST, HOST, host.clock)
+    assert [c.type for c in lab.vm(vm_id).checkpoints] == ["Recovery"]  # the clean-up never ran
+
+    core = make_lab_core(tmp_path, paths)
+    try:
+        (point,) = core.backups.list_points(HOST, vm_id)
+        (interrupted,) = core.jobs.interrupted_jobs()
+        assert interrupted.id == job_id and interrupted.state is JobState.INTERRUPTED
+        assert interrupted.summary is not None
+        assert (interrupted.summary["point_id"], interrupted.summary["repository"]) == (point.id, "default")
+        message = f"full restore point {point.id} is complete"
+        assert str(interrupted.summary["message"]).startswith(message)
+        assert any(message in line for line in interrupted.log)
+        assert message in job_detail(interrupted)  # the console's detail of the interrupted job
+
+        assert main(["--config", str(config), "jobs"]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(job_id))
+        assert "INTERRUPTED" in row and message in row
+        assert main(["--config", str(config), "jobs", "--json"]) == 0
+        listed = {job["id"]: job for job in json.loads(capsys.readouterr().out)}[job_id]
+        assert listed["state"] == "interrupted" and listed["summary"]["point_id"] == point.id
+
+        # Gone from the repository since (pruned, deleted): the replay says so.
+        Repository.open(tmp_path / "repo").delete_point(point.id)
+        (gone,) = core.jobs.interrupted_jobs()
+        assert gone.summary is not None and "point_id" not in gone.summary
+        assert gone.summary["missing_point_id"] == point.id
+        assert str(gone.summary["message"]).endswith("but repository default no longer holds it")
+
+        resumed = core.jobs.wait(core.jobs.resume(job_id).id, DEADLINE)
+        assert resumed.state is JobState.SUCCEEDED, resumed.error
+        assert lab.vm(vm_id).checkpoints == ()
+    finally:
+        core.close()
+    journal = [json.loads(line) for line in paths.job_journal.read_text().splitlines()]
+    events = [r for r in journal if r["job"] == job_id]
+    assert [r["event"] for r in events] == ["submitted", "started", "committed", "resumed"]
+    assert events[2]["result"] == point.id
+

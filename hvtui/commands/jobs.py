@@ -157,6 +157,8 @@ def format_table(jobs: list[Job], now: datetime) -> str:
             result = summary_words(job).strip(" ()")
         elif job.resumed_from:
             result = f"resumes {job.resumed_from}"
+        elif job.state is JobState.INTERRUPTED and job.summary and job.summary.get("message"):
+            result = str(job.summary["message"])  # killed after its result was committed
         else:
             result = ""
         rows.append(

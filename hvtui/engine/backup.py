@@ -28,7 +28,7 @@ from hvtui.engine.plan import FilePlan, plan_files, reread_missing_chunks
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
 from hvtui.errors import HvtuiError, RepositoryError
-from hvtui.events import CancelToken, Progress, ProgressCallback
+from hvtui.events import COMMITTED_PHASE, CancelToken, Progress, ProgressCallback
 from hvtui.hosts.base import BackupSource, Host
 
 # Re-exported: callers (hvtui.backups) import these from here.
@@ -249,6 +249,7 @@ def _backup_locked(
             if isinstance(err, HvtuiError):
                 err.args = (f"{err}; removing the backup checkpoint failed too ({close_err})",)
         raise
+    meter.start_phase(COMMITTED_PHASE, message=f"restore point {point_id} committed", current=point_id)
     meter.start_phase("cleanup", message="removing the backup checkpoint")
     try:
         source.close()

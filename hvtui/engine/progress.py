@@ -33,13 +33,13 @@ class Meter:
         self._started = time.monotonic()
         self._last_emit = 0.0
 
-    def start_phase(self, phase: str, total: int | None = None, message: str = "") -> None:
+    def start_phase(self, phase: str, total: int | None = None, message: str = "", current: str | None = None) -> None:
         with self.lock:
             self.phase = phase
             self.total = total
             self.done = 0
             self.message = message
-            self.current = None
+            self.current = current
             self._started = time.monotonic()
         self.emit(force=True)
 

@@ -2,6 +2,7 @@
 
 - ``model``: ``Job``, ``JobState``, ``JobEvent``, ``JobKind``, ``JobError``.
 - ``manager``: ``JobManager``, the queue and its limits.
+- ``table``: ``JobTable``, this process's jobs and their lock, shared by the parts below.
 - ``runner``: worker threads, cancel, progress events.
 - ``replay``: the job journal, and resuming jobs a killed console left behind.
 - ``outcome``: error words, exit codes, the JSON form of a job.

@@ -29,18 +29,18 @@ Backup and restore jobs (``submit_backup``/``submit_restore``) are built on
 ``hvtui.backups``; ``run_job_blocking`` runs a job to completion for the headless CLI,
 so cron runs and console runs write the same journal and audit entries.
 
-Where the parts live: ``model`` (what a job is), ``runner`` (threads, cancel, progress
-events), ``replay`` (the journal, resuming interrupted jobs), ``outcome`` (errors, exit
-codes, JSON), ``headless`` (``run_job_blocking``) and ``kinds/`` (one module per kind).
+Where the parts live: ``model`` (what a job is), ``table`` (this process's jobs and the
+lock guarding them, shared by the parts), ``runner`` (threads, cancel, progress events),
+``replay`` (the journal, resuming interrupted jobs), ``outcome`` (errors, exit codes, JSON),
+``headless`` (``run_job_blocking``) and ``kinds/`` (one module per kind).  ``JobManager``
+builds a table, a runner and a replay, and delegates to them.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,8 +52,6 @@ from hvtui.jobs.kinds.restore import submit_restore
 from hvtui.jobs.model import (
     DEFAULT_LOG_LINES,
     DEFAULT_THROTTLE_SECONDS,
-    JOURNAL_COMPACT_BYTES,
-    JOURNAL_KEEP_FINISHED,
     Job,
     JobError,
     JobEvent,
@@ -62,16 +60,21 @@ from hvtui.jobs.model import (
     JobState,
     RunFn,
 )
-from hvtui.jobs.outcome import check_jsonable, owner_fields
+from hvtui.jobs.outcome import check_jsonable
 from hvtui.jobs.replay import JournalReplay
 from hvtui.jobs.runner import JobRunner
-from hvtui.journal import JobJournal, JournalProblem
+from hvtui.jobs.table import JobTable
+from hvtui.journal import JournalProblem
 
 log = logging.getLogger(__name__)
 
 
-class JobManager(JobRunner, JournalReplay):
-    """Queue, run and journal jobs (see the module docstring)."""
+class JobManager:
+    """Queue, run and journal jobs (see the module docstring).
+
+    The parts: ``JobTable`` (the jobs and their lock), ``JobRunner`` (threads, events) and
+    ``JournalReplay`` (the journal); the manager builds them and delegates to them.
+    """
 
     def __init__(
         self,
@@ -86,38 +89,28 @@ class JobManager(JobRunner, JournalReplay):
         services: EngineServices | None = None,
     ) -> None:
         """``services``: what the backup and restore kinds run on (``register_engine_kinds``)."""
-        self.max_concurrent = max(1, int(max_concurrent))
-        self.per_host = max(1, int(per_host))
         self.clock: Clock = clock or SystemClock()
         self.services = services  # for the backup and restore kinds
-        self._throttle = float(throttle_seconds)
-        self._monotonic = monotonic
         self._log_lines = max(1, int(log_lines))
-        self._journal = JobJournal(journal_path) if journal_path is not None else None
-        self._journal_problems: list[JournalProblem] = []
         self._kinds: dict[str, JobKind] = {}
+        self._table = JobTable(self.clock)
+        self._replay = JournalReplay(self._table, journal_path, self.kind)
+        self._runner = JobRunner(
+            self._table,
+            self._replay,
+            max_concurrent=max_concurrent,
+            per_host=per_host,
+            throttle_seconds=throttle_seconds,
+            monotonic=monotonic,
+        )
 
-        self._cond = threading.Condition(threading.Lock())
-        self._records: dict[str, JobRecord] = {}  # submission order
-        self._queue: deque[JobRecord] = deque()
-        self._running_per_host: Counter[str] = Counter()
-        self._threads: dict[str, threading.Thread] = {}
-        self._closed = False
+    @property
+    def max_concurrent(self) -> int:
+        return self._runner.max_concurrent
 
-        self._subscribers: list[Callable[[JobEvent], None]] = []
-        self._events: deque[JobEvent] = deque()
-        self._enqueued = 0
-        self._delivered = 0
-        self._stop_notifier = False
-        self._notifier = threading.Thread(target=self._notify_loop, name="hvtui-job-events", daemon=True)
-        self._notifier.start()
-
-        if self._journal is not None and self._journal.size() > JOURNAL_COMPACT_BYTES:
-            try:
-                dropped = self._journal.compact(JOURNAL_KEEP_FINISHED)
-                log.info("job journal compacted: %d old jobs dropped", dropped)
-            except OSError as err:
-                log.warning("could not compact the job journal %s: %s", self._journal.path, err)
+    @property
+    def per_host(self) -> int:
+        return self._runner.per_host
 
     # -- kinds ---------------------------------------------------------------------------
     def register_kind(self, kind: JobKind) -> None:
@@ -130,6 +123,18 @@ class JobManager(JobRunner, JournalReplay):
     @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(self._kinds)
+
+    # -- events ----------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[JobEvent], None]) -> Callable[[], None]:
+        """Deliver every later ``JobEvent`` to ``callback`` (on the notifier thread).
+
+        Returns a function that unsubscribes.
+        """
+        return self._runner.subscribe(callback)
+
+    def flush_events(self, timeout: float | None = None) -> bool:
+        """Wait until every event enqueued so far has been delivered; False on timeout."""
+        return self._runner.flush_events(timeout)
 
     # -- submitting ----------------------------------------------------------------------
     def submit(
@@ -154,10 +159,10 @@ class JobManager(JobRunner, JournalReplay):
         params = dict(params or {})
         check_jsonable(params)
         explicit = run_fn is not None
-        with self._cond:
-            if self._closed:
+        with self._table.cond:
+            if self._table.closed:
                 raise JobError("the job manager is shut down; no new jobs")
-            job_id = job_id or self._new_id()
+            job_id = job_id or self._table.new_id()
         record = JobRecord(
             id=job_id,
             kind=kind,
@@ -177,30 +182,18 @@ class JobManager(JobRunner, JournalReplay):
             if job_kind is None:
                 known = ", ".join(sorted(self._kinds)) or "none"
                 raise JobError(f"unknown job kind {kind!r} (known: {known})")
-            record.run_fn = job_kind.build(self._snapshot(record))
+            record.run_fn = job_kind.build(self._table.snapshot(record))
         # Journal before the job can start, so "started" never precedes "submitted".
-        self._journal_append(
-            record,
-            "submitted",
-            at=record.created.isoformat(),
-            kind=kind,
-            host=host,
-            vm_id=vm_id,
-            vm_name=vm_name,
-            params=params,
-            retry_of=retry_of,
-            resumed_from=resumed_from,
-            **owner_fields(),
-        )
-        with self._cond:
-            if self._closed:
+        self._replay.write_submitted(record)
+        with self._table.cond:
+            if self._table.closed:
                 raise JobError("the job manager is shut down; no new jobs")
-            self._records[record.id] = record
-            self._queue.append(record)
-            self._log_line(record, "queued" + (f" (retry of {retry_of})" if retry_of else "") + (f" (resuming {resumed_from})" if resumed_from else ""))
-            self._emit_state(record)
-            self._pump()
-            return self._snapshot(record)
+            self._table.records[record.id] = record
+            self._table.queue.append(record)
+            self._table.log_line(record, "queued" + (f" (retry of {retry_of})" if retry_of else "") + (f" (resuming {resumed_from})" if resumed_from else ""))
+            self._runner.emit_state(record)
+            self._runner.pump()
+            return self._table.snapshot(record)
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued job (it never starts) or ask a running one to stop.
@@ -209,25 +202,25 @@ class JobManager(JobRunner, JournalReplay):
         cleaned up and returned; then it is ``cancelled``.  Cancelling a finished job
         changes nothing.
         """
-        with self._cond:
-            record = self._record(job_id)
+        with self._table.cond:
+            record = self._table.record(job_id)
             if record.state is JobState.QUEUED:
                 if record.token.cancelled:
-                    return self._snapshot(record)  # another caller is cancelling it right now
-                self._queue.remove(record)
+                    return self._table.snapshot(record)  # another caller is cancelling it right now
+                self._table.queue.remove(record)
                 record.token.cancel()
-                self._log_line(record, "cancelled before it started")
+                self._table.log_line(record, "cancelled before it started")
                 finish_now = True
             elif record.state is JobState.RUNNING:
                 if not record.token.cancelled:
                     record.token.cancel()
-                    self._log_line(record, "cancel requested")
-                    self._emit_state(record)
-                return self._snapshot(record)
+                    self._table.log_line(record, "cancel requested")
+                    self._runner.emit_state(record)
+                return self._table.snapshot(record)
             else:
-                return self._snapshot(record)
+                return self._table.snapshot(record)
         if finish_now:
-            self._finish(record, JobState.CANCELLED, None, None, None)
+            self._runner.finish(record, JobState.CANCELLED, None, None, None)
         return self.job(record.id)
 
     def retry(self, job_id: str) -> Job:
@@ -236,8 +229,8 @@ class JobManager(JobRunner, JournalReplay):
         Works for this process's jobs and for finished jobs in the journal; an
         interrupted job is resumed instead (see ``resume``).
         """
-        with self._cond:
-            record = self._find_record(job_id)
+        with self._table.cond:
+            record = self._table.find(job_id)
             if record is not None:
                 if not record.state.final:
                     raise JobError(f"job {record.id} is still {record.state}; cancel it first or wait")
@@ -245,7 +238,7 @@ class JobManager(JobRunner, JournalReplay):
                 run_fn = record.run_fn if record.explicit_run_fn else None
                 original = record.id
         if record is None:
-            entry = self._journal_entry(job_id)
+            entry = self._replay.entry(job_id)
             if not entry.is_finished:
                 raise JobError(f"job {entry.job_id} did not finish; resume it instead")
             sub = entry.submitted
@@ -258,38 +251,80 @@ class JobManager(JobRunner, JournalReplay):
     # -- looking -------------------------------------------------------------------------
     def jobs(self) -> list[Job]:
         """Snapshots of this process's jobs, in submission order."""
-        with self._cond:
-            return [self._snapshot(r) for r in self._records.values()]
+        with self._table.cond:
+            return [self._table.snapshot(r) for r in self._table.records.values()]
 
     def job(self, job_id: str) -> Job:
-        with self._cond:
-            return self._snapshot(self._record(job_id))
+        with self._table.cond:
+            return self._table.snapshot(self._table.record(job_id))
 
     @property
     def running_count(self) -> int:
-        with self._cond:
-            return sum(self._running_per_host.values())
+        with self._table.cond:
+            return self._table.running_count
 
     @property
     def queued_count(self) -> int:
-        with self._cond:
-            return len(self._queue)
+        with self._table.cond:
+            return len(self._table.queue)
 
     @property
     def active_count(self) -> int:
         """Jobs queued or running (what "quit with jobs running?" asks about)."""
-        with self._cond:
-            return len(self._queue) + sum(self._running_per_host.values())
+        with self._table.cond:
+            return len(self._table.queue) + self._table.running_count
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """Block until the job is final (or ``timeout`` passes); return its snapshot.
 
         Check ``job.is_final`` when a timeout was given.
         """
-        with self._cond:
-            record = self._record(job_id)
+        with self._table.cond:
+            record = self._table.record(job_id)
         record.done.wait(timeout)
         return self.job(record.id)
+
+    # -- the journal -----------------------------------------------------------------------
+    @property
+    def journal_path(self) -> Path | None:
+        return self._replay.journal_path
+
+    @property
+    def journal_problems(self) -> list[JournalProblem]:
+        """Damaged journal lines found by the latest read (they were skipped)."""
+        return self._replay.journal_problems
+
+    def history(self, limit: int | None = None) -> list[Job]:
+        """Every job in the journal (oldest first; the newest ``limit`` if given), with
+        this process's live jobs as they are now.  Jobs of another live process show as
+        queued or running with ``owner_pid`` set."""
+        return self._replay.history(limit)
+
+    def interrupted_jobs(self) -> list[Job]:
+        """Jobs the journal shows submitted or started but never finished, whose process is
+        gone (killed, or lost with an SSH session), not yet resumed or dismissed."""
+        return self._replay.interrupted_jobs()
+
+    def resume(self, job_id: str) -> Job:
+        """Re-submit an interrupted job as a new job (``resumed_from`` names the old one).
+
+        The kind's ``before_resume`` runs first (a backup: remove any Recovery checkpoint
+        left on the VM); the old job is then marked resumed so it is not offered again.
+        """
+        job = self._replay.awaiting_resume(job_id)
+        job_kind = self._kinds.get(job.kind)
+        if job_kind is None:
+            raise JobError(f"cannot resume job {job.id}: this hvtui does not know how to run a {job.kind!r} job")
+        if job_kind.before_resume is not None:
+            job_kind.before_resume(job)
+        with self._table.cond:
+            new_id = self._table.new_id()
+        self._replay.mark(job.id, "resumed", by=new_id)
+        return self.submit(job.kind, job.host, job.vm_id, job.vm_name, dict(job.params), resumed_from=job.id, job_id=new_id)
+
+    def dismiss_interrupted(self, job_id: str) -> Job:
+        """Mark an interrupted job so it is no longer offered for resuming."""
+        return self._replay.dismiss_interrupted(job_id)
 
     # -- stopping ------------------------------------------------------------------------
     def shutdown(self, cancel_running: bool, timeout: float | None = None) -> bool:
@@ -299,10 +334,10 @@ class JobManager(JobRunner, JournalReplay):
         removes its checkpoint); False lets them finish.  Waits up to ``timeout`` for the
         running jobs and the event deliveries; returns True if everything stopped.
         """
-        with self._cond:
-            self._closed = True
-            queued = list(self._queue)
-            running = [r for r in self._records.values() if r.state is JobState.RUNNING]
+        with self._table.cond:
+            self._table.closed = True
+            queued = list(self._table.queue)
+            running = [r for r in self._table.records.values() if r.state is JobState.RUNNING]
         for record in queued:
             self.cancel(record.id)
         if cancel_running:
@@ -316,9 +351,7 @@ class JobManager(JobRunner, JournalReplay):
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         self.flush_events(remaining)
         if all_done:
-            with self._cond:
-                self._stop_notifier = True
-                self._cond.notify_all()
+            self._runner.stop_notifier()
         return all_done
 
     # -- backup and restore --------------------------------------------------------------
@@ -358,25 +391,3 @@ class JobManager(JobRunner, JournalReplay):
         targets.
         """
         return submit_restore(self, point_id, target, new_name=new_name, directory=directory, host=host, repository=repository)
-
-    # -- internals: scheduling and running -------------------------------------------------
-    def _new_id(self) -> str:
-        while True:
-            job_id = secrets.token_hex(4)
-            if job_id not in self._records:
-                return job_id
-
-    def _record(self, job_id: str) -> JobRecord:
-        record = self._find_record(job_id)
-        if record is None:
-            raise JobError(f"no job {job_id!r} in this session")
-        return record
-
-    def _find_record(self, job_id: str) -> JobRecord | None:
-        record = self._records.get(job_id)
-        if record is not None:
-            return record
-        matches = [r for key, r in self._records.items() if key.startswith(job_id)] if job_id else []
-        if len(matches) > 1:
-            raise JobError(f"job id {job_id!r} is ambiguous ({', '.join(r.id for r in matches)})")
-        return matches[0] if matches else None

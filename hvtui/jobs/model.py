@@ -110,12 +110,17 @@ class JobKind:
     ``build(job)`` returns the ``RunFn`` for ``job`` (its kind, host, VM and params).
     ``before_resume(job)``, if given, runs before an interrupted job is resumed (for a
     backup: remove the Recovery checkpoint a killed process left on the VM); an error
-    there stops the resume and is shown to the user.
+    there stops the resume and is shown to the user.  ``committed(job, result)``, if
+    given, says what an interrupted job had made durable before its process died
+    (``result``: what its ``committed`` progress event named, for a backup its restore
+    point), looking whether it is still there; it returns the summary shown for the job,
+    with a ``message`` in words.
     """
 
     name: str
     build: Callable[[Job], RunFn]
     before_resume: Callable[[Job], None] | None = None
+    committed: Callable[[Job, str], dict[str, Any]] | None = None
 
 
 @dataclass(slots=True, eq=False)

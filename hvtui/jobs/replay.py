@@ -1,34 +1,41 @@
 """The job journal from the manager's side: writing each job's events, and reading them
-back (``history``, ``interrupted_jobs``: jobs a killed console left behind) to ``resume``
-or dismiss them.  ``JournalReplay`` is a part of ``JobManager`` (``manager.py``)."""
+back (``history``, ``interrupted_jobs``: jobs a killed console left behind) to resume or
+dismiss them.  ``JournalReplay`` owns the journal; it sees this process's live jobs through
+the ``JobTable`` it shares with the manager and the runner."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hvtui.clock import Clock
-from hvtui.jobs.model import Job, JobError, JobKind, JobRecord, JobState
-from hvtui.jobs.outcome import parse_time, state_words
-from hvtui.journal import JobJournal, JournalEntry, JournalProblem, process_alive
+from hvtui.jobs.model import JOURNAL_COMPACT_BYTES, JOURNAL_KEEP_FINISHED, Job, JobError, JobKind, JobRecord, JobState
+from hvtui.jobs.outcome import owner_fields, parse_time, state_words
+from hvtui.jobs.table import JobTable
+from hvtui.journal import UNFINISHED_EVENTS, JobJournal, JournalEntry, JournalProblem, process_alive
 
 log = logging.getLogger(__name__)
 
 
 class JournalReplay:
-    """The journal side of ``JobManager``."""
+    """The journal side of ``JobManager``: None as ``journal_path`` keeps no journal;
+    ``kind_of`` looks up a registered ``JobKind`` (to describe what an interrupted job had
+    committed)."""
 
-    # Set by JobManager.__init__.
-    clock: Clock
-    _cond: threading.Condition
-    _records: dict[str, JobRecord]
-    _journal: JobJournal | None
-    _journal_problems: list[JournalProblem]
-    _kinds: dict[str, JobKind]
-    # Also uses JobManager.submit and _new_id, and JobRunner._snapshot and _log_line.
+    def __init__(self, table: JobTable, journal_path: Path | None, kind_of: Callable[[str], JobKind | None]) -> None:
+        self._table = table
+        self._kind_of = kind_of
+        self._journal = JobJournal(journal_path) if journal_path is not None else None
+        self._problems: list[JournalProblem] = []
+        if self._journal is not None and self._journal.size() > JOURNAL_COMPACT_BYTES:
+            try:
+                dropped = self._journal.compact(JOURNAL_KEEP_FINISHED)
+                log.info("job journal compacted: %d old jobs dropped", dropped)
+            except OSError as err:
+                log.warning("could not compact the job journal %s: %s", self._journal.path, err)
 
     # -- the journal ---------------------------------------------------------------------
     @property
@@ -38,7 +45,7 @@ class JournalReplay:
     @property
     def journal_problems(self) -> list[JournalProblem]:
         """Damaged journal lines found by the latest read (they were skipped)."""
-        return list(self._journal_problems)
+        return list(self._problems)
 
     def interrupted_jobs(self) -> list[Job]:
         """Jobs the journal shows submitted or started but never finished, whose process is
@@ -49,44 +56,34 @@ class JournalReplay:
         """Every job in the journal (oldest first; the newest ``limit`` if given), with
         this process's live jobs as they are now.  Jobs of another live process show as
         queued or running with ``owner_pid`` set."""
-        entries = self._read_journal()
-        with self._cond:
-            live = {job_id: self._snapshot(r) for job_id, r in self._records.items()}
-        jobs = [live.pop(e.job_id) if e.job_id in live else self._job_from_entry(e) for e in entries.values()]
+        entries = self._read()
+        with self._table.cond:
+            live = {job_id: self._table.snapshot(r) for job_id, r in self._table.records.items()}
+        jobs = [live.pop(e.job_id) if e.job_id in live else self.job_of(e) for e in entries.values()]
         jobs.extend(live.values())  # jobs whose journal writes failed
         jobs.sort(key=lambda j: j.created)
         return jobs[-limit:] if limit else jobs
 
-    def resume(self, job_id: str) -> Job:
-        """Re-submit an interrupted job as a new job (``resumed_from`` names the old one).
-
-        The kind's ``before_resume`` runs first (a backup: remove any Recovery checkpoint
-        left on the VM); the old job is then marked resumed so it is not offered again.
-        """
-        entry = self._journal_entry(job_id)
-        job = self._job_from_entry(entry)
+    def awaiting_resume(self, job_id: str) -> Job:
+        """The interrupted job ``job_id`` (a unique prefix is enough), refused unless it still
+        awaits a decision (not resumed, not dismissed)."""
+        job = self.job_of(self.entry(job_id))
         if job.state is not JobState.INTERRUPTED or job.resumed_by or job.dismissed:
-            raise JobError(f"job {entry.job_id} is not interrupted (it is {state_words(job)}); nothing to resume")
-        job_kind = self._kinds.get(job.kind)
-        if job_kind is None:
-            raise JobError(f"cannot resume job {job.id}: this hvtui does not know how to run a {job.kind!r} job")
-        if job_kind.before_resume is not None:
-            job_kind.before_resume(job)
-        new_id = self._new_id()
-        self._mark_journal(entry.job_id, "resumed", by=new_id)
-        return self.submit(job.kind, job.host, job.vm_id, job.vm_name, dict(job.params), retry_of=None, resumed_from=job.id, job_id=new_id)
+            raise JobError(f"job {job.id} is not interrupted (it is {state_words(job)}); nothing to resume")
+        return job
 
     def dismiss_interrupted(self, job_id: str) -> Job:
         """Mark an interrupted job so it is no longer offered for resuming."""
-        entry = self._journal_entry(job_id)
-        job = self._job_from_entry(entry)
+        entry = self.entry(job_id)
+        job = self.job_of(entry)
         if job.state is not JobState.INTERRUPTED or job.resumed_by or job.dismissed:
             raise JobError(f"job {entry.job_id} is not an interrupted job awaiting a decision (it is {state_words(job)})")
-        self._mark_journal(entry.job_id, "dismissed")
-        return self._job_from_entry(self._journal_entry(entry.job_id))
+        self.mark(entry.job_id, "dismissed")
+        return self.job_of(self.entry(entry.job_id))
 
-    # -- internals: journal ----------------------------------------------------------------
-    def _journal_append(self, record: JobRecord, event: str, **fields: Any) -> None:
+    # -- reading and writing ----------------------------------------------------------------
+    def write(self, record: JobRecord, event: str, **fields: Any) -> None:
+        """Journal one event of a job of this process; a failed write is logged, not raised."""
         if self._journal is None:
             return
         try:
@@ -95,24 +92,41 @@ class JournalReplay:
             # The job itself can still run; the user is told it will not be resumable.
             message = f"could not write the job journal {self._journal.path}: {err.strerror or err}"
             log.error("%s", message)
-            with self._cond:
-                self._log_line(record, message)
+            with self._table.cond:
+                self._table.log_line(record, message)
 
-    def _read_journal(self) -> dict[str, JournalEntry]:
+    def write_submitted(self, record: JobRecord) -> None:
+        """Journal a new job with everything needed to run it again, and its owner process."""
+        self.write(
+            record,
+            "submitted",
+            at=record.created.isoformat(),
+            kind=record.kind,
+            host=record.host,
+            vm_id=record.vm_id,
+            vm_name=record.vm_name,
+            params=record.params,
+            retry_of=record.retry_of,
+            resumed_from=record.resumed_from,
+            **owner_fields(),
+        )
+
+    def _read(self) -> dict[str, JournalEntry]:
         if self._journal is None:
             return {}
         try:
             contents = self._journal.read()
         except OSError as err:
             raise JobError(f"cannot read the job journal {self._journal.path}: {err.strerror or err}") from err
-        if contents.problems != self._journal_problems:
+        if contents.problems != self._problems:
             for problem in contents.problems:
                 log.warning("%s (skipped)", problem)
-        self._journal_problems = contents.problems
+        self._problems = contents.problems
         return contents.entries
 
-    def _journal_entry(self, job_id: str) -> JournalEntry:
-        entries = self._read_journal()
+    def entry(self, job_id: str) -> JournalEntry:
+        """What the journal says about ``job_id`` (a unique prefix is enough)."""
+        entries = self._read()
         entry = entries.get(job_id)
         if entry is None:
             matches = [e for key, e in entries.items() if job_id and key.startswith(job_id)]
@@ -124,16 +138,19 @@ class JournalReplay:
             entry = matches[0]
         return entry
 
-    def _mark_journal(self, job_id: str, event: str, **fields: Any) -> None:
+    def mark(self, job_id: str, event: str, **fields: Any) -> None:
+        """Journal ``resumed`` or ``dismissed`` for a job that never finished, unless another
+        hvtui did so meanwhile."""
         assert self._journal is not None
         try:
-            self._journal.append_if(job_id, ("submitted", "started"), event, at=self.clock.now().isoformat(), **fields)
+            self._journal.append_if(job_id, UNFINISHED_EVENTS, event, at=self._table.clock.now().isoformat(), **fields)
         except ValueError as err:
             raise JobError(f"job {job_id} was {err} meanwhile (by another hvtui?)") from None
         except OSError as err:
             raise JobError(f"cannot write the job journal {self._journal.path}: {err.strerror or err}") from err
 
-    def _job_from_entry(self, entry: JournalEntry) -> Job:
+    def job_of(self, entry: JournalEntry) -> Job:
+        """The job a journal entry describes (the live one when it is this process's)."""
         sub = entry.submitted
         pid, proc_start = entry.owner
         finished = entry.finished
@@ -141,10 +158,10 @@ class JournalReplay:
         if finished is not None:
             state = JobState(finished["state"])
         else:
-            with self._cond:
-                live = self._records.get(entry.job_id)
+            with self._table.cond:
+                live = self._table.records.get(entry.job_id)
                 if live is not None:
-                    return self._snapshot(live)
+                    return self._table.snapshot(live)
             if process_alive(pid, proc_start):
                 state = JobState.RUNNING if entry.started else JobState.QUEUED
             else:
@@ -156,7 +173,7 @@ class JournalReplay:
         if entry.dismissed:
             log_lines.append("dismissed")
         summary = finished.get("summary") if finished else None
-        return Job(
+        job = Job(
             id=entry.job_id,
             kind=sub["kind"],
             host=str(sub.get("host") or ""),
@@ -177,3 +194,21 @@ class JournalReplay:
             dismissed=entry.dismissed is not None,
             owner_pid=pid,
         )
+        result = entry.committed.get("result") if entry.committed else None
+        if state is not JobState.INTERRUPTED or not result:
+            return job
+        # Killed after its result was durable (a backup during its clean-up): say what it
+        # had done, checked against what is there now.
+        committed = self._committed_summary(job, str(result))
+        return dataclasses.replace(job, summary=committed, log=(*job.log[:1], str(committed["message"]), *job.log[1:]))
+
+    def _committed_summary(self, job: Job, result: str) -> dict[str, Any]:
+        job_kind = self._kind_of(job.kind)
+        if job_kind is not None and job_kind.committed is not None:
+            try:
+                summary = dict(job_kind.committed(job, result))
+                if summary.get("message"):
+                    return summary
+            except Exception as err:  # a failed look must not hide the journal
+                log.warning("job %s: could not check what it had committed (%s): %s", job.id, result, err)
+        return {"committed": result, "message": f"it had committed {result} before its process ended"}

@@ -1,5 +1,6 @@
 """The ``backup`` job kind: submitting a backup of one VM, running it on the backup service,
-and before resuming one a killed process left, removing its Recovery checkpoint."""
+before resuming one a killed process left, removing its Recovery checkpoint, and for one
+killed after its restore point was committed, telling whether the repository holds it."""
 
 from __future__ import annotations
 
@@ -7,16 +8,23 @@ from typing import Any
 
 import humanize
 
-from hvtui.errors import ConfigError
+from hvtui.engine.repository import PointNotFound
+from hvtui.errors import ConfigError, HvtuiError
 from hvtui.events import CancelToken, ProgressCallback
 from hvtui.jobs.kinds.base import JobQueue, refuse_if_read_only, services_of
 from hvtui.jobs.model import Job, JobError, JobKind, RunFn
+from hvtui.jobs.outcome import describe_error
 from hvtui.model import BACKUP_MODES
 
 
 def backup_kind(manager: JobQueue) -> JobKind:
     """The ``backup`` kind of ``manager`` (it runs on ``manager.services``)."""
-    return JobKind("backup", build=lambda job: _backup_run(manager, job), before_resume=lambda job: _before_backup_resume(manager, job))
+    return JobKind(
+        "backup",
+        build=lambda job: _backup_run(manager, job),
+        before_resume=lambda job: _before_backup_resume(manager, job),
+        committed=lambda job, point_id: _committed_point(manager, job, point_id),
+    )
 
 
 def submit_backup(
@@ -97,3 +105,31 @@ def _before_backup_resume(manager: JobQueue, job: Job) -> None:
     finally:
         if lock is not None:
             lock.release()
+
+
+def _committed_point(manager: JobQueue, job: Job, point_id: str) -> dict[str, Any]:
+    """The summary of a backup killed after it committed ``point_id`` (during its clean-up):
+    the point, if its repository still holds it."""
+    services = services_of(manager)
+    repository = job.params.get("repository")
+    where = f"repository {repository}" if repository else "the repository"
+    try:
+        repo, manifest = services.backups.find_point(point_id, repository)
+    except PointNotFound:
+        return {
+            "missing_point_id": point_id,
+            "message": f"restore point {point_id} was committed before the process ended, but {where} no longer holds it",
+        }
+    except (HvtuiError, OSError) as err:
+        return {
+            "unchecked_point_id": point_id,
+            "message": f"restore point {point_id} was committed before the process ended ({where} could not be "
+            f"read to check it: {describe_error(err)})",
+        }
+    return {
+        "point_id": manifest.id,
+        "repository": repo.name,
+        "mode": manifest.mode,
+        "message": f"{manifest.mode} restore point {manifest.id} is complete: it was committed before the process "
+        "ended, only removing the backup checkpoint was cut short",
+    }
