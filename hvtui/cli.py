@@ -30,7 +30,7 @@ from hvtui.logsetup import LEVELS as LOG_LEVELS
 
 log = logging.getLogger("hvtui")
 
-COMMAND_MODULES = ("info", "lab", "inventory", "check", "checkpoint", "audit", "backup", "jobs", "config")
+COMMAND_MODULES = ("info", "lab", "inventory", "check", "checkpoint", "audit", "backup", "restore", "jobs", "config")
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 

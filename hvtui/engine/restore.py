@@ -15,6 +15,7 @@ import shutil
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -181,11 +182,14 @@ def restore_to_directory(
     progress_interval: float = DEFAULT_INTERVAL,
     lock_timeout: float | None = 3600.0,
     workers: int = 2,
+    finish: Callable[[Path], object] | None = None,
 ) -> RestoreResult:
     """Restore every file of ``point`` under ``target_dir`` (created if missing).
 
     Refuses when a file to restore already exists there.  Files appear under their final
-    names only when every file of the point has been written and checked.
+    names only when every file of the point has been written and checked.  ``finish``
+    runs on the staging directory before that (say, to flatten the disks); a file it
+    removes is not moved into place.
     """
     started = time.monotonic()
     cancel = cancel or CancelToken()
@@ -216,8 +220,14 @@ def restore_to_directory(
             staged = [(entry, resolve_inside(staging, entry.path)) for entry in manifest.files]
             writer.write_all(staged)
             cancel.check()
+            if finish is not None:
+                meter.start_phase("finish", message="flattening the restored disks")
+                finish(staging)
+                cancel.check()
             meter.start_phase("commit", message="moving restored files into place")
             for (_, tmp_path), (_, final) in zip(staged, finals, strict=True):
+                if not tmp_path.exists():
+                    continue  # removed by ``finish`` (a differencing disk merged into its base)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(tmp_path, final)
                 fsync_dir(final.parent)
@@ -248,6 +258,7 @@ def restore_to_host(
     *,
     vm_id: str | None = None,
     new_name: str | None = None,
+    keep_checkpoints: bool = True,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     progress_interval: float = DEFAULT_INTERVAL,
@@ -255,6 +266,8 @@ def restore_to_host(
     workers: int = 2,
 ) -> RestoreResult:
     """Restore as a new VM (``mode="new"``, ``new_name``) or over ``vm_id`` (``"in_place"``).
+
+    ``keep_checkpoints`` False: the host flattens a new VM's disks and drops its checkpoints.
 
     The host stages the files and registers the VM on ``commit``; any failure aborts the
     target, which removes everything staged and leaves the original VM as it was.
@@ -272,7 +285,9 @@ def restore_to_host(
         for entry in manifest.files:
             check_rel_path(entry.path)
         meter.start_phase("prepare", message="preparing the restore on the host")
-        target = host.prepare_restore(dict(manifest.vm_config), mode, vm_id=vm_id, new_name=new_name)
+        target = host.prepare_restore(
+            dict(manifest.vm_config), mode, vm_id=vm_id, new_name=new_name, keep_checkpoints=keep_checkpoints
+        )
         vm: VM | None = None
         try:
             staging = Path(target.staging_dir)

@@ -19,6 +19,7 @@ from typing import Any
 from hvtui.errors import HostError
 from hvtui.hosts.base import RestoreTarget
 from hvtui.hosts.lab import disk as vdisk
+from hvtui.hosts.lab.flatten import flatten_restored
 from hvtui.hosts.lab.inventory import InventoryReader
 from hvtui.hosts.lab.records import CONFIG_FORMAT, iso, new_guid, validate_vm_name
 from hvtui.hosts.lab.state import STAGING_DIR, VM_ROOT, ChangeLog, OpLock, StagingLock
@@ -37,6 +38,7 @@ class LabRestoreTarget(RestoreTarget):
         vm_id: str | None,
         new_name: str | None,
         lock: OpLock | None,
+        keep_checkpoints: bool = True,
     ) -> None:
         self.store = store
         self.reader = reader
@@ -45,6 +47,7 @@ class LabRestoreTarget(RestoreTarget):
         self.staging_dir = staging_dir
         self.vm_id = vm_id
         self.new_name = new_name
+        self.keep_checkpoints = keep_checkpoints
         self._lock = lock
         self._done = False
         # Held while the restore is alive: ``sweep_staging`` removes only dead ones.
@@ -94,6 +97,8 @@ class LabRestoreTarget(RestoreTarget):
             raise HostError(self.store.name, "restore", "this restore was already committed or aborted")
         try:
             self._check_staged()
+            if not self.keep_checkpoints and self.mode == "new":
+                self.config = flatten_restored(self.config, self.staging_dir)
             vm_id = self._commit_new() if self.mode == "new" else self._commit_in_place()
         except BaseException:
             self.abort()
@@ -276,7 +281,9 @@ def prepare_restore(
     mode: str,
     vm_id: str | None = None,
     new_name: str | None = None,
+    keep_checkpoints: bool = True,
 ) -> LabRestoreTarget:
+    """``keep_checkpoints`` False (a new VM only): one flattened disk per drive, no checkpoints."""
     operation = "restore"
     store.require_writable(operation)
     store.check_exists(operation)
@@ -315,6 +322,18 @@ def prepare_restore(
     else:
         raise HostError(store.name, operation, f"unknown restore mode {mode!r} (expected new or in_place)")
     staging = store.root / STAGING_DIR / token
-    target = LabRestoreTarget(store, reader, config, mode, staging, vm_id, new_name, lock)
+    target = LabRestoreTarget(store, reader, config, mode, staging, vm_id, new_name, lock, keep_checkpoints)
     store.sweep_staging()  # leftovers of restores whose process died
     return target
+
+
+def vm_folder_files(store: LabStore, vm_id: str) -> list[tuple[str, int]]:
+    """Every file in the VM's folder (name, bytes): what an in-place restore replaces."""
+    vm = store.vm_record(store.read_state(), store.resolve_vm_id(vm_id, "restore"), "restore")
+    folder = store.vm_folder(vm)
+    out: list[tuple[str, int]] = []
+    for path in sorted(folder.rglob("*")):
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file():
+                out.append((path.relative_to(folder).as_posix(), path.stat().st_size))
+    return out

@@ -30,8 +30,12 @@ def submit_restore(
     directory: str | Path | None = None,
     host: str | None = None,
     repository: str | None = None,
+    keep_checkpoints: bool = False,
 ) -> Job:
-    """Queue a restore of restore point ``point_id`` (see ``JobManager.submit_restore``)."""
+    """Queue a restore of restore point ``point_id`` (see ``JobManager.submit_restore``).
+
+    ``keep_checkpoints``: a new VM or a folder keeps the point's checkpoint tree (default:
+    one flattened disk per drive); an in-place restore always restores the point's tree."""
     services = services_of(manager)
     if target not in RESTORE_TARGETS:
         raise ConfigError(f"unknown restore target {target!r} (expected {', '.join(RESTORE_TARGETS)})")
@@ -41,6 +45,8 @@ def submit_restore(
         raise ConfigError("a restore into a directory needs the directory")
     repo, manifest = services.backups.find_point(point_id, repository)
     params: dict[str, Any] = {"mode": target, "point_id": manifest.id, "repository": repo.name}
+    if keep_checkpoints and target != "in_place":
+        params["keep_checkpoints"] = True
     if target == "directory":
         job_host = LOCAL_HOST
         params["directory"] = str(Path(directory).expanduser().absolute())  # type: ignore[arg-type]
@@ -66,7 +72,12 @@ def _restore_run(manager: JobQueue, job: Job) -> RunFn:
     target = params.get("mode")
 
     def run(progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"repository": params.get("repository"), "progress": progress, "cancel": cancel}
+        kwargs: dict[str, Any] = {
+            "repository": params.get("repository"),
+            "keep_checkpoints": bool(params.get("keep_checkpoints")),
+            "progress": progress,
+            "cancel": cancel,
+        }
         if target == "directory":
             kwargs["to_dir"] = Path(params["directory"])
         elif target == "new":
