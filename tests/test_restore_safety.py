@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import humanize
 import pytest
 
 from hvtui.audit import AuditLog
@@ -150,3 +151,59 @@ def test_the_cli_prints_the_plan_with_and_without_yes_and_can_back_up_first(esta
     assert back.returncode == 0, back.stderr
     restored = host.vm(json.loads(back.stdout)["vm_id"])
     assert [cp.name for cp in restored.checkpoints] == ["before patching"]
+
+
+# -- a killed restore's staging --------------------------------------------------------------------
+@pytest.mark.parametrize("cleaner", ["dismiss", "resume", "next restore"])
+def test_a_killed_folder_restore_leaves_staging_that_the_journal_names_and_cleans(
+    cleaner: str, tmp_path: Path, paths: Paths
+) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kill_support import kill_restore_at
+    from lab_support import add_vm, make_host
+    from test_jobs_lab import HOST as JOBS_HOST
+    from test_jobs_lab import make_lab_core
+
+    from hvtui.cli import main
+
+    host = make_host(tmp_path, JOBS_HOST)
+    vm_id = add_vm(host, blocks=24)
+    core = make_lab_core(tmp_path, paths)
+    try:
+        point = core.backups.backup(JOBS_HOST, vm_id, "full").point_id
+    finally:
+        core.close()
+    target = tmp_path / "restored"
+    job_id = kill_restore_at(
+        module="test_jobs_lab", factory="make_lab_core", root=tmp_path, point=point, directory=target,
+        marker=tmp_path / "stopped", min_done=4 * MiB,
+    )  # fmt: skip
+    (staged,) = [p for p in target.iterdir() if p.name.startswith(".hvtui-restore-")]
+    used = sum(p.stat().st_blocks * 512 for p in staged.rglob("*") if p.is_file())
+    assert used >= 4 * MiB
+
+    core = make_lab_core(tmp_path, paths)
+    try:
+        (interrupted,) = core.jobs.interrupted_jobs()
+        assert interrupted.id == job_id and interrupted.params["staging"] == staged.name
+        # The job's log (the console's job detail, `hvtui jobs`) says what is left and its size.
+        (left,) = [line for line in interrupted.log if "staged in" in line]
+        assert left.startswith(f"left {humanize.naturalsize(used, binary=True)} staged in {staged};")
+        if cleaner == "dismiss":
+            config = tmp_path / "config.yaml"
+            config.write_text(
+                f"hosts:\n  - name: {JOBS_HOST}\n    kind: lab\nrepositories:\n  - name: default\n"
+                f"    path: {tmp_path / 'repo'}\n    default: true\nlab:\n  dir: {tmp_path}\n"
+            )
+            assert main(["--config", str(config), "jobs", "dismiss", job_id]) == 0
+        elif cleaner == "resume":
+            resumed = core.jobs.resume(job_id)
+            assert core.jobs.wait(resumed.id).state.value == "succeeded"
+        else:
+            other = core.jobs.submit_restore(point, "directory", directory=tmp_path / "elsewhere")
+            assert core.jobs.wait(other.id).state.value == "succeeded"
+        assert not staged.exists()
+        after = [j for j in core.jobs.history() if j.id == job_id][0]
+        assert not [line for line in after.log if "staged in" in line]
+    finally:
+        core.close()

@@ -280,6 +280,7 @@ class Backups:
         host: str | None = None,
         repository: str | None = None,
         keep_checkpoints: bool = False,
+        staging_name: str | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> RestoreResult:
@@ -289,6 +290,7 @@ class Backups:
         Over the original, the VM must exist and be off; its audit entry names the
         checkpoints and files the restore replaces.  A new VM or a directory gets one
         flattened disk per drive and no checkpoints unless ``keep_checkpoints``.
+        ``staging_name``: the folder a directory restore stages in (the job journals it).
         """
         targets = sum(1 for t in (to_dir is not None, as_name is not None, in_place) if t)
         if targets != 1:
@@ -299,7 +301,13 @@ class Backups:
             flatten = None if keep_checkpoints else flattener_for(manifest.vm_config)
             finish = (lambda staging: flatten(dict(manifest.vm_config), staging)) if flatten is not None else None
             return restore_to_directory(
-                repo, manifest, Path(to_dir), lock_timeout=self.lock_timeout, finish=finish, **common
+                repo,
+                manifest,
+                Path(to_dir),
+                lock_timeout=self.lock_timeout,
+                finish=finish,
+                staging_name=staging_name,
+                **common,
             )
 
         target_host = host or manifest.host

@@ -183,6 +183,7 @@ def restore_to_directory(
     lock_timeout: float | None = 3600.0,
     workers: int = 2,
     finish: Callable[[Path], object] | None = None,
+    staging_name: str | None = None,
 ) -> RestoreResult:
     """Restore every file of ``point`` under ``target_dir`` (created if missing).
 
@@ -191,6 +192,8 @@ def restore_to_directory(
     runs on the staging directory before that (say, to flatten the disks); a file it
     removes is not moved into place.
     """
+    if staging_name is not None and (not staging_name.startswith(".hvtui-restore-") or "/" in staging_name):
+        raise RepositoryError(f"refused staging folder name {staging_name!r}: not a .hvtui-restore-… name")
     started = time.monotonic()
     cancel = cancel or CancelToken()
     lock = repo.lock("shared", "restore", str(point if isinstance(point, str) else point.id))
@@ -212,7 +215,9 @@ def restore_to_directory(
                 + (f" and {len(existing) - 1} more" if len(existing) > 1 else "")
                 + "; restore into an empty directory"
             )
-        staging = target_dir / f".hvtui-restore-{manifest.id}-{uuid.uuid4().hex[:8]}.tmp"
+        # The job names its staging folder up front (and journals it), so a killed
+        # process leaves a folder the journal can name for clean-up.
+        staging = target_dir / (staging_name or f".hvtui-restore-{manifest.id}-{uuid.uuid4().hex[:8]}.tmp")
         meter.start_phase(
             "restore", total=manifest.logical_bytes, message=f"restoring {manifest.vm_name} to {target_dir}"
         )

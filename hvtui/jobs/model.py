@@ -110,12 +110,17 @@ class JobKind:
     ``build(job)`` returns the ``RunFn`` for ``job`` (its kind, host, VM and params).
     ``before_resume(job)``, if given, runs before an interrupted job is resumed (for a
     backup: remove the Recovery checkpoint a killed process left on the VM); an error
-    there stops the resume and is shown to the user.
+    there stops the resume and is shown to the user.  ``on_dismiss(job)`` runs when an
+    interrupted job is dismissed (a restore: remove what it staged).  ``leftovers(job)``
+    describes what an interrupted job left behind (a restore: its staged files and their
+    size), or None; it is one of the job's log lines until cleaned.
     """
 
     name: str
     build: Callable[[Job], RunFn]
     before_resume: Callable[[Job], None] | None = None
+    on_dismiss: Callable[[Job], None] | None = None
+    leftovers: Callable[[Job], str | None] | None = None
 
 
 @dataclass(slots=True, eq=False)

@@ -4,6 +4,7 @@ or dismiss them.  ``JournalReplay`` is a part of ``JobManager`` (``manager.py``)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from datetime import datetime
@@ -82,6 +83,9 @@ class JournalReplay:
         job = self._job_from_entry(entry)
         if job.state is not JobState.INTERRUPTED or job.resumed_by or job.dismissed:
             raise JobError(f"job {entry.job_id} is not an interrupted job awaiting a decision (it is {state_words(job)})")
+        job_kind = self._kinds.get(job.kind)
+        if job_kind is not None and job_kind.on_dismiss is not None:
+            job_kind.on_dismiss(job)
         self._mark_journal(entry.job_id, "dismissed")
         return self._job_from_entry(self._journal_entry(entry.job_id))
 
@@ -156,7 +160,7 @@ class JournalReplay:
         if entry.dismissed:
             log_lines.append("dismissed")
         summary = finished.get("summary") if finished else None
-        return Job(
+        job = Job(
             id=entry.job_id,
             kind=sub["kind"],
             host=str(sub.get("host") or ""),
@@ -177,3 +181,9 @@ class JournalReplay:
             dismissed=entry.dismissed is not None,
             owner_pid=pid,
         )
+        job_kind = self._kinds.get(job.kind)
+        if job.state is JobState.INTERRUPTED and job_kind is not None and job_kind.leftovers is not None:
+            left = job_kind.leftovers(job)  # until the resume, the dismissal or the next restore cleans it
+            if left:
+                job = dataclasses.replace(job, log=(*job.log, left))
+        return job
