@@ -4,10 +4,13 @@ one flattened disk per drive without checkpoints unless the tree is asked for.""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import humanize
@@ -17,6 +20,10 @@ from hvtui.audit import AuditLog
 from hvtui.clock import FixedClock, SystemClock
 from hvtui.config import Config, HostConfig, RepositoryConfig
 from hvtui.core import Core
+from hvtui.engine import restore as restore_module
+from hvtui.engine.backup import run_backup
+from hvtui.engine.repository import Repository
+from hvtui.engine.restore import RestoreTargetError, restore_to_directory
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.host import LabHost
 from hvtui.paths import Paths
@@ -207,3 +214,82 @@ def test_a_killed_folder_restore_leaves_staging_that_the_journal_names_and_clean
         assert not [line for line in after.log if "staged in" in line]
     finally:
         core.close()
+
+
+# -- a full target disk ------------------------------------------------------------------------------
+TMPFS_RESTORE = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    from hvtui.engine.repository import Repository
+    from hvtui.engine.restore import restore_to_directory
+    from hvtui.errors import HvtuiError
+
+    repo = Repository.open(Path(sys.argv[1]))
+    target = Path(sys.argv[2]) / "web01"
+    try:
+        restore_to_directory(repo, repo.point_ids()[0], target)
+        error = None
+    except HvtuiError as err:
+        error = f"{type(err).__name__}: {err}"
+    print(json.dumps({"error": error, "left": sorted(os.listdir(target)) if target.exists() else None}))
+    """
+)
+
+
+def _can_mount_tmpfs() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, timeout=30)
+    return probe.returncode == 0
+
+
+@pytest.fixture
+def noisy_point(tmp_path: Path) -> tuple[Repository, str]:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from engine_support import DirHost
+
+    host = DirHost(tmp_path / "host")
+    host.add_vm("vm1", "web01")
+    (host.vm_dir("vm1") / "noise.bin").write_bytes(os.urandom(6 * MiB))  # incompressible, no holes
+    repo = Repository.open(tmp_path / "repo", create=True)
+    return repo, run_backup(repo, host, "vm1", "full").point_id
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="no user namespaces to mount a small tmpfs")
+def test_a_restore_into_a_too_small_filesystem_is_refused_before_writing(noisy_point, tmp_path: Path) -> None:  # noqa: ANN001
+    repo, _point = noisy_point
+    small = tmp_path / "small"
+    small.mkdir()
+    script = tmp_path / "restore.py"
+    script.write_text(TMPFS_RESTORE)
+    inner = f"mount -t tmpfs -o size=3m tmpfs {small} && exec {sys.executable} {script} {repo.root} {small}"
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", inner], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    outcome = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert outcome["error"].startswith("RefusedError: not enough free space")
+    assert f"on the filesystem of {small}/web01" in outcome["error"] and "repository" not in outcome["error"]
+    assert outcome["left"] == []  # not even a staging folder
+
+
+def test_a_target_disk_filling_up_mid_restore_is_blamed_on_the_target(
+    noisy_point, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    repo, point = noisy_point
+    real = os.pwrite
+    written = {"n": 0}
+
+    def filling(fd: int, data, offset: int) -> int:  # noqa: ANN001
+        written["n"] += 1
+        if written["n"] > 2:  # the free-space check passed; something else filled the disk since
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(restore_module.os, "pwrite", filling)
+    target = tmp_path / "out"
+    with pytest.raises(RestoreTargetError) as caught:
+        restore_to_directory(repo, point, target)
+    message = str(caught.value)
+    assert message.startswith(f"the restore target's disk is full (the filesystem of {target}")
+    assert "repository" not in message
+    assert list(target.iterdir()) == []

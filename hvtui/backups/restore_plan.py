@@ -17,6 +17,7 @@ from typing import Any
 import humanize
 
 from hvtui.engine.manifest import Manifest
+from hvtui.engine.restore import bytes_to_write
 from hvtui.hosts.formats import checkpoint_names
 from hvtui.model import VM
 
@@ -130,17 +131,6 @@ class RestorePlan:
         }
 
 
-def data_bytes(manifest: Manifest) -> int:
-    """Bytes the restore writes: every stored chunk (all-zero chunks become holes)."""
-    cs = manifest.chunk_size
-    total = 0
-    for entry in manifest.files:
-        for index, digest in enumerate(entry.chunks):
-            if digest is not None:
-                total += min(cs, entry.size - index * cs)
-    return total
-
-
 def build_plan(
     manifest: Manifest,
     target: str,
@@ -159,7 +149,7 @@ def build_plan(
         destination=destination,
         files=len(manifest.files),
         logical_bytes=manifest.logical_bytes,
-        write_bytes=data_bytes(manifest),
+        write_bytes=bytes_to_write(manifest),
         keep_checkpoints=keep_checkpoints,
         point_checkpoints=tuple(checkpoint_names(manifest.vm_config)),
     )

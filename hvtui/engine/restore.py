@@ -10,6 +10,7 @@ left looking good.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -21,13 +22,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import humanize
+
 from hvtui.engine.errors import RepositoryDamaged
 from hvtui.engine.fsutil import tune_allocator
 from hvtui.engine.manifest import FileEntry, Manifest, UnsafePathError, check_rel_path
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
 from hvtui.engine.store import ChunkDamaged, ChunkMissing, ChunkQuarantined, disk_error
-from hvtui.errors import Cancelled, RepositoryError
+from hvtui.errors import Cancelled, HvtuiError, RefusedError, RepositoryError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.files import fsync_dir
 from hvtui.hosts.base import Host
@@ -49,6 +52,47 @@ class RestoreResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class RestoreTargetError(HvtuiError):
+    """The place a restore writes to (a folder, a host's staging) failed: full, denied..."""
+
+
+def target_error(err: OSError, what: str, where: Path | str) -> HvtuiError:
+    """An error writing the restore target, blamed on the target's disk (not the repository's)."""
+    if err.errno == errno.ENOSPC:
+        return RestoreTargetError(f"the restore target's disk is full (the filesystem of {where}; {what})")
+    if err.errno == errno.EDQUOT:
+        return RestoreTargetError(f"disk quota exceeded on the restore target (the filesystem of {where}; {what})")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return RestoreTargetError(f"permission denied: {what} ({err.strerror})")
+    return RestoreTargetError(f"{what}: {err.strerror or err}")
+
+
+def bytes_to_write(manifest: Manifest) -> int:
+    """Bytes a restore of ``manifest`` writes: every stored chunk (all-zero ones become holes)."""
+    cs = manifest.chunk_size
+    total = 0
+    for entry in manifest.files:
+        for index, digest in enumerate(entry.chunks):
+            if digest is not None:
+                total += min(cs, entry.size - index * cs)
+    return total
+
+
+def check_free_space(where: Path, manifest: Manifest) -> None:
+    """Refuse before writing anything when the target's filesystem cannot hold the point."""
+    needed = bytes_to_write(manifest)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError as err:
+        raise target_error(err, "reading its free space", where) from err
+    if free < needed:
+        size = humanize.naturalsize
+        raise RefusedError(
+            f"not enough free space for restore point {manifest.id} on the filesystem of {where}: "
+            f"{size(needed, binary=True)} to write, {size(free, binary=True)} free; nothing was written"
+        )
 
 
 def resolve_inside(root: Path, rel_path: str) -> Path:
@@ -111,7 +155,7 @@ class _Writer:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as err:
-            raise disk_error(err, f"cannot create {path}") from err
+            raise target_error(err, f"cannot create {path}", path.parent) from err
         # Workers read, verify, decompress and pwrite their chunk (all GIL-free); this
         # thread keeps a bounded window of them in flight, collects errors and progress.
         window: deque[Future[int]] = deque()
@@ -131,7 +175,7 @@ class _Writer:
             os.ftruncate(fd, entry.size)
             os.fsync(fd)
         except OSError as err:
-            raise disk_error(err, f"writing {path}") from err
+            raise target_error(err, f"writing {path}", path.parent) from err
         finally:
             for future in window:
                 future.cancel()
@@ -145,7 +189,10 @@ class _Writer:
     def _restore_chunk(self, fd: int, digest: bytes, entry: FileEntry, index: int) -> int:
         if self.cancel.cancelled:
             raise Cancelled("restore cancelled")
-        data = self._chunk(digest, entry, index)
+        try:
+            data = self._chunk(digest, entry, index)
+        except OSError as err:  # reading the repository: its disk, not the target's
+            raise disk_error(err, f"reading chunk {digest.hex()[:16]} of {entry.path}") from err
         offset = index * self.manifest.chunk_size
         view = memoryview(data)
         while view:
@@ -205,7 +252,7 @@ def restore_to_directory(
         try:
             target_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise disk_error(err, f"cannot create {target_dir}") from err
+            raise target_error(err, f"cannot create {target_dir}", target_dir) from err
         writer = _Writer(repo, manifest, meter, cancel, workers)
         finals = [(entry, resolve_inside(target_dir, entry.path)) for entry in manifest.files]
         existing = [str(path) for _, path in finals if path.exists() or path.is_symlink()]
@@ -217,6 +264,7 @@ def restore_to_directory(
             )
         # The job names its staging folder up front (and journals it), so a killed
         # process leaves a folder the journal can name for clean-up.
+        check_free_space(target_dir, manifest)
         staging = target_dir / (staging_name or f".hvtui-restore-{manifest.id}-{uuid.uuid4().hex[:8]}.tmp")
         meter.start_phase(
             "restore", total=manifest.logical_bytes, message=f"restoring {manifest.vm_name} to {target_dir}"
@@ -237,7 +285,7 @@ def restore_to_directory(
                 os.rename(tmp_path, final)
                 fsync_dir(final.parent)
         except OSError as err:
-            raise disk_error(err, f"restoring into {target_dir}") from err
+            raise target_error(err, f"restoring into {target_dir}", target_dir) from err
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         fsync_dir(target_dir)
@@ -296,6 +344,7 @@ def restore_to_host(
         vm: VM | None = None
         try:
             staging = Path(target.staging_dir)
+            check_free_space(staging, manifest)
             writer = _Writer(repo, manifest, meter, cancel, workers)
             staged = [(entry, resolve_inside(staging, entry.path)) for entry in manifest.files]
             meter.start_phase("restore", total=manifest.logical_bytes, message=f"restoring {manifest.vm_name}")
@@ -308,7 +357,7 @@ def restore_to_host(
                 target.abort()
             raise
     except OSError as err:
-        raise disk_error(err, "restoring to the host") from err
+        raise target_error(err, f"restoring to host {host.name}", host.name) from err
     finally:
         lock.release()
     meter.start_phase("done", message=f"restored {manifest.id}")
