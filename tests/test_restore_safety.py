@@ -293,3 +293,25 @@ def test_a_target_disk_filling_up_mid_restore_is_blamed_on_the_target(
     assert message.startswith(f"the restore target's disk is full (the filesystem of {target}")
     assert "repository" not in message
     assert list(target.iterdir()) == []
+
+
+# -- refusals --------------------------------------------------------------------------------------
+def test_restore_refusals_exit_4_and_read_refused_in_jobs_and_audit(estate: dict, tmp_path: Path) -> None:
+    assert hvtui(estate, "backup", "db01").returncode == 0
+    out = tmp_path / "out"
+    assert hvtui(estate, "restore", "db01", "--to", str(out)).returncode == 0
+    again = hvtui(estate, "restore", "db01", "--to", str(out))
+    assert again.returncode == 4 and "hvtui: refused: refusing to overwrite" in again.stderr
+    taken = hvtui(estate, "restore", "db01", "--as", "db01", "--yes", "--json")
+    assert taken.returncode == 4, taken.stderr
+    assert "refused" in taken.stderr and "a VM named 'db01' already exists" in taken.stderr
+    assert json.loads(taken.stdout)["exit_code"] == 4
+
+    jobs = json.loads(hvtui(estate, "jobs", "--json").stdout)
+    states = {(j["mode"], j["state"]) for j in jobs if j["kind"] == "restore"}
+    assert states == {("directory", "succeeded"), ("directory", "refused"), ("new", "refused")}
+    table = hvtui(estate, "jobs").stdout
+    assert "refused" in table and "failed" not in table
+    entries = json.loads(hvtui(estate, "audit", "--json").stdout)
+    (new,) = [e for e in entries if e["action"] == "restore-as-new"]
+    assert new["result"] == "refused"

@@ -334,7 +334,9 @@ async def test_restore_a_point_as_a_new_vm(lab: Path, paths: Paths) -> None:
         (failing,) = core.jobs.jobs()
         failed = await wait_job(core, failing.id)
         assert failed.state is JobState.FAILED and "already exists" in failed.error
-        assert await wait_until(pilot, lambda: "Job failed" in screen_text(app))
+        # A taken name is a refusal (issue 15.8: one vocabulary with the audit log and the exit code).
+        assert failed.error_kind == "refused" and failed.state_word == "refused"
+        assert await wait_until(pilot, lambda: "Job refused" in screen_text(app))
         assert "already exists" in flat(screen_text(app))
 
         # A new name: the VM appears in the inventory and the VM list.

@@ -257,7 +257,7 @@ def restore_to_directory(
         finals = [(entry, resolve_inside(target_dir, entry.path)) for entry in manifest.files]
         existing = [str(path) for _, path in finals if path.exists() or path.is_symlink()]
         if existing:
-            raise RepositoryError(
+            raise RefusedError(
                 f"refusing to overwrite {existing[0]}"
                 + (f" and {len(existing) - 1} more" if len(existing) > 1 else "")
                 + "; restore into an empty directory"

@@ -72,6 +72,14 @@ class Job:
         return str(mode) if mode is not None else None
 
     @property
+    def state_word(self) -> str:
+        """The state as every listing says it: a job a safety rule or read-only mode refused
+        is "refused" (as in the audit log), not "failed"."""
+        if self.state is JobState.FAILED and self.error_kind == "refused":
+            return "refused"
+        return str(self.state)
+
+    @property
     def vm(self) -> str | None:
         """The VM's name where known, else its id."""
         return self.vm_name or self.vm_id

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hvtui.errors import HostError
+from hvtui.errors import HostError, HostRefused
 from hvtui.hosts.base import RestoreTarget
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.flatten import flatten_restored
@@ -139,7 +139,7 @@ class LabRestoreTarget(RestoreTarget):
         cp_ids = {cp["id"]: new_guid() for cp in config.get("checkpoints", [])}
         with store.txn("restore") as txn:
             if any(rec["name"] == new_name for rec in txn.state["vms"].values()):
-                raise HostError(store.name, "restore", f"a VM named {new_name!r} already exists")
+                raise HostRefused(store.name, "restore", f"a VM named {new_name!r} already exists on this host")
             folder = Path(VM_ROOT) / new_name
             if (store.root / folder).exists():
                 raise HostError(store.name, "restore", f"folder {store.root / folder} already exists")
@@ -299,7 +299,8 @@ def prepare_restore(
             raise HostError(store.name, operation, str(err)) from None
         state = store.read_state()
         if any(rec["name"] == new_name for rec in state["vms"].values()) or (store.root / VM_ROOT / new_name).exists():
-            raise HostError(store.name, operation, f"a VM named {new_name!r} already exists on this host")
+            # A refusal, not a failure: nothing is wrong, the name is taken (exit 4, audited as refused).
+            raise HostRefused(store.name, operation, f"a VM named {new_name!r} already exists on this host")
     elif mode == "in_place":
         if not vm_id:
             raise HostError(store.name, operation, "an in-place restore needs the VM to restore over")
