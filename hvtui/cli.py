@@ -94,14 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     core: Core | None = None
     try:
         if not getattr(args, "needs_core", True):  # `config check` and `config schema` start nothing
-            return int(handler(args, paths, options))
+            from hvtui.commands.pipes import guarded_stdout
+
+            with guarded_stdout():
+                return int(handler(args, paths, options))
         core = Core.from_options(options, paths)
         setup_logging(paths, options.log_level or core.config.log_level)
         if handler is None:
             from hvtui.tui.app import run_console
 
             return run_console(core)
-        return int(handler(args, core))
+        from hvtui.commands.pipes import guarded_stdout
+
+        # A reader that stops early (`| head`) must not change the exit code a script sees.
+        with guarded_stdout():
+            return int(handler(args, core))
     # Messages are redacted once more before they reach the terminal: a secret must never
     # be shown, even if some layer put one in an error by mistake.
     except ConfigError as err:
@@ -109,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         # A command may still say what it can without a config (`hvtui info`: the paths).
         without_config = getattr(args, "on_config_error", None)
         if core is None and without_config is not None:
-            without_config(args, paths, options, err)
-            sys.stdout.flush()  # its output first, the error last
+            from hvtui.commands.pipes import guarded_stdout
+
+            with guarded_stdout():  # flushed at the end: its output first, the error last
+                without_config(args, paths, options, err)
         print(f"hvtui: {redact(_one_line(err))}", file=sys.stderr)
         return error_exit or EXIT_USAGE
     except UsageError as err:
@@ -128,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hvtui: interrupted", file=sys.stderr)
         return error_exit or EXIT_INTERRUPTED
-    except BrokenPipeError:  # output piped into `head` and the like: not an error worth a word
+    except BrokenPipeError:  # a closed pipe outside the guarded output (stdout is guarded)
         _silence_stdout()
         return error_exit or EXIT_FAILED
     except Exception as err:  # the last line of defence: log the traceback, print one line
