@@ -24,7 +24,7 @@ from typing import Any
 
 import humanize
 
-from hvtui.engine.errors import RepositoryDamaged
+from hvtui.engine.errors import OverwriteRefused, RepositoryDamaged
 from hvtui.engine.fsutil import tune_allocator
 from hvtui.engine.manifest import FileEntry, Manifest, UnsafePathError, check_rel_path
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
@@ -257,7 +257,7 @@ def restore_to_directory(
         finals = [(entry, resolve_inside(target_dir, entry.path)) for entry in manifest.files]
         existing = [str(path) for _, path in finals if path.exists() or path.is_symlink()]
         if existing:
-            raise RefusedError(
+            raise OverwriteRefused(
                 f"refusing to overwrite {existing[0]}"
                 + (f" and {len(existing) - 1} more" if len(existing) > 1 else "")
                 + "; restore into an empty directory"
