@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from hvtui import __version__
+from hvtui.commands.pipes import guarded_stdout
 from hvtui.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -32,7 +33,7 @@ from hvtui.text import display_text
 
 log = logging.getLogger("hvtui")
 
-COMMAND_MODULES = ("info", "lab", "inventory", "check", "checkpoint", "audit", "backup", "repair", "jobs", "config")
+COMMAND_MODULES = ("info", "lab", "inventory", "check", "checkpoint", "audit", "backup", "restore", "repair", "jobs", "config")
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     core: Core | None = None
     try:
         if not getattr(args, "needs_core", True):  # `config check` and `config schema` start nothing
-            return int(handler(args, paths, options))
+            with guarded_stdout():
+                return int(handler(args, paths, options))
         core = Core.from_options(options, paths)
         setup_logging(paths, options.log_level or core.config.log_level)
         if handler is not None:  # the console marks such hosts in its header instead
@@ -106,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             from hvtui.tui.app import run_console
 
             return run_console(core)
-        return int(handler(args, core))
+        # A reader that stops early (`| head`) must not change the exit code a script sees.
+        with guarded_stdout():
+            return int(handler(args, core))
     # Messages are redacted once more before they reach the terminal: a secret must never
     # be shown, even if some layer put one in an error by mistake.
     except ConfigError as err:
@@ -114,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         # A command may still say what it can without a config (`hvtui info`: the paths).
         without_config = getattr(args, "on_config_error", None)
         if core is None and without_config is not None:
-            without_config(args, paths, options, err)
-            sys.stdout.flush()  # its output first, the error last
+            with guarded_stdout():  # flushed at the end: its output first, the error last
+                without_config(args, paths, options, err)
         _error_line(f"hvtui: {redact(_one_line(err))}", stream=sys.stderr)
         return error_exit or EXIT_USAGE
     except UsageError as err:
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error_line("hvtui: interrupted", stream=sys.stderr)
         return error_exit or EXIT_INTERRUPTED
-    except BrokenPipeError:  # output piped into `head` and the like: not an error worth a word
+    except BrokenPipeError:  # a closed pipe outside the guarded output (stdout is guarded)
         _silence_stdout()
         return error_exit or EXIT_FAILED
     except Exception as err:  # the last line of defence: log the traceback, print one line

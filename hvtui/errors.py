@@ -59,6 +59,14 @@ class RefusedError(HvtuiError):
     """A change was refused by a safety rule (for example merge headroom)."""
 
 
+class HostRefused(HostError, RefusedError):
+    """A host said no for a reason that is not a fault (a VM name already taken): a
+    refusal (exit 4, audited as refused) that callers catching ``HostError`` still see."""
+
+    def __init__(self, host: str, operation: str, message: str) -> None:
+        super().__init__(host, operation, message, kind="refused")
+
+
 class RepositoryError(HvtuiError):
     """The backup repository is missing, locked, damaged or full."""
 

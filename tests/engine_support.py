@@ -214,7 +214,12 @@ class DirHost(Host):
         return 0
 
     def prepare_restore(
-        self, config: dict, mode: str, vm_id: str | None = None, new_name: str | None = None
+        self,
+        config: dict,
+        mode: str,
+        vm_id: str | None = None,
+        new_name: str | None = None,
+        keep_checkpoints: bool = True,  # its VMs have no checkpoints: nothing to flatten
     ) -> DirTarget:
         if mode == "in_place" and self.meta(vm_id).get("state") != "Off":
             raise HostError(self.name, "restore", f"VM {vm_id} must be off to restore over it", kind="refused")

@@ -92,3 +92,65 @@ def kill_backup_at(
         child.wait(DEADLINE)
     assert child.returncode == -signal.SIGKILL
     return job_id
+
+
+RESTORE_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from hvtui.jobs import JobKind
+    from hvtui.paths import Paths
+    import {module} as t
+
+    core = t.{factory}(Path({root!r}), Paths.default())
+    core.backups.progress_interval = 0
+    real = core.jobs.kind("restore")
+
+    # The real restore into a directory, stopped (forever) once {min_done} bytes of its
+    # data phase are written, so the parent can kill this process right there.
+    def build(job):
+        run = real.build(job)
+
+        def stopping(progress, cancel):
+            def on_progress(event):
+                progress(event)
+                if event.phase == "restore" and event.done >= {min_done}:
+                    Path({marker!r}).write_text(event.phase)
+                    while True:
+                        time.sleep(1)
+
+            return run(on_progress, cancel)
+
+        return stopping
+
+    core.jobs.register_kind(JobKind("restore", build=build, before_resume=real.before_resume,
+                                    on_dismiss=real.on_dismiss, leftovers=real.leftovers))
+    job = core.jobs.submit_restore({point!r}, "directory", directory={directory!r})
+    print(job.id, flush=True)
+    core.jobs.wait(job.id)
+    """
+)
+
+
+def kill_restore_at(
+    *, module: str, factory: str, root: Path, point: str, directory: Path, marker: Path, min_done: int
+) -> str:
+    """Run a child restoring ``point`` into ``directory`` until ``min_done`` bytes are written,
+    SIGKILL it, return the job id (same environment: journal, repository, lab)."""
+    script = RESTORE_CHILD.format(
+        tests=str(TESTS_DIR), module=module, factory=factory, root=str(root), point=point,
+        directory=str(directory), marker=str(marker), min_done=min_done,
+    )  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        job_id = child.stdout.readline().strip()
+        assert job_id, "the child did not start its restore"
+        _wait_for(lambda: marker.exists() or child.poll() is not None)
+        assert marker.exists(), f"the child's restore never got {min_done} bytes in (exit code {child.poll()})"
+    finally:
+        child.kill()
+        child.wait(DEADLINE)
+    assert child.returncode == -signal.SIGKILL
+    return job_id

@@ -90,7 +90,7 @@ def test_backup_points_restore_verify_prune_exit_codes_and_json(estate: dict, tm
     assert as_json(restored)["point_id"] == listed[-1]["id"]
     assert vdisk.read_logical(out / "db01.vhdx", 0, 16 * MiB) == host.read_disk(vm_id, 0, 0, 16 * MiB)
     again = hvtui(estate, "restore", "db01", "--to", str(out))
-    assert again.returncode == 1 and "refusing to overwrite" in again.stderr
+    assert again.returncode == 4 and "refusing to overwrite" in again.stderr  # a refusal (issue 15.8)
 
     # Changes to a VM need a confirmation: no terminal and no --yes is a refusal.
     refused = hvtui(estate, "restore", "db01", "--in-place")

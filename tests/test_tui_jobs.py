@@ -334,7 +334,9 @@ async def test_restore_a_point_as_a_new_vm(lab: Path, paths: Paths) -> None:
         (failing,) = core.jobs.jobs()
         failed = await wait_job(core, failing.id)
         assert failed.state is JobState.FAILED and "already exists" in failed.error
-        assert await wait_until(pilot, lambda: "Job failed" in screen_text(app))
+        # A taken name is a refusal (issue 15.8: one vocabulary with the audit log and the exit code).
+        assert failed.error_kind == "refused" and failed.state_word == "refused"
+        assert await wait_until(pilot, lambda: "Job refused" in screen_text(app))
         assert "already exists" in flat(screen_text(app))
 
         # A new name: the VM appears in the inventory and the VM list.
@@ -421,6 +423,34 @@ async def test_in_place_restore_names_what_is_lost_and_defaults_to_no(lab: Path,
         assert await wait_until(pilot, lambda: "turn it off before restoring over it" in flat(screen_text(app)))
         assert not isinstance(app.screen, ConfirmDialog)
         assert core.jobs.jobs() == []
+
+
+async def test_in_place_confirmation_names_checkpoints_made_after_the_point_and_the_bytes(lab: Path, paths: Paths) -> None:
+    core = jobs_core(lab, paths)
+    test01 = next(v for v in core.inventory.refresh().vms if v.name == "test01")  # off, 'Clean install'
+    core.backups.backup(test01.host, test01.id, "full")
+    core.host(test01.host).create_checkpoint(test01.id, "made after the point", "Standard")
+    core.inventory.refresh()
+    plan = core.backups.plan_restore(core.backups.latest_point(test01.host, test01.id).id, in_place=True)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        app.open_vm(test01.host, test01.id)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded)
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
+        await pilot.click("#target-in_place")
+        await pilot.click("#next")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        body = app.screen.body
+        assert "Checkpoints lost (1)" in body and "'made after the point'" in body
+        assert "Checkpoints restored: 'Clean install'" in body
+        assert size_text(plan.lost_bytes).replace(" ", "") in body.replace(" ", "")
+        for f in plan.deleted:
+            assert f.name in body
+        await pilot.press("enter")  # "No"
+        assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen))
+    assert [cp.name for cp in lab_vm(core, test01.host, test01.id).checkpoints][-1] == "made after the point"
 
 
 # -- limits, marks, quitting, the journal ---------------------------------------------------------------

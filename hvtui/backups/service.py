@@ -27,6 +27,7 @@ from hvtui.audit import AuditLog
 from hvtui.backups.guard import HostLookup, SafetyGuard
 from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing
 from hvtui.backups.repositories import RepositoryList
+from hvtui.backups.restore_plan import RestorePlan, build_plan
 from hvtui.clock import Clock
 from hvtui.config import RepositoryConfig, Retention
 from hvtui.engine.backup import BackupResult, run_backup
@@ -39,6 +40,7 @@ from hvtui.engine.restore import RestoreResult, restore_to_directory, restore_to
 from hvtui.engine.verify import VerifyReport, run_verify
 from hvtui.errors import ConfigError, HvtuiError, RefusedError, RepositoryError
 from hvtui.events import CancelToken, ProgressCallback
+from hvtui.hosts.formats import flattener_for
 from hvtui.inventory import InventoryService
 from hvtui.model import BACKUP_MODES, VM, RestorePointSummary
 
@@ -237,6 +239,39 @@ class Backups:
                 "backup.retention", host_name, result.vm_name, args, "ok", None, time.monotonic() - started
             )
 
+    def plan_restore(
+        self,
+        point_id: str,
+        *,
+        to_dir: Path | str | None = None,
+        as_name: str | None = None,
+        in_place: bool = False,
+        host: str | None = None,
+        repository: str | None = None,
+        keep_checkpoints: bool = False,
+    ) -> RestorePlan:
+        """What ``restore`` with these arguments would do, changing nothing (see ``restore_plan``)."""
+        repo, manifest = self.find_point(point_id, repository)
+        return self._plan(manifest, to_dir, as_name, in_place, host, keep_checkpoints)
+
+    def _plan(
+        self,
+        manifest: Manifest,
+        to_dir: Path | str | None,
+        as_name: str | None,
+        in_place: bool,
+        host: str | None,
+        keep_checkpoints: bool,
+    ) -> RestorePlan:
+        if to_dir is not None:
+            return build_plan(manifest, "directory", str(Path(to_dir).expanduser().absolute()), keep_checkpoints)
+        target_host = host or manifest.host
+        if not in_place:
+            return build_plan(manifest, "new", f"new VM {as_name} on {target_host}", keep_checkpoints)
+        vm = self._current_vm(target_host, manifest.vm_id)
+        files = self._hosts.host(target_host).vm_folder_files(manifest.vm_id) if vm is not None else []
+        return build_plan(manifest, "in_place", f"VM {manifest.vm_name} on {target_host}", True, vm, files)
+
     def restore(
         self,
         point_id: str,
@@ -246,13 +281,18 @@ class Backups:
         in_place: bool = False,
         host: str | None = None,
         repository: str | None = None,
+        keep_checkpoints: bool = False,
+        staging_name: str | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> RestoreResult:
         """Restore a point to a directory, as a new VM ``as_name``, or over the original VM.
 
         Exactly one target.  ``host`` (new VM only) picks the host; default: the point's.
-        Over the original, the VM must exist and be off.
+        Over the original, the VM must exist and be off; its audit entry names the
+        checkpoints and files the restore replaces.  A new VM or a directory gets one
+        flattened disk per drive and no checkpoints unless ``keep_checkpoints``.
+        ``staging_name``: the folder a directory restore stages in (the job journals it).
         """
         targets = sum(1 for t in (to_dir is not None, as_name is not None, in_place) if t)
         if targets != 1:
@@ -260,7 +300,17 @@ class Backups:
         repo, manifest = self.find_point(point_id, repository)
         common = {"progress": progress, "cancel": cancel, "progress_interval": self.progress_interval}
         if to_dir is not None:
-            return restore_to_directory(repo, manifest, Path(to_dir), lock_timeout=self.lock_timeout, **common)
+            flatten = None if keep_checkpoints else flattener_for(manifest.vm_config)
+            finish = (lambda staging: flatten(dict(manifest.vm_config), staging)) if flatten is not None else None
+            return restore_to_directory(
+                repo,
+                manifest,
+                Path(to_dir),
+                lock_timeout=self.lock_timeout,
+                finish=finish,
+                staging_name=staging_name,
+                **common,
+            )
 
         target_host = host or manifest.host
         args: dict[str, Any] = {"point": manifest.id, "repository": repo.name}
@@ -285,6 +335,7 @@ class Backups:
             if vm.state.lower() not in ("off", "stopped"):
                 self._guard.audit_record(action, target_host, vm_label, args, "refused", f"VM is {vm.state}")
                 raise RefusedError(f"VM {vm.name} is {vm.state}: turn it off before restoring over it")
+        args.update(self._plan(manifest, None, as_name, in_place, target_host, keep_checkpoints).audit_args())
         with self._audit.action(action, target_host, vm_label, args) as entry:
             result = restore_to_host(
                 repo,
@@ -293,6 +344,7 @@ class Backups:
                 "in_place" if in_place else "new",
                 vm_id=manifest.vm_id if in_place else None,
                 new_name=as_name,
+                keep_checkpoints=keep_checkpoints or in_place,
                 lock_timeout=self.lock_timeout,
                 **common,
             )

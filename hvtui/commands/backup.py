@@ -1,4 +1,4 @@
-"""`hvtui backup`, `restore`, `points`, `verify`, `prune`: the backup engine from the shell.
+"""`hvtui backup`, `points`, `verify`, `prune`: the backup engine from the shell (`restore`: restore.py).
 
 Backups and restores run as jobs (``core.jobs``), exactly like the console's, so a cron
 run shows up in the console's job list and Ctrl-C / SIGTERM / SIGHUP cancel cleanly (the
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import humanize
@@ -30,7 +29,6 @@ from hvtui.commands.output import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
-    EXIT_USAGE,
     emit_json,
     fail,
     reported,
@@ -41,7 +39,7 @@ from hvtui.errors import RefusedError
 from hvtui.text import display_text
 
 if TYPE_CHECKING:
-    from hvtui.backups.points import DamagedManifest, PointInfo
+    from hvtui.backups.points import DamagedManifest
     from hvtui.core import Core
 
 
@@ -66,26 +64,6 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         "previous point; differential what changed since the last full",
     )
     backup.set_defaults(handler=run_backup_command)
-
-    restore = subparsers.add_parser(
-        "restore",
-        parents=[*parents, common, repo],
-        help="restore a VM from a restore point",
-        description="Restore a point (the VM's latest by default) to a directory, as a new VM, or over the VM.",
-    )
-    restore.add_argument("vm", metavar="VM", help="the backed-up VM's name or id")
-    restore.add_argument("--host", metavar="H", help="the VM's host (needed only when the name is on several hosts)")
-    restore.add_argument("--point", metavar="ID", help="restore point id (default: the latest of the VM)")
-    target = restore.add_mutually_exclusive_group(required=True)
-    target.add_argument(
-        "--to", type=Path, metavar="DIR", help="write the VM's files into DIR (nothing on the host changes)"
-    )
-    target.add_argument("--as", dest="as_name", metavar="NAME", help="register the restored VM as a new VM called NAME")
-    target.add_argument(
-        "--in-place", action="store_true", help="replace the VM's disks and config (the VM must be off)"
-    )
-    restore.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    restore.set_defaults(handler=run_restore_command)
 
     points = subparsers.add_parser(
         "points", parents=[*parents, common, repo], help="list restore points", description="List restore points."
@@ -122,7 +100,7 @@ def size(num: int | float | None) -> str:
     return "-" if num is None else humanize.naturalsize(num, binary=True)
 
 
-def _run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
+def run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
     from hvtui.jobs.headless import run_job_blocking
 
     bar = ProgressLine(enabled=not args.json)
@@ -133,7 +111,7 @@ def _run_job(core: Core, args: argparse.Namespace, job: Any) -> tuple[int, Any]:
     return code, core.jobs.job(job.id)
 
 
-def _job_failed(args: argparse.Namespace, final: Any, code: int) -> int:
+def job_failed(args: argparse.Namespace, final: Any, code: int) -> int:
     if code == EXIT_INTERRUPTED:
         show(f"hvtui: {final.title} cancelled", stream=sys.stderr)
         if args.json:
@@ -147,9 +125,9 @@ def _job_failed(args: argparse.Namespace, final: Any, code: int) -> int:
 def run_backup_command(args: argparse.Namespace, core: Core) -> int:
     vm = core.backups.resolve_vm(args.vm, args.host)  # unknown or ambiguous: UsageError, exit 2
     job = core.jobs.submit_backup(vm.host, vm.id, mode=args.mode, repository=args.repo, vm_name=vm.name)
-    code, final = _run_job(core, args, job)
+    code, final = run_job(core, args, job)
     if code != EXIT_OK:
-        return _job_failed(args, final, code)
+        return job_failed(args, final, code)
     result = dict(final.summary or {})
     if args.json:
         emit_json({"ok": True, "job": final.id, **result})
@@ -185,106 +163,7 @@ def warn_damaged(damaged: list[DamagedManifest]) -> None:
         )
 
 
-def _restore_candidates(infos: list[PointInfo], args: argparse.Namespace, damaged: int) -> list[PointInfo]:
-    vms = sorted({(i.summary.host, i.summary.vm_id, i.summary.vm_name) for i in infos})
-    if not infos:
-        where = f" on host {args.host!r}" if args.host else ""
-        also = f" ({damaged} damaged manifest(s) cannot be read, see above)" if damaged else ""
-        raise LookupError(f"no restore points of VM {args.vm!r}{where}{also}")
-    if len(vms) > 1:
-        found = ", ".join(f"{h}/{n} (id {i})" for h, i, n in vms)
-        hint = "name the host with --host" if not args.host else "use the VM id"
-        raise LookupError(f"VM {args.vm!r} is ambiguous: restore points exist for {found}; {hint}")
-    return infos
-
-
-@reported
-def run_restore_command(args: argparse.Namespace, core: Core) -> int:
-    listing = core.backups.point_listing(host=args.host, vm=args.vm, repository=args.repo)
-    damaged = listing.damaged
-    damaged_doc = [d.to_dict() for d in damaged]
-    warn_damaged(damaged)
-    if args.point:
-        for d in damaged:
-            if d.id == args.point:
-                message = (
-                    f"the manifest of restore point {d.id} in repository {d.repository} is damaged: {d.error}; "
-                    "run `hvtui verify`"
-                )
-                return fail(args, message, EXIT_FAILED, damaged=damaged_doc)
-    try:
-        infos = _restore_candidates(listing.points, args, len(damaged))
-    except LookupError as err:
-        return fail(args, str(err), EXIT_USAGE, damaged=damaged_doc)
-    if args.point:
-        chosen = [i for i in infos if i.summary.id == args.point]
-        if not chosen:
-            return fail(args, f"restore point {args.point} is not a point of VM {args.vm!r}", EXIT_USAGE)
-        point = chosen[0].summary
-    else:
-        newer = listing.damaged_newer_than(infos[-1])
-        point = infos[-1].summary
-        if newer:
-            # The newest point may be the damaged one: restoring the older state without a
-            # word, in the middle of an incident, is the harm to avoid.
-            names = ", ".join(f"{d.id} in repository {d.repository} ({d.error})" for d in newer)
-            message = (
-                f"the latest readable restore point of VM {args.vm!r} is {point.id} ({_local(point.time)}), but "
-                f"a newer manifest is damaged and may be this VM's latest point: {names}. Run `hvtui verify`; "
-                f"to restore the older point on purpose, re-run with --point {point.id}"
-            )
-            if args.to is None:
-                action = "restore-in-place" if args.in_place else "restore-as-new"
-                core.audit.record(
-                    action, point.host, point.vm_name, {"point": "latest"}, "refused", 0.0, "newer manifest damaged"
-                )
-            return fail(args, message, EXIT_REFUSED, damaged=damaged_doc, latest_readable=point.id)
-    when = _local(point.time)
-    if args.to is not None:
-        job = core.jobs.submit_restore(point.id, "directory", directory=args.to, repository=point.repository)
-    else:
-        if args.in_place:
-            question = (
-                f"Restore VM {point.vm_name!r} on {point.host!r} in place from point {point.id} ({when})? "
-                "Its current disks and configuration are replaced; changes since then are lost."
-            )
-            target, extra = "in_place", {}
-        else:
-            question = f"Restore point {point.id} of {point.vm_name!r} ({when}) as a new VM {args.as_name!r} on {point.host!r}?"
-            target, extra = "new", {"new_name": args.as_name}
-        action = "restore-in-place" if args.in_place else "restore-as-new"
-        # Read-only is refused before asking anything (and audit-logged by the service).
-        reason = core.backups.read_only_reason(point.host)
-        if reason is not None:
-            core.audit.record(
-                action, point.host, point.vm_name, {"point": point.id}, "refused", 0.0, f"read-only: {reason}"
-            )
-            return fail(args, f"{action} refused: {reason}", EXIT_REFUSED)
-        try:
-            agreed = confirm(question, args.yes)
-        except RefusedError as err:
-            core.audit.record(action, point.host, point.vm_name, {"point": point.id}, "refused", 0.0, str(err))
-            return fail(args, str(err), EXIT_REFUSED)
-        if not agreed:
-            core.audit.record(action, point.host, point.vm_name, {"point": point.id}, "declined", 0.0, "not confirmed")
-            return fail(args, "not confirmed: nothing changed", EXIT_REFUSED)
-        job = core.jobs.submit_restore(point.id, target, repository=point.repository, **extra)
-    code, final = _run_job(core, args, job)
-    if code != EXIT_OK:
-        return _job_failed(args, final, code)
-    result = dict(final.summary or {})
-    if args.json:
-        emit_json({"ok": True, "job": final.id, **result, "damaged": damaged_doc})
-        return EXIT_OK
-    show(f"Restored point {point.id} of {point.vm_name!r} ({when}) to {result.get('target')}.")
-    show(
-        f"  {result.get('files')} files, {size(result.get('logical_bytes'))}; written {size(result.get('written_bytes'))}, "
-        f"holes {size(result.get('hole_bytes'))}, {float(result.get('duration') or 0):.1f} s."
-    )
-    return EXIT_OK
-
-
-def _local(when: datetime) -> str:
+def local_time(when: datetime) -> str:
     return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 

@@ -130,7 +130,7 @@ def state_words(job: Job) -> str:
         return "INTERRUPTED"
     if job.cancel_requested and not job.state.final:
         return "cancelling"
-    return str(job.state)
+    return job.state_word
 
 
 def summary_words(job: Job) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hvtui.errors import RepositoryError
+from hvtui.errors import RefusedError, RepositoryError
 
 
 class RepositoryDamaged(RepositoryError):
@@ -15,3 +15,8 @@ class RepositoryDamaged(RepositoryError):
 
 class RepositoryBusy(RepositoryError):
     """A lock could not be had: another operation holds the repository or the VM."""
+
+
+class OverwriteRefused(RepositoryError, RefusedError):
+    """A restore would overwrite existing files: a refusal (exit 4, "refused" in the job
+    list), still a ``RepositoryError`` for callers that catch the engine's errors."""

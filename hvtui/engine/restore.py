@@ -10,23 +10,27 @@ left looking good.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from hvtui.engine.errors import RepositoryDamaged
+import humanize
+
+from hvtui.engine.errors import OverwriteRefused, RepositoryDamaged
 from hvtui.engine.fsutil import tune_allocator
 from hvtui.engine.manifest import FileEntry, Manifest, UnsafePathError, check_rel_path
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
 from hvtui.engine.store import ChunkDamaged, ChunkMissing, ChunkQuarantined, disk_error
-from hvtui.errors import Cancelled, RepositoryError
+from hvtui.errors import Cancelled, HvtuiError, RefusedError, RepositoryError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.files import fsync_dir
 from hvtui.hosts.base import Host
@@ -48,6 +52,47 @@ class RestoreResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class RestoreTargetError(HvtuiError):
+    """The place a restore writes to (a folder, a host's staging) failed: full, denied..."""
+
+
+def target_error(err: OSError, what: str, where: Path | str) -> HvtuiError:
+    """An error writing the restore target, blamed on the target's disk (not the repository's)."""
+    if err.errno == errno.ENOSPC:
+        return RestoreTargetError(f"the restore target's disk is full (the filesystem of {where}; {what})")
+    if err.errno == errno.EDQUOT:
+        return RestoreTargetError(f"disk quota exceeded on the restore target (the filesystem of {where}; {what})")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return RestoreTargetError(f"permission denied: {what} ({err.strerror})")
+    return RestoreTargetError(f"{what}: {err.strerror or err}")
+
+
+def bytes_to_write(manifest: Manifest) -> int:
+    """Bytes a restore of ``manifest`` writes: every stored chunk (all-zero ones become holes)."""
+    cs = manifest.chunk_size
+    total = 0
+    for entry in manifest.files:
+        for index, digest in enumerate(entry.chunks):
+            if digest is not None:
+                total += min(cs, entry.size - index * cs)
+    return total
+
+
+def check_free_space(where: Path, manifest: Manifest) -> None:
+    """Refuse before writing anything when the target's filesystem cannot hold the point."""
+    needed = bytes_to_write(manifest)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError as err:
+        raise target_error(err, "reading its free space", where) from err
+    if free < needed:
+        size = humanize.naturalsize
+        raise RefusedError(
+            f"not enough free space for restore point {manifest.id} on the filesystem of {where}: "
+            f"{size(needed, binary=True)} to write, {size(free, binary=True)} free; nothing was written"
+        )
 
 
 def resolve_inside(root: Path, rel_path: str) -> Path:
@@ -111,7 +156,7 @@ class _Writer:
             # A VM's disk: owner-only, like the repository it came from (the admin widens it on purpose).
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as err:
-            raise disk_error(err, f"cannot create {path}") from err
+            raise target_error(err, f"cannot create {path}", path.parent) from err
         # Workers read, verify, decompress and pwrite their chunk (all GIL-free); this
         # thread keeps a bounded window of them in flight, collects errors and progress.
         window: deque[Future[int]] = deque()
@@ -131,7 +176,7 @@ class _Writer:
             os.ftruncate(fd, entry.size)
             os.fsync(fd)
         except OSError as err:
-            raise disk_error(err, f"writing {path}") from err
+            raise target_error(err, f"writing {path}", path.parent) from err
         finally:
             for future in window:
                 future.cancel()
@@ -145,7 +190,10 @@ class _Writer:
     def _restore_chunk(self, fd: int, digest: bytes, entry: FileEntry, index: int) -> int:
         if self.cancel.cancelled:
             raise Cancelled("restore cancelled")
-        data = self._chunk(digest, entry, index)
+        try:
+            data = self._chunk(digest, entry, index)
+        except OSError as err:  # reading the repository: its disk, not the target's
+            raise disk_error(err, f"reading chunk {digest.hex()[:16]} of {entry.path}") from err
         offset = index * self.manifest.chunk_size
         view = memoryview(data)
         while view:
@@ -182,12 +230,18 @@ def restore_to_directory(
     progress_interval: float = DEFAULT_INTERVAL,
     lock_timeout: float | None = 3600.0,
     workers: int = 2,
+    finish: Callable[[Path], object] | None = None,
+    staging_name: str | None = None,
 ) -> RestoreResult:
     """Restore every file of ``point`` under ``target_dir`` (created if missing).
 
     Refuses when a file to restore already exists there.  Files appear under their final
-    names only when every file of the point has been written and checked.
+    names only when every file of the point has been written and checked.  ``finish``
+    runs on the staging directory before that (say, to flatten the disks); a file it
+    removes is not moved into place.
     """
+    if staging_name is not None and (not staging_name.startswith(".hvtui-restore-") or "/" in staging_name):
+        raise RepositoryError(f"refused staging folder name {staging_name!r}: not a .hvtui-restore-… name")
     started = time.monotonic()
     cancel = cancel or CancelToken()
     lock = repo.lock("shared", "restore", str(point if isinstance(point, str) else point.id), reading=True)
@@ -199,17 +253,20 @@ def restore_to_directory(
         try:
             target_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as err:
-            raise disk_error(err, f"cannot create {target_dir}") from err
+            raise target_error(err, f"cannot create {target_dir}", target_dir) from err
         writer = _Writer(repo, manifest, meter, cancel, workers)
         finals = [(entry, resolve_inside(target_dir, entry.path)) for entry in manifest.files]
         existing = [str(path) for _, path in finals if path.exists() or path.is_symlink()]
         if existing:
-            raise RepositoryError(
+            raise OverwriteRefused(
                 f"refusing to overwrite {existing[0]}"
                 + (f" and {len(existing) - 1} more" if len(existing) > 1 else "")
                 + "; restore into an empty directory"
             )
-        staging = target_dir / f".hvtui-restore-{manifest.id}-{uuid.uuid4().hex[:8]}.tmp"
+        # The job names its staging folder up front (and journals it), so a killed
+        # process leaves a folder the journal can name for clean-up.
+        check_free_space(target_dir, manifest)
+        staging = target_dir / (staging_name or f".hvtui-restore-{manifest.id}-{uuid.uuid4().hex[:8]}.tmp")
         meter.start_phase(
             "restore", total=manifest.logical_bytes, message=f"restoring {manifest.vm_name} to {target_dir}"
         )
@@ -217,13 +274,19 @@ def restore_to_directory(
             staged = [(entry, resolve_inside(staging, entry.path)) for entry in manifest.files]
             writer.write_all(staged)
             cancel.check()
+            if finish is not None:
+                meter.start_phase("finish", message="flattening the restored disks")
+                finish(staging)
+                cancel.check()
             meter.start_phase("commit", message="moving restored files into place")
             for (_, tmp_path), (_, final) in zip(staged, finals, strict=True):
+                if not tmp_path.exists():
+                    continue  # removed by ``finish`` (a differencing disk merged into its base)
                 final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 os.rename(tmp_path, final)
                 fsync_dir(final.parent)
         except OSError as err:
-            raise disk_error(err, f"restoring into {target_dir}") from err
+            raise target_error(err, f"restoring into {target_dir}", target_dir) from err
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         fsync_dir(target_dir)
@@ -249,6 +312,7 @@ def restore_to_host(
     *,
     vm_id: str | None = None,
     new_name: str | None = None,
+    keep_checkpoints: bool = True,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     progress_interval: float = DEFAULT_INTERVAL,
@@ -256,6 +320,8 @@ def restore_to_host(
     workers: int = 2,
 ) -> RestoreResult:
     """Restore as a new VM (``mode="new"``, ``new_name``) or over ``vm_id`` (``"in_place"``).
+
+    ``keep_checkpoints`` False: the host flattens a new VM's disks and drops its checkpoints.
 
     The host stages the files and registers the VM on ``commit``; any failure aborts the
     target, which removes everything staged and leaves the original VM as it was.
@@ -273,10 +339,13 @@ def restore_to_host(
         for entry in manifest.files:
             check_rel_path(entry.path)
         meter.start_phase("prepare", message="preparing the restore on the host")
-        target = host.prepare_restore(dict(manifest.vm_config), mode, vm_id=vm_id, new_name=new_name)
+        target = host.prepare_restore(
+            dict(manifest.vm_config), mode, vm_id=vm_id, new_name=new_name, keep_checkpoints=keep_checkpoints
+        )
         vm: VM | None = None
         try:
             staging = Path(target.staging_dir)
+            check_free_space(staging, manifest)
             writer = _Writer(repo, manifest, meter, cancel, workers)
             staged = [(entry, resolve_inside(staging, entry.path)) for entry in manifest.files]
             meter.start_phase("restore", total=manifest.logical_bytes, message=f"restoring {manifest.vm_name}")
@@ -289,7 +358,7 @@ def restore_to_host(
                 target.abort()
             raise
     except OSError as err:
-        raise disk_error(err, "restoring to the host") from err
+        raise target_error(err, f"restoring to host {host.name}", host.name) from err
     finally:
         lock.release()
     meter.start_phase("done", message=f"restored {manifest.id}")

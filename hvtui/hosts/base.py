@@ -159,10 +159,23 @@ class Host(ABC):
         mode: str,
         vm_id: str | None = None,
         new_name: str | None = None,
+        keep_checkpoints: bool = True,
     ) -> RestoreTarget:
         """``mode`` is "new" (a new VM named ``new_name``, new id) or "in_place"
-        (over ``vm_id``, which must be off)."""
+        (over ``vm_id``, which must be off).  ``keep_checkpoints`` False (new VMs): one
+        flattened disk per drive and no checkpoints."""
         raise HostError(self.name, "restore", f"{self.kind} hosts cannot be restored to yet", kind="unsupported")
+
+    def vm_folder_files(self, vm_id: str) -> list[tuple[str, int]]:
+        """Every file an in-place restore of ``vm_id`` replaces or removes: (name, bytes).
+
+        This default lists the disk chains the inventory shows; hosts that know the VM's
+        folder (the lab) list all of it."""
+        for vm in self.inventory(30.0).vms:
+            if vm.id == vm_id:
+                links = {link.path: link.file_size for disk in vm.disks for link in disk.chain}
+                return sorted(links.items())
+        raise HostError(self.name, "restore", f"no VM with id {vm_id}", kind="not-found")
 
     def close(self) -> None:
         """Release connections; backends without any keep this default."""

@@ -381,6 +381,7 @@ class JobManager:
         directory: str | Path | None = None,
         host: str | None = None,
         repository: str | None = None,
+        keep_checkpoints: bool = False,
     ) -> Job:
         """Queue a restore of one restore point.
 
@@ -388,6 +389,10 @@ class JobManager:
         "in_place" (over the original VM, which must be off when the job runs; confirm
         first) or "directory" (the files into ``directory``; the job's host is "local").
         The job's ``mode`` is the target.  Refused at once in read-only mode for host
-        targets.
+        targets.  A new VM or a folder gets one flattened disk per drive and no
+        checkpoints unless ``keep_checkpoints``.
         """
-        return submit_restore(self, point_id, target, new_name=new_name, directory=directory, host=host, repository=repository)
+        return submit_restore(
+            self, point_id, target, new_name=new_name, directory=directory, host=host, repository=repository,
+            keep_checkpoints=keep_checkpoints,
+        )  # fmt: skip

@@ -72,6 +72,14 @@ class Job:
         return str(mode) if mode is not None else None
 
     @property
+    def state_word(self) -> str:
+        """The state as every listing says it: a job a safety rule or read-only mode refused
+        is "refused" (as in the audit log), not "failed"."""
+        if self.state is JobState.FAILED and self.error_kind == "refused":
+            return "refused"
+        return str(self.state)
+
+    @property
     def vm(self) -> str | None:
         """The VM's name where known, else its id."""
         return self.vm_name or self.vm_id
@@ -114,13 +122,18 @@ class JobKind:
     given, says what an interrupted job had made durable before its process died
     (``result``: what its ``committed`` progress event named, for a backup its restore
     point), looking whether it is still there; it returns the summary shown for the job,
-    with a ``message`` in words.
+    with a ``message`` in words.  ``on_dismiss(job)`` runs when an
+    interrupted job is dismissed (a restore: remove what it staged).  ``leftovers(job)``
+    describes what an interrupted job left behind (a restore: its staged files and their
+    size), or None; it is one of the job's log lines until cleaned.
     """
 
     name: str
     build: Callable[[Job], RunFn]
     before_resume: Callable[[Job], None] | None = None
     committed: Callable[[Job, str], dict[str, Any]] | None = None
+    on_dismiss: Callable[[Job], None] | None = None
+    leftovers: Callable[[Job], str | None] | None = None
 
 
 @dataclass(slots=True, eq=False)

@@ -72,7 +72,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "id": job.id,
         "kind": job.kind,
         "mode": job.mode,
-        "state": str(job.state),
+        "state": job.state_word,
         "host": job.host,
         "vm_id": job.vm_id,
         "vm_name": job.vm_name,
@@ -103,7 +103,7 @@ def state_words(job: Job) -> str:
         return "dismissed"
     if job.state in (JobState.QUEUED, JobState.RUNNING) and job.owner_pid not in (None, os.getpid()):
         return f"{job.state} in another hvtui process (pid {job.owner_pid})"
-    return str(job.state)
+    return job.state_word
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -78,6 +78,9 @@ class JournalReplay:
         job = self.job_of(entry)
         if job.state is not JobState.INTERRUPTED or job.resumed_by or job.dismissed:
             raise JobError(f"job {entry.job_id} is not an interrupted job awaiting a decision (it is {state_words(job)})")
+        job_kind = self._kind_of(job.kind)
+        if job_kind is not None and job_kind.on_dismiss is not None:
+            job_kind.on_dismiss(job)
         self.mark(entry.job_id, "dismissed")
         return self.job_of(self.entry(entry.job_id))
 
@@ -194,6 +197,11 @@ class JournalReplay:
             dismissed=entry.dismissed is not None,
             owner_pid=pid,
         )
+        job_kind = self._kind_of(job.kind)
+        if state is JobState.INTERRUPTED and job_kind is not None and job_kind.leftovers is not None:
+            left = job_kind.leftovers(job)  # until the resume, the dismissal or the next restore cleans it
+            if left:
+                job = dataclasses.replace(job, log=(*job.log, left))
         result = entry.committed.get("result") if entry.committed else None
         if state is not JobState.INTERRUPTED or not result:
             return job

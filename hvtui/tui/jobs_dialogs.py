@@ -18,6 +18,7 @@ from hvtui.jobs import Job, JobState
 from hvtui.model import VM, RestorePointSummary
 
 if TYPE_CHECKING:
+    from hvtui.backups.restore_plan import RestorePlan
     from hvtui.tui.screens.backup_dialog import BackupRequest, BackupTarget
     from hvtui.tui.screens.dialogs import ConfirmDialog
     from hvtui.tui.screens.restore_dialog import RestoreRequest
@@ -121,7 +122,21 @@ class JobDialogsMixin:
         request: RestoreRequest | None = await app.push_screen_wait(dialog)
         if request is None:
             return
-        confirm = self.restore_confirmation(point, request, vm)
+        def plan() -> RestorePlan | None:
+            try:
+                return app.core.backups.plan_restore(
+                    point.id,
+                    to_dir=request.directory if request.target == "directory" else None,
+                    as_name=request.new_name if request.target == "new" else None,
+                    in_place=request.target == "in_place",
+                    repository=point.repository,
+                    keep_checkpoints=request.keep_checkpoints,
+                )
+            except HvtuiError as err:  # said in the confirmation: the restore itself says it again
+                log.warning("restore plan of %s: %s", point.id, err)
+                return None
+
+        confirm = self.restore_confirmation(point, request, vm, await asyncio.to_thread(plan))
         if confirm is None:
             return
         if not await app.push_screen_wait(confirm):
@@ -134,6 +149,7 @@ class JobDialogsMixin:
                 new_name=request.new_name,
                 directory=request.directory,
                 repository=point.repository,
+                keep_checkpoints=request.keep_checkpoints,
             )
 
         try:
@@ -144,9 +160,12 @@ class JobDialogsMixin:
             return
         app.notify(f"{job.title} started; j shows the jobs", title="Restore", timeout=6, markup=False)
 
-    def restore_confirmation(self, point: RestorePointSummary, request: RestoreRequest, vm: VM | None) -> ConfirmDialog | None:
-        """The confirmation for a restore, naming exactly what it overwrites (or None after
-        telling the user why it cannot go ahead)."""
+    def restore_confirmation(
+        self, point: RestorePointSummary, request: RestoreRequest, vm: VM | None, plan: RestorePlan | None = None
+    ) -> ConfirmDialog | None:
+        """The confirmation for a restore, naming exactly what it overwrites and loses (the
+        ``plan``: checkpoints by name, files and bytes), or None after telling the user why
+        it cannot go ahead."""
         from hvtui.tui.screens.dialogs import ConfirmDialog
         from hvtui.tui.screens.restore_dialog import point_label
 
@@ -169,25 +188,38 @@ class JobDialogsMixin:
                 )
                 return None
             disks = "\n".join(f"    {disk.path}" for disk in vm.disks) or "    (none listed)"
-            checkpoints = ", ".join(repr(cp.name) for cp in vm.checkpoints)
-            cps = f"  - its {vm.checkpoint_count} checkpoint{'s' if vm.checkpoint_count != 1 else ''} ({checkpoints}) and their differencing files\n" if vm.checkpoints else ""
+            if plan is None:
+                details = "  - (what else is replaced could not be read: the restore replaces the whole VM folder)\n"
+            else:
+                details = "".join(f"  {line}\n" for line in plan.lines()[1:])
             body = (
-                f"Restoring {label} over VM {vm.name} on host {vm.host} replaces the VM's disks and configuration "
-                "with the restore point's. These are lost:\n"
+                f"Restoring {label} over VM {vm.name} on host {vm.host} replaces the VM's disks, configuration and "
+                "checkpoints with the restore point's. These are lost:\n"
                 f"  - its current disks and everything written to them since the point was taken:\n{disks}\n"
-                f"{cps}"
-                f"The VM is {vm.state}. This cannot be undone (back it up first if unsure)."
+                f"{details}"
+                f"The VM is {vm.state}. This cannot be undone: back it up first (b) if unsure."
             )
             return ConfirmDialog(f"Overwrite VM {vm.name} on {vm.host}?", body, yes_label=f"Overwrite {vm.name}")
         if request.target == "new":
             body = (
                 f"Creates a new VM {request.new_name!r} on host {point.host} from {label}. "
                 f"Nothing existing is overwritten; {point.vm_name} is not touched."
+                + _checkpoint_note(plan)
             )
             return ConfirmDialog(f"Restore as new VM {request.new_name} on {point.host}?", body, yes_label="Restore", danger=False)
         directory = Path(request.directory or "").expanduser()
         body = (
             f"Writes the disk and configuration files of {label} into {directory} "
             "on this machine. Nothing is overwritten: the restore refuses if a file of the same name is there."
+            + _checkpoint_note(plan)
         )
         return ConfirmDialog(f"Restore {point.vm_name}'s files into a folder?", body, yes_label="Restore", danger=False)
+
+
+def _checkpoint_note(plan: RestorePlan | None) -> str:
+    if plan is None or not (plan.restored_checkpoints or plan.dropped_checkpoints):
+        return ""
+    if plan.restored_checkpoints:
+        return "\nCheckpoints restored with it: " + ", ".join(repr(n) for n in plan.restored_checkpoints) + "."
+    names = ", ".join(repr(n) for n in plan.dropped_checkpoints)
+    return f"\nOne flattened disk per drive, no checkpoints (the point's {names} are not restored)."

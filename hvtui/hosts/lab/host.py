@@ -271,8 +271,14 @@ class LabHost(Host):
         mode: str,
         vm_id: str | None = None,
         new_name: str | None = None,
+        keep_checkpoints: bool = True,
     ) -> RestoreTarget:
-        return restore.prepare_restore(self.store, self.reader, config, mode, vm_id=vm_id, new_name=new_name)
+        return restore.prepare_restore(
+            self.store, self.reader, config, mode, vm_id=vm_id, new_name=new_name, keep_checkpoints=keep_checkpoints
+        )
+
+    def vm_folder_files(self, vm_id: str) -> list[tuple[str, int]]:
+        return restore.vm_folder_files(self.store, vm_id)
 
 
 def open_file(path: Path) -> BinaryIO:

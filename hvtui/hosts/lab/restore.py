@@ -16,9 +16,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hvtui.errors import HostError
+from hvtui.errors import HostError, HostRefused
 from hvtui.hosts.base import RestoreTarget
 from hvtui.hosts.lab import disk as vdisk
+from hvtui.hosts.lab.flatten import flatten_restored
 from hvtui.hosts.lab.inventory import InventoryReader
 from hvtui.hosts.lab.records import iso, new_guid, validate_vm_name
 from hvtui.hosts.lab.restore_config import check_restore_config
@@ -38,6 +39,7 @@ class LabRestoreTarget(RestoreTarget):
         vm_id: str | None,
         new_name: str | None,
         lock: OpLock | None,
+        keep_checkpoints: bool = True,
     ) -> None:
         self.store = store
         self.reader = reader
@@ -46,6 +48,7 @@ class LabRestoreTarget(RestoreTarget):
         self.staging_dir = staging_dir
         self.vm_id = vm_id
         self.new_name = new_name
+        self.keep_checkpoints = keep_checkpoints
         self._lock = lock
         self._done = False
         # Held while the restore is alive: ``sweep_staging`` removes only dead ones.
@@ -95,6 +98,8 @@ class LabRestoreTarget(RestoreTarget):
             raise HostError(self.store.name, "restore", "this restore was already committed or aborted")
         try:
             self._check_staged()
+            if not self.keep_checkpoints and self.mode == "new":
+                self.config = flatten_restored(self.config, self.staging_dir)
             vm_id = self._commit_new() if self.mode == "new" else self._commit_in_place()
         except BaseException:
             self.abort()
@@ -135,7 +140,7 @@ class LabRestoreTarget(RestoreTarget):
         cp_ids = {cp["id"]: new_guid() for cp in config.get("checkpoints", [])}
         with store.txn("restore") as txn:
             if any(rec["name"] == new_name for rec in txn.state["vms"].values()):
-                raise HostError(store.name, "restore", f"a VM named {new_name!r} already exists")
+                raise HostRefused(store.name, "restore", f"a VM named {new_name!r} already exists on this host")
             folder = Path(VM_ROOT) / new_name
             if (store.root / folder).exists():
                 raise HostError(store.name, "restore", f"folder {store.root / folder} already exists")
@@ -257,7 +262,9 @@ def prepare_restore(
     mode: str,
     vm_id: str | None = None,
     new_name: str | None = None,
+    keep_checkpoints: bool = True,
 ) -> LabRestoreTarget:
+    """``keep_checkpoints`` False (a new VM only): one flattened disk per drive, no checkpoints."""
     operation = "restore"
     store.require_writable(operation)
     store.check_exists(operation)
@@ -273,7 +280,8 @@ def prepare_restore(
             raise HostError(store.name, operation, str(err)) from None
         state = store.read_state()
         if any(rec["name"] == new_name for rec in state["vms"].values()) or (store.root / VM_ROOT / new_name).exists():
-            raise HostError(store.name, operation, f"a VM named {new_name!r} already exists on this host")
+            # A refusal, not a failure: nothing is wrong, the name is taken (exit 4, audited as refused).
+            raise HostRefused(store.name, operation, f"a VM named {new_name!r} already exists on this host")
     elif mode == "in_place":
         if not vm_id:
             raise HostError(store.name, operation, "an in-place restore needs the VM to restore over")
@@ -296,6 +304,18 @@ def prepare_restore(
     else:
         raise HostError(store.name, operation, f"unknown restore mode {mode!r} (expected new or in_place)")
     staging = store.root / STAGING_DIR / token
-    target = LabRestoreTarget(store, reader, config, mode, staging, vm_id, new_name, lock)
+    target = LabRestoreTarget(store, reader, config, mode, staging, vm_id, new_name, lock, keep_checkpoints)
     store.sweep_staging()  # leftovers of restores whose process died
     return target
+
+
+def vm_folder_files(store: LabStore, vm_id: str) -> list[tuple[str, int]]:
+    """Every file in the VM's folder (name, bytes): what an in-place restore replaces."""
+    vm = store.vm_record(store.read_state(), store.resolve_vm_id(vm_id, "restore"), "restore")
+    folder = store.vm_folder(vm)
+    out: list[tuple[str, int]] = []
+    for path in sorted(folder.rglob("*")):
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file():
+                out.append((path.relative_to(folder).as_posix(), path.stat().st_size))
+    return out

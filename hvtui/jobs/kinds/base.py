@@ -54,6 +54,8 @@ class JobQueue(Protocol):
 
     def register_kind(self, kind: JobKind) -> None: ...
 
+    def interrupted_jobs(self) -> list[Job]: ...
+
 
 def services_of(manager: JobQueue) -> EngineServices:
     if manager.services is None:

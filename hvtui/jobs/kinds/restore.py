@@ -1,11 +1,21 @@
 """The ``restore`` job kind: submitting a restore of one restore point (as a new VM, in
-place, or into a directory), running it on the backup service, and before resuming one
-into a directory, removing the staging directory a killed process left."""
+place, or into a directory) and running it on the backup service.
+
+A restore into a directory stages its files in ``<directory>/<staging>``, a name chosen at
+submission and journaled with the job's parameters, so a process killed mid-way leaves a
+folder the journal names exactly.  It is removed by resuming or dismissing that job, and by
+the next restore of any process; until then the job's log says what is left and its size.
+"""
 
 from __future__ import annotations
 
+import logging
+import secrets
+import shutil
 from pathlib import Path
 from typing import Any
+
+import humanize
 
 from hvtui.errors import ConfigError
 from hvtui.events import CancelToken, ProgressCallback
@@ -15,10 +25,18 @@ from hvtui.jobs.model import Job, JobKind, RunFn
 RESTORE_TARGETS = ("new", "in_place", "directory")
 LOCAL_HOST = "local"  # the job "host" of a restore into a directory on this machine
 
+log = logging.getLogger(__name__)
+
 
 def restore_kind(manager: JobQueue) -> JobKind:
     """The ``restore`` kind of ``manager`` (it runs on ``manager.services``)."""
-    return JobKind("restore", build=lambda job: _restore_run(manager, job), before_resume=lambda job: _before_restore_resume(manager, job))
+    return JobKind(
+        "restore",
+        build=lambda job: _restore_run(manager, job),
+        before_resume=lambda job: remove_staged(job),
+        on_dismiss=lambda job: remove_staged(job),
+        leftovers=staged_leftovers,
+    )
 
 
 def submit_restore(
@@ -30,8 +48,12 @@ def submit_restore(
     directory: str | Path | None = None,
     host: str | None = None,
     repository: str | None = None,
+    keep_checkpoints: bool = False,
 ) -> Job:
-    """Queue a restore of restore point ``point_id`` (see ``JobManager.submit_restore``)."""
+    """Queue a restore of restore point ``point_id`` (see ``JobManager.submit_restore``).
+
+    ``keep_checkpoints``: a new VM or a folder keeps the point's checkpoint tree (default:
+    one flattened disk per drive); an in-place restore always restores the point's tree."""
     services = services_of(manager)
     if target not in RESTORE_TARGETS:
         raise ConfigError(f"unknown restore target {target!r} (expected {', '.join(RESTORE_TARGETS)})")
@@ -41,9 +63,12 @@ def submit_restore(
         raise ConfigError("a restore into a directory needs the directory")
     repo, manifest = services.backups.find_point(point_id, repository)
     params: dict[str, Any] = {"mode": target, "point_id": manifest.id, "repository": repo.name}
+    if keep_checkpoints and target != "in_place":
+        params["keep_checkpoints"] = True
     if target == "directory":
         job_host = LOCAL_HOST
         params["directory"] = str(Path(directory).expanduser().absolute())  # type: ignore[arg-type]
+        params["staging"] = f".hvtui-restore-{manifest.id}-{secrets.token_hex(4)}.tmp"
     else:
         job_host = host or manifest.host
         services.hosts.host(job_host)
@@ -66,9 +91,16 @@ def _restore_run(manager: JobQueue, job: Job) -> RunFn:
     target = params.get("mode")
 
     def run(progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"repository": params.get("repository"), "progress": progress, "cancel": cancel}
+        _clean_interrupted(manager)
+        kwargs: dict[str, Any] = {
+            "repository": params.get("repository"),
+            "keep_checkpoints": bool(params.get("keep_checkpoints")),
+            "progress": progress,
+            "cancel": cancel,
+        }
         if target == "directory":
             kwargs["to_dir"] = Path(params["directory"])
+            kwargs["staging_name"] = params.get("staging")
         elif target == "new":
             kwargs["as_name"] = params["new_name"]
             kwargs["host"] = params.get("host") or job.host
@@ -82,12 +114,54 @@ def _restore_run(manager: JobQueue, job: Job) -> RunFn:
     return run
 
 
-def _before_restore_resume(manager: JobQueue, job: Job) -> None:
-    """A killed restore into a directory leaves its staging directory: remove it."""
-    import shutil
+def staged_path(job: Job) -> Path | None:
+    """The staging folder the journal says ``job`` used (restores into a directory)."""
+    if job.kind != "restore" or job.params.get("mode") != "directory":
+        return None  # a host restore's staging is the host's (the lab sweeps dead ones itself)
+    name, directory = job.params.get("staging"), job.params.get("directory")
+    if not isinstance(name, str) or not isinstance(directory, str) or "/" in name or not name.startswith(".hvtui-restore-"):
+        return None
+    return Path(directory) / name
 
-    if job.params.get("mode") != "directory":
-        return  # a host restore's staging is the host's (the lab aborts leftovers itself)
-    target = Path(job.params["directory"])
-    for leftover in target.glob(f".hvtui-restore-{job.params['point_id']}-*.tmp"):
-        shutil.rmtree(leftover, ignore_errors=True)
+
+def remove_staged(job: Job) -> None:
+    """Remove what ``job`` staged (before resuming or on dismissing it)."""
+    path = staged_path(job)
+    if path is None and job.kind == "restore" and job.params.get("mode") == "directory":
+        # A job journaled before the staging name was: its point's staging folders.
+        for leftover in Path(job.params["directory"]).glob(f".hvtui-restore-{job.params['point_id']}-*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    elif path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def staged_leftovers(job: Job) -> str | None:
+    """``left 367.0 MiB staged in DIR/.hvtui-restore-…`` while it is there, else None."""
+    path = staged_path(job)
+    if path is None or not path.is_dir():
+        return None
+    total = 0
+    for item in path.rglob("*"):
+        try:
+            if item.is_file():
+                total += item.stat().st_blocks * 512  # what it takes on disk: the files are sparse
+        except OSError:
+            continue
+    return (
+        f"left {humanize.naturalsize(total, binary=True)} staged in {path}; "
+        "removed by resuming or dismissing this job, or by the next restore"
+    )
+
+
+def _clean_interrupted(manager: JobQueue) -> None:
+    """Remove the staging of every restore whose process died (the journal names it)."""
+    try:
+        jobs = manager.interrupted_jobs()
+    except Exception as err:  # a broken journal must not stop this restore
+        log.warning("leftover restore staging not checked: %s", err)
+        return
+    for job in jobs:
+        path = staged_path(job)
+        if path is not None and path.exists():
+            log.info("removing %s, staged by interrupted job %s", path, job.id)
+            shutil.rmtree(path, ignore_errors=True)

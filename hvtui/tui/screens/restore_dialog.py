@@ -14,7 +14,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, RadioSet, Static
+from textual.widgets import Button, Checkbox, Input, Label, RadioSet, Static
 
 from hvtui.model import RestorePointSummary
 from hvtui.text import display_text
@@ -30,6 +30,7 @@ class RestoreRequest:
     target: str  # new, in_place or directory (hvtui.jobs.RESTORE_TARGETS)
     new_name: str | None = None
     directory: str | None = None
+    keep_checkpoints: bool = False  # new VM or folder: keep the point's checkpoint tree
 
 
 def point_time(point: RestorePointSummary) -> str:
@@ -104,6 +105,12 @@ class RestoreDialog(_Dialog):
             with Vertical(id="field-directory", classes="target-field"):
                 yield Label("Folder (created if missing; must not already hold these files)")
                 yield Input(self.default_directory, id="restore-directory")
+            yield Checkbox(
+                "keep the point's checkpoints (default: one flattened disk per drive, no checkpoints)",
+                value=False,
+                id="keep-checkpoints",
+                classes="target-field",
+            )
             note = f"Read-only: only a folder restore is possible ({self.read_only_reason})." if self.read_only_reason else ""
             yield Static(note, id="restore-note", markup=False)
             with Horizontal(classes="dialog-buttons"):
@@ -117,6 +124,7 @@ class RestoreDialog(_Dialog):
     def _show_fields(self) -> None:
         self.query_one("#field-new").set_class(self.target == "new", "-shown")
         self.query_one("#field-directory").set_class(self.target == "directory", "-shown")
+        self.query_one("#keep-checkpoints").set_class(self.target != "in_place", "-shown")
 
     @on(RadioSet.Changed, "#restore-target")
     def _target_changed(self, event: RadioSet.Changed) -> None:
@@ -131,6 +139,10 @@ class RestoreDialog(_Dialog):
         self._show_fields()
 
     @property
+    def keep_checkpoints(self) -> bool:
+        return self.query_one("#keep-checkpoints", Checkbox).value
+
+    @property
     def request(self) -> RestoreRequest | None:
         """The choice, or None (with a notification) when a field is empty."""
         if self.target == "new":
@@ -138,13 +150,13 @@ class RestoreDialog(_Dialog):
             if not name:
                 self.app.notify("the new VM needs a name", title="Restore", severity="error")
                 return None
-            return RestoreRequest("new", new_name=name)
+            return RestoreRequest("new", new_name=name, keep_checkpoints=self.keep_checkpoints)
         if self.target == "directory":
             directory = self.query_one("#restore-directory", Input).value.strip()
             if not directory:
                 self.app.notify("the folder to restore into is empty", title="Restore", severity="error")
                 return None
-            return RestoreRequest("directory", directory=directory)
+            return RestoreRequest("directory", directory=directory, keep_checkpoints=self.keep_checkpoints)
         return RestoreRequest("in_place")
 
     @on(Input.Submitted)

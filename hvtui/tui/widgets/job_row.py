@@ -55,7 +55,7 @@ def state_text(job: Job) -> str:
             return "resumed"
         if job.dismissed:
             return "dismissed"
-    return str(job.state)
+    return job.state_word
 
 
 def awaits_decision(job: Job) -> bool:
