@@ -12,6 +12,10 @@ repository), restores onto a host and prune, and keeps verify from quarantining 
 chunks; restores onto a host, prune and quarantines are audit-logged, and so are backups
 (they create and remove a checkpoint on the host; the entry records the mode that ran) and
 the points retention deletes after a backup (``backup.retention``).
+
+Every Recovery checkpoint a backup takes is recorded in the checkpoint journal
+(``ledger``); before a backup, the VM's leftovers of hvtui's own dead backups are removed,
+each named and audited, and no other Recovery checkpoint is touched (``leftovers``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 
 from hvtui.audit import AuditLog
 from hvtui.backups.guard import HostLookup, SafetyGuard
+from hvtui.backups.ledger import CheckpointJournal
+from hvtui.backups.leftovers import AUDIT_ACTION, LeftoverCheckpoints
 from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing
 from hvtui.backups.repositories import RepositoryList
 from hvtui.clock import Clock
@@ -39,7 +45,7 @@ from hvtui.engine.verify import VerifyReport, run_verify
 from hvtui.errors import ConfigError, HvtuiError, RefusedError
 from hvtui.events import CancelToken, ProgressCallback
 from hvtui.inventory import InventoryService
-from hvtui.model import BACKUP_MODES, VM, RestorePointSummary
+from hvtui.model import BACKUP_MODES, VM, Checkpoint, RestorePointSummary
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +60,19 @@ class Backups:
         clock: Clock,
         *,
         read_only: bool = False,
+        checkpoint_journal: Path | None = None,
     ) -> None:
-        """``read_only``: the whole console runs read-only (a host may also be, in its settings)."""
+        """``read_only``: the whole console runs read-only (a host may also be, in its settings).
+        ``checkpoint_journal``: where the Recovery checkpoints backups take are recorded;
+        without one, no leftover checkpoint is ever proven hvtui's (none is removed)."""
         self._repositories = repositories
         self._hosts = hosts
         self._inventory = inventory
         self._audit = audit
         self._clock = clock
         self._guard = SafetyGuard(hosts, audit, read_only)
+        journal = CheckpointJournal(checkpoint_journal) if checkpoint_journal is not None else None
+        self._leftovers = LeftoverCheckpoints(journal, hosts, audit)
         self._points = PointIndex()
         self.recheck_seconds = 2.0
         self.progress_interval = DEFAULT_INTERVAL
@@ -158,6 +169,30 @@ class Backups:
         """A VM by name or id on the configured hosts (``host`` only needed when ambiguous)."""
         return self._inventory.find_vm(name, host)
 
+    # -- leftover Recovery checkpoints --------------------------------------------------------
+    def backup_checkpoint_left(self, vm: VM, checkpoint: Checkpoint) -> str | None:
+        """Who left ``checkpoint`` ("hvtui backup job 1a2b") when it is the leftover of one of
+        hvtui's own backups that is over; None otherwise (``policy.context.BackupLeft``)."""
+        try:
+            return self._leftovers.made_by_dead_job(vm, checkpoint)
+        except OSError as err:  # an unreadable journal must not break the check: "not proven"
+            log.warning("checkpoint journal unreadable: %s", err)
+            return None
+
+    def clear_leftover_checkpoints(
+        self,
+        host_name: str,
+        vm_id: str,
+        vm_label: str,
+        progress: ProgressCallback | None = None,
+        extra_args: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Remove the VM's Recovery checkpoints left by hvtui's own dead backups (only those);
+        each is named on ``progress`` and audited.  The caller holds the VM's backup lock.
+        Returns the names removed."""
+        self._guard.refuse_if_read_only(AUDIT_ACTION, host_name, vm_label, {"vm_id": vm_id, **(extra_args or {})})
+        return self._leftovers.clear(host_name, vm_id, vm_label, progress, extra_args)
+
     # -- safety ----------------------------------------------------------------------------
     def read_only_reason(self, host: str | None = None) -> str | None:
         return self._guard.read_only_reason(host)
@@ -167,17 +202,24 @@ class Backups:
         self,
         host_name: str,
         vm_id: str,
-        mode: str = "incremental",
+        mode: str | None = "incremental",
         repository: str | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         apply_retention: bool = True,
+        job_id: str | None = None,
+        vm_name: str | None = None,
     ) -> BackupResult:
-        """Back up one VM; an incremental/differential with no earlier point runs as a full.
+        """Back up one VM; an incremental/differential with no earlier point runs as a full,
+        and says why in ``warnings``.  ``mode`` None: automatic (an incremental where a point
+        exists, else a full, without a warning).  ``job_id``: the job running it (recorded
+        with its Recovery checkpoint); ``vm_name``: the VM's name as the caller knows it.
 
         After a successful backup (only then) the repository's retention is applied to this
         VM's points (manifests only; ``prune`` frees the chunks).
         """
+        auto = mode is None
+        mode = "incremental" if mode is None else mode
         if mode not in BACKUP_MODES:
             raise ConfigError(f"unknown backup mode {mode!r} (expected full, incremental or differential)")
         host = self._hosts.host(host_name)
@@ -186,22 +228,45 @@ class Backups:
         # Audited under the VM's name whatever the outcome, so one grep finds every attempt
         # (the name as last seen; the id is in the args).
         known = self._inventory.latest.vm(host_name, vm_id)
-        vm_label = known.name if known is not None else vm_id
+        vm_label = known.name if known is not None else vm_name or vm_id
         self._guard.refuse_if_read_only("backup", host_name, vm_label, args)
         repo = self.open_repository(rc.name, create=True)
         assert repo is not None
+        taken: list[str] = []
+        record = self._leftovers.recorder(host_name, vm_id, job_id, lambda: self._clock.now().isoformat())
+
+        def on_checkpoint(checkpoint_id: str, checkpoint_name: str) -> None:
+            taken.append(checkpoint_id)
+            try:
+                record(checkpoint_id, checkpoint_name)
+            except OSError as err:  # the backup still runs; only a leftover could not be proven ours
+                log.warning("could not record the backup checkpoint of %s/%s: %s", host_name, vm_label, err)
+
+        def clear_leftovers(cleanup_progress: ProgressCallback | None) -> None:
+            self._leftovers.clear(host_name, vm_id, vm_label, cleanup_progress)
+
         with self._audit.action("backup", host_name, vm_label, args) as entry:
-            result = run_backup(
-                repo,
-                host,
-                vm_id,
-                mode,
-                clock=self._clock,
-                progress=progress,
-                cancel=cancel,
-                progress_interval=self.progress_interval,
-                lock_timeout=self.lock_timeout,
-            )
+            try:
+                result = run_backup(
+                    repo,
+                    host,
+                    vm_id,
+                    mode,
+                    clock=self._clock,
+                    progress=progress,
+                    cancel=cancel,
+                    progress_interval=self.progress_interval,
+                    lock_timeout=self.lock_timeout,
+                    clear_leftovers=clear_leftovers,
+                    on_checkpoint=on_checkpoint,
+                )
+            finally:
+                try:
+                    self._leftovers.ended(taken)
+                except OSError as err:
+                    log.warning("could not record the end of the backup of %s/%s: %s", host_name, vm_label, err)
+            if result.fallback and not auto:
+                result.warnings.insert(0, f"{mode} asked for, but {result.fallback}: {result.vm_name} got a full restore point")
             entry.vm = result.vm_name
             # What ran, and what was asked when it differs (an incremental with no earlier
             # point runs as a full): "mode=full requested=incremental".
