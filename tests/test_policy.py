@@ -115,6 +115,34 @@ def test_recovery_checkpoint_thresholds(age: float, expected: list[Severity]) ->
     assert rule_findings(findings, CHECKPOINT_AGE) == []  # a Recovery checkpoint is not a user checkpoint
 
 
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [(-30, [Severity.WARN]), (1, [Severity.WARN]), (DAY - 1, [Severity.WARN]), (DAY, [Severity.CRIT])],
+)
+def test_recovery_checkpoint_of_a_dead_hvtui_backup_is_flagged_at_once(age: float, expected: list[Severity]) -> None:
+    """The journal knows the hvtui job that took it is dead: no hour of grace (a host clock
+    a little behind still counts); critical past the configured age as before."""
+    vm = linear_vm("sql01", ages=(age,), types=("Recovery",))
+    asked: list[tuple[str, str]] = []
+
+    def left_by(vm: VM, checkpoint) -> str:  # noqa: ANN001
+        asked.append((vm.name, checkpoint.name))
+        return "hvtui backup job 1a2b3c"
+
+    findings = rule_findings(evaluate(inv(vm), PolicyConfig(), BACKED_UP, left_by), RECOVERY_LEFT)
+    assert [f.severity for f in findings] == expected
+    assert asked == [("sql01", "sql01 cp1")]
+    assert "hvtui backup job 1a2b3c" in findings[0].message and "no longer running" in findings[0].message
+    assert "crit at 24 hours" in findings[0].message
+
+
+def test_recovery_checkpoint_nobody_vouches_for_keeps_its_grace() -> None:
+    """Another product's (or a running backup's) checkpoint: the lookup says None, the hour stands."""
+    vm = linear_vm("sql01", ages=(HOUR - 1,), types=("Recovery",))
+    findings = evaluate(inv(vm), PolicyConfig(), BACKED_UP, lambda vm, cp: None)
+    assert rule_findings(findings, RECOVERY_LEFT) == []
+
+
 # -- replica types ---------------------------------------------------------------------------------
 def test_replica_checkpoints_raise_nothing_by_default() -> None:
     ages = tuple(30 * DAY for _ in range(12))

@@ -120,3 +120,29 @@ def test_resuming_a_killed_backup_removes_only_its_own_checkpoint(tmp_path: Path
     assert recovery_ids(tmp_path, vm_id) == [foreign]
     removed = [e["args"] for e in AuditLog(paths.audit_log).read() if e["action"] == "remove-recovery-checkpoints"]
     assert [(a["removed"], a["resuming"], a["left_by"]) for a in removed] == [(1, job_id, job_id)]
+
+
+def test_check_flags_a_killed_backups_checkpoint_at_once(tmp_path: Path, paths: Paths) -> None:
+    """Killed right after `backup: full backup of ...`: `check` is no longer OK although the
+    checkpoint is seconds old (the journal knows its job is dead); dismissing the job does not
+    hide it."""
+    from hvtui.commands.check import build_report
+
+    host = make_host(tmp_path, HOST)
+    vm_id = add_vm(host, blocks=6)
+    add_vm(host, name="vm2", seed=9)
+    marker = tmp_path / "stopped"
+    job_id = kill_backup_at(
+        "backup", module="test_recovery_leftovers", factory="make_lab_core", root=tmp_path, vm_id=vm_id, vm_name="vm1",
+        marker=marker,
+    )  # fmt: skip
+    core = make_lab_core(tmp_path, paths)
+    try:
+        core.jobs.dismiss_interrupted(job_id)
+        report = build_report(core)
+    finally:
+        core.close()
+    left = [f for f in report["findings"] if f["rule"] == "recovery-checkpoint-left"]
+    assert [(f["vm_name"], f["severity"]) for f in left] == [("vm1", "WARN")]
+    assert f"hvtui backup job {job_id}" in left[0]["message"]
+    assert report["summary"].startswith("HVTUI WARNING")
