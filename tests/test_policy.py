@@ -308,6 +308,30 @@ def test_checkpoint_without_any_backup_known_is_crit() -> None:
         assert finding.severity == Severity.CRIT and "no backup known" in finding.message
 
 
+@pytest.mark.parametrize(
+    ("age", "expected"), [(1, Severity.WARN), (HOUR - 1, Severity.WARN), (HOUR, Severity.CRIT), (3 * DAY, Severity.CRIT)]
+)
+def test_checkpoint_not_backup_warns_first_then_is_crit_past_its_age(age: float, expected: Severity) -> None:
+    """A routine checkpoint (seconds old, on a VM never backed up) does not page at once."""
+    vm = linear_vm("dc01", ages=(age,))
+    (finding,) = rule_findings(evaluate(inv(vm), PolicyConfig(), None), CHECKPOINT_NOT_BACKUP)
+    assert finding.severity == expected
+    if expected is Severity.WARN:
+        assert "critical once its oldest checkpoint is 1 hour old" in finding.message
+
+
+def test_checkpoint_not_backup_grace_is_configurable_and_counts_for_an_old_backup_too() -> None:
+    vm = linear_vm("dc01", ages=(2 * HOUR,))
+    policy = PolicyConfig(defaults=Thresholds(not_backup_crit=DAY))
+    stale_backup = lambda _vm: NOW - timedelta(days=30)  # noqa: E731
+    for lookup in (None, stale_backup):
+        (finding,) = rule_findings(evaluate(inv(vm), policy, lookup), CHECKPOINT_NOT_BACKUP)
+        assert finding.severity == Severity.WARN
+    old = linear_vm("dc01", ages=(DAY,))
+    (finding,) = rule_findings(evaluate(inv(old), policy, stale_backup), CHECKPOINT_NOT_BACKUP)
+    assert finding.severity == Severity.CRIT
+
+
 @pytest.mark.parametrize(("backup_age", "fires"), [(7 * DAY - 1, False), (7 * DAY, True)])
 def test_checkpoint_not_backup_threshold(backup_age: float, fires: bool) -> None:
     vm = linear_vm("db01", ages=(HOUR,))
