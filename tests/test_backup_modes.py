@@ -91,3 +91,24 @@ async def test_the_backup_dialog_offers_only_full_when_there_is_no_point(points:
         buttons = {b.id.removeprefix("mode-"): b for b in dialog.query(ChoiceButton)}
         assert [mode for mode, b in buttons.items() if not b.disabled] == enabled
         assert dialog.request.mode == ("full" if not points else "incremental")
+
+
+def test_a_second_backup_of_a_vm_is_refused_naming_the_vm_not_its_id(
+    tmp_path: Path, paths, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Everywhere a person reads it the VM has its name; its id stays in --json's fields."""
+    from hvtui.engine.locks import VMLock
+
+    host = make_host(tmp_path, HOST)
+    vm_id = add_vm(host, name="vm1", blocks=4)
+    config = write_config(tmp_path)
+    assert main(["--config", str(config), "backup", "vm1", "--json"]) == 0  # the repository exists now
+    capsys.readouterr()
+    held = VMLock(tmp_path / "repo", HOST, vm_id).acquire()  # a backup of vm1 running elsewhere
+    try:
+        assert main(["--config", str(config), "backup", "vm1"]) == 1
+        err = capsys.readouterr().err
+        assert f"a backup of VM vm1 on {HOST} into this repository is already running" in err
+        assert vm_id not in err
+    finally:
+        held.release()

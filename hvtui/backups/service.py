@@ -259,6 +259,7 @@ class Backups:
                     lock_timeout=self.lock_timeout,
                     clear_leftovers=clear_leftovers,
                     on_checkpoint=on_checkpoint,
+                    vm_name=vm_label if vm_label != vm_id else None,
                 )
             finally:
                 try:
@@ -287,7 +288,7 @@ class Backups:
         args: dict[str, Any] = {"repository": rc.name, "vm_id": result.vm_id, "after": result.point_id, "keep": keep}
         started = time.monotonic()
         try:
-            result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id)
+            result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id, vm_name=result.vm_name)
         except (HvtuiError, OSError) as err:  # the new point is committed: a warning, not a failure
             result.warnings.append(f"retention was not applied: {err}")
             self._guard.audit_record(

@@ -21,7 +21,7 @@ from typing import Any
 
 from hvtui.clock import Clock, SystemClock
 from hvtui.engine.fsutil import tune_allocator
-from hvtui.engine.locks import VMLock
+from hvtui.engine.locks import VMLock, vm_label
 from hvtui.engine.manifest import Manifest, new_point_id
 from hvtui.engine.parent import find_parent, point_order, select_parent
 from hvtui.engine.pipeline import ChunkPipeline
@@ -118,12 +118,14 @@ def run_backup(
     workers: int | None = None,
     clear_leftovers: Callable[[ProgressCallback | None], None] | None = None,
     on_checkpoint: CheckpointTaken | None = None,
+    vm_name: str | None = None,
 ) -> BackupResult:
     """Back up one VM into ``repo``; the new point is committed or nothing is.
 
     ``clear_leftovers`` runs under the VM's backup lock before the checkpoint is taken
     (the caller removes what earlier backups of its own left); ``on_checkpoint(id, name)``
     is handed to the host, which calls it as it takes the checkpoint (the caller records it).
+    ``vm_name``: the VM's name as the caller knows it, for messages (locks held, busy).
 
     Raises ``Cancelled``, ``RepositoryError`` (disk full, lock busy, unsafe source) or the
     host's ``HostError``; in every case the Recovery checkpoint is gone afterwards (the
@@ -142,10 +144,10 @@ def run_backup(
         if progress is not None:
             progress(Progress(phase="lock", message=message))
 
-    lock = repo.lock("shared", "backup", f"{host.name}/{vm_id}")
+    lock = repo.lock("shared", "backup", vm_label(host.name, vm_id, vm_name))
     lock.acquire(lock_timeout, cancel, on_wait)
     try:
-        with VMLock(repo.root, host.name, vm_id).acquire():
+        with VMLock(repo.root, host.name, vm_id, vm_name).acquire():
             return _backup_locked(
                 repo, host, vm_id, mode, clock, cancel, meter, lock.id, n_workers, started, clear_leftovers, on_checkpoint
             )

@@ -94,7 +94,7 @@ def _before_backup_resume(manager: JobQueue, job: Job) -> None:
     if job.vm_id is None:
         return
     repo = services.backups.open_repository(job.params.get("repository"))
-    lock = VMLock(repo.root, job.host, job.vm_id).acquire() if repo is not None else None
+    lock = VMLock(repo.root, job.host, job.vm_id, job.vm_name).acquire() if repo is not None else None
     try:
         services.backups.clear_leftover_checkpoints(job.host, job.vm_id, vm_label or job.vm_id, extra_args={"resuming": job.id})
     finally:
