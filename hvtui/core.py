@@ -200,6 +200,7 @@ class Core:
                 self.audit,
                 self.clock,
                 read_only=self.read_only,
+                checkpoint_journal=self.paths.checkpoint_journal,
             ),
         )
 

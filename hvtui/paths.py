@@ -54,6 +54,11 @@ class Paths:
     def job_journal(self) -> Path:
         return self.state_dir / "jobs.jsonl"
 
+    @property
+    def checkpoint_journal(self) -> Path:
+        """The Recovery checkpoints hvtui's backups took (``hvtui.backups.ledger``)."""
+        return self.state_dir / "checkpoints.jsonl"
+
 
 def env_config_path() -> Path | None:
     value = os.environ.get("HVTUI_CONFIG")

@@ -1,7 +1,8 @@
 """A small host over plain files, for engine tests that must not depend on the lab.
 
 ``DirHost`` implements the ``Host`` interface for real: VMs are directories of real files,
-a "Recovery checkpoint" is a marker file that exists while a ``BackupSource`` is open,
+a "Recovery checkpoint" is a marker file that exists while a ``BackupSource`` is open
+(its id ``recovery-<vm id>``, its name the backup pattern, both given to the source),
 writes made through ``write`` are recorded so ``changed_ranges`` answers like RCT, and
 ``prepare_restore`` stages files and registers a VM directory on commit.  It is a test
 double (a second implementation of the interface), not a mock.
@@ -23,8 +24,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hvtui.errors import HostError, NotFoundError
-from hvtui.hosts.base import BackupSource, Host, HostSnapshot, RestoreTarget, SourceFile
-from hvtui.model import VM, HostFacts
+from hvtui.hosts.base import BackupSource, Host, HostSnapshot, RestoreTarget, SourceFile, backup_checkpoint_name
+from hvtui.model import VM, Checkpoint, HostFacts
 
 MiB = 1024 * 1024
 
@@ -34,6 +35,8 @@ class DirSource(BackupSource):
         self.host = host
         self.vm_id = vm_id
         self.vm = host.vm(vm_id)
+        self.checkpoint_id = host.recovery_id(vm_id)
+        self.checkpoint_name = host.marker(vm_id).read_text()
         meta = host.meta(vm_id)
         self.config = {"name": meta["name"], "memory": meta.get("memory", 1024), "generation": 2}
         self.files = []
@@ -111,6 +114,16 @@ class DirTarget(RestoreTarget):
 
     def abort(self) -> None:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
+
+
+class OneHost:
+    """The host lookup (``hvtui.backups.guard.HostLookup``) of a single host."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def host(self, name: str) -> Host:
+        return self._host
 
 
 class DirHost(Host):
@@ -195,14 +208,31 @@ class DirHost(Host):
         raise HostError(self.name, "checkpoint", "not supported here")
 
     def remove_checkpoint(self, vm_id, checkpoint_id, subtree=False, progress=None, cancel=None):  # noqa: ANN001, ANN201
+        if checkpoint_id == self.recovery_id(vm_id) and not subtree:
+            if not self.marker(vm_id).exists():
+                raise NotFoundError(self.name, "remove checkpoint", f"no checkpoint {checkpoint_id}")
+            self.marker(vm_id).unlink()
+            return None
         raise HostError(self.name, "checkpoint", "not supported here")
+
+    def recovery_id(self, vm_id: str) -> str:
+        return f"recovery-{vm_id}"
+
+    def recovery_checkpoints(self, vm_id: str, timeout: float = 60.0) -> list[Checkpoint]:
+        marker = self.marker(vm_id)
+        if not marker.exists():
+            return []
+        created = datetime.fromtimestamp(marker.stat().st_mtime, UTC)
+        return [Checkpoint(self.recovery_id(vm_id), marker.read_text(), "Recovery", created, None)]
 
     def rename_checkpoint(self, vm_id, checkpoint_id, new_name):  # noqa: ANN001, ANN201
         raise HostError(self.name, "checkpoint", "not supported here")
 
-    def open_backup_source(self, vm_id: str, progress=None) -> DirSource:  # noqa: ANN001
-        self.meta(vm_id)
-        self.marker(vm_id).write_text("recovery")
+    def open_backup_source(self, vm_id: str, progress=None, on_checkpoint=None) -> DirSource:  # noqa: ANN001
+        name = backup_checkpoint_name(self.meta(vm_id)["name"], datetime.now(UTC))
+        if on_checkpoint is not None:
+            on_checkpoint(self.recovery_id(vm_id), name)  # recorded before it exists, as the lab does
+        self.marker(vm_id).write_text(name)
         self.opened.append(vm_id)
         return DirSource(self, vm_id)
 

@@ -163,6 +163,7 @@ policy:
   differencing_size: {warn_percent: 50, warn_bytes: 20G}
   merge_headroom: {min_free_percent: 10}
   backup_age: {crit: 36h}
+  checkpoint_not_backup: {crit: 4h}
   replica_checkpoints: true
   groups:
     prod:
@@ -179,6 +180,7 @@ policy:
     assert policy.defaults.differencing_warn_bytes == 20 * 1024**3
     assert policy.defaults.merge_min_free_percent == 10.0
     assert policy.defaults.backup_max_age == 36 * HOUR and policy.defaults.replica_alerts is True
+    assert policy.defaults.not_backup_crit == 4 * HOUR and prod_not_backup(policy) == 4 * HOUR
     prod = policy.groups["prod"]
     assert (prod.checkpoint_age_warn, prod.checkpoint_age_crit) == (1 * DAY, 2 * DAY)
     assert (prod.depth_warn, prod.depth_crit) == (2, 4)  # untouched keys come from the defaults
@@ -187,6 +189,10 @@ policy:
     assert policy.thresholds_for("hv02", "web", None).recovery_age_warn == 30 * 60
     assert policy.thresholds_for("hv02", "other", "test") is policy.defaults
     assert policy.exemptions[0].reason == "kept by Veeam" and policy.exemptions[0].rule is None
+
+
+def prod_not_backup(policy) -> float:  # noqa: ANN001
+    return policy.groups["prod"].not_backup_crit  # a group override inherits it from the defaults
 
 
 def test_yaml_merge_keys_share_host_settings(tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from hvtui.audit import AuditLog
+from hvtui.backups.ledger import CheckpointJournal
+from hvtui.backups.leftovers import LeftoverCheckpoints
 from hvtui.engine.backup import run_backup
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory, restore_to_host
@@ -16,7 +19,7 @@ from hvtui.errors import Cancelled, HostError, RepositoryError
 from hvtui.events import CancelToken, Progress
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_support import DirHost, read_tree  # noqa: E402
+from engine_support import DirHost, OneHost, read_tree  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -137,16 +140,31 @@ def test_progress_reports_phases_and_reaches_the_total(host: DirHost, repo: Repo
 
 
 @pytest.mark.parametrize("phase", ["cleanup", "checkpoint", "backup"])
-def test_cancel_at_any_moment_leaves_no_point_and_no_checkpoint(host: DirHost, repo: Repository, phase: str) -> None:
+def test_cancel_at_any_moment_leaves_no_point_and_no_checkpoint(
+    host: DirHost, repo: Repository, phase: str, tmp_path: Path
+) -> None:
     """Cancelled when the first event of ``phase`` arrives (every phase before the commit)."""
     token = CancelToken()
+    leftovers = LeftoverCheckpoints(CheckpointJournal(tmp_path / "checkpoints.jsonl"), OneHost(host), AuditLog(tmp_path / "audit"))
+    if phase == "cleanup":  # only a leftover of our own makes a cleanup phase: an earlier backup's, never removed
+        host.open_backup_source("vm1", None, leftovers.recorder(host.name, "vm1", None, lambda: ""))
+        leftovers.ended([host.recovery_id("vm1")])
 
     def progress(event: Progress) -> None:
         if event.phase == phase:
             token.cancel()
 
     with pytest.raises(Cancelled):
-        run_backup(repo, host, "vm1", "full", progress=progress, cancel=token, progress_interval=0)
+        run_backup(
+            repo,
+            host,
+            "vm1",
+            "full",
+            progress=progress,
+            cancel=token,
+            progress_interval=0,
+            clear_leftovers=lambda p: leftovers.clear(host.name, "vm1", "vm1", p),
+        )
     assert repo.point_ids() == []
     assert not host.marker("vm1").exists()
     assert os.listdir(repo.tmp_dir) == []

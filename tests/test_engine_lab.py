@@ -31,8 +31,8 @@ class CapturingLabHost(LabHost):
 
     captured: list[dict[str, bytes]]
 
-    def open_backup_source(self, vm_id, progress=None):  # noqa: ANN001, ANN201
-        source = super().open_backup_source(vm_id, progress)
+    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None):  # noqa: ANN001, ANN201
+        source = super().open_backup_source(vm_id, progress, on_checkpoint)
         snapshot = {}
         for f in source.files:
             with f.open() as fh:
@@ -193,7 +193,7 @@ def test_retention_runs_after_a_successful_backup_only(lab) -> None:  # noqa: AN
         ids.append(core.backups.backup(HOST, vm_id, "incremental").point_id)
     assert [p.id for p in core.backups.list_points(HOST)] == ids[1:]  # keep_last=3
 
-    def broken(vm_id, progress=None):  # noqa: ANN001, ANN202
+    def broken(vm_id, progress=None, on_checkpoint=None):  # noqa: ANN001, ANN202
         raise OSError(28, "No space left on device")
 
     host.open_backup_source = broken  # type: ignore[method-assign]

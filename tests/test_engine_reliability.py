@@ -7,6 +7,7 @@ waits are on what other processes report.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import random
@@ -21,6 +22,9 @@ import pytest
 
 import hvtui.engine.repository as repository_module
 import hvtui.engine.store as store_module
+from hvtui.audit import AuditLog
+from hvtui.backups.ledger import CheckpointJournal
+from hvtui.backups.leftovers import LeftoverCheckpoints
 from hvtui.clock import FixedClock
 from hvtui.config import Retention
 from hvtui.engine.backup import run_backup
@@ -35,7 +39,7 @@ from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.host import LabHost
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_support import DirHost, read_tree  # noqa: E402
+from engine_support import DirHost, OneHost, read_tree  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -50,11 +54,12 @@ LAB_BACKUP = textwrap.dedent(
     from pathlib import Path
     import hvtui.engine.backup as backup
     import hvtui.engine.pipeline as pipeline
+    from hvtui.backups.ledger import CheckpointJournal
     from hvtui.clock import SystemClock
     from hvtui.engine.repository import Repository
     from hvtui.hosts.lab.host import LabHost
 
-    lab_root, repo_path, vm_id = sys.argv[1:4]
+    lab_root, repo_path, vm_id, journal_path = sys.argv[1:5]
     pipeline.BATCH_BYTES = 256 * 1024  # publish chunks often, so a kill finds some stored
     host = LabHost.open(Path(lab_root), "lab-a", SystemClock())
     repo = Repository.open(Path(repo_path), create=True, chunk_size=64 * 1024)
@@ -62,7 +67,12 @@ LAB_BACKUP = textwrap.dedent(
     def progress(event):
         print(json.dumps({"phase": event.phase, "stored": event.bytes_stored}), flush=True)
 
-    result = backup.run_backup(repo, host, vm_id, "full", progress=progress, progress_interval=0)
+    journal = CheckpointJournal(Path(journal_path))  # what hvtui's backups record, as Backups does
+
+    def taken(checkpoint_id, name):
+        journal.taken("lab-a", vm_id, checkpoint_id, name, None, "")
+
+    result = backup.run_backup(repo, host, vm_id, "full", progress=progress, progress_interval=0, on_checkpoint=taken)
     print(json.dumps({"phase": "result", "point": result.point_id}), flush=True)
     """
 )
@@ -82,7 +92,7 @@ def lab_vm(tmp_path: Path) -> tuple[LabHost, str]:
 def kill_backup_at(lab_root: Path, repo: Path, vm_id: str, phase: str, nth: int) -> tuple[bool, list[str]]:
     """Run the backup process and SIGKILL it at the ``nth`` event of ``phase``."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAB_BACKUP, str(lab_root), str(repo), vm_id],
+        [sys.executable, "-c", LAB_BACKUP, str(lab_root), str(repo), vm_id, str(repo.parent / "checkpoints.jsonl")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -123,7 +133,10 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path) -> None:
             assert len(committed) == 1  # killed after the commit: the point is good
         present = set(repo.store.iter_ids())
 
-        result = run_backup(repo, host, vm_id, "full")
+        # hvtui's own leftover checkpoint (its journal names it) is removed before the backup.
+        journal = CheckpointJournal(tmp_path / "checkpoints.jsonl")
+        leftovers = LeftoverCheckpoints(journal, OneHost(host), AuditLog(tmp_path / "audit.jsonl"))
+        result = run_backup(repo, host, vm_id, "full", clear_leftovers=functools.partial(leftovers.clear, host.name, vm_id, "web01"))
         referenced = repo.load_point(result.point_id).chunk_ids()
         # Every chunk already stored was reused, none written twice.
         assert result.new_chunks == len(referenced - present), phase

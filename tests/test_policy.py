@@ -115,6 +115,34 @@ def test_recovery_checkpoint_thresholds(age: float, expected: list[Severity]) ->
     assert rule_findings(findings, CHECKPOINT_AGE) == []  # a Recovery checkpoint is not a user checkpoint
 
 
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [(-30, [Severity.WARN]), (1, [Severity.WARN]), (DAY - 1, [Severity.WARN]), (DAY, [Severity.CRIT])],
+)
+def test_recovery_checkpoint_of_a_dead_hvtui_backup_is_flagged_at_once(age: float, expected: list[Severity]) -> None:
+    """The journal knows the hvtui job that took it is dead: no hour of grace (a host clock
+    a little behind still counts); critical past the configured age as before."""
+    vm = linear_vm("sql01", ages=(age,), types=("Recovery",))
+    asked: list[tuple[str, str]] = []
+
+    def left_by(vm: VM, checkpoint) -> str:  # noqa: ANN001
+        asked.append((vm.name, checkpoint.name))
+        return "hvtui backup job 1a2b3c"
+
+    findings = rule_findings(evaluate(inv(vm), PolicyConfig(), BACKED_UP, left_by), RECOVERY_LEFT)
+    assert [f.severity for f in findings] == expected
+    assert asked == [("sql01", "sql01 cp1")]
+    assert "hvtui backup job 1a2b3c" in findings[0].message and "no longer running" in findings[0].message
+    assert "crit at 24 hours" in findings[0].message
+
+
+def test_recovery_checkpoint_nobody_vouches_for_keeps_its_grace() -> None:
+    """Another product's (or a running backup's) checkpoint: the lookup says None, the hour stands."""
+    vm = linear_vm("sql01", ages=(HOUR - 1,), types=("Recovery",))
+    findings = evaluate(inv(vm), PolicyConfig(), BACKED_UP, lambda vm, cp: None)
+    assert rule_findings(findings, RECOVERY_LEFT) == []
+
+
 # -- replica types ---------------------------------------------------------------------------------
 def test_replica_checkpoints_raise_nothing_by_default() -> None:
     ages = tuple(30 * DAY for _ in range(12))
@@ -278,6 +306,30 @@ def test_checkpoint_without_any_backup_known_is_crit() -> None:
     for lookup in (None, lambda _vm: None):
         (finding,) = rule_findings(evaluate(inv(vm), PolicyConfig(), lookup), CHECKPOINT_NOT_BACKUP)
         assert finding.severity == Severity.CRIT and "no backup known" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("age", "expected"), [(1, Severity.WARN), (HOUR - 1, Severity.WARN), (HOUR, Severity.CRIT), (3 * DAY, Severity.CRIT)]
+)
+def test_checkpoint_not_backup_warns_first_then_is_crit_past_its_age(age: float, expected: Severity) -> None:
+    """A routine checkpoint (seconds old, on a VM never backed up) does not page at once."""
+    vm = linear_vm("dc01", ages=(age,))
+    (finding,) = rule_findings(evaluate(inv(vm), PolicyConfig(), None), CHECKPOINT_NOT_BACKUP)
+    assert finding.severity == expected
+    if expected is Severity.WARN:
+        assert "critical once its oldest checkpoint is 1 hour old" in finding.message
+
+
+def test_checkpoint_not_backup_grace_is_configurable_and_counts_for_an_old_backup_too() -> None:
+    vm = linear_vm("dc01", ages=(2 * HOUR,))
+    policy = PolicyConfig(defaults=Thresholds(not_backup_crit=DAY))
+    stale_backup = lambda _vm: NOW - timedelta(days=30)  # noqa: E731
+    for lookup in (None, stale_backup):
+        (finding,) = rule_findings(evaluate(inv(vm), policy, lookup), CHECKPOINT_NOT_BACKUP)
+        assert finding.severity == Severity.WARN
+    old = linear_vm("dc01", ages=(DAY,))
+    (finding,) = rule_findings(evaluate(inv(old), policy, stale_backup), CHECKPOINT_NOT_BACKUP)
+    assert finding.severity == Severity.CRIT
 
 
 @pytest.mark.parametrize(("backup_age", "fires"), [(7 * DAY - 1, False), (7 * DAY, True)])

@@ -2,8 +2,8 @@
 
 ``Backups`` (also ``core.backups``) resolves repositories from the config (a ``default``
 repository under the user data directory when none is configured; ``repositories.py``),
-lists restore points (``points.py``), and runs backup, restore, verify and prune on the
-engine (``hvtui.engine``).  Every operation blocks, may run on any worker thread, reports
+lists restore points (``points.py``), and runs backup and restore on the engine
+(``hvtui.engine``); verify, prune and repair are in ``maintenance.py``.  Every operation blocks, may run on any worker thread, reports
 through a ``ProgressCallback`` and honours a ``CancelToken``.
 
 Safety lives here, for every caller (``guard.py``): read-only mode (``--read-only``, the
@@ -12,6 +12,10 @@ repository), restores onto a host and prune, and keeps verify from quarantining 
 chunks; restores onto a host, prune and quarantines are audit-logged, and so are backups
 (they create and remove a checkpoint on the host; the entry records the mode that ran) and
 the points retention deletes after a backup (``backup.retention``).
+
+Every Recovery checkpoint a backup takes is recorded in the checkpoint journal
+(``ledger``); before a backup, the VM's leftovers of hvtui's own dead backups are removed,
+each named and audited, and no other Recovery checkpoint is touched (``leftovers``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from typing import Any
 
 from hvtui.audit import AuditLog
 from hvtui.backups.guard import HostLookup, SafetyGuard
+from hvtui.backups.ledger import CheckpointJournal
+from hvtui.backups.leftovers import AUDIT_ACTION, LeftoverCheckpoints
+from hvtui.backups.maintenance import RepositoryMaintenance, Timing
 from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing
 from hvtui.backups.repositories import RepositoryList
 from hvtui.backups.restore_plan import RestorePlan, build_plan
@@ -33,16 +40,16 @@ from hvtui.config import RepositoryConfig, Retention
 from hvtui.engine.backup import BackupResult, run_backup
 from hvtui.engine.manifest import Manifest
 from hvtui.engine.progress import DEFAULT_INTERVAL
-from hvtui.engine.prune import PruneResult, forget_expired, run_prune
-from hvtui.engine.repair import ConfigRepairPlan, plan_config_repair, repair_config
+from hvtui.engine.prune import PruneResult, forget_expired
+from hvtui.engine.repair import ConfigRepairPlan, plan_config_repair
 from hvtui.engine.repository import PointNotFound, Repository
 from hvtui.engine.restore import RestoreResult, restore_to_directory, restore_to_host
-from hvtui.engine.verify import VerifyReport, run_verify
+from hvtui.engine.verify import VerifyReport
 from hvtui.errors import ConfigError, HvtuiError, RefusedError, RepositoryError
 from hvtui.events import CancelToken, ProgressCallback
 from hvtui.hosts.formats import flattener_for
 from hvtui.inventory import InventoryService
-from hvtui.model import BACKUP_MODES, VM, RestorePointSummary
+from hvtui.model import BACKUP_MODES, VM, Checkpoint, RestorePointSummary
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +64,21 @@ class Backups:
         clock: Clock,
         *,
         read_only: bool = False,
+        checkpoint_journal: Path | None = None,
     ) -> None:
-        """``read_only``: the whole console runs read-only (a host may also be, in its settings)."""
+        """``read_only``: the whole console runs read-only (a host may also be, in its settings).
+        ``checkpoint_journal``: where the Recovery checkpoints backups take are recorded;
+        without one, no leftover checkpoint is ever proven hvtui's (none is removed)."""
         self._repositories = repositories
         self._hosts = hosts
         self._inventory = inventory
         self._audit = audit
         self._clock = clock
         self._guard = SafetyGuard(hosts, audit, read_only)
+        journal = CheckpointJournal(checkpoint_journal) if checkpoint_journal is not None else None
+        self._leftovers = LeftoverCheckpoints(journal, hosts, audit)
         self._points = PointIndex()
+        self._maintenance = RepositoryMaintenance(repositories, self._points, self._guard, audit, clock)
         self.recheck_seconds = 2.0
         self.progress_interval = DEFAULT_INTERVAL
         self.lock_timeout: float | None = 3600.0
@@ -162,6 +175,30 @@ class Backups:
         """A VM by name or id on the configured hosts (``host`` only needed when ambiguous)."""
         return self._inventory.find_vm(name, host)
 
+    # -- leftover Recovery checkpoints --------------------------------------------------------
+    def backup_checkpoint_left(self, vm: VM, checkpoint: Checkpoint) -> str | None:
+        """Who left ``checkpoint`` ("hvtui backup job 1a2b") when it is the leftover of one of
+        hvtui's own backups that is over; None otherwise (``policy.context.BackupLeft``)."""
+        try:
+            return self._leftovers.made_by_dead_job(vm, checkpoint)
+        except OSError as err:  # an unreadable journal must not break the check: "not proven"
+            log.warning("checkpoint journal unreadable: %s", err)
+            return None
+
+    def clear_leftover_checkpoints(
+        self,
+        host_name: str,
+        vm_id: str,
+        vm_label: str,
+        progress: ProgressCallback | None = None,
+        extra_args: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Remove the VM's Recovery checkpoints left by hvtui's own dead backups (only those);
+        each is named on ``progress`` and audited.  The caller holds the VM's backup lock.
+        Returns the names removed."""
+        self._guard.refuse_if_read_only(AUDIT_ACTION, host_name, vm_label, {"vm_id": vm_id, **(extra_args or {})})
+        return self._leftovers.clear(host_name, vm_id, vm_label, progress, extra_args)
+
     # -- safety ----------------------------------------------------------------------------
     def read_only_reason(self, host: str | None = None) -> str | None:
         return self._guard.read_only_reason(host)
@@ -171,17 +208,24 @@ class Backups:
         self,
         host_name: str,
         vm_id: str,
-        mode: str = "incremental",
+        mode: str | None = "incremental",
         repository: str | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         apply_retention: bool = True,
+        job_id: str | None = None,
+        vm_name: str | None = None,
     ) -> BackupResult:
-        """Back up one VM; an incremental/differential with no earlier point runs as a full.
+        """Back up one VM; an incremental/differential with no earlier point runs as a full,
+        and says why in ``warnings``.  ``mode`` None: automatic (an incremental where a point
+        exists, else a full, without a warning).  ``job_id``: the job running it (recorded
+        with its Recovery checkpoint); ``vm_name``: the VM's name as the caller knows it.
 
         After a successful backup (only then) the repository's retention is applied to this
         VM's points (manifests only; ``prune`` frees the chunks).
         """
+        auto = mode is None
+        mode = "incremental" if mode is None else mode
         if mode not in BACKUP_MODES:
             raise ConfigError(f"unknown backup mode {mode!r} (expected full, incremental or differential)")
         host = self._hosts.host(host_name)
@@ -190,22 +234,46 @@ class Backups:
         # Audited under the VM's name whatever the outcome, so one grep finds every attempt
         # (the name as last seen; the id is in the args).
         known = self._inventory.latest.vm(host_name, vm_id)
-        vm_label = known.name if known is not None else vm_id
+        vm_label = known.name if known is not None else vm_name or vm_id
         self._guard.refuse_if_read_only("backup", host_name, vm_label, args)
         repo = self.open_repository(rc.name, create=True)
         assert repo is not None
+        taken: list[str] = []
+        record = self._leftovers.recorder(host_name, vm_id, job_id, lambda: self._clock.now().isoformat())
+
+        def on_checkpoint(checkpoint_id: str, checkpoint_name: str) -> None:
+            taken.append(checkpoint_id)
+            try:
+                record(checkpoint_id, checkpoint_name)
+            except OSError as err:  # the backup still runs; only a leftover could not be proven ours
+                log.warning("could not record the backup checkpoint of %s/%s: %s", host_name, vm_label, err)
+
+        def clear_leftovers(cleanup_progress: ProgressCallback | None) -> None:
+            self._leftovers.clear(host_name, vm_id, vm_label, cleanup_progress)
+
         with self._audit.action("backup", host_name, vm_label, args) as entry:
-            result = run_backup(
-                repo,
-                host,
-                vm_id,
-                mode,
-                clock=self._clock,
-                progress=progress,
-                cancel=cancel,
-                progress_interval=self.progress_interval,
-                lock_timeout=self.lock_timeout,
-            )
+            try:
+                result = run_backup(
+                    repo,
+                    host,
+                    vm_id,
+                    mode,
+                    clock=self._clock,
+                    progress=progress,
+                    cancel=cancel,
+                    progress_interval=self.progress_interval,
+                    lock_timeout=self.lock_timeout,
+                    clear_leftovers=clear_leftovers,
+                    on_checkpoint=on_checkpoint,
+                    vm_name=vm_label if vm_label != vm_id else None,
+                )
+            finally:
+                try:
+                    self._leftovers.ended(taken)
+                except OSError as err:
+                    log.warning("could not record the end of the backup of %s/%s: %s", host_name, vm_label, err)
+            if result.fallback and not auto:
+                result.warnings.insert(0, f"{mode} asked for, but {result.fallback}: {result.vm_name} got a full restore point")
             entry.vm = result.vm_name
             # What ran, and what was asked when it differs (an incremental with no earlier
             # point runs as a full): "mode=full requested=incremental".
@@ -226,7 +294,7 @@ class Backups:
         args: dict[str, Any] = {"repository": rc.name, "vm_id": result.vm_id, "after": result.point_id, "keep": keep}
         started = time.monotonic()
         try:
-            result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id)
+            result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id, vm_name=result.vm_name)
         except (HvtuiError, OSError) as err:  # the new point is committed: a warning, not a failure
             result.warnings.append(f"retention was not applied: {err}")
             self._guard.audit_record(
@@ -367,40 +435,12 @@ class Backups:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> VerifyReport:
-        """Check a repository (or the repository holding ``point_id``).
-
-        A full check quarantines each damaged chunk (renamed ``<id>.bad``, never deleted) so
-        the next backup stores it again; audit-logged.  Read-only: it only reports (and the
-        report says the repair was not done).
-        """
+        """Check a repository (or the repository holding ``point_id``): ``maintenance.verify``."""
         if point_id is not None:
             repo, _ = self.find_point(point_id, repository)
         else:
             repo = self._repositories.require_repository(repository)
-        writable = not self._guard.read_only
-        try:
-            report = run_verify(
-                repo,
-                point_id,
-                quick,
-                progress=progress,
-                cancel=cancel,
-                clock=self._clock,
-                record=writable,
-                repair=writable,
-                progress_interval=self.progress_interval,
-                lock_timeout=self.lock_timeout,
-            )
-        finally:
-            self._points.invalidate(repo.name)  # verification records changed
-        if report.quarantined:
-            args = {
-                "repository": repo.name,
-                "chunks": report.quarantined,
-                "points": sorted({p for c in report.chunk_problems if c.quarantined_as for p in c.points}),
-            }
-            self._guard.audit_record("verify.quarantine", f"repository:{repo.name}", None, args, "ok", None)
-        return report
+        return self._maintenance.verify(repo, point_id, quick, progress, cancel, self._timing())
 
     def prune(
         self,
@@ -412,55 +452,18 @@ class Backups:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
     ) -> PruneResult:
-        """Apply the repository's retention, then remove unreferenced chunks (waits for backups)."""
+        """Apply the repository's retention, then remove unreferenced chunks: ``maintenance.prune``."""
         rc = self.repository_config(repository)
-        repo = self._repositories.require_repository(rc.name)
-        keep = retention or rc.retention
-        args = {"repository": rc.name, "dry_run": dry_run, "host": host, "vm_id": vm_id}
-        if not dry_run:
-            self._guard.refuse_if_read_only("prune", None, None, args)
-        call = {
-            "host": host,
-            "vm_id": vm_id,
-            "progress": progress,
-            "cancel": cancel,
-            "progress_interval": self.progress_interval,
-            "lock_timeout": self.lock_timeout,
-        }
-        if dry_run:
-            return run_prune(repo, keep, True, **call)
-        with self._audit.action("prune", f"repository:{rc.name}", None, args) as entry:
-            try:
-                result = run_prune(repo, keep, False, **call)
-            finally:
-                self._points.invalidate(rc.name)
-            entry.args.update(
-                points_removed=result.points_removed,
-                removed=[d.point for d in result.removed],
-                chunks_removed=result.chunks_removed,
-                bytes_freed=result.bytes_freed,
-            )
-        return result
+        return self._maintenance.prune(rc, dry_run, host, vm_id, retention, progress, cancel, self._timing())
 
-    # -- repair ------------------------------------------------------------------------------
     def plan_repository_repair(self, repository: str | None = None) -> ConfigRepairPlan:
         """What ``repair_repository`` would write (changes nothing; allowed read-only)."""
         return plan_config_repair(self.repository_config(repository).path)
 
     def repair_repository(self, repository: str | None = None) -> tuple[ConfigRepairPlan, str | None]:
-        """Rebuild the lost or damaged ``config.json`` of a repository from its points and chunks.
+        """Rebuild a repository's lost or damaged ``config.json``: ``maintenance.repair``."""
+        return self._maintenance.repair(self.repository_config(repository))
 
-        Refused read-only; audit-logged.  Returns the plan carried out and the name the
-        damaged config.json was kept under (None when it was missing).
-        """
-        rc = self.repository_config(repository)
-        args: dict[str, Any] = {"repository": rc.name, "path": str(rc.path)}
-        self._guard.refuse_if_read_only("repair-repository", None, None, args)
-        plan = plan_config_repair(rc.path)
-        with self._audit.action("repair-repository", f"repository:{rc.name}", None, {**args, **plan.to_dict()}) as entry:
-            kept = repair_config(plan)
-            if kept is not None:
-                entry.args["kept_as"] = kept
-        self._repositories.forget(rc.name)
-        self._points.invalidate(rc.name)
-        return plan, kept
+    def _timing(self) -> Timing:
+        # Read at each call: tests and the console set these on the service after it is built.
+        return Timing(progress_interval=self.progress_interval, lock_timeout=self.lock_timeout)

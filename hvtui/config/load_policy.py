@@ -84,6 +84,8 @@ def _thresholds(doc: Document, owner: Read, model: ThresholdsModel, base: Thresh
         changes["merge_min_free_percent"] = float(model.merge_headroom.min_free_percent)
     if model.backup_age is not UNSET and model.backup_age.crit is not UNSET:
         changes["backup_max_age"] = duration_seconds(model.backup_age.crit)
+    if model.checkpoint_not_backup is not UNSET and model.checkpoint_not_backup.crit is not UNSET:
+        changes["not_backup_crit"] = duration_seconds(model.checkpoint_not_backup.crit)
     if model.replica_checkpoints is not UNSET:
         changes["replica_alerts"] = model.replica_checkpoints
 

@@ -218,6 +218,12 @@ class BackupAge(Model):
     crit: Duration | UnsetType = UNSET
 
 
+class CheckpointNotBackup(Model):
+    """checkpoint-not-backup warns first; critical once the VM's oldest checkpoint is this old."""
+
+    crit: Duration | UnsetType = UNSET
+
+
 class ThresholdsModel(Model):
     """Sprawl thresholds; as an override (groups, vms) only the keys given change."""
 
@@ -228,6 +234,7 @@ class ThresholdsModel(Model):
     differencing_size: DifferencingSize | UnsetType = UNSET
     merge_headroom: MergeHeadroom | UnsetType = UNSET
     backup_age: BackupAge | UnsetType = UNSET
+    checkpoint_not_backup: CheckpointNotBackup | UnsetType = UNSET
     replica_checkpoints: boolean("Raise findings for replica checkpoints too.") | UnsetType = UNSET
 
 

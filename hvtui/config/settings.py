@@ -83,6 +83,8 @@ class Thresholds:
     differencing_warn_bytes: int | None = None  # or above this absolute size
     merge_min_free_percent: float = 5.0  # a merge must leave at least this much of the volume free
     backup_max_age: float = 7 * DAY  # checkpoint-not-backup
+    # checkpoint-not-backup: a warning while the VM's oldest checkpoint is younger, then critical
+    not_backup_crit: float = 1 * HOUR
     replica_alerts: bool = False  # replica checkpoint types raise nothing by default
 
 

@@ -14,13 +14,14 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from hvtui.clock import Clock, SystemClock
 from hvtui.engine.fsutil import tune_allocator
-from hvtui.engine.locks import VMLock
+from hvtui.engine.locks import VMLock, vm_label
 from hvtui.engine.manifest import Manifest, new_point_id
 from hvtui.engine.parent import find_parent, point_order, select_parent
 from hvtui.engine.pipeline import ChunkPipeline
@@ -29,7 +30,7 @@ from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
 from hvtui.errors import HvtuiError, RepositoryError
 from hvtui.events import COMMITTED_PHASE, CancelToken, Progress, ProgressCallback
-from hvtui.hosts.base import BackupSource, Host
+from hvtui.hosts.base import BackupSource, CheckpointTaken, Host
 
 # Re-exported: callers (hvtui.backups) import these from here.
 __all__ = [
@@ -76,6 +77,9 @@ class BackupResult:
     chunks_reread: int = 0  # chunks the parent lists but the repository lacked (quarantined, lost): read again
     pruned: list[str] = field(default_factory=list)  # points removed by retention afterwards
     warnings: list[str] = field(default_factory=list)
+    # Why a full was made when another mode was asked for ("no full restore point of web01
+    # in repository default yet"); None when the mode asked for was made.
+    fallback: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -112,8 +116,16 @@ def run_backup(
     progress_interval: float = DEFAULT_INTERVAL,
     lock_timeout: float | None = 3600.0,
     workers: int | None = None,
+    clear_leftovers: Callable[[ProgressCallback | None], None] | None = None,
+    on_checkpoint: CheckpointTaken | None = None,
+    vm_name: str | None = None,
 ) -> BackupResult:
     """Back up one VM into ``repo``; the new point is committed or nothing is.
+
+    ``clear_leftovers`` runs under the VM's backup lock before the checkpoint is taken
+    (the caller removes what earlier backups of its own left); ``on_checkpoint(id, name)``
+    is handed to the host, which calls it as it takes the checkpoint (the caller records it).
+    ``vm_name``: the VM's name as the caller knows it, for messages (locks held, busy).
 
     Raises ``Cancelled``, ``RepositoryError`` (disk full, lock busy, unsafe source) or the
     host's ``HostError``; in every case the Recovery checkpoint is gone afterwards (the
@@ -132,11 +144,13 @@ def run_backup(
         if progress is not None:
             progress(Progress(phase="lock", message=message))
 
-    lock = repo.lock("shared", "backup", f"{host.name}/{vm_id}")
+    lock = repo.lock("shared", "backup", vm_label(host.name, vm_id, vm_name))
     lock.acquire(lock_timeout, cancel, on_wait)
     try:
-        with VMLock(repo.root, host.name, vm_id).acquire():
-            return _backup_locked(repo, host, vm_id, mode, clock, cancel, meter, lock.id, n_workers, started)
+        with VMLock(repo.root, host.name, vm_id, vm_name).acquire():
+            return _backup_locked(
+                repo, host, vm_id, mode, clock, cancel, meter, lock.id, n_workers, started, clear_leftovers, on_checkpoint
+            )
     finally:
         lock.release()
 
@@ -152,21 +166,28 @@ def _backup_locked(
     owner: str,
     n_workers: int,
     started: float,
+    clear_leftovers: Callable[[ProgressCallback | None], None] | None,
+    on_checkpoint: CheckpointTaken | None,
 ) -> BackupResult:
     parent = find_parent(repo, host.name, vm_id, mode)
     effective_mode = mode if parent is not None or mode == "full" else "full"
+    fallback = None
+    if effective_mode != mode:
+        what = "full restore point" if mode == "differential" else "restore point"
+        fallback = f"there is no {what} of this VM in repository {repo.name} yet"
     cancel.check()
 
-    # A backup that died (kill -9) may have left its Recovery checkpoint: clear it first.
-    cleanup = getattr(host, "cleanup_recovery_checkpoints", None)
-    if callable(cleanup):
-        meter.start_phase("cleanup", message="removing leftover backup checkpoints")
-        cleanup(vm_id)
+    # A backup of ours that died (kill -9) may have left its Recovery checkpoint.
+    if clear_leftovers is not None:
+        clear_leftovers(meter.callback)
     cancel.check()
 
     meter.start_phase("checkpoint", message="taking a Recovery checkpoint")
     warnings: list[str] = []
-    source = host.open_backup_source(vm_id, meter.callback)
+    if on_checkpoint is not None:
+        source = host.open_backup_source(vm_id, meter.callback, on_checkpoint)
+    else:
+        source = host.open_backup_source(vm_id, meter.callback)
     try:
         when = clock.now()
         cancel.check()
@@ -178,7 +199,8 @@ def _backup_locked(
                 "(quarantined by verify, or lost); they were read again from the VM and stored"
             )
         total = sum(p.entry.size for p in plans)
-        meter.start_phase("backup", total=total, message=f"{effective_mode} backup of {source.vm.name}")
+        why = f" ({mode} asked for, but {fallback})" if fallback else ""
+        meter.start_phase("backup", total=total, message=f"{effective_mode} backup of {source.vm.name}{why}")
         reused = sum(p.reused_bytes for p in plans)
         meter.add(done=reused)
         pipeline = ChunkPipeline(repo, owner, meter, cancel, n_workers)
@@ -212,13 +234,16 @@ def _backup_locked(
             files_changed_ranges=sum(1 for p in plans if p.how == "changed-ranges"),
             files_read=sum(1 for p in plans if p.how == "read"),
             chunks_reread=reread,
+            fallback=fallback,
         )
         meter.start_phase("commit", message="writing the restore point")
         stats = {
             k: v
             for k, v in result.to_dict().items()
             if k
-            not in ("point_id", "repository", "host", "vm_id", "vm_name", "mode", "requested_mode", "parent", "time")
+            not in (
+                "point_id", "repository", "host", "vm_id", "vm_name", "mode", "requested_mode", "parent", "time", "fallback"
+            )
             and not isinstance(v, list)
         }
         stats["committed_ns"] = time.time_ns()

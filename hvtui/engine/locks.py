@@ -326,6 +326,11 @@ def creation_lock(root: Path, timeout: float = 120.0) -> Iterator[None]:
         os.close(fd)  # drops the flock
 
 
+def vm_label(host: str, vm_id: str, vm_name: str | None) -> str:
+    """A VM as a person reads it: "web01 on hv01" (its id only when the name is unknown)."""
+    return f"{vm_name} on {host}" if vm_name else f"{host}/{vm_id}"
+
+
 class VMLock:
     """At most one backup of a VM into a repository at a time (flock on a per-VM file).
 
@@ -333,12 +338,13 @@ class VMLock:
     the other's parent; a second one is refused at once with a clear message.
     """
 
-    def __init__(self, root: Path, host: str, vm_id: str) -> None:
+    def __init__(self, root: Path, host: str, vm_id: str, vm_name: str | None = None) -> None:
+        """``vm_name``: how a person knows the VM (the refusal names it; the id otherwise)."""
         import hashlib
 
         key = hashlib.sha256(f"{host}/{vm_id}".encode()).hexdigest()[:24]
         self.path = root / "locks" / f"vm-{key}.lock"
-        self.label = f"{host}/{vm_id}"
+        self.label = vm_label(host, vm_id, vm_name)
         self._fd: int | None = None
 
     def acquire(self) -> VMLock:

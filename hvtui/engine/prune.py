@@ -24,7 +24,7 @@ from typing import Any
 
 from hvtui.config import Retention
 from hvtui.engine.layout import is_own_tmp_name, regular_file, require_real_dir
-from hvtui.engine.locks import VMLock
+from hvtui.engine.locks import VMLock, vm_label
 from hvtui.engine.manifest import Manifest
 from hvtui.engine.parent import point_order
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
@@ -144,17 +144,22 @@ def _count_quarantined(result: PruneResult, files: list[Path]) -> None:
 
 
 def forget_expired(
-    repo: Repository, retention: Retention, host: str, vm_id: str, lock_timeout: float | None = 600.0
+    repo: Repository,
+    retention: Retention,
+    host: str,
+    vm_id: str,
+    lock_timeout: float | None = 600.0,
+    vm_name: str | None = None,
 ) -> list[str]:
     """Apply retention to one VM's points right after its backup (manifests only).
 
     Deleting manifests is safe under the shared lock: every point is self-contained, and
     chunks are only ever removed by ``run_prune`` under the exclusive lock.
     """
-    lock = repo.lock("shared", "retention", f"{host}/{vm_id}")
+    lock = repo.lock("shared", "retention", vm_label(host, vm_id, vm_name))
     lock.acquire(lock_timeout)
     try:
-        with VMLock(repo.root, host, vm_id).acquire():
+        with VMLock(repo.root, host, vm_id, vm_name).acquire():
             points, _bad = repo.load_points()
             doomed = [d.point for d in plan_retention(points, retention, host, vm_id) if not d.keep]
             for point_id in doomed:

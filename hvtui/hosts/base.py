@@ -6,9 +6,11 @@ Errors are ``hvtui.errors.HostError`` (or ``NotFoundError``) with a readable mes
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -17,6 +19,23 @@ from hvtui.events import CancelToken, ProgressCallback
 from hvtui.model import VM, Checkpoint, HostFacts
 
 CHECKPOINT_TYPES_CREATABLE = ("Standard", "Production", "Recovery")
+
+# The name of the Recovery checkpoint a backup takes, as Hyper-V names it:
+# "<vm> - Backup - (MM/DD/YYYY - hh:mm:ss AM)".  Other backup products' checkpoints carry
+# the same pattern, so a name alone never proves a checkpoint is hvtui's.
+_BACKUP_CHECKPOINT_NAME = re.compile(r".+ - Backup - \(\d\d/\d\d/\d{4} - \d\d:\d\d:\d\d [AP]M\)")
+
+
+CheckpointTaken = Callable[[str, str], None]  # (checkpoint id, checkpoint name)
+
+
+def backup_checkpoint_name(vm_name: str, when: datetime) -> str:
+    return f"{vm_name} - Backup - ({when:%m/%d/%Y - %I:%M:%S %p})"
+
+
+def is_backup_checkpoint_name(name: str) -> bool:
+    """True for a name of the pattern ``backup_checkpoint_name`` makes."""
+    return _BACKUP_CHECKPOINT_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +101,10 @@ class BackupSource(ABC):
     vm: VM
     config: dict  # the VM's configuration, JSON-serialisable, enough to re-create it
     files: list[SourceFile]
+    # The Recovery checkpoint this source took (hvtui records it, to prove later that a
+    # leftover one is its own); None for a source without one.
+    checkpoint_id: str | None = None
+    checkpoint_name: str | None = None
 
     @abstractmethod
     def close(self) -> None: ...
@@ -149,8 +172,25 @@ class Host(ABC):
     @abstractmethod
     def rename_checkpoint(self, vm_id: str, checkpoint_id: str, new_name: str) -> None: ...
 
+    def recovery_checkpoints(self, vm_id: str, timeout: float = 60.0) -> list[Checkpoint]:
+        """The VM's Recovery checkpoints (a backup's, running or left behind).
+
+        This default reads the whole host's inventory; a backend may answer more cheaply."""
+        for vm in self.inventory(timeout).vms:
+            if vm.id == vm_id:
+                return [cp for cp in vm.checkpoints if cp.type == "Recovery"]
+        return []
+
     # -- backup and restore (hosts that cannot yet do this raise HostError) -------------
-    def open_backup_source(self, vm_id: str, progress: ProgressCallback | None = None) -> BackupSource:
+    def open_backup_source(
+        self,
+        vm_id: str,
+        progress: ProgressCallback | None = None,
+        on_checkpoint: CheckpointTaken | None = None,
+    ) -> BackupSource:
+        """Take a Recovery checkpoint and offer its frozen files.  ``on_checkpoint(id, name)``
+        is called as soon as the checkpoint's id is known, before it is committed where the
+        backend can (the caller records it: a leftover must be provably hvtui's)."""
         raise HostError(self.name, "backup", f"{self.kind} hosts cannot be backed up yet", kind="unsupported")
 
     def prepare_restore(

@@ -68,7 +68,10 @@ class Job:
 
     @property
     def mode(self) -> str | None:
-        mode = self.params.get("mode")
+        """The backup mode made once known (a differential with no full point makes a full),
+        else the one asked for; a restore's target mode."""
+        made = (self.summary or {}).get("mode") if self.kind == "backup" else None
+        mode = made if made is not None else self.params.get("mode")
         return str(mode) if mode is not None else None
 
     @property

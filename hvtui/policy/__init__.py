@@ -1,7 +1,8 @@
 """The sprawl policy: an inventory in, findings out.
 
-``evaluate`` is a pure function of the inventory, the policy config and an optional
-"when was this VM last backed up" lookup.  Ages are measured against each host's own
+``evaluate`` is a pure function of the inventory, the policy config and optional
+"when was this VM last backed up" and "did a dead hvtui backup leave this Recovery
+checkpoint" lookups.  Ages are measured against each host's own
 clock (``HostFacts.now``), so a skewed jump-box clock does not distort them.
 
 Boundaries (the tests pin these): ages fire *at* their threshold (``age >= warn``);
@@ -42,7 +43,7 @@ and base utilities.
 
 from __future__ import annotations
 
-from hvtui.policy.context import HostRule, LastBackup, VMContext, VMRule
+from hvtui.policy.context import BackupLeft, HostRule, LastBackup, VMContext, VMRule
 from hvtui.policy.evaluation import evaluate, run_vm_rules
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
 from hvtui.policy.findings import is_problem, sort_findings, summary, vm_key, worst_by_vm
@@ -80,6 +81,7 @@ __all__ = [
     "RUNNING_ON_AVHDX",
     "STRAY_DISK_FILE",
     "VM_RULES",
+    "BackupLeft",
     "ExemptionMatcher",
     "Headroom",
     "HostRule",

@@ -3,7 +3,7 @@
 A VM rule is a ``VMRule``: the rule ids it may report and a ``check(context)`` that calls
 ``context.add(...)`` for each finding.  ``VMContext`` holds the VM, its host's facts (ages
 are measured against ``facts.now``, the host's own clock), the thresholds that apply to it
-and the last-backup lookup, and builds the ``Finding`` records.  A host rule is a
+and the last-backup and backup-left lookups, and builds the ``Finding`` records.  A host rule is a
 ``HostRule``: a ``check(host)`` that returns the host-level findings.
 """
 
@@ -18,6 +18,10 @@ from hvtui.model import REPLICA_CHECKPOINT_TYPES, VM, Checkpoint, Finding, HostF
 from hvtui.policy.text import age_seconds
 
 LastBackup = Callable[[VM], datetime | None]
+# Who left a Recovery checkpoint, in words ("hvtui backup job 1a2b"), when it is the leftover
+# of one of hvtui's own backups that is over (its journal knows); None otherwise.  The caller
+# passes the backup service's (``Backups.backup_checkpoint_left``).
+BackupLeft = Callable[[VM, Checkpoint], str | None]
 
 
 class VMContext:
@@ -31,6 +35,7 @@ class VMContext:
         thresholds: Thresholds,
         stale: bool,
         last_backup: LastBackup | None = None,
+        backup_left: BackupLeft | None = None,
     ) -> None:
         self.vm = vm
         self.host = host
@@ -38,6 +43,7 @@ class VMContext:
         self.t = thresholds
         self.stale = stale
         self.last_backup = last_backup
+        self.backup_left = backup_left
         self.out: list[tuple[Finding, Checkpoint | None]] = []
         self._oldest_age: float | None = None
         if thresholds.replica_alerts:

@@ -1,14 +1,15 @@
 """Evaluate everything: run every registered rule over the inventory, apply the exemptions, sort.
 
-The backup-recency rule asks a ``LastBackup`` function; the caller passes the backup
-service's (``Backups.last_backup_of``), so the policy never reaches above itself.
+The backup-recency rule asks a ``LastBackup`` function and the recovery-left rule a
+``BackupLeft`` one; the caller passes the backup service's (``Backups.last_backup_of``,
+``Backups.backup_checkpoint_left``), so the policy never reaches above itself.
 """
 
 from __future__ import annotations
 
 from hvtui.config import PolicyConfig
 from hvtui.model import Checkpoint, Finding, Inventory
-from hvtui.policy.context import LastBackup, VMContext, VMRule
+from hvtui.policy.context import BackupLeft, LastBackup, VMContext, VMRule
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
 from hvtui.policy.findings import sort_findings
 from hvtui.policy.rules import HOST_RULES, VM_RULES
@@ -28,6 +29,7 @@ def evaluate(
     inventory: Inventory,
     policy: PolicyConfig,
     last_backup: LastBackup | None = None,
+    backup_left: BackupLeft | None = None,
 ) -> list[Finding]:
     """All findings for the inventory, sorted by ``sort_findings``."""
     findings: list[Finding] = []
@@ -40,7 +42,7 @@ def evaluate(
         stale = host.error is not None
         for vm in host.vms:
             thresholds = policy.thresholds_for(host.name, vm.name, host.group)
-            context = VMContext(vm, host, host.facts, thresholds, stale, last_backup)
+            context = VMContext(vm, host, host.facts, thresholds, stale, last_backup, backup_left)
             for finding, checkpoint in run_vm_rules(context):
                 findings.append(apply_exemption(finding, checkpoint, matchers))
     return sort_findings(findings)

@@ -183,7 +183,13 @@ class CheckpointActionsMixin:
             choices = [("delete", "Delete subtree" if subtree else "Delete")]
         else:
             choices = [("force", "Force delete…")]
-        choice = await self.push_screen_wait(ChoiceDialog(title, plan.describe(), choices))
+        body = plan.describe()
+        recovery = [cp for cp in plan.checkpoints if cp.type == "Recovery"]
+        vm = self._vm(host, vm_id)
+        if recovery and vm is not None:
+            # First, where it is seen: whether deleting it can break somebody's backup.
+            body = await asyncio.to_thread(self._recovery_note, vm, recovery) + "\n\n" + body
+        choice = await self.push_screen_wait(ChoiceDialog(title, body, choices))
         if choice not in ("delete", "force"):
             return
         force = False
@@ -213,6 +219,21 @@ class CheckpointActionsMixin:
             + ("the merge continues on the host; the chain shrinks when it is done" if done_plan.merge_pending else "merged"),
             host=host,
         )
+
+    def _recovery_note(self, vm: Any, checkpoints: list[Any]) -> str:
+        """Whose Recovery checkpoints these are, for the delete question (reads the checkpoint journal)."""
+        lines = []
+        for cp in checkpoints:
+            left_by = self.core.backups.backup_checkpoint_left(vm, cp)
+            if left_by is not None:
+                lines.append(f"{cp.name!r} is hvtui's: {left_by} took it and is no longer running; nothing uses it.")
+            else:
+                lines.append(
+                    f"{cp.name!r} is a Recovery checkpoint hvtui cannot prove is its own: another backup product "
+                    "(or a backup still running) may be using it, and removing it breaks that backup. Delete it "
+                    "only once you know no backup of this VM is running."
+                )
+        return "\n".join(lines)
 
     def start_action(
         self,

@@ -156,7 +156,9 @@ class RefreshMixin:
             # Whatever is newest when we get here, with its version: another worker may have
             # merged a host since the service called us.
             inventory, version = service.latest_with_version()
-            findings = policy.evaluate(inventory, self.core.config.policy, last_backup)
+            findings = policy.evaluate(
+                inventory, self.core.config.policy, last_backup, self.core.backups.backup_checkpoint_left
+            )
             now = self.core.clock.now()
             latest[0] = build_snapshot(inventory, findings, palette, now, last_backup, started, latest[0])
             return latest[0], version

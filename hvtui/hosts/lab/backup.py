@@ -20,7 +20,7 @@ from typing import Any
 from hvtui.errors import HostError, NotFoundError
 from hvtui.events import Progress, ProgressCallback
 from hvtui.files import atomic_write
-from hvtui.hosts.base import BackupSource, SourceFile
+from hvtui.hosts.base import BackupSource, CheckpointTaken, SourceFile, backup_checkpoint_name
 from hvtui.hosts.lab import checkpoints
 from hvtui.hosts.lab.inventory import InventoryReader
 from hvtui.hosts.lab.records import chain_names, iso, vm_config
@@ -29,16 +29,13 @@ from hvtui.hosts.lab.store import LabStore
 from hvtui.model import VM
 
 
-def _backup_checkpoint_name(vm_name: str, when: Any) -> str:
-    return f"{vm_name} - Backup - ({when:%m/%d/%Y - %I:%M:%S %p})"
-
-
 class LabBackupSource(BackupSource):
     def __init__(
         self,
         store: LabStore,
         vm_id: str,
         checkpoint_id: str,
+        checkpoint_name: str,
         lock: OpLock,
         vm: VM,
         config: dict[str, Any],
@@ -49,6 +46,7 @@ class LabBackupSource(BackupSource):
         self.store = store
         self.vm_id = vm_id
         self.checkpoint_id = checkpoint_id
+        self.checkpoint_name = checkpoint_name
         self.vm = vm
         self.config = config
         self.files = files
@@ -120,9 +118,16 @@ def _frozen_config(vm: dict[str, Any], checkpoint: dict[str, Any]) -> dict[str, 
 
 
 def open_backup_source(
-    store: LabStore, reader: InventoryReader, vm_id: str, progress: ProgressCallback | None = None
+    store: LabStore,
+    reader: InventoryReader,
+    vm_id: str,
+    progress: ProgressCallback | None = None,
+    on_checkpoint: CheckpointTaken | None = None,
 ) -> LabBackupSource:
-    """Take a Recovery checkpoint of the VM and offer its frozen files (``LabHost.open_backup_source``)."""
+    """Take a Recovery checkpoint of the VM and offer its frozen files (``LabHost.open_backup_source``).
+
+    ``on_checkpoint`` runs before the host state naming the checkpoint is saved: a process
+    killed at any moment leaves either no checkpoint or one its caller has recorded."""
     operation = "backup"
     store.require_writable(operation)
     real_id = store.resolve_vm_id(vm_id, operation)
@@ -138,8 +143,10 @@ def open_backup_source(
             if vm.get("journal"):
                 raise store.busy_error(vm, operation)
             now = store.clock.now()
-            cp = checkpoints.create_checkpoint_record(store, vm, _backup_checkpoint_name(vm["name"], now), "Recovery")
+            cp = checkpoints.create_checkpoint_record(store, vm, backup_checkpoint_name(vm["name"], now), "Recovery")
             vm["operation"] = {"kind": "backup", "checkpoint": cp["id"], "started": iso(now), "pid": os.getpid()}
+            if on_checkpoint is not None:
+                on_checkpoint(cp["id"], cp["name"])
             txn.dirty = True
             folder = store.vm_folder(vm)
             frozen_dir = store.root / STAGING_DIR / f"backup-{cp['id']}"
@@ -159,13 +166,13 @@ def open_backup_source(
             for name in config["files"]:
                 meta = vm["files"][name]
                 files.append(_disk_file(store, folder / name, name, meta["identity"]))
-            checkpoint_id = cp["id"]
+            checkpoint_id, checkpoint_name = cp["id"], cp["name"]
             rec_state = txn.state
         snapshot = reader.snapshot(rec_state, only_vm=real_id).vms[0]
         vm_model = _frozen_model(snapshot, checkpoint_id, config)
         if progress:
             progress(Progress(phase="checkpoint", message="Recovery checkpoint taken", done=1, total=1))
-        return LabBackupSource(store, real_id, checkpoint_id, lock, vm_model, config, files, frozen_dir, progress)
+        return LabBackupSource(store, real_id, checkpoint_id, checkpoint_name, lock, vm_model, config, files, frozen_dir, progress)
     except BaseException:
         if frozen_dir is not None:
             shutil.rmtree(frozen_dir, ignore_errors=True)

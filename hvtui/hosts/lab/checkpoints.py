@@ -175,6 +175,14 @@ def remove_checkpoint(
         remove_checkpoints(store, real_id, [checkpoint_id], subtree, progress, cancel)
 
 
+def recovery_checkpoints(store: LabStore, vm_id: str) -> list[Checkpoint]:
+    """The VM's Recovery checkpoints, read from the host state alone (no inventory)."""
+    real_id = store.resolve_vm_id(vm_id, "list recovery checkpoints")
+    with store.txn("list recovery checkpoints") as txn:
+        vm = store.vm_record(txn.state, real_id, "list recovery checkpoints")
+        return [checkpoint_model(cp) for cp in vm["checkpoints"] if cp["type"] == "Recovery"]
+
+
 def cleanup_recovery_checkpoints(store: LabStore, vm_id: str, progress: ProgressCallback | None = None) -> int:
     """Remove every Recovery checkpoint of the VM (left by a backup that died); returns how many."""
     store.require_writable("remove recovery checkpoints")

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 from hvtui.clock import Clock
 from hvtui.errors import HostError
 from hvtui.events import CancelToken, ProgressCallback
-from hvtui.hosts.base import BackupSource, Host, HostSnapshot, RestoreTarget, SourceFile
+from hvtui.hosts.base import BackupSource, CheckpointTaken, Host, HostSnapshot, RestoreTarget, SourceFile
 from hvtui.hosts.lab import backup, checkpoints, restore, vms
 from hvtui.hosts.lab.inventory import InventoryReader
 from hvtui.hosts.lab.records import default_checkpoint_name, iso
@@ -255,15 +255,23 @@ class LabHost(Host):
     ) -> None:
         checkpoints.remove_checkpoint(self.store, vm_id, checkpoint_id, subtree, progress, cancel)
 
+    def recovery_checkpoints(self, vm_id: str, timeout: float = 60.0) -> list[Checkpoint]:
+        return checkpoints.recovery_checkpoints(self.store, vm_id)
+
     def cleanup_recovery_checkpoints(self, vm_id: str, progress: ProgressCallback | None = None) -> int:
-        """Remove every Recovery checkpoint of the VM (left by a backup that died); returns how many."""
+        """Remove every Recovery checkpoint of the VM, whoever made it; returns how many.
+
+        A lab tool (tests, estates): hvtui's backups remove only the ones they can prove
+        are their own (``hvtui.backups.leftovers``)."""
         return checkpoints.cleanup_recovery_checkpoints(self.store, vm_id, progress)
 
     # ------------------------------------------------------------------------------
     # backup and restore
     # ------------------------------------------------------------------------------
-    def open_backup_source(self, vm_id: str, progress: ProgressCallback | None = None) -> BackupSource:
-        return backup.open_backup_source(self.store, self.reader, vm_id, progress)
+    def open_backup_source(
+        self, vm_id: str, progress: ProgressCallback | None = None, on_checkpoint: CheckpointTaken | None = None
+    ) -> BackupSource:
+        return backup.open_backup_source(self.store, self.reader, vm_id, progress, on_checkpoint)
 
     def prepare_restore(
         self,

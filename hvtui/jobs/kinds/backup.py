@@ -1,6 +1,7 @@
 """The ``backup`` job kind: submitting a backup of one VM, running it on the backup service,
-before resuming one a killed process left, removing its Recovery checkpoint, and for one
-killed after its restore point was committed, telling whether the repository holds it."""
+before resuming one a killed process left, removing its Recovery checkpoint (only a
+checkpoint hvtui can prove is its own: ``hvtui.backups.leftovers``), and for one killed
+after its restore point was committed, telling whether the repository holds it."""
 
 from __future__ import annotations
 
@@ -65,43 +66,45 @@ def _backup_run(manager: JobQueue, job: Job) -> RunFn:
         raise JobError("a backup job needs a VM id")
 
     def run(progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
-        # Auto mode asks for an incremental: the engine runs a full when the VM has no
+        # Auto mode (None) asks for an incremental: the engine runs a full when the VM has no
         # earlier point in the repository, so a retried or resumed job still does right.
-        mode = "incremental" if params.get("auto_mode") else str(params["mode"])
-        result = services.backups.backup(host, vm_id, mode, params.get("repository"), progress=progress, cancel=cancel)
+        mode = None if params.get("auto_mode") else str(params["mode"])
+        result = services.backups.backup(
+            host, vm_id, mode, params.get("repository"), progress=progress, cancel=cancel, job_id=job.id, vm_name=job.vm_name
+        )
         summary = result.to_dict()
         summary["message"] = (
             f"{result.mode} point {result.point_id}: {humanize.naturalsize(result.new_bytes, binary=True)} new, "
             f"{humanize.naturalsize(result.stored_bytes, binary=True)} stored"
         )
+        if result.fallback and mode is not None and mode != result.mode:
+            summary["message"] += f" ({mode} asked for, but {result.fallback})"
         return summary
 
     return run
 
 
 def _before_backup_resume(manager: JobQueue, job: Job) -> None:
-    """Remove the Recovery checkpoint a killed backup left on the VM.
+    """Remove the Recovery checkpoint a killed backup of hvtui's left on the VM.
 
-    Done under the engine's per-VM backup lock for that repository, so it can never
-    remove the checkpoint of a backup of the same VM another process is running now
-    (that one is refused instead, and the job is not resumed).  The engine clears
-    leftovers again under the same lock when the backup starts.
+    Only checkpoints the checkpoint journal proves are hvtui's, from a backup that is over
+    (another product's stay; each removal is audited).  Done under the engine's per-VM
+    backup lock for that repository, so it waits for (or is refused by) a backup of the
+    same VM another process is running now.  The backup clears its leftovers again under
+    the same lock when it starts.
     """
     from hvtui.engine.locks import VMLock
 
     services = services_of(manager)
     vm_label = job.vm or job.vm_id
     refuse_if_read_only(services, "backup", job.host, vm_label, {"resume": job.id})
-    host = services.hosts.host(job.host)
-    cleanup = getattr(host, "cleanup_recovery_checkpoints", None)
-    if not callable(cleanup) or job.vm_id is None:
+    services.hosts.host(job.host)  # unknown host: a clear error before anything else
+    if job.vm_id is None:
         return
     repo = services.backups.open_repository(job.params.get("repository"))
-    lock = VMLock(repo.root, job.host, job.vm_id).acquire() if repo is not None else None
+    lock = VMLock(repo.root, job.host, job.vm_id, job.vm_name).acquire() if repo is not None else None
     try:
-        with services.audit.action("remove-recovery-checkpoints", job.host, vm_label, {"vm_id": job.vm_id, "resuming": job.id}) as entry:
-            removed = cleanup(job.vm_id)
-            entry.args["removed"] = removed
+        services.backups.clear_leftover_checkpoints(job.host, job.vm_id, vm_label or job.vm_id, extra_args={"resuming": job.id})
     finally:
         if lock is not None:
             lock.release()

@@ -15,8 +15,13 @@ def checkpoint_ages(ctx: VMContext) -> None:
     t = ctx.t
     for cp in ctx.vm.checkpoints:
         age = age_seconds(ctx.facts.now, cp.created)
+        left_by = None
         if cp.type == "Recovery":
             warn, crit, rule = t.recovery_age_warn, t.recovery_age_crit, RECOVERY_LEFT
+            # hvtui's journal knows the backup that took it is over: no need to wait an hour.
+            left_by = ctx.backup_left(ctx.vm, cp) if ctx.backup_left is not None else None
+            if left_by is not None:
+                warn = float("-inf")  # whatever the host's clock says
         elif cp.type in USER_CHECKPOINT_TYPES or cp.type in REPLICA_CHECKPOINT_TYPES and t.replica_alerts:
             warn, crit, rule = t.checkpoint_age_warn, t.checkpoint_age_crit, CHECKPOINT_AGE
         else:
@@ -24,10 +29,20 @@ def checkpoint_ages(ctx: VMContext) -> None:
         if age >= crit:
             severity, limit = Severity.CRIT, f"crit at {age_text(crit)}"
         elif age >= warn:
-            severity, limit = Severity.WARN, f"warn at {age_text(warn)}"
+            severity = Severity.WARN
+            limit = f"crit at {age_text(crit)}" if left_by is not None else f"warn at {age_text(warn)}"
         else:
             continue
-        if rule == RECOVERY_LEFT:
+        if left_by is not None:
+            message = (
+                f"Recovery checkpoint {cp.name!r} left behind for {age_text(age)} ({limit}) by {left_by}, "
+                "which is no longer running"
+            )
+            action = (
+                "Delete it (d in the findings view): hvtui made it and its backup is over; "
+                "the VM's next backup also removes it"
+            )
+        elif rule == RECOVERY_LEFT:
             message = f"Recovery checkpoint {cp.name!r} left behind for {age_text(age)} ({limit}): a backup died"
             action = (
                 "Make sure no backup job is running on this VM, then delete the Recovery checkpoint "

@@ -2,7 +2,8 @@
 
 Mode: incremental when the VM already has a restore point in the chosen repository,
 full otherwise (with several VMs: incremental when any has one; those without get a
-full).  Repository: the default one preselected.  Enter on "Back up" starts it; a
+full).  With no restore point in the repository, incremental and differential cannot be
+chosen: the backup would be a full anyway.  Repository: the default one preselected.  Enter on "Back up" starts it; a
 backup only adds a restore point (its checkpoint is removed again), so the focus
 starts on "Back up".
 """
@@ -93,7 +94,12 @@ class BackupDialog(_Dialog):
             yield Label("Mode", classes="field-label")
             with RadioSet(id="backup-mode"):
                 for mode in BACKUP_MODES:
-                    yield ChoiceButton(Text(f"{mode} — {MODE_HELP[mode]}"), value=mode == self.mode, id=f"mode-{mode}")
+                    yield ChoiceButton(
+                        Text(f"{mode} — {MODE_HELP[mode]}"),
+                        value=mode == self.mode,
+                        id=f"mode-{mode}",
+                        disabled=not self._mode_possible(mode),
+                    )
             if len(self.repositories) > 1:
                 yield Label("Repository", classes="field-label")
                 with RadioSet(id="backup-repository"):
@@ -108,6 +114,17 @@ class BackupDialog(_Dialog):
 
     def on_mount(self) -> None:
         self.query_one("#start", Button).focus()
+
+    def _mode_possible(self, mode: str) -> bool:
+        """Incremental and differential need a restore point in the repository (of one VM at
+        least): with none, every VM gets a full, so only "full" is offered."""
+        return mode == "full" or any(self.repository in t.repositories_with_points for t in self.targets)
+
+    def _sync_modes(self) -> None:
+        for mode in BACKUP_MODES:
+            self.query_one(f"#mode-{mode}", ChoiceButton).disabled = not self._mode_possible(mode)
+        if not self._mode_possible(self.mode):
+            self._select_mode("full")
 
     # -- choices --------------------------------------------------------------------------------
     def _select_mode(self, mode: str) -> None:
@@ -130,6 +147,7 @@ class BackupDialog(_Dialog):
         self.query_one("#backup-vm-list", Static).update(self._vm_lines())
         if not self._mode_chosen:
             self._select_mode(default_mode(self.targets, self.repository))
+        self._sync_modes()
 
     @property
     def request(self) -> BackupRequest:

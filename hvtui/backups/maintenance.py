@@ -1,0 +1,137 @@
+"""Repository maintenance for the backup service: verify, prune and repair.
+
+``Backups`` resolves which repository (and point) is meant and hands the work here; the
+same safety rules hold (``guard``): read-only refuses prune and repair and keeps verify
+from quarantining, and every change is audit-logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hvtui.audit import AuditLog
+from hvtui.backups.guard import SafetyGuard
+from hvtui.backups.points import PointIndex
+from hvtui.backups.repositories import RepositoryList
+from hvtui.clock import Clock
+from hvtui.config import RepositoryConfig, Retention
+from hvtui.engine.prune import PruneResult, run_prune
+from hvtui.engine.repair import ConfigRepairPlan, plan_config_repair, repair_config
+from hvtui.engine.repository import Repository
+from hvtui.engine.verify import VerifyReport, run_verify
+from hvtui.events import CancelToken, ProgressCallback
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    progress_interval: float
+    lock_timeout: float | None
+
+
+class RepositoryMaintenance:
+    def __init__(
+        self, repositories: RepositoryList, points: PointIndex, guard: SafetyGuard, audit: AuditLog, clock: Clock
+    ) -> None:
+        self._repositories = repositories
+        self._points = points
+        self._guard = guard
+        self._audit = audit
+        self._clock = clock
+
+    def verify(
+        self,
+        repo: Repository,
+        point_id: str | None,
+        quick: bool,
+        progress: ProgressCallback | None,
+        cancel: CancelToken | None,
+        timing: Timing,
+    ) -> VerifyReport:
+        """Check ``repo`` (or its point ``point_id``).
+
+        A full check quarantines each damaged chunk (renamed ``<id>.bad``, never deleted) so
+        the next backup stores it again; audit-logged.  Read-only: it only reports (and the
+        report says the repair was not done).
+        """
+        writable = not self._guard.read_only
+        try:
+            report = run_verify(
+                repo,
+                point_id,
+                quick,
+                progress=progress,
+                cancel=cancel,
+                clock=self._clock,
+                record=writable,
+                repair=writable,
+                progress_interval=timing.progress_interval,
+                lock_timeout=timing.lock_timeout,
+            )
+        finally:
+            self._points.invalidate(repo.name)  # verification records changed
+        if report.quarantined:
+            args = {
+                "repository": repo.name,
+                "chunks": report.quarantined,
+                "points": sorted({p for c in report.chunk_problems if c.quarantined_as for p in c.points}),
+            }
+            self._guard.audit_record("verify.quarantine", f"repository:{repo.name}", None, args, "ok", None)
+        return report
+
+    def prune(
+        self,
+        rc: RepositoryConfig,
+        dry_run: bool,
+        host: str | None,
+        vm_id: str | None,
+        retention: Retention | None,
+        progress: ProgressCallback | None,
+        cancel: CancelToken | None,
+        timing: Timing,
+    ) -> PruneResult:
+        """Apply the repository's retention, then remove unreferenced chunks (waits for backups)."""
+        repo = self._repositories.require_repository(rc.name)
+        keep = retention or rc.retention
+        args = {"repository": rc.name, "dry_run": dry_run, "host": host, "vm_id": vm_id}
+        if not dry_run:
+            self._guard.refuse_if_read_only("prune", None, None, args)
+        call = {
+            "host": host,
+            "vm_id": vm_id,
+            "progress": progress,
+            "cancel": cancel,
+            "progress_interval": timing.progress_interval,
+            "lock_timeout": timing.lock_timeout,
+        }
+        if dry_run:
+            return run_prune(repo, keep, True, **call)
+        with self._audit.action("prune", f"repository:{rc.name}", None, args) as entry:
+            try:
+                result = run_prune(repo, keep, False, **call)
+            finally:
+                self._points.invalidate(rc.name)
+            entry.args.update(
+                points_removed=result.points_removed,
+                removed=[d.point for d in result.removed],
+                chunks_removed=result.chunks_removed,
+                bytes_freed=result.bytes_freed,
+            )
+        return result
+
+    def repair(self, rc: RepositoryConfig) -> tuple[ConfigRepairPlan, str | None]:
+        """Rebuild the lost or damaged ``config.json`` of a repository from its points and chunks.
+
+        Refused read-only; audit-logged.  Returns the plan carried out and the name the
+        damaged config.json was kept under (None when it was missing).
+        """
+        args: dict[str, Any] = {"repository": rc.name, "path": str(rc.path)}
+        self._guard.refuse_if_read_only("repair-repository", None, None, args)
+        plan = plan_config_repair(rc.path)
+        with self._audit.action("repair-repository", f"repository:{rc.name}", None, {**args, **plan.to_dict()}) as entry:
+            kept = repair_config(plan)
+            if kept is not None:
+                entry.args["kept_as"] = kept
+        self._repositories.forget(rc.name)
+        self._points.invalidate(rc.name)
+        return plan, kept
