@@ -60,6 +60,18 @@ class VmDetailScreen(ViewScreen):
         Binding("b", "backup_vm", "Backup"),
         Binding("t", "restore_point", "Restore point…"),
     ]
+    KEY_BAR_SHORT: ClassVar[dict[str, str]] = {
+        **ViewScreen.KEY_BAR_SHORT,
+        "restore_point": "Restore…",
+        "delete_subtree": "Del tree",
+    }
+    # Here the VM's own keys matter most: the other views and D (Help lists them) go first.
+    KEY_BAR_DROP: ClassVar[tuple[str, ...]] = (
+        *ViewScreen.KEY_BAR_DROP,
+        "show_view('findings')",
+        "show_view('jobs')",
+        "delete_subtree",
+    )
 
     DEFAULT_CSS = """
     VmDetailScreen #cp-tree {
