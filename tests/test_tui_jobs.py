@@ -172,7 +172,7 @@ async def test_backup_from_the_table_shows_progress_then_the_point(lab: Path, pa
         vm = vm_named(app, "test01")
         assert vm.checkpoints, "test01 keeps a checkpoint in the demo lab"
         assert any(f.rule == "checkpoint-not-backup" and f.vm_id == vm.id for f in app.snapshot.findings)
-        assert app.screen.table.plain_row(vm.key)["backup"] == ""
+        assert app.screen.table.plain_row(vm.key)["backup"] == "never"
 
         await to_vm_row(pilot, "test01")
         await pilot.press("b")

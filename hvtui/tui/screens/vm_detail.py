@@ -65,12 +65,13 @@ class VmDetailScreen(ViewScreen):
         "restore_point": "Restore…",
         "delete_subtree": "Del tree",
     }
-    # Here the VM's own keys matter most: the other views and D (Help lists them) go first.
+    # Here the VM's own keys matter most: the other views, D and esc (Help lists them) go first.
     KEY_BAR_DROP: ClassVar[tuple[str, ...]] = (
         *ViewScreen.KEY_BAR_DROP,
         "show_view('findings')",
         "show_view('jobs')",
         "delete_subtree",
+        "escape",  # esc goes back everywhere
     )
 
     DEFAULT_CSS = """

@@ -10,10 +10,10 @@ only when it changed.  Same meaning as the Footer: a binding whose ``check_actio
 returns ``None`` is shown greyed out, ``False`` hides it, and a click on a key presses it.
 
 The line always fits its width with whole hints, never a word cut with "…" (at 80
-columns the Footer's way lost Jobs and Quit): when it is too long the gaps go first, then
-the screen's short descriptions are used (``KEY_BAR_SHORT``), then hints are left out in
-the screen's order (``KEY_BAR_DROP``), and last from the right; Help (first, it lists every
-key) and Quit always stay.
+columns the Footer's way lost Jobs and Quit): when it is too long the palette's hint goes
+first, then the screen's short descriptions are used (``KEY_BAR_SHORT``), then hints are
+left out in the screen's order (``KEY_BAR_DROP``), and last from the right; Help (first,
+it lists every key) and Quit always stay.
 """
 
 from __future__ import annotations
@@ -48,33 +48,37 @@ def hint_width(hint: KeyHint, short: bool = False) -> int:
     return cell_len(f" {hint.display} {hint.short if short and hint.short else hint.description}")
 
 
-def fit_hints(hints: Sequence[KeyHint], width: int, drop_order: Sequence[str]) -> tuple[tuple[KeyHint, ...], int, bool]:
-    """The hints that fit in ``width`` cells, the gap between them and whether the short descriptions are used."""
+def fit_hints(hints: Sequence[KeyHint], width: int, drop_order: Sequence[str]) -> tuple[tuple[KeyHint, ...], bool]:
+    """The hints that fit in ``width`` cells, and whether they use their short descriptions.
 
-    def total(shown: Sequence[KeyHint], gap: int, short: bool) -> int:
-        return sum(hint_width(hint, short) for hint in shown) + gap * max(0, len(shown) - 1)
+    The one-cell gap between hints always stays: some themes paint the keys on the bar's own
+    background, and "Helpc New" would then read as one word.
+    """
+
+    def total(shown: Sequence[KeyHint], short: bool) -> int:
+        return sum(hint_width(hint, short) for hint in shown) + max(0, len(shown) - 1)
 
     shown = list(hints)
-    if total(shown, 1, False) <= width:
-        return tuple(shown), 1, False
+    if total(shown, False) <= width:
+        return tuple(shown), False
     drops = list(drop_order)
-    if drops:  # the first to go (the palette's corner hint) goes before the gaps and words
+    if drops:  # the first to go (the palette's corner hint) goes before any word is shortened
         first = drops.pop(0)
         shown = [hint for hint in shown if hint.action != first]
-    for gap, short in ((1, False), (0, False), (0, True)):
-        if total(shown, gap, short) <= width:
-            return tuple(shown), gap, short
+    for short in (False, True):
+        if total(shown, short) <= width:
+            return tuple(shown), short
     for action in drops:
         shown = [hint for hint in shown if hint.action != action]
-        if total(shown, 0, True) <= width:
-            return tuple(shown), 0, True
+        if total(shown, True) <= width:
+            return tuple(shown), True
     # Still too long (a very narrow terminal): leave out from the right, but never Help or Quit.
     for hint in reversed(list(shown)):
-        if total(shown, 0, True) <= width:
+        if total(shown, True) <= width:
             break
         if hint.action not in ALWAYS_SHOWN:
             shown.remove(hint)
-    return tuple(shown), 0, True
+    return tuple(shown), True
 
 
 class KeyBar(Static):
@@ -141,18 +145,18 @@ class KeyBar(Static):
         self._hints = hints
         self._width = width
         drop_order = getattr(self.screen, "KEY_BAR_DROP", DEFAULT_DROP) if self.is_attached else DEFAULT_DROP
-        shown, gap, short = fit_hints(hints, width, drop_order)
+        shown, short = fit_hints(hints, width, drop_order)
         self._shown = shown
         self._spans = []
         offset = 0
         for hint in shown:
             hint_cells = hint_width(hint, short)
             self._spans.append((offset, offset + hint_cells, hint))
-            offset += hint_cells + gap
-        self.update(self.markup(shown, gap, short), layout=False)  # one fixed line
+            offset += hint_cells + 1
+        self.update(self.markup(shown, short), layout=False)  # one fixed line
 
     @staticmethod
-    def markup(hints: Sequence[KeyHint], gap: int = 1, short: bool = False) -> str:
+    def markup(hints: Sequence[KeyHint], short: bool = False) -> str:
         parts = []
         for hint in hints:
             key = f"[b $footer-key-foreground on $footer-key-background] {escape(hint.display)} [/]"
@@ -160,7 +164,7 @@ class KeyBar(Static):
             description = f"[$footer-description-foreground]{escape(text)}[/]"
             part = f"{key}{description}"
             parts.append(part if hint.enabled else f"[dim]{part}[/]")
-        return (" " * gap).join(parts)
+        return " ".join(parts)
 
     def on_click(self, event: events.Click) -> None:
         # Worked out from the cells, not with @click markup: Textual styles those spans as

@@ -1,0 +1,46 @@
+"""The console on an 80x24 and a 120x40 terminal: what an admin must still see and use there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tui_support import make_app, make_core, screen_text, settle
+
+from hvtui.tui.screens.base import ViewTitle
+from hvtui.tui.screens.vms import VmsScreen
+
+SIZES = [(80, 24), (120, 40)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_vm_list_shows_last_backup_and_names_the_columns_it_leaves_out(
+    shared_demo_lab: Path, paths, size: tuple[int, int]
+) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, VmsScreen)
+        text = screen_text(app)
+        # "A checkpoint is not a backup": the checkpoints and the last backup side by side.
+        assert {"checkpoints", "oldest", "backup"} <= set(screen.table.shown_columns)
+        assert "LAST BACKUP" in text
+        app01 = next(key for key in screen.table.keys if screen.table.plain_row(key)["name"] == "app01")
+        assert screen.table.plain_row(app01)["backup"] == "never"
+        title = screen.query_one(ViewTitle).text
+        hidden = [spec.label for spec in screen.table.hidden_columns]
+        if size[0] == 80:
+            assert hidden == ["UPTIME", "DEPTH", "DIFF"]
+            assert "too narrow for: UPTIME, DEPTH, DIFF" in title
+        else:
+            assert hidden == [] and "too narrow" not in title
+        assert title in text  # the whole title is on screen, not cut
+
+        # A resize says so too.
+        await pilot.resize_terminal(100 if size[0] == 80 else 80, size[1])
+        await settle(pilot)
+        title = screen.query_one(ViewTitle).text
+        shown_hidden = [spec.label for spec in screen.table.hidden_columns]
+        assert shown_hidden != hidden
+        assert ("too narrow for: " + ", ".join(shown_hidden)) in title if shown_hidden else "too narrow" not in title
