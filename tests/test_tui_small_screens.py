@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from tui_support import make_app, make_core, screen_text, settle
 
+from hvtui.clock import FixedClock
 from hvtui.tui.screens.base import ViewTitle
+from hvtui.tui.screens.vm_detail import VmDetailScreen
 from hvtui.tui.screens.vms import VmsScreen
 
 SIZES = [(80, 24), (120, 40)]
@@ -44,3 +46,38 @@ async def test_vm_list_shows_last_backup_and_names_the_columns_it_leaves_out(
         shown_hidden = [spec.label for spec in screen.table.hidden_columns]
         assert shown_hidden != hidden
         assert ("too narrow for: " + ", ".join(shown_hidden)) in title if shown_hidden else "too narrow" not in title
+
+
+async def open_vm(pilot, name: str) -> VmDetailScreen:
+    await pilot.press("slash", *name, "enter", "enter")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, VmDetailScreen)
+    for _ in range(100):
+        if screen.points_loaded:
+            break
+        await pilot.pause(0.02)
+    await settle(pilot)
+    return screen
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_two_restore_points_of_one_minute_are_told_apart(
+    fresh_demo_lab: Path, paths, size: tuple[int, int]
+) -> None:
+    clock = FixedClock()
+    core = make_core(fresh_demo_lab, paths, clock=clock)
+    vm = next(vm for vm in core.inventory.refresh().vms if vm.name == "test01")
+    first = core.backups.backup(vm.host, vm.id, "full").point_id
+    clock.advance(seconds=20)
+    second = core.backups.backup(vm.host, vm.id, "incremental").point_id
+    app = make_app(core)
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        screen = await open_vm(pilot, "test01")
+        assert [point.id for point in screen.points] == [second, first]
+        lines = screen_text(app).splitlines()
+        # Each point's whole id is on screen, on its own row, and the two rows read differently.
+        rows = [next(line for line in lines if point_id in line) for point_id in (second, first)]
+        assert rows[0] != rows[1]
+        assert ":20 " in rows[0] and ":00 " in rows[1]  # the time, to the second

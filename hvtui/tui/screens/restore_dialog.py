@@ -32,11 +32,11 @@ class RestoreRequest:
 
 
 def point_time(point: RestorePointSummary) -> str:
-    return aware(point.time).astimezone().strftime("%Y-%m-%d %H:%M")
+    return aware(point.time).astimezone().strftime("%Y-%m-%d %H:%M:%S")  # two points of one minute differ
 
 
 def point_label(point: RestorePointSummary) -> str:
-    """``the restore point of 2026-11-20 10:00 (full, 12 MiB, id 1a2b…)``."""
+    """``the restore point of 2026-11-20 10:00:00 (full, 12 MiB, id 20261120T100000Z-1a2b3c4d)``."""
     return f"the restore point of {point_time(point)} ({point.mode}, {size_text(point.logical_bytes)}, id {point.id})"
 
 

@@ -42,8 +42,8 @@ def short_file_name(path: str) -> str:
     return name
 
 
-def _when(value: datetime) -> str:
-    return aware(value).astimezone().strftime("%Y-%m-%d %H:%M")
+def _when(value: datetime, seconds: bool = False) -> str:
+    return aware(value).astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 class VmDetailScreen(ViewScreen):
@@ -127,7 +127,9 @@ class VmDetailScreen(ViewScreen):
         yield tree
         yield Static("Restore points: loading…", id="points-title", markup=False)
         points: DataTable[str] = DataTable(id="points-table", cursor_type="row", zebra_stripes=False)
-        points.add_columns("TIME", "MODE", "SIZE", "STORED", "VERIFIED", "REPOSITORY", "ID")
+        # Time to the second and the whole id first: two points of one minute must not look
+        # alike at 80 columns, and the id is what `hvtui restore` takes.
+        points.add_columns("TIME", "ID", "MODE", "VERIFIED", "SIZE", "STORED", "REPOSITORY")
         yield points
         with VerticalScroll(id="vm-info-scroll"):
             yield Static("", id="vm-info")
@@ -228,13 +230,13 @@ class VmDetailScreen(ViewScreen):
         table.clear()
         for point in points:
             table.add_row(
-                _when(point.time),
+                _when(point.time, seconds=True),
+                point.id,
                 point.mode,
+                {True: "verified", False: "FAILED verify", None: "not verified"}[point.verified],
                 size_text(point.logical_bytes),
                 size_text(point.stored_bytes),
-                {True: "verified", False: "FAILED verify", None: "not verified"}[point.verified],
                 point.repository,
-                point.id,
                 key=f"{point.repository}/{point.id}",
             )
         if points:
