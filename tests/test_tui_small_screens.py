@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 from tui_support import make_app, make_core, screen_text, settle
 
 from hvtui.clock import FixedClock
 from hvtui.tui.screens.base import ViewTitle
-from hvtui.tui.screens.vm_detail import VmDetailScreen
+from hvtui.tui.screens.dialogs import TextDialog
+from hvtui.tui.screens.vm_detail import NOW_NODE, VmDetailScreen
 from hvtui.tui.screens.vms import VmsScreen
 
 SIZES = [(80, 24), (120, 40)]
@@ -81,3 +83,33 @@ async def test_two_restore_points_of_one_minute_are_told_apart(
         rows = [next(line for line in lines if point_id in line) for point_id in (second, first)]
         assert rows[0] != rows[1]
         assert ":20 " in rows[0] and ":00 " in rows[1]  # the time, to the second
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_vm_detail_opens_on_the_newest_checkpoint_so_its_keys_act_at_once(
+    shared_demo_lab: Path, paths, size: tuple[int, int]
+) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size, notifications=True) as pilot:
+        await settle(pilot)
+        screen = await open_vm(pilot, "build01")
+        vm = screen.vm
+        assert vm is not None and len(vm.checkpoints) >= 2
+        newest = max(vm.checkpoints, key=lambda cp: cp.created)
+        selected = screen.selected_checkpoint
+        assert selected is not None and selected.id == newest.id
+        await pilot.press("r")  # no "select a checkpoint first": the rename dialog, for the newest
+        await settle(pilot)
+        assert isinstance(app.screen, TextDialog)
+        assert app.screen.query_one(Input).value == newest.name
+        assert "select a checkpoint" not in screen_text(app)
+
+
+async def test_vm_detail_without_checkpoints_opens_on_now(shared_demo_lab: Path, paths) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = await open_vm(pilot, "dc01")
+        assert screen.vm is not None and not screen.vm.checkpoints
+        assert screen.checkpoint_tree.cursor_node is not None
+        assert screen.checkpoint_tree.cursor_node.data == NOW_NODE

@@ -253,6 +253,9 @@ class VmDetailScreen(ViewScreen):
     def _build_tree(self, vm: VM) -> None:
         tree = self.checkpoint_tree
         current = tree.cursor_node.data if tree.cursor_node is not None else None
+        if current is None and self._want_selected is None and vm.checkpoints:
+            # First showing: the newest checkpoint, so d/a/r act at once (▶ Now is no checkpoint).
+            current = max(vm.checkpoints, key=lambda cp: aware(cp.created)).id
         want = self._want_selected or current
         self._want_selected = None
         files = checkpoint_files(vm)
