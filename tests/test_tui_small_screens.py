@@ -9,6 +9,7 @@ from textual.widgets import Input
 from tui_support import make_app, make_core, screen_text, settle
 
 from hvtui.clock import FixedClock
+from hvtui.hosts.lab.estate import init_lab
 from hvtui.tui.screens.base import ViewTitle
 from hvtui.tui.screens.dialogs import TextDialog
 from hvtui.tui.screens.vm_detail import NOW_NODE, VmDetailScreen
@@ -113,3 +114,39 @@ async def test_vm_detail_without_checkpoints_opens_on_now(shared_demo_lab: Path,
         assert screen.vm is not None and not screen.vm.checkpoints
         assert screen.checkpoint_tree.cursor_node is not None
         assert screen.checkpoint_tree.cursor_node.data == NOW_NODE
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_header_names_the_lab_and_says_its_counts_are_findings(
+    shared_demo_lab: Path, paths, size: tuple[int, int]
+) -> None:
+    # The built-in demo lab in its own place (what `hvtui` with no config opens) ...
+    init_lab(paths.lab_dir, "demo", FixedClock(), size=0.1)
+    app = make_app(make_core(paths.lab_dir, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        header = screen_text(app).splitlines()[0]
+        assert "LAB  demo lab │" in header
+        crit, warn = app.snapshot.crit, app.snapshot.warn
+        crit_vms = sum(1 for key in app.screen.table.keys if app.screen.table.plain_row(key)["health"] == "CRIT")
+        assert crit != crit_vms  # the demo's VMs have several findings each: the two counts differ ...
+        assert f"findings {crit} CRIT · {warn} WARN" in header  # ... so the header says which it counts
+        assert header.rstrip().endswith("ago")  # the refresh age still fits at 80 columns
+
+    # ... and any other lab directory, named by its path.
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        header = screen_text(app).splitlines()[0]
+        assert "demo lab" not in header and str(shared_demo_lab)[-12:] in header
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_one_checkpoint_is_said_in_the_singular(shared_demo_lab: Path, paths, size: tuple[int, int]) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        screen = await open_vm(pilot, "test01")
+        assert screen.vm is not None and screen.vm.checkpoint_count == 1
+        title = screen.query_one(ViewTitle).text
+        assert title.endswith("·  1 checkpoint") and title in screen_text(app)

@@ -165,7 +165,8 @@ class VmDetailScreen(ViewScreen):
             self.refresh_bindings_if_changed()
             return
         stale = " (stale)" if host is not None and host.stale else ""
-        title.show(f"{vm.host} / {vm.name}{stale}  ·  {vm.state}  ·  {vm.checkpoint_count} checkpoints")
+        count = vm.checkpoint_count
+        title.show(f"{vm.host} / {vm.name}{stale}  ·  {vm.state}  ·  {count} checkpoint{'' if count == 1 else 's'}")
         if vm != self.vm or findings != self._findings:
             self.vm = vm
             self._findings = findings
