@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import Input, Static
 from tui_support import make_app, make_core, screen_text, settle
 
 from hvtui.clock import FixedClock
 from hvtui.hosts.lab.estate import init_lab
 from hvtui.tui.screens.base import ViewTitle
-from hvtui.tui.screens.dialogs import TextDialog
+from hvtui.tui.screens.dialogs import ChoiceDialog, TextDialog
 from hvtui.tui.screens.vm_detail import NOW_NODE, VmDetailScreen
 from hvtui.tui.screens.vms import VmsScreen
 
@@ -150,3 +150,30 @@ async def test_one_checkpoint_is_said_in_the_singular(shared_demo_lab: Path, pat
         assert screen.vm is not None and screen.vm.checkpoint_count == 1
         title = screen.query_one(ViewTitle).text
         assert title.endswith("·  1 checkpoint") and title in screen_text(app)
+
+
+def dialog_body(app) -> str:
+    return str(app.screen.query_one("#dialog-text", Static).content)
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_apply_dialog_says_what_this_checkpoint_type_leaves(shared_demo_lab: Path, paths, size: tuple[int, int]) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await open_vm(pilot, "app01")  # on its newest checkpoint, a Standard one
+        await pilot.press("a")
+        await settle(pilot)
+        assert isinstance(app.screen, ChoiceDialog)
+        body = dialog_body(app)
+        assert "Production" not in body
+        assert "this Standard checkpoint holds its memory" in body and "comes back Saved" in body
+        await pilot.press("escape", "escape")
+        await settle(pilot)
+
+        await open_vm(pilot, "sql01")  # its one checkpoint is a Production one
+        await pilot.press("a")
+        await settle(pilot)
+        body = dialog_body(app)
+        assert "this Production checkpoint holds no memory, so the VM is left Off" in body
+        assert "Saved" not in body

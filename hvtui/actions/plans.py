@@ -145,9 +145,16 @@ class ApplyPlan:
                 f"The VM's current state is LOST: everything it did {since} "
                 f"({size_text(self.bytes_lost)} of differencing data) is discarded."
             )
-        lines.append(
-            "The VM returns to the state it had when the checkpoint was taken (a Production checkpoint leaves it Off)."
-        )
+        if cp.type == "Standard":
+            lines.append(
+                "The VM returns to the state it had when the checkpoint was taken: this Standard checkpoint "
+                "holds its memory, so a VM that was running then comes back Saved (start it to resume)."
+            )
+        else:
+            lines.append(
+                f"The VM returns to the disks it had when the checkpoint was taken; this {cp.type} checkpoint "
+                "holds no memory, so the VM is left Off."
+            )
         if not checkpoint_first:
             lines.append("To keep the current state, take a checkpoint first (checkpoint first, then apply).")
         return "\n".join(lines)
