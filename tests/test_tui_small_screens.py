@@ -177,3 +177,22 @@ async def test_apply_dialog_says_what_this_checkpoint_type_leaves(shared_demo_la
         body = dialog_body(app)
         assert "this Production checkpoint holds no memory, so the VM is left Off" in body
         assert "Saved" not in body
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_checkpoint_tree_labels_end_in_an_ellipsis_where_they_are_cut(
+    shared_demo_lab: Path, paths, size: tuple[int, int]
+) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        screen = await open_vm(pilot, "app01")  # a 9-deep chain: the deepest labels run out of room
+        tree = screen.checkpoint_tree
+        assert tree.virtual_size.width <= tree.scrollable_content_region.width  # nothing off to the right
+        lines = screen_text(app).splitlines()[2 : 2 + tree.region.height]
+        labelled = [line.rstrip() for line in lines if "Δ" in line or "running from" in line]
+        assert len(labelled) >= 5
+        for line in labelled:
+            assert line.endswith(("MiB", "KiB", "GiB", "Bytes", "Running", "…")), line
+        if size[0] == 80:
+            assert any(line.endswith("…") for line in labelled)

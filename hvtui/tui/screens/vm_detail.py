@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -13,6 +14,7 @@ from textual.containers import VerticalScroll
 from textual.markup import escape
 from textual.widget import Widget
 from textual.widgets import DataTable, Static, Tree
+from textual.widgets.tree import TreeNode
 from textual.worker import Worker, WorkerState
 
 from hvtui.model import VM, Checkpoint, Finding, RestorePointSummary, Severity
@@ -40,6 +42,26 @@ def short_file_name(path: str) -> str:
     if underscore and len(guid) == 36 and guid.count("-") == 4:
         return f"{head}_{guid[:8]}…{dot}{ext}"
     return name
+
+
+class CheckpointTree(Tree[str]):
+    """A tree whose labels end in "…" where the width runs out (a deep chain, an 80-column
+    terminal), instead of being cut off at the edge with nothing to say so."""
+
+    def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
+        label = super().render_label(node, base_style, style)
+        room = self.scrollable_content_region.width - self._guide_width(node)
+        if 0 < room < label.cell_len:
+            label.truncate(room, overflow="ellipsis")
+        return label
+
+    def _guide_width(self, node: TreeNode[str]) -> int:
+        depth = 0
+        parent = node.parent
+        while parent is not None and parent is not self.root:
+            depth += 1
+            parent = parent.parent
+        return depth * self.guide_depth
 
 
 def _when(value: datetime, seconds: bool = False) -> str:
@@ -121,7 +143,7 @@ class VmDetailScreen(ViewScreen):
 
     def compose_body(self) -> ComposeResult:
         yield ViewTitle("VM")
-        tree: Tree[str] = Tree("checkpoints", id="cp-tree")
+        tree = CheckpointTree("checkpoints", id="cp-tree")
         tree.show_root = False
         tree.guide_depth = 2
         yield tree
