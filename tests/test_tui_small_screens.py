@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input, Static
+from textual.widgets import Button, Input, Static
 from tui_support import make_app, make_core, screen_text, settle
 
 from hvtui.clock import FixedClock
 from hvtui.hosts.lab.estate import init_lab
+from hvtui.tui.screens.backup_dialog import BackupDialog
 from hvtui.tui.screens.base import ViewTitle
 from hvtui.tui.screens.dialogs import ChoiceDialog, TextDialog
 from hvtui.tui.screens.vm_detail import NOW_NODE, VmDetailScreen
@@ -196,3 +197,53 @@ async def test_checkpoint_tree_labels_end_in_an_ellipsis_where_they_are_cut(
             assert line.endswith(("MiB", "KiB", "GiB", "Bytes", "Running", "…")), line
         if size[0] == 80:
             assert any(line.endswith("…") for line in labelled)
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_long_delete_subtree_dialog_keeps_the_merge_and_free_space_in_view(
+    shared_demo_lab: Path, paths, size: tuple[int, int]
+) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await open_vm(pilot, "app01")
+        await pilot.press("home", "D")  # the oldest checkpoint's subtree: all nine go
+        await settle(pilot)
+        dialog = app.screen
+        assert isinstance(dialog, ChoiceDialog)
+        await pilot.pause()
+        text = screen_text(app)
+        for shown in ("9 merges: about", "free, the merge may", "enough room", "This cannot be undone.", "No", "Delete subtree"):
+            assert shown in text, shown
+        body = dialog.query_one(".dialog-body")
+        if body.max_scroll_y > 0:  # what does not fit scrolls, and says so; down scrolls it from the buttons
+            assert "↑↓ scroll" in text
+            await pilot.press("down")
+            await pilot.pause()
+            assert body.scroll_y > 0
+        assert size[1] > 24 or body.max_scroll_y > 0  # at 24 rows the list of nine does not fit
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_up_and_down_change_a_dialogs_choice_from_its_buttons(
+    shared_demo_lab: Path, paths, size: tuple[int, int]
+) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await pilot.press("b")  # the backup dialog: the focus starts on "Back up"
+        await settle(pilot)
+        dialog = app.screen
+        assert isinstance(dialog, BackupDialog)
+        assert isinstance(app.focused, Button) and dialog.mode == "full"
+        assert "↑↓ change the mode" in screen_text(app)
+        await pilot.press("down")
+        await pilot.pause()
+        assert dialog.mode == "incremental"
+        await pilot.press("down", "down")  # stops at the last choice
+        await pilot.pause()
+        assert dialog.mode == "differential"
+        await pilot.press("up", "up")
+        await pilot.pause()
+        assert dialog.mode == "full"
+        assert isinstance(app.focused, Button)  # enter still presses "Back up"

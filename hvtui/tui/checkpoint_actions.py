@@ -183,7 +183,9 @@ class CheckpointActionsMixin:
             choices = [("delete", "Delete subtree" if subtree else "Delete")]
         else:
             choices = [("force", "Force delete…")]
-        choice = await self.push_screen_wait(ChoiceDialog(title, plan.describe(), choices))
+        # The merges and the free-space verdict stay in view; the list of what goes scrolls.
+        details, consequences = plan.describe_parts()
+        choice = await self.push_screen_wait(ChoiceDialog(title, details, choices, summary=consequences))
         if choice not in ("delete", "force"):
             return
         force = False

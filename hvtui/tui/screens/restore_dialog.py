@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, RadioSet, Static
 
 from hvtui.model import RestorePointSummary
-from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
+from hvtui.tui.screens.dialogs import CHOICE_KEYS_HINT, DIALOG_CSS, _Dialog
 from hvtui.tui.viewmodel.format import aware, size_text
 from hvtui.tui.widgets.choice import ChoiceButton
 
@@ -50,7 +50,8 @@ def default_restore_directory(point: RestorePointSummary) -> Path:
 
 class RestoreDialog(_Dialog):
     DEFAULT_CSS = DIALOG_CSS.format(cls="RestoreDialog") + """
-    RestoreDialog RadioSet { height: auto; width: 100%; margin: 1 0; border: none; padding: 0; }
+    RestoreDialog RadioSet { height: auto; width: 100%; margin: 1 0 0 0; border: none; padding: 0; }
+    RestoreDialog .keys-hint { margin-bottom: 1; }
     RestoreDialog RadioSet:focus { border: none; background: $boost; }
     RestoreDialog Input { margin: 0 0 1 0; }
     RestoreDialog .target-field { display: none; height: auto; }
@@ -97,6 +98,7 @@ class RestoreDialog(_Dialog):
                     disabled=bool(self.read_only_reason) or not self.vm_exists,
                 )
                 yield ChoiceButton("into a folder on this machine", value=self.target == "directory", id="target-directory")
+            yield Static(CHOICE_KEYS_HINT.replace("change the choice", "where it goes"), classes="keys-hint", markup=False)
             with Vertical(id="field-new", classes="target-field"):
                 yield Label("New VM name")
                 yield Input(default_new_name(point), id="restore-name")
@@ -104,7 +106,8 @@ class RestoreDialog(_Dialog):
                 yield Label("Folder (created if missing; must not already hold these files)")
                 yield Input(self.default_directory, id="restore-directory")
             note = f"Read-only: only a folder restore is possible ({self.read_only_reason})." if self.read_only_reason else ""
-            yield Static(note, id="restore-note", markup=False)
+            if note:
+                yield Static(note, id="restore-note", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Next…", id="next", variant="primary")
