@@ -56,7 +56,8 @@ async def test_table_lists_every_lab_vm_with_header(shared_demo_lab: Path, paths
         for name in expected:
             assert name in text
         header = text.splitlines()[0]
-        assert "LAB" in header and "built-in demo lab" in header
+        # A lab given by its directory is named by it (the built-in demo lab lives elsewhere).
+        assert "LAB" in header and str(shared_demo_lab)[-12:] in header and "demo lab" not in header
         assert f"hosts {len(inventory.hosts)}/{len(inventory.hosts)}" in header
         crit, warn = app.snapshot.crit, app.snapshot.warn
         assert crit > 0 and warn > 0
@@ -150,8 +151,11 @@ async def test_enter_opens_detail_with_checkpoint_tree(shared_demo_lab: Path, pa
         # "Now" hangs under the checkpoint the VM runs from.
         now_node = next(n for n in _walk(screen.checkpoint_tree.root) if n.data == NOW_NODE)
         assert now_node.parent.data == vm.parent_checkpoint_id
-        # The cursor starts on "Now"; the disk chain and findings are listed.
-        assert screen.checkpoint_tree.cursor_node is now_node
+        # The cursor starts on the newest checkpoint (d/a/r act on it at once), right above
+        # "Now" here; the disk chain and findings are listed.
+        newest = max(vm.checkpoints, key=lambda cp: cp.created)
+        assert screen.checkpoint_tree.cursor_node is now_node.parent
+        assert screen.checkpoint_tree.cursor_node.data == newest.id
         text = screen_text(app)
         assert "app01" in text and "Findings" in text
         info = str(screen.query_one("#vm-info").content)
@@ -163,13 +167,15 @@ async def test_enter_opens_detail_with_checkpoint_tree(shared_demo_lab: Path, pa
 
 
 async def test_a_greyed_checkpoint_key_says_why(shared_demo_lab: Path, paths) -> None:
-    # The detail opens on "▶ Now": d/a/r/D need a checkpoint under the cursor.  Pressing one
-    # says so instead of silently doing nothing; on a checkpoint the same key opens its dialog.
+    # On "▶ Now" d/a/r/D need a checkpoint under the cursor.  Pressing one says so instead
+    # of silently doing nothing; on a checkpoint the same key opens its dialog.
     app = make_app(make_core(shared_demo_lab, paths))
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await settle(pilot)
         app01 = vm_by_name(app, "app01")
         app.open_vm(app01.host, app01.id)
+        await settle(pilot)
+        await pilot.press("down")  # from the newest checkpoint onto "▶ Now"
         await settle(pilot)
         detail = app.screen
         assert isinstance(detail, VmDetailScreen) and detail.selected_checkpoint is None
@@ -248,7 +254,7 @@ async def test_everything_fits_at_80x24(shared_demo_lab: Path, paths) -> None:
             assert name in text
         table = vm_table(app)
         assert {"health", "host", "name", "state", "checkpoints"} <= set(table.shown_columns)
-        assert "backup" not in table.shown_columns and "LAST BACKUP" not in text
+        assert "backup" in table.shown_columns and "LAST BACKUP" in text  # "a checkpoint is not a backup"
         assert "? Help" in lines[-1]
 
         await pilot.press("slash")

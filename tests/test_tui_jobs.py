@@ -172,7 +172,7 @@ async def test_backup_from_the_table_shows_progress_then_the_point(lab: Path, pa
         vm = vm_named(app, "test01")
         assert vm.checkpoints, "test01 keeps a checkpoint in the demo lab"
         assert any(f.rule == "checkpoint-not-backup" and f.vm_id == vm.id for f in app.snapshot.findings)
-        assert app.screen.table.plain_row(vm.key)["backup"] == ""
+        assert app.screen.table.plain_row(vm.key)["backup"] == "never"
 
         await to_vm_row(pilot, "test01")
         await pilot.press("b")
@@ -676,6 +676,31 @@ async def test_an_interrupted_job_can_be_dismissed(lab: Path, paths: Paths) -> N
         assert await wait_until(pilot, lambda: "Cancel job: the job is not running" in flat(screen_text(app)))
         assert core.jobs.interrupted_jobs() == []
         assert core.jobs.jobs() == []  # nothing was run
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_an_interrupted_job_names_the_process_not_the_console(lab: Path, paths: Paths, size: tuple[int, int]) -> None:
+    """A job a CLI command ran (`hvtui backup`, killed) is offered like any other: its text must not
+    say a console ran it; it names the process that did."""
+    from hvtui.journal import JobJournal
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(DEADLINE)
+    journal = JobJournal(paths.job_journal)
+    params = {"mode": "full", "auto_mode": False, "repository": "default"}
+    journal.append(
+        "submitted", "c0ffee00", at="2026-11-24T11:00:00+00:00", kind="backup", host="lab-hv01", vm_id="x",
+        vm_name="web01", params=params, retry_of=None, resumed_from=None, pid=gone.pid, proc_start=None,
+    )  # fmt: skip
+    journal.append("started", "c0ffee00", at="2026-11-24T11:00:01+00:00", pid=gone.pid, proc_start=None)
+    app = make_app(jobs_core(lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await ready(pilot)
+        screen = await jobs_view(pilot)
+        assert await wait_until(pilot, lambda: job_row(screen, "c0ffee00").get("state") == "interrupted")
+        detail = flat(screen.detail_text)
+        assert "console" not in detail
+        assert f"the hvtui process that ran it (pid {gone.pid}) ended without finishing it" in detail
 
 
 # -- the formatting, without the app ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 from textual.strip import Strip
 from tui_support import SIZE, make_app, make_core, settle
 
@@ -122,3 +123,56 @@ async def test_clicking_a_key_presses_it_and_a_greyed_one_does_nothing(shared_de
         await pilot.click(KeyBar, offset=(line.index("Findings"), 0))
         await settle(pilot)
         assert isinstance(app.screen, FindingsScreen)
+
+
+def painted_text(app) -> str:
+    return "".join(segment.text for segment in painted_line(key_bar(app)))
+
+
+def assert_whole_hints(app, width: int) -> str:
+    """The bar's line fits, every hint on it is whole (no "…") and apart, and Help and Quit are there."""
+    bar = key_bar(app)
+    line = painted_text(app).rstrip()
+    assert not line.endswith("…")
+    assert "…" not in line.replace("Restore…", "")  # the only "…" is the one in "Restore…"
+    assert len(line) <= width
+    for shown in bar.shown_hints:
+        assert f" {shown.display} {shown.description} " in line + " " or f" {shown.display} {shown.short} " in line + " "
+    actions = [shown.action for shown in bar.shown_hints]
+    assert actions[0] == "help" and "quit" in actions
+    return line
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_key_bar_fits_whole_hints_in_every_view(shared_demo_lab: Path, paths, size: tuple[int, int]) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        line = assert_whole_hints(app, size[0])
+        # The VM list keeps its way to the other views and out.
+        for whole in ("f Findings", "j Jobs", "q Quit", "b Backup", "/ Filter"):
+            assert whole in line
+
+        await pilot.press("enter")  # a VM's detail
+        await settle(pilot)
+        line = assert_whole_hints(app, size[0])
+        for whole in ("c New", "a Apply", "d Delete", "r Rename", "b Backup", "t Restore", "q Quit"):
+            assert whole in line
+        if size[0] >= 120:
+            assert "esc Back" in line and "j Jobs" in line and "D Del tree" in line
+
+        for key in ("escape", "f", "j"):
+            await pilot.press(key)
+            await settle(pilot)
+            assert_whole_hints(app, size[0])
+
+
+async def test_a_click_on_a_key_of_a_squeezed_bar_presses_that_key(shared_demo_lab: Path, paths) -> None:
+    # At 80 columns the hints sit without gaps: a click still lands on the key it shows.
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        line = painted_text(app)
+        await pilot.click(KeyBar, offset=(line.index("Jobs"), 0))
+        await settle(pilot)
+        assert isinstance(app.screen, JobsScreen)

@@ -76,6 +76,12 @@ class RemovePlan:
         )
 
     def describe(self) -> str:
+        details, consequences = self.describe_parts()
+        return f"{details}\n{consequences}"
+
+    def describe_parts(self) -> tuple[str, str]:
+        """What goes (the checkpoints, each merge: long for a subtree) and what it means (how
+        much moves, the free space, the verdict: short, and what a dialog must always show)."""
         what = "checkpoint subtree" if self.subtree and len(self.checkpoints) > 1 else "checkpoint"
         lines = [f"Delete {what} {self.checkpoint.name!r} of VM {self.vm_name!r} on host {self.host!r}."]
         if len(self.checkpoints) > 1:
@@ -99,7 +105,13 @@ class RemovePlan:
                 f"{len(self.other_branch)} of them lie on another branch; their files are not in the VM's current "
                 "chain and are merged or deleted by the host (sizes not in the inventory)."
             )
-        lines.append(f"About {size_text(self.bytes_to_move)} moves; the VM keeps its current state.")
+        details = "\n".join(lines)
+        lines = []
+        moves = f"about {size_text(self.bytes_to_move)} moves; the VM keeps its current state."
+        if self.merges:
+            lines.append(f"{len(self.merges)} merge{'s' if len(self.merges) != 1 else ''}: {moves}")
+        else:
+            lines.append(moves.capitalize())
         for room in self.headrooms:
             if room.volume is None:
                 lines.append("The volume's free space is unknown.")
@@ -112,7 +124,7 @@ class RemovePlan:
         if not self.headroom_ok:
             lines.append("Refused unless forced: a merge that fills the volume pauses every VM on it.")
         lines.append("This cannot be undone.")
-        return "\n".join(lines)
+        return details, "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,9 +157,16 @@ class ApplyPlan:
                 f"The VM's current state is LOST: everything it did {since} "
                 f"({size_text(self.bytes_lost)} of differencing data) is discarded."
             )
-        lines.append(
-            "The VM returns to the state it had when the checkpoint was taken (a Production checkpoint leaves it Off)."
-        )
+        if cp.type == "Standard":
+            lines.append(
+                "The VM returns to the state it had when the checkpoint was taken: this Standard checkpoint "
+                "holds its memory, so a VM that was running then comes back Saved (start it to resume)."
+            )
+        else:
+            lines.append(
+                f"The VM returns to the disks it had when the checkpoint was taken; this {cp.type} checkpoint "
+                "holds no memory, so the VM is left Off."
+            )
         if not checkpoint_first:
             lines.append("To keep the current state, take a checkpoint first (checkpoint first, then apply).")
         return "\n".join(lines)

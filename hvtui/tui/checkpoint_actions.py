@@ -183,13 +183,14 @@ class CheckpointActionsMixin:
             choices = [("delete", "Delete subtree" if subtree else "Delete")]
         else:
             choices = [("force", "Force delete…")]
-        body = plan.describe()
+        # The merges and the free-space verdict stay in view; the list of what goes scrolls.
+        details, consequences = plan.describe_parts()
         recovery = [cp for cp in plan.checkpoints if cp.type == "Recovery"]
         vm = self._vm(host, vm_id)
         if recovery and vm is not None:
             # First, where it is seen: whether deleting it can break somebody's backup.
-            body = await asyncio.to_thread(self._recovery_note, vm, recovery) + "\n\n" + body
-        choice = await self.push_screen_wait(ChoiceDialog(title, body, choices))
+            details = await asyncio.to_thread(self._recovery_note, vm, recovery) + "\n\n" + details
+        choice = await self.push_screen_wait(ChoiceDialog(title, details, choices, summary=consequences))
         if choice not in ("delete", "force"):
             return
         force = False

@@ -28,7 +28,7 @@ from hvtui.tui.viewmodel.cells import Palette
 from hvtui.tui.viewmodel.finding_rows import finding_key
 from hvtui.tui.viewmodel.format import seconds_between
 from hvtui.tui.viewmodel.snapshot import Snapshot, build_snapshot
-from hvtui.tui.widgets.bars import HeaderState, HostProblem
+from hvtui.tui.widgets.bars import HeaderState, HostProblem, lab_name
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,10 @@ class RefreshMixin:
         view = self.screen.view_name if isinstance(self.screen, ViewScreen) else ""
         return HeaderState(
             lab=lab,
-            builtin_lab=config.is_builtin_lab,
+            # "Built-in" only for the demo lab in its own place; any other lab is named by its directory.
+            lab_name=lab_name(config.is_builtin_lab and self.core.lab_dir == self.core.paths.lab_dir, self.core.lab_dir)
+            if lab
+            else "",
             read_only=self.core.read_only,
             read_only_hosts=ro_hosts,
             hosts_total=snapshot.hosts_total if snapshot is not None else None,

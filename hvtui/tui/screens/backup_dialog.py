@@ -21,7 +21,7 @@ from textual.widgets import Button, Label, RadioSet, Static
 
 from hvtui.model import BACKUP_MODES
 from hvtui.text import display_text
-from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
+from hvtui.tui.screens.dialogs import CHOICE_KEYS_HINT, DIALOG_CSS, _Dialog
 from hvtui.tui.widgets.choice import ChoiceButton
 
 MODE_HELP = {
@@ -108,6 +108,7 @@ class BackupDialog(_Dialog):
             else:
                 yield Label(f"Repository: {self.repository}", classes="field-label", markup=False)
             yield Static("A Recovery checkpoint is taken for the read, then removed.", markup=False)
+            yield Static(CHOICE_KEYS_HINT.replace("the choice", "the mode"), classes="keys-hint", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Back up", id="start", variant="primary")

@@ -108,6 +108,10 @@ class ViewScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "escape", "Back / clear filter", show=False),
     ]
+    # The key bar on a narrow terminal: shorter descriptions by action, and the actions it
+    # leaves out first (Help lists them all).
+    KEY_BAR_SHORT: ClassVar[dict[str, str]] = {"command": "Cmd", "create_checkpoint": "New cp"}
+    KEY_BAR_DROP: ClassVar[tuple[str, ...]] = ("command_palette", "refresh", "command")
 
     def __init__(self) -> None:
         super().__init__()

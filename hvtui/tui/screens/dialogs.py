@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioSet, Static
+from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
 
 from hvtui.text import display_lines, display_text
 from hvtui.tui.widgets.choice import ChoiceButton
@@ -39,7 +39,7 @@ DIALOG_CSS = """
 }}
 {cls} .dialog-body {{
     height: auto;
-    max-height: 14;
+    max-height: 14;  /* BODY_MAX_HEIGHT; less on a short terminal (_Dialog.fit_body) */
 }}
 {cls} .dialog-buttons {{
     height: auto;
@@ -53,7 +53,22 @@ DIALOG_CSS = """
 {cls}.-danger > Vertical {{
     border: thick $error;
 }}
+{cls} .scroll-hint, {cls} .keys-hint {{
+    height: auto;
+    color: $text-muted;
+}}
+{cls} .scroll-hint {{
+    display: none;
+}}
+{cls} .scroll-hint.-shown {{
+    display: block;
+}}
 """
+
+BODY_MAX_HEIGHT = 14
+
+# The line under a dialog's choices: up/down change the choice wherever the focus is.
+CHOICE_KEYS_HINT = "↑↓ change the choice · tab: next field"
 
 
 class _Dialog(ModalScreen):
@@ -61,10 +76,64 @@ class _Dialog(ModalScreen):
         Binding("escape", "cancel", "Cancel", show=False),
         Binding("left", "app.focus_previous", "Previous button", show=False),
         Binding("right", "app.focus_next", "Next button", show=False),
+        # With the focus on a button, up/down change the dialog's (first) choice, or scroll a
+        # long text: before, they did nothing until the focus was moved back by tab.
+        Binding("up", "step(-1)", "Previous choice / scroll up", show=False),
+        Binding("down", "step(1)", "Next choice / scroll down", show=False),
     ]
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+    def action_step(self, step: int) -> None:
+        choices = next((radio for radio in self.query(RadioSet) if radio.display), None)
+        if choices is not None:
+            buttons = list(choices.query(RadioButton))
+            index = choices.pressed_index
+            while 0 <= index + step < len(buttons):
+                index += step
+                if not buttons[index].disabled:
+                    buttons[index].value = True
+                    break
+            return
+        body = next(iter(self.query(".dialog-body")), None)
+        if isinstance(body, VerticalScroll):
+            body.scroll_relative(y=step, animate=False)
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self.fit_body)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.fit_body)
+
+    def fit_body(self) -> None:
+        """Give the scrolling text what the dialog has left, so the lines below it (the
+        summary, the buttons) stay on a short terminal; then say whether it scrolls."""
+        body = next(iter(self.query(".dialog-body")), None)
+        if not isinstance(body, VerticalScroll) or body.parent is None:
+            return
+        frame = body.parent
+        others = sum(
+            max(child.outer_size.height, 1 if child.has_class("scroll-hint") else 0) + child.styles.margin.height
+            for child in frame.children
+            if child is not body and (child.display or child.has_class("scroll-hint"))
+        )
+        room = int(self.size.height * 0.9) - frame.styles.gutter.height - others
+        height = max(3, min(BODY_MAX_HEIGHT, room))
+        if body.styles.max_height is None or body.styles.max_height.value != height:
+            body.styles.max_height = height
+            self.call_after_refresh(self.fit_body)  # again, with the sizes of this layout
+        else:
+            self.show_scroll_hint()
+
+    def show_scroll_hint(self) -> None:
+        """Say so when the text scrolls: a cut-off body looked complete."""
+        body = next(iter(self.query(".dialog-body")), None)
+        for hint in self.query(".scroll-hint"):
+            if isinstance(body, VerticalScroll) and isinstance(hint, Static):
+                overflows = body.max_scroll_y > 0
+                hint.update("↑↓ scroll: the text above goes on" if overflows else "")
+                hint.set_class(overflows, "-shown")
 
 
 class ConfirmDialog(_Dialog):
@@ -84,6 +153,7 @@ class ConfirmDialog(_Dialog):
             yield Label(self.title_text, classes="dialog-title", markup=False)
             with VerticalScroll(classes="dialog-body"):
                 yield Static(self.body, id="dialog-text", markup=False)
+            yield Static("", classes="scroll-hint", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.no_label, id="no", variant="primary")
                 yield Button(self.yes_label, id="yes", variant="error")
@@ -104,15 +174,24 @@ class ConfirmDialog(_Dialog):
 
 
 class ChoiceDialog(_Dialog):
-    """Several outcomes (e.g. "Checkpoint first, then apply" / "Apply"), focus on "No"."""
+    """Several outcomes (e.g. "Checkpoint first, then apply" / "Apply"), focus on "No".
 
-    DEFAULT_CSS = DIALOG_CSS.format(cls="ChoiceDialog")
+    A long ``body`` scrolls (up/down, with a hint saying so); ``summary`` stays in view
+    below it, whatever the terminal's height: what the action means must never scroll away.
+    """
 
-    def __init__(self, title: str, body: str, choices: list[tuple[str, str]], danger: bool = True) -> None:
+    DEFAULT_CSS = DIALOG_CSS.format(cls="ChoiceDialog") + """
+    ChoiceDialog #dialog-summary { height: auto; margin-top: 1; }
+    """
+
+    def __init__(
+        self, title: str, body: str, choices: list[tuple[str, str]], danger: bool = True, summary: str = ""
+    ) -> None:
         """``choices``: (result, button label) in display order after "No"."""
         super().__init__(classes="-danger" if danger else "")
         self.title_text = display_text(title)
         self.body = display_lines(body)
+        self.summary = display_lines(summary)
         self.choices = choices
 
     def compose(self) -> ComposeResult:
@@ -120,6 +199,9 @@ class ChoiceDialog(_Dialog):
             yield Label(self.title_text, classes="dialog-title", markup=False)
             with VerticalScroll(classes="dialog-body"):
                 yield Static(self.body, id="dialog-text", markup=False)
+            yield Static("", classes="scroll-hint", markup=False)
+            if self.summary:
+                yield Static(self.summary, id="dialog-summary", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("No", id="no", variant="primary")
                 for result, label in self.choices:
@@ -165,6 +247,7 @@ class CreateCheckpointDialog(_Dialog):
                 "Standard: saves memory and device state too.",
                 markup=False,
             )
+            yield Static(CHOICE_KEYS_HINT, classes="keys-hint", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Create", id="create", variant="primary")

@@ -26,6 +26,7 @@ class FindingsScreen(ViewScreen):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("d", "delete_culprit", "Delete checkpoint"),
     ]
+    KEY_BAR_SHORT: ClassVar[dict[str, str]] = {**ViewScreen.KEY_BAR_SHORT, "delete_culprit": "Delete cp"}
 
     DEFAULT_CSS = """
     FindingsScreen #finding-detail {

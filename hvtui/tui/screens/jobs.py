@@ -54,6 +54,12 @@ class JobsScreen(ViewScreen):
         Binding("enter", "open_vm", "Open VM"),
         Binding("slash", "filter", "Filter", key_display="/"),
     ]
+    KEY_BAR_SHORT: ClassVar[dict[str, str]] = {
+        **ViewScreen.KEY_BAR_SHORT,
+        "cancel_job": "Cancel",
+        "resume_job": "Resume",
+        "dismiss_job": "Dismiss",
+    }
 
     DEFAULT_CSS = """
     JobsScreen #job-table {

@@ -18,7 +18,7 @@ from textual.widgets import Button, Checkbox, Input, Label, RadioSet, Static
 
 from hvtui.model import RestorePointSummary
 from hvtui.text import display_text
-from hvtui.tui.screens.dialogs import DIALOG_CSS, _Dialog
+from hvtui.tui.screens.dialogs import CHOICE_KEYS_HINT, DIALOG_CSS, _Dialog
 from hvtui.tui.viewmodel.format import aware, size_text
 from hvtui.tui.widgets.choice import ChoiceButton
 
@@ -34,11 +34,11 @@ class RestoreRequest:
 
 
 def point_time(point: RestorePointSummary) -> str:
-    return aware(point.time).astimezone().strftime("%Y-%m-%d %H:%M")
+    return aware(point.time).astimezone().strftime("%Y-%m-%d %H:%M:%S")  # two points of one minute differ
 
 
 def point_label(point: RestorePointSummary) -> str:
-    """``the restore point of 2026-11-20 10:00 (full, 12 MiB, id 1a2b…)``."""
+    """``the restore point of 2026-11-20 10:00:00 (full, 12 MiB, id 20261120T100000Z-1a2b3c4d)``."""
     return f"the restore point of {point_time(point)} ({point.mode}, {size_text(point.logical_bytes)}, id {point.id})"
 
 
@@ -52,7 +52,8 @@ def default_restore_directory(point: RestorePointSummary) -> Path:
 
 class RestoreDialog(_Dialog):
     DEFAULT_CSS = DIALOG_CSS.format(cls="RestoreDialog") + """
-    RestoreDialog RadioSet { height: auto; width: 100%; margin: 1 0; border: none; padding: 0; }
+    RestoreDialog RadioSet { height: auto; width: 100%; margin: 1 0 0 0; border: none; padding: 0; }
+    RestoreDialog .keys-hint { margin-bottom: 1; }
     RestoreDialog RadioSet:focus { border: none; background: $boost; }
     RestoreDialog Input { margin: 0 0 1 0; }
     RestoreDialog .target-field { display: none; height: auto; }
@@ -99,6 +100,7 @@ class RestoreDialog(_Dialog):
                     disabled=bool(self.read_only_reason) or not self.vm_exists,
                 )
                 yield ChoiceButton("into a folder on this machine", value=self.target == "directory", id="target-directory")
+            yield Static(CHOICE_KEYS_HINT.replace("change the choice", "where it goes"), classes="keys-hint", markup=False)
             with Vertical(id="field-new", classes="target-field"):
                 yield Label("New VM name")
                 yield Input(display_text(default_new_name(point)), id="restore-name")
@@ -112,7 +114,8 @@ class RestoreDialog(_Dialog):
                 classes="target-field",
             )
             note = f"Read-only: only a folder restore is possible ({self.read_only_reason})." if self.read_only_reason else ""
-            yield Static(note, id="restore-note", markup=False)
+            if note:
+                yield Static(note, id="restore-note", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Next…", id="next", variant="primary")

@@ -6,12 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Static, Tree
+from textual.widgets.tree import TreeNode
 from textual.worker import Worker, WorkerState
 
 from hvtui.model import VM, Checkpoint, Finding, RestorePointSummary, Severity
@@ -43,8 +45,28 @@ def short_file_name(path: str) -> str:
     return name
 
 
-def _when(value: datetime) -> str:
-    return aware(value).astimezone().strftime("%Y-%m-%d %H:%M")
+class CheckpointTree(Tree[str]):
+    """A tree whose labels end in "…" where the width runs out (a deep chain, an 80-column
+    terminal), instead of being cut off at the edge with nothing to say so."""
+
+    def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
+        label = super().render_label(node, base_style, style)
+        room = self.scrollable_content_region.width - self._guide_width(node)
+        if 0 < room < label.cell_len:
+            label.truncate(room, overflow="ellipsis")
+        return label
+
+    def _guide_width(self, node: TreeNode[str]) -> int:
+        depth = 0
+        parent = node.parent
+        while parent is not None and parent is not self.root:
+            depth += 1
+            parent = parent.parent
+        return depth * self.guide_depth
+
+
+def _when(value: datetime, seconds: bool = False) -> str:
+    return aware(value).astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 class VmDetailScreen(ViewScreen):
@@ -61,6 +83,19 @@ class VmDetailScreen(ViewScreen):
         Binding("b", "backup_vm", "Backup"),
         Binding("t", "restore_point", "Restore point…"),
     ]
+    KEY_BAR_SHORT: ClassVar[dict[str, str]] = {
+        **ViewScreen.KEY_BAR_SHORT,
+        "restore_point": "Restore…",
+        "delete_subtree": "Del tree",
+    }
+    # Here the VM's own keys matter most: the other views, D and esc (Help lists them) go first.
+    KEY_BAR_DROP: ClassVar[tuple[str, ...]] = (
+        *ViewScreen.KEY_BAR_DROP,
+        "show_view('findings')",
+        "show_view('jobs')",
+        "delete_subtree",
+        "escape",  # esc goes back everywhere
+    )
 
     DEFAULT_CSS = """
     VmDetailScreen #cp-tree {
@@ -109,13 +144,15 @@ class VmDetailScreen(ViewScreen):
 
     def compose_body(self) -> ComposeResult:
         yield ViewTitle("VM")
-        tree: Tree[str] = Tree("checkpoints", id="cp-tree")
+        tree = CheckpointTree("checkpoints", id="cp-tree")
         tree.show_root = False
         tree.guide_depth = 2
         yield tree
         yield Static("Restore points: loading…", id="points-title", markup=False)
         points: DataTable[str] = DataTable(id="points-table", cursor_type="row", zebra_stripes=False)
-        points.add_columns("TIME", "MODE", "SIZE", "STORED", "VERIFIED", "REPOSITORY", "ID")
+        # Time to the second and the whole id first: two points of one minute must not look
+        # alike at 80 columns, and the id is what `hvtui restore` takes.
+        points.add_columns("TIME", "ID", "MODE", "VERIFIED", "SIZE", "STORED", "REPOSITORY")
         yield points
         with VerticalScroll(id="vm-info-scroll"):
             yield Static("", id="vm-info")
@@ -151,7 +188,8 @@ class VmDetailScreen(ViewScreen):
             self.refresh_bindings_if_changed()
             return
         stale = " (stale)" if host is not None and host.stale else ""
-        title.show(f"{vm.host} / {vm.name}{stale}  ·  {vm.state}  ·  {vm.checkpoint_count} checkpoints")
+        count = vm.checkpoint_count
+        title.show(f"{vm.host} / {vm.name}{stale}  ·  {vm.state}  ·  {count} checkpoint{'' if count == 1 else 's'}")
         if vm != self.vm or findings != self._findings:
             self.vm = vm
             self._findings = findings
@@ -216,13 +254,13 @@ class VmDetailScreen(ViewScreen):
         table.clear()
         for point in points:
             table.add_row(
-                _when(point.time),
+                _when(point.time, seconds=True),
+                display_text(point.id),
                 point.mode,
+                {True: "verified", False: "FAILED verify", None: "not verified"}[point.verified],
                 size_text(point.logical_bytes),
                 size_text(point.stored_bytes),
-                {True: "verified", False: "FAILED verify", None: "not verified"}[point.verified],
                 display_text(point.repository),
-                display_text(point.id),
                 key=f"{point.repository}/{point.id}",
             )
         if points:
@@ -239,6 +277,9 @@ class VmDetailScreen(ViewScreen):
     def _build_tree(self, vm: VM) -> None:
         tree = self.checkpoint_tree
         current = tree.cursor_node.data if tree.cursor_node is not None else None
+        if current is None and self._want_selected is None and vm.checkpoints:
+            # First showing: the newest checkpoint, so d/a/r act at once (▶ Now is no checkpoint).
+            current = max(vm.checkpoints, key=lambda cp: aware(cp.created)).id
         want = self._want_selected or current
         self._want_selected = None
         files = checkpoint_files(vm)

@@ -18,7 +18,7 @@ from textual.widgets import DataTable
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
 from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.viewmodel.vm_rows import SORT_DESCENDING_FIRST, VM_COLUMN_IDS, VM_COLUMNS, VmRow, filter_rows, sort_rows
-from hvtui.tui.widgets.table import FastTable
+from hvtui.tui.widgets.table import ColumnsChanged, FastTable
 
 # key -> column: pressing the key sorts by the column; pressing it again reverses.
 SORT_KEYS: dict[str, str] = {
@@ -77,6 +77,7 @@ class VmsScreen(ViewScreen):
         self._widths: dict[str, int] = {}
         self._hosts_total = 0
         self.last_update = ""
+        self._shown_count = 0
         self.marked: set[str] = set()  # row keys (host/VM id), kept across refreshes
         self._marked_texts: dict[str, tuple[tuple[Text, ...], tuple[Text, ...]]] = {}
 
@@ -108,14 +109,25 @@ class VmsScreen(ViewScreen):
         rows = filter_rows(self._sorted, self.filter_text)
         outcome = self.table.show([(row.key, self._texts(row)) for row in rows], self._widths)
         self.last_update = outcome  # what the table did: columns, rebuild, cells or none
+        self._shown_count = len(rows)
+        self._show_title()
+        return outcome
+
+    def _show_title(self) -> None:
         arrow = "↓" if self.sort_descending else "↑"
-        title = f"VMs [{len(rows)}/{len(self._rows)}]  sort: {_LABELS[self.sort_column].lower()} {arrow}"
+        title = f"VMs [{self._shown_count}/{len(self._rows)}]  sort: {_LABELS[self.sort_column].lower()} {arrow}"
         if self.filter_text:
             title += f"  filter: {self.filter_text}"
         if self.marked:
             title += f"  marked: {len(self.marked)} (b backs them up, ctrl+\\ clears)"
+        hidden = self.table.hidden_columns
+        if hidden:  # said, not silently left out: a wider terminal or the VM's detail shows them
+            title += f"  too narrow for: {', '.join(spec.label for spec in hidden)}"
         self.query_one(ViewTitle).show(title)
-        return outcome
+
+    def on_columns_changed(self, event: ColumnsChanged) -> None:
+        event.stop()
+        self._show_title()  # a resize: the rows are the table's business, the title is ours
 
     def _texts(self, row: VmRow) -> tuple[Text, ...]:
         """The row's cells; a marked row's name carries the mark (the same tuple while

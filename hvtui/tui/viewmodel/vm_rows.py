@@ -13,18 +13,22 @@ from hvtui.model import VM, HostInventory, Severity
 from hvtui.tui.viewmodel.cells import NO_STYLE, Cell, ColumnSpec, Palette
 from hvtui.tui.viewmodel.format import age_text, seconds_between, size_text
 
+# On a narrow terminal the highest priority numbers go first: uptime, then chain depth (it
+# mostly follows the checkpoint count), then the differencing size.  LAST BACKUP stays beside
+# the checkpoints at 80 columns: "a checkpoint is not a backup" is the console's main message.
 VM_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("health", "HEALTH", 0, 6),
     ColumnSpec("host", "HOST", 0, 20),
     ColumnSpec("name", "VM", 0, 32),
     ColumnSpec("state", "STATE", 0, 10),
-    ColumnSpec("uptime", "UPTIME", 3, 16),
+    ColumnSpec("uptime", "UPTIME", 5, 16),
     ColumnSpec("checkpoints", "CPS", 0, 4, right=True),
-    ColumnSpec("oldest", "OLDEST CP", 1, 18),
-    ColumnSpec("depth", "DEPTH", 2, 5, right=True),
-    ColumnSpec("diff", "DIFF", 1, 10, right=True),
-    ColumnSpec("backup", "LAST BACKUP", 4, 18),
+    ColumnSpec("oldest", "OLDEST CP", 2, 18),
+    ColumnSpec("depth", "DEPTH", 4, 5, right=True),
+    ColumnSpec("diff", "DIFF", 3, 10, right=True),
+    ColumnSpec("backup", "LAST BACKUP", 1, 18),
 )
+NO_BACKUP = "never"
 VM_COLUMN_IDS = tuple(spec.id for spec in VM_COLUMNS)
 
 # Sort keys: which column, and whether the first press sorts descending (worst, oldest,
@@ -107,7 +111,7 @@ def build_vm_row(
         age_text(oldest_age),
         str(vm.chain_depth),
         size_text(vm.differencing_bytes) if vm.differencing_bytes else "0",
-        f"{age_text(backup_age)} ago" if backup_age is not None else "",
+        f"{age_text(backup_age)} ago" if backup_age is not None else NO_BACKUP,
     )
     name_key = (vm.host.casefold(), vm.name.casefold())
     sort = (

@@ -8,10 +8,12 @@ without a rebuild, and every state is also spelled out in text for monochrome te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.markup import escape
 from textual.suggester import SuggestFromList
 from textual.widgets import Input, Label, Static
@@ -31,7 +33,7 @@ def short_age(seconds: float) -> str:
 @dataclass(frozen=True, slots=True)
 class HeaderState:
     lab: bool
-    builtin_lab: bool
+    lab_name: str  # "demo lab" (the built-in one), or the lab directory (shortened); "" for real hosts
     read_only: bool
     read_only_hosts: int
     hosts_total: int | None  # None: no refresh yet
@@ -44,6 +46,27 @@ class HeaderState:
     hosts_waiting: int = 0  # late, not failed: neither reachable nor down
     load_failed: bool = False  # no inventory yet, and the last refresh failed (the alert line says why)
     tls_unverified: tuple[str, ...] = ()  # hosts whose TLS certificate is not checked (verify_tls: false)
+
+
+def lab_name(builtin: bool, lab_dir: Path, width: int = 20) -> str:
+    """How the header names the lab: the built-in demo lab, or its directory, its first folders
+    left out (short: at 80 columns the findings, hosts and refresh age must still fit after it)."""
+    if builtin:
+        return "demo lab"
+    text = str(lab_dir)
+    home = str(Path.home())
+    if text == home or text.startswith(home + "/"):
+        text = "~" + text[len(home) :]
+    if len(text) <= width:
+        return text
+    # Whole trailing folders: what tells one lab from another is at the end of its path.
+    parts = Path(text).parts
+    tail = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(part) + len(tail) + 3 > width:
+            break
+        tail = f"{part}/{tail}"
+    return f"…/{tail}"
 
 
 class StatusHeader(Static):
@@ -61,10 +84,15 @@ class StatusHeader(Static):
     def __init__(self) -> None:
         super().__init__("hvtui", id="status-header")
         self._text = ""
+        self._state: HeaderState | None = None
+
+    def on_resize(self) -> None:
+        if self._state is not None:
+            self.show(self._state)
 
     def show(self, state: HeaderState) -> None:
         if state.lab:
-            mode = "[reverse $warning] LAB [/]" + (" built-in demo lab" if state.builtin_lab else "")
+            mode = "[reverse $warning] LAB [/]" + (f" {escape(state.lab_name)}" if state.lab_name else "")
         else:
             mode = "[reverse $primary] HOSTS [/]"
         parts: list[str] = [f"[b]hvtui[/] {mode}"]
@@ -77,11 +105,12 @@ class StatusHeader(Static):
         if state.hosts_total is None:
             parts.append("[$sev-crit]no inventory: refresh failed[/]" if state.load_failed else "loading inventory…")
         else:
-            # Most important first: an 80-column terminal cuts the end off.
+            # Most important first: an 80-column terminal cuts the end off.  The counts are of
+            # findings (a VM can have several), so said: the table's HEALTH counts VMs.
             counts = []
             counts.append(f"[$sev-crit]{state.crit} CRIT[/]" if state.crit else "0 CRIT")
             counts.append(f"[$sev-warn]{state.warn} WARN[/]" if state.warn else "0 WARN")
-            parts.append(" · ".join(counts))
+            parts.append("findings " + " · ".join(counts))
             down = state.hosts_total - state.hosts_reachable - state.hosts_waiting
             hosts = f"hosts {state.hosts_reachable}/{state.hosts_total}"
             if down:
@@ -99,7 +128,13 @@ class StatusHeader(Static):
                 parts.append(f"{short_age(state.refresh_age)} ago")
         if state.refreshing:
             parts.append("⟳")
+        # Parts that do not fit whole are left out (the refresh age at 80 columns beside a
+        # long lab name), rather than a line ending in a cut word or a lone "│".
+        room = (self.size.width or self.app.size.width) - 2
+        while len(parts) > 3 and Content.from_markup(" │ ".join(parts)).cell_length > room:
+            parts.pop()
         text = " │ ".join(parts)
+        self._state = state
         if text != self._text:  # nothing re-sent over the link when nothing changed
             self._text = text
             self.update(text, layout=False)  # one fixed line: no relayout of the screen

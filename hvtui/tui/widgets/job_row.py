@@ -273,8 +273,10 @@ def job_detail(job: Job) -> str:
     if job.cancel_requested and job.state is JobState.RUNNING:
         lines.append("cancel requested: stopping at the next safe point (a backup removes its checkpoint)")
     if awaits_decision(job):
+        # The journal does not say whether a console or a CLI command ran it: name the process.
+        process = f"the hvtui process that ran it (pid {job.owner_pid})" if job.owner_pid else "the hvtui process that ran it"
         lines.append(
-            "interrupted: the console that ran it ended without finishing it (killed, or its SSH session dropped). "
+            f"interrupted: {process} ended without finishing it (killed, stopped, or its SSH session dropped). "
             "r resumes it (stored data is reused; a leftover backup checkpoint is removed first), x dismisses it."
         )
     sentence = progress_sentence(job)

@@ -28,6 +28,7 @@ from textual._two_way_dict import TwoWayDict
 from textual._types import SegmentLines
 from textual.coordinate import Coordinate
 from textual.geometry import Size
+from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets._data_table import ColumnKey, Row, RowKey
 
@@ -37,6 +38,14 @@ FLEX_MIN = 30  # a flex column (a message) is never squeezed below this
 
 
 CellType = Cell | Text
+
+
+class ColumnsChanged(Message):
+    """The table now shows another set of columns (a resize, or wider data)."""
+
+    def __init__(self, table: FastTable) -> None:
+        super().__init__()
+        self.table = table
 
 
 class FastTable(DataTable[CellType]):
@@ -95,6 +104,13 @@ class FastTable(DataTable[CellType]):
     def shown_columns(self) -> tuple[str, ...]:
         return self._shown_columns
 
+    @property
+    def hidden_columns(self) -> tuple[ColumnSpec, ...]:
+        """The columns left out because the terminal is too narrow for them."""
+        if not self._shown_columns:
+            return ()
+        return tuple(spec for spec in self.specs if spec.id not in self._shown_columns)
+
     def _available_width(self) -> int:
         width = self.content_region.width or self.size.width or self.app.size.width
         return max(20, width - 1)  # leave room for the vertical scrollbar
@@ -108,8 +124,11 @@ class FastTable(DataTable[CellType]):
             spec = by_id[column_id]
             label = Text(spec.label, justify="right" if spec.right else "left")
             self.add_column(label, key=column_id, width=effective[column_id])
+        changed = columns != self._shown_columns
         self._shown_columns = columns
         self._widths = dict(widths)
+        if changed:
+            self.post_message(ColumnsChanged(self))
 
     def _update_widths(self, widths: dict[str, int]) -> bool:
         """Apply new content widths to the shown columns; True if any changed."""
