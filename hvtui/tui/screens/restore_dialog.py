@@ -83,6 +83,11 @@ class RestoreDialog(_Dialog):
         with Vertical():
             yield Label(display_text(f"Restore {point.vm_name} ({point.host})"), classes="dialog-title", markup=False)
             yield Static(display_text(f"From {point_label(point)} in repository {point.repository}."), markup=False)
+            if self.read_only_reason:
+                # Above the choices: it says why two of them are greyed out, and a tall dialog
+                # on a short terminal must not push it out of view.
+                note = f"Read-only: only a folder restore is possible ({self.read_only_reason})."
+                yield Static(note, id="restore-note", markup=False)
             original = "over the original VM, in place"
             if not self.vm_exists:
                 original += " (the VM is gone)"
@@ -113,9 +118,6 @@ class RestoreDialog(_Dialog):
                 id="keep-checkpoints",
                 classes="target-field",
             )
-            note = f"Read-only: only a folder restore is possible ({self.read_only_reason})." if self.read_only_reason else ""
-            if note:
-                yield Static(note, id="restore-note", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Next…", id="next", variant="primary")
