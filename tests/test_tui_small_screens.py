@@ -226,24 +226,43 @@ async def test_long_delete_subtree_dialog_keeps_the_merge_and_free_space_in_view
 
 @pytest.mark.parametrize("size", SIZES)
 async def test_up_and_down_change_a_dialogs_choice_from_its_buttons(
-    shared_demo_lab: Path, paths, size: tuple[int, int]
+    shared_demo_lab: Path, paths, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = make_app(make_core(shared_demo_lab, paths))
+    core = make_core(shared_demo_lab, paths)
+    # The VM has a restore point (without writing one into the shared lab): every mode can be chosen.
+    monkeypatch.setattr(core.backups, "latest_point", lambda host, vm_id, repository=None: object())
+    app = make_app(core)
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         await pilot.press("b")  # the backup dialog: the focus starts on "Back up"
         await settle(pilot)
         dialog = app.screen
         assert isinstance(dialog, BackupDialog)
-        assert isinstance(app.focused, Button) and dialog.mode == "full"
+        assert isinstance(app.focused, Button) and dialog.mode == "incremental"
         assert "↑↓ change the mode" in screen_text(app)
-        await pilot.press("down")
+        await pilot.press("up")
         await pilot.pause()
-        assert dialog.mode == "incremental"
-        await pilot.press("down", "down")  # stops at the last choice
+        assert dialog.mode == "full"
+        await pilot.press("down", "down", "down")  # stops at the last choice
         await pilot.pause()
         assert dialog.mode == "differential"
         await pilot.press("up", "up")
         await pilot.pause()
         assert dialog.mode == "full"
         assert isinstance(app.focused, Button)  # enter still presses "Back up"
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_up_and_down_skip_the_modes_a_vm_without_a_point_cannot_have(
+    shared_demo_lab: Path, paths, size: tuple[int, int]
+) -> None:
+    app = make_app(make_core(shared_demo_lab, paths))
+    async with app.run_test(size=size) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        await settle(pilot)
+        dialog = app.screen
+        assert isinstance(dialog, BackupDialog) and dialog.mode == "full"
+        await pilot.press("down", "down")  # incremental and differential are greyed out: nothing to build on
+        await pilot.pause()
+        assert dialog.mode == "full" and isinstance(app.focused, Button)
