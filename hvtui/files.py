@@ -1,5 +1,5 @@
 """Durable file writes, shared by every layer that keeps state on disk: the lab's hosts,
-the backup repository and the job journal.
+the backup repository and the journals (jobs, checkpoints).
 
 Readers see the old file or the new one, never half of it: a temporary file next to the
 target (same filesystem), fsync, rename, fsync of the directory.
@@ -8,8 +8,10 @@ target (same filesystem), fsync, rename, fsync of the directory.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -61,3 +63,19 @@ def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None, fsync: bo
         raise
     if fsync:
         fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def flocked(lock_path: Path, exclusive: bool = True) -> Iterator[None]:
+    """Hold ``flock`` on ``lock_path`` (created owner-only, with its folder) across processes.
+
+    The journals append under an exclusive lock and read under a shared one; threads of one
+    process need a lock of their own besides (flock is per open file, not per thread).
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock

@@ -25,7 +25,6 @@ append starts on a fresh line.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hvtui.files import fsync_dir, write_all
+from hvtui.files import flocked, fsync_dir, write_all
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +131,8 @@ class JobJournal:
     # -- locking -----------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self, exclusive: bool = True) -> Iterator[None]:
-        with self._thread_lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-                yield
-            finally:
-                os.close(fd)  # closing releases the flock
+        with self._thread_lock, flocked(self.lock_path, exclusive):
+            yield
 
     # -- writing -----------------------------------------------------------------------
     def append(self, event: str, job_id: str, **fields: Any) -> dict[str, Any]:

@@ -16,7 +16,6 @@ rewritten keeping the newest ``KEEP`` checkpoints and every one whose backup is 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hvtui.files import fsync_dir, write_all
+from hvtui.files import flocked, fsync_dir, write_all
 from hvtui.journal import process_alive, process_identity
 
 log = logging.getLogger(__name__)
@@ -71,14 +70,8 @@ class CheckpointJournal:
 
     @contextlib.contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
-        with self._thread_lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-                yield
-            finally:
-                os.close(fd)
+        with self._thread_lock, flocked(self.lock_path, exclusive):
+            yield
 
     # -- writing -----------------------------------------------------------------------------
     def taken(self, host: str, vm_id: str, checkpoint_id: str, checkpoint_name: str, job_id: str | None, at: str) -> None:
