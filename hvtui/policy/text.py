@@ -40,14 +40,14 @@ def _age_text(seconds: int) -> str:
     return humanize.naturaldelta(delta, months=False)
 
 
-def _aware(when: datetime) -> datetime:
-    # Naive times are taken as UTC (the wire contract sends UTC everywhere).
+def aware(when: datetime) -> datetime:
+    """``when`` with a time zone: naive times are taken as UTC (the wire contract sends UTC everywhere)."""
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def age_seconds(now: datetime, then: datetime) -> float:
     """Seconds from ``then`` to ``now``; never negative (a clock skew is not an age)."""
-    return max(0.0, (_aware(now) - _aware(then)).total_seconds())
+    return max(0.0, (aware(now) - aware(then)).total_seconds())
 
 
 def file_name(path: str) -> str:

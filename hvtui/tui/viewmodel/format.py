@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-import humanize
+from datetime import datetime
 
 from hvtui.model import HostInventory
-from hvtui.policy import age_text as policy_age_text
+from hvtui.policy.text import age_seconds as seconds_between
+from hvtui.policy.text import age_text as policy_age_text
+from hvtui.policy.text import aware, file_name
+from hvtui.policy.text import size_text as policy_size_text
+
+# aware, file_name and seconds_between are the policy's own (one definition of an age).
+__all__ = ["age_text", "aware", "default_checkpoint_name", "file_name", "host_now", "seconds_between", "size_text"]
 
 
 def age_text(seconds: float | None) -> str:
@@ -18,22 +22,8 @@ def age_text(seconds: float | None) -> str:
 
 
 def size_text(num_bytes: int | float | None) -> str:
-    if num_bytes is None:
-        return ""
-    return humanize.naturalsize(num_bytes, binary=True)
-
-
-def aware(when: datetime) -> datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-
-
-def seconds_between(now: datetime, then: datetime) -> float:
-    return max(0.0, (aware(now) - aware(then)).total_seconds())
-
-
-def file_name(path: str) -> str:
-    """The last component of a Windows or POSIX path."""
-    return path.replace("\\", "/").rsplit("/", 1)[-1]
+    """A size as the findings write it; empty for none."""
+    return "" if num_bytes is None else policy_size_text(num_bytes)
 
 
 def host_now(host: HostInventory | None, fallback: datetime) -> datetime:
