@@ -180,7 +180,7 @@ class Core:
             max_concurrent=limits.max_concurrent,
             per_host=limits.per_host,
             clock=self.clock,
-            services=EngineServices(backups=self.backups, hosts=self._hosts, audit=self.audit),
+            services=EngineServices(backups_of=lambda: self.backups, hosts=self._hosts, audit=self.audit),
         )
         register_engine_kinds(manager)
         return manager

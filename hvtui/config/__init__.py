@@ -14,20 +14,10 @@ the key path, what was expected and what was found.  No config file at all gives
 
 from __future__ import annotations
 
-from hvtui.config.load import load_config
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from hvtui.config.locate import config_file_candidates, find_config_file
-from hvtui.config.models import (
-    HOST_KINDS,
-    HYPERV_CHECKPOINT_LIMIT,
-    LAB_PROFILES,
-    LOG_LEVELS,
-    MESSAGE_ENCRYPTING_TRANSPORTS,
-    PASSWORD_TRANSPORTS,
-    RULE_IDS,
-    WINRM_SCHEMES,
-    WINRM_TRANSPORTS,
-    config_json_schema,
-)
 from hvtui.config.settings import (
     DAY,
     DEFAULT_REPOSITORY_NAME,
@@ -46,6 +36,52 @@ from hvtui.config.settings import (
     WinRMSettings,
 )
 from hvtui.config.units import DURATION_HELP, SIZE_HELP, format_duration, parse_duration, parse_size
+
+# The loader and the schema are imported when first asked for: with no config file (the
+# built-in lab) the file is never read against the schema, and msgspec with the models cost
+# tens of milliseconds of the console's first paint.
+_LAZY = {
+    "load_config": "hvtui.config.load",
+    **dict.fromkeys(
+        (
+            "HOST_KINDS",
+            "HYPERV_CHECKPOINT_LIMIT",
+            "LAB_PROFILES",
+            "LOG_LEVELS",
+            "MESSAGE_ENCRYPTING_TRANSPORTS",
+            "PASSWORD_TRANSPORTS",
+            "RULE_IDS",
+            "WINRM_SCHEMES",
+            "WINRM_TRANSPORTS",
+            "config_json_schema",
+        ),
+        "hvtui.config.models",
+    ),
+}
+
+if TYPE_CHECKING:
+    from hvtui.config.load import load_config
+    from hvtui.config.models import (
+        HOST_KINDS,
+        HYPERV_CHECKPOINT_LIMIT,
+        LAB_PROFILES,
+        LOG_LEVELS,
+        MESSAGE_ENCRYPTING_TRANSPORTS,
+        PASSWORD_TRANSPORTS,
+        RULE_IDS,
+        WINRM_SCHEMES,
+        WINRM_TRANSPORTS,
+        config_json_schema,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # asked once
+    return value
 
 __all__ = [
     "DAY",

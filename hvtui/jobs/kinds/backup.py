@@ -9,7 +9,6 @@ from typing import Any
 
 import humanize
 
-from hvtui.engine.repository import PointNotFound
 from hvtui.errors import ConfigError, HvtuiError
 from hvtui.events import CancelToken, ProgressCallback
 from hvtui.jobs.kinds.base import JobQueue, refuse_if_read_only, services_of
@@ -113,6 +112,8 @@ def _before_backup_resume(manager: JobQueue, job: Job) -> None:
 def _committed_point(manager: JobQueue, job: Job, point_id: str) -> dict[str, Any]:
     """The summary of a backup killed after it committed ``point_id`` (during its clean-up):
     the point, if its repository still holds it."""
+    from hvtui.engine.repository import PointNotFound  # here: the kinds load without the engine
+
     services = services_of(manager)
     repository = job.params.get("repository")
     where = f"repository {repository}" if repository else "the repository"

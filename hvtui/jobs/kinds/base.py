@@ -10,15 +10,17 @@ at submit time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from hvtui.audit import AuditLog
-from hvtui.backups.service import Backups
 from hvtui.errors import ReadOnlyError
 from hvtui.hosts.base import Host
 from hvtui.jobs.model import Job, JobError, JobKind
+
+if TYPE_CHECKING:
+    from hvtui.backups.service import Backups
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +33,19 @@ class HostLookup(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EngineServices:
-    """The services the backup and restore kinds use."""
+    """The services the backup and restore kinds use.
 
-    backups: Backups
+    The backup service is asked for when a job first needs it (``backups_of``): the console
+    builds the job manager before its first paint, and the backup service imports the engine.
+    """
+
+    backups_of: Callable[[], Backups]
     hosts: HostLookup
     audit: AuditLog
+
+    @property
+    def backups(self) -> Backups:
+        return self.backups_of()
 
 
 class JobQueue(Protocol):
