@@ -137,3 +137,32 @@ async def test_detail_after_a_lab_reset_offers_the_points_of_the_earlier_id(
             await pilot.pause(0.02)
         assert isinstance(app.screen, RestoreDialog)
         assert app.screen.point.id == point
+
+
+async def test_detail_names_the_earlier_ids_points_once_the_vm_has_its_own(fresh_demo_lab: Path, paths) -> None:
+    clock = FixedClock()
+    core = make_core(fresh_demo_lab, paths, clock=clock)
+    old = next(vm for vm in core.inventory.refresh().vms if vm.name == "test01")
+    earlier = core.backups.backup(old.host, old.id, "full").point_id
+    reset_lab(fresh_demo_lab, clock)
+    core = make_core(fresh_demo_lab, paths, clock=clock)
+    new = next(vm for vm in core.inventory.refresh().vms if vm.name == "test01")
+    clock.advance(seconds=60)
+    result = core.backups.backup(new.host, new.id)  # auto: a full, not built on the earlier id's point
+    assert result.mode == "full" and result.parent is None
+    assert any(f"earlier VM id {old.id}" in w for w in result.warnings)
+    app = make_app(core)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.open_vm(new.host, new.id)
+        for _ in range(200):
+            if isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded:
+                break
+            await pilot.pause(0.02)
+        await settle(pilot)
+        detail = app.screen
+        assert isinstance(detail, VmDetailScreen)
+        assert [p.id for p in detail.points] == [result.point_id]  # id first
+        text = " ".join(screen_text(app).split())
+        assert f"Also 1 point of the same name, earlier VM id {old.id}: not built on" in text
+        assert earlier not in text

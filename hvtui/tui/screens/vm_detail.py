@@ -253,7 +253,7 @@ class VmDetailScreen(ViewScreen):
         else:
             text = f"Restore points ({len(points)}), newest first — tab selects, t restores"
             if self.same_name_points:
-                text += f"\nAlso {self.same_name_points} (not this id: `hvtui points` lists them)"
+                text += f"\nAlso {self.same_name_points}: not built on; `hvtui points` with that id lists them"
         if self.damaged_manifests:
             count = len(self.damaged_manifests)
             text += (
