@@ -12,6 +12,7 @@ from hvtui.actions import find_checkpoint
 from hvtui.config import PolicyConfig, Thresholds
 from hvtui.core import Core
 from hvtui.errors import HostError, HvtuiError, NotFoundError, ReadOnlyError, RefusedError, UsageError
+from hvtui.model import Disk, VhdLink, Volume
 from hvtui.paths import Paths
 
 
@@ -103,6 +104,30 @@ def test_remove_is_refused_when_the_volume_cannot_take_the_merge(paths: Paths) -
     assert [c[0] for c in host.calls] == ["remove", "remove"]
     last = core.audit.read()[-1]
     assert last["result"] == "ok" and last["args"]["headroom_overridden"] is True
+
+
+@pytest.mark.parametrize(("files_on", "folder_on", "refused"), [("E:", "D:", True), ("D:", "E:", False)])
+def test_remove_headroom_is_measured_where_the_differencing_files_are_not_the_vm_folder(
+    paths: Paths, files_on: str, folder_on: str, refused: bool
+) -> None:
+    # The checkpoint files on another volume than the VM's folder: the merge writes there.
+    vm = linear_vm("sql01", ages=(DAY,), diff_sizes=(300 * MiB,), base_virtual=100 * GiB, folder=f"{files_on}\\VMs\\sql01")
+    vm = dataclasses.replace(vm, path=f"{folder_on}\\VMs\\sql01")
+    facts = dataclasses.replace(
+        make_facts(), volumes=(Volume("D:\\", "VMs", 1024 * GiB, 900 * GiB), Volume("E:\\", "Fast", 100 * GiB, GiB))
+    )
+    # A second disk with no differencing file (added after the checkpoint): the merge cannot be
+    # mapped file by file, so the plan estimates from all of the VM's differencing data.
+    base_only = VhdLink(f"{folder_on}\\VMs\\sql01\\data.vhdx", "Dynamic", GiB, 10 * GiB, None)
+    estimated = dataclasses.replace(vm, id="estimate", disks=(*vm.disks, Disk("SCSI", 0, 1, base_only.path, (base_only,))))
+    host = StubHost("hv01", [vm, estimated], facts=facts)
+    core = make_core([host], paths)
+    core.inventory.refresh()
+    for one in (vm, estimated):
+        plan = core.actions.plan_remove("hv01", one.id, one.checkpoints[0].id)
+        assert plan.exact is (one is vm)
+        assert plan.volume.path == ("E:\\" if refused else "D:\\")
+        assert plan.headroom_ok is not refused
 
 
 def test_merge_margin_follows_per_vm_thresholds(paths: Paths) -> None:

@@ -124,3 +124,29 @@ def test_an_oversized_config_is_refused_before_it_is_parsed(tmp_path: Path) -> N
     path.write_text("hosts:\n" + line * (MAX_CONFIG_BYTES // len(line) + 1), encoding="utf-8")
     with pytest.raises(ConfigError, match="more than the 1048576 bytes a config may be"):
         load_config(path, Paths(tmp_path / "c", tmp_path / "d", tmp_path / "s"))
+
+
+def test_repository_root_and_its_folders_and_lock_files_are_owner_only(tmp_path: Path, open_umask: None) -> None:
+    # They were 0755 (and the lock files 0644): anyone on the jump box could list the points,
+    # whose names say which VMs are backed up and when.
+    host = DirHost(tmp_path / "host")
+    host.add_vm("vm1", "web01")
+    host.create_disk("vm1", DISK, 2 * MiB, seed=3, data_mib=1)
+    root = tmp_path / "backups" / "repo"
+    repo = Repository.open(root, create=True, chunk_size=64 * 1024)
+    run_backup(repo, host, "vm1", "full")
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.iterdir()]}
+    for sub in ("chunks", "points", "verified", "locks", "tmp"):
+        assert modes.pop(f"backups/repo/{sub}") == 0o700, sub
+    assert modes.pop("backups/repo") == 0o700
+    assert modes.pop("backups/repo/config.json") == 0o600
+    assert modes == {}
+    lock_files = sorted((root / "locks").iterdir())
+    assert [p.name for p in lock_files if p.name == "repo.lock"] == ["repo.lock"] and len(lock_files) >= 2  # + the VM's
+    for path in lock_files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+
+    # A folder that lost one of its folders gets it back owner-only when opened.
+    (root / "verified").rmdir()
+    Repository.open(root)
+    assert stat.S_IMODE((root / "verified").stat().st_mode) == 0o700

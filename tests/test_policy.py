@@ -240,6 +240,21 @@ def test_merge_headroom_uses_the_volume_holding_the_files() -> None:
     assert finding.file == "E:\\"
 
 
+@pytest.mark.parametrize(("files_on", "folder_on", "short"), [("E:", "D:", True), ("D:", "E:", False)])
+def test_merge_headroom_is_measured_where_the_differencing_files_are_not_the_vm_folder(
+    files_on: str, folder_on: str, short: bool
+) -> None:
+    # Checkpoint files kept on another volume than the VM's configuration (a separate
+    # checkpoint path): the merge writes there, so that volume's free space decides.
+    facts = dataclasses.replace(
+        make_facts(), volumes=(Volume("D:\\", "VMs", 1000 * GiB, 900 * GiB), Volume("E:\\", "Fast", 100 * GiB, 6 * GiB))
+    )
+    vm = linear_vm("fast01", ages=(HOUR,), diff_sizes=(2 * GiB,), folder=f"{files_on}\\VMs\\fast01")
+    vm = dataclasses.replace(vm, path=f"{folder_on}\\VMs\\fast01")
+    found = rule_findings(evaluate(inv(vm, facts=facts), PolicyConfig(), BACKED_UP), MERGE_HEADROOM)
+    assert [f.file for f in found] == (["E:\\"] if short else [])
+
+
 # -- running-on-avhdx ------------------------------------------------------------------------------------
 def orphan_avhdx_vm(with_checkpoint: bool) -> VM:
     vm = linear_vm("broken01", ages=(HOUR,))
@@ -411,6 +426,24 @@ def test_checkpoint_name_exemption_only_touches_that_checkpoint() -> None:
     by_cp = {f.checkpoint_id: f for f in ages}
     assert by_cp[keep.id].exempt_reason == "on purpose" and by_cp[keep.id].severity == Severity.OK
     assert by_cp[vm.checkpoints[1].id].exempt_reason is None and by_cp[vm.checkpoints[1].id].severity == Severity.CRIT
+
+
+def test_checkpoint_name_exemption_leaves_the_vms_other_findings_alone() -> None:
+    # Exempting one checkpoint by name must not quiet what is said about the VM as a whole
+    # (no backup, the chain, the differencing data, the headroom), nor its other checkpoints.
+    vm = linear_vm("sql01", ages=(30 * DAY,) * 6, diff_sizes=(9 * GiB,) * 6, base_virtual=20 * GiB)
+    keep = vm.checkpoints[0]
+    vm = dataclasses.replace(vm, checkpoints=(dataclasses.replace(keep, name="Veeam keep"), *vm.checkpoints[1:]))
+    facts = make_facts(free=60 * GiB, size=1024 * GiB)
+    policy = PolicyConfig(exemptions=(Exemption(vm="hv01/sql*", checkpoint="veeam*", reason="on purpose"),))
+    findings = [f for f in evaluate(inv(vm, facts=facts), policy, last_backup=None) if f.vm_name == "sql01"]
+    exempted = [f for f in findings if f.exempt_reason is not None]
+    assert exempted and {f.checkpoint_id for f in exempted} == {keep.id}
+    vm_level = [f for f in findings if f.checkpoint_id is None]
+    assert {CHECKPOINT_NOT_BACKUP, CHAIN_DEPTH, DIFFERENCING_SIZE, MERGE_HEADROOM} <= {f.rule for f in vm_level}
+    assert all(f.severity > Severity.OK for f in vm_level)
+    others = [f for f in findings if f.checkpoint_id not in (None, keep.id)]
+    assert others and all(f.exempt_reason is None and f.severity > Severity.OK for f in others)
 
 
 def test_rule_exemption_leaves_other_rules_alone() -> None:

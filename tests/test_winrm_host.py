@@ -203,6 +203,9 @@ def test_each_operation_sends_its_own_template_and_only_the_documented_arguments
         "checkpoint.apply": {"op", "v", "vm_id", "checkpoint_id"},
         "checkpoint.remove": {"op", "v", "vm_id", "checkpoint_id", "subtree", "wait_seconds"},
     }
+    sent = [command.op for command in server.commands]
+    # Every operation was sent: a loop over no recorded command would pass whatever the templates.
+    assert set(sent) == set(expected_keys), sent
     for command in server.commands:
         assert command.arguments is not None and command.op is not None
         assert set(command.arguments) == expected_keys[command.op]

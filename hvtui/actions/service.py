@@ -28,7 +28,7 @@ from hvtui.events import CancelToken, ProgressCallback
 from hvtui.hosts.base import Host
 from hvtui.inventory import InventoryService
 from hvtui.model import VM, Checkpoint, HostFacts, Volume
-from hvtui.policy import age_seconds, headroom
+from hvtui.policy import age_seconds, headroom, merge_needs_by_volume
 
 if TYPE_CHECKING:
     from hvtui.audit import AuditLog
@@ -187,8 +187,12 @@ class CheckpointActions:
         else:
             merges = []  # a partial list would mislead: the text says it is an estimate
             bytes_to_move = vm.differencing_bytes
-            volume = facts.volume_for(vm.path) if facts else None
-            per_volume = {"": (volume, bytes_to_move)}
+            # Measured where the differencing files are (a checkpoint path may be on another
+            # volume than the VM's folder), not on the folder's volume.
+            needs = merge_needs_by_volume(vm, facts) if facts else []
+            per_volume = {room.volume.path if room.volume else "": (room.volume, room.need) for room in needs}
+            if not needs:
+                per_volume = {"": (facts.volume_for(vm.path) if facts else None, bytes_to_move)}
         headrooms = tuple(headroom(need, volume, thresholds) for volume, need in per_volume.values() if need > 0)
         return RemovePlan(
             host=host,

@@ -1,5 +1,5 @@
 """Restore points as the backup service lists them: ``PointInfo``, ``DamagedManifest``,
-``PointListing``, and ``PointIndex``, the per-repository listing cache behind them."""
+``PointListing``, ``VMPoints`` (which points are a VM's), and ``PointIndex``, the per-repository listing cache behind them."""
 
 from __future__ import annotations
 
@@ -71,6 +71,65 @@ class PointListing:
         """
         floor = point.summary.time.astimezone(UTC).replace(microsecond=0)
         return [d for d in self.damaged if d.id != point.summary.id and (when := d.time) is not None and when >= floor]
+
+
+def earlier_id_note(vm_id: str) -> str:
+    """How a point of the same host and VM name under another VM id is marked wherever it is shown."""
+    return f"same name, earlier VM id {vm_id}"
+
+
+@dataclass(slots=True)
+class VMPoints:
+    """A VM's restore points by the one rule (README, "Which restore points are a VM's").
+
+    Id first: the points under the VM's id are its own, and only they are ever built on.  The
+    points of the same host and VM name under an id no VM on the host has now (a lab reset, a
+    re-imported or re-registered VM) may be the same VM: when it has no point of its own they
+    are offered in their place ("the same VM?"), listed and restorable, each marked
+    ``earlier_id_note``, never the parent of an incremental; when it has, they are only named.
+    """
+
+    vm_id: str
+    own: list[PointInfo]  # oldest first
+    same_name: list[PointInfo]  # oldest first: same host and name, an id no VM on the host has now
+    listing: PointListing  # the host's listing they came from (damaged manifests, unreadable repositories)
+
+    @property
+    def points(self) -> list[PointInfo]:
+        """What to show and offer for restore: the own points, else the same-name ones."""
+        return self.own or self.same_name
+
+    @property
+    def offers_earlier(self) -> bool:
+        """True when the points shown are the same-name ones of earlier ids."""
+        return not self.own and bool(self.same_name)
+
+    @property
+    def earlier_ids(self) -> list[str]:
+        return sorted({i.summary.vm_id for i in self.same_name})
+
+    def note(self, info: PointInfo | RestorePointSummary) -> str | None:
+        """``earlier_id_note`` for a point under another id than the VM's, None for its own."""
+        summary = info.summary if isinstance(info, PointInfo) else info
+        return None if summary.vm_id == self.vm_id else earlier_id_note(summary.vm_id)
+
+    def earlier_text(self) -> str:
+        """One line on the same-name points: "2 points of the same name, earlier VM id X"."""
+        count = len(self.same_name)
+        ids = ", ".join(self.earlier_ids)
+        return f"{count} point{'s' if count != 1 else ''} of the same name, earlier VM id {ids}"
+
+
+def vm_points(listing: PointListing, vm_id: str, vm_name: str, current_ids: set[str]) -> VMPoints:
+    """``VMPoints`` of one VM from its host's ``listing``; ``current_ids``: the ids the host has now."""
+    own = [i for i in listing.points if i.summary.vm_id == vm_id]
+    wanted = vm_name.casefold()
+    same_name = [
+        i
+        for i in listing.points
+        if i.summary.vm_name.casefold() == wanted and i.summary.vm_id != vm_id and i.summary.vm_id not in current_ids
+    ]
+    return VMPoints(vm_id, own, same_name, listing)
 
 
 class PointIndex:

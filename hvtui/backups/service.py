@@ -32,7 +32,7 @@ from hvtui.backups.guard import HostLookup, SafetyGuard
 from hvtui.backups.ledger import CheckpointJournal
 from hvtui.backups.leftovers import AUDIT_ACTION, LeftoverCheckpoints
 from hvtui.backups.maintenance import RepositoryMaintenance, Timing
-from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing
+from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing, VMPoints, vm_points
 from hvtui.backups.repositories import RepositoryList
 from hvtui.backups.restore_plan import RestorePlan, build_plan
 from hvtui.clock import Clock
@@ -130,6 +130,13 @@ class Backups:
                 out.append(info)
         out.sort(key=lambda i: (i.summary.time, i.committed_ns, i.summary.id))
         return PointListing(out, damaged, unreadable)
+
+    def vm_points(self, host: str, vm_id: str, vm_name: str, repository: str | None = None) -> VMPoints:
+        """The VM's points by the one rule (``VMPoints``): its id's, else the same host and name's
+        under an id no VM on the host has now (as last read), marked as such."""
+        known = self._inventory.latest.host(host)
+        current = {vm.id for vm in known.vms} if known is not None else set()
+        return vm_points(self.point_listing(host=host, repository=repository), vm_id, vm_name, current)
 
     def damaged_manifests(self, repository: str | None = None) -> list[DamagedManifest]:
         """Manifests that cannot be read (their points are missing from every listing)."""
@@ -274,6 +281,8 @@ class Backups:
                     log.warning("could not record the end of the backup of %s/%s: %s", host_name, vm_label, err)
             if result.fallback and not auto:
                 result.warnings.insert(0, f"{mode} asked for, but {result.fallback}: {result.vm_name} got a full restore point")
+            if result.fallback:
+                result.warnings.extend(self._earlier_id_warning(host_name, result))
             entry.vm = result.vm_name
             # What ran, and what was asked when it differs (an incremental with no earlier
             # point runs as a full): "mode=full requested=incremental".
@@ -286,6 +295,25 @@ class Backups:
             self._apply_retention(repo, rc, host_name, result)
             self._points.invalidate(rc.name)
         return result
+
+    def _earlier_id_warning(self, host_name: str, result: BackupResult) -> list[str]:
+        """Why a full was taken although points of the VM's name exist: they are under an earlier
+        VM id, and an incremental never builds on another id's point (``VMPoints``)."""
+        try:
+            listing = self.point_listing(host=host_name, repository=result.repository)
+        except HvtuiError:
+            return []
+        listing.points = [i for i in listing.points if i.summary.id != result.point_id]
+        known = self._inventory.latest.host(host_name)
+        current = {vm.id for vm in known.vms if vm.id != result.vm_id} if known is not None else set()
+        earlier = vm_points(listing, result.vm_id, result.vm_name, current)
+        if earlier.own or not earlier.same_name:
+            return []
+        return [
+            f"no restore point under VM id {result.vm_id}, so a full was taken; {earlier.earlier_text()} "
+            f"{'are' if len(earlier.same_name) != 1 else 'is'} not built on (`hvtui points {earlier.earlier_ids[0]}` "
+            "lists them, `hvtui restore` restores them)"
+        ]
 
     def _apply_retention(self, repo: Repository, rc: RepositoryConfig, host_name: str, result: BackupResult) -> None:
         """Retention for the VM just backed up; deleted points (or a failure) get their own audit entry."""

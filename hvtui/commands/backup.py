@@ -35,11 +35,11 @@ from hvtui.commands.output import (
 )
 from hvtui.commands.progress import ProgressLine
 from hvtui.engine.layout import RepositoryNeedsRepair
-from hvtui.errors import RefusedError
+from hvtui.errors import HvtuiError, RefusedError
 from hvtui.text import display_text
 
 if TYPE_CHECKING:
-    from hvtui.backups.points import DamagedManifest
+    from hvtui.backups.points import DamagedManifest, PointListing, VMPoints
     from hvtui.core import Core
 
 
@@ -167,10 +167,36 @@ def local_time(when: datetime) -> str:
     return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
+def vm_point_listing(
+    core: Core, vm: str, host: str | None, repository: str | None
+) -> tuple[PointListing, VMPoints | None]:
+    """The points matching ``vm`` (a name or id), and, when it names a VM a host has now, that
+    VM's points by the one rule (``VMPoints``: its id's first, else the same name's under an
+    earlier id), as the console's detail shows them.
+
+    Only the one host the matching points are on (or ``--host``) is asked which VM that is:
+    a listing must not wait on every host.  No such VM (deleted, or the name is an old id):
+    None, and the points are the ones matching by name or id.
+    """
+    listing = core.backups.point_listing(host=host, vm=vm, repository=repository)
+    hosts = {i.summary.host for i in listing.points} if host is None else {host}
+    if len(hosts) != 1:
+        return listing, None
+    (only,) = hosts
+    try:
+        current = core.backups.resolve_vm(vm, only)
+    except HvtuiError:
+        return listing, None
+    return listing, core.backups.vm_points(only, current.id, current.name, repository)
+
+
 @reported
 def run_points_command(args: argparse.Namespace, core: Core) -> int:
-    listing = core.backups.point_listing(host=args.host, vm=args.vm, repository=args.repo)
-    infos = listing.points
+    if args.vm:
+        listing, mine = vm_point_listing(core, args.vm, args.host, args.repo)
+    else:
+        listing, mine = core.backups.point_listing(host=args.host, repository=args.repo), None
+    infos = mine.points if mine is not None else listing.points
     warn_damaged(listing.damaged)
     # A repository that cannot be read is not an empty one: say so and exit non-zero.
     code = EXIT_OK
@@ -195,9 +221,11 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
                         "logical_bytes": i.summary.logical_bytes,
                         "stored_bytes": i.summary.stored_bytes,
                         "verified": i.summary.verified,
+                        "note": mine.note(i) if mine is not None else None,
                     }
                     for i in infos
                 ],
+                **({"same_name_earlier_ids": mine.earlier_ids} if mine is not None and mine.same_name else {}),
                 "damaged": [d.to_dict() for d in listing.damaged],
                 "unreadable": [{"repository": name, "error": str(err)} for name, err in listing.unreadable],
                 **({"exit_code": code} if code else {}),
@@ -208,7 +236,8 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
         if not listing.unreadable:
             show("No restore points" + (f" of VM {args.vm!r}" if args.vm else "") + ".")
         return code
-    rows = [("POINT", "TIME", "HOST", "VM", "MODE", "SIZE", "STORED", "VERIFIED", "REPO")]
+    noted = mine is not None and mine.offers_earlier
+    rows = [("POINT", "TIME", "HOST", "VM", "MODE", "SIZE", "STORED", "VERIFIED", "REPO", *(("NOTE",) if noted else ()))]
     for i in infos:
         s = i.summary
         verified = {None: "-", True: "ok", False: "DAMAGED"}[s.verified]
@@ -223,12 +252,22 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
                 size(s.stored_bytes),
                 verified,
                 i.repository,
+                *((mine.note(i) or "",) if noted and mine is not None else ()),
             )
         )
     rows = [tuple(display_text(cell) for cell in row) for row in rows]  # a name's newline must not split a row
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for row in rows:
         show("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if mine is not None and mine.offers_earlier:
+        show(
+            display_text(
+                f"VM {args.vm} (id {mine.vm_id}) has no restore point under its id; these are of the same name under "
+                "an earlier VM id: the same VM? They restore (as a new VM or to a folder), a backup never builds on them."
+            )
+        )
+    elif mine is not None and mine.same_name:
+        show(display_text(f"Not listed: {mine.earlier_text()} (`hvtui points {mine.earlier_ids[0]}`)."))
     return code
 
 

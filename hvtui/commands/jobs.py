@@ -161,13 +161,15 @@ def format_table(jobs: list[Job], now: datetime) -> str:
             result = str(job.summary["message"])  # killed after its result was committed
         else:
             result = ""
+        if job.restore_route is not None:
+            result = f"{job.restore_route}; {result}" if result else job.restore_route
         rows.append(
             (
                 job.id,
                 state_words(job),
                 job.kind,
                 job.mode or "-",
-                job.host,
+                job.shown_host,
                 job.vm or "-",
                 humanize.naturaltime(now - job.created),
                 took,

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hvtui.commands import confirm, show
-from hvtui.commands.backup import job_failed, local_time, run_job, size, warn_damaged
+from hvtui.commands.backup import job_failed, local_time, run_job, size, vm_point_listing, warn_damaged
 from hvtui.commands.output import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE, emit_json, fail, reported
 from hvtui.errors import RefusedError
+from hvtui.text import display_text
 
 if TYPE_CHECKING:
     from hvtui.backups.points import PointInfo
@@ -61,13 +62,17 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     restore.set_defaults(handler=run_restore_command)
 
 
-def _restore_candidates(infos: list[PointInfo], args: argparse.Namespace, damaged: int) -> list[PointInfo]:
+def _restore_candidates(
+    infos: list[PointInfo], args: argparse.Namespace, damaged: int, one_vm: bool = False
+) -> list[PointInfo]:
+    """``infos``, unless there are none or they are of several VMs (``one_vm``: already the
+    points of one VM by the one rule, its own or the same name's under an earlier id)."""
     vms = sorted({(i.summary.host, i.summary.vm_id, i.summary.vm_name) for i in infos})
     if not infos:
         where = f" on host {args.host!r}" if args.host else ""
         also = f" ({damaged} damaged manifest(s) cannot be read, see above)" if damaged else ""
         raise LookupError(f"no restore points of VM {args.vm!r}{where}{also}")
-    if len(vms) > 1:
+    if len(vms) > 1 and not one_vm:
         found = ", ".join(f"{h}/{n} (id {i})" for h, i, n in vms)
         hint = "name the host with --host" if not args.host else "use the VM id"
         raise LookupError(f"VM {args.vm!r} is ambiguous: restore points exist for {found}; {hint}")
@@ -90,7 +95,10 @@ def _question(point: RestorePointSummary, plan: RestorePlan, args: argparse.Name
 
 @reported
 def run_restore_command(args: argparse.Namespace, core: Core) -> int:
-    listing = core.backups.point_listing(host=args.host, vm=args.vm, repository=args.repo)
+    listing, mine = vm_point_listing(core, args.vm, args.host, args.repo)
+    if mine is not None:
+        # Id first, else the same name's under an earlier id; --point may name either.
+        listing.points = mine.own + mine.same_name if args.point else mine.points
     damaged = listing.damaged
     damaged_doc = [d.to_dict() for d in damaged]
     warn_damaged(damaged)
@@ -103,7 +111,7 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
                 )
                 return fail(args, message, EXIT_FAILED, damaged=damaged_doc)
     try:
-        infos = _restore_candidates(listing.points, args, len(damaged))
+        infos = _restore_candidates(listing.points, args, len(damaged), one_vm=mine is not None)
     except LookupError as err:
         return fail(args, str(err), EXIT_USAGE, damaged=damaged_doc)
     if args.point:
@@ -129,6 +137,14 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
                     action, point.host, point.vm_name, {"point": "latest"}, "refused", 0.0, "newer manifest damaged"
                 )
             return fail(args, message, EXIT_REFUSED, damaged=damaged_doc, latest_readable=point.id)
+    note = mine.note(point) if mine is not None else None
+    if note is not None and not args.json:
+        show(
+            display_text(
+                f"Point {point.id} is of {point.vm_name} under an earlier VM id ({note}; the VM now has id "
+                f"{mine.vm_id if mine is not None else '?'}): the same VM? It is restored as the point has it."
+            )
+        )
     if args.backup_first and not args.in_place:
         return fail(args, "--backup-first goes with --in-place (the other targets overwrite nothing)", EXIT_USAGE)
     plan = core.backups.plan_restore(
@@ -142,7 +158,7 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
     if not args.json:
         show("\n".join(plan.lines()))
         sys.stdout.flush()
-    extra_doc = {"plan": plan.to_dict(), "damaged": damaged_doc}
+    extra_doc = {"plan": plan.to_dict(), "damaged": damaged_doc, **({"note": note} if note else {})}
     if args.to is not None:
         job = core.jobs.submit_restore(
             point.id, "directory", directory=args.to, repository=point.repository, keep_checkpoints=args.keep_checkpoints

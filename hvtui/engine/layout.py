@@ -89,6 +89,16 @@ def require_real_dir(path: Path) -> None:
         raise RepositoryError(f"{path} is not a directory; the repository's layout is damaged")
 
 
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` owner-only (0700, whatever the umask), as chunk folders are: the
+    repository holds VM disks.  A folder that exists already is left as it is."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)  # the umask may have taken owner bits away too
+
+
 def regular_file(path: Path) -> bool:
     """True for a regular file (not a link, folder or device): the only kind hvtui deletes."""
     try:

@@ -26,7 +26,14 @@ from pathlib import Path
 
 from hvtui.engine.errors import RepositoryBusy
 from hvtui.engine.fsutil import atomic_write_json, boot_id, hostname, process_start_ticks
-from hvtui.engine.layout import LOCK_FILE, is_lock_record_name, is_own_tmp_name, regular_file, require_real_dir
+from hvtui.engine.layout import (
+    LOCK_FILE,
+    is_lock_record_name,
+    is_own_tmp_name,
+    make_private_dir,
+    regular_file,
+    require_real_dir,
+)
 from hvtui.engine.lock_records import STALE_SECONDS, LockRecord, read_record
 from hvtui.errors import RepositoryError
 from hvtui.events import CancelToken
@@ -79,7 +86,7 @@ class RepositoryLock:
     ) -> RepositoryLock:
         for folder in (self.locks_dir, self.tmp_dir):
             with contextlib.suppress(OSError):  # a read-only repository has them already, or not
-                folder.mkdir(parents=True, exist_ok=True)
+                make_private_dir(folder)
             require_real_dir(folder)  # its clean-up must not follow a link out of the repository
         deadline = None if timeout is None else time.monotonic() + timeout
         announced: str | None = None
@@ -143,7 +150,7 @@ class RepositoryLock:
     def _open_lock_file(self) -> int | None:
         path = self.locks_dir / LOCK_FILE
         try:
-            return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as err:
             if self.reading and err.errno in READ_ONLY_ERRNOS:
                 try:
@@ -349,7 +356,7 @@ class VMLock:
 
     def acquire(self) -> VMLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

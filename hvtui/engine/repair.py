@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hvtui.engine.layout import SUBDIRS, RepositoryNeedsRepair, count_data, inspect_folder, publish_config
+from hvtui.engine.layout import (
+    SUBDIRS,
+    RepositoryNeedsRepair,
+    count_data,
+    inspect_folder,
+    make_private_dir,
+    publish_config,
+)
 from hvtui.engine.locks import creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError
 from hvtui.engine.repository import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Repository, new_config
@@ -122,7 +129,7 @@ def repair_config(plan: ConfigRepairPlan) -> str | None:
                 kept = f"config.json.damaged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
                 os.rename(root / "config.json", root / kept)
             for sub in SUBDIRS:
-                (root / sub).mkdir(exist_ok=True)
+                make_private_dir(root / sub)
             publish_config(root, new_config(plan.chunk_size, plan.created))
         except OSError as err:
             raise disk_error(err, f"rebuilding config.json at {root}") from err

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.engine.fsutil import atomic_write_json
-from hvtui.engine.layout import SUBDIRS, RepositoryNeedsRepair, inspect_folder, publish_config, require_real_dir
+from hvtui.engine.layout import (
+    SUBDIRS,
+    RepositoryNeedsRepair,
+    inspect_folder,
+    make_private_dir,
+    publish_config,
+    require_real_dir,
+)
 from hvtui.engine.locks import RepositoryLock, creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
 from hvtui.engine.store import ChunkStore, disk_error
@@ -99,7 +106,7 @@ class Repository:
         config = cls.read_config(root)
         for sub in SUBDIRS:
             with contextlib.suppress(OSError):  # a read-only repository (a snapshot) is still readable
-                (root / sub).mkdir(exist_ok=True)
+                make_private_dir(root / sub)
             require_real_dir(root / sub)
         return cls(root, name, config)
 
@@ -157,7 +164,8 @@ class Repository:
         if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
             raise RepositoryError(f"chunk size must be a power of two between 64 KiB and 16 MiB, not {chunk_size}")
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            root.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(root)  # a folder given to hvtui keeps its mode; one hvtui makes is owner-only
         except OSError as err:
             raise disk_error(err, f"cannot create a repository at {root}") from err
         with creation_lock(root):
@@ -173,7 +181,7 @@ class Repository:
             config = new_config(chunk_size)
             try:
                 for sub in SUBDIRS:
-                    (root / sub).mkdir(exist_ok=True)
+                    make_private_dir(root / sub)
                     require_real_dir(root / sub)
                 publish_config(root, config)
             except OSError as err:
@@ -270,7 +278,7 @@ class Repository:
 
     def record_verification(self, point_id: str, ok: bool, when: datetime, problems: list[str]) -> None:
         with contextlib.suppress(OSError):
-            self.verified_dir.mkdir(exist_ok=True)
+            make_private_dir(self.verified_dir)
             atomic_write_json(
                 self.verified_dir / f"{point_id}.json",
                 {"point": point_id, "ok": ok, "time": when.astimezone(UTC).isoformat(), "problems": problems[:20]},

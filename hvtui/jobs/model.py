@@ -100,10 +100,38 @@ class Job:
 
     @property
     def title(self) -> str:
-        """A short description: "backup (incremental) of web01 on hv1"."""
+        """A short description: "backup (incremental) of web01 on hv1"; a restore into a folder
+        "restore (directory) from hv1/web01 into /srv/restores"."""
         what = f"{self.kind} ({self.mode})" if self.mode else self.kind
+        route = self.restore_route
+        if route is not None:
+            return f"{what} {route}"
         target = f" of {self.vm}" if self.vm else ""
         return f"{what}{target} on {self.host}"
+
+    @property
+    def restore_folder(self) -> str | None:
+        """The folder a restore into a directory writes to (its job host is this machine's)."""
+        if self.kind != "restore" or self.params.get("mode") != "directory":
+            return None
+        folder = self.params.get("directory")
+        return str(folder) if folder else None
+
+    @property
+    def restore_route(self) -> str | None:
+        """A restore into a folder: "from hv1/web01 into /srv/restores" (None for other jobs)."""
+        folder = self.restore_folder
+        if folder is None:
+            return None
+        source, vm = self.params.get("source_host"), self.vm or "?"
+        return f"from {source}/{vm} into {folder}" if source else f"of {vm} into {folder}"
+
+    @property
+    def shown_host(self) -> str:
+        """The host a listing names: a restore into a folder runs here, but its point's host is
+        the one that says what it restores (a job journaled before that was kept: ``host``)."""
+        source = self.params.get("source_host") if self.restore_folder is not None else None
+        return str(source) if source else self.host
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,8 @@ def submit_restore(
         job_host = LOCAL_HOST
         params["directory"] = str(Path(directory).expanduser().absolute())  # type: ignore[arg-type]
         params["staging"] = f".hvtui-restore-{manifest.id}-{secrets.token_hex(4)}.tmp"
+        # The job runs here, not on a host; what it restores is named by its point's host.
+        params["source_host"] = manifest.host
     else:
         job_host = host or manifest.host
         services.hosts.host(job_host)

@@ -140,6 +140,7 @@ class VmDetailScreen(ViewScreen):
         self._now: datetime | None = None
         self.points: list[RestorePointSummary] = []  # newest first
         self.damaged_manifests: list[str] = []  # "repository/id" of manifests that cannot be read
+        self.same_name_points: str | None = None  # "2 points of the same name, earlier VM id X"
         self.points_loaded = False
 
     def compose_body(self) -> ComposeResult:
@@ -171,7 +172,8 @@ class VmDetailScreen(ViewScreen):
 
     # -- data ------------------------------------------------------------------------------------
     def show_snapshot(self, snapshot: Snapshot) -> None:
-        self._load_points()  # after a refresh: a backup that just finished shows here too
+        vm = snapshot.inventory.vm(self.host, self.vm_id)
+        self._load_points(vm.name if vm is not None else None)  # after a refresh: a backup that just finished too
         self._show_vm(snapshot)
 
     def _show_vm(self, snapshot: Snapshot) -> None:
@@ -198,14 +200,22 @@ class VmDetailScreen(ViewScreen):
         self.refresh_bindings_if_changed()
 
     # -- restore points ------------------------------------------------------------------------
-    def _load_points(self) -> None:
+    def _load_points(self, vm_name: str | None) -> None:
         host, vm_id, backups = self.host, self.vm_id, self.hvtui.core.backups
 
-        def read() -> tuple[list[RestorePointSummary], list[str]]:
-            listing = backups.point_listing(host=host, vm=vm_id)
+        def read() -> tuple[list[RestorePointSummary], list[str], str | None]:
+            # The one rule (README): the VM's id first, else its name's points under an earlier
+            # id, offered as "the same VM?"; a VM not in the inventory has only its id.
+            if vm_name is None:
+                listing = backups.point_listing(host=host, vm=vm_id)
+                points, same_name = [i for i in listing.points if i.summary.vm_id == vm_id], None
+            else:
+                mine = backups.vm_points(host, vm_id, vm_name)
+                listing, points = mine.listing, mine.points
+                same_name = mine.earlier_text() if mine.same_name else None
             # A damaged manifest cannot be tied to a VM: it may be this VM's newest point.
             damaged = [f"{d.repository}/{d.id}" for d in listing.damaged]
-            return [info.summary for info in reversed(listing.points)], damaged
+            return [info.summary for info in reversed(points)], damaged, same_name
 
         self.run_worker(
             read,
@@ -222,8 +232,8 @@ class VmDetailScreen(ViewScreen):
         event.stop()
         title = self.query_one("#points-title", Static)
         if event.state == WorkerState.SUCCESS:
-            found, self.damaged_manifests = event.worker.result
-            self._show_points([p for p in found if p.vm_id == self.vm_id])
+            found, self.damaged_manifests, self.same_name_points = event.worker.result
+            self._show_points(found)
         elif event.state == WorkerState.ERROR and event.worker.error is not None:
             message = self.hvtui.describe_error(event.worker.error, "listing restore points")
             title.update(display_lines(f"Restore points: cannot be read: {message}"))
@@ -232,10 +242,18 @@ class VmDetailScreen(ViewScreen):
         first = not self.points_loaded
         self.points_loaded = True
         title = self.query_one("#points-title", Static)
+        earlier = [p for p in points if p.vm_id != self.vm_id]
         if not points:
             text = "Restore points: none yet (b backs up this VM)"
+        elif earlier:
+            text = (
+                f"Restore points: none under this VM's id; {self.same_name_points} — the same VM? "
+                "tab selects, t restores (never built on)"
+            )
         else:
             text = f"Restore points ({len(points)}), newest first — tab selects, t restores"
+            if self.same_name_points:
+                text += f"\nAlso {self.same_name_points}: not built on; `hvtui points` with that id lists them"
         if self.damaged_manifests:
             count = len(self.damaged_manifests)
             text += (
@@ -256,7 +274,7 @@ class VmDetailScreen(ViewScreen):
             table.add_row(
                 _when(point.time, seconds=True),
                 display_text(point.id),
-                point.mode,
+                point.mode if point.vm_id == self.vm_id else f"{point.mode} (earlier id)",
                 {True: "verified", False: "FAILED verify", None: "not verified"}[point.verified],
                 size_text(point.logical_bytes),
                 size_text(point.stored_bytes),

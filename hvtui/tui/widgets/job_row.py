@@ -134,7 +134,7 @@ def job_plain(job: Job) -> tuple[str, ...]:
         state_text(job),
         job.kind,
         job.vm or "",
-        job.host,
+        job.shown_host,
         job.mode or "",
         _progress_text(job),
         _bytes_text(job),
@@ -171,7 +171,7 @@ def job_texts(job: Job, palette: Palette) -> tuple[Text, ...]:
 
 def job_haystack(job: Job) -> str:
     """What the jobs view's / filter matches."""
-    return "\t".join((job.kind, job.vm or "", job.host, job.mode or "", state_text(job), job.id)).casefold()
+    return "\t".join((job.kind, job.vm or "", job.shown_host, job.mode or "", state_text(job), job.id)).casefold()
 
 
 def job_widths(plains: Iterable[tuple[str, ...]]) -> dict[str, int]:
