@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from hvtui.actions.service import CheckpointActions
     from hvtui.audit import AuditLog
     from hvtui.backups.service import Backups
+    from hvtui.changes.service import ChangeWindows
     from hvtui.inventory import InventoryService
     from hvtui.jobs.manager import JobManager
 
@@ -201,6 +202,24 @@ class Core:
                 self.clock,
                 read_only=self.read_only,
                 checkpoint_journal=self.paths.checkpoint_journal,
+            ),
+        )
+
+    @property
+    def changes(self) -> ChangeWindows:
+        """Change windows: checkpoints of many VMs before a change; roll back, promote or discard."""
+        from hvtui.changes.service import ChangeWindows
+        from hvtui.changes.store import WindowStore
+        from hvtui.jobs.kinds.change import backup_runner
+
+        return self._service(
+            "changes",
+            lambda: ChangeWindows(
+                WindowStore(self.paths.change_windows),
+                self.actions,
+                self.audit,
+                self.clock,
+                backup=backup_runner(lambda: self.jobs),
             ),
         )
 
