@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from hvtui.actions.names import normalise_checkpoint_type, validate_checkpoint_name
 from hvtui.audit import local_user
+from hvtui.changes.plans import StepPlan, StepPlanner, plan_step
 from hvtui.changes.record import ChangeWindow, VMState, WindowVM
 from hvtui.changes.store import WindowStore
 from hvtui.clock import Clock
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 MAX_TICKET_LENGTH = 100
 
 
-class CheckpointSteps(Protocol):
+class CheckpointSteps(StepPlanner, Protocol):
     """The checkpoint actions a window uses (``hvtui.actions.service.CheckpointActions``)."""
 
     def create(
@@ -60,8 +61,6 @@ class CheckpointSteps(Protocol):
         progress: ProgressCallback | None = None,
         context: dict | None = None,
     ) -> Checkpoint | None: ...
-
-    def plan_remove(self, host: str, vm_id: str, checkpoint_id: str, subtree: bool = False) -> RemovePlan: ...
 
     def remove(
         self,
@@ -179,6 +178,17 @@ class ChangeWindows:
         if not chosen:
             raise UsageError(f"{window.label} is closed: no VM holds its checkpoint any more")
         return chosen
+
+    def plan(self, name: str, step: str, vms: Iterable[str] | None = None) -> StepPlan:
+        """What ``step`` (rollback, promote, discard) would do on the chosen VMs, to confirm."""
+        window = self.window(name)
+        return plan_step(self._actions, window, self.select(window, vms), step)
+
+    def refuse(self, plan: StepPlan, result: str, reason: str) -> None:
+        """Audit a step that was declined or refused before it began, one entry per VM."""
+        for vm in [*plan.vms, *(v for v, _ in plan.refused)]:
+            args = {**self._context(plan.window), "checkpoint_id": vm.checkpoint_id}
+            self._audit.record(f"change.{plan.step}", vm.host, vm.vm_name, args, result, 0.0, reason)
 
     # -- opening -------------------------------------------------------------------------------
     def open(
