@@ -137,3 +137,37 @@ def test_usage_errors(estate, capsys) -> None:
     capsys.readouterr()
     assert change(config, "list", "--json") == 0
     assert json.loads(capsys.readouterr().out) == {"ok": True, "windows": []}
+
+
+def test_check_reports_the_open_window_instead_of_checkpoint_age_until_it_is_closed(estate, tmp_path: Path, paths: Paths, capsys) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from changes_support import lab
+
+    config, vms = estate
+    assert change(config, "open", NAME, "--vm", "web1", "--vm", "app1", "--ticket", "CHG-7") == 0
+    three_days_ago = datetime.now(UTC) - timedelta(days=3, minutes=1)
+    for name in ("web1", "app1"):
+        host, vm_id = vms[name]
+        (cp,) = lab(tmp_path, host).vm(vm_id).checkpoints
+        lab(tmp_path, host).backdate_checkpoint(vm_id, cp.id, three_days_ago)
+    capsys.readouterr()
+
+    def findings() -> list[dict]:
+        capsys.readouterr()  # the previous step's output
+        main(["--config", str(config), "check", "--json"])
+        return [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] in ("change-window-open", "checkpoint-age")]
+
+    opened = findings()
+    assert sorted((f["rule"], f["vm_name"], f["severity"]) for f in opened) == [
+        ("change-window-open", "app1", "WARN"),
+        ("change-window-open", "web1", "WARN"),
+    ]
+    assert opened[0]["message"] == f"window {NAME} (ticket CHG-7): 2 VMs, 3 days open (warn at 2 days)"
+
+    assert change(config, "rollback", NAME, "--vm", "app1", "--yes") == 0  # still held: still open
+    assert sorted((f["rule"], f["vm_name"]) for f in findings()) == [("change-window-open", "app1"), ("change-window-open", "web1")]
+    assert change(config, "discard", NAME, "--vm", "web1", "--yes") == 0
+    assert [(f["rule"], f["vm_name"]) for f in findings()] == [("change-window-open", "app1")]
+    assert change(config, "discard", NAME, "--yes") == 0
+    assert findings() == []

@@ -34,6 +34,7 @@ from hvtui.errors import (
     UsageError,
 )
 from hvtui.events import CancelToken, Progress, ProgressCallback
+from hvtui.policy import OpenWindow, WindowCheckpoints
 
 if TYPE_CHECKING:
     from hvtui.actions.plans import RemovePlan
@@ -149,6 +150,16 @@ class ChangeWindows:
 
     def open_windows(self) -> list[ChangeWindow]:
         return [w for w in self._store.windows() if w.is_open]
+
+    def open_checkpoints(self) -> WindowCheckpoints:
+        """The open windows' checkpoints, for the policy's change-window-open rule."""
+        out: dict[tuple[str, str, str], OpenWindow] = {}
+        for window in self.open_windows():
+            info = OpenWindow(window.name, window.ticket, window.created, len(window.holding))
+            for vm in window.holding:
+                if vm.checkpoint_id is not None:
+                    out[(vm.host, vm.vm_id, vm.checkpoint_id)] = info
+        return out
 
     def window(self, name: str) -> ChangeWindow:
         windows = self._store.windows()
