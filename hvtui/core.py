@@ -184,6 +184,9 @@ class Core:
             services=EngineServices(backups=self.backups, hosts=self._hosts, audit=self.audit),
         )
         register_engine_kinds(manager)
+        from hvtui.jobs.kinds.change import change_open_kind
+
+        manager.register_kind(change_open_kind(lambda: self.changes))
         return manager
 
     @property

@@ -11,9 +11,20 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from hvtui.errors import HvtuiError
+
+
+class VMRef(Protocol):
+    """A VM to take a checkpoint of (``hvtui.model.VM``, or a job's record of one)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
 
 
 class VMState(StrEnum):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from hvtui.actions.names import normalise_checkpoint_type, validate_checkpoint_name
 from hvtui.audit import local_user
 from hvtui.changes.plans import StepPlan, StepPlanner, plan_step
-from hvtui.changes.record import ChangeWindow, VMState, WindowVM
+from hvtui.changes.record import ChangeWindow, VMRef, VMState, WindowVM
 from hvtui.changes.store import WindowStore
 from hvtui.clock import Clock
 from hvtui.errors import (
@@ -39,7 +39,7 @@ from hvtui.policy import OpenWindow, WindowCheckpoints
 if TYPE_CHECKING:
     from hvtui.actions.plans import RemovePlan
     from hvtui.audit import AuditLog
-    from hvtui.model import VM, Checkpoint
+    from hvtui.model import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class ChangeWindows:
     def open(
         self,
         name: str,
-        vms: Sequence[VM],
+        vms: Sequence[VMRef],
         checkpoint_type: str = "Standard",
         ticket: str | None = None,
         progress: ProgressCallback | None = None,
@@ -215,7 +215,7 @@ class ChangeWindows:
         clean_name = validate_checkpoint_name(name)
         kind = normalise_checkpoint_type(checkpoint_type)
         clean_ticket = validate_ticket(ticket)
-        unique: dict[tuple[str, str], VM] = {(vm.host, vm.id): vm for vm in vms}
+        unique: dict[tuple[str, str], VMRef] = {(vm.host, vm.id): vm for vm in vms}
         if not unique:
             raise UsageError("a change window needs at least one VM")
         window = ChangeWindow(
@@ -247,12 +247,14 @@ class ChangeWindows:
             except HvtuiError as err:
                 self._save(clean_name, dataclasses.replace(entry, state=VMState.FAILED, error=str(err)))
                 outcomes.append(StepOutcome(entry.host, entry.vm_name, False, str(err), isinstance(err, RefusedError | ReadOnlyError)))
+                _report(progress, "checkpoint", f"{entry.host}/{entry.vm_name}: failed: {err}", entry.vm_name, index + 1, total)
                 continue
             self._save(
                 clean_name,
                 dataclasses.replace(entry, state=VMState.OPEN, checkpoint_id=created.id, checkpoint_name=created.name),
             )
             outcomes.append(StepOutcome(entry.host, entry.vm_name, True, f"checkpoint {created.name!r} (id {created.id})"))
+            _report(progress, "checkpoint", f"{entry.host}/{entry.vm_name}: checkpoint taken", entry.vm_name, index + 1, total)
         _report(progress, "done", "", None, total, total)
         return StepReport(self.window(clean_name), tuple(outcomes))
 

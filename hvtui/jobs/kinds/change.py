@@ -1,14 +1,22 @@
-"""What change windows run through the job manager: a promote backs each VM up as an ordinary
-``backup`` job (journaled, limited, shown in the job list like any other) and waits for it."""
+"""What change windows run through the job manager: opening a window on many VMs is one
+``change-open`` job (a progress step and a log line per VM, cancel between VMs), and a promote
+backs each VM up as an ordinary ``backup`` job (journaled, limited, listed like any other) and
+waits for it.  A ``change-open`` job killed mid-way is not resumed: the window already records
+what it did (VMs not reached stay "pending"), and resuming it fails cleanly on the open name."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from hvtui.changes.service import BackupOutcome, BackupRunner
-from hvtui.errors import HvtuiError, ReadOnlyError, RefusedError
-from hvtui.jobs.model import Job, JobState
+from hvtui.actions.names import normalise_checkpoint_type, validate_checkpoint_name
+from hvtui.changes.record import VMRef
+from hvtui.changes.service import BackupOutcome, BackupRunner, StepReport, validate_ticket
+from hvtui.errors import HvtuiError, ReadOnlyError, RefusedError, UsageError
+from hvtui.events import CancelToken, ProgressCallback
+from hvtui.jobs.kinds.base import JobQueue
+from hvtui.jobs.model import Job, JobKind, JobState, RunFn
 from hvtui.jobs.outcome import describe_error
 
 
@@ -38,5 +46,83 @@ def backup_runner(manager: Callable[[], BackupJobs]) -> BackupRunner:
             return BackupOutcome(True, point_id=(final.summary or {}).get("point_id"))
         reason = final.error or str(final.state)
         return BackupOutcome(False, error=f"job {final.id}: {reason}", refused=final.error_kind == "refused")
+
+    return run
+
+
+# -- "checkpoint all": opening a window as one job ---------------------------------------------------
+CHANGE_OPEN = "change-open"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetVM:
+    """A VM as the job's parameters name it (host, id, name)."""
+
+    host: str
+    id: str
+    name: str
+
+
+class WindowOpener(Protocol):
+    """The change-window service as the job uses it (``hvtui.changes.ChangeWindows``)."""
+
+    def open(
+        self,
+        name: str,
+        vms: Sequence[VMRef],
+        checkpoint_type: str = "Standard",
+        ticket: str | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> StepReport: ...
+
+
+def change_open_kind(changes: Callable[[], WindowOpener]) -> JobKind:
+    """The ``change-open`` kind: a window's checkpoints, one progress step (and log line) per VM."""
+    return JobKind(CHANGE_OPEN, build=lambda job: _open_run(changes, job))
+
+
+def submit_change_open(
+    manager: JobQueue, name: str, vms: Sequence[VMRef], checkpoint_type: str = "Standard", ticket: str | None = None
+) -> Job:
+    """Queue the opening of change window ``name`` on ``vms`` (checked first: a bad name or
+    ticket is refused here, not in a failed job)."""
+    validate_checkpoint_name(name)
+    normalise_checkpoint_type(checkpoint_type)
+    validate_ticket(ticket)
+    if not vms:
+        raise UsageError("a change window needs at least one VM")
+    hosts = sorted({vm.host for vm in vms})
+    params = {
+        "name": name.strip(),
+        "checkpoint_type": checkpoint_type,
+        "ticket": ticket,
+        "vms": [[vm.host, vm.id, vm.name] for vm in vms],
+    }
+    # The job's "host" names every host it touches: it takes no per-host slot from backups.
+    return manager.submit(CHANGE_OPEN, ",".join(hosts), None, name.strip(), params)
+
+
+def _open_run(changes: Callable[[], WindowOpener], job: Job) -> RunFn:
+    params = dict(job.params)
+    targets = [TargetVM(str(h), str(i), str(n)) for h, i, n in params["vms"]]
+
+    def run(progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
+        report = changes().open(
+            str(params["name"]), targets, str(params["checkpoint_type"]), params.get("ticket"), progress=progress, cancel=cancel
+        )
+        ok = [o for o in report.outcomes if o.ok]
+        if not ok:
+            reasons = "; ".join(f"{o.host}/{o.vm_name}: {o.message}" for o in report.outcomes)
+            failure = RefusedError if all(o.refused for o in report.outcomes) else HvtuiError
+            raise failure(f"no checkpoint taken for {report.window.label}: {reasons}")
+        message = f"{report.window.label}: {len(ok)} of {len(report.outcomes)} VMs checkpointed"
+        if report.failed:
+            message += "; not: " + "; ".join(f"{o.host}/{o.vm_name} ({o.message})" for o in report.failed)
+        return {
+            "message": message,
+            "window": report.window.name,
+            "vms": [{"host": o.host, "vm": o.vm_name, "ok": o.ok, "message": o.message} for o in report.outcomes],
+        }
 
     return run
