@@ -223,6 +223,7 @@ class Core:
                 self.audit,
                 self.clock,
                 backup=backup_runner(lambda: self.jobs),
+                find_vm=lambda host, vm_id: self.inventory.refresh([host]).vm(host, vm_id),
             ),
         )
 

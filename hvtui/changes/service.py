@@ -15,6 +15,7 @@ import logging
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from hvtui.actions.names import normalise_checkpoint_type, validate_checkpoint_name
@@ -39,11 +40,14 @@ from hvtui.policy import OpenWindow, WindowCheckpoints
 if TYPE_CHECKING:
     from hvtui.actions.plans import RemovePlan
     from hvtui.audit import AuditLog
-    from hvtui.model import Checkpoint
+    from hvtui.model import VM, Checkpoint
 
 log = logging.getLogger(__name__)
 
 MAX_TICKET_LENGTH = 100
+# A host's clock may run behind ours: a checkpoint "taken before the window opened" by this much
+# is still the window's when a resumed open looks for one a killed run took.
+CLOCK_SLACK = timedelta(minutes=10)
 
 
 class CheckpointSteps(StepPlanner, Protocol):
@@ -136,13 +140,16 @@ class ChangeWindows:
         audit: AuditLog,
         clock: Clock,
         backup: BackupRunner | None = None,
+        find_vm: Callable[[str, str], VM | None] | None = None,
     ) -> None:
-        """``backup``: how a promote backs a VM up (the core's runs a backup job and waits)."""
+        """``backup``: how a promote backs a VM up (the core's runs a backup job and waits);
+        ``find_vm(host, vm_id)``: the VM as its host has it now (resuming an open)."""
         self._store = store
         self._actions = actions
         self._audit = audit
         self._clock = clock
         self._backup = backup
+        self._find_vm = find_vm
 
     # -- reading -------------------------------------------------------------------------------
     def windows(self) -> list[ChangeWindow]:
@@ -234,29 +241,63 @@ class ChangeWindows:
             return [w for w in windows if w.name != clean_name] + [window]
 
         self._store.update(add)
+        return self._take_pending(window, progress, cancel, resuming=False)
+
+    def resume_open(
+        self, name: str, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> StepReport:
+        """Go on opening window ``name`` where a killed process left it: each VM still pending
+        gets its checkpoint, or keeps the one that process took but had not recorded yet (a
+        checkpoint of the window's name taken since the window was opened), never a second."""
+        return self._take_pending(self.window(name), progress, cancel, resuming=True)
+
+    def _take_pending(
+        self, window: ChangeWindow, progress: ProgressCallback | None, cancel: CancelToken | None, resuming: bool
+    ) -> StepReport:
         context = self._context(window)
         outcomes: list[StepOutcome] = []
-        total = len(window.vms)
-        for index, entry in enumerate(window.vms):
+        pending = [vm for vm in window.vms if vm.state is VMState.PENDING]
+        total = len(pending)
+        for index, entry in enumerate(pending):
             if cancel is not None and cancel.cancelled:
                 outcomes.append(StepOutcome(entry.host, entry.vm_name, False, "not attempted: cancelled"))
                 continue
             _report(progress, "checkpoint", f"checkpoint of {entry.vm_name} on {entry.host}", entry.vm_name, index, total)
             try:
-                created = self._actions.create(entry.host, entry.vm_id, clean_name, kind, context=context)
+                taken = self._left_by_a_killed_run(window, entry) if resuming else None
+                created = taken or self._actions.create(entry.host, entry.vm_id, window.name, window.checkpoint_type, context=context)
             except HvtuiError as err:
-                self._save(clean_name, dataclasses.replace(entry, state=VMState.FAILED, error=str(err)))
+                self._save(window.name, dataclasses.replace(entry, state=VMState.FAILED, error=str(err)))
                 outcomes.append(StepOutcome(entry.host, entry.vm_name, False, str(err), isinstance(err, RefusedError | ReadOnlyError)))
                 _report(progress, "checkpoint", f"{entry.host}/{entry.vm_name}: failed: {err}", entry.vm_name, index + 1, total)
                 continue
             self._save(
-                clean_name,
+                window.name,
                 dataclasses.replace(entry, state=VMState.OPEN, checkpoint_id=created.id, checkpoint_name=created.name),
             )
-            outcomes.append(StepOutcome(entry.host, entry.vm_name, True, f"checkpoint {created.name!r} (id {created.id})"))
-            _report(progress, "checkpoint", f"{entry.host}/{entry.vm_name}: checkpoint taken", entry.vm_name, index + 1, total)
+            what = f"checkpoint {created.name!r} (id {created.id})"
+            how = "kept the checkpoint taken before the process ended" if taken else "checkpoint taken"
+            outcomes.append(StepOutcome(entry.host, entry.vm_name, True, f"{what}, taken before the process ended" if taken else what))
+            _report(progress, "checkpoint", f"{entry.host}/{entry.vm_name}: {how}", entry.vm_name, index + 1, total)
         _report(progress, "done", "", None, total, total)
-        return StepReport(self.window(clean_name), tuple(outcomes))
+        return StepReport(self.window(window.name), tuple(outcomes))
+
+    def _left_by_a_killed_run(self, window: ChangeWindow, entry: WindowVM) -> Checkpoint | None:
+        """The checkpoint of the window's name a killed run took of this VM (and audited) but did
+        not record, if the VM has one taken since the window was opened."""
+        if self._find_vm is None:
+            return None
+        vm = self._find_vm(entry.host, entry.vm_id)
+        if vm is None:
+            raise HvtuiError(f"{entry.host}: VM {entry.vm_name!r} (id {entry.vm_id}) is not there any more")
+        since = window.created - CLOCK_SLACK
+        taken = [cp for cp in vm.checkpoints if cp.name == window.name and cp.created >= since]
+        if not taken:
+            return None
+        cp = max(taken, key=lambda c: c.created)
+        args = {**self._context(window), "checkpoint_id": cp.id, "adopted": True}
+        self._audit.record("change.open", entry.host, entry.vm_name, args, "ok", 0.0)
+        return cp
 
     # -- closing -------------------------------------------------------------------------------
     def rollback(self, name: str, vms: Iterable[str] | None = None, progress: ProgressCallback | None = None) -> StepReport:

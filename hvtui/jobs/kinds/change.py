@@ -1,8 +1,9 @@
 """What change windows run through the job manager: opening a window on many VMs is one
 ``change-open`` job (a progress step and a log line per VM, cancel between VMs), and a promote
 backs each VM up as an ordinary ``backup`` job (journaled, limited, listed like any other) and
-waits for it.  A ``change-open`` job killed mid-way is not resumed: the window already records
-what it did (VMs not reached stay "pending"), and resuming it fails cleanly on the open name."""
+waits for it.  A ``change-open`` job killed mid-way is listed as interrupted; the window records
+what it did (VMs not reached stay "pending"), and resuming the job goes on with those VMs, keeping
+a checkpoint the killed run had taken but not yet recorded."""
 
 from __future__ import annotations
 
@@ -76,6 +77,10 @@ class WindowOpener(Protocol):
         cancel: CancelToken | None = None,
     ) -> StepReport: ...
 
+    def resume_open(
+        self, name: str, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> StepReport: ...
+
 
 def change_open_kind(changes: Callable[[], WindowOpener]) -> JobKind:
     """The ``change-open`` kind: a window's checkpoints, one progress step (and log line) per VM."""
@@ -108,9 +113,15 @@ def _open_run(changes: Callable[[], WindowOpener], job: Job) -> RunFn:
     targets = [TargetVM(str(h), str(i), str(n)) for h, i, n in params["vms"]]
 
     def run(progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
-        report = changes().open(
-            str(params["name"]), targets, str(params["checkpoint_type"]), params.get("ticket"), progress=progress, cancel=cancel
-        )
+        if job.resumed_from is not None:
+            # The killed run recorded the window and what it did: go on with the VMs it left.
+            report = changes().resume_open(str(params["name"]), progress=progress, cancel=cancel)
+            if not report.outcomes:
+                return {"message": f"{report.window.label}: nothing was left to do", "window": report.window.name, "vms": []}
+        else:
+            report = changes().open(
+                str(params["name"]), targets, str(params["checkpoint_type"]), params.get("ticket"), progress=progress, cancel=cancel
+            )
         ok = [o for o in report.outcomes if o.ok]
         if not ok:
             reasons = "; ".join(f"{o.host}/{o.vm_name}: {o.message}" for o in report.outcomes)
