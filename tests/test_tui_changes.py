@@ -102,13 +102,25 @@ async def test_discard_asks_with_no_first_then_deletes_and_closes(lab: Path, pat
         screen = await changes_view(pilot)
         assert await wait_until(pilot, lambda: len(screen.table.keys) == 2)
 
+        # R: the VM under the cursor only.
+        first = screen.selected.vm
+        await pilot.press("R")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert f"Roll back window {NAME} on 1 VM?" in flat(screen_text(app))
+        assert f"{first.host}/{first.vm_name}: now " in app.screen.body
+        await pilot.click("#yes")
+        await settle(pilot)
+        states = {v.vm_name: v.state for v in core.changes.window(NAME).vms}
+        assert await wait_until(pilot, lambda: screen.table.plain_row(screen.table.keys[0])["state"] == "rolled back")
+        assert sorted(states.values()) == [VMState.OPEN, VMState.ROLLED_BACK] and states[first.vm_name] is VMState.ROLLED_BACK
+
         await pilot.press("d")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         text = flat(screen_text(app))
         assert f"Discard window {NAME} on 2 VMs?" in text
         await pilot.press("enter")  # the focus is on "No"
         await settle(pilot)
-        assert all(v.state is VMState.OPEN for v in core.changes.window(NAME).vms)
+        assert {v.vm_name: v.state for v in core.changes.window(NAME).vms} == states  # nothing changed
         declined = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "change.discard"]
         assert [e["result"] for e in declined] == ["declined", "declined"]
 

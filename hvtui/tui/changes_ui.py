@@ -85,16 +85,19 @@ class ChangeWindowsMixin:
             markup=False,
         )
 
-    def start_change_step(self, name: str, step: str, on_done: Callable[[], None] | None = None) -> None:
-        """Roll back, promote or discard change window ``name``: plan, confirm, run."""
-        self._change_step_flow(name, step, on_done)
+    def start_change_step(
+        self, name: str, step: str, on_done: Callable[[], None] | None = None, vms: list[str] | None = None
+    ) -> None:
+        """Roll back, promote or discard change window ``name`` (its ``vms`` only, given as
+        host/name): plan, confirm, run."""
+        self._change_step_flow(name, step, on_done, vms)
 
     @work(group="dialog", exit_on_error=False)
-    async def _change_step_flow(self, name: str, step: str, on_done: Callable[[], None] | None) -> None:
+    async def _change_step_flow(self, name: str, step: str, on_done: Callable[[], None] | None, vms: list[str] | None) -> None:
         from hvtui.tui.screens.dialogs import ConfirmDialog
 
         changes = self.core.changes
-        plan = await asyncio.to_thread(changes.plan, name, step)
+        plan = await asyncio.to_thread(changes.plan, name, step, vms)
         verb, doing, done = STEP_WORDS[step]
         if not plan.vms:
             reason = "; ".join(sorted({r for _, r in plan.refused}))

@@ -1,6 +1,7 @@
 """`:changes`: every change window, one row per VM (its checkpoint, the window's age, the VM's
 state, the step it is at and what remains); ``r`` rolls back, ``p`` promotes, ``d``
-discards the window under the cursor (its VMs that still hold the checkpoint), each confirmed.
+discards the window under the cursor (its VMs that still hold the checkpoint); ``R``, ``P``,
+``D`` the VM under the cursor only.  Each is confirmed.
 
 The windows are read in a thread worker (a file in the state directory), again with every
 refresh the app shows and after each step.
@@ -34,6 +35,9 @@ class ChangesScreen(ViewScreen):
         Binding("r", "step('rollback')", "Roll back"),
         Binding("p", "step('promote')", "Promote"),
         Binding("d", "step('discard')", "Discard"),
+        Binding("R", "step_vm('rollback')", "Roll back this VM only", show=False),
+        Binding("P", "step_vm('promote')", "Promote this VM only", show=False),
+        Binding("D", "step_vm('discard')", "Discard this VM only", show=False),
     ]
     KEY_BAR_SHORT: ClassVar[dict[str, str]] = {**ViewScreen.KEY_BAR_SHORT, "open_vm": "VM"}
 
@@ -146,14 +150,24 @@ class ChangesScreen(ViewScreen):
         if row is not None:
             self.hvtui.start_change_step(row.window.name, step, on_done=self.reload)
 
+    def action_step_vm(self, step: str) -> None:
+        row = self.selected
+        if row is not None:
+            vm = f"{row.vm.host}/{row.vm.vm_name}"
+            self.hvtui.start_change_step(row.window.name, step, on_done=self.reload, vms=[vm])
+
     def why_unavailable(self, action: str) -> str | None:
-        if action != "step":
+        if action not in ("step", "step_vm"):
             return None
         row = self.selected
         if row is None:
             return "no change window under the cursor"
         if not row.window.is_open:
             return f"{row.window.label} is closed"
+        if action == "step_vm":
+            if not row.vm.state.holds_checkpoint:
+                return f"{row.vm.host}/{row.vm.vm_name} holds no checkpoint of {row.window.label} (it is {row.vm.state})"
+            return self.hvtui.read_only_reason(row.vm.host)
         reasons = {self.hvtui.read_only_reason(vm.host) for vm in row.window.holding}
         if None in reasons:
             return None
