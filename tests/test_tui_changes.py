@@ -171,3 +171,25 @@ async def test_promote_backs_up_then_deletes_and_read_only_refuses(lab: Path, pa
         await pilot.pause()
         assert not isinstance(app.screen, ChangeWindowDialog)
         assert "read-only" in flat(screen_text(app))
+
+
+async def test_hostile_vm_names_are_escaped_in_the_changes_view(fresh_demo_lab: Path, paths: Paths) -> None:
+    from test_cli_hostile_text import unsafe_characters
+    from test_tui_hostile_text import SHOWN_NAME, make_names_hostile
+
+    vm_id = make_names_hostile(fresh_demo_lab)
+    core = jobs_core(fresh_demo_lab, paths)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        vm = next(v for v in app.snapshot.inventory.vms if v.id == vm_id)
+        core.changes.open(NAME, [vm])
+        screen = await changes_view(pilot)
+        assert await wait_until(pilot, lambda: len(screen.table.keys) == 1)
+        detail = str(screen.query_one("#change-detail").content)
+        assert unsafe_characters(detail) == [] and SHOWN_NAME in detail
+        text = screen_text(app)
+        assert unsafe_characters(text) == [], text
+        await pilot.press("d")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert unsafe_characters(screen_text(app)) == []

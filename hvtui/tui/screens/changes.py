@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from hvtui.errors import HvtuiError
+from hvtui.text import display_lines
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
 from hvtui.tui.viewmodel.change_rows import CHANGE_COLUMNS, ChangeRow, build_change_rows, change_column_widths
 from hvtui.tui.viewmodel.snapshot import Snapshot
@@ -113,7 +114,7 @@ class ChangesScreen(ViewScreen):
     def _show_detail(self) -> None:
         detail = self.query_one("#change-detail", Static)
         if self.load_error is not None:
-            detail.update(f"The change windows cannot be read: {self.load_error}")
+            detail.update(display_lines(f"The change windows cannot be read: {self.load_error}"))
             return
         row = self.selected
         if row is None:
@@ -129,7 +130,7 @@ class ChangesScreen(ViewScreen):
         text += f"\n{vm.host}/{vm.vm_name}: VM {vm_state}, checkpoint {vm.checkpoint_id or 'none'}"
         if vm.error:
             text += f"; {vm.error}"
-        detail.update(text)
+        detail.update(display_lines(text))  # VM names and errors come from hosts: shown escaped
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()
