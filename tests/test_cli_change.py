@@ -171,3 +171,14 @@ def test_check_reports_the_open_window_instead_of_checkpoint_age_until_it_is_clo
     assert [(f["rule"], f["vm_name"]) for f in findings()] == [("change-window-open", "app1")]
     assert change(config, "discard", NAME, "--yes") == 0
     assert findings() == []
+
+
+def test_open_on_a_group_and_on_a_host(estate, tmp_path: Path, capsys) -> None:
+    config, vms = estate
+    config.write_text(config_text(tmp_path).replace("  - name: lab-b\n    kind: lab\n", "  - name: lab-b\n    kind: lab\n    group: prod\n"))
+    assert change(config, "open", NAME, "--group", "prod", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(o["vm"] for o in doc["outcomes"]) == ["app1", "app2"] and doc["exit_code"] == 0
+    assert checkpoint_names(tmp_path, *vms["app2"]) == [NAME] and checkpoint_names(tmp_path, *vms["web1"]) == []
+    assert change(config, "open", "second", "--host", "lab-a", "--vm", "sql1") == 0
+    assert checkpoint_names(tmp_path, *vms["sql1"]) == ["second"] and checkpoint_names(tmp_path, *vms["web2"]) == []
