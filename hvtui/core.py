@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from hvtui.actions.service import CheckpointActions
     from hvtui.audit import AuditLog
     from hvtui.backups.service import Backups
+    from hvtui.changes.service import ChangeWindows
     from hvtui.inventory import InventoryService
     from hvtui.jobs.manager import JobManager
 
@@ -183,6 +184,9 @@ class Core:
             services=EngineServices(backups_of=lambda: self.backups, hosts=self._hosts, audit=self.audit),
         )
         register_engine_kinds(manager)
+        from hvtui.jobs.kinds.change import change_open_kind
+
+        manager.register_kind(change_open_kind(lambda: self.changes))
         return manager
 
     @property
@@ -201,6 +205,25 @@ class Core:
                 self.clock,
                 read_only=self.read_only,
                 checkpoint_journal=self.paths.checkpoint_journal,
+            ),
+        )
+
+    @property
+    def changes(self) -> ChangeWindows:
+        """Change windows: checkpoints of many VMs before a change; roll back, promote or discard."""
+        from hvtui.changes.service import ChangeWindows
+        from hvtui.changes.store import WindowStore
+        from hvtui.jobs.kinds.change import backup_runner
+
+        return self._service(
+            "changes",
+            lambda: ChangeWindows(
+                WindowStore(self.paths.change_windows),
+                self.actions,
+                self.audit,
+                self.clock,
+                backup=backup_runner(lambda: self.jobs),
+                find_vm=lambda host, vm_id: self.inventory.refresh([host]).vm(host, vm_id),
             ),
         )
 

@@ -55,6 +55,11 @@ class Paths:
         return self.state_dir / "jobs.jsonl"
 
     @property
+    def change_windows(self) -> Path:
+        """The change windows (``hvtui.changes.store``)."""
+        return self.state_dir / "change-windows.json"
+
+    @property
     def checkpoint_journal(self) -> Path:
         """The Recovery checkpoints hvtui's backups took (``hvtui.backups.ledger``)."""
         return self.state_dir / "checkpoints.jsonl"

@@ -241,8 +241,16 @@ class CheckpointActions:
         return name[:MAX_NAME_LENGTH]
 
     # -- changes -------------------------------------------------------------------------------
-    def create(self, host: str, vm_id: str, name: str | None = None, type: str = "Standard") -> Checkpoint:  # noqa: A002
-        args: dict = {"vm_id": vm_id, "name": name, "type": type}
+    def create(
+        self,
+        host: str,
+        vm_id: str,
+        name: str | None = None,
+        type: str = "Standard",  # noqa: A002
+        context: dict | None = None,
+    ) -> Checkpoint:
+        """``context``: extra audit arguments naming why (a change window's name)."""
+        args: dict = {"vm_id": vm_id, "name": name, "type": type, **(context or {})}
         with self.audit.action("checkpoint.create", host, self._vm_label(host, vm_id), args) as entry:
             self._check_writable("create a checkpoint", host)
             checkpoint_type = normalise_checkpoint_type(type)
@@ -266,9 +274,10 @@ class CheckpointActions:
         checkpoint_id: str,
         checkpoint_first: bool = False,
         progress: ProgressCallback | None = None,
+        context: dict | None = None,
     ) -> Checkpoint | None:
         """Apply a checkpoint; returns the checkpoint taken first, if asked for one."""
-        args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "checkpoint_first": checkpoint_first}
+        args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "checkpoint_first": checkpoint_first, **(context or {})}
         with self.audit.action("checkpoint.apply", host, self._vm_label(host, vm_id), args) as entry:
             self._check_writable("apply a checkpoint", host)
             vm = self._vm(host, vm_id, checkpoint_id)
@@ -292,11 +301,12 @@ class CheckpointActions:
         force: bool = False,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        context: dict | None = None,
     ) -> RemovePlan:
         """Delete a checkpoint (or its subtree); refused when the merge headroom is short,
         unless ``force``.  Returns the plan it carried out, with ``merge_pending`` set
         when the host is still merging."""
-        args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "subtree": subtree, "force": force}
+        args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "subtree": subtree, "force": force, **(context or {})}
         with self.audit.action("checkpoint.remove", host, self._vm_label(host, vm_id), args) as entry:
             self._check_writable("delete a checkpoint", host)
             plan = self.plan_remove(host, vm_id, checkpoint_id, subtree)

@@ -76,7 +76,13 @@ def run(args: argparse.Namespace, core: Core) -> int:
 def build_report(core: Core, host: str | None = None, vm: str | None = None) -> dict[str, Any]:
     inventory = core.inventory.refresh([host] if host else None)
     hosts = [h for h in inventory.hosts if host is None or h.name == host]
-    findings = evaluate(inventory, core.config.policy, core.backups.last_backup_of, core.backups.backup_checkpoint_left)
+    findings = evaluate(
+        inventory,
+        core.config.policy,
+        core.backups.last_backup_of,
+        core.backups.backup_checkpoint_left,
+        core.changes.open_checkpoints(),
+    )
     findings = [f for f in findings if host is None or f.host == host]
     vms = [v for h in hosts for v in h.vms]
     if vm is not None:

@@ -18,6 +18,7 @@ from hvtui.config.walk import Read, duration_seconds, size_bytes
 _PAIRS = (
     ("checkpoint_age", "checkpoint_age_warn", "checkpoint_age_crit", duration_seconds),
     ("recovery_checkpoint_age", "recovery_age_warn", "recovery_age_crit", duration_seconds),
+    ("change_window_age", "change_window_warn", "change_window_crit", duration_seconds),
     ("chain_depth", "depth_warn", "depth_crit", int),
     ("checkpoint_count", "count_warn", "count_crit", int),
 )
@@ -93,6 +94,7 @@ def _thresholds(doc: Document, owner: Read, model: ThresholdsModel, base: Thresh
     ordered = (
         ("checkpoint_age", result.checkpoint_age_warn, result.checkpoint_age_crit, format_duration),
         ("recovery_checkpoint_age", result.recovery_age_warn, result.recovery_age_crit, format_duration),
+        ("change_window_age", result.change_window_warn, result.change_window_crit, format_duration),
         ("checkpoint_count", result.count_warn, result.count_crit, str),
         ("chain_depth", result.depth_warn, result.depth_crit, str),
     )

@@ -46,6 +46,7 @@ RULE_IDS = (
     "disk-unreadable",
     "checkpoint-not-backup",
     "host-unreachable",
+    "change-window-open",
 )
 HYPERV_CHECKPOINT_LIMIT = 50
 
@@ -229,6 +230,7 @@ class ThresholdsModel(Model):
 
     checkpoint_age: AgePair | UnsetType = UNSET
     recovery_checkpoint_age: AgePair | UnsetType = UNSET
+    change_window_age: AgePair | UnsetType = UNSET
     checkpoint_count: CountLimits | UnsetType = UNSET
     chain_depth: DepthPair | UnsetType = UNSET
     differencing_size: DifferencingSize | UnsetType = UNSET

@@ -74,6 +74,8 @@ class Thresholds:
     checkpoint_age_crit: float = 7 * DAY
     recovery_age_warn: float = 1 * HOUR
     recovery_age_crit: float = 1 * DAY
+    change_window_warn: float = 2 * DAY  # a change window still open (change-window-open)
+    change_window_crit: float = 7 * DAY
     count_warn: int = 3  # warn above
     count_crit: int = 10  # crit above
     count_limit: int = 45  # always crit at or above (Hyper-V's hard limit is 50)

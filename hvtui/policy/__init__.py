@@ -43,13 +43,14 @@ and base utilities.
 
 from __future__ import annotations
 
-from hvtui.policy.context import BackupLeft, HostRule, LastBackup, VMContext, VMRule
+from hvtui.policy.context import BackupLeft, HostRule, LastBackup, OpenWindow, VMContext, VMRule, WindowCheckpoints
 from hvtui.policy.evaluation import evaluate, run_vm_rules
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
 from hvtui.policy.findings import is_problem, sort_findings, summary, vm_key, worst_by_vm
 from hvtui.policy.headroom import Headroom, headroom, merge_needs_by_volume
 from hvtui.policy.rules import (
     CHAIN_DEPTH,
+    CHANGE_WINDOW_OPEN,
     CHECKPOINT_AGE,
     CHECKPOINT_COUNT,
     CHECKPOINT_NOT_BACKUP,
@@ -68,6 +69,7 @@ from hvtui.policy.text import age_seconds, age_text, file_name, size_text
 
 __all__ = [
     "CHAIN_DEPTH",
+    "CHANGE_WINDOW_OPEN",
     "CHECKPOINT_AGE",
     "CHECKPOINT_COUNT",
     "CHECKPOINT_NOT_BACKUP",
@@ -86,8 +88,10 @@ __all__ = [
     "Headroom",
     "HostRule",
     "LastBackup",
+    "OpenWindow",
     "VMContext",
     "VMRule",
+    "WindowCheckpoints",
     "age_seconds",
     "age_text",
     "apply_exemption",

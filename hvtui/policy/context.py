@@ -10,7 +10,7 @@ and the last-backup and backup-left lookups, and builds the ``Finding`` records.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from hvtui.config import Thresholds
@@ -22,6 +22,21 @@ LastBackup = Callable[[VM], datetime | None]
 # of one of hvtui's own backups that is over (its journal knows); None otherwise.  The caller
 # passes the backup service's (``Backups.backup_checkpoint_left``).
 BackupLeft = Callable[[VM, Checkpoint], str | None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OpenWindow:
+    """An open change window as the policy sees it (plain data: the caller reads the windows)."""
+
+    name: str
+    ticket: str | None
+    opened: datetime
+    vm_count: int  # VMs that still hold the window's checkpoint
+
+
+# The open change windows' checkpoints: (host, vm id, checkpoint id) -> the window.  The
+# caller passes them from the change-window service (``ChangeWindows.open_checkpoints``).
+WindowCheckpoints = Mapping[tuple[str, str, str], OpenWindow]
 
 
 class VMContext:
@@ -36,6 +51,7 @@ class VMContext:
         stale: bool,
         last_backup: LastBackup | None = None,
         backup_left: BackupLeft | None = None,
+        windows: WindowCheckpoints | None = None,
     ) -> None:
         self.vm = vm
         self.host = host
@@ -44,6 +60,7 @@ class VMContext:
         self.stale = stale
         self.last_backup = last_backup
         self.backup_left = backup_left
+        self.windows: WindowCheckpoints = windows or {}
         self.out: list[tuple[Finding, Checkpoint | None]] = []
         self._oldest_age: float | None = None
         if thresholds.replica_alerts:
@@ -82,6 +99,10 @@ class VMContext:
             data=data,
         )
         self.out.append((finding, checkpoint))
+
+    def window_of(self, checkpoint: Checkpoint) -> OpenWindow | None:
+        """The open change window ``checkpoint`` was taken for, if any."""
+        return self.windows.get((self.vm.host, self.vm.id, checkpoint.id))
 
     @property
     def oldest_age(self) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hvtui.config import PolicyConfig
 from hvtui.model import Checkpoint, Finding, Inventory
-from hvtui.policy.context import BackupLeft, LastBackup, VMContext, VMRule
+from hvtui.policy.context import BackupLeft, LastBackup, VMContext, VMRule, WindowCheckpoints
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
 from hvtui.policy.findings import sort_findings
 from hvtui.policy.rules import HOST_RULES, VM_RULES
@@ -30,8 +30,13 @@ def evaluate(
     policy: PolicyConfig,
     last_backup: LastBackup | None = None,
     backup_left: BackupLeft | None = None,
+    windows: WindowCheckpoints | None = None,
 ) -> list[Finding]:
-    """All findings for the inventory, sorted by ``sort_findings``."""
+    """All findings for the inventory, sorted by ``sort_findings``.
+
+    ``windows``: the open change windows' checkpoints; each is reported by the
+    change-window-open rule, named by its window, instead of by checkpoint-age.
+    """
     findings: list[Finding] = []
     matchers = [ExemptionMatcher.compile(exemption) for exemption in policy.exemptions]
     for host in inventory.hosts:
@@ -42,7 +47,7 @@ def evaluate(
         stale = host.error is not None
         for vm in host.vms:
             thresholds = policy.thresholds_for(host.name, vm.name, host.group)
-            context = VMContext(vm, host, host.facts, thresholds, stale, last_backup, backup_left)
+            context = VMContext(vm, host, host.facts, thresholds, stale, last_backup, backup_left, windows)
             for finding, checkpoint in run_vm_rules(context):
                 findings.append(apply_exemption(finding, checkpoint, matchers))
     return sort_findings(findings)

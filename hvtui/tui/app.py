@@ -28,6 +28,7 @@ from textual.worker import Worker, WorkerState
 from hvtui.core import Core
 from hvtui.errors import Cancelled, HvtuiError, ReadOnlyError, RefusedError
 from hvtui.text import display_lines, display_text
+from hvtui.tui.changes_ui import ChangeWindowsMixin
 from hvtui.tui.checkpoint_actions import CheckpointActionsMixin
 from hvtui.tui.jobs_ui import JobsChanged, JobsController
 from hvtui.tui.prompt import VIEWS, PromptCommandsMixin
@@ -54,14 +55,25 @@ def _jobs_screen() -> Screen:
     return JobsScreen()
 
 
-class HvtuiApp(RefreshMixin, CheckpointActionsMixin, PromptCommandsMixin, App[int]):
+def _changes_screen() -> Screen:
+    from hvtui.tui.screens.changes import ChangesScreen
+
+    return ChangesScreen()
+
+
+class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, PromptCommandsMixin, App[int]):
     """The console.  Its parts: the refresh (``refresh``), checkpoint actions
     (``checkpoint_actions``), the `:` prompt and palette (``prompt``), jobs (``jobs_ui``);
     here: themes, views and navigation, quitting, errors and secrets."""
 
     TITLE = "hvtui"
     CSS_PATH = "hvtui.tcss"
-    MODES: ClassVar[dict[str, Any]] = {"vms": VmsScreen, "findings": _findings_screen, "jobs": _jobs_screen}
+    MODES: ClassVar[dict[str, Any]] = {
+        "vms": VmsScreen,
+        "findings": _findings_screen,
+        "jobs": _jobs_screen,
+        "changes": _changes_screen,
+    }
     DEFAULT_MODE = "vms"
 
     BINDINGS: ClassVar[list[BindingType]] = [

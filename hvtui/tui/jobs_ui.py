@@ -193,7 +193,8 @@ class JobsController(JobDialogsMixin):
         # even beside a full refresh waiting on a host that does not answer.  The new restore
         # point (last-backup column, checkpoint-not-backup, restore points) or the restored VM
         # shows now, not at the next poll.
-        hosts = {name for name in changed_hosts if name in self.app.core.hosts}
+        # A change window's job names its hosts joined by commas (host names hold none).
+        hosts = {name for names in changed_hosts for name in names.split(",") if name in self.app.core.hosts}
         if hosts:
             self.app.request_refresh(hosts=hosts)
 

@@ -10,13 +10,14 @@ from collections.abc import Iterable
 from textual.app import SystemCommand
 from textual.screen import Screen
 
-VIEWS = ("vms", "findings", "jobs")
+VIEWS = ("vms", "findings", "jobs", "changes")
 
 # (command, arguments, what it does) for `:` and the help screen.
 PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("vms", "[FILTER]", "the VM list, optionally filtered"),
     ("findings", "[FILTER]", "all findings, worst and oldest first, optionally filtered"),
     ("jobs", "", "backup and restore jobs: progress, cancel, retry, resume"),
+    ("changes", "", "change windows: roll back, promote or discard them"),
     ("vm", "NAME", "open a VM's detail (host/name or name)"),
     ("theme", "[NAME]", "switch the theme; without a name, list the themes"),
     ("refresh", "", "refresh the inventory now"),
@@ -31,6 +32,8 @@ COMMAND_ALIASES = {
     "finding": "findings",
     "findings": "findings",
     "jobs": "jobs",
+    "changes": "changes",
+    "change": "changes",
     "job": "jobs",
     "theme": "theme",
     "themes": "theme",

@@ -22,6 +22,7 @@ from typing import Any
 from textual.message import Message
 from textual.worker import Worker, WorkerState
 
+from hvtui.errors import HvtuiError
 from hvtui.model import Inventory
 from hvtui.tui.screens.base import ViewScreen
 from hvtui.tui.viewmodel.cells import Palette
@@ -150,6 +151,7 @@ class RefreshMixin:
         started = time.monotonic()
         service = self.core.inventory
         last_backup = _remembered(self.core.backups.last_backup_of)  # policy and rows ask alike
+        windows = self._change_windows()
         latest = [previous]  # each snapshot reuses the unchanged rows of the one before
 
         def build() -> tuple[Snapshot, int]:
@@ -157,7 +159,7 @@ class RefreshMixin:
             # merged a host since the service called us.
             inventory, version = service.latest_with_version()
             findings = policy.evaluate(
-                inventory, self.core.config.policy, last_backup, self.core.backups.backup_checkpoint_left
+                inventory, self.core.config.policy, last_backup, self.core.backups.backup_checkpoint_left, windows
             )
             now = self.core.clock.now()
             latest[0] = build_snapshot(inventory, findings, palette, now, last_backup, started, latest[0])
@@ -172,6 +174,15 @@ class RefreshMixin:
         else:
             service.refresh(hosts)
         return build()
+
+    def _change_windows(self) -> dict:
+        """The open change windows' checkpoints (worker thread); a damaged file is logged, and
+        its checkpoints are then reported by the usual checkpoint-age rule."""
+        try:
+            return self.core.changes.open_checkpoints()
+        except HvtuiError as err:
+            log.warning("change windows not read: %s", err)
+            return {}
 
     def on_inventory_arrived(self, message: InventoryArrived) -> None:
         self._offer_snapshot(message.snapshot, message.version)

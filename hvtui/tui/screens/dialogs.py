@@ -306,3 +306,64 @@ class TextDialog(_Dialog):
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
         self.dismiss(None)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeWindowRequest:
+    name: str
+    type: str  # Standard or Production
+    ticket: str | None
+
+
+class ChangeWindowDialog(_Dialog):
+    """"Checkpoint all": one name (editable), Standard or Production, an optional ticket."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(cls="ChangeWindowDialog") + """
+    ChangeWindowDialog RadioSet { height: auto; width: 100%; layout: horizontal; }
+    ChangeWindowDialog .dialog-body { max-height: 4; }
+    """
+    SHOWN_VMS = 3
+
+    def __init__(self, vm_labels: list[str], default_name: str, default_type: str) -> None:
+        super().__init__()
+        self.vm_labels = [display_text(label) for label in vm_labels]
+        self.default_name = display_text(default_name)
+        self.default_type = default_type if default_type in ("Standard", "Production") else "Standard"
+
+    def compose(self) -> ComposeResult:
+        count = len(self.vm_labels)
+        listed = ", ".join(self.vm_labels[: self.SHOWN_VMS])
+        if count > self.SHOWN_VMS:
+            listed += f" and {count - self.SHOWN_VMS} more"
+        with Vertical():
+            yield Label(f"Checkpoint all: a change window on {count} VM{'s' if count != 1 else ''}", classes="dialog-title", markup=False)
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(f"{listed}. One checkpoint each, one job; a VM that fails is reported, the others go on.", markup=False)
+            yield Input(self.default_name, id="window-name", placeholder="window (and checkpoint) name")
+            with RadioSet(id="window-type"):
+                yield ChoiceButton("Production", value=self.default_type == "Production", id="type-Production")
+                yield ChoiceButton("Standard", value=self.default_type == "Standard", id="type-Standard")
+            yield Input("", id="window-ticket", placeholder="ticket reference (optional)")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Cancel", id="cancel")
+                yield Button("Checkpoint all", id="create", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#window-name", Input).focus()
+
+    @property
+    def request(self) -> ChangeWindowRequest:
+        pressed = self.query_one("#window-type", RadioSet).pressed_button
+        kind = (pressed.id or "type-Standard").removeprefix("type-") if pressed is not None else self.default_type
+        ticket = self.query_one("#window-ticket", Input).value.strip() or None
+        return ChangeWindowRequest(self.query_one("#window-name", Input).value.strip(), kind, ticket)
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#create")
+    def _create(self, event) -> None:  # noqa: ANN001
+        event.stop()
+        self.dismiss(self.request)
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)

@@ -1,7 +1,8 @@
 """The main view: every VM on every host in one table (k9s' pod list).
 
 ``space`` marks rows (k9s-style; marked names carry a ✔); ``b`` backs up the marked VMs,
-or the one under the cursor when none is marked.
+or the one under the cursor when none is marked; ``c`` with VMs marked offers "checkpoint
+all" (a change window), else a checkpoint of the VM under the cursor.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class VmsScreen(ViewScreen):
         if self.filter_text:
             title += f"  filter: {self.filter_text}"
         if self.marked:
-            title += f"  marked: {len(self.marked)} (b backs them up, ctrl+\\ clears)"
+            title += f"  marked: {len(self.marked)} (b backs up, c checkpoints all, ctrl+\\ clears)"
         hidden = self.table.hidden_columns
         if hidden:  # said, not silently left out: a wider terminal or the VM's detail shows them
             title += f"  too narrow for: {', '.join(spec.label for spec in hidden)}"
@@ -174,6 +175,10 @@ class VmsScreen(ViewScreen):
         self.action_open_vm()
 
     def action_create_checkpoint(self) -> None:
+        if self.marked:  # checkpoint all: a change window on the marked VMs
+            rows = self.backup_targets
+            self.hvtui.start_change_window([row.vm for row in rows], on_submitted=self.action_clear_marks)
+            return
         row = self.selected_row
         if row is not None:
             self.hvtui.start_create(row.host, row.vm.id)
@@ -215,6 +220,11 @@ class VmsScreen(ViewScreen):
             self.hvtui.jobs_ui.start_backup([row.vm for row in rows], on_submitted=self.action_clear_marks)
 
     def why_unavailable(self, action: str) -> str | None:
+        if action == "create_checkpoint" and self.marked:
+            reasons = {self.hvtui.read_only_reason(row.host) for row in self.backup_targets}
+            if None in reasons:
+                return None  # some marked VM can be checkpointed (the window reports the others)
+            return "; ".join(sorted(reason for reason in reasons if reason is not None))
         if action == "create_checkpoint":
             row = self.selected_row
             if row is None:

@@ -1,0 +1,195 @@
+"""Change windows in the console at 80x24, through Textual's pilot, on a demo lab: marked VMs
+and ``c`` offer "checkpoint all" (one job, a log line per VM); ``:changes`` lists the windows
+VM by VM; roll back, promote and discard ask first (focus on "No") and run as actions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from test_tui_jobs import flat, jobs_core, lab_vm, ready, to_vm_row, vm_named, wait_job, wait_until
+from tui_support import make_app, screen_text, settle
+
+from hvtui.audit import AuditLog
+from hvtui.changes import VMState
+from hvtui.clock import FixedClock
+from hvtui.hosts.lab.estate import init_lab
+from hvtui.paths import Paths
+from hvtui.tui.screens.changes import ChangesScreen
+from hvtui.tui.screens.dialogs import ChangeWindowDialog, ConfirmDialog
+from hvtui.tui.screens.vms import VmsScreen
+
+SIZE = (80, 24)
+NAME = "pre-patch"
+
+
+@pytest.fixture(scope="module")
+def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lab = tmp_path_factory.mktemp("changes-demo") / "lab"
+    init_lab(lab, "demo", FixedClock(), size=0.1)
+    return lab
+
+
+@pytest.fixture
+def lab(demo_template: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "lab"
+    shutil.copytree(demo_template, target, symlinks=True)
+    return target
+
+
+async def changes_view(pilot) -> ChangesScreen:  # noqa: ANN001
+    await pilot.press("colon", *"changes", "enter")
+    assert await wait_until(pilot, lambda: isinstance(pilot.app.screen, ChangesScreen) and pilot.app.screen.loaded)
+    return pilot.app.screen
+
+
+async def test_checkpoint_all_on_marked_vms_is_one_job_and_the_window_is_listed(lab: Path, paths: Paths) -> None:
+    core = jobs_core(lab, paths)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        vms = [vm_named(app, name) for name in ("dc01", "test01")]  # on two hosts
+        before = {vm.key: len(vm.checkpoints) for vm in vms}
+        for vm in vms:
+            await to_vm_row(pilot, vm.name)
+            await pilot.press("space")
+        await pilot.press("c")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ChangeWindowDialog))
+        text = flat(screen_text(app))
+        assert "Checkpoint all: a change window on 2 VMs" in text
+        assert "Checkpoint all" in text and "Cancel" in text  # the buttons fit at 80x24
+        dialog = app.screen
+        assert dialog.request.name.startswith("pre-change ")
+        dialog.query_one("#window-name").value = NAME
+        dialog.query_one("#window-ticket").value = "CHG-42"
+        await pilot.click("#create")
+        assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 1)
+        (job,) = core.jobs.jobs()
+        final = await wait_job(core, job.id)
+        assert final.kind == "change-open" and final.state.value == "succeeded", final.error
+        assert f"window {NAME} (ticket CHG-42): 2 of 2 VMs checkpointed" in final.summary["message"]
+        per_vm = [line for line in final.log if "checkpoint taken" in line]
+        assert len(per_vm) == 2  # a log line per VM
+        await settle(pilot)
+        assert isinstance(app.screen, VmsScreen) and app.screen.marked == set()
+
+        screen = await changes_view(pilot)
+        assert await wait_until(pilot, lambda: len(screen.table.keys) == 2)
+        rows = [screen.table.plain_row(key) for key in screen.table.keys]
+        assert {row["vm"] for row in rows} == {f"{vm.host}/{vm.name}" for vm in vms}
+        assert {row["state"] for row in rows} == {"open"}
+        shown = flat(screen_text(app))
+        assert "roll back, promote or discard" in shown
+        # At 80 columns the age and VM state columns give way; the detail line says them.
+        detail = str(screen.query_one("#change-detail").content)
+        assert f"window {NAME} (ticket CHG-42): Standard, opened 0 seconds ago by " in detail
+        first = screen.selected
+        assert f"{first.vm.host}/{first.vm.vm_name}: VM {vm_named(app, first.vm.vm_name).state}, checkpoint {first.vm.checkpoint_id}" in detail
+        window = core.changes.window(NAME)
+        assert window.ticket == "CHG-42" and len(window.holding) == 2
+        for vm in vms:
+            assert len(lab_vm(core, vm.host, vm.id).checkpoints) == before[vm.key] + 1
+
+
+async def test_discard_asks_with_no_first_then_deletes_and_closes(lab: Path, paths: Paths) -> None:
+    core = jobs_core(lab, paths)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        vms = [vm_named(app, name) for name in ("dc01", "test01")]
+        core.changes.open(NAME, vms)
+        screen = await changes_view(pilot)
+        assert await wait_until(pilot, lambda: len(screen.table.keys) == 2)
+
+        # R: the VM under the cursor only.
+        first = screen.selected.vm
+        await pilot.press("R")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert f"Roll back window {NAME} on 1 VM?" in flat(screen_text(app))
+        assert f"{first.host}/{first.vm_name}: now " in app.screen.body
+        await pilot.click("#yes")
+        await settle(pilot)
+        states = {v.vm_name: v.state for v in core.changes.window(NAME).vms}
+        assert await wait_until(pilot, lambda: screen.table.plain_row(screen.table.keys[0])["state"] == "rolled back")
+        assert sorted(states.values()) == [VMState.OPEN, VMState.ROLLED_BACK] and states[first.vm_name] is VMState.ROLLED_BACK
+
+        await pilot.press("d")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        text = flat(screen_text(app))
+        assert f"Discard window {NAME} on 2 VMs?" in text
+        await pilot.press("enter")  # the focus is on "No"
+        await settle(pilot)
+        assert {v.vm_name: v.state for v in core.changes.window(NAME).vms} == states  # nothing changed
+        declined = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "change.discard"]
+        assert [e["result"] for e in declined] == ["declined", "declined"]
+
+        await pilot.press("d")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        body = app.screen.body
+        for vm in vms:
+            assert f"{vm.host}/{vm.name}: about " in body
+        assert "WITHOUT a backup" in body
+        await pilot.click("#yes")
+        await settle(pilot)
+        assert await wait_until(pilot, lambda: not core.changes.window(NAME).is_open)
+        assert await wait_until(pilot, lambda: {screen.table.plain_row(k)["state"] for k in screen.table.keys} == {"discarded"})
+        # Closed: the keys say why instead of doing nothing.
+        await pilot.press("p")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmDialog)
+        assert f"window {NAME} is closed" in flat(screen_text(app))
+
+
+async def test_promote_backs_up_then_deletes_and_read_only_refuses(lab: Path, paths: Paths) -> None:
+    core = jobs_core(lab, paths)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        vm = vm_named(app, "test01")
+        core.changes.open(NAME, [vm])
+        screen = await changes_view(pilot)
+        assert await wait_until(pilot, lambda: len(screen.table.keys) == 1)
+        await pilot.press("p")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert "only once its backup succeeded" in flat(app.screen.body)
+        await pilot.click("#yes")
+        assert await wait_until(pilot, lambda: core.changes.window(NAME).vms[0].state is VMState.PROMOTED, rounds=2000)
+        await settle(pilot)
+        (entry,) = core.changes.window(NAME).vms
+        assert entry.point_id in {p.id for p in core.backups.list_points()}
+        assert NAME not in [cp.name for cp in lab_vm(core, vm.host, vm.id).checkpoints]
+
+    read_only = jobs_core(lab, paths, read_only=True)
+    app = make_app(read_only)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        read_only.changes.windows()  # the window is visible read-only too
+        core_vm = vm_named(app, "dc01")
+        await to_vm_row(pilot, core_vm.name)
+        await pilot.press("space", "c")
+        await pilot.pause()
+        assert not isinstance(app.screen, ChangeWindowDialog)
+        assert "read-only" in flat(screen_text(app))
+
+
+async def test_hostile_vm_names_are_escaped_in_the_changes_view(fresh_demo_lab: Path, paths: Paths) -> None:
+    from test_cli_hostile_text import unsafe_characters
+    from test_tui_hostile_text import SHOWN_NAME, make_names_hostile
+
+    vm_id = make_names_hostile(fresh_demo_lab)
+    core = jobs_core(fresh_demo_lab, paths)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        vm = next(v for v in app.snapshot.inventory.vms if v.id == vm_id)
+        core.changes.open(NAME, [vm])
+        screen = await changes_view(pilot)
+        assert await wait_until(pilot, lambda: len(screen.table.keys) == 1)
+        detail = str(screen.query_one("#change-detail").content)
+        assert unsafe_characters(detail) == [] and SHOWN_NAME in detail
+        text = screen_text(app)
+        assert unsafe_characters(text) == [], text
+        await pilot.press("d")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert unsafe_characters(screen_text(app)) == []
