@@ -26,9 +26,11 @@ from hvtui.config import Retention
 from hvtui.engine.layout import is_own_tmp_name, regular_file, require_real_dir
 from hvtui.engine.locks import VMLock, vm_label
 from hvtui.engine.manifest import Manifest
+from hvtui.engine.packstore import PackStore
 from hvtui.engine.parent import point_order
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
+from hvtui.engine.store import ChunkStore
 from hvtui.errors import Cancelled
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.files import fsync_dir
@@ -217,7 +219,10 @@ def run_prune(
         quarantined: list[Path] = []
         if dry_run:
             if not bad:
-                result.chunks_unreferenced = sum(1 for d in repo.store.iter_ids(quarantined) if d not in referenced)
+                if isinstance(repo.store, PackStore):
+                    result.chunks_unreferenced = repo.store.unreferenced(referenced)
+                else:
+                    result.chunks_unreferenced = sum(1 for d in repo.store.iter_ids(quarantined) if d not in referenced)
                 _count_quarantined(result, quarantined)
             return result
         cancel.check()
@@ -232,7 +237,9 @@ def run_prune(
             return result
         meter.start_phase("gc", message="removing unreferenced chunks")
         touched: set[str] = set()
-        for digest in list(repo.store.iter_ids(quarantined)):
+        if isinstance(repo.store, PackStore):
+            result.chunks_removed, result.bytes_freed = repo.store.sweep(referenced, lock.id)
+        for digest in list(repo.store.iter_ids(quarantined)) if isinstance(repo.store, ChunkStore) else []:
             if cancel.cancelled:
                 raise Cancelled("prune cancelled (expired points are gone; some unreferenced chunks remain)")
             if digest in referenced:

@@ -21,6 +21,7 @@ from typing import Any
 from hvtui.clock import Clock, SystemClock
 from hvtui.engine.fsutil import tune_allocator
 from hvtui.engine.manifest import Manifest, ManifestError
+from hvtui.engine.packstore import PackStore
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
 from hvtui.engine.store import HEADER, MAGIC, ChunkDamaged, ChunkMissing, decode_chunk
@@ -114,6 +115,8 @@ class VerifyReport:
 
 def check_chunk_quick(repo: Repository, digest: bytes) -> str | None:
     """Presence and a header/length check, without reading the payload."""
+    if isinstance(repo.store, PackStore):
+        return repo.store.check_quick(digest)
     path = repo.store.path(digest)
     try:
         size = os.stat(path).st_size
@@ -141,11 +144,13 @@ def _missing(repo: Repository, digest: bytes) -> str:
 class ChunkCheck:
     problem: str | None  # None: the chunk is good
     size: int  # stored bytes read
-    inode: int | None = None  # the damaged object's inode (None: nothing there to quarantine)
+    inode: int | str | None = None  # the damaged object's inode, v2: its pack (None: nothing to quarantine)
 
 
 def check_chunk_full(repo: Repository, digest: bytes) -> ChunkCheck:
     """Read, decompress and re-hash one chunk object."""
+    if isinstance(repo.store, PackStore):
+        return ChunkCheck(*repo.store.check_full(digest))
     try:
         blob, inode = repo.store.read_blob_inode(digest)
     except ChunkMissing:
@@ -217,7 +222,7 @@ def run_verify(
         meter.start_phase("verify", total=len(digests), message="checking chunks" + (" (quick)" if quick else ""))
 
         problems: dict[bytes, str] = {}
-        damaged_inodes: dict[bytes, int] = {}  # full mode: the objects to quarantine
+        damaged_inodes: dict[bytes, int | str] = {}  # full mode: the objects to quarantine
         if quick:
             for digest in digests:
                 cancel.check()
@@ -262,7 +267,7 @@ def run_verify(
             points = sorted(users[digest])
             moved = None
             if repair and digest in damaged_inodes:
-                bad_path = repo.store.quarantine(digest, damaged_inodes[digest])
+                bad_path = repo.store.quarantine(digest, damaged_inodes[digest])  # type: ignore[arg-type]
                 if bad_path is not None:
                     moved = bad_path.relative_to(repo.root).as_posix()
                     report.quarantined.append(digest.hex())

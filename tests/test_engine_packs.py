@@ -1,0 +1,317 @@
+"""Format 2: chunks in pack files with trailers, index files, the local index cache.
+
+Backup, restore and the rest run on both formats in test_engine_backup.py (its ``repo``
+fixture is parametrized); this file checks what is particular to packs: the layout, the
+index rebuilt from the packs' trailers, prune deleting whole packs only after the new
+index is durable, damage in a pack, and kill -9 during a backup.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import hvtui.engine.packindex as packindex
+from hvtui.audit import AuditLog
+from hvtui.backups.ledger import CheckpointJournal
+from hvtui.backups.leftovers import LeftoverCheckpoints
+from hvtui.clock import FixedClock
+from hvtui.config import Retention
+from hvtui.engine.backup import run_backup
+from hvtui.engine.errors import RepositoryDamaged
+from hvtui.engine.locks import lock_records
+from hvtui.engine.packfile import FOOTER, PackDamaged, read_trailer
+from hvtui.engine.packstore import REPACK_BELOW, PackStore
+from hvtui.engine.prune import run_prune
+from hvtui.engine.repository import Repository
+from hvtui.engine.restore import restore_to_directory
+from hvtui.engine.store import ChunkStore
+from hvtui.engine.verify import run_verify
+from hvtui.errors import RepositoryError
+from hvtui.hosts.lab import disk as vdisk
+from hvtui.hosts.lab.host import LabHost
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_support import DirHost, OneHost, read_tree  # noqa: E402
+
+KiB = 1024
+MiB = 1024 * KiB
+CS = 64 * KiB
+DISK = "Virtual Hard Disks/web01.vhdx"
+
+
+def open_v2(path: Path) -> Repository:
+    repo = Repository.open(path, create=True, chunk_size=CS, version=2)
+    repo.store.pack_size = 256 * KiB  # type: ignore[union-attr]  # many packs from a few MiB
+    return repo
+
+
+def packs(repo: Repository) -> list[Path]:
+    return sorted(p for p in (repo.root / "packs").rglob("*") if p.is_file())
+
+
+def index_files(repo: Repository) -> list[Path]:
+    return sorted((repo.root / "index").iterdir())
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> DirHost:
+    h = DirHost(tmp_path / "host")
+    h.add_vm("vm1", "web01")
+    h.create_disk("vm1", DISK, 8 * MiB, seed=3, data_mib=3)
+    return h
+
+
+def test_a_v2_repository_keeps_chunks_in_packs_listed_by_their_trailers_and_an_index(host: DirHost, tmp_path: Path) -> None:
+    repo = open_v2(tmp_path / "repo")
+    config = json.loads((repo.root / "config.json").read_text())
+    assert (config["version"], config["pack_size"]) == (2, 32 * MiB)
+    point = run_backup(repo, host, "vm1", "full").point_id
+
+    assert isinstance(repo.store, PackStore)
+    assert list((repo.root / "chunks").iterdir()) == []  # no chunk objects of their own
+    assert len(packs(repo)) > 1  # 3 MiB of data, 256 KiB packs
+    listed = {e.digest: (p.name, e.offset, e.length) for p in packs(repo) for e in read_trailer(p, p.name)}
+    assert repo.load_point(point).chunk_ids() <= set(listed)
+    (only,) = index_files(repo)  # one index file per backup, written before the manifest
+    doc = json.loads(only.read_text())
+    indexed = {bytes.fromhex(h): (pid, o, n) for pid, rows in doc["packs"].items() for h, o, n in rows}
+    assert indexed == listed
+    assert _restored(repo, point, tmp_path / "out") == read_tree(host.vm_dir("vm1"))
+    # A v1 repository still opens as v1, chunk files and all.
+    old = Repository.open(tmp_path / "v1", create=True, chunk_size=CS)
+    assert (old.version, type(old.store)) == (1, ChunkStore)
+    assert "pack_size" not in json.loads((old.root / "config.json").read_text())
+
+
+def _restored(repo: Repository, point: str, out: Path) -> dict[str, bytes]:
+    restore_to_directory(repo, point, out)
+    return read_tree(out)
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "truncated"])
+def test_a_lost_or_damaged_index_is_rebuilt_from_the_pack_trailers(host: DirHost, tmp_path: Path, damage: str) -> None:
+    repo = open_v2(tmp_path / "repo")
+    first = run_backup(repo, host, "vm1", "full").point_id
+    expected = _restored(repo, first, tmp_path / "before")
+    (index,) = index_files(repo)
+    if damage == "missing":
+        index.unlink()
+    elif damage == "garbage":
+        index.write_bytes(b"\x00not json")
+    else:
+        index.write_bytes(index.read_bytes()[:-40])
+
+    fresh = Repository.open(repo.root)  # another process: the cache no longer matches
+    assert _restored(fresh, first, tmp_path / "after") == expected
+    assert run_verify(fresh).ok
+    store = fresh.store
+    assert isinstance(store, PackStore)
+    assert store.index.current().unindexed == {p.name for p in packs(repo)}
+    # The next backup writes an index for the packs it found without one.
+    host.write("vm1", DISK, 0, os.urandom(5000))
+    second = run_backup(fresh, host, "vm1", "incremental")
+    assert second.new_chunks == 1  # everything else was found in the rebuilt index
+    again = Repository.open(repo.root)
+    assert again.store.index.current().unindexed == set()  # type: ignore[union-attr]
+    assert run_verify(again).ok
+
+
+def test_readers_use_the_local_cache_instead_of_every_index_file(
+    host: DirHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = open_v2(tmp_path / "repo")
+    for n in range(3):
+        host.write("vm1", DISK, n * MiB, os.urandom(3000))
+        run_backup(repo, host, "vm1", "incremental")
+    assert len(index_files(repo)) == 3
+    Repository.open(repo.root).store.refresh()  # reads the three, writes the cache
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "hvtui" / "index" / f"{repo.id}.json"
+    assert cache.is_file()
+
+    reads: list[Path] = []
+    real = Path.read_bytes
+
+    def counting(self: Path) -> bytes:
+        reads.append(self)
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    fresh = Repository.open(repo.root)
+    fresh.store.refresh()
+    assert reads == [cache]  # one small object, not every index file
+    assert set(fresh.store.iter_ids()) == set(repo.store.iter_ids())
+    # A damaged cache is only a slower start.
+    monkeypatch.setattr(Path, "read_bytes", real)
+    cache.write_bytes(b"{broken")
+    assert set(Repository.open(repo.root).store.iter_ids()) == set(repo.store.iter_ids())
+    assert packindex.decode_index(json.loads(cache.read_bytes())["index"])  # rewritten whole
+
+
+def test_prune_deletes_packs_without_live_chunks_after_writing_the_new_index(host: DirHost, tmp_path: Path) -> None:
+    repo = open_v2(tmp_path / "repo")
+    run_backup(repo, host, "vm1", "full")
+    old_packs = set(packs(repo))
+    host.create_disk("vm1", DISK, 8 * MiB, seed=4, data_mib=3)  # every chunk new
+    kept = run_backup(repo, host, "vm1", "full").point_id
+    expected = _restored(repo, kept, tmp_path / "before")
+
+    result = run_prune(repo, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))
+    assert result.points_removed == 1 and result.chunks_removed > 0 and result.bytes_freed > 0
+    assert not old_packs & set(packs(repo))  # the first backup's packs are gone (deleted or rewritten)
+    live = repo.load_point(kept).chunk_ids()
+    for pack in packs(repo):  # what stays is mostly live: packs under the threshold were rewritten
+        entries = read_trailer(pack, pack.name)
+        assert sum(e.length for e in entries if e.digest in live) >= REPACK_BELOW * sum(e.length for e in entries)
+    (index,) = index_files(repo)  # one index naming what stays, superseding the others
+    assert set(json.loads(index.read_text())["packs"]) == {p.name for p in packs(repo)}
+    fresh = Repository.open(repo.root)
+    assert _restored(fresh, kept, tmp_path / "after") == expected
+    assert run_verify(fresh).ok
+
+
+def test_a_damaged_blob_in_a_pack_is_named_taken_out_of_the_index_and_stored_again(
+    host: DirHost, tmp_path: Path
+) -> None:
+    repo = open_v2(tmp_path / "repo")
+    first = run_backup(repo, host, "vm1", "full").point_id
+    digest = sorted(repo.load_point(first).chunk_ids())[0]
+    pack_id, offset, length = repo.store.location(digest)  # type: ignore[union-attr]
+    pack = repo.store.pack_path(pack_id)  # type: ignore[union-attr]
+    blob = bytearray(pack.read_bytes())
+    blob[offset + length // 2] ^= 0x40
+    pack.write_bytes(bytes(blob))
+
+    assert run_verify(repo, quick=True).ok  # quick: the index, the pack and the header only
+    report = run_verify(repo)
+    assert [(p.chunk, p.points) for p in report.chunk_problems] == [(digest.hex(), [first])]
+    assert "corrupt" in report.chunk_problems[0].problem
+    assert report.quarantined == [digest.hex()]
+    with pytest.raises(RepositoryDamaged, match="quarantined by verify"):
+        restore_to_directory(repo, first, tmp_path / "out")
+    fresh = Repository.open(repo.root)  # the quarantine is in the index, for every reader
+    assert not fresh.store.has(digest)
+    second = run_backup(fresh, host, "vm1", "full")
+    assert second.new_chunks == 1  # the damaged chunk, stored again in a new pack
+    assert run_verify(Repository.open(repo.root)).ok  # which heals the first point too
+
+
+def test_a_pack_with_a_damaged_trailer_is_refused_by_name(tmp_path: Path, host: DirHost) -> None:
+    repo = open_v2(tmp_path / "repo")
+    run_backup(repo, host, "vm1", "full")
+    pack = packs(repo)[0]
+    data = pack.read_bytes()
+    pack.write_bytes(data[:-FOOTER.size] + bytes(FOOTER.size))
+    with pytest.raises(PackDamaged, match="no pack footer"):
+        read_trailer(pack, pack.name)
+    pack.write_bytes(data[:-FOOTER.size - 3] + data[-FOOTER.size:])
+    with pytest.raises(PackDamaged, match="checksum|outside"):
+        read_trailer(pack, pack.name)
+
+
+def test_pack_size_and_format_are_checked_at_creation(tmp_path: Path) -> None:
+    with pytest.raises(RepositoryError, match="pack size must be between 16 and 128 MiB, not 8 MiB"):
+        Repository.open(tmp_path / "a", create=True, version=2, pack_size=8 * MiB)
+    with pytest.raises(RepositoryError, match="unknown repository format 3"):
+        Repository.open(tmp_path / "b", create=True, version=3)
+    repo = Repository.open(tmp_path / "c", create=True, version=2, pack_size=64 * MiB)
+    config = json.loads((repo.root / "config.json").read_text())
+    config["pack_size"] = 1
+    (repo.root / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RepositoryError, match="invalid pack size"):
+        Repository.open(repo.root)
+
+
+# -- kill -9 during a v2 backup ------------------------------------------------------------
+LAB_BACKUP_V2 = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    import hvtui.engine.backup as backup
+    from hvtui.backups.ledger import CheckpointJournal
+    from hvtui.clock import SystemClock
+    from hvtui.engine.repository import Repository
+    from hvtui.hosts.lab.host import LabHost
+
+    lab_root, repo_path, vm_id, journal_path = sys.argv[1:5]
+    host = LabHost.open(Path(lab_root), "lab-a", SystemClock())
+    repo = Repository.open(Path(repo_path), create=True, chunk_size=64 * 1024, version=2)
+    repo.store.pack_size = 256 * 1024  # publish packs often, so a kill finds some stored
+
+    def progress(event):
+        print(json.dumps({"phase": event.phase, "stored": event.bytes_stored}), flush=True)
+
+    journal = CheckpointJournal(Path(journal_path))  # what hvtui's backups record, as Backups does
+
+    def taken(checkpoint_id, name):
+        journal.taken("lab-a", vm_id, checkpoint_id, name, None, "")
+
+    result = backup.run_backup(repo, host, vm_id, "full", progress=progress, progress_interval=0, on_checkpoint=taken)
+    print(json.dumps({"phase": "result", "point": result.point_id}), flush=True)
+    """
+)
+
+
+def _kill_at(lab_root: Path, repo: Path, vm_id: str, phase: str, nth: int) -> bool:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAB_BACKUP_V2, str(lab_root), str(repo), vm_id, str(repo.parent / "checkpoints.jsonl")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        seen.append(event["phase"])
+        if event["phase"] == phase and (phase != "backup" or event["stored"] > 0) and seen.count(phase) >= nth:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=120)
+            return True
+    proc.wait(timeout=120)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    return False
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_v2_backup_leaves_no_damaged_point_and_the_packs_are_reused(tmp_path: Path) -> None:
+    host = LabHost.create(tmp_path / "lab" / "lab-a", "lab-a", FixedClock())
+    vm_id = host.add_vm("web01", state="Off", disk_sizes=(40 * MiB,), fsync=False)
+    rng = random.Random(7)
+    for i in range(24):
+        half = 512 * KiB
+        host.write_guest_data(vm_id, 0, i * 1536 * KiB, b"text %d " % i * (half // 8) + rng.randbytes(half))
+    reused_somewhere = False
+    for run, (phase, nth) in enumerate([("backup", 1), ("backup", rng.randint(2, 5)), ("commit", 1), ("cleanup", 2)]):
+        repo_path = tmp_path / f"repo-{run}"
+        killed = _kill_at(host.root, repo_path, vm_id, phase, nth)
+        repo = open_v2(repo_path)
+        report = run_verify(repo)
+        assert report.ok, (phase, report.lines())  # whatever the moment: only complete points
+        assert len(repo.point_ids()) <= 1
+        if phase == "cleanup" and killed:
+            assert len(repo.point_ids()) == 1
+        present = set(repo.store.iter_ids())  # packs the dead backup published, from their trailers
+
+        journal = CheckpointJournal(tmp_path / "checkpoints.jsonl")
+        leftovers = LeftoverCheckpoints(journal, OneHost(host), AuditLog(tmp_path / "audit.jsonl"))
+        clear = functools.partial(leftovers.clear, host.name, vm_id, "web01")
+        result = run_backup(repo, host, vm_id, "full", clear_leftovers=clear)
+        referenced = repo.load_point(result.point_id).chunk_ids()
+        assert result.new_chunks == len(referenced - present), phase  # nothing stored twice
+        reused_somewhere |= bool(present & referenced) and result.new_chunks < len(referenced)
+        assert lock_records(repo.root) == [] and os.listdir(repo.tmp_dir) == []  # leftovers cleared
+        out = tmp_path / f"out-{run}"
+        restore_to_directory(Repository.open(repo_path), result.point_id, out)
+        assert vdisk.read_logical(out / "web01.vhdx", 0, 40 * MiB) == host.read_disk(vm_id, 0, 0, 40 * MiB)
+        assert run_verify(Repository.open(repo_path)).ok
+    assert reused_somewhere
