@@ -315,3 +315,53 @@ def test_kill_9_during_a_v2_backup_leaves_no_damaged_point_and_the_packs_are_reu
         assert vdisk.read_logical(out / "web01.vhdx", 0, 40 * MiB) == host.read_disk(vm_id, 0, 0, 40 * MiB)
         assert run_verify(Repository.open(repo_path)).ok
     assert reused_somewhere
+
+
+# -- the config asks for format 2; the commands work on it -----------------------------------
+def test_a_repository_configured_as_format_2_is_created_so_and_every_command_works(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    host = LabHost.create(lab_dir / "lab-a", "lab-a", FixedClock())
+    vm_id = host.add_vm("db01", state="Off", disk_sizes=(16 * MiB,), fsync=False)
+    host.write_guest_data(vm_id, 0, 3 * MiB, b"database page " * 50_000)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+hosts:
+  - name: lab-a
+    kind: lab
+repositories:
+  - name: main
+    path: {tmp_path / "repo"}
+    format: 2
+    pack_size_mib: 16
+    retention:
+      keep_last: 1
+"""
+    )
+
+    def hvtui(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "hvtui", "--config", str(config), "--lab-dir", str(lab_dir), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+    first = hvtui("backup", "db01", "--json")
+    assert first.returncode == 0, first.stderr
+    repo = Repository.open(tmp_path / "repo")
+    assert (repo.version, repo.config["pack_size"]) == (2, 16 * MiB) and packs(repo)
+    host.write_guest_data(vm_id, 0, 3 * MiB, b"new page " * 10_000)
+    second = hvtui("backup", "db01", "--json")
+    assert second.returncode == 0 and json.loads(second.stdout)["mode"] == "incremental"
+    listed = json.loads(hvtui("points", "db01", "--json").stdout)["points"]
+    assert len(listed) == 1  # keep_last 1 removed the first
+    verified = hvtui("verify", "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
+    pruned = hvtui("prune", "--yes", "--json")
+    assert pruned.returncode == 0 and json.loads(pruned.stdout)["ok"] is True, pruned.stderr
+    out = tmp_path / "out"
+    restored = hvtui("restore", "db01", "--to", str(out), "--json")
+    assert restored.returncode == 0, restored.stderr
+    assert vdisk.read_logical(out / "db01.vhdx", 0, 16 * MiB) == host.read_disk(vm_id, 0, 0, 16 * MiB)
+    assert hvtui("verify").returncode == 0
+    # a bad value in the config is named, not a traceback
+    config.write_text(config.read_text().replace("pack_size_mib: 16", "pack_size_mib: 8"))
+    bad = hvtui("points")
+    assert bad.returncode == 2 and "pack_size_mib" in bad.stderr and "Traceback" not in bad.stderr
