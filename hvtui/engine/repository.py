@@ -34,6 +34,7 @@ from hvtui.engine.locks import RepositoryLock, creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
 from hvtui.engine.packfile import DEFAULT_PACK_SIZE, MAX_PACK_SIZE, MIN_PACK_SIZE
 from hvtui.engine.packstore import PackStore
+from hvtui.engine.pointindex import PointIndexFile, PointSummary, summary_order
 from hvtui.engine.store import ChunkStore, disk_error
 from hvtui.errors import RepositoryError
 from hvtui.files import atomic_write, fsync_dir
@@ -74,6 +75,11 @@ def check_pack_size(pack_size: int) -> None:
         raise RepositoryError(f"pack size must be between 16 and 128 MiB, not {pack_size / 2**20:g} MiB")
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns)
+
+
 class _RefreshingLock(RepositoryLock):
     """A repository lock that re-reads the store's index once it is held, so an operation
     never works from an index another process changed (a prune) before the lock."""
@@ -108,6 +114,7 @@ class Repository:
         self.points_dir = root / "points"
         self.verified_dir = root / "verified"
         self.tmp_dir = root / "tmp"
+        self.point_index = PointIndexFile(root / "index", root / "tmp") if self.version >= 2 else None
         self._cache: dict[str, tuple[tuple[int, int], Manifest]] = {}
         self._cache_lock = threading.Lock()
 
@@ -299,6 +306,41 @@ class Repository:
         good.sort(key=lambda m: (m.time, m.id))
         return good, bad
 
+    def point_summaries(self) -> tuple[list[PointSummary], list[ManifestError]]:
+        """What a listing needs of every point (oldest first) and the damaged manifests.
+
+        Format 2 reads the point index (one object) and only the manifests it lacks;
+        format 1 reads every manifest.
+        """
+        if self.point_index is None:
+            good, bad = self.load_points()
+            return sorted((PointSummary.of(m) for m in good), key=summary_order), bad
+        return self.point_index.listing(self.point_stamps(), self._load_for_listing)
+
+    def point_stamps(self) -> dict[str, tuple[int, int]]:
+        """Each manifest's (size, mtime ns) by point id: what changes when a manifest does."""
+        stamps: dict[str, tuple[int, int]] = {}
+        try:
+            entries = list(os.scandir(self.points_dir))
+        except FileNotFoundError:
+            return stamps
+        for entry in entries:
+            if entry.name.endswith(".json") and not entry.name.startswith("."):
+                with contextlib.suppress(OSError):
+                    st = entry.stat()
+                    stamps[entry.name[:-5]] = (st.st_size, st.st_mtime_ns)
+        return stamps
+
+    def _load_for_listing(self, point_id: str) -> Manifest:
+        try:
+            return self.load_point(point_id)
+        except PointNotFound:
+            raise FileNotFoundError(point_id) from None
+        except ManifestError:
+            raise
+        except RepositoryError as err:  # a stray file whose name is not a point id
+            raise ManifestError(f"{point_id}: {err}", point_id, str(err)) from None
+
     def commit_point(self, manifest: Manifest) -> Path:
         """Make a point exist: chunk directories durable first, then the manifest, atomically."""
         self.store.make_durable()
@@ -307,6 +349,12 @@ class Repository:
             atomic_write(path, manifest.to_bytes(), tmp_dir=self.tmp_dir)
         except OSError as err:
             raise disk_error(err, f"writing the manifest of {manifest.id}") from err
+        if self.point_index is not None:
+            # The point exists now; the index is a cache, so a failure here only costs the
+            # next listing a read of this manifest.
+            with contextlib.suppress(OSError):
+                if not self.point_index.add(manifest, _stamp(path)):
+                    self.point_summaries()  # no usable point index: build it from the manifests, once
         return path
 
     def delete_point(self, point_id: str) -> None:
@@ -314,6 +362,8 @@ class Repository:
             os.unlink(self.point_path(point_id))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.verified_dir / f"{point_id}.json")
+        if self.point_index is not None:
+            self.point_index.remove(point_id)
         with self._cache_lock:
             self._cache.pop(point_id, None)
 
