@@ -208,9 +208,16 @@ def test_a_damaged_blob_in_a_pack_is_named_taken_out_of_the_index_and_stored_aga
 
 def test_a_pack_with_a_damaged_trailer_is_refused_by_name(tmp_path: Path, host: DirHost) -> None:
     repo = open_v2(tmp_path / "repo")
-    run_backup(repo, host, "vm1", "full")
+    point = run_backup(repo, host, "vm1", "full").point_id
+    expected = _restored(repo, point, tmp_path / "before")
     pack = packs(repo)[0]
     data = pack.read_bytes()
+    pack.write_bytes(data[:-8] + b"\xff" * 4 + data[-4:])  # the trailer's checksum
+    report = run_verify(Repository.open(repo.root))
+    assert not report.ok and report.chunk_problems == []  # the index still finds every chunk ...
+    assert report.pack_problems == [{"pack": pack.name, "problem": "its trailer does not match its checksum (corrupt)"}]
+    assert any("trailer" in step for step in report.next_steps())
+    assert _restored(Repository.open(repo.root), point, tmp_path / "after") == expected  # ... and restore works
     pack.write_bytes(data[:-FOOTER.size] + bytes(FOOTER.size))
     with pytest.raises(PackDamaged, match="no pack footer"):
         read_trailer(pack, pack.name)

@@ -56,11 +56,12 @@ class VerifyReport:
     quarantined: list[str] = field(default_factory=list)  # hex ids of chunks this verify quarantined
     repair_skipped: str | None = None  # why damaged chunks were left under their names
     affected_vms: list[dict[str, Any]] = field(default_factory=list)  # {"host", "vm_id", "vm_name", "points"}
+    pack_problems: list[dict[str, str]] = field(default_factory=list)  # format 2: {"pack", "problem"}
     duration: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.damaged_manifests and not self.chunk_problems
+        return not self.damaged_manifests and not self.chunk_problems and not self.pack_problems
 
     def next_steps(self) -> list[str]:
         """What the operator should do about the damage found, one sentence each."""
@@ -79,6 +80,12 @@ class VerifyReport:
                     "and the new point is complete either way"
                 )
             steps.append("then run `hvtui verify` again to confirm")
+        if self.pack_problems:
+            steps.append(
+                "a pack's trailer is damaged or disagrees with the index: while the index names its chunks they "
+                "are still read (each is hash-checked), but the index can no longer be rebuilt from that pack; "
+                "keep index/ and the pack as they are, and run a full backup of the affected VMs"
+            )
         if self.damaged_manifests:
             steps.append(
                 "a damaged manifest cannot be repaired: its restore point is lost (the other points are unaffected); "
@@ -89,6 +96,7 @@ class VerifyReport:
     def lines(self) -> list[str]:
         out = [f"manifest of {m['point']}: {m['problem']}" for m in self.damaged_manifests]
         out += [p.describe() for p in self.chunk_problems]
+        out += [f"pack {p['pack'][:16]}: {p['problem']}" for p in self.pack_problems]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +116,7 @@ class VerifyReport:
             "quarantined": self.quarantined,
             "repair_skipped": self.repair_skipped,
             "affected_vms": self.affected_vms,
+            "pack_problems": self.pack_problems,
             "next_steps": self.next_steps(),
             "duration": round(self.duration, 3),
         }
@@ -259,6 +268,12 @@ def run_verify(
                     for _, future in window:
                         future.cancel()
         report.chunks_checked = len(digests)
+        if isinstance(repo.store, PackStore) and point_id is None:
+            # Every pack's trailer against the index: a pack whose trailer is damaged can no
+            # longer rebuild the index, even while the index still finds its chunks.
+            report.pack_problems = [
+                {"pack": pack_id, "problem": problem} for pack_id, problem in sorted(repo.store.check_packs().items())
+            ]
         if damaged_inodes and not repair:
             report.repair_skipped = f"{len(damaged_inodes)} damaged chunk(s) were not quarantined (read-only)"
         elif quick and any(p not in ("missing", QUARANTINED_EARLIER) for p in problems.values()):
