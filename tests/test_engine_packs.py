@@ -32,6 +32,7 @@ from hvtui.engine.locks import lock_records
 from hvtui.engine.packfile import FOOTER, PackDamaged, read_trailer
 from hvtui.engine.packstore import REPACK_BELOW, PackStore
 from hvtui.engine.prune import run_prune
+from hvtui.engine.repair import plan_config_repair, repair_config
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory
 from hvtui.engine.store import ChunkStore
@@ -373,3 +374,16 @@ repositories:
     config.write_text(config.read_text().replace("pack_size_mib: 16", "pack_size_mib: 8"))
     bad = hvtui("points")
     assert bad.returncode == 2 and "pack_size_mib" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_repairing_the_config_of_a_v2_repository_keeps_it_v2(host: DirHost, tmp_path: Path) -> None:
+    repo = open_v2(tmp_path / "repo")
+    point = run_backup(repo, host, "vm1", "full").point_id
+    expected = _restored(repo, point, tmp_path / "before")
+    (repo.root / "config.json").unlink()
+    plan = plan_config_repair(repo.root)
+    assert plan.version == 2 and "format 2" in plan.describe()
+    repair_config(plan)
+    fresh = Repository.open(repo.root)
+    assert fresh.version == 2 and isinstance(fresh.store, PackStore)
+    assert _restored(fresh, point, tmp_path / "after") == expected

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hvtui.engine.layout import SUBDIRS, RepositoryNeedsRepair, count_data, inspect_folder, publish_config
+from hvtui.engine.layout import (
+    PACK_SUBDIRS,
+    SUBDIRS,
+    RepositoryNeedsRepair,
+    count_data,
+    inspect_folder,
+    publish_config,
+)
 from hvtui.engine.locks import creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError
 from hvtui.engine.repository import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Repository, new_config
@@ -35,13 +42,15 @@ class ConfigRepairPlan:
     chunk_size: int
     chunk_size_source: str
     created: datetime | None  # the oldest point's time, kept as the repository's creation time
+    version: int = 1  # 2 when the folder holds packs or index files (format 2)
 
     def describe(self) -> str:
         """One sentence saying exactly what the repair does."""
         keep = " (the damaged file is kept as config.json.damaged-<time>)" if self.problem != "is missing" else ""
         return (
             f"write a new config.json for the repository at {self.root}{keep}: chunk size "
-            f"{self.chunk_size // 1024} KiB ({self.chunk_size_source}), SHA-256, lz4; it holds {self.manifests} "
+            f"{self.chunk_size // 1024} KiB ({self.chunk_size_source}), SHA-256, lz4"
+            f"{', format 2 (it holds packs), pack size 32 MiB' if self.version >= 2 else ''}; it holds {self.manifests} "
             f"readable restore point(s), {self.damaged_manifests} damaged manifest(s) and {self.chunks} chunk "
             "object(s), none of which is changed"
         )
@@ -55,7 +64,15 @@ class ConfigRepairPlan:
             "chunks": self.chunks,
             "chunk_size": self.chunk_size,
             "chunk_size_source": self.chunk_size_source,
+            "version": self.version,
         }
+
+
+def _names(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def config_problem(root: Path) -> str | None:
@@ -107,7 +124,8 @@ def plan_config_repair(root: Path) -> ConfigRepairPlan:
         else:
             chunk_size, source = DEFAULT_CHUNK_SIZE, "the default"
     manifests, chunks = count_data(root)
-    return ConfigRepairPlan(root, problem, manifests - damaged, damaged, chunks, chunk_size, source, oldest)
+    version = 2 if any(_names(root / sub) for sub in PACK_SUBDIRS) else 1
+    return ConfigRepairPlan(root, problem, manifests - damaged, damaged, chunks, chunk_size, source, oldest, version)
 
 
 def repair_config(plan: ConfigRepairPlan) -> str | None:
@@ -121,9 +139,9 @@ def repair_config(plan: ConfigRepairPlan) -> str | None:
             if os.path.lexists(root / "config.json"):
                 kept = f"config.json.damaged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
                 os.rename(root / "config.json", root / kept)
-            for sub in SUBDIRS:
+            for sub in SUBDIRS + (PACK_SUBDIRS if plan.version >= 2 else ()):
                 (root / sub).mkdir(exist_ok=True)
-            publish_config(root, new_config(plan.chunk_size, plan.created))
+            publish_config(root, new_config(plan.chunk_size, plan.created, version=plan.version))
         except OSError as err:
             raise disk_error(err, f"rebuilding config.json at {root}") from err
     Repository.read_config(root)  # what was written reads back
