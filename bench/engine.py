@@ -5,6 +5,7 @@ Usage::
     python bench/engine.py                      # 8 GiB virtual / 1.5 GiB data, 3 runs
     python bench/engine.py --size 2 --data 0.4  # a smaller, quicker run (GiB)
     python bench/engine.py --sweep 1,2,4        # hvtui alone, chunk sizes in MiB
+    python bench/engine.py --tools hvtui,hvtui-v2  # repository format 1 (chunk files) vs 2 (packs)
 
 The data set is generated here, deterministically: one sparse disk file laid out like a
 dynamic VHDX (32 MiB blocks allocated at scattered offsets, holes elsewhere), the allocated
@@ -250,9 +251,12 @@ class Tool:
 
 
 class Hvtui(Tool):
-    def __init__(self, work: Path, data_dir: Path, chunk_mib: int = 1, tracking: bool = True, name: str = "") -> None:
+    def __init__(
+        self, work: Path, data_dir: Path, chunk_mib: int = 1, tracking: bool = True, name: str = "", version: int = 1
+    ) -> None:
         self.chunk_mib = chunk_mib
         self.tracking = tracking
+        self.version = version  # repository format: 1 chunk files, 2 packs with an index
         self.name = name or "hvtui"
         super().__init__(work, data_dir)
 
@@ -260,12 +264,16 @@ class Hvtui(Tool):
         return [sys.executable, str(Path(__file__).resolve()), "_hvtui", *args]
 
     def full(self) -> Run:
-        return run_tool(self._cmd("backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1"))
+        return run_tool(
+            self._cmd("backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1", str(self.version))
+        )
 
     def incremental(self) -> Run:
         flag = "1" if self.tracking else "0"
         return run_tool(
-            self._cmd("backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag)
+            self._cmd(
+                "backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag, str(self.version)
+            )
         )
 
     def restore(self, out: Path) -> Run:
@@ -347,8 +355,10 @@ def hvtui_subcommand(argv: list[str]) -> int:
     from hvtui.engine.restore import restore_to_directory
 
     if argv[0] == "backup":
-        repo_path, data_dir, mode, chunk_mib, tracking = argv[1:6]
-        repo = Repository.open(Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB)
+        repo_path, data_dir, mode, chunk_mib, tracking, version = argv[1:7]
+        repo = Repository.open(
+            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=int(version)
+        )
         host = BenchHost(Path(data_dir), tracking=tracking == "1")
         result = run_backup(repo, host, "bench-vm", mode)
         print(json.dumps(result.to_dict()))
@@ -573,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         "--change-write", type=int, default=1024, help="size of each changing write, KiB (default 1024)"
     )
     parser.add_argument("--workdir", type=Path, help="where data and repositories go (default: a temp dir, removed)")
-    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset")
+    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2)")
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
     args = parser.parse_args(argv)
@@ -606,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
                 tools.append(Hvtui(work, data_dir))
                 if args.no_tracking:
                     tools.append(Hvtui(work, data_dir, 1, False, "hvtui no-RCT"))
+            if "hvtui-v2" in wanted:
+                tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 packs", version=2))
             if "restic" in wanted:
                 if shutil.which("restic"):
                     tools.append(Restic(work, data_dir))
