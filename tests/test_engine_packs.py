@@ -370,6 +370,13 @@ repositories:
     assert restored.returncode == 0, restored.stderr
     assert vdisk.read_logical(out / "db01.vhdx", 0, 16 * MiB) == host.read_disk(vm_id, 0, 0, 16 * MiB)
     assert hvtui("verify").returncode == 0
+    sample = hvtui("verify", "--read-data", "50", "--json")
+    assert sample.returncode == 0 and 0 < json.loads(sample.stdout)["chunks_read"] < json.loads(sample.stdout)["chunks_checked"]
+    text = hvtui("verify", "--read-data", "50%")
+    assert text.returncode == 0 and "a random 50 %" in text.stdout
+    for bad_args in (("--read-data", "0"), ("--read-data", "many"), ("--quick", "--read-data", "10")):
+        refused = hvtui("verify", *bad_args)
+        assert refused.returncode == 2 and "read-data" in refused.stderr and "Traceback" not in refused.stderr
     # a bad value in the config is named, not a traceback
     config.write_text(config.read_text().replace("pack_size_mib: 16", "pack_size_mib: 8"))
     bad = hvtui("points")
@@ -387,3 +394,28 @@ def test_repairing_the_config_of_a_v2_repository_keeps_it_v2(host: DirHost, tmp_
     fresh = Repository.open(repo.root)
     assert fresh.version == 2 and isinstance(fresh.store, PackStore)
     assert _restored(fresh, point, tmp_path / "after") == expected
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_verify_read_data_re_reads_a_random_share_and_checks_the_rest_quickly(
+    tmp_path: Path, host: DirHost, version: int
+) -> None:
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version=version)
+    point = run_backup(repo, host, "vm1", "full").point_id
+    chunks = sorted(repo.load_point(point).chunk_ids())
+    share = run_verify(repo, read_share=0.1)
+    assert share.ok and share.chunks_checked == len(chunks) and share.chunks_read == -(-len(chunks) // 10)
+    assert share.to_dict()["chunks_read"] == share.chunks_read
+    assert repo.verification(point) is None  # a sample proves no point whole: nothing recorded
+    # A chunk that is gone is found whether or not the sample reads it.
+    gone = chunks[0]
+    if version == 1:
+        repo.store.path(gone).unlink()  # type: ignore[union-attr]
+    else:
+        repo.store.quarantine(gone)  # type: ignore[union-attr]  # out of the index: as good as gone
+    sampled = run_verify(Repository.open(repo.root), read_share=0.1, repair=False)
+    assert [p.chunk for p in sampled.chunk_problems] == [gone.hex()]
+    full = run_verify(Repository.open(repo.root))
+    assert full.chunks_read == len(chunks) and repo.verification(point)["ok"] is False
+    with pytest.raises(ValueError, match="read_share"):
+        run_verify(repo, read_share=0)

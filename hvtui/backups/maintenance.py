@@ -47,8 +47,9 @@ class RepositoryMaintenance:
         progress: ProgressCallback | None,
         cancel: CancelToken | None,
         timing: Timing,
+        read_share: float = 1.0,
     ) -> VerifyReport:
-        """Check ``repo`` (or its point ``point_id``).
+        """Check ``repo`` (or its point ``point_id``); ``read_share``: ``run_verify``'s.
 
         A full check quarantines each damaged chunk (renamed ``<id>.bad``, never deleted) so
         the next backup stores it again; audit-logged.  Read-only: it only reports (and the
@@ -67,6 +68,7 @@ class RepositoryMaintenance:
                 repair=writable,
                 progress_interval=timing.progress_interval,
                 lock_timeout=timing.lock_timeout,
+                read_share=read_share,
             )
         finally:
             self._points.invalidate(repo.name)  # verification records changed

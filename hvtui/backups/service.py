@@ -434,13 +434,14 @@ class Backups:
         repository: str | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        read_share: float = 1.0,
     ) -> VerifyReport:
         """Check a repository (or the repository holding ``point_id``): ``maintenance.verify``."""
         if point_id is not None:
             repo, _ = self.find_point(point_id, repository)
         else:
             repo = self._repositories.require_repository(repository)
-        return self._maintenance.verify(repo, point_id, quick, progress, cancel, self._timing())
+        return self._maintenance.verify(repo, point_id, quick, progress, cancel, self._timing(), read_share)
 
     def prune(
         self,
