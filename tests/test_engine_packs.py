@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import hvtui.engine.packindex as packindex
+import hvtui.engine.packstore as packstore
 from hvtui.audit import AuditLog
 from hvtui.backups.ledger import CheckpointJournal
 from hvtui.backups.leftovers import LeftoverCheckpoints
@@ -419,3 +420,45 @@ def test_verify_read_data_re_reads_a_random_share_and_checks_the_rest_quickly(
     assert full.chunks_read == len(chunks) and repo.verification(point)["ok"] is False
     with pytest.raises(ValueError, match="read_share"):
         run_verify(repo, read_share=0)
+
+
+class Crash(BaseException):
+    """Stands for a kill at that moment: nothing after it runs (no except clause catches it)."""
+
+
+@pytest.mark.parametrize("moment", ["repack", "index", "pack-delete", "index-delete"])
+def test_prune_interrupted_at_any_step_leaves_every_kept_point_whole(
+    host: DirHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    repo = open_v2(tmp_path / "repo")
+    run_backup(repo, host, "vm1", "full")
+    host.create_disk("vm1", DISK, 8 * MiB, seed=4, data_mib=3)
+    kept = run_backup(repo, host, "vm1", "full").point_id
+    expected = _restored(repo, kept, tmp_path / "before")
+
+    def crash(*_args: object, **_kwargs: object) -> None:
+        raise Crash(moment)
+
+    if moment == "repack":
+        monkeypatch.setattr(packstore.PackStore, "publish_pack", crash)
+    elif moment == "index":
+        monkeypatch.setattr(packindex.PackIndex, "write_index", crash)
+    else:
+        real_unlink = os.unlink
+        target = "packs" if moment == "pack-delete" else "index"
+
+        def unlink(path: object, *args: object, **kwargs: object) -> None:
+            if f"/{target}/" in str(path):
+                raise Crash(moment)
+            real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(packstore.os, "unlink", unlink)
+    with pytest.raises(Crash):
+        run_prune(repo, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))
+    monkeypatch.undo()
+
+    after = Repository.open(repo.root)
+    assert run_verify(after).ok
+    assert _restored(after, kept, tmp_path / "after") == expected
+    run_prune(after, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))  # finishes the job
+    assert len(index_files(after)) == 1 and run_verify(Repository.open(repo.root)).ok

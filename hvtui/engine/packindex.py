@@ -111,6 +111,7 @@ class IndexState:
     damaged_packs: dict[str, str] = field(default_factory=dict)  # pack id -> why (trailer)
     unindexed: set[str] = field(default_factory=set)  # packs read from their trailers
     index_names: list[str] = field(default_factory=list)
+    superseded: set[str] = field(default_factory=set)  # index files a newer one replaced (prune removes them)
 
     def add(self, pack_id: str, entries: list[BlobEntry]) -> None:
         self.packs[pack_id] = entries
@@ -213,7 +214,7 @@ class PackIndex:
         state = IndexState(index_names=list(names))
         cached = self._read_cache(names)
         if cached is not None:
-            packs, dropped = cached
+            packs, dropped, superseded = cached
         else:
             packs, dropped = {}, set()
             superseded: set[str] = set()
@@ -235,25 +236,36 @@ class PackIndex:
                     continue
                 packs.update(p)
                 dropped.update(d)
+            superseded &= set(names)
             if not state.damaged_indexes:
-                self._write_cache(names, packs, dropped)
+                self._write_cache(names, packs, dropped, superseded)
+        state.superseded = set(superseded)
         state.dropped = set(dropped)
         for pid, entries in packs.items():
             state.add(pid, entries)
         return state
 
-    def _read_cache(self, names: list[str]) -> tuple[dict[str, list[BlobEntry]], set[tuple[bytes, str]]] | None:
+    def _read_cache(
+        self, names: list[str]
+    ) -> tuple[dict[str, list[BlobEntry]], set[tuple[bytes, str]], set[str]] | None:
         try:
             doc = json.loads(self._cache_path().read_bytes())
             if doc.get("cache_version") != CACHE_VERSION or doc.get("index_names") != names:
                 return None
-            packs, dropped, _ = decode_index(doc["index"])
+            packs, dropped, superseded = decode_index(doc["index"])
         except (OSError, ValueError, KeyError, AttributeError):
             return None  # no cache, or a damaged one: read the index files
-        return packs, set(dropped)
+        return packs, set(dropped), set(superseded)
 
-    def _write_cache(self, names: list[str], packs: dict[str, list[BlobEntry]], dropped: set[tuple[bytes, str]]) -> None:
-        doc = {"cache_version": CACHE_VERSION, "index_names": names, "index": encode_index(packs, sorted(dropped))}
+    def _write_cache(
+        self,
+        names: list[str],
+        packs: dict[str, list[BlobEntry]],
+        dropped: set[tuple[bytes, str]],
+        superseded: set[str],
+    ) -> None:
+        index = encode_index(packs, sorted(dropped), sorted(superseded))
+        doc = {"cache_version": CACHE_VERSION, "index_names": names, "index": index}
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             atomic_write(self._cache_path(), _compact(doc), tmp_dir=self.cache_dir, fsync=False)

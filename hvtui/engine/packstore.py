@@ -220,7 +220,7 @@ class PackStore:
             elif live < total * REPACK_BELOW:
                 repack.append(pack_id)
         before = {e.digest for pid in doomed + repack for e in state.packs[pid]}
-        if not doomed and not repack and not state.unindexed and not state.damaged_indexes:
+        if not doomed and not repack and not state.unindexed and not state.damaged_indexes and not state.superseded:
             return 0, 0
         repacked = self._repack(repack, referenced, owner)
         gone = set(doomed) | set(repacked)
