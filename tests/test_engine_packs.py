@@ -462,3 +462,23 @@ def test_prune_interrupted_at_any_step_leaves_every_kept_point_whole(
     assert _restored(after, kept, tmp_path / "after") == expected
     run_prune(after, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))  # finishes the job
     assert len(index_files(after)) == 1 and run_verify(Repository.open(repo.root)).ok
+
+
+def test_prune_keeps_a_pack_holding_a_quarantined_chunk_as_evidence(host: DirHost, tmp_path: Path) -> None:
+    repo = open_v2(tmp_path / "repo")
+    first = run_backup(repo, host, "vm1", "full").point_id
+    digest = sorted(repo.load_point(first).chunk_ids())[0]
+    pack_id, offset, length = repo.store.location(digest)  # type: ignore[union-attr]
+    pack = repo.store.pack_path(pack_id)  # type: ignore[union-attr]
+    blob = bytearray(pack.read_bytes())
+    blob[offset + length // 2] ^= 0x40
+    pack.write_bytes(bytes(blob))
+    assert run_verify(repo).quarantined == [digest.hex()]
+    host.create_disk("vm1", DISK, 8 * MiB, seed=4, data_mib=3)  # the VM no longer holds that data
+    kept = run_backup(repo, host, "vm1", "full").point_id
+
+    result = run_prune(repo, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))
+    assert result.points_removed == 1 and result.chunks_removed > 0
+    assert pack.read_bytes() == bytes(blob)  # the evidence is kept whole, never rewritten
+    assert (result.quarantined_packs, result.quarantined_bytes) == (1, len(blob))
+    assert run_verify(Repository.open(repo.root), kept).ok

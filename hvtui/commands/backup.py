@@ -371,7 +371,12 @@ def _print_prune(args: argparse.Namespace, result: Any) -> int:
         )
     if result.waited_for:
         show(f"  waited for: {'; '.join(result.waited_for)}")
-    if result.quarantined_files:
+    if result.quarantined_packs:
+        show(
+            f"  {result.quarantined_packs} pack(s) holding a chunk verify found damaged ({size(result.quarantined_bytes)}) "
+            "are kept whole under packs/ for inspection; prune never removes or rewrites them."
+        )
+    elif result.quarantined_files:
         show(
             f"  {result.quarantined_files} quarantined chunk file(s) (*.bad, {size(result.quarantined_bytes)}) are kept "
             "under chunks/ for inspection; prune never removes them: delete them by hand once examined."

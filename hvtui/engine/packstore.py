@@ -197,6 +197,11 @@ class PackStore:
     def unreferenced(self, referenced: set[bytes]) -> int:
         return sum(1 for d in self.index.refresh().locations if d not in referenced)
 
+    def evidence_packs(self) -> list[Path]:
+        """Packs holding a blob a verify found damaged: kept whole by prune, as evidence."""
+        state = self.index.current()
+        return [self.pack_path(pid) for pid in sorted({pid for _d, pid in state.dropped if pid in state.packs})]
+
     def sweep(self, referenced: set[bytes], owner: str) -> tuple[int, int]:
         """Free the space of unreferenced chunks; (chunks removed, bytes freed).
 
@@ -207,12 +212,16 @@ class PackStore:
         whole).  Order: new packs durable, then a new index naming exactly the packs that
         stay (superseding every older index file) durable, and only then are packs and old
         index files deleted.  A crash at any moment leaves an index whose packs all exist,
-        or name a pack about to be deleted, which a reader leaves out.
+        or name a pack about to be deleted, which a reader leaves out.  A pack holding a
+        blob a verify found damaged is evidence and is kept whole (``evidence_packs``).
         """
         state = self.index.refresh()
         doomed: list[str] = []
         repack: list[str] = []
+        evidence = {pid for _d, pid in state.dropped}
         for pack_id, entries in state.packs.items():
+            if pack_id in evidence:
+                continue
             total = sum(e.length for e in entries)
             live = sum(e.length for e in entries if e.digest in referenced and (e.digest, pack_id) not in state.dropped)
             if not live:

@@ -118,6 +118,7 @@ class PruneResult:
     gc_skipped: str | None = None  # why unreferenced chunks were left alone
     quarantined_files: int = 0  # chunk objects verify quarantined (<id>.bad): kept, never removed by prune
     quarantined_bytes: int = 0
+    quarantined_packs: int = 0  # format 2: packs holding a chunk verify found damaged (counted in the two above)
     waited_for: list[str] = field(default_factory=list)
     duration: float = 0.0
 
@@ -221,6 +222,8 @@ def run_prune(
             if not bad:
                 if isinstance(repo.store, PackStore):
                     result.chunks_unreferenced = repo.store.unreferenced(referenced)
+                    quarantined = repo.store.evidence_packs()
+                    result.quarantined_packs = len(quarantined)
                 else:
                     result.chunks_unreferenced = sum(1 for d in repo.store.iter_ids(quarantined) if d not in referenced)
                 _count_quarantined(result, quarantined)
@@ -239,6 +242,8 @@ def run_prune(
         touched: set[str] = set()
         if isinstance(repo.store, PackStore):
             result.chunks_removed, result.bytes_freed = repo.store.sweep(referenced, lock.id)
+            quarantined = repo.store.evidence_packs()
+            result.quarantined_packs = len(quarantined)
         for digest in list(repo.store.iter_ids(quarantined)) if isinstance(repo.store, ChunkStore) else []:
             if cancel.cancelled:
                 raise Cancelled("prune cancelled (expired points are gone; some unreferenced chunks remain)")
