@@ -482,3 +482,53 @@ def test_prune_keeps_a_pack_holding_a_quarantined_chunk_as_evidence(host: DirHos
     assert pack.read_bytes() == bytes(blob)  # the evidence is kept whole, never rewritten
     assert (result.quarantined_packs, result.quarantined_bytes) == (1, len(blob))
     assert run_verify(Repository.open(repo.root), kept).ok
+
+
+def test_repo_init_list_and_info(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    host = LabHost.create(lab_dir / "lab-a", "lab-a", FixedClock())
+    vm_id = host.add_vm("db01", state="Off", disk_sizes=(8 * MiB,), fsync=False)
+    host.write_guest_data(vm_id, 0, MiB, b"database page " * 20_000)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"""
+hosts:
+  - name: lab-a
+    kind: lab
+repositories:
+  - name: main
+    path: {tmp_path / "main"}
+    default: true
+  - name: offsite
+    path: {tmp_path / "offsite"}
+    format: 2
+"""
+    )
+
+    def hvtui(*args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "hvtui", "--config", str(config), "--lab-dir", str(lab_dir), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+
+    listed = json.loads(hvtui("repo", "list", "--json").stdout)["repositories"]
+    assert [(r["name"], r["state"]) for r in listed] == [("main", "absent"), ("offsite", "absent")]
+    refused = hvtui("--read-only", "repo", "init", "offsite")
+    assert refused.returncode == 4 and "read-only" in refused.stderr and not (tmp_path / "offsite").exists()
+    made = hvtui("repo", "init", "offsite", "--json")
+    assert made.returncode == 0, made.stderr
+    assert (json.loads(made.stdout)["format"], json.loads(made.stdout)["pack_size"]) == (2, 32 * MiB)
+    again = hvtui("repo", "init", "offsite")
+    assert again.returncode == 1 and "already exists (format 2); nothing changed" in again.stderr
+    assert hvtui("repo", "init", "main", "--pack-size", "8").returncode == 2
+    main = json.loads(hvtui("repo", "init", "--format", "2", "--pack-size", "64", "--json").stdout)
+    assert (main["name"], main["format"], main["pack_size"]) == ("main", 2, 64 * MiB)
+
+    backed = hvtui("backup", "db01", "--repo", "offsite", "--json")
+    assert backed.returncode == 0, backed.stderr
+    info = json.loads(hvtui("repo", "info", "offsite", "--json").stdout)
+    assert (info["format"], info["encrypted"], info["backend"], info["points"]) == (2, False, "local", 1)
+    assert info["last_backup"] is not None and info["size_bytes"] > 0
+    text = hvtui("repo", "list")
+    assert text.returncode == 0 and "format 2, packs of 32 MiB" in text.stdout and "1 restore points" in text.stdout
+    audit = hvtui("audit", "--json")
+    actions = [(e["action"], e["result"]) for e in json.loads(audit.stdout) if e["action"] == "repo.init"]
+    assert actions == [("repo.init", "refused"), ("repo.init", "ok"), ("repo.init", "failed"), ("repo.init", "ok")]

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.audit import AuditLog
+from hvtui.backups import catalog
+from hvtui.backups.catalog import RepositoryInfo
 from hvtui.backups.guard import HostLookup, SafetyGuard
 from hvtui.backups.ledger import CheckpointJournal
 from hvtui.backups.leftovers import AUDIT_ACTION, LeftoverCheckpoints
@@ -456,6 +458,21 @@ class Backups:
         """Apply the repository's retention, then remove unreferenced chunks: ``maintenance.prune``."""
         rc = self.repository_config(repository)
         return self._maintenance.prune(rc, dry_run, host, vm_id, retention, progress, cancel, self._timing())
+
+    def repository_infos(self, repository: str | None = None) -> list[RepositoryInfo]:
+        """What each configured repository (or the one named) is: ``hvtui repo list|info``."""
+        configs = [self.repository_config(repository)] if repository else self.repository_configs()
+        return catalog.list_infos(configs, self.open_repository, self._points.points_of)
+
+    def init_repository(
+        self, repository: str | None = None, version: int | None = None, pack_size_mib: int | None = None
+    ) -> RepositoryInfo:
+        """Create the configured repository in format ``version`` (default: its config's);
+        refused read-only, audit-logged; an existing one is an error (``catalog.init``)."""
+        rc = self.repository_config(repository)
+        catalog.init(rc, self._guard, version or rc.format, pack_size_mib or rc.pack_size_mib)
+        self._repositories.forget(rc.name)
+        return self.repository_infos(rc.name)[0]
 
     def plan_repository_repair(self, repository: str | None = None) -> ConfigRepairPlan:
         """What ``repair_repository`` would write (changes nothing; allowed read-only)."""
