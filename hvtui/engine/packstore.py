@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,14 +313,12 @@ class PackSink:
         self.store = store
         self.owner = owner
         self.current: PackWriter | None = None
-        self.started = time.monotonic()
 
     def add(self, digest: bytes, codec: int, raw_len: int, payload: bytes | bytearray | memoryview) -> int:
         if self.store.has(digest):
             return 0
         if self.current is None:
             self.current = PackWriter(self.store.tmp_dir, self.owner)
-            self.started = time.monotonic()
         header = HEADER.pack(MAGIC, codec, raw_len, len(payload))
         return self.current.add(digest, header, payload)
 
