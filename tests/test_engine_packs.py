@@ -532,3 +532,50 @@ repositories:
     audit = hvtui("audit", "--json")
     actions = [(e["action"], e["result"]) for e in json.loads(audit.stdout) if e["action"] == "repo.init"]
     assert actions == [("repo.init", "refused"), ("repo.init", "ok"), ("repo.init", "failed"), ("repo.init", "ok")]
+
+
+PRUNE_V2 = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from hvtui.config import Retention
+    from hvtui.engine.prune import run_prune
+    from hvtui.engine.repository import Repository
+
+    repo = Repository.open(Path(sys.argv[1]))
+    repo.store.pack_size = 256 * 1024
+
+    def progress(event):
+        print(json.dumps({"phase": event.phase}), flush=True)
+
+    run_prune(repo, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0), progress=progress,
+              progress_interval=0)
+    print(json.dumps({"phase": "finished"}), flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["gc", "done"])
+def test_kill_9_during_a_v2_prune_leaves_every_kept_point_whole(host: DirHost, tmp_path: Path, phase: str) -> None:
+    repo = open_v2(tmp_path / "repo")
+    run_backup(repo, host, "vm1", "full")
+    host.create_disk("vm1", DISK, 8 * MiB, seed=4, data_mib=3)
+    kept = run_backup(repo, host, "vm1", "full").point_id
+    expected = _restored(repo, kept, tmp_path / "before")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PRUNE_V2, str(repo.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["phase"] == phase:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=120)
+
+    after = Repository.open(repo.root)
+    assert run_verify(after).ok and [p for p in after.point_ids()] == [kept]
+    assert _restored(after, kept, tmp_path / "after") == expected
+    run_prune(after, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))
+    assert lock_records(after.root) == [] and os.listdir(after.tmp_dir) == []
+    assert len(index_files(after)) == 1 and run_verify(Repository.open(repo.root)).ok
