@@ -5,6 +5,10 @@ Usage::
     python bench/engine.py                      # 8 GiB virtual / 1.5 GiB data, 3 runs
     python bench/engine.py --size 2 --data 0.4  # a smaller, quicker run (GiB)
     python bench/engine.py --sweep 1,2,4        # hvtui alone, chunk sizes in MiB
+    python bench/engine.py --tools hvtui,hvtui-v2  # repository format 1 (chunk files) vs 2 (packs)
+    python bench/engine.py --tools hvtui,hvtui-v2 --points 5,20,60 --ceiling
+                                                # also: listing points at 5/20/60 points per format,
+                                                # and this machine's 2-thread read+SHA-256+lz4 ceiling
 
 The data set is generated here, deterministically: one sparse disk file laid out like a
 dynamic VHDX (32 MiB blocks allocated at scattered offsets, holes elsewhere), the allocated
@@ -250,9 +254,12 @@ class Tool:
 
 
 class Hvtui(Tool):
-    def __init__(self, work: Path, data_dir: Path, chunk_mib: int = 1, tracking: bool = True, name: str = "") -> None:
+    def __init__(
+        self, work: Path, data_dir: Path, chunk_mib: int = 1, tracking: bool = True, name: str = "", version: int = 1
+    ) -> None:
         self.chunk_mib = chunk_mib
         self.tracking = tracking
+        self.version = version  # repository format: 1 chunk files, 2 packs with an index
         self.name = name or "hvtui"
         super().__init__(work, data_dir)
 
@@ -260,12 +267,16 @@ class Hvtui(Tool):
         return [sys.executable, str(Path(__file__).resolve()), "_hvtui", *args]
 
     def full(self) -> Run:
-        return run_tool(self._cmd("backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1"))
+        return run_tool(
+            self._cmd("backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1", str(self.version))
+        )
 
     def incremental(self) -> Run:
         flag = "1" if self.tracking else "0"
         return run_tool(
-            self._cmd("backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag)
+            self._cmd(
+                "backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag, str(self.version)
+            )
         )
 
     def restore(self, out: Path) -> Run:
@@ -347,8 +358,10 @@ def hvtui_subcommand(argv: list[str]) -> int:
     from hvtui.engine.restore import restore_to_directory
 
     if argv[0] == "backup":
-        repo_path, data_dir, mode, chunk_mib, tracking = argv[1:6]
-        repo = Repository.open(Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB)
+        repo_path, data_dir, mode, chunk_mib, tracking, version = argv[1:7]
+        repo = Repository.open(
+            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=int(version)
+        )
         host = BenchHost(Path(data_dir), tracking=tracking == "1")
         result = run_backup(repo, host, "bench-vm", mode)
         print(json.dumps(result.to_dict()))
@@ -363,7 +376,81 @@ def hvtui_subcommand(argv: list[str]) -> int:
         result = restore_to_directory(repo, latest, Path(argv[2]))
         print(json.dumps(result.to_dict()))
         return 0
+    if argv[0] == "points":
+        repo = Repository.open(Path(argv[1]), "bench")
+        started = time.perf_counter()
+        summaries, _bad = repo.point_summaries()  # what `hvtui points` lists
+        print(json.dumps({"seconds": time.perf_counter() - started, "points": len(summaries)}))
+        return 0
+    if argv[0] == "ceiling":
+        print(json.dumps(ceiling(Path(argv[1]))))
+        return 0
     raise SystemExit(f"unknown internal command {argv[0]}")
+
+
+def ceiling(disk: Path, threads: int = 2) -> dict:
+    """What 2 threads can do at most on this data: read (page-cached), SHA-256 and lz4 every
+    allocated 1 MiB chunk, with nothing else (no dedup lookup, no write)."""
+    import threading
+
+    import lz4.block
+
+    offsets: list[int] = []
+    with open(disk, "rb") as fh:
+        size, offset = os.fstat(fh.fileno()).st_size, 0
+        while offset < size:
+            try:
+                start = os.lseek(fh.fileno(), offset, os.SEEK_DATA)
+                end = os.lseek(fh.fileno(), start, os.SEEK_HOLE)
+            except OSError:
+                break
+            offsets.extend(range(start - start % MiB, end, MiB))
+            offset = end
+    lock = threading.Lock()
+    todo = iter(offsets)
+
+    def work() -> None:
+        buf = bytearray(MiB)
+        with open(disk, "rb", buffering=0) as fh:
+            while True:
+                with lock:
+                    off = next(todo, None)
+                if off is None:
+                    return
+                n = os.preadv(fh.fileno(), [buf], off)
+                view = memoryview(buf)[:n]
+                hashlib.sha256(view).digest()
+                lz4.block.compress(view, store_size=False)
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    seconds = time.perf_counter() - started
+    return {"bytes": len(offsets) * MiB, "seconds": seconds, "mb_per_s": len(offsets) * MiB / 1e6 / seconds}
+
+
+def measure_points(work: Path, data_dir: Path, counts: list[int], versions: list[int]) -> dict[int, dict[int, float]]:
+    """Seconds one listing of every point takes (median of 3 processes) at each count."""
+    script = [sys.executable, str(Path(__file__).resolve()), "_hvtui"]
+    results: dict[int, dict[int, float]] = {}
+    for version in versions:
+        repo = work / f"points-v{version}"
+        shutil.rmtree(repo, ignore_errors=True)
+        made = 0
+        for count in sorted(counts):
+            print(f"  points: format {version}, {count} points ...", flush=True)
+            while made < count:
+                mode = "full" if made == 0 else "incremental"
+                run_tool([*script, "backup", str(repo), str(data_dir), mode, "1", "1", str(version)])
+                made += 1
+            listings = [json.loads(run_tool([*script, "points", str(repo)]).output) for _ in range(3)]
+            assert all(x["points"] == count for x in listings)
+            results.setdefault(version, {})[count] = statistics.median(x["seconds"] for x in listings)
+        shutil.rmtree(repo, ignore_errors=True)
+    return results
 
 
 def _bench_host_class():  # noqa: ANN202 - built lazily so the module imports without hvtui
@@ -573,9 +660,11 @@ def main(argv: list[str] | None = None) -> int:
         "--change-write", type=int, default=1024, help="size of each changing write, KiB (default 1024)"
     )
     parser.add_argument("--workdir", type=Path, help="where data and repositories go (default: a temp dir, removed)")
-    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset")
+    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2)")
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
+    parser.add_argument("--points", help="also time listing the points at these counts, e.g. 5,20,60 (v1 and v2)")
+    parser.add_argument("--ceiling", action="store_true", help="also measure the 2-thread read+SHA-256+lz4 ceiling")
     args = parser.parse_args(argv)
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hvtui-bench-"))
@@ -606,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
                 tools.append(Hvtui(work, data_dir))
                 if args.no_tracking:
                     tools.append(Hvtui(work, data_dir, 1, False, "hvtui no-RCT"))
+            if "hvtui-v2" in wanted:
+                tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 packs", version=2))
             if "restic" in wanted:
                 if shutil.which("restic"):
                     tools.append(Restic(work, data_dir))
@@ -622,6 +713,22 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Result] = {}
         measure(tools, disk, blocks, args, results)
         report(results, info, args, missing)
+        if args.ceiling:
+            top = json.loads(run_tool([sys.executable, str(Path(__file__).resolve()), "_hvtui", "ceiling", str(disk)]).output)
+            print()
+            print(f"2-thread ceiling (read + SHA-256 + lz4 of every allocated 1 MiB chunk): {top['mb_per_s']:.0f} MB/s")
+            for res in results.values():
+                if res.name.startswith("hvtui"):
+                    rate = info["allocated_bytes"] / 1e6 / res.med(res.full)
+                    print(f"  {res.name:<22} full backup {rate:.0f} MB/s of data = {rate / top['mb_per_s'] * 100:.0f} % of it")
+        if args.points:
+            counts = [int(x) for x in args.points.split(",")]
+            listing = measure_points(work, data_dir, counts, [1, 2])
+            print()
+            print("listing every point (one process each, what `hvtui points` reads; median of 3), ms:")
+            print(f"  {'format':<10}" + "".join(f"{c:>8}" for c in counts))
+            for version, by_count in listing.items():
+                print(f"  {version:<10}" + "".join(f"{by_count[c] * 1000:>8.1f}" for c in counts))
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -33,7 +33,10 @@ from hvtui.text import display_text
 
 log = logging.getLogger("hvtui")
 
-COMMAND_MODULES = ("info", "lab", "inventory", "check", "checkpoint", "change", "audit", "backup", "restore", "repair", "jobs", "config")
+COMMAND_MODULES = (
+    "info", "lab", "inventory", "check", "checkpoint", "change", "audit", "backup", "restore", "repair", "repo", "jobs",
+    "config",
+)
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]
 

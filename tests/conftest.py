@@ -1,4 +1,4 @@
-"""Shared fixtures: every test runs with its own XDG config/data/state directories."""
+"""Shared fixtures: every test runs with its own XDG config/data/state/cache directories."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hvtui.paths import Paths
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Paths:
     root = tmp_path_factory.mktemp("xdg")
-    for var, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state")):
+    for var, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
         (root / sub).mkdir()
         monkeypatch.setenv(var, str(root / sub))
     monkeypatch.delenv("HVTUI_CONFIG", raising=False)

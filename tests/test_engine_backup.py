@@ -36,9 +36,13 @@ def host(tmp_path: Path) -> DirHost:
     return h
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repository:
-    return Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+@pytest.fixture(params=[1, 2], ids=["v1", "v2"])
+def repo(tmp_path: Path, request: pytest.FixtureRequest) -> Repository:
+    """Every test runs on both formats: chunk files (v1) and packs with an index (v2)."""
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version=request.param)
+    if request.param == 2:
+        repo.store.pack_size = 256 * KiB  # type: ignore[union-attr]  # several packs per backup
+    return repo
 
 
 def restored(repo: Repository, point_id: str, tmp_path: Path, name: str) -> dict[str, bytes]:

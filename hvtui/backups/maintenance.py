@@ -1,4 +1,5 @@
-"""Repository maintenance for the backup service: verify, prune and repair.
+"""Repository maintenance for the backup service: verify, prune, repair, and the retention
+applied after each backup.
 
 ``Backups`` resolves which repository (and point) is meant and hands the work here; the
 same safety rules hold (``guard``): read-only refuses prune and repair and keeps verify
@@ -7,6 +8,8 @@ from quarantining, and every change is audit-logged.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,10 +19,12 @@ from hvtui.backups.points import PointIndex
 from hvtui.backups.repositories import RepositoryList
 from hvtui.clock import Clock
 from hvtui.config import RepositoryConfig, Retention
-from hvtui.engine.prune import PruneResult, run_prune
+from hvtui.engine.backup import BackupResult
+from hvtui.engine.prune import PruneResult, forget_expired, run_prune
 from hvtui.engine.repair import ConfigRepairPlan, plan_config_repair, repair_config
 from hvtui.engine.repository import Repository
 from hvtui.engine.verify import VerifyReport, run_verify
+from hvtui.errors import HvtuiError
 from hvtui.events import CancelToken, ProgressCallback
 
 
@@ -47,8 +52,9 @@ class RepositoryMaintenance:
         progress: ProgressCallback | None,
         cancel: CancelToken | None,
         timing: Timing,
+        read_share: float = 1.0,
     ) -> VerifyReport:
-        """Check ``repo`` (or its point ``point_id``).
+        """Check ``repo`` (or its point ``point_id``); ``read_share``: ``run_verify``'s.
 
         A full check quarantines each damaged chunk (renamed ``<id>.bad``, never deleted) so
         the next backup stores it again; audit-logged.  Read-only: it only reports (and the
@@ -67,6 +73,7 @@ class RepositoryMaintenance:
                 repair=writable,
                 progress_interval=timing.progress_interval,
                 lock_timeout=timing.lock_timeout,
+                read_share=read_share,
             )
         finally:
             self._points.invalidate(repo.name)  # verification records changed
@@ -135,3 +142,23 @@ class RepositoryMaintenance:
         self._repositories.forget(rc.name)
         self._points.invalidate(rc.name)
         return plan, kept
+
+    def apply_retention(self, repo: Repository, rc: RepositoryConfig, host_name: str, result: BackupResult) -> None:
+        """Retention for the VM just backed up; deleted points (or a failure) get their own audit entry."""
+        rules = dataclasses.asdict(rc.retention).items()
+        keep = ", ".join(f"{name.removeprefix('keep_')} {value}" for name, value in rules if value > 0) or "all"
+        args: dict[str, Any] = {"repository": rc.name, "vm_id": result.vm_id, "after": result.point_id, "keep": keep}
+        started = time.monotonic()
+        try:
+            result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id, vm_name=result.vm_name)
+        except (HvtuiError, OSError) as err:  # the new point is committed: a warning, not a failure
+            result.warnings.append(f"retention was not applied: {err}")
+            self._guard.audit_record(
+                "backup.retention", host_name, result.vm_name, args, "failed", str(err), time.monotonic() - started
+            )
+            return
+        if result.pruned:
+            args["removed"] = list(result.pruned)
+            self._guard.audit_record(
+                "backup.retention", host_name, result.vm_name, args, "ok", None, time.monotonic() - started
+            )

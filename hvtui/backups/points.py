@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from hvtui.engine.backup import point_order
-from hvtui.engine.manifest import POINT_ID_RE, Manifest
+from hvtui.engine.manifest import POINT_ID_RE
+from hvtui.engine.pointindex import PointSummary
 from hvtui.engine.repository import Repository
 from hvtui.errors import RepositoryError
 from hvtui.model import RestorePointSummary
@@ -166,8 +166,8 @@ class PointIndex:
             with self._lock:
                 self._checked[repo.name] = time.monotonic()
             return cached[1], cached[2]
-        manifests, bad = repo.load_points()
-        infos = [self._info(repo, m) for m in sorted(manifests, key=point_order)]
+        summaries, bad = repo.point_summaries()  # format 2: one small object, not every manifest
+        infos = [self._info(repo, m) for m in summaries]
         damaged = sorted((DamagedManifest(err.point or "?", repo.name, err.reason) for err in bad), key=lambda d: d.id)
         latest: dict[tuple[str, str], datetime] = {}
         for info in infos:
@@ -206,7 +206,7 @@ class PointIndex:
             self._checked.pop(repo_name, None)
 
     @staticmethod
-    def _info(repo: Repository, m: Manifest) -> PointInfo:
+    def _info(repo: Repository, m: PointSummary) -> PointInfo:
         record = repo.verification(m.id)
         return PointInfo(
             summary=RestorePointSummary(
@@ -217,12 +217,12 @@ class PointIndex:
                 time=m.time,
                 mode=m.mode,
                 logical_bytes=m.logical_bytes,
-                stored_bytes=int(m.stats.get("stored_bytes", 0)),
+                stored_bytes=m.stored_bytes,
                 verified=None if record is None else bool(record.get("ok")),
                 repository=repo.name,
             ),
             repository=repo.name,
             parent=m.parent,
-            files=len(m.files),
-            committed_ns=int(m.stats.get("committed_ns", 0)),
+            files=m.files,
+            committed_ns=m.committed_ns,
         )

@@ -55,7 +55,9 @@ class RepositoryList:
             if not create and not Repository.exists(rc.path):
                 Repository.check_missing(rc.path)  # points or chunks without a config: damaged, not absent
                 return None
-            repo = Repository.open(rc.path, name=rc.name, create=create)
+            repo = Repository.open(
+                rc.path, name=rc.name, create=create, version=rc.format, pack_size=rc.pack_size_mib * 1024 * 1024
+            )
             self._repos[rc.name] = repo
             return repo
 

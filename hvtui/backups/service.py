@@ -20,14 +20,14 @@ each named and audited, and no other Recovery checkpoint is touched (``leftovers
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from hvtui.audit import AuditLog
+from hvtui.backups import catalog
+from hvtui.backups.catalog import RepositoryInfo
 from hvtui.backups.guard import HostLookup, SafetyGuard
 from hvtui.backups.ledger import CheckpointJournal
 from hvtui.backups.leftovers import AUDIT_ACTION, LeftoverCheckpoints
@@ -40,7 +40,7 @@ from hvtui.config import RepositoryConfig, Retention
 from hvtui.engine.backup import BackupResult, run_backup
 from hvtui.engine.manifest import Manifest
 from hvtui.engine.progress import DEFAULT_INTERVAL
-from hvtui.engine.prune import PruneResult, forget_expired
+from hvtui.engine.prune import PruneResult
 from hvtui.engine.repair import ConfigRepairPlan, plan_config_repair
 from hvtui.engine.repository import PointNotFound, Repository
 from hvtui.engine.restore import RestoreResult, restore_to_directory, restore_to_host
@@ -292,7 +292,7 @@ class Backups:
             entry.args = {**ran, **{k: v for k, v in entry.args.items() if k != "mode"}, "point": result.point_id}
         self._points.invalidate(rc.name)
         if apply_retention:
-            self._apply_retention(repo, rc, host_name, result)
+            self._maintenance.apply_retention(repo, rc, host_name, result)
             self._points.invalidate(rc.name)
         return result
 
@@ -314,26 +314,6 @@ class Backups:
             f"{'are' if len(earlier.same_name) != 1 else 'is'} not built on (`hvtui points {earlier.earlier_ids[0]}` "
             "lists them, `hvtui restore` restores them)"
         ]
-
-    def _apply_retention(self, repo: Repository, rc: RepositoryConfig, host_name: str, result: BackupResult) -> None:
-        """Retention for the VM just backed up; deleted points (or a failure) get their own audit entry."""
-        rules = dataclasses.asdict(rc.retention).items()
-        keep = ", ".join(f"{name.removeprefix('keep_')} {value}" for name, value in rules if value > 0) or "all"
-        args: dict[str, Any] = {"repository": rc.name, "vm_id": result.vm_id, "after": result.point_id, "keep": keep}
-        started = time.monotonic()
-        try:
-            result.pruned = forget_expired(repo, rc.retention, host_name, result.vm_id, vm_name=result.vm_name)
-        except (HvtuiError, OSError) as err:  # the new point is committed: a warning, not a failure
-            result.warnings.append(f"retention was not applied: {err}")
-            self._guard.audit_record(
-                "backup.retention", host_name, result.vm_name, args, "failed", str(err), time.monotonic() - started
-            )
-            return
-        if result.pruned:
-            args["removed"] = list(result.pruned)
-            self._guard.audit_record(
-                "backup.retention", host_name, result.vm_name, args, "ok", None, time.monotonic() - started
-            )
 
     def plan_restore(
         self,
@@ -462,13 +442,14 @@ class Backups:
         repository: str | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        read_share: float = 1.0,
     ) -> VerifyReport:
         """Check a repository (or the repository holding ``point_id``): ``maintenance.verify``."""
         if point_id is not None:
             repo, _ = self.find_point(point_id, repository)
         else:
             repo = self._repositories.require_repository(repository)
-        return self._maintenance.verify(repo, point_id, quick, progress, cancel, self._timing())
+        return self._maintenance.verify(repo, point_id, quick, progress, cancel, self._timing(), read_share)
 
     def prune(
         self,
@@ -483,6 +464,21 @@ class Backups:
         """Apply the repository's retention, then remove unreferenced chunks: ``maintenance.prune``."""
         rc = self.repository_config(repository)
         return self._maintenance.prune(rc, dry_run, host, vm_id, retention, progress, cancel, self._timing())
+
+    def repository_infos(self, repository: str | None = None) -> list[RepositoryInfo]:
+        """What each configured repository (or the one named) is: ``hvtui repo list|info``."""
+        configs = [self.repository_config(repository)] if repository else self.repository_configs()
+        return catalog.list_infos(configs, self.open_repository, self._points.points_of)
+
+    def init_repository(
+        self, repository: str | None = None, version: int | None = None, pack_size_mib: int | None = None
+    ) -> RepositoryInfo:
+        """Create the configured repository in format ``version`` (default: its config's);
+        refused read-only, audit-logged; an existing one is an error (``catalog.init``)."""
+        rc = self.repository_config(repository)
+        catalog.init(rc, self._guard, version or rc.format, pack_size_mib or rc.pack_size_mib)
+        self._repositories.forget(rc.name)
+        return self.repository_infos(rc.name)[0]
 
     def plan_repository_repair(self, repository: str | None = None) -> ConfigRepairPlan:
         """What ``repair_repository`` would write (changes nothing; allowed read-only)."""

@@ -29,6 +29,7 @@ from hvtui.commands.output import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
+    EXIT_USAGE,
     emit_json,
     fail,
     reported,
@@ -41,6 +42,16 @@ from hvtui.text import display_text
 if TYPE_CHECKING:
     from hvtui.backups.points import DamagedManifest, PointListing, VMPoints
     from hvtui.core import Core
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage above 0 and at most 100, got {text}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -81,6 +92,13 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     )
     verify.add_argument("--point", metavar="ID", help="only this restore point")
     verify.add_argument("--quick", action="store_true", help="check presence and headers only, without reading data")
+    verify.add_argument(
+        "--read-data",
+        metavar="PERCENT",
+        type=_percent,
+        default=100.0,
+        help="re-read and re-hash only this random share of the chunks (the rest checked as --quick); default 100",
+    )
     verify.set_defaults(handler=run_verify_command)
 
     prune = subparsers.add_parser(
@@ -275,7 +293,9 @@ def run_points_command(args: argparse.Namespace, core: Core) -> int:
 def run_verify_command(args: argparse.Namespace, core: Core) -> int:
     bar = ProgressLine(enabled=not args.json)
     try:
-        report = core.backups.verify(args.point, args.quick, args.repo, progress=bar)
+        if args.quick and args.read_data != 100.0:
+            return fail(args, "--quick reads no data: it cannot be combined with --read-data", EXIT_USAGE)
+        report = core.backups.verify(args.point, args.quick, args.repo, progress=bar, read_share=args.read_data / 100)
     finally:
         bar.close()
     if args.json:
@@ -285,6 +305,8 @@ def run_verify_command(args: argparse.Namespace, core: Core) -> int:
         show(
             f"{kind} of repository {report.repository}: {report.points_checked} points, {report.chunks_checked} chunks"
             + ("" if args.quick else f", {size(report.bytes_checked)} read")
+            + ("" if args.quick or report.chunks_read == report.chunks_checked else
+               f" ({report.chunks_read} chunks re-read, a random {args.read_data:g} %; the rest checked quickly)")
             + f" in {report.duration:.1f} s."
         )
         if report.ok:
@@ -293,7 +315,12 @@ def run_verify_command(args: argparse.Namespace, core: Core) -> int:
             for line in report.lines():
                 show(f"  DAMAGED: {line}")
             show(f"Restore points affected: {', '.join(sorted(report.broken_points))}")
-            if report.quarantined:
+            if report.quarantined and report.version >= 2:
+                show(
+                    f"Quarantined {len(report.quarantined)} damaged chunk(s): taken out of the index (the pack keeps "
+                    "them for inspection, nothing deleted), so the next backup stores that data again."
+                )
+            elif report.quarantined:
                 show(
                     f"Quarantined {len(report.quarantined)} damaged chunk(s): renamed to <chunk>.bad under chunks/ "
                     "(kept for inspection, nothing deleted), so the next backup stores that data again."
@@ -383,7 +410,12 @@ def _print_prune(args: argparse.Namespace, result: Any) -> int:
         )
     if result.waited_for:
         show(f"  waited for: {'; '.join(result.waited_for)}")
-    if result.quarantined_files:
+    if result.quarantined_packs:
+        show(
+            f"  {result.quarantined_packs} pack(s) holding a chunk verify found damaged ({size(result.quarantined_bytes)}) "
+            "are kept whole under packs/ for inspection; prune never removes or rewrites them."
+        )
+    elif result.quarantined_files:
         show(
             f"  {result.quarantined_files} quarantined chunk file(s) (*.bad, {size(result.quarantined_bytes)}) are kept "
             "under chunks/ for inspection; prune never removes them: delete them by hand once examined."

@@ -164,7 +164,12 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
         retention = _retention(doc, item.keys["retention"]) if "retention" in item.keys else Retention()
         repositories.append(
             RepositoryConfig(
-                name=item.model.name, path=doc.resolve_path(item.model.path), default=item.model.default is True, retention=retention
+                name=item.model.name,
+                path=doc.resolve_path(item.model.path),
+                default=item.model.default is True,
+                retention=retention,
+                format=item.model.format if isinstance(item.model.format, int) else 1,
+                pack_size_mib=item.model.pack_size_mib if isinstance(item.model.pack_size_mib, int) else 32,
             )
         )
     if not section.items:

@@ -285,6 +285,8 @@ class RepositoryModel(Model, kw_only=True):
     path: path("The repository's directory.", missing="the repository's directory")
     default: boolean("The repository used when none is named.") | UnsetType = UNSET
     retention: RetentionModel | UnsetType = UNSET
+    format: integer(1, 2, "On-disk format of a repository created here: 1 (default) or 2, packs (docs/repository-format.md).") | UnsetType = UNSET
+    pack_size_mib: integer(16, 128, "Format 2: target size of a pack file in MiB (default 32).") | UnsetType = UNSET
 
 
 class JobsModel(Model):

@@ -133,6 +133,8 @@ class RepositoryConfig:
     path: Path
     default: bool = False
     retention: Retention = field(default_factory=Retention)
+    format: int = 1  # the format a repository created here gets (an existing one says its own)
+    pack_size_mib: int = 32  # format 2 only
 
 
 @dataclass(frozen=True, slots=True)

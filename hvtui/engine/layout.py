@@ -24,6 +24,7 @@ from hvtui.errors import RepositoryError
 from hvtui.files import fsync_dir
 
 SUBDIRS = ("chunks", "points", "verified", "locks", "tmp")
+PACK_SUBDIRS = ("packs", "index")  # format 2 only (packfile.py, packindex.py)
 IGNORED = frozenset({"lost+found"})  # a filesystem's own folder at the top of a mounted disk
 LOCK_FILE = "repo.lock"
 
@@ -136,12 +137,13 @@ def count_data(root: Path) -> tuple[int, int]:
     """(manifests under points/, chunk objects under chunks/<2 hex>/), counted by their names."""
     manifests = sum(1 for n in _names(root / "points") or [] if n.endswith(".json") and not n.startswith("."))
     chunks = 0
-    chunks_dir = root / "chunks"
-    for sub in _names(chunks_dir) or []:
-        subdir = chunks_dir / sub
-        if len(sub) != 2 or os.path.islink(subdir) or not os.path.isdir(subdir):
-            continue
-        chunks += sum(1 for n in _names(subdir) or [] if _HEX64.fullmatch(n) or n.endswith(".bad"))
+    for top in ("chunks", "packs"):  # format 1 chunk objects, format 2 packs
+        chunks_dir = root / top
+        for sub in _names(chunks_dir) or []:
+            subdir = chunks_dir / sub
+            if len(sub) != 2 or os.path.islink(subdir) or not os.path.isdir(subdir):
+                continue
+            chunks += sum(1 for n in _names(subdir) or [] if _HEX64.fullmatch(n) or n.endswith(".bad"))
     return manifests, chunks
 
 
@@ -156,8 +158,9 @@ def inspect_folder(root: Path) -> FolderState:
     manifests, chunks = count_data(root)
     if manifests or chunks:
         return FolderState("damaged", manifests, chunks)
-    if not set(names) <= set(SUBDIRS):
-        return FolderState("foreign", detail=", ".join(sorted(set(names) - set(SUBDIRS))))
+    known = set(SUBDIRS + PACK_SUBDIRS)
+    if not set(names) <= known:
+        return FolderState("foreign", detail=", ".join(sorted(set(names) - known)))
     for sub in names:
         path = root / sub
         if os.path.islink(path) or not os.path.isdir(path):

@@ -17,8 +17,6 @@ import hashlib
 import os
 import queue
 import threading
-import time
-from pathlib import Path
 from typing import Any
 
 from hvtui.engine.chunking import HoleMap, chunk_span
@@ -26,7 +24,7 @@ from hvtui.engine.fsutil import data_extents, fadvise
 from hvtui.engine.plan import FilePlan
 from hvtui.engine.progress import Meter
 from hvtui.engine.repository import Repository
-from hvtui.engine.store import CODEC_RAW, HEADER, compress_chunk
+from hvtui.engine.store import CODEC_RAW, compress_chunk
 from hvtui.errors import Cancelled, RepositoryError
 from hvtui.events import CancelToken
 
@@ -60,7 +58,7 @@ class ChunkPipeline:
             self.pool.put(bytearray(self.chunk_size))
         self.work_q: queue.Queue[tuple[int, int, bytearray, int] | None] = queue.Queue(maxsize=n_buffers)
         self.write_q: queue.Queue[tuple[bytes, int, int, Any, bytearray | None] | None] = queue.Queue(maxsize=4)
-        self.publish_q: queue.Queue[list[tuple[Path, bytes]] | None] = queue.Queue(maxsize=2)
+        self.publish_q: queue.Queue[Any] = queue.Queue(maxsize=2)
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.zero = bytes(self.chunk_size)
@@ -76,6 +74,7 @@ class ChunkPipeline:
         self.batch_bytes = BATCH_BYTES
         self.batch_seconds = BATCH_SECONDS
         self.fsync_each = False
+        self.sink: Any = None  # the store's sink, made by run() (v1 FileSink, v2 PackSink)
 
     # -- queue helpers that give up when the pipeline stops ---------------------------------
     def _put(self, q: queue.Queue, item: object) -> bool:
@@ -225,42 +224,41 @@ class ChunkPipeline:
             self._fail(err)
 
     def _writer(self) -> None:
-        """Write chunk objects under temporary names; hand them over in batches."""
-        batch: list[tuple[Path, bytes]] = []
-        batch_bytes = 0
-        batch_started = time.monotonic()
+        """Write new chunks through the store's sink; hand them over in batches (v1: 16 MiB or
+        1 s of chunk objects; v2: one pack of the target size)."""
+        sink = self.sink
         try:
             while True:
                 job = self._get(self.write_q)
                 if job is None:
                     break
                 digest, codec, length, payload, buf = job
-                tmp = self.store.write_tmp(digest, codec, length, payload, self.owner, fsync=self.fsync_each)
-                written = HEADER.size + len(payload)
+                written = sink.add(digest, codec, length, payload)
                 if buf is not None:
                     payload.release()
                     self.pool.put(buf)
-                if tmp is None:
+                if not written:
                     continue
-                batch.append((tmp, digest))
-                batch_bytes += written
                 with self.stats_lock:
                     self.new_chunks += 1
                 self.meter.add(stored=written)
-                if batch_bytes >= self.batch_bytes or time.monotonic() - batch_started >= self.batch_seconds:
-                    if not self._put(self.publish_q, batch):
-                        break
-                    batch, batch_bytes, batch_started = [], 0, time.monotonic()
-            if not self.stop.is_set() and self._put(self.publish_q, batch):
-                batch = []
-                self._put(self.publish_q, None)
+                batch = sink.take()
+                if batch is not None and not self._put(self.publish_q, batch):
+                    sink.discard(batch)
+                    break
+            if not self.stop.is_set():
+                batch = sink.take(force=True)
+                if batch is not None and not self._put(self.publish_q, batch):
+                    sink.discard(batch)
+                else:
+                    self._put(self.publish_q, None)
         except BaseException as err:  # noqa: BLE001
             self._fail(err)
         finally:
-            self.store.discard(batch)  # never handed over: never left looking good
+            sink.close()  # never handed over: never left looking good
 
     def _publisher(self) -> None:
-        """Sync each batch to disk, then give its objects their final names.
+        """Make each batch durable, then give it its final name(s).
 
         A thread of its own so that waiting for the disk overlaps hashing and compressing.
         """
@@ -269,7 +267,7 @@ class ChunkPipeline:
                 batch = self._get(self.publish_q)
                 if batch is None:
                     return
-                self.store.publish(batch, synced=self.fsync_each)
+                self.sink.publish(batch)
         except BaseException as err:  # noqa: BLE001
             self._fail(err)
         finally:
@@ -282,12 +280,13 @@ class ChunkPipeline:
                 leftover = self.publish_q.get_nowait()
             except queue.Empty:
                 return
-            if leftover:
-                self.store.discard(leftover)
+            if leftover is not None:
+                self.sink.discard(leftover)
 
     # -- driver ---------------------------------------------------------------------------------
     def run(self, plans: list[FilePlan]) -> None:
         self.plans = plans
+        self.sink = self.store.sink(self.owner, self.fsync_each, self.batch_bytes, self.batch_seconds)
         reader = threading.Thread(target=self._reader, name="hvtui-backup-reader", daemon=True)
         workers = [
             threading.Thread(target=self._worker, name=f"hvtui-backup-worker-{i}", daemon=True)

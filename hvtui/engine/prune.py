@@ -26,9 +26,11 @@ from hvtui.config import Retention
 from hvtui.engine.layout import is_own_tmp_name, regular_file, require_real_dir
 from hvtui.engine.locks import VMLock, vm_label
 from hvtui.engine.manifest import Manifest
+from hvtui.engine.packstore import PackStore
 from hvtui.engine.parent import point_order
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
+from hvtui.engine.store import ChunkStore
 from hvtui.errors import Cancelled
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.files import fsync_dir
@@ -116,6 +118,7 @@ class PruneResult:
     gc_skipped: str | None = None  # why unreferenced chunks were left alone
     quarantined_files: int = 0  # chunk objects verify quarantined (<id>.bad): kept, never removed by prune
     quarantined_bytes: int = 0
+    quarantined_packs: int = 0  # format 2: packs holding a chunk verify found damaged (counted in the two above)
     waited_for: list[str] = field(default_factory=list)
     duration: float = 0.0
 
@@ -217,7 +220,12 @@ def run_prune(
         quarantined: list[Path] = []
         if dry_run:
             if not bad:
-                result.chunks_unreferenced = sum(1 for d in repo.store.iter_ids(quarantined) if d not in referenced)
+                if isinstance(repo.store, PackStore):
+                    result.chunks_unreferenced = repo.store.unreferenced(referenced)
+                    quarantined = repo.store.evidence_packs()
+                    result.quarantined_packs = len(quarantined)
+                else:
+                    result.chunks_unreferenced = sum(1 for d in repo.store.iter_ids(quarantined) if d not in referenced)
                 _count_quarantined(result, quarantined)
             return result
         cancel.check()
@@ -232,7 +240,11 @@ def run_prune(
             return result
         meter.start_phase("gc", message="removing unreferenced chunks")
         touched: set[str] = set()
-        for digest in list(repo.store.iter_ids(quarantined)):
+        if isinstance(repo.store, PackStore):
+            result.chunks_removed, result.bytes_freed = repo.store.sweep(referenced, lock.id)
+            quarantined = repo.store.evidence_packs()
+            result.quarantined_packs = len(quarantined)
+        for digest in list(repo.store.iter_ids(quarantined)) if isinstance(repo.store, ChunkStore) else []:
             if cancel.cancelled:
                 raise Cancelled("prune cancelled (expired points are gone; some unreferenced chunks remain)")
             if digest in referenced:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hvtui.engine.layout import (
+    PACK_SUBDIRS,
     SUBDIRS,
     RepositoryNeedsRepair,
     count_data,
@@ -42,13 +43,15 @@ class ConfigRepairPlan:
     chunk_size: int
     chunk_size_source: str
     created: datetime | None  # the oldest point's time, kept as the repository's creation time
+    version: int = 1  # 2 when the folder holds packs or index files (format 2)
 
     def describe(self) -> str:
         """One sentence saying exactly what the repair does."""
         keep = " (the damaged file is kept as config.json.damaged-<time>)" if self.problem != "is missing" else ""
         return (
             f"write a new config.json for the repository at {self.root}{keep}: chunk size "
-            f"{self.chunk_size // 1024} KiB ({self.chunk_size_source}), SHA-256, lz4; it holds {self.manifests} "
+            f"{self.chunk_size // 1024} KiB ({self.chunk_size_source}), SHA-256, lz4"
+            f"{', format 2 (it holds packs), pack size 32 MiB' if self.version >= 2 else ''}; it holds {self.manifests} "
             f"readable restore point(s), {self.damaged_manifests} damaged manifest(s) and {self.chunks} chunk "
             "object(s), none of which is changed"
         )
@@ -62,7 +65,15 @@ class ConfigRepairPlan:
             "chunks": self.chunks,
             "chunk_size": self.chunk_size,
             "chunk_size_source": self.chunk_size_source,
+            "version": self.version,
         }
+
+
+def _names(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def config_problem(root: Path) -> str | None:
@@ -114,7 +125,8 @@ def plan_config_repair(root: Path) -> ConfigRepairPlan:
         else:
             chunk_size, source = DEFAULT_CHUNK_SIZE, "the default"
     manifests, chunks = count_data(root)
-    return ConfigRepairPlan(root, problem, manifests - damaged, damaged, chunks, chunk_size, source, oldest)
+    version = 2 if any(_names(root / sub) for sub in PACK_SUBDIRS) else 1
+    return ConfigRepairPlan(root, problem, manifests - damaged, damaged, chunks, chunk_size, source, oldest, version)
 
 
 def repair_config(plan: ConfigRepairPlan) -> str | None:
@@ -128,9 +140,9 @@ def repair_config(plan: ConfigRepairPlan) -> str | None:
             if os.path.lexists(root / "config.json"):
                 kept = f"config.json.damaged-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
                 os.rename(root / "config.json", root / kept)
-            for sub in SUBDIRS:
+            for sub in SUBDIRS + (PACK_SUBDIRS if plan.version >= 2 else ()):
                 make_private_dir(root / sub)
-            publish_config(root, new_config(plan.chunk_size, plan.created))
+            publish_config(root, new_config(plan.chunk_size, plan.created, version=plan.version))
         except OSError as err:
             raise disk_error(err, f"rebuilding config.json at {root}") from err
     Repository.read_config(root)  # what was written reads back

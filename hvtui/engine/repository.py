@@ -23,6 +23,7 @@ from typing import Any
 
 from hvtui.engine.fsutil import atomic_write_json
 from hvtui.engine.layout import (
+    PACK_SUBDIRS,
     SUBDIRS,
     RepositoryNeedsRepair,
     inspect_folder,
@@ -32,12 +33,17 @@ from hvtui.engine.layout import (
 )
 from hvtui.engine.locks import RepositoryLock, creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
+from hvtui.engine.packfile import DEFAULT_PACK_SIZE, MAX_PACK_SIZE, MIN_PACK_SIZE
+from hvtui.engine.packstore import PackStore
+from hvtui.engine.pointindex import PointIndexFile, PointSummary, summary_order
 from hvtui.engine.store import ChunkStore, disk_error
 from hvtui.errors import RepositoryError
 from hvtui.files import atomic_write, fsync_dir
 
 FORMAT = "hvtui-repository"
-VERSION = 1
+VERSION = 2  # the newest format this hvtui reads and writes
+DEFAULT_VERSION = 1  # what a new repository is made as unless asked (v2 lacks encryption and migration yet)
+VERSIONS = (1, 2)
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 MIN_CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = 16 * 1024 * 1024
@@ -47,17 +53,50 @@ class PointNotFound(RepositoryError):
     pass
 
 
-def new_config(chunk_size: int, created: datetime | None = None) -> dict[str, Any]:
+def new_config(
+    chunk_size: int, created: datetime | None = None, version: int = DEFAULT_VERSION, pack_size: int | None = None
+) -> dict[str, Any]:
     """The ``config.json`` of a new repository (or one rebuilt by a repair)."""
-    return {
+    config: dict[str, Any] = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": version,
         "id": uuid.uuid4().hex,
         "created": (created or datetime.now(UTC)).astimezone(UTC).isoformat(),
         "chunk_size": chunk_size,
         "hash": "sha256",
         "compression": "lz4-block",
     }
+    if version >= 2:
+        config["pack_size"] = pack_size or DEFAULT_PACK_SIZE
+    return config
+
+
+def check_pack_size(pack_size: int) -> None:
+    if not MIN_PACK_SIZE <= pack_size <= MAX_PACK_SIZE:
+        raise RepositoryError(f"pack size must be between 16 and 128 MiB, not {pack_size / 2**20:g} MiB")
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns)
+
+
+class _RefreshingLock(RepositoryLock):
+    """A repository lock that re-reads the store's index once it is held, so an operation
+    never works from an index another process changed (a prune) before the lock."""
+
+    def __init__(self, store: ChunkStore | PackStore, *args: Any) -> None:
+        super().__init__(*args)
+        self._store = store
+
+    def acquire(self, *args: Any, **kwargs: Any) -> RepositoryLock:
+        super().acquire(*args, **kwargs)
+        try:
+            self._store.refresh()
+        except BaseException:
+            self.release()
+            raise
+        return self
 
 
 class Repository:
@@ -67,10 +106,16 @@ class Repository:
         self.config = config
         self.id: str = config["id"]
         self.chunk_size: int = config["chunk_size"]
-        self.store = ChunkStore(root)
+        self.version: int = config["version"]
+        self.store: ChunkStore | PackStore
+        if self.version >= 2:
+            self.store = PackStore(root, self.id, config["pack_size"])
+        else:
+            self.store = ChunkStore(root)
         self.points_dir = root / "points"
         self.verified_dir = root / "verified"
         self.tmp_dir = root / "tmp"
+        self.point_index = PointIndexFile(root / "index", root / "tmp") if self.version >= 2 else None
         self._cache: dict[str, tuple[tuple[int, int], Manifest]] = {}
         self._cache_lock = threading.Lock()
 
@@ -91,7 +136,17 @@ class Repository:
             )
 
     @classmethod
-    def open(cls, root: Path, name: str = "default", create: bool = False, chunk_size: int | None = None) -> Repository:
+    def open(
+        cls,
+        root: Path,
+        name: str = "default",
+        create: bool = False,
+        chunk_size: int | None = None,
+        version: int = DEFAULT_VERSION,
+        pack_size: int | None = None,
+    ) -> Repository:
+        """Open the repository at ``root`` (its ``config.json`` says which format it is);
+        ``create`` makes one when there is none, of format ``version``."""
         root = Path(root).expanduser()
         config_path = root / "config.json"
         if not config_path.exists():
@@ -102,9 +157,9 @@ class Repository:
                     "nothing has been backed up there yet"
                 )
                 raise RepositoryError(f"no backup repository at {root} ({why})")
-            cls._create(root, chunk_size or DEFAULT_CHUNK_SIZE)
+            cls._create(root, chunk_size or DEFAULT_CHUNK_SIZE, version, pack_size)
         config = cls.read_config(root)
-        for sub in SUBDIRS:
+        for sub in SUBDIRS + (PACK_SUBDIRS if config["version"] >= 2 else ()):
             with contextlib.suppress(OSError):  # a read-only repository (a snapshot) is still readable
                 make_private_dir(root / sub)
             require_real_dir(root / sub)
@@ -148,12 +203,16 @@ class Repository:
             problem = "has no repository id"
         elif not isinstance(size, int) or not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE or config.get("hash") != "sha256":
             problem = "has an unsupported chunk size or hash"
+        elif version >= 2 and (
+            not isinstance(config.get("pack_size"), int) or not MIN_PACK_SIZE <= config["pack_size"] <= MAX_PACK_SIZE
+        ):
+            problem = "has an invalid pack size"
         if problem is not None:
             raise damaged(problem, f"repository {root}: config.json {problem}")
         return config
 
     @classmethod
-    def _create(cls, root: Path, chunk_size: int) -> None:
+    def _create(cls, root: Path, chunk_size: int, version: int = DEFAULT_VERSION, pack_size: int | None = None) -> None:
         """Create a repository, or finish one whose creation was interrupted.
 
         ``config.json`` is what makes a folder a repository and appears last, in one step
@@ -163,6 +222,10 @@ class Repository:
         """
         if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
             raise RepositoryError(f"chunk size must be a power of two between 64 KiB and 16 MiB, not {chunk_size}")
+        if version not in VERSIONS:
+            raise RepositoryError(f"unknown repository format {version!r} (this hvtui writes {', '.join(map(str, VERSIONS))})")
+        if pack_size is not None:
+            check_pack_size(pack_size)
         try:
             root.parent.mkdir(parents=True, exist_ok=True)
             make_private_dir(root)  # a folder given to hvtui keeps its mode; one hvtui makes is owner-only
@@ -178,9 +241,9 @@ class Repository:
                 raise RepositoryError(
                     f"{root} is not empty and is not an hvtui repository; refusing to create one there"
                 )
-            config = new_config(chunk_size)
+            config = new_config(chunk_size, version=version, pack_size=pack_size)
             try:
-                for sub in SUBDIRS:
+                for sub in SUBDIRS + (PACK_SUBDIRS if version >= 2 else ()):
                     make_private_dir(root / sub)
                     require_real_dir(root / sub)
                 publish_config(root, config)
@@ -190,7 +253,7 @@ class Repository:
     # -- locks ---------------------------------------------------------------------------
     def lock(self, kind: str, operation: str, detail: str = "", reading: bool = False) -> RepositoryLock:
         """``reading``: only reads (a restore), so it works in a repository that cannot be written."""
-        return RepositoryLock(self.root, kind, operation, detail, reading)
+        return _RefreshingLock(self.store, self.root, kind, operation, detail, reading)
 
     # -- points --------------------------------------------------------------------------
     def point_path(self, point_id: str) -> Path:
@@ -245,16 +308,55 @@ class Repository:
         good.sort(key=lambda m: (m.time, m.id))
         return good, bad
 
+    def point_summaries(self) -> tuple[list[PointSummary], list[ManifestError]]:
+        """What a listing needs of every point (oldest first) and the damaged manifests.
+
+        Format 2 reads the point index (one object) and only the manifests it lacks;
+        format 1 reads every manifest.
+        """
+        if self.point_index is None:
+            good, bad = self.load_points()
+            return sorted((PointSummary.of(m) for m in good), key=summary_order), bad
+        return self.point_index.listing(self.point_stamps(), self._load_for_listing)
+
+    def point_stamps(self) -> dict[str, tuple[int, int]]:
+        """Each manifest's (size, mtime ns) by point id: what changes when a manifest does."""
+        stamps: dict[str, tuple[int, int]] = {}
+        try:
+            entries = list(os.scandir(self.points_dir))
+        except FileNotFoundError:
+            return stamps
+        for entry in entries:
+            if entry.name.endswith(".json") and not entry.name.startswith("."):
+                with contextlib.suppress(OSError):
+                    st = entry.stat()
+                    stamps[entry.name[:-5]] = (st.st_size, st.st_mtime_ns)
+        return stamps
+
+    def _load_for_listing(self, point_id: str) -> Manifest:
+        try:
+            return self.load_point(point_id)
+        except PointNotFound:
+            raise FileNotFoundError(point_id) from None
+        except ManifestError:
+            raise
+        except RepositoryError as err:  # a stray file whose name is not a point id
+            raise ManifestError(f"{point_id}: {err}", point_id, str(err)) from None
+
     def commit_point(self, manifest: Manifest) -> Path:
         """Make a point exist: chunk directories durable first, then the manifest, atomically."""
-        for directory in self.store.touched_dirs():
-            fsync_dir(directory)
-        fsync_dir(self.store.chunks_dir)
+        self.store.make_durable()
         path = self.point_path(manifest.id)
         try:
             atomic_write(path, manifest.to_bytes(), tmp_dir=self.tmp_dir)
         except OSError as err:
             raise disk_error(err, f"writing the manifest of {manifest.id}") from err
+        if self.point_index is not None:
+            # The point exists now; the index is a cache, so a failure here only costs the
+            # next listing a read of this manifest.
+            with contextlib.suppress(OSError):
+                if not self.point_index.add(manifest, _stamp(path)):
+                    self.point_summaries()  # no usable point index: build it from the manifests, once
         return path
 
     def delete_point(self, point_id: str) -> None:
@@ -262,6 +364,8 @@ class Repository:
             os.unlink(self.point_path(point_id))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.verified_dir / f"{point_id}.json")
+        if self.point_index is not None:
+            self.point_index.remove(point_id)
         with self._cache_lock:
             self._cache.pop(point_id, None)
 

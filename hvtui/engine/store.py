@@ -22,6 +22,7 @@ import os
 import stat
 import struct
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,6 +302,18 @@ class ChunkStore:
         self.publish([(tmp, digest)], synced=True)
         return HEADER.size + len(payload)
 
+    def sink(self, owner: str, fsync: bool, batch_bytes: int, batch_seconds: float) -> FileSink:
+        return FileSink(self, owner, fsync, batch_bytes, batch_seconds)
+
+    def refresh(self) -> None:
+        """Nothing to re-read: the directory is the index."""
+
+    def make_durable(self) -> None:
+        """Before a manifest: every chunk directory the backup touched, and ``chunks/``."""
+        for directory in self.touched_dirs():
+            fsync_dir(directory)
+        fsync_dir(self.chunks_dir)
+
     def touched_dirs(self) -> list[Path]:
         return [self.chunks_dir / prefix for prefix in sorted(self._dirs_made)]
 
@@ -341,3 +354,51 @@ class ChunkStore:
         except FileNotFoundError:
             return 0
         return size
+
+
+class FileSink:
+    """Where the backup pipeline's writer thread puts new chunks: one object file each.
+
+    Objects go to ``tmp/`` and are handed to the publisher thread in batches (``take``: 16 MiB
+    or 1 s of work), which fdatasyncs and renames them into ``chunks/``.
+    """
+
+    def __init__(self, store: ChunkStore, owner: str, fsync: bool, batch_bytes: int, batch_seconds: float) -> None:
+        self.store = store
+        self.owner = owner
+        self.fsync = fsync
+        self.batch_bytes = batch_bytes
+        self.batch_seconds = batch_seconds
+        self.batch: list[tuple[Path, bytes]] = []
+        self.size = 0
+        self.started = time.monotonic()
+
+    def add(self, digest: bytes, codec: int, raw_len: int, payload: bytes | bytearray | memoryview) -> int:
+        tmp = self.store.write_tmp(digest, codec, raw_len, payload, self.owner, fsync=self.fsync)
+        if tmp is None:
+            return 0
+        if not self.batch:
+            self.started = time.monotonic()
+        self.batch.append((tmp, digest))
+        written = HEADER.size + len(payload)
+        self.size += written
+        return written
+
+    def take(self, force: bool = False) -> list[tuple[Path, bytes]] | None:
+        if not self.batch:
+            return None
+        if force or self.size >= self.batch_bytes or time.monotonic() - self.started >= self.batch_seconds:
+            batch, self.batch, self.size = self.batch, [], 0
+            return batch
+        return None
+
+    def publish(self, batch: list[tuple[Path, bytes]]) -> None:
+        self.store.publish(batch, synced=self.fsync)
+
+    def discard(self, batch: list[tuple[Path, bytes]] | None) -> None:
+        if batch:
+            self.store.discard(batch)
+
+    def close(self) -> None:
+        self.store.discard(self.batch)
+        self.batch, self.size = [], 0

@@ -11,7 +11,9 @@ finds it "present" and stores it again, which heals every point that references 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import random
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +23,7 @@ from typing import Any
 from hvtui.clock import Clock, SystemClock
 from hvtui.engine.fsutil import tune_allocator
 from hvtui.engine.manifest import Manifest, ManifestError
+from hvtui.engine.packstore import PackStore
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
 from hvtui.engine.repository import Repository
 from hvtui.engine.store import HEADER, MAGIC, ChunkDamaged, ChunkMissing, decode_chunk
@@ -55,11 +58,14 @@ class VerifyReport:
     quarantined: list[str] = field(default_factory=list)  # hex ids of chunks this verify quarantined
     repair_skipped: str | None = None  # why damaged chunks were left under their names
     affected_vms: list[dict[str, Any]] = field(default_factory=list)  # {"host", "vm_id", "vm_name", "points"}
+    pack_problems: list[dict[str, str]] = field(default_factory=list)  # format 2: {"pack", "problem"}
+    chunks_read: int = 0  # full mode: chunks re-read and re-hashed (all, or a random share)
+    version: int = 1  # the repository's format (what a quarantine did differs)
     duration: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.damaged_manifests and not self.chunk_problems
+        return not self.damaged_manifests and not self.chunk_problems and not self.pack_problems
 
     def next_steps(self) -> list[str]:
         """What the operator should do about the damage found, one sentence each."""
@@ -78,6 +84,12 @@ class VerifyReport:
                     "and the new point is complete either way"
                 )
             steps.append("then run `hvtui verify` again to confirm")
+        if self.pack_problems:
+            steps.append(
+                "a pack's trailer is damaged or disagrees with the index: while the index names its chunks they "
+                "are still read (each is hash-checked), but the index can no longer be rebuilt from that pack; "
+                "keep index/ and the pack as they are, and run a full backup of the affected VMs"
+            )
         if self.damaged_manifests:
             steps.append(
                 "a damaged manifest cannot be repaired: its restore point is lost (the other points are unaffected); "
@@ -88,6 +100,7 @@ class VerifyReport:
     def lines(self) -> list[str]:
         out = [f"manifest of {m['point']}: {m['problem']}" for m in self.damaged_manifests]
         out += [p.describe() for p in self.chunk_problems]
+        out += [f"pack {p['pack'][:16]}: {p['problem']}" for p in self.pack_problems]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +120,8 @@ class VerifyReport:
             "quarantined": self.quarantined,
             "repair_skipped": self.repair_skipped,
             "affected_vms": self.affected_vms,
+            "pack_problems": self.pack_problems,
+            "chunks_read": self.chunks_read,
             "next_steps": self.next_steps(),
             "duration": round(self.duration, 3),
         }
@@ -114,6 +129,8 @@ class VerifyReport:
 
 def check_chunk_quick(repo: Repository, digest: bytes) -> str | None:
     """Presence and a header/length check, without reading the payload."""
+    if isinstance(repo.store, PackStore):
+        return repo.store.check_quick(digest)
     path = repo.store.path(digest)
     try:
         size = os.stat(path).st_size
@@ -141,11 +158,13 @@ def _missing(repo: Repository, digest: bytes) -> str:
 class ChunkCheck:
     problem: str | None  # None: the chunk is good
     size: int  # stored bytes read
-    inode: int | None = None  # the damaged object's inode (None: nothing there to quarantine)
+    inode: int | str | None = None  # the damaged object's inode, v2: its pack (None: nothing to quarantine)
 
 
 def check_chunk_full(repo: Repository, digest: bytes) -> ChunkCheck:
     """Read, decompress and re-hash one chunk object."""
+    if isinstance(repo.store, PackStore):
+        return ChunkCheck(*repo.store.check_full(digest))
     try:
         blob, inode = repo.store.read_blob_inode(digest)
     except ChunkMissing:
@@ -161,6 +180,11 @@ def check_chunk_full(repo: Repository, digest: bytes) -> ChunkCheck:
     return ChunkCheck(None, len(blob))
 
 
+def _check_unread(repo: Repository, digest: bytes) -> ChunkCheck:
+    """A chunk outside a ``read_share`` sample: checked like ``--quick``, never quarantined."""
+    return ChunkCheck(check_chunk_quick(repo, digest), 0)
+
+
 def run_verify(
     repo: Repository,
     point_id: str | None = None,
@@ -174,8 +198,13 @@ def run_verify(
     progress_interval: float = DEFAULT_INTERVAL,
     lock_timeout: float | None = 3600.0,
     workers: int = 2,
+    read_share: float = 1.0,
 ) -> VerifyReport:
     """Check the chosen point (or every point); a full check quarantines damaged chunks.
+
+    ``read_share`` (full checks; 0 < share <= 1): re-read and re-hash only that random share
+    of the chunks and check the others like ``quick`` (restic's ``--read-data-subset``).
+    Outcomes are recorded under ``verified/`` only when every chunk was read.
 
     ``record`` keeps each point's outcome under ``verified/``; ``repair`` (full checks only)
     renames each damaged chunk object to ``<name>.bad``.  Read-only callers pass both False.
@@ -185,7 +214,7 @@ def run_verify(
     clock = clock or SystemClock()
     meter = Meter(progress, progress_interval)
     started = time.monotonic()
-    report = VerifyReport(repository=repo.name, quick=quick)
+    report = VerifyReport(repository=repo.name, quick=quick, version=repo.version)
 
     def on_wait(message: str) -> None:
         if progress is not None:
@@ -214,10 +243,16 @@ def run_verify(
             for digest in manifest.chunk_ids():
                 users.setdefault(digest, []).append(manifest.id)
         digests = sorted(users)
+        if not 0 < read_share <= 1:
+            raise ValueError(f"read_share must be in (0, 1], not {read_share}")
+        to_read = set(digests)
+        if not quick and read_share < 1:
+            to_read = set(random.sample(digests, math.ceil(len(digests) * read_share)))
+        report.chunks_read = 0 if quick else len(to_read)
         meter.start_phase("verify", total=len(digests), message="checking chunks" + (" (quick)" if quick else ""))
 
         problems: dict[bytes, str] = {}
-        damaged_inodes: dict[bytes, int] = {}  # full mode: the objects to quarantine
+        damaged_inodes: dict[bytes, int | str] = {}  # full mode: the objects to quarantine
         if quick:
             for digest in digests:
                 cancel.check()
@@ -245,7 +280,8 @@ def run_verify(
                     for digest in digests:
                         if cancel.cancelled:
                             raise Cancelled("verify cancelled")
-                        window.append((digest, pool.submit(check_chunk_full, repo, digest)))
+                        check = check_chunk_full if digest in to_read else _check_unread
+                        window.append((digest, pool.submit(check, repo, digest)))
                         if len(window) >= workers * 4:
                             drain()
                     while window:
@@ -254,6 +290,12 @@ def run_verify(
                     for _, future in window:
                         future.cancel()
         report.chunks_checked = len(digests)
+        if isinstance(repo.store, PackStore) and point_id is None:
+            # Every pack's trailer against the index: a pack whose trailer is damaged can no
+            # longer rebuild the index, even while the index still finds its chunks.
+            report.pack_problems = [
+                {"pack": pack_id, "problem": problem} for pack_id, problem in sorted(repo.store.check_packs().items())
+            ]
         if damaged_inodes and not repair:
             report.repair_skipped = f"{len(damaged_inodes)} damaged chunk(s) were not quarantined (read-only)"
         elif quick and any(p not in ("missing", QUARANTINED_EARLIER) for p in problems.values()):
@@ -262,7 +304,7 @@ def run_verify(
             points = sorted(users[digest])
             moved = None
             if repair and digest in damaged_inodes:
-                bad_path = repo.store.quarantine(digest, damaged_inodes[digest])
+                bad_path = repo.store.quarantine(digest, damaged_inodes[digest])  # type: ignore[arg-type]
                 if bad_path is not None:
                     moved = bad_path.relative_to(repo.root).as_posix()
                     report.quarantined.append(digest.hex())
@@ -279,7 +321,7 @@ def run_verify(
                 )
                 vm["points"].append(manifest.id)
         report.affected_vms = [vms[key] for key in sorted(vms)]
-        if record and not quick:
+        if record and not quick and report.chunks_read == len(digests):
             now = clock.now()
             for manifest in manifests:
                 reasons = report.broken_points.get(manifest.id, [])

@@ -1,0 +1,130 @@
+"""What each repository is (``hvtui repo list|info``): backend, format, encryption, size,
+points and last backup, read through the same listing the console uses."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hvtui.backups.guard import SafetyGuard
+from hvtui.backups.points import DamagedManifest, PointInfo
+from hvtui.config import RepositoryConfig
+from hvtui.engine.repository import Repository
+from hvtui.errors import ReadOnlyError, RepositoryError
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryInfo:
+    name: str
+    path: Path
+    default: bool
+    state: str  # "ok", "absent" (nothing backed up there yet) or "damaged"
+    version: int | None = None  # the format its config.json records
+    chunk_size: int | None = None
+    pack_size: int | None = None  # format 2
+    encrypted: bool = False  # no format encrypts yet (issue 20, step 2)
+    backend: str = "local"
+    size_bytes: int = 0
+    points: int = 0
+    damaged_points: int = 0
+    last_backup: datetime | None = None
+    problem: str | None = None  # why it is damaged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "default": self.default,
+            "state": self.state,
+            "backend": self.backend,
+            "format": self.version,
+            "chunk_size": self.chunk_size,
+            "pack_size": self.pack_size,
+            "encrypted": self.encrypted,
+            "size_bytes": self.size_bytes,
+            "points": self.points,
+            "damaged_points": self.damaged_points,
+            "last_backup": self.last_backup.isoformat() if self.last_backup else None,
+            "problem": self.problem,
+        }
+
+
+def folder_size(path: Path) -> int:
+    """Bytes allocated under ``path`` (links not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def describe(rc: RepositoryConfig, repo: Repository, points: list[PointInfo], damaged: list[DamagedManifest]) -> RepositoryInfo:
+    return RepositoryInfo(
+        name=rc.name,
+        path=rc.path,
+        default=rc.default,
+        state="ok",
+        version=repo.version,
+        chunk_size=repo.chunk_size,
+        pack_size=repo.config.get("pack_size"),
+        size_bytes=folder_size(repo.root),
+        points=len(points),
+        damaged_points=len(damaged),
+        last_backup=max((p.summary.time for p in points), default=None),
+    )
+
+
+def absent(rc: RepositoryConfig) -> RepositoryInfo:
+    return RepositoryInfo(name=rc.name, path=rc.path, default=rc.default, state="absent")
+
+
+def damaged(rc: RepositoryConfig, problem: str) -> RepositoryInfo:
+    return RepositoryInfo(name=rc.name, path=rc.path, default=rc.default, state="damaged", problem=problem)
+
+
+def list_infos(
+    configs: list[RepositoryConfig],
+    open_repository: Callable[[str], Repository | None],
+    points_of: Callable[[Repository], tuple[list[PointInfo], list[DamagedManifest]]],
+) -> list[RepositoryInfo]:
+    out: list[RepositoryInfo] = []
+    for rc in configs:
+        try:
+            repo = open_repository(rc.name)
+            if repo is None:
+                out.append(absent(rc))
+                continue
+            points, bad = points_of(repo)
+        except RepositoryError as err:  # damaged: said, not raised, so the others are listed
+            out.append(damaged(rc, str(err)))
+            continue
+        out.append(describe(rc, repo, points, bad))
+    return out
+
+
+def init(rc: RepositoryConfig, guard: SafetyGuard, version: int, pack_size_mib: int) -> None:
+    """Create the repository ``rc`` names, in format ``version``; refused read-only, audit-logged."""
+    args = {"repository": rc.name, "path": str(rc.path), "format": version, "pack_size_mib": pack_size_mib}
+    target = f"repository:{rc.name}"
+    reason = guard.read_only_reason()
+    if reason is not None:
+        guard.audit_record("repo.init", target, None, args, "refused", f"read-only: {reason}")
+        raise ReadOnlyError(f"repo init refused: {reason}")
+    try:
+        if Repository.exists(rc.path):
+            existing = Repository.read_config(rc.path)
+            raise RepositoryError(
+                f"repository {rc.name!r} at {rc.path} already exists (format {existing.get('version')}); nothing changed"
+            )
+        Repository.check_missing(rc.path)  # points or chunks without a config: repair it, do not re-create it
+        Repository.open(rc.path, name=rc.name, create=True, version=version, pack_size=pack_size_mib * 1024 * 1024)
+    except RepositoryError as err:
+        guard.audit_record("repo.init", target, None, args, "failed", str(err))
+        raise
+    guard.audit_record("repo.init", target, None, args, "ok", None)

@@ -1,0 +1,112 @@
+"""`hvtui repo init|list|info`: create a configured repository, say what each one is.
+
+``init`` creates the repository a ``repositories:`` entry names, in the format asked for
+(``--format``, default the entry's ``format``): a change, so it is refused read-only and
+audit-logged; an existing repository is never touched.  ``list`` and ``info`` only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+import humanize
+
+from hvtui.commands import show
+from hvtui.commands.output import EXIT_OK, emit_json, reported
+
+if TYPE_CHECKING:
+    from hvtui.backups.catalog import RepositoryInfo
+    from hvtui.core import Core
+
+
+def _pack_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of MiB, got {text!r}") from None
+    if not 16 <= value <= 128:
+        raise argparse.ArgumentTypeError(f"expected 16 to 128 (MiB), got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "repo",
+        parents=parents,
+        help="create a repository, or say what each repository is",
+        description="Create a configured repository (init) or show what each one is: backend, format, "
+        "encryption, size, restore points and last backup (list, info).",
+    )
+    actions = parser.add_subparsers(dest="repo_action", metavar="ACTION", required=True)
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+
+    init = actions.add_parser("init", parents=[*parents, output], help="create a configured repository")
+    init.add_argument("name", nargs="?", metavar="NAME", help="repository name from the config (default: the default one)")
+    init.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 2),
+        help="1: one file per chunk; 2: pack files with an index and a point index (default: the config's, else 1)",
+    )
+    init.add_argument("--pack-size", type=_pack_size, metavar="MIB", help="format 2: target pack size, 16-128 MiB")
+    init.set_defaults(handler=run_init)
+
+    listing = actions.add_parser("list", parents=[*parents, output], help="every configured repository")
+    listing.set_defaults(handler=run_list)
+    info = actions.add_parser("info", parents=[*parents, output], help="one repository in detail")
+    info.add_argument("name", nargs="?", metavar="NAME", help="repository name from the config (default: the default one)")
+    info.set_defaults(handler=run_info)
+
+
+def _describe(info: RepositoryInfo) -> list[str]:
+    if info.state == "absent":
+        return [f"{info.name}: {info.path} (nothing backed up there yet)"]
+    if info.state == "damaged":
+        return [f"{info.name}: {info.path}: DAMAGED: {info.problem}"]
+    packs = f", packs of {info.pack_size // 2**20} MiB" if info.pack_size else ""
+    last = info.last_backup.strftime("%Y-%m-%d %H:%M UTC") if info.last_backup else "never"
+    damaged = f" ({info.damaged_points} damaged)" if info.damaged_points else ""
+    return [
+        f"{info.name}{' (default)' if info.default else ''}: {info.path}",
+        f"  backend {info.backend}, format {info.version}{packs}, chunks of {(info.chunk_size or 0) // 1024} KiB, "
+        f"{'encrypted' if info.encrypted else 'not encrypted'}",
+        f"  {humanize.naturalsize(info.size_bytes, binary=True)} on disk, {info.points} restore points{damaged}, "
+        f"last backup {last}",
+    ]
+
+
+@reported
+def run_init(args: argparse.Namespace, core: Core) -> int:
+    info = core.backups.init_repository(args.name, args.format, args.pack_size)
+    if args.json:
+        emit_json({"ok": True, **info.to_dict()})
+    else:
+        show(f"Created repository {info.name!r} at {info.path} in format {info.version}.")
+        for line in _describe(info)[1:]:
+            show(line)
+    return EXIT_OK
+
+
+@reported
+def run_list(args: argparse.Namespace, core: Core) -> int:
+    infos = core.backups.repository_infos()
+    if args.json:
+        emit_json({"ok": True, "repositories": [i.to_dict() for i in infos]})
+    else:
+        for info in infos:
+            for line in _describe(info):
+                show(line)
+    return EXIT_OK
+
+
+@reported
+def run_info(args: argparse.Namespace, core: Core) -> int:
+    (info,) = core.backups.repository_infos(args.name or core.backups.repository_config(None).name)
+    if args.json:
+        emit_json({"ok": True, **info.to_dict()})
+    else:
+        for line in _describe(info):
+            show(line)
+    return EXIT_OK

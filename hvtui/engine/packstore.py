@@ -1,0 +1,344 @@
+"""The chunk store of a format-2 repository: chunks in pack files, found through the index.
+
+It answers the same questions as format 1's ``ChunkStore`` (has, get, a sink for the backup
+pipeline, what to make durable before a manifest), so backup, restore, verify and prune
+work on either format.  See packfile.py (the files) and packindex.py (the index).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvtui.engine.packfile import DEFAULT_PACK_SIZE, PackDamaged, PackWriter, read_trailer
+from hvtui.engine.packindex import PackIndex
+from hvtui.engine.store import HEADER, MAGIC, ChunkDamaged, ChunkMissing, ChunkQuarantined, decode_chunk, disk_error
+from hvtui.files import fsync_dir
+
+# A pack whose referenced chunks fill less than this share of it is rewritten by prune
+# (restic's --max-unused plays the same role).
+REPACK_BELOW = 0.5
+
+
+class PackStore:
+    """``packs/`` and ``index/`` of a repository; thread-safe."""
+
+    def __init__(self, root: Path, repo_id: str, pack_size: int = DEFAULT_PACK_SIZE, cache_dir: Path | None = None) -> None:
+        self.root = root
+        self.tmp_dir = root / "tmp"
+        self.packs_dir = root / "packs"
+        self.pack_size = pack_size
+        self.index = PackIndex(root, repo_id, cache_dir)
+        self._touched: set[str] = set()
+        self._touched_lock = threading.Lock()
+
+    # -- index -------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Re-read the index (packs and index files other processes added or removed)."""
+        self.index.refresh()
+
+    def location(self, digest: bytes) -> tuple[str, int, int] | None:
+        return self.index.current().locations.get(digest)
+
+    def has(self, digest: bytes) -> bool:
+        return digest in self.index.current().locations
+
+    def iter_ids(self) -> list[bytes]:
+        return list(self.index.current().locations)
+
+    def pack_path(self, pack_id: str) -> Path:
+        return self.index.pack_path(pack_id)
+
+    # -- reading -----------------------------------------------------------------
+    def read_blob(self, digest: bytes) -> tuple[bytes, str]:
+        """The chunk object's bytes and the pack they came from."""
+        loc = self.location(digest)
+        if loc is None:
+            raise self.missing(digest)
+        pack_id, offset, length = loc
+        try:
+            with open(self.pack_path(pack_id), "rb", buffering=0) as fh:
+                blob = os.pread(fh.fileno(), length, offset)
+        except FileNotFoundError:
+            raise ChunkMissing(digest) from None
+        except OSError as err:
+            raise ChunkDamaged(digest, f"unreadable in pack {pack_id[:16]} ({err.strerror})") from None
+        if len(blob) != length:
+            raise ChunkDamaged(digest, f"truncated (pack {pack_id[:16]} ends inside it)")
+        return blob, pack_id
+
+    def get(self, digest: bytes, verify: bool = True) -> bytes:
+        return decode_chunk(digest, self.read_blob(digest)[0], verify)
+
+    def stored_size(self, digest: bytes) -> int:
+        loc = self.location(digest)
+        return loc[2] if loc is not None else 0
+
+    def quarantined(self, digest: bytes) -> Path | None:
+        """The pack a verify found this chunk damaged in, while no good copy is stored."""
+        state = self.index.current()
+        if digest in state.locations:
+            return None
+        for d, pack_id in state.dropped:
+            if d == digest:
+                return self.pack_path(pack_id)
+        return None
+
+    def missing(self, digest: bytes) -> ChunkMissing:
+        bad = self.quarantined(digest)
+        return ChunkQuarantined(digest, bad) if bad is not None else ChunkMissing(digest)
+
+    # -- verify ------------------------------------------------------------------
+    def check_quick(self, digest: bytes) -> str | None:
+        """Presence in the index, the pack's size and the blob's header; reads 16 bytes."""
+        loc = self.location(digest)
+        if loc is None:
+            return "quarantined by an earlier verify (its data was damaged)" if self.quarantined(digest) else "missing"
+        pack_id, offset, length = loc
+        try:
+            with open(self.pack_path(pack_id), "rb", buffering=0) as fh:
+                header = os.pread(fh.fileno(), HEADER.size, offset)
+        except FileNotFoundError:
+            return f"missing (its pack {pack_id[:16]} is gone)"
+        except OSError as err:
+            return f"unreadable ({err.strerror})"
+        if len(header) < HEADER.size:
+            return f"truncated (pack {pack_id[:16]} ends inside it)"
+        magic, _codec, _raw, pay_len = HEADER.unpack(header)
+        if magic != MAGIC:
+            return "bad header (not a chunk object)"
+        if HEADER.size + pay_len != length:
+            return f"its length in the index ({length}) does not match its header ({HEADER.size + pay_len})"
+        return None
+
+    def check_full(self, digest: bytes) -> tuple[str | None, int, str | None]:
+        """(problem or None, bytes read, the pack to quarantine the blob in)."""
+        try:
+            blob, pack_id = self.read_blob(digest)
+        except ChunkMissing:
+            return ("quarantined by an earlier verify (its data was damaged)" if self.quarantined(digest) else "missing"), 0, None
+        except ChunkDamaged as err:
+            loc = self.location(digest)
+            return err.reason, 0, loc[0] if loc else None
+        try:
+            decode_chunk(digest, blob)
+        except ChunkDamaged as err:
+            return err.reason, len(blob), pack_id
+        return None, len(blob), None
+
+    def quarantine(self, digest: bytes, pack_id: str | None = None) -> Path | None:
+        """Take a damaged blob out of the index (the pack keeps it as evidence); the next
+        backup that reads the data stores it again, in a new pack."""
+        loc = self.location(digest)
+        if loc is None or (pack_id is not None and loc[0] != pack_id):
+            return None
+        self.index.dropped(digest, loc[0])
+        try:
+            self.index.flush()
+        except OSError as err:
+            raise disk_error(err, f"recording damaged chunk {digest.hex()[:16]} in the index") from err
+        return self.pack_path(loc[0])
+
+    def check_packs(self) -> dict[str, str]:
+        """Every pack's trailer against the index: pack id -> problem."""
+        state = self.index.refresh()
+        problems = dict(state.damaged_packs)
+        for pack_id, entries in sorted(state.packs.items()):
+            try:
+                trailer = read_trailer(self.pack_path(pack_id), pack_id)
+            except FileNotFoundError:
+                problems[pack_id] = "missing"
+                continue
+            except PackDamaged as err:
+                problems[pack_id] = err.reason
+                continue
+            if sorted((e.digest, e.offset, e.length) for e in trailer) != sorted(
+                (e.digest, e.offset, e.length) for e in entries
+            ):
+                problems[pack_id] = "its trailer and the index disagree"
+        return problems
+
+    # -- writing -----------------------------------------------------------------
+    def sink(self, owner: str, fsync: bool, batch_bytes: int = 0, batch_seconds: float = 0.0) -> PackSink:
+        """``fsync`` is ignored (a pack is always synced whole before its rename), and so
+        are the batch limits: a pack is handed over when it reaches the target size."""
+        return PackSink(self, owner)
+
+    def publish_pack(self, writer: PackWriter, fsync: bool = True) -> int:
+        final = self.pack_path(writer.pack_id)
+        size = writer.finish(final, fsync)
+        with self._touched_lock:
+            self._touched.add(writer.pack_id[:2])
+        self.index.added(writer.pack_id, list(writer.entries))
+        return size
+
+    def make_durable(self) -> None:
+        """Before a manifest: the packs' directories, then an index naming the new packs."""
+        self.make_durable_dirs()
+        try:
+            self.index.flush()
+        except OSError as err:
+            raise disk_error(err, "writing the index") from err
+
+    def make_durable_dirs(self) -> None:
+        with self._touched_lock:
+            touched = sorted(self._touched)
+            self._touched.clear()
+        for prefix in touched:
+            fsync_dir(self.packs_dir / prefix)
+        if touched:
+            fsync_dir(self.packs_dir)
+
+    # -- prune -------------------------------------------------------------------
+    def unreferenced(self, referenced: set[bytes]) -> int:
+        return sum(1 for d in self.index.refresh().locations if d not in referenced)
+
+    def evidence_packs(self) -> list[Path]:
+        """Packs holding a blob a verify found damaged: kept whole by prune, as evidence."""
+        state = self.index.current()
+        return [self.pack_path(pid) for pid in sorted({pid for _d, pid in state.dropped if pid in state.packs})]
+
+    def sweep(self, referenced: set[bytes], owner: str) -> tuple[int, int]:
+        """Free the space of unreferenced chunks; (chunks removed, bytes freed).
+
+        Under the exclusive lock (``owner``: its id, which tags the new packs' temporary
+        files).  A pack with no referenced chunk is deleted; one whose referenced share is
+        under ``REPACK_BELOW`` of its bytes is rewritten: its live chunks are re-read,
+        hash-checked and copied into new packs (a pack with a damaged live chunk is kept
+        whole).  Order: new packs durable, then a new index naming exactly the packs that
+        stay (superseding every older index file) durable, and only then are packs and old
+        index files deleted.  A crash at any moment leaves an index whose packs all exist,
+        or name a pack about to be deleted, which a reader leaves out.  A pack holding a
+        blob a verify found damaged is evidence and is kept whole (``evidence_packs``).
+        """
+        state = self.index.refresh()
+        doomed: list[str] = []
+        repack: list[str] = []
+        evidence = {pid for _d, pid in state.dropped}
+        for pack_id, entries in state.packs.items():
+            if pack_id in evidence:
+                continue
+            total = sum(e.length for e in entries)
+            live = sum(e.length for e in entries if e.digest in referenced and (e.digest, pack_id) not in state.dropped)
+            if not live:
+                doomed.append(pack_id)
+            elif live < total * REPACK_BELOW:
+                repack.append(pack_id)
+        before = {e.digest for pid in doomed + repack for e in state.packs[pid]}
+        if not doomed and not repack and not state.unindexed and not state.damaged_indexes and not state.superseded:
+            return 0, 0
+        repacked = self._repack(repack, referenced, owner)
+        gone = set(doomed) | set(repacked)
+        keep = {pid: entries for pid, entries in self.index.current().packs.items() if pid not in gone}
+        dropped = [(d, p) for d, p in state.dropped if p in keep]
+        old = list(self.index.current().index_names)
+        self.index.write_index(keep, dropped, supersedes=old)
+        self.index.clear_pending()
+        freed = 0
+        for pack_id in sorted(gone):
+            path = self.pack_path(pack_id)
+            with contextlib.suppress(FileNotFoundError):
+                freed += os.stat(path).st_size
+                os.unlink(path)
+        for prefix in sorted({pid[:2] for pid in gone}):
+            fsync_dir(self.packs_dir / prefix)
+        for name in old:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.index.index_dir / name)
+        fsync_dir(self.index.index_dir)
+        self.index.state = None
+        still = self.index.refresh().locations
+        return sum(1 for d in before if d not in still), freed
+
+    def _repack(self, pack_ids: list[str], referenced: set[bytes], owner: str) -> list[str]:
+        """Copy the live chunks of ``pack_ids`` into new packs; the packs fully copied."""
+        done: list[str] = []
+        writer: PackWriter | None = None
+        copied: set[bytes] = set()
+        try:
+            for pack_id in pack_ids:
+                intact = True
+                for entry in self.index.current().packs.get(pack_id, []):
+                    if entry.digest not in referenced or entry.digest in copied:
+                        continue
+                    try:
+                        blob = self._read_at(pack_id, entry.offset, entry.length)
+                        decode_chunk(entry.digest, blob)
+                    except (OSError, ChunkDamaged):
+                        intact = False  # keep the pack: it is the only copy, and evidence
+                        continue
+                    if writer is None:
+                        writer = PackWriter(self.tmp_dir, owner)
+                    writer.add(entry.digest, blob[: HEADER.size], memoryview(blob)[HEADER.size :])
+                    copied.add(entry.digest)
+                    if writer.size >= self.pack_size:
+                        self.publish_pack(writer)
+                        writer = None
+                if intact:
+                    done.append(pack_id)
+            if writer is not None:
+                self.publish_pack(writer)
+                writer = None
+        finally:
+            if writer is not None:
+                writer.discard()
+        self.make_durable_dirs()
+        return done
+
+    def _read_at(self, pack_id: str, offset: int, length: int) -> bytes:
+        with open(self.pack_path(pack_id), "rb", buffering=0) as fh:
+            blob = os.pread(fh.fileno(), length, offset)
+        if len(blob) != length:
+            raise OSError(f"pack {pack_id[:16]} ends inside a chunk")
+        return blob
+
+
+@dataclass(slots=True)
+class _Batch:
+    writer: PackWriter
+
+
+class PackSink:
+    """Where the backup pipeline's writer thread puts new chunks: the current pack.
+
+    A pack is handed to the publisher thread (``take``) once it reaches the target size;
+    the publisher writes its trailer, fsyncs and renames it into ``packs/``.  A killed
+    backup loses at most the packs not yet published (one or two target sizes of work).
+    """
+
+    def __init__(self, store: PackStore, owner: str) -> None:
+        self.store = store
+        self.owner = owner
+        self.current: PackWriter | None = None
+
+    def add(self, digest: bytes, codec: int, raw_len: int, payload: bytes | bytearray | memoryview) -> int:
+        if self.store.has(digest):
+            return 0
+        if self.current is None:
+            self.current = PackWriter(self.store.tmp_dir, self.owner)
+        header = HEADER.pack(MAGIC, codec, raw_len, len(payload))
+        return self.current.add(digest, header, payload)
+
+    def take(self, force: bool = False) -> _Batch | None:
+        current = self.current
+        if current is None or not current.entries:
+            return None
+        if force or current.size >= self.store.pack_size:
+            self.current = None
+            return _Batch(current)
+        return None
+
+    def publish(self, batch: _Batch) -> None:
+        self.store.publish_pack(batch.writer)
+
+    def discard(self, batch: _Batch | None) -> None:
+        if batch is not None:
+            batch.writer.discard()
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.discard()
+            self.current = None
