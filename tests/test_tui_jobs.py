@@ -33,7 +33,7 @@ from hvtui.paths import Paths
 from hvtui.tui.app import HvtuiApp
 from hvtui.tui.jobs_ui import REDRAW_SECONDS
 from hvtui.tui.screens.backup_dialog import BackupDialog
-from hvtui.tui.screens.dialogs import ConfirmDialog
+from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog
 from hvtui.tui.screens.help import HelpScreen
 from hvtui.tui.screens.jobs import JobsScreen
 from hvtui.tui.screens.restore_dialog import RestoreDialog
@@ -399,7 +399,7 @@ async def test_in_place_restore_names_what_is_lost_and_defaults_to_no(lab: Path,
         await pilot.click("#target-in_place")
         assert app.screen.target == "in_place"
         await pilot.click("#next")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
         dialog = app.screen
         assert dialog.focused.id == "no"
         text = flat(screen_text(app))
@@ -421,7 +421,7 @@ async def test_in_place_restore_names_what_is_lost_and_defaults_to_no(lab: Path,
         await pilot.click("#target-in_place")
         await pilot.click("#next")
         assert await wait_until(pilot, lambda: "turn it off before restoring over it" in flat(screen_text(app)))
-        assert not isinstance(app.screen, ConfirmDialog)
+        assert not isinstance(app.screen, (ConfirmDialog, ChoiceDialog))
         assert core.jobs.jobs() == []
 
 
@@ -441,7 +441,7 @@ async def test_in_place_confirmation_names_checkpoints_made_after_the_point_and_
         assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
         await pilot.click("#target-in_place")
         await pilot.click("#next")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
         body = app.screen.body
         assert "Checkpoints lost (1)" in body and "'made after the point'" in body
         assert "Checkpoints restored: 'Clean install'" in body
@@ -451,6 +451,36 @@ async def test_in_place_confirmation_names_checkpoints_made_after_the_point_and_
         await pilot.press("enter")  # "No"
         assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen))
     assert [cp.name for cp in lab_vm(core, test01.host, test01.id).checkpoints][-1] == "made after the point"
+
+
+async def test_in_place_restore_can_back_the_vm_up_first(lab: Path, paths: Paths) -> None:
+    """ "Back up first" takes a backup of the VM as it is now, and restores only after it succeeded."""
+    core = jobs_core(lab, paths)
+    test01 = next(v for v in core.inventory.refresh().vms if v.name == "test01")  # off
+    core.backups.backup(test01.host, test01.id, "full")
+    core.host(test01.host).create_checkpoint(test01.id, "made after the point", "Standard")
+    core.inventory.refresh()
+    (point,) = core.backups.list_points(test01.host, test01.id)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        app.open_vm(test01.host, test01.id)
+        assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded)
+        await pilot.press("t")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
+        await pilot.click("#target-in_place")
+        await pilot.click("#next")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        assert "Back up first" in flat(screen_text(app))
+        await pilot.click("#choice-backup-first")
+        assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 2 and all(j.is_final for j in core.jobs.jobs()), 3000)
+    backup, restore = sorted(core.jobs.jobs(), key=lambda j: j.created)
+    assert (backup.kind, backup.state, restore.kind, restore.state) == ("backup", JobState.SUCCEEDED, "restore", JobState.SUCCEEDED)
+    assert restore.params["point_id"] == point.id
+    # The state before the restore is a restore point of its own, checkpoint and all.
+    before = [p for p in core.backups.list_points(test01.host, test01.id) if p.id != point.id]
+    assert [p.id for p in before] == [backup.summary["point_id"]]
+    assert "made after the point" not in [cp.name for cp in lab_vm(core, test01.host, test01.id).checkpoints]
 
 
 # -- limits, marks, quitting, the journal ---------------------------------------------------------------

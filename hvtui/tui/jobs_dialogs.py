@@ -20,10 +20,12 @@ from hvtui.model import VM, RestorePointSummary
 if TYPE_CHECKING:
     from hvtui.backups.restore_plan import RestorePlan
     from hvtui.tui.screens.backup_dialog import BackupRequest, BackupTarget
-    from hvtui.tui.screens.dialogs import ConfirmDialog
+    from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog
     from hvtui.tui.screens.restore_dialog import RestoreRequest
 
 log = logging.getLogger(__name__)
+
+BACKUP_FIRST = "backup-first"  # the in-place restore's "Back up first" choice
 
 
 class JobDialogsMixin:
@@ -139,7 +141,8 @@ class JobDialogsMixin:
         confirm = self.restore_confirmation(point, request, vm, await asyncio.to_thread(plan))
         if confirm is None:
             return
-        if not await app.push_screen_wait(confirm):
+        answer = await app.push_screen_wait(confirm)  # True (a ConfirmDialog) or a ChoiceDialog's choice
+        if answer in (None, False):
             return
 
         def submit() -> Job:
@@ -153,6 +156,26 @@ class JobDialogsMixin:
             )
 
         try:
+            if answer == BACKUP_FIRST and vm is not None:
+                app.notify(
+                    f"backing up {vm.name} first; the restore starts only if that backup succeeds",
+                    title="Restore",
+                    timeout=6,
+                    markup=False,
+                )
+                backup = await asyncio.to_thread(
+                    app.core.jobs.submit_backup, vm.host, vm.id, repository=point.repository, vm_name=vm.name
+                )
+                done = await asyncio.to_thread(app.core.jobs.wait, backup.id)
+                if done.state is not JobState.SUCCEEDED:
+                    app.notify(
+                        f"the backup of {vm.name} before the restore {done.state_word}: nothing was restored",
+                        title="Restore not started",
+                        severity="error",
+                        timeout=15,
+                        markup=False,
+                    )
+                    return
             job = await asyncio.to_thread(submit)
         except Exception as err:
             title = "Refused" if isinstance(err, (ReadOnlyError, RefusedError)) else "Restore not started"
@@ -162,11 +185,12 @@ class JobDialogsMixin:
 
     def restore_confirmation(
         self, point: RestorePointSummary, request: RestoreRequest, vm: VM | None, plan: RestorePlan | None = None
-    ) -> ConfirmDialog | None:
+    ) -> ConfirmDialog | ChoiceDialog | None:
         """The confirmation for a restore, naming exactly what it overwrites and loses (the
         ``plan``: checkpoints by name, files and bytes), or None after telling the user why
-        it cannot go ahead."""
-        from hvtui.tui.screens.dialogs import ConfirmDialog
+        it cannot go ahead.  In place it offers to back the VM up first (a checkpoint would
+        not do: the restore replaces the whole VM folder, checkpoints included)."""
+        from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog
         from hvtui.tui.screens.restore_dialog import point_label
 
         label = point_label(point)
@@ -197,9 +221,11 @@ class JobDialogsMixin:
                 "checkpoints with the restore point's. These are lost:\n"
                 f"  - its current disks and everything written to them since the point was taken:\n{disks}\n"
                 f"{details}"
-                f"The VM is {vm.state}. This cannot be undone: back it up first (b) if unsure."
+                f"The VM is {vm.state}. This cannot be undone. \"Back up first\" backs the VM up as it is "
+                "now and restores only if that backup succeeds."
             )
-            return ConfirmDialog(f"Overwrite VM {vm.name} on {vm.host}?", body, yes_label=f"Overwrite {vm.name}")
+            choices = [(BACKUP_FIRST, "Back up first"), ("overwrite", f"Overwrite {vm.name}")]
+            return ChoiceDialog(f"Overwrite VM {vm.name} on {vm.host}?", body, choices)
         if request.target == "new":
             body = (
                 f"Creates a new VM {request.new_name!r} on host {point.host} from {label}. "
