@@ -1,0 +1,10 @@
+"""Genuine MS-VHDX files: the structures (format.py) and one file's blocks and bitmaps (file.py).
+
+In the hosts layer, not under the lab, because more than the lab needs it: the lab writes its
+disks with it, and the engine (a layer above) can parse a frozen file's BAT with the same code.
+"""
+
+from hvtui.hosts.vhdx.file import BLOCK_SIZE, Ranges, VhdxFile, create_vhdx, locator_for
+from hvtui.hosts.vhdx.format import ParentLocator, VhdxFormatError
+
+__all__ = ["BLOCK_SIZE", "ParentLocator", "Ranges", "VhdxFile", "VhdxFormatError", "create_vhdx", "locator_for"]
