@@ -61,9 +61,9 @@ def create_vhdx(
             os.pwrite(fd, fmt.Header(seq, uuid.uuid4(), data_write).pack(), at)
         for at in fmt.REGION_TABLE_OFFSETS:
             os.pwrite(fd, fmt.pack_region_table(bat_length), at)
-        packed = meta.pack()  # the table, then items from 64 KiB on: the zeros between stay a hole
-        os.pwrite(fd, packed[: fmt.METADATA_ITEMS_AT].rstrip(b"\0"), fmt.METADATA_OFFSET)
-        os.pwrite(fd, packed[fmt.METADATA_ITEMS_AT :], fmt.METADATA_OFFSET + fmt.METADATA_ITEMS_AT)
+        table, items = meta.pack_parts()  # the zeros between the table and the items stay a hole
+        os.pwrite(fd, table, fmt.METADATA_OFFSET)
+        os.pwrite(fd, items, fmt.METADATA_OFFSET + fmt.METADATA_ITEMS_AT)
         os.ftruncate(fd, fmt.BAT_OFFSET + bat_length)  # log and BAT are holes: empty log, every block absent
         if fsync:
             os.fsync(fd)
@@ -378,10 +378,24 @@ class VhdxFile:
         return changed
 
 
+def current_header(path: Path) -> fmt.Header:
+    """The valid header with the higher sequence number (all a child's linkage needs of its parent)."""
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            if fh.read(8) != fmt.FILE_SIGNATURE:
+                raise VhdxFormatError(path, "not a VHDX file (no 'vhdxfile' identifier)")
+            headers = [fmt.Header.parse(os.pread(fh.fileno(), fmt.HEADER_SIZE, at)) for at in fmt.HEADER_OFFSETS]
+    except FileNotFoundError:
+        raise VhdxFormatError(path, "disk file does not exist") from None
+    valid = [h for h in headers if h is not None]
+    if not valid:
+        raise VhdxFormatError(path, "both VHDX headers are damaged (signature or CRC-32C)")
+    return max(valid, key=lambda h: h.sequence)
+
+
 def locator_for(child: Path, parent_name: str, linkage: UUID | None = None) -> fmt.ParentLocator:
     """A parent locator naming ``parent_name`` beside ``child``; the linkage is read from the parent."""
     parent_path = child.parent / parent_name
     if linkage is None:
-        with VhdxFile(parent_path) as parent:
-            linkage = parent.header.data_write_guid
+        linkage = current_header(parent_path).data_write_guid
     return fmt.ParentLocator(linkage, ".\\" + parent_name, str(parent_path.absolute()))

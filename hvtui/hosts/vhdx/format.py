@@ -242,6 +242,11 @@ class Metadata:
 
     def pack(self) -> bytes:
         """The metadata region's used bytes: the table, then the items from 64 KiB on."""
+        table, data = self.pack_parts()
+        return table.ljust(METADATA_ITEMS_AT, b"\0") + data
+
+    def pack_parts(self) -> tuple[bytes, bytes]:
+        """(the table, unpadded; the items, which go at METADATA_ITEMS_AT)."""
         items: list[tuple[UUID, bytes, int]] = [
             (FILE_PARAMETERS, struct.pack("<II", self.block_size, 2 if self.parent else 0), _META_REQUIRED),
             (VIRTUAL_DISK_SIZE, struct.pack("<Q", self.virtual_size), _META_REQUIRED | _META_VIRTUAL_DISK),
@@ -256,7 +261,7 @@ class Metadata:
         for guid, value, flags in items:
             table += _META_ENTRY.pack(guid.bytes_le, METADATA_ITEMS_AT + len(data), len(value), flags)
             data += value.ljust(-(-len(value) // 8) * 8, b"\0")
-        return table.ljust(METADATA_ITEMS_AT, b"\0") + data
+        return table, data
 
     @classmethod
     def parse(cls, raw: bytes) -> Metadata:
