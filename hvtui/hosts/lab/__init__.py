@@ -2,8 +2,9 @@
 
 Modules, bottom to top (each imports only modules above it in this list):
 
-- ``disk``        the virtual disk file format (sparse 1 MiB blocks, differencing chains),
-                  chain reading/writing, merging, ``read_logical``/``logical_digest``;
+- ``disk``        the VM disks: genuine VHDX (the format is ``hvtui.hosts.vhdx``), dynamic
+                  bases and differencing chains with sector bitmaps, 1 MiB blocks; chain
+                  reading/writing, merging, ``read_logical``/``logical_digest``;
 - ``state``       the per-host state file (``host.json``, atomic rewrite), the host lock and
                   per-VM operation locks (fcntl), the change-tracking logs (``.rct``), and
                   ``lab_host_names``;

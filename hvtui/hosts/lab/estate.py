@@ -26,17 +26,17 @@ from hvtui.errors import HvtuiError, RefusedError
 from hvtui.files import atomic_write
 from hvtui.hosts.lab.profiles import MIB, PROFILE_BUILDERS, PROFILES
 from hvtui.hosts.lab.records import iso
-from hvtui.hosts.lab.state import STATE_FILE, FileLock, lab_host_names
+from hvtui.hosts.lab.state import STATE_FILE, FileLock, is_old_format_host, lab_host_names, old_format_message
 
 log = logging.getLogger(__name__)
 
 LAB_FILE = "lab.json"
-LAB_FORMAT = 1
+LAB_FORMAT = 2  # 2: VM disks are genuine VHDX (see state.STATE_FORMAT)
 DEFAULT_SEED = 20261124
 # Disk a lab of each profile takes: (fixed, per unit of --size), fitted over du after builds at
 # sizes 0.01 to 3 and rounded up. Checked before building, so a full disk is named up front
 # instead of met half-way through.
-PROFILE_DISK_BYTES = {"demo": (40 * MIB, 600 * MIB), "bench": (8 * MIB, 1830 * MIB), "scale": (8 * MIB, 520 * MIB)}
+PROFILE_DISK_BYTES = {"demo": (40 * MIB, 600 * MIB), "bench": (8 * MIB, 1830 * MIB), "scale": (8 * MIB, 700 * MIB)}
 
 
 def lab_disk_estimate(profile: str, size: float = 1.0) -> int:
@@ -108,14 +108,20 @@ def init_lab(
         existing = lab_host_names(lab_dir)
         if existing and not force:
             info = read_lab_info(lab_dir) or {}
+            old = " built by an older hvtui with non-VHDX disk files," if is_old_lab(lab_dir) else ""
             raise RefusedError(
                 f"a lab already exists at {lab_dir} (profile {info.get('profile', 'unknown')}, "
-                f"{len(existing)} hosts): use --force to replace it (its VMs and files are deleted)"
+                f"{len(existing)} hosts){old}: use --force to replace it (its VMs and files are deleted)"
             )
         _build_lab(lab_dir, profile, clock, seed, replace=lab_dir.exists(), size=size)
     finally:
         lock.release()
     return lab_status(lab_dir)
+
+
+def is_old_lab(lab_dir: Path) -> bool:
+    """True when the lab's hosts keep their disks in the pre-VHDX format (rebuild it to use it)."""
+    return any(is_old_format_host(Path(lab_dir) / name) for name in lab_host_names(lab_dir))
 
 
 def sweep_leftovers_if_idle(lab_dir: Path) -> None:
@@ -235,6 +241,9 @@ def lab_status(lab_dir: Path) -> dict[str, Any]:
             state = json.loads((root / STATE_FILE).read_bytes())
         except (OSError, ValueError) as err:
             hosts.append({"name": name, "error": f"unreadable state: {err}"})
+            continue
+        if isinstance(state, dict) and is_old_format_host(root):
+            hosts.append({"name": name, "error": old_format_message(root)})
             continue
         vms = state.get("vms", {})
         nbytes = 0

@@ -28,7 +28,7 @@ from hvtui.hosts.base import BackupSource, CheckpointTaken, Host, HostSnapshot, 
 from hvtui.hosts.lab import backup, checkpoints, restore, vms
 from hvtui.hosts.lab.inventory import InventoryReader
 from hvtui.hosts.lab.records import default_checkpoint_name, iso
-from hvtui.hosts.lab.state import VM_ROOT, save_state
+from hvtui.hosts.lab.state import STATE_FORMAT, VM_ROOT, save_state
 from hvtui.hosts.lab.store import LOCK_TIMEOUT, LabStore
 from hvtui.model import VM, Checkpoint
 
@@ -109,7 +109,7 @@ class LabHost(Host):
             raise HostError(name, "create host", f"{root} already holds a lab host")
         (root / VM_ROOT).mkdir(exist_ok=True)
         state = {
-            "format": 1,
+            "format": STATE_FORMAT,
             "name": name,
             "profile": profile,
             "group": group,

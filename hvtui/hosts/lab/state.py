@@ -32,7 +32,9 @@ from hvtui.errors import HostError
 from hvtui.files import atomic_write
 
 STATE_FILE = "host.json"
-STATE_FORMAT = 1
+# 2: the VM disks are genuine VHDX. 1 was the lab's own disk format, which nothing else reads.
+STATE_FORMAT = 2
+OLD_DISK_FORMAT_STATE = 1
 HOST_LOCK = ".host.lock"
 LOCK_DIR = ".locks"
 RCT_DIR = ".rct"
@@ -62,11 +64,30 @@ def load_state(root: Path, host_name: str, cached: bool = False) -> dict[str, An
         state = json.loads(path.read_bytes())
     except (OSError, ValueError) as err:
         raise HostError(host_name, "inventory", f"lab state {path} is unreadable: {err}", kind="protocol") from None
+    if isinstance(state, dict) and state.get("format") == OLD_DISK_FORMAT_STATE:
+        raise HostError(host_name, "inventory", old_format_message(root), kind="protocol")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or not isinstance(state.get("vms"), dict):
         raise HostError(host_name, "inventory", f"lab state {path} is not a format-{STATE_FORMAT} lab host state", kind="protocol")
     if cached:
         _state_cache[str(path)] = (key, state)
     return state
+
+
+def old_format_message(root: Path) -> str:
+    return (
+        f"lab host {root} was built by an older hvtui whose disk files were its own format, not VHDX: "
+        "rebuild the lab with `hvtui lab reset` (or `hvtui lab init --force`); its VMs, checkpoints "
+        "and disk files are deleted and the profile's estate is built again as genuine VHDX"
+    )
+
+
+def is_old_format_host(root: Path) -> bool:
+    """True for a lab host whose state says its disks are in the pre-VHDX format."""
+    try:
+        state = json.loads((root / STATE_FILE).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("format") == OLD_DISK_FORMAT_STATE
 
 
 def lab_host_names(lab_dir: Path) -> list[str]:

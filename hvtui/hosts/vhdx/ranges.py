@@ -1,0 +1,67 @@
+"""Virtual-disk byte ranges → the VHDX file byte ranges that can hold their changes.
+
+Resilient Change Tracking reports what changed in the *virtual disk*. An incremental backup that
+keeps each VHDX file byte for byte needs the *file* ranges to re-read: the payload blocks that
+cover the changed virtual ranges, the sector-bitmap block of each such block's chunk in a
+differencing file, and always the structures a write may touch (the 1 MiB header section, the
+log region, the metadata region, the BAT region), plus everything past the size the file had
+at the previous point (new blocks are appended). Every other byte is as it was.
+
+Not wired into the engine yet (see issue 18 §3): this is the translation it is to use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from hvtui.hosts.vhdx import format as fmt
+from hvtui.hosts.vhdx.file import VhdxFile
+
+Ranges = list[tuple[int, int]]
+
+
+def _coalesce(ranges: Iterable[tuple[int, int]]) -> Ranges:
+    out: list[list[int]] = []
+    for start, end in sorted((off, off + length) for off, length in ranges if length > 0):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(start, end - start) for start, end in out]
+
+
+def file_ranges_for(path: Path, virtual_ranges: Iterable[tuple[int, int]], previous_file_size: int) -> Ranges:
+    """The file ranges of ``path`` to re-read for these changed virtual ranges (sorted, merged).
+
+    Raises VhdxFormatError for a file that is not VHDX or whose log is not empty (the caller then
+    reads the whole file and says why).
+    """
+    with VhdxFile(path) as disk:
+        size = os.fstat(disk.fd).st_size
+        wanted: list[tuple[int, int]] = [
+            (0, fmt.MiB),  # identifier, both headers, both region tables
+            (disk.header.log_offset, disk.header.log_length),
+            (disk.metadata_offset, fmt.METADATA_LENGTH),
+            (disk.bat_offset, disk.bat_length),
+        ]
+        if size > previous_file_size:
+            wanted.append((previous_file_size, size - previous_file_size))
+        bs = disk.block_size
+        blocks: set[int] = set()
+        for offset, length in virtual_ranges:
+            if length <= 0:
+                continue
+            if offset < 0 or offset + length > disk.virtual_size:
+                raise ValueError(f"changed range {offset}+{length} lies outside the {disk.virtual_size}-byte disk")
+            blocks.update(range(offset // bs, (offset + length - 1) // bs + 1))
+        for block in sorted(blocks):
+            payload = disk.block_offset(block)
+            if payload:
+                wanted.append((payload, bs))
+            if disk.parent is not None:
+                at = disk.bitmap_block_offset(block)
+                if at:
+                    wanted.append((at, fmt.SECTOR_BITMAP_BLOCK))
+    return [(off, min(length, size - off)) for off, length in _coalesce(wanted) if off < size]
