@@ -170,9 +170,10 @@ class Core:
 
     def _build_jobs(self) -> JobManager:
         """The manager the console and the CLI share: limits from ``config.jobs``, the journal
-        under the user state directory, backup and restore kinds registered."""
+        under the user state directory, the backup, restore and change-window kinds registered."""
         from hvtui.jobs.kinds import register_engine_kinds
         from hvtui.jobs.kinds.base import EngineServices
+        from hvtui.jobs.kinds.change import change_open_kind
         from hvtui.jobs.manager import JobManager
 
         limits = self.config.jobs
@@ -184,8 +185,6 @@ class Core:
             services=EngineServices(backups_of=lambda: self.backups, hosts=self._hosts, audit=self.audit),
         )
         register_engine_kinds(manager)
-        from hvtui.jobs.kinds.change import change_open_kind
-
         manager.register_kind(change_open_kind(lambda: self.changes))
         return manager
 
