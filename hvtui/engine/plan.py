@@ -16,6 +16,8 @@ from hvtui.engine.manifest import FileEntry, Manifest, check_rel_path
 from hvtui.engine.store import ChunkStore
 from hvtui.errors import HvtuiError, RepositoryError
 from hvtui.hosts.base import SourceFile
+from hvtui.hosts.vhdx import VhdxFile, VhdxFormatError
+from hvtui.hosts.vhdx.ranges import file_ranges_for
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,9 @@ class FilePlan:
     how: str  # unchanged, changed-ranges, read
     reused_bytes: int = 0
     reread: int = 0  # chunks the parent lists but the repository lacks: read again
+    # Why a tracked disk file that had a previous point was read whole (rct-invalid, resized, ...).
+    whole_read_reason: str | None = None
+    virtual_size: int | None = None  # of a VHDX file whose changes are tracked in virtual bytes
 
 
 def reread_missing_chunks(plans: list[FilePlan], store: ChunkStore, chunk_size: int) -> int:
@@ -102,14 +107,34 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
             plans.append(FilePlan(sf, entry, (), "unchanged", sf.size))
             continue
         ranges = None
-        if old.identity == sf.identity and old.change_id and sf.change_id:
+        why: str | None = None
+        virtual_size: int | None = None
+        if old.identity != sf.identity:
+            why = "another disk than the previous point's at this path (the disk set changed)"
+        elif not old.change_id:
+            why = "the previous point recorded no change tracking (RCT) id for it"
+        elif not sf.change_id:
+            why = "the host tracks no changes for it now"
+        else:
             try:
                 ranges = sf.changed_ranges(old.change_id)
             except HvtuiError as err:
-                log.info("%s: change tracking unavailable (%s); reading it whole", path, err)
+                kind = getattr(err, "kind", "failed")
+                why = f"{kind}: {getattr(err, 'detail', err)}"
                 ranges = None
+            if ranges is None and why is None:
+                why = "the host does not know what changed since the previous point"
+        if ranges is not None and sf.virtual_ranges:
+            ranges, why, virtual_size = _file_ranges(sf, ranges, old, parent)
         if ranges is None:
-            plans.append(FilePlan(sf, entry, range(n), "read"))
+            if why is not None and sf.change_id is not None:
+                log.info("%s: read whole: %s", path, why)
+            plans.append(FilePlan(sf, entry, range(n), "read", whole_read_reason=why if sf.change_id else None,
+                                  virtual_size=virtual_size))
+            continue
+        if sf.virtual_ranges and not ranges and old.size == sf.size and old.mtime_ns == sf.mtime_ns:
+            entry.chunks = list(old.chunks)  # RCT says nothing changed and the file was not touched
+            plans.append(FilePlan(sf, entry, (), "unchanged", sf.size, virtual_size=virtual_size))
             continue
         # Chunks past the shorter of the two sizes are read too: the last one changed length.
         common = min(old.size, sf.size) // chunk_size
@@ -118,5 +143,29 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
             if i not in to_read:
                 entry.chunks[i] = old.chunks[i]
         reused = sum(chunk_span(i, sf.size, chunk_size)[1] for i in range(n) if i not in to_read)
-        plans.append(FilePlan(sf, entry, sorted(to_read), "changed-ranges", reused))
+        plans.append(FilePlan(sf, entry, sorted(to_read), "changed-ranges", reused, virtual_size=virtual_size))
     return plans
+
+
+def _file_ranges(
+    sf: SourceFile, virtual: list[tuple[int, int]], old: FileEntry, parent: Manifest | None
+) -> tuple[list[tuple[int, int]] | None, str | None, int | None]:
+    """(file ranges to read, None, virtual size) for a VHDX file's changed virtual ranges, or
+    (None, why it must be read whole, virtual size if known)."""
+    if sf.local_path is None:
+        return None, "the frozen file cannot be parsed here to map its virtual changes", None
+    try:
+        with VhdxFile(sf.local_path) as disk:
+            virtual_size = disk.virtual_size
+        before = ((parent.vm if parent is not None else {}).get("virtual_sizes") or {}).get(old.path)
+        if before is not None and before != virtual_size:
+            return None, f"the disk was resized ({before} → {virtual_size} virtual bytes)", virtual_size
+        return file_ranges_for(sf.local_path, virtual, old.size), None, virtual_size
+    except VhdxFormatError as err:
+        prefix = f"{sf.local_path}: "
+        detail = err.detail[len(prefix) :] if err.detail.startswith(prefix) else err.detail
+        return None, f"not a VHDX the engine can map: {detail}", None
+    except ValueError as err:  # a changed range outside the disk: its size changed
+        return None, f"the disk was resized ({err})", None
+    except OSError as err:
+        return None, f"the frozen file could not be parsed ({err.strerror or err})", None

@@ -175,16 +175,23 @@ _RCT_HEAD = struct.Struct("<8sQ")  # magic, base sequence (older ids are unknown
 _RCT_REC = struct.Struct("<QQQ")  # sequence, offset, length
 _OPEN = (1 << 64) - 1  # "writes about to happen": unknown until the matching close
 _CLOSE = (1 << 64) - 2
+_REFERENCE = (1 << 64) - 3  # a reference point (a backup read the file here)
 _MAX_RECORDS = 200_000
 
 
-class ChangeLog:
-    """The lab's Resilient Change Tracking: which byte ranges of one physical file changed.
+class RctInvalid(Exception):
+    """A change id the log cannot answer for: unknown, from another disk, or too old."""
 
-    An append-only log of ``(sequence, offset, length)`` records.  Every modification is
-    bracketed: an "open" record is appended before the file is touched and the ranges plus
-    a "close" record after, so a crash in between makes older change ids unknown (the
-    backup reads everything) rather than silently missing a write.
+
+class ChangeLog:
+    """The lab's Resilient Change Tracking: which *virtual-disk* byte ranges of one disk file changed.
+
+    An append-only log of ``(sequence, offset, length)`` records, offsets in the virtual disk as
+    Hyper-V's ``GetVirtualDiskChanges`` reports them.  Every modification is bracketed: an
+    "open" record is appended before the file is touched and the ranges plus a "close" record
+    after, so a crash in between makes older change ids unknown (the backup reads everything)
+    rather than silently missing a write.  A reference point (``reference_point``: each backup
+    takes one) appends a marker; its sequence is the RCT id, and only marked ids are valid.
     """
 
     def __init__(self, root: Path, identity: str) -> None:
@@ -215,8 +222,14 @@ class ChangeLog:
         base, records = self._read()
         return max(base, records[-1][0] if records else 0)
 
-    def change_id(self) -> str:
-        return f"rct:{self.identity}:{self.sequence()}"
+    def id_for(self, seq: int) -> str:
+        return f"rct:{self.identity}:{seq}"
+
+    def reference_point(self) -> str:
+        """Mark the file's state now as a reference point; returns its RCT id."""
+        seq = self.sequence() + 1
+        self._append([(seq, _REFERENCE, 0)])
+        return self.id_for(seq)
 
     def begin(self) -> int:
         seq = self.sequence() + 1
@@ -224,44 +237,52 @@ class ChangeLog:
         return seq
 
     def commit(self, seq: int, ranges: list[tuple[int, int]]) -> None:
-        self._append([(seq, off, length) for off, length in ranges] + [(seq, _CLOSE, 0)])
+        """Close the bracket ``begin`` opened; ``ranges`` are virtual-disk ``(offset, length)``."""
+        self._append([(seq, off, length) for off, length in ranges if length > 0] + [(seq, _CLOSE, 0)])
         self._compact_if_large()
 
-    def record(self, ranges: list[tuple[int, int]]) -> str:
+    def record(self, ranges: list[tuple[int, int]]) -> None:
         """Record changes already known (the data was written under the same lock)."""
-        seq = self.begin()
-        self.commit(seq, ranges)
-        return f"rct:{self.identity}:{seq}"
+        self.commit(self.begin(), ranges)
 
-    def changes(self, since_change_id: str) -> list[tuple[int, int]] | None:
+    def changes(self, since_change_id: str) -> list[tuple[int, int]]:
+        """The virtual ranges changed since the reference point ``since_change_id`` (sorted, merged).
+
+        Raises RctInvalid (with the reason) for an id that is malformed, another disk's, not a
+        reference point of this log, older than the log remembers, or followed by a write that
+        never finished (a crash mid-write).
+        """
         from hvtui.hosts.lab.disk import coalesce
 
         try:
             prefix, identity, seq_text = since_change_id.split(":")
             since = int(seq_text)
         except (AttributeError, ValueError):
-            return None
+            raise RctInvalid(f"{since_change_id!r} is not an RCT id") from None
         if prefix != "rct" or identity != self.identity:
-            return None
+            raise RctInvalid(f"{since_change_id} belongs to another disk")
         base, records = self._read()
-        if base < 0 or since < base:
-            return None
-        current = max(base, records[-1][0] if records else 0)
-        if since > current:
-            return None
+        if base < 0:
+            raise RctInvalid("the disk's change log is damaged")
+        if since < base:
+            raise RctInvalid(f"{since_change_id} is older than the disk's change log remembers")
+        if not any(seq == since and offset == _REFERENCE for seq, offset, _len in records):
+            raise RctInvalid(f"{since_change_id} is not a reference point of this disk")
         ranges: list[tuple[int, int]] = []
         open_seq: int | None = None
         for seq, offset, length in records:
+            if offset == _REFERENCE:
+                continue
             if offset == _OPEN:
                 if open_seq is not None and open_seq > since:
-                    return None  # an earlier bracket never closed: a crash mid-write
+                    raise RctInvalid("a write to the disk never finished (a crash): its changes are unknown")
                 open_seq = seq
             elif offset == _CLOSE:
                 open_seq = None
             elif seq > since:
                 ranges.append((offset, length))
         if open_seq is not None and open_seq > since:
-            return None
+            raise RctInvalid("a write to the disk is unfinished: its changes are unknown")
         return coalesce(ranges)
 
     def _compact_if_large(self) -> None:
