@@ -172,3 +172,41 @@ def test_whole_reads_reach_the_backup_result_and_the_audit_log(tmp_path: Path, p
     entries = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "backup"]
     assert entries[-1]["args"]["whole_reads"] == result.whole_reads
     assert "rct-invalid" in entries[-1]["args"]["whole_reads"][0]
+
+
+def test_a_file_new_to_the_vm_is_read_whole_without_a_fallback_and_its_virtual_size_is_kept(tmp_path: Path) -> None:
+    disk = tmp_path / "d.vhdx"
+    create_disk(disk, SMALL_DISK)
+    other = tmp_path / "other.vhdx"
+    create_disk(other, SMALL_DISK)
+    # A checkpoint's new .avhdx or an added disk: nothing to build on, so no fall back to report.
+    (plan,) = plan_files([vhdx_source(disk, "d1", "rct:d1:2", [])], parent_point(other, "d0", "rct:d0:1", None), MiB, True)
+    assert plan.how == "read" and plan.whole_read_reason is None and plan.virtual_size == SMALL_DISK
+    (full,) = plan_files([vhdx_source(disk, "d1", "rct:d1:2", [])], None, MiB, False)
+    assert full.whole_read_reason is None and full.virtual_size == SMALL_DISK
+
+
+def test_incrementals_across_checkpoints_and_merges_restore_each_frozen_chain(tmp_path: Path) -> None:
+    host, vm_id, repo = lab(tmp_path)
+    results = [run_backup(repo, host, vm_id, "full")]
+    assert repo.load_point(results[0].point_id).vm["virtual_sizes"] == {"vm1.vhdx": SMALL_DISK}
+    expected = {results[0].point_id: host.captured[-1]}
+    checkpoint = host.create_checkpoint(vm_id, "before patch")
+    steps = [
+        lambda: host.write_guest_data(vm_id, 0, 9 * MiB + 512, b"\x44" * 70_000),  # into the .avhdx
+        lambda: host.write_guest_data(vm_id, 0, 60 * MiB, b"\x45" * 3 * MiB),  # new blocks in the child
+        lambda: host.remove_checkpoint(vm_id, checkpoint.id),  # merged into the base disk
+        lambda: host.write_guest_data(vm_id, 0, 1 * MiB, b"\x46" * 4096),
+    ]
+    for step, mode in zip(steps, ("incremental", "incremental", "incremental", "differential"), strict=True):
+        step()
+        result = run_backup(repo, host, vm_id, mode)
+        assert result.mode == mode and result.whole_reads == [], result.whole_reads
+        expected[result.point_id] = host.captured[-1]
+        results.append(result)
+    assert all(r.read_bytes < results[0].read_bytes for r in results[1:3])
+    for result in results:
+        out = tmp_path / f"out-{result.point_id}"
+        restore_to_directory(repo, result.point_id, out)
+        for name, data in expected[result.point_id].items():
+            assert (out / name).read_bytes() == data, (result.mode, name)

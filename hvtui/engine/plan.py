@@ -98,17 +98,17 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
         n = chunk_count(sf.size, chunk_size)
         entry = FileEntry(path, sf.size, sf.mtime_ns, sf.identity, sf.change_id, [None] * n)
         old = (by_identity.get(sf.identity) or by_path.get(path)) if reuse else None
-        if old is None:
-            plans.append(FilePlan(sf, entry, range(n), "read"))
+        virtual_size, vhdx_error = _virtual_size(sf)
+        if old is None:  # new to the VM (a checkpoint's new .avhdx, an added disk): nothing to build on
+            plans.append(FilePlan(sf, entry, range(n), "read", virtual_size=virtual_size))
             continue
         same_change = old.change_id == sf.change_id or old.change_id is None or sf.change_id is None
         if old.identity == sf.identity and old.size == sf.size and old.mtime_ns == sf.mtime_ns and same_change:
             entry.chunks = list(old.chunks)
-            plans.append(FilePlan(sf, entry, (), "unchanged", sf.size))
+            plans.append(FilePlan(sf, entry, (), "unchanged", sf.size, virtual_size=virtual_size))
             continue
         ranges = None
         why: str | None = None
-        virtual_size: int | None = None
         if old.identity != sf.identity:
             why = "another disk than the previous point's at this path (the disk set changed)"
         elif not old.change_id:
@@ -125,7 +125,7 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
             if ranges is None and why is None:
                 why = "the host does not know what changed since the previous point"
         if ranges is not None and sf.virtual_ranges:
-            ranges, why, virtual_size = _file_ranges(sf, ranges, old, parent)
+            ranges, why = _file_ranges(sf, ranges, old, parent, virtual_size, vhdx_error)
         if ranges is None:
             if why is not None and sf.change_id is not None:
                 log.info("%s: read whole: %s", path, why)
@@ -147,25 +147,44 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
     return plans
 
 
-def _file_ranges(
-    sf: SourceFile, virtual: list[tuple[int, int]], old: FileEntry, parent: Manifest | None
-) -> tuple[list[tuple[int, int]] | None, str | None, int | None]:
-    """(file ranges to read, None, virtual size) for a VHDX file's changed virtual ranges, or
-    (None, why it must be read whole, virtual size if known)."""
+def _virtual_size(sf: SourceFile) -> tuple[int | None, str | None]:
+    """(virtual size, None) of a VHDX source file tracked in virtual bytes, or (None, why it cannot
+    be parsed here); (None, None) for other files."""
+    if not sf.virtual_ranges:
+        return None, None
     if sf.local_path is None:
-        return None, "the frozen file cannot be parsed here to map its virtual changes", None
+        return None, "the frozen file cannot be parsed here to map its virtual changes"
     try:
         with VhdxFile(sf.local_path) as disk:
-            virtual_size = disk.virtual_size
-        before = ((parent.vm if parent is not None else {}).get("virtual_sizes") or {}).get(old.path)
-        if before is not None and before != virtual_size:
-            return None, f"the disk was resized ({before} → {virtual_size} virtual bytes)", virtual_size
-        return file_ranges_for(sf.local_path, virtual, old.size), None, virtual_size
+            return disk.virtual_size, None
     except VhdxFormatError as err:
         prefix = f"{sf.local_path}: "
         detail = err.detail[len(prefix) :] if err.detail.startswith(prefix) else err.detail
-        return None, f"not a VHDX the engine can map: {detail}", None
-    except ValueError as err:  # a changed range outside the disk: its size changed
-        return None, f"the disk was resized ({err})", None
+        return None, f"not a VHDX the engine can map: {detail}"
     except OSError as err:
-        return None, f"the frozen file could not be parsed ({err.strerror or err})", None
+        return None, f"the frozen file could not be parsed ({err.strerror or err})"
+
+
+def _file_ranges(
+    sf: SourceFile,
+    virtual: list[tuple[int, int]],
+    old: FileEntry,
+    parent: Manifest | None,
+    virtual_size: int | None,
+    vhdx_error: str | None,
+) -> tuple[list[tuple[int, int]] | None, str | None]:
+    """(file ranges to read, None) for a VHDX file's changed virtual ranges, or (None, why it
+    must be read whole)."""
+    if virtual_size is None or sf.local_path is None:
+        return None, vhdx_error or "the frozen file cannot be parsed here"
+    before = ((parent.vm if parent is not None else {}).get("virtual_sizes") or {}).get(old.path)
+    if before is not None and before != virtual_size:
+        return None, f"the disk was resized ({before} → {virtual_size} virtual bytes)"
+    try:
+        return file_ranges_for(sf.local_path, virtual, old.size), None
+    except VhdxFormatError as err:
+        return None, f"not a VHDX the engine can map: {err.detail}"
+    except ValueError as err:  # a changed range outside the disk: its size changed
+        return None, f"the disk was resized ({err})"
+    except OSError as err:
+        return None, f"the frozen file could not be parsed ({err.strerror or err})"
