@@ -197,7 +197,9 @@ def _backup_locked(
     try:
         when = clock.now()
         cancel.check()
-        plans = plan_files(list(source.files), parent, repo.chunk_size, reuse=effective_mode != "full")
+        plans = plan_files(
+            list(source.files), parent, repo.chunk_size, reuse=effective_mode != "full", read_chunk=repo.store.get
+        )
         reread = reread_missing_chunks(plans, repo.store, repo.chunk_size)
         if reread and parent is not None:
             warnings.append(

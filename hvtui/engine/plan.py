@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from hvtui.engine.chunking import MAX_POINT_CHUNKS, chunk_count, chunk_span, chunks_touching
 from hvtui.engine.manifest import FileEntry, Manifest, check_rel_path
 from hvtui.engine.store import ChunkStore
+from hvtui.engine.vhdx_changes import ReadChunk, file_ranges, virtual_size_of
 from hvtui.errors import HvtuiError, RepositoryError
 from hvtui.hosts.base import SourceFile
-from hvtui.hosts.vhdx import VhdxFile, VhdxFormatError
-from hvtui.hosts.vhdx.ranges import file_ranges_for
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +69,14 @@ def reread_missing_chunks(plans: list[FilePlan], store: ChunkStore, chunk_size: 
     return added
 
 
-def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int, reuse: bool) -> list[FilePlan]:
+def plan_files(
+    files: list[SourceFile], parent: Manifest | None, chunk_size: int, reuse: bool, read_chunk: ReadChunk | None = None
+) -> list[FilePlan]:
     """Decide per file what must be read; everything else is taken from ``parent``.
 
     ``reuse`` False (a full backup) reads every file whole.  Files are matched to the parent
-    by identity (a disk id survives a rename), then by path.
+    by identity (a disk id survives a rename), then by path.  ``read_chunk`` (the repository's
+    chunks by digest) lets a VHDX's changes be mapped finer than whole blocks.
     """
     by_identity: dict[str, FileEntry] = {}
     by_path: dict[str, FileEntry] = {}
@@ -98,7 +100,7 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
         n = chunk_count(sf.size, chunk_size)
         entry = FileEntry(path, sf.size, sf.mtime_ns, sf.identity, sf.change_id, [None] * n)
         old = (by_identity.get(sf.identity) or by_path.get(path)) if reuse else None
-        virtual_size, vhdx_error = _virtual_size(sf)
+        virtual_size, vhdx_error = virtual_size_of(sf)
         if old is None:  # new to the VM (a checkpoint's new .avhdx, an added disk): nothing to build on
             plans.append(FilePlan(sf, entry, range(n), "read", virtual_size=virtual_size))
             continue
@@ -125,7 +127,7 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
             if ranges is None and why is None:
                 why = "the host does not know what changed since the previous point"
         if ranges is not None and sf.virtual_ranges:
-            ranges, why = _file_ranges(sf, ranges, old, parent, virtual_size, vhdx_error)
+            ranges, why = file_ranges(sf, ranges, old, parent, virtual_size, vhdx_error, chunk_size, read_chunk)
         if ranges is None:
             if why is not None and sf.change_id is not None:
                 log.info("%s: read whole: %s", path, why)
@@ -145,46 +147,3 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
         reused = sum(chunk_span(i, sf.size, chunk_size)[1] for i in range(n) if i not in to_read)
         plans.append(FilePlan(sf, entry, sorted(to_read), "changed-ranges", reused, virtual_size=virtual_size))
     return plans
-
-
-def _virtual_size(sf: SourceFile) -> tuple[int | None, str | None]:
-    """(virtual size, None) of a VHDX source file tracked in virtual bytes, or (None, why it cannot
-    be parsed here); (None, None) for other files."""
-    if not sf.virtual_ranges:
-        return None, None
-    if sf.local_path is None:
-        return None, "the frozen file cannot be parsed here to map its virtual changes"
-    try:
-        with VhdxFile(sf.local_path) as disk:
-            return disk.virtual_size, None
-    except VhdxFormatError as err:
-        prefix = f"{sf.local_path}: "
-        detail = err.detail[len(prefix) :] if err.detail.startswith(prefix) else err.detail
-        return None, f"not a VHDX the engine can map: {detail}"
-    except OSError as err:
-        return None, f"the frozen file could not be parsed ({err.strerror or err})"
-
-
-def _file_ranges(
-    sf: SourceFile,
-    virtual: list[tuple[int, int]],
-    old: FileEntry,
-    parent: Manifest | None,
-    virtual_size: int | None,
-    vhdx_error: str | None,
-) -> tuple[list[tuple[int, int]] | None, str | None]:
-    """(file ranges to read, None) for a VHDX file's changed virtual ranges, or (None, why it
-    must be read whole)."""
-    if virtual_size is None or sf.local_path is None:
-        return None, vhdx_error or "the frozen file cannot be parsed here"
-    before = ((parent.vm if parent is not None else {}).get("virtual_sizes") or {}).get(old.path)
-    if before is not None and before != virtual_size:
-        return None, f"the disk was resized ({before} → {virtual_size} virtual bytes)"
-    try:
-        return file_ranges_for(sf.local_path, virtual, old.size), None
-    except VhdxFormatError as err:
-        return None, f"not a VHDX the engine can map: {err.detail}"
-    except ValueError as err:  # a changed range outside the disk: its size changed
-        return None, f"the disk was resized ({err})"
-    except OSError as err:
-        return None, f"the frozen file could not be parsed ({err.strerror or err})"
