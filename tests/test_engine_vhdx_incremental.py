@@ -153,7 +153,7 @@ def test_each_whole_read_states_its_reason(tmp_path: Path) -> None:
     assert "log" in (reason(tmp_path, logged) or "")
 
 
-def test_whole_reads_reach_the_backup_result_and_the_audit_log(tmp_path: Path, paths: Paths) -> None:
+def test_whole_reads_reach_the_backup_result_the_job_result_and_the_audit_log(tmp_path: Path, paths: Paths) -> None:
     host, vm_id, _repo = lab(tmp_path)
     config = Config(
         source=tmp_path / "config.yaml",
@@ -166,11 +166,19 @@ def test_whole_reads_reach_the_backup_result_and_the_audit_log(tmp_path: Path, p
         for log in (host.root / RCT_DIR).iterdir():
             log.unlink()
         result = core.backups.backup("lab-t1", vm_id, "incremental", apply_retention=False)
+        for log in (host.root / RCT_DIR).iterdir():
+            log.unlink()
+        job = core.jobs.wait(core.jobs.submit_backup("lab-t1", vm_id, "incremental").id, 60)
     finally:
         core.close()
     assert result.to_dict()["whole_reads"] == result.whole_reads and len(result.whole_reads) == 1
+    # The job's result (what `hvtui backup --json` and the console's job detail show) says it too.
+    summary = dict(job.summary or {})
+    assert summary["whole_reads"] and "rct-invalid" in summary["whole_reads"][0]
+    assert any("rct-invalid" in w for w in summary["warnings"])
     entries = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "backup"]
-    assert entries[-1]["args"]["whole_reads"] == result.whole_reads
+    assert entries[-2]["args"]["whole_reads"] == result.whole_reads  # the service's backup
+    assert entries[-1]["args"]["whole_reads"] == summary["whole_reads"]  # the job's
     assert "rct-invalid" in entries[-1]["args"]["whole_reads"][0]
 
 

@@ -76,7 +76,9 @@ def test_unknown_or_too_old_ids_fail_with_rct_invalid(tmp_path: Path, monkeypatc
         old = disk.change_id
         assert old is not None
         identity = disk.identity
-    for unknown in ("garbage", "rct:another-disk:1", f"rct:{identity}:424242", old.rsplit(":", 1)[0] + ":1"):
+    generation = old.rsplit(":", 1)[1].split("-")[0]
+    unknowns = ("garbage", "rct:another-disk:ab-1", f"rct:{identity}:{generation}-424242", f"rct:{identity}:{generation}-1")
+    for unknown in (*unknowns, f"rct:{identity}:{'0' * 32}-{old.rsplit('-', 1)[1]}"):  # 1: a write, no reference point
         with pytest.raises(HostError) as caught:
             backup_changes(host.store, identity, SMALL_DISK, unknown, 0, SMALL_DISK)
         assert caught.value.kind == "rct-invalid", unknown
@@ -120,3 +122,38 @@ def test_a_restore_point_records_the_rct_id_each_disk_was_read_at(tmp_path: Path
     assert answers == {name: ([(7 * MiB, 4096)] if name == second else []) for name in disks}
     inc = run_backup(repo, host, vm_id, "incremental")
     assert inc.files_changed_ranges == 2 and inc.whole_reads == []
+
+
+def test_a_lost_change_log_never_answers_for_its_old_ids(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    vm_id = add_vm(host, blocks=2)
+    with host.open_backup_source(vm_id) as first:
+        disk = base_file(first)
+        old = disk.change_id
+    assert old is not None
+    for log in (host.root / lab_state.RCT_DIR).iterdir():
+        log.unlink()  # the log is lost: a new one starts, with the same sequence numbers
+    host.write_guest_data(vm_id, 0, 0, b"\x01" * 4096)
+    with host.open_backup_source(vm_id) as second:
+        again = base_file(second)
+        assert again.change_id != old and again.change_id.rsplit("-", 1)[1] == old.rsplit("-", 1)[1]
+        with pytest.raises(HostError) as caught:
+            again.changed_ranges(old)
+    assert caught.value.kind == "rct-invalid" and "no longer has" in caught.value.detail
+
+
+def test_a_change_log_of_an_older_lab_reads_as_invalid_and_starts_again(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    vm_id = add_vm(host, blocks=2)
+    with host.open_backup_source(vm_id) as first:
+        identity = base_file(first).identity
+    log = host.root / lab_state.RCT_DIR / f"{identity}.rct"
+    log.write_bytes(b"HVLABRCT" + bytes(8) + bytes(24) * 3)  # format 1: file ranges, no generation
+    with pytest.raises(HostError) as caught:
+        backup_changes(host.store, identity, SMALL_DISK, f"rct:{identity}:00-1", 0, SMALL_DISK)
+    assert caught.value.kind == "rct-invalid"
+    with host.open_backup_source(vm_id) as second:
+        since = base_file(second).change_id
+    host.write_guest_data(vm_id, 0, MiB, b"\x02" * 512)
+    with host.open_backup_source(vm_id) as third:
+        assert base_file(third).changed_ranges(since) == [(MiB, 512)]

@@ -24,6 +24,7 @@ import json
 import os
 import struct
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,8 +171,12 @@ class StagingLock(FileLock):
 
 # -- change tracking -------------------------------------------------------------------
 
-_RCT_MAGIC = b"HVLABRCT"
-_RCT_HEAD = struct.Struct("<8sQ")  # magic, base sequence (older ids are unknown)
+# 2: virtual-disk ranges, reference points, a generation. A log of format 1 (file ranges) reads
+# as damaged: its ids fail with rct-invalid and the next reference point starts a new log.
+_RCT_MAGIC = b"HVLABRC2"
+# magic, base sequence (older ids are unknown), generation: a random id of this log, in every
+# RCT id, so a log lost and started again never answers for the old one's ids.
+_RCT_HEAD = struct.Struct("<8sQ16s")
 _RCT_REC = struct.Struct("<QQQ")  # sequence, offset, length
 _OPEN = (1 << 64) - 1  # "writes about to happen": unknown until the matching close
 _CLOSE = (1 << 64) - 2
@@ -198,38 +203,42 @@ class ChangeLog:
         self.identity = identity
         self.path = root / RCT_DIR / f"{identity}.rct"
 
-    def _read(self) -> tuple[int, list[tuple[int, int, int]]]:
+    def _read_all(self) -> tuple[int, bytes, list[tuple[int, int, int]]]:
+        """(base, generation, records); base -1 for a damaged or old-format log, 0 for none."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return 0, []
+            return 0, b"", []
         if len(raw) < _RCT_HEAD.size or raw[:8] != _RCT_MAGIC:
-            return -1, []
-        (_magic, base) = _RCT_HEAD.unpack_from(raw)
+            return -1, b"", []
+        (_magic, base, generation) = _RCT_HEAD.unpack_from(raw)
         body = raw[_RCT_HEAD.size :]
         body = body[: len(body) - len(body) % _RCT_REC.size]
-        return base, list(_RCT_REC.iter_unpack(body))
+        return base, generation, list(_RCT_REC.iter_unpack(body))
+
+    def _read(self) -> tuple[int, list[tuple[int, int, int]]]:
+        base, _generation, records = self._read_all()
+        return base, records
 
     def _append(self, records: list[tuple[int, int, int]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._read_all()[0] < 0:  # damaged or format 1: start a new log (its old ids stay invalid)
+            self.path.unlink()
         new = not self.path.exists()
         with open(self.path, "ab") as fh:
             if new:
-                fh.write(_RCT_HEAD.pack(_RCT_MAGIC, 0))
+                fh.write(_RCT_HEAD.pack(_RCT_MAGIC, 0, uuid.uuid4().bytes))
             fh.write(b"".join(_RCT_REC.pack(*rec) for rec in records))
 
     def sequence(self) -> int:
         base, records = self._read()
         return max(base, records[-1][0] if records else 0)
 
-    def id_for(self, seq: int) -> str:
-        return f"rct:{self.identity}:{seq}"
-
     def reference_point(self) -> str:
         """Mark the file's state now as a reference point; returns its RCT id."""
         seq = self.sequence() + 1
         self._append([(seq, _REFERENCE, 0)])
-        return self.id_for(seq)
+        return f"rct:{self.identity}:{self._read_all()[1].hex()}-{seq}"
 
     def begin(self) -> int:
         seq = self.sequence() + 1
@@ -255,15 +264,18 @@ class ChangeLog:
         from hvtui.hosts.lab.disk import coalesce
 
         try:
-            prefix, identity, seq_text = since_change_id.split(":")
+            prefix, identity, tail = since_change_id.split(":")
+            generation, seq_text = tail.split("-")
             since = int(seq_text)
         except (AttributeError, ValueError):
             raise RctInvalid(f"{since_change_id!r} is not an RCT id") from None
         if prefix != "rct" or identity != self.identity:
             raise RctInvalid(f"{since_change_id} belongs to another disk")
-        base, records = self._read()
+        base, current_generation, records = self._read_all()
         if base < 0:
-            raise RctInvalid("the disk's change log is damaged")
+            raise RctInvalid("the disk's change log is damaged or of an older lab")
+        if generation != current_generation.hex():
+            raise RctInvalid(f"{since_change_id} is from a change log the disk no longer has")
         if since < base:
             raise RctInvalid(f"{since_change_id} is older than the disk's change log remembers")
         if not any(seq == since and offset == _REFERENCE for seq, offset, _len in records):
@@ -293,7 +305,7 @@ class ChangeLog:
         keep = records[len(records) // 2 :]
         # Ids older than the first kept sequence become unknown (a full read next time).
         new_base = keep[0][0] - 1 if keep else 0
-        data = _RCT_HEAD.pack(_RCT_MAGIC, new_base) + b"".join(_RCT_REC.pack(*rec) for rec in keep)
+        data = _RCT_HEAD.pack(_RCT_MAGIC, new_base, self._read_all()[1]) + b"".join(_RCT_REC.pack(*rec) for rec in keep)
         atomic_write(self.path, data, fsync=False)
 
     def delete(self) -> None:
