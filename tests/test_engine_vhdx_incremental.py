@@ -134,6 +134,8 @@ def test_each_whole_read_states_its_reason(tmp_path: Path) -> None:
     assert reason(tmp_path, disk, old_size=SMALL_DISK) is None
     assert "resized" in (reason(tmp_path, disk, old_size=SMALL_DISK // 2) or "")
     assert "resized" in (reason(tmp_path, disk, ranges=[(SMALL_DISK - 10, 4096)]) or "")
+    for hostile in ("64", [1], -5, True):  # a damaged manifest's record is ignored, never a crash
+        assert reason(tmp_path, disk, old_size=hostile) is None
     assert "disk set changed" in (reason(tmp_path, disk, old_identity="d0") or "")
     assert "no change tracking" in (reason(tmp_path, disk, old_change_id=None) or "")
     assert "does not know what changed" in (reason(tmp_path, disk, ranges=None) or "")

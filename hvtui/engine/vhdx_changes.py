@@ -53,7 +53,7 @@ def file_ranges(
     must be read whole)."""
     if virtual_size is None or sf.local_path is None:
         return None, vhdx_error or "the frozen file cannot be parsed here"
-    before = ((parent.vm if parent is not None else {}).get("virtual_sizes") or {}).get(old.path)
+    before = _recorded_virtual_size(parent, old.path)
     if before is not None and before != virtual_size:
         return None, f"the disk was resized ({before} → {virtual_size} virtual bytes)"
     try:
@@ -90,9 +90,17 @@ def previous_bat(sf: SourceFile, old: FileEntry, chunk_size: int, read_chunk: Re
         if regions is None or regions.get(fmt.BAT_REGION) != (bat_at, bat_length):
             return None
         raw = _old_bytes(old, bat_at, count * 8, chunk_size, read_chunk)
-    except (HvtuiError, OSError, ValueError):
+    except (HvtuiError, OSError, ValueError, IndexError):
         return None  # the repository lost or damaged a chunk: read the touched blocks whole
     return list(memoryview(raw).cast("Q"))
+
+
+def _recorded_virtual_size(parent: Manifest | None, path: str) -> int | None:
+    """The virtual size the previous point recorded for ``path`` (None if it has none, or a
+    damaged one: then only a change outside the disk tells a resize)."""
+    sizes = parent.vm.get("virtual_sizes") if parent is not None and isinstance(parent.vm, dict) else None
+    size = sizes.get(path) if isinstance(sizes, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
 def _old_bytes(old: FileEntry, offset: int, length: int, chunk_size: int, read_chunk: ReadChunk) -> bytes:
