@@ -57,7 +57,9 @@ def lab(tmp_path: Path) -> tuple[CapturingLabHost, str, Repository]:
 
 def test_an_incremental_reads_only_the_changed_blocks_and_the_metadata_and_restores_byte_identical(tmp_path: Path) -> None:
     host, vm_id, repo = lab(tmp_path)
-    full = run_backup(repo, host, vm_id, "full")
+    full = run_backup(repo, host, vm_id, "incremental")
+    # No previous point: a full, and it says why.
+    assert full.mode == "full" and "no restore point of this VM" in (full.fallback or "")
     changed = 0
     for block in (3, 17, 40):  # about 5% of the 64 MiB disk, in whole 1 MiB blocks
         host.write_guest_data(vm_id, 0, block * MiB, bytes([block]) * MiB)
