@@ -157,3 +157,20 @@ def test_a_change_log_of_an_older_lab_reads_as_invalid_and_starts_again(tmp_path
     host.write_guest_data(vm_id, 0, MiB, b"\x02" * 512)
     with host.open_backup_source(vm_id) as third:
         assert base_file(third).changed_ranges(since) == [(MiB, 512)]
+
+
+def test_a_disk_over_one_window_is_asked_window_by_window(tmp_path: Path) -> None:
+    host = make_host(tmp_path)
+    vm_id = host.add_vm("big", disk_sizes=(3 * CHANGES_WINDOW,))
+    with host.open_backup_source(vm_id) as first:
+        (disk,) = [f for f in first.files if f.rel_path.endswith(".vhdx")]
+        since = disk.change_id
+    assert since is not None
+    host.write_guest_data(vm_id, 0, CHANGES_WINDOW - 4096, b"\x0c" * 8192)  # across the first window's end
+    host.write_guest_data(vm_id, 0, 3 * CHANGES_WINDOW - 512, b"\x0d" * 512)  # the last sector
+    with host.open_backup_source(vm_id) as second:
+        (disk,) = [f for f in second.files if f.rel_path.endswith(".vhdx")]
+        ranges = disk.changed_ranges(since)
+    assert ranges == [(CHANGES_WINDOW - 4096, 4096), (CHANGES_WINDOW, 4096), (3 * CHANGES_WINDOW - 512, 512)]
+    second_window = backup_changes(host.store, disk.identity, 3 * CHANGES_WINDOW, since, CHANGES_WINDOW, CHANGES_WINDOW)
+    assert second_window == {"ranges": [[CHANGES_WINDOW, 4096]], "processed": CHANGES_WINDOW}

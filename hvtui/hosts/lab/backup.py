@@ -216,17 +216,31 @@ def backup_changes(
     ``{"ranges": [[offset, length], ...], "processed": bytes}`` in virtual-disk bytes, clipped to
     the window; an unknown, another disk's or too old ``since`` raises HostError kind ``rct-invalid``.
     """
-    operation = "backup.changes"
+    _check_window(store, virtual_size, offset, length)
+    return _window(_changes_since(store, identity, since), offset, length)
+
+
+def _check_window(store: LabStore, virtual_size: int, offset: int, length: int) -> None:
     if offset < 0 or length <= 0 or length > CHANGES_WINDOW or offset + length > virtual_size:
-        raise HostError(store.name, operation, f"window {offset}+{length} is not within the {virtual_size}-byte disk "
-                        f"in at most {CHANGES_WINDOW} bytes", kind="argument")
+        raise HostError(
+            store.name,
+            "backup.changes",
+            f"window {offset}+{length} is not within the {virtual_size}-byte disk in at most {CHANGES_WINDOW} bytes",
+            kind="argument",
+        )
+
+
+def _changes_since(store: LabStore, identity: str, since: str) -> list[tuple[int, int]]:
     try:
-        ranges = ChangeLog(store.root, identity).changes(since)
+        return ChangeLog(store.root, identity).changes(since)
     except RctInvalid as err:
-        raise HostError(store.name, operation, str(err), kind="rct-invalid") from None
+        raise HostError(store.name, "backup.changes", str(err), kind="rct-invalid") from None
+
+
+def _window(ranges: list[tuple[int, int]], offset: int, length: int) -> dict[str, Any]:
     end = offset + length
-    window = [[max(off, offset), min(off + n, end) - max(off, offset)] for off, n in ranges if off < end and off + n > offset]
-    return {"ranges": window, "processed": length}
+    clipped = [[max(off, offset), min(off + n, end) - max(off, offset)] for off, n in ranges if off < end and off + n > offset]
+    return {"ranges": clipped, "processed": length}
 
 
 def _disk_file(store: LabStore, path: Path, rel_path: str, identity: str) -> SourceFile:
@@ -234,11 +248,15 @@ def _disk_file(store: LabStore, path: Path, rel_path: str, identity: str) -> Sou
     virtual_size = read_header(path).virtual_size
 
     def changes(since: str) -> list[tuple[int, int]]:
-        # Window by window over the whole disk, as a caller of ``backup.changes`` does.
+        # Window by window over the whole disk, as a caller of ``backup.changes`` does (the log
+        # is read once: a 127 GiB disk is 127 windows).
+        every = _changes_since(store, identity, since)
         out: list[tuple[int, int]] = []
         offset = 0
         while offset < virtual_size:
-            answer = backup_changes(store, identity, virtual_size, since, offset, min(CHANGES_WINDOW, virtual_size - offset))
+            length = min(CHANGES_WINDOW, virtual_size - offset)
+            _check_window(store, virtual_size, offset, length)
+            answer = _window(every, offset, length)
             out += [(off, n) for off, n in answer["ranges"]]
             offset += answer["processed"]
         return out
