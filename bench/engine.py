@@ -10,11 +10,14 @@ Usage::
                                                 # also: listing points at 5/20/60 points per format,
                                                 # and this machine's 2-thread read+SHA-256+lz4 ceiling
 
-The data set is generated here, deterministically: one sparse disk file laid out like a
-dynamic VHDX (32 MiB blocks allocated at scattered offsets, holes elsewhere), the allocated
-data a mix of compressible text-like runs, random (already compressed) runs, zeroed runs and
-a few repeated 4 MiB units.  The "1 % change" rewrites 1 % of the allocated data in
-scattered writes (``--change-write``, default 1 MiB) and is reverted after each run.
+The data set is generated here, deterministically: one genuine dynamic VHDX (MS-VHDX, written by
+``hvtui.hosts.vhdx``; 32 MiB blocks, Hyper-V's default, allocated at scattered virtual offsets),
+the allocated data a mix of compressible text-like runs, random (already compressed) runs,
+zeroed runs and a few repeated 4 MiB units.  The "1 % change" rewrites 1 % of the allocated
+data in scattered guest writes into the virtual disk (``--change-write``, default 1 MiB), is
+reported to hvtui as RCT does (virtual-disk ranges, which the engine maps to the file ranges to
+read), and is reverted after each run.  hvtui's incremental prints the bytes it read beside
+the bytes changed.
 
 Every tool runs as a subprocess; its wall time and peak RSS (``ru_maxrss`` from
 ``os.wait4``) are recorded.  Figures are medians over ``--runs``; each is also printed as
@@ -76,7 +79,7 @@ def random_bytes(seed: str, n: int) -> bytes:
 def generate(path: Path, virtual: int, data: int, seed: int = 2026) -> dict:
     """Write the sparse disk file; returns its description (also stored next to it)."""
     stamp = path.with_suffix(".json")
-    want = {"virtual": virtual, "data": data, "seed": seed, "version": 2}
+    want = {"virtual": virtual, "data": data, "seed": seed, "version": 3}  # 3: a genuine VHDX
     if path.exists() and stamp.exists():
         try:
             have = json.loads(stamp.read_text())
@@ -92,10 +95,14 @@ def generate(path: Path, virtual: int, data: int, seed: int = 2026) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     kinds = {"text": 0, "random": 0, "zero": 0, "repeat": 0}
     units: list[bytes] = []  # earlier 4 MiB units, some repeated later (dedup)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.ftruncate(fd, virtual)
+    sys.path.insert(0, str(REPO_ROOT))
+    from hvtui.hosts.vhdx import VhdxFile, create_vhdx
+
+    path.unlink(missing_ok=True)
+    create_vhdx(path, virtual, None, block_size=BLOCK)
+    with VhdxFile(path, writable=True) as disk:
         for block in allocated:
+            payloads = []
             for unit in range(BLOCK // (4 * MiB)):
                 offset = block * BLOCK + unit * 4 * MiB
                 if units and rng.random() < 0.06:
@@ -117,41 +124,42 @@ def generate(path: Path, virtual: int, data: int, seed: int = 2026) -> dict:
                     payload = b"".join(parts)
                     if len(units) < 64 and rng.random() < 0.1:
                         units.append(payload)
-                os.pwrite(fd, payload, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+                payloads.append(payload)
+            disk.write_block(block, b"".join(payloads))
+        disk.fsync()
     info = dict(want, blocks=allocated, allocated_bytes=len(allocated) * BLOCK, kinds=kinds)
     stamp.write_text(json.dumps(info, indent=1))
     return info
 
 
 def apply_change(path: Path, blocks: list[int], fraction: float, write_size: int, run: int) -> list[tuple[int, bytes]]:
-    """Rewrite ``fraction`` of the allocated data in scattered writes; returns what to revert."""
+    """Rewrite ``fraction`` of the allocated data in scattered guest writes (virtual-disk offsets);
+    returns what to revert."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from hvtui.hosts.lab.disk import DiskChain
+
     rng = random.Random(1000 + run)
     total = len(blocks) * BLOCK
     n_writes = max(1, int(total * fraction) // write_size)
     undo = []
-    fd = os.open(path, os.O_RDWR)
-    try:
+    with DiskChain.open(path, writable_top=True) as chain:
         for i in range(n_writes):
             block = rng.choice(blocks)
             offset = block * BLOCK + rng.randrange(0, BLOCK // write_size) * write_size
-            undo.append((offset, os.pread(fd, write_size, offset)))
-            os.pwrite(fd, random_bytes(f"change-{run}-{i}", write_size), offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            undo.append((offset, chain.read(offset, write_size)))
+            chain.write(offset, random_bytes(f"change-{run}-{i}", write_size))
+        chain.top.fsync()
     return undo
 
 
 def revert_change(path: Path, undo: list[tuple[int, bytes]]) -> None:
-    fd = os.open(path, os.O_RDWR)
-    try:
+    sys.path.insert(0, str(REPO_ROOT))
+    from hvtui.hosts.lab.disk import DiskChain
+
+    with DiskChain.open(path, writable_top=True) as chain:
         for offset, old in reversed(undo):
-            os.pwrite(fd, old, offset)
-    finally:
-        os.close(fd)
+            chain.write(offset, old)
+        chain.top.fsync()
 
 
 # -- running tools ---------------------------------------------------------------------------
@@ -218,6 +226,8 @@ class Result:
     repo_bytes: list[int] = field(default_factory=list)
     sparse: list[bool] = field(default_factory=list)
     correct: list[bool] = field(default_factory=list)
+    # hvtui only: (bytes its incremental read, bytes the guest changed, files read whole with why)
+    incr_read: list[tuple[int, int, list[str]]] = field(default_factory=list)
     note: str = ""
 
     def med(self, runs: list[Run]) -> float:
@@ -473,6 +483,8 @@ def _bench_host_class():  # noqa: ANN202 - built lazily so the module imports wi
                     change_id=str(log["seq"]) if host.tracking else None,
                     opener=lambda: open(path, "rb", buffering=0),  # noqa: SIM115 - the engine closes it
                     changes=host.changed_since,
+                    virtual_ranges=True,  # as RCT reports them: the engine maps them to file ranges
+                    local_path=path,
                 )
             ]
 
@@ -521,7 +533,7 @@ def BenchHost(data_dir: Path, tracking: bool):  # noqa: ANN201, N802
 
 
 def record_changes(data_dir: Path, undo: list[tuple[int, bytes]]) -> None:
-    """What Hyper-V's RCT would report for the change just made (the bench's own record)."""
+    """What Hyper-V's RCT would report for the change just made, in virtual-disk bytes (the bench's own record)."""
     path = data_dir / "rct.json"
     log = json.loads(path.read_text()) if path.exists() else {"seq": 1, "changes": []}
     log["seq"] += 1
@@ -530,6 +542,13 @@ def record_changes(data_dir: Path, undo: list[tuple[int, bytes]]) -> None:
 
 
 # -- driver ------------------------------------------------------------------------------
+def isolated(fn, *args):  # noqa: ANN001, ANN002, ANN201
+    """Run ``fn`` in a fresh process: it imports hvtui's VHDX code, which must not grow this
+    process (a tool's peak RSS includes what it inherits at fork)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
 def measure(
     tools: list[Tool], disk: Path, blocks: list[int], args: argparse.Namespace, results: dict[str, Result]
 ) -> None:
@@ -539,12 +558,15 @@ def measure(
             print(f"  run {run + 1}/{args.runs}: {tool.name} ...", flush=True)
             tool.fresh()
             res.full.append(tool.full())
-            undo = apply_change(disk, blocks, args.change, args.change_write * 1024, run)
+            undo = isolated(apply_change, disk, blocks, args.change, args.change_write * 1024, run)
             record_changes(disk.parent, undo)
             try:
                 res.incr.append(tool.incremental())
+                if isinstance(tool, Hvtui):
+                    done = json.loads(res.incr[-1].output.strip().splitlines()[-1])
+                    res.incr_read.append((done["read_bytes"], sum(len(old) for _, old in undo), done["whole_reads"]))
             finally:
-                revert_change(disk, undo)
+                isolated(revert_change, disk, undo)
                 record_changes(disk.parent, undo)
             # Restore the point that includes the change: revert the file to compare.
             out = tool.work / f"out-{tool.slug}"
@@ -554,32 +576,38 @@ def measure(
             if not restored.exists():
                 found = list(out.rglob(DISK_NAME))
                 restored = found[0] if found else restored
-            used, size = allocated(restored)
-            res.sparse.append(used < size // 2)
-            res.correct.append(_matches_changed(disk, restored, undo, run))
+            used, _size = allocated(restored)
+            # The source VHDX stores only its allocated blocks: a restore should allocate no more.
+            res.sparse.append(used <= allocated(disk)[0])
+            res.correct.append(isolated(_matches_changed, disk, restored, undo, run))
             res.repo_bytes.append(du(tool.repo))
             shutil.rmtree(out, ignore_errors=True)
 
 
 def _matches_changed(disk: Path, restored: Path, undo: list[tuple[int, bytes]], run: int) -> bool:
-    """The restored file equals the source with run ``run``'s change applied."""
+    """The restored VHDX is the source's virtual disk with run ``run``'s change applied."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from hvtui.hosts.lab.disk import DiskChain
+    from hvtui.hosts.vhdx import VhdxFormatError
+
     expected = {offset: random_bytes(f"change-{run}-{i}", len(old)) for i, (offset, old) in enumerate(undo)}
-    with open(restored, "rb") as fr:
-        for offset, data in expected.items():
-            if os.pread(fr.fileno(), len(data), offset) != data:
-                return False
-    # Outside the changed ranges the file must equal the source (compare a sample of extents).
     if restored.stat().st_size != disk.stat().st_size:
         return False
-    changed = sorted(expected)
-    with open(disk, "rb") as fd, open(restored, "rb") as fr:
-        rng = random.Random(run)
-        for _ in range(64):
-            offset = rng.randrange(0, disk.stat().st_size - MiB)
-            if any(c < offset + MiB and offset < c + len(expected[c]) for c in changed):
-                continue
-            if os.pread(fd.fileno(), MiB, offset) != os.pread(fr.fileno(), MiB, offset):
+    try:
+        with DiskChain.open(restored) as got, DiskChain.open(disk) as source:
+            if any(got.read(offset, len(data)) != data for offset, data in expected.items()):
                 return False
+            # Outside the changed ranges the disk must read as the source (a sample of 1 MiB pieces).
+            changed = sorted(expected)
+            rng = random.Random(run)
+            for _ in range(64):
+                offset = rng.randrange(0, source.virtual_size - MiB)
+                if any(c < offset + MiB and offset < c + len(expected[c]) for c in changed):
+                    continue
+                if got.read(offset, MiB) != source.read(offset, MiB):
+                    return False
+    except VhdxFormatError:
+        return False
     return True
 
 
@@ -610,6 +638,13 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
             f"{('yes' if all(res.sparse) else 'no'):>8}{('yes' if all(res.correct) else 'NO'):>5}"
             f"{fmt(statistics.median(res.repo_bytes) / 1e6, 0):>9}{fmt(res.peak_rss, 0):>13}"
         )
+    for res in results.values():
+        for read, changed, whole in res.incr_read[:1]:
+            print(
+                f"  {res.name}: incremental read {read / MiB:.1f} MiB for {changed / MiB:.1f} MiB changed in the virtual "
+                f"disk ({read / changed:.1f}x; target <= 2x plus the fixed headers, metadata and BAT)"
+                + (f"; read whole: {'; '.join(whole)}" if whole else "")
+            )
     peers = {k: v for k, v in results.items() if not k.startswith("hvtui")}
     mine = results.get("hvtui")
     if mine and peers:

@@ -18,6 +18,7 @@ from hvtui.errors import HostError
 from hvtui.events import Progress
 from hvtui.hosts.lab.disk import DiskChain, logical_digest
 from hvtui.hosts.lab.host import LabHost
+from hvtui.hosts.vhdx.ranges import file_ranges_for
 
 
 def read_all(source_file) -> bytes:
@@ -93,7 +94,8 @@ def test_backup_checkpoint_removed_after_an_exception_and_vm_is_busy_meanwhile(t
 
 def test_change_tracking_reports_every_changed_byte_of_the_frozen_file(tmp_path: Path) -> None:
     host = make_host(tmp_path)
-    vm_id = add_vm(host, state="Running", blocks=6)
+    # 24 blocks: the mapped ranges always include VHDX's fixed 4 MiB (headers, log, metadata, BAT)
+    vm_id = add_vm(host, state="Running", blocks=24)
     with host.open_backup_source(vm_id) as first:
         (base1,) = [f for f in first.files if f.rel_path == "vm1.vhdx"]
         bytes1 = read_all(base1)
@@ -106,11 +108,17 @@ def test_change_tracking_reports_every_changed_byte_of_the_frozen_file(tmp_path:
         (base2,) = [f for f in second.files if f.rel_path == "vm1.vhdx"]
         bytes2 = read_all(base2)
         assert base2.identity == base1.identity
-        ranges = base2.changed_ranges(id1)
-        assert base2.changed_ranges("rct:someone-else:3") is None
-        assert base2.changed_ranges("garbage") is None
+        assert base2.virtual_ranges and base2.local_path is not None
+        virtual = base2.changed_ranges(id1)
+        for unknown in ("rct:someone-else:3", "garbage", base2.change_id.rsplit("-", 1)[0] + "-999999"):
+            with pytest.raises(HostError) as caught:
+                base2.changed_ranges(unknown)
+            assert caught.value.kind == "rct-invalid"
         assert base2.changed_ranges(base2.change_id) == []
-    assert ranges is not None and ranges
+        # RCT answers in virtual-disk bytes; mapped to the file, they cover every changed file byte.
+        assert virtual is not None and virtual
+        ranges = file_ranges_for(base2.local_path, virtual, base1.size)
+    assert ranges
     covered = bytearray(len(bytes2))
     for offset, length in ranges:
         covered[offset : offset + length] = b"\1" * len(covered[offset : offset + length])

@@ -290,6 +290,8 @@ class Backups:
             if result.requested_mode != result.mode:
                 ran["requested"] = result.requested_mode
             entry.args = {**ran, **{k: v for k, v in entry.args.items() if k != "mode"}, "point": result.point_id}
+            if result.whole_reads:  # why disk files were read whole: a full read is never silent
+                entry.args["whole_reads"] = list(result.whole_reads)
         self._points.invalidate(rc.name)
         if apply_retention:
             self._maintenance.apply_retention(repo, rc, host_name, result)

@@ -77,6 +77,9 @@ class BackupResult:
     chunks_reread: int = 0  # chunks the parent lists but the repository lacked (quarantined, lost): read again
     pruned: list[str] = field(default_factory=list)  # points removed by retention afterwards
     warnings: list[str] = field(default_factory=list)
+    # "<file>: <why>" for each tracked disk file read whole although a previous point had it
+    # (rct-invalid, resized, not VHDX, log not empty, disk set changed): never a silent full read.
+    whole_reads: list[str] = field(default_factory=list)
     # Why a full was made when another mode was asked for ("no full restore point of web01
     # in repository default yet"); None when the mode asked for was made.
     fallback: str | None = None
@@ -88,9 +91,12 @@ class BackupResult:
 
 
 
-def _vm_facts(source: BackupSource) -> dict[str, Any]:
+def _vm_facts(source: BackupSource, plans: list[FilePlan]) -> dict[str, Any]:
     vm = source.vm
+    # Virtual sizes of the VHDX files: the next incremental tells a resized disk by them.
+    sizes = {p.entry.path: p.virtual_size for p in plans if p.virtual_size is not None}
     return {
+        **({"virtual_sizes": sizes} if sizes else {}),
         "id": vm.id,
         "name": vm.name,
         "state": vm.state,
@@ -191,13 +197,20 @@ def _backup_locked(
     try:
         when = clock.now()
         cancel.check()
-        plans = plan_files(list(source.files), parent, repo.chunk_size, reuse=effective_mode != "full")
+        plans = plan_files(
+            list(source.files), parent, repo.chunk_size, reuse=effective_mode != "full", read_chunk=repo.store.get
+        )
         reread = reread_missing_chunks(plans, repo.store, repo.chunk_size)
         if reread and parent is not None:
             warnings.append(
                 f"{reread} chunk(s) of the parent point {parent.id} were missing from the repository "
                 "(quarantined by verify, or lost); they were read again from the VM and stored"
             )
+        whole_reads = [f"{p.entry.path}: {p.whole_read_reason}" for p in plans if p.whole_read_reason and p.how == "read"]
+        if parent is not None and effective_mode != "full":
+            warnings.extend(f"{item} — read whole" for item in whole_reads)
+        else:
+            whole_reads = []
         total = sum(p.entry.size for p in plans)
         why = f" ({mode} asked for, but {fallback})" if fallback else ""
         meter.start_phase("backup", total=total, message=f"{effective_mode} backup of {source.vm.name}{why}")
@@ -235,6 +248,7 @@ def _backup_locked(
             files_read=sum(1 for p in plans if p.how == "read"),
             chunks_reread=reread,
             fallback=fallback,
+            whole_reads=whole_reads,
         )
         meter.start_phase("commit", message="writing the restore point")
         stats = {
@@ -259,7 +273,7 @@ def _backup_locked(
             chunk_size=repo.chunk_size,
             files=files,
             parent=result.parent,
-            vm=_vm_facts(source),
+            vm=_vm_facts(source, plans),
             vm_config=dict(source.config or {}),
             stats=stats,
         )

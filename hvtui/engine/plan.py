@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from hvtui.engine.chunking import MAX_POINT_CHUNKS, chunk_count, chunk_span, chunks_touching
 from hvtui.engine.manifest import FileEntry, Manifest, check_rel_path
 from hvtui.engine.store import ChunkStore
+from hvtui.engine.vhdx_changes import ReadChunk, file_ranges, virtual_size_of
 from hvtui.errors import HvtuiError, RepositoryError
 from hvtui.hosts.base import SourceFile
 
@@ -28,6 +29,9 @@ class FilePlan:
     how: str  # unchanged, changed-ranges, read
     reused_bytes: int = 0
     reread: int = 0  # chunks the parent lists but the repository lacks: read again
+    # Why a tracked disk file that had a previous point was read whole (rct-invalid, resized, ...).
+    whole_read_reason: str | None = None
+    virtual_size: int | None = None  # of a VHDX file whose changes are tracked in virtual bytes
 
 
 def reread_missing_chunks(plans: list[FilePlan], store: ChunkStore, chunk_size: int) -> int:
@@ -65,11 +69,14 @@ def reread_missing_chunks(plans: list[FilePlan], store: ChunkStore, chunk_size: 
     return added
 
 
-def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int, reuse: bool) -> list[FilePlan]:
+def plan_files(
+    files: list[SourceFile], parent: Manifest | None, chunk_size: int, reuse: bool, read_chunk: ReadChunk | None = None
+) -> list[FilePlan]:
     """Decide per file what must be read; everything else is taken from ``parent``.
 
     ``reuse`` False (a full backup) reads every file whole.  Files are matched to the parent
-    by identity (a disk id survives a rename), then by path.
+    by identity (a disk id survives a rename), then by path.  ``read_chunk`` (the repository's
+    chunks by digest) lets a VHDX's changes be mapped finer than whole blocks.
     """
     by_identity: dict[str, FileEntry] = {}
     by_path: dict[str, FileEntry] = {}
@@ -93,23 +100,43 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
         n = chunk_count(sf.size, chunk_size)
         entry = FileEntry(path, sf.size, sf.mtime_ns, sf.identity, sf.change_id, [None] * n)
         old = (by_identity.get(sf.identity) or by_path.get(path)) if reuse else None
-        if old is None:
-            plans.append(FilePlan(sf, entry, range(n), "read"))
+        virtual_size, vhdx_error = virtual_size_of(sf)
+        if old is None:  # new to the VM (a checkpoint's new .avhdx, an added disk): nothing to build on
+            plans.append(FilePlan(sf, entry, range(n), "read", virtual_size=virtual_size))
             continue
         same_change = old.change_id == sf.change_id or old.change_id is None or sf.change_id is None
         if old.identity == sf.identity and old.size == sf.size and old.mtime_ns == sf.mtime_ns and same_change:
             entry.chunks = list(old.chunks)
-            plans.append(FilePlan(sf, entry, (), "unchanged", sf.size))
+            plans.append(FilePlan(sf, entry, (), "unchanged", sf.size, virtual_size=virtual_size))
             continue
         ranges = None
-        if old.identity == sf.identity and old.change_id and sf.change_id:
+        why: str | None = None
+        if old.identity != sf.identity:
+            why = "another disk than the previous point's at this path (the disk set changed)"
+        elif not old.change_id:
+            why = "the previous point recorded no change tracking (RCT) id for it"
+        elif not sf.change_id:
+            why = "the host tracks no changes for it now"
+        else:
             try:
                 ranges = sf.changed_ranges(old.change_id)
             except HvtuiError as err:
-                log.info("%s: change tracking unavailable (%s); reading it whole", path, err)
+                kind = getattr(err, "kind", "failed")
+                why = f"{kind}: {getattr(err, 'detail', err)}"
                 ranges = None
+            if ranges is None and why is None:
+                why = "the host does not know what changed since the previous point"
+        if ranges is not None and sf.virtual_ranges:
+            ranges, why = file_ranges(sf, ranges, old, parent, virtual_size, vhdx_error, chunk_size, read_chunk)
         if ranges is None:
-            plans.append(FilePlan(sf, entry, range(n), "read"))
+            if why is not None and sf.change_id is not None:
+                log.info("%s: read whole: %s", path, why)
+            plans.append(FilePlan(sf, entry, range(n), "read", whole_read_reason=why if sf.change_id else None,
+                                  virtual_size=virtual_size))
+            continue
+        if sf.virtual_ranges and not ranges and old.size == sf.size and old.mtime_ns == sf.mtime_ns:
+            entry.chunks = list(old.chunks)  # RCT says nothing changed and the file was not touched
+            plans.append(FilePlan(sf, entry, (), "unchanged", sf.size, virtual_size=virtual_size))
             continue
         # Chunks past the shorter of the two sizes are read too: the last one changed length.
         common = min(old.size, sf.size) // chunk_size
@@ -118,5 +145,5 @@ def plan_files(files: list[SourceFile], parent: Manifest | None, chunk_size: int
             if i not in to_read:
                 entry.chunks[i] = old.chunks[i]
         reused = sum(chunk_span(i, sf.size, chunk_size)[1] for i in range(n) if i not in to_read)
-        plans.append(FilePlan(sf, entry, sorted(to_read), "changed-ranges", reused))
+        plans.append(FilePlan(sf, entry, sorted(to_read), "changed-ranges", reused, virtual_size=virtual_size))
     return plans

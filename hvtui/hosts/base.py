@@ -68,6 +68,9 @@ class SourceFile:
     identifies the file across backups (a disk id or inode, not the name);
     ``change_id`` names the change-tracking state the file is at (Hyper-V RCT id, the lab
     keeps the same record), ``None`` when the host tracks no changes for it.
+    ``virtual_ranges`` True: ``changes`` answers in virtual-disk bytes (RCT on a VHDX), which
+    the engine maps to file bytes by parsing ``local_path`` (the frozen file, readable here);
+    False: in file bytes.
     """
 
     rel_path: str
@@ -77,16 +80,20 @@ class SourceFile:
     change_id: str | None
     opener: Callable[[], BinaryIO] = field(repr=False)
     changes: Callable[[str], list[tuple[int, int]] | None] = field(repr=False, default=lambda _since: None)
+    virtual_ranges: bool = False
+    local_path: Path | None = None
 
     def open(self) -> BinaryIO:
         """Open the frozen file for reading (binary, seekable)."""
         return self.opener()
 
     def changed_ranges(self, since_change_id: str) -> list[tuple[int, int]] | None:
-        """Byte ranges ``(offset, length)`` changed since ``since_change_id``.
+        """Byte ranges ``(offset, length)`` changed since ``since_change_id`` (virtual-disk
+        bytes when ``virtual_ranges``).
 
-        ``None`` means unknown (the id is too old, from another file, or not tracked):
-        the caller must read the whole file.
+        ``None`` means unknown (not tracked): the caller must read the whole file.  A host
+        that knows why raises ``HostError`` instead (kind ``rct-invalid``: the id is unknown,
+        another disk's or too old), and the caller says so.
         """
         return self.changes(since_change_id)
 

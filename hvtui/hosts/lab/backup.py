@@ -22,9 +22,10 @@ from hvtui.events import Progress, ProgressCallback
 from hvtui.files import atomic_write
 from hvtui.hosts.base import BackupSource, CheckpointTaken, SourceFile, backup_checkpoint_name
 from hvtui.hosts.lab import checkpoints
+from hvtui.hosts.lab.disk import read_header
 from hvtui.hosts.lab.inventory import InventoryReader
 from hvtui.hosts.lab.records import chain_names, iso, vm_config
-from hvtui.hosts.lab.state import STAGING_DIR, ChangeLog, OpLock
+from hvtui.hosts.lab.state import STAGING_DIR, ChangeLog, OpLock, RctInvalid
 from hvtui.hosts.lab.store import LabStore
 from hvtui.model import VM
 
@@ -204,16 +205,71 @@ def _plain_file(rel_path: str, path: Path, identity: str) -> SourceFile:
     )
 
 
+CHANGES_WINDOW = 1 << 30  # the most one ``backup.changes`` call covers, as on the wire
+
+
+def backup_changes(
+    store: LabStore, identity: str, virtual_size: int, since: str, offset: int = 0, length: int = CHANGES_WINDOW
+) -> dict[str, Any]:
+    """The lab's answer to the wire contract's ``backup.changes`` for one disk file.
+
+    ``{"ranges": [[offset, length], ...], "processed": bytes}`` in virtual-disk bytes, clipped to
+    the window; an unknown, another disk's or too old ``since`` raises HostError kind ``rct-invalid``.
+    """
+    _check_window(store, virtual_size, offset, length)
+    return _window(_changes_since(store, identity, since), offset, length)
+
+
+def _check_window(store: LabStore, virtual_size: int, offset: int, length: int) -> None:
+    if offset < 0 or length <= 0 or length > CHANGES_WINDOW or offset + length > virtual_size:
+        raise HostError(
+            store.name,
+            "backup.changes",
+            f"window {offset}+{length} is not within the {virtual_size}-byte disk in at most {CHANGES_WINDOW} bytes",
+            kind="argument",
+        )
+
+
+def _changes_since(store: LabStore, identity: str, since: str) -> list[tuple[int, int]]:
+    try:
+        return ChangeLog(store.root, identity).changes(since)
+    except RctInvalid as err:
+        raise HostError(store.name, "backup.changes", str(err), kind="rct-invalid") from None
+
+
+def _window(ranges: list[tuple[int, int]], offset: int, length: int) -> dict[str, Any]:
+    end = offset + length
+    clipped = [[max(off, offset), min(off + n, end) - max(off, offset)] for off, n in ranges if off < end and off + n > offset]
+    return {"ranges": clipped, "processed": length}
+
+
 def _disk_file(store: LabStore, path: Path, rel_path: str, identity: str) -> SourceFile:
     st = path.stat()
-    log = ChangeLog(store.root, identity)
+    virtual_size = read_header(path).virtual_size
+
+    def changes(since: str) -> list[tuple[int, int]]:
+        # Window by window over the whole disk, as a caller of ``backup.changes`` does (the log
+        # is read once: a 127 GiB disk is 127 windows).
+        every = _changes_since(store, identity, since)
+        out: list[tuple[int, int]] = []
+        offset = 0
+        while offset < virtual_size:
+            length = min(CHANGES_WINDOW, virtual_size - offset)
+            _check_window(store, virtual_size, offset, length)
+            answer = _window(every, offset, length)
+            out += [(off, n) for off, n in answer["ranges"]]
+            offset += answer["processed"]
+        return out
+
     return SourceFile(
         rel_path=rel_path,
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
         identity=identity,
-        change_id=log.change_id(),
+        change_id=ChangeLog(store.root, identity).reference_point(),
         opener=lambda p=path: open(p, "rb"),  # noqa: SIM115 - the caller closes it
-        changes=log.changes,
+        changes=changes,
+        virtual_ranges=True,
+        local_path=path,
     )
 

@@ -179,8 +179,10 @@ def run_journal(
                     done += nbytes
                     report(_current)
 
-                ranges = vdisk.merge_into(src, dst, mode, on_block)
-            tracker.commit(seq, ranges)
+                vdisk.merge_into(src, dst, mode, on_block)
+                # Virtual ranges, block by block: a superset where a fill copied only some sectors.
+                ranges = [(index * src.block_size, src.block_size) for index in src.present_blocks()]
+            tracker.commit(seq, vdisk.coalesce(ranges))
         elif kind == "set_parent":
             _, name, parent = step
             if not (folder / name).exists():
@@ -188,9 +190,9 @@ def run_journal(
             tracker = ChangeLog(root, identities.get(name, "unknown"))
             seq = tracker.begin()
             with vdisk.DiskFile(folder / name, writable=True) as f:
-                ranges = f.set_parent(parent)
+                f.set_parent(parent)
                 f.fsync()
-            tracker.commit(seq, ranges)
+            tracker.commit(seq, [])  # metadata only: no virtual byte changed (a backup always re-reads metadata)
         elif kind == "delete":
             _, name = step
             with contextlib.suppress(FileNotFoundError):

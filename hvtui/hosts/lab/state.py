@@ -24,6 +24,7 @@ import json
 import os
 import struct
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,53 +171,74 @@ class StagingLock(FileLock):
 
 # -- change tracking -------------------------------------------------------------------
 
-_RCT_MAGIC = b"HVLABRCT"
-_RCT_HEAD = struct.Struct("<8sQ")  # magic, base sequence (older ids are unknown)
+# 2: virtual-disk ranges, reference points, a generation. A log of format 1 (file ranges) reads
+# as damaged: its ids fail with rct-invalid and the next reference point starts a new log.
+_RCT_MAGIC = b"HVLABRC2"
+# magic, base sequence (older ids are unknown), generation: a random id of this log, in every
+# RCT id, so a log lost and started again never answers for the old one's ids.
+_RCT_HEAD = struct.Struct("<8sQ16s")
 _RCT_REC = struct.Struct("<QQQ")  # sequence, offset, length
 _OPEN = (1 << 64) - 1  # "writes about to happen": unknown until the matching close
 _CLOSE = (1 << 64) - 2
+_REFERENCE = (1 << 64) - 3  # a reference point (a backup read the file here)
 _MAX_RECORDS = 200_000
 
 
-class ChangeLog:
-    """The lab's Resilient Change Tracking: which byte ranges of one physical file changed.
+class RctInvalid(Exception):
+    """A change id the log cannot answer for: unknown, from another disk, or too old."""
 
-    An append-only log of ``(sequence, offset, length)`` records.  Every modification is
-    bracketed: an "open" record is appended before the file is touched and the ranges plus
-    a "close" record after, so a crash in between makes older change ids unknown (the
-    backup reads everything) rather than silently missing a write.
+
+class ChangeLog:
+    """The lab's Resilient Change Tracking: which *virtual-disk* byte ranges of one disk file changed.
+
+    An append-only log of ``(sequence, offset, length)`` records, offsets in the virtual disk as
+    Hyper-V's ``GetVirtualDiskChanges`` reports them.  Every modification is bracketed: an
+    "open" record is appended before the file is touched and the ranges plus a "close" record
+    after, so a crash in between makes older change ids unknown (the backup reads everything)
+    rather than silently missing a write.  A reference point (``reference_point``: each backup
+    takes one) appends a marker; its sequence is the RCT id, and only marked ids are valid.
     """
 
     def __init__(self, root: Path, identity: str) -> None:
         self.identity = identity
         self.path = root / RCT_DIR / f"{identity}.rct"
 
-    def _read(self) -> tuple[int, list[tuple[int, int, int]]]:
+    def _read_all(self) -> tuple[int, bytes, list[tuple[int, int, int]]]:
+        """(base, generation, records); base -1 for a damaged or old-format log, 0 for none."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return 0, []
+            return 0, b"", []
         if len(raw) < _RCT_HEAD.size or raw[:8] != _RCT_MAGIC:
-            return -1, []
-        (_magic, base) = _RCT_HEAD.unpack_from(raw)
+            return -1, b"", []
+        (_magic, base, generation) = _RCT_HEAD.unpack_from(raw)
         body = raw[_RCT_HEAD.size :]
         body = body[: len(body) - len(body) % _RCT_REC.size]
-        return base, list(_RCT_REC.iter_unpack(body))
+        return base, generation, list(_RCT_REC.iter_unpack(body))
+
+    def _read(self) -> tuple[int, list[tuple[int, int, int]]]:
+        base, _generation, records = self._read_all()
+        return base, records
 
     def _append(self, records: list[tuple[int, int, int]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._read_all()[0] < 0:  # damaged or format 1: start a new log (its old ids stay invalid)
+            self.path.unlink()
         new = not self.path.exists()
         with open(self.path, "ab") as fh:
             if new:
-                fh.write(_RCT_HEAD.pack(_RCT_MAGIC, 0))
+                fh.write(_RCT_HEAD.pack(_RCT_MAGIC, 0, uuid.uuid4().bytes))
             fh.write(b"".join(_RCT_REC.pack(*rec) for rec in records))
 
     def sequence(self) -> int:
         base, records = self._read()
         return max(base, records[-1][0] if records else 0)
 
-    def change_id(self) -> str:
-        return f"rct:{self.identity}:{self.sequence()}"
+    def reference_point(self) -> str:
+        """Mark the file's state now as a reference point; returns its RCT id."""
+        seq = self.sequence() + 1
+        self._append([(seq, _REFERENCE, 0)])
+        return f"rct:{self.identity}:{self._read_all()[1].hex()}-{seq}"
 
     def begin(self) -> int:
         seq = self.sequence() + 1
@@ -224,44 +246,55 @@ class ChangeLog:
         return seq
 
     def commit(self, seq: int, ranges: list[tuple[int, int]]) -> None:
-        self._append([(seq, off, length) for off, length in ranges] + [(seq, _CLOSE, 0)])
+        """Close the bracket ``begin`` opened; ``ranges`` are virtual-disk ``(offset, length)``."""
+        self._append([(seq, off, length) for off, length in ranges if length > 0] + [(seq, _CLOSE, 0)])
         self._compact_if_large()
 
-    def record(self, ranges: list[tuple[int, int]]) -> str:
+    def record(self, ranges: list[tuple[int, int]]) -> None:
         """Record changes already known (the data was written under the same lock)."""
-        seq = self.begin()
-        self.commit(seq, ranges)
-        return f"rct:{self.identity}:{seq}"
+        self.commit(self.begin(), ranges)
 
-    def changes(self, since_change_id: str) -> list[tuple[int, int]] | None:
+    def changes(self, since_change_id: str) -> list[tuple[int, int]]:
+        """The virtual ranges changed since the reference point ``since_change_id`` (sorted, merged).
+
+        Raises RctInvalid (with the reason) for an id that is malformed, another disk's, not a
+        reference point of this log, older than the log remembers, or followed by a write that
+        never finished (a crash mid-write).
+        """
         from hvtui.hosts.lab.disk import coalesce
 
         try:
-            prefix, identity, seq_text = since_change_id.split(":")
+            prefix, identity, tail = since_change_id.split(":")
+            generation, seq_text = tail.split("-")
             since = int(seq_text)
         except (AttributeError, ValueError):
-            return None
+            raise RctInvalid(f"{since_change_id!r} is not an RCT id") from None
         if prefix != "rct" or identity != self.identity:
-            return None
-        base, records = self._read()
-        if base < 0 or since < base:
-            return None
-        current = max(base, records[-1][0] if records else 0)
-        if since > current:
-            return None
+            raise RctInvalid(f"{since_change_id} belongs to another disk")
+        base, current_generation, records = self._read_all()
+        if base < 0:
+            raise RctInvalid("the disk's change log is damaged or of an older lab")
+        if generation != current_generation.hex():
+            raise RctInvalid(f"{since_change_id} is from a change log the disk no longer has")
+        if since < base:
+            raise RctInvalid(f"{since_change_id} is older than the disk's change log remembers")
+        if not any(seq == since and offset == _REFERENCE for seq, offset, _len in records):
+            raise RctInvalid(f"{since_change_id} is not a reference point of this disk")
         ranges: list[tuple[int, int]] = []
         open_seq: int | None = None
         for seq, offset, length in records:
+            if offset == _REFERENCE:
+                continue
             if offset == _OPEN:
                 if open_seq is not None and open_seq > since:
-                    return None  # an earlier bracket never closed: a crash mid-write
+                    raise RctInvalid("a write to the disk never finished (a crash): its changes are unknown")
                 open_seq = seq
             elif offset == _CLOSE:
                 open_seq = None
             elif seq > since:
                 ranges.append((offset, length))
         if open_seq is not None and open_seq > since:
-            return None
+            raise RctInvalid("a write to the disk is unfinished: its changes are unknown")
         return coalesce(ranges)
 
     def _compact_if_large(self) -> None:
@@ -272,7 +305,7 @@ class ChangeLog:
         keep = records[len(records) // 2 :]
         # Ids older than the first kept sequence become unknown (a full read next time).
         new_base = keep[0][0] - 1 if keep else 0
-        data = _RCT_HEAD.pack(_RCT_MAGIC, new_base) + b"".join(_RCT_REC.pack(*rec) for rec in keep)
+        data = _RCT_HEAD.pack(_RCT_MAGIC, new_base, self._read_all()[1]) + b"".join(_RCT_REC.pack(*rec) for rec in keep)
         atomic_write(self.path, data, fsync=False)
 
     def delete(self) -> None:

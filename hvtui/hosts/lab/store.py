@@ -295,8 +295,9 @@ class LabStore:
         with vdisk.DiskChain.open(self.vm_folder(vm) / top_name, writable_top=True) as chain:
             for tick in ticks:
                 for offset, data in guest.tick_writes(vm["seed"], tick, profile, chain.virtual_size):
-                    changed += chain.write(offset, data)
-        tracker.commit(seq, vdisk.coalesce(changed, vdisk.PAGE))
+                    chain.write(offset, data)
+                    changed.append((offset, len(data)))  # RCT reports virtual-disk ranges
+        tracker.commit(seq, vdisk.coalesce(changed))
 
     # ------------------------------------------------------------------------------
     # VM files: disks (change-tracked), configuration, runtime state, space
@@ -306,8 +307,8 @@ class LabStore:
         tracker = ChangeLog(self.root, vm["files"][top_name]["identity"])
         seq = tracker.begin()
         with vdisk.DiskChain.open(self.vm_folder(vm) / top_name, writable_top=True) as chain:
-            changed = chain.write(offset, data)
-        tracker.commit(seq, vdisk.coalesce(changed, vdisk.PAGE))
+            chain.write(offset, data)
+        tracker.commit(seq, [(offset, len(data))])
 
     def write_blocks(self, vm: dict[str, Any], disk_index: int, blocks: Iterator[tuple[int, bytes]]) -> int:
         """Write whole blocks straight into the VM's current file (estate building)."""
@@ -318,9 +319,10 @@ class LabStore:
         changed: vdisk.Ranges = []
         with vdisk.DiskFile(self.vm_folder(vm) / top_name, writable=True) as top:
             for index, data in blocks:
-                changed += top.write_block(index, data)
+                top.write_block(index, data)
+                changed.append((index * top.block_size, len(data)))
                 written += len(data)
-        tracker.commit(seq, vdisk.coalesce(changed, vdisk.PAGE))
+        tracker.commit(seq, vdisk.coalesce(changed))
         return written
 
     def write_vm_config(self, vm: dict[str, Any]) -> None:
