@@ -18,7 +18,7 @@ PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("findings", "[FILTER]", "all findings, worst and oldest first, optionally filtered"),
     ("jobs", "", "backup and restore jobs: progress, cancel, retry, resume"),
     ("changes", "", "change windows: roll back, promote or discard them"),
-    ("change open", "--group G | --host H", "checkpoint all VMs of a host group or a host: a change window"),
+    ("change", "open …", "checkpoint all VMs of a host group or host: open --group G (or --host H)"),
     ("vm", "NAME", "open a VM's detail (host/name or name)"),
     ("theme", "[NAME]", "switch the theme; without a name, list the themes"),
     ("refresh", "", "refresh the inventory now"),
