@@ -243,6 +243,9 @@ class Finding:
     age_seconds: float | None = None  # for sorting: older first within a severity
     exempt_reason: str | None = None  # set when an exemption silenced this finding (shown, not hidden)
     data: dict[str, float | int | str] = field(default_factory=dict)
+    # The VMs ("host/vm id") a finding about several VMs at once covers: a change window's
+    # finding is one per window, and each of these VMs shows its severity in the VM list.
+    vm_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,16 +158,20 @@ def test_check_reports_the_open_window_instead_of_checkpoint_age_until_it_is_clo
         main(["--config", str(config), "check", "--json"])
         return [f for f in json.loads(capsys.readouterr().out)["findings"] if f["rule"] in ("change-window-open", "checkpoint-age")]
 
-    opened = findings()
-    assert sorted((f["rule"], f["vm_name"], f["severity"]) for f in opened) == [
-        ("change-window-open", "app1", "WARN"),
-        ("change-window-open", "web1", "WARN"),
-    ]
-    assert opened[0]["message"] == f"window {NAME} (ticket CHG-7): 2 VMs, 3 days open (warn at 2 days)"
+    both = sorted("/".join(vms[name]) for name in ("web1", "app1"))
+    # ONE finding for the window (not one per VM), naming both VMs, on both hosts.
+    (opened,) = findings()
+    assert (opened["rule"], opened["vm_name"], opened["severity"], opened["vm_keys"]) == ("change-window-open", None, "WARN", both)
+    assert opened["host"] == ", ".join(sorted({vms["web1"][0], vms["app1"][0]}))
+    assert opened["message"] == f"window {NAME} (ticket CHG-7): 2 VMs, 3 days open (warn at 2 days)"
+    main(["--config", str(config), "check"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "change-window-open" in line]
+    assert lines == [f"[WARN] {opened['host']} change-window-open: {opened['message']}"]
 
     assert change(config, "rollback", NAME, "--vm", "app1", "--yes") == 0  # still held: still open
-    assert sorted((f["rule"], f["vm_name"]) for f in findings()) == [("change-window-open", "app1"), ("change-window-open", "web1")]
+    assert [(f["rule"], f["vm_keys"]) for f in findings()] == [("change-window-open", both)]
     assert change(config, "discard", NAME, "--vm", "web1", "--yes") == 0
+    # A window down to one VM names that VM (enter opens it in the findings view).
     assert [(f["rule"], f["vm_name"]) for f in findings()] == [("change-window-open", "app1")]
     assert change(config, "discard", NAME, "--yes") == 0
     assert findings() == []

@@ -17,7 +17,7 @@ from hvtui.clock import FixedClock
 from hvtui.hosts.lab.estate import init_lab
 from hvtui.paths import Paths
 from hvtui.tui.screens.changes import ChangesScreen
-from hvtui.tui.screens.dialogs import ChangeWindowDialog, ConfirmDialog
+from hvtui.tui.screens.dialogs import ChangeWindowDialog, ChoiceDialog, ConfirmDialog, CreateCheckpointDialog
 from hvtui.tui.screens.vms import VmsScreen
 
 SIZE = (80, 24)
@@ -193,3 +193,112 @@ async def test_hostile_vm_names_are_escaped_in_the_changes_view(fresh_demo_lab: 
         await pilot.press("d")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         assert unsafe_characters(screen_text(app)) == []
+
+
+async def test_c_on_a_filtered_list_offers_all_vms_of_the_filter(lab: Path, paths: Paths) -> None:
+    core = jobs_core(lab, paths)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        # One VM shown: c is the single checkpoint, as before.
+        await pilot.press("slash", *"sql01", "enter")
+        await pilot.press("c")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, CreateCheckpointDialog))
+        await pilot.press("escape")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, VmsScreen))
+
+        await pilot.press("escape", "slash", *"web0", "enter")
+        assert await wait_until(pilot, lambda: app.screen.filter_targets and len(app.screen.filter_targets) == 2)
+        cursor = app.screen.selected_row.vm
+        await pilot.press("c")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        text = flat(screen_text(app))
+        assert f"Checkpoint {cursor.name}, or all 2 VMs of this filter?" in text
+        assert "This VM" in text and "All 2 VMs" in text and "No" in text  # the buttons fit at 80x24
+        assert app.screen.focused.id == "no"
+        await pilot.click("#choice-all")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ChangeWindowDialog))
+        assert "Checkpoint all: a change window on 2 VMs" in flat(screen_text(app))
+        app.screen.query_one("#window-name").value = NAME
+        await pilot.click("#create")
+        assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 1)
+        final = await wait_job(core, core.jobs.jobs()[0].id)
+        assert final.state.value == "succeeded", final.error
+        assert sorted(vm.vm_name for vm in core.changes.window(NAME).holding) == ["web01", "web02"]
+
+        # "This VM" is the single checkpoint of the VM under the cursor.
+        await settle(pilot)
+        await pilot.press("c")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await pilot.click("#choice-one")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, CreateCheckpointDialog))
+
+
+async def test_change_open_on_a_host_group_from_the_prompt(lab: Path, paths: Paths) -> None:
+    import dataclasses
+
+    from hvtui.config import HostConfig
+    from hvtui.hosts.lab.estate import lab_host_names
+
+    core = jobs_core(lab, paths)
+    groups = {"lab-hv01": "prod", "lab-hv02": "test", "lab-hv03": "test"}
+    hosts = tuple(HostConfig(name=name, kind="lab", group=groups[name]) for name in lab_host_names(lab))
+    core.config = dataclasses.replace(core.config, hosts=hosts)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        await pilot.press("colon", *"change open --group nope", "enter")
+        assert await wait_until(pilot, lambda: "host group 'nope': no such group or host (known: prod, test)" in flat(screen_text(app)))
+
+        await pilot.press("colon", *"change open --group prod", "enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ChangeWindowDialog))
+        assert "Checkpoint all: a change window on 5 VMs" in flat(screen_text(app))
+        app.screen.query_one("#window-name").value = NAME
+        await pilot.click("#create")
+        assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 1)
+        final = await wait_job(core, core.jobs.jobs()[0].id)
+        assert final.kind == "change-open", final.error
+        window = core.changes.window(NAME)
+        assert sorted(vm.vm_name for vm in window.vms) == ["app01", "dc01", "file01", "sql01", "web01"]
+        assert {vm.host for vm in window.vms} == {"lab-hv01"}
+
+
+async def test_the_findings_view_shows_a_window_once_and_enter_lists_its_vms(lab: Path, paths: Paths) -> None:
+    from datetime import timedelta
+
+    from hvtui.hosts.lab.host import LabHost
+    from hvtui.policy import CHANGE_WINDOW_OPEN
+    from hvtui.tui.screens.findings import FindingsScreen
+
+    setup = jobs_core(lab, paths)
+    vms = [vm for vm in setup.inventory.refresh().vms if vm.name in ("web01", "web02")]
+    setup.changes.open(NAME, vms, ticket="CHG-5")
+    three_days_ago = setup.clock.now() - timedelta(days=3)
+    for ref in setup.changes.window(NAME).vms:
+        LabHost.open(lab / ref.host, ref.host, FixedClock()).backdate_checkpoint(ref.vm_id, ref.checkpoint_id, three_days_ago)
+    other = next(vm for vm in setup.inventory.refresh().vms if vm.name == "dc01")
+    setup.changes.open("other-window", [other])
+    setup.close()
+
+    app = make_app(jobs_core(lab, paths))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, FindingsScreen)
+        windows = [key for key in screen.table.keys if screen._by_key[key].finding.rule == CHANGE_WINDOW_OPEN]
+        assert len(windows) == 1  # one row for the window, not one per VM
+        finding = screen._by_key[windows[0]].finding
+        assert finding.severity.label == "WARN" and finding.vm_keys == tuple(sorted(vm.key for vm in vms))
+        for vm in vms:  # the VM list: each VM of the window shows at least the window's severity
+            assert app.snapshot.rows[vm.key].health >= finding.severity
+        assert screen.table.move_to_key(windows[0])
+        await pilot.pause()
+        assert f"window {NAME} (ticket CHG-5): 2 VMs, 3 days open" in flat(screen_text(app))
+        await pilot.press("enter")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, ChangesScreen) and app.screen.loaded)
+        changes = app.screen
+        assert await wait_until(pilot, lambda: len(changes.table.keys) == 2)
+        assert {changes.table.plain_row(key)["vm"].rpartition("/")[2] for key in changes.table.keys} == {"web01", "web02"}
+        assert f"filter: {NAME}" in flat(screen_text(app))

@@ -13,13 +13,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from hvtui.actions.names import normalise_checkpoint_type, validate_checkpoint_name
-from hvtui.audit import local_user
+from hvtui.audit import RESULT_REFUSED, local_user
+from hvtui.changes.guard import WindowBusyError
 from hvtui.changes.plans import StepPlan, StepPlanner, plan_step
 from hvtui.changes.record import ChangeWindow, VMRef, VMState, WindowVM
 from hvtui.changes.store import WindowStore
@@ -240,8 +242,9 @@ class ChangeWindows:
             # A closed window of the same name makes way: names identify windows.
             return [w for w in windows if w.name != clean_name] + [window]
 
-        self._store.update(add)
-        return self._take_pending(window, progress, cancel, resuming=False)
+        with self._one_step(clean_name, "open", window_vms=window.vms):
+            self._store.update(add)
+            return self._take_pending(window, progress, cancel, resuming=False)
 
     def resume_open(
         self, name: str, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
@@ -249,7 +252,8 @@ class ChangeWindows:
         """Go on opening window ``name`` where a killed process left it: each VM still pending
         gets its checkpoint, or keeps the one that process took but had not recorded yet (a
         checkpoint of the window's name taken since the window was opened), never a second."""
-        return self._take_pending(self.window(name), progress, cancel, resuming=True)
+        with self._one_step(name, "open"):
+            return self._take_pending(self.window(name), progress, cancel, resuming=True)
 
     def _take_pending(
         self, window: ChangeWindow, progress: ProgressCallback | None, cancel: CancelToken | None, resuming: bool
@@ -302,8 +306,10 @@ class ChangeWindows:
     # -- closing -------------------------------------------------------------------------------
     def rollback(self, name: str, vms: Iterable[str] | None = None, progress: ProgressCallback | None = None) -> StepReport:
         """Apply the window's checkpoint to each chosen VM (its state since is lost)."""
-        window = self.window(name)
+        with self._one_step(name, "rollback", vms):
+            return self._rollback(self.window(name), vms, progress)
 
+    def _rollback(self, window: ChangeWindow, vms: Iterable[str] | None, progress: ProgressCallback | None) -> StepReport:
         def step(entry: WindowVM) -> tuple[WindowVM, str]:
             assert entry.checkpoint_id is not None
             self._actions.apply(entry.host, entry.vm_id, entry.checkpoint_id, context=self._context(window))
@@ -315,8 +321,12 @@ class ChangeWindows:
         self, name: str, vms: Iterable[str] | None = None, force: bool = False, progress: ProgressCallback | None = None
     ) -> StepReport:
         """Delete the window's checkpoint of each chosen VM, without a backup (a merge)."""
-        window = self.window(name)
+        with self._one_step(name, "discard", vms):
+            return self._discard(self.window(name), vms, force, progress)
 
+    def _discard(
+        self, window: ChangeWindow, vms: Iterable[str] | None, force: bool, progress: ProgressCallback | None
+    ) -> StepReport:
         def step(entry: WindowVM) -> tuple[WindowVM, str]:
             assert entry.checkpoint_id is not None
             self._actions.remove(entry.host, entry.vm_id, entry.checkpoint_id, force=force, context=self._context(window))
@@ -341,7 +351,17 @@ class ChangeWindows:
         runner = backup or self._backup
         if runner is None:
             raise HvtuiError("promoting needs the backup service, which this hvtui was built without")
-        window = self.window(name)
+        with self._one_step(name, "promote", vms):
+            return self._promote(self.window(name), vms, mode, progress, runner)
+
+    def _promote(
+        self,
+        window: ChangeWindow,
+        vms: Iterable[str] | None,
+        mode: str | None,
+        progress: ProgressCallback | None,
+        runner: BackupRunner,
+    ) -> StepReport:
         context = self._context(window)
 
         def step(entry: WindowVM) -> tuple[WindowVM, str]:
@@ -370,6 +390,29 @@ class ChangeWindows:
         return self._each(window, self.select(window, vms), "promote", step, progress)
 
     # -- helpers -------------------------------------------------------------------------------
+    @contextmanager
+    def _one_step(
+        self, name: str, step: str, vms: Iterable[str] | None = None, *, window_vms: Sequence[WindowVM] = ()
+    ) -> Iterator[None]:
+        """Hold window ``name`` while ``step`` runs; a step refused because another holds it is
+        audited (one entry per VM it named) and raised."""
+        try:
+            with self._store.step(name.strip(), step):
+                yield
+        except WindowBusyError as err:
+            try:
+                window = self.window(name)
+                named = window_vms or self.select(window, vms)
+                context = self._context(window)
+            except HvtuiError:  # a window still to be opened, or VMs it does not have
+                named, context = window_vms, {"window": name.strip()}
+            for vm in named:
+                args = {**context, "checkpoint_id": vm.checkpoint_id}
+                self._audit.record(f"change.{step}", vm.host, vm.vm_name, args, RESULT_REFUSED, 0.0, str(err))
+            if not named:
+                self._audit.record(f"change.{step}", "", None, context, RESULT_REFUSED, 0.0, str(err))
+            raise
+
     @staticmethod
     def _context(window: ChangeWindow) -> dict:
         return {"window": window.name, **({"ticket": window.ticket} if window.ticket else {})}

@@ -4,6 +4,7 @@ both change it.  A damaged file is reported and left as it is, never overwritten
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hvtui.changes.guard import window_step
 from hvtui.changes.record import ChangeWindow
 from hvtui.errors import HvtuiError
 from hvtui.files import atomic_write
@@ -62,6 +64,10 @@ class WindowStore:
     def _write(self, windows: list[ChangeWindow]) -> None:
         doc: dict[str, Any] = {"version": FORMAT_VERSION, "windows": [w.to_dict() for w in windows]}
         atomic_write(self.path, (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def step(self, name: str, step: str) -> contextlib.AbstractContextManager[None]:
+        """Hold window ``name`` for ``step``: one step per window at a time, across processes."""
+        return window_step(self.path.with_name(self.path.name + ".locks"), name, step)
 
     def windows(self) -> list[ChangeWindow]:
         """Every stored window, oldest first."""

@@ -21,7 +21,7 @@ from hvtui.core import Core
 from hvtui.errors import HvtuiError
 from hvtui.logsetup import redact
 from hvtui.model import VM, Finding, HostInventory
-from hvtui.policy import HOST_UNREACHABLE, evaluate, is_problem, summary
+from hvtui.policy import HOST_UNREACHABLE, evaluate, is_about_host, is_problem, summary, vm_keys_of
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 STATE_NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -83,7 +83,7 @@ def build_report(core: Core, host: str | None = None, vm: str | None = None) -> 
         core.backups.backup_checkpoint_left,
         core.changes.open_checkpoints(),
     )
-    findings = [f for f in findings if host is None or f.host == host]
+    findings = [f for f in findings if host is None or is_about_host(f, host)]
     vms = [v for h in hosts for v in h.vms]
     if vm is not None:
         vms = _matching_vms(vms, vm, hosts)
@@ -92,7 +92,7 @@ def build_report(core: Core, host: str | None = None, vm: str | None = None) -> 
         findings = [
             f
             for f in findings
-            if (f.vm_id is not None and f"{f.host}/{f.vm_id}" in keys) or (f.vm_id is None and f.host in vm_hosts)
+            if keys.intersection(vm_keys_of(f)) or (not vm_keys_of(f) and f.host in vm_hosts)
         ]
         hosts = [h for h in hosts if h.name in vm_hosts]
     return report_document(findings, hosts, vms)
@@ -172,6 +172,8 @@ def finding_document(finding: Finding) -> dict[str, Any]:
         "age_seconds": finding.age_seconds,
         "exempt_reason": finding.exempt_reason,
         "data": dict(finding.data),
+        # Every VM ("host/vm id") a change window's one finding covers; [] for other findings.
+        "vm_keys": list(finding.vm_keys),
     }
 
 

@@ -46,7 +46,7 @@ from __future__ import annotations
 from hvtui.policy.context import BackupLeft, HostRule, LastBackup, OpenWindow, VMContext, VMRule, WindowCheckpoints
 from hvtui.policy.evaluation import evaluate, run_vm_rules
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
-from hvtui.policy.findings import is_problem, sort_findings, summary, vm_key, worst_by_vm
+from hvtui.policy.findings import is_about_host, is_problem, sort_findings, summary, vm_key, vm_keys_of, worst_by_vm
 from hvtui.policy.headroom import Headroom, headroom, merge_needs_by_volume
 from hvtui.policy.rules import (
     CHAIN_DEPTH,
@@ -98,6 +98,7 @@ __all__ = [
     "evaluate",
     "file_name",
     "headroom",
+    "is_about_host",
     "is_problem",
     "merge_needs_by_volume",
     "run_vm_rules",
@@ -105,5 +106,6 @@ __all__ = [
     "sort_findings",
     "summary",
     "vm_key",
+    "vm_keys_of",
     "worst_by_vm",
 ]

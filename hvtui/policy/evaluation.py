@@ -13,6 +13,7 @@ from hvtui.policy.context import BackupLeft, LastBackup, VMContext, VMRule, Wind
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
 from hvtui.policy.findings import sort_findings
 from hvtui.policy.rules import HOST_RULES, VM_RULES
+from hvtui.policy.rules.change_windows import one_per_window
 
 
 def run_vm_rules(context: VMContext, rules: tuple[VMRule, ...] = VM_RULES) -> list[tuple[Finding, Checkpoint | None]]:
@@ -35,7 +36,8 @@ def evaluate(
     """All findings for the inventory, sorted by ``sort_findings``.
 
     ``windows``: the open change windows' checkpoints; each is reported by the
-    change-window-open rule, named by its window, instead of by checkpoint-age.
+    change-window-open rule, named by its window, instead of by checkpoint-age, and
+    a window's findings are folded into one (``one_per_window``).
     """
     findings: list[Finding] = []
     matchers = [ExemptionMatcher.compile(exemption) for exemption in policy.exemptions]
@@ -50,5 +52,5 @@ def evaluate(
             context = VMContext(vm, host, host.facts, thresholds, stale, last_backup, backup_left, windows)
             for finding, checkpoint in run_vm_rules(context):
                 findings.append(apply_exemption(finding, checkpoint, matchers))
-    return sort_findings(findings)
+    return sort_findings(one_per_window(findings))
 

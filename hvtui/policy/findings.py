@@ -46,14 +46,26 @@ def vm_key(host: str, vm_id: str) -> str:
     return f"{host}/{vm_id}"
 
 
+def vm_keys_of(finding: Finding) -> tuple[str, ...]:
+    """The VMs (``VM.key``) a finding is about: its own VM, or every VM of a change window's; () for a host's."""
+    if finding.vm_keys:
+        return finding.vm_keys
+    return (vm_key(finding.host, finding.vm_id),) if finding.vm_id is not None else ()
+
+
+def is_about_host(finding: Finding, host: str) -> bool:
+    """The finding names ``host`` itself or one of its VMs (a change window may span hosts)."""
+    return finding.host == host or any(key.partition("/")[0] == host for key in finding.vm_keys)
+
+
 def worst_by_vm(findings: Iterable[Finding]) -> dict[str, Severity]:
-    """Worst severity per ``VM.key`` (exempted findings count as OK); VMs without findings are absent."""
+    """Worst severity per ``VM.key`` (exempted findings count as OK); VMs without findings are absent.
+
+    Each VM of an open change window gets the window's severity: its one finding covers them all."""
     worst: dict[str, Severity] = {}
     for finding in findings:
-        if finding.vm_id is None:
-            continue
-        key = vm_key(finding.host, finding.vm_id)
         severity = finding.severity if finding.exempt_reason is None else Severity.OK
-        if key not in worst or severity > worst[key]:
-            worst[key] = severity
+        for key in vm_keys_of(finding):
+            if key not in worst or severity > worst[key]:
+                worst[key] = severity
     return worst

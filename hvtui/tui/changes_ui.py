@@ -73,6 +73,30 @@ class ChangeWindowsMixin:
 
         self.push_screen(dialog, callback=chosen)
 
+    def offer_checkpoint_all(self, vm: VM, vms: Sequence[VM], source: str) -> None:
+        """``c`` with nothing marked but ``source`` (a filter) showing several VMs: this VM, or
+        "checkpoint all" on every VM it shows (focus on "No")."""
+        from hvtui.tui.screens.dialogs import ChoiceDialog
+
+        targets = list(vms)
+        listing = "\n".join(f"  {v.host}/{v.name}" for v in targets)
+        dialog = ChoiceDialog(
+            f"Checkpoint {vm.name}, or all {len(targets)} VMs of this filter?",
+            f"{source} shows {len(targets)} VMs:\n{listing}",
+            [("one", "This VM"), ("all", f"All {len(targets)} VMs")],
+            danger=False,
+            summary=f"This VM: one checkpoint of {vm.host}/{vm.name}. All {len(targets)} VMs: a change window "
+            "(one checkpoint each, one name); its name, type and ticket are asked next.",
+        )
+
+        def chosen(choice: str | None) -> None:
+            if choice == "one":
+                self.start_create(vm.host, vm.id)
+            elif choice == "all":
+                self.start_change_window(targets)
+
+        self.push_screen(dialog, callback=chosen)
+
     def _submit_change_window(self, request: ChangeWindowRequest, vms: list[VM]) -> None:
         """Worker thread: the job manager may still be starting; its errors reach the user."""
         from hvtui.jobs.kinds.change import submit_change_open

@@ -18,6 +18,7 @@ PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("findings", "[FILTER]", "all findings, worst and oldest first, optionally filtered"),
     ("jobs", "", "backup and restore jobs: progress, cancel, retry, resume"),
     ("changes", "", "change windows: roll back, promote or discard them"),
+    ("change", "open …", "checkpoint all VMs of a host group or host: open --group G (or --host H)"),
     ("vm", "NAME", "open a VM's detail (host/name or name)"),
     ("theme", "[NAME]", "switch the theme; without a name, list the themes"),
     ("refresh", "", "refresh the inventory now"),
@@ -71,7 +72,9 @@ class PromptCommandsMixin:
             known = ", ".join(command for command, _args, _description in PROMPT_COMMANDS)
             self.notify(f"unknown command {words[0]!r} (commands: {known})", title="Command", severity="error")
             return
-        if name in VIEWS:
+        if name == "changes" and argument.split()[:1] == ["open"]:
+            self._open_change_window_on(argument)
+        elif name in VIEWS:
             self.show_view(name, argument or None)
         elif name == "vm":
             self._open_vm_by_name(argument)
@@ -86,6 +89,32 @@ class PromptCommandsMixin:
             self.action_help()
         elif name == "quit":
             self.run_worker(self.action_quit(), exclusive=False)
+
+    def _open_change_window_on(self, argument: str) -> None:
+        """``:change open --group G`` or ``--host H``: "checkpoint all" on that group's or host's VMs."""
+        usage = "usage: change open --group G (or --host H): checkpoint all VMs of a host group or host"
+        words = argument.split()
+        if self.snapshot is None or len(words) != 3 or words[1] not in ("--group", "--host"):
+            self.notify(usage, title="Command", severity="error", markup=False)
+            return
+        option, wanted = words[1], words[2].casefold()
+        hosts = self.snapshot.inventory.hosts
+        if option == "--group":
+            chosen = [h for h in hosts if (h.group or "").casefold() == wanted]
+            known = sorted({h.group for h in hosts if h.group})
+            what = f"host group {words[2]!r}"
+        else:
+            chosen = [h for h in hosts if h.name.casefold() == wanted]
+            known = sorted(h.name for h in hosts)
+            what = f"host {words[2]!r}"
+        vms = [vm for host in chosen for vm in host.vms]
+        if not vms:
+            where = "no such group or host" if not chosen else "no VMs on it (or it cannot be read)"
+            self.notify(
+                f"{what}: {where} (known: {', '.join(known) or 'none'})", title="Command", severity="error", markup=False
+            )
+            return
+        self.start_change_window(vms)
 
     def _open_vm_by_name(self, wanted: str) -> None:
         if self.snapshot is None or not wanted:

@@ -54,6 +54,7 @@ class ChangesScreen(ViewScreen):
     def __init__(self) -> None:
         super().__init__()
         self._rows: list[ChangeRow] = []
+        self._all_rows: list[ChangeRow] = []  # before the filter
         self._by_key: dict[str, ChangeRow] = {}
         self.load_error: str | None = None
         self.loaded = False
@@ -93,16 +94,30 @@ class ChangesScreen(ViewScreen):
         rows = build_change_rows(windows, snapshot.inventory if snapshot else None, app.core.clock.now(), app.palette)
         self.app.call_from_thread(self._show_rows, rows, error)
 
+    def apply_filter(self, text: str) -> None:
+        """Narrow the list to windows or VMs whose name contains ``text`` (the findings view's
+        enter on a change window's finding lands here with its name)."""
+        self.filter_text = text
+        if self.loaded:
+            self._show_rows(self._all_rows, self.load_error)
+
     def _show_rows(self, rows: list[ChangeRow], error: str | None) -> None:
         if not self.is_mounted:
             return
+        self._all_rows = rows
+        wanted = self.filter_text.strip().casefold()
+        if wanted:
+            rows = [r for r in rows if wanted in r.window.name.casefold() or wanted in f"{r.vm.host}/{r.vm.vm_name}".casefold()]
         self._rows = rows
         self._by_key = {row.key: row for row in rows}
         self.load_error = error
         self.loaded = True
         self.table.show([(row.key, row.texts) for row in rows], change_column_widths(rows))
         open_count = len({row.window.name for row in rows if row.window.is_open})
-        self.query_one(ViewTitle).show(f"Change windows [{open_count} open / {len({r.window.name for r in rows})}]  r roll back · p promote · d discard")
+        shown = f"  filter: {self.filter_text}" if wanted else ""
+        self.query_one(ViewTitle).show(
+            f"Change windows [{open_count} open / {len({r.window.name for r in rows})}]{shown}  r roll back · p promote · d discard"
+        )
         self._show_detail()
         self.refresh_bindings_if_changed()
 

@@ -107,6 +107,10 @@ class FindingsScreen(ViewScreen):
         finding = self.selected
         if finding is None:
             return
+        if finding.vm_id is None and "window" in finding.data:
+            # A change window's one finding covers several VMs: its view lists them.
+            self.hvtui.show_view("changes", str(finding.data["window"]))
+            return
         if finding.vm_id is None:
             self.app.notify(f"{finding.host}: {finding.message}", title="Host finding: no VM to open", severity="warning")
             return

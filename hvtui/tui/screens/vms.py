@@ -2,7 +2,8 @@
 
 ``space`` marks rows (k9s-style; marked names carry a ✔); ``b`` backs up the marked VMs,
 or the one under the cursor when none is marked; ``c`` with VMs marked offers "checkpoint
-all" (a change window), else a checkpoint of the VM under the cursor.
+all" (a change window), with none marked but a filter showing several VMs it asks "this
+VM, or all N VMs of this filter?", else a checkpoint of the VM under the cursor.
 """
 
 from __future__ import annotations
@@ -180,8 +181,18 @@ class VmsScreen(ViewScreen):
             self.hvtui.start_change_window([row.vm for row in rows], on_submitted=self.action_clear_marks)
             return
         row = self.selected_row
-        if row is not None:
-            self.hvtui.start_create(row.host, row.vm.id)
+        if row is None:
+            return
+        filtered = self.filter_targets
+        if len(filtered) > 1:  # checkpoint all, from the filter's result
+            self.hvtui.offer_checkpoint_all(row.vm, [r.vm for r in filtered], f"the filter {self.filter_text!r}")
+            return
+        self.hvtui.start_create(row.host, row.vm.id)
+
+    @property
+    def filter_targets(self) -> list[VmRow]:
+        """The rows a filter shows (display order); [] without a filter."""
+        return filter_rows(self._sorted, self.filter_text) if self.filter_text else []
 
     # -- marks and backups ------------------------------------------------------------------------
     @property
@@ -220,8 +231,9 @@ class VmsScreen(ViewScreen):
             self.hvtui.jobs_ui.start_backup([row.vm for row in rows], on_submitted=self.action_clear_marks)
 
     def why_unavailable(self, action: str) -> str | None:
-        if action == "create_checkpoint" and self.marked:
-            reasons = {self.hvtui.read_only_reason(row.host) for row in self.backup_targets}
+        if action == "create_checkpoint" and (self.marked or len(self.filter_targets) > 1):
+            rows = self.backup_targets if self.marked else self.filter_targets
+            reasons = {self.hvtui.read_only_reason(row.host) for row in rows}
             if None in reasons:
                 return None  # some marked VM can be checkpointed (the window reports the others)
             return "; ".join(sorted(reason for reason in reasons if reason is not None))

@@ -24,7 +24,10 @@ FINDING_COLUMNS: tuple[ColumnSpec, ...] = (
 
 def finding_key(finding: Finding) -> str:
     """A stable identity for a finding across refreshes (severity and numbers left out)."""
-    return "|".join((finding.rule, finding.host, finding.vm_id or "", finding.checkpoint_id or "", finding.file or ""))
+    key = "|".join((finding.rule, finding.host, finding.vm_id or "", finding.checkpoint_id or "", finding.file or ""))
+    if "window" in finding.data:  # a change window's one finding: its name tells two windows on the same hosts apart
+        key += f"|{finding.data['window']}"
+    return key
 
 
 def finding_severity_text(finding: Finding) -> str:

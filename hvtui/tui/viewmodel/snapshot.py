@@ -54,7 +54,8 @@ class Snapshot:
         }
 
     def findings_for(self, host: str, vm_id: str) -> list[Finding]:
-        return [f for f in self.findings if f.host == host and f.vm_id == vm_id]
+        key = f"{host}/{vm_id}"
+        return [f for f in self.findings if (f.host == host and f.vm_id == vm_id) or key in f.vm_keys]
 
     def restyled(self, palette: Palette) -> Snapshot:
         return dataclasses.replace(
