@@ -528,7 +528,7 @@ repositories:
     assert (info["format"], info["encrypted"], info["backend"], info["points"]) == (2, False, "local", 1)
     assert info["last_backup"] is not None and info["size_bytes"] > 0
     text = hvtui("repo", "list")
-    assert text.returncode == 0 and "format 2, packs of 32 MiB" in text.stdout and "1 restore points" in text.stdout
+    assert text.returncode == 0 and "format 2, packs of 32 MiB" in text.stdout and "1 restore point," in text.stdout
     audit = hvtui("audit", "--json")
     actions = [(e["action"], e["result"]) for e in json.loads(audit.stdout) if e["action"] == "repo.init"]
     assert actions == [("repo.init", "refused"), ("repo.init", "ok"), ("repo.init", "failed"), ("repo.init", "ok")]
