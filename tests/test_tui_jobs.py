@@ -29,6 +29,7 @@ from hvtui.config import Config, JobsConfig
 from hvtui.core import Core
 from hvtui.hosts.lab.estate import init_lab
 from hvtui.jobs import Job, JobKind, JobState
+from hvtui.model import VM
 from hvtui.paths import Paths
 from hvtui.tui.app import HvtuiApp
 from hvtui.tui.jobs_ui import REDRAW_SECONDS
@@ -425,6 +426,17 @@ async def test_in_place_restore_names_what_is_lost_and_defaults_to_no(lab: Path,
         assert core.jobs.jobs() == []
 
 
+async def open_in_place_confirmation(pilot: Pilot, app: HvtuiApp, vm: VM) -> None:
+    """From the VM's detail, `t`, "over the original VM", Next: up to the confirmation."""
+    app.open_vm(vm.host, vm.id)
+    assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded)
+    await pilot.press("t")
+    assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
+    await pilot.click("#target-in_place")
+    await pilot.click("#next")
+    assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+
+
 async def test_in_place_confirmation_names_checkpoints_made_after_the_point_and_the_bytes(lab: Path, paths: Paths) -> None:
     core = jobs_core(lab, paths)
     test01 = next(v for v in core.inventory.refresh().vms if v.name == "test01")  # off, 'Clean install'
@@ -435,13 +447,7 @@ async def test_in_place_confirmation_names_checkpoints_made_after_the_point_and_
     app = make_app(core)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await ready(pilot)
-        app.open_vm(test01.host, test01.id)
-        assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded)
-        await pilot.press("t")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
-        await pilot.click("#target-in_place")
-        await pilot.click("#next")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await open_in_place_confirmation(pilot, app, test01)
         body = app.screen.body
         assert "Checkpoints lost (1)" in body and "'made after the point'" in body
         assert "Checkpoints restored: 'Clean install'" in body
@@ -464,13 +470,7 @@ async def test_in_place_restore_can_back_the_vm_up_first(lab: Path, paths: Paths
     app = make_app(core)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await ready(pilot)
-        app.open_vm(test01.host, test01.id)
-        assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded)
-        await pilot.press("t")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
-        await pilot.click("#target-in_place")
-        await pilot.click("#next")
-        assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await open_in_place_confirmation(pilot, app, test01)
         assert "Back up first" in flat(screen_text(app))
         await pilot.click("#choice-backup-first")
         assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 2 and all(j.is_final for j in core.jobs.jobs()), 3000)
