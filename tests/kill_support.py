@@ -79,14 +79,21 @@ def kill_backup_at(
         phase=phase, min_done=min_done, forward=forward or bool(min_done), marker=str(marker), vm_id=vm_id,
         vm_name=vm_name,
     )  # fmt: skip
+    return kill_child_at_marker(script, marker, "start its backup", f"reach phase {phase} in its backup")
+
+
+def kill_child_at_marker(script: str, marker: Path, starting: str, reaching: str) -> str:
+    """Run ``script`` in a child that prints its job id, then writes ``marker`` and waits to be
+    killed; SIGKILL it there and return the job id.  ``starting`` and ``reaching`` say, for a
+    failure, what the child did not do."""
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
         job_id = child.stdout.readline().strip()
-        assert job_id, "the child did not start its backup"
+        assert job_id, f"the child did not {starting}"
         # Ends early when the child dies first (a crash would show as its exit code).
         _wait_for(lambda: marker.exists() or child.poll() is not None)
-        assert marker.exists(), f"the child's backup never reached phase {phase} (exit code {child.poll()})"
+        assert marker.exists(), f"the child did not {reaching} (exit code {child.poll()})"
     finally:
         child.kill()  # a failed assertion must not leave a child holding the lab and the repository
         child.wait(DEADLINE)
@@ -142,15 +149,4 @@ def kill_restore_at(
         tests=str(TESTS_DIR), module=module, factory=factory, root=str(root), point=point,
         directory=str(directory), marker=str(marker), min_done=min_done,
     )  # fmt: skip
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        job_id = child.stdout.readline().strip()
-        assert job_id, "the child did not start its restore"
-        _wait_for(lambda: marker.exists() or child.poll() is not None)
-        assert marker.exists(), f"the child's restore never got {min_done} bytes in (exit code {child.poll()})"
-    finally:
-        child.kill()
-        child.wait(DEADLINE)
-    assert child.returncode == -signal.SIGKILL
-    return job_id
+    return kill_child_at_marker(script, marker, "start its restore", f"get {min_done} bytes into its restore")

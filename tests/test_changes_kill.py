@@ -6,21 +6,17 @@ second checkpoint of the VM whose checkpoint the killed run had taken."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from changes_support import build_estate, checkpoint_names, config_text, lab
-from test_jobs import DEADLINE, _wait_for
+from kill_support import TESTS_DIR, kill_child_at_marker
 
 from hvtui.audit import AuditLog
 from hvtui.cli import main
 from hvtui.paths import Paths
 
 NAME = "pre-patch"
-TESTS_DIR = Path(__file__).parent
 
 CHILD = textwrap.dedent(
     """
@@ -61,17 +57,7 @@ def test_a_killed_open_is_reported_and_resumes_without_a_second_checkpoint(tmp_p
     config.write_text(config_text(tmp_path))
     marker = tmp_path / "stopped"
     script = CHILD.format(tests=str(TESTS_DIR), root=str(tmp_path), marker=str(marker), name=NAME)
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None
-        job_id = child.stdout.readline().strip()
-        assert job_id, "the child did not submit its job"
-        _wait_for(lambda: marker.exists() or child.poll() is not None)
-        assert marker.exists(), f"the child never reached the second checkpoint (exit code {child.poll()})"
-    finally:
-        child.kill()
-        child.wait(DEADLINE)
-    assert child.returncode == -signal.SIGKILL
+    job_id = kill_child_at_marker(script, marker, "submit its job", "reach the second checkpoint")
     orphan = marker.read_text()
 
     # What the window says after the kill: web1 done, web2 and sql1 not (web2's checkpoint exists).

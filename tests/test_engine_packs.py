@@ -182,17 +182,24 @@ def test_prune_deletes_packs_without_live_chunks_after_writing_the_new_index(hos
     assert run_verify(fresh).ok
 
 
-def test_a_damaged_blob_in_a_pack_is_named_taken_out_of_the_index_and_stored_again(
-    host: DirHost, tmp_path: Path
-) -> None:
-    repo = open_v2(tmp_path / "repo")
-    first = run_backup(repo, host, "vm1", "full").point_id
-    digest = sorted(repo.load_point(first).chunk_ids())[0]
+def damage_first_chunk(repo: Repository, point_id: str) -> tuple[bytes, Path]:
+    """Flip one bit in the middle of the point's first chunk, inside its pack; return the chunk id
+    and the pack's path."""
+    digest = sorted(repo.load_point(point_id).chunk_ids())[0]
     pack_id, offset, length = repo.store.location(digest)  # type: ignore[union-attr]
     pack = repo.store.pack_path(pack_id)  # type: ignore[union-attr]
     blob = bytearray(pack.read_bytes())
     blob[offset + length // 2] ^= 0x40
     pack.write_bytes(bytes(blob))
+    return digest, pack
+
+
+def test_a_damaged_blob_in_a_pack_is_named_taken_out_of_the_index_and_stored_again(
+    host: DirHost, tmp_path: Path
+) -> None:
+    repo = open_v2(tmp_path / "repo")
+    first = run_backup(repo, host, "vm1", "full").point_id
+    digest, _pack = damage_first_chunk(repo, first)
 
     assert run_verify(repo, quick=True).ok  # quick: the index, the pack and the header only
     report = run_verify(repo)
@@ -467,20 +474,16 @@ def test_prune_interrupted_at_any_step_leaves_every_kept_point_whole(
 def test_prune_keeps_a_pack_holding_a_quarantined_chunk_as_evidence(host: DirHost, tmp_path: Path) -> None:
     repo = open_v2(tmp_path / "repo")
     first = run_backup(repo, host, "vm1", "full").point_id
-    digest = sorted(repo.load_point(first).chunk_ids())[0]
-    pack_id, offset, length = repo.store.location(digest)  # type: ignore[union-attr]
-    pack = repo.store.pack_path(pack_id)  # type: ignore[union-attr]
-    blob = bytearray(pack.read_bytes())
-    blob[offset + length // 2] ^= 0x40
-    pack.write_bytes(bytes(blob))
+    digest, pack = damage_first_chunk(repo, first)
+    damaged = pack.read_bytes()
     assert run_verify(repo).quarantined == [digest.hex()]
     host.create_disk("vm1", DISK, 8 * MiB, seed=4, data_mib=3)  # the VM no longer holds that data
     kept = run_backup(repo, host, "vm1", "full").point_id
 
     result = run_prune(repo, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))
     assert result.points_removed == 1 and result.chunks_removed > 0
-    assert pack.read_bytes() == bytes(blob)  # the evidence is kept whole, never rewritten
-    assert (result.quarantined_packs, result.quarantined_bytes) == (1, len(blob))
+    assert pack.read_bytes() == damaged  # the evidence is kept whole, never rewritten
+    assert (result.quarantined_packs, result.quarantined_bytes) == (1, len(damaged))
     assert run_verify(Repository.open(repo.root), kept).ok
 
 
