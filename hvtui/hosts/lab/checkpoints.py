@@ -27,10 +27,10 @@ from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab import merge
 from hvtui.hosts.lab.records import (
     MAX_CHECKPOINTS,
+    checkpoint_model,
     default_checkpoint_name,
     iso,
     new_guid,
-    parse_time,
     validate_checkpoint_name,
 )
 from hvtui.hosts.lab.store import LabStore
@@ -46,16 +46,6 @@ def create_checkpoint(store: LabStore, vm_id: str, name: str | None, checkpoint_
         txn.dirty = True
     return checkpoint_model(cp)
 
-
-def checkpoint_model(cp: dict[str, Any]) -> Checkpoint:
-    return Checkpoint(
-        id=cp["id"],
-        name=cp["name"],
-        type=cp["type"],
-        created=parse_time(cp["created"]),
-        parent_id=cp.get("parent_id"),
-        is_automatic=bool(cp.get("is_automatic", False)),
-    )
 
 
 def create_checkpoint_record(store: LabStore, vm: dict[str, Any], name: str | None, checkpoint_type: str) -> dict[str, Any]:

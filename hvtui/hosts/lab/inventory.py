@@ -16,9 +16,9 @@ from typing import Any
 from hvtui.errors import HostError, NotFoundError
 from hvtui.hosts.base import HostSnapshot
 from hvtui.hosts.lab import guest
-from hvtui.hosts.lab.records import DISK_SUFFIXES, parse_time
+from hvtui.hosts.lab.records import DISK_SUFFIXES, checkpoint_model, parse_time
 from hvtui.hosts.lab.store import LOCK_TIMEOUT, LabStore
-from hvtui.model import VM, Checkpoint, Disk, HostFacts, VhdLink, Volume
+from hvtui.model import VM, Disk, HostFacts, VhdLink, Volume
 
 
 class InventoryReader:
@@ -165,17 +165,7 @@ class InventoryReader:
         strays = tuple(
             f"{folder}/{name}" for name in sorted(sizes) if name.lower().endswith(DISK_SUFFIXES) and name not in files
         )
-        checkpoints = tuple(
-            Checkpoint(
-                id=cp["id"],
-                name=cp["name"],
-                type=cp["type"],
-                created=parse_time(cp["created"]),
-                parent_id=cp.get("parent_id"),
-                is_automatic=bool(cp.get("is_automatic", False)),
-            )
-            for cp in sorted(vm["checkpoints"], key=lambda c: c["created"])
-        )
+        checkpoints = tuple(checkpoint_model(cp) for cp in sorted(vm["checkpoints"], key=lambda c: c["created"]))
         state = vm["state"]
         running = state in ("Running", "Paused")
         status = "Operating normally"

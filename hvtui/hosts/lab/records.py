@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hvtui.errors import HostError
+from hvtui.model import Checkpoint
 from hvtui.text import is_display_safe
 
 VM_STATES = ("Running", "Off", "Saved", "Paused")
@@ -86,3 +87,15 @@ def chain_names(vm: dict[str, Any], top: str) -> list[str]:
         out.append(name)
         name = vm["files"][name]["parent"]
     return out
+
+
+def checkpoint_model(cp: dict[str, Any]) -> Checkpoint:
+    """A checkpoint record as the model shows it."""
+    return Checkpoint(
+        id=cp["id"],
+        name=cp["name"],
+        type=cp["type"],
+        created=parse_time(cp["created"]),
+        parent_id=cp.get("parent_id"),
+        is_automatic=bool(cp.get("is_automatic", False)),
+    )
