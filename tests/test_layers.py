@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("inventory", ("hvtui.inventory",)),
     ("policy", ("hvtui.policy",)),
     ("engine", ("hvtui.engine",)),
-    ("services", ("hvtui.actions", "hvtui.backups", "hvtui.changes")),
+    ("services", ("hvtui.actions", "hvtui.backups", "hvtui.changes", "hvtui.notify", "hvtui.schedules")),
     ("jobs", ("hvtui.jobs",)),
     ("core", ("hvtui.core",)),
     ("entry points", ("hvtui.commands", "hvtui.tui", "hvtui.cli", "hvtui.__main__")),
