@@ -72,3 +72,12 @@ def fresh_demo_lab(tmp_path: Path) -> Path:
     lab = tmp_path / "lab"
     init_lab(lab, "demo", FixedClock(), size=FRESH_DEMO_SIZE)
     return lab
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 server (SeaweedFS) for the whole session; tests use their own key prefixes."""
+    from seaweed_support import seaweed_server
+
+    with seaweed_server(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
