@@ -265,9 +265,17 @@ class Tool:
 
 class Hvtui(Tool):
     def __init__(
-        self, work: Path, data_dir: Path, chunk_mib: int = 1, tracking: bool = True, name: str = "", version: int = 1
+        self,
+        work: Path,
+        data_dir: Path,
+        chunk_mib: int = 1,
+        tracking: bool = True,
+        name: str = "",
+        version: int = 1,
+        compression: str = "lz4",
     ) -> None:
         self.chunk_mib = chunk_mib
+        self.compression = compression  # "lz4" or "zstd:<level>"
         self.tracking = tracking
         self.version = version  # repository format: 1 chunk files, 2 packs with an index
         self.name = name or "hvtui"
@@ -278,14 +286,18 @@ class Hvtui(Tool):
 
     def full(self) -> Run:
         return run_tool(
-            self._cmd("backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1", str(self.version))
+            self._cmd(
+                "backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1", str(self.version),
+                self.compression,
+            )
         )
 
     def incremental(self) -> Run:
         flag = "1" if self.tracking else "0"
         return run_tool(
             self._cmd(
-                "backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag, str(self.version)
+                "backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag, str(self.version),
+                self.compression,
             )
         )
 
@@ -364,13 +376,16 @@ class Borg(Tool):
 def hvtui_subcommand(argv: list[str]) -> int:
     sys.path.insert(0, str(REPO_ROOT))
     from hvtui.engine.backup import run_backup
+    from hvtui.engine.compression import Compressor
     from hvtui.engine.repository import Repository
     from hvtui.engine.restore import restore_to_directory
 
     if argv[0] == "backup":
         repo_path, data_dir, mode, chunk_mib, tracking, version = argv[1:7]
+        codec, _, level = (argv[7] if len(argv) > 7 else "lz4").partition(":")
         repo = Repository.open(
-            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=int(version)
+            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=int(version),
+            compressor=Compressor(codec, int(level or 3)),
         )
         host = BenchHost(Path(data_dir), tracking=tracking == "1")
         result = run_backup(repo, host, "bench-vm", mode)
@@ -695,9 +710,10 @@ def main(argv: list[str] | None = None) -> int:
         "--change-write", type=int, default=1024, help="size of each changing write, KiB (default 1024)"
     )
     parser.add_argument("--workdir", type=Path, help="where data and repositories go (default: a temp dir, removed)")
-    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2)")
+    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-zstd, format 2 with zstd)")
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
+    parser.add_argument("--zstd-level", type=int, default=3, help="hvtui-zstd: the zstd level (default 3)")
     parser.add_argument("--points", help="also time listing the points at these counts, e.g. 5,20,60 (v1 and v2)")
     parser.add_argument("--ceiling", action="store_true", help="also measure the 2-thread read+SHA-256+lz4 ceiling")
     args = parser.parse_args(argv)
@@ -732,6 +748,9 @@ def main(argv: list[str] | None = None) -> int:
                     tools.append(Hvtui(work, data_dir, 1, False, "hvtui no-RCT"))
             if "hvtui-v2" in wanted:
                 tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 packs", version=2))
+            if "hvtui-zstd" in wanted:
+                level = f"zstd:{args.zstd_level}"
+                tools.append(Hvtui(work, data_dir, 1, True, f"hvtui v2 zstd {args.zstd_level}", version=2, compression=level))
             if "restic" in wanted:
                 if shutil.which("restic"):
                     tools.append(Restic(work, data_dir))

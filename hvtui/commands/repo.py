@@ -71,7 +71,7 @@ def _describe(info: RepositoryInfo) -> list[str]:
     return [
         f"{info.name}{' (default)' if info.default else ''}: {info.path}",
         f"  backend {info.backend}, format {info.version}{packs}, chunks of {(info.chunk_size or 0) // 1024} KiB, "
-        f"{'encrypted' if info.encrypted else 'not encrypted'}",
+        f"{info.compression}, {'encrypted' if info.encrypted else 'not encrypted'}",
         f"  {humanize.naturalsize(info.size_bytes, binary=True)} on disk, {info.points} restore point{'' if info.points == 1 else 's'}{damaged}, "
         f"last backup {last}",
     ]

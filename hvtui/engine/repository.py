@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hvtui.engine.compression import LZ4, Compressor
 from hvtui.engine.fsutil import atomic_write_json
 from hvtui.engine.layout import (
     PACK_SUBDIRS,
@@ -100,8 +101,10 @@ class _RefreshingLock(RepositoryLock):
 
 
 class Repository:
-    def __init__(self, root: Path, name: str, config: dict[str, Any]) -> None:
+    def __init__(self, root: Path, name: str, config: dict[str, Any], compressor: Compressor = LZ4) -> None:
         self.root = root
+        # What new chunks are written with; every codec is read whatever this says (compression.py).
+        self.compressor = compressor
         self.name = name
         self.config = config
         self.id: str = config["id"]
@@ -144,6 +147,7 @@ class Repository:
         chunk_size: int | None = None,
         version: int = DEFAULT_VERSION,
         pack_size: int | None = None,
+        compressor: Compressor = LZ4,
     ) -> Repository:
         """Open the repository at ``root`` (its ``config.json`` says which format it is);
         ``create`` makes one when there is none, of format ``version``."""
@@ -163,7 +167,7 @@ class Repository:
             with contextlib.suppress(OSError):  # a read-only repository (a snapshot) is still readable
                 make_private_dir(root / sub)
             require_real_dir(root / sub)
-        return cls(root, name, config)
+        return cls(root, name, config, compressor)
 
     @classmethod
     def read_config(cls, root: Path) -> dict[str, Any]:
