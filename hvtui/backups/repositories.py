@@ -51,7 +51,7 @@ class RepositoryList:
         rc = self.repository_config(name)
         with self._lock:
             repo = self._repos.get(rc.name)
-            if repo is not None and Repository.exists(repo.root):
+            if repo is not None and Repository.exists(repo.root) and not repo.format_changed():
                 return repo
             if not create and not Repository.exists(rc.path):
                 Repository.check_missing(rc.path)  # points or chunks without a config: damaged, not absent
