@@ -697,6 +697,32 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
         print(line)
 
 
+def report_v2_targets(
+    results: dict[str, Result], info: dict, ceiling_mb_s: float | None, listing: dict[int, dict[int, float]]
+) -> None:
+    """Issue 20's targets for format 2, from this run's figures (printed, not asserted)."""
+    v1, v2 = results.get("hvtui"), results.get("hvtui v2 packs")
+    if v1 is None or v2 is None:
+        return
+    print()
+    print("targets for format 2 (issue 20; printed, not asserted):")
+    ratio = v1.med(v1.full) / v2.med(v2.full)
+    print(f"  v2 full at least as fast as v1: v1 {fmt(v1.med(v1.full))} s, v2 {fmt(v2.med(v2.full))} s "
+          f"({ratio:.2f}x) -> {'met' if ratio >= 1 else 'NOT met'}")
+    if ceiling_mb_s:
+        share = info["allocated_bytes"] / 1e6 / v2.med(v2.full) / ceiling_mb_s
+        print(f"  v2 full >= 75 % of the ceiling: {share * 100:.0f} % -> {'met' if share >= 0.75 else 'NOT met'}")
+    if 2 in listing and len(listing[2]) > 1:
+        few, many = min(listing[2]), max(listing[2])
+        growth = listing[2][many] / max(listing[2][few], 1e-9)
+        linear = many / few
+        print(f"  points flat on v2: {few} -> {many} points costs {growth:.1f}x (v1: "
+              f"{listing[1][many] / max(listing[1][few], 1e-9):.1f}x, linear would be {linear:.0f}x) -> "
+              f"{'met' if growth < linear / 2 else 'NOT met'}")
+    print(f"  peak RSS < 300 MB: v1 {fmt(v1.peak_rss, 0)} MB, v2 {fmt(v2.peak_rss, 0)} MB -> "
+          f"{'met' if max(v1.peak_rss, v2.peak_rss) < 300 else 'NOT met'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_hvtui":
@@ -775,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
                 if res.name.startswith("hvtui"):
                     rate = info["allocated_bytes"] / 1e6 / res.med(res.full)
                     print(f"  {res.name:<22} full backup {rate:.0f} MB/s of data = {rate / top['mb_per_s'] * 100:.0f} % of it")
+        listing: dict[int, dict[int, float]] = {}
         if args.points:
             counts = [int(x) for x in args.points.split(",")]
             listing = measure_points(work, data_dir, counts, [1, 2])
@@ -783,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'format':<10}" + "".join(f"{c:>8}" for c in counts))
             for version, by_count in listing.items():
                 print(f"  {version:<10}" + "".join(f"{by_count[c] * 1000:>8.1f}" for c in counts))
+        report_v2_targets(results, info, top["mb_per_s"] if args.ceiling else None, listing)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
