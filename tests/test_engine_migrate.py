@@ -117,6 +117,25 @@ def test_migrate_converts_a_v1_repository_and_every_point_stays_readable_at_ever
     assert plan_migration(Repository.open(repo.root)).state == "done"
 
 
+def test_a_backup_during_the_copy_is_carried_over_by_the_switch(
+    v1: tuple[Repository, dict[str, dict[str, bytes]], DirHost], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, expected, host = v1
+    small_packs(monkeypatch)
+    late: list[str] = []
+
+    def on_progress(event) -> None:  # noqa: ANN001
+        if event.phase == "migrate-copy" and event.done and not late:
+            # A backup (shared lock, like the copy) writes new format-1 chunk files meanwhile.
+            host.write("vm1", DISK, 3 * MiB, os.urandom(200 * KiB))
+            late.append(run_backup(Repository.open(repo.root), host, "vm1", "incremental").point_id)
+            expected[late[0]] = read_tree(host.vm_dir("vm1"))
+
+    result = run_migration(repo, 16 * MiB, progress=on_progress, progress_interval=0)
+    assert late and result.switched and chunk_files(repo.root) == []
+    check_every_point(repo.root, expected, tmp_path / "after")  # the late point's new chunks were packed too
+
+
 def test_a_chunk_file_damaged_before_the_migration_is_not_copied_and_is_named(
     v1: tuple[Repository, dict[str, dict[str, bytes]], DirHost], tmp_path: Path
 ) -> None:
@@ -148,6 +167,7 @@ CHILD = textwrap.dedent(
     from hvtui.engine.repository import Repository
 
     real = migrate._pack_store
+    migrate.INDEX_EVERY = {index_every}
 
     def small(repo, pack_size):
         store = real(repo, pack_size)
@@ -169,12 +189,12 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    ("phase", "min_done", "text"),
+    ("phase", "min_done", "text", "index_every"),
     [
-        ("migrate-copy", 600 * KiB, ""),  # some packs published, no index yet
-        ("migrate-copy", 1300 * KiB, ""),  # later in the copy
-        ("migrate-switch", 0, "switching"),  # everything copied and indexed, config.json not replaced
-        ("migrate-cleanup", 100 * KiB, ""),  # switched, some chunk files deleted
+        ("migrate-copy", 600 * KiB, "", 32),  # some packs published, no index file yet
+        ("migrate-copy", 1300 * KiB, "", 2),  # later in the copy, index files for some of the packs
+        ("migrate-switch", 0, "switching", 32),  # everything copied and indexed, config.json not replaced
+        ("migrate-cleanup", 100 * KiB, "", 32),  # switched, some chunk files deleted
     ],
 )
 def test_a_migration_killed_at_any_step_leaves_every_point_readable_and_resumes(
@@ -183,12 +203,13 @@ def test_a_migration_killed_at_any_step_leaves_every_point_readable_and_resumes(
     phase: str,
     min_done: int,
     text: str,
+    index_every: int,
 ) -> None:
     repo, expected, _host = v1
     marker = tmp_path / "marker"
     script = CHILD.format(
         tests=str(TESTS_DIR), small=SMALL_PACKS, phase=phase, min_done=min_done, text=text, marker=str(marker),
-        root=str(repo.root), pack_size=16 * MiB,
+        root=str(repo.root), pack_size=16 * MiB, index_every=index_every,
     )  # fmt: skip
     kill_child_at_marker(script, marker, "start its migration", f"reach {phase} in its migration")
 
@@ -197,6 +218,7 @@ def test_a_migration_killed_at_any_step_leaves_every_point_readable_and_resumes(
     check_every_point(repo.root, expected, tmp_path / "killed")
     if phase == "migrate-copy":
         assert list((repo.root / "packs").rglob("*")), "the kill came before any pack was published"
+        assert bool(list((repo.root / "index").iterdir())) == (index_every == 2)
 
     result = run_migration(Repository.open(repo.root), 16 * MiB)  # run again: resumes
     assert result.switched == (phase != "migrate-cleanup")
