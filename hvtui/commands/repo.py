@@ -164,8 +164,9 @@ def run_migrate(args: argparse.Namespace, core: Core) -> int:
         emit_json({"ok": True, "plan": plan.to_dict(), "result": result.to_dict()})
         return EXIT_OK
     show(
-        f"Repository {name!r} is format 2: {result.chunks_copied} chunks copied into {result.packs_written} packs, "
-        f"{result.chunk_files_deleted} chunk files deleted, in {result.duration:.1f} s."
+        f"Repository {name!r} is format 2: {result.chunks_copied} chunk{'' if result.chunks_copied == 1 else 's'} copied "
+        f"into {result.packs_written} pack{'' if result.packs_written == 1 else 's'}, {result.chunk_files_deleted} chunk "
+        f"file{'' if result.chunk_files_deleted == 1 else 's'} deleted, in {result.duration:.1f} s."
     )
     if result.damaged:
         show(

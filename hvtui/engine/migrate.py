@@ -85,7 +85,8 @@ class MigrationPlan:
             f"chunk files ({_size(self.chunk_bytes)}){resumed} are copied into pack files of {self.pack_size // 2**20} "
             f"MiB, which needs {_size(self.needed_bytes)} of free space while it runs ({_size(self.free_bytes)} free); "
             "then config.json switches to format 2 and the chunk files are deleted. Its "
-            f"{self.points} restore point{'' if self.points == 1 else 's'} stay readable throughout; a migration that is "
+            f"{self.points} restore point{'' if self.points == 1 else 's'} stay{'s' if self.points == 1 else ''} readable "
+            "throughout; a migration that is "
             "stopped resumes where it stopped when run again"
         )
 
