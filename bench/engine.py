@@ -265,9 +265,17 @@ class Tool:
 
 class Hvtui(Tool):
     def __init__(
-        self, work: Path, data_dir: Path, chunk_mib: int = 1, tracking: bool = True, name: str = "", version: int = 1
+        self,
+        work: Path,
+        data_dir: Path,
+        chunk_mib: int = 1,
+        tracking: bool = True,
+        name: str = "",
+        version: int = 1,
+        compression: str = "lz4",
     ) -> None:
         self.chunk_mib = chunk_mib
+        self.compression = compression  # "lz4" or "zstd:<level>"
         self.tracking = tracking
         self.version = version  # repository format: 1 chunk files, 2 packs with an index
         self.name = name or "hvtui"
@@ -278,14 +286,18 @@ class Hvtui(Tool):
 
     def full(self) -> Run:
         return run_tool(
-            self._cmd("backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1", str(self.version))
+            self._cmd(
+                "backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1", str(self.version),
+                self.compression,
+            )
         )
 
     def incremental(self) -> Run:
         flag = "1" if self.tracking else "0"
         return run_tool(
             self._cmd(
-                "backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag, str(self.version)
+                "backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag, str(self.version),
+                self.compression,
             )
         )
 
@@ -364,13 +376,16 @@ class Borg(Tool):
 def hvtui_subcommand(argv: list[str]) -> int:
     sys.path.insert(0, str(REPO_ROOT))
     from hvtui.engine.backup import run_backup
+    from hvtui.engine.compression import Compressor
     from hvtui.engine.repository import Repository
     from hvtui.engine.restore import restore_to_directory
 
     if argv[0] == "backup":
         repo_path, data_dir, mode, chunk_mib, tracking, version = argv[1:7]
+        codec, _, level = (argv[7] if len(argv) > 7 else "lz4").partition(":")
         repo = Repository.open(
-            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=int(version)
+            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=int(version),
+            compressor=Compressor(codec, int(level or 3)),
         )
         host = BenchHost(Path(data_dir), tracking=tracking == "1")
         result = run_backup(repo, host, "bench-vm", mode)
@@ -682,6 +697,32 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
         print(line)
 
 
+def report_v2_targets(
+    results: dict[str, Result], info: dict, ceiling_mb_s: float | None, listing: dict[int, dict[int, float]]
+) -> None:
+    """Issue 20's targets for format 2, from this run's figures (printed, not asserted)."""
+    v1, v2 = results.get("hvtui"), results.get("hvtui v2 packs")
+    if v1 is None or v2 is None:
+        return
+    print()
+    print("targets for format 2 (issue 20; printed, not asserted):")
+    ratio = v1.med(v1.full) / v2.med(v2.full)
+    print(f"  v2 full at least as fast as v1: v1 {fmt(v1.med(v1.full))} s, v2 {fmt(v2.med(v2.full))} s "
+          f"({ratio:.2f}x) -> {'met' if ratio >= 1 else 'NOT met'}")
+    if ceiling_mb_s:
+        share = info["allocated_bytes"] / 1e6 / v2.med(v2.full) / ceiling_mb_s
+        print(f"  v2 full >= 75 % of the ceiling: {share * 100:.0f} % -> {'met' if share >= 0.75 else 'NOT met'}")
+    if 2 in listing and len(listing[2]) > 1:
+        few, many = min(listing[2]), max(listing[2])
+        growth = listing[2][many] / max(listing[2][few], 1e-9)
+        linear = many / few
+        print(f"  points flat on v2: {few} -> {many} points costs {growth:.1f}x (v1: "
+              f"{listing[1][many] / max(listing[1][few], 1e-9):.1f}x, linear would be {linear:.0f}x) -> "
+              f"{'met' if growth < linear / 2 else 'NOT met'}")
+    print(f"  peak RSS < 300 MB: v1 {fmt(v1.peak_rss, 0)} MB, v2 {fmt(v2.peak_rss, 0)} MB -> "
+          f"{'met' if max(v1.peak_rss, v2.peak_rss) < 300 else 'NOT met'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_hvtui":
@@ -695,9 +736,10 @@ def main(argv: list[str] | None = None) -> int:
         "--change-write", type=int, default=1024, help="size of each changing write, KiB (default 1024)"
     )
     parser.add_argument("--workdir", type=Path, help="where data and repositories go (default: a temp dir, removed)")
-    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2)")
+    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-zstd, format 2 with zstd)")
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
+    parser.add_argument("--zstd-level", type=int, default=3, help="hvtui-zstd: the zstd level (default 3)")
     parser.add_argument("--points", help="also time listing the points at these counts, e.g. 5,20,60 (v1 and v2)")
     parser.add_argument("--ceiling", action="store_true", help="also measure the 2-thread read+SHA-256+lz4 ceiling")
     args = parser.parse_args(argv)
@@ -732,6 +774,9 @@ def main(argv: list[str] | None = None) -> int:
                     tools.append(Hvtui(work, data_dir, 1, False, "hvtui no-RCT"))
             if "hvtui-v2" in wanted:
                 tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 packs", version=2))
+            if "hvtui-zstd" in wanted:
+                level = f"zstd:{args.zstd_level}"
+                tools.append(Hvtui(work, data_dir, 1, True, f"hvtui v2 zstd {args.zstd_level}", version=2, compression=level))
             if "restic" in wanted:
                 if shutil.which("restic"):
                     tools.append(Restic(work, data_dir))
@@ -756,6 +801,7 @@ def main(argv: list[str] | None = None) -> int:
                 if res.name.startswith("hvtui"):
                     rate = info["allocated_bytes"] / 1e6 / res.med(res.full)
                     print(f"  {res.name:<22} full backup {rate:.0f} MB/s of data = {rate / top['mb_per_s'] * 100:.0f} % of it")
+        listing: dict[int, dict[int, float]] = {}
         if args.points:
             counts = [int(x) for x in args.points.split(",")]
             listing = measure_points(work, data_dir, counts, [1, 2])
@@ -764,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'format':<10}" + "".join(f"{c:>8}" for c in counts))
             for version, by_count in listing.items():
                 print(f"  {version:<10}" + "".join(f"{by_count[c] * 1000:>8.1f}" for c in counts))
+        report_v2_targets(results, info, top["mb_per_s"] if args.ceiling else None, listing)
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -26,6 +26,7 @@ from hvtui.secrets import resolve_secret
 if TYPE_CHECKING:
     from hvtui.actions.service import CheckpointActions
     from hvtui.audit import AuditLog
+    from hvtui.backups.migration import RepositoryMigrations
     from hvtui.backups.service import Backups
     from hvtui.changes.service import ChangeWindows
     from hvtui.inventory import InventoryService
@@ -206,6 +207,13 @@ class Core:
                 checkpoint_journal=self.paths.checkpoint_journal,
             ),
         )
+
+    @property
+    def migrations(self) -> RepositoryMigrations:
+        """``hvtui repo migrate``: format-1 repositories converted to format 2."""
+        from hvtui.backups.migration import RepositoryMigrations
+
+        return self._service("migrations", lambda: RepositoryMigrations(self.backups, self.audit))
 
     @property
     def changes(self) -> ChangeWindows:

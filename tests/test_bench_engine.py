@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hvtui.engine.compression import CODEC_LZ4, CODEC_ZSTD
+from hvtui.engine.packfile import read_trailer
+
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "engine.py"
 
 
@@ -24,3 +27,14 @@ def test_the_engine_bench_backs_up_a_genuine_vhdx_and_reads_about_what_changed(t
     assert disk.read_bytes()[:8] == b"vhdxfile"
     if shutil.which("qemu-img"):
         subprocess.run(["qemu-img", "check", str(disk)], check=True, capture_output=True)
+
+
+def test_the_engine_bench_measures_a_zstd_repository_beside_lz4(tmp_path: Path) -> None:
+    args = ["--size", "0.25", "--data", "0.07", "--runs", "1", "--tools", "hvtui-v2,hvtui-zstd", "--workdir", str(tmp_path)]
+    out = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=600, check=True).stdout
+    lz4 = next(line for line in out.splitlines() if line.startswith("hvtui v2 packs "))
+    zstd = next(line for line in out.splitlines() if line.startswith("hvtui v2 zstd 3 "))
+    assert zstd.split()[-4] == "yes" and lz4.split()[-4] == "yes", out  # both restore what was backed up
+    packs = [p for p in (tmp_path / "repo-hvtui-v2-zstd-3" / "packs").rglob("*") if p.is_file()]
+    codecs = {p.read_bytes()[e.offset + 4] for p in packs for e in read_trailer(p, p.name)}  # each chunk's codec byte
+    assert CODEC_ZSTD in codecs and CODEC_LZ4 not in codecs, out

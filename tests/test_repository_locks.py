@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import hvtui.engine.locks as locks_module
+import hvtui.engine.lock_records as lock_records_module
 from hvtui.clock import FixedClock
 from hvtui.config import Retention
 from hvtui.engine.backup import run_backup
@@ -105,7 +105,7 @@ def test_a_locker_that_fails_unexpectedly_leaves_no_record_of_its_own(
     def broken(path: Path) -> None:
         raise RuntimeError("the disk returned nonsense")
 
-    monkeypatch.setattr(locks_module, "read_record", broken)
+    monkeypatch.setattr(lock_records_module, "read_record", broken)
     with pytest.raises(RuntimeError):
         repo.lock("shared", "verify").acquire(timeout=1)
     assert own_records(repo) == [f"{GHOST}.json"]  # only the ghost: ours is gone

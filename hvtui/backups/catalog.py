@@ -29,6 +29,7 @@ class RepositoryInfo:
     pack_size: int | None = None  # format 2
     encrypted: bool = False  # no format encrypts yet (issue 20, step 2)
     backend: str = "local"
+    compression: str | None = None  # what new chunks are written with ("lz4", "zstd level 3")
     size_bytes: int = 0
     points: int = 0
     damaged_points: int = 0
@@ -46,6 +47,7 @@ class RepositoryInfo:
             "chunk_size": self.chunk_size,
             "pack_size": self.pack_size,
             "encrypted": self.encrypted,
+            "compression": self.compression,
             "size_bytes": self.size_bytes,
             "points": self.points,
             "damaged_points": self.damaged_points,
@@ -73,6 +75,7 @@ def describe(rc: RepositoryConfig, repo: Repository, points: list[PointInfo], da
         version=repo.version,
         chunk_size=repo.chunk_size,
         pack_size=repo.config.get("pack_size"),
+        compression=repo.compressor.describe(),
         size_bytes=folder_size(repo.root),
         points=len(points),
         damaged_points=len(damaged),

@@ -62,6 +62,7 @@ class PointListing:
     points: list[PointInfo]
     damaged: list[DamagedManifest]
     unreadable: list[tuple[str, RepositoryError]] = field(default_factory=list)  # (repository, why)
+    format_1: list[str] = field(default_factory=list)  # repositories searched that `repo migrate` would convert
 
     def damaged_newer_than(self, point: PointInfo) -> list[DamagedManifest]:
         """Damaged manifests that may be a newer point than ``point`` (same second counts).

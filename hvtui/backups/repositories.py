@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hvtui.config import RepositoryConfig
+from hvtui.engine.compression import Compressor
 from hvtui.engine.repository import Repository
 from hvtui.errors import ConfigError, RepositoryError
 
@@ -50,13 +51,18 @@ class RepositoryList:
         rc = self.repository_config(name)
         with self._lock:
             repo = self._repos.get(rc.name)
-            if repo is not None and Repository.exists(repo.root):
+            if repo is not None and Repository.exists(repo.root) and not repo.format_changed():
                 return repo
             if not create and not Repository.exists(rc.path):
                 Repository.check_missing(rc.path)  # points or chunks without a config: damaged, not absent
                 return None
             repo = Repository.open(
-                rc.path, name=rc.name, create=create, version=rc.format, pack_size=rc.pack_size_mib * 1024 * 1024
+                rc.path,
+                name=rc.name,
+                create=create,
+                version=rc.format,
+                pack_size=rc.pack_size_mib * 1024 * 1024,
+                compressor=Compressor(rc.compression, rc.zstd_level),
             )
             self._repos[rc.name] = repo
             return repo

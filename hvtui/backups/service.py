@@ -118,9 +118,11 @@ class Backups:
         damaged: list[DamagedManifest] = []
         unreadable: list[tuple[str, RepositoryError]] = []
         wanted = vm.casefold() if vm else None
+        format_1: list[str] = []
         for repo in self._repositories.repos_for(repository, unreadable):
             infos, bad = self._points.fresh_points_of(repo, self.recheck_seconds)
             damaged.extend(bad)
+            format_1 += [repo.name] if repo.version < 2 else []
             for info in infos:
                 s = info.summary
                 if host is not None and s.host != host:
@@ -129,7 +131,7 @@ class Backups:
                     continue
                 out.append(info)
         out.sort(key=lambda i: (i.summary.time, i.committed_ns, i.summary.id))
-        return PointListing(out, damaged, unreadable)
+        return PointListing(out, damaged, unreadable, format_1)
 
     def vm_points(self, host: str, vm_id: str, vm_name: str, repository: str | None = None) -> VMPoints:
         """The VM's points by the one rule (``VMPoints``): its id's, else the same host and name's

@@ -1,8 +1,10 @@
-"""`hvtui repo init|list|info`: create a configured repository, say what each one is.
+"""`hvtui repo init|list|info|migrate`: create a configured repository, say what each one is,
+convert a format-1 one to format 2.
 
 ``init`` creates the repository a ``repositories:`` entry names, in the format asked for
 (``--format``, default the entry's ``format``): a change, so it is refused read-only and
 audit-logged; an existing repository is never touched.  ``list`` and ``info`` only read.
+``migrate`` asks first (the plan says what happens), is refused read-only and audit-logged.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import TYPE_CHECKING
 
 import humanize
 
-from hvtui.commands import show
-from hvtui.commands.output import EXIT_OK, emit_json, reported
+from hvtui.commands import confirm, show
+from hvtui.commands.output import EXIT_OK, emit_json, fail, reported
+from hvtui.commands.progress import ProgressLine
+from hvtui.errors import EXIT_REFUSED, RefusedError
 
 if TYPE_CHECKING:
     from hvtui.backups.catalog import RepositoryInfo
@@ -58,6 +62,17 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     info = actions.add_parser("info", parents=[*parents, output], help="one repository in detail")
     info.add_argument("name", nargs="?", metavar="NAME", help="repository name from the config (default: the default one)")
     info.set_defaults(handler=run_info)
+    migrate = actions.add_parser(
+        "migrate",
+        parents=[*parents, output],
+        help="convert a format-1 repository to format 2",
+        description="Copy a format-1 repository's chunk files into pack files, switch its config.json to format 2, "
+        "then delete the chunk files. Every restore point stays readable throughout; a migration that was stopped "
+        "resumes when run again. Needs free space for the copy while it runs.",
+    )
+    migrate.add_argument("name", nargs="?", metavar="NAME", help="repository name from the config (default: the default one)")
+    migrate.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    migrate.set_defaults(handler=run_migrate)
 
 
 def _describe(info: RepositoryInfo) -> list[str]:
@@ -66,12 +81,14 @@ def _describe(info: RepositoryInfo) -> list[str]:
     if info.state == "damaged":
         return [f"{info.name}: {info.path}: DAMAGED: {info.problem}"]
     packs = f", packs of {info.pack_size // 2**20} MiB" if info.pack_size else ""
+    if info.version == 1:
+        packs = f" (`hvtui repo migrate {info.name}` converts it to format 2)"
     last = info.last_backup.strftime("%Y-%m-%d %H:%M UTC") if info.last_backup else "never"
     damaged = f" ({info.damaged_points} damaged)" if info.damaged_points else ""
     return [
         f"{info.name}{' (default)' if info.default else ''}: {info.path}",
         f"  backend {info.backend}, format {info.version}{packs}, chunks of {(info.chunk_size or 0) // 1024} KiB, "
-        f"{'encrypted' if info.encrypted else 'not encrypted'}",
+        f"{info.compression}, {'encrypted' if info.encrypted else 'not encrypted'}",
         f"  {humanize.naturalsize(info.size_bytes, binary=True)} on disk, {info.points} restore point{'' if info.points == 1 else 's'}{damaged}, "
         f"last backup {last}",
     ]
@@ -109,4 +126,51 @@ def run_info(args: argparse.Namespace, core: Core) -> int:
     else:
         for line in _describe(info):
             show(line)
+    return EXIT_OK
+
+
+@reported
+def run_migrate(args: argparse.Namespace, core: Core) -> int:
+    name = args.name or core.backups.repository_config(None).name
+    target = f"repository:{name}"
+    reason = core.backups.read_only_reason()
+    if reason is not None:
+        core.migrations.migrate(name)  # refused and audited there (ReadOnlyError)
+    plan = core.migrations.plan(name)
+    if plan.state == "done":
+        if args.json:
+            emit_json({"ok": True, "plan": plan.to_dict(), "result": None})
+        else:
+            show(plan.describe()[0].upper() + plan.describe()[1:] + ".")
+        return EXIT_OK
+    if (problem := plan.problem()) is not None:
+        core.audit.record("repo.migrate", target, None, plan.to_dict(), "refused", 0.0, problem)
+        return fail(args, f"repo migrate of {name!r} not started: {problem}", EXIT_REFUSED)
+    question = plan.describe()[0].upper() + plan.describe()[1:] + ". Go ahead?"
+    try:
+        agreed = confirm(question, args.yes)
+    except RefusedError as err:
+        core.audit.record("repo.migrate", target, None, plan.to_dict(), "refused", 0.0, str(err))
+        return fail(args, str(err), EXIT_REFUSED)
+    if not agreed:
+        core.audit.record("repo.migrate", target, None, plan.to_dict(), "declined", 0.0, "not confirmed")
+        return fail(args, "not confirmed: nothing changed", EXIT_REFUSED)
+    bar = ProgressLine(enabled=not args.json)
+    try:
+        result = core.migrations.migrate(name, progress=bar)
+    finally:
+        bar.close()
+    if args.json:
+        emit_json({"ok": True, "plan": plan.to_dict(), "result": result.to_dict()})
+        return EXIT_OK
+    show(
+        f"Repository {name!r} is format 2: {result.chunks_copied} chunk{'' if result.chunks_copied == 1 else 's'} copied "
+        f"into {result.packs_written} pack{'' if result.packs_written == 1 else 's'}, {result.chunk_files_deleted} chunk "
+        f"file{'' if result.chunk_files_deleted == 1 else 's'} deleted, in {result.duration:.1f} s."
+    )
+    if result.damaged:
+        show(
+            f"  {len(result.damaged)} chunk file(s) failed their check and were not copied (kept as .bad files); "
+            "run `hvtui verify` to see which restore points they break"
+        )
     return EXIT_OK

@@ -170,6 +170,8 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
                 retention=retention,
                 format=item.model.format if isinstance(item.model.format, int) else 1,
                 pack_size_mib=item.model.pack_size_mib if isinstance(item.model.pack_size_mib, int) else 32,
+                compression=item.model.compression if isinstance(item.model.compression, str) else "lz4",
+                zstd_level=item.model.zstd_level if isinstance(item.model.zstd_level, int) else 3,
             )
         )
     if not section.items:

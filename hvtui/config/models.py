@@ -287,6 +287,8 @@ class RepositoryModel(Model, kw_only=True):
     retention: RetentionModel | UnsetType = UNSET
     format: integer(1, 2, "On-disk format of a repository created here: 1 (default) or 2, packs (docs/repository-format.md).") | UnsetType = UNSET
     pack_size_mib: integer(16, 128, "Format 2: target size of a pack file in MiB (default 32).") | UnsetType = UNSET
+    compression: choice(("lz4", "zstd"), "a compression", "How new chunks are compressed: lz4 (default, fastest) or zstd (smaller).") | UnsetType = UNSET
+    zstd_level: integer(1, 19, "zstd level when compression is zstd (default 3).") | UnsetType = UNSET
 
 
 class JobsModel(Model):

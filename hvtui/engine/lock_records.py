@@ -1,19 +1,34 @@
 """Lock records: ``locks/<lock id>.json``, who holds a repository lock (see ``locks``).
 
+A record names its owner (operation, pid, host, boot, process start), carries a heartbeat
+(``refreshed``, rewritten every few minutes while the lock is held) and an expiry
+(``expires``: the heartbeat plus a time to live).  Where ``flock`` cannot reach (another
+machine, object storage) the expiry is what makes a dead holder's record stale.
+
 A record is read without trusting it: one that cannot be read, or whose fields have the
 wrong types (another program, a hand edit, a damaged disk), is a damaged record, which is
 stale (nobody holds it), never a reason for a locker to crash.
+
+``LocalRecords`` is where records live: files under ``locks/``.  It is the seam an
+object-storage backend replaces (create = a conditional PUT with ``If-None-Match: *``,
+replace = PUT, names = LIST, delete = DELETE); nothing else of the locking touches files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from hvtui.engine.fsutil import boot_id, hostname, pid_alive, process_start_ticks
+from hvtui.engine.fsutil import atomic_write_json, boot_id, hostname, pid_alive, process_start_ticks
+from hvtui.engine.layout import is_lock_record_name, regular_file
+from hvtui.files import write_all
 
 STALE_SECONDS = 1800.0
 
@@ -30,6 +45,7 @@ class LockRecord:
     process_start: int | None
     created: float
     refreshed: float
+    expires: float | None = None  # refreshed + time to live (older records: refreshed + STALE_SECONDS)
     problem: str | None = None  # why the record is damaged (then it is stale: nobody holds it)
 
     def describe(self) -> str:
@@ -53,8 +69,9 @@ class LockRecord:
                 if current is not None and current != self.process_start:
                     return "its process is gone (the pid now belongs to another process)"
             return None
-        if now - self.refreshed > STALE_SECONDS:
-            return f"not refreshed for {_age(now - self.refreshed)}"
+        expires = self.expires if self.expires is not None else self.refreshed + STALE_SECONDS
+        if now > expires:
+            return f"expired: its heartbeat stopped {_age(now - self.refreshed)} ago"
         return None
 
     def is_stale(self, now: float) -> bool:
@@ -94,6 +111,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "process_start": (int, type(None)),
     "created": (int, float),
     "refreshed": (int, float),
+    "expires": (int, float, type(None)),  # absent in records of older hvtui versions
 }
 
 
@@ -101,7 +119,7 @@ def read_record(path: Path) -> LockRecord | None:
     """The record at ``path``; a damaged one (``problem`` set) when it is unreadable or ill-typed."""
 
     def damaged(problem: str) -> LockRecord:
-        return LockRecord(path.stem, "unknown", "unreadable lock record", "", -1, "", None, None, 0.0, 0.0, problem)
+        return LockRecord(path.stem, "unknown", "unreadable lock record", "", -1, "", None, None, 0.0, 0.0, problem=problem)
 
     try:
         raw = json.loads(path.read_text())
@@ -122,7 +140,59 @@ def read_record(path: Path) -> LockRecord | None:
             wrong.append("kind")
         if not 0 < raw["pid"] < 1 << 31:
             wrong.append("pid")
-        wrong += [n for n in ("created", "refreshed") if not math.isfinite(raw[n]) or not 0 <= raw[n] < 1e11]
+        wrong += [
+            n for n in ("created", "refreshed", "expires")
+            if raw.get(n) is not None and (not math.isfinite(raw[n]) or not 0 <= raw[n] < 1e11)
+        ]
     if wrong:
         return damaged(f"bad or missing {', '.join(wrong)}")
-    return LockRecord(**{name: raw[name] for name in _FIELD_TYPES})
+    return LockRecord(**{name: raw.get(name) for name in _FIELD_TYPES})
+
+
+class LocalRecords:
+    """Lock records as files ``locks/<id>.json``: the storage seam of ``locks.RepositoryLock``."""
+
+    def __init__(self, locks_dir: Path, tmp_dir: Path) -> None:
+        self.locks_dir = locks_dir
+        self.tmp_dir = tmp_dir
+
+    def path(self, record_id: str) -> Path:
+        return self.locks_dir / f"{record_id}.json"
+
+    def ids(self) -> list[str]:
+        """Every record hvtui wrote (never another file: those are neither read nor deleted)."""
+        try:
+            names = os.listdir(self.locks_dir)
+        except OSError:
+            return []
+        return [n[:-5] for n in names if is_lock_record_name(n) and regular_file(self.locks_dir / n)]
+
+    def read(self, record_id: str) -> LockRecord | None:
+        return read_record(self.path(record_id))
+
+    def create(self, record_id: str, doc: dict[str, Any]) -> None:
+        """Write a record that must not exist yet (``FileExistsError`` when it does): written
+        aside, then linked into place, as a conditional PUT would be."""
+        # Named as files.atomic_write names its temporaries, so a leftover is cleared by that rule.
+        tmp = self.tmp_dir / f".{record_id}.json.{os.getpid()}.{secrets.randbelow(10**9)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                write_all(fd, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(tmp, self.path(record_id))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def replace(self, record_id: str, doc: dict[str, Any]) -> None:
+        atomic_write_json(self.path(record_id), doc, tmp_dir=self.tmp_dir)
+
+    def delete(self, record_id: str) -> bool:
+        try:
+            os.unlink(self.path(record_id))
+        except OSError:
+            return False
+        return True

@@ -5,11 +5,19 @@ Two layers (docs/repository-format.md, "Locking"):
 * ``locks/repo.lock`` is held with ``fcntl.flock`` (shared or exclusive).  The kernel drops
   it when a process dies, so on one machine a crashed holder never blocks anyone.
 * ``locks/<id>.json`` records who holds what (pid, hostname, boot id, process start time,
-  refreshed every 5 minutes).  They say who is waited for, guard repositories shared by
-  several machines (where flock may not reach), and tag the holder's temporary files.
+  a heartbeat refreshed every 5 minutes by a thread while the lock is held, and an expiry
+  30 minutes past the last heartbeat).  They say who is waited for, guard repositories shared
+  by several machines (where flock may not reach), and tag the holder's temporary files.
   A record is stale when its process is gone on this machine (dead pid, another process
-  reusing the pid, another boot) or, for another machine, not refreshed for 30 minutes.
-  Stale records, and the temporary files they tagged, are removed by the next locker.
+  reusing the pid, another boot) or, for another machine, once it expired.  Stale records,
+  and the temporary files they tagged, are removed by the next locker, with one line each
+  naming who held it.
+
+Without ``flock`` (``use_flock=False``: storage the kernel cannot lock, such as object
+storage; the records' storage is the ``records`` seam, lock_records.LocalRecords) the records
+alone lock, as restic's do: a locker creates its record (create-only), then lists the others;
+a conflicting live record makes it withdraw its own and retry after a random pause.  Two
+lockers that race both see each other and both withdraw; neither can miss the other.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import contextlib
 import errno
 import logging
 import os
+import random
 import threading
 import time
 import uuid
@@ -25,16 +34,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hvtui.engine.errors import RepositoryBusy
-from hvtui.engine.fsutil import atomic_write_json, boot_id, hostname, process_start_ticks
+from hvtui.engine.fsutil import boot_id, hostname, process_start_ticks
 from hvtui.engine.layout import (
     LOCK_FILE,
-    is_lock_record_name,
     is_own_tmp_name,
     make_private_dir,
     regular_file,
     require_real_dir,
 )
-from hvtui.engine.lock_records import STALE_SECONDS, LockRecord, read_record
+from hvtui.engine.lock_records import STALE_SECONDS, LocalRecords, LockRecord, read_record
 from hvtui.errors import RepositoryError
 from hvtui.events import CancelToken
 
@@ -54,9 +62,24 @@ log = logging.getLogger(__name__)
 class RepositoryLock:
     """One holder's lock on a repository; use as a context manager after ``acquire``."""
 
-    def __init__(self, root: Path, kind: str, operation: str, detail: str = "", reading: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path,
+        kind: str,
+        operation: str,
+        detail: str = "",
+        reading: bool = False,
+        *,
+        use_flock: bool = True,
+        records: LocalRecords | None = None,
+        heartbeat: float = REFRESH_SECONDS,
+        ttl: float = STALE_SECONDS,
+    ) -> None:
         """``reading``: the holder only reads (a restore).  In a repository that cannot be
-        written (a snapshot, a WORM share) it then reads without a record rather than fail."""
+        written (a snapshot, a WORM share) it then reads without a record rather than fail.
+        ``use_flock=False``: the records alone lock (see the module); ``records``: where they
+        live (default ``locks/``); ``heartbeat``: seconds between refreshes of the record while
+        held; ``ttl``: how long past its last heartbeat a record stays valid."""
         if kind not in ("shared", "exclusive"):
             raise ValueError(kind)
         self.reading = reading and kind == "shared"
@@ -72,7 +95,10 @@ class RepositoryLock:
         self.id = uuid.uuid4().hex[:16]
         self.waited_for: list[str] = []  # who we waited for, for reports
         self._fd: int | None = None
-        self._record_path = self.locks_dir / f"{self.id}.json"
+        self.records = records or LocalRecords(self.locks_dir, self.tmp_dir)
+        self.use_flock = use_flock
+        self.heartbeat = heartbeat
+        self.ttl = ttl
         self._created = 0.0
         self._stop_refresh = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -110,15 +136,17 @@ class RepositoryLock:
                 announced = text
             if deadline is not None and time.monotonic() >= deadline:
                 raise RepositoryBusy(f"repository {self.root} is busy: {text}; gave up after {timeout:.0f} s")
+            # A random pause: two record-only lockers that withdrew together must not retry together.
+            pause = POLL_SECONDS * (1 + random.random())
             if cancel is not None:
-                if cancel.wait(POLL_SECONDS):
+                if cancel.wait(pause):
                     cancel.check()
             else:
-                time.sleep(POLL_SECONDS)
+                time.sleep(pause)
 
     def _try_once(self) -> list[str]:
         """Take the flock and write our record; on conflict undo both and say who blocks."""
-        fd = self._open_lock_file()
+        fd = self._open_lock_file() if self.use_flock else None
         if fd is not None and fcntl is not None:
             mode = fcntl.LOCK_SH if self.kind == "shared" else fcntl.LOCK_EX
             try:
@@ -161,7 +189,7 @@ class RepositoryLock:
 
     def _write_own_record(self, now: float) -> None:
         try:
-            self._write_record(now)
+            self._write_record(now, create=True)
             self._has_record = True
         except OSError as err:
             if not (self.reading and err.errno in READ_ONLY_ERRNOS):
@@ -193,7 +221,7 @@ class RepositoryLock:
             self._fd = None
 
     # -- records -----------------------------------------------------------------------
-    def _write_record(self, now: float) -> None:
+    def _write_record(self, now: float, create: bool = False) -> None:
         record = {
             "id": self.id,
             "kind": self.kind,
@@ -205,13 +233,16 @@ class RepositoryLock:
             "process_start": process_start_ticks(os.getpid()),
             "created": self._created,
             "refreshed": now,
+            "expires": now + self.ttl,
         }
-        atomic_write_json(self._record_path, record, tmp_dir=self.tmp_dir)
+        if create:
+            self.records.create(self.id, record)
+        else:
+            self.records.replace(self.id, record)
 
     def _remove_record(self) -> None:
         if self._has_record:
-            with contextlib.suppress(OSError):
-                os.unlink(self._record_path)
+            self.records.delete(self.id)
             self._has_record = False
 
     def _live_records(self, clean: bool = False) -> list[LockRecord]:
@@ -224,17 +255,13 @@ class RepositoryLock:
         tmp_names = _listdir(self.tmp_dir) if clean else []
         now = time.time()
         live: list[LockRecord] = []
-        for name in _listdir(self.locks_dir):
-            if not is_lock_record_name(name) or not regular_file(self.locks_dir / name):
-                continue  # not a record hvtui wrote: neither read as a holder nor ever deleted
-            record = read_record(self.locks_dir / name)
+        for record_id in self.records.ids():
+            record = self.records.read(record_id)
             if record is None:
                 continue
             if record.is_stale(now):
                 if clean:
-                    try:
-                        os.unlink(self.locks_dir / name)
-                    except OSError:
+                    if not self.records.delete(record_id):
                         continue
                     line = record.describe_cleared(now)
                     log.warning("repository %s: %s", self.root, line)
@@ -262,7 +289,7 @@ class RepositoryLock:
 
     def _start_refresher(self) -> None:
         def refresh() -> None:
-            while not self._stop_refresh.wait(REFRESH_SECONDS):
+            while not self._stop_refresh.wait(self.heartbeat):
                 with contextlib.suppress(OSError):
                     self._write_record(time.time())
 

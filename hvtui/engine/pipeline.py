@@ -24,7 +24,7 @@ from hvtui.engine.fsutil import data_extents, fadvise
 from hvtui.engine.plan import FilePlan
 from hvtui.engine.progress import Meter
 from hvtui.engine.repository import Repository
-from hvtui.engine.store import CODEC_RAW, compress_chunk
+from hvtui.engine.store import CODEC_RAW
 from hvtui.errors import Cancelled, RepositoryError
 from hvtui.events import CancelToken
 
@@ -48,6 +48,7 @@ class ChunkPipeline:
         self.repo = repo
         self.store = repo.store
         self.chunk_size = repo.chunk_size
+        self.compressor = repo.compressor
         self.owner = owner
         self.meter = meter
         self.cancel = cancel
@@ -210,7 +211,7 @@ class ChunkPipeline:
                     self.pool.put(buf)
                     self.meter.add(done=length, data=length)
                     continue
-                codec, packed = compress_chunk(view)
+                codec, packed = self.compressor.compress(view)
                 if packed is not None:
                     view.release()
                     self.pool.put(buf)

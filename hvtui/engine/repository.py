@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hvtui.engine.compression import LZ4, Compressor
 from hvtui.engine.fsutil import atomic_write_json
 from hvtui.engine.layout import (
     PACK_SUBDIRS,
@@ -83,16 +84,22 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 class _RefreshingLock(RepositoryLock):
     """A repository lock that re-reads the store's index once it is held, so an operation
-    never works from an index another process changed (a prune) before the lock."""
+    never works from an index another process changed (a prune) before the lock, nor from a
+    format a migration changed (``repo migrate`` switched it to format 2)."""
 
-    def __init__(self, store: ChunkStore | PackStore, *args: Any) -> None:
+    def __init__(self, repo: Repository, *args: Any) -> None:
         super().__init__(*args)
-        self._store = store
+        self._repo = repo
 
     def acquire(self, *args: Any, **kwargs: Any) -> RepositoryLock:
         super().acquire(*args, **kwargs)
         try:
-            self._store.refresh()
+            if self._repo.format_changed():
+                raise RepositoryError(
+                    f"repository {self._repo.root} was converted to format 2 (`hvtui repo migrate`) while this "
+                    "process had it open; run the operation again"
+                )
+            self._repo.store.refresh()
         except BaseException:
             self.release()
             raise
@@ -100,8 +107,10 @@ class _RefreshingLock(RepositoryLock):
 
 
 class Repository:
-    def __init__(self, root: Path, name: str, config: dict[str, Any]) -> None:
+    def __init__(self, root: Path, name: str, config: dict[str, Any], compressor: Compressor = LZ4) -> None:
         self.root = root
+        # What new chunks are written with; every codec is read whatever this says (compression.py).
+        self.compressor = compressor
         self.name = name
         self.config = config
         self.id: str = config["id"]
@@ -144,6 +153,7 @@ class Repository:
         chunk_size: int | None = None,
         version: int = DEFAULT_VERSION,
         pack_size: int | None = None,
+        compressor: Compressor = LZ4,
     ) -> Repository:
         """Open the repository at ``root`` (its ``config.json`` says which format it is);
         ``create`` makes one when there is none, of format ``version``."""
@@ -163,7 +173,7 @@ class Repository:
             with contextlib.suppress(OSError):  # a read-only repository (a snapshot) is still readable
                 make_private_dir(root / sub)
             require_real_dir(root / sub)
-        return cls(root, name, config)
+        return cls(root, name, config, compressor)
 
     @classmethod
     def read_config(cls, root: Path) -> dict[str, Any]:
@@ -253,7 +263,15 @@ class Repository:
     # -- locks ---------------------------------------------------------------------------
     def lock(self, kind: str, operation: str, detail: str = "", reading: bool = False) -> RepositoryLock:
         """``reading``: only reads (a restore), so it works in a repository that cannot be written."""
-        return _RefreshingLock(self.store, self.root, kind, operation, detail, reading)
+        return _RefreshingLock(self, self.root, kind, operation, detail, reading)
+
+    def format_changed(self) -> bool:
+        """``config.json`` now records another format than this object was opened with."""
+        try:
+            version = json.loads((self.root / "config.json").read_text()).get("version")
+        except (OSError, ValueError, AttributeError):
+            return False  # unreadable: the operation's own reads say what is wrong
+        return version != self.version
 
     # -- points --------------------------------------------------------------------------
     def point_path(self, point_id: str) -> Path:

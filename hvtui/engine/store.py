@@ -3,7 +3,7 @@
 A chunk object is a 16-byte header followed by the payload::
 
     0  magic   b"HVC1"
-    4  codec   u8   0 = raw, 1 = lz4 block
+    4  codec   u8   0 = raw, 1 = lz4 block, 2 = zstd frame (compression.py)
     5  reserved     3 zero bytes
     8  raw_len u32 LE  length of the chunk's data
     12 pay_len u32 LE  length of the payload that follows
@@ -27,16 +27,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import lz4.block
-
+from hvtui.engine.compression import CODEC_LZ4, CODEC_RAW, LZ4, CorruptPayload, decompress  # noqa: F401 - CODEC_LZ4 re-exported
 from hvtui.errors import RepositoryError
 from hvtui.files import fsync_dir, write_all
 
 MAGIC = b"HVC1"
 HEADER = struct.Struct("<4sB3xII")
-CODEC_RAW = 0
-CODEC_LZ4 = 1
-CODEC_NAMES = {CODEC_RAW: "raw", CODEC_LZ4: "lz4"}
 HASH_NAME = "sha256"
 DIGEST_SIZE = 32
 # A chunk object a full verify found damaged is renamed <64 hex>.bad (never deleted: it is
@@ -48,35 +44,9 @@ def chunk_id(data: bytes | bytearray | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-SAMPLE = 16 * 1024
-
-
-def _sample_compresses(data: bytes | bytearray | memoryview) -> bool:
-    """Predict from three 16 KiB samples whether lz4 is worth running on the whole chunk.
-
-    Random (already compressed or encrypted) data is a third of a typical VM disk and lz4
-    gains nothing on it; trying anyway costs a core about 1 s per GB.  The samples (start,
-    middle, end) cost 5 % of that; a chunk whose samples save under 3 % is stored raw.
-    """
-    view = memoryview(data)
-    mid = len(view) // 2
-    sample = b"".join((view[:SAMPLE], view[mid : mid + SAMPLE], view[-SAMPLE:]))
-    return len(lz4.block.compress(sample, store_size=False)) < len(sample) * 0.97
-
-
 def compress_chunk(data: bytes | bytearray | memoryview) -> tuple[int, bytes | None]:
-    """Compress with lz4; ``(CODEC_RAW, None)`` when it saves less than 1/16 of the size.
-
-    Storing incompressible chunks raw keeps restores of random data at memcpy speed and
-    costs at most 6 % of space on data that barely compresses.
-    """
-    raw_len = len(data)
-    if raw_len >= 4 * SAMPLE and not _sample_compresses(data):
-        return CODEC_RAW, None
-    packed = lz4.block.compress(data, store_size=False)
-    if len(packed) <= raw_len - raw_len // 16:
-        return CODEC_LZ4, packed
-    return CODEC_RAW, None
+    """lz4 with the raw fallback (a repository's own choice is ``Repository.compressor``)."""
+    return LZ4.compress(data)
 
 
 class ChunkDamaged(Exception):
@@ -117,15 +87,15 @@ def decode_chunk(digest: bytes, blob: bytes, verify: bool = True) -> bytes:
         data = bytes(payload) if pay_len == raw_len else None
         if data is None:
             raise ChunkDamaged(digest, "raw chunk with inconsistent lengths")
-    elif codec == CODEC_LZ4:
+    else:
         try:
-            data = lz4.block.decompress(payload, uncompressed_size=raw_len)
-        except lz4.block.LZ4BlockError:
-            raise ChunkDamaged(digest, "does not decompress (corrupt payload)") from None
+            data = decompress(codec, payload, raw_len)
+        except CorruptPayload as err:
+            raise ChunkDamaged(digest, str(err)) from None
+        except KeyError:
+            raise ChunkDamaged(digest, f"unknown codec {codec}") from None
         if len(data) != raw_len:
             raise ChunkDamaged(digest, "decompressed to the wrong length")
-    else:
-        raise ChunkDamaged(digest, f"unknown codec {codec}")
     if verify and hashlib.sha256(data).digest() != digest:
         raise ChunkDamaged(digest, "content does not match its hash (corrupt)")
     return data

@@ -141,6 +141,7 @@ class VmDetailScreen(ViewScreen):
         self.points: list[RestorePointSummary] = []  # newest first
         self.damaged_manifests: list[str] = []  # "repository/id" of manifests that cannot be read
         self.same_name_points: str | None = None  # "2 points of the same name, earlier VM id X"
+        self.format_1: list[str] = []  # repositories holding this VM's points that are still format 1
         self.points_loaded = False
 
     def compose_body(self) -> ComposeResult:
@@ -203,7 +204,7 @@ class VmDetailScreen(ViewScreen):
     def _load_points(self, vm_name: str | None) -> None:
         host, vm_id, backups = self.host, self.vm_id, self.hvtui.core.backups
 
-        def read() -> tuple[list[RestorePointSummary], list[str], str | None]:
+        def read() -> tuple[list[RestorePointSummary], list[str], str | None, list[str]]:
             # The one rule (README): the VM's id first, else its name's points under an earlier
             # id, offered as "the same VM?"; a VM not in the inventory has only its id.
             if vm_name is None:
@@ -215,7 +216,8 @@ class VmDetailScreen(ViewScreen):
                 same_name = mine.earlier_text() if mine.same_name else None
             # A damaged manifest cannot be tied to a VM: it may be this VM's newest point.
             damaged = [f"{d.repository}/{d.id}" for d in listing.damaged]
-            return [info.summary for info in reversed(points)], damaged, same_name
+            old = sorted({i.summary.repository for i in points} & set(listing.format_1))
+            return [info.summary for info in reversed(points)], damaged, same_name, old
 
         self.run_worker(
             read,
@@ -232,7 +234,7 @@ class VmDetailScreen(ViewScreen):
         event.stop()
         title = self.query_one("#points-title", Static)
         if event.state == WorkerState.SUCCESS:
-            found, self.damaged_manifests, self.same_name_points = event.worker.result
+            found, self.damaged_manifests, self.same_name_points, self.format_1 = event.worker.result
             self._show_points(found)
         elif event.state == WorkerState.ERROR and event.worker.error is not None:
             message = self.hvtui.describe_error(event.worker.error, "listing restore points")
@@ -260,6 +262,8 @@ class VmDetailScreen(ViewScreen):
                 f"\n⚠ {count} damaged manifest{'s' if count != 1 else ''} ({', '.join(self.damaged_manifests[:3])}"
                 f"{', …' if count > 3 else ''}): maybe this VM's newest point; run `hvtui verify`"
             )
+        for name in self.format_1:
+            text += f"\nRepository {name} is still format 1: `hvtui repo migrate {name}` converts it to format 2"
         title.update(text)
         title.set_class(bool(self.damaged_manifests), "-damaged")
         table = self.points_table
