@@ -157,6 +157,45 @@ class LabConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EmailSettings:
+    to: tuple[str, ...]
+    sender: str  # `from:` in the file
+    host: str
+    port: int
+    security: str  # "starttls", "tls" (implicit, from the first byte) or "none"
+    username: str | None = None
+    password: SecretSource = field(default_factory=SecretSource)
+    ca_bundle: Path | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    url: SecretSource | None = None  # url_env / url_command (the URL often holds a token)
+    plain_url: str | None = None  # `url:` in the file
+    format: str = "json"  # slack, teams or json
+    timeout: float = 10.0
+    retries: int = 3
+    ca_bundle: Path | None = None
+    insecure_http: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationConfig:
+    """Where a schedule run's report is sent, and for which run events (``on:``)."""
+
+    name: str
+    on: tuple[str, ...]
+    email: EmailSettings | None = None
+    webhook: WebhookSettings | None = None
+    line: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "email" if self.email is not None else "webhook"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path | None  # the file read; None = built-in demo lab
     hosts: tuple[HostConfig, ...]
@@ -167,6 +206,7 @@ class Config:
     repositories: tuple[RepositoryConfig, ...] = ()  # the default one under the data dir is added at load
     jobs: JobsConfig = field(default_factory=JobsConfig)
     ui: UIConfig = field(default_factory=UIConfig)
+    notifications: tuple[NotificationConfig, ...] = ()
 
     @property
     def is_builtin_lab(self) -> bool:
@@ -186,6 +226,12 @@ class Config:
                     "on the network path can pose as the host and receive its credentials (give ca_bundle instead)"
                 )
         return out
+
+    def notification(self, name: str) -> NotificationConfig | None:
+        for notification in self.notifications:
+            if notification.name == name:
+                return notification
+        return None
 
     def host(self, name: str) -> HostConfig | None:
         for host in self.hosts:

@@ -91,7 +91,8 @@ def spec_of(annotation: Any) -> Spec:
 
 
 def struct_fields(model: type[Struct]) -> dict[str, msgspec.structs.FieldInfo]:
-    return {info.name: info for info in msgspec.structs.fields(model)}
+    """By the key the file uses (``from:`` for a field ``from_``)."""
+    return {info.encode_name: info for info in msgspec.structs.fields(model)}
 
 
 def read(doc: Document, at: Located, annotation: Any) -> Read:
