@@ -25,7 +25,7 @@ from notify_support import (
 
 from hvtui.audit import AuditLog
 from hvtui.config.settings import EmailSettings, NotificationConfig, SecretSource, WebhookSettings
-from hvtui.notify.report import EVENTS
+from hvtui.notify.report import EVENTS, VMResult
 from hvtui.notify.service import Notifier
 from hvtui.notify.state import DeliveryState
 from hvtui.secrets import resolve_secret
@@ -340,3 +340,24 @@ def test_a_damaged_state_file_is_reset_not_fatal(tmp_path: Path) -> None:
         sent = Sent(tmp_path, hook(f"http://127.0.0.1:{server.port}/h", retries=0))
         assert len(sent.notifier.send(sample_report(), ("chat",))) == 1
     assert [failure.notification for failure in sent.state.failures()] == ["chat"]
+
+
+def test_hostile_vm_names_and_reasons_cannot_reshape_a_message(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
+    """A VM name or reason from a host with line breaks, ESC or Slack mentions stays one line of text."""
+    hostile = replace(
+        sample_report(),
+        results=(
+            VMResult("lab-hv01", "evil\r\nBcc: victim@example.com\x1b[31m", "failed", reason="<!channel> boom\nSubject: fake"),
+        ),
+    )
+    with smtp_server(certificate) as (port, box), webhook_server() as server:
+        sent = Sent(tmp_path, mail(port, certificate[0]), hook(f"http://127.0.0.1:{server.port}/s", fmt="slack"))
+        assert sent.notifier.send(hostile, ("ops-mail", "chat")) == []
+    [message] = box.messages
+    assert message["Bcc"] is None and box.recipients == [["ops@example.com", "lead@example.com"]]
+    assert message["Subject"] == "[hvtui] FAILED: schedule nightly - 1 failed"
+    [line] = [line for line in message.get_content().splitlines() if line.startswith("failed")]
+    assert "lab-hv01/evil Bcc: victim@example.com [31m" in line and "<!channel> boom Subject: fake" in line
+    assert "\x1b" not in message.get_content()
+    slack_line = server.json()["blocks"][2]["text"]["text"]
+    assert "&lt;!channel&gt; boom Subject: fake" in slack_line and "\n" not in slack_line and "\x1b" not in slack_line
