@@ -51,7 +51,7 @@ def test_email_and_webhook_targets_load_with_their_defaults(tmp_path: Path) -> N
               - name: local-hook
                 webhook: {url: "http://127.0.0.1:8080/x", timeout: 3s, retries: 0}
               - name: teams
-                webhook: {url_env: TEAMS_URL, format: teams}
+                webhook: {url_env: TEAMS_URL, format: teams, headers: {Authorization: {env: TEAMS_AUTH}, X-Key: {command: pass x}}}
             """,
         )
     )
@@ -65,6 +65,7 @@ def test_email_and_webhook_targets_load_with_their_defaults(tmp_path: Path) -> N
     assert chat.webhook is not None and chat.webhook.format == "slack" and chat.webhook.plain_url == "https://chat.example.com/hooks/abc"
     assert local.webhook is not None and (local.webhook.timeout, local.webhook.retries, local.webhook.format) == (3.0, 0, "json")
     assert teams.webhook is not None and teams.webhook.url == SecretSource(env="TEAMS_URL") and teams.webhook.plain_url is None
+    assert teams.webhook.headers == (("Authorization", SecretSource(env="TEAMS_AUTH")), ("X-Key", SecretSource(command="pass x")))
     assert config.notification("chat") is chat and config.notification("nope") is None
 
 
@@ -114,6 +115,10 @@ MISTAKES = [
     pytest.param(MAIL.replace("[a@example.com]", "[ops]") % "", 3, "notifications[0].email.to[0]: expected an e-mail address", id="address"),
     pytest.param(HOOK % "" + "    on: [failure, mised]\n", 4, "did you mean 'missed'?", id="event-typo"),
     pytest.param(HOOK % "" + "    on: []\n", 4, "on: is empty, so this notification is never sent", id="no-events"),
+    pytest.param(HOOK % ", headers: {Authorization: {env: A, command: b}}", 3, "a header's value needs exactly one of env:", id="header-two-sources"),
+    pytest.param(HOOK % ", headers: {Content-Type: {env: A}}", 3, "the Content-Type header is set by hvtui", id="header-set-by-hvtui"),
+    pytest.param(HOOK % ", headers: {'Bad Header': {env: A}}", 3, "expected an HTTP header name as the key", id="header-name"),
+    pytest.param(HOOK % ", headers: {Authorization: 'Bearer hunter2'}", 3, "a header value is not accepted in plain text", id="header-plain-value"),
     pytest.param(HOOK % "" + "  - name: h\n    webhook: {url: 'https://h/y'}\n", 4, "duplicate notification name 'h' (first defined on line 2)", id="dup"),
 ]
 

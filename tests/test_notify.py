@@ -361,3 +361,25 @@ def test_hostile_vm_names_and_reasons_cannot_reshape_a_message(tmp_path: Path, c
     assert "\x1b" not in message.get_content()
     slack_line = server.json()["blocks"][2]["text"]["text"]
     assert "&lt;!channel&gt; boom Subject: fake" in slack_line and "\n" not in slack_line and "\x1b" not in slack_line
+
+
+def test_webhook_headers_come_from_secret_sources_and_never_appear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", "Bearer tok-3xyz-SECRET")
+    with webhook_server() as server:
+        server.script = [Reply(401, body=b"bad token")]
+        target = hook(f"http://127.0.0.1:{server.port}/h", retries=0, headers=(("Authorization", SecretSource(env="HOOK_TOKEN")),))
+        sent = Sent(tmp_path, target)
+        errors = sent.notifier.send(sample_report(), ("chat",))
+        assert sent.notifier.send(sample_report(), ("chat",)) == []
+    assert [request[1]["Authorization"] for request in server.requests] == ["Bearer tok-3xyz-SECRET"] * 2
+    assert len(errors) == 1 and "answered HTTP 401 Unauthorized: bad token" in errors[0]
+    assert "tok-3xyz-SECRET" not in errors[0] + sent.everything_written()
+
+
+def test_a_header_value_with_a_line_break_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", "x\r\nX-Injected: 1")
+    with webhook_server() as server:
+        target = hook(f"http://127.0.0.1:{server.port}/h", headers=(("X-Token", SecretSource(env="HOOK_TOKEN")),))
+        errors = Sent(tmp_path, target).notifier.send(sample_report(), ("chat",))
+    assert errors == ["notification chat (webhook): the value of header X-Token from its secret source holds a line break"]
+    assert server.requests == []

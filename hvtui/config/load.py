@@ -114,7 +114,10 @@ def check_command_safety(path: Path, st: os.stat_result, config: Config) -> None
 
 def _notification_command(notification: NotificationConfig) -> bool:
     email, webhook = notification.email, notification.webhook
-    return bool(email and email.password.command or webhook and webhook.url and webhook.url.command)
+    if email is not None:
+        return bool(email.password.command)
+    assert webhook is not None
+    return bool(webhook.url and webhook.url.command) or any(source.command for _, source in webhook.headers)
 
 
 def _read_config(doc: Document, root: Located, paths: Paths) -> Config:

@@ -15,6 +15,7 @@ from hvtui.config.settings import EmailSettings, NotificationConfig, SecretSourc
 from hvtui.config.walk import Read, duration_seconds
 
 IMPLICIT_TLS_PORT = 465
+SET_BY_HVTUI = ("content-type", "content-length", "host", "user-agent")
 
 
 def convert_notifications(doc: Document, section: Read | None) -> tuple[NotificationConfig, ...]:
@@ -133,6 +134,7 @@ def _webhook(doc: Document, entry: Read, webhook: WebhookModel) -> WebhookSettin
             env=webhook.url_env if webhook.url_env is not UNSET else None,
             command=webhook.url_command if webhook.url_command is not UNSET else None,
         )
+    headers = _headers(doc, entry.keys["headers"], webhook) if webhook.headers is not UNSET else ()
     timeout = duration_seconds(webhook.timeout) if webhook.timeout is not UNSET else 10.0
     return WebhookSettings(
         url=source,
@@ -142,7 +144,24 @@ def _webhook(doc: Document, entry: Read, webhook: WebhookModel) -> WebhookSettin
         retries=webhook.retries if webhook.retries is not UNSET else 3,
         ca_bundle=doc.resolve_path(webhook.ca_bundle) if webhook.ca_bundle is not UNSET else None,
         insecure_http=insecure_http,
+        headers=headers,
     )
+
+
+def _headers(doc: Document, section: Read, webhook: WebhookModel) -> tuple[tuple[str, SecretSource], ...]:
+    out: list[tuple[str, SecretSource]] = []
+    for name, value in (webhook.headers or {}).items():
+        entry = section.keys[name]
+        if name.lower() in SET_BY_HVTUI:
+            doc.report(entry.at, f"the {name} header is set by hvtui; remove it")
+            continue
+        given = [key for key in ("env", "command") if key in entry.keys]
+        if len(given) != 1:
+            doc.report(entry.at, "a header's value needs exactly one of env: (a variable's name) or command: (prints it)")
+            continue
+        out.append((name, SecretSource(env=value.env if value.env is not UNSET else None,
+                                       command=value.command if value.command is not UNSET else None)))
+    return tuple(out)
 
 
 def url_problem(url: str, insecure_http: bool) -> str | None:

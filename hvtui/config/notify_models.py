@@ -35,6 +35,7 @@ WEBHOOK_FORMATS = ("slack", "teams", "json")
 SMTP_ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]@]+):[0-9]{1,5}$"
 MAIL_ADDRESS_PATTERN = r"^[^@\s<>,;]+@[^@\s<>,;]+$"
 URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+"
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 
 EnvName = Annotated[
     str, Meta(pattern=ENV_NAME_PATTERN), described("An environment variable's name.", kind="envname", what="an environment variable name")
@@ -65,6 +66,25 @@ class EmailModel(Model, kw_only=True):
     timeout: duration("Deadline of the connection and of each reply (default 30s)", minimum=1.0) | UnsetType = UNSET
 
 
+class HeaderSecretModel(Model, kw_only=True):
+    """A header's value from a secret source (an API token): exactly one of env: or command:."""
+
+    env: EnvName | UnsetType = UNSET
+    command: text("a command line", "A command printing the value on its first line.", kind="command") | UnsetType = UNSET
+
+
+HeaderValue = Annotated[
+    HeaderSecretModel,
+    described(
+        "The header's value from a secret source.",
+        what="{env: VARIABLE} or {command: ...}",
+        plain_secret="a header value is not accepted in plain text (it is usually a token); "
+        "give {env: VARIABLE} or {command: a command that prints it}",
+    ),
+]
+HeaderName = Annotated[str, Meta(pattern=HEADER_NAME_PATTERN), described("An HTTP header name.", what="an HTTP header name as the key")]
+
+
 class WebhookModel(Model, kw_only=True):
     """A JSON POST to a chat or monitoring webhook; HTTPS verified by default."""
 
@@ -76,6 +96,9 @@ class WebhookModel(Model, kw_only=True):
     retries: integer(0, 10, "Attempts after the first, with backoff (default 3).") | UnsetType = UNSET
     ca_bundle: path("CA bundle (PEM) to verify the server's certificate.", must_exist=True) | UnsetType = UNSET
     insecure_http: boolean("Allow a plain http:// URL to a host other than this machine.") | UnsetType = UNSET
+    headers: collection(
+        dict[HeaderName, HeaderValue], "a mapping of header name to {env: ...} or {command: ...}", "Extra headers, from secret sources."
+    ) | UnsetType = UNSET
 
 
 class NotificationModel(Model, kw_only=True):

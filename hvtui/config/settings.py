@@ -178,6 +178,7 @@ class WebhookSettings:
     retries: int = 3
     ca_bundle: Path | None = None
     insecure_http: bool = False
+    headers: tuple[tuple[str, SecretSource], ...] = ()  # extra headers, each value from a secret source
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,10 +140,12 @@ def post_webhook(
     ca_bundle: Path | None,
     sleep: Callable[[float], None],
     backoff: float,
+    headers: dict[str, str] | None = None,
 ) -> int:
     """POST ``payload`` (JSON) to ``url``; returns the number of attempts it took.
 
-    Retries ``retries`` times after a network error, a timeout or a status in RETRIED_STATUSES,
+    ``headers`` are extra headers (their values are secrets: never in a message).  Retries
+    ``retries`` times after a network error, a timeout or a status in RETRIED_STATUSES,
     waiting ``backoff``, 2x, 4x... seconds between attempts; raises ``DeliveryError`` with the
     last attempt's problem.
     """
@@ -153,7 +155,7 @@ def post_webhook(
         url,
         data=payload,
         method="POST",
-        headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": f"hvtui/{__version__}"},
+        headers={**(headers or {}), "Content-Type": "application/json; charset=utf-8", "User-Agent": f"hvtui/{__version__}"},
     )
     attempts = retries + 1
     for attempt in range(1, attempts + 1):
@@ -186,3 +188,5 @@ def _attempt(request: urllib.request.Request, context: ssl.SSLContext | None, ti
         return True, f"{where}: {one_line(str(reason))}"
     except OSError as err:  # a timeout or reset while reading the answer
         return True, network_problem(err, where, host, timeout)
+    except ValueError:  # http.client refuses a malformed header or URL (its message quotes the value: not shown)
+        return False, f"{where}: the request could not be built (a malformed header value or URL)"

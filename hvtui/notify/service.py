@@ -108,8 +108,16 @@ class Notifier:
         else:
             url = webhook.plain_url or ""
         register_secret(url)  # the whole URL: its path is often the token
+        headers = {}
+        for header, source in webhook.headers:
+            value = self._secret(source, f"header {header} of notification {notification.name}")
+            if "\r" in value or "\n" in value:
+                raise DeliveryError(f"the value of header {header} from its secret source holds a line break")
+            headers[header] = value
         payload = webhook_payload(report, webhook.format)
-        attempts = post_webhook(url, payload, webhook.timeout, webhook.retries, webhook.ca_bundle, self._sleep, self._backoff)
+        attempts = post_webhook(
+            url, payload, webhook.timeout, webhook.retries, webhook.ca_bundle, self._sleep, self._backoff, headers
+        )
         return f"{webhook.format} to {endpoint_of(url)}, attempt {attempts}"
 
     def _secret(self, source: SecretSource, what: str) -> str:
