@@ -383,3 +383,23 @@ def test_a_header_value_with_a_line_break_is_refused(tmp_path: Path, monkeypatch
         errors = Sent(tmp_path, target).notifier.send(sample_report(), ("chat",))
     assert errors == ["notification chat (webhook): the value of header X-Token from its secret source holds a line break"]
     assert server.requests == []
+
+
+class _OnlyUnknownAuth(MailBox):
+    async def auth_XTOKEN(self, server: object, args: list[str]) -> None:  # noqa: N802 - aiosmtpd's hook name
+        return None
+
+
+def test_a_server_with_no_auth_mechanism_in_common_is_named(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
+    box = _OnlyUnknownAuth()
+    port = free_port()
+    controller = Controller(
+        box, hostname="127.0.0.1", port=port, tls_context=server_context(certificate), require_starttls=True,
+        auth_exclude_mechanism=["LOGIN", "PLAIN"],
+    )
+    controller.start()
+    try:
+        errors = Sent(tmp_path, mail(port, certificate[0])).notifier.send(sample_report(), ("ops-mail",))
+    finally:
+        controller.stop()
+    assert errors == [f"notification ops-mail (email): SMTP server 127.0.0.1:{port}: No suitable authentication method found."]

@@ -62,6 +62,8 @@ def send_email(settings: EmailSettings, message: EmailMessage, password: str | N
         raise DeliveryError(f"{where} refused the message: {_reply(err)}") from None
     except smtplib.SMTPServerDisconnected as err:
         raise DeliveryError(f"{where} closed the connection unexpectedly ({one_line(str(err)) or 'no reason given'})") from None
+    except smtplib.SMTPException as err:  # e.g. no AUTH mechanism both sides know
+        raise DeliveryError(f"{where}: {one_line(str(err))}") from None
     except OSError as err:
         raise DeliveryError(network_problem(err, where, settings.host, settings.timeout)) from None
 
