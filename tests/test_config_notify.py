@@ -162,3 +162,19 @@ def test_a_notification_password_command_in_a_group_writable_file_is_refused(tmp
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert "notification 'm'" in str(caught.value) and "writable by its group" in str(caught.value)
+
+
+def test_unencrypted_targets_are_warned_about_at_load(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        notifications:
+          - {name: relay, email: {to: [a@example.com], from: b@example.com, smtp: "relay.example.com:25", starttls: false}}
+          - {name: hook, webhook: {url: "http://chat.internal/x", insecure_http: true}}
+          - {name: fine, webhook: {url: "https://chat.example.com/x"}}
+        """,
+    )
+    assert load_config(path).warnings() == [
+        f"{path}:2: notification relay: starttls is false: its e-mail goes unencrypted",
+        f"{path}:3: notification hook: insecure_http: its reports go over plain HTTP",
+    ]

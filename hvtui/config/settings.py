@@ -226,6 +226,13 @@ class Config:
                     f"{where}host {host.name}: verify_tls is false: its TLS certificate is not checked, so anyone "
                     "on the network path can pose as the host and receive its credentials (give ca_bundle instead)"
                 )
+        for notification in self.notifications:
+            where = f"{self.source}:{notification.line}: " if self.source is not None and notification.line else ""
+            if notification.email is not None and notification.email.security == "none":
+                out.append(f"{where}notification {notification.name}: starttls is false: its e-mail goes unencrypted")
+            webhook = notification.webhook
+            if webhook is not None and webhook.insecure_http and (webhook.plain_url or "").lower().startswith("http://"):
+                out.append(f"{where}notification {notification.name}: insecure_http: its reports go over plain HTTP")
         return out
 
     def notification(self, name: str) -> NotificationConfig | None:
