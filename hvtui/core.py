@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from hvtui.changes.service import ChangeWindows
     from hvtui.inventory import InventoryService
     from hvtui.jobs.manager import JobManager
+    from hvtui.notify.service import Notifier
+    from hvtui.notify.state import DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,30 @@ class Core:
                 self.clock,
                 backup=backup_runner(lambda: self.jobs),
                 find_vm=lambda host, vm_id: self.inventory.refresh([host]).vm(host, vm_id),
+            ),
+        )
+
+    @property
+    def notification_state(self) -> DeliveryState:
+        """Each notification's latest delivery outcome, shared with other hvtui processes."""
+        from hvtui.notify.state import DeliveryState
+
+        return self._service("notification_state", lambda: DeliveryState(self.paths.notification_state, self.clock))
+
+    @property
+    def notifier(self) -> Notifier:
+        """Sends run reports to the configured notifications (``notifier.send`` is what the
+        schedule runner is given); secrets come from the usual sources, prompting through the
+        console's or the CLI's prompter."""
+        from hvtui.notify.service import Notifier
+
+        return self._service(
+            "notifier",
+            lambda: Notifier(
+                self.config.notifications,
+                lambda source, what: resolve_secret(source, what, self.secret_prompter),
+                self.audit,
+                self.notification_state,
             ),
         )
 

@@ -60,6 +60,11 @@ class Paths:
         return self.state_dir / "change-windows.json"
 
     @property
+    def notification_state(self) -> Path:
+        """Each notification's latest delivery outcome (``hvtui.notify.state``)."""
+        return self.state_dir / "notifications.json"
+
+    @property
     def checkpoint_journal(self) -> Path:
         """The Recovery checkpoints hvtui's backups took (``hvtui.backups.ledger``)."""
         return self.state_dir / "checkpoints.jsonl"

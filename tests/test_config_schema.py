@@ -33,7 +33,7 @@ def validator() -> jsonschema.Draft202012Validator:
 def test_schema_is_json_and_names_every_top_level_key() -> None:
     schema = json.loads(json.dumps(config_json_schema()))
     top = schema["$defs"]["ConfigModel"]
-    assert set(top["properties"]) == {"hosts", "policy", "repositories", "jobs", "ui", "lab", "read_only", "log_level"}
+    assert set(top["properties"]) == {"hosts", "policy", "repositories", "jobs", "ui", "lab", "read_only", "log_level", "notifications"}
     assert top["additionalProperties"] is False
 
 
@@ -66,6 +66,9 @@ REFUSED_BY_BOTH = [
     pytest.param("jobs: {max_concurrent: 0}\n", id="jobs-range"),
     pytest.param("ui: {refresh_seconds: 0.5}\n", id="refresh-too-fast"),
     pytest.param("log_level: warn\n", id="log-level"),
+    pytest.param("notifications:\n  - {name: m, email: {to: [a@b.c], from: b@b.c, smtp: 'h:25', password: x}}\n", id="mail-plain-password"),
+    pytest.param("notifications:\n  - {name: h, webhook: {url: 'https://h/x', format: slak}}\n", id="webhook-format"),
+    pytest.param("notifications:\n  - {name: h, webhook: {url: 'ftp://h/x'}}\n", id="webhook-scheme"),
 ]
 
 

@@ -21,6 +21,7 @@ from hvtui.errors import ConfigError
 _TAG = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _MERGE = _TAG + "merge"
+_WORD_BOOLEANS = ("on", "off", "yes", "no")
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -139,6 +140,8 @@ class Document:
         return result
 
     def key_text(self, key_node: yaml.Node, path: str, report: bool = True) -> str | None:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag == BOOL and key_node.value.lower() in _WORD_BOOLEANS:
+            return str(key_node.value)  # YAML 1.1 reads a bare `on:` key as true; as a key it is the word
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != STR:
             if report:
                 self.report(Located(key_node, path), f"expected a text key, found {describe(key_node)}")

@@ -19,12 +19,14 @@ from msgspec import UNSET
 
 from hvtui.config.document import Document, Located, SafeLoader, describe, syntax_error
 from hvtui.config.load_hosts import convert_hosts
+from hvtui.config.load_notify import convert_notifications
 from hvtui.config.load_policy import check_policy_names, convert_policy
 from hvtui.config.models import ConfigModel
 from hvtui.config.settings import (
     Config,
     JobsConfig,
     LabConfig,
+    NotificationConfig,
     RepositoryConfig,
     Retention,
     UIConfig,
@@ -91,7 +93,8 @@ def check_command_safety(path: Path, st: os.stat_result, config: Config) -> None
     owned by someone else, would let them run anything as that user (ssh refuses such
     files for the same reason).  Configs without a command are not affected.
     """
-    commands = [h for h in config.hosts if h.winrm is not None and h.winrm.password.command]
+    commands = [(f"host {h.name!r}", h.line) for h in config.hosts if h.winrm is not None and h.winrm.password.command]
+    commands += [(f"notification {n.name!r}", n.line) for n in config.notifications if _notification_command(n)]
     if not commands:
         return
     problems = []
@@ -100,13 +103,21 @@ def check_command_safety(path: Path, st: os.stat_result, config: Config) -> None
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         problems.append(f"is writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'}: run chmod go-w {path}")
     if problems:
-        first = commands[0]
-        where = f"line {first.line}" if first.line else "its hosts"
+        first, line = commands[0]
+        where = f"line {line}" if line else "its hosts"
         raise ConfigError(
-            f"{path}: refusing this config file: it sets password_command (host {first.name!r}, {where}), a command "
+            f"{path}: refusing this config file: it sets password_command ({first}, {where}), a command "
             f"hvtui runs as you, and the file {' and '.join(problems)}; anyone who can change it could make hvtui "
             "run any command"
         )
+
+
+def _notification_command(notification: NotificationConfig) -> bool:
+    email, webhook = notification.email, notification.webhook
+    if email is not None:
+        return bool(email.password.command)
+    assert webhook is not None
+    return bool(webhook.url and webhook.url.command) or any(source.command for _, source in webhook.headers)
 
 
 def _read_config(doc: Document, root: Located, paths: Paths) -> Config:
@@ -133,6 +144,7 @@ def _read_config(doc: Document, root: Located, paths: Paths) -> Config:
         repositories=repositories,
         jobs=_jobs(top.keys.get("jobs")),
         ui=_ui(top.keys.get("ui")),
+        notifications=convert_notifications(doc, top.keys.get("notifications")),
     )
 
 

@@ -159,6 +159,46 @@ class LabConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EmailSettings:
+    to: tuple[str, ...]
+    sender: str  # `from:` in the file
+    host: str
+    port: int
+    security: str  # "starttls", "tls" (implicit, from the first byte) or "none"
+    username: str | None = None
+    password: SecretSource = field(default_factory=SecretSource)
+    ca_bundle: Path | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    url: SecretSource | None = None  # url_env / url_command (the URL often holds a token)
+    plain_url: str | None = None  # `url:` in the file
+    format: str = "json"  # slack, teams or json
+    timeout: float = 10.0
+    retries: int = 3
+    ca_bundle: Path | None = None
+    insecure_http: bool = False
+    headers: tuple[tuple[str, SecretSource], ...] = ()  # extra headers, each value from a secret source
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationConfig:
+    """Where a schedule run's report is sent, and for which run events (``on:``)."""
+
+    name: str
+    on: tuple[str, ...]
+    email: EmailSettings | None = None
+    webhook: WebhookSettings | None = None
+    line: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "email" if self.email is not None else "webhook"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path | None  # the file read; None = built-in demo lab
     hosts: tuple[HostConfig, ...]
@@ -169,6 +209,7 @@ class Config:
     repositories: tuple[RepositoryConfig, ...] = ()  # the default one under the data dir is added at load
     jobs: JobsConfig = field(default_factory=JobsConfig)
     ui: UIConfig = field(default_factory=UIConfig)
+    notifications: tuple[NotificationConfig, ...] = ()
 
     @property
     def is_builtin_lab(self) -> bool:
@@ -187,7 +228,20 @@ class Config:
                     f"{where}host {host.name}: verify_tls is false: its TLS certificate is not checked, so anyone "
                     "on the network path can pose as the host and receive its credentials (give ca_bundle instead)"
                 )
+        for notification in self.notifications:
+            where = f"{self.source}:{notification.line}: " if self.source is not None and notification.line else ""
+            if notification.email is not None and notification.email.security == "none":
+                out.append(f"{where}notification {notification.name}: starttls is false: its e-mail goes unencrypted")
+            webhook = notification.webhook
+            if webhook is not None and webhook.insecure_http and (webhook.plain_url or "").lower().startswith("http://"):
+                out.append(f"{where}notification {notification.name}: insecure_http: its reports go over plain HTTP")
         return out
+
+    def notification(self, name: str) -> NotificationConfig | None:
+        for notification in self.notifications:
+            if notification.name == name:
+                return notification
+        return None
 
     def host(self, name: str) -> HostConfig | None:
         for host in self.hosts:

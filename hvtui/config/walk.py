@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import msgspec
+import yaml
 from msgspec import Meta, Struct, UnsetType
 
 from hvtui.config.document import Document, Located, child_path, describe
@@ -91,7 +92,8 @@ def spec_of(annotation: Any) -> Spec:
 
 
 def struct_fields(model: type[Struct]) -> dict[str, msgspec.structs.FieldInfo]:
-    return {info.name: info for info in msgspec.structs.fields(model)}
+    """By the key the file uses (``from:`` for a field ``from_``)."""
+    return {info.encode_name: info for info in msgspec.structs.fields(model)}
 
 
 def read(doc: Document, at: Located, annotation: Any) -> Read:
@@ -101,6 +103,9 @@ def read(doc: Document, at: Located, annotation: Any) -> Read:
         return Read(at, None)
     base, extra = spec.base, spec.extra
     origin = get_origin(base)
+    if "plain_secret" in extra and isinstance(at.node, yaml.ScalarNode):
+        doc.report(at, extra["plain_secret"])  # the value is likely a secret: not repeated
+        return _bad(at)
     if isinstance(base, type) and issubclass(base, Struct):
         return read_model(doc, at, base, extra.get("what", "a mapping"))
     if origin in (Union, types.UnionType) and all(isinstance(arg, type) and issubclass(arg, Struct) for arg in get_args(base)):

@@ -188,6 +188,7 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, PromptC
             return  # not yet, or shutting down (a refresh may land while the screens come down)
         while self._pending_theme_notices:  # shown once the first view is up, not lost before it
             self.notify(self._pending_theme_notices.pop(0), title="Theme problem", severity="warning", timeout=10)
+        self.announce_notification_failures()
         screen.sync_bars(self.header_state(), self.failing_hosts(), self.action_views())
         if data and self.snapshot is not None and screen.shown_version != self.snapshot_version:
             screen.shown_version = self.snapshot_version

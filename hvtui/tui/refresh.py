@@ -24,6 +24,8 @@ from textual.worker import Worker, WorkerState
 
 from hvtui.errors import HvtuiError
 from hvtui.model import Inventory
+from hvtui.notify.state import DeliveryFailure
+from hvtui.text import display_text
 from hvtui.tui.screens.base import ViewScreen
 from hvtui.tui.viewmodel.cells import Palette
 from hvtui.tui.viewmodel.finding_rows import finding_key
@@ -65,6 +67,10 @@ class RefreshMixin:
         self._last_thaw = time.monotonic()
         self._inbox: tuple[Snapshot, int] | None = None  # the latest refresh, handed from the poll worker
         self._next_poll_in = MIN_REFRESH_SECONDS  # set by the poll worker (see _poll_into_inbox)
+        # Notifications whose last message could not be sent (read by the poll worker: a schedule
+        # run sends them from another process), and those already announced in a toast.
+        self.notify_failures: tuple[DeliveryFailure, ...] = ()
+        self._notify_failures_announced: set[tuple[str, str]] = set()
 
     # -- polling ---------------------------------------------------------------------------------
     @property
@@ -131,6 +137,7 @@ class RefreshMixin:
         context), and each would pin a whole inventory in memory."""
         started = time.monotonic()
         self._inbox = self._poll(self.palette, self.snapshot)
+        self.notify_failures = self._notification_failures()
         # The next poll is due an interval after this one started: the hosts that answered
         # at once must not wait, on top of the interval, for the time a slow or hung host
         # held this poll (up to an interval: see _poll).  Never sooner than MIN_POLL_GAP
@@ -183,6 +190,30 @@ class RefreshMixin:
         except HvtuiError as err:
             log.warning("change windows not read: %s", err)
             return {}
+
+    def _notification_failures(self) -> tuple[DeliveryFailure, ...]:
+        """Worker thread: the notifications whose last message failed (state dir)."""
+        try:
+            return tuple(self.core.notification_state.failures())
+        except OSError as err:
+            log.warning("notification state not read: %s", err)
+            return ()
+
+    def announce_notification_failures(self) -> None:
+        """A toast once per failed message, with the reason; the header keeps the mark.
+        Called when a view syncs: a toast before the first view is up would be lost."""
+        for failure in self.notify_failures:
+            key = (failure.notification, failure.time)
+            if key in self._notify_failures_announced:
+                continue
+            self._notify_failures_announced.add(key)
+            self.notify(
+                display_text(f"{failure.time}, schedule {failure.schedule}: {failure.error}"),
+                title=f"Notification {display_text(failure.notification)} not sent",
+                severity="error",
+                timeout=15,
+                markup=False,
+            )
 
     def on_inventory_arrived(self, message: InventoryArrived) -> None:
         self._offer_snapshot(message.snapshot, message.version)
@@ -312,6 +343,7 @@ class RefreshMixin:
             view=view,
             load_failed=snapshot is None and self._last_poll_error is not None,
             tls_unverified=config.tls_unverified_hosts(),
+            notify_failed=tuple(failure.notification for failure in self.notify_failures),
         )
 
     def _data_age(self, snapshot: Snapshot) -> float:

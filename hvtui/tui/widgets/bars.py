@@ -46,6 +46,7 @@ class HeaderState:
     hosts_waiting: int = 0  # late, not failed: neither reachable nor down
     load_failed: bool = False  # no inventory yet, and the last refresh failed (the alert line says why)
     tls_unverified: tuple[str, ...] = ()  # hosts whose TLS certificate is not checked (verify_tls: false)
+    notify_failed: tuple[str, ...] = ()  # notifications whose last message could not be sent
 
 
 def lab_name(builtin: bool, lab_dir: Path, width: int = 20) -> str:
@@ -124,6 +125,10 @@ class StatusHeader(Static):
                 names = state.tls_unverified
                 which = escape(names[0]) if len(names) == 1 else f"{len(names)} hosts"
                 parts.append(f"[reverse $warning] TLS unverified: {which} [/]")
+            if state.notify_failed:
+                names = state.notify_failed
+                which = escape(display_text(names[0])) if len(names) == 1 else f"{len(names)} targets"
+                parts.append(f"[reverse $error] notify failed: {which} [/]")
             if state.refresh_age is not None:
                 parts.append(f"{short_age(state.refresh_age)} ago")
         if state.refreshing:
