@@ -20,6 +20,7 @@ from msgspec import UNSET
 from hvtui.config.document import Document, Located, SafeLoader, describe, syntax_error
 from hvtui.config.load_hosts import convert_hosts
 from hvtui.config.load_policy import check_policy_names, convert_policy
+from hvtui.config.load_schedules import convert_schedules
 from hvtui.config.models import ConfigModel
 from hvtui.config.settings import (
     Config,
@@ -123,6 +124,7 @@ def _read_config(doc: Document, root: Located, paths: Paths) -> Config:
     policy = convert_policy(doc, top.keys.get("policy"))
     if hosts and hosts_clean and "policy" in top.keys and top.keys["policy"].data is not None:
         check_policy_names(doc, top.keys["policy"], hosts)
+    schedules, notes = convert_schedules(doc, top.keys.get("schedules"), repositories, hosts if hosts_clean else ())
     return Config(
         source=doc.file,
         hosts=hosts,
@@ -133,6 +135,8 @@ def _read_config(doc: Document, root: Located, paths: Paths) -> Config:
         repositories=repositories,
         jobs=_jobs(top.keys.get("jobs")),
         ui=_ui(top.keys.get("ui")),
+        schedules=schedules,
+        notes=notes,
     )
 
 

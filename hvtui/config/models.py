@@ -17,12 +17,28 @@ first error and knows no line numbers, so the walker produces the messages and
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 import msgspec
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Meta, UnsetType
 
-from hvtui.config.units import DURATION_HELP, DURATION_PATTERN, SIZE_HELP, SIZE_PATTERN
+from hvtui.config.fields import (
+    NAME_PATTERN,
+    Duration,
+    Model,
+    Size,
+    boolean,
+    choice,
+    collection,
+    duration,
+    integer,
+    meta,
+    name,
+    path,
+    percent,
+    text,
+)
+from hvtui.config.schedule_models import ScheduleModel
 
 HOST_KINDS = ("lab", "winrm")
 WINRM_SCHEMES = ("https", "http")
@@ -47,10 +63,10 @@ RULE_IDS = (
     "checkpoint-not-backup",
     "host-unreachable",
     "change-window-open",
+    "backup-overdue",
 )
 HYPERV_CHECKPOINT_LIMIT = 50
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A host/VM override key: "host/vm" or "vm".
 VM_KEY_PATTERN = r"^([^/]+/[^/]+|[^/]*)$"
@@ -60,71 +76,10 @@ PLAIN_PASSWORD_MESSAGE = (
 )
 
 
-# -- value types: the constraint, the JSON Schema and the words of a mistake, in one place ----
-
-
-def _meta(description: str, **extra: Any) -> Meta:
-    return Meta(description=description, extra=extra)
-
-
-def text(what: str, description: str, kind: str = "text", pattern: str = r"\S", **extra: Any) -> Any:
-    """Non-empty text; ``what`` names it in messages ("expected a user name, found ...")."""
-    return Annotated[str, Meta(min_length=1, pattern=pattern), _meta(description, kind=kind, what=what, **extra)]
-
-
-def name(what: str, description: str) -> Any:
-    return Annotated[str, Meta(pattern=NAME_PATTERN), _meta(description, kind="name", what=what)]
-
-
-def duration(description: str, minimum: float = 0.0) -> Any:
-    number = Annotated[float, Meta(ge=minimum)] if minimum else Annotated[float, Meta(gt=0)]
-    return Annotated[
-        Union[number, Annotated[str, Meta(pattern=DURATION_PATTERN)]],  # noqa: UP007 (a runtime union of Annotated)
-        _meta(f"{description}; {DURATION_HELP}", kind="duration", minimum=minimum),
-    ]
-
-
-def integer(low: int, high: int, description: str) -> Any:
-    return Annotated[int, Meta(ge=low, le=high, description=description)]
-
-
-def percent(low: float, high: float, description: str) -> Any:
-    return Annotated[float, Meta(ge=low, le=high), _meta(description, kind="number", what="a percentage")]
-
-
-def choice(values: tuple[str, ...], what: str, description: str) -> Any:
-    return Annotated[Literal[values], _meta(description, kind="choice", what=what)]  # type: ignore[valid-type]
-
-
-def path(description: str, must_exist: bool = False, **extra: Any) -> Any:
-    return Annotated[
-        str, Meta(min_length=1, pattern=r"\S"), _meta(description, kind="path", what="a path", must_exist=must_exist, **extra)
-    ]
-
-
-def boolean(description: str) -> Any:
-    return Annotated[bool, Meta(description=description)]
-
-
-def collection(kind: type, what: str, description: str) -> Any:
-    return Annotated[kind, _meta(description, what=what)]
-
-
-Duration = duration("a duration")
-Size = Annotated[
-    Union[Annotated[int, Meta(ge=1)], Annotated[str, Meta(pattern=SIZE_PATTERN)]],  # noqa: UP007
-    _meta(SIZE_HELP, kind="size"),
-]
-
-
-class Model(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A mapping of the file: unknown keys are mistakes; a key not given is UNSET."""
-
-
 # -- hosts ----------------------------------------------------------------------------------
 
 HostName = Annotated[
-    str, Meta(pattern=NAME_PATTERN), _meta("The host's name in the console.", kind="name", what="a host name", missing="the host's name in the console")
+    str, Meta(pattern=NAME_PATTERN), meta("The host's name in the console.", kind="name", what="a host name", missing="the host's name in the console")
 ]
 
 
@@ -157,7 +112,7 @@ class WinRMHostModel(HostModel, tag="winrm", kw_only=True):
     password_env: Annotated[
         str,
         Meta(pattern=ENV_NAME_PATTERN),
-        _meta("The environment variable holding the password.", kind="envname", what="an environment variable name"),
+        meta("The environment variable holding the password.", kind="envname", what="an environment variable name"),
     ] | UnsetType = UNSET
     password_command: text("a command line", "A command printing the password on its first line.", kind="command") | UnsetType = UNSET
     password_prompt: boolean("Ask for the password when connecting.") | UnsetType = UNSET
@@ -180,7 +135,7 @@ REFUSED_KEYS: dict[type, dict[str, str]] = {
 }
 HostItem = Annotated[
     Union[LabHostModel, WinRMHostModel],  # noqa: UP007
-    _meta("A host.", what="a host (a mapping with name:, kind: and its settings)", missing_tag="lab or winrm", tag_what="a host kind"),
+    meta("A host.", what="a host (a mapping with name:, kind: and its settings)", missing_tag="lab or winrm", tag_what="a host kind"),
 ]
 
 
@@ -237,6 +192,7 @@ class ThresholdsModel(Model):
     merge_headroom: MergeHeadroom | UnsetType = UNSET
     backup_age: BackupAge | UnsetType = UNSET
     checkpoint_not_backup: CheckpointNotBackup | UnsetType = UNSET
+    backup_overdue: AgePair | UnsetType = UNSET
     replica_checkpoints: boolean("Raise findings for replica checkpoints too.") | UnsetType = UNSET
 
 
@@ -251,7 +207,7 @@ class ExemptionModel(Model, kw_only=True):
     )
 
 
-VmKey = Annotated[str, Meta(pattern=VM_KEY_PATTERN), _meta('"host/vm" or "vm"', what='"host/vm" or "vm" as the key')]
+VmKey = Annotated[str, Meta(pattern=VM_KEY_PATTERN), meta('"host/vm" or "vm"', what='"host/vm" or "vm" as the key')]
 
 
 class PolicyModel(ThresholdsModel, kw_only=True):
@@ -281,7 +237,7 @@ class RetentionModel(Model):
 class RepositoryModel(Model, kw_only=True):
     """A backup repository."""
 
-    name: Annotated[str, Meta(pattern=NAME_PATTERN), _meta("How --repo names it.", kind="name", what="a repository name", missing="how --repo names it")]
+    name: Annotated[str, Meta(pattern=NAME_PATTERN), meta("How --repo names it.", kind="name", what="a repository name", missing="how --repo names it")]
     path: path("The repository's directory.", missing="the repository's directory")
     default: boolean("The repository used when none is named.") | UnsetType = UNSET
     retention: RetentionModel | UnsetType = UNSET
@@ -316,6 +272,7 @@ class ConfigModel(Model):
     lab: LabModel | UnsetType = UNSET
     read_only: boolean("Refuse every change to hosts and repositories.") | UnsetType = UNSET
     log_level: choice(LOG_LEVELS, "a log level", "Log file verbosity (default info).") | UnsetType = UNSET
+    schedules: collection(list[ScheduleModel], "a list of schedules", "Backup schedules (`hvtui schedule`).") | UnsetType = UNSET
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hvtui.config.schedules import ScheduleConfig
 from hvtui.paths import Paths
 
 DAY = 86400.0
@@ -87,6 +88,10 @@ class Thresholds:
     backup_max_age: float = 7 * DAY  # checkpoint-not-backup
     # checkpoint-not-backup: a warning while the VM's oldest checkpoint is younger, then critical
     not_backup_crit: float = 1 * HOUR
+    # backup-overdue: how long past a schedule's promise (interval + window) a VM's newest
+    # point may be before a warning (the run's own duration), and before it is critical
+    backup_overdue_warn: float = 1 * HOUR
+    backup_overdue_crit: float = 1 * DAY
     replica_alerts: bool = False  # replica checkpoint types raise nothing by default
 
 
@@ -167,6 +172,9 @@ class Config:
     repositories: tuple[RepositoryConfig, ...] = ()  # the default one under the data dir is added at load
     jobs: JobsConfig = field(default_factory=JobsConfig)
     ui: UIConfig = field(default_factory=UIConfig)
+    schedules: tuple[ScheduleConfig, ...] = ()
+    # What the loader found allowed but suspicious (a schedule selector matching no host).
+    notes: tuple[str, ...] = ()
 
     @property
     def is_builtin_lab(self) -> bool:
@@ -185,7 +193,11 @@ class Config:
                     f"{where}host {host.name}: verify_tls is false: its TLS certificate is not checked, so anyone "
                     "on the network path can pose as the host and receive its credentials (give ca_bundle instead)"
                 )
+        out.extend(self.notes)
         return out
+
+    def schedule(self, name: str) -> ScheduleConfig | None:
+        return next((schedule for schedule in self.schedules if schedule.name == name), None)
 
     def host(self, name: str) -> HostConfig | None:
         for host in self.hosts:
