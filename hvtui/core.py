@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hvtui.changes.service import ChangeWindows
     from hvtui.inventory import InventoryService
     from hvtui.jobs.manager import JobManager
+    from hvtui.schedules.runner import ScheduleRunner
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +224,26 @@ class Core:
                 self.clock,
                 backup=backup_runner(lambda: self.jobs),
                 find_vm=lambda host, vm_id: self.inventory.refresh([host]).vm(host, vm_id),
+            ),
+        )
+
+    @property
+    def schedules(self) -> ScheduleRunner:
+        """Backup schedules: what is due, running them through the job manager, their journal."""
+        from hvtui.schedules.journal import ScheduleJournal
+        from hvtui.schedules.runner import ScheduleRunner
+
+        return self._service(
+            "schedules",
+            lambda: ScheduleRunner(
+                self.config.schedules,
+                ScheduleJournal(self.paths.schedule_journal),
+                self.paths.schedule_lock,
+                inventory=lambda: self.inventory.refresh(),
+                points=lambda host, vm_id, repository: self.backups.list_points(host, vm_id, repository),
+                jobs=lambda: self.jobs,
+                clock=self.clock,
+                notifier=None,  # the notification senders are wired in by the notifications work (issue 22 §4)
             ),
         )
 
