@@ -156,5 +156,8 @@ def test_a_run_due_killed_half_way_is_continued_by_the_next(tmp_path: Path, path
     assert [cp.type for name in ("vm1", "vm2") for cp in lab.vm(ids[name]).checkpoints] == []
     (run,) = ScheduleJournal(paths.schedule_journal).read()["nightly"].runs
     assert run.is_finished
+    # The killed backup job was resumed through the job manager, not left offered in the console.
+    assert core.jobs.interrupted_jobs() == []
+    assert [j.vm_name for j in core.jobs.history() if j.resumed_from] == ["vm2"]
     assert core.schedules.run_due().reports == []  # the slot is done
     core.close()

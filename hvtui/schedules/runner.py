@@ -66,6 +66,10 @@ class BackupJobs(Protocol):
 
     def wait(self, job_id: str, timeout: float | None = None) -> Any: ...
 
+    def interrupted_jobs(self) -> list[Any]: ...
+
+    def resume(self, job_id: str) -> Any: ...
+
 
 @dataclass(frozen=True, slots=True)
 class SelectedVM:
@@ -250,6 +254,9 @@ class ScheduleRunner:
         for host in selection.unreachable:
             notes.append(f"warning: host {host} could not be read; its VMs were not backed up")
         jobs = self._jobs()
+        # A continued run resumes the backups the stopped process left (the job manager removes
+        # their Recovery checkpoints first and stops offering them in the console).
+        left = {(j.host, j.vm_id): j for j in jobs.interrupted_jobs() if j.kind == "backup"} if resumed else {}
         submitted: list[tuple[SelectedVM, Any, str | None]] = []
         for item in selection.selected:
             vm = item.vm
@@ -257,7 +264,11 @@ class ScheduleRunner:
                 continue  # done before the process running it was stopped
             mode = self._mode_for(schedule, vm)
             try:
-                job = jobs.submit_backup(vm.host, vm.id, mode=mode, repository=schedule.repository, vm_name=vm.name)
+                if (vm.host, vm.id) in left:
+                    job = jobs.resume(left[(vm.host, vm.id)].id)
+                    mode = job.params.get("mode") if not job.params.get("auto_mode") else mode
+                else:
+                    job = jobs.submit_backup(vm.host, vm.id, mode=mode, repository=schedule.repository, vm_name=vm.name)
             except HvtuiError as err:
                 self._record(run, history, vm, "failed", mode, reason=str(err))
                 continue
