@@ -167,7 +167,9 @@ class RefreshMixin:
                 self.core.config.schedules,
             )
             now = self.core.clock.now()
-            latest[0] = build_snapshot(inventory, findings, palette, now, last_backup, started, latest[0])
+            latest[0] = build_snapshot(
+                inventory, findings, palette, now, last_backup, started, latest[0], self.core.config.schedules
+            )
             return latest[0], version
 
         def arrived(_inventory: Inventory) -> None:
