@@ -46,10 +46,12 @@ def make_core(
     schedules: tuple[ScheduleConfig, ...],
     clock: FixedClock,
     retention: Retention | None = None,
+    extra_hosts: tuple[str, ...] = (),
 ) -> Core:
+    """``extra_hosts``: lab hosts the config names but the lab lacks (they cannot be read)."""
     config = Config(
         source=root / "config.yaml",
-        hosts=(HostConfig(name=HOST, kind="lab"),),
+        hosts=(HostConfig(name=HOST, kind="lab"), *(HostConfig(name=name, kind="lab") for name in extra_hosts)),
         repositories=(RepositoryConfig(name="default", path=root / "repo", default=True, retention=retention or Retention()),),
         schedules=schedules,
     )

@@ -112,3 +112,16 @@ def test_install_cron_prints_the_line_and_says_when_there_is_no_crontab(
     assert shutil.which("crontab") is None
     code, _, err = run(config, capsys, "schedule", "install", "--cron", "--write")
     assert code == EXIT_FAILED and "no crontab command on this machine; add this line to your crontab by hand" in err
+
+
+def test_check_reports_backup_overdue_for_scheduled_vms_until_they_are_backed_up(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def overdue() -> dict[str, str]:
+        main(["--config", str(config), "check", "--json"])
+        doc = json.loads(capsys.readouterr().out)
+        return {f["vm_name"]: f["message"] for f in doc["findings"] if f["rule"] == "backup-overdue"}
+
+    before = overdue()
+    assert sorted(before) == ["sql01", "web01", "web02-test"]  # nightly selects the whole group
+    assert before["sql01"].startswith("selected by schedule nightly (daily at 22:00")
+    assert run(config, capsys, "schedule", "run-due")[0] == EXIT_OK  # "often" backs up web01
+    assert sorted(overdue()) == ["sql01", "web02-test"]

@@ -182,3 +182,17 @@ def test_every_schedule_runs_in_elapsed_time(tmp_path: Path, paths: Paths) -> No
     assert slots_run(paths) == [f"2026-11-23T{h:02d}:00:00+01:00" for h in (0, 6, 12, 18)]
     assert len(reports) == 4
     core.close()
+
+
+def test_a_host_that_cannot_be_read_fails_the_run_only_when_the_schedule_may_select_its_vms(tmp_path: Path, paths: Paths) -> None:
+    clock = FixedClock(berlin(2026, 11, 23, 22, 1))
+    make_lab(tmp_path, ("vm1",), clock)
+    schedules = (schedule("everything", vms=("*",)), schedule("mine", vms=(f"{HOST}/*",)), schedule("gone", vms=("lab-gone/*",)))
+    core = make_core(tmp_path, paths, schedules, clock, extra_hosts=("lab-gone",))
+    reports = {r.schedule: r for r in core.schedules.run_due().reports}
+    assert reports["everything"].event == "failure"
+    assert reports["everything"].notes == ("host lab-gone could not be read: its VMs were not backed up",)
+    assert [(v.vm, v.outcome) for v in reports["everything"].results] == [("vm1", "succeeded")]  # the others still ran
+    assert reports["mine"].event == "success" and reports["mine"].notes == ()
+    assert reports["gone"].event == "failure" and reports["gone"].results == ()
+    core.close()

@@ -60,6 +60,18 @@ class ScheduleConfig:
     def selects(self, host: str, vm: str, group: str | None) -> bool:
         return self.selection(host, vm, group).selected
 
+    def may_select_host(self, host: str, group: str | None) -> bool:
+        """Whether some selector could pick a VM of ``host`` (a host that cannot be read then
+        hides VMs this schedule should back up)."""
+        for selector in self.vms:
+            folded = selector.casefold()
+            if folded.startswith(GROUP_PREFIX):
+                if group is not None and group.casefold() == folded[len(GROUP_PREFIX) :].strip():
+                    return True
+            elif "/" not in folded or fnmatchcase(host.casefold(), folded.split("/", 1)[0]):
+                return True
+        return False
+
     def unmatched_selectors(self, vms: list[tuple[str, str, str | None]]) -> list[str]:
         """The selectors of ``vms:`` matching none of ``vms`` ((host, vm, group) each): a typo, or
         a VM gone; worth a warning rather than silence."""

@@ -86,7 +86,7 @@ class SelectionReport:
     selected: tuple[SelectedVM, ...]
     left_out: tuple[SelectedVM, ...]
     unmatched: tuple[str, ...]
-    unreachable: tuple[str, ...]  # hosts that could not be read: their VMs are unknown
+    unreachable: tuple[str, ...]  # hosts it may select VMs of that could not be read: their VMs are unknown
 
 
 @dataclass(slots=True)
@@ -160,7 +160,7 @@ class ScheduleRunner:
         selected, left_out, seen = [], [], []
         unreachable = []
         for host in inventory.hosts:
-            if host.error is not None and not host.vms:
+            if host.error is not None and not host.vms and schedule.may_select_host(host.name, host.group):
                 unreachable.append(host.name)
             for vm in host.vms:
                 seen.append((vm.host, vm.name, host.group))
@@ -252,7 +252,7 @@ class ScheduleRunner:
         for selector in selection.unmatched:
             notes.append(f"warning: selector {selector!r} selects no VM")
         for host in selection.unreachable:
-            notes.append(f"warning: host {host} could not be read; its VMs were not backed up")
+            notes.append(f"host {host} could not be read: its VMs were not backed up")
         jobs = self._jobs()
         # A continued run resumes the backups the stopped process left (the job manager removes
         # their Recovery checkpoints first and stops offering them in the console).
@@ -377,7 +377,7 @@ def _with_notes(report: RunReport, *notes: str) -> RunReport:
 
 def _event_of(results: tuple[VMResult, ...], notes: list[str]) -> str:
     outcomes = {r.outcome for r in results}
-    if "failed" in outcomes or any(n.startswith("the VMs could not be listed") for n in notes):
+    if "failed" in outcomes or any(n.startswith(("the VMs could not be listed", "host ")) for n in notes):
         return "failure"
     if "missed" in outcomes:
         return "missed"
