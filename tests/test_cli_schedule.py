@@ -125,3 +125,11 @@ def test_check_reports_backup_overdue_for_scheduled_vms_until_they_are_backed_up
     assert before["sql01"].startswith("selected by schedule nightly (daily at 22:00")
     assert run(config, capsys, "schedule", "run-due")[0] == EXIT_OK  # "often" backs up web01
     assert sorted(overdue()) == ["sql01", "web02-test"]
+
+
+def test_an_unreadable_schedule_journal_is_a_clear_error(config: Path, capsys: pytest.CaptureFixture[str], paths: Paths) -> None:
+    paths.schedule_journal.mkdir(parents=True)  # a directory where the journal file should be
+    code, _, err = run(config, capsys, "schedule", "list")
+    assert code == EXIT_FAILED
+    assert f"hvtui: error: cannot read the schedule journal {paths.schedule_journal}: Is a directory" in err
+    assert "Traceback" not in err

@@ -196,3 +196,19 @@ def test_a_host_that_cannot_be_read_fails_the_run_only_when_the_schedule_may_sel
     assert reports["mine"].event == "success" and reports["mine"].notes == ()
     assert reports["gone"].event == "failure" and reports["gone"].results == ()
     core.close()
+
+
+def test_a_damaged_journal_line_is_skipped_and_the_rest_kept(tmp_path: Path, paths: Paths, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FixedClock(berlin(2026, 11, 23, 22, 1))
+    make_lab(tmp_path, ("vm1",), clock)
+    core = make_core(tmp_path, paths, (schedule(),), clock)
+    (first,) = core.schedules.run_due().reports
+    with open(paths.schedule_journal, "ab") as fh:
+        fh.write(b'{"type":"run","schedule":"nightly","run_')  # a process killed mid-write
+    clock.set(berlin(2026, 11, 24, 22, 1))
+    (second,) = core.schedules.run_due().reports  # the next append starts on a fresh line
+    history = ScheduleJournal(paths.schedule_journal).read()["nightly"]
+    assert [r.run_id for r in history.runs] == [first.run_id, second.run_id]
+    assert all(r.is_finished for r in history.runs)
+    assert any("schedule journal" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+    core.close()

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hvtui.errors import HvtuiError
 from hvtui.files import flocked, fsync_dir, write_all
 from hvtui.notify.report import VMResult
 
@@ -92,6 +93,12 @@ class ScheduleJournal:
 
     # -- writing -----------------------------------------------------------------------
     def _append(self, record: dict[str, Any]) -> None:
+        try:
+            self._append_locked(record)
+        except OSError as err:
+            raise HvtuiError(f"cannot write the schedule journal {self.path}: {err.strerror or err}") from None
+
+    def _append_locked(self, record: dict[str, Any]) -> None:
         data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         with flocked(self._lock_path):
             created = not self.path.exists()
@@ -144,6 +151,8 @@ class ScheduleJournal:
                 raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
+        except OSError as err:
+            raise HvtuiError(f"cannot read the schedule journal {self.path}: {err.strerror or err}") from None
         histories: dict[str, ScheduleHistory] = {}
         runs: dict[str, RunRecord] = {}
         for number, line in enumerate(raw.split(b"\n"), start=1):
