@@ -114,6 +114,10 @@ async def test_enter_opens_the_schedules_vms_in_the_vm_table_with_next_backup(la
         assert shown == ["app01", "dc01", "file01", "web01"]
         assert "NEXT BACKUP" in screen_text(app) and "in 10 hours" in screen_text(app)
         row = next(r for r in screen.filter_targets if r.vm.name == "app01")
+        # Never backed up: backup-overdue is among the findings the VM's health comes from.
+        rules = {f.rule for f in app.snapshot.findings_for(row.vm.host, row.vm.id)}
+        assert "backup-overdue" in rules
+        assert not any(f.rule == "backup-overdue" for f in app.snapshot.findings if f.vm_name == "sql01")  # excluded
         app.open_vm(row.vm.host, row.vm.id)
         assert await wait_until(pilot, lambda: "Schedule: nightly (daily at 22:00" in flat(screen_text(app)))
 
