@@ -212,3 +212,17 @@ def test_a_damaged_journal_line_is_skipped_and_the_rest_kept(tmp_path: Path, pat
     assert all(r.is_finished for r in history.runs)
     assert any("schedule journal" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
     core.close()
+
+
+def test_a_repository_that_cannot_be_read_fails_each_vm_not_the_run(tmp_path: Path, paths: Paths) -> None:
+    clock = FixedClock(berlin(2026, 11, 23, 22, 1))
+    make_lab(tmp_path, ("vm1", "vm2"), clock)
+    (tmp_path / "repo").write_text("not a repository")  # a file where the repository should be
+    core = make_core(tmp_path, paths, (schedule(repository="default"),), clock)
+    (report,) = core.schedules.run_due().reports
+    assert report.event == "failure"
+    assert [(v.vm, v.outcome) for v in report.results] == [("vm1", "failed"), ("vm2", "failed")]
+    assert all(v.reason and "repo" in v.reason for v in report.results)
+    (run,) = ScheduleJournal(paths.schedule_journal).read()["nightly"].runs
+    assert run.is_finished and run.event == "failure"
+    core.close()

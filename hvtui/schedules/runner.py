@@ -262,8 +262,9 @@ class ScheduleRunner:
             vm = item.vm
             if (vm.host, vm.id) in run.results:
                 continue  # done before the process running it was stopped
-            mode = self._mode_for(schedule, vm)
+            mode = None
             try:
+                mode = self._mode_for(schedule, vm)  # reads the repository: may fail like the backup would
                 if (vm.host, vm.id) in left:
                     job = jobs.resume(left[(vm.host, vm.id)].id)
                     mode = job.params.get("mode") if not job.params.get("auto_mode") else mode
