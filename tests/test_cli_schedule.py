@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,9 @@ def config(tmp_path: Path) -> Path:
         f"repositories:\n  - {{name: default, path: {tmp_path / 'repo'}, default: true}}\n"
         "schedules:\n"
         f"  - {{name: often, vms: ['{HOST}/web*', 'nosuch*'], exclude: ['*-test'], every: 1m, window: 1m}}\n"
-        "  - {name: nightly, vms: ['group:production'], at: '22:00', full_every: 7d}\n",
+        "  - {name: nightly, vms: ['group:production'], at: '22:00', full_every: 7d}\n"
+        # Once a year, in a month half a year from now: never due while the test runs.
+        f"  - {{name: yearly, vms: ['nosuchvm'], cron: '0 0 1 {(datetime.now().month + 5) % 12 + 1} *', window: 1h}}\n",
         encoding="utf-8",
     )
     return path
@@ -133,3 +136,10 @@ def test_an_unreadable_schedule_journal_is_a_clear_error(config: Path, capsys: p
     assert code == EXIT_FAILED
     assert f"hvtui: error: cannot read the schedule journal {paths.schedule_journal}: Is a directory" in err
     assert "Traceback" not in err
+
+
+def test_run_without_now_runs_only_when_due(config: Path, capsys: pytest.CaptureFixture[str], paths: Paths) -> None:
+    code, out, _ = run(config, capsys, "schedule", "run", "yearly")
+    assert code == EXIT_OK
+    assert out.startswith("Schedule yearly is not due; next run ") and "(--now runs it at once)" in out
+    assert "yearly" not in [e.get("args", {}).get("schedule") for e in AuditLog(paths.audit_log).read()]
