@@ -88,6 +88,8 @@ def test_missed_runs_are_recorded_and_reported_once(tmp_path: Path, paths: Paths
         ("missed", "2026-11-25T22:00:00+01:00"),
     ]
     assert "did not start within its 2h window" in missed[0].notes[0]
+    # Each missed run lists the VMs it would have backed up.
+    assert [(v.host, v.vm, v.outcome, v.reason) for v in missed[0].results] == [(HOST, "vm1", "missed", missed[0].notes[0])]
     assert [(r.event, targets) for r, targets in sent] == [("missed", ("ops-mail",))] * 3
     drive(runner, clock, berlin(2026, 11, 26, 21, 0))  # looking again and again records nothing new
     assert len(sent) == 3

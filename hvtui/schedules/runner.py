@@ -204,9 +204,10 @@ class ScheduleRunner:
                 state = work_out(schedule, history, now, zone)
                 if state.first_look:
                     self.journal.seen(schedule.name, now)
+                missed_vms = self._missed_selection(schedule) if state.newly_missed else None
                 for slot in state.newly_missed:
                     self.journal.missed(schedule.name, slot, now)
-                    result.reports.append(self._missed_report(schedule, slot, now))
+                    result.reports.append(self._missed_report(schedule, slot, missed_vms))
                 if state.resume is not None:
                     result.reports.append(self._execute(schedule, state.resume, history, resumed=True))
                 if state.due_slot is not None:
@@ -228,15 +229,29 @@ class ScheduleRunner:
         schedule = self.schedule(name)
         return work_out(schedule, self.journal.read().get(name), self._clock.now(), self._zone())
 
-    def _missed_report(self, schedule: ScheduleConfig, slot: datetime, now: datetime) -> RunReport:
+    def _missed_selection(self, schedule: ScheduleConfig) -> SelectionReport | str:
+        """The VMs a missed run would have backed up (as selected now), or why they are unknown."""
+        try:
+            return self.selection(schedule)
+        except HvtuiError as err:
+            return f"the VMs could not be listed: {err}"
+
+    def _missed_report(self, schedule: ScheduleConfig, slot: datetime, selection: SelectionReport | str | None) -> RunReport:
         reason = f"the run due at {slot.isoformat(timespec='minutes')} did not start within its {format_duration(schedule.window)} window"
+        results: tuple[VMResult, ...] = ()
+        notes = [reason]
+        if isinstance(selection, SelectionReport):
+            results = tuple(VMResult(host=s.vm.host, vm=s.vm.name, outcome="missed", reason=reason) for s in selection.selected)
+        elif selection is not None:
+            notes.append(selection)
         report = RunReport(
             schedule=schedule.name,
             run_id=f"missed-{slot.astimezone(UTC).strftime('%Y%m%dT%H%M')}",
             started=slot.isoformat(),
             finished=None,
             event="missed",
-            notes=(reason,),
+            results=results,
+            notes=tuple(notes),
         )
         return self._notify(schedule, report)
 
