@@ -143,3 +143,10 @@ def test_run_without_now_runs_only_when_due(config: Path, capsys: pytest.Capture
     assert code == EXIT_OK
     assert out.startswith("Schedule yearly is not due; next run ") and "(--now runs it at once)" in out
     assert "yearly" not in [e.get("args", {}).get("schedule") for e in AuditLog(paths.audit_log).read()]
+
+
+def test_info_names_the_schedule_journal(config: Path, capsys: pytest.CaptureFixture[str], paths: Paths) -> None:
+    code, out, _ = run(config, capsys, "info", "--json")
+    assert code == EXIT_OK and json.loads(out)["schedule_journal"] == str(paths.schedule_journal)
+    code, out, _ = run(config, capsys, "info")
+    assert f"Schedules: {paths.schedule_journal}" in " ".join(out.split())
