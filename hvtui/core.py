@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from hvtui.jobs.manager import JobManager
     from hvtui.notify.service import Notifier
     from hvtui.notify.state import DeliveryState
+    from hvtui.schedules.runner import ScheduleRunner
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,26 @@ class Core:
                 lambda source, what: resolve_secret(source, what, self.secret_prompter),
                 self.audit,
                 self.notification_state,
+            ),
+        )
+
+    @property
+    def schedules(self) -> ScheduleRunner:
+        """Backup schedules: what is due, running them through the job manager, their journal."""
+        from hvtui.schedules.journal import ScheduleJournal
+        from hvtui.schedules.runner import ScheduleRunner
+
+        return self._service(
+            "schedules",
+            lambda: ScheduleRunner(
+                self.config.schedules,
+                ScheduleJournal(self.paths.schedule_journal),
+                self.paths.schedule_lock,
+                inventory=lambda: self.inventory.refresh(),
+                points=lambda host, vm_id, repository: self.backups.list_points(host, vm_id, repository),
+                jobs=lambda: self.jobs,
+                clock=self.clock,
+                notifier=lambda report, targets: self.notifier.send(report, targets),
             ),
         )
 

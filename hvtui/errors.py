@@ -13,6 +13,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2  # bad arguments or a bad config file
 EXIT_DAMAGED = 3  # verify found damage, or the repository needs `hvtui repair-repository`
 EXIT_REFUSED = 4  # read-only or a safety rule said no
+EXIT_BUSY = 5  # another `hvtui schedule run-due` is running: this one ran nothing
 EXIT_INTERRUPTED = 130
 
 

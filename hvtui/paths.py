@@ -65,6 +65,16 @@ class Paths:
         return self.state_dir / "notifications.json"
 
     @property
+    def schedule_journal(self) -> Path:
+        """The runs of the backup schedules (``hvtui.schedules.journal``)."""
+        return self.state_dir / "schedules.jsonl"
+
+    @property
+    def schedule_lock(self) -> Path:
+        """Held by the one ``hvtui schedule run-due`` running (``hvtui.schedules.runner``)."""
+        return self.state_dir / "schedule-run.lock"
+
+    @property
     def checkpoint_journal(self) -> Path:
         """The Recovery checkpoints hvtui's backups took (``hvtui.backups.ledger``)."""
         return self.state_dir / "checkpoints.jsonl"

@@ -33,7 +33,7 @@ def validator() -> jsonschema.Draft202012Validator:
 def test_schema_is_json_and_names_every_top_level_key() -> None:
     schema = json.loads(json.dumps(config_json_schema()))
     top = schema["$defs"]["ConfigModel"]
-    assert set(top["properties"]) == {"hosts", "policy", "repositories", "jobs", "ui", "lab", "read_only", "log_level", "notifications"}
+    assert set(top["properties"]) == {"hosts", "policy", "repositories", "jobs", "ui", "lab", "read_only", "log_level", "notifications", "schedules"}
     assert top["additionalProperties"] is False
 
 

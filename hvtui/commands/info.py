@@ -57,6 +57,7 @@ def collect_info(core: Core, log_level: str | None = None) -> dict[str, Any]:
         "log_level": log_level or core.config.log_level,
         "audit_log": str(paths.audit_log),
         "job_journal": str(paths.job_journal),
+        "schedule_journal": str(paths.schedule_journal),
         "default_repository": {"name": default_repository.name, "path": str(default_repository.path)},
         "repositories": [{"name": repo.name, "path": str(repo.path), "default": repo.default} for repo in config.repositories],
         "themes_dirs": {"builtin": ", ".join(str(d) for d in bundled_theme_dirs()) or "(not found)", "user": str(paths.user_themes_dir)},
@@ -89,6 +90,7 @@ def format_info(info: dict[str, Any]) -> str:
         ("Log file", f"{info['log_file']} (level {info['log_level']})"),
         ("Audit log", info["audit_log"]),
         ("Job journal", info["job_journal"]),
+        ("Schedules", info["schedule_journal"]),
         ("Repository", f"{default_repository['name']}: {default_repository['path']} (default)"),
     ]
     rows += [("", f"{repo['name']}: {repo['path']}") for repo in info["repositories"] if not repo["default"]]
@@ -139,6 +141,7 @@ def handle_info_without_config(args: argparse.Namespace, paths: Paths, options: 
         "log_file": str(paths.log_file),
         "audit_log": str(paths.audit_log),
         "job_journal": str(paths.job_journal),
+        "schedule_journal": str(paths.schedule_journal),
         "themes_dirs": {"builtin": ", ".join(str(d) for d in bundled_theme_dirs()) or "(not found)", "user": str(paths.user_themes_dir)},
     }
     if args.json:
@@ -153,6 +156,7 @@ def handle_info_without_config(args: argparse.Namespace, paths: Paths, options: 
         ("Log file", info["log_file"]),
         ("Audit log", info["audit_log"]),
         ("Job journal", info["job_journal"]),
+        ("Schedules", info["schedule_journal"]),
         ("Themes", f"{info['themes_dirs']['builtin']} (built in)"),
         ("", f"{info['themes_dirs']['user']} (yours)"),
     ]

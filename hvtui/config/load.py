@@ -21,6 +21,7 @@ from hvtui.config.document import Document, Located, SafeLoader, describe, synta
 from hvtui.config.load_hosts import convert_hosts
 from hvtui.config.load_notify import convert_notifications
 from hvtui.config.load_policy import check_policy_names, convert_policy
+from hvtui.config.load_schedules import convert_schedules
 from hvtui.config.models import ConfigModel
 from hvtui.config.settings import (
     Config,
@@ -134,6 +135,15 @@ def _read_config(doc: Document, root: Located, paths: Paths) -> Config:
     policy = convert_policy(doc, top.keys.get("policy"))
     if hosts and hosts_clean and "policy" in top.keys and top.keys["policy"].data is not None:
         check_policy_names(doc, top.keys["policy"], hosts)
+    notifications_read = top.keys.get("notifications")
+    notification_names = tuple(
+        str(item.keys["name"].data)
+        for item in (notifications_read.items if notifications_read is not None and isinstance(notifications_read.data, list) else ())
+        if "name" in item.keys and item.keys["name"].ok
+    )
+    schedules, notes = convert_schedules(
+        doc, top.keys.get("schedules"), repositories, hosts if hosts_clean else (), notification_names
+    )
     return Config(
         source=doc.file,
         hosts=hosts,
@@ -144,7 +154,9 @@ def _read_config(doc: Document, root: Located, paths: Paths) -> Config:
         repositories=repositories,
         jobs=_jobs(top.keys.get("jobs")),
         ui=_ui(top.keys.get("ui")),
-        notifications=convert_notifications(doc, top.keys.get("notifications")),
+        notifications=convert_notifications(doc, notifications_read),
+        schedules=schedules,
+        notes=notes,
     )
 
 

@@ -42,6 +42,7 @@ from hvtui.config.fields import (
     text,
 )
 from hvtui.config.notify_models import EmailModel, NotificationModel
+from hvtui.config.schedule_models import ScheduleModel
 
 HOST_KINDS = ("lab", "winrm")
 WINRM_SCHEMES = ("https", "http")
@@ -66,6 +67,7 @@ RULE_IDS = (
     "checkpoint-not-backup",
     "host-unreachable",
     "change-window-open",
+    "backup-overdue",
 )
 HYPERV_CHECKPOINT_LIMIT = 50
 
@@ -186,6 +188,7 @@ class ThresholdsModel(Model):
     merge_headroom: MergeHeadroom | UnsetType = UNSET
     backup_age: BackupAge | UnsetType = UNSET
     checkpoint_not_backup: CheckpointNotBackup | UnsetType = UNSET
+    backup_overdue: AgePair | UnsetType = UNSET
     replica_checkpoints: boolean("Raise findings for replica checkpoints too.") | UnsetType = UNSET
 
 
@@ -268,6 +271,7 @@ class ConfigModel(Model):
     read_only: boolean("Refuse every change to hosts and repositories.") | UnsetType = UNSET
     log_level: choice(LOG_LEVELS, "a log level", "Log file verbosity (default info).") | UnsetType = UNSET
     notifications: collection(list[NotificationModel], "a list of notifications", "Where schedule reports are sent.") | None | UnsetType = UNSET
+    schedules: collection(list[ScheduleModel], "a list of schedules", "Backup schedules (`hvtui schedule`).") | UnsetType = UNSET
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hvtui.config.schedules import ScheduleConfig
 from hvtui.paths import Paths
 
 DAY = 86400.0
@@ -87,6 +88,10 @@ class Thresholds:
     backup_max_age: float = 7 * DAY  # checkpoint-not-backup
     # checkpoint-not-backup: a warning while the VM's oldest checkpoint is younger, then critical
     not_backup_crit: float = 1 * HOUR
+    # backup-overdue: how long past a schedule's promise (interval + window) a VM's newest
+    # point may be before a warning (the run's own duration), and before it is critical
+    backup_overdue_warn: float = 1 * HOUR
+    backup_overdue_crit: float = 1 * DAY
     replica_alerts: bool = False  # replica checkpoint types raise nothing by default
 
 
@@ -210,6 +215,9 @@ class Config:
     jobs: JobsConfig = field(default_factory=JobsConfig)
     ui: UIConfig = field(default_factory=UIConfig)
     notifications: tuple[NotificationConfig, ...] = ()
+    schedules: tuple[ScheduleConfig, ...] = ()
+    # What the loader found allowed but suspicious (a schedule selector matching no host).
+    notes: tuple[str, ...] = ()
 
     @property
     def is_builtin_lab(self) -> bool:
@@ -235,6 +243,7 @@ class Config:
             webhook = notification.webhook
             if webhook is not None and webhook.insecure_http and (webhook.plain_url or "").lower().startswith("http://"):
                 out.append(f"{where}notification {notification.name}: insecure_http: its reports go over plain HTTP")
+        out.extend(self.notes)
         return out
 
     def notification(self, name: str) -> NotificationConfig | None:
@@ -242,6 +251,9 @@ class Config:
             if notification.name == name:
                 return notification
         return None
+
+    def schedule(self, name: str) -> ScheduleConfig | None:
+        return next((schedule for schedule in self.schedules if schedule.name == name), None)
 
     def host(self, name: str) -> HostConfig | None:
         for host in self.hosts:

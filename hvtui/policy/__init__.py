@@ -49,6 +49,7 @@ from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
 from hvtui.policy.findings import is_about_host, is_problem, sort_findings, summary, vm_key, vm_keys_of, worst_by_vm
 from hvtui.policy.headroom import Headroom, headroom, merge_needs_by_volume
 from hvtui.policy.rules import (
+    BACKUP_OVERDUE,
     CHAIN_DEPTH,
     CHANGE_WINDOW_OPEN,
     CHECKPOINT_AGE,
@@ -68,6 +69,7 @@ from hvtui.policy.rules import (
 from hvtui.policy.text import age_seconds, age_text, file_name, size_text
 
 __all__ = [
+    "BACKUP_OVERDUE",
     "CHAIN_DEPTH",
     "CHANGE_WINDOW_OPEN",
     "CHECKPOINT_AGE",

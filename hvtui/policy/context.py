@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from hvtui.config import Thresholds
+from hvtui.config.schedules import ScheduleConfig
 from hvtui.model import REPLICA_CHECKPOINT_TYPES, VM, Checkpoint, Finding, HostFacts, HostInventory, Severity
 from hvtui.policy.text import age_seconds
 
@@ -52,6 +53,7 @@ class VMContext:
         last_backup: LastBackup | None = None,
         backup_left: BackupLeft | None = None,
         windows: WindowCheckpoints | None = None,
+        schedules: tuple[ScheduleConfig, ...] = (),
     ) -> None:
         self.vm = vm
         self.host = host
@@ -61,6 +63,7 @@ class VMContext:
         self.last_backup = last_backup
         self.backup_left = backup_left
         self.windows: WindowCheckpoints = windows or {}
+        self.schedules = schedules  # the configured backup schedules (backup-overdue)
         self.out: list[tuple[Finding, Checkpoint | None]] = []
         self._oldest_age: float | None = None
         if thresholds.replica_alerts:

@@ -8,6 +8,7 @@ The backup-recency rule asks a ``LastBackup`` function and the recovery-left rul
 from __future__ import annotations
 
 from hvtui.config import PolicyConfig
+from hvtui.config.schedules import ScheduleConfig
 from hvtui.model import Checkpoint, Finding, Inventory
 from hvtui.policy.context import BackupLeft, LastBackup, VMContext, VMRule, WindowCheckpoints
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
@@ -32,12 +33,14 @@ def evaluate(
     last_backup: LastBackup | None = None,
     backup_left: BackupLeft | None = None,
     windows: WindowCheckpoints | None = None,
+    schedules: tuple[ScheduleConfig, ...] = (),
 ) -> list[Finding]:
     """All findings for the inventory, sorted by ``sort_findings``.
 
     ``windows``: the open change windows' checkpoints; each is reported by the
     change-window-open rule, named by its window, instead of by checkpoint-age, and
     a window's findings are folded into one (``one_per_window``).
+    ``schedules``: the backup schedules (``config.schedules``), for the backup-overdue rule.
     """
     findings: list[Finding] = []
     matchers = [ExemptionMatcher.compile(exemption) for exemption in policy.exemptions]
@@ -49,7 +52,7 @@ def evaluate(
         stale = host.error is not None
         for vm in host.vms:
             thresholds = policy.thresholds_for(host.name, vm.name, host.group)
-            context = VMContext(vm, host, host.facts, thresholds, stale, last_backup, backup_left, windows)
+            context = VMContext(vm, host, host.facts, thresholds, stale, last_backup, backup_left, windows, schedules)
             for finding, checkpoint in run_vm_rules(context):
                 findings.append(apply_exemption(finding, checkpoint, matchers))
     return sort_findings(one_per_window(findings))

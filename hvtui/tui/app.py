@@ -33,6 +33,7 @@ from hvtui.tui.checkpoint_actions import CheckpointActionsMixin
 from hvtui.tui.jobs_ui import JobsChanged, JobsController
 from hvtui.tui.prompt import VIEWS, PromptCommandsMixin
 from hvtui.tui.refresh import RefreshMixin
+from hvtui.tui.schedules_ui import SchedulesMixin
 from hvtui.tui.screens.base import ViewScreen
 from hvtui.tui.screens.vms import VmsScreen
 from hvtui.tui.themes import DEFAULT_THEME, bundled_theme_dirs, load_themes, theme_variable_defaults
@@ -61,7 +62,13 @@ def _changes_screen() -> Screen:
     return ChangesScreen()
 
 
-class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, PromptCommandsMixin, App[int]):
+def _schedules_screen() -> Screen:
+    from hvtui.tui.screens.schedules import SchedulesScreen
+
+    return SchedulesScreen()
+
+
+class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, SchedulesMixin, PromptCommandsMixin, App[int]):
     """The console.  Its parts: the refresh (``refresh``), checkpoint actions
     (``checkpoint_actions``), the `:` prompt and palette (``prompt``), jobs (``jobs_ui``);
     here: themes, views and navigation, quitting, errors and secrets."""
@@ -73,6 +80,7 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, PromptC
         "findings": _findings_screen,
         "jobs": _jobs_screen,
         "changes": _changes_screen,
+        "schedules": _schedules_screen,
     }
     DEFAULT_MODE = "vms"
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from textual.app import SystemCommand
 from textual.screen import Screen
 
-VIEWS = ("vms", "findings", "jobs", "changes")
+VIEWS = ("vms", "findings", "jobs", "changes", "schedules")
 
 # (command, arguments, what it does) for `:` and the help screen.
 PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -18,6 +18,7 @@ PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("findings", "[FILTER]", "all findings, worst and oldest first, optionally filtered"),
     ("jobs", "", "backup and restore jobs: progress, cancel, retry, resume"),
     ("changes", "", "change windows: roll back, promote or discard them"),
+    ("schedules", "", "backup schedules: next and last run, results per VM, missed runs; run one now"),
     ("change", "open …", "checkpoint all VMs of a host group or host: open --group G (or --host H)"),
     ("vm", "NAME", "open a VM's detail (host/name or name)"),
     ("theme", "[NAME]", "switch the theme; without a name, list the themes"),
@@ -35,6 +36,9 @@ COMMAND_ALIASES = {
     "jobs": "jobs",
     "changes": "changes",
     "change": "changes",
+    "schedules": "schedules",
+    "schedule": "schedules",
+    "sched": "schedules",
     "job": "jobs",
     "theme": "theme",
     "themes": "theme",

@@ -166,10 +166,17 @@ class RefreshMixin:
             # merged a host since the service called us.
             inventory, version = service.latest_with_version()
             findings = policy.evaluate(
-                inventory, self.core.config.policy, last_backup, self.core.backups.backup_checkpoint_left, windows
+                inventory,
+                self.core.config.policy,
+                last_backup,
+                self.core.backups.backup_checkpoint_left,
+                windows,
+                self.core.config.schedules,
             )
             now = self.core.clock.now()
-            latest[0] = build_snapshot(inventory, findings, palette, now, last_backup, started, latest[0])
+            latest[0] = build_snapshot(
+                inventory, findings, palette, now, last_backup, started, latest[0], self.core.config.schedules
+            )
             return latest[0], version
 
         def arrived(_inventory: Inventory) -> None:

@@ -45,11 +45,12 @@ def help_sections(app: KeyHelpSource) -> list[tuple[str, list[tuple[str, str, st
     from hvtui.tui.screens.base import ViewScreen
     from hvtui.tui.screens.findings import FindingsScreen
     from hvtui.tui.screens.jobs import CHANGING_JOB_ACTIONS, JobsScreen
+    from hvtui.tui.screens.schedules import SchedulesScreen
     from hvtui.tui.screens.vm_detail import CHANGING_ACTIONS, VmDetailScreen
     from hvtui.tui.screens.vms import VmsScreen
 
     read_only = app.core.read_only
-    changing = {*CHANGING_ACTIONS, *CHANGING_JOB_ACTIONS, "delete_culprit", "backup", "backup_vm"}
+    changing = {*CHANGING_ACTIONS, *CHANGING_JOB_ACTIONS, "delete_culprit", "backup", "backup_vm", "run_now"}
 
     def rows(bindings: list[Binding], only: set[str] | None = None) -> list[tuple[str, str, str]]:
         grouped: dict[tuple[str, str], list[str]] = {}
@@ -71,6 +72,7 @@ def help_sections(app: KeyHelpSource) -> list[tuple[str, list[tuple[str, str, st
         ("VM detail", rows(_bindings(VmDetailScreen.BINDINGS))),
         ("Findings", rows(_bindings([*FindingsScreen.BINDINGS, *ViewScreen.BINDINGS]))),
         ("Jobs", rows(_bindings([*JobsScreen.BINDINGS, *ViewScreen.BINDINGS]))),
+        ("Schedules", rows(_bindings([*SchedulesScreen.BINDINGS, *ViewScreen.BINDINGS]))),
         ("Tables", rows(_bindings(DataTable.BINDINGS), _TABLE_ACTIONS)),
         ("Checkpoint tree", rows(_bindings(Tree.BINDINGS), _TREE_ACTIONS)),
         ("Commands (after :)", [(f":{name}", description, "") for name, description in app.command_help()]),

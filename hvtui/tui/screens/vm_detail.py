@@ -16,6 +16,7 @@ from textual.widgets import DataTable, Static, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import Worker, WorkerState
 
+from hvtui.config.timing import local_zone
 from hvtui.model import VM, Checkpoint, Finding, RestorePointSummary, Severity
 from hvtui.text import display_lines, display_text
 from hvtui.tui.display import markup_text
@@ -23,6 +24,7 @@ from hvtui.tui.screens.base import ViewScreen, ViewTitle
 from hvtui.tui.viewmodel.checkpoint_files import checkpoint_files, now_files
 from hvtui.tui.viewmodel.finding_rows import finding_severity_text
 from hvtui.tui.viewmodel.format import age_text, aware, file_name, host_now, seconds_between, size_text
+from hvtui.tui.viewmodel.schedule_rows import vm_schedule_text
 from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.viewmodel.vm_rows import HEALTH_TEXT
 
@@ -363,6 +365,12 @@ class VmDetailScreen(ViewScreen):
         label.append(f"  {vm.state}")
         return label
 
+    def _schedule_text(self, vm: VM) -> str:
+        core, snapshot = self.hvtui.core, self.hvtui.snapshot
+        host = snapshot.inventory.host(vm.host) if snapshot is not None else None
+        group = host.group if host is not None else None
+        return vm_schedule_text(core.config.schedules, vm.host, vm.name, group, core.clock.now(), local_zone())
+
     def _info_markup(self, vm: VM, findings: list[Finding]) -> str:
         lines: list[str] = []
         up = f", up {age_text(vm.uptime_seconds)}" if vm.state == "Running" and vm.uptime_seconds else ""
@@ -370,6 +378,7 @@ class VmDetailScreen(ViewScreen):
             f"[b]{markup_text(vm.name)}[/] on [b]{markup_text(vm.host)}[/]: {markup_text(vm.state)}{up} · generation {vm.generation}"
             f" · version {markup_text(vm.version or '?')} · {markup_text(vm.checkpoint_type)} checkpoints · id {markup_text(vm.id)}"
         )
+        lines.append(f"[b]Schedule[/]: {markup_text(self._schedule_text(vm))}")
         lines.append("")
         lines.append(f"[b]Findings[/] ({len(findings)})")
         if not findings:

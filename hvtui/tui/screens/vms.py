@@ -34,6 +34,7 @@ SORT_KEYS: dict[str, str] = {
     "D": "depth",
     "Z": "diff",
     "B": "backup",
+    "X": "next",
 }
 _LABELS = {spec.id: spec.label for spec in VM_COLUMNS}
 _SORT_NAMES = {
@@ -47,6 +48,7 @@ _SORT_NAMES = {
     "depth": "chain depth",
     "diff": "differencing size",
     "backup": "last backup",
+    "next": "next backup",
 }
 MARK = "✔ "
 _NAME_INDEX = VM_COLUMN_IDS.index("name")
@@ -85,7 +87,9 @@ class VmsScreen(ViewScreen):
 
     def compose_body(self) -> ComposeResult:
         yield ViewTitle("VMs")
-        yield FastTable(VM_COLUMNS, id="vm-table")
+        # NEXT BACKUP (the last column) only when schedules exist: a column of dashes says nothing.
+        columns = VM_COLUMNS if self.hvtui.core.config.schedules else VM_COLUMNS[:-1]
+        yield FastTable(columns, id="vm-table")
 
     @property
     def table(self) -> FastTable:

@@ -6,10 +6,13 @@ import dataclasses
 import time
 from datetime import datetime
 
+from hvtui.config.schedules import ScheduleConfig
+from hvtui.config.timing import local_zone
 from hvtui.model import Finding, HostInventory, Inventory, Severity
 from hvtui.tui.viewmodel.cells import Palette
 from hvtui.tui.viewmodel.finding_rows import FindingRow, build_finding_rows, finding_column_widths, finding_key
 from hvtui.tui.viewmodel.format import host_now
+from hvtui.tui.viewmodel.schedule_rows import next_runs
 from hvtui.tui.viewmodel.vm_rows import LastBackup, VmRow, build_vm_row, column_widths
 
 
@@ -74,6 +77,7 @@ def build_snapshot(
     last_backup: LastBackup | None = None,
     started: float | None = None,
     previous: Snapshot | None = None,
+    schedules: tuple[ScheduleConfig, ...] = (),
 ) -> Snapshot:
     """Turn an inventory and its findings into rows (runs in the worker thread).
 
@@ -86,6 +90,7 @@ def build_snapshot(
     crit, warn = summary(findings)
     rows: dict[str, VmRow] = {}
     before = previous.rows if previous is not None else {}
+    upcoming = next_runs(schedules, now, local_zone()) if schedules else {}
     for host in inventory.hosts:
         now_on_host = host_now(host, now)
         for vm in host.vms:
@@ -96,7 +101,12 @@ def build_snapshot(
                 except Exception:  # a broken lookup must not hide the inventory
                     backup = None
             health = worst.get(vm.key, Severity.OK)
-            rows[vm.key] = build_vm_row(vm, host, health, now_on_host, palette, backup, before.get(vm.key))
+            mine = tuple(s.name for s in schedules if s.selects(vm.host, vm.name, host.group))
+            # Measured on the jump box's clock (the schedules run there), not the host's.
+            next_in = min(((upcoming[name] - now).total_seconds() for name in mine), default=None)
+            rows[vm.key] = build_vm_row(
+                vm, host, health, now_on_host, palette, backup, before.get(vm.key), next_in, tuple(n.casefold() for n in mine)
+            )
     finding_rows = build_finding_rows(findings, palette, previous.finding_rows if previous is not None else ())
     finished = time.monotonic()
     return Snapshot(

@@ -27,8 +27,13 @@ VM_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("depth", "DEPTH", 4, 5, right=True),
     ColumnSpec("diff", "DIFF", 3, 10, right=True),
     ColumnSpec("backup", "LAST BACKUP", 1, 18),
+    # Dropped first on a narrow terminal (the :schedules view and the VM detail say it too), and
+    # last, so that the VM list can leave it out when no schedule is configured.
+    ColumnSpec("next", "NEXT BACKUP", 6, 18),
 )
 NO_BACKUP = "never"
+NO_SCHEDULE = "-"  # no schedule selects the VM
+SCHEDULE_FILTER = "schedule:"  # "/schedule:nightly": the VMs a schedule selects
 VM_COLUMN_IDS = tuple(spec.id for spec in VM_COLUMNS)
 
 # Sort keys: which column, and whether the first press sorts descending (worst, oldest,
@@ -44,6 +49,7 @@ SORT_DESCENDING_FIRST = {
     "depth": True,
     "diff": True,
     "backup": False,
+    "next": False,
 }
 
 HEALTH_TEXT = {Severity.CRIT: "CRIT", Severity.WARN: "WARN", Severity.OK: "OK"}
@@ -62,6 +68,7 @@ class VmRow:
     haystack: str  # what the / filter matches: host and VM name, folded
     texts: tuple[Cell, ...]  # styled cells for the palette they were built with
     palette_generation: int
+    schedules: tuple[str, ...] = ()  # the schedules that select the VM (folded names)
 
     def restyled(self, palette: Palette) -> VmRow:
         return dataclasses.replace(
@@ -91,9 +98,12 @@ def build_vm_row(
     palette: Palette,
     last_backup: datetime | None = None,
     previous: VmRow | None = None,
+    next_in: float | None = None,
+    schedules: tuple[str, ...] = (),
 ) -> VmRow:
     """One VM's row; reuses ``previous``'s styled cells when they would come out the same
-    (the table then skips the row entirely, and no Text objects are built)."""
+    (the table then skips the row entirely, and no Text objects are built).  ``next_in``: seconds
+    until a schedule backs the VM up next; ``schedules``: their folded names (the ``schedule:`` filter)."""
     stale = bool(host is not None and host.stale)
     oldest = vm.oldest_checkpoint
     oldest_age = seconds_between(now, oldest.created) if oldest is not None else None
@@ -112,6 +122,7 @@ def build_vm_row(
         str(vm.chain_depth),
         size_text(vm.differencing_bytes) if vm.differencing_bytes else "0",
         f"{age_text(backup_age)} ago" if backup_age is not None else NO_BACKUP,
+        (f"in {age_text(next_in)}" if next_in >= 60 else "now") if next_in is not None else NO_SCHEDULE,
     )
     name_key = (vm.host.casefold(), vm.name.casefold())
     sort = (
@@ -126,6 +137,7 @@ def build_vm_row(
         vm.differencing_bytes,
         # No backup sorts as the oldest possible (the worst).
         -(backup_age if backup_age is not None else float("inf")),
+        next_in if next_in is not None else float("inf"),  # no schedule sorts last
     )
     if (
         previous is not None
@@ -148,6 +160,7 @@ def build_vm_row(
         haystack=f"{vm.host}\t{vm.name}".casefold(),
         texts=texts,
         palette_generation=palette.generation,
+        schedules=schedules,
     )
 
 
@@ -163,10 +176,14 @@ def column_widths(rows: Iterable[VmRow]) -> dict[str, int]:
 
 
 def filter_rows(rows: Iterable[VmRow], query: str) -> list[VmRow]:
-    """Rows whose host or VM name contains ``query`` (case-insensitive); all when empty."""
+    """Rows whose host or VM name contains ``query`` (case-insensitive); all when empty.
+    ``schedule:NAME``: the VMs schedule NAME selects."""
     folded = query.strip().casefold()
     if not folded:
         return list(rows)
+    if folded.startswith(SCHEDULE_FILTER):
+        name = folded[len(SCHEDULE_FILTER) :].strip()
+        return [row for row in rows if name in row.schedules]
     return [row for row in rows if folded in row.haystack]
 
 
