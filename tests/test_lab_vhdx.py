@@ -3,8 +3,10 @@
 - every base disk passes ``qemu-img check`` and ``qemu-img convert -O raw`` gives exactly the
   bytes the lab's guest wrote (qemu cannot read differencing VHDX);
 - every differencing chain, read through its parents by dissect.hypervisor's VHDX reader, gives
-  the same virtual content as the lab's own reader, and each child's LinkageId is its parent's
-  DataWriteGuid as dissect reads them.
+  the same virtual content as the lab's own reader, each child's LinkageId is its parent's
+  DataWriteGuid as dissect and libvhdi (pyvhdi) read them, and its parent locator holds what
+  MS-VHDX allows: a relative path and a Windows-form absolute_win32_path (never a POSIX path),
+  from which libvhdi finds the parent.
 
 qemu-img comes from the Debian package qemu-utils (`.ci/run` installs it). These tests FAIL when
 it is missing: a skipped proof proves nothing.
@@ -15,14 +17,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
 import sys
 import uuid
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import pytest
+import pyvhdi
 from dissect.hypervisor.disk.vhdx import VHDX
 from lab_support import MIB, SMALL_DISK, add_vm, make_host, scribble
 
@@ -124,8 +128,35 @@ def check_chain_with_dissect(path: Path) -> int:
     while child.parent is not None:
         linkage = uuid.UUID(child.parent_locator.entries["parent_linkage"].strip("{}"))
         assert linkage == uuid.UUID(bytes_le=child.parent.header.data_write_guid), f"{child.path.name}: stale LinkageId"
+        check_locator(child.parent_locator.entries, child.parent.path.name)
+        check_parent_with_libvhdi(child.path, child.parent.path)
         child = child.parent
     return depth
+
+
+def check_locator(entries: dict[str, str], parent_name: str) -> None:
+    """MS-VHDX's parent locator: the linkage and Windows-form paths only (no POSIX path anywhere)."""
+    assert set(entries) <= {"parent_linkage", "relative_path", "volume_path", "absolute_win32_path"}, entries
+    assert entries["relative_path"] == ".\\" + parent_name, entries
+    absolute = entries["absolute_win32_path"]
+    assert re.fullmatch(r"[A-Za-z]:\\[^/:*?\"<>|]+", absolute) and len(absolute) < 260, absolute
+    assert PureWindowsPath(absolute).name == parent_name, absolute
+
+
+def check_parent_with_libvhdi(child: Path, parent: Path) -> None:
+    """libvhdi finds the parent by the name in absolute_win32_path (as its own tools do) and links
+    it by the LinkageId. (Its reading through a chain is not used: libvhdi 20260901 reads a sector
+    bitmap whose BAT entry says not present from file offset 0, where dissect and MS-VHDX read the
+    parent.)"""
+    f, p = pyvhdi.file(), pyvhdi.file()
+    f.open(str(child))
+    p.open(str(parent))
+    try:
+        assert f.disk_type == 4 and PureWindowsPath(f.parent_filename).name == parent.name, f.parent_filename
+        assert f.parent_identifier == p.identifier, f"{child.name}: libvhdi reads another linkage"
+    finally:
+        f.close()
+        p.close()
 
 
 def test_lab_base_disks_pass_qemu_img_and_convert_to_the_guests_bytes(qemu_img: str, tmp_path: Path) -> None:
