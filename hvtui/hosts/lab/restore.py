@@ -19,7 +19,7 @@ from typing import Any
 from hvtui.errors import HostError, HostRefused
 from hvtui.hosts.base import RestoreTarget
 from hvtui.hosts.lab import disk as vdisk
-from hvtui.hosts.lab.flatten import flatten_restored
+from hvtui.hosts.lab.flatten import flatten_restored, old_format_disks, old_format_message
 from hvtui.hosts.lab.inventory import InventoryReader
 from hvtui.hosts.lab.records import iso, new_guid, validate_vm_name
 from hvtui.hosts.lab.restore_config import check_restore_config
@@ -77,6 +77,9 @@ class LabRestoreTarget(RestoreTarget):
             self._release()
 
     def _check_staged(self) -> None:
+        old = old_format_disks(self.config, self.staging_dir)
+        if old:
+            raise HostRefused(self.store.name, "restore", old_format_message(old))
         missing: list[str] = []
         for name, meta in self.config["files"].items():
             path = self.staging_dir / name
