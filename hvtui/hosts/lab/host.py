@@ -193,6 +193,10 @@ class LabHost(Host):
         """Start, stop, save or pause a VM (estate building and tests)."""
         vms.set_vm_state(self.store, vm_id, state)
 
+    def start_vm(self, vm_id: str) -> None:
+        """Start (or resume) the VM: its state becomes Running."""
+        vms.start_vm(self.store, vm_id)
+
     def set_guest_activity(self, vm_id: str, kib_per_minute: int, **profile: Any) -> None:
         vms.set_guest_activity(self.store, vm_id, kib_per_minute, **profile)
 
