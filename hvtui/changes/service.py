@@ -330,8 +330,7 @@ class ChangeWindows:
             except Cancelled:
                 raise
             except HvtuiError as err:  # the VM keeps its rolled-back state; the step says it did not start
-                kind = RefusedError if isinstance(err, RefusedError | ReadOnlyError) else HvtuiError
-                raise kind(f"rolled back, but not started: {err}") from err
+                raise _prefixed(err, "rolled back, but not started") from err
             return rolled, "rolled back and started"
 
         return self._each(window, self.select(window, vms), "rollback", step, progress)
@@ -400,7 +399,7 @@ class ChangeWindows:
                 try:
                     self._actions.remove(entry.host, entry.vm_id, entry.checkpoint_id, context=context)
                 except HvtuiError as err:
-                    raise type(err)(f"backed up as point {outcome.point_id}, but the checkpoint was kept: {err}") from err
+                    raise _prefixed(err, f"backed up as point {outcome.point_id}, but the checkpoint was kept") from err
             return (
                 dataclasses.replace(backed_up, state=VMState.PROMOTED, error=None),
                 f"backed up as point {outcome.point_id}; checkpoint deleted",
@@ -468,6 +467,13 @@ class ChangeWindows:
             return [w.with_vm(entry) if w.name == name else w for w in windows]
 
         self._store.update(change)
+
+
+def _prefixed(err: HvtuiError, prefix: str) -> HvtuiError:
+    """``err``'s message after ``prefix``, still a refusal when it was one (``type(err)(...)``
+    cannot be used: a HostError's constructor wants host and operation too)."""
+    kind = RefusedError if isinstance(err, RefusedError | ReadOnlyError) else HvtuiError
+    return kind(f"{prefix}: {err}")
 
 
 def _report(progress: ProgressCallback | None, phase: str, message: str, current: str | None, done: int, total: int) -> None:
