@@ -239,7 +239,8 @@ def _backup_locked(
             if earlier is not None:
                 fallback = (
                     f"the VM was re-imported: its id changed from {earlier.vm_id} to {source.vm.id} since restore "
-                    f"point {earlier.id} (the same disks), and points never build on another VM id's"
+                    f"point {earlier.id} (the same disks); its points start again here, as points never build on "
+                    "another VM id's"
                 )
                 reimported = f"VM re-imported (id {earlier.vm_id} → {source.vm.id} since restore point {earlier.id})"
                 disks = disk_set.disk_identities(list(source.files))
@@ -283,7 +284,7 @@ def _backup_locked(
             chunks_reread=reread,
             fallback=fallback,
             whole_reads=whole_reads,
-            disk_set_changed=changed_set if parent is not None and effective_mode != "full" else None,
+            disk_set_changed=changed_set,
         )
         meter.start_phase("commit", message="writing the restore point")
         stats = {
