@@ -39,6 +39,7 @@ from hvtui.hosts.lab.estate import init_lab, lab_host_names, lab_status
 from hvtui.hosts.lab.flatten import flatten_restored
 from hvtui.hosts.lab.host import LabHost
 from hvtui.hosts.vhdx import format as fmt
+from hvtui.hosts.vhdx.file import windows_path
 from hvtui.paths import Paths
 
 QEMU_IMG = shutil.which("qemu-img")
@@ -241,13 +242,14 @@ def test_a_restored_flattened_disk_is_a_vhdx_qemu_reads(qemu_img: str, tmp_path:
     assert vdisk.read_logical(base) == expected
 
 
-def check_restored_chain(qemu: str, top: Path, expected: bytes, tmp_path: Path) -> int:
+def check_restored_chain(qemu: str, top: Path, expected: bytes, tmp_path: Path, where: bool = False) -> int:
     """Every file of a restored chain passes qemu-img check and the top reads as the guest's bytes.
 
     qemu-img (7.2, and every release so far) opens no differencing VHDX at all ("Operation not
     supported"): a .avhdx it refuses so is proven instead by dissect.hypervisor reading the whole top
     through the chain, with the linkage and locator checks; the base, which qemu does open, by both.
-    Returns the chain's length."""
+    ``where``: each absolute_win32_path names the parent where it is now (a folder restore keeps the
+    frozen files byte for byte, so theirs name the lab's folder). Returns the chain's length."""
     chain: list[Path] = []
     at: Path | None = top
     while at is not None:
@@ -267,6 +269,9 @@ def check_restored_chain(qemu: str, top: Path, expected: bytes, tmp_path: Path) 
     assert disk.read(len(expected)) == expected, f"{top.name}: dissect reads other bytes through the chain"
     if len(chain) > 1:
         check_chain_with_dissect(top)  # linkage and MS-VHDX locator of every child, libvhdi finds each parent
+    for child, parent in zip(chain, chain[1:], strict=False) if where else ():
+        entries = VHDX(child).parent_locator.entries
+        assert entries["absolute_win32_path"] == windows_path(parent), (child.name, entries)
     base_raw = tmp_path / "base.raw"
     subprocess.run([qemu, "convert", "-f", "vhdx", "-O", "raw", str(chain[-1]), str(base_raw)], check=True, capture_output=True)
     assert base_raw.read_bytes() == vdisk.read_logical(chain[-1]), f"{chain[-1].name}: qemu-img reads other bytes"
@@ -306,7 +311,7 @@ def test_a_restore_keeping_the_chain_gives_valid_vhdx_files_that_read_as_the_gue
     vm = host.vm(copy.vm_id)
     assert [cp.name for cp in vm.checkpoints] == ["cp0", "cp1"]
     for index, data in enumerate(expected):
-        assert check_restored_chain(qemu_img, Path(vm.disks[index].path), data, tmp_path) == 3
+        assert check_restored_chain(qemu_img, Path(vm.disks[index].path), data, tmp_path, where=True) == 3
 
 
 def test_a_non_empty_log_is_refused_with_the_reason(tmp_path: Path) -> None:

@@ -124,11 +124,12 @@ class LabRestoreTarget(RestoreTarget):
         mapping = {name: rename(name) for name in config["files"]}
         if len(set(mapping.values())) != len(mapping):
             mapping = {name: name for name in config["files"]}
+        final = store.root / VM_ROOT / new_name
         for old, new in mapping.items():
             parent = config["files"][old].get("parent")
             with vdisk.DiskFile(self.staging_dir / old, writable=True) as f:
-                if parent is not None and mapping[parent] != parent:
-                    f.set_parent(mapping[parent])
+                if parent is not None:  # renamed, and its absolute path names the VM's folder, not the old one
+                    f.set_parent(mapping[parent], folder=final)
                 f.fsync()
             if new != old:
                 os.rename(self.staging_dir / old, self.staging_dir / new)

@@ -393,16 +393,19 @@ def current_header(path: Path) -> fmt.Header:
     return max(valid, key=lambda h: h.sequence)
 
 
-def locator_for(child: Path, parent_name: str, linkage: UUID | None = None) -> fmt.ParentLocator:
+def locator_for(
+    child: Path, parent_name: str, linkage: UUID | None = None, folder: Path | None = None
+) -> fmt.ParentLocator:
     """A parent locator naming ``parent_name`` beside ``child``; the linkage is read from the parent.
 
     relative_path finds the parent wherever the chain's folder is copied (a restore to a folder, a
     VM moved); absolute_win32_path must be a Windows path, so it gets this machine's path as Windows
-    sees it (Wine's Z: drive is the root), for readers that look only there (libvhdi)."""
+    sees it (Wine's Z: drive is the root), for readers that look only there (libvhdi). ``folder``:
+    where the chain will live, when it is written elsewhere first (a restore's staging folder)."""
     parent = child.parent / parent_name
     if linkage is None:
         linkage = current_header(parent).data_write_guid
-    return fmt.ParentLocator(linkage, ".\\" + parent_name, windows_path(parent))
+    return fmt.ParentLocator(linkage, ".\\" + parent_name, windows_path((folder or child.parent) / parent_name))
 
 
 _NOT_IN_WINDOWS_PATHS = frozenset('<>:"\\|?*') | {chr(c) for c in range(32)}
