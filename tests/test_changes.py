@@ -184,3 +184,29 @@ def test_a_damaged_window_file_is_reported_and_left_as_it_is(tmp_path: Path, pat
         core.close()
     assert paths.change_windows.read_text() == '{"version": 1, "windows": [{"name": '
     assert checkpoint_names(tmp_path, *estate["web1"]) == []
+
+
+def test_a_checkpoint_the_host_will_not_delete_after_the_backup_is_reported_not_a_crash(
+    tmp_path: Path, paths: Paths, estate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hvtui.errors import HostError
+    from hvtui.hosts.lab.host import LabHost
+
+    def merge_fails(self: LabHost, vm_id: str, checkpoint_id: str, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        raise HostError(self.name, "remove checkpoint", "the merge failed: the file is in use")
+
+    core = make_core(tmp_path, paths)
+    try:
+        core.changes.open(NAME, vms_of(core, ["web1"]))
+        monkeypatch.setattr(LabHost, "remove_checkpoint", merge_fails)
+        report = core.changes.promote(NAME)
+    finally:
+        core.close()
+    (outcome,) = report.outcomes
+    (entry,) = report.window.vms
+    assert not outcome.ok and not outcome.refused
+    assert outcome.message == (
+        f"backed up as point {entry.point_id}, but the checkpoint was kept: "
+        "lab-a: remove checkpoint: the merge failed: the file is in use"
+    )
+    assert entry.state is VMState.OPEN and entry.point_id and checkpoint_names(tmp_path, *estate["web1"]) == [NAME]

@@ -71,3 +71,28 @@ def test_a_window_over_winrm_with_a_busy_vm(server: WSManServer, backend: Memory
         ]
     finally:
         core.host(HOST).close()
+
+
+def test_rollback_with_start_over_winrm_rolls_back_and_says_the_start_is_not_possible(
+    server: WSManServer, backend: MemoryBackend, paths: Paths
+) -> None:
+    core = winrm_core(server, paths)
+    try:
+        vms = [core.inventory.find_vm(name, HOST) for name in ("web01", "web02")]
+        core.changes.open(NAME, vms)
+        report = core.changes.rollback(NAME, start=True)
+    finally:
+        core.host(HOST).close()
+    assert [(o.vm_name, o.ok, o.refused) for o in report.outcomes] == [("web01", False, False), ("web02", False, False)]
+    for outcome in report.outcomes:
+        assert outcome.message.startswith("rolled back, but not started: ")
+        assert "wire contract v1 has no operation to start a VM" in outcome.message
+        assert "start it in Hyper-V Manager" in outcome.message
+    assert report.exit_code == 1
+    for name in ("web01", "web02"):  # rolled back on the host all the same
+        vm = vm_record(backend, name)
+        assert vm["parent_checkpoint_id"] == vm["checkpoints"][0]["id"] and vm["state"] == "Off"
+    assert {v.vm_name: v.state for v in report.window.vms} == {"web01": VMState.ROLLED_BACK, "web02": VMState.ROLLED_BACK}
+    assert all("Hyper-V Manager" in (v.error or "") for v in report.window.vms)
+    starts = [(e["action"], e["vm"], e["result"]) for e in core.audit.read() if e["action"] == "vm.start"]
+    assert starts == [("vm.start", "web01", "failed"), ("vm.start", "web02", "failed")]

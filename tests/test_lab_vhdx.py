@@ -3,8 +3,10 @@
 - every base disk passes ``qemu-img check`` and ``qemu-img convert -O raw`` gives exactly the
   bytes the lab's guest wrote (qemu cannot read differencing VHDX);
 - every differencing chain, read through its parents by dissect.hypervisor's VHDX reader, gives
-  the same virtual content as the lab's own reader, and each child's LinkageId is its parent's
-  DataWriteGuid as dissect reads them.
+  the same virtual content as the lab's own reader, each child's LinkageId is its parent's
+  DataWriteGuid as dissect and libvhdi (pyvhdi) read them, and its parent locator holds what
+  MS-VHDX allows: a relative path and a Windows-form absolute_win32_path (never a POSIX path),
+  from which libvhdi finds the parent.
 
 qemu-img comes from the Debian package qemu-utils (`.ci/run` installs it). These tests FAIL when
 it is missing: a skipped proof proves nothing.
@@ -15,24 +17,30 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
 import sys
 import uuid
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import pytest
+import pyvhdi
 from dissect.hypervisor.disk.vhdx import VHDX
 from lab_support import MIB, SMALL_DISK, add_vm, make_host, scribble
 
 from hvtui.clock import FixedClock
+from hvtui.config import Config, HostConfig, RepositoryConfig
+from hvtui.core import Core
 from hvtui.errors import HostError
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.estate import init_lab, lab_host_names, lab_status
 from hvtui.hosts.lab.flatten import flatten_restored
 from hvtui.hosts.lab.host import LabHost
 from hvtui.hosts.vhdx import format as fmt
+from hvtui.hosts.vhdx.file import windows_path
+from hvtui.paths import Paths
 
 QEMU_IMG = shutil.which("qemu-img")
 
@@ -124,8 +132,35 @@ def check_chain_with_dissect(path: Path) -> int:
     while child.parent is not None:
         linkage = uuid.UUID(child.parent_locator.entries["parent_linkage"].strip("{}"))
         assert linkage == uuid.UUID(bytes_le=child.parent.header.data_write_guid), f"{child.path.name}: stale LinkageId"
+        check_locator(child.parent_locator.entries, child.parent.path.name)
+        check_parent_with_libvhdi(child.path, child.parent.path)
         child = child.parent
     return depth
+
+
+def check_locator(entries: dict[str, str], parent_name: str) -> None:
+    """MS-VHDX's parent locator: the linkage and Windows-form paths only (no POSIX path anywhere)."""
+    assert set(entries) <= {"parent_linkage", "relative_path", "volume_path", "absolute_win32_path"}, entries
+    assert entries["relative_path"] == ".\\" + parent_name, entries
+    absolute = entries["absolute_win32_path"]
+    assert re.fullmatch(r"[A-Za-z]:\\[^/:*?\"<>|]+", absolute) and len(absolute) < 260, absolute
+    assert PureWindowsPath(absolute).name == parent_name, absolute
+
+
+def check_parent_with_libvhdi(child: Path, parent: Path) -> None:
+    """libvhdi finds the parent by the name in absolute_win32_path (as its own tools do) and links
+    it by the LinkageId. (Its reading through a chain is not used: libvhdi 20260901 reads a sector
+    bitmap whose BAT entry says not present from file offset 0, where dissect and MS-VHDX read the
+    parent.)"""
+    f, p = pyvhdi.file(), pyvhdi.file()
+    f.open(str(child))
+    p.open(str(parent))
+    try:
+        assert f.disk_type == 4 and PureWindowsPath(f.parent_filename).name == parent.name, f.parent_filename
+        assert f.parent_identifier == p.identifier, f"{child.name}: libvhdi reads another linkage"
+    finally:
+        f.close()
+        p.close()
 
 
 def test_lab_base_disks_pass_qemu_img_and_convert_to_the_guests_bytes(qemu_img: str, tmp_path: Path) -> None:
@@ -205,6 +240,78 @@ def test_a_restored_flattened_disk_is_a_vhdx_qemu_reads(qemu_img: str, tmp_path:
     (base,) = [staged / name for name in flat["files"]]
     check_base_with_qemu(qemu_img, base, tmp_path)
     assert vdisk.read_logical(base) == expected
+
+
+def check_restored_chain(qemu: str, top: Path, expected: bytes, tmp_path: Path, where: bool = False) -> int:
+    """Every file of a restored chain passes qemu-img check and the top reads as the guest's bytes.
+
+    qemu-img (7.2, and every release so far) opens no differencing VHDX at all ("Operation not
+    supported"): a .avhdx it refuses so is proven instead by dissect.hypervisor reading the whole top
+    through the chain, with the linkage and locator checks; the base, which qemu does open, by both.
+    ``where``: each absolute_win32_path names the parent where it is now (a folder restore keeps the
+    frozen files byte for byte, so theirs name the lab's folder). Returns the chain's length."""
+    chain: list[Path] = []
+    at: Path | None = top
+    while at is not None:
+        chain.append(at)
+        with vdisk.DiskFile(at) as f:  # our parser checks both headers' and region tables' CRC-32C
+            at = at.parent / f.parent_name if f.parent_name else None
+    for path in chain:
+        check = subprocess.run([qemu, "check", "-f", "vhdx", str(path)], capture_output=True, text=True)
+        if path is chain[-1] or check.returncode == 0:
+            assert check.returncode == 0, f"qemu-img check {path.name}: {check.stdout}{check.stderr}"
+        else:
+            assert "Operation not supported" in check.stderr, f"qemu-img check {path.name}: {check.stdout}{check.stderr}"
+    convert = subprocess.run([qemu, "convert", "-f", "vhdx", "-O", "raw", str(top), str(tmp_path / "top.raw")], capture_output=True)
+    if convert.returncode == 0:
+        assert (tmp_path / "top.raw").read_bytes() == expected, f"{top.name}: qemu-img reads other bytes"
+    disk = VHDX(top)
+    assert disk.read(len(expected)) == expected, f"{top.name}: dissect reads other bytes through the chain"
+    if len(chain) > 1:
+        check_chain_with_dissect(top)  # linkage and MS-VHDX locator of every child, libvhdi finds each parent
+    for child, parent in zip(chain, chain[1:], strict=False) if where else ():
+        entries = VHDX(child).parent_locator.entries
+        assert entries["absolute_win32_path"] == windows_path(parent), (child.name, entries)
+    base_raw = tmp_path / "base.raw"
+    subprocess.run([qemu, "convert", "-f", "vhdx", "-O", "raw", str(chain[-1]), str(base_raw)], check=True, capture_output=True)
+    assert base_raw.read_bytes() == vdisk.read_logical(chain[-1]), f"{chain[-1].name}: qemu-img reads other bytes"
+    return len(chain)
+
+
+def test_a_restore_keeping_the_chain_gives_valid_vhdx_files_that_read_as_the_guests_bytes(
+    qemu_img: str, tmp_path: Path, paths: Paths
+) -> None:
+    clock = FixedClock()
+    host = LabHost.create(tmp_path / "lab" / "lab-t1", "lab-t1", clock, volume_size=1 << 40)
+    rng = random.Random(17)
+    vm_id = add_vm(host, state="Running", disks=2)
+    for n in range(2):
+        host.create_checkpoint(vm_id, f"cp{n}", "Standard")
+        scribble(host, vm_id, rng, writes=4)
+        scribble(host, vm_id, rng, writes=2, disk=1)
+        host.write_guest_data(vm_id, 0, n * MIB + 513, b"unaligned" * 100)
+    config = Config(
+        source=tmp_path / "config.yaml",
+        hosts=(HostConfig(name="lab-t1", kind="lab"),),
+        repositories=(RepositoryConfig(name="default", path=tmp_path / "repo", default=True),),
+    )
+    core = Core(config, paths, clock=clock, lab_dir=tmp_path / "lab", hosts={"lab-t1": host})
+    try:
+        point = core.backups.backup("lab-t1", vm_id, "full").point_id
+        # What the backup froze: the guest's disks as they were (the backup's checkpoint is merged now).
+        expected = [host.read_disk(vm_id, i, 0, SMALL_DISK) for i in range(2)]
+        folder = tmp_path / "tree"
+        core.backups.restore(point, to_dir=folder, keep_checkpoints=True)
+        copy = core.backups.restore(point, as_name="vm1-tree", keep_checkpoints=True)
+    finally:
+        core.close()
+    config_doc = json.loads(next(folder.glob("*.vmcx")).read_text())
+    tops = [folder / d["current"] for d in config_doc["disks"]]
+    assert [check_restored_chain(qemu_img, top, data, tmp_path) for top, data in zip(tops, expected, strict=True)] == [3, 3]
+    vm = host.vm(copy.vm_id)
+    assert [cp.name for cp in vm.checkpoints] == ["cp0", "cp1"]
+    for index, data in enumerate(expected):
+        assert check_restored_chain(qemu_img, Path(vm.disks[index].path), data, tmp_path, where=True) == 3
 
 
 def test_a_non_empty_log_is_refused_with_the_reason(tmp_path: Path) -> None:

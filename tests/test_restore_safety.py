@@ -4,7 +4,9 @@ one flattened disk per drive without checkpoints unless the tree is asked for.""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import io
 import json
 import os
 import shutil
@@ -24,6 +26,7 @@ from hvtui.engine import restore as restore_module
 from hvtui.engine.backup import run_backup
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import RestoreTargetError, restore_to_directory
+from hvtui.errors import RefusedError
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.host import LabHost
 from hvtui.paths import Paths
@@ -315,3 +318,60 @@ def test_restore_refusals_exit_4_and_read_refused_in_jobs_and_audit(estate: dict
     entries = json.loads(hvtui(estate, "audit", "--json").stdout)
     (new,) = [e for e in entries if e["action"] == "restore-as-new"]
     assert new["result"] == "refused"
+
+
+# -- a point taken from a lab built before the lab wrote VHDX -----------------------------------
+class OldFormatLabHost(LabHost):
+    """Backs up as a pre-VHDX lab did: each disk file as the lab's old format (its magic first)."""
+
+    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None):  # noqa: ANN001, ANN201
+        source = super().open_backup_source(vm_id, progress, on_checkpoint)
+
+        def old_format(sf):  # noqa: ANN001, ANN202
+            def opener():  # noqa: ANN202
+                with sf.open() as fh:
+                    return io.BytesIO(vdisk.OLD_FORMAT_MAGIC + fh.read()[len(vdisk.OLD_FORMAT_MAGIC) :])
+
+            return dataclasses.replace(sf, opener=opener, change_id=None, virtual_ranges=False, local_path=None)
+
+        source.files = [old_format(sf) if sf.rel_path.endswith("hdx") else sf for sf in source.files]
+        return source
+
+
+def test_a_point_from_the_pre_vhdx_lab_says_what_it_holds_and_what_to_do(tmp_path: Path, paths: Paths) -> None:
+    clock = FixedClock()
+    lab_dir = tmp_path / "lab"
+    LabHost.create(lab_dir / HOST, HOST, clock)
+    host = OldFormatLabHost.open(lab_dir / HOST, HOST, clock)
+    vm_id = host.add_vm("sql01", state="Off", disk_sizes=(8 * MiB,), fsync=False)
+    host.write_guest_data(vm_id, 0, 0, b"base data " * 50_000)
+    host.create_checkpoint(vm_id, "before", "Standard")
+    config = Config(
+        source=tmp_path / "config.yaml",
+        hosts=(HostConfig(name=HOST, kind="lab"),),
+        repositories=(RepositoryConfig(name="default", path=tmp_path / "repo", default=True),),
+    )
+    core = Core(config, paths, clock=clock, lab_dir=lab_dir, hosts={HOST: host})
+    try:
+        point = core.backups.backup(HOST, vm_id, "full").point_id
+        for restore in (
+            lambda: core.backups.restore(point, as_name="sql01-copy"),
+            lambda: core.backups.restore(point, as_name="sql01-tree", keep_checkpoints=True),
+            lambda: core.backups.restore(point, in_place=True),
+            lambda: core.backups.restore(point, to_dir=tmp_path / "flat"),  # flattening needs VHDX
+        ):
+            with pytest.raises(RefusedError) as caught:
+                restore()
+            text = str(caught.value)
+            assert "taken from a lab built before the lab wrote VHDX" in text and "sql01.vhdx" in text
+            assert "--to DIR --keep-checkpoints" in text and "back the VM up again" in text
+            assert "not a VHDX file" not in text
+        assert [vm.name for vm in host.inventory().vms] == ["sql01"]  # nothing registered
+        assert host.read_disk(vm_id, 0, 0, 10) == b"base data "  # nor replaced
+        # What the message offers works: the files exactly as they were backed up.
+        core.backups.restore(point, to_dir=tmp_path / "tree", keep_checkpoints=True)
+    finally:
+        core.close()
+    assert (tmp_path / "tree" / "sql01.vhdx").read_bytes().startswith(vdisk.OLD_FORMAT_MAGIC)
+    entries = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "restore-as-new"]
+    assert entries and all(e["result"] != "ok" for e in entries)

@@ -302,3 +302,30 @@ async def test_the_findings_view_shows_a_window_once_and_enter_lists_its_vms(lab
         assert await wait_until(pilot, lambda: len(changes.table.keys) == 2)
         assert {changes.table.plain_row(key)["vm"].rpartition("/")[2] for key in changes.table.keys} == {"web01", "web02"}
         assert f"filter: {NAME}" in flat(screen_text(app))
+
+
+async def test_rollback_can_start_each_vm_afterwards(lab: Path, paths: Paths) -> None:
+    from hvtui.tui.screens.dialogs import RollbackDialog
+
+    core = jobs_core(lab, paths)
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        vms = [vm_named(app, name) for name in ("dc01", "test01")]
+        core.changes.open(NAME, vms)
+        screen = await changes_view(pilot)
+        assert await wait_until(pilot, lambda: len(screen.table.keys) == 2)
+        await pilot.press("r")
+        assert await wait_until(pilot, lambda: isinstance(app.screen, RollbackDialog))
+        dialog = app.screen
+        assert "start each VM afterwards" in flat(screen_text(app))
+        assert app.focused is not None and app.focused.id == "no"  # enter alone still changes nothing
+        await pilot.click("#start-after")
+        await pilot.click("#yes")
+        await settle(pilot)
+        assert dialog.start_after
+        assert await wait_until(pilot, lambda: {v.state for v in core.changes.window(NAME).vms} == {VMState.ROLLED_BACK})
+        assert await wait_until(pilot, lambda: all(core.host(vm.host).vm(vm.id).state == "Running" for vm in vms))
+        assert await wait_until(pilot, lambda: "rolled back and started 2 of 2 VMs" in flat(screen_text(app)))
+    starts = [(e["vm"], e["result"], e["args"]["window"]) for e in AuditLog(paths.audit_log).read() if e["action"] == "vm.start"]
+    assert sorted(starts) == [("dc01", "ok", NAME), ("test01", "ok", NAME)]

@@ -331,6 +331,18 @@ class CheckpointActions:
             entry.args["merge_pending"] = merge_pending
             return dataclasses.replace(plan, merge_pending=merge_pending)
 
+    def start(self, host: str, vm_id: str, context: dict | None = None) -> None:
+        """Start (or resume) a VM; ``context`` as for ``create``. A host that cannot start VMs
+        raises HostError kind ``unsupported`` (audited as failed)."""
+        args: dict = {"vm_id": vm_id, **(context or {})}
+        with self.audit.action("vm.start", host, self._vm_label(host, vm_id), args) as entry:
+            self._check_writable("start a VM", host)
+            vm = self._vm(host, vm_id)
+            entry.vm = vm.name
+            entry.args["state_before"] = vm.state
+            with self._changing(host):
+                self._hosts.host(host).start_vm(vm.id)
+
     def rename(self, host: str, vm_id: str, checkpoint_id: str, new_name: str) -> None:
         args: dict = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "new_name": new_name}
         with self.audit.action("checkpoint.rename", host, self._vm_label(host, vm_id), args) as entry:

@@ -294,6 +294,8 @@ class Backups:
             entry.args = {**ran, **{k: v for k, v in entry.args.items() if k != "mode"}, "point": result.point_id}
             if result.whole_reads:  # why disk files were read whole: a full read is never silent
                 entry.args["whole_reads"] = list(result.whole_reads)
+            if result.disk_set_changed:
+                entry.args["disk_set_changed"] = result.disk_set_changed
         self._points.invalidate(rc.name)
         if apply_retention:
             self._maintenance.apply_retention(repo, rc, host_name, result)

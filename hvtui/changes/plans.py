@@ -33,13 +33,15 @@ class StepPlan:
     vms: tuple[WindowVM, ...]
     lines: tuple[str, ...]  # one per VM
     refused: tuple[tuple[WindowVM, str], ...]  # VMs on a read-only host, and why
+    start: bool = False  # a rollback that starts each VM afterwards
 
     @property
     def headline(self) -> str:
         count = f"{len(self.vms)} VM{'s' if len(self.vms) != 1 else ''}"
         label = self.window.label
         if self.step == "rollback":
-            return f"Roll back {count} of {label} to its checkpoint {self.window.name!r}. Each VM's state since is LOST:"
+            then = ", then START each VM" if self.start else ""
+            return f"Roll back {count} of {label} to its checkpoint {self.window.name!r}{then}. Each VM's state since is LOST:"
         if self.step == "promote":
             return (
                 f"Promote {count} of {label}: back each VM up, then (only once its backup succeeded) delete its "
@@ -58,7 +60,7 @@ class StepPlan:
         return "\n".join(lines)
 
 
-def plan_step(planner: StepPlanner, window: ChangeWindow, chosen: list[WindowVM], step: str) -> StepPlan:
+def plan_step(planner: StepPlanner, window: ChangeWindow, chosen: list[WindowVM], step: str, start: bool = False) -> StepPlan:
     if step not in STEPS:
         raise HvtuiError(f"unknown change-window step {step!r}")
     going: list[WindowVM] = []
@@ -71,7 +73,7 @@ def plan_step(planner: StepPlanner, window: ChangeWindow, chosen: list[WindowVM]
             continue
         going.append(vm)
         lines.append(f"  - {vm.host}/{vm.vm_name}: {_vm_line(planner, vm, step)}")
-    return StepPlan(step, window, tuple(going), tuple(lines), tuple(refused))
+    return StepPlan(step, window, tuple(going), tuple(lines), tuple(refused), start and step == "rollback")
 
 
 def _vm_line(planner: StepPlanner, vm: WindowVM, step: str) -> str:

@@ -81,6 +81,8 @@ class CheckpointSteps(StepPlanner, Protocol):
         context: dict | None = None,
     ) -> RemovePlan: ...
 
+    def start(self, host: str, vm_id: str, context: dict | None = None) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class BackupOutcome:
@@ -199,10 +201,11 @@ class ChangeWindows:
             raise UsageError(f"{window.label} is closed: no VM holds its checkpoint any more")
         return chosen
 
-    def plan(self, name: str, step: str, vms: Iterable[str] | None = None) -> StepPlan:
-        """What ``step`` (rollback, promote, discard) would do on the chosen VMs, to confirm."""
+    def plan(self, name: str, step: str, vms: Iterable[str] | None = None, start: bool = False) -> StepPlan:
+        """What ``step`` (rollback, promote, discard) would do on the chosen VMs, to confirm;
+        ``start``: a rollback starts each VM afterwards."""
         window = self.window(name)
-        return plan_step(self._actions, window, self.select(window, vms), step)
+        return plan_step(self._actions, window, self.select(window, vms), step, start)
 
     def refuse(self, plan: StepPlan, result: str, reason: str) -> None:
         """Audit a step that was declined or refused before it began, one entry per VM."""
@@ -304,16 +307,31 @@ class ChangeWindows:
         return cp
 
     # -- closing -------------------------------------------------------------------------------
-    def rollback(self, name: str, vms: Iterable[str] | None = None, progress: ProgressCallback | None = None) -> StepReport:
-        """Apply the window's checkpoint to each chosen VM (its state since is lost)."""
+    def rollback(
+        self, name: str, vms: Iterable[str] | None = None, progress: ProgressCallback | None = None, start: bool = False
+    ) -> StepReport:
+        """Apply the window's checkpoint to each chosen VM (its state since is lost); ``start``:
+        then start each VM (a VM rolled back but not started is reported as failed, saying why)."""
         with self._one_step(name, "rollback", vms):
-            return self._rollback(self.window(name), vms, progress)
+            return self._rollback(self.window(name), vms, progress, start)
 
-    def _rollback(self, window: ChangeWindow, vms: Iterable[str] | None, progress: ProgressCallback | None) -> StepReport:
+    def _rollback(
+        self, window: ChangeWindow, vms: Iterable[str] | None, progress: ProgressCallback | None, start: bool
+    ) -> StepReport:
         def step(entry: WindowVM) -> tuple[WindowVM, str]:
             assert entry.checkpoint_id is not None
             self._actions.apply(entry.host, entry.vm_id, entry.checkpoint_id, context=self._context(window))
-            return dataclasses.replace(entry, state=VMState.ROLLED_BACK, error=None), "rolled back"
+            rolled = dataclasses.replace(entry, state=VMState.ROLLED_BACK, error=None)
+            if not start:
+                return rolled, "rolled back"
+            self._save(window.name, rolled)  # rolled back, whatever the start does
+            try:
+                self._actions.start(entry.host, entry.vm_id, context=self._context(window))
+            except Cancelled:
+                raise
+            except HvtuiError as err:  # the VM keeps its rolled-back state; the step says it did not start
+                raise _prefixed(err, "rolled back, but not started") from err
+            return rolled, "rolled back and started"
 
         return self._each(window, self.select(window, vms), "rollback", step, progress)
 
@@ -381,7 +399,7 @@ class ChangeWindows:
                 try:
                     self._actions.remove(entry.host, entry.vm_id, entry.checkpoint_id, context=context)
                 except HvtuiError as err:
-                    raise type(err)(f"backed up as point {outcome.point_id}, but the checkpoint was kept: {err}") from err
+                    raise _prefixed(err, f"backed up as point {outcome.point_id}, but the checkpoint was kept") from err
             return (
                 dataclasses.replace(backed_up, state=VMState.PROMOTED, error=None),
                 f"backed up as point {outcome.point_id}; checkpoint deleted",
@@ -449,6 +467,13 @@ class ChangeWindows:
             return [w.with_vm(entry) if w.name == name else w for w in windows]
 
         self._store.update(change)
+
+
+def _prefixed(err: HvtuiError, prefix: str) -> HvtuiError:
+    """``err``'s message after ``prefix``, still a refusal when it was one (``type(err)(...)``
+    cannot be used: a HostError's constructor wants host and operation too)."""
+    kind = RefusedError if isinstance(err, RefusedError | ReadOnlyError) else HvtuiError
+    return kind(f"{prefix}: {err}")
 
 
 def _report(progress: ProgressCallback | None, phase: str, message: str, current: str | None, done: int, total: int) -> None:

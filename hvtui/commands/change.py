@@ -73,6 +73,9 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     rollback = steps.add_parser(
         "rollback", parents=[*parents, output, name, closing], help="apply the window's checkpoint (the change is lost)"
     )
+    rollback.add_argument(
+        "--start", action="store_true", help="then start each VM (a host that cannot says so for that VM)"
+    )
     rollback.set_defaults(handler=run_step, step="rollback")
     promote = steps.add_parser(
         "promote", parents=[*parents, output, name, closing], help="back up each VM, then delete its checkpoint"
@@ -189,14 +192,15 @@ def run_show(args: argparse.Namespace, core: Core) -> int:
 @reported
 def run_step(args: argparse.Namespace, core: Core) -> int:
     step: str = args.step
-    plan = core.changes.plan(args.name, step, args.vm)
+    start = step == "rollback" and bool(getattr(args, "start", False))
+    plan = core.changes.plan(args.name, step, args.vm, start=start)
     show(plan.text, stream=sys.stderr if args.json else None)
     if not plan.vms:
         reason = "; ".join(sorted({r for _, r in plan.refused}))
         core.changes.refuse(plan, RESULT_REFUSED, f"read-only: {reason}")
         raise ReadOnlyError(f"{step} of {plan.window.label} refused: {reason}")
     try:
-        agreed = confirm(QUESTIONS[step], args.yes)
+        agreed = confirm("Roll back these VMs, then start them?" if start else QUESTIONS[step], args.yes)
     except RefusedError as err:
         core.changes.refuse(plan, RESULT_REFUSED, str(err))
         raise
@@ -207,7 +211,7 @@ def run_step(args: argparse.Namespace, core: Core) -> int:
     progress = ProgressLine(enabled=not args.json)
     try:
         if step == "rollback":
-            report = core.changes.rollback(args.name, args.vm, progress=progress)
+            report = core.changes.rollback(args.name, args.vm, progress=progress, start=start)
         elif step == "promote":
             report = core.changes.promote(args.name, args.vm, mode=args.mode, progress=progress)
         else:

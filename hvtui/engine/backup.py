@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from hvtui.clock import Clock, SystemClock
+from hvtui.engine import disk_set
 from hvtui.engine.fsutil import tune_allocator
 from hvtui.engine.locks import VMLock, vm_label
 from hvtui.engine.manifest import Manifest, new_point_id
@@ -83,6 +84,8 @@ class BackupResult:
     # Why a full was made when another mode was asked for ("no full restore point of web01
     # in repository default yet"); None when the mode asked for was made.
     fallback: str | None = None
+    # "the disk set changed since restore point P: added ...; removed ..." (None when it did not)
+    disk_set_changed: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -91,12 +94,13 @@ class BackupResult:
 
 
 
-def _vm_facts(source: BackupSource, plans: list[FilePlan]) -> dict[str, Any]:
+def _vm_facts(source: BackupSource, plans: list[FilePlan], drives: list[disk_set.Drive]) -> dict[str, Any]:
     vm = source.vm
     # Virtual sizes of the VHDX files: the next incremental tells a resized disk by them.
     sizes = {p.entry.path: p.virtual_size for p in plans if p.virtual_size is not None}
     return {
         **({"virtual_sizes": sizes} if sizes else {}),
+        "drives": disk_set.record(drives),  # the next backup tells a disk added, removed or replaced by them
         "id": vm.id,
         "name": vm.name,
         "state": vm.state,
@@ -108,6 +112,20 @@ def _vm_facts(source: BackupSource, plans: list[FilePlan]) -> dict[str, Any]:
         "disks": [disk.path for disk in vm.disks],
     }
 
+
+def _explain_disk_set(plans: list[FilePlan], drives: list[disk_set.Drive], parent: Manifest | None) -> str | None:
+    """Name the disk set's change as the reason each added drive's files are read whole; the
+    sentence saying what changed (None when nothing did, or there is no point to compare with)."""
+    change = disk_set.compare(drives, parent) if parent is not None else None
+    if change is None or parent is None:
+        return None
+    added = {path: drive for drive in change.added for path in drive.files}
+    for plan in plans:
+        drive = added.get(plan.entry.path)
+        if drive is not None and plan.how == "read" and plan.whole_read_reason is None:
+            what = "replaced by another disk" if drive.path in change.replaced else "a disk added"
+            plan.whole_read_reason = f"disk set changed ({what} since restore point {parent.id})"
+    return change.sentence(parent.id)
 
 
 def run_backup(
@@ -206,11 +224,28 @@ def _backup_locked(
                 f"{reread} chunk(s) of the parent point {parent.id} were missing from the repository "
                 "(quarantined by verify, or lost); they were read again from the VM and stored"
             )
+        drives = disk_set.drives_of(source)
+        changed_set = _explain_disk_set(plans, drives, parent if effective_mode != "full" else None)
         whole_reads = [f"{p.entry.path}: {p.whole_read_reason}" for p in plans if p.whole_read_reason and p.how == "read"]
         if parent is not None and effective_mode != "full":
+            if changed_set is not None:
+                warnings.append(changed_set)
             warnings.extend(f"{item} — read whole" for item in whole_reads)
         else:
             whole_reads = []
+        if parent is None and mode != "full":
+            # No point under this VM id: was the VM re-imported (a new id, the same disks)?
+            earlier = disk_set.find_reimported(repo, host.name, source.vm.id, list(source.files))
+            if earlier is not None:
+                fallback = (
+                    f"the VM was re-imported: its id changed from {earlier.vm_id} to {source.vm.id} since restore "
+                    f"point {earlier.id} (the same disks); its points start again here, as points never build on "
+                    "another VM id's"
+                )
+                reimported = f"VM re-imported (id {earlier.vm_id} → {source.vm.id} since restore point {earlier.id})"
+                disks = disk_set.disk_identities(list(source.files))
+                whole_reads = [f"{p.entry.path}: {reimported}" for p in plans if p.source.identity in disks]
+                warnings.extend(f"{item} — read whole" for item in whole_reads)
         total = sum(p.entry.size for p in plans)
         why = f" ({mode} asked for, but {fallback})" if fallback else ""
         meter.start_phase("backup", total=total, message=f"{effective_mode} backup of {source.vm.name}{why}")
@@ -249,6 +284,7 @@ def _backup_locked(
             chunks_reread=reread,
             fallback=fallback,
             whole_reads=whole_reads,
+            disk_set_changed=changed_set,
         )
         meter.start_phase("commit", message="writing the restore point")
         stats = {
@@ -256,7 +292,8 @@ def _backup_locked(
             for k, v in result.to_dict().items()
             if k
             not in (
-                "point_id", "repository", "host", "vm_id", "vm_name", "mode", "requested_mode", "parent", "time", "fallback"
+                "point_id", "repository", "host", "vm_id", "vm_name", "mode", "requested_mode", "parent", "time", "fallback",
+                "disk_set_changed",
             )
             and not isinstance(v, list)
         }
@@ -273,7 +310,7 @@ def _backup_locked(
             chunk_size=repo.chunk_size,
             files=files,
             parent=result.parent,
-            vm=_vm_facts(source, plans),
+            vm=_vm_facts(source, plans, drives),
             vm_config=dict(source.config or {}),
             stats=stats,
         )

@@ -179,6 +179,12 @@ class Host(ABC):
     @abstractmethod
     def rename_checkpoint(self, vm_id: str, checkpoint_id: str, new_name: str) -> None: ...
 
+    # -- power -----------------------------------------------------------------------------
+    def start_vm(self, vm_id: str) -> None:
+        """Start the VM (resume it when it is saved or paused); a running VM stays as it is.
+        Hosts that cannot raise HostError kind ``unsupported`` saying what to do instead."""
+        raise HostError(self.name, "start VM", f"{self.kind} hosts cannot start VMs", kind="unsupported")
+
     def recovery_checkpoints(self, vm_id: str, timeout: float = 60.0) -> list[Checkpoint]:
         """The VM's Recovery checkpoints (a backup's, running or left behind).
 

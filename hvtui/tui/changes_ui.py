@@ -118,7 +118,7 @@ class ChangeWindowsMixin:
 
     @work(group="dialog", exit_on_error=False)
     async def _change_step_flow(self, name: str, step: str, on_done: Callable[[], None] | None, vms: list[str] | None) -> None:
-        from hvtui.tui.screens.dialogs import ConfirmDialog
+        from hvtui.tui.screens.dialogs import ConfirmDialog, RollbackDialog
 
         changes = self.core.changes
         plan = await asyncio.to_thread(changes.plan, name, step, vms)
@@ -129,17 +129,20 @@ class ChangeWindowsMixin:
             self.notify(f"{verb} {plan.window.label} refused: {reason}", title="Refused: read-only", severity="error", markup=False)
             return
         count = len(plan.vms)
-        confirmed = await self.push_screen_wait(
-            ConfirmDialog(f"{verb} {plan.window.label} on {count} VM{'s' if count != 1 else ''}?", plan.text, yes_label=verb)
-        )
+        title = f"{verb} {plan.window.label} on {count} VM{'s' if count != 1 else ''}?"
+        dialog = RollbackDialog(title, plan.text, yes_label=verb) if step == "rollback" else ConfirmDialog(title, plan.text, yes_label=verb)
+        confirmed = await self.push_screen_wait(dialog)
         if not confirmed:
             await asyncio.to_thread(changes.refuse, plan, RESULT_DECLINED, "not confirmed")
             return
         chosen = [f"{vm.host}/{vm.vm_name}" for vm in plan.vms]
+        start = isinstance(dialog, RollbackDialog) and dialog.start_after
+        if start:
+            verb, doing, done = "Roll back and start", "Rolling back and starting", "rolled back and started"
 
         def run(progress: Any, _cancel: Any) -> StepReport:
             if step == "rollback":
-                return changes.rollback(name, chosen, progress=progress)
+                return changes.rollback(name, chosen, progress=progress, start=start)
             if step == "promote":
                 return changes.promote(name, chosen, progress=progress)
             return changes.discard(name, chosen, progress=progress)

@@ -72,8 +72,9 @@ class DiskHeader:
 class DiskFile(VhdxFile):
     """A lab disk file; its parent is named by file name in the same folder."""
 
-    def set_parent(self, parent_name: str | None) -> Ranges:  # type: ignore[override]
-        """Point the parent locator at ``parent_name`` beside this file (None: become a base disk).
+    def set_parent(self, parent_name: str | None, folder: Path | None = None) -> Ranges:  # type: ignore[override]
+        """Point the parent locator at ``parent_name`` beside this file (None: become a base disk);
+        ``folder``: where the chain will live (a restore writes it in a staging folder first).
 
         The LinkageId is the parent's current DataWriteGuid when the parent is there; a restore
         renames a parent after its children, so then the old linkage (same content) is kept.
@@ -81,9 +82,9 @@ class DiskFile(VhdxFile):
         if parent_name is None:
             return super().set_parent(None)
         if (self.path.parent / parent_name).is_file():
-            locator = locator_for(self.path, parent_name)
+            locator = locator_for(self.path, parent_name, folder=folder)
         elif self.parent is not None:
-            locator = locator_for(self.path, parent_name, self.parent.linkage)
+            locator = locator_for(self.path, parent_name, self.parent.linkage, folder)
         else:
             raise DiskFormatError(self.path, f"parent {parent_name} does not exist")
         return super().set_parent(locator)

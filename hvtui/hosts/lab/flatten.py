@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hvtui.errors import RefusedError
 from hvtui.files import atomic_write
 from hvtui.hosts.lab import disk as vdisk
 
@@ -27,6 +28,23 @@ def chain_of(config: dict[str, Any], top: str) -> list[str]:
     return out
 
 
+def old_format_disks(config: dict[str, Any], folder: Path) -> list[str]:
+    """The restored disk files in the lab's own format from before it wrote VHDX."""
+    return sorted(name for name in config.get("files") or {} if vdisk.is_old_lab_disk(folder / name))
+
+
+def old_format_message(names: list[str]) -> str:
+    """What a point taken from a pre-VHDX lab holds, and what to do with it."""
+    return (
+        f"this restore point was taken from a lab built before the lab wrote VHDX: {', '.join(names)} "
+        f"{'is' if len(names) == 1 else 'are'} in the lab's old disk format, which the lab can no longer "
+        "register or flatten and no VHDX tool reads. Restore the point to a folder keeping its files as they "
+        "were backed up (`hvtui restore VM --point ID --to DIR --keep-checkpoints`; in the console: a folder, "
+        "with \"keep the point's checkpoints\" ticked), or back the VM up again from the rebuilt lab and "
+        "restore that point"
+    )
+
+
 def needs_flattening(config: dict[str, Any]) -> bool:
     files = config.get("files") or {}
     return bool(config.get("checkpoints")) or any(meta.get("parent") for meta in files.values())
@@ -39,6 +57,9 @@ def flatten_restored(config: dict[str, Any], folder: Path) -> dict[str, Any]:
     """
     if not needs_flattening(config):
         return config
+    old = old_format_disks(config, folder)
+    if old:
+        raise RefusedError(old_format_message(old))
     flat = dict(config)
     files: dict[str, dict[str, Any]] = {}
     disks: list[dict[str, Any]] = []

@@ -25,7 +25,7 @@ from hvtui.clock import Clock
 from hvtui.errors import HostError
 from hvtui.events import CancelToken, ProgressCallback
 from hvtui.hosts.base import BackupSource, CheckpointTaken, Host, HostSnapshot, RestoreTarget, SourceFile
-from hvtui.hosts.lab import backup, checkpoints, restore, vms
+from hvtui.hosts.lab import backup, checkpoints, hardware, restore, vms
 from hvtui.hosts.lab.inventory import InventoryReader
 from hvtui.hosts.lab.records import default_checkpoint_name, iso
 from hvtui.hosts.lab.state import STATE_FORMAT, VM_ROOT, save_state
@@ -193,6 +193,10 @@ class LabHost(Host):
         """Start, stop, save or pause a VM (estate building and tests)."""
         vms.set_vm_state(self.store, vm_id, state)
 
+    def start_vm(self, vm_id: str) -> None:
+        """Start (or resume) the VM: its state becomes Running."""
+        vms.start_vm(self.store, vm_id)
+
     def set_guest_activity(self, vm_id: str, kib_per_minute: int, **profile: Any) -> None:
         vms.set_guest_activity(self.store, vm_id, kib_per_minute, **profile)
 
@@ -228,6 +232,18 @@ class LabHost(Host):
     def simulate_failed_merge(self, vm_id: str) -> None:
         """Leave the VM running on an .avhdx with no checkpoint, as a merge that failed does."""
         vms.simulate_failed_merge(self.store, vm_id)
+
+    def add_drive(self, vm_id: str, size: int) -> int:
+        """Attach a new empty disk (a VM without checkpoints); returns its drive index."""
+        return hardware.add_drive(self.store, vm_id, size)
+
+    def remove_drive(self, vm_id: str, disk_index: int) -> None:
+        """Detach a drive and delete its files (a VM without checkpoints)."""
+        hardware.remove_drive(self.store, vm_id, disk_index)
+
+    def reimport_vm(self, vm_id: str, new_id: str | None = None) -> str:
+        """Register the VM again under a new id with the same disks; returns the new id."""
+        return hardware.reimport_vm(self.store, vm_id, new_id)
 
     def backdate_checkpoint(self, vm_id: str, checkpoint_id: str, created: datetime) -> None:
         """Change a checkpoint's creation time (estate building, tests of ages)."""

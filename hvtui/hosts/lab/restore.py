@@ -19,7 +19,7 @@ from typing import Any
 from hvtui.errors import HostError, HostRefused
 from hvtui.hosts.base import RestoreTarget
 from hvtui.hosts.lab import disk as vdisk
-from hvtui.hosts.lab.flatten import flatten_restored
+from hvtui.hosts.lab.flatten import flatten_restored, old_format_disks, old_format_message
 from hvtui.hosts.lab.inventory import InventoryReader
 from hvtui.hosts.lab.records import iso, new_guid, validate_vm_name
 from hvtui.hosts.lab.restore_config import check_restore_config
@@ -77,6 +77,9 @@ class LabRestoreTarget(RestoreTarget):
             self._release()
 
     def _check_staged(self) -> None:
+        old = old_format_disks(self.config, self.staging_dir)
+        if old:
+            raise HostRefused(self.store.name, "restore", old_format_message(old))
         missing: list[str] = []
         for name, meta in self.config["files"].items():
             path = self.staging_dir / name
@@ -121,11 +124,12 @@ class LabRestoreTarget(RestoreTarget):
         mapping = {name: rename(name) for name in config["files"]}
         if len(set(mapping.values())) != len(mapping):
             mapping = {name: name for name in config["files"]}
+        final = store.root / VM_ROOT / new_name
         for old, new in mapping.items():
             parent = config["files"][old].get("parent")
             with vdisk.DiskFile(self.staging_dir / old, writable=True) as f:
-                if parent is not None and mapping[parent] != parent:
-                    f.set_parent(mapping[parent])
+                if parent is not None:  # renamed, and its absolute path names the VM's folder, not the old one
+                    f.set_parent(mapping[parent], folder=final)
                 f.fsync()
             if new != old:
                 os.rename(self.staging_dir / old, self.staging_dir / new)

@@ -122,6 +122,16 @@ def set_vm_state(store: LabStore, vm_id: str, state: str) -> None:
         txn.dirty = True
 
 
+def start_vm(store: LabStore, vm_id: str) -> None:
+    """Start (or resume) a VM, as Start-VM does: refused on a read-only host or while a merge runs."""
+    store.require_writable("start VM")
+    with store.txn("start VM") as txn:
+        vm = store.vm_record(txn.state, vm_id, "start VM")
+        if vm.get("journal"):
+            raise store.busy_error(vm, "start VM")
+    set_vm_state(store, vm_id, "Running")
+
+
 def set_guest_activity(store: LabStore, vm_id: str, kib_per_minute: int, **profile: Any) -> None:
     with store.txn("set guest activity") as txn:
         vm = store.vm_record(txn.state, vm_id, "set guest activity")

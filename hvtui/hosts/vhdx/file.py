@@ -393,9 +393,29 @@ def current_header(path: Path) -> fmt.Header:
     return max(valid, key=lambda h: h.sequence)
 
 
-def locator_for(child: Path, parent_name: str, linkage: UUID | None = None) -> fmt.ParentLocator:
-    """A parent locator naming ``parent_name`` beside ``child``; the linkage is read from the parent."""
-    parent_path = child.parent / parent_name
+def locator_for(
+    child: Path, parent_name: str, linkage: UUID | None = None, folder: Path | None = None
+) -> fmt.ParentLocator:
+    """A parent locator naming ``parent_name`` beside ``child``; the linkage is read from the parent.
+
+    relative_path finds the parent wherever the chain's folder is copied (a restore to a folder, a
+    VM moved); absolute_win32_path must be a Windows path, so it gets this machine's path as Windows
+    sees it (Wine's Z: drive is the root), for readers that look only there (libvhdi). ``folder``:
+    where the chain will live, when it is written elsewhere first (a restore's staging folder)."""
+    parent = child.parent / parent_name
     if linkage is None:
-        linkage = current_header(parent_path).data_write_guid
-    return fmt.ParentLocator(linkage, ".\\" + parent_name, str(parent_path.absolute()))
+        linkage = current_header(parent).data_write_guid
+    return fmt.ParentLocator(linkage, ".\\" + parent_name, windows_path((folder or child.parent) / parent_name))
+
+
+_NOT_IN_WINDOWS_PATHS = frozenset('<>:"\\|?*') | {chr(c) for c in range(32)}
+
+
+def windows_path(path: Path) -> str:
+    """``path`` in Windows form on the Z: drive ("Z:\\srv\\vm1\\vm1.vhdx"), or "" when it has
+    no such form (a character Windows refuses, or longer than MAX_PATH)."""
+    parts = path.absolute().parts[1:]
+    if any(ch in _NOT_IN_WINDOWS_PATHS for part in parts for ch in part):
+        return ""
+    text = "Z:\\" + "\\".join(parts)
+    return text if len(text) < 260 else ""

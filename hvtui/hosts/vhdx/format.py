@@ -190,8 +190,8 @@ class ParentLocator:
     """Where a differencing file's parent is, and which content of it (LinkageId) it was made on."""
 
     linkage: UUID
-    relative_path: str
-    absolute_path: str
+    relative_path: str  # Windows form, from the child's folder: ".\\parent.vhdx"
+    absolute_path: str = ""  # a Windows path ("C:\\VMs\\parent.vhdx"); "" writes no absolute_win32_path
 
     @property
     def file_name(self) -> str:
@@ -203,6 +203,7 @@ class ParentLocator:
             ("relative_path", self.relative_path),
             ("absolute_win32_path", self.absolute_path),
         ]
+        pairs = [(key, value) for key, value in pairs if value]  # MS-VHDX: any one path entry will do
         table = _LOCATOR_HEADER.size + len(pairs) * _LOCATOR_ENTRY.size
         entries, strings = b"", b""
         for key, value in pairs:

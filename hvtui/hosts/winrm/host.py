@@ -315,6 +315,16 @@ class WinRMHost(Host):
             progress(Progress(phase="merge", message=message, done=1, total=1))
         return outcome
 
+    def start_vm(self, vm_id: str) -> None:
+        # The wire contract is fixed at v1 (docs/winrm-wire.md): it has no operation that starts a VM.
+        raise HostError(
+            self.name,
+            "start VM",
+            "the WinRM wire contract v1 has no operation to start a VM: start it in Hyper-V Manager "
+            "(or with Start-VM on the host)",
+            kind="unsupported",
+        )
+
     def rename_checkpoint(self, vm_id: str, checkpoint_id: str, new_name: str) -> None:
         self._operation(
             "checkpoint.rename",

@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, Static
+from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Static
 
 from hvtui.text import display_lines, display_text
 from hvtui.tui.widgets.choice import ChoiceButton
@@ -171,6 +171,32 @@ class ConfirmDialog(_Dialog):
 
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class RollbackDialog(ConfirmDialog):
+    """A change window's roll back: Yes/No (focus on "No") and "start each VM afterwards"
+    (unticked), which ``start_after`` reads once the dialog said yes."""
+
+    DEFAULT_CSS = DIALOG_CSS.format(cls="RollbackDialog") + """
+    RollbackDialog #start-after { margin-top: 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(self.title_text, classes="dialog-title", markup=False)
+            with VerticalScroll(classes="dialog-body"):
+                yield Static(self.body, id="dialog-text", markup=False)
+            yield Static("", classes="scroll-hint", markup=False)
+            yield Checkbox("start each VM afterwards (a host that cannot says so for that VM)", id="start-after")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.no_label, id="no", variant="primary")
+                yield Button(self.yes_label, id="yes", variant="error")
+
+    start_after = False  # kept as it changes: read after the dialog is gone
+
+    @on(Checkbox.Changed, "#start-after")
+    def _start_after_changed(self, event: Checkbox.Changed) -> None:
+        self.start_after = event.value
 
 
 class ChoiceDialog(_Dialog):
