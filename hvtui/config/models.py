@@ -178,6 +178,10 @@ REFUSED_KEYS: dict[type, dict[str, str]] = {
     LabHostModel: {"password": PLAIN_PASSWORD_MESSAGE, **{key: "only valid for kind: winrm" for key in WINRM_KEYS}},
     WinRMHostModel: {"password": PLAIN_PASSWORD_MESSAGE},
 }
+PLAIN_PASSPHRASE_MESSAGE = (
+    "a plain-text passphrase is not accepted in the config file; use passphrase_env (an environment "
+    "variable's name), passphrase_command (a command that prints it) or passphrase_prompt: true"
+)
 HostItem = Annotated[
     Union[LabHostModel, WinRMHostModel],  # noqa: UP007
     _meta("A host.", what="a host (a mapping with name:, kind: and its settings)", missing_tag="lab or winrm", tag_what="a host kind"),
@@ -287,6 +291,16 @@ class RepositoryModel(Model, kw_only=True):
     retention: RetentionModel | UnsetType = UNSET
     format: integer(1, 2, "On-disk format of a repository created here: 1 (default) or 2, packs (docs/repository-format.md).") | UnsetType = UNSET
     pack_size_mib: integer(16, 128, "Format 2: target size of a pack file in MiB (default 32).") | UnsetType = UNSET
+    passphrase_env: Annotated[
+        str,
+        Meta(pattern=ENV_NAME_PATTERN),
+        _meta("The environment variable holding the passphrase of an encrypted repository.", kind="envname", what="an environment variable name"),
+    ] | UnsetType = UNSET
+    passphrase_command: text("a command line", "A command printing the passphrase on its first line.", kind="command") | UnsetType = UNSET
+    passphrase_prompt: boolean("Ask for the passphrase when the repository is opened.") | UnsetType = UNSET
+
+
+REFUSED_KEYS[RepositoryModel] = {"passphrase": PLAIN_PASSPHRASE_MESSAGE}
 
 
 class JobsModel(Model):

@@ -135,6 +135,8 @@ class RepositoryConfig:
     retention: Retention = field(default_factory=Retention)
     format: int = 1  # the format a repository created here gets (an existing one says its own)
     pack_size_mib: int = 32  # format 2 only
+    # An encrypted repository's passphrase; set: a repository created here is encrypted (format 2)
+    passphrase: SecretSource = field(default_factory=SecretSource)
 
 
 @dataclass(frozen=True, slots=True)
