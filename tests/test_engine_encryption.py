@@ -28,6 +28,7 @@ from hvtui.engine.errors import RepositoryDamaged
 from hvtui.engine.manifest import ManifestError
 from hvtui.engine.packfile import FOOTER, PackDamaged, read_trailer
 from hvtui.engine.prune import run_prune
+from hvtui.engine.repair import plan_config_repair
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory
 from hvtui.engine.verify import run_verify
@@ -353,3 +354,16 @@ def test_kill_9_during_an_encrypted_backup_leaves_no_damaged_point(lab: tuple[La
     assert result.new_chunks == len(referenced - present)  # nothing stored twice
     assert run_verify(Repository.open(repo.root, passphrase=lambda: PASS)).ok
     assert restored_disk(fresh, result.point_id, tmp_path / "out") == disk_bytes(host, vm_id)
+
+
+def test_repair_refuses_to_rebuild_the_config_of_an_encrypted_repository(lab: tuple[LabHost, str], tmp_path: Path) -> None:
+    host, vm_id = lab
+    repo = open_enc(tmp_path / "repo")
+    run_backup(repo, host, vm_id, "full")
+    config = (repo.root / "config.json").read_bytes()
+    (repo.root / "config.json").unlink()
+    with pytest.raises(RepositoryError, match="is encrypted .* cannot be rebuilt by repair-repository; put back a copy"):
+        plan_config_repair(repo.root)
+    assert not (repo.root / "config.json").exists()
+    (repo.root / "config.json").write_bytes(config)
+    assert Repository.open(repo.root, passphrase=lambda: PASS).point_ids()
