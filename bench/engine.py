@@ -7,6 +7,7 @@ Usage::
     python bench/engine.py --sweep 1,2,4        # hvtui alone, chunk sizes in MiB
     python bench/engine.py --tools hvtui,hvtui-v2  # repository format 1 (chunk files) vs 2 (packs)
     python bench/engine.py --tools hvtui,hvtui-v2 --points 5,20,60 --ceiling
+    python bench/engine.py --tools hvtui-v2,hvtui-v2-enc  # format 2 plain vs encrypted (AES-256-GCM, HMAC ids)
                                                 # also: listing points at 5/20/60 points per format,
                                                 # and this machine's 2-thread read+SHA-256+lz4 ceiling
 
@@ -269,7 +270,7 @@ class Hvtui(Tool):
     ) -> None:
         self.chunk_mib = chunk_mib
         self.tracking = tracking
-        self.version = version  # repository format: 1 chunk files, 2 packs with an index
+        self.version = version  # repository format: 1 chunk files, 2 packs with an index, "2e" encrypted packs
         self.name = name or "hvtui"
         super().__init__(work, data_dir)
 
@@ -361,6 +362,9 @@ class Borg(Tool):
 
 
 # -- the hvtui side, run in a subprocess --------------------------------------------------------
+BENCH_PASSPHRASE = "bench passphrase"
+
+
 def hvtui_subcommand(argv: list[str]) -> int:
     sys.path.insert(0, str(REPO_ROOT))
     from hvtui.engine.backup import run_backup
@@ -369,9 +373,11 @@ def hvtui_subcommand(argv: list[str]) -> int:
 
     if argv[0] == "backup":
         repo_path, data_dir, mode, chunk_mib, tracking, version = argv[1:7]
+        encrypt = version == "2e"  # the passphrase is unwrapped (scrypt, ~0.4 s) inside the timed run
         repo = Repository.open(
-            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=int(version)
-        )
+            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=2 if encrypt else int(version),
+            passphrase=lambda: BENCH_PASSPHRASE, encrypt=encrypt,
+        )  # fmt: skip
         host = BenchHost(Path(data_dir), tracking=tracking == "1")
         result = run_backup(repo, host, "bench-vm", mode)
         print(json.dumps(result.to_dict()))
@@ -379,7 +385,7 @@ def hvtui_subcommand(argv: list[str]) -> int:
     if argv[0] == "restore":
         from hvtui.engine.parent import point_order
 
-        repo = Repository.open(Path(argv[1]), "bench")
+        repo = Repository.open(Path(argv[1]), "bench", passphrase=lambda: BENCH_PASSPHRASE)
         # The newest point, not the last id: a full and an incremental of the same second sort
         # by their random suffix (the bench then restored the full and reported a wrong restore).
         latest = max((repo.load_point(point_id) for point_id in repo.point_ids()), key=point_order).id
@@ -695,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         "--change-write", type=int, default=1024, help="size of each changing write, KiB (default 1024)"
     )
     parser.add_argument("--workdir", type=Path, help="where data and repositories go (default: a temp dir, removed)")
-    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2)")
+    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-v2-enc, format 2 encrypted)")
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
     parser.add_argument("--points", help="also time listing the points at these counts, e.g. 5,20,60 (v1 and v2)")
@@ -732,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
                     tools.append(Hvtui(work, data_dir, 1, False, "hvtui no-RCT"))
             if "hvtui-v2" in wanted:
                 tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 packs", version=2))
+            if "hvtui-v2-enc" in wanted:
+                tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 encrypted", version="2e"))  # type: ignore[arg-type]
             if "restic" in wanted:
                 if shutil.which("restic"):
                     tools.append(Restic(work, data_dir))
