@@ -12,11 +12,15 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
+from hvtui.backups.repositories import RepositoryList
 from hvtui.clock import FixedClock
 from hvtui.config import Config, RepositoryConfig, SecretSource
 from hvtui.engine import keys
 from hvtui.engine.backup import run_backup
 from hvtui.engine.repository import Repository
+from hvtui.errors import Cancelled, RepositoryError
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.host import LabHost
 from hvtui.paths import Paths
@@ -168,3 +172,38 @@ async def test_the_console_asks_for_the_passphrase_in_a_dialog(tmp_path: Path, p
                 break
         assert not isinstance(app.screen, TextDialog)
         assert found and getattr(found[0], "id", None) == point.point_id
+
+
+def test_a_failed_unlock_is_said_again_without_asking_again(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+    Repository.open(tmp_path / "repo", create=True, encrypt=True, passphrase=lambda: PASS)
+    configs = [RepositoryConfig("vault", tmp_path / "repo", default=True, passphrase=SecretSource(prompt=True))]
+    asked: list[str] = []
+
+    def answering(answer: str | None):  # noqa: ANN202
+        def prompt(text: str) -> str:
+            asked.append(text)
+            if answer is None:
+                raise Cancelled("password prompt cancelled")
+            return answer
+
+        return lambda: prompt
+
+    wrong = RepositoryList(configs, tmp_path / "default", prompter=answering("not it"))
+    with pytest.raises(keys.WrongPassphrase):
+        wrong.open_repository("vault")
+    for _ in range(3):  # the console checks every VM's last backup: one dialog, not one per VM
+        with pytest.raises(RepositoryError, match=r"wrong passphrase .*\(not asked again until hvtui restarts\)"):
+            wrong.open_repository("vault")
+    assert asked == ["passphrase of repository vault: "]
+
+    cancelled = RepositoryList(configs, tmp_path / "default", prompter=answering(None))
+    with pytest.raises(Cancelled):
+        cancelled.open_repository("vault")
+    with pytest.raises(RepositoryError, match="the passphrase of repository vault was not given"):
+        cancelled.open_repository("vault")
+    assert len(asked) == 2
+
+    right = RepositoryList(configs, tmp_path / "default", prompter=answering(PASS))
+    assert right.open_repository("vault") is right.open_repository("vault")  # unlocked once, then kept
+    assert len(asked) == 3
