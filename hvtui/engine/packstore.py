@@ -91,7 +91,7 @@ class PackStore:
         """A chunk object as written into a pack: (header, payload), or (sealed object, b"")."""
         if self.cipher is None:
             return header, payload
-        return self.cipher.seal(header + bytes(payload), digest), b""
+        return self.cipher.seal(b"".join((header, payload)), digest), b""
 
     # -- reading -----------------------------------------------------------------
     def read_blob(self, digest: bytes) -> tuple[bytes, str]:
