@@ -84,6 +84,8 @@ repositories:
     assert len(json.loads(hvtui("points", "db01", "--json").stdout)["points"]) == 2
     verified = hvtui("verify", "--json")
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
+    sample = json.loads(hvtui("verify", "--read-data", "50", "--json").stdout)
+    assert sample["ok"] is True and 0 < sample["chunks_read"] < sample["chunks_checked"]
     out = tmp_path / "out"
     assert hvtui("restore", "db01", "--to", str(out), "--json").returncode == 0
     assert vdisk.read_logical(out / "db01.vhdx", 0, 16 * MiB) == host.read_disk(vm_id, 0, 0, 16 * MiB)
