@@ -82,16 +82,16 @@ class PackStore:
         if self.cipher is None:
             return decode_chunk(digest, blob, verify)
         try:
-            plain = self.cipher.open(blob, digest)
+            plain = self.cipher.open_reused(blob, digest)
         except NotAuthentic as err:
             raise ChunkDamaged(digest, f"{err} (pack {pack_id[:16]}, offset {offset})") from None
-        return decode_chunk(digest, plain, verify, self.cipher.chunk_id)
+        return decode_chunk(digest, plain, verify, self.cipher.chunk_id)  # type: ignore[arg-type]  # a view: read at once
 
     def seal(self, digest: bytes, header: bytes, payload: bytes | bytearray | memoryview) -> tuple[bytes, bytes | bytearray | memoryview]:
         """A chunk object as written into a pack: (header, payload), or (sealed object, b"")."""
         if self.cipher is None:
             return header, payload
-        return self.cipher.seal(b"".join((header, payload)), digest), b""
+        return self.cipher.seal_parts(header, payload, digest), b""
 
     # -- reading -----------------------------------------------------------------
     def read_blob(self, digest: bytes) -> tuple[bytes, str]:
