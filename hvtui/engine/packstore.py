@@ -111,10 +111,14 @@ class PackStore:
             raise ChunkDamaged(digest, f"truncated (pack {pack_id[:16]} ends inside it)")
         return blob, pack_id
 
+    def _offset(self, digest: bytes) -> int:
+        """Where the chunk sits in its pack, for a message (-1: no longer indexed)."""
+        loc = self.location(digest)
+        return loc[1] if loc is not None else -1
+
     def get(self, digest: bytes, verify: bool = True) -> bytes:
         blob, pack_id = self.read_blob(digest)
-        loc = self.location(digest)
-        return self.decode(digest, blob, pack_id, loc[1] if loc else -1, verify)
+        return self.decode(digest, blob, pack_id, self._offset(digest), verify)
 
     def stored_size(self, digest: bytes) -> int:
         loc = self.location(digest)
@@ -169,7 +173,7 @@ class PackStore:
             loc = self.location(digest)
             return err.reason, 0, loc[0] if loc else None
         try:
-            self.decode(digest, blob, pack_id, self.location(digest)[1])  # type: ignore[index]
+            self.decode(digest, blob, pack_id, self._offset(digest))
         except ChunkDamaged as err:
             return err.reason, len(blob), pack_id
         return None, len(blob), None
