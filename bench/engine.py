@@ -7,6 +7,7 @@ Usage::
     python bench/engine.py --sweep 1,2,4        # hvtui alone, chunk sizes in MiB
     python bench/engine.py --tools hvtui,hvtui-v2  # repository format 1 (chunk files) vs 2 (packs)
     python bench/engine.py --tools hvtui,hvtui-v2 --points 5,20,60 --ceiling
+    python bench/engine.py --tools hvtui-v2,hvtui-v2-enc  # format 2 plain vs encrypted (AES-256-GCM, HMAC ids)
                                                 # also: listing points at 5/20/60 points per format,
                                                 # and this machine's 2-thread read+SHA-256+lz4 ceiling
 
@@ -228,6 +229,8 @@ class Result:
     correct: list[bool] = field(default_factory=list)
     # hvtui only: (bytes its incremental read, bytes the guest changed, files read whole with why)
     incr_read: list[tuple[int, int, list[str]]] = field(default_factory=list)
+    # hvtui only: seconds each run spent opening the repository (an encrypted one: the scrypt unwrap)
+    opened: list[tuple[float, float, float]] = field(default_factory=list)
     note: str = ""
 
     def med(self, runs: list[Run]) -> float:
@@ -277,7 +280,7 @@ class Hvtui(Tool):
         self.chunk_mib = chunk_mib
         self.compression = compression  # "lz4" or "zstd:<level>"
         self.tracking = tracking
-        self.version = version  # repository format: 1 chunk files, 2 packs with an index
+        self.version = version  # repository format: 1 chunk files, 2 packs with an index, "2e" encrypted packs
         self.name = name or "hvtui"
         super().__init__(work, data_dir)
 
@@ -373,6 +376,9 @@ class Borg(Tool):
 
 
 # -- the hvtui side, run in a subprocess --------------------------------------------------------
+BENCH_PASSPHRASE = "bench passphrase"
+
+
 def hvtui_subcommand(argv: list[str]) -> int:
     sys.path.insert(0, str(REPO_ROOT))
     from hvtui.engine.backup import run_backup
@@ -383,23 +389,28 @@ def hvtui_subcommand(argv: list[str]) -> int:
     if argv[0] == "backup":
         repo_path, data_dir, mode, chunk_mib, tracking, version = argv[1:7]
         codec, _, level = (argv[7] if len(argv) > 7 else "lz4").partition(":")
+        encrypt = version == "2e"  # the passphrase is unwrapped (scrypt, ~0.5 s) inside the timed run
+        started = time.perf_counter()
         repo = Repository.open(
-            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=int(version),
-            compressor=Compressor(codec, int(level or 3)),
-        )
+            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=2 if encrypt else int(version),
+            passphrase=lambda: BENCH_PASSPHRASE, encrypt=encrypt, compressor=Compressor(codec, int(level or 3)),
+        )  # fmt: skip
+        opened = time.perf_counter() - started
         host = BenchHost(Path(data_dir), tracking=tracking == "1")
         result = run_backup(repo, host, "bench-vm", mode)
-        print(json.dumps(result.to_dict()))
+        print(json.dumps({**result.to_dict(), "open_s": opened}))
         return 0
     if argv[0] == "restore":
         from hvtui.engine.parent import point_order
 
-        repo = Repository.open(Path(argv[1]), "bench")
+        started = time.perf_counter()
+        repo = Repository.open(Path(argv[1]), "bench", passphrase=lambda: BENCH_PASSPHRASE)
+        opened = time.perf_counter() - started
         # The newest point, not the last id: a full and an incremental of the same second sort
         # by their random suffix (the bench then restored the full and reported a wrong restore).
         latest = max((repo.load_point(point_id) for point_id in repo.point_ids()), key=point_order).id
         result = restore_to_directory(repo, latest, Path(argv[2]))
-        print(json.dumps(result.to_dict()))
+        print(json.dumps({**result.to_dict(), "open_s": opened}))
         return 0
     if argv[0] == "points":
         repo = Repository.open(Path(argv[1]), "bench")
@@ -596,7 +607,17 @@ def measure(
             res.sparse.append(used <= allocated(disk)[0])
             res.correct.append(isolated(_matches_changed, disk, restored, undo, run))
             res.repo_bytes.append(du(tool.repo))
+            if isinstance(tool, Hvtui):
+                res.opened.append(tuple(_open_seconds(r) for r in (res.full[-1], res.incr[-1], res.restore[-1])))  # type: ignore[arg-type]
             shutil.rmtree(out, ignore_errors=True)
+
+
+def _open_seconds(run: Run) -> float:
+    """What an hvtui run spent opening its repository (its last output line is JSON)."""
+    try:
+        return float(json.loads(run.output.strip().splitlines()[-1]).get("open_s", 0.0))
+    except (ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 def _matches_changed(disk: Path, restored: Path, undo: list[tuple[int, bytes]], run: int) -> bool:
@@ -659,6 +680,14 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
                 f"  {res.name}: incremental read {read / MiB:.1f} MiB for {changed / MiB:.1f} MiB changed in the virtual "
                 f"disk ({read / changed:.1f}x; target <= 2x plus the fixed headers, metadata and BAT)"
                 + (f"; read whole: {'; '.join(whole)}" if whole else "")
+            )
+        if res.opened and statistics.median(o[0] for o in res.opened) >= 0.05:  # an encrypted repository's unlock
+            opened = [statistics.median(o[i] for o in res.opened) for i in range(3)]
+            print(
+                f"  {res.name}: of that, opening (unlocking) the repository took {opened[0]:.2f} / {opened[1]:.2f} / "
+                f"{opened[2]:.2f} s (full / incremental / restore; once per process); without it: full "
+                f"{res.med(res.full) - opened[0]:.2f} s, incremental {res.med(res.incr) - opened[1]:.2f} s, "
+                f"restore {res.med(res.restore) - opened[2]:.2f} s"
             )
     peers = {k: v for k, v in results.items() if not k.startswith("hvtui")}
     mine = results.get("hvtui")
@@ -736,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
         "--change-write", type=int, default=1024, help="size of each changing write, KiB (default 1024)"
     )
     parser.add_argument("--workdir", type=Path, help="where data and repositories go (default: a temp dir, removed)")
-    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-zstd, format 2 with zstd)")
+    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-v2-enc, format 2 encrypted; hvtui-zstd, format 2 with zstd)")
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
     parser.add_argument("--zstd-level", type=int, default=3, help="hvtui-zstd: the zstd level (default 3)")
@@ -777,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
             if "hvtui-zstd" in wanted:
                 level = f"zstd:{args.zstd_level}"
                 tools.append(Hvtui(work, data_dir, 1, True, f"hvtui v2 zstd {args.zstd_level}", version=2, compression=level))
+            if "hvtui-v2-enc" in wanted:
+                tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 encrypted", version="2e"))  # type: ignore[arg-type]
             if "restic" in wanted:
                 if shutil.which("restic"):
                     tools.append(Restic(work, data_dir))

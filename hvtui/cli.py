@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             from hvtui.tui.app import run_console
 
             return run_console(core)
+        if sys.stdin.isatty() and sys.stderr.isatty():  # a secret (a repository passphrase) may be asked here
+            from hvtui.commands.secrets import terminal_prompter
+
+            core.secret_prompter = terminal_prompter
         # A reader that stops early (`| head`) must not change the exit code a script sees.
         with guarded_stdout():
             return int(handler(args, core))

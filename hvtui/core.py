@@ -26,7 +26,9 @@ from hvtui.secrets import resolve_secret
 if TYPE_CHECKING:
     from hvtui.actions.service import CheckpointActions
     from hvtui.audit import AuditLog
+    from hvtui.backups.keyslots import RepositoryKeys
     from hvtui.backups.migration import RepositoryMigrations
+    from hvtui.backups.repositories import RepositoryList
     from hvtui.backups.service import Backups
     from hvtui.changes.service import ChangeWindows
     from hvtui.inventory import InventoryService
@@ -193,15 +195,40 @@ class Core:
         return manager
 
     @property
+    def repositories(self) -> RepositoryList:
+        """The configured repositories, each opened (and, encrypted, unlocked) once per process."""
+        from hvtui.backups.repositories import RepositoryList
+
+        return self._service(
+            "repositories",
+            lambda: RepositoryList(
+                self.config.repositories, self.paths.default_repository, prompter=self._passphrase_prompter
+            ),
+        )
+
+    def _passphrase_prompter(self) -> Callable[[str], str] | None:
+        return self.secret_prompter  # the console's dialog, the terminal's getpass, or nobody
+
+    @property
+    def repository_keys(self) -> RepositoryKeys:
+        """Key slots of encrypted repositories (``hvtui repo key``)."""
+        from hvtui.backups.guard import SafetyGuard
+        from hvtui.backups.keyslots import RepositoryKeys
+
+        return self._service(
+            "repository_keys",
+            lambda: RepositoryKeys(self.repositories, SafetyGuard(self._hosts, self.audit, self.read_only)),
+        )
+
+    @property
     def backups(self) -> Backups:
         """The backup service (repositories, points, backup/restore/verify/prune)."""
-        from hvtui.backups.repositories import RepositoryList
         from hvtui.backups.service import Backups
 
         return self._service(
             "backups",
             lambda: Backups(
-                RepositoryList(self.config.repositories, self.paths.default_repository),
+                self.repositories,
                 self._hosts,
                 self.inventory,
                 self.audit,

@@ -76,7 +76,10 @@ def test_example_config_loads_with_the_values_it_documents(repo_root: Path, path
     assert [e.rule for e in policy.exemptions] == [None, "checkpoint-not-backup"]
     assert policy.exemptions[0].checkpoint == "Veeam*"
 
-    assert [repo.name for repo in config.repositories] == ["local", "nas"]
+    assert [repo.name for repo in config.repositories] == ["local", "nas", "vault"]
+    vault = config.repository("vault")
+    assert vault is not None and vault.passphrase == SecretSource(env="HVTUI_VAULT_PASSPHRASE")
+    assert not config.repository("nas").passphrase.configured  # type: ignore[union-attr]
     assert config.default_repository().name == "local"
     assert config.default_repository().path == Path.home() / "hvtui-backups"
     assert config.repository("nas") is not None
@@ -385,6 +388,19 @@ MISTAKES = [
         7,
         "hosts[0].password_command: only one password source may be set, found password_env and password_command",
         id="two-password-sources",
+    ),
+    pytest.param(
+        "hosts:\n  - {name: a, kind: lab}\nrepositories:\n  - name: r\n    path: /tmp/r\n    passphrase: hunter2hunter2\n",
+        6,
+        "repositories[0].passphrase: a plain-text passphrase is not accepted in the config file; use passphrase_env",
+        id="plain-passphrase",
+    ),
+    pytest.param(
+        "hosts:\n  - {name: a, kind: lab}\nrepositories:\n  - name: r\n    path: /tmp/r\n    passphrase_env: P\n"
+        "    passphrase_command: pass show r\n",
+        7,
+        "repositories[0].passphrase_command: only one passphrase source may be set, found passphrase_env and passphrase_command",
+        id="two-passphrase-sources",
     ),
     pytest.param(
         WINRM_HOST + "    transport: kerberos\n",

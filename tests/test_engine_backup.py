@@ -11,6 +11,7 @@ import pytest
 from hvtui.audit import AuditLog
 from hvtui.backups.ledger import CheckpointJournal
 from hvtui.backups.leftovers import LeftoverCheckpoints
+from hvtui.engine import keys
 from hvtui.engine.backup import run_backup
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory, restore_to_host
@@ -36,11 +37,17 @@ def host(tmp_path: Path) -> DirHost:
     return h
 
 
-@pytest.fixture(params=[1, 2], ids=["v1", "v2"])
-def repo(tmp_path: Path, request: pytest.FixtureRequest) -> Repository:
-    """Every test runs on both formats: chunk files (v1) and packs with an index (v2)."""
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version=request.param)
-    if request.param == 2:
+@pytest.fixture(params=[1, 2, "2e"], ids=["v1", "v2", "v2-encrypted"])
+def repo(tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Repository:
+    """Every test runs on both formats: chunk files (v1) and packs with an index (v2), plain
+    and encrypted."""
+    encrypt = request.param == "2e"
+    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)  # key derivation's cost is not what these tests check
+    repo = Repository.open(
+        tmp_path / "repo", create=True, chunk_size=CS, version=2 if encrypt else request.param,
+        passphrase=lambda: "correct horse", encrypt=encrypt,
+    )
+    if request.param != 1:
         repo.store.pack_size = 256 * KiB  # type: ignore[union-attr]  # several packs per backup
     return repo
 

@@ -14,6 +14,8 @@ from typing import Any
 from hvtui.backups.guard import SafetyGuard
 from hvtui.backups.points import DamagedManifest, PointInfo
 from hvtui.config import RepositoryConfig
+from hvtui.engine import keys
+from hvtui.engine.compression import Compressor
 from hvtui.engine.repository import Repository
 from hvtui.errors import ReadOnlyError, RepositoryError
 
@@ -23,11 +25,12 @@ class RepositoryInfo:
     name: str
     path: Path
     default: bool
-    state: str  # "ok", "absent" (nothing backed up there yet) or "damaged"
+    state: str  # "ok", "absent" (nothing backed up there yet), "locked" (encrypted, not opened) or "damaged"
     version: int | None = None  # the format its config.json records
     chunk_size: int | None = None
     pack_size: int | None = None  # format 2
-    encrypted: bool = False  # no format encrypts yet (issue 20, step 2)
+    encrypted: bool = False
+    key_slots: tuple[dict[str, Any], ...] = ()  # an encrypted repository's (keys.KeySlot.to_dict)
     backend: str = "local"
     compression: str | None = None  # what new chunks are written with ("lz4", "zstd level 3")
     size_bytes: int = 0
@@ -48,6 +51,7 @@ class RepositoryInfo:
             "pack_size": self.pack_size,
             "encrypted": self.encrypted,
             "compression": self.compression,
+            "key_slots": list(self.key_slots),
             "size_bytes": self.size_bytes,
             "points": self.points,
             "damaged_points": self.damaged_points,
@@ -76,11 +80,33 @@ def describe(rc: RepositoryConfig, repo: Repository, points: list[PointInfo], da
         chunk_size=repo.chunk_size,
         pack_size=repo.config.get("pack_size"),
         compression=repo.compressor.describe(),
+        encrypted=repo.encrypted,
+        key_slots=slots_of(repo.root, repo.config) if repo.encrypted else (),
         size_bytes=folder_size(repo.root),
         points=len(points),
         damaged_points=len(damaged),
         last_backup=max((p.summary.time for p in points), default=None),
     )
+
+
+def slots_of(root: Path, config: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    return tuple(slot.to_dict() for slot in keys.list_slots(root, config["id"]))
+
+
+def locked(rc: RepositoryConfig, problem: str) -> RepositoryInfo | None:
+    """An encrypted repository that could not be opened (no passphrase, a wrong one): what its
+    config.json and key files say, without its points; None when it is not encrypted."""
+    try:
+        config = Repository.read_config(rc.path)
+    except RepositoryError:
+        return None
+    if not config.get("encryption"):
+        return None
+    return RepositoryInfo(
+        name=rc.name, path=rc.path, default=rc.default, state="locked", version=config["version"],
+        chunk_size=config["chunk_size"], pack_size=config.get("pack_size"), encrypted=True,
+        key_slots=slots_of(rc.path, config), size_bytes=folder_size(rc.path), problem=problem,
+    )  # fmt: skip
 
 
 def absent(rc: RepositoryConfig) -> RepositoryInfo:
@@ -104,16 +130,21 @@ def list_infos(
                 out.append(absent(rc))
                 continue
             points, bad = points_of(repo)
-        except RepositoryError as err:  # damaged: said, not raised, so the others are listed
-            out.append(damaged(rc, str(err)))
+        except RepositoryError as err:  # damaged or locked: said, not raised, so the others are listed
+            out.append(locked(rc, str(err)) or damaged(rc, str(err)))
             continue
         out.append(describe(rc, repo, points, bad))
     return out
 
 
-def init(rc: RepositoryConfig, guard: SafetyGuard, version: int, pack_size_mib: int) -> None:
-    """Create the repository ``rc`` names, in format ``version``; refused read-only, audit-logged."""
-    args = {"repository": rc.name, "path": str(rc.path), "format": version, "pack_size_mib": pack_size_mib}
+def init(
+    rc: RepositoryConfig, guard: SafetyGuard, version: int, pack_size_mib: int, passphrase: str | None = None
+) -> Repository:
+    """Create the repository ``rc`` names, in format ``version`` (``passphrase``: encrypted,
+    format 2); refused read-only, audit-logged (never the passphrase)."""
+    encrypted = passphrase is not None
+    version = 2 if encrypted else version
+    args = {"repository": rc.name, "path": str(rc.path), "format": version, "pack_size_mib": pack_size_mib, "encrypted": encrypted}
     target = f"repository:{rc.name}"
     reason = guard.read_only_reason()
     if reason is not None:
@@ -126,8 +157,13 @@ def init(rc: RepositoryConfig, guard: SafetyGuard, version: int, pack_size_mib: 
                 f"repository {rc.name!r} at {rc.path} already exists (format {existing.get('version')}); nothing changed"
             )
         Repository.check_missing(rc.path)  # points or chunks without a config: repair it, do not re-create it
-        Repository.open(rc.path, name=rc.name, create=True, version=version, pack_size=pack_size_mib * 1024 * 1024)
+        repo = Repository.open(
+            rc.path, name=rc.name, create=True, version=version, pack_size=pack_size_mib * 1024 * 1024,
+            passphrase=(lambda: passphrase) if passphrase is not None else None, encrypt=encrypted,
+            compressor=Compressor(rc.compression, rc.zstd_level),
+        )  # fmt: skip
     except RepositoryError as err:
         guard.audit_record("repo.init", target, None, args, "failed", str(err))
         raise
     guard.audit_record("repo.init", target, None, args, "ok", None)
+    return repo

@@ -1,27 +1,50 @@
 """Which repositories the backup service uses: the configured ones, or a ``default``
-repository under the user data directory when none is configured."""
+repository under the user data directory when none is configured.
+
+An encrypted repository is unlocked once per process, with the passphrase its config entry
+points at (``passphrase_env``/``passphrase_command``/``passphrase_prompt``) or, with none
+configured, asked through the prompter (a terminal's getpass, the console's dialog).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from hvtui.config import RepositoryConfig
+from hvtui.config import RepositoryConfig, SecretSource
+from hvtui.engine import keys
 from hvtui.engine.compression import Compressor
 from hvtui.engine.repository import Repository
-from hvtui.errors import ConfigError, RepositoryError
+from hvtui.errors import Cancelled, ConfigError, RepositoryError
+from hvtui.secrets import Prompter, SecretError, resolve_secret
 
 log = logging.getLogger(__name__)
+
+
+class PassphraseUnavailable(RepositoryError):
+    """An encrypted repository's passphrase could not be obtained (no source, nobody to ask,
+    a failing source)."""
 
 
 class RepositoryList:
     """The repositories by name, each opened once (the ``Repository`` objects are cached)."""
 
-    def __init__(self, configured: Sequence[RepositoryConfig], default_path: Path) -> None:
+    def __init__(
+        self,
+        configured: Sequence[RepositoryConfig],
+        default_path: Path,
+        prompter: Callable[[], Prompter | None] = lambda: None,
+    ) -> None:
         """``configured``: the config's repositories; ``default_path``: where the ``default``
-        repository lives when the config names none."""
+        repository lives when the config names none; ``prompter()``: who asks the user for a
+        passphrase now (None: nobody can be asked)."""
+        self._prompter = prompter
+        # Why an encrypted repository could not be unlocked (a wrong passphrase, a cancelled
+        # or impossible prompt): said again without asking again, so that the console's checks
+        # of many VMs do not each run scrypt or open a dialog.  Until hvtui restarts.
+        self._unlock_failed: dict[str, str] = {}
         self._configured = tuple(configured)
         self._default_path = default_path
         self._repos: dict[str, Repository] = {}
@@ -56,16 +79,50 @@ class RepositoryList:
             if not create and not Repository.exists(rc.path):
                 Repository.check_missing(rc.path)  # points or chunks without a config: damaged, not absent
                 return None
-            repo = Repository.open(
-                rc.path,
-                name=rc.name,
-                create=create,
-                version=rc.format,
-                pack_size=rc.pack_size_mib * 1024 * 1024,
-                compressor=Compressor(rc.compression, rc.zstd_level),
-            )
+            failed = self._unlock_failed.get(rc.name)
+            if failed is not None:
+                raise RepositoryError(f"{failed} (not asked again until hvtui restarts)")
+            try:
+                repo = Repository.open(
+                    rc.path,
+                    name=rc.name,
+                    create=create,
+                    version=rc.format,
+                    pack_size=rc.pack_size_mib * 1024 * 1024,
+                    passphrase=self.passphrase(rc),
+                    encrypt=rc.passphrase.configured,
+                    compressor=Compressor(rc.compression, rc.zstd_level),
+                )
+            except (keys.WrongPassphrase, PassphraseUnavailable, Cancelled) as err:
+                self._unlock_failed[rc.name] = str(err) if not isinstance(err, Cancelled) else (
+                    f"the passphrase of repository {rc.name} was not given ({err})"
+                )
+                raise
             self._repos[rc.name] = repo
             return repo
+
+    def passphrase(self, rc: RepositoryConfig) -> Callable[[], str]:
+        """Asks for ``rc``'s passphrase when an encrypted repository is opened (only then)."""
+
+        def ask() -> str:
+            source = rc.passphrase if rc.passphrase.configured else SecretSource(prompt=True)
+            prompter = self._prompter()
+            if not rc.passphrase.configured and prompter is None:
+                raise PassphraseUnavailable(
+                    f"repository {rc.name} at {rc.path} is encrypted and there is nobody to ask for its passphrase: "
+                    "set passphrase_env or passphrase_command in its config entry (or run on a terminal)"
+                )
+            try:
+                return resolve_secret(source, f"passphrase of repository {rc.name}", prompter)
+            except SecretError as err:  # a repository error: listings name it beside the others
+                raise PassphraseUnavailable(str(err)) from None
+
+        return ask
+
+    def adopt(self, name: str, repo: Repository) -> None:
+        """A repository this process just created (and unlocked): used without asking again."""
+        with self._lock:
+            self._repos[name] = repo
 
     def forget(self, name: str) -> None:
         """Drop the cached object (its config was rebuilt): the next use reads it afresh."""

@@ -477,13 +477,14 @@ class Backups:
         return catalog.list_infos(configs, self.open_repository, self._points.points_of)
 
     def init_repository(
-        self, repository: str | None = None, version: int | None = None, pack_size_mib: int | None = None
+        self, repository: str | None = None, version: int | None = None, pack_size_mib: int | None = None,
+        passphrase: str | None = None,
     ) -> RepositoryInfo:
-        """Create the configured repository in format ``version`` (default: its config's);
-        refused read-only, audit-logged; an existing one is an error (``catalog.init``)."""
+        """Create the configured repository in format ``version`` (default: its config's), encrypted
+        with ``passphrase`` if given; refused read-only, audit-logged; an existing one is an error."""
         rc = self.repository_config(repository)
-        catalog.init(rc, self._guard, version or rc.format, pack_size_mib or rc.pack_size_mib)
-        self._repositories.forget(rc.name)
+        repo = catalog.init(rc, self._guard, version or rc.format, pack_size_mib or rc.pack_size_mib, passphrase)
+        self._repositories.adopt(rc.name, repo)
         return self.repository_infos(rc.name)[0]
 
     def plan_repository_repair(self, repository: str | None = None) -> ConfigRepairPlan:

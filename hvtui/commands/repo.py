@@ -1,10 +1,13 @@
-"""`hvtui repo init|list|info|migrate`: create a configured repository, say what each one is,
-convert a format-1 one to format 2.
+"""`hvtui repo init|list|info|migrate|key`: create a configured repository, say what each one is,
+convert a format-1 one to format 2, manage the key slots of an encrypted one.
 
 ``init`` creates the repository a ``repositories:`` entry names, in the format asked for
-(``--format``, default the entry's ``format``): a change, so it is refused read-only and
-audit-logged; an existing repository is never touched.  ``list`` and ``info`` only read.
+(``--format``, default the entry's ``format``; ``--encrypt``, or a passphrase source in the
+entry: encrypted, format 2): a change, so it is refused read-only and audit-logged; an
+existing repository is never touched.  ``list`` and ``info`` only read.
 ``migrate`` asks first (the plan says what happens), is refused read-only and audit-logged.
+``key list|add|remove`` (backups/keyslots.py): add and remove are refused read-only and
+audit-logged; remove asks.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import TYPE_CHECKING
 import humanize
 
 from hvtui.commands import confirm, show
-from hvtui.commands.output import EXIT_OK, emit_json, fail, reported
+from hvtui.commands.output import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, emit_json, fail, reported
 from hvtui.commands.progress import ProgressLine
-from hvtui.errors import EXIT_REFUSED, RefusedError
+from hvtui.commands.secrets import new_passphrase
+from hvtui.errors import RefusedError
 
 if TYPE_CHECKING:
     from hvtui.backups.catalog import RepositoryInfo
@@ -55,7 +59,14 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         help="1: one file per chunk; 2: pack files with an index and a point index (default: the config's, else 1)",
     )
     init.add_argument("--pack-size", type=_pack_size, metavar="MIB", help="format 2: target pack size, 16-128 MiB")
+    init.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt it (format 2): the passphrase comes from the entry's passphrase_env/passphrase_command, "
+        "else it is asked twice on the terminal (an entry with a passphrase source is always encrypted)",
+    )
     init.set_defaults(handler=run_init)
+    _register_keys(actions, parents, output)
 
     listing = actions.add_parser("list", parents=[*parents, output], help="every configured repository")
     listing.set_defaults(handler=run_list)
@@ -75,11 +86,48 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     migrate.set_defaults(handler=run_migrate)
 
 
+def _register_keys(
+    actions: argparse._SubParsersAction, parents: list[argparse.ArgumentParser], output: argparse.ArgumentParser
+) -> None:
+    key = actions.add_parser("key", parents=parents, help="key slots of an encrypted repository")
+    key_actions = key.add_subparsers(dest="key_action", metavar="KEY_ACTION", required=True)
+    name = argparse.ArgumentParser(add_help=False)
+    name.add_argument("name", metavar="NAME", help="repository name from the config")
+    listing = key_actions.add_parser("list", parents=[*parents, output, name], help="the key slots (no passphrase needed)")
+    listing.set_defaults(handler=run_key_list)
+    add = key_actions.add_parser(
+        "add", parents=[*parents, output, name], help="add a passphrase (a new key slot); the data is not re-encrypted"
+    )
+    add.add_argument(
+        "--new-passphrase-env", metavar="VAR", help="take the new passphrase from this environment variable (else asked twice)"
+    )
+    add.set_defaults(handler=run_key_add)
+    remove = key_actions.add_parser("remove", parents=[*parents, output, name], help="remove a key slot (not the last)")
+    remove.add_argument("slot", metavar="SLOT", help="the slot id `repo key list` shows")
+    remove.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    remove.set_defaults(handler=run_key_remove)
+
+
+def _slot_line(slot: dict) -> str:
+    if slot.get("problem"):
+        return f"  key slot {slot['slot']}: DAMAGED: {slot['problem']}"
+    kdf = slot["kdf"]
+    return f"  key slot {slot['slot']}: created {slot['created']}, {kdf['name']} N=2^{kdf['n'].bit_length() - 1} r={kdf['r']} p={kdf['p']}"
+
+
 def _describe(info: RepositoryInfo) -> list[str]:
     if info.state == "absent":
         return [f"{info.name}: {info.path} (nothing backed up there yet)"]
     if info.state == "damaged":
         return [f"{info.name}: {info.path}: DAMAGED: {info.problem}"]
+    slots = [_slot_line(s) for s in info.key_slots]
+    encryption = f"encrypted (AES-256-GCM), {len(slots)} key slot{'' if len(slots) == 1 else 's'}"
+    if info.state == "locked":
+        return [
+            f"{info.name}{' (default)' if info.default else ''}: {info.path}",
+            f"  backend {info.backend}, format {info.version}, {encryption}; LOCKED: {info.problem}",
+            *slots,
+        ]
     packs = f", packs of {info.pack_size // 2**20} MiB" if info.pack_size else ""
     if info.version == 1:
         packs = f" (`hvtui repo migrate {info.name}` converts it to format 2)"
@@ -88,15 +136,25 @@ def _describe(info: RepositoryInfo) -> list[str]:
     return [
         f"{info.name}{' (default)' if info.default else ''}: {info.path}",
         f"  backend {info.backend}, format {info.version}{packs}, chunks of {(info.chunk_size or 0) // 1024} KiB, "
-        f"{info.compression}, {'encrypted' if info.encrypted else 'not encrypted'}",
+        f"{info.compression}, {encryption if info.encrypted else 'not encrypted'}",
         f"  {humanize.naturalsize(info.size_bytes, binary=True)} on disk, {info.points} restore point{'' if info.points == 1 else 's'}{damaged}, "
         f"last backup {last}",
+        *slots,
     ]
 
 
 @reported
 def run_init(args: argparse.Namespace, core: Core) -> int:
-    info = core.backups.init_repository(args.name, args.format, args.pack_size)
+    rc = core.backups.repository_config(args.name)
+    passphrase = None
+    if (args.encrypt or rc.passphrase.configured) and core.backups.read_only_reason() is None:
+        if args.format == 1:
+            return fail(args, "an encrypted repository is format 2: drop --format 1", EXIT_USAGE)
+        if rc.passphrase.env or rc.passphrase.command:
+            passphrase = core.repositories.passphrase(rc)()
+        else:
+            passphrase = new_passphrase(f"new passphrase for repository {rc.name}")
+    info = core.backups.init_repository(rc.name, args.format, args.pack_size, passphrase)
     if args.json:
         emit_json({"ok": True, **info.to_dict()})
     else:
@@ -173,4 +231,56 @@ def run_migrate(args: argparse.Namespace, core: Core) -> int:
             f"  {len(result.damaged)} chunk file(s) failed their check and were not copied (kept as .bad files); "
             "run `hvtui verify` to see which restore points they break"
         )
+    return EXIT_OK
+
+
+@reported
+def run_key_list(args: argparse.Namespace, core: Core) -> int:
+    rc, slots = core.repository_keys.slots(args.name)
+    if args.json:
+        emit_json({"ok": True, "repository": rc.name, "key_slots": [s.to_dict() for s in slots]})
+    else:
+        show(f"{rc.name}: {len(slots)} key slot{'' if len(slots) == 1 else 's'}")
+        for slot in slots:
+            show(_slot_line(slot.to_dict()))
+    return EXIT_OK
+
+
+@reported
+def run_key_add(args: argparse.Namespace, core: Core) -> int:
+    rc, _slots = core.repository_keys.slots(args.name)
+    reason = core.backups.read_only_reason()
+    passphrase = "" if reason else new_passphrase(f"new passphrase for repository {rc.name}", args.new_passphrase_env)
+    slot = core.repository_keys.add(rc.name, passphrase)
+    if args.json:
+        emit_json({"ok": True, "repository": rc.name, "slot": slot})
+    else:
+        show(f"Added key slot {slot} to repository {rc.name!r}: the new passphrase opens it too.")
+    return EXIT_OK
+
+
+@reported
+def run_key_remove(args: argparse.Namespace, core: Core) -> int:
+    rc, slots = core.repository_keys.slots(args.name)
+    others = [s for s in slots if s.slot != args.slot and not s.problem]
+    if core.backups.read_only_reason() is None and any(s.slot == args.slot for s in slots) and others:
+        question = (
+            f"Remove key slot {args.slot} of repository {rc.name!r}? The passphrase it holds will no longer open "
+            f"the repository; {len(others)} other key slot{'' if len(others) == 1 else 's'} remain{'s' if len(others) == 1 else ''}. "
+            "The data is not touched."
+        )
+        audit_args = {"repository": rc.name, "slot": args.slot}
+        try:
+            agreed = confirm(question, args.yes)
+        except RefusedError as err:
+            core.audit.record("repo.key.remove", f"repository:{rc.name}", None, audit_args, "refused", 0.0, str(err))
+            return fail(args, str(err), EXIT_REFUSED)
+        if not agreed:
+            core.audit.record("repo.key.remove", f"repository:{rc.name}", None, audit_args, "declined", 0.0, "not confirmed")
+            return fail(args, "not confirmed: nothing changed", EXIT_REFUSED)
+    core.repository_keys.remove(rc.name, args.slot)  # refuses read-only, an unknown slot and the last one
+    if args.json:
+        emit_json({"ok": True, "repository": rc.name, "removed": args.slot})
+    else:
+        show(f"Removed key slot {args.slot} of repository {rc.name!r}.")
     return EXIT_OK

@@ -30,6 +30,7 @@ from hvtui.config.settings import (
     NotificationConfig,
     RepositoryConfig,
     Retention,
+    SecretSource,
     UIConfig,
     builtin_repository,
 )
@@ -196,6 +197,7 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
                 pack_size_mib=item.model.pack_size_mib if isinstance(item.model.pack_size_mib, int) else 32,
                 compression=item.model.compression if isinstance(item.model.compression, str) else "lz4",
                 zstd_level=item.model.zstd_level if isinstance(item.model.zstd_level, int) else 3,
+                passphrase=_passphrase_source(doc, item),
             )
         )
     if not section.items:
@@ -208,6 +210,21 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
         elif repositories:
             repositories[0] = replace(repositories[0], default=True)
     return tuple(repositories)
+
+
+def _passphrase_source(doc: Document, item: Read) -> SecretSource:
+    """Where an encrypted repository's passphrase comes from: at most one source."""
+    model = item.model
+    given = [key for key in ("passphrase_env", "passphrase_command") if key in item.keys]
+    if model.passphrase_prompt is True:
+        given.append("passphrase_prompt")
+    if len(given) > 1:
+        doc.report(item.where(given[1]), f"only one passphrase source may be set, found {' and '.join(given)}")
+    return SecretSource(
+        env=model.passphrase_env if isinstance(model.passphrase_env, str) else None,
+        command=model.passphrase_command if isinstance(model.passphrase_command, str) else None,
+        prompt=model.passphrase_prompt is True,
+    )
 
 
 def _retention(doc: Document, entry: Read) -> Retention:

@@ -129,6 +129,10 @@ REFUSED_KEYS: dict[type, dict[str, str]] = {
     WinRMHostModel: {"password": PLAIN_PASSWORD_MESSAGE},
     EmailModel: {"password": PLAIN_PASSWORD_MESSAGE},
 }
+PLAIN_PASSPHRASE_MESSAGE = (
+    "a plain-text passphrase is not accepted in the config file; use passphrase_env (an environment "
+    "variable's name), passphrase_command (a command that prints it) or passphrase_prompt: true"
+)
 HostItem = Annotated[
     Union[LabHostModel, WinRMHostModel],  # noqa: UP007
     described("A host.", what="a host (a mapping with name:, kind: and its settings)", missing_tag="lab or winrm", tag_what="a host kind"),
@@ -241,6 +245,16 @@ class RepositoryModel(Model, kw_only=True):
     pack_size_mib: integer(16, 128, "Format 2: target size of a pack file in MiB (default 32).") | UnsetType = UNSET
     compression: choice(("lz4", "zstd"), "a compression", "How new chunks are compressed: lz4 (default, fastest) or zstd (smaller).") | UnsetType = UNSET
     zstd_level: integer(1, 19, "zstd level when compression is zstd (default 3).") | UnsetType = UNSET
+    passphrase_env: Annotated[
+        str,
+        Meta(pattern=ENV_NAME_PATTERN),
+        described("The environment variable holding the passphrase of an encrypted repository.", kind="envname", what="an environment variable name"),
+    ] | UnsetType = UNSET
+    passphrase_command: text("a command line", "A command printing the passphrase on its first line.", kind="command") | UnsetType = UNSET
+    passphrase_prompt: boolean("Ask for the passphrase when the repository is opened.") | UnsetType = UNSET
+
+
+REFUSED_KEYS[RepositoryModel] = {"passphrase": PLAIN_PASSPHRASE_MESSAGE}
 
 
 class JobsModel(Model):

@@ -142,6 +142,8 @@ class RepositoryConfig:
     pack_size_mib: int = 32  # format 2 only
     compression: str = "lz4"  # what new chunks are written with: lz4 or zstd (every codec is read)
     zstd_level: int = 3
+    # An encrypted repository's passphrase; set: a repository created here is encrypted (format 2)
+    passphrase: SecretSource = field(default_factory=SecretSource)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ from hvtui.files import fsync_dir
 
 SUBDIRS = ("chunks", "points", "verified", "locks", "tmp")
 PACK_SUBDIRS = ("packs", "index")  # format 2 only (packfile.py, packindex.py)
+KEYS_SUBDIR = "keys"  # an encrypted repository's key slots (keys.py)
+_KEY_FILE = re.compile(r"[0-9a-f]{16}\.json")
 IGNORED = frozenset({"lost+found"})  # a filesystem's own folder at the top of a mounted disk
 LOCK_FILE = "repo.lock"
 
@@ -158,7 +160,7 @@ def inspect_folder(root: Path) -> FolderState:
     manifests, chunks = count_data(root)
     if manifests or chunks:
         return FolderState("damaged", manifests, chunks)
-    known = set(SUBDIRS + PACK_SUBDIRS)
+    known = {*SUBDIRS, *PACK_SUBDIRS, KEYS_SUBDIR}
     if not set(names) <= known:
         return FolderState("foreign", detail=", ".join(sorted(set(names) - known)))
     for sub in names:
@@ -170,6 +172,8 @@ def inspect_folder(root: Path) -> FolderState:
             allowed = all(is_config_tmp_name(n) for n in inside)
         elif sub == "locks":
             allowed = all(n == LOCK_FILE for n in inside)
+        elif sub == KEYS_SUBDIR:  # the first key slot is written before config.json
+            allowed = all(_KEY_FILE.fullmatch(n) for n in inside)
         else:
             allowed = not inside
         if not allowed:

@@ -12,6 +12,11 @@ A pack is written whole under ``tmp/``, fsynced, then renamed to ``packs/<2 hex>
 (a random id): like a format-1 chunk object, a final name means a complete, durable pack.
 The trailer makes every pack self-describing, so a lost or damaged index is rebuilt from
 the packs alone (restic's pack header, kept at the end so a pack is written in one pass).
+
+In an encrypted repository each blob is the sealed chunk object (crypto.py: nonce,
+ciphertext, tag; its chunk id as associated data) and the trailer entries are sealed too
+(``pack-trailer:<pack id>`` as associated data, so a renamed pack is detected); the
+footer's checksum then covers the sealed trailer.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hvtui.engine.crypto import OVERHEAD, NotAuthentic, RepositoryCipher
 from hvtui.engine.store import HEADER, disk_error
 from hvtui.files import write_all
 
@@ -61,12 +67,18 @@ def is_pack_id(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
-def encode_trailer(entries: list[BlobEntry]) -> bytes:
+def _trailer_aad(pack_id: str) -> bytes:
+    return f"pack-trailer:{pack_id}".encode()
+
+
+def encode_trailer(entries: list[BlobEntry], cipher: RepositoryCipher | None = None, pack_id: str = "") -> bytes:
     body = b"".join(ENTRY.pack(e.digest, e.offset, e.length) for e in entries)
+    if cipher is not None:
+        body = cipher.seal(body, _trailer_aad(pack_id))
     return body + FOOTER.pack(len(entries), hashlib.sha256(body).digest(), PACK_MAGIC)
 
 
-def read_trailer(path: Path, pack_id: str) -> list[BlobEntry]:
+def read_trailer(path: Path, pack_id: str, cipher: RepositoryCipher | None = None) -> list[BlobEntry]:
     """The blobs a pack lists, checked against the pack's size; ``PackDamaged`` otherwise."""
     try:
         with open(path, "rb", buffering=0) as fh:
@@ -77,7 +89,7 @@ def read_trailer(path: Path, pack_id: str) -> list[BlobEntry]:
             count, checksum, magic = FOOTER.unpack(footer)
             if magic != PACK_MAGIC:
                 raise PackDamaged(pack_id, "no pack footer (truncated or not a pack)")
-            body_len = count * ENTRY.size
+            body_len = count * ENTRY.size + (OVERHEAD if cipher is not None else 0)
             if count > MAX_ENTRIES or body_len + FOOTER.size > size:
                 raise PackDamaged(pack_id, f"its trailer claims {count} blobs, more than the file holds")
             body = os.pread(fh.fileno(), body_len, size - FOOTER.size - body_len)
@@ -88,6 +100,11 @@ def read_trailer(path: Path, pack_id: str) -> list[BlobEntry]:
     if hashlib.sha256(body).digest() != checksum:
         raise PackDamaged(pack_id, "its trailer does not match its checksum (corrupt)")
     data_end = size - FOOTER.size - body_len
+    if cipher is not None:
+        try:
+            body = cipher.open(body, _trailer_aad(pack_id))
+        except NotAuthentic as err:
+            raise PackDamaged(pack_id, f"its trailer {err}") from None
     entries = []
     for digest, offset, length in ENTRY.iter_unpack(body):
         if length < HEADER.size or offset + length > data_end:
@@ -102,6 +119,7 @@ class PackWriter:
 
     tmp_dir: Path
     owner: str
+    cipher: RepositoryCipher | None = None
     pack_id: str = field(default_factory=new_pack_id)
     entries: list[BlobEntry] = field(default_factory=list)
     size: int = 0
@@ -134,7 +152,7 @@ class PackWriter:
     def finish(self, final: Path, fsync: bool = True) -> int:
         """Append the trailer, make the pack durable, give it its final name; its size."""
         fd = self._open()
-        trailer = encode_trailer(self.entries)
+        trailer = encode_trailer(self.entries, self.cipher, self.pack_id)
         try:
             write_all(fd, trailer)
             if fsync:

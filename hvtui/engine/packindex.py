@@ -30,6 +30,7 @@ from typing import Any
 
 import platformdirs
 
+from hvtui.engine.crypto import RepositoryCipher
 from hvtui.engine.packfile import BlobEntry, PackDamaged, is_pack_id, read_trailer
 from hvtui.files import atomic_write, fsync_dir
 
@@ -135,8 +136,13 @@ class IndexState:
 class PackIndex:
     """Loads, caches and extends a repository's index (thread-safe)."""
 
-    def __init__(self, root: Path, repo_id: str, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, repo_id: str, cache_dir: Path | None = None, cipher: RepositoryCipher | None = None
+    ) -> None:
+        """``cipher``: an encrypted repository's: index files are sealed (their path as associated
+        data) and pack trailers too.  The local cache holds only keyed chunk ids and pack ids."""
         self.root = root
+        self.cipher = cipher
         self.index_dir = root / "index"
         self.packs_dir = root / "packs"
         self.tmp_dir = root / "tmp"
@@ -187,7 +193,7 @@ class PackIndex:
                     self._forget_pack(state, pid)
             for pid in sorted(on_disk - set(state.packs) - set(state.damaged_packs)):
                 try:
-                    entries = read_trailer(self.pack_path(pid), pid)
+                    entries = read_trailer(self.pack_path(pid), pid, self.cipher)
                 except FileNotFoundError:
                     continue
                 except PackDamaged as err:
@@ -221,8 +227,10 @@ class PackIndex:
             docs: dict[str, tuple[dict[str, list[BlobEntry]], list[tuple[bytes, str]]]] = {}
             for name in names:
                 try:
-                    doc = json.loads((self.index_dir / name).read_bytes())
-                    p, d, s = decode_index(doc)
+                    raw = (self.index_dir / name).read_bytes()
+                    if self.cipher is not None:
+                        raw = self.cipher.open_object(raw, f"index/{name}")
+                    p, d, s = decode_index(json.loads(raw))
                 except FileNotFoundError:
                     continue
                 except (OSError, ValueError) as err:
@@ -308,7 +316,10 @@ class PackIndex:
     ) -> str:
         name = f"{secrets.token_hex(32)}.json"
         self.index_dir.mkdir(mode=0o700, exist_ok=True)
-        atomic_write(self.index_dir / name, _compact(encode_index(packs, dropped, supersedes)), tmp_dir=self.tmp_dir)
+        data = _compact(encode_index(packs, dropped, supersedes))
+        if self.cipher is not None:
+            data = self.cipher.seal_object(data, f"index/{name}")
+        atomic_write(self.index_dir / name, data, tmp_dir=self.tmp_dir)
         fsync_dir(self.index_dir)
         with self.lock:
             if self.state is not None:

@@ -3,6 +3,9 @@
 It answers the same questions as format 1's ``ChunkStore`` (has, get, a sink for the backup
 pipeline, what to make durable before a manifest), so backup, restore, verify and prune
 work on either format.  See packfile.py (the files) and packindex.py (the index).
+In an encrypted repository (``cipher``) chunk ids are keyed and every blob is sealed with
+its chunk id as associated data: a blob that does not authenticate is damaged, named by
+its pack and offset, and never decoded.
 """
 
 from __future__ import annotations
@@ -13,9 +16,19 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from hvtui.engine.crypto import OVERHEAD, NotAuthentic, RepositoryCipher
 from hvtui.engine.packfile import DEFAULT_PACK_SIZE, PackDamaged, PackWriter, read_trailer
 from hvtui.engine.packindex import PackIndex
-from hvtui.engine.store import HEADER, MAGIC, ChunkDamaged, ChunkMissing, ChunkQuarantined, decode_chunk, disk_error
+from hvtui.engine.store import (
+    HEADER,
+    MAGIC,
+    ChunkDamaged,
+    ChunkMissing,
+    ChunkQuarantined,
+    chunk_id,
+    decode_chunk,
+    disk_error,
+)
 from hvtui.files import fsync_dir
 
 # A pack whose referenced chunks fill less than this share of it is rewritten by prune
@@ -26,12 +39,20 @@ REPACK_BELOW = 0.5
 class PackStore:
     """``packs/`` and ``index/`` of a repository; thread-safe."""
 
-    def __init__(self, root: Path, repo_id: str, pack_size: int = DEFAULT_PACK_SIZE, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        repo_id: str,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        cache_dir: Path | None = None,
+        cipher: RepositoryCipher | None = None,
+    ) -> None:
         self.root = root
+        self.cipher = cipher
         self.tmp_dir = root / "tmp"
         self.packs_dir = root / "packs"
         self.pack_size = pack_size
-        self.index = PackIndex(root, repo_id, cache_dir)
+        self.index = PackIndex(root, repo_id, cache_dir, cipher)
         self._touched: set[str] = set()
         self._touched_lock = threading.Lock()
 
@@ -52,6 +73,26 @@ class PackStore:
     def pack_path(self, pack_id: str) -> Path:
         return self.index.pack_path(pack_id)
 
+    def chunk_id(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The id a chunk gets here: HMAC-SHA256 under the id key when encrypted, else SHA-256."""
+        return self.cipher.chunk_id(data) if self.cipher is not None else chunk_id(data)
+
+    def decode(self, digest: bytes, blob: bytes, pack_id: str, offset: int, verify: bool = True) -> bytes:
+        """The chunk's data from its blob as stored: opened (encrypted), decompressed, re-hashed."""
+        if self.cipher is None:
+            return decode_chunk(digest, blob, verify)
+        try:
+            plain = self.cipher.open_reused(blob, digest)
+        except NotAuthentic as err:
+            raise ChunkDamaged(digest, f"{err} (pack {pack_id[:16]}, offset {offset})") from None
+        return decode_chunk(digest, plain, verify, self.cipher.chunk_id)  # type: ignore[arg-type]  # a view: read at once
+
+    def seal(self, digest: bytes, header: bytes, payload: bytes | bytearray | memoryview) -> tuple[bytes, bytes | bytearray | memoryview]:
+        """A chunk object as written into a pack: (header, payload), or (sealed object, b"")."""
+        if self.cipher is None:
+            return header, payload
+        return self.cipher.seal_parts(header, payload, digest), b""
+
     # -- reading -----------------------------------------------------------------
     def read_blob(self, digest: bytes) -> tuple[bytes, str]:
         """The chunk object's bytes and the pack they came from."""
@@ -70,8 +111,14 @@ class PackStore:
             raise ChunkDamaged(digest, f"truncated (pack {pack_id[:16]} ends inside it)")
         return blob, pack_id
 
+    def _offset(self, digest: bytes) -> int:
+        """Where the chunk sits in its pack, for a message (-1: no longer indexed)."""
+        loc = self.location(digest)
+        return loc[1] if loc is not None else -1
+
     def get(self, digest: bytes, verify: bool = True) -> bytes:
-        return decode_chunk(digest, self.read_blob(digest)[0], verify)
+        blob, pack_id = self.read_blob(digest)
+        return self.decode(digest, blob, pack_id, self._offset(digest), verify)
 
     def stored_size(self, digest: bytes) -> int:
         loc = self.location(digest)
@@ -107,6 +154,8 @@ class PackStore:
             return f"unreadable ({err.strerror})"
         if len(header) < HEADER.size:
             return f"truncated (pack {pack_id[:16]} ends inside it)"
+        if self.cipher is not None:  # sealed: the header is ciphertext; its size is what can be checked
+            return None if length >= HEADER.size + OVERHEAD else f"too short to be a sealed chunk object ({length} bytes)"
         magic, _codec, _raw, pay_len = HEADER.unpack(header)
         if magic != MAGIC:
             return "bad header (not a chunk object)"
@@ -124,7 +173,7 @@ class PackStore:
             loc = self.location(digest)
             return err.reason, 0, loc[0] if loc else None
         try:
-            decode_chunk(digest, blob)
+            self.decode(digest, blob, pack_id, self._offset(digest))
         except ChunkDamaged as err:
             return err.reason, len(blob), pack_id
         return None, len(blob), None
@@ -148,7 +197,7 @@ class PackStore:
         problems = dict(state.damaged_packs)
         for pack_id, entries in sorted(state.packs.items()):
             try:
-                trailer = read_trailer(self.pack_path(pack_id), pack_id)
+                trailer = read_trailer(self.pack_path(pack_id), pack_id, self.cipher)
             except FileNotFoundError:
                 problems[pack_id] = "missing"
                 continue
@@ -266,12 +315,12 @@ class PackStore:
                         continue
                     try:
                         blob = self._read_at(pack_id, entry.offset, entry.length)
-                        decode_chunk(entry.digest, blob)
+                        self.decode(entry.digest, blob, pack_id, entry.offset)
                     except (OSError, ChunkDamaged):
                         intact = False  # keep the pack: it is the only copy, and evidence
                         continue
                     if writer is None:
-                        writer = PackWriter(self.tmp_dir, owner)
+                        writer = PackWriter(self.tmp_dir, owner, self.cipher)
                     writer.add(entry.digest, blob[: HEADER.size], memoryview(blob)[HEADER.size :])
                     copied.add(entry.digest)
                     if writer.size >= self.pack_size:
@@ -318,9 +367,9 @@ class PackSink:
         if self.store.has(digest):
             return 0
         if self.current is None:
-            self.current = PackWriter(self.store.tmp_dir, self.owner)
+            self.current = PackWriter(self.store.tmp_dir, self.owner, self.store.cipher)
         header = HEADER.pack(MAGIC, codec, raw_len, len(payload))
-        return self.current.add(digest, header, payload)
+        return self.current.add(digest, *self.store.seal(digest, header, payload))
 
     def take(self, force: bool = False) -> _Batch | None:
         current = self.current

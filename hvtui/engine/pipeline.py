@@ -13,7 +13,6 @@ batches.  Memory is the buffer pool plus the bounded queues, whatever the disk s
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import threading
@@ -201,7 +200,7 @@ class ChunkPipeline:
                     self.meter.add(done=length)
                     continue
                 view = memoryview(buf)[:length]
-                digest = hashlib.sha256(view).digest()
+                digest = self.store.chunk_id(view)  # keyed in an encrypted repository
                 chunks[idx] = digest
                 with self.pending_lock:
                     known = digest in self.pending

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hvtui.engine.crypto import RepositoryCipher
 from hvtui.engine.manifest import POINT_ID_RE, Manifest, ManifestError
 from hvtui.files import atomic_write
 
@@ -98,15 +99,18 @@ def _digest(doc: dict[str, Any]) -> str:
 class PointIndexFile:
     """Reads and keeps ``index/points.json`` up to date for one repository object."""
 
-    def __init__(self, index_dir: Path, tmp_dir: Path) -> None:
+    def __init__(self, index_dir: Path, tmp_dir: Path, cipher: RepositoryCipher | None = None) -> None:
+        """``cipher``: an encrypted repository's, which seals the index as ``index/points.json``."""
         self.path = index_dir / NAME
         self.tmp_dir = tmp_dir
+        self.cipher = cipher
         self._lock = threading.Lock()
 
     def read(self) -> tuple[dict[str, PointSummary], dict[str, tuple[int, int]]] | None:
         """The index's points, or None when it is missing or damaged (then rebuilt)."""
         try:
-            doc = json.loads(self.path.read_bytes())
+            raw = self.path.read_bytes()
+            doc = json.loads(self.cipher.open_object(raw, f"index/{NAME}") if self.cipher is not None else raw)
             if doc.get("format") != FORMAT or doc.get("version") != VERSION or doc.get("digest") != _digest(doc):
                 raise ValueError("not a valid point index")
             points = {pid: PointSummary.from_json(pid, entry) for pid, entry in doc["points"].items()}
@@ -129,7 +133,10 @@ class PointIndexFile:
         }
         doc["digest"] = _digest(doc)
         with contextlib.suppress(OSError):  # a repository that cannot be written still lists (slower)
-            atomic_write(self.path, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode(), tmp_dir=self.tmp_dir)
+            data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+            if self.cipher is not None:
+                data = self.cipher.seal_object(data, f"index/{NAME}")
+            atomic_write(self.path, data, tmp_dir=self.tmp_dir)
 
     def listing(
         self, present: dict[str, tuple[int, int]], load: Any

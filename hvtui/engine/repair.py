@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from hvtui.engine.layout import (
+    KEYS_SUBDIR,
     PACK_SUBDIRS,
     SUBDIRS,
     RepositoryNeedsRepair,
@@ -100,6 +101,13 @@ def plan_config_repair(root: Path) -> ConfigRepairPlan:
         raise RepositoryError(
             f"nothing to repair at {root}: it holds no restore points or chunks "
             "(the next backup creates the repository there)"
+        )
+    if any(n.endswith(".json") for n in _names(root / KEYS_SUBDIR) or []):
+        # The repository id, the keyed chunk ids and the encryption live only in config.json
+        # and the sealed objects: a rebuilt plain config would make every point unreadable.
+        raise RepositoryError(
+            f"the repository at {root} is encrypted (it holds key files under keys/): its config.json cannot be "
+            "rebuilt by repair-repository; put back a copy of config.json (it holds no secret)"
         )
     sizes: collections.Counter[int] = collections.Counter()
     oldest: datetime | None = None

@@ -17,11 +17,14 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hvtui.engine import keys
 from hvtui.engine.compression import LZ4, Compressor
+from hvtui.engine.crypto import CHUNK_ID_NAME, CIPHER_NAME, NotAuthentic, RepositoryCipher
 from hvtui.engine.fsutil import atomic_write_json
 from hvtui.engine.layout import (
     PACK_SUBDIRS,
@@ -55,9 +58,14 @@ class PointNotFound(RepositoryError):
 
 
 def new_config(
-    chunk_size: int, created: datetime | None = None, version: int = DEFAULT_VERSION, pack_size: int | None = None
+    chunk_size: int,
+    created: datetime | None = None,
+    version: int = DEFAULT_VERSION,
+    pack_size: int | None = None,
+    encrypted: bool = False,
 ) -> dict[str, Any]:
-    """The ``config.json`` of a new repository (or one rebuilt by a repair)."""
+    """The ``config.json`` of a new repository (or one rebuilt by a repair); ``encrypted``
+    implies format 2."""
     config: dict[str, Any] = {
         "format": FORMAT,
         "version": version,
@@ -69,7 +77,13 @@ def new_config(
     }
     if version >= 2:
         config["pack_size"] = pack_size or DEFAULT_PACK_SIZE
+    if encrypted:
+        config["hash"] = CHUNK_ID_NAME
+        config["encryption"] = {"cipher": CIPHER_NAME, "chunk_id": CHUNK_ID_NAME, "keys": keys.KEYS_DIR}
     return config
+
+
+Passphrase = Callable[[], str]
 
 
 def check_pack_size(pack_size: int) -> None:
@@ -107,10 +121,17 @@ class _RefreshingLock(RepositoryLock):
 
 
 class Repository:
-    def __init__(self, root: Path, name: str, config: dict[str, Any], compressor: Compressor = LZ4) -> None:
+    def __init__(
+        self, root: Path, name: str, config: dict[str, Any], cipher: RepositoryCipher | None = None, compressor: Compressor = LZ4
+    ) -> None:
+        """``cipher``: the unwrapped master key of an encrypted repository (``open`` gets it)."""
         self.root = root
         # What new chunks are written with; every codec is read whatever this says (compression.py).
         self.compressor = compressor
+        self.cipher = cipher
+        self.encrypted = bool(config.get("encryption"))
+        if self.encrypted and cipher is None:
+            raise RepositoryError(f"repository {name} at {root} is encrypted and was opened without its key")
         self.name = name
         self.config = config
         self.id: str = config["id"]
@@ -118,13 +139,13 @@ class Repository:
         self.version: int = config["version"]
         self.store: ChunkStore | PackStore
         if self.version >= 2:
-            self.store = PackStore(root, self.id, config["pack_size"])
+            self.store = PackStore(root, self.id, config["pack_size"], cipher=cipher)
         else:
             self.store = ChunkStore(root)
         self.points_dir = root / "points"
         self.verified_dir = root / "verified"
         self.tmp_dir = root / "tmp"
-        self.point_index = PointIndexFile(root / "index", root / "tmp") if self.version >= 2 else None
+        self.point_index = PointIndexFile(root / "index", root / "tmp", cipher) if self.version >= 2 else None
         self._cache: dict[str, tuple[tuple[int, int], Manifest]] = {}
         self._cache_lock = threading.Lock()
 
@@ -154,10 +175,15 @@ class Repository:
         version: int = DEFAULT_VERSION,
         pack_size: int | None = None,
         compressor: Compressor = LZ4,
+        passphrase: Passphrase | None = None,
+        encrypt: bool = False,
     ) -> Repository:
         """Open the repository at ``root`` (its ``config.json`` says which format it is);
-        ``create`` makes one when there is none, of format ``version``."""
+        ``create`` makes one when there is none, of format ``version`` (``encrypt``: format 2,
+        encrypted, its first key slot wrapped by ``passphrase()``).  ``passphrase()`` is
+        called only for an encrypted repository; a wrong one is ``keys.WrongPassphrase``."""
         root = Path(root).expanduser()
+        cipher: RepositoryCipher | None = None
         config_path = root / "config.json"
         if not config_path.exists():
             cls.check_missing(root)
@@ -167,13 +193,24 @@ class Repository:
                     "nothing has been backed up there yet"
                 )
                 raise RepositoryError(f"no backup repository at {root} ({why})")
-            cls._create(root, chunk_size or DEFAULT_CHUNK_SIZE, version, pack_size)
+            if encrypt and passphrase is None:
+                raise RepositoryError(f"creating the encrypted repository {name} needs a passphrase")
+            cipher = cls._create(
+                root, chunk_size or DEFAULT_CHUNK_SIZE, 2 if encrypt else version, pack_size, passphrase if encrypt else None
+            )
         config = cls.read_config(root)
+        if config.get("encryption") and cipher is None:
+            if passphrase is None:
+                raise RepositoryError(
+                    f"repository {name} at {root} is encrypted: its passphrase is needed "
+                    "(set passphrase_env, passphrase_command or passphrase_prompt in its config entry)"
+                )
+            cipher, _slot = keys.unlock(root, config["id"], passphrase(), f"repository {name} at {root}")
         for sub in SUBDIRS + (PACK_SUBDIRS if config["version"] >= 2 else ()):
             with contextlib.suppress(OSError):  # a read-only repository (a snapshot) is still readable
                 make_private_dir(root / sub)
             require_real_dir(root / sub)
-        return cls(root, name, config, compressor)
+        return cls(root, name, config, cipher, compressor)
 
     @classmethod
     def read_config(cls, root: Path) -> dict[str, Any]:
@@ -211,24 +248,40 @@ class Repository:
             problem = f"has an invalid format version {version!r}"
         elif not isinstance(config.get("id"), str):
             problem = "has no repository id"
-        elif not isinstance(size, int) or not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE or config.get("hash") != "sha256":
+        elif not isinstance(size, int) or not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE or config.get("hash") != (
+            CHUNK_ID_NAME if config.get("encryption") else "sha256"
+        ):
             problem = "has an unsupported chunk size or hash"
         elif version >= 2 and (
             not isinstance(config.get("pack_size"), int) or not MIN_PACK_SIZE <= config["pack_size"] <= MAX_PACK_SIZE
         ):
             problem = "has an invalid pack size"
+        elif config.get("encryption") is not None and (
+            version < 2 or config["encryption"] != {"cipher": CIPHER_NAME, "chunk_id": CHUNK_ID_NAME, "keys": keys.KEYS_DIR}
+        ):
+            problem = f"has an unsupported encryption {config['encryption']!r}"
         if problem is not None:
             raise damaged(problem, f"repository {root}: config.json {problem}")
         return config
 
     @classmethod
-    def _create(cls, root: Path, chunk_size: int, version: int = DEFAULT_VERSION, pack_size: int | None = None) -> None:
+    def _create(
+        cls,
+        root: Path,
+        chunk_size: int,
+        version: int = DEFAULT_VERSION,
+        pack_size: int | None = None,
+        passphrase: Passphrase | None = None,
+    ) -> RepositoryCipher | None:
         """Create a repository, or finish one whose creation was interrupted.
 
         ``config.json`` is what makes a folder a repository and appears last, in one step
         (written aside, then linked into place).  Creators take an exclusive ``flock`` on the
         folder itself, so two first backups started at once (two cron lines) create it once;
         a creator killed halfway leaves only the empty skeleton, which the next one finishes.
+        With ``passphrase`` the repository is encrypted: a random master key, its first key
+        slot written before ``config.json``; returns its cipher (None when another process
+        created the repository meanwhile: then it is opened with the passphrase as usual).
         """
         if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
             raise RepositoryError(f"chunk size must be a power of two between 64 KiB and 16 MiB, not {chunk_size}")
@@ -236,6 +289,7 @@ class Repository:
             raise RepositoryError(f"unknown repository format {version!r} (this hvtui writes {', '.join(map(str, VERSIONS))})")
         if pack_size is not None:
             check_pack_size(pack_size)
+        secret = passphrase() if passphrase is not None else None  # asked before any lock is taken
         try:
             root.parent.mkdir(parents=True, exist_ok=True)
             make_private_dir(root)  # a folder given to hvtui keeps its mode; one hvtui makes is owner-only
@@ -243,7 +297,7 @@ class Repository:
             raise disk_error(err, f"cannot create a repository at {root}") from err
         with creation_lock(root):
             if cls.exists(root):
-                return  # another process created it while this one waited
+                return None  # another process created it while this one waited
             state = inspect_folder(root)
             if state.kind == "damaged":
                 cls.check_missing(root)
@@ -251,14 +305,19 @@ class Repository:
                 raise RepositoryError(
                     f"{root} is not empty and is not an hvtui repository; refusing to create one there"
                 )
-            config = new_config(chunk_size, version=version, pack_size=pack_size)
+            config = new_config(chunk_size, version=version, pack_size=pack_size, encrypted=secret is not None)
+            cipher = RepositoryCipher.generate() if secret is not None else None
             try:
                 for sub in SUBDIRS + (PACK_SUBDIRS if version >= 2 else ()):
                     make_private_dir(root / sub)
                     require_real_dir(root / sub)
+                if cipher is not None and secret is not None:
+                    keys.clear_unpublished(root)  # slots of a creation killed before its config.json
+                    keys.add_slot(root, config["id"], cipher, secret)
                 publish_config(root, config)
             except OSError as err:
                 raise disk_error(err, f"cannot create a repository at {root}") from err
+            return cipher
 
     # -- locks ---------------------------------------------------------------------------
     def lock(self, kind: str, operation: str, detail: str = "", reading: bool = False) -> RepositoryLock:
@@ -302,6 +361,12 @@ class Repository:
         except OSError as err:
             problem = f"cannot read its manifest: {err.strerror}"
             raise ManifestError(f"restore point {point_id}: {problem}", point_id, problem) from None
+        if self.cipher is not None:
+            try:
+                data = self.cipher.open_object(data, f"points/{point_id}.json")
+            except NotAuthentic as err:
+                problem = f"points/{point_id}.json {err}"
+                raise ManifestError(f"restore point {point_id}: manifest is damaged ({problem})", point_id, problem) from None
         manifest = Manifest.from_bytes(data, point_id)
         if manifest.id != point_id:
             problem = f"it names itself {manifest.id}"
@@ -366,7 +431,7 @@ class Repository:
         self.store.make_durable()
         path = self.point_path(manifest.id)
         try:
-            atomic_write(path, manifest.to_bytes(), tmp_dir=self.tmp_dir)
+            atomic_write(path, self._seal(manifest.to_bytes(), f"points/{manifest.id}.json"), tmp_dir=self.tmp_dir)
         except OSError as err:
             raise disk_error(err, f"writing the manifest of {manifest.id}") from err
         if self.point_index is not None:
@@ -391,18 +456,25 @@ class Repository:
         fsync_dir(self.points_dir)
 
     # -- verification records -----------------------------------------------------------------
+    def _seal(self, data: bytes, name: str) -> bytes:
+        """``data`` as stored under ``name`` (its path in the repository): sealed when encrypted."""
+        return self.cipher.seal_object(data, name) if self.cipher is not None else data
+
     def verification(self, point_id: str) -> dict[str, Any] | None:
+        name = f"verified/{point_id}.json"
         try:
-            data = json.loads((self.verified_dir / f"{point_id}.json").read_text())
-        except (OSError, ValueError):
+            raw = (self.root / name).read_bytes()
+            data = json.loads(self.cipher.open_object(raw, name) if self.cipher is not None else raw)
+        except (OSError, ValueError):  # NotAuthentic is a ValueError: advisory, so only absent
             return None
         return data if isinstance(data, dict) else None
 
     def record_verification(self, point_id: str, ok: bool, when: datetime, problems: list[str]) -> None:
         with contextlib.suppress(OSError):
             make_private_dir(self.verified_dir)
-            atomic_write_json(
-                self.verified_dir / f"{point_id}.json",
-                {"point": point_id, "ok": ok, "time": when.astimezone(UTC).isoformat(), "problems": problems[:20]},
-                tmp_dir=self.tmp_dir,
-            )
+            record = {"point": point_id, "ok": ok, "time": when.astimezone(UTC).isoformat(), "problems": problems[:20]}
+            if self.cipher is None:
+                atomic_write_json(self.verified_dir / f"{point_id}.json", record, tmp_dir=self.tmp_dir)
+            else:
+                data = self._seal(json.dumps(record).encode(), f"verified/{point_id}.json")
+                atomic_write(self.verified_dir / f"{point_id}.json", data, tmp_dir=self.tmp_dir)

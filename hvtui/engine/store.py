@@ -24,7 +24,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hvtui.engine.compression import CODEC_LZ4, CODEC_RAW, LZ4, CorruptPayload, decompress  # noqa: F401 - CODEC_LZ4 re-exported
@@ -73,8 +73,11 @@ class ChunkQuarantined(ChunkMissing):
         self.args = (f"chunk {digest.hex()[:16]} was quarantined by verify (its data was damaged): {bad_path.name}",)
 
 
-def decode_chunk(digest: bytes, blob: bytes, verify: bool = True) -> bytes:
-    """Header check, decompression and (by default) hash check of one chunk object."""
+def decode_chunk(
+    digest: bytes, blob: bytes, verify: bool = True, id_of: Callable[[bytes], bytes] = chunk_id
+) -> bytes:
+    """Header check, decompression and (by default) hash check of one chunk object
+    (``id_of``: how the repository computes chunk ids; keyed when it is encrypted)."""
     if len(blob) < HEADER.size:
         raise ChunkDamaged(digest, f"truncated ({len(blob)} bytes, shorter than its header)")
     magic, codec, raw_len, pay_len = HEADER.unpack_from(blob)
@@ -96,7 +99,7 @@ def decode_chunk(digest: bytes, blob: bytes, verify: bool = True) -> bytes:
             raise ChunkDamaged(digest, f"unknown codec {codec}") from None
         if len(data) != raw_len:
             raise ChunkDamaged(digest, "decompressed to the wrong length")
-    if verify and hashlib.sha256(data).digest() != digest:
+    if verify and id_of(data) != digest:
         raise ChunkDamaged(digest, "content does not match its hash (corrupt)")
     return data
 
@@ -122,6 +125,11 @@ class ChunkStore:
         self._dirs_lock = threading.Lock()
 
     # -- names -------------------------------------------------------------------
+
+    def chunk_id(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The id of a chunk in this store: SHA-256 of its data (format 1 is never encrypted)."""
+        return chunk_id(data)
+
     def path(self, digest: bytes) -> Path:
         hexd = digest.hex()
         return self.chunks_dir / hexd[:2] / hexd
