@@ -21,6 +21,7 @@ from hvtui.config import HostConfig, SecretSource, WinRMSettings
 from hvtui.errors import ConfigError, HostError, HvtuiError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot, RemoveOutcome
+from hvtui.hosts.remote_files import RemoteFiles
 from hvtui.hosts.winrm.transport import (
     BEGIN_MARKER,
     END_MARKER,
@@ -117,6 +118,7 @@ class WinRMHost(Host):
         self.settings: WinRMSettings = host_config.winrm
         user = self.settings.username or "the configured user"
         self._password = _PasswordCache(self.settings.password, f"password for {user} on {self.name}", secret_prompter)
+        self._secret_prompter = secret_prompter
         self._connection = WinRMConnection(
             self.name,
             self.settings,
@@ -321,6 +323,14 @@ class WinRMHost(Host):
             {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "new_name": new_name},
             self.settings.timeout,
         )
+
+    def open_remote_files(self) -> RemoteFiles:
+        """The host's files over SMB3 (its ``smb:`` block; the WinRM credentials unless it names
+        others); the caller closes it."""
+        from hvtui.hosts.smb import open_remote_files  # smbprotocol only when files move
+
+        smb = self.settings.smb
+        return open_remote_files(self.name, self.settings.address, smb, self.settings.username, self._password, self._secret_prompter)
 
     def close(self) -> None:
         self._connection.close()
