@@ -99,6 +99,11 @@ class SmbRemoteFiles:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def listdir(self, host_path: str) -> list[str]:
+        """The names in a folder (doctor reads each mapped share's root with it)."""
+        mapped = self._map(host_path, "list")
+        return self._call(mapped, "list folder", lambda: smbclient.listdir(mapped.unc, **self._kwargs()))
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
