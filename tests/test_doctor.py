@@ -229,3 +229,23 @@ def test_lab_hosts_are_checked_too(fresh_demo_lab: Path, capsys) -> None:
     hosts = json.loads(capsys.readouterr().out)["hosts"]
     assert [h["host"] for h in hosts] == ["lab-hv01", "lab-hv02", "lab-hv03"]
     assert all(h["ok"] and h["checks"][0]["name"] == "inventory readable" for h in hosts)
+
+
+def test_every_section_the_messages_point_to_exists_in_host_setup(repo_root: Path) -> None:
+    import re
+
+    headings = {
+        re.sub(r"^\d+\.\s*", "", line.lstrip("#").strip())
+        for line in (repo_root / "docs" / "host-setup.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("## ")
+    }
+    sources = [repo_root / "hvtui" / "hosts" / "doctor.py", repo_root / "hvtui" / "hosts" / "smb" / "errors.py"]
+    named = {
+        section
+        for source in sources
+        for match in re.finditer(r"\{SETUP_DOC\}, '([^']+)'(?: and '([^']+)')?", source.read_text(encoding="utf-8"))
+        for section in match.groups()
+        if section
+    }
+    assert named >= {"HTTPS listener", "Firewall", "Account", "SMB encryption", "Shares for the VM files"}
+    assert named <= headings, named - headings

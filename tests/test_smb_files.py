@@ -155,7 +155,7 @@ def test_a_closed_port_says_what_to_open(samba_server: SambaServer) -> None:
     finally:
         remote.close()
     assert caught.value.kind == "smb-share"
-    assert f"port {smb.port}" in str(caught.value) and "firewall" in str(caught.value)
+    assert f"port {smb.port}" in str(caught.value) and "Firewall" in str(caught.value) and "TCP" in str(caught.value)
 
 
 def winrm_host(server: SambaServer, smb: SmbSettings) -> WinRMHost:

@@ -19,8 +19,8 @@ from typing import Any, NoReturn
 
 from hvtui.errors import HostError, HvtuiError
 from hvtui.hosts.base import Host, HostSnapshot
+from hvtui.hosts.smb.errors import SETUP_DOC
 
-SETUP_DOC = "docs/host-setup.md"
 OK, FAILED, WARNING, NOT_RUN = "ok", "failed", "warning", "not run"
 
 
@@ -240,7 +240,10 @@ def _inventory_failure(err: HostError, settings: Any) -> tuple[str, str]:
     if err.kind == "module-missing":
         return POWERSHELL, "install the Hyper-V PowerShell module on the host: Install-WindowsFeature Hyper-V-PowerShell"
     if err.kind in ("protocol",):
-        return POWERSHELL, "Windows PowerShell 5.1 (powershell.exe) must run for this account over WinRM; run the setup check in " + SETUP_DOC
+        return POWERSHELL, (
+            "the host's answer was not what hvtui's script writes: Windows PowerShell 5.1 (powershell.exe) must run "
+            f"for this account over WinRM, which needs Remote Management Users (see {SETUP_DOC}, 'Account')"
+        )
     if err.kind == "access-denied":
         return VMS, f"add the account to the host's Hyper-V Administrators group (see {SETUP_DOC}, 'Account')"
     if err.kind in ("unreachable", "tls", "timeout"):
@@ -261,10 +264,10 @@ def _share(steps: _Steps, remote: Any, prefix: str, unc: str, encrypt: bool) -> 
 def _share_fix(kind: str) -> str:
     return {
         "smb-auth": "SMB refused the logon: check smb: username/password (default: the WinRM ones)",
-        "smb-share": f"create the share or fix smb: shares: in the config; TCP 445 must be open (see {SETUP_DOC}, 'SMB')",
+        "smb-share": f"create the share or fix smb: shares: in the config; TCP 445 must be open (see {SETUP_DOC}, 'Shares for the VM files')",
         "smb-encryption": f"turn on SMB encryption on the host (see {SETUP_DOC}, 'SMB encryption')",
         "access-denied": f"the admin shares need a local administrator (and LocalAccountTokenFilterPolicy=1 for a local account; see {SETUP_DOC})",
-    }.get(kind, f"see the error and {SETUP_DOC}, 'SMB'")
+    }.get(kind, f"see the error and {SETUP_DOC}, 'Shares for the VM files'")
 
 
 def _free_space(steps: _Steps, snapshot: HostSnapshot, min_free_percent: float) -> None:

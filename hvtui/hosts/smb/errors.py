@@ -117,7 +117,7 @@ def translate(exc: BaseException, where: Where, operation: str, reconnecting: bo
             operation,
             f"the share {where.share_unc} does not exist on {where.server} (needed for {where.host_path}); "
             "map the path to an existing share under the host's smb: shares: in the config, or create the share "
-            f"(the admin shares C$ and D$ exist unless disabled; see {SETUP_DOC})",
+            f"(the admin shares C$ and D$ exist unless disabled; see {SETUP_DOC}, 'Shares for the VM files')",
             kind="smb-share",
         )
     if isinstance(exc, smb.SMBException) and "encryption is required" in str(exc):
@@ -134,7 +134,7 @@ def translate(exc: BaseException, where: Where, operation: str, reconnecting: bo
             where.host,
             operation,
             f"access to {path} was denied to {user}; the admin shares need a member of the host's "
-            f"Administrators group, and a local account also needs LocalAccountTokenFilterPolicy=1 (see {SETUP_DOC})",
+            f"Administrators group, and a local account also needs LocalAccountTokenFilterPolicy=1 (see {SETUP_DOC}, 'Account')",
             kind="access-denied",
         )
     if status in _NOT_FOUND_STATUSES or (isinstance(exc, FileNotFoundError | smb.SMBOSError) and getattr(exc, "errno", None) == errno.ENOENT):
@@ -145,7 +145,7 @@ def translate(exc: BaseException, where: Where, operation: str, reconnecting: bo
             operation,
             f"cannot connect to the SMB server {where.server} on port {where.port} for {where.host_path}: "
             f"{str(exc).split(': ', 1)[-1]}; check that the host is up and TCP {where.port} is open to this machine "
-            f"(Windows firewall rule 'File and Printer Sharing (SMB-In)', see {SETUP_DOC})",
+            f"(see {SETUP_DOC}, 'Firewall')",
             kind="smb-share",
         )
     if is_connection_lost(exc) or is_transient(exc):
