@@ -105,7 +105,7 @@ def test_a_healthy_host_passes_every_check_in_order(
     details = {check["name"]: check["detail"] for check in report["checks"]}
     assert details["VMs listable"] == "2 VMs"
     assert details["TLS certificate valid for the name"].endswith("certificate valid for 127.0.0.1")
-    assert "encrypted (SMB 3)" in details[STEPS[6]]
+    assert details[STEPS[6]].startswith("SMB 3.1.1, encrypted (AES-128-GCM); ")
     assert https_server.ops() == ["inventory"]  # the wire contract's own operation; doctor adds none
 
     assert main(["--config", str(config), "doctor"]) == 0
@@ -193,6 +193,12 @@ def test_a_share_without_encryption_fails_the_smb_check(
     smb = report["checks"][6]
     assert "cannot encrypt" in smb["detail"] and "SMB encryption" in smb["fix"]
     assert statuses(report)[7] == (STEPS[7], "not run")
+
+    allowed = write_config(tmp_path, https_server.port, plain, certificate[0], smb_extra="      encrypt: false\n")
+    code, report = doctor_json(capsys, allowed)
+    assert code == 0  # a warning, not a failure: the config says so
+    smb = report["checks"][6]
+    assert smb["status"] == "warning" and smb["detail"].startswith("SMB 3.1.1, signed, not encrypted")
 
 
 def test_a_missing_share_fails_the_smb_check(

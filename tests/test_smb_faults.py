@@ -156,3 +156,41 @@ def test_a_winrm_host_shares_one_limit_among_its_readers_and_can_be_limited(samb
     unlimited = WinRMHost(HostConfig(name="hv02", kind="winrm", winrm=WinRMSettings(address="x", username="u", password=SecretSource(env="X"))))
     assert unlimited.read_rate_limiter is None
     assert unlimited.limit_read_rate(1000).rate == 1000
+
+
+def test_a_server_restarted_mid_write_is_reconnected_and_the_file_completes(samba_server: SambaServer) -> None:
+    data = os.urandom(24 * MiB)
+    pauses: list[float] = []
+
+    def pause_and_bring_the_server_back(seconds: float) -> None:
+        pauses.append(seconds)
+        samba_server.start()
+
+    with smb_files(samba_server, sleep=pause_and_bring_the_server_back) as remote, remote.open_write("D:\\restored.vhdx") as writer:
+        writer.write(data[: 8 * MiB])
+        samba_server.kill()
+        writer.write(data[8 * MiB :])
+    assert pauses
+    assert (samba_server.folder / "restored.vhdx").read_bytes() == data
+
+
+def test_a_write_to_a_server_that_stays_down_is_smb_lost(samba_server: SambaServer) -> None:
+    with smb_files(samba_server) as remote:
+        writer = remote.open_write("D:\\restored.vhdx")
+        writer.write(b"x" * MiB)
+        samba_server.stop()
+        with pytest.raises(HostError) as caught:
+            writer.write(b"y" * MiB)
+        writer.close()  # no second error: the handle went with the session
+    assert caught.value.kind == "smb-lost" and "D:\\restored.vhdx" in str(caught.value)
+
+
+def test_the_session_says_how_it_is_protected(samba_server: SambaServer) -> None:
+    with smb_files(samba_server) as remote:
+        remote.listdir("D:\\")
+        assert remote.security("D:\\") == "SMB 3.1.1, encrypted (AES-128-GCM)"
+    plain = samba_server.start_second(encrypt=False)
+    smb = SmbSettings(shares=(("D:\\", plain.unc()),), port=plain.port, encrypt=False, timeout=10.0)
+    with open_remote_files("hv01", plain.host, smb, plain.username, lambda: plain.password) as remote:
+        remote.listdir("D:\\")
+        assert remote.security("D:\\") == "SMB 3.1.1, signed, not encrypted"  # encrypt: false still signs

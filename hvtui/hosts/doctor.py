@@ -257,8 +257,12 @@ def _share(steps: _Steps, remote: Any, prefix: str, unc: str, encrypt: bool) -> 
         entries = len(remote.listdir(prefix))
     except HostError as err:
         steps.fail(name, err.detail, _share_fix(err.kind))
-    how = "encrypted (SMB 3)" if encrypt else "signed, NOT encrypted (encrypt: false)"
-    steps.record(name, OK if encrypt else WARNING, f"{how}; {entries} entries at its root")
+    security = remote.security(prefix)
+    detail = f"{security}; {entries} entries at its root"
+    if "not encrypted" in security:
+        steps.record(name, WARNING, detail, "encrypt: false: VM data crosses the network readable by anyone on the path")
+    else:
+        steps.record(name, OK, detail)
 
 
 def _share_fix(kind: str) -> str:

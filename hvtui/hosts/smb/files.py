@@ -30,6 +30,8 @@ PasswordProvider = Callable[[], str | None]
 # Pauses before each new try after a lost connection or a busy server (about 8 s in all): long
 # enough for a host's SMB service restart or a network blip, short enough to fail a job promptly.
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+_DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
+_CIPHERS = {1: "AES-128-CCM", 2: "AES-128-GCM", 3: "AES-256-CCM", 4: "AES-256-GCM"}
 
 
 class SmbRemoteFiles:
@@ -65,6 +67,7 @@ class SmbRemoteFiles:
         self._cache: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._connecting = threading.Lock()  # one first connection per server, not one per thread
 
     # -- RemoteFiles ---------------------------------------------------------------------
 
@@ -74,8 +77,7 @@ class SmbRemoteFiles:
 
     def open_write(self, host_path: str) -> BinaryIO:
         mapped = self._map(host_path, "write")
-        raw = self._call(mapped, "write", lambda: smbclient.open_file(mapped.unc, "wb", buffering=0, **self._kwargs()))
-        return SmbWriter(self, mapped, raw)  # type: ignore[return-value]
+        return SmbWriter(self, mapped, self.open_raw_for_writing(mapped))  # type: ignore[return-value]
 
     def size(self, host_path: str) -> int:
         mapped = self._map(host_path, "size")
@@ -99,6 +101,22 @@ class SmbRemoteFiles:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def security(self, host_path: str) -> str:
+        """How the session behind ``host_path`` is protected, e.g. "SMB 3.1.1, encrypted (AES-128-GCM)"
+        (doctor shows it); call after an operation on that path connected."""
+        mapped = self._map(host_path, "security")
+        connection = self._cache.get(f"{mapped.server.lower()}:{self.port}")
+        sessions = list(connection.session_table.values()) if connection is not None else []
+        if not sessions:
+            return "not connected"
+        session = sessions[0]
+        dialect = _DIALECTS.get(connection.dialect, f"0x{connection.dialect:04x}")
+        trees = list(session.tree_connect_table.values())
+        if session.encrypt_data or any(tree.encrypt_data for tree in trees):
+            cipher = _CIPHERS.get(connection.cipher_id or 1, "AES")  # SMB 3.0/3.0.2 encrypt with AES-128-CCM
+            return f"SMB {dialect}, encrypted ({cipher})"
+        return f"SMB {dialect}, signed, not encrypted" if session.signing_required else f"SMB {dialect}, NOT signed or encrypted"
+
     def listdir(self, host_path: str) -> list[str]:
         """The names in a folder (doctor reads each mapped share's root with it)."""
         mapped = self._map(host_path, "list")
@@ -115,6 +133,13 @@ class SmbRemoteFiles:
         return self.rate_limiter.rate if self.rate_limiter is not None else None
 
     # -- inside ---------------------------------------------------------------------------
+
+    def open_raw_for_writing(self, mapped: Mapped, reconnecting: bool = False) -> Any:
+        """Created or truncated; after a lost connection opened again as it is ("r+b")."""
+        mode = "r+b" if reconnecting else "wb"
+        return self._call(
+            mapped, "write", lambda: smbclient.open_file(mapped.unc, mode, buffering=0, **self._kwargs()), reconnecting=reconnecting
+        )
 
     def open_raw(self, mapped: Mapped, operation: str, reconnecting: bool = False) -> Any:
         """smbclient's unbuffered file object for reading ``mapped`` (shared read access: Hyper-V
@@ -182,7 +207,11 @@ class SmbRemoteFiles:
         attempt = 0
         while True:
             try:
-                result = action()
+                if f"{mapped.server.lower()}:{self.port}" in self._cache:
+                    result = action()
+                else:
+                    with self._connecting:
+                        result = action()
             except HvtuiError:  # ours already (a refused secret, a closed object): clear as it is
                 raise
             except Exception as exc:  # every smbprotocol failure is translated or retried
@@ -215,13 +244,18 @@ class SmbRemoteFiles:
 
 
 class SmbWriter(io.RawIOBase):
-    """A writer of one remote file (created or truncated)."""
+    """A writer of one remote file (created or truncated).
+
+    After a lost connection the file is opened again (not truncated) on a new one and the
+    write that failed is sent again at its offset: writes are positioned, so sending one twice
+    is harmless.  A busy server is asked again after a pause."""
 
     def __init__(self, files: SmbRemoteFiles, mapped: Mapped, raw: Any) -> None:
         super().__init__()
         self._files = files
         self._mapped = mapped
         self._raw = raw
+        self._position = 0
 
     def writable(self) -> bool:
         return True
@@ -229,35 +263,66 @@ class SmbWriter(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def _guard(self, action: Callable[[], T]) -> T:
-        try:
-            return action()
-        except Exception as exc:  # every smbprotocol failure is translated
-            raise translate(exc, self._files.where(self._mapped), f"write {self._mapped.host_path}") from None
+    def _retrying(self, action: Callable[[], T]) -> T:
+        files = self._files
+        attempt = 0
+        reconnecting = False
+        while True:
+            try:
+                return action()
+            except HvtuiError:
+                raise
+            except Exception as exc:  # every smbprotocol failure is translated or retried
+                lost = is_connection_lost(exc)
+                if not (lost or is_transient(exc)) or attempt >= len(files.retry_delays):
+                    raise translate(exc, files.where(self._mapped), f"write {self._mapped.host_path}", reconnecting or lost) from None
+                files.sleep(files.retry_delays[attempt])
+                attempt += 1
+                if lost:
+                    reconnecting = True
+                    files.drop_connection(self._mapped.server)
+                    self._raw = files.open_raw_for_writing(self._mapped, reconnecting=True)
+
+    def _write_at(self, offset: int, data: memoryview) -> int:
+        self._raw.seek(offset)
+        return self._raw.write(data)
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         written = 0
         while written < len(view):
-            rest = view[written:]
-            count = self._guard(lambda rest=rest: self._raw.write(rest))
+            rest, offset = view[written:], self._position
+            count = self._retrying(lambda rest=rest, offset=offset: self._write_at(offset, rest))
             if not count:
                 break
             written += count
+            self._position += count
         return written
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._guard(lambda: self._raw.seek(offset, whence))
+        if whence == io.SEEK_SET:
+            self._position = offset
+        elif whence == io.SEEK_CUR:
+            self._position += offset
+        else:
+            self._position = self._retrying(lambda: self._raw.seek(offset, io.SEEK_END))
+        return self._position
 
     def tell(self) -> int:
-        return self._guard(self._raw.tell)
+        return self._position
 
     def truncate(self, size: int | None = None) -> int:
-        return self._guard(lambda: self._raw.truncate(size))
+        target = self._position if size is None else size
+        return self._retrying(lambda: self._raw.truncate(target))
 
     def close(self) -> None:
-        if not self.closed:
-            try:
-                self._guard(self._raw.close)
-            finally:
-                super().close()
+        if self.closed:
+            return
+        try:
+            self._raw.close()
+        except Exception as exc:  # every write was acknowledged; a dead session's handle goes with it
+            if not is_connection_lost(exc):
+                raise translate(exc, self._files.where(self._mapped), f"write {self._mapped.host_path}") from None
+            log.info("%s: closing %s after a lost connection: %s", self._files.host_name, self._mapped.unc, exc)
+        finally:
+            super().close()
