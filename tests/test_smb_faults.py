@@ -38,13 +38,15 @@ def big_file(server: SambaServer, name: str, size: int) -> bytes:
 
 
 def test_sequential_reads_keep_several_requests_in_flight(samba_server: SambaServer) -> None:
-    data = big_file(samba_server, "disk.vhdx", 40 * MiB)
+    data = big_file(samba_server, "disk.vhdx", 64 * MiB)
     with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
         assert isinstance(reader, SmbReader)
         first = reader.read(MiB)
-        assert reader.in_flight == 4  # read_ahead: four chunk reads queued beyond what was asked
+        assert (reader.in_flight, reader.bytes_fetched) == (0, MiB)  # a first read fetches what it asks, no more
+        second = reader.read(31 * MiB)
+        assert reader.in_flight == 4  # 32 MiB into a sequential run: read_ahead's four 4 MiB reads queued
         rest = b"".join(iter(lambda: reader.read(3 * MiB + 5), b""))
-        assert first + rest == data
+        assert first + second + rest == data
         assert reader.bytes_fetched == len(data)  # read-ahead never fetches a byte twice or past the end
         assert reader.in_flight == 0
 
@@ -57,8 +59,23 @@ def test_scattered_reads_fetch_only_what_is_asked(samba_server: SambaServer) -> 
         for offset, length in blocks:
             reader.seek(offset)
             assert reader.read(length) == data[offset : offset + length]
+        assert reader.bytes_fetched == sum(length for _offset, length in blocks)
+
+
+def test_a_run_of_contiguous_blocks_fetches_at_most_half_again(samba_server: SambaServer) -> None:
+    """Changed blocks side by side read as a short sequential run: the read-ahead it triggers
+    stays within half of what the run read."""
+    data = big_file(samba_server, "disk.vhdx", 32 * MiB)
+    block = 256 * 1024
+    with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
+        reader.seek(4 * MiB)
+        for index in range(8):
+            assert reader.read(block) == data[4 * MiB + index * block : 4 * MiB + (index + 1) * block]
+        reader.seek(20 * MiB)  # the next changed block is elsewhere
+        assert reader.read(block) == data[20 * MiB : 20 * MiB + block]
         fetched = reader.bytes_fetched
-    assert fetched <= 2 * sum(length for _offset, length in blocks) + 4 * MiB  # at most one read-ahead burst
+    asked = 9 * block
+    assert asked <= fetched <= asked + 8 * block // 2
 
 
 def test_a_busy_server_is_asked_again(samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,7 +51,6 @@ class Where:
     share_unc: str
     port: int
     username: str | None
-    encrypt: bool
 
 
 def _status(exc: BaseException) -> int | None:

@@ -160,7 +160,6 @@ class SmbRemoteFiles:
             share_unc=mapped.share_unc,
             port=self.port,
             username=self.username,
-            encrypt=self.encrypt,
         )
 
     def _map(self, host_path: str, operation: str) -> Mapped:

@@ -3,8 +3,10 @@
 smbprotocol's reads are synchronous, one request at a time, so throughput is bound by the round
 trip (../shared/notes/smb.md §5).  This reader keeps up to ``depth`` chunk reads in flight on
 worker threads (the connection multiplexes them by message id).  Read-ahead only runs while the
-caller reads sequentially: after a seek, only what is asked is fetched (in parallel chunks when
-it is large), so an incremental backup's scattered block reads do not pull in bytes nobody wants.
+caller reads sequentially, and grows with the run: half of what the run has read so far, up to
+``depth`` chunks.  After a seek only what is asked is fetched (in parallel chunks when it is
+large), so an incremental backup's scattered block reads pull in at most half again what they
+asked for, and a full read soon has ``depth`` requests in flight.
 
 A lost connection is re-established and the file opened again at the same offset; a busy server
 is asked again after a pause; both give up after the owner's retry delays (``smb-lost``).
@@ -67,7 +69,8 @@ class SmbReader(io.RawIOBase):
         self._buffer = b""
         self._buffer_offset = 0
         self._position = 0
-        self._last_end = 0  # where the previous read ended: a read starting there is sequential
+        self._last_end: int | None = None  # where the previous read ended: a read starting there is sequential
+        self._run = 0  # bytes read since the last seek (the sequential run)
         self._stats_lock = threading.Lock()
         self.bytes_fetched = 0  # bytes received from the server (read-ahead included)
         self._ensure_credits(raw)
@@ -111,8 +114,10 @@ class SmbReader(io.RawIOBase):
         if self.closed:
             raise ValueError("read from a closed SMB reader")
         start = self._position
-        end = self._size if size is None or size < 0 else min(self._size, start + size)
+        end = self._size if size is None or size < 0 else max(start, min(self._size, start + size))
         sequential = start == self._last_end
+        self._run = (self._run if sequential else 0) + (end - start)
+        ahead = min(self._depth * self._chunk, self._run // 2) if sequential else 0
         out = bytearray()
         position = start
         while position < end:
@@ -124,14 +129,14 @@ class SmbReader(io.RawIOBase):
             if not self._queue or self._queue[0][0] != position:
                 self._drop_queue(position)
             # Ask for what this read needs, plus read-ahead while reading sequentially.
-            self._fill(min(self._size, end + self._depth * self._chunk) if sequential else end)
+            self._fill(min(self._size, end + ahead))
             offset, future = self._queue.popleft()
             self._buffer, self._buffer_offset = future.result(), offset
             if not self._buffer:  # the file shrank under us: what there is, is all there is
                 break
         self._position = self._last_end = position
-        if sequential:
-            self._fill(min(self._size, position + self._depth * self._chunk))
+        if ahead:
+            self._fill(min(self._size, position + ahead))
         return bytes(out)
 
     def close(self) -> None:
