@@ -22,6 +22,7 @@ from hvtui.hosts.ratelimit import RateLimiter
 from hvtui.hosts.smb.errors import Where, is_connect_failure, is_connection_lost, is_transient, lost_error, translate
 from hvtui.hosts.smb.reader import SmbReader
 from hvtui.hosts.smb.shares import Mapped, ShareMap
+from hvtui.secrets import SecretError
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +179,13 @@ class SmbRemoteFiles:
     def _kwargs(self) -> dict[str, Any]:
         if self._closed:
             raise HostError(self.host_name, "SMB", "the SMB connections of this host were closed", kind="failed")
+        try:
+            password = self._password()
+        except SecretError as err:  # the source names the variable or command, never a value
+            raise HostError(self.host_name, "SMB logon", str(err), kind="smb-auth") from None
         return {
             "username": self.username,
-            "password": self._password(),
+            "password": password,
             "port": self.port,
             "encrypt": self.encrypt,
             "require_signing": True,
