@@ -18,7 +18,7 @@ from test_rate_limit import FakeTime
 from hvtui.config import HostConfig, SecretSource, SmbSettings, WinRMSettings
 from hvtui.errors import HostError
 from hvtui.hosts.ratelimit import RateLimiter
-from hvtui.hosts.smb import SmbReader, SmbRemoteFiles, open_remote_files
+from hvtui.hosts.smb import SmbReader, SmbRemoteFiles, SmbWriter, open_remote_files
 from hvtui.hosts.winrm.host import WinRMHost
 
 MiB = 1024 * 1024
@@ -175,16 +175,32 @@ def test_a_winrm_host_shares_one_limit_among_its_readers_and_can_be_limited(samb
     assert unlimited.limit_read_rate(1000).rate == 1000
 
 
+def test_writes_keep_several_requests_in_flight(samba_server: SambaServer) -> None:
+    data = os.urandom(20 * MiB + 3)
+    with smb_files(samba_server) as remote, remote.open_write("D:\\restored.vhdx") as writer:
+        assert isinstance(writer, SmbWriter)
+        writer.write(data[: 16 * MiB])
+        assert writer.in_flight > 1  # four 4 MiB pieces handed to the workers; write returned at once
+        writer.write(data[16 * MiB :])
+        writer.flush()
+        assert writer.in_flight == 0
+        assert writer.tell() == len(data)
+    assert (samba_server.folder / "restored.vhdx").read_bytes() == data
+
+
 def test_a_server_restarted_mid_write_is_reconnected_and_the_file_completes(samba_server: SambaServer) -> None:
     data = os.urandom(24 * MiB)
     pauses: list[float] = []
+    starting = threading.Lock()  # several write workers pause at once; each must see the server listening
 
     def pause_and_bring_the_server_back(seconds: float) -> None:
         pauses.append(seconds)
-        samba_server.start()
+        with starting:
+            samba_server.start()
 
     with smb_files(samba_server, sleep=pause_and_bring_the_server_back) as remote, remote.open_write("D:\\restored.vhdx") as writer:
         writer.write(data[: 8 * MiB])
+        writer.flush()
         samba_server.kill()
         writer.write(data[8 * MiB :])
     assert pauses
@@ -195,10 +211,12 @@ def test_a_write_to_a_server_that_stays_down_is_smb_lost(samba_server: SambaServ
     with smb_files(samba_server) as remote:
         writer = remote.open_write("D:\\restored.vhdx")
         writer.write(b"x" * MiB)
+        writer.flush()
         samba_server.stop()
+        writer.write(b"y" * MiB)  # queued: the error comes with the next write, flush or close
         with pytest.raises(HostError) as caught:
-            writer.write(b"y" * MiB)
-        writer.close()  # no second error: the handle went with the session
+            writer.close()
+        assert writer.closed
     assert caught.value.kind == "smb-lost" and "D:\\restored.vhdx" in str(caught.value)
 
 

@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 from hvtui.config import SecretSource, SmbSettings
 from hvtui.hosts.ratelimit import RateLimiter
-from hvtui.hosts.smb.files import RETRY_DELAYS, SmbRemoteFiles, SmbWriter
+from hvtui.hosts.smb.files import RETRY_DELAYS, SmbRemoteFiles
 from hvtui.hosts.smb.reader import SmbReader
 from hvtui.hosts.smb.shares import ShareMap, default_shares
+from hvtui.hosts.smb.writer import SmbWriter
 
 __all__ = ["RETRY_DELAYS", "SmbReader", "SmbRemoteFiles", "SmbWriter", "open_remote_files"]
 

@@ -8,7 +8,6 @@ says ``encrypt: false``; signing is always required.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -22,6 +21,7 @@ from hvtui.hosts.ratelimit import RateLimiter
 from hvtui.hosts.smb.errors import Where, is_connect_failure, is_connection_lost, is_transient, lost_error, translate
 from hvtui.hosts.smb.reader import SmbReader
 from hvtui.hosts.smb.shares import Mapped, ShareMap
+from hvtui.hosts.smb.writer import SmbWriter
 from hvtui.secrets import SecretError
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class SmbRemoteFiles:
 
     def open_write(self, host_path: str) -> BinaryIO:
         mapped = self._map(host_path, "write")
-        return SmbWriter(self, mapped, self.open_raw_for_writing(mapped))  # type: ignore[return-value]
+        return SmbWriter(self, mapped, self.open_raw_for_writing(mapped), self.read_ahead)  # type: ignore[return-value]
 
     def size(self, host_path: str) -> int:
         mapped = self._map(host_path, "size")
@@ -245,88 +245,3 @@ class SmbRemoteFiles:
         except Exception:  # any failure: the share is not there for us
             return False
         return True
-
-
-class SmbWriter(io.RawIOBase):
-    """A writer of one remote file (created or truncated).
-
-    After a lost connection the file is opened again (not truncated) on a new one and the
-    write that failed is sent again at its offset: writes are positioned, so sending one twice
-    is harmless.  A busy server is asked again after a pause."""
-
-    def __init__(self, files: SmbRemoteFiles, mapped: Mapped, raw: Any) -> None:
-        super().__init__()
-        self._files = files
-        self._mapped = mapped
-        self._raw = raw
-        self._position = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def _retrying(self, action: Callable[[], T]) -> T:
-        files = self._files
-        attempt = 0
-        reconnecting = False
-        while True:
-            try:
-                return action()
-            except HvtuiError:
-                raise
-            except Exception as exc:  # every smbprotocol failure is translated or retried
-                lost = is_connection_lost(exc)
-                if not (lost or is_transient(exc)) or attempt >= len(files.retry_delays):
-                    raise translate(exc, files.where(self._mapped), f"write {self._mapped.host_path}", reconnecting or lost) from None
-                files.sleep(files.retry_delays[attempt])
-                attempt += 1
-                if lost:
-                    reconnecting = True
-                    files.drop_connection(self._mapped.server)
-                    self._raw = files.open_raw_for_writing(self._mapped, reconnecting=True)
-
-    def _write_at(self, offset: int, data: memoryview) -> int:
-        self._raw.seek(offset)
-        return self._raw.write(data)
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        written = 0
-        while written < len(view):
-            rest, offset = view[written:], self._position
-            count = self._retrying(lambda rest=rest, offset=offset: self._write_at(offset, rest))
-            if not count:
-                break
-            written += count
-            self._position += count
-        return written
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            self._position = offset
-        elif whence == io.SEEK_CUR:
-            self._position += offset
-        else:
-            self._position = self._retrying(lambda: self._raw.seek(offset, io.SEEK_END))
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def truncate(self, size: int | None = None) -> int:
-        target = self._position if size is None else size
-        return self._retrying(lambda: self._raw.truncate(target))
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            self._raw.close()
-        except Exception as exc:  # every write was acknowledged; a dead session's handle goes with it
-            if not is_connection_lost(exc):
-                raise translate(exc, self._files.where(self._mapped), f"write {self._mapped.host_path}") from None
-            log.info("%s: closing %s after a lost connection: %s", self._files.host_name, self._mapped.unc, exc)
-        finally:
-            super().close()

@@ -35,6 +35,33 @@ CREDIT_WAIT = 0.005  # seconds between looks for credits that other requests sti
 CREDIT_WAITS = 2000  # ~10 s of waiting for credits before it counts as a busy server
 
 
+def ensure_credits(raw: Any, depth: int, chunk: int, server: str) -> None:
+    """Ask the server for enough credits to keep ``depth`` requests of ``chunk`` bytes in flight.
+
+    smbprotocol asks each request's own charge back, so the window stays at what the session
+    started with (64 against Samba): one 4 MiB request at a time.  An ECHO asking for more costs
+    one round trip per connection; a server that grants less just means fewer requests in flight.
+    """
+    connection = raw.fd.connection
+    window = connection.sequence_window["high"] - connection.sequence_window["low"]
+    needed = depth * ((chunk - 1) // CREDIT_BYTES + 1) + 8
+    if window >= needed:
+        return
+    try:
+        connection.echo(sid=raw.fd.tree_connect.session.session_id, credit_request=min(needed - window, 8192))
+    except Exception:  # more credits are an optimisation; requests work with what there is
+        log.debug("asking %s for more SMB credits failed", server, exc_info=True)
+
+
+def wait_for_credits(exc: BaseException, waits: int) -> bool:
+    """True (after a short pause) when ``exc`` says other requests hold the credits: they come
+    back with their answers, so the request is worth sending again."""
+    if "credits are available" not in str(exc) or waits >= CREDIT_WAITS:
+        return False
+    time.sleep(CREDIT_WAIT)
+    return True
+
+
 class ReaderOwner(Protocol):
     """What a reader needs of the ``SmbRemoteFiles`` that opened it."""
 
@@ -153,21 +180,7 @@ class SmbReader(io.RawIOBase):
     # -- inside ---------------------------------------------------------------------------
 
     def _ensure_credits(self, raw: Any) -> None:
-        """Ask the server for enough credits to keep ``depth`` chunk reads in flight.
-
-        smbprotocol asks each request's own charge back, so the window stays at what the session
-        started with (64 against Samba): one 4 MiB read at a time.  An ECHO asking for more costs
-        one round trip per connection; a server that grants less just means fewer reads in flight.
-        """
-        connection = raw.fd.connection
-        window = connection.sequence_window["high"] - connection.sequence_window["low"]
-        needed = self._depth * ((self._chunk - 1) // CREDIT_BYTES + 1) + 8
-        if window >= needed:
-            return
-        try:
-            connection.echo(sid=raw.fd.tree_connect.session.session_id, credit_request=min(needed - window, 8192))
-        except Exception:  # more credits are an optimisation; reads work with what there is
-            log.debug("asking %s for more SMB credits failed", self._mapped.server, exc_info=True)
+        ensure_credits(raw, self._depth, self._chunk, self._mapped.server)
 
     def _drop_queue(self, position: int) -> None:
         for _offset, future in self._queue:
@@ -196,10 +209,8 @@ class SmbReader(io.RawIOBase):
                 count = min(length - len(got), int(raw.fd.connection.max_read_size))
                 piece = raw.fd.read(offset + len(got), count)
             except Exception as exc:  # every smbprotocol failure is translated or retried
-                if "credits are available" in str(exc) and credit_waits < CREDIT_WAITS:
-                    # Other reads on this connection hold the credits; they come back with their answers.
+                if wait_for_credits(exc, credit_waits):
                     credit_waits += 1
-                    time.sleep(CREDIT_WAIT)
                     continue
                 lost = is_connection_lost(exc)
                 if not (lost or is_transient(exc)) or attempt >= len(files.retry_delays):
