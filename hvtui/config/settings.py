@@ -37,7 +37,7 @@ class SmbSettings:
     password: SecretSource | None = None
     encrypt: bool = True  # False still requires signing
     rate_limit: int | None = None  # bytes per second read from this host; None: unlimited
-    read_ahead: int = 4  # reads in flight per open file
+    read_ahead: int = 4  # reads (and writes) in flight per open file
     timeout: float = 30.0  # connecting and each request
 
 

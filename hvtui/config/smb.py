@@ -58,5 +58,5 @@ class SmbModel(Model):
     password_prompt: boolean("Ask for the SMB password when connecting.") | UnsetType = UNSET
     encrypt: boolean("Require SMB3 encryption (default true); false still requires signing.") | UnsetType = UNSET
     rate_limit: Rate | UnsetType = UNSET
-    read_ahead: integer(1, 16, "Reads in flight per open file (default 4).") | UnsetType = UNSET
+    read_ahead: integer(1, 16, "Reads (and restore writes) in flight per open file (default 4).") | UnsetType = UNSET
     timeout: duration("Deadline of connecting and of one request (default 30s)", minimum=1.0) | UnsetType = UNSET
