@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SHARE = "share"
+DENIED_SHARE = "denied"  # a share the test user may not use (a tree connect answered ACCESS_DENIED)
+READONLY_SHARE = "readonly"  # a share the test user may read but not write
 PASSWORD = "Smb-Test-pw1"
 START_TIMEOUT = 20.0  # seconds; smbd is ready in ~0.1 s, but the machine is shared and loaded
 
@@ -78,6 +80,14 @@ def smb_conf(root: Path, port: int, encrypt: bool) -> str:
             "read only = no",
             "browseable = yes",
             "",
+            f"[{DENIED_SHARE}]",
+            f"path = {root}/{DENIED_SHARE}",
+            "valid users = nobody",
+            "",
+            f"[{READONLY_SHARE}]",
+            f"path = {root}/{READONLY_SHARE}",
+            "read only = yes",
+            "",
         ]
     )
 
@@ -115,6 +125,8 @@ class SambaServer:
 
     def setup(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        for extra in (DENIED_SHARE, READONLY_SHARE):
+            (self.root / extra).mkdir(exist_ok=True)
         for sub in ("private", "lock", "state", "cache", "pid", "ncalrpc", "binddns"):
             (self.root / "state" / sub).mkdir(parents=True, exist_ok=True)
         self.conf.write_text(smb_conf(self.root, self.port, self.encrypt), encoding="utf-8")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from samba_support import SambaServer
+from samba_support import DENIED_SHARE, READONLY_SHARE, SambaServer
 
 from hvtui.config import HostConfig, SecretSource, SmbSettings, WinRMSettings
 from hvtui.errors import HostError
@@ -194,3 +194,24 @@ def test_a_missing_smb_password_source_is_an_smb_auth_error_naming_it(samba_serv
         remote.size("D:\\f.bin")
     assert caught.value.kind == "smb-auth"
     assert "environment variable HV01_SMB_PW is not set" in str(caught.value) and "hv01" in str(caught.value)
+
+
+def test_a_share_that_refuses_the_account_says_which_rights_it_needs(samba_server: SambaServer) -> None:
+    smb = SmbSettings(shares=(("C:\\", f"\\\\{samba_server.host}\\{DENIED_SHARE}"),), port=samba_server.port, timeout=10.0)
+    remote = open_remote_files("hv01", samba_server.host, smb, samba_server.username, lambda: samba_server.password)
+    with remote, pytest.raises(HostError) as caught:
+        remote.open_read("C:\\Windows\\x.vhdx")
+    error = caught.value
+    assert error.kind == "smb-share"
+    assert f"the share \\\\127.0.0.1\\{DENIED_SHARE} refused" in str(error) and "Administrators" in str(error)
+    assert "C:\\Windows\\x.vhdx" in str(error) and error.host == "hv01"
+
+
+def test_a_file_the_share_lets_in_but_the_account_may_not_write_is_a_plain_failure(samba_server: SambaServer) -> None:
+    smb = SmbSettings(shares=(("E:\\", f"\\\\{samba_server.host}\\{READONLY_SHARE}"),), port=samba_server.port, timeout=10.0)
+    remote = open_remote_files("hv01", samba_server.host, smb, samba_server.username, lambda: samba_server.password)
+    with remote, pytest.raises(HostError) as caught:
+        remote.open_write("E:\\restored.vhdx")
+    error = caught.value
+    assert error.kind == "failed"
+    assert "access to E:\\restored.vhdx" in str(error) and "though the share lets it in" in str(error)

@@ -268,9 +268,11 @@ def _share(steps: _Steps, remote: Any, prefix: str, unc: str, encrypt: bool) -> 
 def _share_fix(kind: str) -> str:
     return {
         "smb-auth": "SMB refused the logon: check smb: username/password (default: the WinRM ones)",
-        "smb-share": f"create the share or fix smb: shares: in the config; TCP 445 must be open (see {SETUP_DOC}, 'Shares for the VM files')",
+        "smb-share": (
+            f"create the share or fix smb: shares: in the config; TCP 445 must be open; the admin shares need a "
+            f"local administrator (see {SETUP_DOC}, 'Shares for the VM files' and 'Account')"
+        ),
         "smb-encryption": f"turn on SMB encryption on the host (see {SETUP_DOC}, 'SMB encryption')",
-        "access-denied": f"the admin shares need a local administrator (and LocalAccountTokenFilterPolicy=1 for a local account; see {SETUP_DOC})",
     }.get(kind, f"see the error and {SETUP_DOC}, 'Shares for the VM files'")
 
 

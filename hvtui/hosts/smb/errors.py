@@ -78,6 +78,22 @@ def is_connection_lost(exc: BaseException) -> bool:
     return is_connect_failure(exc)
 
 
+def is_access_denied(exc: BaseException) -> bool:
+    return isinstance(exc, smb.AccessDenied) or _status(exc) == NtStatus.STATUS_ACCESS_DENIED
+
+
+def share_denied_error(where: Where, operation: str) -> HostError:
+    """The share itself refused the user (a tree connect denied): rights, not a wrong password."""
+    return HostError(
+        where.host,
+        operation,
+        f"the share {where.share_unc} refused {where.username or 'the user'} (access denied) for {where.host_path}; "
+        "the admin shares C$ and D$ need a member of the host's Administrators group, and a local account also "
+        f"LocalAccountTokenFilterPolicy=1 (see {SETUP_DOC}, 'Account'); or map the path to a share the account may use",
+        kind="smb-share",
+    )
+
+
 def lost_error(where: Where, operation: str, what: str) -> HostError:
     return HostError(
         where.host,
@@ -128,13 +144,15 @@ def translate(exc: BaseException, where: Where, operation: str, reconnecting: bo
             "smb: {encrypt: false} for this host (signing stays required)",
             kind="smb-encryption",
         )
-    if isinstance(exc, smb.AccessDenied) or status == NtStatus.STATUS_ACCESS_DENIED:
+    if is_access_denied(exc):
+        # The share itself refusing the user is told apart by the caller (share_denied_error).
         return HostError(
             where.host,
             operation,
-            f"access to {path} was denied to {user}; the admin shares need a member of the host's "
-            f"Administrators group, and a local account also needs LocalAccountTokenFilterPolicy=1 (see {SETUP_DOC}, 'Account')",
-            kind="access-denied",
+            f"access to {path} was denied to {user}, though the share lets it in; give the account rights on "
+            "the file (Hyper-V's VM files grant only SYSTEM, the VMs' own accounts and Administrators; "
+            f"see {SETUP_DOC}, 'Shares for the VM files')",
+            kind="failed",
         )
     if status in _NOT_FOUND_STATUSES or (isinstance(exc, FileNotFoundError | smb.SMBOSError) and getattr(exc, "errno", None) == errno.ENOENT):
         return HostError(where.host, operation, f"{path} does not exist on the host", kind="not-found")

@@ -18,7 +18,16 @@ import smbclient
 
 from hvtui.errors import HostError, HvtuiError
 from hvtui.hosts.ratelimit import RateLimiter
-from hvtui.hosts.smb.errors import Where, is_connect_failure, is_connection_lost, is_transient, lost_error, translate
+from hvtui.hosts.smb.errors import (
+    Where,
+    is_access_denied,
+    is_connect_failure,
+    is_connection_lost,
+    is_transient,
+    lost_error,
+    share_denied_error,
+    translate,
+)
 from hvtui.hosts.smb.reader import SmbReader
 from hvtui.hosts.smb.shares import Mapped, ShareMap
 from hvtui.hosts.smb.writer import SmbWriter
@@ -234,6 +243,8 @@ class SmbRemoteFiles:
 
     def _error(self, exc: Exception, mapped: Mapped, label: str, reconnecting: bool) -> HostError:
         error = translate(exc, self.where(mapped), label, reconnecting)
+        if is_access_denied(exc) and not self._share_reachable(mapped):
+            return share_denied_error(self.where(mapped), label)
         # A share this object has used that now answers "not found" has gone away during the job.
         if error.kind in ("not-found", "smb-share") and mapped.share_unc.casefold() in self._seen_shares and not self._share_reachable(mapped):
             return lost_error(self.where(mapped), label, f"the share {mapped.share_unc} went away")
