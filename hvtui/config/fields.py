@@ -2,7 +2,7 @@
 and the words a mistake message uses for it (``Meta(extra={"what": ...})``), in one place.
 
 Shared by ``hvtui.config.models`` and the models of each newer section in its own module
-(``hvtui.config.notify_models``, ``hvtui.config.schedule_models``), which ``models.ConfigModel`` then imports.
+(``hvtui.config.notify_models``, ``hvtui.config.schedule_models``, ``hvtui.config.smb``), which ``models.ConfigModel`` then imports.
 """
 
 from __future__ import annotations

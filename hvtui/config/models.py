@@ -43,6 +43,7 @@ from hvtui.config.fields import (
 )
 from hvtui.config.notify_models import EmailModel, NotificationModel
 from hvtui.config.schedule_models import ScheduleModel
+from hvtui.config.smb import SmbModel
 
 HOST_KINDS = ("lab", "winrm")
 WINRM_SCHEMES = ("https", "http")
@@ -120,6 +121,7 @@ class WinRMHostModel(HostModel, tag="winrm", kw_only=True):
     operation_timeout: duration("WS-Management OperationTimeout, below timeout", minimum=1.0) | UnsetType = UNSET
     long_timeout: duration("Deadline of a merge or apply (default 1h, at least timeout)") | UnsetType = UNSET
     commands_per_shell: integer(1, 10000, "Recycle the remote shell after this many commands.") | UnsetType = UNSET
+    smb: collection(SmbModel, "the SMB settings (a mapping)", "How the host's VM files are read and written (SMB3).") | UnsetType = UNSET
 
 
 WINRM_KEYS = tuple(f.name for f in msgspec.structs.fields(WinRMHostModel) if f.name not in ("name", "group", "read_only"))

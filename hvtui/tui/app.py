@@ -91,6 +91,8 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, Schedul
         Binding("f", "show_view('findings')", "Findings"),
         Binding("j", "show_view('jobs')", "Jobs"),
         Binding("ctrl+r,f5", "refresh", "Refresh"),
+        # Shown only while a host is unreachable (check_action): what is wrong with it, step by step.
+        Binding("exclamation_mark", "doctor", "Doctor", key_display="!"),
         Binding("ctrl+t", "next_theme", "Next theme", show=False),
         Binding("q", "quit", "Quit"),
     ]
@@ -123,6 +125,7 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, Schedul
         self.init_action_state()
         self._pending_theme_notices: list[str] = []
         self.jobs_ui = JobsController(self)
+        self._offering_doctor = False
 
     def notify(
         self,
@@ -197,7 +200,12 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, Schedul
         while self._pending_theme_notices:  # shown once the first view is up, not lost before it
             self.notify(self._pending_theme_notices.pop(0), title="Theme problem", severity="warning", timeout=10)
         self.announce_notification_failures()
-        screen.sync_bars(self.header_state(), self.failing_hosts(), self.action_views())
+        failing = self.failing_hosts()
+        screen.sync_bars(self.header_state(), failing, self.action_views())
+        offer_doctor = any(not problem.waiting for problem in failing)
+        if offer_doctor != self._offering_doctor:  # the key bar shows `! Doctor` only while a host is down
+            self._offering_doctor = offer_doctor
+            self.refresh_bindings()
         if data and self.snapshot is not None and screen.shown_version != self.snapshot_version:
             screen.shown_version = self.snapshot_version
             screen.show_snapshot(self.snapshot)
@@ -240,9 +248,23 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, Schedul
         if isinstance(self.screen, ViewScreen):
             self.screen.open_command_prompt()
 
+    def action_doctor(self) -> None:
+        """`hvtui doctor` for the hosts shown as unreachable (down, not merely late)."""
+        from hvtui.tui.screens.doctor import DoctorScreen
+
+        hosts = self.unreachable_hosts()
+        if hosts:
+            self.push_screen(DoctorScreen(hosts))
+
+    def unreachable_hosts(self) -> list[str]:
+        configured = {host.name for host in self.core.config.hosts}
+        return [problem.host for problem in self.failing_hosts() if not problem.waiting and problem.host in configured]
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Over a dialog, the one-letter keys belong to the dialog: never quit or jump away.
         modal = isinstance(self.screen, ModalScreen)
+        if action == "doctor":
+            return not modal and bool(self.unreachable_hosts())  # False: not in the key bar at all
         return not (modal and action in {"help", "command", "show_view", "quit", "next_theme"})
 
     # -- workers and errors ------------------------------------------------------------------------------

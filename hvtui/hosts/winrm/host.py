@@ -21,6 +21,8 @@ from hvtui.config import HostConfig, SecretSource, WinRMSettings
 from hvtui.errors import ConfigError, HostError, HvtuiError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot, RemoveOutcome
+from hvtui.hosts.ratelimit import RateLimiter
+from hvtui.hosts.remote_files import RemoteFiles
 from hvtui.hosts.winrm.transport import (
     BEGIN_MARKER,
     END_MARKER,
@@ -117,6 +119,10 @@ class WinRMHost(Host):
         self.settings: WinRMSettings = host_config.winrm
         user = self.settings.username or "the configured user"
         self._password = _PasswordCache(self.settings.password, f"password for {user} on {self.name}", secret_prompter)
+        self._secret_prompter = secret_prompter
+        # One bucket for every reader of this host's files (the config's smb: rate_limit).
+        smb_rate = self.settings.smb.rate_limit
+        self.read_rate_limiter: RateLimiter | None = RateLimiter(smb_rate) if smb_rate is not None else None
         self._connection = WinRMConnection(
             self.name,
             self.settings,
@@ -331,6 +337,30 @@ class WinRMHost(Host):
             {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "new_name": new_name},
             self.settings.timeout,
         )
+
+    def open_remote_files(self) -> RemoteFiles:
+        """The host's files over SMB3 (its ``smb:`` block; the WinRM credentials unless it names
+        others); the caller closes it."""
+        from hvtui.hosts.smb import open_remote_files  # smbprotocol only when files move
+
+        smb = self.settings.smb
+        return open_remote_files(
+            self.name,
+            self.settings.address,
+            smb,
+            self.settings.username,
+            self._password,
+            self._secret_prompter,
+            rate_limiter=self.read_rate_limiter,
+        )
+
+    def limit_read_rate(self, rate: int) -> RateLimiter:
+        """Reads of this host's files at most ``rate`` bytes/s from now on (``--limit-rate``)."""
+        if self.read_rate_limiter is None:
+            self.read_rate_limiter = RateLimiter(rate)
+        else:
+            self.read_rate_limiter.set_rate(rate)
+        return self.read_rate_limiter
 
     def close(self) -> None:
         self._connection.close()
