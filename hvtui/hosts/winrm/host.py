@@ -42,8 +42,14 @@ SCRIPTS: dict[str, str] = {
     "checkpoint.remove": "checkpoint_remove",
     "checkpoint.rename": "checkpoint_rename",
     "checkpoint.type": "checkpoint_type",
+    "backup.begin": "backup_begin",
+    "backup.changes": "backup_changes",
+    "backup.end": "backup_end",
+    "backup.leftovers": "backup_leftovers",
 }
 PRELUDE = "_prelude"
+# Shared helpers some operations need besides the prelude, sent between it and the template.
+INCLUDES: dict[str, tuple[str, ...]] = {op: ("_cim",) for op in SCRIPTS if op.startswith("backup.")}
 MERGE_WAIT_MARGIN = 60.0  # seconds of the long deadline kept back from waiting for a merge
 TYPE_RESTORE_MARGIN = 10.0  # seconds of a type restore's deadline kept back from retrying Set-VM
 
@@ -77,8 +83,9 @@ class _PasswordCache:
 
 
 def full_script(op: str) -> str:
-    """The script text sent for ``op``: the shared prelude, then the operation's template."""
-    return script_text(PRELUDE) + "\n" + script_text(SCRIPTS[op])
+    """The script text sent for ``op``: the shared prelude, its includes, then the operation's template."""
+    parts = [PRELUDE, *INCLUDES.get(op, ()), SCRIPTS[op]]
+    return "\n".join(script_text(name) for name in parts)
 
 
 def create_switches_type(vm_type: str | None, wanted: str) -> bool:
