@@ -69,8 +69,9 @@ class SourceFile:
     ``change_id`` names the change-tracking state the file is at (Hyper-V RCT id, the lab
     keeps the same record), ``None`` when the host tracks no changes for it.
     ``virtual_ranges`` True: ``changes`` answers in virtual-disk bytes (RCT on a VHDX), which
-    the engine maps to file bytes by parsing ``local_path`` (the frozen file, readable here);
-    False: in file bytes.
+    the engine maps to file bytes by parsing the frozen file through ``open()`` (local or read
+    over SMB); False: in file bytes.  ``local_path``: where the frozen file is on this machine,
+    when it is (the lab's); None for a remote host's.
     """
 
     rel_path: str
