@@ -99,7 +99,7 @@ class LeftoverCheckpoints:
             }
             with self._audit.action(AUDIT_ACTION, host_name, vm_label, args) as entry:
                 try:
-                    host.remove_checkpoint(vm_id, checkpoint.id)
+                    host.release_backup_checkpoint(vm_id, checkpoint.id)
                     entry.args["removed"] = 1
                 except NotFoundError:
                     entry.args["removed"] = 0  # removed meanwhile (by another console)

@@ -125,6 +125,7 @@ def run_backup(
     clear_leftovers: Callable[[ProgressCallback | None], None] | None = None,
     on_checkpoint: CheckpointTaken | None = None,
     vm_name: str | None = None,
+    consistency: str | None = None,
 ) -> BackupResult:
     """Back up one VM into ``repo``; the new point is committed or nothing is.
 
@@ -132,6 +133,7 @@ def run_backup(
     (the caller removes what earlier backups of its own left); ``on_checkpoint(id, name)``
     is handed to the host, which calls it as it takes the checkpoint (the caller records it).
     ``vm_name``: the VM's name as the caller knows it, for messages (locks held, busy).
+    ``consistency``: asked of the host's checkpoint (None: the host's configured one).
 
     Raises ``Cancelled``, ``RepositoryError`` (disk full, lock busy, unsafe source) or the
     host's ``HostError``; in every case the Recovery checkpoint is gone afterwards (the
@@ -155,7 +157,8 @@ def run_backup(
     try:
         with VMLock(repo.root, host.name, vm_id, vm_name).acquire():
             return _backup_locked(
-                repo, host, vm_id, mode, clock, cancel, meter, lock.id, n_workers, started, clear_leftovers, on_checkpoint
+                repo, host, vm_id, mode, clock, cancel, meter, lock.id, n_workers, started, clear_leftovers, on_checkpoint,
+                consistency,
             )
     finally:
         lock.release()
@@ -174,6 +177,7 @@ def _backup_locked(
     started: float,
     clear_leftovers: Callable[[ProgressCallback | None], None] | None,
     on_checkpoint: CheckpointTaken | None,
+    consistency: str | None = None,
 ) -> BackupResult:
     parent = find_parent(repo, host.name, vm_id, mode)
     effective_mode = mode if parent is not None or mode == "full" else "full"
@@ -190,10 +194,12 @@ def _backup_locked(
 
     meter.start_phase("checkpoint", message="taking a Recovery checkpoint")
     warnings: list[str] = []
+    # Only the arguments given are passed: hosts written before them keep working.
+    extra: dict[str, Any] = {"consistency": consistency} if consistency is not None else {}
     if on_checkpoint is not None:
-        source = host.open_backup_source(vm_id, meter.callback, on_checkpoint)
+        source = host.open_backup_source(vm_id, meter.callback, on_checkpoint, **extra)
     else:
-        source = host.open_backup_source(vm_id, meter.callback)
+        source = host.open_backup_source(vm_id, meter.callback, **extra)
     try:
         when = clock.now()
         cancel.check()
@@ -219,6 +225,14 @@ def _backup_locked(
         pipeline = ChunkPipeline(repo, owner, meter, cancel, n_workers)
         pipeline.run(plans)
         cancel.check()
+        # Release the freeze as a success (a WinRM host's checkpoint becomes a reference point,
+        # naming the disks' new RCT ids) before the point that records those ids is committed.
+        needed = {f.change_id for f in parent.files if f.change_id} if parent is not None else set()
+        final_ids = source.finish(needed)
+        for plan in plans:
+            if plan.entry.path in final_ids:
+                plan.entry.change_id = final_ids[plan.entry.path]
+        warnings.extend(source.warnings)
 
         files = [p.entry for p in plans]
         point_id = new_point_id(when, uuid.uuid4().hex)

@@ -2,8 +2,9 @@
 
 Each operation is one ``.ps1`` template from ``scripts/`` (sent after ``_prelude.ps1``)
 plus a JSON arguments object; the answer is one JSON document between markers, read by
-``hvtui.wire``.  Backup and restore are not offered over WinRM yet: the ``Host`` base class
-refuses them with a clear ``HostError``.
+``hvtui.wire``.  Backups (``hosts/winrm/backup.py``) need the host's files, read through a
+``RemoteFiles`` (SMB3): a host built without one refuses them with a clear ``HostError``,
+as the ``Host`` base class does restores.
 
 Test-only allowance: ``allow_basic_over_http_for_tests=True`` lets the loopback
 WS-Management server in ``tests/`` use the ``basic`` transport over plain HTTP.  The config
@@ -18,9 +19,17 @@ import threading
 from collections.abc import Callable
 
 from hvtui.config import HostConfig, SecretSource, WinRMSettings
-from hvtui.errors import ConfigError, HostError, HvtuiError
+from hvtui.errors import ConfigError, HostError, HvtuiError, NotFoundError
 from hvtui.events import CancelToken, Progress, ProgressCallback
-from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot, RemoveOutcome
+from hvtui.hosts.base import (
+    CHECKPOINT_TYPES_CREATABLE,
+    BackupSource,
+    CheckpointTaken,
+    Host,
+    HostSnapshot,
+    RemoveOutcome,
+)
+from hvtui.hosts.remote_files import RemoteFiles
 from hvtui.hosts.winrm.transport import (
     BEGIN_MARKER,
     END_MARKER,
@@ -115,7 +124,9 @@ class WinRMHost(Host):
         *,
         allow_basic_over_http_for_tests: bool = False,
         max_shells: int = 2,
+        remote_files: RemoteFiles | None = None,
     ) -> None:
+        """``remote_files``: the host's files by host path (SMB3); None: no backups."""
         if host_config.winrm is None:
             raise ConfigError(f"host {host_config.name!r}: kind winrm needs its winrm settings")
         self.name = host_config.name
@@ -132,6 +143,7 @@ class WinRMHost(Host):
             max_shells=max_shells,
         )
         self._scripts: dict[str, str] = {}
+        self.remote_files = remote_files
 
     # -- plumbing -------------------------------------------------------------------------------
     def _script(self, op: str) -> str:
@@ -151,6 +163,11 @@ class WinRMHost(Host):
         except HvtuiError as err:  # the password could not be obtained: name the host and operation
             log.info("%s: %s: %s", self.name, operation, err)
             raise HostError(self.name, operation, str(err), kind="auth") from None
+
+    def call_operation(self, op: str, arguments: dict, timeout: float, operation: str | None = None) -> object:
+        """Run one operation; its JSON document, not yet checked (the backup module reads it).
+        ``operation`` names it in errors (default: its label, or ``op`` itself)."""
+        return self._call(op, arguments, timeout, operation or OPERATION_LABELS.get(op, op))
 
     def _call(self, op: str, arguments: dict, timeout: float, operation: str | None = None) -> object:
         """Run one operation; return its JSON document (not yet checked for ``ok``)."""
@@ -329,5 +346,39 @@ class WinRMHost(Host):
             self.settings.timeout,
         )
 
+    # -- backup ------------------------------------------------------------------------------------
+    def open_backup_source(
+        self,
+        vm_id: str,
+        progress: ProgressCallback | None = None,
+        on_checkpoint: CheckpointTaken | None = None,
+        consistency: str | None = None,
+    ) -> BackupSource:
+        if self.remote_files is None:
+            return super().open_backup_source(vm_id, progress, on_checkpoint)
+        from hvtui.hosts.winrm import backup
+
+        # backup.begin waits for VSS in the guest: the long deadline, as for a Production checkpoint.
+        return backup.open_backup_source(
+            self,
+            self.remote_files,
+            vm_id,
+            consistency or self.settings.consistency,
+            self.settings.long_timeout,
+            progress,
+            on_checkpoint,
+        )
+
+    def release_backup_checkpoint(self, vm_id: str, checkpoint_id: str) -> None:
+        """``backup.end`` with outcome failed: the checkpoint goes, no reference point stays."""
+        from hvtui.wire.backup import parse_end
+
+        arguments = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "outcome": "failed", "retire": []}
+        doc = self.call_operation("backup.end", arguments, self.settings.long_timeout)
+        if parse_end(doc, self.name, "failed").already_gone:
+            raise NotFoundError(self.name, "backup.end", f"no checkpoint with id {checkpoint_id} on the VM")
+
     def close(self) -> None:
+        if self.remote_files is not None:
+            self.remote_files.close()
         self._connection.close()

@@ -1,0 +1,205 @@
+"""Backups of a VM on a WinRM host: backup.begin -> the frozen files read through RemoteFiles ->
+backup.end, over the loopback WS-Management server answering from a lab host (real VHDX files).
+
+The data path is ``wsman_backup.LocalShare`` (a test-only RemoteFiles mapping ``D:\\`` to the lab's
+folder) until the SMB3 path lands; it counts the bytes read, so the incremental's economy is
+measured on what crossed the data path.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lab_support import add_vm, make_host  # noqa: E402
+from wsman_backup import LabBackupBackend, LocalShare  # noqa: E402
+from wsman_server import PASSWORD_ENV, WSManServer, make_winrm_host  # noqa: E402
+
+from hvtui.engine.backup import run_backup  # noqa: E402
+from hvtui.engine.repository import Repository  # noqa: E402
+from hvtui.engine.restore import restore_to_directory  # noqa: E402
+from hvtui.errors import HostError  # noqa: E402
+from hvtui.hosts.lab.disk import read_logical  # noqa: E402
+from hvtui.hosts.lab.host import LabHost  # noqa: E402
+from hvtui.hosts.lab.state import RCT_DIR  # noqa: E402
+from hvtui.hosts.winrm.backup import rel_path_for  # noqa: E402
+
+MiB = 1 << 20
+FIXED = 4 * MiB  # VHDX header section, log, metadata and BAT: re-read by every incremental
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vm_name: str = "vm1") -> None:
+        self.lab: LabHost = make_host(tmp_path, "lab-t1")
+        self.vm_id = add_vm(self.lab, name=vm_name, blocks=24)
+        self.backend = LabBackupBackend(self.lab)
+        self.server = WSManServer(self.backend).start()
+        monkeypatch.setenv(PASSWORD_ENV, self.server.password)
+        self.share = LocalShare(self.lab.root)
+        self.host = make_winrm_host(self.server.port, "hv-test", long_timeout=30.0, timeout=30.0)
+        self.host.remote_files = self.share
+        self.repo = Repository.open(tmp_path / "repo", create=True)
+        self.tmp_path = tmp_path
+
+    def close(self) -> None:
+        self.host.close()
+        self.server.stop()
+
+    def recovery(self) -> list[str]:
+        return [cp.name for cp in self.lab.vm(self.vm_id).checkpoints if cp.type == "Recovery"]
+
+    def disk_path(self) -> Path:
+        return Path(self.lab.vm(self.vm_id).disks[0].path)
+
+    def restored_disk(self, point_id: str, name: str) -> Path:
+        out = self.tmp_path / f"out-{point_id}"
+        restore_to_directory(self.repo, point_id, out)
+        return out / name
+
+
+@pytest.fixture
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    r = Rig(tmp_path, monkeypatch)
+    yield r
+    r.close()
+
+
+def test_full_then_incremental_read_through_the_data_path_restore_the_guest_content(rig: Rig) -> None:
+    before = read_logical(rig.disk_path())
+    full = run_backup(rig.repo, rig.host, rig.vm_id, "full")
+    assert full.mode == "full" and rig.recovery() == []  # the checkpoint became a reference point
+    assert rig.share.bytes_read >= full.read_bytes > 0
+    assert read_logical(rig.restored_disk(full.point_id, "vm1.vhdx")) == before
+    ops = [c.op for c in rig.server.commands]
+    assert ops.count("backup.begin") == 1 and ops.count("backup.end") == 1
+    assert rig.backend.faults.end_calls[-1]["outcome"] == "success"
+    manifest = rig.repo.load_point(full.point_id)
+    assert manifest.vm_config["kind"] == "winrm"
+    disk_entry = next(f for f in manifest.files if f.path == "vm1.vhdx")
+    assert disk_entry.change_id and not disk_entry.change_id.startswith("pending:")  # the RCT id backup.end named
+
+    changed = 0
+    for block in (2, 11):
+        rig.lab.write_guest_data(rig.vm_id, 0, block * MiB, bytes([block]) * MiB)
+        changed += MiB
+    after = read_logical(rig.disk_path())
+    read_before = rig.share.bytes_read
+    inc = run_backup(rig.repo, rig.host, rig.vm_id, "incremental")
+    over_share = rig.share.bytes_read - read_before
+    assert inc.mode == "incremental" and inc.whole_reads == [] and inc.files_changed_ranges >= 1
+    assert [c.op for c in rig.server.commands].count("backup.changes") >= 1
+    config_bytes = sum(f.size for f in rig.repo.load_point(inc.point_id).files if not f.path.endswith("vhdx"))
+    # Parsing the frozen VHDX (headers, BAT) goes through the share too: all of it is counted.
+    assert over_share <= 2 * changed + FIXED + config_bytes, (over_share, changed)
+    assert over_share < full.read_bytes / 3
+    assert read_logical(rig.restored_disk(inc.point_id, "vm1.vhdx")) == after
+    assert rig.recovery() == []
+
+
+def test_reference_points_no_later_backup_needs_are_retired(rig: Rig) -> None:
+    first = run_backup(rig.repo, rig.host, rig.vm_id, "full")
+    run_backup(rig.repo, rig.host, rig.vm_id, "incremental")
+    assert rig.backend.faults.retired == []  # the first point's reference point: the parent of the second
+    run_backup(rig.repo, rig.host, rig.vm_id, "incremental")
+    assert first.point_id
+    assert rig.backend.faults.retired == [f"rp-{rig.backend.faults.end_calls[0]['checkpoint_id']}"]
+    assert [p["id"] for p in rig.backend.reference_points[rig.vm_id]] == [
+        f"rp-{call['checkpoint_id']}" for call in rig.backend.faults.end_calls[1:]
+    ]
+
+
+def test_an_invalid_rct_id_reads_the_disk_whole_and_says_why(rig: Rig) -> None:
+    run_backup(rig.repo, rig.host, rig.vm_id, "full")
+    rig.lab.write_guest_data(rig.vm_id, 0, 3 * MiB, b"\x05" * 4096)
+    for log in (rig.lab.root / RCT_DIR).iterdir():
+        log.unlink()  # the host forgot its change tracking (a re-imported VM)
+    after = read_logical(rig.disk_path())
+    inc = run_backup(rig.repo, rig.host, rig.vm_id, "incremental")
+    assert [w.split(": ")[:2] for w in inc.whole_reads] == [["vm1.vhdx", "rct-invalid"]]
+    assert read_logical(rig.restored_disk(inc.point_id, "vm1.vhdx")) == after
+
+
+def test_the_share_going_away_mid_backup_fails_cleanly(rig: Rig) -> None:
+    run_backup(rig.repo, rig.host, rig.vm_id, "full")
+    points = rig.repo.point_ids()
+    rig.lab.write_guest_data(rig.vm_id, 0, 0, b"\x01" * MiB)
+    rig.share.gone_after = rig.share.bytes_read + 2 * MiB
+    with pytest.raises(HostError) as caught:
+        run_backup(rig.repo, rig.host, rig.vm_id, "full")
+    assert caught.value.kind == "smb-lost"
+    assert rig.backend.faults.end_calls[-1]["outcome"] == "failed"  # the checkpoint was released
+    assert rig.recovery() == []
+    assert rig.repo.point_ids() == points  # no partial point
+    rig.share.gone_after = None
+    again = run_backup(rig.repo, rig.host, rig.vm_id, "incremental")  # the repository took no harm
+    assert again.mode == "incremental"
+
+
+def test_backup_end_failing_once_is_retried(rig: Rig) -> None:
+    rig.share.gone_after = 0  # fail the backup at its first read
+    rig.backend.faults.end_failures = 1
+    with pytest.raises(HostError):
+        run_backup(rig.repo, rig.host, rig.vm_id, "full")
+    assert [c["outcome"] for c in rig.backend.faults.end_calls] == ["failed", "failed"]
+    assert rig.recovery() == []
+
+
+def test_backup_end_failing_twice_leaves_a_named_leftover(rig: Rig) -> None:
+    rig.share.gone_after = 0
+    rig.backend.faults.end_failures = 2
+    with pytest.raises(HostError) as caught:
+        run_backup(rig.repo, rig.host, rig.vm_id, "full")
+    assert "removing the backup checkpoint failed too" in str(caught.value)
+    assert "the next backup of the VM removes it" in str(caught.value)
+    (leftover,) = rig.recovery()
+    assert leftover.startswith("hvtui backup ")
+
+
+def test_application_consistency_is_demanded_or_falls_back_with_a_warning(rig: Rig) -> None:
+    rig.backend.faults.consistency_fails = True
+    result = run_backup(rig.repo, rig.host, rig.vm_id, "full")
+    assert any("crash-consistent" in w for w in result.warnings)
+    assert rig.server.commands_for("backup.begin")[-1].arguments["consistency"] == "prefer-application"
+    with pytest.raises(HostError) as caught:
+        run_backup(rig.repo, rig.host, rig.vm_id, "full", consistency="application")
+    assert caught.value.kind == "consistency"
+    assert rig.recovery() == []
+
+
+def test_hostile_vm_names_travel_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = "o'brien `$(x)` \u2018smart\u2019 \u201cq\u201d"
+    r = Rig(tmp_path, monkeypatch, vm_name=name)
+    try:
+        result = run_backup(r.repo, r.host, r.vm_id, "full")
+        assert result.vm_name == name
+        config = r.repo.load_point(result.point_id).vm_config
+        assert config["vm"]["name"] == name
+        # The lab names the VM's folder after it: its files' host paths carry the name too.
+        assert all(name in f["path"] for f in config["files"] if f["role"] == "disk")
+        assert r.recovery() == []
+    finally:
+        r.close()
+
+
+def test_without_a_data_path_a_winrm_host_says_it_cannot_back_up(rig: Rig) -> None:
+    rig.host.remote_files = None
+    with pytest.raises(HostError) as caught:
+        run_backup(rig.repo, rig.host, rig.vm_id, "full")
+    assert caught.value.kind == "unsupported"
+    assert "backup.begin" not in [c.op for c in rig.server.commands]
+
+
+@pytest.mark.parametrize(
+    ("path", "folder", "rel"),
+    [
+        ("D:\\VMs\\sql01\\sql01.vhdx", "D:\\VMs\\sql01", "sql01.vhdx"),
+        ("d:\\vms\\SQL01\\Virtual Machines\\A.vmcx", "D:\\VMs\\sql01", "Virtual Machines/A.vmcx"),
+        ("E:\\Disks\\data.vhdx", "D:\\VMs\\sql01", "volumes/E/Disks/data.vhdx"),
+        ("D:\\VMs\\sql01b\\x.vhdx", "D:\\VMs\\sql01", "volumes/D/VMs/sql01b/x.vhdx"),
+    ],
+)
+def test_restore_point_paths_of_host_files(path: str, folder: str, rel: str) -> None:
+    assert rel_path_for(path, folder) == rel
