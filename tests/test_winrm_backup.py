@@ -184,14 +184,6 @@ def test_hostile_vm_names_travel_intact(tmp_path: Path, monkeypatch: pytest.Monk
         r.close()
 
 
-def test_without_a_data_path_a_winrm_host_says_it_cannot_back_up(rig: Rig) -> None:
-    rig.host.remote_files = None
-    with pytest.raises(HostError) as caught:
-        run_backup(rig.repo, rig.host, rig.vm_id, "full")
-    assert caught.value.kind == "unsupported"
-    assert "backup.begin" not in [c.op for c in rig.server.commands]
-
-
 @pytest.mark.parametrize(
     ("path", "folder", "rel"),
     [

@@ -2,9 +2,9 @@
 
 Each operation is one ``.ps1`` template from ``scripts/`` (sent after ``_prelude.ps1``)
 plus a JSON arguments object; the answer is one JSON document between markers, read by
-``hvtui.wire``.  Backups (``hosts/winrm/backup.py``) need the host's files, read through a
-``RemoteFiles`` (SMB3): a host built without one refuses them with a clear ``HostError``,
-as the ``Host`` base class does restores.
+``hvtui.wire``.  Backups (``hosts/winrm/backup.py``) read the host's files through a
+``RemoteFiles``: SMB3 as the host's ``smb:`` block says (``files``), or one given to the
+constructor (tests).
 
 Test-only allowance: ``allow_basic_over_http_for_tests=True`` lets the loopback
 WS-Management server in ``tests/`` use the ``basic`` transport over plain HTTP.  The config
@@ -126,7 +126,7 @@ class WinRMHost(Host):
         max_shells: int = 2,
         remote_files: RemoteFiles | None = None,
     ) -> None:
-        """``remote_files``: the host's files by host path (SMB3); None: no backups."""
+        """``remote_files``: the host's files by host path; None: SMB3 per the ``smb:`` block, on first use."""
         if host_config.winrm is None:
             raise ConfigError(f"host {host_config.name!r}: kind winrm needs its winrm settings")
         self.name = host_config.name
@@ -135,6 +135,7 @@ class WinRMHost(Host):
         self.settings: WinRMSettings = host_config.winrm
         user = self.settings.username or "the configured user"
         self._password = _PasswordCache(self.settings.password, f"password for {user} on {self.name}", secret_prompter)
+        self._secret_prompter = secret_prompter
         self._connection = WinRMConnection(
             self.name,
             self.settings,
@@ -144,6 +145,7 @@ class WinRMHost(Host):
         )
         self._scripts: dict[str, str] = {}
         self.remote_files = remote_files
+        self._files_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
     def _script(self, op: str) -> str:
@@ -354,14 +356,12 @@ class WinRMHost(Host):
         on_checkpoint: CheckpointTaken | None = None,
         consistency: str | None = None,
     ) -> BackupSource:
-        if self.remote_files is None:
-            return super().open_backup_source(vm_id, progress, on_checkpoint)
         from hvtui.hosts.winrm import backup
 
         # backup.begin waits for VSS in the guest: the long deadline, as for a Production checkpoint.
         return backup.open_backup_source(
             self,
-            self.remote_files,
+            self.files(),
             vm_id,
             consistency or self.settings.consistency,
             self.settings.long_timeout,
@@ -377,6 +377,21 @@ class WinRMHost(Host):
         doc = self.call_operation("backup.end", arguments, self.settings.long_timeout)
         if parse_end(doc, self.name, "failed").already_gone:
             raise NotFoundError(self.name, "backup.end", f"no checkpoint with id {checkpoint_id} on the VM")
+    def files(self) -> RemoteFiles:
+        """The host's files, kept for the host's life (SMB3 through its ``smb:`` block unless the
+        host was built with its own ``remote_files``); closed with the host."""
+        with self._files_lock:
+            if self.remote_files is None:
+                self.remote_files = self.open_remote_files()
+            return self.remote_files
+
+    def open_remote_files(self) -> RemoteFiles:
+        """The host's files over SMB3 (its ``smb:`` block; the WinRM credentials unless it names
+        others); the caller closes it."""
+        from hvtui.hosts.smb import open_remote_files  # smbprotocol only when files move
+
+        smb = self.settings.smb
+        return open_remote_files(self.name, self.settings.address, smb, self.settings.username, self._password, self._secret_prompter)
 
     def close(self) -> None:
         if self.remote_files is not None:
