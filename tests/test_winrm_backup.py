@@ -1,9 +1,7 @@
-"""Backups of a VM on a WinRM host: backup.begin -> the frozen files read through RemoteFiles ->
-backup.end, over the loopback WS-Management server answering from a lab host (real VHDX files).
-
-The data path is ``wsman_backup.LocalShare`` (a test-only RemoteFiles mapping ``D:\\`` to the lab's
-folder) until the SMB3 path lands; it counts the bytes read, so the incremental's economy is
-measured on what crossed the data path.
+"""Backups of a VM on a WinRM host: backup.begin -> the frozen files read over SMB3 -> backup.end,
+over the loopback WS-Management server answering from a lab host (real VHDX files) whose folder
+lies inside a real Samba share (tests/samba_support.py): the WinRM host reads the frozen files
+through the SMB3 RemoteFiles its ``smb:`` settings build, counted by ``wsman_backup.CountingFiles``.
 """
 
 from __future__ import annotations
@@ -15,9 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lab_support import add_vm, make_host  # noqa: E402
-from wsman_backup import LabBackupBackend, LocalShare  # noqa: E402
+from samba_support import SambaServer  # noqa: E402
+from wsman_backup import CountingFiles, LabBackupBackend  # noqa: E402
 from wsman_server import PASSWORD_ENV, WSManServer, make_winrm_host  # noqa: E402
 
+from hvtui.config import SecretSource, SmbSettings  # noqa: E402
 from hvtui.engine.backup import run_backup  # noqa: E402
 from hvtui.engine.repository import Repository  # noqa: E402
 from hvtui.engine.restore import restore_to_directory  # noqa: E402
@@ -25,21 +25,36 @@ from hvtui.errors import HostError  # noqa: E402
 from hvtui.hosts.lab.disk import read_logical  # noqa: E402
 from hvtui.hosts.lab.host import LabHost  # noqa: E402
 from hvtui.hosts.lab.state import RCT_DIR  # noqa: E402
+from hvtui.hosts.smb import SmbRemoteFiles  # noqa: E402
 from hvtui.hosts.winrm.backup import rel_path_for  # noqa: E402
 
 MiB = 1 << 20
 FIXED = 4 * MiB  # VHDX header section, log, metadata and BAT: re-read by every incremental
+SMB_PASSWORD_ENV = "HVTUI_TEST_SMB_PASSWORD"
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vm_name: str = "vm1") -> None:
-        self.lab: LabHost = make_host(tmp_path, "lab-t1")
+    """A lab host inside the Samba share, served over WinRM; a WinRM host whose D:\\ is the share."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba: SambaServer, vm_name: str = "vm1") -> None:
+        self.lab: LabHost = make_host(samba.folder, "lab-t1")
         self.vm_id = add_vm(self.lab, name=vm_name, blocks=24)
-        self.backend = LabBackupBackend(self.lab)
+        self.backend = LabBackupBackend(self.lab, samba.folder)
         self.server = WSManServer(self.backend).start()
+        self.samba = samba
         monkeypatch.setenv(PASSWORD_ENV, self.server.password)
-        self.share = LocalShare(self.lab.root)
-        self.host = make_winrm_host(self.server.port, "hv-test", long_timeout=30.0, timeout=30.0)
+        monkeypatch.setenv(SMB_PASSWORD_ENV, samba.password)
+        smb = SmbSettings(
+            shares=(("D:\\", samba.unc()),),
+            port=samba.port,
+            username=samba.username,
+            password=SecretSource(env=SMB_PASSWORD_ENV),
+            timeout=5.0,
+        )
+        self.host = make_winrm_host(self.server.port, "hv-test", long_timeout=30.0, timeout=30.0, smb=smb)
+        smb_files = self.host.files()  # what the host's config builds: SMB3 through the smb: settings
+        assert isinstance(smb_files, SmbRemoteFiles)
+        self.share = CountingFiles(smb_files)
         self.host.remote_files = self.share
         self.repo = Repository.open(tmp_path / "repo", create=True)
         self.tmp_path = tmp_path
@@ -61,8 +76,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    r = Rig(tmp_path, monkeypatch)
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba_server: SambaServer):  # noqa: ANN201
+    r = Rig(tmp_path, monkeypatch, samba_server)
     yield r
     r.close()
 
@@ -126,20 +141,34 @@ def test_the_share_going_away_mid_backup_fails_cleanly(rig: Rig) -> None:
     run_backup(rig.repo, rig.host, rig.vm_id, "full")
     points = rig.repo.point_ids()
     rig.lab.write_guest_data(rig.vm_id, 0, 0, b"\x01" * MiB)
-    rig.share.gone_after = rig.share.bytes_read + 2 * MiB
+    start = rig.share.bytes_read
+
+    def stop_samba(total: int) -> None:
+        if total - start >= 2 * MiB and rig.samba.process is not None and rig.samba.process.poll() is None:
+            rig.samba.stop()  # smbd goes away in the middle of the reads
+
+    rig.share.on_read = stop_samba
     with pytest.raises(HostError) as caught:
         run_backup(rig.repo, rig.host, rig.vm_id, "full")
-    assert caught.value.kind == "smb-lost"
+    assert caught.value.kind == "smb-lost", caught.value
     assert rig.backend.faults.end_calls[-1]["outcome"] == "failed"  # the checkpoint was released
     assert rig.recovery() == []
     assert rig.repo.point_ids() == points  # no partial point
-    rig.share.gone_after = None
+    rig.share.on_read = None
+    rig.samba.start()
     again = run_backup(rig.repo, rig.host, rig.vm_id, "incremental")  # the repository took no harm
     assert again.mode == "incremental"
 
 
+def _fail_at_first_read(rig: Rig) -> None:
+    def fail(_total: int) -> None:
+        raise HostError("hv-test", "smb read", "the share went away", kind="smb-lost")
+
+    rig.share.on_read = fail
+
+
 def test_backup_end_failing_once_is_retried(rig: Rig) -> None:
-    rig.share.gone_after = 0  # fail the backup at its first read
+    _fail_at_first_read(rig)
     rig.backend.faults.end_failures = 1
     with pytest.raises(HostError):
         run_backup(rig.repo, rig.host, rig.vm_id, "full")
@@ -148,7 +177,7 @@ def test_backup_end_failing_once_is_retried(rig: Rig) -> None:
 
 
 def test_backup_end_failing_twice_leaves_a_named_leftover(rig: Rig) -> None:
-    rig.share.gone_after = 0
+    _fail_at_first_read(rig)
     rig.backend.faults.end_failures = 2
     with pytest.raises(HostError) as caught:
         run_backup(rig.repo, rig.host, rig.vm_id, "full")
@@ -169,9 +198,9 @@ def test_application_consistency_is_demanded_or_falls_back_with_a_warning(rig: R
     assert rig.recovery() == []
 
 
-def test_hostile_vm_names_travel_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hostile_vm_and_path_names_travel_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba_server: SambaServer) -> None:
     name = "o'brien `$(x)` \u2018smart\u2019 \u201cq\u201d"
-    r = Rig(tmp_path, monkeypatch, vm_name=name)
+    r = Rig(tmp_path, monkeypatch, samba_server, vm_name=name)
     try:
         result = run_backup(r.repo, r.host, r.vm_id, "full")
         assert result.vm_name == name

@@ -1,17 +1,19 @@
-"""The backup operations for the loopback WS-Management server, answered from a lab host, and a
-test-only ``RemoteFiles`` that maps the host paths it reports to the lab's files.
+"""The backup operations for the loopback WS-Management server, answered from a lab host.
 
 ``LabBackupBackend`` answers ``backup.begin/changes/end/leftovers`` as the templates would on
 Hyper-V: ``backup.begin`` opens a lab backup source (a Recovery checkpoint, renamed to the label),
-reports its frozen files as Windows paths under drive ``D:`` (``D:\\`` is the lab host's root
-folder), and keeps the source open until ``backup.end``; the lab's RCT ids stand in for Hyper-V's.
-``LocalShare`` is the data path: ``D:\\...`` -> ``<root>/...``, counting the bytes read.
+reports its frozen files as Windows paths under drive ``D:`` (``D:\\`` is ``drive_root``, a folder
+holding the lab host's), and keeps the source open until ``backup.end``; the lab's RCT ids stand
+in for Hyper-V's.
+``D:\\`` is the Samba share whose folder holds the lab: the data path is real SMB3
+(``CountingFiles`` counts what it returns).
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PureWindowsPath
@@ -31,17 +33,10 @@ def to_windows(path: Path, root: Path) -> str:
     return str(PureWindowsPath(DRIVE + "\\", *path.relative_to(root).parts))
 
 
-def to_local(host_path: str, root: Path) -> Path:
-    win = PureWindowsPath(host_path)
-    if win.drive.upper() != DRIVE:
-        raise HostError("share", "smb", f"{host_path}: outside every mapped share (only {DRIVE}\\ is mapped)", kind="smb-path")
-    return root.joinpath(*win.parts[1:])
-
-
 class _CountingReader(io.RawIOBase):
-    def __init__(self, share: LocalShare, path: Path) -> None:
-        self._share = share
-        self._fh = open(path, "rb")  # noqa: SIM115 - closed with the reader
+    def __init__(self, files: CountingFiles, inner: BinaryIO) -> None:
+        self._files = files
+        self._inner = inner
 
     def readable(self) -> bool:
         return True
@@ -50,61 +45,53 @@ class _CountingReader(io.RawIOBase):
         return True
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        return self._fh.seek(offset, whence)
+        return self._inner.seek(offset, whence)
 
     def tell(self) -> int:
-        return self._fh.tell()
+        return self._inner.tell()
 
     def readinto(self, buffer: Any) -> int:
-        self._share.check()
-        n = self._fh.readinto(buffer)
-        with self._share.lock:
-            self._share.bytes_read += n or 0
-        return n or 0
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        with self._files.lock:
+            self._files.bytes_read += len(data)
+        if self._files.on_read is not None:
+            self._files.on_read(self._files.bytes_read)
+        return len(data)
 
     def close(self) -> None:
-        self._fh.close()
+        self._inner.close()
         super().close()
 
 
-class LocalShare:
-    """A test-only ``RemoteFiles``: host paths under ``D:\\`` are files under ``root``."""
+class CountingFiles:
+    """A ``RemoteFiles`` (the real SMB one) that counts the bytes its readers return: what
+    crossed the data path.  ``on_read(total)`` runs after each read (a test stops the server)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
         self.lock = threading.Lock()
         self.bytes_read = 0
-        self.gone_after: int | None = None  # the share disappears once this many bytes were read
-        self.closed = False
-
-    def check(self) -> None:
-        if self.gone_after is not None and self.bytes_read >= self.gone_after:
-            raise HostError("share", "smb read", f"the share {DRIVE}\\ went away", kind="smb-lost")
+        self.on_read: Callable[[int], None] | None = None
 
     def open_read(self, host_path: str) -> BinaryIO:
-        self.check()
-        local = to_local(host_path, self.root)
-        if not local.exists():
-            raise NotFoundError("share", "smb open", f"{host_path}: no such file")
-        return io.BufferedReader(_CountingReader(self, local), buffer_size=64 << 10)  # type: ignore[return-value]
+        # Small reads (VHDX headers) stay small: no read-ahead buffer of our own on top.
+        return io.BufferedReader(_CountingReader(self, self.inner.open_read(host_path)), buffer_size=64 << 10)  # type: ignore[return-value]
 
     def open_write(self, host_path: str) -> BinaryIO:
-        local = to_local(host_path, self.root)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        return open(local, "wb")  # noqa: SIM115
+        return self.inner.open_write(host_path)
 
     def size(self, host_path: str) -> int:
-        self.check()
-        return to_local(host_path, self.root).stat().st_size
+        return self.inner.size(host_path)
 
     def makedirs(self, host_path: str) -> None:
-        to_local(host_path, self.root).mkdir(parents=True, exist_ok=True)
+        self.inner.makedirs(host_path)
 
     def remove(self, host_path: str) -> None:
-        to_local(host_path, self.root).unlink(missing_ok=True)
+        self.inner.remove(host_path)
 
     def close(self) -> None:
-        self.closed = True
+        self.inner.close()
 
 
 def _iso(ns: int) -> str:
@@ -130,9 +117,9 @@ class BackupFaults:
 class LabBackupBackend(LabBackend):
     """``LabBackend`` plus the backup operations (module docstring)."""
 
-    def __init__(self, lab_host: Any) -> None:
+    def __init__(self, lab_host: Any, drive_root: Path) -> None:
         super().__init__(lab_host)
-        self.root = Path(lab_host.root)
+        self.root = drive_root
         self.open: dict[str, _Open] = {}  # checkpoint id -> the open lab source
         self.reference_points: dict[str, list[dict]] = {}  # vm id -> its reference points
         self.faults = BackupFaults()
