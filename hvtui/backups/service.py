@@ -222,11 +222,13 @@ class Backups:
         apply_retention: bool = True,
         job_id: str | None = None,
         vm_name: str | None = None,
+        consistency: str | None = None,
     ) -> BackupResult:
         """Back up one VM; an incremental/differential with no earlier point runs as a full,
         and says why in ``warnings``.  ``mode`` None: automatic (an incremental where a point
         exists, else a full, without a warning).  ``job_id``: the job running it (recorded
-        with its Recovery checkpoint); ``vm_name``: the VM's name as the caller knows it.
+        with its Recovery checkpoint); ``vm_name``: the VM's name as the caller knows it;
+        ``consistency``: the checkpoint's (None: the host's setting; a crash fall back is audited).
 
         After a successful backup (only then) the repository's retention is applied to this
         VM's points (manifests only; ``prune`` frees the chunks).
@@ -237,7 +239,7 @@ class Backups:
             raise ConfigError(f"unknown backup mode {mode!r} (expected full, incremental or differential)")
         host = self._hosts.host(host_name)
         rc = self.repository_config(repository)
-        args = {"mode": mode, "repository": rc.name, "vm_id": vm_id}
+        args: dict[str, Any] = {"mode": mode, "repository": rc.name, "vm_id": vm_id, **({"consistency": consistency} if consistency else {})}
         # Audited under the VM's name whatever the outcome, so one grep finds every attempt
         # (the name as last seen; the id is in the args).
         known = self._inventory.latest.vm(host_name, vm_id)
@@ -273,6 +275,7 @@ class Backups:
                     clear_leftovers=clear_leftovers,
                     on_checkpoint=on_checkpoint,
                     vm_name=vm_label if vm_label != vm_id else None,
+                    consistency=consistency,
                 )
             finally:
                 try:
@@ -292,6 +295,8 @@ class Backups:
             entry.args = {**ran, **{k: v for k, v in entry.args.items() if k != "mode"}, "point": result.point_id}
             if result.whole_reads:  # why disk files were read whole: a full read is never silent
                 entry.args["whole_reads"] = list(result.whole_reads)
+            if result.host_warnings:  # what the host said (a fall back to crash consistency)
+                entry.args["host_warnings"] = list(result.host_warnings)
         self._points.invalidate(rc.name)
         if apply_retention:
             self._maintenance.apply_retention(repo, rc, host_name, result)

@@ -74,6 +74,12 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         help="full reads everything; incremental (default when a point exists) reads what changed since the "
         "previous point; differential what changed since the last full",
     )
+    backup.add_argument(
+        "--consistency",
+        choices=("prefer-application", "application", "crash"),
+        help="a WinRM host's checkpoint: prefer-application (VSS in the guest, else crash-consistent with a "
+        "warning), application (fail instead) or crash; default: the host's consistency setting",
+    )
     backup.set_defaults(handler=run_backup_command)
 
     points = subparsers.add_parser(
@@ -142,7 +148,9 @@ def job_failed(args: argparse.Namespace, final: Any, code: int) -> int:
 @reported
 def run_backup_command(args: argparse.Namespace, core: Core) -> int:
     vm = core.backups.resolve_vm(args.vm, args.host)  # unknown or ambiguous: UsageError, exit 2
-    job = core.jobs.submit_backup(vm.host, vm.id, mode=args.mode, repository=args.repo, vm_name=vm.name)
+    job = core.jobs.submit_backup(
+        vm.host, vm.id, mode=args.mode, repository=args.repo, vm_name=vm.name, consistency=args.consistency
+    )
     code, final = run_job(core, args, job)
     if code != EXIT_OK:
         return job_failed(args, final, code)

@@ -80,6 +80,9 @@ class BackupResult:
     # "<file>: <why>" for each tracked disk file read whole although a previous point had it
     # (rct-invalid, resized, not VHDX, log not empty, disk set changed): never a silent full read.
     whole_reads: list[str] = field(default_factory=list)
+    # What the host said while freezing the VM (a WinRM host's fall back to crash consistency);
+    # also in ``warnings``.
+    host_warnings: list[str] = field(default_factory=list)
     # Why a full was made when another mode was asked for ("no full restore point of web01
     # in repository default yet"); None when the mode asked for was made.
     fallback: str | None = None
@@ -233,6 +236,7 @@ def _backup_locked(
             if plan.entry.path in final_ids:
                 plan.entry.change_id = final_ids[plan.entry.path]
         warnings.extend(source.warnings)
+        host_warnings = list(source.warnings)
 
         files = [p.entry for p in plans]
         point_id = new_point_id(when, uuid.uuid4().hex)
@@ -263,6 +267,7 @@ def _backup_locked(
             chunks_reread=reread,
             fallback=fallback,
             whole_reads=whole_reads,
+            host_warnings=host_warnings,
         )
         meter.start_phase("commit", message="writing the restore point")
         stats = {

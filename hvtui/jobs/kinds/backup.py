@@ -34,6 +34,7 @@ def submit_backup(
     mode: str | None = None,
     repository: str | None = None,
     vm_name: str | None = None,
+    consistency: str | None = None,
 ) -> Job:
     """Queue a backup of ``vm_id`` on ``host`` (see ``JobManager.submit_backup``).
 
@@ -53,7 +54,9 @@ def submit_backup(
     if vm_name is None and latest is not None:
         vm_name = latest.vm_name
     refuse_if_read_only(services, "backup", host, vm_name or vm_id, {"mode": mode, "repository": repo_name, "vm_id": vm_id})
-    params = {"mode": mode, "auto_mode": auto, "repository": repo_name}
+    params: dict[str, Any] = {"mode": mode, "auto_mode": auto, "repository": repo_name}
+    if consistency is not None:
+        params["consistency"] = consistency
     return manager.submit("backup", host, vm_id, vm_name, params)
 
 
@@ -69,7 +72,8 @@ def _backup_run(manager: JobQueue, job: Job) -> RunFn:
         # earlier point in the repository, so a retried or resumed job still does right.
         mode = None if params.get("auto_mode") else str(params["mode"])
         result = services.backups.backup(
-            host, vm_id, mode, params.get("repository"), progress=progress, cancel=cancel, job_id=job.id, vm_name=job.vm_name
+            host, vm_id, mode, params.get("repository"), progress=progress, cancel=cancel, job_id=job.id, vm_name=job.vm_name,
+            consistency=params.get("consistency"),
         )
         summary = result.to_dict()
         summary["message"] = (

@@ -1,0 +1,145 @@
+"""WinRM backups through the services and jobs: consistency asked and audited, and a backup
+killed between backup.begin and backup.end found on the next start (checkpoint journal +
+backup.leftovers), shown as hvtui's leftover, and released with backup.end before the next backup.
+
+Real components: the loopback WS-Management server answering from a lab host inside a real Samba
+share, the SMB3 data path, the job manager, a child process killed with SIGKILL (kill_support).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from kill_support import kill_backup_at  # noqa: E402
+from lab_support import add_vm, make_host  # noqa: E402
+from samba_support import SambaServer  # noqa: E402
+from test_jobs import DEADLINE  # noqa: E402
+from wsman_backup import LabBackupBackend  # noqa: E402
+from wsman_server import PASSWORD_ENV, WSManServer, make_winrm_host  # noqa: E402
+
+from hvtui.audit import AuditLog  # noqa: E402
+from hvtui.config import Config, HostConfig, RepositoryConfig, SecretSource, SmbSettings  # noqa: E402
+from hvtui.core import Core  # noqa: E402
+from hvtui.jobs import JobState  # noqa: E402
+from hvtui.paths import Paths  # noqa: E402
+from hvtui.wire.backup import parse_leftovers  # noqa: E402
+
+HOST = "hv-test"
+SMB_PASSWORD_ENV = "HVTUI_TEST_SMB_PASSWORD"
+# The child process finds the parent's servers through these.
+PORT_ENV, SMB_PORT_ENV, SMB_UNC_ENV, SMB_USER_ENV = (
+    "HVTUI_TEST_WSMAN_PORT", "HVTUI_TEST_SMB_PORT", "HVTUI_TEST_SMB_UNC", "HVTUI_TEST_SMB_USER",
+)  # fmt: skip
+
+
+def make_winrm_core(root: Path, paths: Paths) -> Core:
+    """A core whose host ``hv-test`` is the loopback WinRM server, its D:\\ the Samba share
+    (both named by the environment: the kill drill's child builds the same)."""
+    smb = SmbSettings(
+        shares=(("D:\\", os.environ[SMB_UNC_ENV]),),
+        port=int(os.environ[SMB_PORT_ENV]),
+        username=os.environ[SMB_USER_ENV],
+        password=SecretSource(env=SMB_PASSWORD_ENV),
+        timeout=5.0,
+    )
+    host = make_winrm_host(int(os.environ[PORT_ENV]), HOST, long_timeout=30.0, timeout=30.0, smb=smb)
+    config = Config(
+        source=root / "config.yaml",
+        hosts=(HostConfig(name=HOST, kind="winrm", winrm=host.settings),),
+        repositories=(RepositoryConfig(name="default", path=root / "repo", default=True),),
+    )
+    return Core(config, paths, hosts={HOST: host})
+
+
+class Estate:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba: SambaServer) -> None:
+        self.lab = make_host(samba.folder, "lab-t1")
+        self.vm_id = add_vm(self.lab, blocks=8)
+        self.backend = LabBackupBackend(self.lab, samba.folder)
+        self.server = WSManServer(self.backend).start()
+        for var, value in (
+            (PASSWORD_ENV, self.server.password), (SMB_PASSWORD_ENV, samba.password), (PORT_ENV, str(self.server.port)),
+            (SMB_PORT_ENV, str(samba.port)), (SMB_UNC_ENV, samba.unc()), (SMB_USER_ENV, samba.username),
+        ):  # fmt: skip
+            monkeypatch.setenv(var, value)
+        self.root = tmp_path
+
+    def recovery(self) -> list[str]:
+        return [cp.id for cp in self.lab.vm(self.vm_id).checkpoints if cp.type == "Recovery"]
+
+
+@pytest.fixture
+def estate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba_server: SambaServer):  # noqa: ANN201
+    e = Estate(tmp_path, monkeypatch, samba_server)
+    yield e
+    e.server.stop()
+
+
+def backup_audits(paths: Paths) -> list[dict]:
+    return [e for e in AuditLog(paths.audit_log).read() if e["action"] == "backup"]
+
+
+def test_a_fall_back_to_crash_consistency_is_in_the_job_and_the_audit_log(estate: Estate, paths: Paths) -> None:
+    estate.backend.faults.consistency_fails = True
+    core = make_winrm_core(estate.root, paths)
+    try:
+        job = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1")
+        done = core.jobs.wait(job.id, DEADLINE)
+        assert done.state is JobState.SUCCEEDED, done.error
+        assert any("crash-consistent" in w for w in done.summary["warnings"])
+        (entry,) = backup_audits(paths)
+        assert entry["result"] == "ok" and any("crash-consistent" in w for w in entry["args"]["host_warnings"])
+
+        demanded = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1", consistency="application")
+        failed = core.jobs.wait(demanded.id, DEADLINE)
+        assert failed.state is JobState.FAILED and "VSS" in str(failed.error)
+        assert estate.server.commands_for("backup.begin")[-1].arguments["consistency"] == "application"
+        entry = backup_audits(paths)[-1]
+        assert entry["result"] == "failed" and entry["args"]["consistency"] == "application"
+    finally:
+        core.close()
+    assert estate.recovery() == []
+
+
+def test_the_cli_offers_the_consistency_choice() -> None:
+    from hvtui.cli import build_parser
+
+    args = build_parser().parse_args(["backup", "vm1", "--consistency", "crash"])
+    assert args.consistency == "crash"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["backup", "vm1", "--consistency", "maybe"])
+
+
+def test_a_backup_killed_between_begin_and_end_is_found_and_released_first(estate: Estate, paths: Paths) -> None:
+    marker = estate.root / "stopped"
+    job_id = kill_backup_at(
+        "backup", module="test_winrm_backup_service", factory="make_winrm_core", root=estate.root, vm_id=estate.vm_id,
+        vm_name="vm1", marker=marker, host=HOST, min_done=1,
+    )  # fmt: skip
+    (left,) = estate.recovery()  # the killed console never called backup.end
+    core = make_winrm_core(estate.root, paths)
+    try:
+        host = core.host(HOST)
+        # The host lists it as hvtui's (its label), and the journal proves whose it was.
+        leftovers = parse_leftovers(host.call_operation("backup.leftovers", {}, 30.0), HOST)
+        assert [(c.checkpoint_id, c.name.startswith("hvtui backup ")) for c in leftovers.checkpoints] == [(left, True)]
+        vm = next(v for v in host.inventory(30.0).vms if v.id == estate.vm_id)
+        checkpoint = vm.checkpoint(left)
+        assert checkpoint is not None and core.backups.backup_checkpoint_left(vm, checkpoint) == f"hvtui backup job {job_id}"
+
+        job = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1")
+        done = core.jobs.wait(job.id, DEADLINE)
+        assert done.state is JobState.SUCCEEDED, done.error
+    finally:
+        core.close()
+    assert estate.recovery() == []
+    ends = estate.backend.faults.end_calls
+    assert (ends[0]["checkpoint_id"], ends[0]["outcome"]) == (left, "failed")  # released with backup.end first
+    assert ends[-1]["outcome"] == "success"
+    (entry,) = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "remove-recovery-checkpoints"]
+    assert entry["result"] == "ok" and entry["args"]["checkpoint_id"] == left and entry["args"]["left_by"] == job_id
