@@ -224,3 +224,20 @@ def test_hostile_vm_and_path_names_travel_intact(tmp_path: Path, monkeypatch: py
 )
 def test_restore_point_paths_of_host_files(path: str, folder: str, rel: str) -> None:
     assert rel_path_for(path, folder) == rel
+
+
+def test_a_cancelled_backup_releases_its_checkpoint(rig: Rig) -> None:
+    from hvtui.errors import Cancelled
+    from hvtui.events import CancelToken
+
+    cancel = CancelToken()
+
+    def cancel_mid_read(total: int) -> None:
+        if total >= 2 * MiB:
+            cancel.cancel()
+
+    rig.share.on_read = cancel_mid_read
+    with pytest.raises(Cancelled):
+        run_backup(rig.repo, rig.host, rig.vm_id, "full", cancel=cancel)
+    assert [c["outcome"] for c in rig.backend.faults.end_calls] == ["failed"]
+    assert rig.recovery() == [] and rig.repo.point_ids() == []
