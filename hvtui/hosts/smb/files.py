@@ -11,20 +11,25 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
 import smbclient
 
 from hvtui.errors import HostError, HvtuiError
-from hvtui.hosts.smb.errors import Where, is_connection_lost, translate
+from hvtui.hosts.ratelimit import RateLimiter
+from hvtui.hosts.smb.errors import Where, is_connect_failure, is_connection_lost, is_transient, lost_error, translate
+from hvtui.hosts.smb.reader import SmbReader
 from hvtui.hosts.smb.shares import Mapped, ShareMap
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PasswordProvider = Callable[[], str | None]
-RECONNECT_ATTEMPTS = 2  # after a lost connection, on top of the first try
+# Pauses before each new try after a lost connection or a busy server (about 8 s in all): long
+# enough for a host's SMB service restart or a network blip, short enough to fail a job promptly.
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
 class SmbRemoteFiles:
@@ -40,6 +45,10 @@ class SmbRemoteFiles:
         password: PasswordProvider | None = None,
         encrypt: bool = True,
         timeout: float = 30.0,
+        read_ahead: int = 4,
+        rate_limiter: RateLimiter | None = None,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.host_name = host_name
         self.shares = shares
@@ -47,6 +56,11 @@ class SmbRemoteFiles:
         self.username = username
         self.encrypt = encrypt
         self.timeout = timeout
+        self.read_ahead = read_ahead
+        self.rate_limiter = rate_limiter
+        self.retry_delays = retry_delays
+        self.sleep = sleep
+        self._seen_shares: set[str] = set()  # shares used successfully: one that vanishes later is "lost"
         self._password = password or (lambda: None)
         self._cache: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -56,8 +70,7 @@ class SmbRemoteFiles:
 
     def open_read(self, host_path: str) -> BinaryIO:
         mapped = self._map(host_path, "read")
-        raw = self._call(mapped, "read", lambda: smbclient.open_file(mapped.unc, "rb", buffering=0, share_access="r", **self._kwargs()))
-        return SmbReader(self, mapped, raw)  # type: ignore[return-value]
+        return SmbReader(self, mapped, self.open_raw(mapped, "read"), self.read_ahead)  # type: ignore[return-value]
 
     def open_write(self, host_path: str) -> BinaryIO:
         mapped = self._map(host_path, "write")
@@ -91,7 +104,22 @@ class SmbRemoteFiles:
             self._closed = True
             smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
 
+    @property
+    def rate_limit(self) -> int | None:
+        """The read-rate limit in bytes per second (the jobs view shows it beside the rate)."""
+        return self.rate_limiter.rate if self.rate_limiter is not None else None
+
     # -- inside ---------------------------------------------------------------------------
+
+    def open_raw(self, mapped: Mapped, operation: str, reconnecting: bool = False) -> Any:
+        """smbclient's unbuffered file object for reading ``mapped`` (shared read access: Hyper-V
+        may hold the file open for reading too)."""
+        return self._call(
+            mapped,
+            operation,
+            lambda: smbclient.open_file(mapped.unc, "rb", buffering=0, share_access="r", **self._kwargs()),
+            reconnecting=reconnecting,
+        )
 
     def where(self, mapped: Mapped) -> Where:
         return Where(
@@ -141,91 +169,44 @@ class SmbRemoteFiles:
             except Exception:  # it is dead already; disconnecting is only tidying up
                 log.debug("disconnecting a dead SMB connection to %s failed", server, exc_info=True)
 
-    def _call(self, mapped: Mapped, operation: str, action: Callable[[], T]) -> T:
-        """``action()``, reconnecting after a lost connection; errors become ``HostError``s."""
+    def _call(self, mapped: Mapped, operation: str, action: Callable[[], T], reconnecting: bool = False) -> T:
+        """``action()``; after a lost connection (or a busy server) it is tried again after each of
+        the retry delays.  A first connection that is refused fails at once (a wrong port or a
+        firewall does not heal in seconds).  Errors become ``HostError``s."""
         label = f"{operation} {mapped.host_path}"
-        for attempt in range(RECONNECT_ATTEMPTS + 1):
+        attempt = 0
+        while True:
             try:
-                return action()
+                result = action()
             except HvtuiError:  # ours already (a refused secret, a closed object): clear as it is
                 raise
-            except Exception as exc:  # every smbprotocol failure is translated
-                if is_connection_lost(exc) and attempt < RECONNECT_ATTEMPTS and not str(exc).startswith("Failed to connect"):
-                    log.info("%s: SMB connection to %s lost (%s); reconnecting", self.host_name, mapped.server, exc)
-                    self.drop_connection(mapped.server)
+            except Exception as exc:  # every smbprotocol failure is translated or retried
+                lost = is_connection_lost(exc) and (reconnecting or not is_connect_failure(exc))
+                if (lost or is_transient(exc)) and attempt < len(self.retry_delays):
+                    log.info("%s: SMB %s on %s failed (%s); trying again", self.host_name, operation, mapped.server, exc)
+                    if lost:
+                        self.drop_connection(mapped.server)
+                        reconnecting = True
+                    self.sleep(self.retry_delays[attempt])
+                    attempt += 1
                     continue
-                raise translate(exc, self.where(mapped), label) from None
-        raise AssertionError("unreachable")
+                raise self._error(exc, mapped, label, reconnecting) from None
+            self._seen_shares.add(mapped.share_unc.casefold())
+            return result
 
+    def _error(self, exc: Exception, mapped: Mapped, label: str, reconnecting: bool) -> HostError:
+        error = translate(exc, self.where(mapped), label, reconnecting)
+        # A share this object has used that now answers "not found" has gone away during the job.
+        if error.kind in ("not-found", "smb-share") and mapped.share_unc.casefold() in self._seen_shares and not self._share_reachable(mapped):
+            return lost_error(self.where(mapped), label, f"the share {mapped.share_unc} went away")
+        return error
 
-class SmbReader(io.RawIOBase):
-    """A seekable reader of one remote file; ``read(n)`` is short only at the end of the file."""
-
-    def __init__(self, files: SmbRemoteFiles, mapped: Mapped, raw: Any) -> None:
-        super().__init__()
-        self._files = files
-        self._mapped = mapped
-        self._raw = raw
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._position + offset
-        else:
-            target = self._size() + offset
-        if target < 0:
-            raise ValueError(f"negative seek position {target}")
-        self._position = target
-        return target
-
-    def _size(self) -> int:
-        return self._files.size(self._mapped.host_path)
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = max(0, self._size() - self._position)
-        chunks: list[bytes] = []
-        wanted = size
-        while wanted > 0:
-            chunk = self._read_at(self._position, wanted)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            self._position += len(chunk)
-            wanted -= len(chunk)
-        return b"".join(chunks)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def _read_at(self, offset: int, size: int) -> bytes:
-        label = f"read {self._mapped.host_path}"
+    def _share_reachable(self, mapped: Mapped) -> bool:
         try:
-            self._raw.seek(offset)
-            return self._raw.read(size)
-        except Exception as exc:  # every smbprotocol failure is translated
-            raise translate(exc, self._files.where(self._mapped), label) from None
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._raw.close()
-            except Exception:  # a dead session cannot close the handle; the server drops it
-                log.debug("closing %s failed", self._mapped.unc, exc_info=True)
-        super().close()
+            smbclient.stat(mapped.share_unc, **self._kwargs())
+        except Exception:  # any failure: the share is not there for us
+            return False
+        return True
 
 
 class SmbWriter(io.RawIOBase):
