@@ -8,6 +8,7 @@ share, the SMB3 data path, the job manager, a child process killed with SIGKILL 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -143,3 +144,55 @@ def test_a_backup_killed_between_begin_and_end_is_found_and_released_first(estat
     assert ends[-1]["outcome"] == "success"
     (entry,) = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "remove-recovery-checkpoints"]
     assert entry["result"] == "ok" and entry["args"]["checkpoint_id"] == left and entry["args"]["left_by"] == job_id
+
+
+def test_limit_rate_paces_the_hosts_reads_and_the_jobs_view_shows_it(estate: Estate, paths: Paths) -> None:
+    from hvtui.events import Progress
+    from hvtui.tui.widgets.job_row import progress_sentence
+
+    core = make_winrm_core(estate.root, paths)
+    try:
+        host = core.host(HOST)
+        taken: list[int] = []
+        job = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1", limit_rate=500_000_000)
+        assert job.params["limit_rate"] == 500_000_000 and job.params["rate_limit"] == 500_000_000
+        done = core.jobs.wait(job.id, DEADLINE)
+        assert done.state is JobState.SUCCEEDED, done.error
+        limiter = host.read_rate_limiter
+        assert limiter is not None and limiter.rate == 500_000_000 and host.files().rate_limit == 500_000_000
+        real_take = limiter.take
+        limiter.take = lambda count: taken.append(count) or real_take(count)  # type: ignore[method-assign]
+        again = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1")
+        assert again.params["rate_limit"] == 500_000_000  # the limit in force, shown for the next job too
+        finished = core.jobs.wait(again.id, DEADLINE)
+        assert finished.state is JobState.SUCCEEDED, finished.error
+        assert sum(taken) >= finished.summary["read_bytes"]  # every byte read over SMB went through the limiter
+        running = dataclasses.replace(
+            finished, state=JobState.RUNNING, progress=Progress(phase="backup", done=1 << 20, total=8 << 20, rate=3 << 20)
+        )
+        assert "3.0 MiB/s (limit 476.8 MiB/s)" in progress_sentence(running)
+    finally:
+        core.close()
+
+
+def test_limit_rate_on_the_command_line() -> None:
+    from hvtui.cli import build_parser
+
+    assert build_parser().parse_args(["backup", "vm1", "--limit-rate", "50MB/s"]).limit_rate == 50_000_000
+    assert build_parser().parse_args(["backup", "vm1"]).limit_rate is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["backup", "vm1", "--limit-rate", "fast"])
+
+
+def test_limit_rate_on_a_lab_host_says_there_is_nothing_to_limit(tmp_path: Path, paths: Paths) -> None:
+    from test_recovery_leftovers import HOST as LAB_HOST
+    from test_recovery_leftovers import make_lab_core
+
+    vm_id = add_vm(make_host(tmp_path, LAB_HOST), blocks=2)
+    core = make_lab_core(tmp_path, paths)
+    try:
+        job = core.jobs.submit_backup(LAB_HOST, vm_id, mode="full", vm_name="vm1", limit_rate=1_000_000)
+        done = core.jobs.wait(job.id, DEADLINE)
+        assert done.state is JobState.FAILED and "reads local files" in str(done.error)
+    finally:
+        core.close()

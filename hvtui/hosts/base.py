@@ -225,6 +225,16 @@ class Host(ABC):
         (WinRM: ``backup.end`` with outcome failed) uses that.  NotFoundError when it is gone."""
         self.remove_checkpoint(vm_id, checkpoint_id)
 
+    def limit_read_rate(self, rate: int) -> object | None:
+        """Read this host's files at most ``rate`` bytes per second from now on (``--limit-rate``).
+        None: this host's files are not read over a network (the lab's are local): no limit."""
+        return None
+
+    @property
+    def read_rate_limit(self) -> int | None:
+        """The read-rate limit in force, bytes per second; None: unlimited."""
+        return None
+
     def prepare_restore(
         self,
         config: dict,

@@ -405,10 +405,16 @@ class WinRMHost(Host):
             rate_limiter=self.read_rate_limiter,
         )
 
+    @property
+    def read_rate_limit(self) -> int | None:
+        return self.read_rate_limiter.rate if self.read_rate_limiter is not None else None
+
     def limit_read_rate(self, rate: int) -> RateLimiter:
         """Reads of this host's files at most ``rate`` bytes/s from now on (``--limit-rate``)."""
         if self.read_rate_limiter is None:
             self.read_rate_limiter = RateLimiter(rate)
+            if self.remote_files is not None and getattr(self.remote_files, "rate_limiter", False) is None:
+                self.remote_files.rate_limiter = self.read_rate_limiter  # files opened before: limit them too
         else:
             self.read_rate_limiter.set_rate(rate)
         return self.read_rate_limiter
