@@ -9,6 +9,9 @@ Usage::
     python bench/engine.py --tools hvtui,hvtui-v2 --points 5,20,60 --ceiling
                                                 # also: listing points at 5/20/60 points per format,
                                                 # and this machine's 2-thread read+SHA-256+lz4 ceiling
+    python bench/engine.py --tools hvtui,hvtui-smb --workdir /tmp/hb
+                                                # the same backups read over SMB3 from a loopback
+                                                # Samba share (bench/smb_source.py), beside the local ones
 
 The data set is generated here, deterministically: one genuine dynamic VHDX (MS-VHDX, written by
 ``hvtui.hosts.vhdx``; 32 MiB blocks, Hyper-V's default, allocated at scattered virtual offsets),
@@ -50,6 +53,8 @@ MiB = 1024**2
 BLOCK = 32 * MiB  # Hyper-V's dynamic VHDX block size
 DISK_NAME = "disk0.vhdx"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import smb_source as smb_bench  # noqa: E402 - bench/smb_source.py, beside this file
 
 
 # -- data set ------------------------------------------------------------------------------
@@ -228,6 +233,8 @@ class Result:
     correct: list[bool] = field(default_factory=list)
     # hvtui only: (bytes its incremental read, bytes the guest changed, files read whole with why)
     incr_read: list[tuple[int, int, list[str]]] = field(default_factory=list)
+    # hvtui smb only: (bytes its full read over SMB, bytes its incremental read over SMB)
+    smb_read: list[tuple[int, int]] = field(default_factory=list)
     note: str = ""
 
     def med(self, runs: list[Run]) -> float:
@@ -271,6 +278,7 @@ class Hvtui(Tool):
         self.tracking = tracking
         self.version = version  # repository format: 1 chunk files, 2 packs with an index
         self.name = name or "hvtui"
+        self.env: dict[str, str] | None = None  # hvtui smb: where the _hvtui subprocess reads from
         super().__init__(work, data_dir)
 
     def _cmd(self, *args: str) -> list[str]:
@@ -278,7 +286,8 @@ class Hvtui(Tool):
 
     def full(self) -> Run:
         return run_tool(
-            self._cmd("backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1", str(self.version))
+            self._cmd("backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1", str(self.version)),
+            self.env,
         )
 
     def incremental(self) -> Run:
@@ -286,7 +295,8 @@ class Hvtui(Tool):
         return run_tool(
             self._cmd(
                 "backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag, str(self.version)
-            )
+            ),
+            self.env,
         )
 
     def restore(self, out: Path) -> Run:
@@ -373,8 +383,11 @@ def hvtui_subcommand(argv: list[str]) -> int:
             Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=int(version)
         )
         host = BenchHost(Path(data_dir), tracking=tracking == "1")
-        result = run_backup(repo, host, "bench-vm", mode)
-        print(json.dumps(result.to_dict()))
+        try:
+            result = run_backup(repo, host, "bench-vm", mode)
+        finally:
+            host.close()
+        print(json.dumps({**result.to_dict(), **host.smb_figures()}))
         return 0
     if argv[0] == "restore":
         from hvtui.engine.parent import point_order
@@ -474,6 +487,7 @@ def _bench_host_class():  # noqa: ANN202 - built lazily so the module imports wi
             path = host.data_dir / DISK_NAME
             st = path.stat()
             log = host.change_log()
+            remote = host.remote
             self.files = [
                 SourceFile(
                     rel_path=DISK_NAME,
@@ -481,10 +495,11 @@ def _bench_host_class():  # noqa: ANN202 - built lazily so the module imports wi
                     mtime_ns=st.st_mtime_ns,
                     identity="bench-disk",
                     change_id=str(log["seq"]) if host.tracking else None,
-                    opener=lambda: open(path, "rb", buffering=0),  # noqa: SIM115 - the engine closes it
+                    # over SMB3 (hvtui smb) or the local file; the engine closes it
+                    opener=remote[0] if remote else lambda: open(path, "rb", buffering=0),  # noqa: SIM115
                     changes=host.changed_since,
                     virtual_ranges=True,  # as RCT reports them: the engine maps them to file ranges
-                    local_path=path,
+                    local_path=None if remote else path,
                 )
             ]
 
@@ -496,8 +511,18 @@ def _bench_host_class():  # noqa: ANN202 - built lazily so the module imports wi
         kind = "lab"
 
         def __init__(self, data_dir: Path, tracking: bool) -> None:
+            from smb_source import remote_opener
+
             self.data_dir = data_dir
             self.tracking = tracking
+            self.remote = remote_opener(DISK_NAME)  # (opener, bytes read, close) when reading over SMB3
+
+        def smb_figures(self) -> dict:
+            return {"smb_bytes": self.remote[1][0]} if self.remote else {}
+
+        def close(self) -> None:
+            if self.remote:
+                self.remote[2]()
 
         def change_log(self) -> dict:
             path = self.data_dir / "rct.json"
@@ -565,6 +590,9 @@ def measure(
                 if isinstance(tool, Hvtui):
                     done = json.loads(res.incr[-1].output.strip().splitlines()[-1])
                     res.incr_read.append((done["read_bytes"], sum(len(old) for _, old in undo), done["whole_reads"]))
+                    if "smb_bytes" in done:
+                        full_done = json.loads(res.full[-1].output.strip().splitlines()[-1])
+                        res.smb_read.append((full_done["smb_bytes"], done["smb_bytes"]))
             finally:
                 isolated(revert_change, disk, undo)
                 record_changes(disk.parent, undo)
@@ -645,6 +673,20 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
                 f"disk ({read / changed:.1f}x; target <= 2x plus the fixed headers, metadata and BAT)"
                 + (f"; read whole: {'; '.join(whole)}" if whole else "")
             )
+    for res in results.values():
+        for full_smb, incr_smb in res.smb_read[:1]:
+            changed = res.incr_read[0][1]
+            print(
+                f"  {res.name}: over SMB3 the full read {full_smb / MiB:.1f} MiB, the incremental {incr_smb / MiB:.1f} MiB "
+                f"for {changed / MiB:.1f} MiB changed ({incr_smb / changed:.1f}x, VHDX parsing included)"
+            )
+    local, smb = results.get("hvtui"), results.get("hvtui smb")
+    if local and smb and smb.full:
+        ratio = local.med(local.full) / smb.med(smb.full)
+        print(
+            f"  SMB full backup throughput = {ratio * 100:.0f} % of the local file's (target >= 60 %: "
+            f"{'met' if ratio >= 0.6 else 'NOT met'}); SMB peak RSS {smb.peak_rss:.0f} MB (target < 300 MB)"
+        )
     peers = {k: v for k, v in results.items() if not k.startswith("hvtui")}
     mine = results.get("hvtui")
     if mine and peers:
@@ -695,7 +737,11 @@ def main(argv: list[str] | None = None) -> int:
         "--change-write", type=int, default=1024, help="size of each changing write, KiB (default 1024)"
     )
     parser.add_argument("--workdir", type=Path, help="where data and repositories go (default: a temp dir, removed)")
-    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2)")
+    parser.add_argument(
+        "--tools",
+        default="hvtui,restic,borg-buzhash,borg-fixed",
+        help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-smb, reading over SMB3)",
+    )
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
     parser.add_argument("--points", help="also time listing the points at these counts, e.g. 5,20,60 (v1 and v2)")
@@ -732,6 +778,12 @@ def main(argv: list[str] | None = None) -> int:
                     tools.append(Hvtui(work, data_dir, 1, False, "hvtui no-RCT"))
             if "hvtui-v2" in wanted:
                 tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 packs", version=2))
+            if "hvtui-smb" in wanted:
+                why_not = smb_bench.available()
+                if why_not is None:
+                    tools.append(Hvtui(work, data_dir, 1, True, "hvtui smb"))
+                else:
+                    missing.append(why_not)
             if "restic" in wanted:
                 if shutil.which("restic"):
                     tools.append(Restic(work, data_dir))
@@ -746,7 +798,12 @@ def main(argv: list[str] | None = None) -> int:
         for line in missing:
             print(line)
         results: dict[str, Result] = {}
-        measure(tools, disk, blocks, args, results)
+        with contextlib.ExitStack() as stack:
+            for tool in tools:
+                if tool.name == "hvtui smb" and isinstance(tool, Hvtui):
+                    settings = stack.enter_context(smb_bench.serving(data_dir, DISK_NAME))
+                    tool.env = {smb_bench.ENV: json.dumps(settings)}
+            measure(tools, disk, blocks, args, results)
         report(results, info, args, missing)
         if args.ceiling:
             top = json.loads(run_tool([sys.executable, str(Path(__file__).resolve()), "_hvtui", "ceiling", str(disk)]).output)
