@@ -275,7 +275,7 @@ class Backups:
                     clear_leftovers=clear_leftovers,
                     on_checkpoint=on_checkpoint,
                     vm_name=vm_label if vm_label != vm_id else None,
-                    consistency=consistency,
+                    consistency=consistency, label=f"hvtui backup {job_id}" if job_id else None,
                 )
             finally:
                 try:

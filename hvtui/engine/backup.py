@@ -129,6 +129,7 @@ def run_backup(
     on_checkpoint: CheckpointTaken | None = None,
     vm_name: str | None = None,
     consistency: str | None = None,
+    label: str | None = None,
 ) -> BackupResult:
     """Back up one VM into ``repo``; the new point is committed or nothing is.
 
@@ -136,7 +137,8 @@ def run_backup(
     (the caller removes what earlier backups of its own left); ``on_checkpoint(id, name)``
     is handed to the host, which calls it as it takes the checkpoint (the caller records it).
     ``vm_name``: the VM's name as the caller knows it, for messages (locks held, busy).
-    ``consistency``: asked of the host's checkpoint (None: the host's configured one).
+    ``consistency``: asked of the host's checkpoint (None: the host's configured one);
+    ``label``: the checkpoint's name where the host names it (a WinRM host: "hvtui backup <job id>").
 
     Raises ``Cancelled``, ``RepositoryError`` (disk full, lock busy, unsafe source) or the
     host's ``HostError``; in every case the Recovery checkpoint is gone afterwards (the
@@ -161,7 +163,7 @@ def run_backup(
         with VMLock(repo.root, host.name, vm_id, vm_name).acquire():
             return _backup_locked(
                 repo, host, vm_id, mode, clock, cancel, meter, lock.id, n_workers, started, clear_leftovers, on_checkpoint,
-                consistency,
+                {k: v for k, v in (("consistency", consistency), ("label", label)) if v is not None},
             )
     finally:
         lock.release()
@@ -180,7 +182,7 @@ def _backup_locked(
     started: float,
     clear_leftovers: Callable[[ProgressCallback | None], None] | None,
     on_checkpoint: CheckpointTaken | None,
-    consistency: str | None = None,
+    extra: dict[str, Any],
 ) -> BackupResult:
     parent = find_parent(repo, host.name, vm_id, mode)
     effective_mode = mode if parent is not None or mode == "full" else "full"
@@ -197,8 +199,7 @@ def _backup_locked(
 
     meter.start_phase("checkpoint", message="taking a Recovery checkpoint")
     warnings: list[str] = []
-    # Only the arguments given are passed: hosts written before them keep working.
-    extra: dict[str, Any] = {"consistency": consistency} if consistency is not None else {}
+    # ``extra`` holds only the arguments given (consistency, label): hosts written before them keep working.
     if on_checkpoint is not None:
         source = host.open_backup_source(vm_id, meter.callback, on_checkpoint, **extra)
     else:

@@ -211,12 +211,14 @@ class Host(ABC):
         progress: ProgressCallback | None = None,
         on_checkpoint: CheckpointTaken | None = None,
         consistency: str | None = None,
+        label: str | None = None,
     ) -> BackupSource:
         """Take a Recovery checkpoint and offer its frozen files.  ``on_checkpoint(id, name)``
         is called as soon as the checkpoint's id is known, before it is committed where the
         backend can (the caller records it: a leftover must be provably hvtui's).
         ``consistency``: ``prefer-application``, ``application`` or ``crash``; None: the
-        host's configured one.  A host without guest VSS (the lab) ignores it."""
+        host's configured one.  A host without guest VSS (the lab) ignores it.  ``label``: the
+        checkpoint's name where the host names it (WinRM: ``hvtui backup <job id>``)."""
         raise HostError(self.name, "backup", f"{self.kind} hosts cannot be backed up yet", kind="unsupported")
 
     def release_backup_checkpoint(self, vm_id: str, checkpoint_id: str) -> None:

@@ -274,6 +274,7 @@ class LabHost(Host):
         progress: ProgressCallback | None = None,
         on_checkpoint: CheckpointTaken | None = None,
         consistency: str | None = None,  # the lab's checkpoints need no guest VSS: always consistent
+        label: str | None = None,  # the lab names its checkpoint as Hyper-V does
     ) -> BackupSource:
         return backup.open_backup_source(self.store, self.reader, vm_id, progress, on_checkpoint)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -216,16 +215,18 @@ def open_backup_source(
     timeout: float,
     progress: ProgressCallback | None = None,
     on_checkpoint: CheckpointTaken | None = None,
-    new_label: Callable[[], str] = lambda: BACKUP_LABEL_PREFIX + uuid.uuid4().hex[:12],
+    label: str | None = None,
 ) -> WinRMBackupSource:
     """``backup.begin``, then the frozen files through ``remote_files``; if anything fails once
-    the checkpoint exists, it is released (``backup.end`` failed) before the error goes up."""
+    the checkpoint exists, it is released (``backup.end`` failed) before the error goes up.
+    ``label``: the checkpoint's name, ``hvtui backup <job id>`` (default: an id of its own)."""
     if consistency not in CONSISTENCY_CHOICES:
         raise HostError(
             host.name, "backup.begin", f"unknown consistency {consistency!r} (expected {', '.join(CONSISTENCY_CHOICES)})",
             kind="argument",
         )  # fmt: skip
-    label = new_label()
+    if label is None or not label.startswith(BACKUP_LABEL_PREFIX):
+        label = BACKUP_LABEL_PREFIX + (label or uuid.uuid4().hex[:12])
     if progress is not None:
         progress(Progress(phase="checkpoint", message=f"taking a Recovery checkpoint ({consistency})"))
     doc = host.call_operation("backup.begin", {"vm_id": vm_id, "consistency": consistency, "label": label}, timeout)

@@ -359,6 +359,7 @@ class WinRMHost(Host):
         progress: ProgressCallback | None = None,
         on_checkpoint: CheckpointTaken | None = None,
         consistency: str | None = None,
+        label: str | None = None,
     ) -> BackupSource:
         from hvtui.hosts.winrm import backup
 
@@ -371,6 +372,7 @@ class WinRMHost(Host):
             self.settings.long_timeout,
             progress,
             on_checkpoint,
+            label,
         )
 
     def release_backup_checkpoint(self, vm_id: str, checkpoint_id: str) -> None:
