@@ -197,3 +197,49 @@ def test_limit_rate_on_a_lab_host_says_there_is_nothing_to_limit(tmp_path: Path,
         assert done.state is JobState.FAILED and "reads local files" in str(done.error)
     finally:
         core.close()
+
+
+def test_backup_end_failing_twice_leaves_a_leftover_finding_the_next_backup_releases(estate: Estate, paths: Paths) -> None:
+    estate.backend.faults.missing_file = True  # the backup fails once the checkpoint exists
+    estate.backend.faults.end_failures = 2  # and backup.end fails, then fails again
+    core = make_winrm_core(estate.root, paths)
+    try:
+        job = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1")
+        failed = core.jobs.wait(job.id, DEADLINE)
+        assert failed.state is JobState.FAILED
+        assert "the next backup of the VM removes it" in str(failed.error)
+        (left,) = estate.recovery()
+        host = core.host(HOST)
+        vm = next(v for v in host.inventory(30.0).vms if v.id == estate.vm_id)
+        # A finding naming the job (the console's recovery-checkpoint-left, `hvtui check`).
+        assert core.backups.backup_checkpoint_left(vm, vm.checkpoint(left)) == f"hvtui backup job {job.id}"
+
+        estate.backend.faults.missing_file = False
+        again = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1")
+        done = core.jobs.wait(again.id, DEADLINE)
+        assert done.state is JobState.SUCCEEDED, done.error
+    finally:
+        core.close()
+    assert estate.recovery() == []
+    outcomes = [(c["checkpoint_id"] == left, c["outcome"]) for c in estate.backend.faults.end_calls]
+    assert outcomes == [(True, "failed"), (True, "failed"), (True, "failed"), (False, "success")]
+
+
+def test_deleting_a_leftover_from_the_findings_releases_it_with_backup_end(estate: Estate, paths: Paths) -> None:
+    estate.backend.faults.missing_file = True
+    estate.backend.faults.end_failures = 2
+    core = make_winrm_core(estate.root, paths)
+    try:
+        job = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1")
+        assert core.jobs.wait(job.id, DEADLINE).state is JobState.FAILED
+        (left,) = estate.recovery()
+        # What `d` on the finding runs (after its confirmation), audited as a checkpoint removal.
+        core.actions.remove(HOST, estate.vm_id, left)
+    finally:
+        core.close()
+    assert estate.recovery() == []
+    last = estate.backend.faults.end_calls[-1]
+    assert (last["checkpoint_id"], last["outcome"]) == (left, "failed")
+    assert "checkpoint.remove" not in [c.op for c in estate.server.commands]
+    (entry,) = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "checkpoint.remove"]
+    assert entry["result"] == "ok" and entry["args"]["checkpoint_id"] == left

@@ -112,6 +112,7 @@ class BackupFaults:
     end_calls: list[dict] = field(default_factory=list)
     retired: list[str] = field(default_factory=list)
     consistency_fails: bool = False  # the guest cannot do VSS
+    missing_file: bool = False  # backup.begin lists a frozen file the share does not hold
 
 
 class LabBackupBackend(LabBackend):
@@ -174,6 +175,8 @@ class LabBackupBackend(LabBackend):
                 record["role"] = "state"
             files.append(record)
         rct = {path: value for path, value in rct.items() if path.lower() not in parents}
+        if self.faults.missing_file:
+            files.append({"role": "state", "path": f"{DRIVE}\\gone\\vm.vmrs", "size": 1, "mtime": _iso(0)})
         self.open[source.checkpoint_id] = _Open(vm_id, source, disks, rct)
         config = next(f for f in files if f["role"] == "config")
         config_name = PureWindowsPath(config["path"]).name
