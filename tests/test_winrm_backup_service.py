@@ -134,9 +134,11 @@ def test_a_backup_killed_between_begin_and_end_is_found_and_released_first(estat
         checkpoint = vm.checkpoint(left)
         assert checkpoint is not None and core.backups.backup_checkpoint_left(vm, checkpoint) == f"hvtui backup job {job_id}"
 
+        asked = estate.server.ops().count("backup.leftovers")
         job = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1")
         done = core.jobs.wait(job.id, DEADLINE)
         assert done.state is JobState.SUCCEEDED, done.error
+        assert estate.server.ops().count("backup.leftovers") == asked + 1  # how the backup found it
     finally:
         core.close()
     assert estate.recovery() == []

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from hvtui.errors import HostError
 from hvtui.events import Progress, ProgressCallback
 from hvtui.hosts.base import BACKUP_LABEL_PREFIX, BackupSource, CheckpointTaken, SourceFile
 from hvtui.hosts.remote_files import RemoteFiles
-from hvtui.model import VM
-from hvtui.wire.backup import BeginAnswer, FrozenFile, parse_begin, parse_changes, parse_end
+from hvtui.model import VM, Checkpoint
+from hvtui.wire.backup import BeginAnswer, FrozenFile, parse_begin, parse_changes, parse_end, parse_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -268,3 +268,15 @@ def release(host: WireCaller, vm_id: str, checkpoint_id: str, label: str, vm_nam
         "the next backup of the VM removes it, or clean it up from the findings",
         kind=error.kind,
     )
+
+
+def leftover_checkpoints(host: WireCaller, vm_id: str, timeout: float) -> list[Checkpoint]:
+    """The VM's Recovery checkpoints labelled by hvtui's backups (``backup.leftovers``): what the
+    leftover clean-up looks at, without reading the host's whole inventory."""
+    answer = parse_leftovers(host.call_operation("backup.leftovers", {}, timeout), host.name)
+    epoch = datetime.fromtimestamp(0, UTC)  # a leftover whose time the host did not give
+    return [
+        Checkpoint(id=c.checkpoint_id, name=c.name, type="Recovery", created=c.created or epoch, parent_id=None)
+        for c in answer.checkpoints
+        if c.vm_id.lower() == vm_id.lower()
+    ]

@@ -375,6 +375,13 @@ class WinRMHost(Host):
             label,
         )
 
+    def recovery_checkpoints(self, vm_id: str, timeout: float = 60.0) -> list[Checkpoint]:
+        """hvtui's own Recovery checkpoints of the VM (``backup.leftovers``; another product's are
+        never cleaned up, so they are not asked for)."""
+        from hvtui.hosts.winrm.backup import leftover_checkpoints
+
+        return leftover_checkpoints(self, vm_id, min(timeout, self.settings.long_timeout))
+
     def release_backup_checkpoint(self, vm_id: str, checkpoint_id: str) -> None:
         """``backup.end`` with outcome failed: the checkpoint goes, no reference point stays."""
         from hvtui.wire.backup import parse_end
