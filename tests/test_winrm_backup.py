@@ -209,6 +209,12 @@ def test_hostile_vm_and_path_names_travel_intact(tmp_path: Path, monkeypatch: py
         # The lab names the VM's folder after it: its files' host paths carry the name too.
         assert all(name in f["path"] for f in config["files"] if f["role"] == "disk")
         assert r.recovery() == []
+        r.lab.write_guest_data(r.vm_id, 0, 5 * MiB, b"\x03" * 65536)
+        after = read_logical(r.disk_path())
+        inc = run_backup(r.repo, r.host, r.vm_id, "incremental")
+        assert inc.whole_reads == [] and read_logical(r.restored_disk(inc.point_id, Path(r.disk_path()).name)) == after
+        (disk_path,) = {c.arguments["disk_path"] for c in r.server.commands_for("backup.changes")}
+        assert name in disk_path and disk_path == next(f["path"] for f in config["files"] if f["role"] == "disk")
     finally:
         r.close()
 
