@@ -37,8 +37,8 @@ class CapturingLabHost(LabHost):
 
     captured: list[dict[str, bytes]]
 
-    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None):  # noqa: ANN001, ANN201
-        source = super().open_backup_source(vm_id, progress, on_checkpoint)
+    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None, **options):  # noqa: ANN001, ANN003, ANN201
+        source = super().open_backup_source(vm_id, progress, on_checkpoint, **options)
         snapshot = {}
         for f in source.files:
             with f.open() as fh:
@@ -228,8 +228,8 @@ class OpenerOnlyLabHost(LabHost):
     """The lab with its source files offered only through ``open()``, as a remote host's are
     (no ``local_path``): the engine must parse the VHDX through the reader."""
 
-    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None):  # noqa: ANN001, ANN201
-        source = super().open_backup_source(vm_id, progress, on_checkpoint)
+    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None, **options):  # noqa: ANN001, ANN003, ANN201
+        source = super().open_backup_source(vm_id, progress, on_checkpoint, **options)
         source.files = [dataclasses.replace(f, local_path=None) for f in source.files]
         return source
 
