@@ -245,3 +245,37 @@ def test_deleting_a_leftover_from_the_findings_releases_it_with_backup_end(estat
     assert "checkpoint.remove" not in [c.op for c in estate.server.commands]
     (entry,) = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "checkpoint.remove"]
     assert entry["result"] == "ok" and entry["args"]["checkpoint_id"] == left
+
+
+def test_a_leftover_the_checkpoint_journal_missed_is_proven_by_the_job_journal(estate: Estate, paths: Paths) -> None:
+    """Killed after the host took (and named) the checkpoint but before the console recorded
+    it: here the checkpoint journal is lost after the kill, which leaves the same state."""
+    marker = estate.root / "stopped"
+    job_id = kill_backup_at(
+        "backup", module="test_winrm_backup_service", factory="make_winrm_core", root=estate.root, vm_id=estate.vm_id,
+        vm_name="vm1", marker=marker, host=HOST, min_done=1,
+    )  # fmt: skip
+    paths.checkpoint_journal.unlink()
+    (left,) = estate.recovery()
+    core = make_winrm_core(estate.root, paths)
+    try:
+        vm = next(v for v in core.host(HOST).inventory(30.0).vms if v.id == estate.vm_id)
+        assert core.backups.backup_checkpoint_left(vm, vm.checkpoint(left)) == f"hvtui backup job {job_id}"
+        job = core.jobs.submit_backup(HOST, estate.vm_id, mode="full", vm_name="vm1")
+        done = core.jobs.wait(job.id, DEADLINE)
+        assert done.state is JobState.SUCCEEDED, done.error
+    finally:
+        core.close()
+    assert estate.recovery() == []
+    assert (estate.backend.faults.end_calls[0]["checkpoint_id"], estate.backend.faults.end_calls[0]["outcome"]) == (left, "failed")
+
+
+def test_a_checkpoint_named_after_a_live_or_unknown_job_is_not_proven_hvtuis(estate: Estate, paths: Paths) -> None:
+    core = make_winrm_core(estate.root, paths)
+    try:
+        host = core.host(HOST)
+        cp = estate.lab.create_checkpoint(estate.vm_id, "hvtui backup 0000deadbeef", "Recovery")  # no such job
+        vm = next(v for v in host.inventory(30.0).vms if v.id == estate.vm_id)
+        assert core.backups.backup_checkpoint_left(vm, vm.checkpoint(cp.id)) is None
+    finally:
+        core.close()

@@ -29,7 +29,6 @@ from hvtui.audit import AuditLog
 from hvtui.backups import catalog
 from hvtui.backups.catalog import RepositoryInfo
 from hvtui.backups.guard import HostLookup, SafetyGuard
-from hvtui.backups.ledger import CheckpointJournal
 from hvtui.backups.leftovers import AUDIT_ACTION, LeftoverCheckpoints
 from hvtui.backups.maintenance import RepositoryMaintenance, Timing
 from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing, VMPoints, vm_points
@@ -65,18 +64,19 @@ class Backups:
         *,
         read_only: bool = False,
         checkpoint_journal: Path | None = None,
+        job_journal: Path | None = None,
     ) -> None:
         """``read_only``: the whole console runs read-only (a host may also be, in its settings).
         ``checkpoint_journal``: where the Recovery checkpoints backups take are recorded;
-        without one, no leftover checkpoint is ever proven hvtui's (none is removed)."""
+        without one, no leftover checkpoint is ever proven hvtui's (none is removed); the
+        ``job_journal`` proves a WinRM backup's the checkpoint journal missed."""
         self._repositories = repositories
         self._hosts = hosts
         self._inventory = inventory
         self._audit = audit
         self._clock = clock
         self._guard = SafetyGuard(hosts, audit, read_only)
-        journal = CheckpointJournal(checkpoint_journal) if checkpoint_journal is not None else None
-        self._leftovers = LeftoverCheckpoints(journal, hosts, audit)
+        self._leftovers = LeftoverCheckpoints.from_paths(checkpoint_journal, job_journal, hosts, audit)
         self._points = PointIndex()
         self._maintenance = RepositoryMaintenance(repositories, self._points, self._guard, audit, clock)
         self.recheck_seconds = 2.0
