@@ -10,6 +10,9 @@ Usage::
     python bench/engine.py --tools hvtui-v2,hvtui-v2-enc  # format 2 plain vs encrypted (AES-256-GCM, HMAC ids)
                                                 # also: listing points at 5/20/60 points per format,
                                                 # and this machine's 2-thread read+SHA-256+lz4 ceiling
+    python bench/engine.py --tools hvtui,hvtui-smb --workdir /tmp/hb
+                                                # the same backups read over SMB3 from a loopback
+                                                # Samba share (bench/smb_source.py), beside the local ones
 
 The data set is generated here, deterministically: one genuine dynamic VHDX (MS-VHDX, written by
 ``hvtui.hosts.vhdx``; 32 MiB blocks, Hyper-V's default, allocated at scattered virtual offsets),
@@ -51,6 +54,8 @@ MiB = 1024**2
 BLOCK = 32 * MiB  # Hyper-V's dynamic VHDX block size
 DISK_NAME = "disk0.vhdx"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import smb_source as smb_bench  # noqa: E402 - bench/smb_source.py, beside this file
 
 
 # -- data set ------------------------------------------------------------------------------
@@ -231,6 +236,8 @@ class Result:
     incr_read: list[tuple[int, int, list[str]]] = field(default_factory=list)
     # hvtui only: seconds each run spent opening the repository (an encrypted one: the scrypt unwrap)
     opened: list[tuple[float, float, float]] = field(default_factory=list)
+    # hvtui smb only: (bytes its full read over SMB, bytes its incremental read over SMB)
+    smb_read: list[tuple[int, int]] = field(default_factory=list)
     note: str = ""
 
     def med(self, runs: list[Run]) -> float:
@@ -282,6 +289,7 @@ class Hvtui(Tool):
         self.tracking = tracking
         self.version = version  # repository format: 1 chunk files, 2 packs with an index, "2e" encrypted packs
         self.name = name or "hvtui"
+        self.env: dict[str, str] | None = None  # hvtui smb: where the _hvtui subprocess reads from
         super().__init__(work, data_dir)
 
     def _cmd(self, *args: str) -> list[str]:
@@ -292,7 +300,8 @@ class Hvtui(Tool):
             self._cmd(
                 "backup", str(self.repo), str(self.data_dir), "full", str(self.chunk_mib), "1", str(self.version),
                 self.compression,
-            )
+            ),
+            self.env,
         )
 
     def incremental(self) -> Run:
@@ -301,7 +310,8 @@ class Hvtui(Tool):
             self._cmd(
                 "backup", str(self.repo), str(self.data_dir), "incremental", str(self.chunk_mib), flag, str(self.version),
                 self.compression,
-            )
+            ),
+            self.env,
         )
 
     def restore(self, out: Path) -> Run:
@@ -397,8 +407,11 @@ def hvtui_subcommand(argv: list[str]) -> int:
         )  # fmt: skip
         opened = time.perf_counter() - started
         host = BenchHost(Path(data_dir), tracking=tracking == "1")
-        result = run_backup(repo, host, "bench-vm", mode)
-        print(json.dumps({**result.to_dict(), "open_s": opened}))
+        try:
+            result = run_backup(repo, host, "bench-vm", mode)
+        finally:
+            host.close()
+        print(json.dumps({**result.to_dict(), **host.smb_figures(), "open_s": opened}))
         return 0
     if argv[0] == "restore":
         from hvtui.engine.parent import point_order
@@ -500,6 +513,7 @@ def _bench_host_class():  # noqa: ANN202 - built lazily so the module imports wi
             path = host.data_dir / DISK_NAME
             st = path.stat()
             log = host.change_log()
+            remote = host.remote
             self.files = [
                 SourceFile(
                     rel_path=DISK_NAME,
@@ -507,10 +521,11 @@ def _bench_host_class():  # noqa: ANN202 - built lazily so the module imports wi
                     mtime_ns=st.st_mtime_ns,
                     identity="bench-disk",
                     change_id=str(log["seq"]) if host.tracking else None,
-                    opener=lambda: open(path, "rb", buffering=0),  # noqa: SIM115 - the engine closes it
+                    # over SMB3 (hvtui smb) or the local file; the engine closes it
+                    opener=remote[0] if remote else lambda: open(path, "rb", buffering=0),  # noqa: SIM115
                     changes=host.changed_since,
                     virtual_ranges=True,  # as RCT reports them: the engine maps them to file ranges
-                    local_path=path,
+                    local_path=None if remote else path,
                 )
             ]
 
@@ -522,8 +537,18 @@ def _bench_host_class():  # noqa: ANN202 - built lazily so the module imports wi
         kind = "lab"
 
         def __init__(self, data_dir: Path, tracking: bool) -> None:
+            from smb_source import remote_opener
+
             self.data_dir = data_dir
             self.tracking = tracking
+            self.remote = remote_opener(DISK_NAME)  # (opener, bytes read, close) when reading over SMB3
+
+        def smb_figures(self) -> dict:
+            return {"smb_bytes": self.remote[1][0]} if self.remote else {}
+
+        def close(self) -> None:
+            if self.remote:
+                self.remote[2]()
 
         def change_log(self) -> dict:
             path = self.data_dir / "rct.json"
@@ -591,6 +616,9 @@ def measure(
                 if isinstance(tool, Hvtui):
                     done = json.loads(res.incr[-1].output.strip().splitlines()[-1])
                     res.incr_read.append((done["read_bytes"], sum(len(old) for _, old in undo), done["whole_reads"]))
+                    if "smb_bytes" in done:
+                        full_done = json.loads(res.full[-1].output.strip().splitlines()[-1])
+                        res.smb_read.append((full_done["smb_bytes"], done["smb_bytes"]))
             finally:
                 isolated(revert_change, disk, undo)
                 record_changes(disk.parent, undo)
@@ -689,6 +717,20 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
                 f"{res.med(res.full) - opened[0]:.2f} s, incremental {res.med(res.incr) - opened[1]:.2f} s, "
                 f"restore {res.med(res.restore) - opened[2]:.2f} s"
             )
+    for res in results.values():
+        for full_smb, incr_smb in res.smb_read[:1]:
+            changed = res.incr_read[0][1]
+            print(
+                f"  {res.name}: over SMB3 the full read {full_smb / MiB:.1f} MiB, the incremental {incr_smb / MiB:.1f} MiB "
+                f"for {changed / MiB:.1f} MiB changed ({incr_smb / changed:.1f}x, VHDX parsing included)"
+            )
+    local, smb = results.get("hvtui"), results.get("hvtui smb")
+    if local and smb and smb.full:
+        ratio = local.med(local.full) / smb.med(smb.full)
+        print(
+            f"  SMB full backup throughput = {ratio * 100:.0f} % of the local file's (target >= 60 %: "
+            f"{'met' if ratio >= 0.6 else 'NOT met'}); SMB peak RSS {smb.peak_rss:.0f} MB (target < 300 MB)"
+        )
     peers = {k: v for k, v in results.items() if not k.startswith("hvtui")}
     mine = results.get("hvtui")
     if mine and peers:
@@ -765,7 +807,12 @@ def main(argv: list[str] | None = None) -> int:
         "--change-write", type=int, default=1024, help="size of each changing write, KiB (default 1024)"
     )
     parser.add_argument("--workdir", type=Path, help="where data and repositories go (default: a temp dir, removed)")
-    parser.add_argument("--tools", default="hvtui,restic,borg-buzhash,borg-fixed", help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-v2-enc, format 2 encrypted; hvtui-zstd, format 2 with zstd)")
+    parser.add_argument(
+        "--tools",
+        default="hvtui,restic,borg-buzhash,borg-fixed",
+        help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-v2-enc, format 2 encrypted; "
+        "hvtui-zstd, format 2 with zstd; hvtui-smb, reading over SMB3)",
+    )
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
     parser.add_argument("--zstd-level", type=int, default=3, help="hvtui-zstd: the zstd level (default 3)")
@@ -808,6 +855,12 @@ def main(argv: list[str] | None = None) -> int:
                 tools.append(Hvtui(work, data_dir, 1, True, f"hvtui v2 zstd {args.zstd_level}", version=2, compression=level))
             if "hvtui-v2-enc" in wanted:
                 tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 encrypted", version="2e"))  # type: ignore[arg-type]
+            if "hvtui-smb" in wanted:
+                why_not = smb_bench.available()
+                if why_not is None:
+                    tools.append(Hvtui(work, data_dir, 1, True, "hvtui smb"))
+                else:
+                    missing.append(why_not)
             if "restic" in wanted:
                 if shutil.which("restic"):
                     tools.append(Restic(work, data_dir))
@@ -822,7 +875,12 @@ def main(argv: list[str] | None = None) -> int:
         for line in missing:
             print(line)
         results: dict[str, Result] = {}
-        measure(tools, disk, blocks, args, results)
+        with contextlib.ExitStack() as stack:
+            for tool in tools:
+                if tool.name == "hvtui smb" and isinstance(tool, Hvtui):
+                    settings = stack.enter_context(smb_bench.serving(data_dir, DISK_NAME))
+                    tool.env = {smb_bench.ENV: json.dumps(settings)}
+            measure(tools, disk, blocks, args, results)
         report(results, info, args, missing)
         if args.ceiling:
             top = json.loads(run_tool([sys.executable, str(Path(__file__).resolve()), "_hvtui", "ceiling", str(disk)]).output)

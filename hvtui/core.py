@@ -250,6 +250,7 @@ class Core:
                 self.clock,
                 read_only=self.read_only,
                 checkpoint_journal=self.paths.checkpoint_journal,
+                job_journal=self.paths.job_journal,
             ),
         )
 

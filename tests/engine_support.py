@@ -228,7 +228,7 @@ class DirHost(Host):
     def rename_checkpoint(self, vm_id, checkpoint_id, new_name):  # noqa: ANN001, ANN201
         raise HostError(self.name, "checkpoint", "not supported here")
 
-    def open_backup_source(self, vm_id: str, progress=None, on_checkpoint=None) -> DirSource:  # noqa: ANN001
+    def open_backup_source(self, vm_id: str, progress=None, on_checkpoint=None, **_options) -> DirSource:  # noqa: ANN001, ANN003
         name = backup_checkpoint_name(self.meta(vm_id)["name"], datetime.now(UTC))
         if on_checkpoint is not None:
             on_checkpoint(self.recovery_id(vm_id), name)  # recorded before it exists, as the lab does

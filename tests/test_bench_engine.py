@@ -38,3 +38,22 @@ def test_the_engine_bench_measures_a_zstd_repository_beside_lz4(tmp_path: Path) 
     packs = [p for p in (tmp_path / "repo-hvtui-v2-zstd-3" / "packs").rglob("*") if p.is_file()]
     codecs = {p.read_bytes()[e.offset + 4] for p in packs for e in read_trailer(p, p.name)}  # each chunk's codec byte
     assert CODEC_ZSTD in codecs and CODEC_LZ4 not in codecs, out
+def test_the_engine_bench_reads_the_same_disk_over_smb3_beside_the_local_file(tmp_path: Path) -> None:
+    # A real smbd (tests/samba_support.py) serves the data set; hvtui reads it through hosts/smb.
+    work = Path("/tmp") / f"hb-{tmp_path.name[-12:]}"  # smbd's share and the data on one file system
+    args = ["--size", "0.25", "--data", "0.07", "--runs", "1", "--tools", "hvtui,hvtui-smb", "--workdir", str(work)]
+    try:
+        out = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=600, check=True).stdout
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    row = next(line for line in out.splitlines() if line.startswith("hvtui smb "))
+    assert row.split()[-4] == "yes", out  # the restored disk (backed up over SMB) reads as changed
+    full, incr, changed = map(
+        float, re.search(r"over SMB3 the full read ([\d.]+) MiB, the incremental ([\d.]+) MiB for ([\d.]+) MiB changed", out).groups()
+    )
+    allocated_mib = float(re.search(r"([\d.]+) GiB allocated", out).group(1)) * 1024
+    assert full >= 0.9 * allocated_mib, out  # the whole allocated data crossed SMB once
+    # 2x the change, the VHDX's fixed headers, log, metadata and BAT (4 MiB), and the BAT parsed
+    # through the reader (its 64 KiB buffered reads) once more.
+    assert incr <= 2 * changed + 4 + 1.5, out
+    assert "SMB full backup throughput = " in out and "SMB peak RSS" in out

@@ -31,8 +31,8 @@ class CapturingLabHost(LabHost):
 
     captured: list[dict[str, bytes]]
 
-    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None):  # noqa: ANN001, ANN201
-        source = super().open_backup_source(vm_id, progress, on_checkpoint)
+    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None, **options):  # noqa: ANN001, ANN003, ANN201
+        source = super().open_backup_source(vm_id, progress, on_checkpoint, **options)
         snapshot = {}
         for f in source.files:
             with f.open() as fh:

@@ -37,8 +37,8 @@ class CapturingLabHost(LabHost):
 
     captured: list[dict[str, bytes]]
 
-    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None):  # noqa: ANN001, ANN201
-        source = super().open_backup_source(vm_id, progress, on_checkpoint)
+    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None, **options):  # noqa: ANN001, ANN003, ANN201
+        source = super().open_backup_source(vm_id, progress, on_checkpoint, **options)
         snapshot = {}
         for f in source.files:
             with f.open() as fh:
@@ -222,3 +222,26 @@ def test_incrementals_across_checkpoints_and_merges_restore_each_frozen_chain(tm
         restore_to_directory(repo, result.point_id, out)
         for name, data in expected[result.point_id].items():
             assert (out / name).read_bytes() == data, (result.mode, name)
+
+
+class OpenerOnlyLabHost(LabHost):
+    """The lab with its source files offered only through ``open()``, as a remote host's are
+    (no ``local_path``): the engine must parse the VHDX through the reader."""
+
+    def open_backup_source(self, vm_id, progress=None, on_checkpoint=None, **options):  # noqa: ANN001, ANN003, ANN201
+        source = super().open_backup_source(vm_id, progress, on_checkpoint, **options)
+        source.files = [dataclasses.replace(f, local_path=None) for f in source.files]
+        return source
+
+
+def test_a_file_offered_only_through_open_is_mapped_like_a_local_one(tmp_path: Path) -> None:
+    clock = FixedClock()
+    LabHost.create(tmp_path / "lab-t1", "lab-t1", clock, volume_size=1 << 40)
+    host = OpenerOnlyLabHost.open(tmp_path / "lab-t1", "lab-t1", clock)
+    vm_id = add_vm(host, blocks=48)
+    repo = Repository.open(tmp_path / "repo", create=True)
+    full = run_backup(repo, host, vm_id, "full")
+    host.write_guest_data(vm_id, 0, 9 * MiB, b"\x07" * MiB)
+    inc = run_backup(repo, host, vm_id, "incremental")
+    assert inc.whole_reads == [] and inc.files_changed_ranges >= 1
+    assert inc.read_bytes < full.read_bytes / 4

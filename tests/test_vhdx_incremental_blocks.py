@@ -80,8 +80,8 @@ class VhdxHost(DirHost):
             chain.write(offset, data)
         self.virtual_log.append((len(self.frozen), offset, len(data)))
 
-    def open_backup_source(self, vm_id: str, progress=None, on_checkpoint=None):  # noqa: ANN001, ANN201
-        source = super().open_backup_source(vm_id, progress, on_checkpoint)
+    def open_backup_source(self, vm_id: str, progress=None, on_checkpoint=None, **options):  # noqa: ANN001, ANN003, ANN201
+        source = super().open_backup_source(vm_id, progress, on_checkpoint, **options)
         path = self.vm_dir(vm_id) / "disk.vhdx"
         reference = len(self.frozen)
         self.frozen.append(path.read_bytes())

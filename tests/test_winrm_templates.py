@@ -12,7 +12,7 @@ import tree_sitter_powershell
 from tree_sitter import Language, Node, Parser
 
 from hvtui.hosts.winrm.encoding import bootstrap_command, script_text
-from hvtui.hosts.winrm.host import PRELUDE, SCRIPTS, full_script
+from hvtui.hosts.winrm.host import INCLUDES, PRELUDE, SCRIPTS, full_script
 
 SCRIPT_DIR = Path(str(resources.files("hvtui.hosts.winrm").joinpath("scripts")))
 ALL_TEMPLATES = sorted(SCRIPT_DIR.glob("*.ps1"))
@@ -28,6 +28,8 @@ HYPERV_CMDLETS = (
     "Rename-VMSnapshot",
     "Get-VMHardDiskDrive",
     "Get-VHD",
+    "Get-VMHardDiskDrive",
+    "Rename-VMSnapshot",
 )
 
 _parser = Parser(Language(tree_sitter_powershell.language()))
@@ -50,7 +52,7 @@ def syntax_problems(source: str) -> list[str]:
 
 def test_the_templates_are_all_there() -> None:
     names = {path.stem for path in ALL_TEMPLATES}
-    assert names == {"bootstrap", PRELUDE, *OPERATION_TEMPLATES}
+    assert names == {"bootstrap", PRELUDE, *OPERATION_TEMPLATES, *{n for names in INCLUDES.values() for n in names}}
     assert set(SCRIPTS) == {
         "inventory",
         "checkpoint.create",
@@ -58,6 +60,10 @@ def test_the_templates_are_all_there() -> None:
         "checkpoint.remove",
         "checkpoint.rename",
         "checkpoint.type",
+        "backup.begin",
+        "backup.changes",
+        "backup.end",
+        "backup.leftovers",
     }
 
 
@@ -87,7 +93,7 @@ def test_templates_are_ascii_and_avoid_forms_the_grammar_misreads(path: Path) ->
     assert not re.search(r"\bswitch\s*\(", text, re.IGNORECASE)
 
 
-@pytest.mark.parametrize("name", [PRELUDE, *OPERATION_TEMPLATES])
+@pytest.mark.parametrize("name", [PRELUDE, "_cim", *OPERATION_TEMPLATES])
 def test_every_script_starts_with_the_prologue(name: str) -> None:
     assert script_text(name).startswith(PROLOGUE + "\n")
 
@@ -131,7 +137,7 @@ def test_hyperv_cmdlets_are_module_qualified(path: Path) -> None:
         assert any(name.startswith("Hyper-V\\") for name in names + command_names(script_text(PRELUDE)))
 
 
-@pytest.mark.parametrize("name", [PRELUDE, *OPERATION_TEMPLATES])
+@pytest.mark.parametrize("name", [PRELUDE, "_cim", *OPERATION_TEMPLATES])
 def test_arguments_come_only_from_the_json_variable(name: str) -> None:
     text = script_text(name)
     assert not re.search(r"\$args\b", text, re.IGNORECASE)
@@ -177,3 +183,55 @@ def test_the_type_is_put_back_only_while_it_is_still_the_switched_one() -> None:
     text = script_text("checkpoint_type")
     condition = text.index("$current -eq [string]$HvtuiArgs.restore_from")
     assert condition < text.index("Hyper-V\\Set-VM -VM $vm -CheckpointType ([string]$restoreTo)")
+
+
+BACKUP_OPS = ("backup.begin", "backup.changes", "backup.end", "backup.leftovers")
+
+
+@pytest.mark.parametrize("op", BACKUP_OPS)
+def test_backup_scripts_carry_the_cim_helpers_between_prelude_and_template(op: str) -> None:
+    text = full_script(op)
+    assert text.index("function Invoke-HvtuiOperation") < text.index("function Wait-HvtuiJob")
+    assert text.index("function Wait-HvtuiJob") < text.index(f"# op: {op}")
+    assert "function Wait-HvtuiJob" not in full_script("checkpoint.create")
+
+
+def test_backup_operations_use_the_wmi_calls_the_contract_names() -> None:
+    cim = script_text("_cim")
+    assert "$HvtuiNamespace = 'root\\virtualization\\v2'" in cim
+    assert "ErrorDescription" in cim and "JobState" in cim and "4096" in cim
+    begin = script_text("backup_begin")
+    for needle in (
+        "Msvm_VirtualSystemSnapshotService", "-MethodName CreateSnapshot", "SnapshotType = [uint16]32768",
+        "Msvm_VirtualSystemSnapshotSettingData", "ConsistencyLevel", "IgnoreNonSnapshottableDisks = $true",
+        "GuestBackupType = [uint16]1", "-NewName ([string]$HvtuiArgs.label)", "Stop-HvtuiKind -Kind 'busy'",
+        "Stop-HvtuiKind -Kind 'consistency'", "reference_points", "virtual_size", "disk_id",
+    ):  # fmt: skip
+        assert needle in begin, needle
+    changes = script_text("backup_changes")
+    assert "-MethodName GetVirtualDiskChanges" in changes and "Stop-HvtuiKind -Kind 'rct-invalid'" in changes
+    assert "1073741824" in changes and "ProcessedByteLength" in changes
+    end = script_text("backup_end")
+    for needle in ("-MethodName ConvertToReferencePoint", "-MethodName DestroyReferencePoint", "already_gone",
+                   "Hyper-V\\Remove-VMSnapshot"):  # fmt: skip
+        assert needle in end, needle
+    leftovers = script_text("backup_leftovers")
+    assert "-SnapshotType Recovery" in leftovers and "$HvtuiLabelPrefix" in leftovers
+    assert "$HvtuiLabelPrefix = 'hvtui backup '" in cim
+
+
+def test_ids_reach_wql_filters_only_as_parsed_guids() -> None:
+    # A WQL filter is text: an id from the arguments goes in only after [guid]::TryParse.
+    cim = script_text("_cim")
+    for line in cim.splitlines():
+        if "-Filter" in line:
+            assert "$guid" in line and "$HvtuiArgs" not in line, line
+    for name in ("backup_begin", "backup_changes", "backup_end", "backup_leftovers"):
+        assert "-Filter" not in script_text(name)
+
+
+def test_a_failure_kind_reaches_the_document() -> None:
+    prelude = script_text(PRELUDE)
+    assert "$failure.fqid -match '^HvtuiKind-([a-z-]+)'" in prelude
+    assert "$failure['kind'] = $Matches[1]" in prelude
+    assert "-ErrorId ('HvtuiKind-{0}' -f $Kind)" in script_text("_cim")

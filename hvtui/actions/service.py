@@ -25,7 +25,7 @@ from hvtui.actions.plans import ApplyPlan, MergeStep, RemovePlan
 from hvtui.clock import Clock
 from hvtui.errors import HvtuiError, NotFoundError, ReadOnlyError, RefusedError
 from hvtui.events import CancelToken, ProgressCallback
-from hvtui.hosts.base import Host
+from hvtui.hosts.base import BACKUP_LABEL_PREFIX, Host
 from hvtui.inventory import InventoryService
 from hvtui.model import VM, Checkpoint, HostFacts, Volume
 from hvtui.policy import age_seconds, headroom, merge_needs_by_volume
@@ -323,9 +323,14 @@ class CheckpointActions:
                 entry.args["headroom_overridden"] = True
                 log.warning("merge headroom overridden for %s/%s", host, plan.vm_name)
             with self._changing(host):
-                outcome = self._hosts.host(host).remove_checkpoint(
-                    plan.vm_id, plan.checkpoint.id, subtree=subtree, progress=progress, cancel=cancel
-                )
+                target = self._hosts.host(host)
+                cp = plan.checkpoint
+                if not subtree and cp.type == "Recovery" and cp.name.startswith(BACKUP_LABEL_PREFIX):
+                    # A WinRM backup's own checkpoint: released as its backup would have (backup.end failed).
+                    target.release_backup_checkpoint(plan.vm_id, cp.id)
+                    outcome = None
+                else:
+                    outcome = target.remove_checkpoint(plan.vm_id, cp.id, subtree=subtree, progress=progress, cancel=cancel)
             # None: the backend returned once the merge was done (the lab does).
             merge_pending = outcome is not None and outcome.merge_pending
             entry.args["merge_pending"] = merge_pending

@@ -3,7 +3,10 @@
 A checkpoint is hvtui's own only when both say so: its name has the backup pattern
 (``hosts.base.is_backup_checkpoint_name``) and the checkpoint journal (``ledger``) records
 that an hvtui backup took this very checkpoint (by id, on this VM), and that backup is over
-(ended, or its process is gone).  Only those are removed before a backup and before a
+(ended, or its process is gone).  A WinRM backup's checkpoint is named ``hvtui backup <job
+id>`` by the host before the console learns its id: one whose console died in that moment is
+missing from the checkpoint journal, and the job journal proves it instead (that backup job of
+this host and VM is over, or its process is gone).  Only those are removed before a backup and before a
 killed backup is resumed, each one named on the progress line and audit-logged.  Any other
 Recovery checkpoint (another product's, whose running backup removing it would break) is
 left alone: the policy reports it, and the findings view deletes it after asking.
@@ -12,6 +15,7 @@ left alone: the policy reports it, and the findings view deletes it after asking
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hvtui.audit import AuditLog
@@ -19,7 +23,8 @@ from hvtui.backups.guard import HostLookup
 from hvtui.backups.ledger import CheckpointJournal, TakenCheckpoint
 from hvtui.errors import NotFoundError
 from hvtui.events import Progress, ProgressCallback
-from hvtui.hosts.base import CheckpointTaken, is_backup_checkpoint_name
+from hvtui.hosts.base import BACKUP_LABEL_PREFIX, CheckpointTaken, is_backup_checkpoint_name
+from hvtui.journal import JobJournal, process_alive
 from hvtui.model import VM, Checkpoint
 
 AUDIT_ACTION = "remove-recovery-checkpoints"
@@ -28,11 +33,26 @@ AUDIT_ACTION = "remove-recovery-checkpoints"
 class LeftoverCheckpoints:
     """Knows (through the checkpoint journal) which Recovery checkpoints are hvtui's."""
 
-    def __init__(self, journal: CheckpointJournal | None, hosts: HostLookup, audit: AuditLog) -> None:
-        """``journal`` None: nothing is recorded, so nothing is ever proven hvtui's."""
+    def __init__(
+        self, journal: CheckpointJournal | None, hosts: HostLookup, audit: AuditLog, jobs: JobJournal | None = None
+    ) -> None:
+        """``journal`` None: nothing is recorded, so nothing is ever proven hvtui's; ``jobs``: the
+        job journal, proof for a WinRM backup's checkpoint the checkpoint journal missed."""
         self._journal = journal
         self._hosts = hosts
         self._audit = audit
+        self._jobs = jobs
+
+    @classmethod
+    def from_paths(
+        cls, checkpoint_journal: Path | None, job_journal: Path | None, hosts: HostLookup, audit: AuditLog
+    ) -> LeftoverCheckpoints:
+        return cls(
+            CheckpointJournal(checkpoint_journal) if checkpoint_journal is not None else None,
+            hosts,
+            audit,
+            JobJournal(job_journal) if job_journal is not None else None,
+        )
 
     # -- recording -------------------------------------------------------------------------------
     def recorder(self, host: str, vm_id: str, job_id: str | None, now: Callable[[], str]) -> CheckpointTaken:
@@ -55,7 +75,26 @@ class LeftoverCheckpoints:
         if self._journal is None or checkpoint.type != "Recovery" or not is_backup_checkpoint_name(checkpoint.name):
             return None
         taken = self._journal.find(host, vm_id, checkpoint.id)
+        if taken is None:
+            taken = self._taken_by_dead_job(host, vm_id, checkpoint)
         return taken if taken is not None and taken.backup_is_over else None
+
+    def _taken_by_dead_job(self, host: str, vm_id: str, checkpoint: Checkpoint) -> TakenCheckpoint | None:
+        """A checkpoint named ``hvtui backup <job id>`` by a backup job of this host and VM that
+        the job journal knows (see the module docstring)."""
+        if self._jobs is None or not checkpoint.name.startswith(BACKUP_LABEL_PREFIX):
+            return None
+        job_id = checkpoint.name[len(BACKUP_LABEL_PREFIX) :]
+        try:
+            entry = self._jobs.read().entries.get(job_id)
+        except OSError:
+            return None  # unreadable: not proven
+        submitted = entry.submitted if entry is not None else {}
+        if entry is None or (submitted.get("kind"), submitted.get("host"), submitted.get("vm_id")) != ("backup", host, vm_id):
+            return None
+        pid, start = entry.owner
+        over = entry.is_finished or not process_alive(pid, start)
+        return TakenCheckpoint(host, vm_id, checkpoint.id, checkpoint.name, job_id, pid, start, str(submitted.get("at") or ""), over)
 
     def made_by_dead_job(self, vm: VM, checkpoint: Checkpoint) -> str | None:
         """For the policy (``policy.context.BackupLeft``): who left it, in words, or None."""
@@ -99,7 +138,7 @@ class LeftoverCheckpoints:
             }
             with self._audit.action(AUDIT_ACTION, host_name, vm_label, args) as entry:
                 try:
-                    host.remove_checkpoint(vm_id, checkpoint.id)
+                    host.release_backup_checkpoint(vm_id, checkpoint.id)
                     entry.args["removed"] = 1
                 except NotFoundError:
                     entry.args["removed"] = 0  # removed meanwhile (by another console)

@@ -29,9 +29,9 @@ from hvtui.audit import AuditLog
 from hvtui.backups import catalog
 from hvtui.backups.catalog import RepositoryInfo
 from hvtui.backups.guard import HostLookup, SafetyGuard
-from hvtui.backups.ledger import CheckpointJournal
 from hvtui.backups.leftovers import AUDIT_ACTION, LeftoverCheckpoints
 from hvtui.backups.maintenance import RepositoryMaintenance, Timing
+from hvtui.backups.outcome import backup_audit_args, earlier_id_warning
 from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing, VMPoints, vm_points
 from hvtui.backups.repositories import RepositoryList
 from hvtui.backups.restore_plan import RestorePlan, build_plan
@@ -65,18 +65,19 @@ class Backups:
         *,
         read_only: bool = False,
         checkpoint_journal: Path | None = None,
+        job_journal: Path | None = None,
     ) -> None:
         """``read_only``: the whole console runs read-only (a host may also be, in its settings).
         ``checkpoint_journal``: where the Recovery checkpoints backups take are recorded;
-        without one, no leftover checkpoint is ever proven hvtui's (none is removed)."""
+        without one, no leftover checkpoint is ever proven hvtui's (none is removed); the
+        ``job_journal`` proves a WinRM backup's the checkpoint journal missed."""
         self._repositories = repositories
         self._hosts = hosts
         self._inventory = inventory
         self._audit = audit
         self._clock = clock
         self._guard = SafetyGuard(hosts, audit, read_only)
-        journal = CheckpointJournal(checkpoint_journal) if checkpoint_journal is not None else None
-        self._leftovers = LeftoverCheckpoints(journal, hosts, audit)
+        self._leftovers = LeftoverCheckpoints.from_paths(checkpoint_journal, job_journal, hosts, audit)
         self._points = PointIndex()
         self._maintenance = RepositoryMaintenance(repositories, self._points, self._guard, audit, clock)
         self.recheck_seconds = 2.0
@@ -224,11 +225,13 @@ class Backups:
         apply_retention: bool = True,
         job_id: str | None = None,
         vm_name: str | None = None,
+        consistency: str | None = None,
     ) -> BackupResult:
         """Back up one VM; an incremental/differential with no earlier point runs as a full,
         and says why in ``warnings``.  ``mode`` None: automatic (an incremental where a point
         exists, else a full, without a warning).  ``job_id``: the job running it (recorded
-        with its Recovery checkpoint); ``vm_name``: the VM's name as the caller knows it.
+        with its Recovery checkpoint); ``vm_name``: the VM's name as the caller knows it;
+        ``consistency``: the checkpoint's (None: the host's setting; a crash fall back is audited).
 
         After a successful backup (only then) the repository's retention is applied to this
         VM's points (manifests only; ``prune`` frees the chunks).
@@ -239,7 +242,7 @@ class Backups:
             raise ConfigError(f"unknown backup mode {mode!r} (expected full, incremental or differential)")
         host = self._hosts.host(host_name)
         rc = self.repository_config(repository)
-        args = {"mode": mode, "repository": rc.name, "vm_id": vm_id}
+        args: dict[str, Any] = {"mode": mode, "repository": rc.name, "vm_id": vm_id, **({"consistency": consistency} if consistency else {})}
         # Audited under the VM's name whatever the outcome, so one grep finds every attempt
         # (the name as last seen; the id is in the args).
         known = self._inventory.latest.vm(host_name, vm_id)
@@ -275,6 +278,7 @@ class Backups:
                     clear_leftovers=clear_leftovers,
                     on_checkpoint=on_checkpoint,
                     vm_name=vm_label if vm_label != vm_id else None,
+                    consistency=consistency, label=f"hvtui backup {job_id}" if job_id else None,
                 )
             finally:
                 try:
@@ -284,42 +288,14 @@ class Backups:
             if result.fallback and not auto:
                 result.warnings.insert(0, f"{mode} asked for, but {result.fallback}: {result.vm_name} got a full restore point")
             if result.fallback:
-                result.warnings.extend(self._earlier_id_warning(host_name, result))
+                result.warnings.extend(earlier_id_warning(self.point_listing, self._inventory, host_name, result))
             entry.vm = result.vm_name
-            # What ran, and what was asked when it differs (an incremental with no earlier
-            # point runs as a full): "mode=full requested=incremental".
-            ran = {"mode": result.mode}
-            if result.requested_mode != result.mode:
-                ran["requested"] = result.requested_mode
-            entry.args = {**ran, **{k: v for k, v in entry.args.items() if k != "mode"}, "point": result.point_id}
-            if result.whole_reads:  # why disk files were read whole: a full read is never silent
-                entry.args["whole_reads"] = list(result.whole_reads)
-            if result.disk_set_changed:
-                entry.args["disk_set_changed"] = result.disk_set_changed
+            entry.args = backup_audit_args(result, entry.args)
         self._points.invalidate(rc.name)
         if apply_retention:
             self._maintenance.apply_retention(repo, rc, host_name, result)
             self._points.invalidate(rc.name)
         return result
-
-    def _earlier_id_warning(self, host_name: str, result: BackupResult) -> list[str]:
-        """Why a full was taken although points of the VM's name exist: they are under an earlier
-        VM id, and an incremental never builds on another id's point (``VMPoints``)."""
-        try:
-            listing = self.point_listing(host=host_name, repository=result.repository)
-        except HvtuiError:
-            return []
-        listing.points = [i for i in listing.points if i.summary.id != result.point_id]
-        known = self._inventory.latest.host(host_name)
-        current = {vm.id for vm in known.vms if vm.id != result.vm_id} if known is not None else set()
-        earlier = vm_points(listing, result.vm_id, result.vm_name, current)
-        if earlier.own or not earlier.same_name:
-            return []
-        return [
-            f"no restore point under VM id {result.vm_id}, so a full was taken; {earlier.earlier_text()} "
-            f"{'are' if len(earlier.same_name) != 1 else 'is'} not built on (`hvtui points {earlier.earlier_ids[0]}` "
-            "lists them, `hvtui restore` restores them)"
-        ]
 
     def plan_restore(
         self,

@@ -54,6 +54,15 @@ def _percent(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> int:
+    from hvtui.config.units import parse_rate
+
+    value = parse_rate(text)
+    if value is None or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a rate such as 50MB/s or 1GiB/s, got {text!r}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -73,6 +82,19 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         choices=("full", "incremental", "differential"),
         help="full reads everything; incremental (default when a point exists) reads what changed since the "
         "previous point; differential what changed since the last full",
+    )
+    backup.add_argument(
+        "--consistency",
+        choices=("prefer-application", "application", "crash"),
+        help="a WinRM host's checkpoint: prefer-application (VSS in the guest, else crash-consistent with a "
+        "warning), application (fail instead) or crash; default: the host's consistency setting",
+    )
+    backup.add_argument(
+        "--limit-rate",
+        metavar="RATE",
+        type=_rate,
+        help="read the VM's files from its host at most this fast, e.g. 50MB/s (a WinRM host's, over SMB3); "
+        "default: the host's smb: rate_limit",
     )
     backup.set_defaults(handler=run_backup_command)
 
@@ -142,7 +164,10 @@ def job_failed(args: argparse.Namespace, final: Any, code: int) -> int:
 @reported
 def run_backup_command(args: argparse.Namespace, core: Core) -> int:
     vm = core.backups.resolve_vm(args.vm, args.host)  # unknown or ambiguous: UsageError, exit 2
-    job = core.jobs.submit_backup(vm.host, vm.id, mode=args.mode, repository=args.repo, vm_name=vm.name)
+    job = core.jobs.submit_backup(
+        vm.host, vm.id, mode=args.mode, repository=args.repo, vm_name=vm.name, consistency=args.consistency,
+        limit_rate=args.limit_rate,
+    )
     code, final = run_job(core, args, job)
     if code != EXIT_OK:
         return job_failed(args, final, code)

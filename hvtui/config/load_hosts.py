@@ -148,6 +148,7 @@ def _convert_winrm(doc: Document, item: Read, host: WinRMHostModel) -> WinRMSett
         operation_timeout=operation_timeout,
         long_timeout=long_timeout,
         commands_per_shell=commands_per_shell,
+        consistency=host.consistency if host.consistency is not UNSET else "prefer-application",
         smb=smb,
     )
 

@@ -48,6 +48,9 @@ from hvtui.config.smb import SmbModel
 HOST_KINDS = ("lab", "winrm")
 WINRM_SCHEMES = ("https", "http")
 WINRM_TRANSPORTS = ("ntlm", "kerberos", "credssp", "certificate", "basic")
+# A backup's Recovery checkpoint: through VSS in the guest, falling back to crash-consistent (the
+# default), application-consistent or failing, or crash-consistent.
+BACKUP_CONSISTENCY = ("prefer-application", "application", "crash")
 # Transports that authenticate with a username and password from a SecretSource.
 PASSWORD_TRANSPORTS = ("ntlm", "credssp", "basic")
 # Transports that encrypt the message body themselves, so plain HTTP does not expose it.
@@ -121,6 +124,12 @@ class WinRMHostModel(HostModel, tag="winrm", kw_only=True):
     operation_timeout: duration("WS-Management OperationTimeout, below timeout", minimum=1.0) | UnsetType = UNSET
     long_timeout: duration("Deadline of a merge or apply (default 1h, at least timeout)") | UnsetType = UNSET
     commands_per_shell: integer(1, 10000, "Recycle the remote shell after this many commands.") | UnsetType = UNSET
+    consistency: choice(
+        BACKUP_CONSISTENCY,
+        "a backup consistency",
+        "Backups' checkpoint: prefer-application (default; crash-consistent with a warning when the guest "
+        "cannot do VSS), application (fail instead) or crash.",
+    ) | UnsetType = UNSET
     smb: collection(SmbModel, "the SMB settings (a mapping)", "How the host's VM files are read and written (SMB3).") | UnsetType = UNSET
 
 

@@ -59,6 +59,7 @@ class WinRMSettings:
     operation_timeout: float = 20.0  # WS-Man OperationTimeout; kept below read timeout
     long_timeout: float = 3600.0  # deadline of a merge or apply
     commands_per_shell: int = 50  # recycle the shell after this many commands
+    consistency: str = "prefer-application"  # backups' checkpoint: prefer-application, application or crash
     smb: SmbSettings = field(default_factory=SmbSettings)
 
     @property

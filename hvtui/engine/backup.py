@@ -81,6 +81,9 @@ class BackupResult:
     # "<file>: <why>" for each tracked disk file read whole although a previous point had it
     # (rct-invalid, resized, not VHDX, log not empty, disk set changed): never a silent full read.
     whole_reads: list[str] = field(default_factory=list)
+    # What the host said while freezing the VM (a WinRM host's fall back to crash consistency);
+    # also in ``warnings``.
+    host_warnings: list[str] = field(default_factory=list)
     # Why a full was made when another mode was asked for ("no full restore point of web01
     # in repository default yet"); None when the mode asked for was made.
     fallback: str | None = None
@@ -143,6 +146,8 @@ def run_backup(
     clear_leftovers: Callable[[ProgressCallback | None], None] | None = None,
     on_checkpoint: CheckpointTaken | None = None,
     vm_name: str | None = None,
+    consistency: str | None = None,
+    label: str | None = None,
 ) -> BackupResult:
     """Back up one VM into ``repo``; the new point is committed or nothing is.
 
@@ -150,6 +155,8 @@ def run_backup(
     (the caller removes what earlier backups of its own left); ``on_checkpoint(id, name)``
     is handed to the host, which calls it as it takes the checkpoint (the caller records it).
     ``vm_name``: the VM's name as the caller knows it, for messages (locks held, busy).
+    ``consistency``: asked of the host's checkpoint (None: the host's configured one);
+    ``label``: the checkpoint's name where the host names it (a WinRM host: "hvtui backup <job id>").
 
     Raises ``Cancelled``, ``RepositoryError`` (disk full, lock busy, unsafe source) or the
     host's ``HostError``; in every case the Recovery checkpoint is gone afterwards (the
@@ -173,7 +180,8 @@ def run_backup(
     try:
         with VMLock(repo.root, host.name, vm_id, vm_name).acquire():
             return _backup_locked(
-                repo, host, vm_id, mode, clock, cancel, meter, lock.id, n_workers, started, clear_leftovers, on_checkpoint
+                repo, host, vm_id, mode, clock, cancel, meter, lock.id, n_workers, started, clear_leftovers, on_checkpoint,
+                {k: v for k, v in (("consistency", consistency), ("label", label)) if v is not None},
             )
     finally:
         lock.release()
@@ -192,6 +200,7 @@ def _backup_locked(
     started: float,
     clear_leftovers: Callable[[ProgressCallback | None], None] | None,
     on_checkpoint: CheckpointTaken | None,
+    extra: dict[str, Any],
 ) -> BackupResult:
     parent = find_parent(repo, host.name, vm_id, mode)
     effective_mode = mode if parent is not None or mode == "full" else "full"
@@ -208,10 +217,11 @@ def _backup_locked(
 
     meter.start_phase("checkpoint", message="taking a Recovery checkpoint")
     warnings: list[str] = []
+    # ``extra`` holds only the arguments given (consistency, label): hosts written before them keep working.
     if on_checkpoint is not None:
-        source = host.open_backup_source(vm_id, meter.callback, on_checkpoint)
+        source = host.open_backup_source(vm_id, meter.callback, on_checkpoint, **extra)
     else:
-        source = host.open_backup_source(vm_id, meter.callback)
+        source = host.open_backup_source(vm_id, meter.callback, **extra)
     try:
         when = clock.now()
         cancel.check()
@@ -254,6 +264,15 @@ def _backup_locked(
         pipeline = ChunkPipeline(repo, owner, meter, cancel, n_workers)
         pipeline.run(plans)
         cancel.check()
+        # Release the freeze as a success (a WinRM host's checkpoint becomes a reference point,
+        # naming the disks' new RCT ids) before the point that records those ids is committed.
+        needed = {f.change_id for f in parent.files if f.change_id} if parent is not None else set()
+        final_ids = source.finish(needed)
+        for plan in plans:
+            if plan.entry.path in final_ids:
+                plan.entry.change_id = final_ids[plan.entry.path]
+        warnings.extend(source.warnings)
+        host_warnings = list(source.warnings)
 
         files = [p.entry for p in plans]
         point_id = new_point_id(when, uuid.uuid4().hex)
@@ -285,6 +304,7 @@ def _backup_locked(
             fallback=fallback,
             whole_reads=whole_reads,
             disk_set_changed=changed_set,
+            host_warnings=host_warnings,
         )
         meter.start_phase("commit", message="writing the restore point")
         stats = {

@@ -10,6 +10,8 @@ sentence the backup reports (never a silent whole-file read).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
 
 from hvtui.engine.manifest import FileEntry, Manifest
 from hvtui.errors import HvtuiError
@@ -23,20 +25,24 @@ ReadChunk = Callable[[bytes], bytes]  # a chunk's data by its digest (the reposi
 
 def virtual_size_of(sf: SourceFile) -> tuple[int | None, str | None]:
     """(virtual size, None) of a VHDX source file tracked in virtual bytes, or (None, why it cannot
-    be parsed here); (None, None) for other files."""
+    be parsed here); (None, None) for other files.  The file is read through ``sf.open()``, so a
+    remote host's file (over SMB) parses like a local one."""
     if not sf.virtual_ranges:
         return None, None
-    if sf.local_path is None:
-        return None, "the frozen file cannot be parsed here to map its virtual changes"
     try:
-        with VhdxFile(sf.local_path) as disk:
+        with sf.open() as reader, VhdxFile(sf.rel_path, reader=reader) as disk:
             return disk.virtual_size, None
     except VhdxFormatError as err:
-        prefix = f"{sf.local_path}: "
-        detail = err.detail[len(prefix) :] if err.detail.startswith(prefix) else err.detail
-        return None, f"not a VHDX the engine can map: {detail}"
+        return None, f"not a VHDX the engine can map: {_without_name(err, sf)}"
     except OSError as err:
         return None, f"the frozen file could not be parsed ({err.strerror or err})"
+    except HvtuiError as err:  # the host could not open it (a share gone, a refused session)
+        return None, f"the frozen file could not be opened to map its changes ({getattr(err, 'detail', err)})"
+
+
+def _without_name(err: VhdxFormatError, sf: SourceFile) -> str:
+    prefix = f"{Path(sf.rel_path)}: "
+    return err.detail[len(prefix) :] if err.detail.startswith(prefix) else err.detail
 
 
 def file_ranges(
@@ -51,28 +57,31 @@ def file_ranges(
 ) -> tuple[list[tuple[int, int]] | None, str | None]:
     """(file ranges to read, None) for a VHDX file's changed virtual ranges, or (None, why it
     must be read whole)."""
-    if virtual_size is None or sf.local_path is None:
+    if virtual_size is None:
         return None, vhdx_error or "the frozen file cannot be parsed here"
     before = _recorded_virtual_size(parent, old.path)
     if before is not None and before != virtual_size:
         return None, f"the disk was resized ({before} → {virtual_size} virtual bytes)"
     try:
-        previous = previous_bat(sf, old, chunk_size, read_chunk)
-        return file_ranges_for(sf.local_path, virtual, old.size, previous), None
+        with sf.open() as reader:
+            previous = previous_bat(sf, old, chunk_size, read_chunk, reader)
+            return file_ranges_for(sf.rel_path, virtual, old.size, previous, reader=reader), None
     except VhdxFormatError as err:
-        return None, f"not a VHDX the engine can map: {err.detail}"
+        return None, f"not a VHDX the engine can map: {_without_name(err, sf)}"
     except ValueError as err:  # a changed range outside the disk: its size changed
         return None, f"the disk was resized ({err})"
     except OSError as err:
         return None, f"the frozen file could not be parsed ({err.strerror or err})"
 
 
-def previous_bat(sf: SourceFile, old: FileEntry, chunk_size: int, read_chunk: ReadChunk | None) -> list[int] | None:
+def previous_bat(
+    sf: SourceFile, old: FileEntry, chunk_size: int, read_chunk: ReadChunk | None, reader: BinaryIO
+) -> list[int] | None:
     """The file's BAT as the previous point holds it, or None when it cannot be trusted (other
     BAT location, a non-empty log, a chunk that cannot be read): then blocks are read whole."""
-    if read_chunk is None or sf.local_path is None:
+    if read_chunk is None:
         return None
-    with VhdxFile(sf.local_path) as disk:
+    with VhdxFile(sf.rel_path, reader=reader) as disk:
         bat_at, bat_length, count = disk.bat_offset, disk.bat_length, disk.entry_count
     if old.size < bat_at + count * 8:
         return None

@@ -33,9 +33,13 @@ def backup_checkpoint_name(vm_name: str, when: datetime) -> str:
     return f"{vm_name} - Backup - ({when:%m/%d/%Y - %I:%M:%S %p})"
 
 
+# The label a WinRM host's backup gives its Recovery checkpoint (wire contract, backup.begin).
+BACKUP_LABEL_PREFIX = "hvtui backup "
+
+
 def is_backup_checkpoint_name(name: str) -> bool:
-    """True for a name of the pattern ``backup_checkpoint_name`` makes."""
-    return _BACKUP_CHECKPOINT_NAME.fullmatch(name) is not None
+    """True for a name of the pattern ``backup_checkpoint_name`` makes, or a WinRM backup's label."""
+    return _BACKUP_CHECKPOINT_NAME.fullmatch(name) is not None or name.startswith(BACKUP_LABEL_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +73,9 @@ class SourceFile:
     ``change_id`` names the change-tracking state the file is at (Hyper-V RCT id, the lab
     keeps the same record), ``None`` when the host tracks no changes for it.
     ``virtual_ranges`` True: ``changes`` answers in virtual-disk bytes (RCT on a VHDX), which
-    the engine maps to file bytes by parsing ``local_path`` (the frozen file, readable here);
-    False: in file bytes.
+    the engine maps to file bytes by parsing the frozen file through ``open()`` (local or read
+    over SMB); False: in file bytes.  ``local_path``: where the frozen file is on this machine,
+    when it is (the lab's); None for a remote host's.
     """
 
     rel_path: str
@@ -112,6 +117,17 @@ class BackupSource(ABC):
     # leftover one is its own); None for a source without one.
     checkpoint_id: str | None = None
     checkpoint_name: str | None = None
+    # What the host said while freezing the VM that the job must show (a fall back to crash
+    # consistency); the engine copies them into the backup's warnings.
+    warnings: tuple[str, ...] = ()
+
+    def finish(self, needed_change_ids: set[str]) -> dict[str, str | None]:
+        """Every file is read: release the freeze as a successful backup does, before the point is
+        committed.  Returns final change ids by ``rel_path`` for the files whose id the host only
+        knows now (Hyper-V names a disk's RCT id when the checkpoint becomes a reference point);
+        ``needed_change_ids`` are the ids the VM's previous point recorded, which the host keeps.
+        This default (the lab, whose ids are known at open) has nothing to do."""
+        return {}
 
     @abstractmethod
     def close(self) -> None: ...
@@ -200,11 +216,32 @@ class Host(ABC):
         vm_id: str,
         progress: ProgressCallback | None = None,
         on_checkpoint: CheckpointTaken | None = None,
+        consistency: str | None = None,
+        label: str | None = None,
     ) -> BackupSource:
         """Take a Recovery checkpoint and offer its frozen files.  ``on_checkpoint(id, name)``
         is called as soon as the checkpoint's id is known, before it is committed where the
-        backend can (the caller records it: a leftover must be provably hvtui's)."""
+        backend can (the caller records it: a leftover must be provably hvtui's).
+        ``consistency``: ``prefer-application``, ``application`` or ``crash``; None: the
+        host's configured one.  A host without guest VSS (the lab) ignores it.  ``label``: the
+        checkpoint's name where the host names it (WinRM: ``hvtui backup <job id>``)."""
         raise HostError(self.name, "backup", f"{self.kind} hosts cannot be backed up yet", kind="unsupported")
+
+    def release_backup_checkpoint(self, vm_id: str, checkpoint_id: str) -> None:
+        """Remove the Recovery checkpoint a dead backup left (no restore point came of it).
+        This default deletes it like any checkpoint; a host with its own release operation
+        (WinRM: ``backup.end`` with outcome failed) uses that.  NotFoundError when it is gone."""
+        self.remove_checkpoint(vm_id, checkpoint_id)
+
+    def limit_read_rate(self, rate: int) -> object | None:
+        """Read this host's files at most ``rate`` bytes per second from now on (``--limit-rate``).
+        None: this host's files are not read over a network (the lab's are local): no limit."""
+        return None
+
+    @property
+    def read_rate_limit(self) -> int | None:
+        """The read-rate limit in force, bytes per second; None: unlimited."""
+        return None
 
     def prepare_restore(
         self,

@@ -362,15 +362,21 @@ class JobManager:
         mode: str | None = None,
         repository: str | None = None,
         vm_name: str | None = None,
+        consistency: str | None = None,
+        limit_rate: int | None = None,
     ) -> Job:
         """Queue a backup of one VM.
 
         ``mode`` None: incremental when the repository holds a previous point of this VM,
         else full (asked again when the job runs, so a resumed or retried job still does
         the right thing).  ``repository`` None: the default one.  Refused at once in
-        read-only mode.  Needs a manager built with ``services``.
+        read-only mode.  Needs a manager built with ``services``.  ``consistency``: the
+        checkpoint's (a WinRM host's); None: the host's setting.  ``limit_rate``: bytes per
+        second read from the host at most (a WinRM host's files over SMB3).
         """
-        return submit_backup(self, host, vm_id, mode=mode, repository=repository, vm_name=vm_name)
+        return submit_backup(
+            self, host, vm_id, mode=mode, repository=repository, vm_name=vm_name, consistency=consistency, limit_rate=limit_rate
+        )
 
     def submit_restore(
         self,

@@ -12,8 +12,8 @@ the integer is stable across Windows versions).  Anything else malformed raises
 
 Where things live: ``envelope`` (``ok``/failure documents, ``WIRE_VERSION``), ``fields``
 (the field readers and ``Malformed``), ``dates``, ``enums``, ``inventory`` (the inventory
-document), ``results`` (checkpoint operations' answers, their documents listed there) and
-``render`` (model -> documents).  This package sits in the hosts layer: it imports
+document), ``results`` (checkpoint operations' answers, their documents listed there),
+``backup`` (the backup operations' answers) and ``render`` (model -> documents).  This package sits in the hosts layer: it imports
 hosts.base, model, errors and hosts.winrm.errors, nothing above.
 """
 

@@ -202,6 +202,7 @@ def _plain_file(rel_path: str, path: Path, identity: str) -> SourceFile:
         identity=identity,
         change_id=None,
         opener=lambda p=path: open(p, "rb"),  # noqa: SIM115 - the caller closes it
+        local_path=path,
     )
 
 

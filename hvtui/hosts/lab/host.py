@@ -285,7 +285,12 @@ class LabHost(Host):
     # backup and restore
     # ------------------------------------------------------------------------------
     def open_backup_source(
-        self, vm_id: str, progress: ProgressCallback | None = None, on_checkpoint: CheckpointTaken | None = None
+        self,
+        vm_id: str,
+        progress: ProgressCallback | None = None,
+        on_checkpoint: CheckpointTaken | None = None,
+        consistency: str | None = None,  # the lab's checkpoints need no guest VSS: always consistent
+        label: str | None = None,  # the lab names its checkpoint as Hyper-V does
     ) -> BackupSource:
         return backup.open_backup_source(self.store, self.reader, vm_id, progress, on_checkpoint)
 

@@ -14,6 +14,7 @@ import os
 import struct
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 from uuid import UUID
 
 from hvtui.hosts.vhdx import format as fmt
@@ -75,29 +76,39 @@ def create_vhdx(
 class VhdxFile:
     """One open VHDX file (read-only or writable)."""
 
-    def __init__(self, path: Path, writable: bool = False) -> None:
+    def __init__(self, path: Path | str, writable: bool = False, reader: BinaryIO | None = None) -> None:
+        """``reader``: parse an already open seekable file (a remote host's, read over SMB)
+        instead of opening ``path``, which then only names it in errors; read-only, and the
+        caller closes the reader."""
         self.path = Path(path)
         self.writable = writable
         # A merge that only fills in what a child read through its parent keeps the child's
         # guest-visible data, so it keeps its DataWriteGuid (and its children's linkage).
         self.preserve_data_guid = False
-        try:
-            self.fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
-        except FileNotFoundError:
-            raise VhdxFormatError(self.path, "disk file does not exist") from None
-        try:
+        self._reader = reader
+        if reader is not None:
+            if writable:
+                raise ValueError("a VHDX read through a reader cannot be written")
+            self.fd = -1
             self._load()
-        except BaseException:
-            os.close(self.fd)
-            raise
+        else:
+            try:
+                self.fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
+            except FileNotFoundError:
+                raise VhdxFormatError(self.path, "disk file does not exist") from None
+            try:
+                self._load()
+            except BaseException:
+                os.close(self.fd)
+                raise
         self._bat: list[int] | None = None
         self._touched_file = False
         self._touched_data = False
 
     def _load(self) -> None:
-        if os.pread(self.fd, 8, 0) != fmt.FILE_SIGNATURE:
+        if self._pread(8, 0) != fmt.FILE_SIGNATURE:
             raise VhdxFormatError(self.path, "not a VHDX file (no 'vhdxfile' identifier)")
-        headers = [(fmt.Header.parse(os.pread(self.fd, fmt.HEADER_SIZE, at)), slot) for slot, at in enumerate(fmt.HEADER_OFFSETS)]
+        headers = [(fmt.Header.parse(self._pread(fmt.HEADER_SIZE, at)), slot) for slot, at in enumerate(fmt.HEADER_OFFSETS)]
         valid = [(h, slot) for h, slot in headers if h is not None]
         if not valid:
             raise VhdxFormatError(self.path, "both VHDX headers are damaged (signature or CRC-32C)")
@@ -106,7 +117,7 @@ class VhdxFile:
             raise VhdxFormatError(self.path, "the VHDX log is not empty: the file needs a log replay first")
         regions = None
         for at in fmt.REGION_TABLE_OFFSETS:
-            regions = fmt.parse_region_table(os.pread(self.fd, fmt.REGION_TABLE_SIZE, at))
+            regions = fmt.parse_region_table(self._pread(fmt.REGION_TABLE_SIZE, at))
             if regions is not None:
                 break
         if regions is None or fmt.BAT_REGION not in regions or fmt.METADATA_REGION not in regions:
@@ -114,7 +125,7 @@ class VhdxFile:
         self.bat_offset, self.bat_length = regions[fmt.BAT_REGION]
         self.metadata_offset, _length = regions[fmt.METADATA_REGION]
         try:
-            self.meta = fmt.Metadata.parse(os.pread(self.fd, fmt.METADATA_ITEMS_AT * 2, self.metadata_offset))
+            self.meta = fmt.Metadata.parse(self._pread(fmt.METADATA_ITEMS_AT * 2, self.metadata_offset))
         except ValueError as err:
             raise VhdxFormatError(self.path, f"VHDX metadata: {err}") from None
         self.sectors_per_block = self.meta.block_size // self.meta.logical_sector_size
@@ -123,6 +134,17 @@ class VhdxFile:
         self.entry_count = fmt.bat_entry_count(self.virtual_size, self.block_size, self.sector_size, self.parent is not None)
         if self.entry_count * 8 > self.bat_length:
             raise VhdxFormatError(self.path, "the BAT region is too small for the virtual size")
+
+    def _pread(self, length: int, offset: int) -> bytes:
+        if self._reader is None:
+            return os.pread(self.fd, length, offset)
+        self._reader.seek(offset)
+        return self._reader.read(length)  # short only at the end of the file
+
+    def file_size(self) -> int:
+        if self._reader is None:
+            return os.fstat(self.fd).st_size
+        return self._reader.seek(0, os.SEEK_END)
 
     # -- lifetime ----------------------------------------------------------------
     def close(self) -> None:
@@ -177,9 +199,9 @@ class VhdxFile:
         """Every BAT entry (payload and sector bitmap), as stored."""
         if self._bat is None:
             count = self.entry_count
-            raw = os.pread(self.fd, count * 8, self.bat_offset).ljust(count * 8, b"\0")
+            raw = self._pread(count * 8, self.bat_offset).ljust(count * 8, b"\0")
             self._bat = list(memoryview(raw).cast("Q"))
-            end = os.fstat(self.fd).st_size
+            end = self.file_size()
             for index, entry in enumerate(self._bat):
                 offset = entry & ~0xFFFFF
                 if entry & fmt.STATE_MASK in (6, 7) and (offset < self.bat_offset + self.bat_length or offset + MiB > end):
@@ -189,7 +211,7 @@ class VhdxFile:
     def _entry(self, index: int) -> int:
         if self._bat is not None:
             return self._bat[index]
-        return _ENTRY.unpack(os.pread(self.fd, 8, self.bat_offset + index * 8).ljust(8, b"\0"))[0]
+        return _ENTRY.unpack(self._pread(8, self.bat_offset + index * 8).ljust(8, b"\0"))[0]
 
     def block_state(self, block: int) -> int:
         return self._entry(self.entry_index(block)) & fmt.STATE_MASK
@@ -213,7 +235,7 @@ class VhdxFile:
         offset = self.block_offset(block)
         if not offset:
             return None
-        data = os.pread(self.fd, self.block_size, offset)
+        data = self._pread(self.block_size, offset)
         if len(data) != self.block_size:
             raise VhdxFormatError(self.path, f"block {block} is truncated")
         return data
@@ -226,7 +248,7 @@ class VhdxFile:
         if state != fmt.PAYLOAD_PARTIALLY_PRESENT:
             return 0
         at, length = self._bitmap_bytes(block)
-        return int.from_bytes(os.pread(self.fd, length, at), "little") if at else 0
+        return int.from_bytes(self._pread(length, at), "little") if at else 0
 
     def bitmap_block_offset(self, block: int) -> int:
         """File offset of the sector-bitmap block of ``block``'s chunk, 0 when there is none."""
@@ -335,7 +357,7 @@ class VhdxFile:
             bitmap = self._append_block(fmt.SECTOR_BITMAP_BLOCK)
             changed.append(self._set_entry(self.bitmap_entry_index(block), bitmap | fmt.SB_PRESENT))
             at, length = self._bitmap_bytes(block)
-        bits = int.from_bytes(os.pread(self.fd, length, at), "little") | mask
+        bits = int.from_bytes(self._pread(length, at), "little") | mask
         os.pwrite(self.fd, bits.to_bytes(length, "little"), at)
         return [(at, length), *changed]
 

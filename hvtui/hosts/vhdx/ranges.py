@@ -19,9 +19,9 @@ reports changes in virtual-disk bytes.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from hvtui.hosts.vhdx import format as fmt
 from hvtui.hosts.vhdx.file import VhdxFile
@@ -43,21 +43,24 @@ PIECE_ALIGNMENT = 64 * 1024
 
 
 def file_ranges_for(
-    path: Path,
+    path: Path | str,
     virtual_ranges: Iterable[tuple[int, int]],
     previous_file_size: int,
     previous_bat: Sequence[int] | None = None,
+    reader: BinaryIO | None = None,
 ) -> Ranges:
     """The file ranges of ``path`` to re-read for these changed virtual ranges (sorted, merged).
 
     ``previous_bat``: every BAT entry of the file as the previous point holds it, or None (then
     each touched payload block is read whole).
 
+    ``reader``: the file already open (a remote host's); ``path`` then only names it in errors.
+
     Raises VhdxFormatError for a file that is not VHDX or whose log is not empty (the caller then
     reads the whole file and says why).
     """
-    with VhdxFile(path) as disk:
-        size = os.fstat(disk.fd).st_size
+    with VhdxFile(path, reader=reader) as disk:
+        size = disk.file_size()
         wanted: list[tuple[int, int]] = [
             (0, fmt.MiB),  # identifier, both headers, both region tables
             (disk.header.log_offset, disk.header.log_length),

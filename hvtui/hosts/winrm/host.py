@@ -2,8 +2,9 @@
 
 Each operation is one ``.ps1`` template from ``scripts/`` (sent after ``_prelude.ps1``)
 plus a JSON arguments object; the answer is one JSON document between markers, read by
-``hvtui.wire``.  Backup and restore are not offered over WinRM yet: the ``Host`` base class
-refuses them with a clear ``HostError``.
+``hvtui.wire``.  Backups (``hosts/winrm/backup.py``) read the host's files through a
+``RemoteFiles``: SMB3 as the host's ``smb:`` block says (``files``), or one given to the
+constructor (tests).
 
 Test-only allowance: ``allow_basic_over_http_for_tests=True`` lets the loopback
 WS-Management server in ``tests/`` use the ``basic`` transport over plain HTTP.  The config
@@ -18,9 +19,16 @@ import threading
 from collections.abc import Callable
 
 from hvtui.config import HostConfig, SecretSource, WinRMSettings
-from hvtui.errors import ConfigError, HostError, HvtuiError
+from hvtui.errors import ConfigError, HostError, HvtuiError, NotFoundError
 from hvtui.events import CancelToken, Progress, ProgressCallback
-from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot, RemoveOutcome
+from hvtui.hosts.base import (
+    CHECKPOINT_TYPES_CREATABLE,
+    BackupSource,
+    CheckpointTaken,
+    Host,
+    HostSnapshot,
+    RemoveOutcome,
+)
 from hvtui.hosts.ratelimit import RateLimiter
 from hvtui.hosts.remote_files import RemoteFiles
 from hvtui.hosts.winrm.transport import (
@@ -44,8 +52,14 @@ SCRIPTS: dict[str, str] = {
     "checkpoint.remove": "checkpoint_remove",
     "checkpoint.rename": "checkpoint_rename",
     "checkpoint.type": "checkpoint_type",
+    "backup.begin": "backup_begin",
+    "backup.changes": "backup_changes",
+    "backup.end": "backup_end",
+    "backup.leftovers": "backup_leftovers",
 }
 PRELUDE = "_prelude"
+# Shared helpers some operations need besides the prelude, sent between it and the template.
+INCLUDES: dict[str, tuple[str, ...]] = {op: ("_cim",) for op in SCRIPTS if op.startswith("backup.")}
 MERGE_WAIT_MARGIN = 60.0  # seconds of the long deadline kept back from waiting for a merge
 TYPE_RESTORE_MARGIN = 10.0  # seconds of a type restore's deadline kept back from retrying Set-VM
 
@@ -79,8 +93,9 @@ class _PasswordCache:
 
 
 def full_script(op: str) -> str:
-    """The script text sent for ``op``: the shared prelude, then the operation's template."""
-    return script_text(PRELUDE) + "\n" + script_text(SCRIPTS[op])
+    """The script text sent for ``op``: the shared prelude, its includes, then the operation's template."""
+    parts = [PRELUDE, *INCLUDES.get(op, ()), SCRIPTS[op]]
+    return "\n".join(script_text(name) for name in parts)
 
 
 def create_switches_type(vm_type: str | None, wanted: str) -> bool:
@@ -110,7 +125,9 @@ class WinRMHost(Host):
         *,
         allow_basic_over_http_for_tests: bool = False,
         max_shells: int = 2,
+        remote_files: RemoteFiles | None = None,
     ) -> None:
+        """``remote_files``: the host's files by host path; None: SMB3 per the ``smb:`` block, on first use."""
         if host_config.winrm is None:
             raise ConfigError(f"host {host_config.name!r}: kind winrm needs its winrm settings")
         self.name = host_config.name
@@ -131,6 +148,8 @@ class WinRMHost(Host):
             max_shells=max_shells,
         )
         self._scripts: dict[str, str] = {}
+        self.remote_files = remote_files
+        self._files_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
     def _script(self, op: str) -> str:
@@ -150,6 +169,11 @@ class WinRMHost(Host):
         except HvtuiError as err:  # the password could not be obtained: name the host and operation
             log.info("%s: %s: %s", self.name, operation, err)
             raise HostError(self.name, operation, str(err), kind="auth") from None
+
+    def call_operation(self, op: str, arguments: dict, timeout: float, operation: str | None = None) -> object:
+        """Run one operation; its JSON document, not yet checked (the backup module reads it).
+        ``operation`` names it in errors (default: its label, or ``op`` itself)."""
+        return self._call(op, arguments, timeout, operation or OPERATION_LABELS.get(op, op))
 
     def _call(self, op: str, arguments: dict, timeout: float, operation: str | None = None) -> object:
         """Run one operation; return its JSON document (not yet checked for ``ok``)."""
@@ -338,6 +362,52 @@ class WinRMHost(Host):
             self.settings.timeout,
         )
 
+    # -- backup ------------------------------------------------------------------------------------
+    def open_backup_source(
+        self,
+        vm_id: str,
+        progress: ProgressCallback | None = None,
+        on_checkpoint: CheckpointTaken | None = None,
+        consistency: str | None = None,
+        label: str | None = None,
+    ) -> BackupSource:
+        from hvtui.hosts.winrm import backup
+
+        # backup.begin waits for VSS in the guest: the long deadline, as for a Production checkpoint.
+        return backup.open_backup_source(
+            self,
+            self.files(),
+            vm_id,
+            consistency or self.settings.consistency,
+            self.settings.long_timeout,
+            progress,
+            on_checkpoint,
+            label,
+        )
+
+    def recovery_checkpoints(self, vm_id: str, timeout: float = 60.0) -> list[Checkpoint]:
+        """hvtui's own Recovery checkpoints of the VM (``backup.leftovers``; another product's are
+        never cleaned up, so they are not asked for)."""
+        from hvtui.hosts.winrm.backup import leftover_checkpoints
+
+        return leftover_checkpoints(self, vm_id, min(timeout, self.settings.long_timeout))
+
+    def release_backup_checkpoint(self, vm_id: str, checkpoint_id: str) -> None:
+        """``backup.end`` with outcome failed: the checkpoint goes, no reference point stays."""
+        from hvtui.wire.backup import parse_end
+
+        arguments = {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "outcome": "failed", "retire": []}
+        doc = self.call_operation("backup.end", arguments, self.settings.long_timeout)
+        if parse_end(doc, self.name, "failed").already_gone:
+            raise NotFoundError(self.name, "backup.end", f"no checkpoint with id {checkpoint_id} on the VM")
+    def files(self) -> RemoteFiles:
+        """The host's files, kept for the host's life (SMB3 through its ``smb:`` block unless the
+        host was built with its own ``remote_files``); closed with the host."""
+        with self._files_lock:
+            if self.remote_files is None:
+                self.remote_files = self.open_remote_files()
+            return self.remote_files
+
     def open_remote_files(self) -> RemoteFiles:
         """The host's files over SMB3 (its ``smb:`` block; the WinRM credentials unless it names
         others); the caller closes it."""
@@ -354,13 +424,21 @@ class WinRMHost(Host):
             rate_limiter=self.read_rate_limiter,
         )
 
+    @property
+    def read_rate_limit(self) -> int | None:
+        return self.read_rate_limiter.rate if self.read_rate_limiter is not None else None
+
     def limit_read_rate(self, rate: int) -> RateLimiter:
         """Reads of this host's files at most ``rate`` bytes/s from now on (``--limit-rate``)."""
         if self.read_rate_limiter is None:
             self.read_rate_limiter = RateLimiter(rate)
+            if self.remote_files is not None and getattr(self.remote_files, "rate_limiter", False) is None:
+                self.remote_files.rate_limiter = self.read_rate_limiter  # files opened before: limit them too
         else:
             self.read_rate_limiter.set_rate(rate)
         return self.read_rate_limiter
 
     def close(self) -> None:
+        if self.remote_files is not None:
+            self.remote_files.close()
         self._connection.close()

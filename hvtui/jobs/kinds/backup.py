@@ -34,6 +34,8 @@ def submit_backup(
     mode: str | None = None,
     repository: str | None = None,
     vm_name: str | None = None,
+    consistency: str | None = None,
+    limit_rate: int | None = None,
 ) -> Job:
     """Queue a backup of ``vm_id`` on ``host`` (see ``JobManager.submit_backup``).
 
@@ -43,7 +45,9 @@ def submit_backup(
     services = services_of(manager)
     if mode is not None and mode not in BACKUP_MODES:
         raise ConfigError(f"unknown backup mode {mode!r} (expected {', '.join(BACKUP_MODES)})")
-    services.hosts.host(host)  # unknown host: ConfigError now, not a failed job later
+    host_object = services.hosts.host(host)  # unknown host: ConfigError now, not a failed job later
+    if limit_rate is not None and limit_rate <= 0:
+        raise ConfigError(f"--limit-rate must be above 0 bytes per second, not {limit_rate}")
     repo_name = services.backups.repository_config(repository).name
     auto = mode is None
     latest = services.backups.latest_point(host, vm_id, repo_name) if auto or vm_name is None else None
@@ -53,7 +57,14 @@ def submit_backup(
     if vm_name is None and latest is not None:
         vm_name = latest.vm_name
     refuse_if_read_only(services, "backup", host, vm_name or vm_id, {"mode": mode, "repository": repo_name, "vm_id": vm_id})
-    params = {"mode": mode, "auto_mode": auto, "repository": repo_name}
+    params: dict[str, Any] = {"mode": mode, "auto_mode": auto, "repository": repo_name}
+    if consistency is not None:
+        params["consistency"] = consistency
+    if limit_rate is not None:
+        params["limit_rate"] = limit_rate  # applied to the host's reads when the job runs
+    shown = limit_rate or host_object.read_rate_limit
+    if shown:
+        params["rate_limit"] = shown  # the jobs view shows it beside the rate
     return manager.submit("backup", host, vm_id, vm_name, params)
 
 
@@ -65,11 +76,14 @@ def _backup_run(manager: JobQueue, job: Job) -> RunFn:
         raise JobError("a backup job needs a VM id")
 
     def run(progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
+        if params.get("limit_rate") and services.hosts.host(host).limit_read_rate(int(params["limit_rate"])) is None:
+            raise ConfigError(f"--limit-rate: host {host} reads local files (a lab host); there is no network read to limit")
         # Auto mode (None) asks for an incremental: the engine runs a full when the VM has no
         # earlier point in the repository, so a retried or resumed job still does right.
         mode = None if params.get("auto_mode") else str(params["mode"])
         result = services.backups.backup(
-            host, vm_id, mode, params.get("repository"), progress=progress, cancel=cancel, job_id=job.id, vm_name=job.vm_name
+            host, vm_id, mode, params.get("repository"), progress=progress, cancel=cancel, job_id=job.id, vm_name=job.vm_name,
+            consistency=params.get("consistency"),
         )
         summary = result.to_dict()
         summary["message"] = (

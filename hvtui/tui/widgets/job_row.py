@@ -230,8 +230,11 @@ def progress_sentence(job: Job) -> str:
         numbers.append(f"{size_text(event.done)} of {size_text(event.total)} ({event.done / event.total * 100:.0f}%)")
     elif event.done and event.phase in DATA_PHASES:
         numbers.append(size_text(event.done))
+    limit = job.params.get("rate_limit")
     if event.rate and job.state is JobState.RUNNING:
-        numbers.append(f"{size_text(event.rate)}/s")
+        numbers.append(f"{size_text(event.rate)}/s" + (f" (limit {size_text(limit)}/s)" if limit else ""))
+    elif limit and job.state is JobState.RUNNING:
+        numbers.append(f"limit {size_text(limit)}/s")
     if event.eta is not None and job.state is JobState.RUNNING:
         numbers.append(f"ETA {duration_text(event.eta)}")
     if event.bytes_new:

@@ -111,6 +111,9 @@ function Invoke-HvtuiOperation {
             error = [string]$_.Exception.Message
             fqid = [string]$_.FullyQualifiedErrorId
         }
+        if ($failure.fqid -match '^HvtuiKind-([a-z-]+)') {
+            $failure['kind'] = $Matches[1]  # a kind the caller acts on (Stop-HvtuiKind in _cim.ps1)
+        }
         Write-HvtuiDocument -Document $failure
         return 1
     }
