@@ -42,6 +42,8 @@ SCRIPTS: dict[str, str] = {
     "checkpoint.remove": "checkpoint_remove",
     "checkpoint.rename": "checkpoint_rename",
     "checkpoint.type": "checkpoint_type",
+    "restore.prepare": "restore_prepare",
+    "restore.import": "restore_import",
 }
 PRELUDE = "_prelude"
 MERGE_WAIT_MARGIN = 60.0  # seconds of the long deadline kept back from waiting for a merge

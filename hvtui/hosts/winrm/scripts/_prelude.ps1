@@ -111,6 +111,10 @@ function Invoke-HvtuiOperation {
             error = [string]$_.Exception.Message
             fqid = [string]$_.FullyQualifiedErrorId
         }
+        # A failure the caller acts on names its kind: Stop-Hvtui -ErrorId 'HvtuiKind=<kind>'.
+        if ($failure.fqid -like 'HvtuiKind=*') {
+            $failure['kind'] = $failure.fqid.Substring(10).Split(',')[0]
+        }
         Write-HvtuiDocument -Document $failure
         return 1
     }
