@@ -205,4 +205,6 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
         f"  {result.get('files')} files, {size(result.get('logical_bytes'))}; written {size(result.get('written_bytes'))}, "
         f"holes {size(result.get('hole_bytes'))}, {float(result.get('duration') or 0):.1f} s."
     )
+    for warning in result.get("warnings") or []:
+        show(f"  host: {warning}")  # a safe fix the host made to register the VM (a switch it lacks)
     return EXIT_OK

@@ -170,6 +170,12 @@ class WinRMHostModel(HostModel, tag="winrm", kw_only=True):
     operation_timeout: duration("WS-Management OperationTimeout, below timeout", minimum=1.0) | UnsetType = UNSET
     long_timeout: duration("Deadline of a merge or apply (default 1h, at least timeout)") | UnsetType = UNSET
     commands_per_shell: integer(1, 10000, "Recycle the remote shell after this many commands.") | UnsetType = UNSET
+    restore_dir: text(
+        "a local folder of the host",
+        "Where restores to this host stage their files (default D:\\hvtui-restore); new VMs go beside it.",
+        pattern=r'^[A-Za-z]:\\(?!(?:.*\\)?\.\.(?:\\|$))[^/:*?"<>|\x00-\x1f]*$',
+        pattern_hint=r" (a drive, then folders without '..': D:\hvtui-restore)",
+    ) | UnsetType = UNSET
 
 
 WINRM_KEYS = tuple(f.name for f in msgspec.structs.fields(WinRMHostModel) if f.name not in ("name", "group", "read_only"))

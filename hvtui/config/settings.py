@@ -26,6 +26,9 @@ class SecretSource:
         return bool(self.env or self.command or self.prompt)
 
 
+DEFAULT_RESTORE_DIR = "D:\\hvtui-restore"
+
+
 @dataclass(frozen=True, slots=True)
 class WinRMSettings:
     address: str
@@ -43,6 +46,7 @@ class WinRMSettings:
     operation_timeout: float = 20.0  # WS-Man OperationTimeout; kept below read timeout
     long_timeout: float = 3600.0  # deadline of a merge or apply
     commands_per_shell: int = 50  # recycle the shell after this many commands
+    restore_dir: str = DEFAULT_RESTORE_DIR  # the host's folder restores stage in (new VMs go beside it)
 
     @property
     def endpoint(self) -> str:

@@ -19,7 +19,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,6 +50,7 @@ class RestoreResult:
     vm_id: str | None = None
     vm_name: str | None = None
     host: str | None = None
+    warnings: list[str] = field(default_factory=list)  # what the host changed to register the VM
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -435,6 +436,7 @@ def restore_to_host(
         vm_id=vm.id if vm else None,
         vm_name=vm.name if vm else None,
         host=host.name,
+        warnings=list(target.warnings),
     )
 
 

@@ -135,6 +135,7 @@ class RestoreTarget(ABC):
     """
 
     staging_dir: Path | None = None
+    warnings: tuple[str, ...] = ()  # after commit: what the host changed to register the VM
 
     def open_file(self, rel_path: str) -> BinaryIO:
         """A writer for one file of the restore, created new (``seek``, ``write``, ``close``).

@@ -2,8 +2,9 @@
 
 Each operation is one ``.ps1`` template from ``scripts/`` (sent after ``_prelude.ps1``)
 plus a JSON arguments object; the answer is one JSON document between markers, read by
-``hvtui.wire``.  Backup and restore are not offered over WinRM yet: the ``Host`` base class
-refuses them with a clear ``HostError``.
+``hvtui.wire``.  Restores write their files over SMB through the ``RemoteFiles`` the host is
+given (``hosts/winrm/restore.py``); a host built without one refuses them with a clear
+``HostError``.  Backup is not offered over WinRM yet: the ``Host`` base class refuses it.
 
 Test-only allowance: ``allow_basic_over_http_for_tests=True`` lets the loopback
 WS-Management server in ``tests/`` use the ``basic`` transport over plain HTTP.  The config
@@ -18,9 +19,11 @@ import threading
 from collections.abc import Callable
 
 from hvtui.config import HostConfig, SecretSource, WinRMSettings
-from hvtui.errors import ConfigError, HostError, HvtuiError
+from hvtui.errors import ConfigError, HostError, HvtuiError, NotFoundError, ReadOnlyError
 from hvtui.events import CancelToken, Progress, ProgressCallback
-from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot, RemoveOutcome
+from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot, RemoveOutcome, RestoreTarget
+from hvtui.hosts.remote_files import RemoteFiles
+from hvtui.hosts.winrm import restore as winrm_restore
 from hvtui.hosts.winrm.transport import (
     BEGIN_MARKER,
     END_MARKER,
@@ -29,8 +32,9 @@ from hvtui.hosts.winrm.transport import (
     clixml_errors,
     script_text,
 )
-from hvtui.model import Checkpoint
+from hvtui.model import VM, Checkpoint
 from hvtui.wire import OPERATION_LABELS, WIRE_VERSION, OperationResult, parse_inventory, parse_result
+from hvtui.wire.restore import ImportResult, parse_import, parse_prepare
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,7 @@ class WinRMHost(Host):
         *,
         allow_basic_over_http_for_tests: bool = False,
         max_shells: int = 2,
+        remote_files: RemoteFiles | None = None,
     ) -> None:
         if host_config.winrm is None:
             raise ConfigError(f"host {host_config.name!r}: kind winrm needs its winrm settings")
@@ -127,6 +132,7 @@ class WinRMHost(Host):
             max_shells=max_shells,
         )
         self._scripts: dict[str, str] = {}
+        self._remote_files = remote_files  # the SMB data path; None: no restores to this host
 
     # -- plumbing -------------------------------------------------------------------------------
     def _script(self, op: str) -> str:
@@ -323,6 +329,82 @@ class WinRMHost(Host):
             {"vm_id": vm_id, "checkpoint_id": checkpoint_id, "new_name": new_name},
             self.settings.timeout,
         )
+
+    def prepare_restore(
+        self,
+        config: dict,
+        mode: str,
+        vm_id: str | None = None,
+        new_name: str | None = None,
+        keep_checkpoints: bool = True,
+        write_bytes: int = 0,
+    ) -> RestoreTarget:
+        """A folder under ``restore_dir`` checked for space and created (``restore.prepare``);
+        the engine writes into it over SMB and ``commit`` imports (``restore.import``)."""
+        operation = winrm_restore.OPERATION
+        if self._remote_files is None:
+            raise HostError(
+                self.name,
+                operation,
+                "restoring to this host needs its SMB data path, which is not set up",
+                kind="unsupported",
+            )
+        if self.read_only:
+            raise ReadOnlyError(f"{self.name}: {operation}: the host is read-only")
+        if not keep_checkpoints and config.get("checkpoints"):
+            # Flattening a chain needs the files on this machine (the lab does it) or on the host.
+            raise HostError(
+                self.name,
+                operation,
+                "the restore point holds checkpoints, and restores to a WinRM host keep them "
+                "(flattening there is not built yet): restore with its checkpoints kept (--keep-checkpoints)",
+                kind="unsupported",
+            )
+        vms = list(self.inventory(self.settings.timeout).vms)
+        if mode == "new":
+            new_name = winrm_restore.check_new_name(self.name, new_name, vms)
+            destination = winrm_restore.vm_home(vms, self.settings.restore_dir) + "\\" + new_name
+        elif mode == "in_place":
+            current = next((vm for vm in vms if vm.id == vm_id), None)
+            if current is None:
+                raise NotFoundError(self.name, operation, f"no VM with id {vm_id}")
+            if current.state != "Off":
+                raise HostError(
+                    self.name,
+                    operation,
+                    f"VM {current.name!r} is {current.state}: turn it off before restoring over it",
+                    kind="state",
+                )
+            destination = current.path
+        else:
+            raise HostError(self.name, operation, f"unknown restore mode {mode!r} (expected new or in_place)")
+        folder = winrm_restore.new_folder(self.settings.restore_dir)
+        try:
+            arguments = {"folder": folder, "bytes": int(write_bytes)}
+            parse_prepare(self._call("restore.prepare", arguments, self.settings.timeout), self.name)
+        except HostError as err:
+            log.info("%s", err)
+            if err.kind == "space":
+                raise winrm_restore.space_error(self.name, err, write_bytes) from None
+            raise
+        files = self._remote_files
+        return winrm_restore.WinRMRestoreTarget(
+            self.name, files, folder, config, mode, vm_id, new_name, destination, self._import, self._find_vm
+        )
+
+    def _import(self, arguments: dict) -> ImportResult:
+        # Compare-VM copies the disks into place and Test-VHD reads them: the long deadline.
+        try:
+            return parse_import(self._call("restore.import", arguments, self.settings.long_timeout), self.name)
+        except HostError as err:
+            log.info("%s", err)
+            raise
+
+    def _find_vm(self, vm_id: str) -> VM:
+        for vm in self.inventory(self.settings.timeout).vms:
+            if vm.id == vm_id:
+                return vm
+        raise NotFoundError(self.name, winrm_restore.OPERATION, f"the imported VM {vm_id} is not in the inventory")
 
     def close(self) -> None:
         self._connection.close()

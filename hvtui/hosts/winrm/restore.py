@@ -1,0 +1,185 @@
+"""Restore to a WinRM host: files over SMB (``RemoteFiles``), the Hyper-V side over WinRM.
+
+``restore.prepare`` makes a folder under the host's ``restore_dir`` after checking the volume
+can take what the restore writes; the engine writes every file of the point there through
+``RemoteFiles`` (never over WinRM); ``commit`` runs ``restore.import``, which registers the
+files as a new VM (new id, the new name) or puts them in place of an Off VM's disks, checks the
+disks with ``Test-VHD`` and removes the folder.  ``abort`` deletes every file written.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import humanize
+
+from hvtui.errors import HostError, HostRefused
+from hvtui.hosts.base import RestoreTarget
+from hvtui.hosts.remote_files import RemoteFiles
+from hvtui.model import VM
+from hvtui.wire.restore import ImportResult
+
+log = logging.getLogger(__name__)
+
+OPERATION = "restore"
+CONFIG_SUFFIXES = (".vmcx", ".xml")  # Hyper-V's configuration files (2016+, 2012 R2)
+
+ImportCall = Callable[[dict[str, Any]], ImportResult]
+
+
+def host_path(folder: str, rel_path: str) -> str:
+    """``rel_path`` (forward slashes, checked by the engine) as a path under ``folder`` on the host."""
+    return folder.rstrip("\\") + "\\" + rel_path.replace("/", "\\")
+
+
+def vm_home(vms: list[VM], restore_dir: str) -> str:
+    """The folder a new VM's folder goes in: the one most of the host's VMs are in, else
+    ``<drive of restore_dir>\\VMs``."""
+    parents = collections.Counter(vm.path.rstrip("\\").rsplit("\\", 1)[0] for vm in vms if "\\" in vm.path.strip("\\"))
+    if parents:
+        return parents.most_common(1)[0][0]
+    return restore_dir.split("\\", 1)[0] + "\\VMs"
+
+
+def config_file(config: dict[str, Any], written: list[str]) -> str:
+    """The restored file holding the VM's configuration, among the written ones."""
+    named = config.get("config_file")
+    if isinstance(named, str) and named in written:
+        return named
+    for rel in written:
+        if rel.lower().endswith(CONFIG_SUFFIXES):
+            return rel
+    raise ValueError("the restore point holds no VM configuration file (.vmcx): nothing to import")
+
+
+class WinRMRestoreTarget(RestoreTarget):
+    """A restore in one folder of a WinRM host; files through ``RemoteFiles``."""
+
+    staging_dir = None
+
+    def __init__(
+        self,
+        host_name: str,
+        files: RemoteFiles,
+        folder: str,
+        config: dict[str, Any],
+        mode: str,
+        vm_id: str | None,
+        new_name: str | None,
+        destination: str,
+        run_import: ImportCall,
+        find_vm: Callable[[str], VM],
+    ) -> None:
+        self.host_name = host_name
+        self.files = files
+        self.folder = folder
+        self.config = config
+        self.mode = mode
+        self.vm_id = vm_id
+        self.new_name = new_name
+        self.destination = destination
+        self.warnings: tuple[str, ...] = ()
+        self._run_import = run_import
+        self._find_vm = find_vm
+        self._written: list[str] = []  # relative paths, in the order written
+        self._folders: set[str] = set()
+        self._done = False
+
+    def open_file(self, rel_path: str) -> BinaryIO:
+        if self._done:
+            raise HostError(self.host_name, OPERATION, "this restore was already committed or aborted")
+        if any(ch in rel_path for ch in ':*?"<>|'):
+            # ':' would name an NTFS alternate data stream; the others are not valid in Windows names.
+            raise HostError(self.host_name, OPERATION, f"refused file name {rel_path!r}: not a valid Windows file name")
+        path = host_path(self.folder, rel_path)
+        parent = path.rsplit("\\", 1)[0]
+        if parent not in self._folders:
+            self.files.makedirs(parent)
+            self._folders.add(parent)
+        self._written.append(rel_path)
+        return self.files.open_write(path)
+
+    def commit(self) -> VM:
+        if self._done:
+            raise HostError(self.host_name, OPERATION, "this restore was already committed or aborted")
+        try:
+            try:
+                config_rel = config_file(self.config, self._written)
+            except ValueError as err:
+                raise HostError(self.host_name, OPERATION, str(err), kind="incompatible") from None
+            arguments: dict[str, Any] = {
+                "folder": self.folder,
+                "config_path": host_path(self.folder, config_rel),
+                "mode": self.mode,
+                "destination": self.destination,
+            }
+            if self.mode == "new":
+                arguments["new_name"] = self.new_name
+            else:
+                arguments["vm_id"] = self.vm_id
+            result = self._run_import(arguments)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        self.warnings = result.warnings
+        for warning in result.warnings:
+            log.warning("%s: restore: %s", self.host_name, warning)
+        return self._find_vm(result.vm_id)
+
+    def abort(self) -> None:
+        """Delete every file written (the folder itself stays: RemoteFiles removes files only)."""
+        if self._done:
+            return
+        self._done = True
+        left: list[str] = []
+        for rel in reversed(self._written):
+            try:
+                self.files.remove(host_path(self.folder, rel))
+            except HostError as err:
+                left.append(rel)
+                log.warning("%s: restore: could not remove the staged %s: %s", self.host_name, rel, err.detail)
+        if left:
+            log.warning(
+                "%s: restore: %d staged file(s) are left in %s: delete the folder on the host",
+                self.host_name,
+                len(left),
+                self.folder,
+            )
+
+
+def new_folder(restore_dir: str) -> str:
+    return f"{restore_dir.rstrip(chr(92))}\\hvtui-restore-{uuid.uuid4().hex[:12]}"
+
+
+def check_new_name(host_name: str, new_name: str | None, vms: list[VM]) -> str:
+    if not new_name or not new_name.strip():
+        raise HostError(host_name, OPERATION, "a restore as a new VM needs a name for it")
+    if len(new_name) > 100 or any(ord(ch) < 32 for ch in new_name) or any(ch in new_name for ch in '\\/:*?"<>|'):
+        # The name becomes the VM's folder: it must be a valid Windows folder name.
+        raise HostError(
+            host_name,
+            OPERATION,
+            f"{new_name!r} cannot name a VM on a Hyper-V host (1-100 characters, none of \\ / : * ? \" < > | "
+            "or control characters)",
+        )
+    if any(vm.name.lower() == new_name.lower() for vm in vms):
+        raise HostRefused(host_name, OPERATION, f"a VM named {new_name!r} already exists on this host")
+    return new_name
+
+
+def space_error(host_name: str, err: HostError, write_bytes: int) -> HostError:
+    return HostError(
+        host_name,
+        OPERATION,
+        f"the host has not enough free space for this restore ({humanize.naturalsize(write_bytes, binary=True)} "
+        f"to write): {err.detail}; nothing was written",
+        kind="space",
+    )
+
+
+__all__ = ["WinRMRestoreTarget", "check_new_name", "config_file", "host_path", "new_folder", "space_error", "vm_home"]

@@ -1,0 +1,254 @@
+"""Restore to a WinRM host: the loopback WS-Management server answers restore.prepare and
+restore.import from a lab host whose drive ``D:`` is the lab's folder; the files travel through
+a ``RemoteFiles`` mapping the same drive (the SMB data path's stand-in), never over WinRM.
+
+Lab -> WinRM as a new VM (byte-identical, qemu-img-valid), a point of the wrapped host restored
+in place over its Off VM and onto another lab host, and the faults: no space, the share gone
+mid-write, an incompatible configuration, a running VM, hostile names.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hvtui.engine.backup import run_backup
+from hvtui.engine.repository import Repository
+from hvtui.engine.restore import restore_to_directory, restore_to_host
+from hvtui.errors import HostError, HostRefused, ReadOnlyError
+from hvtui.hosts.winrm.host import full_script
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lab_support import add_vm, make_host, scribble, state_digests  # noqa: E402
+from remote_files_support import FolderRemoteFiles  # noqa: E402
+from wsman_restore import LabRestoreOps, failure  # noqa: E402
+from wsman_server import PASSWORD_ENV, LabBackend, WSManServer, make_winrm_host  # noqa: E402
+
+MiB = 1 << 20
+HOSTILE = "it's $(Remove-VM -Name x) `$x` ‘z’ “w” ; b"
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.source = make_host(tmp_path, "lab-src")
+        self.target_lab = make_host(tmp_path, "lab-hv")  # the "Hyper-V host" behind WinRM
+        self.ops = LabRestoreOps(self.target_lab, {"D:": self.target_lab.root})
+        self.server = WSManServer(LabBackend(self.target_lab, self.ops)).start()
+        monkeypatch.setenv(PASSWORD_ENV, self.server.password)
+        self.files = FolderRemoteFiles("hv-test", {"D:": self.target_lab.root})
+        self.winrm = make_winrm_host(self.server.port, remote_files=self.files, long_timeout=60.0)
+        self.repo = Repository.open(tmp_path / "repo", create=True)
+        self.tmp = tmp_path
+
+    def close(self) -> None:
+        self.winrm.close()
+        self.server.stop()
+
+    def expected(self, point: str) -> dict[str, bytes]:
+        """The point's files as a plain folder restore gives them (no flattening)."""
+        out = self.tmp / f"expected-{point}"
+        restore_to_directory(self.repo, point, out)
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".vhdx", ".avhdx")}
+
+    def staged_leftovers(self) -> list[Path]:
+        restore_root = self.target_lab.root / "hvtui-restore"
+        return [p for p in restore_root.rglob("*") if p.is_file()] if restore_root.exists() else []
+
+
+@pytest.fixture
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    rig = Rig(tmp_path, monkeypatch)
+    yield rig
+    rig.close()
+
+
+def disk_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix in (".vhdx", ".avhdx")}
+
+
+def qemu_check(path: Path) -> None:
+    assert shutil.which("qemu-img"), "qemu-img is needed (.ci/run installs qemu-utils)"
+    subprocess.run(["qemu-img", "check", str(path)], check=True, capture_output=True)
+
+
+def test_a_lab_point_restored_as_a_new_vm_on_the_winrm_host(rig: Rig) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=6, seed=11)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    expected = rig.expected(point)
+
+    result = restore_to_host(rig.repo, point, rig.winrm, "new", new_name="web01-copy")
+
+    assert result.host == "hv-test" and result.vm_name == "web01-copy" and result.vm_id != vm_id
+    restored = rig.target_lab.vm(result.vm_id)
+    assert restored.name == "web01-copy" and restored.state == "Off"
+    folder = rig.target_lab.vm_folder(result.vm_id)
+    got = disk_files(folder)
+    # the lab names a new VM's disks after it: same bytes, new name
+    assert {name.replace("web01-copy", "web01"): data for name, data in got.items()} == expected
+    for path in folder.glob("*.vhdx"):
+        qemu_check(path)
+    # the bytes went through RemoteFiles; WinRM carried only the two operations' arguments
+    assert rig.files.opened and all(p.startswith("D:\\hvtui-restore\\hvtui-restore-") for p in rig.files.opened)
+    prepare = rig.server.commands_for("restore.prepare")[0].arguments
+    assert prepare is not None and prepare["bytes"] == result.written_bytes
+    assert all(len(c.stdin) < 64 * 1024 for c in rig.server.commands)
+    imported = rig.ops.imported[0]
+    assert imported["mode"] == "new" and imported["new_name"] == "web01-copy"
+    assert imported["config_path"].endswith(".vmcx") and imported["destination"] == "D:\\VMs\\web01-copy"
+    assert rig.staged_leftovers() == [] and not list((rig.target_lab.root / "hvtui-restore").iterdir())
+
+
+def test_a_point_of_the_winrm_host_restored_in_place_and_onto_another_lab_host(rig: Rig, tmp_path: Path) -> None:
+    # wbackup's WinRM backup is not merged: the point is made from the lab host the server wraps.
+    vm_id = add_vm(rig.target_lab, "db01", blocks=5, seed=5)
+    before = state_digests(rig.target_lab, vm_id)
+    point = run_backup(rig.repo, rig.target_lab, vm_id, "full").point_id
+    scribble(rig.target_lab, vm_id, random.Random(3), writes=4)
+    assert state_digests(rig.target_lab, vm_id) != before
+
+    restore_to_host(rig.repo, point, rig.winrm, "in_place", vm_id=vm_id)
+    assert state_digests(rig.target_lab, vm_id) == before
+    assert rig.ops.imported[-1]["mode"] == "in_place" and rig.ops.imported[-1]["vm_id"] == vm_id
+    assert rig.staged_leftovers() == []
+
+    other = make_host(tmp_path, "lab-other")
+    copy = restore_to_host(rig.repo, point, other, "new", new_name="db01")
+    assert disk_files(other.vm_folder(copy.vm_id)) == rig.expected(point)
+
+
+def test_in_place_over_a_running_vm_is_refused_before_anything_is_written(rig: Rig) -> None:
+    vm_id = add_vm(rig.target_lab, "db01", state="Running", blocks=2)
+    point = run_backup(rig.repo, rig.target_lab, vm_id, "full").point_id
+    with pytest.raises(HostError, match="turn it off") as info:
+        restore_to_host(rig.repo, point, rig.winrm, "in_place", vm_id=vm_id)
+    assert info.value.kind == "state"
+    assert rig.files.opened == [] and rig.server.commands_for("restore.prepare") == []
+
+
+def test_no_space_on_the_host_is_a_clear_error_and_nothing_is_written(rig: Rig) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=4)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    rig.ops.free_bytes = 1000
+    with pytest.raises(HostError) as info:
+        restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
+    assert info.value.kind == "space"
+    assert "not enough free space" in str(info.value) and "nothing was written" in str(info.value)
+    assert rig.files.opened == [] and rig.ops.imported == []
+    assert [vm.name for vm in rig.target_lab.inventory(5).vms] == []
+
+
+def test_the_share_gone_mid_write_removes_the_staged_files_and_imports_nothing(rig: Rig) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=8)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    rig.files.share_gone_after = 2 * MiB
+    with pytest.raises(HostError, match="went away") as info:
+        restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
+    assert info.value.kind == "smb-lost"
+    assert rig.files.opened and sorted(rig.files.removed) == sorted(rig.files.opened)
+    assert rig.staged_leftovers() == []
+    assert rig.ops.imported == [] and rig.target_lab.inventory(5).vms == ()
+
+
+def test_a_share_gone_for_good_leaves_the_staged_files_named_in_the_log(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=8)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    rig.files.share_gone_after = 2 * MiB
+    rig.files.gone_for_good = True
+    with pytest.raises(HostError, match="went away"):
+        restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
+    assert rig.ops.imported == [] and rig.target_lab.inventory(5).vms == ()
+    folder = rig.files.opened[0].rsplit("\\", 1)[0]
+    assert any(f"are left in {folder}: delete the folder on the host" in r.getMessage() for r in caplog.records)
+
+
+def test_an_incompatible_configuration_is_refused_by_kind_and_the_staged_files_removed(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=2)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    message = "Cannot import the restored VM: The processor of this host is not compatible (message 24004)"
+    monkeypatch.setattr(rig.ops, "import_", lambda args: failure("incompatible", message))
+    with pytest.raises(HostError) as info:
+        restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
+    assert info.value.kind == "incompatible" and "message 24004" in info.value.detail
+    assert "HvtuiKind" not in str(info.value)
+    assert rig.files.opened and rig.staged_leftovers() == []
+
+
+def test_safe_fixes_the_host_made_are_warnings_of_the_result(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=2)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    real = rig.ops.import_
+    note = "Network adapter Network Adapter disconnected: Could not find Ethernet switch 'LAN'"
+    monkeypatch.setattr(rig.ops, "import_", lambda args: {**real(args), "warnings": [note]})
+    result = restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
+    assert result.warnings == [note] and result.to_dict()["warnings"] == [note]
+
+
+def test_hostile_names_travel_intact(rig: Rig) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=2)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    result = restore_to_host(rig.repo, point, rig.winrm, "new", new_name=HOSTILE)
+    assert rig.target_lab.vm(result.vm_id).name == HOSTILE
+    command = rig.server.commands_for("restore.import")[0]
+    assert command.arguments is not None and command.arguments["new_name"] == HOSTILE
+    assert HOSTILE not in command.script
+
+
+def test_names_a_hyper_v_host_cannot_take_and_taken_names_are_refused_before_writing(rig: Rig) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=2)
+    add_vm(rig.target_lab, "taken", blocks=1)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    with pytest.raises(HostError, match="cannot name a VM"):
+        restore_to_host(rig.repo, point, rig.winrm, "new", new_name='a "quoted" name')
+    with pytest.raises(HostRefused, match="already exists"):
+        restore_to_host(rig.repo, point, rig.winrm, "new", new_name="TAKEN")
+    assert rig.files.opened == [] and rig.server.commands_for("restore.prepare") == []
+
+
+def test_a_read_only_winrm_host_refuses_restores(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=2)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    monkeypatch.setattr(rig.winrm, "read_only", True)
+    with pytest.raises(ReadOnlyError):
+        restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
+    assert rig.files.opened == [] and rig.server.commands == []
+
+
+def test_a_winrm_host_without_the_smb_data_path_says_so(rig: Rig) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=2)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    bare = make_winrm_host(rig.server.port)
+    try:
+        with pytest.raises(HostError, match="SMB data path") as info:
+            restore_to_host(rig.repo, point, bare, "new", new_name="copy")
+        assert info.value.kind == "unsupported"
+    finally:
+        bare.close()
+
+
+def test_the_templates_read_exactly_the_arguments_the_host_sends(rig: Rig) -> None:
+    vm_id = add_vm(rig.target_lab, "db01", blocks=2)
+    point = run_backup(rig.repo, rig.target_lab, vm_id, "full").point_id
+    restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
+    restore_to_host(rig.repo, point, rig.winrm, "in_place", vm_id=vm_id)
+    sent: dict[str, set[str]] = {}
+    for command in rig.server.commands:
+        if command.op and command.op.startswith("restore.") and command.arguments is not None:
+            sent.setdefault(command.op, set()).update(command.arguments)
+            assert command.script == full_script(command.op)
+    assert sent == {
+        "restore.prepare": {"op", "v", "folder", "bytes"},
+        "restore.import": {"op", "v", "folder", "config_path", "mode", "destination", "new_name", "vm_id"},
+    }
+    for op, keys in sent.items():
+        used = set(re.findall(r"\$HvtuiArgs\.(\w+)", full_script(op)))
+        assert used == keys - {"op"}
