@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from samba_support import SambaServer, reset_client_cache, start_samba
 
 from hvtui.clock import FixedClock
 from hvtui.hosts.lab.estate import init_lab
@@ -32,6 +33,22 @@ def paths(isolated_dirs: Paths) -> Paths:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def samba_server() -> Iterator[SambaServer]:
+    """A real smbd on 127.0.0.1 (SMB3 only, signing and encryption required) with share ``share``.
+
+    ``.folder`` is the local folder behind the share; ``.stop()``/``.start()``/``.restart()``/``.kill()``
+    for fault tests; ``.start_second(encrypt=False)`` for a server that cannot encrypt.
+    """
+    server = start_samba(encrypt=True)
+    try:
+        yield server
+    finally:
+        reset_client_cache()
+        server.close()
+
 
 @pytest.fixture
 def restore_logging() -> Iterator[None]:

@@ -1,10 +1,11 @@
 """Restore to a WinRM host: the loopback WS-Management server answers restore.prepare and
-restore.import from a lab host whose drive ``D:`` is the lab's folder; the files travel through
-a ``RemoteFiles`` mapping the same drive (the SMB data path's stand-in), never over WinRM.
+restore.import from a lab host whose folders live inside a real Samba share (its drive ``D:``);
+the files travel over SMB3 (the host's ``smb:`` block, encryption required), never over WinRM.
 
 Lab -> WinRM as a new VM (byte-identical, qemu-img-valid), a point of the wrapped host restored
 in place over its Off VM and onto another lab host, and the faults: no space, the share gone
-mid-write, an incompatible configuration, a running VM, hostile names.
+mid-write (smbd killed; and, deterministically, a folder-backed RemoteFiles that loses its
+share after N bytes), an incompatible configuration, a running VM, hostile names.
 """
 
 from __future__ import annotations
@@ -18,31 +19,53 @@ from pathlib import Path
 
 import pytest
 
+from hvtui.config import SecretSource, SmbSettings
 from hvtui.engine.backup import run_backup
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory, restore_to_host
 from hvtui.errors import HostError, HostRefused, ReadOnlyError
+from hvtui.events import Progress
 from hvtui.hosts.winrm.host import full_script
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lab_support import add_vm, make_host, scribble, state_digests  # noqa: E402
 from remote_files_support import FolderRemoteFiles  # noqa: E402
+from samba_support import SambaServer  # noqa: E402
 from wsman_restore import LabRestoreOps, failure  # noqa: E402
 from wsman_server import PASSWORD_ENV, LabBackend, WSManServer, make_winrm_host  # noqa: E402
 
 MiB = 1 << 20
 HOSTILE = "it's $(Remove-VM -Name x) `$x` ‘z’ “w” ; b"
+SMB_PASSWORD_ENV = "HVTUI_TEST_SMB_PASSWORD"
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source lab host, and a lab host inside the Samba share behind the loopback WinRM server.
+
+    ``samba`` None: the WinRM host's files go through a ``FolderRemoteFiles`` on the same folder
+    (for drills that need a share to vanish after an exact number of bytes)."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba: SambaServer | None) -> None:
         self.source = make_host(tmp_path, "lab-src")
-        self.target_lab = make_host(tmp_path, "lab-hv")  # the "Hyper-V host" behind WinRM
+        self.target_lab = make_host(samba.folder if samba else tmp_path, "lab-hv")  # the "Hyper-V host"
         self.ops = LabRestoreOps(self.target_lab, {"D:": self.target_lab.root})
         self.server = WSManServer(LabBackend(self.target_lab, self.ops)).start()
         monkeypatch.setenv(PASSWORD_ENV, self.server.password)
-        self.files = FolderRemoteFiles("hv-test", {"D:": self.target_lab.root})
-        self.winrm = make_winrm_host(self.server.port, remote_files=self.files, long_timeout=60.0)
+        self.samba = samba
+        self.files: FolderRemoteFiles | None = None
+        if samba is not None:
+            monkeypatch.setenv(SMB_PASSWORD_ENV, samba.password)
+            smb = SmbSettings(
+                shares=(("D:\\", samba.unc("lab-hv")),),
+                port=samba.port,
+                username=samba.username,
+                password=SecretSource(env=SMB_PASSWORD_ENV),
+                timeout=5.0,
+            )
+            self.winrm = make_winrm_host(self.server.port, long_timeout=60.0, smb=smb)
+        else:
+            self.files = FolderRemoteFiles("hv-test", {"D:": self.target_lab.root})
+            self.winrm = make_winrm_host(self.server.port, remote_files=self.files, long_timeout=60.0)
         self.repo = Repository.open(tmp_path / "repo", create=True)
         self.tmp = tmp_path
 
@@ -62,8 +85,15 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    rig = Rig(tmp_path, monkeypatch)
+def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba_server: SambaServer):  # noqa: ANN201
+    rig = Rig(tmp_path, monkeypatch, samba_server)
+    yield rig
+    rig.close()
+
+
+@pytest.fixture
+def folder_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    rig = Rig(tmp_path, monkeypatch, None)
     yield rig
     rig.close()
 
@@ -93,10 +123,11 @@ def test_a_lab_point_restored_as_a_new_vm_on_the_winrm_host(rig: Rig) -> None:
     assert {name.replace("web01-copy", "web01"): data for name, data in got.items()} == expected
     for path in folder.glob("*.vhdx"):
         qemu_check(path)
-    # the bytes went through RemoteFiles; WinRM carried only the two operations' arguments
-    assert rig.files.opened and all(p.startswith("D:\\hvtui-restore\\hvtui-restore-") for p in rig.files.opened)
+    # the bytes went over SMB into the prepared folder; WinRM carried only the operations' arguments
     prepare = rig.server.commands_for("restore.prepare")[0].arguments
     assert prepare is not None and prepare["bytes"] == result.written_bytes
+    assert prepare["folder"].startswith("D:\\hvtui-restore\\hvtui-restore-")
+    assert rig.ops.imported[0]["folder"] == prepare["folder"]
     assert all(len(c.stdin) < 64 * 1024 for c in rig.server.commands)
     imported = rig.ops.imported[0]
     assert imported["mode"] == "new" and imported["new_name"] == "web01-copy"
@@ -128,7 +159,7 @@ def test_in_place_over_a_running_vm_is_refused_before_anything_is_written(rig: R
     with pytest.raises(HostError, match="turn it off") as info:
         restore_to_host(rig.repo, point, rig.winrm, "in_place", vm_id=vm_id)
     assert info.value.kind == "state"
-    assert rig.files.opened == [] and rig.server.commands_for("restore.prepare") == []
+    assert rig.staged_leftovers() == [] and rig.server.commands_for("restore.prepare") == []
 
 
 def test_no_space_on_the_host_is_a_clear_error_and_nothing_is_written(rig: Rig) -> None:
@@ -139,11 +170,13 @@ def test_no_space_on_the_host_is_a_clear_error_and_nothing_is_written(rig: Rig) 
         restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
     assert info.value.kind == "space"
     assert "not enough free space" in str(info.value) and "nothing was written" in str(info.value)
-    assert rig.files.opened == [] and rig.ops.imported == []
+    assert not (rig.target_lab.root / "hvtui-restore").exists() and rig.ops.imported == []
     assert [vm.name for vm in rig.target_lab.inventory(5).vms] == []
 
 
-def test_the_share_gone_mid_write_removes_the_staged_files_and_imports_nothing(rig: Rig) -> None:
+def test_the_share_gone_mid_write_removes_the_staged_files_and_imports_nothing(folder_rig: Rig) -> None:
+    rig = folder_rig
+    assert rig.files is not None
     vm_id = add_vm(rig.source, "web01", blocks=8)
     point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
     rig.files.share_gone_after = 2 * MiB
@@ -156,8 +189,10 @@ def test_the_share_gone_mid_write_removes_the_staged_files_and_imports_nothing(r
 
 
 def test_a_share_gone_for_good_leaves_the_staged_files_named_in_the_log(
-    rig: Rig, caplog: pytest.LogCaptureFixture
+    folder_rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
+    rig = folder_rig
+    assert rig.files is not None
     vm_id = add_vm(rig.source, "web01", blocks=8)
     point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
     rig.files.share_gone_after = 2 * MiB
@@ -180,7 +215,7 @@ def test_an_incompatible_configuration_is_refused_by_kind_and_the_staged_files_r
         restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
     assert info.value.kind == "incompatible" and "message 24004" in info.value.detail
     assert "HvtuiKind" not in str(info.value)
-    assert rig.files.opened and rig.staged_leftovers() == []
+    assert (rig.target_lab.root / "hvtui-restore").exists() and rig.staged_leftovers() == []
 
 
 def test_safe_fixes_the_host_made_are_warnings_of_the_result(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,7 +246,7 @@ def test_names_a_hyper_v_host_cannot_take_and_taken_names_are_refused_before_wri
         restore_to_host(rig.repo, point, rig.winrm, "new", new_name='a "quoted" name')
     with pytest.raises(HostRefused, match="already exists"):
         restore_to_host(rig.repo, point, rig.winrm, "new", new_name="TAKEN")
-    assert rig.files.opened == [] and rig.server.commands_for("restore.prepare") == []
+    assert rig.staged_leftovers() == [] and rig.server.commands_for("restore.prepare") == []
 
 
 def test_a_read_only_winrm_host_refuses_restores(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -220,19 +255,28 @@ def test_a_read_only_winrm_host_refuses_restores(rig: Rig, monkeypatch: pytest.M
     monkeypatch.setattr(rig.winrm, "read_only", True)
     with pytest.raises(ReadOnlyError):
         restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy")
-    assert rig.files.opened == [] and rig.server.commands == []
+    assert rig.server.commands == []
 
 
-def test_a_winrm_host_without_the_smb_data_path_says_so(rig: Rig) -> None:
-    vm_id = add_vm(rig.source, "web01", blocks=2)
+def test_smbd_killed_mid_write_ends_the_restore_cleanly_and_imports_nothing(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=16)
     point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
-    bare = make_winrm_host(rig.server.port)
-    try:
-        with pytest.raises(HostError, match="SMB data path") as info:
-            restore_to_host(rig.repo, point, bare, "new", new_name="copy")
-        assert info.value.kind == "unsupported"
-    finally:
-        bare.close()
+    assert rig.samba is not None
+    samba = rig.samba
+
+    def kill_once_written(event: Progress) -> None:
+        if event.phase == "restore" and (event.done or 0) >= 2 * MiB and samba.process is not None:
+            samba.kill()
+
+    with pytest.raises(HostError) as info:
+        restore_to_host(rig.repo, point, rig.winrm, "new", new_name="copy", progress=kill_once_written, progress_interval=0)
+    assert info.value.kind.startswith("smb-"), info.value
+    assert "hv-test" in str(info.value)
+    assert rig.ops.imported == [] and rig.target_lab.inventory(5).vms == ()
+    # the share is gone, so the staged files stay: the log names the folder to delete
+    assert any("delete the folder on the host" in r.getMessage() for r in caplog.records)
 
 
 def test_the_templates_read_exactly_the_arguments_the_host_sends(rig: Rig) -> None:

@@ -17,12 +17,29 @@ first error and knows no line numbers, so the walker produces the messages and
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 import msgspec
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Meta, UnsetType
 
-from hvtui.config.units import DURATION_HELP, DURATION_PATTERN, SIZE_HELP, SIZE_PATTERN
+from hvtui.config.fields import (
+    ENV_NAME_PATTERN,
+    NAME_PATTERN,
+    Duration,
+    Model,
+    Size,
+    boolean,
+    choice,
+    collection,
+    duration,
+    integer,
+    name,
+    path,
+    percent,
+    text,
+)
+from hvtui.config.fields import meta as _meta
+from hvtui.config.smb import SmbModel
 
 HOST_KINDS = ("lab", "winrm")
 WINRM_SCHEMES = ("https", "http")
@@ -50,75 +67,12 @@ RULE_IDS = (
 )
 HYPERV_CHECKPOINT_LIMIT = 50
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A host/VM override key: "host/vm" or "vm".
 VM_KEY_PATTERN = r"^([^/]+/[^/]+|[^/]*)$"
 PLAIN_PASSWORD_MESSAGE = (
     "a plain-text password is not accepted in the config file; use password_env (an environment "
     "variable's name), password_command (a command that prints it) or password_prompt: true"
 )
-
-
-# -- value types: the constraint, the JSON Schema and the words of a mistake, in one place ----
-
-
-def _meta(description: str, **extra: Any) -> Meta:
-    return Meta(description=description, extra=extra)
-
-
-def text(what: str, description: str, kind: str = "text", pattern: str = r"\S", **extra: Any) -> Any:
-    """Non-empty text; ``what`` names it in messages ("expected a user name, found ...")."""
-    return Annotated[str, Meta(min_length=1, pattern=pattern), _meta(description, kind=kind, what=what, **extra)]
-
-
-def name(what: str, description: str) -> Any:
-    return Annotated[str, Meta(pattern=NAME_PATTERN), _meta(description, kind="name", what=what)]
-
-
-def duration(description: str, minimum: float = 0.0) -> Any:
-    number = Annotated[float, Meta(ge=minimum)] if minimum else Annotated[float, Meta(gt=0)]
-    return Annotated[
-        Union[number, Annotated[str, Meta(pattern=DURATION_PATTERN)]],  # noqa: UP007 (a runtime union of Annotated)
-        _meta(f"{description}; {DURATION_HELP}", kind="duration", minimum=minimum),
-    ]
-
-
-def integer(low: int, high: int, description: str) -> Any:
-    return Annotated[int, Meta(ge=low, le=high, description=description)]
-
-
-def percent(low: float, high: float, description: str) -> Any:
-    return Annotated[float, Meta(ge=low, le=high), _meta(description, kind="number", what="a percentage")]
-
-
-def choice(values: tuple[str, ...], what: str, description: str) -> Any:
-    return Annotated[Literal[values], _meta(description, kind="choice", what=what)]  # type: ignore[valid-type]
-
-
-def path(description: str, must_exist: bool = False, **extra: Any) -> Any:
-    return Annotated[
-        str, Meta(min_length=1, pattern=r"\S"), _meta(description, kind="path", what="a path", must_exist=must_exist, **extra)
-    ]
-
-
-def boolean(description: str) -> Any:
-    return Annotated[bool, Meta(description=description)]
-
-
-def collection(kind: type, what: str, description: str) -> Any:
-    return Annotated[kind, _meta(description, what=what)]
-
-
-Duration = duration("a duration")
-Size = Annotated[
-    Union[Annotated[int, Meta(ge=1)], Annotated[str, Meta(pattern=SIZE_PATTERN)]],  # noqa: UP007
-    _meta(SIZE_HELP, kind="size"),
-]
-
-
-class Model(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """A mapping of the file: unknown keys are mistakes; a key not given is UNSET."""
 
 
 # -- hosts ----------------------------------------------------------------------------------
@@ -172,10 +126,11 @@ class WinRMHostModel(HostModel, tag="winrm", kw_only=True):
     commands_per_shell: integer(1, 10000, "Recycle the remote shell after this many commands.") | UnsetType = UNSET
     restore_dir: text(
         "a local folder of the host",
-        "Where restores to this host stage their files (default D:\\hvtui-restore); new VMs go beside it.",
+        "Where restores to this host stage their files (default D:\\hvtui-restore).",
         pattern=r'^[A-Za-z]:\\(?!(?:.*\\)?\.\.(?:\\|$))[^/:*?"<>|\x00-\x1f]*$',
         pattern_hint=r" (a drive, then folders without '..': D:\hvtui-restore)",
     ) | UnsetType = UNSET
+    smb: collection(SmbModel, "the SMB settings (a mapping)", "How the host's VM files are read and written (SMB3).") | UnsetType = UNSET
 
 
 WINRM_KEYS = tuple(f.name for f in msgspec.structs.fields(WinRMHostModel) if f.name not in ("name", "group", "read_only"))

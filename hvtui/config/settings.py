@@ -30,6 +30,21 @@ DEFAULT_RESTORE_DIR = "D:\\hvtui-restore"
 
 
 @dataclass(frozen=True, slots=True)
+class SmbSettings:
+    """How a WinRM host's files travel (SMB3, ``hvtui.hosts.smb``); read from its ``smb:`` block."""
+
+    # Host path prefix -> UNC folder, e.g. ("D:\\VMs", "\\\\hv01\\VMs$"); empty = the admin shares C$ and D$.
+    shares: tuple[tuple[str, str], ...] = ()
+    port: int = 445
+    username: str | None = None  # None: the host's WinRM user name and password
+    password: SecretSource | None = None
+    encrypt: bool = True  # False still requires signing
+    rate_limit: int | None = None  # bytes per second read from this host; None: unlimited
+    read_ahead: int = 4  # reads in flight per open file
+    timeout: float = 30.0  # connecting and each request
+
+
+@dataclass(frozen=True, slots=True)
 class WinRMSettings:
     address: str
     port: int = 5986
@@ -47,6 +62,7 @@ class WinRMSettings:
     long_timeout: float = 3600.0  # deadline of a merge or apply
     commands_per_shell: int = 50  # recycle the shell after this many commands
     restore_dir: str = DEFAULT_RESTORE_DIR  # the host's folder restores stage in (new VMs go beside it)
+    smb: SmbSettings = field(default_factory=SmbSettings)
 
     @property
     def endpoint(self) -> str:

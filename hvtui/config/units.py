@@ -36,6 +36,9 @@ SIZE_HELP = "a size such as 500MB, 20G, 100GiB or a number of bytes"
 # The same syntax for the JSON Schema (editors check what they can; the loader has the last word).
 DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*|(\d+(\.\d+)?\s*[smhdwSMHDW]\s*)+)$"
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([bB]|[kKmMgGtTpP]([iI]?[bB])?)?\s*$"
+RATE_HELP = "a rate such as 200MB/s, 1GiB/s or a number of bytes per second"
+RATE_PATTERN = r"^\s*\d+(\.\d+)?\s*([bB]|[kKmMgGtTpP]([iI]?[bB])?)?\s*(/\s*[sS])?\s*$"
+_PER_SECOND_RE = re.compile(r"/\s*s\s*$", re.IGNORECASE)
 
 def parse_duration(text: str) -> float | None:
     """``"3d"`` -> 259200.0; ``"1h30m"`` -> 5400.0; None when ``text`` is not a duration."""
@@ -64,6 +67,11 @@ def parse_size(text: str) -> int | None:
     if factor is None:
         return None
     return int(float(match.group(1)) * factor)
+
+
+def parse_rate(text: str) -> int | None:
+    """``"200MB/s"`` -> 200000000 (bytes per second); the ``/s`` may be left out."""
+    return parse_size(_PER_SECOND_RE.sub("", text.strip()))
 
 
 def format_duration(seconds: float) -> str:

@@ -22,7 +22,15 @@ from msgspec import Meta, Struct, UnsetType
 from hvtui.config.document import Document, Located, child_path, describe
 from hvtui.config.errors import close_match, unknown_key_message
 from hvtui.config.models import REFUSED_KEYS
-from hvtui.config.units import DURATION_HELP, SIZE_HELP, format_duration, parse_duration, parse_size
+from hvtui.config.units import (
+    DURATION_HELP,
+    RATE_HELP,
+    SIZE_HELP,
+    format_duration,
+    parse_duration,
+    parse_rate,
+    parse_size,
+)
 
 NAME_RULE = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63 characters"
 
@@ -357,6 +365,27 @@ def size_bytes(value: object) -> int | None:
     return None
 
 
+def rate_bytes(value: object) -> int | None:
+    """A rate as the file gives it (``"200MB/s"``, ``1000000``) in bytes per second; None when it is none."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return parse_rate(value)
+    return None
+
+
+def _read_rate(doc: Document, at: Located, spec: Spec) -> Read:
+    value = doc.scalar(at)
+    rate = rate_bytes(value)
+    if rate is None:
+        doc.expected(at, RATE_HELP)
+        return _bad(at)
+    if rate <= 0:
+        doc.expected(at, "a rate above zero")
+        return _bad(at)
+    return Read(at, value)
+
+
 def _read_size(doc: Document, at: Located, spec: Spec) -> Read:
     value = doc.scalar(at)
     size = size_bytes(value)
@@ -378,4 +407,5 @@ _SCALAR_READERS = {
     "path": _read_path,
     "duration": _read_duration,
     "size": _read_size,
+    "rate": _read_rate,
 }

@@ -2,9 +2,9 @@
 
 Each operation is one ``.ps1`` template from ``scripts/`` (sent after ``_prelude.ps1``)
 plus a JSON arguments object; the answer is one JSON document between markers, read by
-``hvtui.wire``.  Restores write their files over SMB through the ``RemoteFiles`` the host is
-given (``hosts/winrm/restore.py``); a host built without one refuses them with a clear
-``HostError``.  Backup is not offered over WinRM yet: the ``Host`` base class refuses it.
+``hvtui.wire``.  Restores write their files over SMB3 (``open_remote_files``, the host's
+``smb:`` block; ``hosts/winrm/restore.py``) and register the VM over WinRM.  Backup is not
+offered over WinRM yet: the ``Host`` base class refuses it.
 
 Test-only allowance: ``allow_basic_over_http_for_tests=True`` lets the loopback
 WS-Management server in ``tests/`` use the ``basic`` transport over plain HTTP.  The config
@@ -124,6 +124,7 @@ class WinRMHost(Host):
         self.settings: WinRMSettings = host_config.winrm
         user = self.settings.username or "the configured user"
         self._password = _PasswordCache(self.settings.password, f"password for {user} on {self.name}", secret_prompter)
+        self._secret_prompter = secret_prompter
         self._connection = WinRMConnection(
             self.name,
             self.settings,
@@ -132,7 +133,7 @@ class WinRMHost(Host):
             max_shells=max_shells,
         )
         self._scripts: dict[str, str] = {}
-        self._remote_files = remote_files  # the SMB data path; None: no restores to this host
+        self._remote_files = remote_files  # tests: the data path to use; None: SMB3 per the smb: block
 
     # -- plumbing -------------------------------------------------------------------------------
     def _script(self, op: str) -> str:
@@ -342,13 +343,6 @@ class WinRMHost(Host):
         """A folder under ``restore_dir`` checked for space and created (``restore.prepare``);
         the engine writes into it over SMB and ``commit`` imports (``restore.import``)."""
         operation = winrm_restore.OPERATION
-        if self._remote_files is None:
-            raise HostError(
-                self.name,
-                operation,
-                "restoring to this host needs its SMB data path, which is not set up",
-                kind="unsupported",
-            )
         if self.read_only:
             raise ReadOnlyError(f"{self.name}: {operation}: the host is read-only")
         if not keep_checkpoints and config.get("checkpoints"):
@@ -387,9 +381,11 @@ class WinRMHost(Host):
             if err.kind == "space":
                 raise winrm_restore.space_error(self.name, err, write_bytes) from None
             raise
-        files = self._remote_files
+        # The files travel over SMB3 (the host's smb: block), opened for this restore only.
+        owned = self._remote_files is None
+        files = self.open_remote_files() if self._remote_files is None else self._remote_files
         return winrm_restore.WinRMRestoreTarget(
-            self.name, files, folder, config, mode, vm_id, new_name, destination, self._import, self._find_vm
+            self.name, files, folder, config, mode, vm_id, new_name, destination, self._import, self._find_vm, owned
         )
 
     def _import(self, arguments: dict) -> ImportResult:
@@ -405,6 +401,13 @@ class WinRMHost(Host):
             if vm.id == vm_id:
                 return vm
         raise NotFoundError(self.name, winrm_restore.OPERATION, f"the imported VM {vm_id} is not in the inventory")
+    def open_remote_files(self) -> RemoteFiles:
+        """The host's files over SMB3 (its ``smb:`` block; the WinRM credentials unless it names
+        others); the caller closes it."""
+        from hvtui.hosts.smb import open_remote_files  # smbprotocol only when files move
+
+        smb = self.settings.smb
+        return open_remote_files(self.name, self.settings.address, smb, self.settings.username, self._password, self._secret_prompter)
 
     def close(self) -> None:
         self._connection.close()

@@ -73,6 +73,7 @@ class WinRMRestoreTarget(RestoreTarget):
         destination: str,
         run_import: ImportCall,
         find_vm: Callable[[str], VM],
+        owns_files: bool = False,
     ) -> None:
         self.host_name = host_name
         self.files = files
@@ -88,6 +89,15 @@ class WinRMRestoreTarget(RestoreTarget):
         self._written: list[str] = []  # relative paths, in the order written
         self._folders: set[str] = set()
         self._done = False
+        self._owns_files = owns_files  # opened for this restore: closed when it ends
+
+    def _release(self) -> None:
+        if self._owns_files:
+            self._owns_files = False
+            try:
+                self.files.close()
+            except HostError as err:
+                log.info("%s: restore: closing the SMB connection: %s", self.host_name, err.detail)
 
     def open_file(self, rel_path: str) -> BinaryIO:
         if self._done:
@@ -126,6 +136,7 @@ class WinRMRestoreTarget(RestoreTarget):
             self.abort()
             raise
         self._done = True
+        self._release()
         self.warnings = result.warnings
         for warning in result.warnings:
             log.warning("%s: restore: %s", self.host_name, warning)
@@ -150,6 +161,7 @@ class WinRMRestoreTarget(RestoreTarget):
                 len(left),
                 self.folder,
             )
+        self._release()
 
 
 def new_folder(restore_dir: str) -> str:
