@@ -4,7 +4,9 @@ as the templates would answer from Hyper-V.
 Host paths under a drive letter are mapped to local folders (the same map the test's
 ``RemoteFiles`` uses), so the files the client wrote over "SMB" are the ones imported here:
 the lab's own restore registers them (its ``.vmcx`` is JSON), then the folder is removed.
-``free_bytes`` overrides the volume's free space for the no-space drill.
+The inventory's volumes are renamed to their drive letters (``host_paths``) and the free space
+restore.prepare checks is the lab volume's, as the inventory reports it; ``free_bytes`` overrides
+it for the no-space drill.
 """
 
 from __future__ import annotations
@@ -37,6 +39,14 @@ class LabRestoreOps:
             return None
         return root.joinpath(*win.parts[1:])
 
+    def host_paths(self, doc: dict) -> dict:
+        """The inventory document with each mapped folder's volume under its drive letter."""
+        for volume in doc.get("host", {}).get("volumes", []):
+            for drive, root in self.drives.items():
+                if Path(volume["path"]) == root:
+                    volume["path"] = drive + "\\"
+        return doc
+
     def handle(self, op: str, args: dict) -> dict:
         if args.get("v") != 1:
             return failure("argument", f"This script speaks wire version 1, not {args.get('v')}")
@@ -49,8 +59,7 @@ class LabRestoreOps:
         needed = args.get("bytes")
         if folder is None or not isinstance(needed, int) or needed < 0:
             return failure("argument", "restore.prepare needs a local folder and a byte count")
-        drive = self.drives[PureWindowsPath(args["folder"]).drive.upper()]
-        free = self.free_bytes if self.free_bytes is not None else shutil.disk_usage(drive).free
+        free = self.free_bytes if self.free_bytes is not None else self.lab.inventory(30.0).facts.volumes[0].free
         if math.ceil(needed * 1.1) > free:
             return failure("space", f"Not enough free space on D:\\: {needed} bytes to write, {free} free")
         folder.mkdir(parents=True, exist_ok=True)

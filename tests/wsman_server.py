@@ -199,7 +199,8 @@ class LabBackend(Backend):
             return self.restore.handle(op, args)
         try:
             if op == "inventory":
-                return snapshot_to_wire(lab.inventory(30.0))
+                doc = snapshot_to_wire(lab.inventory(30.0))
+                return self.restore.host_paths(doc) if self.restore is not None else doc
             if op == "checkpoint.create":
                 cp = lab.create_checkpoint(args["vm_id"], args["name"], args["checkpoint_type"])
                 return {"ok": True, "checkpoint": checkpoint_to_wire(cp)}

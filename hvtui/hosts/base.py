@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from hvtui.errors import HostError
 from hvtui.events import CancelToken, ProgressCallback
-from hvtui.model import VM, Checkpoint, HostFacts
+from hvtui.model import VM, Checkpoint, HostFacts, Volume
 
 CHECKPOINT_TYPES_CREATABLE = ("Standard", "Production", "Recovery")
 
@@ -229,6 +229,12 @@ class Host(ABC):
         flattened disk per drive and no checkpoints.  ``write_bytes``: what the restore will
         write, for a host that checks its free space before anything is written."""
         raise HostError(self.name, "restore", f"{self.kind} hosts cannot be restored to yet", kind="unsupported")
+
+    def restore_volume(self, timeout: float = 30.0) -> Volume | None:
+        """The volume a restore to this host writes to, read now (the restore dialog shows its
+        free space).  This default: the host's first volume."""
+        volumes = self.inventory(timeout).facts.volumes
+        return volumes[0] if volumes else None
 
     def vm_folder_files(self, vm_id: str) -> list[tuple[str, int]]:
         """Every file an in-place restore of ``vm_id`` replaces or removes: (name, bytes).

@@ -32,7 +32,7 @@ from hvtui.hosts.winrm.transport import (
     clixml_errors,
     script_text,
 )
-from hvtui.model import VM, Checkpoint
+from hvtui.model import VM, Checkpoint, Volume
 from hvtui.wire import OPERATION_LABELS, WIRE_VERSION, OperationResult, parse_inventory, parse_result
 from hvtui.wire.restore import ImportResult, parse_import, parse_prepare
 
@@ -387,6 +387,10 @@ class WinRMHost(Host):
         return winrm_restore.WinRMRestoreTarget(
             self.name, files, folder, config, mode, vm_id, new_name, destination, self._import, self._find_vm, owned
         )
+
+    def restore_volume(self, timeout: float = 30.0) -> Volume | None:
+        """The volume of ``restore_dir`` (restore.prepare checks the same one)."""
+        return self.inventory(min(timeout, self.settings.timeout)).facts.volume_for(self.settings.restore_dir)
 
     def _import(self, arguments: dict) -> ImportResult:
         # Compare-VM copies the disks into place and Test-VHD reads them: the long deadline.
