@@ -190,7 +190,7 @@ def test_the_type_is_put_back_only_while_it_is_still_the_switched_one() -> None:
 
 def test_prepare_checks_the_space_before_creating_the_folder() -> None:
     text = script_text("restore_prepare")
-    space = text.index("'HvtuiKind=space'")
+    space = text.index("'HvtuiKind-space'")
     assert "$bytes * 1.1" in text[:space]  # 10% to spare, as the contract says
     assert space < text.index("CreateDirectory($folder)")
     assert "free = $free" in text
@@ -209,13 +209,13 @@ def test_import_as_new_takes_every_disk_from_the_restore_folder() -> None:
     assert new.index("Rename-VM") < new.index("Assert-HvtuiDisks -VM $vm")
     # A missing switch is fixed and reported; any other incompatibility is refused by kind.
     assert "Disconnect-VMNetworkAdapter" in new and "$warnings.Add(" in new
-    assert "Stop-HvtuiIncompatible" in new and "'HvtuiKind=incompatible'" in text
+    assert "Stop-HvtuiIncompatible" in new and "'HvtuiKind-incompatible'" in text
 
 
 def test_import_in_place_only_over_an_off_vm_and_keeps_the_old_disks_until_they_pass() -> None:
     text = script_text("restore_import")
     in_place = text[text.index("elseif ($mode -eq 'in_place')") :]
-    assert in_place.index("-ne 'Off'") < in_place.index("'HvtuiKind=state'") < in_place.index("[System.IO.File]::Move(")
+    assert in_place.index("-ne 'Off'") < in_place.index("'HvtuiKind-state'") < in_place.index("[System.IO.File]::Move(")
     assert "+ '.hvtui-old'" in in_place
     # Old disks are deleted only after the check, and put back when anything failed.
     check = in_place.index("Assert-HvtuiDisks -VM $vm")
@@ -223,7 +223,7 @@ def test_import_in_place_only_over_an_off_vm_and_keeps_the_old_disks_until_they_
     catch = in_place.index("} catch {")
     assert check < catch < in_place.index("[System.IO.File]::Move($target + '.hvtui-old', $target)")
     assert "throw" in in_place[catch:]
-    assert "Test-VHD -Path $drive.Path" in text and "'HvtuiKind=disk-check'" in text
+    assert "Test-VHD -Path $drive.Path" in text and "'HvtuiKind-disk-check'" in text
 
 
 def test_the_folder_is_removed_only_after_a_successful_import() -> None:
@@ -234,6 +234,6 @@ def test_the_folder_is_removed_only_after_a_successful_import() -> None:
 def test_failure_kinds_travel_in_the_failure_document() -> None:
     text = script_text(PRELUDE)
     catch = text[text.index("} catch {") :]
-    assert "-like 'HvtuiKind=*'" in catch and "$failure['kind']" in catch
+    assert "-match '^HvtuiKind-([a-z-]+)'" in catch and "$failure['kind'] = $Matches[1]" in catch
     for name in ("restore_prepare", "restore_import"):
         assert "if ([int]$HvtuiArgs.v -ne 1) {" in script_text(name)

@@ -15,7 +15,7 @@ def test_prepare_answers_the_free_space() -> None:
 
 
 def test_no_space_is_a_failure_of_kind_space_with_its_message() -> None:
-    doc = {"ok": False, "error": "Not enough free space on D:\\", "fqid": "HvtuiKind=space", "kind": "space"}
+    doc = {"ok": False, "error": "Not enough free space on D:\\", "fqid": "HvtuiKind-space", "kind": "space"}
     with pytest.raises(HostError) as info:
         parse_prepare(doc, "hv01")
     assert info.value.kind == "space"
@@ -25,14 +25,14 @@ def test_no_space_is_a_failure_of_kind_space_with_its_message() -> None:
 
 @pytest.mark.parametrize("kind", ["incompatible", "state", "disk-check", "argument"])
 def test_import_failure_kinds(kind: str) -> None:
-    doc = {"ok": False, "error": "switch LAN missing", "fqid": f"HvtuiKind={kind}", "kind": kind}
+    doc = {"ok": False, "error": "switch LAN missing", "fqid": f"HvtuiKind-{kind}", "kind": kind}
     with pytest.raises(HostError) as info:
         parse_import(doc, "hv01")
     assert info.value.kind == kind and "switch LAN missing" in info.value.detail
 
 
 def test_not_found_kind_is_a_not_found_error() -> None:
-    doc = {"ok": False, "error": "No restored VM configuration", "fqid": "HvtuiKind=not-found", "kind": "not-found"}
+    doc = {"ok": False, "error": "No restored VM configuration", "fqid": "HvtuiKind-not-found", "kind": "not-found"}
     with pytest.raises(NotFoundError):
         parse_import(doc, "hv01")
 

@@ -22,7 +22,7 @@ from hvtui.errors import HostError
 
 
 def failure(kind: str, message: str) -> dict:
-    return {"ok": False, "error": message, "fqid": f"HvtuiKind={kind}", "kind": kind}
+    return {"ok": False, "error": message, "fqid": f"HvtuiKind-{kind}", "kind": kind}
 
 
 class LabRestoreOps:

@@ -111,9 +111,8 @@ function Invoke-HvtuiOperation {
             error = [string]$_.Exception.Message
             fqid = [string]$_.FullyQualifiedErrorId
         }
-        # A failure the caller acts on names its kind: Stop-Hvtui -ErrorId 'HvtuiKind=<kind>'.
-        if ($failure.fqid -like 'HvtuiKind=*') {
-            $failure['kind'] = $failure.fqid.Substring(10).Split(',')[0]
+        if ($failure.fqid -match '^HvtuiKind-([a-z-]+)') {
+            $failure['kind'] = $Matches[1]  # a kind the caller acts on (Stop-HvtuiKind in _cim.ps1)
         }
         Write-HvtuiDocument -Document $failure
         return 1

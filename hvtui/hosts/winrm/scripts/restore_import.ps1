@@ -15,7 +15,7 @@ $HvtuiDiskNotFound = 40010
 
 function Stop-HvtuiIncompatible {
     param([string]$Message)
-    Stop-Hvtui -Message $Message -ErrorId 'HvtuiKind=incompatible' -Category InvalidData
+    Stop-Hvtui -Message $Message -ErrorId 'HvtuiKind-incompatible' -Category InvalidData
 }
 
 function Get-HvtuiRestoredDisk {
@@ -46,7 +46,7 @@ function Assert-HvtuiDisks {
     param($VM)
     foreach ($drive in @(Hyper-V\Get-VMHardDiskDrive -VM $VM)) {
         if (-not (Hyper-V\Test-VHD -Path $drive.Path)) {
-            Stop-Hvtui -Message ('The restored disk {0} fails Test-VHD' -f $drive.Path) -ErrorId 'HvtuiKind=disk-check' -Category InvalidData
+            Stop-Hvtui -Message ('The restored disk {0} fails Test-VHD' -f $drive.Path) -ErrorId 'HvtuiKind-disk-check' -Category InvalidData
         }
     }
 }
@@ -58,13 +58,13 @@ function Get-HvtuiCompareReport {
 
 $exitCode = Invoke-HvtuiOperation -Body {
     if ([int]$HvtuiArgs.v -ne 1) {
-        Stop-Hvtui -Message ('This script speaks wire version 1, not {0}' -f $HvtuiArgs.v) -ErrorId 'HvtuiKind=argument' -Category InvalidArgument
+        Stop-Hvtui -Message ('This script speaks wire version 1, not {0}' -f $HvtuiArgs.v) -ErrorId 'HvtuiKind-argument' -Category InvalidArgument
     }
     $folder = [string]$HvtuiArgs.folder
     $configPath = [string]$HvtuiArgs.config_path
     $mode = [string]$HvtuiArgs.mode
     if (-not [System.IO.File]::Exists($configPath)) {
-        Stop-Hvtui -Message ('No restored VM configuration at {0}' -f $configPath) -ErrorId 'HvtuiKind=not-found' -Category ObjectNotFound
+        Stop-Hvtui -Message ('No restored VM configuration at {0}' -f $configPath) -ErrorId 'HvtuiKind-not-found' -Category ObjectNotFound
     }
     $warnings = New-Object -TypeName System.Collections.Generic.List[string]
     Repair-HvtuiParents -Folder $folder
@@ -90,7 +90,7 @@ $exitCode = Invoke-HvtuiOperation -Body {
     } elseif ($mode -eq 'in_place') {
         $vm = Get-HvtuiVM -Id $HvtuiArgs.vm_id
         if ($vm.State.ToString() -ne 'Off') {
-            Stop-Hvtui -Message ('VM {0} is {1}: turn it off before restoring over it' -f $vm.Name, $vm.State) -ErrorId 'HvtuiKind=state' -Category InvalidOperation
+            Stop-Hvtui -Message ('VM {0} is {1}: turn it off before restoring over it' -f $vm.Name, $vm.State) -ErrorId 'HvtuiKind-state' -Category InvalidOperation
         }
         # Which restored file each drive writes to, from the restored configuration.
         $report = Get-HvtuiCompareReport -ConfigPath $configPath -Destination $folder
@@ -146,7 +146,7 @@ $exitCode = Invoke-HvtuiOperation -Body {
             }
         }
     } else {
-        Stop-Hvtui -Message ('Unknown restore mode {0}' -f $mode) -ErrorId 'HvtuiKind=argument' -Category InvalidArgument
+        Stop-Hvtui -Message ('Unknown restore mode {0}' -f $mode) -ErrorId 'HvtuiKind-argument' -Category InvalidArgument
     }
     [System.IO.Directory]::Delete($folder, $true)
     [ordered]@{
