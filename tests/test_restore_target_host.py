@@ -103,3 +103,15 @@ def test_target_host_goes_only_with_a_new_vm(
     assert "--target-host goes with --as" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert [vm.name for vm in core.other_lab.inventory(5).vms] == []  # type: ignore[attr-defined]
+
+
+def test_the_in_place_plan_on_a_winrm_host_says_only_the_disks_are_replaced(rig: Rig, core: Core) -> None:
+    vm_id = add_vm(rig.target_lab, "db01", blocks=2)
+    point = core.backups.backup("lab-hv", vm_id, "full").point_id
+    core.inventory.refresh()
+    on_lab = core.backups.plan_restore(point, in_place=True)
+    on_winrm = core.backups.plan_restore(point, in_place=True, host=WINRM)
+    assert on_lab.lines()[1].startswith("Replaced: the whole VM folder, ")
+    assert on_winrm.lines()[1].startswith("Replaced: the VM's disks (its configuration stays), ")
+    # the disks by name, as restore.import replaces them; nothing listed as deleted
+    assert [f.name for f in on_winrm.replaced] == ["db01.vhdx"] and on_winrm.deleted == ()

@@ -296,3 +296,16 @@ def test_the_templates_read_exactly_the_arguments_the_host_sends(rig: Rig) -> No
     for op, keys in sent.items():
         used = set(re.findall(r"\$HvtuiArgs\.(\w+)", full_script(op)))
         assert used == keys - {"op"}
+
+
+def test_in_place_over_a_vm_with_checkpoints_is_refused_on_a_winrm_host(rig: Rig) -> None:
+    # Only the disks are replaced there: the VM's checkpoints would point into a chain that is gone.
+    vm_id = add_vm(rig.target_lab, "db01", blocks=2)
+    point = run_backup(rig.repo, rig.target_lab, vm_id, "full").point_id
+    rig.target_lab.create_checkpoint(vm_id, "after the point", "Standard")
+    before = state_digests(rig.target_lab, vm_id)
+    with pytest.raises(HostError, match="has 1 checkpoint") as info:
+        restore_to_host(rig.repo, point, rig.winrm, "in_place", vm_id=vm_id)
+    assert info.value.kind == "state"
+    assert state_digests(rig.target_lab, vm_id) == before
+    assert rig.server.commands_for("restore.prepare") == []

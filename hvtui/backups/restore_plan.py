@@ -21,6 +21,8 @@ from hvtui.engine.restore import bytes_to_write
 from hvtui.hosts.formats import checkpoint_names
 from hvtui.model import VM
 
+WHOLE_FOLDER = "the whole VM folder"  # what an in-place restore replaces on a lab host
+
 
 def size_text(num: int) -> str:
     return humanize.naturalsize(num, binary=True)
@@ -55,6 +57,7 @@ class RestorePlan:
     replaced: tuple[PlannedFile, ...] = ()  # in place: the VM's files the point's overwrite
     deleted: tuple[PlannedFile, ...] = ()  # in place: the VM's files the point does not have
     lost_checkpoints: tuple[LostCheckpoint, ...] = ()  # in place: checkpoints the point does not hold
+    replaces: str = WHOLE_FOLDER  # in place: what the host replaces (a WinRM host: the VM's disks)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -79,7 +82,7 @@ class RestorePlan:
         ]
         if self.target == "in_place":
             out.append(
-                f"Replaced: the whole VM folder, {len(self.replaced) + len(self.deleted)} files, "
+                f"Replaced: {self.replaces}, {len(self.replaced) + len(self.deleted)} files, "
                 f"{size_text(self.lost_bytes)}; everything written since the point is lost."
             )
             out += [f"  overwritten: {f.name} ({size_text(f.bytes)})" for f in self.replaced]
@@ -138,6 +141,7 @@ def build_plan(
     keep_checkpoints: bool,
     vm: VM | None = None,
     folder_files: list[tuple[str, int]] | None = None,
+    replaces: str = WHOLE_FOLDER,
 ) -> RestorePlan:
     """The plan of restoring ``manifest``; in place, ``vm`` and ``folder_files`` are the VM now."""
     plan = RestorePlan(
@@ -152,6 +156,7 @@ def build_plan(
         write_bytes=bytes_to_write(manifest),
         keep_checkpoints=keep_checkpoints,
         point_checkpoints=tuple(checkpoint_names(manifest.vm_config)),
+        replaces=replaces,
     )
     if target == "in_place" and vm is not None:
         in_point = {entry.path for entry in manifest.files}

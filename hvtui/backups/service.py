@@ -347,8 +347,10 @@ class Backups:
         if not in_place:
             return build_plan(manifest, "new", f"new VM {as_name} on {target_host}", keep_checkpoints)
         vm = self._current_vm(target_host, manifest.vm_id)
-        files = self._hosts.host(target_host).vm_folder_files(manifest.vm_id) if vm is not None else []
-        return build_plan(manifest, "in_place", f"VM {manifest.vm_name} on {target_host}", True, vm, files)
+        host = self._hosts.host(target_host)
+        files = host.vm_folder_files(manifest.vm_id) if vm is not None else []
+        destination = f"VM {manifest.vm_name} on {target_host}"
+        return build_plan(manifest, "in_place", destination, True, vm, files, host.in_place_replaces)
 
     def restore(
         self,

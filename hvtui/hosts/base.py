@@ -163,6 +163,7 @@ class Host(ABC):
     kind: str  # "lab" or "winrm"
     group: str | None = None
     read_only: bool = False
+    in_place_replaces = "the whole VM folder"  # what an in-place restore replaces (the plan says it)
 
     # -- inventory -------------------------------------------------------------------
     @abstractmethod

@@ -201,6 +201,7 @@ class JobDialogsMixin:
         ``plan``: checkpoints by name, files and bytes), or None after telling the user why
         it cannot go ahead.  In place it offers to back the VM up first (a checkpoint would
         not do: the restore replaces the whole VM folder, checkpoints included)."""
+        from hvtui.backups.restore_plan import WHOLE_FOLDER
         from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog
         from hvtui.tui.screens.restore_dialog import point_label
 
@@ -227,9 +228,12 @@ class JobDialogsMixin:
                 details = "  - (what else is replaced could not be read: the restore replaces the whole VM folder)\n"
             else:
                 details = "".join(f"  {line}\n" for line in plan.lines()[1:])
+            replaced = "disks, configuration and checkpoints"
+            if plan is not None and plan.replaces != WHOLE_FOLDER:
+                replaced = "disks (its configuration stays)"
             body = (
-                f"Restoring {label} over VM {vm.name} on host {vm.host} replaces the VM's disks, configuration and "
-                "checkpoints with the restore point's. These are lost:\n"
+                f"Restoring {label} over VM {vm.name} on host {vm.host} replaces the VM's {replaced} "
+                "with the restore point's. These are lost:\n"
                 f"  - its current disks and everything written to them since the point was taken:\n{disks}\n"
                 f"{details}"
                 f"The VM is {vm.state}. This cannot be undone. \"Back up first\" backs the VM up as it is "

@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import PureWindowsPath
 
 from hvtui.config import HostConfig, SecretSource, WinRMSettings
 from hvtui.errors import ConfigError, HostError, HvtuiError, NotFoundError, ReadOnlyError
@@ -106,6 +107,7 @@ def _has_document(output: CommandOutput | None) -> bool:
 
 class WinRMHost(Host):
     kind = "winrm"
+    in_place_replaces = "the VM's disks (its configuration stays)"
 
     def __init__(
         self,
@@ -369,6 +371,17 @@ class WinRMHost(Host):
                     f"VM {current.name!r} is {current.state}: turn it off before restoring over it",
                     kind="state",
                 )
+            if current.checkpoints:
+                # Only the disks are replaced here: checkpoints of the VM would point into a chain
+                # that no longer exists.
+                raise HostError(
+                    self.name,
+                    operation,
+                    f"VM {current.name!r} has {len(current.checkpoints)} checkpoint(s): an in-place restore on a "
+                    "WinRM host replaces only its disks, which they depend on; delete them first, or restore as a "
+                    "new VM",
+                    kind="state",
+                )
             destination = current.path
         else:
             raise HostError(self.name, operation, f"unknown restore mode {mode!r} (expected new or in_place)")
@@ -387,6 +400,11 @@ class WinRMHost(Host):
         return winrm_restore.WinRMRestoreTarget(
             self.name, files, folder, config, mode, vm_id, new_name, destination, self._import, self._find_vm, owned
         )
+
+    def vm_folder_files(self, vm_id: str) -> list[tuple[str, int]]:
+        """The VM's disk files by name: what an in-place restore here replaces (by name, as
+        restore.import does; a restore point names its files relative to the VM's folder)."""
+        return [(PureWindowsPath(path).name, size) for path, size in super().vm_folder_files(vm_id)]
 
     def restore_volume(self, timeout: float = 30.0) -> Volume | None:
         """The volume of ``restore_dir`` (restore.prepare checks the same one)."""
