@@ -291,7 +291,7 @@ def test_the_templates_read_exactly_the_arguments_the_host_sends(rig: Rig) -> No
             assert command.script == full_script(command.op)
     assert sent == {
         "restore.prepare": {"op", "v", "folder", "bytes"},
-        "restore.import": {"op", "v", "folder", "config_path", "mode", "destination", "new_name", "vm_id"},
+        "restore.import": {"op", "v", "folder", "config_path", "mode", "destination", "new_name", "flatten", "vm_id"},
     }
     for op, keys in sent.items():
         used = set(re.findall(r"\$HvtuiArgs\.(\w+)", full_script(op)))
@@ -309,3 +309,24 @@ def test_in_place_over_a_vm_with_checkpoints_is_refused_on_a_winrm_host(rig: Rig
     assert info.value.kind == "state"
     assert state_digests(rig.target_lab, vm_id) == before
     assert rig.server.commands_for("restore.prepare") == []
+
+
+def test_a_point_with_checkpoints_restored_as_a_flattened_new_vm(rig: Rig) -> None:
+    vm_id = add_vm(rig.source, "web01", blocks=4, seed=21)
+    rig.source.create_checkpoint(vm_id, "before the patch", "Standard")
+    scribble(rig.source, vm_id, random.Random(8), writes=3)
+    point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
+    current = state_digests(rig.source, vm_id)["current:0"]
+
+    result = restore_to_host(rig.repo, point, rig.winrm, "new", new_name="flat", keep_checkpoints=False)
+    assert rig.ops.imported[-1]["flatten"] is True
+    flat = rig.target_lab.vm(result.vm_id)
+    assert flat.checkpoints == () and [p.suffix for p in rig.target_lab.vm_folder(result.vm_id).iterdir()
+                                      if p.suffix in (".vhdx", ".avhdx")] == [".vhdx"]
+    assert state_digests(rig.target_lab, result.vm_id)["current:0"] == current  # the guest's data as backed up
+    for path in rig.target_lab.vm_folder(result.vm_id).glob("*.vhdx"):
+        qemu_check(path)
+
+    kept = restore_to_host(rig.repo, point, rig.winrm, "new", new_name="kept", keep_checkpoints=True)
+    assert rig.ops.imported[-1]["flatten"] is False
+    assert [cp.name for cp in rig.target_lab.vm(kept.vm_id).checkpoints] == ["before the patch"]

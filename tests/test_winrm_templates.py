@@ -237,3 +237,12 @@ def test_failure_kinds_travel_in_the_failure_document() -> None:
     assert "-match '^HvtuiKind-([a-z-]+)'" in catch and "$failure['kind'] = $Matches[1]" in catch
     for name in ("restore_prepare", "restore_import"):
         assert "if ([int]$HvtuiArgs.v -ne 1) {" in script_text(name)
+
+
+def test_import_flattens_a_new_vm_by_removing_the_copys_checkpoints_before_the_disk_check() -> None:
+    text = script_text("restore_import")
+    new = text[text.index("if ($mode -eq 'new')") : text.index("elseif ($mode -eq 'in_place')")]
+    assert "if ([bool]$HvtuiArgs.flatten) {" in new
+    assert new.index("Rename-VM") < new.index("Remove-HvtuiCheckpoints -VM $vm") < new.index("Assert-HvtuiDisks")
+    helper = text[text.index("function Remove-HvtuiCheckpoints") : text.index("function Get-HvtuiCompareReport")]
+    assert "-IncludeAllChildSnapshots" in helper and "'MergingDisks'" in helper and "'HvtuiKind-disk-check'" in helper

@@ -77,8 +77,10 @@ class LabRestoreOps:
             return failure("incompatible", f"Cannot import the restored VM: the configuration is unreadable ({err})")
         mode = args.get("mode")
         try:
+            # flatten: the lab merges each chain on commit, as removing the copy's checkpoints does.
+            keep = not (mode == "new" and args.get("flatten") is True)
             target = self.lab.prepare_restore(
-                config, mode, vm_id=args.get("vm_id"), new_name=args.get("new_name"), keep_checkpoints=True
+                config, mode, vm_id=args.get("vm_id"), new_name=args.get("new_name"), keep_checkpoints=keep
             )
         except HostError as err:
             kind = "state" if "turn it off" in err.detail else "incompatible"

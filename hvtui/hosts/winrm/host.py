@@ -347,15 +347,6 @@ class WinRMHost(Host):
         operation = winrm_restore.OPERATION
         if self.read_only:
             raise ReadOnlyError(f"{self.name}: {operation}: the host is read-only")
-        if not keep_checkpoints and config.get("checkpoints"):
-            # Flattening a chain needs the files on this machine (the lab does it) or on the host.
-            raise HostError(
-                self.name,
-                operation,
-                "the restore point holds checkpoints, and restores to a WinRM host keep them "
-                "(flattening there is not built yet): restore with its checkpoints kept (--keep-checkpoints)",
-                kind="unsupported",
-            )
         vms = list(self.inventory(self.settings.timeout).vms)
         if mode == "new":
             new_name = winrm_restore.check_new_name(self.name, new_name, vms)
@@ -397,9 +388,12 @@ class WinRMHost(Host):
         # The files travel over SMB3 (the host's smb: block), opened for this restore only.
         owned = self._remote_files is None
         files = self.open_remote_files() if self._remote_files is None else self._remote_files
-        return winrm_restore.WinRMRestoreTarget(
+        target = winrm_restore.WinRMRestoreTarget(
             self.name, files, folder, config, mode, vm_id, new_name, destination, self._import, self._find_vm, owned
         )
+        # A new VM is flattened on the host after its import (its checkpoints removed, which merges them).
+        target.flatten = mode == "new" and not keep_checkpoints
+        return target
 
     def vm_folder_files(self, vm_id: str) -> list[tuple[str, int]]:
         """The VM's disk files by name: what an in-place restore here replaces (by name, as

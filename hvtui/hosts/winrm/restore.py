@@ -84,6 +84,7 @@ class WinRMRestoreTarget(RestoreTarget):
         self.new_name = new_name
         self.destination = destination
         self.warnings: tuple[str, ...] = ()
+        self.flatten = False  # new VM: one disk per drive, no checkpoints (done by the host after the import)
         self._run_import = run_import
         self._find_vm = find_vm
         self._written: list[str] = []  # relative paths, in the order written
@@ -129,6 +130,7 @@ class WinRMRestoreTarget(RestoreTarget):
             }
             if self.mode == "new":
                 arguments["new_name"] = self.new_name
+                arguments["flatten"] = self.flatten
             else:
                 arguments["vm_id"] = self.vm_id
             result = self._run_import(arguments)

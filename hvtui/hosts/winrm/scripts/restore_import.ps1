@@ -2,7 +2,8 @@ $ErrorActionPreference = 'Stop'; $ProgressPreference = 'SilentlyContinue'
 # op: restore.import
 # Arguments: folder (where the restored files were written), config_path (the restored VM
 # configuration, inside folder), mode (new | in_place), vm_id (in_place), new_name (new),
-# destination (new: the folder the VM is imported into). Helpers come from _prelude.ps1.
+# destination (new: the folder the VM is imported into), flatten (new: true gives one disk per
+# drive and no checkpoints, by removing the copy's checkpoints). Helpers come from _prelude.ps1.
 # new: Compare-VM -Copy -GenerateNewId, every disk taken from folder (never from the path the
 # configuration names: on the VM's own host that is the live VM's disk), safe fixes reported as
 # warnings, anything else refused as kind incompatible; Import-VM; Rename-VM; Test-VHD.
@@ -51,6 +52,27 @@ function Assert-HvtuiDisks {
     }
 }
 
+function Remove-HvtuiCheckpoints {
+    # Removing every checkpoint of the imported copy merges each drive's chain into one disk.
+    param($VM)
+    foreach ($snapshot in @(Hyper-V\Get-VMSnapshot -VM $VM)) {
+        if (-not $snapshot.ParentSnapshotId) {
+            Hyper-V\Remove-VMSnapshot -VMSnapshot $snapshot -IncludeAllChildSnapshots -Confirm:$false
+        }
+    }
+    $deadline = (Get-Date).AddHours(1)
+    do {
+        $states = @(foreach ($status in @((Hyper-V\Get-VM -Id $VM.Id).OperationalStatus)) { Get-HvtuiName -Value $status })
+        $merging = $states -contains 'MergingDisks'
+        if ($merging) {
+            Start-Sleep -Seconds 1
+        }
+    } while ($merging -and (Get-Date) -lt $deadline)
+    if ($merging) {
+        Stop-Hvtui -Message ('The checkpoints of {0} are still merging after an hour' -f $VM.Name) -ErrorId 'HvtuiKind-disk-check' -Category OperationTimeout
+    }
+}
+
 function Get-HvtuiCompareReport {
     param([string]$ConfigPath, [string]$Destination)
     return Hyper-V\Compare-VM -Path $ConfigPath -Copy -GenerateNewId -VirtualMachinePath $Destination -VhdDestinationPath ([System.IO.Path]::Combine($Destination, 'Virtual Hard Disks')) -SnapshotFilePath ([System.IO.Path]::Combine($Destination, 'Snapshots'))
@@ -86,6 +108,9 @@ $exitCode = Invoke-HvtuiOperation -Body {
         }
         $vm = Hyper-V\Import-VM -CompatibilityReport $report
         Hyper-V\Rename-VM -VM $vm -NewName ([string]$HvtuiArgs.new_name)
+        if ([bool]$HvtuiArgs.flatten) {
+            Remove-HvtuiCheckpoints -VM $vm
+        }
         Assert-HvtuiDisks -VM $vm
     } elseif ($mode -eq 'in_place') {
         $vm = Get-HvtuiVM -Id $HvtuiArgs.vm_id
