@@ -2,7 +2,9 @@
 
 - ``restore.prepare``: ``{"ok": true, "free": <bytes free on the folder's volume>}``; fails
   with kind ``space`` when the restore does not fit with 10% to spare.
-- ``restore.import``: ``{"ok": true, "vm_id": "<id>", "warnings": ["<safe fix made>", ...]}``;
+- ``restore.import``: ``{"ok": true, "vm_id": "<id>", "warnings": ["<safe fix made>", ...]}``
+  (arguments as the contract says, plus ``"flatten": true|false`` for a new VM: true removes the
+  imported copy's checkpoints, merging each chain into one disk, before ``Test-VHD``);
   fails with kind ``incompatible`` (naming what), ``state`` (in place over a VM not Off) or
   ``disk-check`` (a restored disk failed ``Test-VHD``).
 
