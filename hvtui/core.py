@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from hvtui.audit import AuditLog
     from hvtui.backups.service import Backups
     from hvtui.changes.service import ChangeWindows
+    from hvtui.hosts.doctor import Doctor
     from hvtui.inventory import InventoryService
     from hvtui.jobs.manager import JobManager
 
@@ -159,6 +160,20 @@ class Core:
                 self.clock,
                 self.config.policy,
                 read_only=self.read_only,
+            ),
+        )
+
+    @property
+    def doctor(self) -> Doctor:
+        """Checks each step hvtui needs of a host and names the first that fails (``hvtui doctor``)."""
+        from hvtui.hosts.doctor import Doctor
+
+        return self._service(
+            "doctor",
+            lambda: Doctor(
+                self.host,
+                lambda: [host.name for host in self.host_configs],
+                min_free_percent=self.config.policy.defaults.merge_min_free_percent,
             ),
         )
 

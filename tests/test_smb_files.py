@@ -155,7 +155,7 @@ def test_a_closed_port_says_what_to_open(samba_server: SambaServer) -> None:
     finally:
         remote.close()
     assert caught.value.kind == "smb-share"
-    assert f"port {smb.port}" in str(caught.value) and "firewall" in str(caught.value)
+    assert f"port {smb.port}" in str(caught.value) and "Firewall" in str(caught.value) and "TCP" in str(caught.value)
 
 
 def winrm_host(server: SambaServer, smb: SmbSettings) -> WinRMHost:
@@ -184,3 +184,13 @@ def test_the_smb_block_can_name_its_own_credentials(samba_server: SambaServer, m
     with winrm_host(samba_server, without).open_remote_files() as remote, pytest.raises(HostError) as caught:
         remote.size("D:\\f.bin")
     assert caught.value.kind == "smb-auth"
+
+
+def test_a_missing_smb_password_source_is_an_smb_auth_error_naming_it(samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HV01_SMB_PW", raising=False)
+    monkeypatch.setenv("HV01_WINRM_PW", samba_server.password)
+    smb = SmbSettings(shares=(("D:\\", samba_server.unc()),), port=samba_server.port, username="files", password=SecretSource(env="HV01_SMB_PW"))
+    with winrm_host(samba_server, smb).open_remote_files() as remote, pytest.raises(HostError) as caught:
+        remote.size("D:\\f.bin")
+    assert caught.value.kind == "smb-auth"
+    assert "environment variable HV01_SMB_PW is not set" in str(caught.value) and "hv01" in str(caught.value)

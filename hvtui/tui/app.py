@@ -83,6 +83,8 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, PromptC
         Binding("f", "show_view('findings')", "Findings"),
         Binding("j", "show_view('jobs')", "Jobs"),
         Binding("ctrl+r,f5", "refresh", "Refresh"),
+        # Shown only while a host is unreachable (check_action): what is wrong with it, step by step.
+        Binding("exclamation_mark", "doctor", "Doctor", key_display="!"),
         Binding("ctrl+t", "next_theme", "Next theme", show=False),
         Binding("q", "quit", "Quit"),
     ]
@@ -115,6 +117,7 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, PromptC
         self.init_action_state()
         self._pending_theme_notices: list[str] = []
         self.jobs_ui = JobsController(self)
+        self._offering_doctor = False
 
     def notify(
         self,
@@ -188,7 +191,12 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, PromptC
             return  # not yet, or shutting down (a refresh may land while the screens come down)
         while self._pending_theme_notices:  # shown once the first view is up, not lost before it
             self.notify(self._pending_theme_notices.pop(0), title="Theme problem", severity="warning", timeout=10)
-        screen.sync_bars(self.header_state(), self.failing_hosts(), self.action_views())
+        failing = self.failing_hosts()
+        screen.sync_bars(self.header_state(), failing, self.action_views())
+        offer_doctor = any(not problem.waiting for problem in failing)
+        if offer_doctor != self._offering_doctor:  # the key bar shows `! Doctor` only while a host is down
+            self._offering_doctor = offer_doctor
+            self.refresh_bindings()
         if data and self.snapshot is not None and screen.shown_version != self.snapshot_version:
             screen.shown_version = self.snapshot_version
             screen.show_snapshot(self.snapshot)
@@ -231,9 +239,23 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, PromptC
         if isinstance(self.screen, ViewScreen):
             self.screen.open_command_prompt()
 
+    def action_doctor(self) -> None:
+        """`hvtui doctor` for the hosts shown as unreachable (down, not merely late)."""
+        from hvtui.tui.screens.doctor import DoctorScreen
+
+        hosts = self.unreachable_hosts()
+        if hosts:
+            self.push_screen(DoctorScreen(hosts))
+
+    def unreachable_hosts(self) -> list[str]:
+        configured = {host.name for host in self.core.config.hosts}
+        return [problem.host for problem in self.failing_hosts() if not problem.waiting and problem.host in configured]
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Over a dialog, the one-letter keys belong to the dialog: never quit or jump away.
         modal = isinstance(self.screen, ModalScreen)
+        if action == "doctor":
+            return not modal and bool(self.unreachable_hosts())  # False: not in the key bar at all
         return not (modal and action in {"help", "command", "show_view", "quit", "next_theme"})
 
     # -- workers and errors ------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ import threading
 from collections.abc import Callable
 
 from hvtui.config import SecretSource, SmbSettings
-from hvtui.hosts.smb.files import SmbReader, SmbRemoteFiles, SmbWriter
+from hvtui.hosts.ratelimit import RateLimiter
+from hvtui.hosts.smb.files import RETRY_DELAYS, SmbRemoteFiles, SmbWriter
+from hvtui.hosts.smb.reader import SmbReader
 from hvtui.hosts.smb.shares import ShareMap, default_shares
 
-__all__ = ["SmbReader", "SmbRemoteFiles", "SmbWriter", "open_remote_files"]
+__all__ = ["RETRY_DELAYS", "SmbReader", "SmbRemoteFiles", "SmbWriter", "open_remote_files"]
 
 
 def open_remote_files(
@@ -22,13 +24,20 @@ def open_remote_files(
     winrm_username: str | None,
     winrm_password: Callable[[], str | None] | None,
     prompter: Callable[[str], str] | None = None,
+    *,
+    rate_limiter: RateLimiter | None = None,
+    retry_delays: tuple[float, ...] = RETRY_DELAYS,
 ) -> SmbRemoteFiles:
     """The host's files over SMB3: ``smb.shares`` (or the admin shares of ``address``), with the
     ``smb:`` block's user and password when it names them, else the WinRM ones.
 
     ``winrm_password`` is called at the first connection (a prompt is asked only then); the
     ``smb:`` block's own password source is resolved then too, with ``prompter`` for a prompt.
+    ``rate_limiter`` is the host's (shared by all its readers); without one, ``smb.rate_limit``
+    makes a new one.
     """
+    if rate_limiter is None and smb.rate_limit is not None:
+        rate_limiter = RateLimiter(smb.rate_limit)
     if smb.username is not None:
         source = smb.password or SecretSource()
         username, password = smb.username, _LazySecret(source, f"SMB password for {smb.username} on {host_name}", prompter)
@@ -42,6 +51,9 @@ def open_remote_files(
         password=password,
         encrypt=smb.encrypt,
         timeout=smb.timeout,
+        read_ahead=smb.read_ahead,
+        rate_limiter=rate_limiter,
+        retry_delays=retry_delays,
     )
 
 

@@ -29,6 +29,14 @@ _AUTH_STATUSES = {
     getattr(NtStatus, "STATUS_ACCOUNT_LOCKED_OUT", 0xC0000234),
     getattr(NtStatus, "STATUS_ACCOUNT_RESTRICTION", 0xC000006E),
 }
+# NTSTATUS values worth the same request again after a pause (the server is busy, not refusing).
+_TRANSIENT_STATUSES = {
+    NtStatus.STATUS_INSUFFICIENT_RESOURCES,
+    NtStatus.STATUS_INSUFF_SERVER_RESOURCES,
+    NtStatus.STATUS_IO_TIMEOUT,
+    getattr(NtStatus, "STATUS_NETWORK_BUSY", 0xC00000BF),
+    getattr(NtStatus, "STATUS_REQUEST_NOT_ACCEPTED", 0xC00000D0),
+}
 _NOT_FOUND_STATUSES = {NtStatus.STATUS_OBJECT_NAME_NOT_FOUND, NtStatus.STATUS_OBJECT_PATH_NOT_FOUND, NtStatus.STATUS_NO_SUCH_FILE}
 
 
@@ -43,7 +51,20 @@ class Where:
     share_unc: str
     port: int
     username: str | None
-    encrypt: bool
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "ntstatus", None) if isinstance(exc, smb.SMBOSError) else getattr(exc, "status", None)
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    """smbclient could not open a TCP connection at all (refused, unreachable, timed out)."""
+    return isinstance(exc, ValueError) and str(exc).startswith("Failed to connect")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A busy server or a request that timed out: the same request may well work after a pause."""
+    return _status(exc) in _TRANSIENT_STATUSES or (isinstance(exc, smb.SMBException) and "timeout" in str(exc).lower())
 
 
 def is_connection_lost(exc: BaseException) -> bool:
@@ -54,16 +75,29 @@ def is_connection_lost(exc: BaseException) -> bool:
         return True
     if isinstance(exc, smb.SMBOSError) and exc.ntstatus in _LOST_STATUSES:
         return True
-    return isinstance(exc, ValueError) and str(exc).startswith("Failed to connect")
+    return is_connect_failure(exc)
 
 
-def translate(exc: BaseException, where: Where, operation: str) -> HostError:
-    """The ``HostError`` for ``exc`` raised while doing ``operation`` on ``where``."""
+def lost_error(where: Where, operation: str, what: str) -> HostError:
+    return HostError(
+        where.host,
+        operation,
+        f"{what} while working on {where.host_path} ({where.unc}) and could not be re-established; check that "
+        "the host is up and the share still exists, then run the job again",
+        kind="smb-lost",
+    )
+
+
+def translate(exc: BaseException, where: Where, operation: str, reconnecting: bool = False) -> HostError:
+    """The ``HostError`` for ``exc`` raised while doing ``operation`` on ``where``; ``reconnecting``:
+    the session had been working and was lost, so a failure to connect again means ``smb-lost``."""
     if isinstance(exc, HostError):
         return exc
+    if reconnecting and is_connection_lost(exc):
+        return lost_error(where, operation, f"the SMB session to {where.server} was lost")
     user = where.username or "(no user name)"
     path = f"{where.host_path} ({where.unc})"
-    status = getattr(exc, "ntstatus", None) if isinstance(exc, smb.SMBOSError) else getattr(exc, "status", None)
+    status = _status(exc)
     if isinstance(exc, smb.SMBAuthenticationError) or status in _AUTH_STATUSES:
         reason = "the password has expired" if status == NtStatus.STATUS_PASSWORD_EXPIRED else "the user name or password is wrong"
         return HostError(
@@ -82,7 +116,7 @@ def translate(exc: BaseException, where: Where, operation: str) -> HostError:
             operation,
             f"the share {where.share_unc} does not exist on {where.server} (needed for {where.host_path}); "
             "map the path to an existing share under the host's smb: shares: in the config, or create the share "
-            f"(the admin shares C$ and D$ exist unless disabled; see {SETUP_DOC})",
+            f"(the admin shares C$ and D$ exist unless disabled; see {SETUP_DOC}, 'Shares for the VM files')",
             kind="smb-share",
         )
     if isinstance(exc, smb.SMBException) and "encryption is required" in str(exc):
@@ -99,28 +133,22 @@ def translate(exc: BaseException, where: Where, operation: str) -> HostError:
             where.host,
             operation,
             f"access to {path} was denied to {user}; the admin shares need a member of the host's "
-            f"Administrators group, and a local account also needs LocalAccountTokenFilterPolicy=1 (see {SETUP_DOC})",
+            f"Administrators group, and a local account also needs LocalAccountTokenFilterPolicy=1 (see {SETUP_DOC}, 'Account')",
             kind="access-denied",
         )
     if status in _NOT_FOUND_STATUSES or (isinstance(exc, FileNotFoundError | smb.SMBOSError) and getattr(exc, "errno", None) == errno.ENOENT):
         return HostError(where.host, operation, f"{path} does not exist on the host", kind="not-found")
-    if isinstance(exc, ValueError) and str(exc).startswith("Failed to connect"):
+    if is_connect_failure(exc):
         return HostError(
             where.host,
             operation,
             f"cannot connect to the SMB server {where.server} on port {where.port} for {where.host_path}: "
             f"{str(exc).split(': ', 1)[-1]}; check that the host is up and TCP {where.port} is open to this machine "
-            f"(Windows firewall rule 'File and Printer Sharing (SMB-In)', see {SETUP_DOC})",
+            f"(see {SETUP_DOC}, 'Firewall')",
             kind="smb-share",
         )
-    if is_connection_lost(exc):
-        return HostError(
-            where.host,
-            operation,
-            f"the SMB session to {where.server} was lost while working on {path} and could not be re-established; "
-            "check that the host is up and the share still exists, then run the job again",
-            kind="smb-lost",
-        )
+    if is_connection_lost(exc) or is_transient(exc):
+        return lost_error(where, operation, f"the SMB session to {where.server} was lost")
     if isinstance(exc, smb.DiskFull):
         return HostError(where.host, operation, f"the host's volume is full while writing {path}; free space on it", kind="failed")
     detail = str(exc) or type(exc).__name__

@@ -11,20 +11,28 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
 import smbclient
 
 from hvtui.errors import HostError, HvtuiError
-from hvtui.hosts.smb.errors import Where, is_connection_lost, translate
+from hvtui.hosts.ratelimit import RateLimiter
+from hvtui.hosts.smb.errors import Where, is_connect_failure, is_connection_lost, is_transient, lost_error, translate
+from hvtui.hosts.smb.reader import SmbReader
 from hvtui.hosts.smb.shares import Mapped, ShareMap
+from hvtui.secrets import SecretError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PasswordProvider = Callable[[], str | None]
-RECONNECT_ATTEMPTS = 2  # after a lost connection, on top of the first try
+# Pauses before each new try after a lost connection or a busy server (about 8 s in all): long
+# enough for a host's SMB service restart or a network blip, short enough to fail a job promptly.
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+_DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
+_CIPHERS = {1: "AES-128-CCM", 2: "AES-128-GCM", 3: "AES-256-CCM", 4: "AES-256-GCM"}
 
 
 class SmbRemoteFiles:
@@ -40,6 +48,10 @@ class SmbRemoteFiles:
         password: PasswordProvider | None = None,
         encrypt: bool = True,
         timeout: float = 30.0,
+        read_ahead: int = 4,
+        rate_limiter: RateLimiter | None = None,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.host_name = host_name
         self.shares = shares
@@ -47,22 +59,26 @@ class SmbRemoteFiles:
         self.username = username
         self.encrypt = encrypt
         self.timeout = timeout
+        self.read_ahead = read_ahead
+        self.rate_limiter = rate_limiter
+        self.retry_delays = retry_delays
+        self.sleep = sleep
+        self._seen_shares: set[str] = set()  # shares used successfully: one that vanishes later is "lost"
         self._password = password or (lambda: None)
         self._cache: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._connecting = threading.Lock()  # one first connection per server, not one per thread
 
     # -- RemoteFiles ---------------------------------------------------------------------
 
     def open_read(self, host_path: str) -> BinaryIO:
         mapped = self._map(host_path, "read")
-        raw = self._call(mapped, "read", lambda: smbclient.open_file(mapped.unc, "rb", buffering=0, share_access="r", **self._kwargs()))
-        return SmbReader(self, mapped, raw)  # type: ignore[return-value]
+        return SmbReader(self, mapped, self.open_raw(mapped, "read"), self.read_ahead)  # type: ignore[return-value]
 
     def open_write(self, host_path: str) -> BinaryIO:
         mapped = self._map(host_path, "write")
-        raw = self._call(mapped, "write", lambda: smbclient.open_file(mapped.unc, "wb", buffering=0, **self._kwargs()))
-        return SmbWriter(self, mapped, raw)  # type: ignore[return-value]
+        return SmbWriter(self, mapped, self.open_raw_for_writing(mapped))  # type: ignore[return-value]
 
     def size(self, host_path: str) -> int:
         mapped = self._map(host_path, "size")
@@ -86,12 +102,55 @@ class SmbRemoteFiles:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def security(self, host_path: str) -> str:
+        """How the session behind ``host_path`` is protected, e.g. "SMB 3.1.1, encrypted (AES-128-GCM)"
+        (doctor shows it); call after an operation on that path connected."""
+        mapped = self._map(host_path, "security")
+        connection = self._cache.get(f"{mapped.server.lower()}:{self.port}")
+        sessions = list(connection.session_table.values()) if connection is not None else []
+        if not sessions:
+            return "not connected"
+        session = sessions[0]
+        dialect = _DIALECTS.get(connection.dialect, f"0x{connection.dialect:04x}")
+        trees = list(session.tree_connect_table.values())
+        if session.encrypt_data or any(tree.encrypt_data for tree in trees):
+            cipher = _CIPHERS.get(connection.cipher_id or 1, "AES")  # SMB 3.0/3.0.2 encrypt with AES-128-CCM
+            return f"SMB {dialect}, encrypted ({cipher})"
+        return f"SMB {dialect}, signed, not encrypted" if session.signing_required else f"SMB {dialect}, NOT signed or encrypted"
+
+    def listdir(self, host_path: str) -> list[str]:
+        """The names in a folder (doctor reads each mapped share's root with it)."""
+        mapped = self._map(host_path, "list")
+        return self._call(mapped, "list folder", lambda: smbclient.listdir(mapped.unc, **self._kwargs()))
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
 
+    @property
+    def rate_limit(self) -> int | None:
+        """The read-rate limit in bytes per second (the jobs view shows it beside the rate)."""
+        return self.rate_limiter.rate if self.rate_limiter is not None else None
+
     # -- inside ---------------------------------------------------------------------------
+
+    def open_raw_for_writing(self, mapped: Mapped, reconnecting: bool = False) -> Any:
+        """Created or truncated; after a lost connection opened again as it is ("r+b")."""
+        mode = "r+b" if reconnecting else "wb"
+        return self._call(
+            mapped, "write", lambda: smbclient.open_file(mapped.unc, mode, buffering=0, **self._kwargs()), reconnecting=reconnecting
+        )
+
+    def open_raw(self, mapped: Mapped, operation: str, reconnecting: bool = False) -> Any:
+        """smbclient's unbuffered file object for reading ``mapped`` (shared read access: Hyper-V
+        may hold the file open for reading too)."""
+        return self._call(
+            mapped,
+            operation,
+            lambda: smbclient.open_file(mapped.unc, "rb", buffering=0, share_access="r", **self._kwargs()),
+            reconnecting=reconnecting,
+        )
 
     def where(self, mapped: Mapped) -> Where:
         return Where(
@@ -102,7 +161,6 @@ class SmbRemoteFiles:
             share_unc=mapped.share_unc,
             port=self.port,
             username=self.username,
-            encrypt=self.encrypt,
         )
 
     def _map(self, host_path: str, operation: str) -> Mapped:
@@ -121,9 +179,13 @@ class SmbRemoteFiles:
     def _kwargs(self) -> dict[str, Any]:
         if self._closed:
             raise HostError(self.host_name, "SMB", "the SMB connections of this host were closed", kind="failed")
+        try:
+            password = self._password()
+        except SecretError as err:  # the source names the variable or command, never a value
+            raise HostError(self.host_name, "SMB logon", str(err), kind="smb-auth") from None
         return {
             "username": self.username,
-            "password": self._password(),
+            "password": password,
             "port": self.port,
             "encrypt": self.encrypt,
             "require_signing": True,
@@ -141,25 +203,56 @@ class SmbRemoteFiles:
             except Exception:  # it is dead already; disconnecting is only tidying up
                 log.debug("disconnecting a dead SMB connection to %s failed", server, exc_info=True)
 
-    def _call(self, mapped: Mapped, operation: str, action: Callable[[], T]) -> T:
-        """``action()``, reconnecting after a lost connection; errors become ``HostError``s."""
+    def _call(self, mapped: Mapped, operation: str, action: Callable[[], T], reconnecting: bool = False) -> T:
+        """``action()``; after a lost connection (or a busy server) it is tried again after each of
+        the retry delays.  A first connection that is refused fails at once (a wrong port or a
+        firewall does not heal in seconds).  Errors become ``HostError``s."""
         label = f"{operation} {mapped.host_path}"
-        for attempt in range(RECONNECT_ATTEMPTS + 1):
+        attempt = 0
+        while True:
             try:
-                return action()
+                if f"{mapped.server.lower()}:{self.port}" in self._cache:
+                    result = action()
+                else:
+                    with self._connecting:
+                        result = action()
             except HvtuiError:  # ours already (a refused secret, a closed object): clear as it is
                 raise
-            except Exception as exc:  # every smbprotocol failure is translated
-                if is_connection_lost(exc) and attempt < RECONNECT_ATTEMPTS and not str(exc).startswith("Failed to connect"):
-                    log.info("%s: SMB connection to %s lost (%s); reconnecting", self.host_name, mapped.server, exc)
-                    self.drop_connection(mapped.server)
+            except Exception as exc:  # every smbprotocol failure is translated or retried
+                lost = is_connection_lost(exc) and (reconnecting or not is_connect_failure(exc))
+                if (lost or is_transient(exc)) and attempt < len(self.retry_delays):
+                    log.info("%s: SMB %s on %s failed (%s); trying again", self.host_name, operation, mapped.server, exc)
+                    if lost:
+                        self.drop_connection(mapped.server)
+                        reconnecting = True
+                    self.sleep(self.retry_delays[attempt])
+                    attempt += 1
                     continue
-                raise translate(exc, self.where(mapped), label) from None
-        raise AssertionError("unreachable")
+                raise self._error(exc, mapped, label, reconnecting) from None
+            self._seen_shares.add(mapped.share_unc.casefold())
+            return result
+
+    def _error(self, exc: Exception, mapped: Mapped, label: str, reconnecting: bool) -> HostError:
+        error = translate(exc, self.where(mapped), label, reconnecting)
+        # A share this object has used that now answers "not found" has gone away during the job.
+        if error.kind in ("not-found", "smb-share") and mapped.share_unc.casefold() in self._seen_shares and not self._share_reachable(mapped):
+            return lost_error(self.where(mapped), label, f"the share {mapped.share_unc} went away")
+        return error
+
+    def _share_reachable(self, mapped: Mapped) -> bool:
+        try:
+            smbclient.stat(mapped.share_unc, **self._kwargs())
+        except Exception:  # any failure: the share is not there for us
+            return False
+        return True
 
 
-class SmbReader(io.RawIOBase):
-    """A seekable reader of one remote file; ``read(n)`` is short only at the end of the file."""
+class SmbWriter(io.RawIOBase):
+    """A writer of one remote file (created or truncated).
+
+    After a lost connection the file is opened again (not truncated) on a new one and the
+    write that failed is sent again at its offset: writes are positioned, so sending one twice
+    is harmless.  A busy server is asked again after a pause."""
 
     def __init__(self, files: SmbRemoteFiles, mapped: Mapped, raw: Any) -> None:
         super().__init__()
@@ -168,110 +261,72 @@ class SmbReader(io.RawIOBase):
         self._raw = raw
         self._position = 0
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._position + offset
-        else:
-            target = self._size() + offset
-        if target < 0:
-            raise ValueError(f"negative seek position {target}")
-        self._position = target
-        return target
-
-    def _size(self) -> int:
-        return self._files.size(self._mapped.host_path)
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = max(0, self._size() - self._position)
-        chunks: list[bytes] = []
-        wanted = size
-        while wanted > 0:
-            chunk = self._read_at(self._position, wanted)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            self._position += len(chunk)
-            wanted -= len(chunk)
-        return b"".join(chunks)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def _read_at(self, offset: int, size: int) -> bytes:
-        label = f"read {self._mapped.host_path}"
-        try:
-            self._raw.seek(offset)
-            return self._raw.read(size)
-        except Exception as exc:  # every smbprotocol failure is translated
-            raise translate(exc, self._files.where(self._mapped), label) from None
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._raw.close()
-            except Exception:  # a dead session cannot close the handle; the server drops it
-                log.debug("closing %s failed", self._mapped.unc, exc_info=True)
-        super().close()
-
-
-class SmbWriter(io.RawIOBase):
-    """A writer of one remote file (created or truncated)."""
-
-    def __init__(self, files: SmbRemoteFiles, mapped: Mapped, raw: Any) -> None:
-        super().__init__()
-        self._files = files
-        self._mapped = mapped
-        self._raw = raw
-
     def writable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
         return True
 
-    def _guard(self, action: Callable[[], T]) -> T:
-        try:
-            return action()
-        except Exception as exc:  # every smbprotocol failure is translated
-            raise translate(exc, self._files.where(self._mapped), f"write {self._mapped.host_path}") from None
+    def _retrying(self, action: Callable[[], T]) -> T:
+        files = self._files
+        attempt = 0
+        reconnecting = False
+        while True:
+            try:
+                return action()
+            except HvtuiError:
+                raise
+            except Exception as exc:  # every smbprotocol failure is translated or retried
+                lost = is_connection_lost(exc)
+                if not (lost or is_transient(exc)) or attempt >= len(files.retry_delays):
+                    raise translate(exc, files.where(self._mapped), f"write {self._mapped.host_path}", reconnecting or lost) from None
+                files.sleep(files.retry_delays[attempt])
+                attempt += 1
+                if lost:
+                    reconnecting = True
+                    files.drop_connection(self._mapped.server)
+                    self._raw = files.open_raw_for_writing(self._mapped, reconnecting=True)
+
+    def _write_at(self, offset: int, data: memoryview) -> int:
+        self._raw.seek(offset)
+        return self._raw.write(data)
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         written = 0
         while written < len(view):
-            rest = view[written:]
-            count = self._guard(lambda rest=rest: self._raw.write(rest))
+            rest, offset = view[written:], self._position
+            count = self._retrying(lambda rest=rest, offset=offset: self._write_at(offset, rest))
             if not count:
                 break
             written += count
+            self._position += count
         return written
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._guard(lambda: self._raw.seek(offset, whence))
+        if whence == io.SEEK_SET:
+            self._position = offset
+        elif whence == io.SEEK_CUR:
+            self._position += offset
+        else:
+            self._position = self._retrying(lambda: self._raw.seek(offset, io.SEEK_END))
+        return self._position
 
     def tell(self) -> int:
-        return self._guard(self._raw.tell)
+        return self._position
 
     def truncate(self, size: int | None = None) -> int:
-        return self._guard(lambda: self._raw.truncate(size))
+        target = self._position if size is None else size
+        return self._retrying(lambda: self._raw.truncate(target))
 
     def close(self) -> None:
-        if not self.closed:
-            try:
-                self._guard(self._raw.close)
-            finally:
-                super().close()
+        if self.closed:
+            return
+        try:
+            self._raw.close()
+        except Exception as exc:  # every write was acknowledged; a dead session's handle goes with it
+            if not is_connection_lost(exc):
+                raise translate(exc, self._files.where(self._mapped), f"write {self._mapped.host_path}") from None
+            log.info("%s: closing %s after a lost connection: %s", self._files.host_name, self._mapped.unc, exc)
+        finally:
+            super().close()

@@ -54,13 +54,9 @@ class ShareMap:
         return tuple(prefix for prefix, _unc in self._entries)
 
     @property
-    def share_uncs(self) -> tuple[str, ...]:
-        """Each mapped ``\\\\server\\share`` once, in map order."""
-        seen: dict[str, None] = {}
-        for _prefix, unc in self._entries:
-            server, share = unc[2:].split("\\")[:2]
-            seen.setdefault(f"\\\\{server}\\{share}", None)
-        return tuple(seen)
+    def entries(self) -> tuple[tuple[str, str], ...]:
+        """(host path prefix, UNC path) pairs, longest prefix first."""
+        return tuple(self._entries)
 
     def map(self, host_path: str) -> Mapped | None:
         path = _normalize(host_path)

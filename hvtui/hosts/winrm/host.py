@@ -23,6 +23,7 @@ from hvtui.config import HostConfig, SecretSource, WinRMSettings
 from hvtui.errors import ConfigError, HostError, HvtuiError, NotFoundError, ReadOnlyError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot, RemoveOutcome, RestoreTarget
+from hvtui.hosts.ratelimit import RateLimiter
 from hvtui.hosts.remote_files import RemoteFiles
 from hvtui.hosts.winrm import restore as winrm_restore
 from hvtui.hosts.winrm.transport import (
@@ -127,6 +128,9 @@ class WinRMHost(Host):
         user = self.settings.username or "the configured user"
         self._password = _PasswordCache(self.settings.password, f"password for {user} on {self.name}", secret_prompter)
         self._secret_prompter = secret_prompter
+        # One bucket for every reader of this host's files (the config's smb: rate_limit).
+        smb_rate = self.settings.smb.rate_limit
+        self.read_rate_limiter: RateLimiter | None = RateLimiter(smb_rate) if smb_rate is not None else None
         self._connection = WinRMConnection(
             self.name,
             self.settings,
@@ -423,7 +427,23 @@ class WinRMHost(Host):
         from hvtui.hosts.smb import open_remote_files  # smbprotocol only when files move
 
         smb = self.settings.smb
-        return open_remote_files(self.name, self.settings.address, smb, self.settings.username, self._password, self._secret_prompter)
+        return open_remote_files(
+            self.name,
+            self.settings.address,
+            smb,
+            self.settings.username,
+            self._password,
+            self._secret_prompter,
+            rate_limiter=self.read_rate_limiter,
+        )
+
+    def limit_read_rate(self, rate: int) -> RateLimiter:
+        """Reads of this host's files at most ``rate`` bytes/s from now on (``--limit-rate``)."""
+        if self.read_rate_limiter is None:
+            self.read_rate_limiter = RateLimiter(rate)
+        else:
+            self.read_rate_limiter.set_rate(rate)
+        return self.read_rate_limiter
 
     def close(self) -> None:
         self._connection.close()

@@ -33,6 +33,8 @@ class KeyHelpSource(Protocol):
 
 # Navigation keys of the widgets the views use (their own BINDINGS, filtered to what matters).
 _TABLE_ACTIONS = {"cursor_up", "cursor_down", "page_up", "page_down", "scroll_top", "scroll_bottom", "select_cursor"}
+# App keys offered only while a host is down: listed in a section of their own, at the end.
+_WHEN_A_HOST_IS_DOWN = {"doctor"}
 _TREE_ACTIONS = {"toggle_node", "cursor_parent", "cursor_previous_sibling", "cursor_next_sibling", "toggle_expand_all"}
 
 
@@ -65,8 +67,10 @@ def help_sections(app: KeyHelpSource) -> list[tuple[str, list[tuple[str, str, st
         return out
 
     palette = Binding(app.COMMAND_PALETTE_BINDING, "command_palette", "Command palette (views, themes, commands)")
+    everywhere = [binding for binding in _bindings(app.BINDINGS) if binding.action not in _WHEN_A_HOST_IS_DOWN]
+    when_down = [binding for binding in _bindings(app.BINDINGS) if binding.action in _WHEN_A_HOST_IS_DOWN]
     sections: list[tuple[str, list[tuple[str, str, str]]]] = [
-        ("Everywhere", rows(_bindings([*app.BINDINGS, palette]))),
+        ("Everywhere", rows([*everywhere, palette])),
         ("VM list", rows(_bindings([*VmsScreen.BINDINGS, *ViewScreen.BINDINGS]))),
         ("VM detail", rows(_bindings(VmDetailScreen.BINDINGS))),
         ("Findings", rows(_bindings([*FindingsScreen.BINDINGS, *ViewScreen.BINDINGS]))),
@@ -74,6 +78,7 @@ def help_sections(app: KeyHelpSource) -> list[tuple[str, list[tuple[str, str, st
         ("Tables", rows(_bindings(DataTable.BINDINGS), _TABLE_ACTIONS)),
         ("Checkpoint tree", rows(_bindings(Tree.BINDINGS), _TREE_ACTIONS)),
         ("Commands (after :)", [(f":{name}", description, "") for name, description in app.command_help()]),
+        ("While a host is unreachable", rows(when_down)),
     ]
     return sections
 

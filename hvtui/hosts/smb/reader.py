@@ -1,0 +1,228 @@
+"""``SmbReader``: a seekable reader of one remote file with bounded parallel read-ahead.
+
+smbprotocol's reads are synchronous, one request at a time, so throughput is bound by the round
+trip (../shared/notes/smb.md §5).  This reader keeps up to ``depth`` chunk reads in flight on
+worker threads (the connection multiplexes them by message id).  Read-ahead only runs while the
+caller reads sequentially, and grows with the run: half of what the run has read so far, up to
+``depth`` chunks.  After a seek only what is asked is fetched (in parallel chunks when it is
+large), so an incremental backup's scattered block reads pull in at most half again what they
+asked for, and a full read soon has ``depth`` requests in flight.
+
+A lost connection is re-established and the file opened again at the same offset; a busy server
+is asked again after a pause; both give up after the owner's retry delays (``smb-lost``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+from hvtui.hosts.ratelimit import RateLimiter
+from hvtui.hosts.smb.errors import Where, is_connection_lost, is_transient, translate
+from hvtui.hosts.smb.shares import Mapped
+
+log = logging.getLogger(__name__)
+
+CHUNK = 4 * 1024 * 1024  # bytes per read request: half smbprotocol's usual 8 MiB max, so 4 in flight stay small
+CREDIT_BYTES = 64 * 1024  # one SMB2 credit per 64 KiB of a request (MS-SMB2 3.1.5.2)
+CREDIT_WAIT = 0.005  # seconds between looks for credits that other requests still hold
+CREDIT_WAITS = 2000  # ~10 s of waiting for credits before it counts as a busy server
+
+
+class ReaderOwner(Protocol):
+    """What a reader needs of the ``SmbRemoteFiles`` that opened it."""
+
+    host_name: str
+    rate_limiter: RateLimiter | None
+    retry_delays: tuple[float, ...]
+    sleep: Callable[[float], None]
+
+    def where(self, mapped: Mapped) -> Where: ...
+
+    def drop_connection(self, server: str) -> None: ...
+
+    def open_raw(self, mapped: Mapped, operation: str, reconnecting: bool = False) -> Any: ...
+
+
+class SmbReader(io.RawIOBase):
+    """``read(n)`` returns fewer than ``n`` bytes only at the end of the file."""
+
+    def __init__(self, files: ReaderOwner, mapped: Mapped, raw: Any, depth: int, chunk: int = CHUNK) -> None:
+        super().__init__()
+        self._files = files
+        self._mapped = mapped
+        self._raw = raw
+        self._generation = 0  # bumped each time the file is opened again after a lost connection
+        self._reopen_lock = threading.Lock()
+        self._size = int(raw.fd.end_of_file)
+        self._chunk = max(64 * 1024, min(chunk, int(raw.fd.connection.max_read_size)))
+        self._depth = max(1, depth)
+        self._pool = ThreadPoolExecutor(max_workers=self._depth, thread_name_prefix="smb-read")
+        self._queue: deque[tuple[int, Future[bytes]]] = deque()
+        self._next = 0  # where the next chunk to queue starts
+        self._buffer = b""
+        self._buffer_offset = 0
+        self._position = 0
+        self._last_end: int | None = None  # where the previous read ended: a read starting there is sequential
+        self._run = 0  # bytes read since the last seek (the sequential run)
+        self._stats_lock = threading.Lock()
+        self.bytes_fetched = 0  # bytes received from the server (read-ahead included)
+        self._ensure_credits(raw)
+
+    # -- io -------------------------------------------------------------------------------
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def in_flight(self) -> int:
+        """Chunk reads asked of the server and not yet consumed (read-ahead included)."""
+        return len(self._queue)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read from a closed SMB reader")
+        start = self._position
+        end = self._size if size is None or size < 0 else max(start, min(self._size, start + size))
+        sequential = start == self._last_end
+        self._run = (self._run if sequential else 0) + (end - start)
+        ahead = min(self._depth * self._chunk, self._run // 2) if sequential else 0
+        out = bytearray()
+        position = start
+        while position < end:
+            if self._buffer_offset <= position < self._buffer_offset + len(self._buffer):
+                piece = self._buffer[position - self._buffer_offset : end - self._buffer_offset]
+                out += piece
+                position += len(piece)
+                continue
+            if not self._queue or self._queue[0][0] != position:
+                self._drop_queue(position)
+            # Ask for what this read needs, plus read-ahead while reading sequentially.
+            self._fill(min(self._size, end + ahead))
+            offset, future = self._queue.popleft()
+            self._buffer, self._buffer_offset = future.result(), offset
+            if not self._buffer:  # the file shrank under us: what there is, is all there is
+                break
+        self._position = self._last_end = position
+        if ahead:
+            self._fill(min(self._size, position + ahead))
+        return bytes(out)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._drop_queue(0)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self._raw.close()
+        except Exception:  # a dead session cannot close the handle; the server drops it with the session
+            log.debug("closing %s failed", self._mapped.unc, exc_info=True)
+        super().close()
+
+    # -- inside ---------------------------------------------------------------------------
+
+    def _ensure_credits(self, raw: Any) -> None:
+        """Ask the server for enough credits to keep ``depth`` chunk reads in flight.
+
+        smbprotocol asks each request's own charge back, so the window stays at what the session
+        started with (64 against Samba): one 4 MiB read at a time.  An ECHO asking for more costs
+        one round trip per connection; a server that grants less just means fewer reads in flight.
+        """
+        connection = raw.fd.connection
+        window = connection.sequence_window["high"] - connection.sequence_window["low"]
+        needed = self._depth * ((self._chunk - 1) // CREDIT_BYTES + 1) + 8
+        if window >= needed:
+            return
+        try:
+            connection.echo(sid=raw.fd.tree_connect.session.session_id, credit_request=min(needed - window, 8192))
+        except Exception:  # more credits are an optimisation; reads work with what there is
+            log.debug("asking %s for more SMB credits failed", self._mapped.server, exc_info=True)
+
+    def _drop_queue(self, position: int) -> None:
+        for _offset, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+        self._next = position
+
+    def _fill(self, until: int) -> None:
+        """Queue chunk reads from ``self._next`` towards ``until``, at most ``depth`` in flight."""
+        while self._next < until and len(self._queue) < self._depth:
+            length = min(self._chunk, until - self._next)
+            self._queue.append((self._next, self._pool.submit(self._fetch, self._next, length)))
+            self._next += length
+
+    def _fetch(self, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` (fewer only at the end of the file), on a worker thread."""
+        files = self._files
+        if files.rate_limiter is not None:
+            files.rate_limiter.take(length)
+        got = bytearray()
+        attempt = credit_waits = 0
+        label = f"read {self._mapped.host_path}"
+        while len(got) < length:
+            raw, generation = self._raw, self._generation
+            try:
+                count = min(length - len(got), int(raw.fd.connection.max_read_size))
+                piece = raw.fd.read(offset + len(got), count)
+            except Exception as exc:  # every smbprotocol failure is translated or retried
+                if "credits are available" in str(exc) and credit_waits < CREDIT_WAITS:
+                    # Other reads on this connection hold the credits; they come back with their answers.
+                    credit_waits += 1
+                    time.sleep(CREDIT_WAIT)
+                    continue
+                lost = is_connection_lost(exc)
+                if not (lost or is_transient(exc)) or attempt >= len(files.retry_delays):
+                    raise translate(exc, files.where(self._mapped), label, reconnecting=lost) from None
+                log.info("%s: %s at offset %d failed (%s); retrying", files.host_name, self._mapped.unc, offset, exc)
+                files.sleep(files.retry_delays[attempt])
+                attempt += 1
+                if lost:
+                    self._reopen(generation)
+                continue
+            if not piece:
+                break
+            got += piece
+        with self._stats_lock:
+            self.bytes_fetched += len(got)
+        return bytes(got)
+
+    def _reopen(self, generation: int) -> None:
+        """Open the file again on a new connection (once, whichever worker notices first)."""
+        with self._reopen_lock:
+            if self._generation != generation:
+                return
+            self._files.drop_connection(self._mapped.server)
+            self._raw = self._files.open_raw(self._mapped, "read", reconnecting=True)
+            self._generation += 1
+            self._ensure_credits(self._raw)
