@@ -4,6 +4,8 @@ behind WinRM -> another lab host, through the CLI and the core as a user runs th
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,9 @@ from wsman_server import PASSWORD_ENV
 from hvtui.cli import build_parser
 from hvtui.config import Config, HostConfig, RepositoryConfig, SecretSource, WinRMSettings
 from hvtui.core import Core
+from hvtui.jobs import JobState
+from hvtui.jobs.kinds.restore import host_staging_name
+from hvtui.journal import JobJournal
 from hvtui.paths import Paths
 
 WINRM = "hv-test"
@@ -115,3 +120,31 @@ def test_the_in_place_plan_on_a_winrm_host_says_only_the_disks_are_replaced(rig:
     assert on_winrm.lines()[1].startswith("Replaced: the VM's disks (its configuration stays), ")
     # the disks by name, as restore.import replaces them; nothing listed as deleted
     assert [f.name for f in on_winrm.replaced] == ["db01.vhdx"] and on_winrm.deleted == ()
+
+
+def test_a_killed_restore_to_the_winrm_host_is_cleaned_by_the_next_one(rig: Rig, core: Core, paths: Paths) -> None:
+    """A console killed while it wrote over SMB leaves the job's staging folder on the host; the
+    next restore job finds the interrupted one in the journal and removes its files over SMB."""
+    vm_id = add_vm(rig.source, "web01", blocks=2)
+    point = core.backups.backup("lab-src", vm_id, "full").point_id
+    manifest = core.backups.find_point(point)[1]
+    # What the dead run left: its journal entries (a pid that is gone) and its half-written files.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    params = {"mode": "new", "point_id": point, "repository": "default", "new_name": "ghost", "host": WINRM}
+    journal = JobJournal(paths.job_journal)
+    journal.append("submitted", "deadbeef01", at="2026-12-05T10:00:00+00:00", kind="restore", host=WINRM,
+                   vm_id=vm_id, vm_name="web01", params=params, pid=dead.pid, proc_start="1")  # fmt: skip
+    journal.append("started", "deadbeef01", at="2026-12-05T10:00:01+00:00")
+    staged = rig.target_lab.root / "hvtui-restore" / host_staging_name("deadbeef01")
+    staged.mkdir(parents=True)
+    for entry in manifest.files:
+        (staged / entry.path).write_bytes(b"half written")
+
+    job = core.jobs.submit_restore(point, "new", new_name="web01-2", host=WINRM, repository="default")
+    done = core.jobs.wait(job.id, 120)
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert [p for p in staged.iterdir()] == []  # the dead run's files removed over SMB (the folder stays)
+    # the live run staged under its own job's name, and the host removed that folder after the import
+    assert rig.ops.imported[-1]["folder"] == f"D:\\hvtui-restore\\{host_staging_name(job.id)}"
+    assert not (rig.target_lab.root / "hvtui-restore" / host_staging_name(job.id)).exists()

@@ -84,7 +84,7 @@ class StreamHost(DirHost):
         self.targets: list[StreamTarget] = []
         self.write_bytes: list[int] = []
 
-    def prepare_restore(self, config, mode, vm_id=None, new_name=None, keep_checkpoints=True, write_bytes=0):  # noqa: ANN001, ANN201
+    def prepare_restore(self, config, mode, vm_id=None, new_name=None, keep_checkpoints=True, write_bytes=0, staging_name=None):  # noqa: ANN001, ANN201
         self.write_bytes.append(write_bytes)
         target = StreamTarget(self, config, mode, vm_id, new_name, fail_after=self.fail_after)
         self.targets.append(target)

@@ -372,7 +372,7 @@ class Backups:
         Over the original, the VM must exist and be off; its audit entry names the
         checkpoints and files the restore replaces.  A new VM or a directory gets one
         flattened disk per drive and no checkpoints unless ``keep_checkpoints``.
-        ``staging_name``: the folder a directory restore stages in (the job journals it).
+        ``staging_name``: the folder the restore stages in, a directory's or a WinRM host's (the job journals it).
         """
         targets = sum(1 for t in (to_dir is not None, as_name is not None, in_place) if t)
         if targets != 1:
@@ -425,6 +425,7 @@ class Backups:
                 vm_id=manifest.vm_id if in_place else None,
                 new_name=as_name,
                 keep_checkpoints=keep_checkpoints or in_place,
+                staging_name=staging_name,
                 lock_timeout=self.lock_timeout,
                 **common,
             )

@@ -368,6 +368,7 @@ def restore_to_host(
     vm_id: str | None = None,
     new_name: str | None = None,
     keep_checkpoints: bool = True,
+    staging_name: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     progress_interval: float = DEFAULT_INTERVAL,
@@ -377,6 +378,8 @@ def restore_to_host(
     """Restore as a new VM (``mode="new"``, ``new_name``) or over ``vm_id`` (``"in_place"``).
 
     ``keep_checkpoints`` False: the host flattens a new VM's disks and drops its checkpoints.
+    ``staging_name``: the name of the host's staging folder where it takes one (a WinRM host;
+    the job names it after itself, so a killed run's folder can be found again).
 
     The host stages the files and registers the VM on ``commit``; any failure aborts the
     target, which removes everything staged and leaves the original VM as it was.
@@ -401,6 +404,7 @@ def restore_to_host(
             new_name=new_name,
             keep_checkpoints=keep_checkpoints,
             write_bytes=bytes_to_write(manifest),
+            staging_name=staging_name,
         )
         vm: VM | None = None
         try:

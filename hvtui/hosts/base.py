@@ -224,12 +224,20 @@ class Host(ABC):
         new_name: str | None = None,
         keep_checkpoints: bool = True,
         write_bytes: int = 0,
+        staging_name: str | None = None,
     ) -> RestoreTarget:
         """``mode`` is "new" (a new VM named ``new_name``, new id) or "in_place"
         (over ``vm_id``, which must be off).  ``keep_checkpoints`` False (new VMs): one
         flattened disk per drive and no checkpoints.  ``write_bytes``: what the restore will
-        write, for a host that checks its free space before anything is written."""
+        write, for a host that checks its free space before anything is written.
+        ``staging_name``: the staging folder's name, for a host whose staging a later run must
+        find again (``discard_restore``); hosts that sweep their own ignore it."""
         raise HostError(self.name, "restore", f"{self.kind} hosts cannot be restored to yet", kind="unsupported")
+
+    def discard_restore(self, staging_name: str, rel_paths: list[str]) -> None:
+        """Remove what a restore that died (a killed process) staged as ``staging_name``: the
+        files ``rel_paths`` of its point.  This default does nothing: the lab sweeps its own."""
+        return None
 
     def restore_volume(self, timeout: float = 30.0) -> Volume | None:
         """The volume a restore to this host writes to, read now (the restore dialog shows its

@@ -345,6 +345,7 @@ class WinRMHost(Host):
         new_name: str | None = None,
         keep_checkpoints: bool = True,
         write_bytes: int = 0,
+        staging_name: str | None = None,
     ) -> RestoreTarget:
         """A folder under ``restore_dir`` checked for space and created (``restore.prepare``);
         the engine writes into it over SMB and ``commit`` imports (``restore.import``)."""
@@ -380,7 +381,10 @@ class WinRMHost(Host):
             destination = current.path
         else:
             raise HostError(self.name, operation, f"unknown restore mode {mode!r} (expected new or in_place)")
-        folder = winrm_restore.new_folder(self.settings.restore_dir)
+        try:
+            folder = winrm_restore.new_folder(self.settings.restore_dir, staging_name)
+        except ValueError as err:
+            raise HostError(self.name, operation, str(err), kind="argument") from None
         try:
             arguments = {"folder": folder, "bytes": int(write_bytes)}
             parse_prepare(self._call("restore.prepare", arguments, self.settings.timeout), self.name)
@@ -398,6 +402,18 @@ class WinRMHost(Host):
         # A new VM is flattened on the host after its import (its checkpoints removed, which merges them).
         target.flatten = mode == "new" and not keep_checkpoints
         return target
+
+    def discard_restore(self, staging_name: str, rel_paths: list[str]) -> None:
+        """Remove, over SMB, the files a killed restore may have staged (the folder stays empty)."""
+        folder = winrm_restore.new_folder(self.settings.restore_dir, staging_name)
+        files = self.open_remote_files() if self._remote_files is None else self._remote_files
+        try:
+            failed = winrm_restore.discard_staged(self.name, files, folder, rel_paths)
+        finally:
+            if self._remote_files is None:
+                files.close()
+        if failed:
+            raise HostError(self.name, winrm_restore.OPERATION, f"{failed} staged file(s) left in {folder}")
 
     def vm_folder_files(self, vm_id: str) -> list[tuple[str, int]]:
         """The VM's disk files by name: what an in-place restore here replaces (by name, as

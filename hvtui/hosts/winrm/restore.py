@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -166,8 +167,28 @@ class WinRMRestoreTarget(RestoreTarget):
         self._release()
 
 
-def new_folder(restore_dir: str) -> str:
-    return f"{restore_dir.rstrip(chr(92))}\\hvtui-restore-{uuid.uuid4().hex[:12]}"
+STAGING_NAME = re.compile(r"hvtui-restore-[0-9A-Za-z]{1,40}")
+
+
+def new_folder(restore_dir: str, staging_name: str | None = None) -> str:
+    """``restore_dir\\<staging_name>`` (a job's own name), or a new random one."""
+    if staging_name is None:
+        staging_name = f"hvtui-restore-{uuid.uuid4().hex[:12]}"
+    elif not STAGING_NAME.fullmatch(staging_name):
+        raise ValueError(f"refused staging folder name {staging_name!r}: not a hvtui-restore-<id> name")
+    return f"{restore_dir.rstrip(chr(92))}\\{staging_name}"
+
+
+def discard_staged(host_name: str, files: RemoteFiles, folder: str, rel_paths: list[str]) -> int:
+    """Remove the files a dead restore may have written into ``folder``; how many removals failed."""
+    failed = 0
+    for rel in rel_paths:
+        try:
+            files.remove(host_path(folder, rel))
+        except HostError as err:
+            failed += 1
+            log.warning("%s: restore: could not remove %s left by a dead restore: %s", host_name, rel, err.detail)
+    return failed
 
 
 def check_new_name(host_name: str, new_name: str | None, vms: list[VM]) -> str:
@@ -196,4 +217,13 @@ def space_error(host_name: str, err: HostError, write_bytes: int) -> HostError:
     )
 
 
-__all__ = ["WinRMRestoreTarget", "check_new_name", "config_file", "host_path", "new_folder", "space_error", "vm_home"]
+__all__ = [
+    "WinRMRestoreTarget",
+    "check_new_name",
+    "config_file",
+    "discard_staged",
+    "host_path",
+    "new_folder",
+    "space_error",
+    "vm_home",
+]
