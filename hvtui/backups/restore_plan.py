@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import humanize
 
 from hvtui.engine.manifest import Manifest
 from hvtui.engine.restore import bytes_to_write
+from hvtui.hosts.base import Host
 from hvtui.hosts.formats import checkpoint_names
 from hvtui.model import VM
 
@@ -168,3 +170,31 @@ def build_plan(
             LostCheckpoint(cp.id, cp.name, cp.created) for cp in vm.checkpoints if cp.id not in kept
         )
     return plan
+
+
+def current_vm(host: Host, vm_id: str) -> VM | None:
+    """The VM with ``vm_id`` on ``host`` now (a fresh inventory), or None."""
+    for vm in host.inventory(30.0).vms:
+        if vm.id == vm_id:
+            return vm
+    return None
+
+
+def plan_for(
+    manifest: Manifest,
+    to_dir: Path | str | None,
+    as_name: str | None,
+    target_host: str,
+    keep_checkpoints: bool,
+    host: Host | None = None,
+) -> RestorePlan:
+    """The plan into ``to_dir``, as a new VM ``as_name`` on ``target_host``, or (``host``, the
+    target host itself, given) in place over the point's VM there, read now."""
+    if to_dir is not None:
+        return build_plan(manifest, "directory", str(Path(to_dir).expanduser().absolute()), keep_checkpoints)
+    if host is None:
+        return build_plan(manifest, "new", f"new VM {as_name} on {target_host}", keep_checkpoints)
+    vm = current_vm(host, manifest.vm_id)
+    files = host.vm_folder_files(manifest.vm_id) if vm is not None else []
+    destination = f"VM {manifest.vm_name} on {target_host}"
+    return build_plan(manifest, "in_place", destination, True, vm, files, host.in_place_replaces)

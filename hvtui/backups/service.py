@@ -34,7 +34,7 @@ from hvtui.backups.leftovers import AUDIT_ACTION, LeftoverCheckpoints
 from hvtui.backups.maintenance import RepositoryMaintenance, Timing
 from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing, VMPoints, vm_points
 from hvtui.backups.repositories import RepositoryList
-from hvtui.backups.restore_plan import RestorePlan, build_plan
+from hvtui.backups.restore_plan import RestorePlan, current_vm, plan_for
 from hvtui.clock import Clock
 from hvtui.config import RepositoryConfig, Retention
 from hvtui.engine.backup import BackupResult, run_backup
@@ -341,16 +341,9 @@ class Backups:
         host: str | None,
         keep_checkpoints: bool,
     ) -> RestorePlan:
-        if to_dir is not None:
-            return build_plan(manifest, "directory", str(Path(to_dir).expanduser().absolute()), keep_checkpoints)
         target_host = host or manifest.host
-        if not in_place:
-            return build_plan(manifest, "new", f"new VM {as_name} on {target_host}", keep_checkpoints)
-        vm = self._current_vm(target_host, manifest.vm_id)
-        host = self._hosts.host(target_host)
-        files = host.vm_folder_files(manifest.vm_id) if vm is not None else []
-        destination = f"VM {manifest.vm_name} on {target_host}"
-        return build_plan(manifest, "in_place", destination, True, vm, files, host.in_place_replaces)
+        host_obj = self._hosts.host(target_host) if in_place and to_dir is None else None
+        return plan_for(manifest, to_dir, as_name, target_host, keep_checkpoints, host_obj)
 
     def restore(
         self,
@@ -406,7 +399,7 @@ class Backups:
         if in_place:
             if target_host != manifest.host:
                 raise ConfigError("an in-place restore goes back to the point's own host")
-            vm = self._current_vm(target_host, manifest.vm_id)
+            vm = current_vm(host_obj, manifest.vm_id)
             if vm is None:
                 self._guard.audit_record(action, target_host, vm_label, args, "refused", "the VM no longer exists")
                 raise RefusedError(
@@ -432,13 +425,6 @@ class Backups:
             if result.vm_id:
                 entry.args["restored_vm_id"] = result.vm_id
         return result
-
-    def _current_vm(self, host: str, vm_id: str) -> VM | None:
-        snapshot = self._hosts.host(host).inventory(30.0)
-        for vm in snapshot.vms:
-            if vm.id == vm_id:
-                return vm
-        return None
 
     def verify(
         self,

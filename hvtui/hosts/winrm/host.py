@@ -17,10 +17,9 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import PureWindowsPath
 
 from hvtui.config import HostConfig, SecretSource, WinRMSettings
-from hvtui.errors import ConfigError, HostError, HvtuiError, NotFoundError, ReadOnlyError
+from hvtui.errors import ConfigError, HostError, HvtuiError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.hosts.base import CHECKPOINT_TYPES_CREATABLE, Host, HostSnapshot, RemoveOutcome, RestoreTarget
 from hvtui.hosts.ratelimit import RateLimiter
@@ -34,9 +33,8 @@ from hvtui.hosts.winrm.transport import (
     clixml_errors,
     script_text,
 )
-from hvtui.model import VM, Checkpoint, Volume
+from hvtui.model import Checkpoint, Volume
 from hvtui.wire import OPERATION_LABELS, WIRE_VERSION, OperationResult, parse_inventory, parse_result
-from hvtui.wire.restore import ImportResult, parse_import, parse_prepare
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +137,10 @@ class WinRMHost(Host):
             max_shells=max_shells,
         )
         self._scripts: dict[str, str] = {}
-        self._remote_files = remote_files  # tests: the data path to use; None: SMB3 per the smb: block
+        # remote_files (tests): the data path to use; None: SMB3 per the smb: block, per restore.
+        self._restores = winrm_restore.WinRMRestores(
+            self.name, self.settings, self._call, self.inventory, self.open_remote_files, remote_files
+        )
 
     # -- plumbing -------------------------------------------------------------------------------
     def _script(self, op: str) -> str:
@@ -337,6 +338,7 @@ class WinRMHost(Host):
             self.settings.timeout,
         )
 
+    # -- restore (hosts/winrm/restore.py does the work) ---------------------------------------
     def prepare_restore(
         self,
         config: dict,
@@ -347,96 +349,19 @@ class WinRMHost(Host):
         write_bytes: int = 0,
         staging_name: str | None = None,
     ) -> RestoreTarget:
-        """A folder under ``restore_dir`` checked for space and created (``restore.prepare``);
-        the engine writes into it over SMB and ``commit`` imports (``restore.import``)."""
-        operation = winrm_restore.OPERATION
-        if self.read_only:
-            raise ReadOnlyError(f"{self.name}: {operation}: the host is read-only")
-        vms = list(self.inventory(self.settings.timeout).vms)
-        if mode == "new":
-            new_name = winrm_restore.check_new_name(self.name, new_name, vms)
-            destination = winrm_restore.vm_home(vms, self.settings.restore_dir) + "\\" + new_name
-        elif mode == "in_place":
-            current = next((vm for vm in vms if vm.id == vm_id), None)
-            if current is None:
-                raise NotFoundError(self.name, operation, f"no VM with id {vm_id}")
-            if current.state != "Off":
-                raise HostError(
-                    self.name,
-                    operation,
-                    f"VM {current.name!r} is {current.state}: turn it off before restoring over it",
-                    kind="state",
-                )
-            if current.checkpoints:
-                # Only the disks are replaced here: checkpoints of the VM would point into a chain
-                # that no longer exists.
-                raise HostError(
-                    self.name,
-                    operation,
-                    f"VM {current.name!r} has {len(current.checkpoints)} checkpoint(s): an in-place restore on a "
-                    "WinRM host replaces only its disks, which they depend on; delete them first, or restore as a "
-                    "new VM",
-                    kind="state",
-                )
-            destination = current.path
-        else:
-            raise HostError(self.name, operation, f"unknown restore mode {mode!r} (expected new or in_place)")
-        try:
-            folder = winrm_restore.new_folder(self.settings.restore_dir, staging_name)
-        except ValueError as err:
-            raise HostError(self.name, operation, str(err), kind="argument") from None
-        try:
-            arguments = {"folder": folder, "bytes": int(write_bytes)}
-            parse_prepare(self._call("restore.prepare", arguments, self.settings.timeout), self.name)
-        except HostError as err:
-            log.info("%s", err)
-            if err.kind == "space":
-                raise winrm_restore.space_error(self.name, err, write_bytes) from None
-            raise
-        # The files travel over SMB3 (the host's smb: block), opened for this restore only.
-        owned = self._remote_files is None
-        files = self.open_remote_files() if self._remote_files is None else self._remote_files
-        target = winrm_restore.WinRMRestoreTarget(
-            self.name, files, folder, config, mode, vm_id, new_name, destination, self._import, self._find_vm, owned
+        return self._restores.prepare(
+            self.read_only, config, mode, vm_id, new_name, keep_checkpoints, write_bytes, staging_name
         )
-        # A new VM is flattened on the host after its import (its checkpoints removed, which merges them).
-        target.flatten = mode == "new" and not keep_checkpoints
-        return target
 
     def discard_restore(self, staging_name: str, rel_paths: list[str]) -> None:
-        """Remove, over SMB, the files a killed restore may have staged (the folder stays empty)."""
-        folder = winrm_restore.new_folder(self.settings.restore_dir, staging_name)
-        files = self.open_remote_files() if self._remote_files is None else self._remote_files
-        try:
-            failed = winrm_restore.discard_staged(self.name, files, folder, rel_paths)
-        finally:
-            if self._remote_files is None:
-                files.close()
-        if failed:
-            raise HostError(self.name, winrm_restore.OPERATION, f"{failed} staged file(s) left in {folder}")
+        self._restores.discard(staging_name, rel_paths)
 
     def vm_folder_files(self, vm_id: str) -> list[tuple[str, int]]:
-        """The VM's disk files by name: what an in-place restore here replaces (by name, as
-        restore.import does; a restore point names its files relative to the VM's folder)."""
-        return [(PureWindowsPath(path).name, size) for path, size in super().vm_folder_files(vm_id)]
+        return winrm_restore.disk_names(super().vm_folder_files(vm_id))
 
     def restore_volume(self, timeout: float = 30.0) -> Volume | None:
-        """The volume of ``restore_dir`` (restore.prepare checks the same one)."""
-        return self.inventory(min(timeout, self.settings.timeout)).facts.volume_for(self.settings.restore_dir)
+        return self._restores.volume(timeout)
 
-    def _import(self, arguments: dict) -> ImportResult:
-        # Compare-VM copies the disks into place and Test-VHD reads them: the long deadline.
-        try:
-            return parse_import(self._call("restore.import", arguments, self.settings.long_timeout), self.name)
-        except HostError as err:
-            log.info("%s", err)
-            raise
-
-    def _find_vm(self, vm_id: str) -> VM:
-        for vm in self.inventory(self.settings.timeout).vms:
-            if vm.id == vm_id:
-                return vm
-        raise NotFoundError(self.name, winrm_restore.OPERATION, f"the imported VM {vm_id} is not in the inventory")
     def open_remote_files(self) -> RemoteFiles:
         """The host's files over SMB3 (its ``smb:`` block; the WinRM credentials unless it names
         others); the caller closes it."""

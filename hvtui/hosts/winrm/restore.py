@@ -14,15 +14,17 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
+from pathlib import PureWindowsPath
 from typing import Any, BinaryIO
 
 import humanize
 
-from hvtui.errors import HostError, HostRefused
-from hvtui.hosts.base import RestoreTarget
+from hvtui.config import WinRMSettings
+from hvtui.errors import HostError, HostRefused, NotFoundError, ReadOnlyError
+from hvtui.hosts.base import HostSnapshot, RestoreTarget
 from hvtui.hosts.remote_files import RemoteFiles
-from hvtui.model import VM
-from hvtui.wire.restore import ImportResult
+from hvtui.model import VM, Volume
+from hvtui.wire.restore import ImportResult, parse_import, parse_prepare
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +219,134 @@ def space_error(host_name: str, err: HostError, write_bytes: int) -> HostError:
     )
 
 
+class WinRMRestores:
+    """The restore side of one WinRM host (``WinRMHost`` delegates to it): checks, restore.prepare,
+    a target writing over SMB, restore.import on commit; the clean-up of a killed restore."""
+
+    def __init__(
+        self,
+        host_name: str,
+        settings: WinRMSettings,
+        call: Callable[[str, dict, float], object],
+        inventory: Callable[[float], HostSnapshot],
+        open_files: Callable[[], RemoteFiles],
+        given_files: RemoteFiles | None = None,
+    ) -> None:
+        self.host_name = host_name
+        self.settings = settings
+        self._call = call  # one operation's document (WinRMHost's plumbing)
+        self._inventory = inventory
+        self._open_files = open_files  # SMB3 per the host's smb: block; the caller closes it
+        self._given_files = given_files  # tests: the data path to use instead
+
+    def prepare(
+        self,
+        read_only: bool,
+        config: dict,
+        mode: str,
+        vm_id: str | None,
+        new_name: str | None,
+        keep_checkpoints: bool,
+        write_bytes: int,
+        staging_name: str | None,
+    ) -> WinRMRestoreTarget:
+        """A folder under ``restore_dir`` checked for space and created (``restore.prepare``);
+        the engine writes into it over SMB and ``commit`` imports (``restore.import``)."""
+        name = self.host_name
+        if read_only:
+            raise ReadOnlyError(f"{name}: {OPERATION}: the host is read-only")
+        vms = list(self._inventory(self.settings.timeout).vms)
+        if mode == "new":
+            new_name = check_new_name(name, new_name, vms)
+            destination = vm_home(vms, self.settings.restore_dir) + "\\" + new_name
+        elif mode == "in_place":
+            destination = check_in_place(name, vm_id, vms).path
+        else:
+            raise HostError(name, OPERATION, f"unknown restore mode {mode!r} (expected new or in_place)")
+        try:
+            folder = new_folder(self.settings.restore_dir, staging_name)
+        except ValueError as err:
+            raise HostError(name, OPERATION, str(err), kind="argument") from None
+        try:
+            arguments = {"folder": folder, "bytes": int(write_bytes)}
+            parse_prepare(self._call("restore.prepare", arguments, self.settings.timeout), name)
+        except HostError as err:
+            log.info("%s", err)
+            if err.kind == "space":
+                raise space_error(name, err, write_bytes) from None
+            raise
+        # The files travel over SMB3 (the host's smb: block), opened for this restore only.
+        owned = self._given_files is None
+        files = self._open_files() if self._given_files is None else self._given_files
+        target = WinRMRestoreTarget(
+            name, files, folder, config, mode, vm_id, new_name, destination, self._import, self._find_vm, owned
+        )
+        # A new VM is flattened on the host after its import (its checkpoints removed, which merges them).
+        target.flatten = mode == "new" and not keep_checkpoints
+        return target
+
+    def discard(self, staging_name: str, rel_paths: list[str]) -> None:
+        """Remove, over SMB, the files a killed restore may have staged (the folder stays empty)."""
+        folder = new_folder(self.settings.restore_dir, staging_name)
+        files = self._open_files() if self._given_files is None else self._given_files
+        try:
+            failed = discard_staged(self.host_name, files, folder, rel_paths)
+        finally:
+            if self._given_files is None:
+                files.close()
+        if failed:
+            raise HostError(self.host_name, OPERATION, f"{failed} staged file(s) left in {folder}")
+
+    def volume(self, timeout: float) -> Volume | None:
+        """The volume of ``restore_dir`` (restore.prepare checks the same one)."""
+        return self._inventory(min(timeout, self.settings.timeout)).facts.volume_for(self.settings.restore_dir)
+
+    def _import(self, arguments: dict) -> ImportResult:
+        # Compare-VM copies the disks into place and Test-VHD reads them: the long deadline.
+        try:
+            return parse_import(self._call("restore.import", arguments, self.settings.long_timeout), self.host_name)
+        except HostError as err:
+            log.info("%s", err)
+            raise
+
+    def _find_vm(self, vm_id: str) -> VM:
+        for vm in self._inventory(self.settings.timeout).vms:
+            if vm.id == vm_id:
+                return vm
+        raise NotFoundError(self.host_name, OPERATION, f"the imported VM {vm_id} is not in the inventory")
+
+
+def check_in_place(host_name: str, vm_id: str | None, vms: list[VM]) -> VM:
+    """The VM an in-place restore replaces the disks of: it exists, is Off, has no checkpoints."""
+    current = next((vm for vm in vms if vm.id == vm_id), None)
+    if current is None:
+        raise NotFoundError(host_name, OPERATION, f"no VM with id {vm_id}")
+    if current.state != "Off":
+        message = f"VM {current.name!r} is {current.state}: turn it off before restoring over it"
+        raise HostError(host_name, OPERATION, message, kind="state")
+    if current.checkpoints:
+        # Only the disks are replaced here: checkpoints of the VM would point into a chain that is gone.
+        raise HostError(
+            host_name,
+            OPERATION,
+            f"VM {current.name!r} has {len(current.checkpoints)} checkpoint(s): an in-place restore on a "
+            "WinRM host replaces only its disks, which they depend on; delete them first, or restore as a new VM",
+            kind="state",
+        )
+    return current
+
+
+def disk_names(files: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Disk files by name (what restore.import replaces in place; a point names its files
+    relative to the VM's folder), from their host paths."""
+    return [(PureWindowsPath(path).name, size) for path, size in files]
+
+
 __all__ = [
     "WinRMRestoreTarget",
+    "WinRMRestores",
+    "check_in_place",
+    "disk_names",
     "check_new_name",
     "config_file",
     "discard_staged",
