@@ -25,6 +25,7 @@ from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory, restore_to_host
 from hvtui.errors import HostError, HostRefused, ReadOnlyError
 from hvtui.events import Progress
+from hvtui.hosts import smb
 from hvtui.hosts.winrm.host import full_script
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -259,8 +260,12 @@ def test_a_read_only_winrm_host_refuses_restores(rig: Rig, monkeypatch: pytest.M
 
 
 def test_smbd_killed_mid_write_ends_the_restore_cleanly_and_imports_nothing(
-    rig: Rig, caplog: pytest.LogCaptureFixture
+    rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The SMB client retries a lost session on its own schedule (seconds); a short one here,
+    # since what is checked is what the restore does once the share stays gone.
+    real_open = smb.open_remote_files
+    monkeypatch.setattr(smb, "open_remote_files", lambda *a, **k: real_open(*a, **k, retry_delays=(0.05, 0.1)))
     vm_id = add_vm(rig.source, "web01", blocks=16)
     point = run_backup(rig.repo, rig.source, vm_id, "full").point_id
     assert rig.samba is not None
