@@ -122,13 +122,12 @@ def test_the_in_place_plan_on_a_winrm_host_says_only_the_disks_are_replaced(rig:
     assert [f.name for f in on_winrm.replaced] == ["db01.vhdx"] and on_winrm.deleted == ()
 
 
-def test_a_killed_restore_to_the_winrm_host_is_cleaned_by_the_next_one(rig: Rig, core: Core, paths: Paths) -> None:
-    """A console killed while it wrote over SMB leaves the job's staging folder on the host; the
-    next restore job finds the interrupted one in the journal and removes its files over SMB."""
+def killed_restore(rig: Rig, core: Core, paths: Paths) -> tuple[str, str, Path]:
+    """What a console killed while it wrote a restore over SMB leaves: the job's journal entries
+    (a pid that is gone) and its half-written files in its staging folder on the host."""
     vm_id = add_vm(rig.source, "web01", blocks=2)
     point = core.backups.backup("lab-src", vm_id, "full").point_id
     manifest = core.backups.find_point(point)[1]
-    # What the dead run left: its journal entries (a pid that is gone) and its half-written files.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     params = {"mode": "new", "point_id": point, "repository": "default", "new_name": "ghost", "host": WINRM}
@@ -140,6 +139,21 @@ def test_a_killed_restore_to_the_winrm_host_is_cleaned_by_the_next_one(rig: Rig,
     staged.mkdir(parents=True)
     for entry in manifest.files:
         (staged / entry.path).write_bytes(b"half written")
+    return point, "deadbeef01", staged
+
+
+def test_dismissing_a_killed_restore_to_the_winrm_host_removes_its_staged_files(
+    rig: Rig, core: Core, paths: Paths
+) -> None:
+    _point, job_id, staged = killed_restore(rig, core, paths)
+    assert [job.id for job in core.jobs.interrupted_jobs()] == [job_id]
+    core.jobs.dismiss_interrupted(job_id)
+    assert list(staged.iterdir()) == []
+
+
+def test_a_killed_restore_to_the_winrm_host_is_cleaned_by_the_next_one(rig: Rig, core: Core, paths: Paths) -> None:
+    """The next restore job finds the interrupted one in the journal and removes its files over SMB."""
+    point, _job_id, staged = killed_restore(rig, core, paths)
 
     job = core.jobs.submit_restore(point, "new", new_name="web01-2", host=WINRM, repository="default")
     done = core.jobs.wait(job.id, 120)

@@ -33,8 +33,8 @@ def restore_kind(manager: JobQueue) -> JobKind:
     return JobKind(
         "restore",
         build=lambda job: _restore_run(manager, job),
-        before_resume=lambda job: remove_staged(job),
-        on_dismiss=lambda job: remove_staged(job),
+        before_resume=lambda job: _remove_all_staged(manager, job),
+        on_dismiss=lambda job: _remove_all_staged(manager, job),
         leftovers=staged_leftovers,
     )
 
@@ -176,6 +176,13 @@ def _clean_interrupted(manager: JobQueue) -> None:
             shutil.rmtree(path, ignore_errors=True)
         elif job.kind == "restore" and job.params.get("mode") in ("new", "in_place"):
             _discard_host_staging(manager, job)
+
+
+def _remove_all_staged(manager: JobQueue, job: Job) -> None:
+    """What ``job`` staged, here (a folder restore) or on its host (a WinRM host's folder)."""
+    remove_staged(job)
+    if job.kind == "restore" and job.params.get("mode") in ("new", "in_place"):
+        _discard_host_staging(manager, job)
 
 
 def _discard_host_staging(manager: JobQueue, job: Job) -> None:
