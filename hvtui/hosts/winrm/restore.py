@@ -4,7 +4,9 @@
 can take what the restore writes; the engine writes every file of the point there through
 ``RemoteFiles`` (never over WinRM); ``commit`` runs ``restore.import``, which registers the
 files as a new VM (new id, the new name) or puts them in place of an Off VM's disks, checks the
-disks with ``Test-VHD`` and removes the folder.  ``abort`` deletes every file written.
+disks with ``Test-VHD`` and removes the folder (a new VM is first flattened there unless its
+checkpoints are kept: ``flatten``).  ``abort`` deletes every file written; a restore that died
+(a killed console) is found in the job journal and its files removed by name (``discard``).
 """
 
 from __future__ import annotations
