@@ -18,6 +18,7 @@ from hvtui.config import Config, HostConfig, SecretSource
 from hvtui.hosts.base import Host
 from hvtui.hosts.factory import make_host
 from hvtui.hosts.registry import HostRegistry
+from hvtui.model import Volume
 from hvtui.paths import Paths
 from hvtui.secrets import resolve_secret
 
@@ -134,6 +135,10 @@ class Core:
 
     def host_is_read_only(self, name: str) -> bool:
         return self._hosts.is_read_only(name)
+
+    def restore_volume(self, name: str) -> Volume | None:
+        """The volume a restore to host ``name`` writes to, read from the host now (blocking)."""
+        return self.host(name).restore_volume()
 
     # -- services (built lazily, once) --------------------------------------------------
     def _service(self, name: str, build: Callable[[], Any]) -> Any:

@@ -250,6 +250,8 @@ class DirHost(Host):
         vm_id: str | None = None,
         new_name: str | None = None,
         keep_checkpoints: bool = True,  # its VMs have no checkpoints: nothing to flatten
+        write_bytes: int = 0,
+        staging_name: str | None = None,
     ) -> DirTarget:
         if mode == "in_place" and self.meta(vm_id).get("state") != "Off":
             raise HostError(self.name, "restore", f"VM {vm_id} must be off to restore over it", kind="refused")

@@ -379,11 +379,13 @@ def test_an_unknown_checkpoint_type_is_refused_locally(server: WSManServer, back
     assert server.commands == []
 
 
-def test_backup_asks_the_host_and_restore_is_not_offered_over_winrm(server: WSManServer, backend: MemoryBackend) -> None:
+def test_backup_asks_the_host_and_a_restore_checks_its_arguments_first(server: WSManServer, backend: MemoryBackend) -> None:
     host = make_winrm_host(server.port, "hv")
     # Backups are offered now (hosts/winrm/backup.py): the host is asked, and this one refuses.
     err = failure_of(host.open_backup_source, web_id(backend))
     assert err.operation == "backup.begin" and err.kind != "unsupported"
     assert "backup.begin" in server.ops()
+    # Restores are offered (tests/test_winrm_restore.py); one without a name is refused before any file moves.
     err = failure_of(host.prepare_restore, {}, "new")
-    assert err.kind == "unsupported"
+    assert str(err) == "hv: restore: a restore as a new VM needs a name for it"
+    assert "restore.prepare" not in server.ops()

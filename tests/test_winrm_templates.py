@@ -30,6 +30,13 @@ HYPERV_CMDLETS = (
     "Get-VHD",
     "Get-VMHardDiskDrive",
     "Rename-VMSnapshot",
+    "Set-VHD",
+    "Test-VHD",
+    "Compare-VM",
+    "Import-VM",
+    "Rename-VM",
+    "Set-VMHardDiskDrive",
+    "Disconnect-VMNetworkAdapter",
 )
 
 _parser = Parser(Language(tree_sitter_powershell.language()))
@@ -64,6 +71,8 @@ def test_the_templates_are_all_there() -> None:
         "backup.changes",
         "backup.end",
         "backup.leftovers",
+        "restore.prepare",
+        "restore.import",
     }
 
 
@@ -235,3 +244,61 @@ def test_a_failure_kind_reaches_the_document() -> None:
     assert "$failure.fqid -match '^HvtuiKind-([a-z-]+)'" in prelude
     assert "$failure['kind'] = $Matches[1]" in prelude
     assert "-ErrorId ('HvtuiKind-{0}' -f $Kind)" in script_text("_cim")
+def test_prepare_checks_the_space_before_creating_the_folder() -> None:
+    text = script_text("restore_prepare")
+    space = text.index("'HvtuiKind-space'")
+    assert "$bytes * 1.1" in text[:space]  # 10% to spare, as the contract says
+    assert space < text.index("CreateDirectory($folder)")
+    assert "free = $free" in text
+
+
+def test_import_as_new_takes_every_disk_from_the_restore_folder() -> None:
+    text = script_text("restore_import")
+    compare = "Hyper-V\\Compare-VM -Path $ConfigPath -Copy -GenerateNewId -VirtualMachinePath $Destination"
+    assert compare in text
+    assert "-VhdDestinationPath" in text and "-SnapshotFilePath" in text
+    # Disks are pointed at the restored copies before the import: on the VM's own host the
+    # configuration names the live VM's disks, which a copy must never take.
+    new = text[text.index("if ($mode -eq 'new')") : text.index("elseif ($mode -eq 'in_place')")]
+    assert new.index("Set-VMHardDiskDrive -VMHardDiskDrive $drive -Path $restored") < new.index("Import-VM -CompatibilityReport $report")
+    assert new.index("Import-VM") < new.index("Rename-VM -VM $vm -NewName ([string]$HvtuiArgs.new_name)")
+    assert new.index("Rename-VM") < new.index("Assert-HvtuiDisks -VM $vm")
+    # A missing switch is fixed and reported; any other incompatibility is refused by kind.
+    assert "Disconnect-VMNetworkAdapter" in new and "$warnings.Add(" in new
+    assert "Stop-HvtuiIncompatible" in new and "'HvtuiKind-incompatible'" in text
+
+
+def test_import_in_place_only_over_an_off_vm_and_keeps_the_old_disks_until_they_pass() -> None:
+    text = script_text("restore_import")
+    in_place = text[text.index("elseif ($mode -eq 'in_place')") :]
+    assert in_place.index("-ne 'Off'") < in_place.index("'HvtuiKind-state'") < in_place.index("[System.IO.File]::Move(")
+    assert "+ '.hvtui-old'" in in_place
+    # Old disks are deleted only after the check, and put back when anything failed.
+    check = in_place.index("Assert-HvtuiDisks -VM $vm")
+    assert check < in_place.index("[System.IO.File]::Delete($target + '.hvtui-old')")
+    catch = in_place.index("} catch {")
+    assert check < catch < in_place.index("[System.IO.File]::Move($target + '.hvtui-old', $target)")
+    assert "throw" in in_place[catch:]
+    assert "Test-VHD -Path $drive.Path" in text and "'HvtuiKind-disk-check'" in text
+
+
+def test_the_folder_is_removed_only_after_a_successful_import() -> None:
+    text = script_text("restore_import")
+    assert text.rindex("Assert-HvtuiDisks") < text.index("[System.IO.Directory]::Delete($folder, $true)")
+
+
+def test_failure_kinds_travel_in_the_failure_document() -> None:
+    text = script_text(PRELUDE)
+    catch = text[text.index("} catch {") :]
+    assert "-match '^HvtuiKind-([a-z-]+)'" in catch and "$failure['kind'] = $Matches[1]" in catch
+    for name in ("restore_prepare", "restore_import"):
+        assert "if ([int]$HvtuiArgs.v -ne 1) {" in script_text(name)
+
+
+def test_import_flattens_a_new_vm_by_removing_the_copys_checkpoints_before_the_disk_check() -> None:
+    text = script_text("restore_import")
+    new = text[text.index("if ($mode -eq 'new')") : text.index("elseif ($mode -eq 'in_place')")]
+    assert "if ([bool]$HvtuiArgs.flatten) {" in new
+    assert new.index("Rename-VM") < new.index("Remove-HvtuiCheckpoints -VM $vm") < new.index("Assert-HvtuiDisks")
+    helper = text[text.index("function Remove-HvtuiCheckpoints") : text.index("function Get-HvtuiCompareReport")]
+    assert "-IncludeAllChildSnapshots" in helper and "'MergingDisks'" in helper and "'HvtuiKind-disk-check'" in helper

@@ -189,14 +189,18 @@ class Backend:
 class LabBackend(Backend):
     """Answers from a lab host, as the templates would from the real one."""
 
-    def __init__(self, lab_host: Any) -> None:
+    def __init__(self, lab_host: Any, restore: Any = None) -> None:
         self.lab = lab_host
+        self.restore = restore  # wsman_restore.LabRestoreOps: answers restore.prepare and restore.import
 
     def handle(self, op: str, args: dict) -> dict:
         lab = self.lab
+        if op.startswith("restore.") and self.restore is not None:
+            return self.restore.handle(op, args)
         try:
             if op == "inventory":
-                return snapshot_to_wire(lab.inventory(30.0))
+                doc = snapshot_to_wire(lab.inventory(30.0))
+                return self.restore.host_paths(doc) if self.restore is not None else doc
             if op == "checkpoint.create":
                 cp = lab.create_checkpoint(args["vm_id"], args["name"], args["checkpoint_type"])
                 return {"ok": True, "checkpoint": checkpoint_to_wire(cp)}
@@ -832,6 +836,7 @@ def make_winrm_host(
     test_transport: bool = True,
     max_shells: int = 2,
     secret_prompter: Callable[[str], str] | None = None,
+    remote_files: Any = None,
     **settings: Any,
 ) -> Any:
     """A ``WinRMHost`` for a loopback server: basic over HTTP through the test-only flag.
@@ -852,6 +857,7 @@ def make_winrm_host(
         secret_prompter=secret_prompter,
         allow_basic_over_http_for_tests=test_transport,
         max_shells=max_shells,
+        remote_files=remote_files,
     )
 
 

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import humanize
 
 from hvtui.engine.manifest import Manifest
 from hvtui.engine.restore import bytes_to_write
+from hvtui.hosts.base import Host
 from hvtui.hosts.formats import checkpoint_names
 from hvtui.model import VM
+
+WHOLE_FOLDER = "the whole VM folder"  # what an in-place restore replaces on a lab host
 
 
 def size_text(num: int) -> str:
@@ -55,6 +59,7 @@ class RestorePlan:
     replaced: tuple[PlannedFile, ...] = ()  # in place: the VM's files the point's overwrite
     deleted: tuple[PlannedFile, ...] = ()  # in place: the VM's files the point does not have
     lost_checkpoints: tuple[LostCheckpoint, ...] = ()  # in place: checkpoints the point does not hold
+    replaces: str = WHOLE_FOLDER  # in place: what the host replaces (a WinRM host: the VM's disks)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -79,7 +84,7 @@ class RestorePlan:
         ]
         if self.target == "in_place":
             out.append(
-                f"Replaced: the whole VM folder, {len(self.replaced) + len(self.deleted)} files, "
+                f"Replaced: {self.replaces}, {len(self.replaced) + len(self.deleted)} files, "
                 f"{size_text(self.lost_bytes)}; everything written since the point is lost."
             )
             out += [f"  overwritten: {f.name} ({size_text(f.bytes)})" for f in self.replaced]
@@ -138,6 +143,7 @@ def build_plan(
     keep_checkpoints: bool,
     vm: VM | None = None,
     folder_files: list[tuple[str, int]] | None = None,
+    replaces: str = WHOLE_FOLDER,
 ) -> RestorePlan:
     """The plan of restoring ``manifest``; in place, ``vm`` and ``folder_files`` are the VM now."""
     plan = RestorePlan(
@@ -152,6 +158,7 @@ def build_plan(
         write_bytes=bytes_to_write(manifest),
         keep_checkpoints=keep_checkpoints,
         point_checkpoints=tuple(checkpoint_names(manifest.vm_config)),
+        replaces=replaces,
     )
     if target == "in_place" and vm is not None:
         in_point = {entry.path for entry in manifest.files}
@@ -163,3 +170,31 @@ def build_plan(
             LostCheckpoint(cp.id, cp.name, cp.created) for cp in vm.checkpoints if cp.id not in kept
         )
     return plan
+
+
+def current_vm(host: Host, vm_id: str) -> VM | None:
+    """The VM with ``vm_id`` on ``host`` now (a fresh inventory), or None."""
+    for vm in host.inventory(30.0).vms:
+        if vm.id == vm_id:
+            return vm
+    return None
+
+
+def plan_for(
+    manifest: Manifest,
+    to_dir: Path | str | None,
+    as_name: str | None,
+    target_host: str,
+    keep_checkpoints: bool,
+    host: Host | None = None,
+) -> RestorePlan:
+    """The plan into ``to_dir``, as a new VM ``as_name`` on ``target_host``, or (``host``, the
+    target host itself, given) in place over the point's VM there, read now."""
+    if to_dir is not None:
+        return build_plan(manifest, "directory", str(Path(to_dir).expanduser().absolute()), keep_checkpoints)
+    if host is None:
+        return build_plan(manifest, "new", f"new VM {as_name} on {target_host}", keep_checkpoints)
+    vm = current_vm(host, manifest.vm_id)
+    files = host.vm_folder_files(manifest.vm_id) if vm is not None else []
+    destination = f"VM {manifest.vm_name} on {target_host}"
+    return build_plan(manifest, "in_place", destination, True, vm, files, host.in_place_replaces)

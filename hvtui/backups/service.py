@@ -34,7 +34,7 @@ from hvtui.backups.maintenance import RepositoryMaintenance, Timing
 from hvtui.backups.outcome import backup_audit_args, earlier_id_warning
 from hvtui.backups.points import DamagedManifest, PointIndex, PointInfo, PointListing, VMPoints, vm_points
 from hvtui.backups.repositories import RepositoryList
-from hvtui.backups.restore_plan import RestorePlan, build_plan
+from hvtui.backups.restore_plan import RestorePlan, current_vm, plan_for
 from hvtui.clock import Clock
 from hvtui.config import RepositoryConfig, Retention
 from hvtui.engine.backup import BackupResult, run_backup
@@ -321,14 +321,9 @@ class Backups:
         host: str | None,
         keep_checkpoints: bool,
     ) -> RestorePlan:
-        if to_dir is not None:
-            return build_plan(manifest, "directory", str(Path(to_dir).expanduser().absolute()), keep_checkpoints)
         target_host = host or manifest.host
-        if not in_place:
-            return build_plan(manifest, "new", f"new VM {as_name} on {target_host}", keep_checkpoints)
-        vm = self._current_vm(target_host, manifest.vm_id)
-        files = self._hosts.host(target_host).vm_folder_files(manifest.vm_id) if vm is not None else []
-        return build_plan(manifest, "in_place", f"VM {manifest.vm_name} on {target_host}", True, vm, files)
+        host_obj = self._hosts.host(target_host) if in_place and to_dir is None else None
+        return plan_for(manifest, to_dir, as_name, target_host, keep_checkpoints, host_obj)
 
     def restore(
         self,
@@ -350,7 +345,7 @@ class Backups:
         Over the original, the VM must exist and be off; its audit entry names the
         checkpoints and files the restore replaces.  A new VM or a directory gets one
         flattened disk per drive and no checkpoints unless ``keep_checkpoints``.
-        ``staging_name``: the folder a directory restore stages in (the job journals it).
+        ``staging_name``: the folder the restore stages in, a directory's or a WinRM host's (the job journals it).
         """
         targets = sum(1 for t in (to_dir is not None, as_name is not None, in_place) if t)
         if targets != 1:
@@ -384,7 +379,7 @@ class Backups:
         if in_place:
             if target_host != manifest.host:
                 raise ConfigError("an in-place restore goes back to the point's own host")
-            vm = self._current_vm(target_host, manifest.vm_id)
+            vm = current_vm(host_obj, manifest.vm_id)
             if vm is None:
                 self._guard.audit_record(action, target_host, vm_label, args, "refused", "the VM no longer exists")
                 raise RefusedError(
@@ -403,19 +398,13 @@ class Backups:
                 vm_id=manifest.vm_id if in_place else None,
                 new_name=as_name,
                 keep_checkpoints=keep_checkpoints or in_place,
+                staging_name=staging_name,
                 lock_timeout=self.lock_timeout,
                 **common,
             )
             if result.vm_id:
                 entry.args["restored_vm_id"] = result.vm_id
         return result
-
-    def _current_vm(self, host: str, vm_id: str) -> VM | None:
-        snapshot = self._hosts.host(host).inventory(30.0)
-        for vm in snapshot.vms:
-            if vm.id == vm_id:
-                return vm
-        return None
 
     def verify(
         self,

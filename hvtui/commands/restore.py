@@ -38,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     restore.add_argument("vm", metavar="VM", help="the backed-up VM's name or id")
     restore.add_argument("--host", metavar="H", help="the VM's host (needed only when the name is on several hosts)")
     restore.add_argument("--point", metavar="ID", help="restore point id (default: the latest of the VM)")
+    restore.add_argument(
+        "--target-host",
+        metavar="H",
+        help="--as: create the new VM on host H (lab or WinRM; default: the point's own host)",
+    )
     target = restore.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--to", type=Path, metavar="DIR", help="write the VM's files into DIR (nothing on the host changes)"
@@ -79,10 +84,10 @@ def _restore_candidates(
     return infos
 
 
-def _question(point: RestorePointSummary, plan: RestorePlan, args: argparse.Namespace) -> str:
+def _question(point: RestorePointSummary, plan: RestorePlan, args: argparse.Namespace, target_host: str) -> str:
     when = local_time(point.time)
     if not args.in_place:
-        return f"Restore point {point.id} of {point.vm_name!r} ({when}) as a new VM {args.as_name!r} on {point.host!r}?"
+        return f"Restore point {point.id} of {point.vm_name!r} ({when}) as a new VM {args.as_name!r} on {target_host!r}?"
     lost = ", ".join(repr(cp.name) for cp in plan.lost_checkpoints)
     checkpoints = f" and {len(plan.lost_checkpoints)} checkpoint(s) ({lost})" if lost else ""
     first = " (it is backed up first)" if args.backup_first else " (--backup-first keeps it restorable)"
@@ -147,11 +152,16 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
         )
     if args.backup_first and not args.in_place:
         return fail(args, "--backup-first goes with --in-place (the other targets overwrite nothing)", EXIT_USAGE)
+    target_host = args.target_host or point.host
+    # A folder restore has no host; an in-place one goes back to the VM it replaces.
+    if args.target_host is not None and args.as_name is None and not (args.in_place and args.target_host == point.host):
+        return fail(args, "--target-host goes with --as (a new VM on another host)", EXIT_USAGE)
     plan = core.backups.plan_restore(
         point.id,
         to_dir=args.to,
         as_name=args.as_name,
         in_place=args.in_place,
+        host=target_host,
         repository=point.repository,
         keep_checkpoints=args.keep_checkpoints,
     )
@@ -167,17 +177,17 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
         action = "restore-in-place" if args.in_place else "restore-as-new"
         audit_args = {"point": point.id, **plan.audit_args()}
         # Read-only is refused before asking anything (and audit-logged by the service).
-        reason = core.backups.read_only_reason(point.host)
+        reason = core.backups.read_only_reason(target_host)
         if reason is not None:
-            core.audit.record(action, point.host, point.vm_name, audit_args, "refused", 0.0, f"read-only: {reason}")
+            core.audit.record(action, target_host, point.vm_name, audit_args, "refused", 0.0, f"read-only: {reason}")
             return fail(args, f"{action} refused: {reason}", EXIT_REFUSED, **extra_doc)
         try:
-            agreed = confirm(_question(point, plan, args), args.yes)
+            agreed = confirm(_question(point, plan, args, target_host), args.yes)
         except RefusedError as err:
-            core.audit.record(action, point.host, point.vm_name, audit_args, "refused", 0.0, str(err))
+            core.audit.record(action, target_host, point.vm_name, audit_args, "refused", 0.0, str(err))
             return fail(args, str(err), EXIT_REFUSED, **extra_doc)
         if not agreed:
-            core.audit.record(action, point.host, point.vm_name, audit_args, "declined", 0.0, "not confirmed")
+            core.audit.record(action, target_host, point.vm_name, audit_args, "declined", 0.0, "not confirmed")
             return fail(args, "not confirmed: nothing changed", EXIT_REFUSED, **extra_doc)
         if args.backup_first:
             backup = core.jobs.submit_backup(point.host, point.vm_id, repository=point.repository, vm_name=point.vm_name)
@@ -191,7 +201,12 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
             job = core.jobs.submit_restore(point.id, "in_place", repository=point.repository)
         else:
             job = core.jobs.submit_restore(
-                point.id, "new", new_name=args.as_name, repository=point.repository, keep_checkpoints=args.keep_checkpoints
+                point.id,
+                "new",
+                new_name=args.as_name,
+                host=target_host,
+                repository=point.repository,
+                keep_checkpoints=args.keep_checkpoints,
             )
     code, final = run_job(core, args, job)
     if code != EXIT_OK:
@@ -205,4 +220,6 @@ def run_restore_command(args: argparse.Namespace, core: Core) -> int:
         f"  {result.get('files')} files, {size(result.get('logical_bytes'))}; written {size(result.get('written_bytes'))}, "
         f"holes {size(result.get('hole_bytes'))}, {float(result.get('duration') or 0):.1f} s."
     )
+    for warning in result.get("warnings") or []:
+        show(f"  host: {warning}")  # a safe fix the host made to register the VM (a switch it lacks)
     return EXIT_OK

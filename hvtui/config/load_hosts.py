@@ -10,7 +10,7 @@ from msgspec import UNSET
 from hvtui.config.document import Document, Located, child_path, describe
 from hvtui.config.load_smb import convert_smb
 from hvtui.config.models import PASSWORD_TRANSPORTS, WinRMHostModel
-from hvtui.config.settings import HostConfig, SecretSource, WinRMSettings
+from hvtui.config.settings import DEFAULT_RESTORE_DIR, HostConfig, SecretSource, WinRMSettings
 from hvtui.config.units import format_duration
 from hvtui.config.walk import Read, duration_seconds
 
@@ -128,6 +128,7 @@ def _convert_winrm(doc: Document, item: Read, host: WinRMHostModel) -> WinRMSett
     else:
         long_timeout = max(3600.0, timeout)
     commands_per_shell = host.commands_per_shell if host.commands_per_shell is not UNSET else 50
+    restore_dir = host.restore_dir.rstrip("\\") if host.restore_dir is not UNSET else DEFAULT_RESTORE_DIR
     smb = convert_smb(doc, item.keys.get("smb"), host.smb)
 
     if len(doc.problems) > before:
@@ -149,6 +150,7 @@ def _convert_winrm(doc: Document, item: Read, host: WinRMHostModel) -> WinRMSett
         long_timeout=long_timeout,
         commands_per_shell=commands_per_shell,
         consistency=host.consistency if host.consistency is not UNSET else "prefer-application",
+        restore_dir=restore_dir or DEFAULT_RESTORE_DIR,
         smb=smb,
     )
 

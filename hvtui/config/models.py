@@ -130,6 +130,12 @@ class WinRMHostModel(HostModel, tag="winrm", kw_only=True):
         "Backups' checkpoint: prefer-application (default; crash-consistent with a warning when the guest "
         "cannot do VSS), application (fail instead) or crash.",
     ) | UnsetType = UNSET
+    restore_dir: text(
+        "a local folder of the host",
+        "Where restores to this host stage their files (default D:\\hvtui-restore).",
+        pattern=r'^[A-Za-z]:\\(?!(?:.*\\)?\.\.(?:\\|$))[^/:*?"<>|\x00-\x1f]*$',
+        pattern_hint=r" (a drive, then folders without '..': D:\hvtui-restore)",
+    ) | UnsetType = UNSET
     smb: collection(SmbModel, "the SMB settings (a mapping)", "How the host's VM files are read and written (SMB3).") | UnsetType = UNSET
 
 

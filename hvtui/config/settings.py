@@ -27,6 +27,9 @@ class SecretSource:
         return bool(self.env or self.command or self.prompt)
 
 
+DEFAULT_RESTORE_DIR = "D:\\hvtui-restore"
+
+
 @dataclass(frozen=True, slots=True)
 class SmbSettings:
     """How a WinRM host's files travel (SMB3, ``hvtui.hosts.smb``); read from its ``smb:`` block."""
@@ -60,6 +63,7 @@ class WinRMSettings:
     long_timeout: float = 3600.0  # deadline of a merge or apply
     commands_per_shell: int = 50  # recycle the shell after this many commands
     consistency: str = "prefer-application"  # backups' checkpoint: prefer-application, application or crash
+    restore_dir: str = DEFAULT_RESTORE_DIR  # the host's folder restores stage in (new VMs go beside it)
     smb: SmbSettings = field(default_factory=SmbSettings)
 
     @property

@@ -13,14 +13,15 @@ import contextlib
 import errno
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import humanize
 
@@ -33,7 +34,7 @@ from hvtui.engine.store import ChunkDamaged, ChunkMissing, ChunkQuarantined, dis
 from hvtui.errors import Cancelled, HvtuiError, RefusedError, RepositoryError
 from hvtui.events import CancelToken, Progress, ProgressCallback
 from hvtui.files import fsync_dir
-from hvtui.hosts.base import Host
+from hvtui.hosts.base import Host, RestoreTarget
 from hvtui.model import VM
 
 
@@ -49,6 +50,7 @@ class RestoreResult:
     vm_id: str | None = None
     vm_name: str | None = None
     host: str | None = None
+    warnings: list[str] = field(default_factory=list)  # what the host changed to register the VM
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +108,49 @@ def resolve_inside(root: Path, rel_path: str) -> Path:
     return target
 
 
+class _FdSink:
+    """A local file: the workers ``pwrite`` their chunks at once."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self.fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def finish(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        os.fsync(self.fd)
+
+
+class _StreamSink:
+    """A target's writer (a file on a host, over SMB): one chunk at a time, seek then write.
+
+    A file ending in a hole gets its last byte written, so it has its full size without
+    relying on the writer's ``truncate``; holes inside read as zeros once written past."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.end = 0
+        self._lock = threading.Lock()
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        with self._lock:
+            self.stream.seek(offset)
+            self.stream.write(data)
+            self.end = max(self.end, offset + len(data))
+
+    def finish(self, size: int) -> None:
+        with self._lock:
+            if self.end < size:
+                self.stream.seek(size - 1)
+                self.stream.write(b"\0")
+            self.stream.flush()
+
+
 class _Writer:
     """Writes a point's files under a root, verifying chunks on a small thread pool."""
 
@@ -146,19 +191,40 @@ class _Writer:
     def write_all(self, paths: list[tuple[FileEntry, Path]]) -> None:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="hvtui-restore") as pool:
             for entry, path in paths:
-                self._write_file(pool, entry, path)
+                self._write_local(pool, entry, path)
 
-    def _write_file(self, pool: ThreadPoolExecutor, entry: FileEntry, path: Path) -> None:
+    def write_through(self, target: RestoreTarget) -> None:
+        """Every file through the target's own writers (a host without a local staging folder)."""
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="hvtui-restore") as pool:
+            for entry in self.manifest.files:
+                self.meter.current = entry.path
+                stream = target.open_file(entry.path)
+                try:
+                    self._write_chunks(pool, entry, _StreamSink(stream))
+                finally:
+                    stream.close()
+
+    def _write_local(self, pool: ThreadPoolExecutor, entry: FileEntry, path: Path) -> None:
         self.meter.current = entry.path
-        cs = self.manifest.chunk_size
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             # A VM's disk: owner-only, like the repository it came from (the admin widens it on purpose).
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as err:
             raise target_error(err, f"cannot create {path}", path.parent) from err
-        # Workers read, verify, decompress and pwrite their chunk (all GIL-free); this
-        # thread keeps a bounded window of them in flight, collects errors and progress.
+        try:
+            self._write_chunks(pool, entry, _FdSink(fd))
+        except OSError as err:
+            raise target_error(err, f"writing {path}", path.parent) from err
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+
+    def _write_chunks(self, pool: ThreadPoolExecutor, entry: FileEntry, sink: _FdSink | _StreamSink) -> None:
+        cs = self.manifest.chunk_size
+        # Workers read, verify, decompress and write their chunk (all GIL-free for a local
+        # file); this thread keeps a bounded window of them in flight, collects errors and progress.
         window: deque[Future[int]] = deque()
         depth = self.workers * 2
         try:
@@ -168,38 +234,27 @@ class _Writer:
                     self.holes += length
                     self.meter.add(done=length)
                     continue
-                window.append(pool.submit(self._restore_chunk, fd, digest, entry, index))
+                window.append(pool.submit(self._restore_chunk, sink, digest, entry, index))
                 if len(window) >= depth:
                     self._drain_one(window)
             while window:
                 self._drain_one(window)
-            os.ftruncate(fd, entry.size)
-            os.fsync(fd)
-        except OSError as err:
-            raise target_error(err, f"writing {path}", path.parent) from err
+            sink.finish(entry.size)
         finally:
             for future in window:
                 future.cancel()
             for future in window:
                 with contextlib.suppress(BaseException):
-                    future.result()  # never close the fd under a running pwrite
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
+                    future.result()  # never close the file under a running write
 
-    def _restore_chunk(self, fd: int, digest: bytes, entry: FileEntry, index: int) -> int:
+    def _restore_chunk(self, sink: _FdSink | _StreamSink, digest: bytes, entry: FileEntry, index: int) -> int:
         if self.cancel.cancelled:
             raise Cancelled("restore cancelled")
         try:
             data = self._chunk(digest, entry, index)
         except OSError as err:  # reading the repository: its disk, not the target's
             raise disk_error(err, f"reading chunk {digest.hex()[:16]} of {entry.path}") from err
-        offset = index * self.manifest.chunk_size
-        view = memoryview(data)
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
-            offset += n
+        sink.write_at(index * self.manifest.chunk_size, data)
         return len(data)
 
     def _drain_one(self, window: deque[Future[int]]) -> None:
@@ -313,6 +368,7 @@ def restore_to_host(
     vm_id: str | None = None,
     new_name: str | None = None,
     keep_checkpoints: bool = True,
+    staging_name: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     progress_interval: float = DEFAULT_INTERVAL,
@@ -322,6 +378,8 @@ def restore_to_host(
     """Restore as a new VM (``mode="new"``, ``new_name``) or over ``vm_id`` (``"in_place"``).
 
     ``keep_checkpoints`` False: the host flattens a new VM's disks and drops its checkpoints.
+    ``staging_name``: the name of the host's staging folder where it takes one (a WinRM host;
+    the job names it after itself, so a killed run's folder can be found again).
 
     The host stages the files and registers the VM on ``commit``; any failure aborts the
     target, which removes everything staged and leaves the original VM as it was.
@@ -340,16 +398,25 @@ def restore_to_host(
             check_rel_path(entry.path)
         meter.start_phase("prepare", message="preparing the restore on the host")
         target = host.prepare_restore(
-            dict(manifest.vm_config), mode, vm_id=vm_id, new_name=new_name, keep_checkpoints=keep_checkpoints
+            dict(manifest.vm_config),
+            mode,
+            vm_id=vm_id,
+            new_name=new_name,
+            keep_checkpoints=keep_checkpoints,
+            write_bytes=bytes_to_write(manifest),
+            staging_name=staging_name,
         )
         vm: VM | None = None
         try:
-            staging = Path(target.staging_dir)
-            check_free_space(staging, manifest)
+            staging = Path(target.staging_dir) if target.staging_dir is not None else None
+            if staging is not None:  # else the host checked its free space in prepare_restore
+                check_free_space(staging, manifest)
             writer = _Writer(repo, manifest, meter, cancel, workers)
-            staged = [(entry, resolve_inside(staging, entry.path)) for entry in manifest.files]
             meter.start_phase("restore", total=manifest.logical_bytes, message=f"restoring {manifest.vm_name}")
-            writer.write_all(staged)
+            if staging is not None:
+                writer.write_all([(entry, resolve_inside(staging, entry.path)) for entry in manifest.files])
+            else:
+                writer.write_through(target)
             cancel.check()
             meter.start_phase("commit", message="registering the VM")
             vm = target.commit()
@@ -373,6 +440,7 @@ def restore_to_host(
         vm_id=vm.id if vm else None,
         vm_name=vm.name if vm else None,
         host=host.name,
+        warnings=list(target.warnings),
     )
 
 

@@ -6,6 +6,7 @@ Errors are ``hvtui.errors.HostError`` (or ``NotFoundError``) with a readable mes
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import BinaryIO
 
 from hvtui.errors import HostError
 from hvtui.events import CancelToken, ProgressCallback
-from hvtui.model import VM, Checkpoint, HostFacts
+from hvtui.model import VM, Checkpoint, HostFacts, Volume
 
 CHECKPOINT_TYPES_CREATABLE = ("Standard", "Production", "Recovery")
 
@@ -142,12 +143,26 @@ class BackupSource(ABC):
 class RestoreTarget(ABC):
     """Where a restore writes files before they are handed to the host.
 
-    The engine writes each file under ``staging_dir`` (same relative paths as the
-    backup's ``rel_path``), then calls ``commit``; on any failure it calls ``abort``,
-    which removes everything staged.
+    The engine writes each file of the point (same relative paths as the backup's
+    ``rel_path``) through ``open_file``, then calls ``commit``; on any failure it calls
+    ``abort``, which removes everything staged.  A target with a local ``staging_dir`` (the
+    lab) has the engine write there directly, several chunks at once; a target without one (a
+    WinRM host, whose files travel over SMB) gets each file through its own ``open_file``.
     """
 
-    staging_dir: Path
+    staging_dir: Path | None = None
+    warnings: tuple[str, ...] = ()  # after commit: what the host changed to register the VM
+
+    def open_file(self, rel_path: str) -> BinaryIO:
+        """A writer for one file of the restore, created new (``seek``, ``write``, ``close``).
+
+        This default creates the file under ``staging_dir``, owner-only like the repository
+        it comes from; ``rel_path`` was checked by the engine (no ``..``, not absolute)."""
+        if self.staging_dir is None:
+            raise NotImplementedError(f"{type(self).__name__} has neither a staging folder nor its own open_file")
+        path = Path(self.staging_dir).joinpath(*rel_path.split("/"))
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
     @abstractmethod
     def commit(self) -> VM | None:
@@ -164,6 +179,7 @@ class Host(ABC):
     kind: str  # "lab" or "winrm"
     group: str | None = None
     read_only: bool = False
+    in_place_replaces = "the whole VM folder"  # what an in-place restore replaces (the plan says it)
 
     # -- inventory -------------------------------------------------------------------
     @abstractmethod
@@ -250,11 +266,27 @@ class Host(ABC):
         vm_id: str | None = None,
         new_name: str | None = None,
         keep_checkpoints: bool = True,
+        write_bytes: int = 0,
+        staging_name: str | None = None,
     ) -> RestoreTarget:
         """``mode`` is "new" (a new VM named ``new_name``, new id) or "in_place"
         (over ``vm_id``, which must be off).  ``keep_checkpoints`` False (new VMs): one
-        flattened disk per drive and no checkpoints."""
+        flattened disk per drive and no checkpoints.  ``write_bytes``: what the restore will
+        write, for a host that checks its free space before anything is written.
+        ``staging_name``: the staging folder's name, for a host whose staging a later run must
+        find again (``discard_restore``); hosts that sweep their own ignore it."""
         raise HostError(self.name, "restore", f"{self.kind} hosts cannot be restored to yet", kind="unsupported")
+
+    def discard_restore(self, staging_name: str, rel_paths: list[str]) -> None:
+        """Remove what a restore that died (a killed process) staged as ``staging_name``: the
+        files ``rel_paths`` of its point.  This default does nothing: the lab sweeps its own."""
+        return None
+
+    def restore_volume(self, timeout: float = 30.0) -> Volume | None:
+        """The volume a restore to this host writes to, read now (the restore dialog shows its
+        free space).  This default: the host's first volume."""
+        volumes = self.inventory(timeout).facts.volumes
+        return volumes[0] if volumes else None
 
     def vm_folder_files(self, vm_id: str) -> list[tuple[str, int]]:
         """Every file an in-place restore of ``vm_id`` replaces or removes: (name, bytes).

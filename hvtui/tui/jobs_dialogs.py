@@ -120,6 +120,8 @@ class JobDialogsMixin:
             vm_state=vm.state if vm is not None else None,
             read_only_reason=read_only,
             default_directory=str(default_restore_directory(point)),
+            target_hosts=self._restore_hosts(point.host),
+            volume_of=app.core.restore_volume,  # called on the dialog's worker thread
         )
         request: RestoreRequest | None = await app.push_screen_wait(dialog)
         if request is None:
@@ -131,6 +133,7 @@ class JobDialogsMixin:
                     to_dir=request.directory if request.target == "directory" else None,
                     as_name=request.new_name if request.target == "new" else None,
                     in_place=request.target == "in_place",
+                    host=request.host,
                     repository=point.repository,
                     keep_checkpoints=request.keep_checkpoints,
                 )
@@ -151,6 +154,7 @@ class JobDialogsMixin:
                 request.target,
                 new_name=request.new_name,
                 directory=request.directory,
+                host=request.host,
                 repository=point.repository,
                 keep_checkpoints=request.keep_checkpoints,
             )
@@ -183,6 +187,13 @@ class JobDialogsMixin:
             return
         app.notify(f"{job.title} started; j shows the jobs", title="Restore", timeout=6, markup=False)
 
+    def _restore_hosts(self, own: str) -> tuple[str, ...]:
+        """Where a new VM may go: the point's host first, then every other host of the last
+        refresh that is not read-only."""
+        snapshot = self.app.snapshot
+        names = [host.name for host in snapshot.inventory.hosts] if snapshot is not None else []
+        return (own, *[name for name in names if name != own and not self.app.read_only_reason(name)])
+
     def restore_confirmation(
         self, point: RestorePointSummary, request: RestoreRequest, vm: VM | None, plan: RestorePlan | None = None
     ) -> ConfirmDialog | ChoiceDialog | None:
@@ -190,6 +201,7 @@ class JobDialogsMixin:
         ``plan``: checkpoints by name, files and bytes), or None after telling the user why
         it cannot go ahead.  In place it offers to back the VM up first (a checkpoint would
         not do: the restore replaces the whole VM folder, checkpoints included)."""
+        from hvtui.backups.restore_plan import WHOLE_FOLDER
         from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog
         from hvtui.tui.screens.restore_dialog import point_label
 
@@ -216,9 +228,12 @@ class JobDialogsMixin:
                 details = "  - (what else is replaced could not be read: the restore replaces the whole VM folder)\n"
             else:
                 details = "".join(f"  {line}\n" for line in plan.lines()[1:])
+            replaced = "disks, configuration and checkpoints"
+            if plan is not None and plan.replaces != WHOLE_FOLDER:
+                replaced = "disks (its configuration stays)"
             body = (
-                f"Restoring {label} over VM {vm.name} on host {vm.host} replaces the VM's disks, configuration and "
-                "checkpoints with the restore point's. These are lost:\n"
+                f"Restoring {label} over VM {vm.name} on host {vm.host} replaces the VM's {replaced} "
+                "with the restore point's. These are lost:\n"
                 f"  - its current disks and everything written to them since the point was taken:\n{disks}\n"
                 f"{details}"
                 f"The VM is {vm.state}. This cannot be undone. \"Back up first\" backs the VM up as it is "
@@ -227,12 +242,13 @@ class JobDialogsMixin:
             choices = [(BACKUP_FIRST, "Back up first"), ("overwrite", f"Overwrite {vm.name}")]
             return ChoiceDialog(f"Overwrite VM {vm.name} on {vm.host}?", body, choices)
         if request.target == "new":
+            host = request.host or point.host
             body = (
-                f"Creates a new VM {request.new_name!r} on host {point.host} from {label}. "
+                f"Creates a new VM {request.new_name!r} on host {host} from {label}. "
                 f"Nothing existing is overwritten; {point.vm_name} is not touched."
                 + _checkpoint_note(plan)
             )
-            return ConfirmDialog(f"Restore as new VM {request.new_name} on {point.host}?", body, yes_label="Restore", danger=False)
+            return ConfirmDialog(f"Restore as new VM {request.new_name} on {host}?", body, yes_label="Restore", danger=False)
         directory = Path(request.directory or "").expanduser()
         body = (
             f"Writes the disk and configuration files of {label} into {directory} "

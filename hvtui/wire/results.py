@@ -32,6 +32,8 @@ OPERATION_LABELS: dict[str, str] = {
     "checkpoint.remove": "remove checkpoint",
     "checkpoint.rename": "rename checkpoint",
     "checkpoint.type": "checkpoint type",
+    "restore.prepare": "prepare restore",
+    "restore.import": "import restored VM",
 }
 
 

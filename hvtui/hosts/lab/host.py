@@ -301,7 +301,11 @@ class LabHost(Host):
         vm_id: str | None = None,
         new_name: str | None = None,
         keep_checkpoints: bool = True,
+        write_bytes: int = 0,
+        staging_name: str | None = None,
     ) -> RestoreTarget:
+        # The engine checks the staging folder's free space itself (it is local): write_bytes unused;
+        # the lab names and sweeps its own staging folders: staging_name unused.
         return restore.prepare_restore(
             self.store, self.reader, config, mode, vm_id=vm_id, new_name=new_name, keep_checkpoints=keep_checkpoints
         )

@@ -4,7 +4,8 @@ Each operation is one ``.ps1`` template from ``scripts/`` (sent after ``_prelude
 plus a JSON arguments object; the answer is one JSON document between markers, read by
 ``hvtui.wire``.  Backups (``hosts/winrm/backup.py``) read the host's files through a
 ``RemoteFiles``: SMB3 as the host's ``smb:`` block says (``files``), or one given to the
-constructor (tests).
+constructor (tests).  Restores write their files over SMB3 the same way
+(``hosts/winrm/restore.py``) and register the VM over WinRM.
 
 Test-only allowance: ``allow_basic_over_http_for_tests=True`` lets the loopback
 WS-Management server in ``tests/`` use the ``basic`` transport over plain HTTP.  The config
@@ -28,9 +29,11 @@ from hvtui.hosts.base import (
     Host,
     HostSnapshot,
     RemoveOutcome,
+    RestoreTarget,
 )
 from hvtui.hosts.ratelimit import RateLimiter
 from hvtui.hosts.remote_files import RemoteFiles
+from hvtui.hosts.winrm import restore as winrm_restore
 from hvtui.hosts.winrm.transport import (
     BEGIN_MARKER,
     END_MARKER,
@@ -39,7 +42,7 @@ from hvtui.hosts.winrm.transport import (
     clixml_errors,
     script_text,
 )
-from hvtui.model import Checkpoint
+from hvtui.model import Checkpoint, Volume
 from hvtui.wire import OPERATION_LABELS, WIRE_VERSION, OperationResult, parse_inventory, parse_result
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ SCRIPTS: dict[str, str] = {
     "backup.changes": "backup_changes",
     "backup.end": "backup_end",
     "backup.leftovers": "backup_leftovers",
+    "restore.prepare": "restore_prepare",
+    "restore.import": "restore_import",
 }
 PRELUDE = "_prelude"
 # Shared helpers some operations need besides the prelude, sent between it and the template.
@@ -117,6 +122,7 @@ def _has_document(output: CommandOutput | None) -> bool:
 
 class WinRMHost(Host):
     kind = "winrm"
+    in_place_replaces = "the VM's disks (its configuration stays)"
 
     def __init__(
         self,
@@ -150,6 +156,10 @@ class WinRMHost(Host):
         self._scripts: dict[str, str] = {}
         self.remote_files = remote_files
         self._files_lock = threading.Lock()
+        # remote_files (tests): the data path to use; None: SMB3 per the smb: block, per restore.
+        self._restores = winrm_restore.WinRMRestores(
+            self.name, self.settings, self._call, self.inventory, self.open_remote_files, remote_files
+        )
 
     # -- plumbing -------------------------------------------------------------------------------
     def _script(self, op: str) -> str:
@@ -400,6 +410,7 @@ class WinRMHost(Host):
         doc = self.call_operation("backup.end", arguments, self.settings.long_timeout)
         if parse_end(doc, self.name, "failed").already_gone:
             raise NotFoundError(self.name, "backup.end", f"no checkpoint with id {checkpoint_id} on the VM")
+
     def files(self) -> RemoteFiles:
         """The host's files, kept for the host's life (SMB3 through its ``smb:`` block unless the
         host was built with its own ``remote_files``); closed with the host."""
@@ -407,6 +418,30 @@ class WinRMHost(Host):
             if self.remote_files is None:
                 self.remote_files = self.open_remote_files()
             return self.remote_files
+
+    # -- restore (hosts/winrm/restore.py does the work) ---------------------------------------
+    def prepare_restore(
+        self,
+        config: dict,
+        mode: str,
+        vm_id: str | None = None,
+        new_name: str | None = None,
+        keep_checkpoints: bool = True,
+        write_bytes: int = 0,
+        staging_name: str | None = None,
+    ) -> RestoreTarget:
+        return self._restores.prepare(
+            self.read_only, config, mode, vm_id, new_name, keep_checkpoints, write_bytes, staging_name
+        )
+
+    def discard_restore(self, staging_name: str, rel_paths: list[str]) -> None:
+        self._restores.discard(staging_name, rel_paths)
+
+    def vm_folder_files(self, vm_id: str) -> list[tuple[str, int]]:
+        return winrm_restore.disk_names(super().vm_folder_files(vm_id))
+
+    def restore_volume(self, timeout: float = 30.0) -> Volume | None:
+        return self._restores.volume(timeout)
 
     def open_remote_files(self) -> RemoteFiles:
         """The host's files over SMB3 (its ``smb:`` block; the WinRM credentials unless it names

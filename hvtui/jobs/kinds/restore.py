@@ -33,8 +33,8 @@ def restore_kind(manager: JobQueue) -> JobKind:
     return JobKind(
         "restore",
         build=lambda job: _restore_run(manager, job),
-        before_resume=lambda job: remove_staged(job),
-        on_dismiss=lambda job: remove_staged(job),
+        before_resume=lambda job: _remove_all_staged(manager, job),
+        on_dismiss=lambda job: _remove_all_staged(manager, job),
         leftovers=staged_leftovers,
     )
 
@@ -108,12 +108,19 @@ def _restore_run(manager: JobQueue, job: Job) -> RunFn:
             kwargs["host"] = params.get("host") or job.host
         else:
             kwargs["in_place"] = True
+        if target != "directory":  # a WinRM host stages under the job's name: found again if it dies
+            kwargs["staging_name"] = host_staging_name(job.id)
         result = services.backups.restore(params["point_id"], **kwargs)
         summary = result.to_dict()
         summary["message"] = f"point {result.point_id} restored to {result.target}"
         return summary
 
     return run
+
+
+def host_staging_name(job_id: str) -> str:
+    """The staging folder a host restore job uses on a WinRM host (under its ``restore_dir``)."""
+    return f"hvtui-restore-{job_id}"
 
 
 def staged_path(job: Job) -> Path | None:
@@ -167,3 +174,25 @@ def _clean_interrupted(manager: JobQueue) -> None:
         if path is not None and path.exists():
             log.info("removing %s, staged by interrupted job %s", path, job.id)
             shutil.rmtree(path, ignore_errors=True)
+        elif job.kind == "restore" and job.params.get("mode") in ("new", "in_place"):
+            _discard_host_staging(manager, job)
+
+
+def _remove_all_staged(manager: JobQueue, job: Job) -> None:
+    """What ``job`` staged, here (a folder restore) or on its host (a WinRM host's folder)."""
+    remove_staged(job)
+    if job.kind == "restore" and job.params.get("mode") in ("new", "in_place"):
+        _discard_host_staging(manager, job)
+
+
+def _discard_host_staging(manager: JobQueue, job: Job) -> None:
+    """What an interrupted restore staged on its host (a WinRM host's staging folder; the lab
+    sweeps its own): the point's files, removed by name.  Best effort: a host that cannot be
+    reached now is tried again by the next restore."""
+    services = services_of(manager)
+    try:
+        _repo, manifest = services.backups.find_point(job.params["point_id"], job.params.get("repository"))
+        host = services.hosts.host(job.host)
+        host.discard_restore(host_staging_name(job.id), [entry.path for entry in manifest.files])
+    except Exception as err:
+        log.warning("staging of interrupted restore %s on %s not removed: %s", job.id, job.host, err)

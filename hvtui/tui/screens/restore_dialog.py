@@ -7,16 +7,17 @@ mode leaves only the folder target (restoring files onto this machine changes no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Checkbox, Input, Label, RadioSet, Static
+from textual.widgets import Button, Checkbox, Input, Label, RadioSet, Select, Static
 
-from hvtui.model import RestorePointSummary
+from hvtui.model import RestorePointSummary, Volume
 from hvtui.text import display_text
 from hvtui.tui.screens.dialogs import CHOICE_KEYS_HINT, DIALOG_CSS, _Dialog
 from hvtui.tui.viewmodel.format import aware, size_text
@@ -29,6 +30,7 @@ TARGETS = ("new", "in_place", "directory")
 class RestoreRequest:
     target: str  # new, in_place or directory (hvtui.jobs.RESTORE_TARGETS)
     new_name: str | None = None
+    host: str | None = None  # new VM: the host it goes on (None: the point's)
     directory: str | None = None
     keep_checkpoints: bool = False  # new VM or folder: keep the point's checkpoint tree
 
@@ -69,7 +71,11 @@ class RestoreDialog(_Dialog):
         vm_state: str | None,
         read_only_reason: str | None,
         default_directory: str,
+        target_hosts: tuple[str, ...] = (),
+        volume_of: Callable[[str], Volume | None] | None = None,
     ) -> None:
+        """``target_hosts``: where a new VM may go (the point's host first); ``volume_of``
+        reads a host's restore volume (blocking: run on a worker thread, through Core)."""
         super().__init__()
         self.point = point
         self.vm_exists = vm_exists
@@ -77,6 +83,9 @@ class RestoreDialog(_Dialog):
         self.read_only_reason = read_only_reason
         self.default_directory = default_directory
         self.target = "directory" if read_only_reason else "new"
+        self.target_hosts = target_hosts or (point.host,)
+        self.target_host = self.target_hosts[0]
+        self.volume_of = volume_of
 
     def compose(self) -> ComposeResult:
         point = self.point
@@ -96,7 +105,7 @@ class RestoreDialog(_Dialog):
             with RadioSet(id="restore-target"):
                 # Text, not markup: host and state names are shown as they are.
                 yield ChoiceButton(
-                    Text(display_text(f"as a new VM on {point.host}")), value=self.target == "new", id="target-new", disabled=bool(self.read_only_reason)
+                    Text("as a new VM"), value=self.target == "new", id="target-new", disabled=bool(self.read_only_reason)
                 )
                 yield ChoiceButton(
                     Text(display_text(original)),
@@ -109,6 +118,10 @@ class RestoreDialog(_Dialog):
             with Vertical(id="field-new", classes="target-field"):
                 yield Label("New VM name")
                 yield Input(display_text(default_new_name(point)), id="restore-name")
+                yield Label("On host")
+                options = [(display_text(name), name) for name in self.target_hosts]
+                yield Select(options, value=self.target_host, allow_blank=False, id="restore-host")
+                yield Static("", id="restore-space", markup=False)
             with Vertical(id="field-directory", classes="target-field"):
                 yield Label("Folder (created if missing; must not already hold these files)")
                 yield Input(self.default_directory, id="restore-directory")
@@ -125,6 +138,43 @@ class RestoreDialog(_Dialog):
     def on_mount(self) -> None:
         self._show_fields()
         self.query_one("#next", Button).focus()
+        self._ask_space(self.target_host)
+
+    @on(Select.Changed, "#restore-host")
+    def _host_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if isinstance(event.value, str) and event.value != self.target_host:
+            self.target_host = event.value
+            self._ask_space(event.value)
+
+    def _ask_space(self, host: str) -> None:
+        if self.volume_of is None:
+            return
+        self.query_one("#restore-space", Static).update(display_text(f"free space on {host}: asking the host…"))
+        self._read_space(host)
+
+    @work(thread=True, exclusive=True, group="restore-space", exit_on_error=False)
+    def _read_space(self, host: str) -> None:
+        assert self.volume_of is not None
+        try:
+            volume = self.volume_of(host)
+        except Exception as err:  # shown, not raised: the restore itself says it again
+            text = f"free space on {host} unknown: {err}"
+        else:
+            text = (
+                f"{volume.path} on {host}: {size_text(volume.free)} free of {size_text(volume.size)}"
+                if volume is not None
+                else f"free space on {host} unknown: it reports no volume"
+            )
+        self.app.call_from_thread(self._show_space, host, text)
+
+    def _show_space(self, host: str, text: str) -> None:
+        if host == self.target_host and self.is_mounted:  # an answer for a host no longer chosen is dropped
+            self.query_one("#restore-space", Static).update(display_text(text))
+
+    @property
+    def space_text(self) -> str:
+        return str(self.query_one("#restore-space", Static).content)
 
     def _show_fields(self) -> None:
         self.query_one("#field-new").set_class(self.target == "new", "-shown")
@@ -155,7 +205,7 @@ class RestoreDialog(_Dialog):
             if not name:
                 self.app.notify("the new VM needs a name", title="Restore", severity="error")
                 return None
-            return RestoreRequest("new", new_name=name, keep_checkpoints=self.keep_checkpoints)
+            return RestoreRequest("new", new_name=name, host=self.target_host, keep_checkpoints=self.keep_checkpoints)
         if self.target == "directory":
             directory = self.query_one("#restore-directory", Input).value.strip()
             if not directory:
