@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_tui_jobs import flat, jobs_core, lab_vm, ready, to_vm_row, vm_named, wait_job, wait_until
-from tui_support import make_app, screen_text, settle
+from test_tui_jobs import flat, job_taken, jobs_core, lab_vm, ready, to_vm_row, vm_named, wait_job, wait_until
+from tui_support import click, make_app, screen_text, settle
 
 from hvtui.audit import AuditLog
 from hvtui.changes import VMState
@@ -63,7 +63,7 @@ async def test_checkpoint_all_on_marked_vms_is_one_job_and_the_window_is_listed(
         assert dialog.request.name.startswith("pre-change ")
         dialog.query_one("#window-name").value = NAME
         dialog.query_one("#window-ticket").value = "CHG-42"
-        await pilot.click("#create")
+        await click(pilot, "#create")
         assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 1)
         (job,) = core.jobs.jobs()
         final = await wait_job(core, job.id)
@@ -108,8 +108,10 @@ async def test_discard_asks_with_no_first_then_deletes_and_closes(lab: Path, pat
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         assert f"Roll back window {NAME} on 1 VM?" in flat(screen_text(app))
         assert f"{first.host}/{first.vm_name}: now " in app.screen.body
-        await pilot.click("#yes")
+        await click(pilot, "#yes")
         await settle(pilot)
+        # The step runs in a worker the dialog's flow starts after the click: wait for its result.
+        assert await wait_until(pilot, lambda: VMState.ROLLED_BACK in {v.state for v in core.changes.window(NAME).vms})
         states = {v.vm_name: v.state for v in core.changes.window(NAME).vms}
         assert await wait_until(pilot, lambda: screen.table.plain_row(screen.table.keys[0])["state"] == "rolled back")
         assert sorted(states.values()) == [VMState.OPEN, VMState.ROLLED_BACK] and states[first.vm_name] is VMState.ROLLED_BACK
@@ -120,8 +122,14 @@ async def test_discard_asks_with_no_first_then_deletes_and_closes(lab: Path, pat
         assert f"Discard window {NAME} on 2 VMs?" in text
         await pilot.press("enter")  # the focus is on "No"
         await settle(pilot)
+
+        def discard_entries() -> list[dict]:
+            return [e for e in AuditLog(paths.audit_log).read() if e["action"] == "change.discard"]
+
+        # The refusal is written by the dialog's flow in a thread: wait for it, then check it all.
+        assert await wait_until(pilot, lambda: len(discard_entries()) >= 2)
         assert {v.vm_name: v.state for v in core.changes.window(NAME).vms} == states  # nothing changed
-        declined = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "change.discard"]
+        declined = discard_entries()
         assert [e["result"] for e in declined] == ["declined", "declined"]
 
         await pilot.press("d")
@@ -130,15 +138,14 @@ async def test_discard_asks_with_no_first_then_deletes_and_closes(lab: Path, pat
         for vm in vms:
             assert f"{vm.host}/{vm.name}: about " in body
         assert "WITHOUT a backup" in body
-        await pilot.click("#yes")
+        await click(pilot, "#yes")
         await settle(pilot)
         assert await wait_until(pilot, lambda: not core.changes.window(NAME).is_open)
         assert await wait_until(pilot, lambda: {screen.table.plain_row(k)["state"] for k in screen.table.keys} == {"discarded"})
         # Closed: the keys say why instead of doing nothing.
         await pilot.press("p")
-        await pilot.pause()
+        assert await wait_until(pilot, lambda: f"window {NAME} is closed" in flat(screen_text(app)))
         assert not isinstance(app.screen, ConfirmDialog)
-        assert f"window {NAME} is closed" in flat(screen_text(app))
 
 
 async def test_promote_backs_up_then_deletes_and_read_only_refuses(lab: Path, paths: Paths) -> None:
@@ -153,7 +160,7 @@ async def test_promote_backs_up_then_deletes_and_read_only_refuses(lab: Path, pa
         await pilot.press("p")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         assert "only once its backup succeeded" in flat(app.screen.body)
-        await pilot.click("#yes")
+        await click(pilot, "#yes")
         assert await wait_until(pilot, lambda: core.changes.window(NAME).vms[0].state is VMState.PROMOTED, rounds=2000)
         await settle(pilot)
         (entry,) = core.changes.window(NAME).vms
@@ -216,21 +223,21 @@ async def test_c_on_a_filtered_list_offers_all_vms_of_the_filter(lab: Path, path
         assert f"Checkpoint {cursor.name}, or all 2 VMs of this filter?" in text
         assert "This VM" in text and "All 2 VMs" in text and "No" in text  # the buttons fit at 80x24
         assert app.screen.focused.id == "no"
-        await pilot.click("#choice-all")
+        await click(pilot, "#choice-all")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ChangeWindowDialog))
         assert "Checkpoint all: a change window on 2 VMs" in flat(screen_text(app))
         app.screen.query_one("#window-name").value = NAME
-        await pilot.click("#create")
+        await click(pilot, "#create")
         assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 1)
         final = await wait_job(core, core.jobs.jobs()[0].id)
         assert final.state.value == "succeeded", final.error
         assert sorted(vm.vm_name for vm in core.changes.window(NAME).holding) == ["web01", "web02"]
 
         # "This VM" is the single checkpoint of the VM under the cursor.
-        await settle(pilot)
+        await job_taken(pilot, final.id)
         await pilot.press("c")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
-        await pilot.click("#choice-one")
+        await click(pilot, "#choice-one")
         assert await wait_until(pilot, lambda: isinstance(app.screen, CreateCheckpointDialog))
 
 
@@ -254,7 +261,7 @@ async def test_change_open_on_a_host_group_from_the_prompt(lab: Path, paths: Pat
         assert await wait_until(pilot, lambda: isinstance(app.screen, ChangeWindowDialog))
         assert "Checkpoint all: a change window on 5 VMs" in flat(screen_text(app))
         app.screen.query_one("#window-name").value = NAME
-        await pilot.click("#create")
+        await click(pilot, "#create")
         assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 1)
         final = await wait_job(core, core.jobs.jobs()[0].id)
         assert final.kind == "change-open", final.error
@@ -320,8 +327,8 @@ async def test_rollback_can_start_each_vm_afterwards(lab: Path, paths: Paths) ->
         dialog = app.screen
         assert "start each VM afterwards" in flat(screen_text(app))
         assert app.focused is not None and app.focused.id == "no"  # enter alone still changes nothing
-        await pilot.click("#start-after")
-        await pilot.click("#yes")
+        await click(pilot, "#start-after")
+        await click(pilot, "#yes")
         await settle(pilot)
         assert dialog.start_after
         assert await wait_until(pilot, lambda: {v.state for v in core.changes.window(NAME).vms} == {VMState.ROLLED_BACK})

@@ -121,6 +121,15 @@ async def wait_job(core: Core, job_id: str) -> Job:
     return job
 
 
+async def job_taken(pilot: Pilot, job_id: str) -> None:
+    """The console has taken the job's end (its toast posted, its hosts' refresh done) and the
+    toasts are cleared: a toast arriving later could land on the next dialog's buttons."""
+    assert await wait_until(pilot, lambda: (job := pilot.app.jobs_ui.job(job_id)) is not None and job.is_final)
+    await settle(pilot)
+    pilot.app.clear_notifications()
+    await pilot.pause()
+
+
 def vm_named(app: HvtuiApp, name: str):  # noqa: ANN201
     return next(vm for vm in app.snapshot.inventory.vms if vm.name == name)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from textual.css.query import NoMatches
+from textual.errors import NoWidget
 from textual.pilot import Pilot
 
 from hvtui.clock import FixedClock
@@ -53,6 +55,28 @@ async def settle(pilot: Pilot) -> None:
             break
         await app.workers.wait_for_complete(busy)
     await pilot.pause()
+
+
+async def click(pilot: Pilot, selector: str, rounds: int = 400) -> None:
+    """Click ``selector`` on the current screen once it is laid out and nothing covers it.
+
+    Pilot.click aims at the widget's region as it is at the call: on a dialog pushed a moment
+    ago that is not laid out yet, or under a toast, the click lands elsewhere and is lost."""
+    app = pilot.app
+
+    def under_the_mouse() -> bool:
+        try:
+            widget = app.screen.query_one(selector)
+            region = widget.region
+            return bool(region) and app.get_widget_at(region.x, region.y)[0] is widget
+        except (NoMatches, NoWidget):
+            return False
+
+    for _ in range(rounds):  # bounded: a hang guard, not a timing
+        if under_the_mouse():
+            break
+        await pilot.pause(0.02)
+    assert await pilot.click(selector), f"{selector} is not under the mouse on {app.screen!r}: {screen_text(app)}"
 
 
 async def refreshed(pilot: Pilot) -> None:
