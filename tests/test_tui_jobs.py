@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from kill_support import kill_backup_at
 from textual.pilot import Pilot
-from tui_support import SIZE, make_app, make_core, screen_text, settle
+from tui_support import SIZE, click, make_app, make_core, screen_text, settle
 
 from hvtui.clock import FixedClock
 from hvtui.config import Config, JobsConfig
@@ -406,9 +406,9 @@ async def test_in_place_restore_names_what_is_lost_and_defaults_to_no(lab: Path,
         assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded)
         await pilot.press("t")
         assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
-        await pilot.click("#target-in_place")
+        await click(pilot, "#target-in_place")
         assert app.screen.target == "in_place"
-        await pilot.click("#next")
+        await click(pilot, "#next")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
         dialog = app.screen
         assert dialog.focused.id == "no"
@@ -428,8 +428,8 @@ async def test_in_place_restore_names_what_is_lost_and_defaults_to_no(lab: Path,
         assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.vm_id == dc01.id and app.screen.points_loaded)
         await pilot.press("t")
         assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
-        await pilot.click("#target-in_place")
-        await pilot.click("#next")
+        await click(pilot, "#target-in_place")
+        await click(pilot, "#next")
         assert await wait_until(pilot, lambda: "turn it off before restoring over it" in flat(screen_text(app)))
         assert not isinstance(app.screen, (ConfirmDialog, ChoiceDialog))
         assert core.jobs.jobs() == []
@@ -441,8 +441,8 @@ async def open_in_place_confirmation(pilot: Pilot, app: HvtuiApp, vm: VM) -> Non
     assert await wait_until(pilot, lambda: isinstance(app.screen, VmDetailScreen) and app.screen.points_loaded)
     await pilot.press("t")
     assert await wait_until(pilot, lambda: isinstance(app.screen, RestoreDialog))
-    await pilot.click("#target-in_place")
-    await pilot.click("#next")
+    await click(pilot, "#target-in_place")
+    await click(pilot, "#next")
     assert await wait_until(pilot, lambda: isinstance(app.screen, ChoiceDialog))
 
 
@@ -481,7 +481,7 @@ async def test_in_place_restore_can_back_the_vm_up_first(lab: Path, paths: Paths
         await ready(pilot)
         await open_in_place_confirmation(pilot, app, test01)
         assert "Back up first" in flat(screen_text(app))
-        await pilot.click("#choice-backup-first")
+        await click(pilot, "#choice-backup-first")
         assert await wait_until(pilot, lambda: len(core.jobs.jobs()) == 2 and all(j.is_final for j in core.jobs.jobs()), 3000)
     backup, restore = sorted(core.jobs.jobs(), key=lambda j: j.created)
     assert (backup.kind, backup.state, restore.kind, restore.state) == ("backup", JobState.SUCCEEDED, "restore", JobState.SUCCEEDED)
@@ -672,7 +672,7 @@ async def test_read_only_backup_key_unavailable_and_help_lists_job_keys(lab: Pat
         target = tmp_path / "restored"
         dialog.query_one("#restore-directory").value = str(target)
         app.clear_notifications()  # the "b" notice's toast may still cover the button
-        await pilot.click("#next")
+        await click(pilot, "#next")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         assert str(target) in app.screen.body and "Nothing is overwritten" in app.screen.body
         await pilot.press("right", "enter")

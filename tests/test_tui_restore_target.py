@@ -10,7 +10,7 @@ from test_restore_target_host import WINRM, core, rig  # noqa: F401 - fixtures
 from test_tui_jobs import ready, wait_job, wait_until
 from test_winrm_restore import Rig, disk_files
 from textual.widgets import Select
-from tui_support import SIZE, make_app, screen_text
+from tui_support import SIZE, click, make_app, screen_text
 
 from hvtui.core import Core
 from hvtui.jobs import JobState
@@ -56,7 +56,7 @@ async def test_the_restore_dialog_sends_a_new_vm_to_the_winrm_host_it_shows_the_
         free = size_text(volume.free)
         assert await wait_until(pilot, lambda: f"on {WINRM}: {free} free" in dialog.space_text), dialog.space_text
         assert (WINRM, False) in asked  # asked on a worker thread, never the UI's
-        await pilot.click("#next")
+        await click(pilot, "#next")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         assert f"Restore as new VM web01-dr on {WINRM}?" in flat(screen_text(app))
         await pilot.press("right", "enter")

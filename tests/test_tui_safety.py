@@ -3,6 +3,7 @@ subtree deletes, secrets asked in the console, and errors that never become trac
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import threading
@@ -135,17 +136,18 @@ async def test_secret_is_asked_in_the_console_and_never_shown(shared_demo_lab: P
         await pilot.pause()
         assert "s3cret" not in screen_text(app)  # a password field
         await pilot.press("enter")
-        thread.join(5)
+        await asyncio.to_thread(thread.join, 5)  # off the loop: the answer comes back through it
         assert answers["first"] == "s3cret"
 
         thread = threading.Thread(target=connect, args=("second",))
         thread.start()
         for _ in range(100):
             await pilot.pause(0.02)
-            if isinstance(app.screen, TextDialog):
+            if isinstance(app.screen, TextDialog) and screen_text(app):
                 break
+        assert isinstance(app.screen, TextDialog)
         await pilot.press("escape")
-        thread.join(5)
+        await asyncio.to_thread(thread.join, 5)  # off the loop: the answer comes back through it
         assert isinstance(answers["second"], Cancelled)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from test_tui_jobs import flat, ready, wait_until
-from tui_support import make_app, make_core, screen_text, settle
+from tui_support import click, make_app, make_core, screen_text, settle
 
 from hvtui.audit import AuditLog
 from hvtui.clock import FixedClock
@@ -85,11 +85,16 @@ async def test_the_view_lists_a_schedule_and_runs_it_now_after_confirmation(lab:
         assert "lab-hv01/app01" in body and "lab-hv01/sql01" not in body  # excluded
         await pilot.press("enter")  # the focus is on "No": declined, nothing runs
         assert await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmDialog))
-        audit = [e for e in AuditLog(paths.audit_log).read() if e["action"] == "schedule.run"]
-        assert [e["result"] for e in audit] == ["declined"]
+
+        def run_entries() -> list[dict]:
+            return [e for e in AuditLog(paths.audit_log).read() if e["action"] == "schedule.run"]
+
+        # The refusal is written by the dialog's flow in a thread after the dialog closed: wait for it.
+        assert await wait_until(pilot, lambda: len(run_entries()) >= 1)
+        assert [e["result"] for e in run_entries()] == ["declined"]
         await pilot.press("n")
         assert await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-        await pilot.click("#yes")
+        await click(pilot, "#yes")
         await settle(pilot)
         assert await wait_until(pilot, lambda: bool(journal.read()["nightly"].runs) and journal.read()["nightly"].runs[-1].is_finished)
         assert await wait_until(pilot, lambda: "success (4/4 ok)" in flat(screen_text(app)), rounds=800)
