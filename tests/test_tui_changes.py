@@ -175,9 +175,8 @@ async def test_promote_backs_up_then_deletes_and_read_only_refuses(lab: Path, pa
         core_vm = vm_named(app, "dc01")
         await to_vm_row(pilot, core_vm.name)
         await pilot.press("space", "c")
-        await pilot.pause()
+        assert await wait_until(pilot, lambda: "read-only" in flat(screen_text(app)))  # the toast, painted
         assert not isinstance(app.screen, ChangeWindowDialog)
-        assert "read-only" in flat(screen_text(app))
 
 
 async def test_hostile_vm_names_are_escaped_in_the_changes_view(fresh_demo_lab: Path, paths: Paths) -> None:
