@@ -114,15 +114,19 @@ RESTORE_CHILD = textwrap.dedent(
     core.backups.progress_interval = 0
     real = core.jobs.kind("restore")
 
-    # The real restore into a directory, stopped (forever) once {min_done} bytes of its
-    # data phase are written, so the parent can kill this process right there.
+    def on_disk():
+        return sum(p.stat().st_blocks * 512 for p in Path({directory!r}).rglob("*") if p.is_file())
+
+    # The real restore into a directory, stopped (forever) once {min_on_disk} bytes of it sit
+    # on disk, so the parent can kill this process right there.  Not the progress's "done": it
+    # counts the holes skipped (nothing written), which the workers' write-ahead hides unless loaded.
     def build(job):
         run = real.build(job)
 
         def stopping(progress, cancel):
             def on_progress(event):
                 progress(event)
-                if event.phase == "restore" and event.done >= {min_done}:
+                if event.phase == "restore" and on_disk() >= {min_on_disk}:
                     Path({marker!r}).write_text(event.phase)
                     while True:
                         time.sleep(1)
@@ -141,12 +145,12 @@ RESTORE_CHILD = textwrap.dedent(
 
 
 def kill_restore_at(
-    *, module: str, factory: str, root: Path, point: str, directory: Path, marker: Path, min_done: int
+    *, module: str, factory: str, root: Path, point: str, directory: Path, marker: Path, min_on_disk: int
 ) -> str:
-    """Run a child restoring ``point`` into ``directory`` until ``min_done`` bytes are written,
-    SIGKILL it, return the job id (same environment: journal, repository, lab)."""
+    """Run a child restoring ``point`` into ``directory`` until ``min_on_disk`` bytes sit on disk
+    under ``directory``, SIGKILL it, return the job id (same environment: journal, repository, lab)."""
     script = RESTORE_CHILD.format(
         tests=str(TESTS_DIR), module=module, factory=factory, root=str(root), point=point,
-        directory=str(directory), marker=str(marker), min_done=min_done,
+        directory=str(directory), marker=str(marker), min_on_disk=min_on_disk,
     )  # fmt: skip
-    return kill_child_at_marker(script, marker, "start its restore", f"get {min_done} bytes into its restore")
+    return kill_child_at_marker(script, marker, "start its restore", f"get {min_on_disk} bytes on disk into its restore")

@@ -186,7 +186,7 @@ def test_a_killed_folder_restore_leaves_staging_that_the_journal_names_and_clean
     target = tmp_path / "restored"
     job_id = kill_restore_at(
         module="test_jobs_lab", factory="make_lab_core", root=tmp_path, point=point, directory=target,
-        marker=tmp_path / "stopped", min_done=4 * MiB,
+        marker=tmp_path / "stopped", min_on_disk=4 * MiB,
     )  # fmt: skip
     (staged,) = [p for p in target.iterdir() if p.name.startswith(".hvtui-restore-")]
     used = sum(p.stat().st_blocks * 512 for p in staged.rglob("*") if p.is_file())
