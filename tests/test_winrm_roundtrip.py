@@ -36,14 +36,15 @@ class Rig:
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba: SambaServer) -> None:
         self.lab = make_host(samba.folder, "lab-rt")
-        self.backend = LabBackupBackend(self.lab, samba.folder)
-        self.ops = LabRestoreOps(self.lab, {"D:": samba.folder})
+        # D:\ is the lab host's folder: its volume is the host's D:\ (restore.prepare checks its space)
+        self.backend = LabBackupBackend(self.lab, self.lab.root)
+        self.ops = LabRestoreOps(self.lab, {"D:": self.lab.root})
         self.backend.restore = self.ops
         self.server = WSManServer(self.backend).start()
         monkeypatch.setenv(PASSWORD_ENV, self.server.password)
         monkeypatch.setenv(SMB_PASSWORD_ENV, samba.password)
         smb = SmbSettings(
-            shares=(("D:\\", samba.unc()),),
+            shares=(("D:\\", samba.unc("lab-rt")),),
             port=samba.port,
             username=samba.username,
             password=SecretSource(env=SMB_PASSWORD_ENV),
