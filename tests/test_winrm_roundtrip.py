@@ -143,3 +143,20 @@ def test_a_winrm_point_whose_disk_lies_outside_the_vm_folder_is_refused_by_a_lab
     with pytest.raises(HostError) as err:
         check_restore_config("lab-other", config)
     assert "E:\\Disks\\data.vhdx" in err.value.detail and "outside the VM's folder" in err.value.detail
+
+
+def test_a_winrm_point_of_a_vm_with_a_checkpoint_comes_back_flattened_on_a_lab_host(rig: Rig, tmp_path: Path) -> None:
+    vm_id = add_vm(rig.lab, "app01", blocks=4, seed=23)
+    rig.lab.create_checkpoint(vm_id, "before the update", "Standard")
+    rig.lab.write_guest_data(vm_id, 0, 2 * MiB, b"\x44" * MiB)  # into the checkpoint's differencing disk
+    content = read_logical(Path(rig.lab.vm(vm_id).disks[0].path))
+    point = run_backup(rig.repo, rig.winrm, vm_id, "full").point_id
+    assert any(f.path.endswith(".avhdx") for f in rig.repo.load_point(point).files)  # the chain was backed up
+    other = make_host(tmp_path, "lab-other")
+
+    copy = restore_to_host(rig.repo, point, other, "new", new_name="app01", keep_checkpoints=False)  # as hvtui restore --as
+
+    vm = other.vm(copy.vm_id)
+    assert not vm.checkpoints and [Path(d.path).suffix for d in vm.disks] == [".vhdx"]
+    assert read_logical(Path(vm.disks[0].path)) == content
+    qemu_check(Path(vm.disks[0].path))
