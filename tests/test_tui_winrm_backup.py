@@ -43,6 +43,8 @@ async def test_the_console_backs_up_a_winrm_vm(estate: Estate, paths: Paths) -> 
     finally:
         core.close()
     assert [c.op for c in estate.server.commands].count("backup.begin") == 1
+    (begin,) = estate.server.commands_for("backup.begin")
+    assert begin.arguments is not None and begin.arguments["consistency"] == "prefer-application"  # the host's setting
     assert estate.backend.faults.end_calls[-1]["outcome"] == "success"
     assert estate.recovery() == []
 
@@ -67,7 +69,7 @@ async def test_the_backup_dialog_offers_the_consistency_of_a_winrm_host_and_the_
                 assert choice in text
             # the host's setting preselected
             assert dialog.query_one("#consistency-prefer-application", ChoiceButton).value
-            assert dialog.request.consistency == "prefer-application"
+            assert dialog.request.consistency is None  # unchanged: the host's own setting applies
             await pilot.click("#consistency-crash")
             assert dialog.request.consistency == "crash"
             await pilot.click("#start")

@@ -102,7 +102,7 @@ class JobDialogsMixin:
             # as a full anyway: say so in the job's mode from the start.
             mode = request.mode if request.repository in target.repositories_with_points else "full"
             try:
-                # The consistency choice is for checkpoints on WinRM hosts only.
+                # The consistency choice is for checkpoints on WinRM hosts only (None: the host's setting).
                 consistency = request.consistency if target.consistency is not None else None
                 submitted.append(
                     manager.submit_backup(

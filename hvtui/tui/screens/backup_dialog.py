@@ -5,7 +5,7 @@ full otherwise (with several VMs: incremental when any has one; those without ge
 full).  With no restore point in the repository, incremental and differential cannot be
 chosen: the backup would be a full anyway.  Repository: the default one preselected.
 Consistency (only when a VM lives on a WinRM host, whose checkpoints can be VSS-consistent): the
-host's setting preselected; lab VMs ignore it.  Enter on "Back up" starts it; a
+host's setting preselected, and left unchanged each host's own setting applies; lab VMs ignore it.  Enter on "Back up" starts it; a
 backup only adds a restore point (its checkpoint is removed again), so the focus
 starts on "Back up".
 """
@@ -52,7 +52,7 @@ class BackupTarget:
 class BackupRequest:
     mode: str  # full, incremental or differential
     repository: str
-    consistency: str | None = None  # for the VMs on WinRM hosts; None when no such VM was chosen
+    consistency: str | None = None  # for the VMs on WinRM hosts; None: each host's own setting
 
 
 def default_mode(targets: Sequence[BackupTarget], repository: str) -> str:
@@ -78,6 +78,9 @@ class BackupDialog(_Dialog):
         self._mode_chosen = False  # the user picked a mode: a repository change keeps it
         settings = [t.consistency for t in self.targets if t.consistency is not None]
         self.consistency: str | None = settings[0] if settings else None
+        # Unchanged, each host's own setting applies (marked VMs on hosts with different settings).
+        self._consistency_chosen = False
+        self._mixed_consistency = len(set(settings)) > 1
 
     # -- layout -------------------------------------------------------------------------------
     @property
@@ -119,7 +122,8 @@ class BackupDialog(_Dialog):
             else:
                 yield Label(f"Repository: {self.repository}", classes="field-label", markup=False)
             if self.consistency is not None:
-                yield Label("Consistency (WinRM hosts)", classes="field-label")
+                mixed = " — unchanged, each host's setting" if self._mixed_consistency else ""
+                yield Label(f"Consistency (WinRM hosts){mixed}", classes="field-label")
                 with RadioSet(id="backup-consistency"):
                     for choice, help_text in CONSISTENCY_HELP.items():
                         yield ChoiceButton(Text(f"{choice} — {help_text}"), value=choice == self.consistency, id=f"consistency-{choice}")
@@ -170,10 +174,11 @@ class BackupDialog(_Dialog):
     def _consistency_changed(self, event: RadioSet.Changed) -> None:
         event.stop()
         self.consistency = (event.pressed.id or "").removeprefix("consistency-") or self.consistency
+        self._consistency_chosen = True
 
     @property
     def request(self) -> BackupRequest:
-        return BackupRequest(self.mode, self.repository, self.consistency)
+        return BackupRequest(self.mode, self.repository, self.consistency if self._consistency_chosen else None)
 
     @on(Button.Pressed, "#start")
     def _start(self, event: Button.Pressed) -> None:
