@@ -814,6 +814,9 @@ def main(argv: list[str] | None = None) -> int:
         "hvtui-zstd, format 2 with zstd; hvtui-smb, reading over SMB3)",
     )
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
+    parser.add_argument(
+        "--smb-read-ahead", type=int, default=None, help="hvtui-smb: reads in flight per file (default: the smb: default)"
+    )
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
     parser.add_argument("--zstd-level", type=int, default=3, help="hvtui-zstd: the zstd level (default 3)")
     parser.add_argument("--points", help="also time listing the points at these counts, e.g. 5,20,60 (v1 and v2)")
@@ -879,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
             for tool in tools:
                 if tool.name == "hvtui smb" and isinstance(tool, Hvtui):
                     settings = stack.enter_context(smb_bench.serving(data_dir, DISK_NAME))
-                    tool.env = {smb_bench.ENV: json.dumps(settings)}
+                    tool.env = {smb_bench.ENV: json.dumps({**settings, "read_ahead": args.smb_read_ahead})}
             measure(tools, disk, blocks, args, results)
         report(results, info, args, missing)
         if args.ceiling:

@@ -72,11 +72,10 @@ class Counted(io.RawIOBase):
         return self._inner.tell()
 
     def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
-        buffer[: len(data)] = data
+        n = self._inner.readinto(buffer)  # straight into the engine's buffer: no copy of our own
         with self._lock:
-            self._counter[0] += len(data)
-        return len(data)
+            self._counter[0] += n
+        return n
 
     def close(self) -> None:
         self._inner.close()
@@ -94,7 +93,8 @@ def remote_opener(disk_name: str) -> tuple[Callable[[], BinaryIO], list[int], Ca
     from hvtui.hosts.smb import open_remote_files
 
     settings = json.loads(raw)
-    smb = SmbSettings(shares=(("D:\\", settings["unc"]),), port=settings["port"], encrypt=True, timeout=30.0)
+    tuning = {"read_ahead": settings["read_ahead"]} if settings.get("read_ahead") else {}
+    smb = SmbSettings(shares=(("D:\\", settings["unc"]),), port=settings["port"], encrypt=True, timeout=30.0, **tuning)
     files = open_remote_files("bench", settings["host"], smb, settings["username"], lambda: settings["password"])
     counter, lock = [0], threading.Lock()
     path = HOST_PATH.format(name=disk_name)

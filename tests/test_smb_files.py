@@ -57,6 +57,26 @@ def test_ranged_reads_and_seek(files: SmbRemoteFiles, samba_server: SambaServer)
         assert reader.read(5) == b""
 
 
+def test_readinto_fills_the_callers_buffer_across_chunks_and_seeks(files: SmbRemoteFiles, samba_server: SambaServer) -> None:
+    # 4 MiB chunks: reads of 4 MiB land on whole chunks (handed over uncopied), odd sizes straddle them
+    data = os.urandom(13 * 1024 * 1024 + 333)
+    (samba_server.folder / "g.bin").write_bytes(data)
+    with files.open_read("D:\\g.bin") as reader:
+        buffer = bytearray(4 * 1024 * 1024)
+        got = bytearray()
+        while n := reader.readinto(buffer):
+            got += buffer[:n]
+        assert bytes(got) == data
+        for offset, length in ((5, 4 * 1024 * 1024), (4 * 1024 * 1024 - 7, 3 * 1024 * 1024 + 11), (len(data) - 100, 4096)):
+            reader.seek(offset)
+            view = memoryview(bytearray(length))
+            n = reader.readinto(view)
+            assert bytes(view[:n]) == data[offset : offset + length] and reader.tell() == offset + n
+        reader.seek(4 * 1024 * 1024)
+        whole = reader.read(4 * 1024 * 1024)
+        assert isinstance(whole, bytes) and whole == data[4 * 1024 * 1024 : 8 * 1024 * 1024]
+
+
 def test_makedirs_is_idempotent_and_remove_tolerates_a_missing_file(files: SmbRemoteFiles, samba_server: SambaServer) -> None:
     files.makedirs("D:\\a\\b\\c")
     files.makedirs("D:\\a\\b\\c")

@@ -191,6 +191,8 @@ async def test_backup_from_the_table_shows_progress_then_the_point(lab: Path, pa
         assert dialog.request.mode == "full" and dialog.request.repository == "default"  # no point yet
         text = screen_text(app)
         assert "Back up test01 on lab-hv02" in text and "no restore point yet" in text
+        # a lab host's checkpoint has no VSS to choose: no consistency choice, none sent
+        assert "Consistency" not in text and dialog.request.consistency is None
         await pilot.press("enter")  # the focus starts on "Back up"
 
         assert await wait_until(pilot, gate.reached.is_set)

@@ -65,7 +65,10 @@ class JobDialogsMixin:
                             with_points.add(config.name)
                     except HvtuiError as err:  # an unreadable repository: treated as "no point"
                         log.warning("restore points of %s/%s in %s: %s", vm.host, vm.name, config.name, err)
-                targets.append(BackupTarget(vm.host, vm.id, vm.name, frozenset(with_points)))
+                host_config = self.app.core.config.host(vm.host)
+                winrm = host_config.winrm if host_config is not None and host_config.kind == "winrm" else None
+                consistency = winrm.consistency if winrm is not None else None
+                targets.append(BackupTarget(vm.host, vm.id, vm.name, frozenset(with_points), consistency))
             return [config.name for config in configs], default, targets
 
         repositories, default, targets = await asyncio.to_thread(look_up)
@@ -99,7 +102,14 @@ class JobDialogsMixin:
             # as a full anyway: say so in the job's mode from the start.
             mode = request.mode if request.repository in target.repositories_with_points else "full"
             try:
-                submitted.append(manager.submit_backup(target.host, target.vm_id, mode=mode, repository=request.repository, vm_name=target.vm_name))
+                # The consistency choice is for checkpoints on WinRM hosts only (None: the host's setting).
+                consistency = request.consistency if target.consistency is not None else None
+                submitted.append(
+                    manager.submit_backup(
+                        target.host, target.vm_id, mode=mode, repository=request.repository, vm_name=target.vm_name,
+                        consistency=consistency,
+                    )
+                )
             except Exception as err:
                 errors.append((target, err))
         return submitted, errors

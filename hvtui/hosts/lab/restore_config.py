@@ -133,9 +133,56 @@ def _check_checkpoints(checkpoints: object, files: dict[str, Any], parent_id: ob
         raise _Bad(f"parent_checkpoint_id {parent_id!r} is not one of the checkpoints")
 
 
+def _from_winrm(config: dict[str, Any]) -> dict[str, Any]:
+    """A WinRM point's configuration (hosts/winrm/backup.py) as a lab one: its disk files, by their
+    names in the VM's folder, each with its parent and virtual size; the tops of the chains are the
+    VM's drives.  Hyper-V's own configuration file stays behind (the lab writes its record)."""
+    vm, entries = config.get("vm"), config.get("files")
+    if not isinstance(vm, dict) or not isinstance(entries, list):
+        raise _Bad("the WinRM configuration has no VM or file list")
+    disks = [f for f in entries if isinstance(f, dict) and f.get("role") == "disk"]
+    names: dict[str, str] = {}
+    for f in disks:
+        rel = f.get("rel_path")
+        if not isinstance(rel, str) or "/" in rel or "\\" in rel:
+            raise _Bad(f"disk {f.get('path')} lies outside the VM's folder: a lab restore takes disks of that folder only")
+        names[str(f.get("path", "")).lower()] = rel
+    files: dict[str, Any] = {}
+    parents: set[str] = set()
+    for f in disks:
+        parent = f.get("parent_path")
+        parent_name = names.get(str(parent).lower()) if parent else None
+        if parent and parent_name is None:
+            raise _Bad(f"disk {f['rel_path']!r} names a parent that is not in the backup: {parent!r}")
+        if parent_name:
+            parents.add(parent_name)
+        files[f["rel_path"]] = {"parent": parent_name, "size": f.get("virtual_size")}
+    drives = [
+        {"current": f["rel_path"], "controller": f.get("controller") or "SCSI",
+         "number": f.get("controller_number") or 0, "location": f.get("controller_location") or 0}
+        for f in disks if f["rel_path"] not in parents
+    ]  # fmt: skip
+    name = vm.get("name")
+    return {
+        "format": CONFIG_FORMAT,
+        "name": name,
+        "generation": vm.get("generation", 2),
+        "version": vm.get("version") or "10.0",
+        "files": files,
+        "disks": drives,
+        "checkpoints": [],
+    }
+
+
 def check_restore_config(host: str, config: object) -> dict[str, Any]:
-    """``config`` when a lab restore may use it; otherwise a HostError naming the bad field."""
+    """``config`` when a lab restore may use it; otherwise a HostError naming the bad field.
+    A WinRM point's configuration is translated first (``_from_winrm``)."""
     try:
+        if isinstance(config, dict) and config.get("kind") == "winrm":
+            try:
+                config = _from_winrm(config)
+            except _Bad as err:
+                raise HostError(host, "restore", f"this backup of a Hyper-V host cannot be restored on a lab host: {err}") from None
         if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
             raise _Bad("it has no lab configuration format marker")
         try:

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -130,28 +130,41 @@ class SmbReader(io.RawIOBase):
         return self._position
 
     def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
+        # The pieces go straight into the caller's buffer: one copy of each byte (the engine's
+        # reader fills its pooled 4 MiB buffers this way).
+        view = memoryview(buffer).cast("B")
+        done = 0
+        for piece in self._pieces(len(view)):
+            view[done : done + len(piece)] = piece
+            done += len(piece)
+        return done
 
     def readall(self) -> bytes:
         return self.read(-1)
 
     def read(self, size: int | None = -1) -> bytes:
+        pieces = list(self._pieces(-1 if size is None else size))
+        if len(pieces) == 1 and isinstance(pieces[0], bytes):
+            return pieces[0]  # a whole chunk comes back uncopied
+        return b"".join(pieces)
+
+    def _pieces(self, size: int) -> Iterator[memoryview | bytes]:
+        """The next ``size`` bytes (``-1``: to the end) as views into the fetched chunks."""
         if self.closed:
             raise ValueError("read from a closed SMB reader")
         start = self._position
-        end = self._size if size is None or size < 0 else max(start, min(self._size, start + size))
+        end = self._size if size < 0 else max(start, min(self._size, start + size))
         sequential = start == self._last_end
         self._run = (self._run if sequential else 0) + (end - start)
         ahead = min(self._depth * self._chunk, self._run // 2) if sequential else 0
-        out = bytearray()
         position = start
         while position < end:
             if self._buffer_offset <= position < self._buffer_offset + len(self._buffer):
-                piece = self._buffer[position - self._buffer_offset : end - self._buffer_offset]
-                out += piece
+                low, high = position - self._buffer_offset, min(end - self._buffer_offset, len(self._buffer))
+                piece = self._buffer if low == 0 and high == len(self._buffer) else memoryview(self._buffer)[low:high]
                 position += len(piece)
+                self._position = self._last_end = position
+                yield piece
                 continue
             if not self._queue or self._queue[0][0] != position:
                 self._drop_queue(position)
@@ -164,7 +177,6 @@ class SmbReader(io.RawIOBase):
         self._position = self._last_end = position
         if ahead:
             self._fill(min(self._size, position + ahead))
-        return bytes(out)
 
     def close(self) -> None:
         if self.closed:
@@ -200,7 +212,7 @@ class SmbReader(io.RawIOBase):
         files = self._files
         if files.rate_limiter is not None:
             files.rate_limiter.take(length)
-        got = bytearray()
+        got: bytes | bytearray = b""
         attempt = credit_waits = 0
         label = f"read {self._mapped.host_path}"
         while len(got) < length:
@@ -223,10 +235,15 @@ class SmbReader(io.RawIOBase):
                 continue
             if not piece:
                 break
-            got += piece
+            # Most chunks arrive in one answer: kept as they came, not copied.
+            if not got:
+                got = piece
+            else:
+                got = got if isinstance(got, bytearray) else bytearray(got)
+                got += piece
         with self._stats_lock:
             self.bytes_fetched += len(got)
-        return bytes(got)
+        return bytes(got) if isinstance(got, bytearray) else got
 
     def _reopen(self, generation: int) -> None:
         """Open the file again on a new connection (once, whichever worker notices first)."""

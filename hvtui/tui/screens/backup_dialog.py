@@ -3,7 +3,9 @@
 Mode: incremental when the VM already has a restore point in the chosen repository,
 full otherwise (with several VMs: incremental when any has one; those without get a
 full).  With no restore point in the repository, incremental and differential cannot be
-chosen: the backup would be a full anyway.  Repository: the default one preselected.  Enter on "Back up" starts it; a
+chosen: the backup would be a full anyway.  Repository: the default one preselected.
+Consistency (only when a VM lives on a WinRM host, whose checkpoints can be VSS-consistent): the
+host's setting preselected, and left unchanged each host's own setting applies; lab VMs ignore it.  Enter on "Back up" starts it; a
 backup only adds a restore point (its checkpoint is removed again), so the focus
 starts on "Back up".
 """
@@ -29,6 +31,11 @@ MODE_HELP = {
     "incremental": "reads the changes since the newest point",
     "differential": "reads the changes since the newest full point",
 }
+CONSISTENCY_HELP = {
+    "prefer-application": "VSS in the guest; crash-consistent with a warning if it cannot",
+    "application": "VSS in the guest, or the backup fails",
+    "crash": "no VSS: as if the power was cut",
+}
 MAX_LISTED = 8  # VMs named one per line; more are counted
 
 
@@ -38,12 +45,14 @@ class BackupTarget:
     vm_id: str
     vm_name: str
     repositories_with_points: frozenset[str]  # repositories already holding a point of this VM
+    consistency: str | None = None  # the host's consistency setting (WinRM hosts); None: no choice applies
 
 
 @dataclass(frozen=True, slots=True)
 class BackupRequest:
     mode: str  # full, incremental or differential
     repository: str
+    consistency: str | None = None  # for the VMs on WinRM hosts; None: each host's own setting
 
 
 def default_mode(targets: Sequence[BackupTarget], repository: str) -> str:
@@ -67,6 +76,11 @@ class BackupDialog(_Dialog):
         self.repository = default_repository if default_repository in self.repositories else self.repositories[0]
         self.mode = default_mode(self.targets, self.repository)
         self._mode_chosen = False  # the user picked a mode: a repository change keeps it
+        settings = [t.consistency for t in self.targets if t.consistency is not None]
+        self.consistency: str | None = settings[0] if settings else None
+        # Unchanged, each host's own setting applies (marked VMs on hosts with different settings).
+        self._consistency_chosen = False
+        self._mixed_consistency = len(set(settings)) > 1
 
     # -- layout -------------------------------------------------------------------------------
     @property
@@ -107,6 +121,12 @@ class BackupDialog(_Dialog):
                         yield ChoiceButton(Text(name), value=name == self.repository, id=f"repo-{index}")  # no markup
             else:
                 yield Label(f"Repository: {self.repository}", classes="field-label", markup=False)
+            if self.consistency is not None:
+                mixed = " — unchanged, each host's setting" if self._mixed_consistency else ""
+                yield Label(f"Consistency (WinRM hosts){mixed}", classes="field-label")
+                with RadioSet(id="backup-consistency"):
+                    for choice, help_text in CONSISTENCY_HELP.items():
+                        yield ChoiceButton(Text(f"{choice} — {help_text}"), value=choice == self.consistency, id=f"consistency-{choice}")
             yield Static("A Recovery checkpoint is taken for the read, then removed.", markup=False)
             yield Static(CHOICE_KEYS_HINT.replace("the choice", "the mode"), classes="keys-hint", markup=False)
             with Horizontal(classes="dialog-buttons"):
@@ -150,9 +170,15 @@ class BackupDialog(_Dialog):
             self._select_mode(default_mode(self.targets, self.repository))
         self._sync_modes()
 
+    @on(RadioSet.Changed, "#backup-consistency")
+    def _consistency_changed(self, event: RadioSet.Changed) -> None:
+        event.stop()
+        self.consistency = (event.pressed.id or "").removeprefix("consistency-") or self.consistency
+        self._consistency_chosen = True
+
     @property
     def request(self) -> BackupRequest:
-        return BackupRequest(self.mode, self.repository)
+        return BackupRequest(self.mode, self.repository, self.consistency if self._consistency_chosen else None)
 
     @on(Button.Pressed, "#start")
     def _start(self, event: Button.Pressed) -> None:
