@@ -17,7 +17,6 @@ but that is gone is left out.  So the index is only ever a faster way to read th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -31,7 +30,8 @@ from typing import Any
 import platformdirs
 
 from hvtui.engine.crypto import RepositoryCipher
-from hvtui.engine.packfile import BlobEntry, PackDamaged, is_pack_id, read_trailer
+from hvtui.engine.packfile import BlobEntry, PackDamaged, is_pack_id
+from hvtui.engine.packobjects import LocalPacks, PackObjects
 from hvtui.files import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -137,11 +137,18 @@ class PackIndex:
     """Loads, caches and extends a repository's index (thread-safe)."""
 
     def __init__(
-        self, root: Path, repo_id: str, cache_dir: Path | None = None, cipher: RepositoryCipher | None = None
+        self,
+        root: Path,
+        repo_id: str,
+        cache_dir: Path | None = None,
+        cipher: RepositoryCipher | None = None,
+        packs: PackObjects | None = None,
     ) -> None:
         """``cipher``: an encrypted repository's: index files are sealed (their path as associated
-        data) and pack trailers too.  The local cache holds only keyed chunk ids and pack ids."""
+        data) and pack trailers too.  The local cache holds only keyed chunk ids and pack ids.
+        ``packs``: where the pack files are (default: files under ``root``)."""
         self.root = root
+        self.packs = packs if packs is not None else LocalPacks(root)
         self.cipher = cipher
         self.index_dir = root / "index"
         self.packs_dir = root / "packs"
@@ -158,14 +165,7 @@ class PackIndex:
         return self.packs_dir / pack_id[:2] / pack_id
 
     def pack_ids_on_disk(self) -> set[str]:
-        found: set[str] = set()
-        with contextlib.suppress(OSError):
-            for sub in os.listdir(self.packs_dir):
-                subdir = self.packs_dir / sub
-                if len(sub) != 2 or subdir.is_symlink() or not subdir.is_dir():
-                    continue
-                found.update(n for n in os.listdir(subdir) if is_pack_id(n) and n.startswith(sub))
-        return found
+        return self.packs.ids()
 
     def index_names(self) -> list[str]:
         try:
@@ -193,7 +193,7 @@ class PackIndex:
                     self._forget_pack(state, pid)
             for pid in sorted(on_disk - set(state.packs) - set(state.damaged_packs)):
                 try:
-                    entries = read_trailer(self.pack_path(pid), pid, self.cipher)
+                    entries = self.packs.trailer(pid, self.cipher)
                 except FileNotFoundError:
                     continue
                 except PackDamaged as err:

@@ -38,6 +38,7 @@ from hvtui.engine.layout import (
 from hvtui.engine.locks import RepositoryLock, creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
 from hvtui.engine.packfile import DEFAULT_PACK_SIZE, MAX_PACK_SIZE, MIN_PACK_SIZE
+from hvtui.engine.packobjects import PackObjects
 from hvtui.engine.packstore import PackStore
 from hvtui.engine.pointindex import PointIndexFile, PointSummary, summary_order
 from hvtui.engine.store import ChunkStore, disk_error
@@ -122,9 +123,16 @@ class _RefreshingLock(RepositoryLock):
 
 class Repository:
     def __init__(
-        self, root: Path, name: str, config: dict[str, Any], cipher: RepositoryCipher | None = None, compressor: Compressor = LZ4
+        self,
+        root: Path,
+        name: str,
+        config: dict[str, Any],
+        cipher: RepositoryCipher | None = None,
+        compressor: Compressor = LZ4,
+        packs: PackObjects | None = None,
     ) -> None:
-        """``cipher``: the unwrapped master key of an encrypted repository (``open`` gets it)."""
+        """``cipher``: the unwrapped master key of an encrypted repository (``open`` gets it);
+        ``packs``: where a format-2 repository's pack files are (default: under ``root``)."""
         self.root = root
         # What new chunks are written with; every codec is read whatever this says (compression.py).
         self.compressor = compressor
@@ -139,7 +147,7 @@ class Repository:
         self.version: int = config["version"]
         self.store: ChunkStore | PackStore
         if self.version >= 2:
-            self.store = PackStore(root, self.id, config["pack_size"], cipher=cipher)
+            self.store = PackStore(root, self.id, config["pack_size"], cipher=cipher, packs=packs)
         else:
             self.store = ChunkStore(root)
         self.points_dir = root / "points"
@@ -177,6 +185,7 @@ class Repository:
         compressor: Compressor = LZ4,
         passphrase: Passphrase | None = None,
         encrypt: bool = False,
+        packs: PackObjects | None = None,
     ) -> Repository:
         """Open the repository at ``root`` (its ``config.json`` says which format it is);
         ``create`` makes one when there is none, of format ``version`` (``encrypt``: format 2,
@@ -210,7 +219,7 @@ class Repository:
             with contextlib.suppress(OSError):  # a read-only repository (a snapshot) is still readable
                 make_private_dir(root / sub)
             require_real_dir(root / sub)
-        return cls(root, name, config, cipher, compressor)
+        return cls(root, name, config, cipher, compressor, packs)
 
     @classmethod
     def read_config(cls, root: Path) -> dict[str, Any]:

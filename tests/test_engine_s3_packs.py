@@ -1,0 +1,183 @@
+"""A format-2 repository whose pack files are objects on a real S3 server (SeaweedFS).
+
+The first step of issue 21 §1: ``PackStore`` reads and writes packs through a storage seam
+(packobjects.py); here the packs live in a bucket (``BackendPacks`` over ``S3Backend``) while
+the rest of the repository (config, keys, index, manifests) is still a local folder.  Backup,
+restore, verify and prune run unchanged on top and must give the same results as on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
+
+from hvtui.clock import FixedClock
+from hvtui.config import Retention
+from hvtui.engine import keys
+from hvtui.engine.backends.s3 import S3Backend, S3Settings
+from hvtui.engine.backup import run_backup
+from hvtui.engine.errors import RepositoryDamaged
+from hvtui.engine.packobjects import BackendPacks, pack_key
+from hvtui.engine.prune import run_prune
+from hvtui.engine.repository import Repository
+from hvtui.engine.restore import restore_to_directory
+from hvtui.engine.verify import run_verify
+from hvtui.hosts.lab import disk as vdisk
+from hvtui.hosts.lab.host import LabHost
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+KiB = 1024
+MiB = 1024 * KiB
+CS = 64 * KiB
+PASS = "correct horse battery staple"
+MARKER = b"HVTUI-GUEST-MARKER-s3-91c2"
+
+
+@pytest.fixture(autouse=True)
+def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+
+
+@pytest.fixture
+def bucket(seaweed) -> S3Backend:
+    """A fresh prefix of the test bucket: one repository's objects."""
+    return S3Backend(
+        S3Settings(
+            endpoint=seaweed.endpoint, bucket=BUCKET, prefix=f"repo-{uuid.uuid4().hex[:8]}", region="us-east-1",
+            access_key=ACCESS_KEY, secret_key=SECRET_KEY, max_attempts=3, connect_timeout=2.0, read_timeout=10.0,
+        )
+    )
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> tuple[LabHost, str]:
+    host = LabHost.create(tmp_path / "lab" / "lab-a", "lab-a", FixedClock())
+    vm_id = host.add_vm("web01", state="Off", disk_sizes=(8 * MiB,), fsync=False)
+    for i in range(6):  # the guest writes a marker beside random data (stored raw, so readable if plain)
+        host.write_guest_data(vm_id, 0, i * MiB, MARKER * 100 + os.urandom(200 * KiB))
+    return host, vm_id
+
+
+def open_s3(root: Path, bucket: S3Backend, create: bool = True) -> Repository:
+    repo = Repository.open(
+        root, create=create, chunk_size=CS, encrypt=True, passphrase=lambda: PASS, packs=BackendPacks(bucket)
+    )
+    repo.store.pack_size = 256 * KiB  # type: ignore[union-attr]  # several packs per backup
+    return repo
+
+
+def disk_bytes(host: LabHost, vm_id: str) -> bytes:
+    return host.read_disk(vm_id, 0, 0, 8 * MiB)
+
+
+def restored_disk(repo: Repository, point: str, out: Path) -> bytes:
+    restore_to_directory(repo, point, out)
+    return vdisk.read_logical(out / "web01.vhdx", 0, 8 * MiB)
+
+
+def pack_objects(bucket: S3Backend) -> dict[str, int]:
+    return {o.key: o.size for o in bucket.list("packs/")}
+
+
+def test_full_and_incremental_round_trip_with_packs_on_s3_and_nothing_plain_in_the_bucket(
+    lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path
+) -> None:
+    host, vm_id = lab
+    repo = open_s3(tmp_path / "repo", bucket)
+    full = run_backup(repo, host, vm_id, "full").point_id
+    first_disk = disk_bytes(host, vm_id)
+    after_full = pack_objects(bucket)
+    assert len(after_full) > 1
+    assert not [p for p in (repo.root / "packs").rglob("*") if p.is_file()]  # no pack left on the local disk
+    assert not [p for p in (repo.root / "tmp").rglob("*") if p.is_file()]  # nor its temporary file
+    host.write_guest_data(vm_id, 0, 3 * MiB, MARKER + os.urandom(300 * KiB))
+    incremental = run_backup(repo, host, vm_id, "incremental").point_id
+    after_incremental = pack_objects(bucket)
+    assert set(after_full) < set(after_incremental)  # only new packs: the old ones are reused
+    for key in after_incremental:
+        assert MARKER not in bucket.get(key), key
+
+    # A fresh process (no index cache in memory) reads the chunks back with ranged GETs.
+    fresh = open_s3(repo.root, bucket, create=False)
+    assert restored_disk(fresh, full, tmp_path / "out-full") == first_disk
+    assert restored_disk(fresh, incremental, tmp_path / "out-inc") == disk_bytes(host, vm_id)
+    report = run_verify(fresh)  # full read: every blob fetched, opened, re-hashed
+    assert report.ok and report.chunks_read == report.chunks_checked > 0
+    assert not report.pack_problems
+
+
+def test_packs_without_an_index_are_found_by_their_trailers_in_the_bucket(
+    lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path
+) -> None:
+    host, vm_id = lab
+    repo = open_s3(tmp_path / "repo", bucket)
+    point = run_backup(repo, host, vm_id, "full").point_id
+    for index in (repo.root / "index").iterdir():
+        if index.name != "points.json":
+            index.unlink()
+    fresh = Repository.open(
+        repo.root, passphrase=lambda: PASS, packs=BackendPacks(bucket)
+    )
+    fresh.store.index.cache_dir = tmp_path / "no-cache"  # type: ignore[union-attr]  # another machine
+    state = fresh.store.index.refresh()  # type: ignore[union-attr]
+    assert set(state.unindexed) == {k.rsplit("/", 1)[1] for k in pack_objects(bucket)}
+    assert restored_disk(fresh, point, tmp_path / "out") == disk_bytes(host, vm_id)
+
+
+def test_a_tampered_pack_object_is_named_by_verify_and_refused_by_restore(
+    lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path
+) -> None:
+    host, vm_id = lab
+    repo = open_s3(tmp_path / "repo", bucket)
+    point = run_backup(repo, host, vm_id, "full").point_id
+    digest = min(repo.load_point(point).chunk_ids())
+    pack_id, offset, length = repo.store.location(digest)  # type: ignore[union-attr,misc]
+    data = bytearray(bucket.get(pack_key(pack_id)))
+    data[offset + length // 2] ^= 0x01
+    bucket.put(pack_key(pack_id), bytes(data))
+    fresh = open_s3(repo.root, bucket, create=False)
+    with pytest.raises(RepositoryDamaged, match=rf"{digest.hex()[:16]}.*does not authenticate.*pack {pack_id[:16]}"):
+        restore_to_directory(fresh, point, tmp_path / "out")
+    report = run_verify(fresh, repair=False)
+    assert [p.chunk for p in report.chunk_problems] == [digest.hex()]
+
+
+def test_a_lost_pack_object_is_reported_missing(lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path) -> None:
+    host, vm_id = lab
+    repo = open_s3(tmp_path / "repo", bucket)
+    point = run_backup(repo, host, vm_id, "full").point_id
+    digest = min(repo.load_point(point).chunk_ids())
+    pack_id = repo.store.location(digest)[0]  # type: ignore[union-attr,index]
+    bucket.delete(pack_key(pack_id))
+    report = run_verify(open_s3(repo.root, bucket, create=False), repair=False)
+    assert not report.ok
+    assert digest.hex() in {p.chunk for p in report.chunk_problems}
+
+
+def test_prune_repacks_and_deletes_pack_objects_and_the_kept_point_restores(
+    lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path
+) -> None:
+    host, vm_id = lab
+    repo = open_s3(tmp_path / "repo", bucket)
+    run_backup(repo, host, vm_id, "full")
+    for i in range(6):  # most of the data changes: the first point's packs become mostly dead
+        host.write_guest_data(vm_id, 0, i * MiB, os.urandom(200 * KiB))
+    kept = run_backup(repo, host, vm_id, "incremental").point_id
+    expected = disk_bytes(host, vm_id)
+    before = pack_objects(bucket)
+    result = run_prune(repo, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))
+    assert result.points_removed == 1 and result.chunks_removed > 0
+    after = pack_objects(bucket)
+    gone = set(before) - set(after)
+    assert gone and set(after) - set(before), "dead packs deleted and a partly live one rewritten"
+    assert result.bytes_freed == sum(before[k] for k in gone)
+    fresh = open_s3(repo.root, bucket, create=False)
+    report = run_verify(fresh)
+    assert report.ok and report.chunks_read == report.chunks_checked > 0
+    assert restored_disk(fresh, kept, tmp_path / "out") == expected
