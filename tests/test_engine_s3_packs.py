@@ -1,8 +1,8 @@
-"""A format-2 repository whose pack files are objects on a real S3 server (SeaweedFS).
+"""A format-2 repository whose pack and index files are objects on a real S3 server (SeaweedFS).
 
 The first step of issue 21 §1: ``PackStore`` reads and writes packs through a storage seam
-(packobjects.py); here the packs live in a bucket (``BackendPacks`` over ``S3Backend``) while
-the rest of the repository (config, keys, index, manifests) is still a local folder.  Backup,
+(packobjects.py); here packs and index files live in a bucket (``BackendPacks`` over ``S3Backend``) while
+the rest of the repository (config, keys, point index, manifests) is still a local folder.  Backup,
 restore, verify and prune run unchanged on top and must give the same results as on disk.
 """
 
@@ -85,6 +85,10 @@ def pack_objects(bucket: S3Backend) -> dict[str, int]:
     return {o.key: o.size for o in bucket.list("packs/")}
 
 
+def index_objects(bucket: S3Backend) -> list[str]:
+    return [o.key for o in bucket.list("index/")]
+
+
 def test_full_and_incremental_round_trip_with_packs_on_s3_and_nothing_plain_in_the_bucket(
     lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path
 ) -> None:
@@ -96,6 +100,8 @@ def test_full_and_incremental_round_trip_with_packs_on_s3_and_nothing_plain_in_t
     assert len(after_full) > 1
     assert not [p for p in (repo.root / "packs").rglob("*") if p.is_file()]  # no pack left on the local disk
     assert not [p for p in (repo.root / "tmp").rglob("*") if p.is_file()]  # nor its temporary file
+    assert [p.name for p in (repo.root / "index").iterdir()] == ["points.json"]  # index files are objects
+    assert len(index_objects(bucket)) == 1
     host.write_guest_data(vm_id, 0, 3 * MiB, MARKER + os.urandom(300 * KiB))
     incremental = run_backup(repo, host, vm_id, "incremental").point_id
     after_incremental = pack_objects(bucket)
@@ -118,9 +124,8 @@ def test_packs_without_an_index_are_found_by_their_trailers_in_the_bucket(
     host, vm_id = lab
     repo = open_s3(tmp_path / "repo", bucket)
     point = run_backup(repo, host, vm_id, "full").point_id
-    for index in (repo.root / "index").iterdir():
-        if index.name != "points.json":
-            index.unlink()
+    for key in index_objects(bucket):
+        bucket.delete(key)
     fresh = Repository.open(
         repo.root, passphrase=lambda: PASS, packs=BackendPacks(bucket)
     )
@@ -177,6 +182,7 @@ def test_prune_repacks_and_deletes_pack_objects_and_the_kept_point_restores(
     gone = set(before) - set(after)
     assert gone and set(after) - set(before), "dead packs deleted and a partly live one rewritten"
     assert result.bytes_freed == sum(before[k] for k in gone)
+    assert len(index_objects(bucket)) == 1  # prune's index supersedes and replaces the older ones
     fresh = open_s3(repo.root, bucket, create=False)
     report = run_verify(fresh)
     assert report.ok and report.chunks_read == report.chunks_checked > 0

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import platformdirs
 from hvtui.engine.crypto import RepositoryCipher
 from hvtui.engine.packfile import BlobEntry, PackDamaged, is_pack_id
 from hvtui.engine.packobjects import LocalPacks, PackObjects
-from hvtui.files import atomic_write, fsync_dir
+from hvtui.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +96,6 @@ def decode_index(doc: Any) -> tuple[dict[str, list[BlobEntry]], list[tuple[bytes
     return packs, dropped, supersedes
 
 
-def is_index_name(name: str) -> bool:
-    return name.endswith(".json") and is_pack_id(name[:-5])
 
 
 @dataclass(slots=True)
@@ -168,10 +165,7 @@ class PackIndex:
         return self.packs.ids()
 
     def index_names(self) -> list[str]:
-        try:
-            return sorted(n for n in os.listdir(self.index_dir) if is_index_name(n))
-        except OSError:
-            return []
+        return self.packs.index_names()
 
     def current(self) -> IndexState:
         with self.lock:
@@ -227,7 +221,7 @@ class PackIndex:
             docs: dict[str, tuple[dict[str, list[BlobEntry]], list[tuple[bytes, str]]]] = {}
             for name in names:
                 try:
-                    raw = (self.index_dir / name).read_bytes()
+                    raw = self.packs.read_index(name)
                     if self.cipher is not None:
                         raw = self.cipher.open_object(raw, f"index/{name}")
                     p, d, s = decode_index(json.loads(raw))
@@ -315,12 +309,10 @@ class PackIndex:
         self, packs: dict[str, list[BlobEntry]], dropped: list[tuple[bytes, str]], supersedes: list[str] = ()  # type: ignore[assignment]
     ) -> str:
         name = f"{secrets.token_hex(32)}.json"
-        self.index_dir.mkdir(mode=0o700, exist_ok=True)
         data = _compact(encode_index(packs, dropped, supersedes))
         if self.cipher is not None:
-            data = self.cipher.seal_object(data, f"index/{name}")
-        atomic_write(self.index_dir / name, data, tmp_dir=self.tmp_dir)
-        fsync_dir(self.index_dir)
+            data = bytes(self.cipher.seal_object(data, f"index/{name}"))
+        self.packs.write_index(name, data)
         with self.lock:
             if self.state is not None:
                 self.state.index_names = sorted([*self.state.index_names, name])

@@ -19,7 +19,11 @@ from pathlib import Path
 from hvtui.engine.backends.base import Backend, ObjectMissing
 from hvtui.engine.crypto import RepositoryCipher
 from hvtui.engine.packfile import BlobEntry, PackWriter, is_pack_id, parse_trailer, read_trailer
-from hvtui.files import fsync_dir
+from hvtui.files import atomic_write, fsync_dir
+
+
+def is_index_name(name: str) -> bool:
+    return name.endswith(".json") and is_pack_id(name[:-5])
 
 
 def pack_key(pack_id: str) -> str:
@@ -53,12 +57,31 @@ class PackObjects(ABC):
     def delete(self, pack_ids: list[str]) -> int:
         """Remove packs (no error for one already gone); the bytes freed."""
 
+    # Index files (``index/<64 hex>.json``): written once under a random name, never changed.
+    @abstractmethod
+    def index_names(self) -> list[str]:
+        """Every index file's name, sorted."""
+
+    @abstractmethod
+    def read_index(self, name: str) -> bytes:
+        """An index file's bytes; ``FileNotFoundError`` when it is gone."""
+
+    @abstractmethod
+    def write_index(self, name: str, data: bytes) -> None:
+        """Create an index file, durably."""
+
+    @abstractmethod
+    def delete_indexes(self, names: list[str]) -> None:
+        """Remove index files (no error for one already gone), durably."""
+
 
 class LocalPacks(PackObjects):
     """Pack files under ``<root>/packs``."""
 
     def __init__(self, root: Path) -> None:
         self.packs_dir = root / "packs"
+        self.index_dir = root / "index"
+        self.tmp_dir = root / "tmp"
         self._touched: set[str] = set()
         self._touched_lock = threading.Lock()
 
@@ -107,6 +130,26 @@ class LocalPacks(PackObjects):
         for prefix in sorted({pid[:2] for pid in pack_ids}):
             fsync_dir(self.packs_dir / prefix)
         return freed
+
+    def index_names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.index_dir) if is_index_name(n))
+        except OSError:
+            return []
+
+    def read_index(self, name: str) -> bytes:
+        return (self.index_dir / name).read_bytes()
+
+    def write_index(self, name: str, data: bytes) -> None:
+        self.index_dir.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(self.index_dir / name, data, tmp_dir=self.tmp_dir)
+        fsync_dir(self.index_dir)
+
+    def delete_indexes(self, names: list[str]) -> None:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.index_dir / name)
+        fsync_dir(self.index_dir)
 
 
 class BackendPacks(PackObjects):
@@ -158,3 +201,20 @@ class BackendPacks(PackObjects):
                 self.backend.delete(pack_key(pack_id))
                 freed += info.size
         return freed
+
+    def index_names(self) -> list[str]:
+        names = (info.key.split("/", 1)[1] for info in self.backend.list("index/") if info.key.count("/") == 1)
+        return sorted(n for n in names if is_index_name(n))
+
+    def read_index(self, name: str) -> bytes:
+        try:
+            return self.backend.get(f"index/{name}")
+        except ObjectMissing:
+            raise FileNotFoundError(f"index/{name}") from None
+
+    def write_index(self, name: str, data: bytes) -> None:
+        self.backend.put_if_absent(f"index/{name}", data)  # a random name: an existing one is a bug, not a race
+
+    def delete_indexes(self, names: list[str]) -> None:
+        for name in names:
+            self.backend.delete(f"index/{name}")

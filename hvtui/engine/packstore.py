@@ -10,8 +10,6 @@ its pack and offset, and never decoded.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +27,6 @@ from hvtui.engine.store import (
     decode_chunk,
     disk_error,
 )
-from hvtui.files import fsync_dir
 
 # A pack whose referenced chunks fill less than this share of it is rewritten by prune
 # (restic's --max-unused plays the same role).
@@ -277,10 +274,7 @@ class PackStore:
         self.index.write_index(keep, dropped, supersedes=old)
         self.index.clear_pending()
         freed = self.packs.delete(sorted(gone))
-        for name in old:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.index.index_dir / name)
-        fsync_dir(self.index.index_dir)
+        self.packs.delete_indexes(old)
         self.index.state = None
         still = self.index.refresh().locations
         return sum(1 for d in before if d not in still), freed
