@@ -8,8 +8,10 @@ restore, verify and prune run unchanged on top and must give the same results as
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -22,11 +24,12 @@ from hvtui.engine import keys
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
 from hvtui.engine.backup import run_backup
 from hvtui.engine.errors import RepositoryDamaged
-from hvtui.engine.packobjects import BackendPacks, pack_key
+from hvtui.engine.packobjects import pack_key
 from hvtui.engine.prune import run_prune
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory
 from hvtui.engine.verify import run_verify
+from hvtui.errors import RepositoryError
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.host import LabHost
 
@@ -66,7 +69,7 @@ def lab(tmp_path: Path) -> tuple[LabHost, str]:
 
 def open_s3(root: Path, bucket: S3Backend, create: bool = True) -> Repository:
     repo = Repository.open(
-        root, create=create, chunk_size=CS, encrypt=True, passphrase=lambda: PASS, packs=BackendPacks(bucket)
+        root, create=create, chunk_size=CS, encrypt=True, passphrase=lambda: PASS, backend=bucket
     )
     repo.store.pack_size = 256 * KiB  # type: ignore[union-attr]  # several packs per backup
     return repo
@@ -102,6 +105,8 @@ def test_full_and_incremental_round_trip_with_packs_on_s3_and_nothing_plain_in_t
     assert not [p for p in (repo.root / "tmp").rglob("*") if p.is_file()]  # nor its temporary file
     assert [p.name for p in (repo.root / "index").iterdir()] == ["points.json"]  # index files are objects
     assert len(index_objects(bucket)) == 1
+    assert not list((repo.root / "points").iterdir())  # the manifest is an object too
+    assert [o.key for o in bucket.list("points/")] == [f"points/{full}.json"]
     host.write_guest_data(vm_id, 0, 3 * MiB, MARKER + os.urandom(300 * KiB))
     incremental = run_backup(repo, host, vm_id, "incremental").point_id
     after_incremental = pack_objects(bucket)
@@ -111,6 +116,9 @@ def test_full_and_incremental_round_trip_with_packs_on_s3_and_nothing_plain_in_t
 
     # A fresh process (no index cache in memory) reads the chunks back with ranged GETs.
     fresh = open_s3(repo.root, bucket, create=False)
+    summaries, damaged = fresh.point_summaries()
+    assert [s.id for s in summaries] == [full, incremental] and not damaged
+    assert fresh.load_point(incremental).parent == full
     assert restored_disk(fresh, full, tmp_path / "out-full") == first_disk
     assert restored_disk(fresh, incremental, tmp_path / "out-inc") == disk_bytes(host, vm_id)
     report = run_verify(fresh)  # full read: every blob fetched, opened, re-hashed
@@ -127,7 +135,7 @@ def test_packs_without_an_index_are_found_by_their_trailers_in_the_bucket(
     for key in index_objects(bucket):
         bucket.delete(key)
     fresh = Repository.open(
-        repo.root, passphrase=lambda: PASS, packs=BackendPacks(bucket)
+        repo.root, passphrase=lambda: PASS, backend=bucket
     )
     fresh.store.index.cache_dir = tmp_path / "no-cache"  # type: ignore[union-attr]  # another machine
     state = fresh.store.index.refresh()  # type: ignore[union-attr]
@@ -183,7 +191,41 @@ def test_prune_repacks_and_deletes_pack_objects_and_the_kept_point_restores(
     assert gone and set(after) - set(before), "dead packs deleted and a partly live one rewritten"
     assert result.bytes_freed == sum(before[k] for k in gone)
     assert len(index_objects(bucket)) == 1  # prune's index supersedes and replaces the older ones
+    assert [o.key for o in bucket.list("points/")] == [f"points/{kept}.json"]
     fresh = open_s3(repo.root, bucket, create=False)
     report = run_verify(fresh)
     assert report.ok and report.chunks_read == report.chunks_checked > 0
     assert restored_disk(fresh, kept, tmp_path / "out") == expected
+
+
+def test_two_writers_racing_for_one_manifest_one_wins_the_other_is_a_clear_error(
+    lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path
+) -> None:
+    host, vm_id = lab
+    repo = open_s3(tmp_path / "repo", bucket)
+    point = run_backup(repo, host, vm_id, "full").point_id
+    manifest = repo.load_point(point)
+    original = bucket.get(f"points/{point}.json")
+    with pytest.raises(RepositoryError, match=rf"restore point {point} already exists .*another backup wrote it first"):
+        open_s3(repo.root, bucket, create=False).commit_point(dataclasses.replace(manifest, stats={"writer": 2}))
+    assert bucket.get(f"points/{point}.json") == original  # the first writer's point is untouched
+
+    racing = dataclasses.replace(manifest, id=point[:-8] + "0badc0de")
+    writers = [open_s3(repo.root, bucket, create=False) for _ in range(4)]
+    outcomes: list[str] = []
+
+    def commit(writer: Repository) -> None:
+        try:
+            writer.commit_point(racing)
+            outcomes.append("won")
+        except RepositoryError as err:
+            outcomes.append(str(err))
+
+    threads = [threading.Thread(target=commit, args=(w,)) for w in writers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("won") == 1, outcomes
+    assert all("already exists" in o for o in outcomes if o != "won")
+    assert open_s3(repo.root, bucket, create=False).load_point(racing.id).chunk_ids() == manifest.chunk_ids()
