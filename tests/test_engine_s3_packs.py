@@ -89,11 +89,11 @@ def pack_objects(bucket: S3Backend) -> dict[str, int]:
 
 
 def index_objects(bucket: S3Backend) -> list[str]:
-    return [o.key for o in bucket.list("index/")]
+    return [o.key for o in bucket.list("index/") if o.key != "index/points.json"]
 
 
 def test_full_and_incremental_round_trip_with_packs_on_s3_and_nothing_plain_in_the_bucket(
-    lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path
+    lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     host, vm_id = lab
     repo = open_s3(tmp_path / "repo", bucket)
@@ -103,7 +103,8 @@ def test_full_and_incremental_round_trip_with_packs_on_s3_and_nothing_plain_in_t
     assert len(after_full) > 1
     assert not [p for p in (repo.root / "packs").rglob("*") if p.is_file()]  # no pack left on the local disk
     assert not [p for p in (repo.root / "tmp").rglob("*") if p.is_file()]  # nor its temporary file
-    assert [p.name for p in (repo.root / "index").iterdir()] == ["points.json"]  # index files are objects
+    assert not list((repo.root / "index").iterdir())  # index files and the point index are objects
+    assert bucket.stat("index/points.json") is not None
     assert len(index_objects(bucket)) == 1
     assert not list((repo.root / "points").iterdir())  # the manifest is an object too
     assert [o.key for o in bucket.list("points/")] == [f"points/{full}.json"]
@@ -111,14 +112,22 @@ def test_full_and_incremental_round_trip_with_packs_on_s3_and_nothing_plain_in_t
     incremental = run_backup(repo, host, vm_id, "incremental").point_id
     after_incremental = pack_objects(bucket)
     assert set(after_full) < set(after_incremental)  # only new packs: the old ones are reused
-    for key in after_incremental:
-        assert MARKER not in bucket.get(key), key
+    for info in bucket.list(""):  # packs, index files, the point index, manifests: all sealed
+        content = bucket.get(info.key)
+        assert MARKER not in content and b"web01" not in content and b"lab-a" not in content, info.key
 
     # A fresh process (no index cache in memory) reads the chunks back with ranged GETs.
     fresh = open_s3(repo.root, bucket, create=False)
     summaries, damaged = fresh.point_summaries()
     assert [s.id for s in summaries] == [full, incremental] and not damaged
     assert fresh.load_point(incremental).parent == full
+    lister = open_s3(repo.root, bucket, create=False)
+
+    def no_manifest_read(point_id: str) -> None:
+        raise AssertionError(f"manifest {point_id} read: the point index object was not used")
+
+    monkeypatch.setattr(lister, "_load_for_listing", no_manifest_read)
+    assert [s.id for s in lister.point_summaries()[0]] == [full, incremental]
     assert restored_disk(fresh, full, tmp_path / "out-full") == first_disk
     assert restored_disk(fresh, incremental, tmp_path / "out-inc") == disk_bytes(host, vm_id)
     report = run_verify(fresh)  # full read: every blob fetched, opened, re-hashed

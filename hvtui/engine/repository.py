@@ -153,7 +153,7 @@ class Repository:
         self.verified_dir = root / "verified"
         self.tmp_dir = root / "tmp"
         self.manifests: ManifestObjects = BackendManifests(backend) if backend is not None else LocalManifests(root)
-        self.point_index = PointIndexFile(root / "index", root / "tmp", cipher) if self.version >= 2 else None
+        self.point_index = PointIndexFile(root / "index", root / "tmp", cipher, backend) if self.version >= 2 else None
         self._cache: dict[str, tuple[tuple[int, int], Manifest]] = {}
         self._cache_lock = threading.Lock()
 
