@@ -36,6 +36,7 @@ from hvtui.engine.layout import (
     publish_config,
     require_real_dir,
 )
+from hvtui.engine.lock_records import BackendRecords
 from hvtui.engine.locks import RepositoryLock, creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
 from hvtui.engine.packfile import DEFAULT_PACK_SIZE, MAX_PACK_SIZE, MIN_PACK_SIZE
@@ -99,8 +100,8 @@ class _RefreshingLock(RepositoryLock):
     never works from an index another process changed (a prune) before the lock, nor from a
     format a migration changed (``repo migrate`` switched it to format 2)."""
 
-    def __init__(self, repo: Repository, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, repo: Repository, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._repo = repo
 
     def acquire(self, *args: Any, **kwargs: Any) -> RepositoryLock:
@@ -152,6 +153,7 @@ class Repository:
         self.points_dir = root / "points"
         self.verified_dir = root / "verified"
         self.tmp_dir = root / "tmp"
+        self.backend = backend
         self.manifests: ManifestObjects = BackendManifests(backend) if backend is not None else LocalManifests(root)
         self.point_index = PointIndexFile(root / "index", root / "tmp", cipher, backend) if self.version >= 2 else None
         self._cache: dict[str, tuple[tuple[int, int], Manifest]] = {}
@@ -331,6 +333,9 @@ class Repository:
     # -- locks ---------------------------------------------------------------------------
     def lock(self, kind: str, operation: str, detail: str = "", reading: bool = False) -> RepositoryLock:
         """``reading``: only reads (a restore), so it works in a repository that cannot be written."""
+        if self.backend is not None:  # records alone, as objects: flock cannot reach an object store
+            records = BackendRecords(self.backend)
+            return _RefreshingLock(self, self.root, kind, operation, detail, reading, use_flock=False, records=records)
         return _RefreshingLock(self, self.root, kind, operation, detail, reading)
 
     def format_changed(self) -> bool:
