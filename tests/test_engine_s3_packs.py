@@ -169,6 +169,13 @@ def test_a_tampered_pack_object_is_named_by_verify_and_refused_by_restore(
     report = run_verify(fresh, repair=False)
     assert [p.chunk for p in report.chunk_problems] == [digest.hex()]
 
+    # Repaired: the blob leaves the index, its pack object stays as evidence, prune counts it.
+    report = run_verify(fresh)
+    assert report.quarantined == [digest.hex()]
+    result = run_prune(open_s3(repo.root, bucket, create=False), Retention(keep_last=5))
+    assert (result.quarantined_packs, result.quarantined_bytes) == (1, len(data))
+    assert bucket.stat(pack_key(pack_id)) is not None
+
 
 def test_a_lost_pack_object_is_reported_missing(lab: tuple[LabHost, str], bucket: S3Backend, tmp_path: Path) -> None:
     host, vm_id = lab

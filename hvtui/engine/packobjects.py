@@ -46,6 +46,10 @@ class PackObjects(ABC):
         """The blobs the pack lists; ``PackDamaged`` when its trailer cannot be trusted."""
 
     @abstractmethod
+    def size(self, pack_id: str) -> int | None:
+        """The pack's size, or None when it does not exist."""
+
+    @abstractmethod
     def publish(self, writer: PackWriter, fsync: bool = True) -> int:
         """Give a finished pack its final name; its size."""
 
@@ -104,6 +108,12 @@ class LocalPacks(PackObjects):
 
     def trailer(self, pack_id: str, cipher: RepositoryCipher | None) -> list[BlobEntry]:
         return read_trailer(self.path(pack_id), pack_id, cipher)
+
+    def size(self, pack_id: str) -> int | None:
+        try:
+            return os.stat(self.path(pack_id)).st_size
+        except OSError:
+            return None
 
     def publish(self, writer: PackWriter, fsync: bool = True) -> int:
         size = writer.finish(self.path(writer.pack_id), fsync)
@@ -177,6 +187,10 @@ class BackendPacks(PackObjects):
         if info is None:
             raise FileNotFoundError(pack_key(pack_id))
         return parse_trailer(lambda offset, length: self.read(pack_id, offset, length), info.size, pack_id, cipher)
+
+    def size(self, pack_id: str) -> int | None:
+        info = self.backend.stat(pack_key(pack_id))
+        return None if info is None else info.size
 
     def publish(self, writer: PackWriter, fsync: bool = True) -> int:
         # The upload is the commit point: an object exists whole or not at all; no local fsync

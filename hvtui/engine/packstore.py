@@ -232,10 +232,11 @@ class PackStore:
     def unreferenced(self, referenced: set[bytes]) -> int:
         return sum(1 for d in self.index.refresh().locations if d not in referenced)
 
-    def evidence_packs(self) -> list[Path]:
-        """Packs holding a blob a verify found damaged: kept whole by prune, as evidence."""
+    def evidence_packs(self) -> dict[str, int | None]:
+        """Packs holding a blob a verify found damaged, kept whole by prune as evidence: their
+        sizes (None: the pack is gone)."""
         state = self.index.current()
-        return [self.pack_path(pid) for pid in sorted({pid for _d, pid in state.dropped if pid in state.packs})]
+        return {pid: self.packs.size(pid) for pid in sorted({pid for _d, pid in state.dropped if pid in state.packs})}
 
     def sweep(self, referenced: set[bytes], owner: str) -> tuple[int, int]:
         """Free the space of unreferenced chunks; (chunks removed, bytes freed).
