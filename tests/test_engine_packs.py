@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import hvtui.engine.packindex as packindex
+import hvtui.engine.packobjects as packobjects
 import hvtui.engine.packstore as packstore
 from hvtui.audit import AuditLog
 from hvtui.backups.ledger import CheckpointJournal
@@ -459,7 +460,7 @@ def test_prune_interrupted_at_any_step_leaves_every_kept_point_whole(
                 raise Crash(moment)
             real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(packstore.os, "unlink", unlink)
+        monkeypatch.setattr(packobjects.os, "unlink", unlink)  # packs and index files are deleted there
     with pytest.raises(Crash):
         run_prune(repo, Retention(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0))
     monkeypatch.undo()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-import hvtui.engine.repository as repository_module
+import hvtui.engine.pointobjects as pointobjects
 import hvtui.engine.store as store_module
 from hvtui.audit import AuditLog
 from hvtui.backups.ledger import CheckpointJournal
@@ -249,7 +249,7 @@ def test_disk_full_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         def full(*_a, **_k) -> None:  # noqa: ANN002, ANN003
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(repository_module, "atomic_write", full)
+        monkeypatch.setattr(pointobjects, "atomic_write", full)  # where a manifest is written
     with pytest.raises(RepositoryError, match="disk is full"):
         run_backup(repo, host, "vm1", "full")
     assert repo.point_ids() == []

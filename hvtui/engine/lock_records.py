@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hvtui.engine.backends.base import Backend, ObjectExists, ObjectMissing
 from hvtui.engine.fsutil import atomic_write_json, boot_id, hostname, pid_alive, process_start_ticks
 from hvtui.engine.layout import is_lock_record_name, regular_file
 from hvtui.files import write_all
@@ -115,19 +116,32 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _damaged(record_id: str, problem: str) -> LockRecord:
+    return LockRecord(record_id, "unknown", "unreadable lock record", "", -1, "", None, None, 0.0, 0.0, problem=problem)
+
+
 def read_record(path: Path) -> LockRecord | None:
     """The record at ``path``; a damaged one (``problem`` set) when it is unreadable or ill-typed."""
-
-    def damaged(problem: str) -> LockRecord:
-        return LockRecord(path.stem, "unknown", "unreadable lock record", "", -1, "", None, None, 0.0, 0.0, problem=problem)
-
     try:
-        raw = json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
+    except OSError as err:
         # Records are written atomically; an unreadable one is damage, not a live holder.
-        return damaged(f"unreadable: {getattr(err, 'strerror', None) or 'not valid JSON'}")
+        return _damaged(path.stem, f"unreadable: {err.strerror or err}")
+    return parse_record(path.stem, data)
+
+
+def parse_record(record_id: str, data: bytes) -> LockRecord:
+    """A record from its stored bytes; a damaged one (``problem`` set) when ill-formed or ill-typed."""
+
+    def damaged(problem: str) -> LockRecord:
+        return _damaged(record_id, problem)
+
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        return damaged("unreadable: not valid JSON")
     if not isinstance(raw, dict):
         return damaged("not a JSON object")
     wrong = [
@@ -195,4 +209,43 @@ class LocalRecords:
             os.unlink(self.path(record_id))
         except OSError:
             return False
+        return True
+
+
+class BackendRecords:
+    """Lock records as objects ``locks/<id>.json`` of an object store: created with a conditional
+    PUT (``put_if_absent``), replaced with a PUT, listed, deleted; the same seam as ``LocalRecords``."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def ids(self) -> list[str]:
+        names = (info.key[len("locks/") :] for info in self.backend.list("locks/"))
+        return [n[:-5] for n in names if "/" not in n and is_lock_record_name(n)]
+
+    def read(self, record_id: str) -> LockRecord | None:
+        try:
+            return parse_record(record_id, self.backend.get(f"locks/{record_id}.json"))
+        except ObjectMissing:
+            return None
+
+    @staticmethod
+    def _encode(doc: dict[str, Any]) -> bytes:
+        return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+    def create(self, record_id: str, doc: dict[str, Any]) -> None:
+        """``FileExistsError`` when the record exists, as ``LocalRecords.create``."""
+        try:
+            self.backend.put_if_absent(f"locks/{record_id}.json", self._encode(doc))
+        except ObjectExists:
+            raise FileExistsError(f"locks/{record_id}.json") from None
+
+    def replace(self, record_id: str, doc: dict[str, Any]) -> None:
+        self.backend.put(f"locks/{record_id}.json", self._encode(doc))
+
+    def delete(self, record_id: str) -> bool:
+        """False when the record was already gone (another locker cleared it first)."""
+        if self.backend.stat(f"locks/{record_id}.json") is None:
+            return False
+        self.backend.delete(f"locks/{record_id}.json")
         return True

@@ -42,7 +42,7 @@ from hvtui.engine.layout import (
     regular_file,
     require_real_dir,
 )
-from hvtui.engine.lock_records import STALE_SECONDS, LocalRecords, LockRecord, read_record
+from hvtui.engine.lock_records import STALE_SECONDS, BackendRecords, LocalRecords, LockRecord, read_record
 from hvtui.errors import RepositoryError
 from hvtui.events import CancelToken
 
@@ -71,7 +71,7 @@ class RepositoryLock:
         reading: bool = False,
         *,
         use_flock: bool = True,
-        records: LocalRecords | None = None,
+        records: LocalRecords | BackendRecords | None = None,
         heartbeat: float = REFRESH_SECONDS,
         ttl: float = STALE_SECONDS,
     ) -> None:
@@ -290,7 +290,7 @@ class RepositoryLock:
     def _start_refresher(self) -> None:
         def refresh() -> None:
             while not self._stop_refresh.wait(self.heartbeat):
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, RepositoryError):  # missed beats: the next one retries
                     self._write_record(time.time())
 
         self._refresher = threading.Thread(target=refresh, name=f"hvtui-lock-{self.id}", daemon=True)

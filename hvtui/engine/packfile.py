@@ -26,6 +26,7 @@ import hashlib
 import os
 import secrets
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,24 +80,34 @@ def encode_trailer(entries: list[BlobEntry], cipher: RepositoryCipher | None = N
 
 
 def read_trailer(path: Path, pack_id: str, cipher: RepositoryCipher | None = None) -> list[BlobEntry]:
-    """The blobs a pack lists, checked against the pack's size; ``PackDamaged`` otherwise."""
+    """The blobs a pack file lists, checked against the pack's size; ``PackDamaged`` otherwise."""
     try:
         with open(path, "rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
-            if size < FOOTER.size:
-                raise PackDamaged(pack_id, f"truncated ({size} bytes, shorter than its footer)")
-            footer = os.pread(fh.fileno(), FOOTER.size, size - FOOTER.size)
-            count, checksum, magic = FOOTER.unpack(footer)
-            if magic != PACK_MAGIC:
-                raise PackDamaged(pack_id, "no pack footer (truncated or not a pack)")
-            body_len = count * ENTRY.size + (OVERHEAD if cipher is not None else 0)
-            if count > MAX_ENTRIES or body_len + FOOTER.size > size:
-                raise PackDamaged(pack_id, f"its trailer claims {count} blobs, more than the file holds")
-            body = os.pread(fh.fileno(), body_len, size - FOOTER.size - body_len)
+            return parse_trailer(lambda offset, length: os.pread(fh.fileno(), length, offset), size, pack_id, cipher)
     except FileNotFoundError:
         raise
     except OSError as err:
         raise PackDamaged(pack_id, f"unreadable ({err.strerror})") from None
+
+
+def parse_trailer(
+    read_at: Callable[[int, int], bytes], size: int, pack_id: str, cipher: RepositoryCipher | None = None
+) -> list[BlobEntry]:
+    """The blobs a pack of ``size`` bytes lists, reading through ``read_at(offset, length)``
+    (a file or a ranged GET: two small reads, the footer then the trailer)."""
+    if size < FOOTER.size:
+        raise PackDamaged(pack_id, f"truncated ({size} bytes, shorter than its footer)")
+    footer = read_at(size - FOOTER.size, FOOTER.size)
+    if len(footer) != FOOTER.size:
+        raise PackDamaged(pack_id, "truncated while reading its footer")
+    count, checksum, magic = FOOTER.unpack(footer)
+    if magic != PACK_MAGIC:
+        raise PackDamaged(pack_id, "no pack footer (truncated or not a pack)")
+    body_len = count * ENTRY.size + (OVERHEAD if cipher is not None else 0)
+    if count > MAX_ENTRIES or body_len + FOOTER.size > size:
+        raise PackDamaged(pack_id, f"its trailer claims {count} blobs, more than the file holds")
+    body = read_at(size - FOOTER.size - body_len, body_len)
     if hashlib.sha256(body).digest() != checksum:
         raise PackDamaged(pack_id, "its trailer does not match its checksum (corrupt)")
     data_end = size - FOOTER.size - body_len
@@ -149,8 +160,8 @@ class PackWriter:
         self.size += length
         return length
 
-    def finish(self, final: Path, fsync: bool = True) -> int:
-        """Append the trailer, make the pack durable, give it its final name; its size."""
+    def complete(self, fsync: bool = True) -> int:
+        """Append the trailer and close the temporary file (``tmp``), made durable; its size."""
         fd = self._open()
         trailer = encode_trailer(self.entries, self.cipher, self.pack_id)
         try:
@@ -159,13 +170,22 @@ class PackWriter:
                 os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
             os.close(fd)
             self.fd = None
+        except OSError as err:
+            self.discard()
+            raise disk_error(err, f"publishing pack {self.pack_id[:16]}") from err
+        return self.size + len(trailer)
+
+    def finish(self, final: Path, fsync: bool = True) -> int:
+        """Append the trailer, make the pack durable, give it its final name; its size."""
+        size = self.complete(fsync)
+        try:
             final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             assert self.tmp is not None
             os.replace(self.tmp, final)
         except OSError as err:
             self.discard()
             raise disk_error(err, f"publishing pack {self.pack_id[:16]}") from err
-        return self.size + len(trailer)
+        return size
 
     def discard(self) -> None:
         if self.fd is not None:

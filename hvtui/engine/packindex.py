@@ -17,11 +17,9 @@ but that is gone is left out.  So the index is only ever a faster way to read th
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -31,8 +29,9 @@ from typing import Any
 import platformdirs
 
 from hvtui.engine.crypto import RepositoryCipher
-from hvtui.engine.packfile import BlobEntry, PackDamaged, is_pack_id, read_trailer
-from hvtui.files import atomic_write, fsync_dir
+from hvtui.engine.packfile import BlobEntry, PackDamaged, is_pack_id
+from hvtui.engine.packobjects import LocalPacks, PackObjects
+from hvtui.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +96,6 @@ def decode_index(doc: Any) -> tuple[dict[str, list[BlobEntry]], list[tuple[bytes
     return packs, dropped, supersedes
 
 
-def is_index_name(name: str) -> bool:
-    return name.endswith(".json") and is_pack_id(name[:-5])
 
 
 @dataclass(slots=True)
@@ -137,11 +134,18 @@ class PackIndex:
     """Loads, caches and extends a repository's index (thread-safe)."""
 
     def __init__(
-        self, root: Path, repo_id: str, cache_dir: Path | None = None, cipher: RepositoryCipher | None = None
+        self,
+        root: Path,
+        repo_id: str,
+        cache_dir: Path | None = None,
+        cipher: RepositoryCipher | None = None,
+        packs: PackObjects | None = None,
     ) -> None:
         """``cipher``: an encrypted repository's: index files are sealed (their path as associated
-        data) and pack trailers too.  The local cache holds only keyed chunk ids and pack ids."""
+        data) and pack trailers too.  The local cache holds only keyed chunk ids and pack ids.
+        ``packs``: where the pack files are (default: files under ``root``)."""
         self.root = root
+        self.packs = packs if packs is not None else LocalPacks(root)
         self.cipher = cipher
         self.index_dir = root / "index"
         self.packs_dir = root / "packs"
@@ -158,20 +162,10 @@ class PackIndex:
         return self.packs_dir / pack_id[:2] / pack_id
 
     def pack_ids_on_disk(self) -> set[str]:
-        found: set[str] = set()
-        with contextlib.suppress(OSError):
-            for sub in os.listdir(self.packs_dir):
-                subdir = self.packs_dir / sub
-                if len(sub) != 2 or subdir.is_symlink() or not subdir.is_dir():
-                    continue
-                found.update(n for n in os.listdir(subdir) if is_pack_id(n) and n.startswith(sub))
-        return found
+        return self.packs.ids()
 
     def index_names(self) -> list[str]:
-        try:
-            return sorted(n for n in os.listdir(self.index_dir) if is_index_name(n))
-        except OSError:
-            return []
+        return self.packs.index_names()
 
     def current(self) -> IndexState:
         with self.lock:
@@ -193,7 +187,7 @@ class PackIndex:
                     self._forget_pack(state, pid)
             for pid in sorted(on_disk - set(state.packs) - set(state.damaged_packs)):
                 try:
-                    entries = read_trailer(self.pack_path(pid), pid, self.cipher)
+                    entries = self.packs.trailer(pid, self.cipher)
                 except FileNotFoundError:
                     continue
                 except PackDamaged as err:
@@ -227,7 +221,7 @@ class PackIndex:
             docs: dict[str, tuple[dict[str, list[BlobEntry]], list[tuple[bytes, str]]]] = {}
             for name in names:
                 try:
-                    raw = (self.index_dir / name).read_bytes()
+                    raw = self.packs.read_index(name)
                     if self.cipher is not None:
                         raw = self.cipher.open_object(raw, f"index/{name}")
                     p, d, s = decode_index(json.loads(raw))
@@ -315,12 +309,10 @@ class PackIndex:
         self, packs: dict[str, list[BlobEntry]], dropped: list[tuple[bytes, str]], supersedes: list[str] = ()  # type: ignore[assignment]
     ) -> str:
         name = f"{secrets.token_hex(32)}.json"
-        self.index_dir.mkdir(mode=0o700, exist_ok=True)
         data = _compact(encode_index(packs, dropped, supersedes))
         if self.cipher is not None:
-            data = self.cipher.seal_object(data, f"index/{name}")
-        atomic_write(self.index_dir / name, data, tmp_dir=self.tmp_dir)
-        fsync_dir(self.index_dir)
+            data = bytes(self.cipher.seal_object(data, f"index/{name}"))
+        self.packs.write_index(name, data)
         with self.lock:
             if self.state is not None:
                 self.state.index_names = sorted([*self.state.index_names, name])

@@ -10,15 +10,13 @@ its pack and offset, and never decoded.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from hvtui.engine.crypto import OVERHEAD, NotAuthentic, RepositoryCipher
-from hvtui.engine.packfile import DEFAULT_PACK_SIZE, PackDamaged, PackWriter, read_trailer
+from hvtui.engine.packfile import DEFAULT_PACK_SIZE, PackDamaged, PackWriter
 from hvtui.engine.packindex import PackIndex
+from hvtui.engine.packobjects import LocalPacks, PackObjects
 from hvtui.engine.store import (
     HEADER,
     MAGIC,
@@ -29,7 +27,6 @@ from hvtui.engine.store import (
     decode_chunk,
     disk_error,
 )
-from hvtui.files import fsync_dir
 
 # A pack whose referenced chunks fill less than this share of it is rewritten by prune
 # (restic's --max-unused plays the same role).
@@ -46,15 +43,16 @@ class PackStore:
         pack_size: int = DEFAULT_PACK_SIZE,
         cache_dir: Path | None = None,
         cipher: RepositoryCipher | None = None,
+        packs: PackObjects | None = None,
     ) -> None:
+        """``packs``: where the pack files are (default: files under ``root/packs``)."""
         self.root = root
+        self.packs = packs if packs is not None else LocalPacks(root)
         self.cipher = cipher
         self.tmp_dir = root / "tmp"
         self.packs_dir = root / "packs"
         self.pack_size = pack_size
-        self.index = PackIndex(root, repo_id, cache_dir, cipher)
-        self._touched: set[str] = set()
-        self._touched_lock = threading.Lock()
+        self.index = PackIndex(root, repo_id, cache_dir, cipher, self.packs)
 
     # -- index -------------------------------------------------------------------
     def refresh(self) -> None:
@@ -101,8 +99,7 @@ class PackStore:
             raise self.missing(digest)
         pack_id, offset, length = loc
         try:
-            with open(self.pack_path(pack_id), "rb", buffering=0) as fh:
-                blob = os.pread(fh.fileno(), length, offset)
+            blob = self.packs.read(pack_id, offset, length)
         except FileNotFoundError:
             raise ChunkMissing(digest) from None
         except OSError as err:
@@ -146,8 +143,7 @@ class PackStore:
             return "quarantined by an earlier verify (its data was damaged)" if self.quarantined(digest) else "missing"
         pack_id, offset, length = loc
         try:
-            with open(self.pack_path(pack_id), "rb", buffering=0) as fh:
-                header = os.pread(fh.fileno(), HEADER.size, offset)
+            header = self.packs.read(pack_id, offset, HEADER.size)
         except FileNotFoundError:
             return f"missing (its pack {pack_id[:16]} is gone)"
         except OSError as err:
@@ -197,7 +193,7 @@ class PackStore:
         problems = dict(state.damaged_packs)
         for pack_id, entries in sorted(state.packs.items()):
             try:
-                trailer = read_trailer(self.pack_path(pack_id), pack_id, self.cipher)
+                trailer = self.packs.trailer(pack_id, self.cipher)
             except FileNotFoundError:
                 problems[pack_id] = "missing"
                 continue
@@ -217,10 +213,7 @@ class PackStore:
         return PackSink(self, owner)
 
     def publish_pack(self, writer: PackWriter, fsync: bool = True) -> int:
-        final = self.pack_path(writer.pack_id)
-        size = writer.finish(final, fsync)
-        with self._touched_lock:
-            self._touched.add(writer.pack_id[:2])
+        size = self.packs.publish(writer, fsync)
         self.index.added(writer.pack_id, list(writer.entries))
         return size
 
@@ -233,22 +226,17 @@ class PackStore:
             raise disk_error(err, "writing the index") from err
 
     def make_durable_dirs(self) -> None:
-        with self._touched_lock:
-            touched = sorted(self._touched)
-            self._touched.clear()
-        for prefix in touched:
-            fsync_dir(self.packs_dir / prefix)
-        if touched:
-            fsync_dir(self.packs_dir)
+        self.packs.make_durable()
 
     # -- prune -------------------------------------------------------------------
     def unreferenced(self, referenced: set[bytes]) -> int:
         return sum(1 for d in self.index.refresh().locations if d not in referenced)
 
-    def evidence_packs(self) -> list[Path]:
-        """Packs holding a blob a verify found damaged: kept whole by prune, as evidence."""
+    def evidence_packs(self) -> dict[str, int | None]:
+        """Packs holding a blob a verify found damaged, kept whole by prune as evidence: their
+        sizes (None: the pack is gone)."""
         state = self.index.current()
-        return [self.pack_path(pid) for pid in sorted({pid for _d, pid in state.dropped if pid in state.packs})]
+        return {pid: self.packs.size(pid) for pid in sorted({pid for _d, pid in state.dropped if pid in state.packs})}
 
     def sweep(self, referenced: set[bytes], owner: str) -> tuple[int, int]:
         """Free the space of unreferenced chunks; (chunks removed, bytes freed).
@@ -286,18 +274,8 @@ class PackStore:
         old = list(self.index.current().index_names)
         self.index.write_index(keep, dropped, supersedes=old)
         self.index.clear_pending()
-        freed = 0
-        for pack_id in sorted(gone):
-            path = self.pack_path(pack_id)
-            with contextlib.suppress(FileNotFoundError):
-                freed += os.stat(path).st_size
-                os.unlink(path)
-        for prefix in sorted({pid[:2] for pid in gone}):
-            fsync_dir(self.packs_dir / prefix)
-        for name in old:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.index.index_dir / name)
-        fsync_dir(self.index.index_dir)
+        freed = self.packs.delete(sorted(gone))
+        self.packs.delete_indexes(old)
         self.index.state = None
         still = self.index.refresh().locations
         return sum(1 for d in before if d not in still), freed
@@ -338,8 +316,7 @@ class PackStore:
         return done
 
     def _read_at(self, pack_id: str, offset: int, length: int) -> bytes:
-        with open(self.pack_path(pack_id), "rb", buffering=0) as fh:
-            blob = os.pread(fh.fileno(), length, offset)
+        blob = self.packs.read(pack_id, offset, length)
         if len(blob) != length:
             raise OSError(f"pack {pack_id[:16]} ends inside a chunk")
         return blob

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hvtui.engine.backends.base import Backend, BackendError, ObjectMissing
 from hvtui.engine.crypto import RepositoryCipher
 from hvtui.engine.manifest import POINT_ID_RE, Manifest, ManifestError
 from hvtui.files import atomic_write
@@ -99,8 +100,12 @@ def _digest(doc: dict[str, Any]) -> str:
 class PointIndexFile:
     """Reads and keeps ``index/points.json`` up to date for one repository object."""
 
-    def __init__(self, index_dir: Path, tmp_dir: Path, cipher: RepositoryCipher | None = None) -> None:
-        """``cipher``: an encrypted repository's, which seals the index as ``index/points.json``."""
+    def __init__(
+        self, index_dir: Path, tmp_dir: Path, cipher: RepositoryCipher | None = None, backend: Backend | None = None
+    ) -> None:
+        """``cipher``: an encrypted repository's, which seals the index as ``index/points.json``;
+        ``backend``: the object store holding it (``index/points.json``) instead of the folder."""
+        self.backend = backend
         self.path = index_dir / NAME
         self.tmp_dir = tmp_dir
         self.cipher = cipher
@@ -109,7 +114,7 @@ class PointIndexFile:
     def read(self) -> tuple[dict[str, PointSummary], dict[str, tuple[int, int]]] | None:
         """The index's points, or None when it is missing or damaged (then rebuilt)."""
         try:
-            raw = self.path.read_bytes()
+            raw = self.backend.get(f"index/{NAME}") if self.backend is not None else self.path.read_bytes()
             doc = json.loads(self.cipher.open_object(raw, f"index/{NAME}") if self.cipher is not None else raw)
             if doc.get("format") != FORMAT or doc.get("version") != VERSION or doc.get("digest") != _digest(doc):
                 raise ValueError("not a valid point index")
@@ -117,7 +122,7 @@ class PointIndexFile:
             stamps = {pid: (int(size), int(mtime)) for pid, (size, mtime) in doc["stamps"].items()}
             if not all(POINT_ID_RE.match(pid) for pid in points) or set(stamps) != set(points):
                 raise ValueError("a bad point id")
-        except FileNotFoundError:
+        except (FileNotFoundError, ObjectMissing):
             return None
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
             log.warning("point index %s is damaged (%s): rebuilt from the manifests", self.path, err)
@@ -132,11 +137,14 @@ class PointIndexFile:
             "stamps": {pid: list(stamps[pid]) for pid in sorted(points)},
         }
         doc["digest"] = _digest(doc)
-        with contextlib.suppress(OSError):  # a repository that cannot be written still lists (slower)
+        with contextlib.suppress(OSError, BackendError):  # a repository that cannot be written still lists (slower)
             data = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
             if self.cipher is not None:
                 data = self.cipher.seal_object(data, f"index/{NAME}")
-            atomic_write(self.path, data, tmp_dir=self.tmp_dir)
+            if self.backend is not None:
+                self.backend.put(f"index/{NAME}", bytes(data))  # replaced whole: a cache checked against stamps
+            else:
+                atomic_write(self.path, data, tmp_dir=self.tmp_dir)
 
     def listing(
         self, present: dict[str, tuple[int, int]], load: Any
@@ -189,4 +197,6 @@ class PointIndexFile:
                 self.write(*stored)
 
     def exists(self) -> bool:
+        if self.backend is not None:
+            return self.backend.stat(f"index/{NAME}") is not None
         return os.path.exists(self.path)

@@ -146,6 +146,14 @@ def _count_quarantined(result: PruneResult, files: list[Path]) -> None:
             result.quarantined_files += 1
 
 
+def _count_evidence(result: PruneResult, packs: dict[str, int | None]) -> None:
+    """Format 2: packs holding a blob verify found damaged (on disk or in a bucket alike)."""
+    result.quarantined_packs = len(packs)
+    present = [size for size in packs.values() if size is not None]
+    result.quarantined_files += len(present)
+    result.quarantined_bytes += sum(present)
+
+
 def forget_expired(
     repo: Repository,
     retention: Retention,
@@ -222,8 +230,7 @@ def run_prune(
             if not bad:
                 if isinstance(repo.store, PackStore):
                     result.chunks_unreferenced = repo.store.unreferenced(referenced)
-                    quarantined = repo.store.evidence_packs()
-                    result.quarantined_packs = len(quarantined)
+                    _count_evidence(result, repo.store.evidence_packs())
                 else:
                     result.chunks_unreferenced = sum(1 for d in repo.store.iter_ids(quarantined) if d not in referenced)
                 _count_quarantined(result, quarantined)
@@ -242,8 +249,7 @@ def run_prune(
         touched: set[str] = set()
         if isinstance(repo.store, PackStore):
             result.chunks_removed, result.bytes_freed = repo.store.sweep(referenced, lock.id)
-            quarantined = repo.store.evidence_packs()
-            result.quarantined_packs = len(quarantined)
+            _count_evidence(result, repo.store.evidence_packs())
         for digest in list(repo.store.iter_ids(quarantined)) if isinstance(repo.store, ChunkStore) else []:
             if cancel.cancelled:
                 raise Cancelled("prune cancelled (expired points are gone; some unreferenced chunks remain)")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.engine import keys
+from hvtui.engine.backends.base import Backend, ObjectExists
 from hvtui.engine.compression import LZ4, Compressor
 from hvtui.engine.crypto import CHUNK_ID_NAME, CIPHER_NAME, NotAuthentic, RepositoryCipher
 from hvtui.engine.fsutil import atomic_write_json
@@ -35,14 +36,17 @@ from hvtui.engine.layout import (
     publish_config,
     require_real_dir,
 )
+from hvtui.engine.lock_records import BackendRecords
 from hvtui.engine.locks import RepositoryLock, creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
 from hvtui.engine.packfile import DEFAULT_PACK_SIZE, MAX_PACK_SIZE, MIN_PACK_SIZE
+from hvtui.engine.packobjects import BackendPacks
 from hvtui.engine.packstore import PackStore
 from hvtui.engine.pointindex import PointIndexFile, PointSummary, summary_order
+from hvtui.engine.pointobjects import BackendManifests, LocalManifests, ManifestObjects
 from hvtui.engine.store import ChunkStore, disk_error
 from hvtui.errors import RepositoryError
-from hvtui.files import atomic_write, fsync_dir
+from hvtui.files import atomic_write
 
 FORMAT = "hvtui-repository"
 VERSION = 2  # the newest format this hvtui reads and writes
@@ -91,18 +95,13 @@ def check_pack_size(pack_size: int) -> None:
         raise RepositoryError(f"pack size must be between 16 and 128 MiB, not {pack_size / 2**20:g} MiB")
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return (st.st_size, st.st_mtime_ns)
-
-
 class _RefreshingLock(RepositoryLock):
     """A repository lock that re-reads the store's index once it is held, so an operation
     never works from an index another process changed (a prune) before the lock, nor from a
     format a migration changed (``repo migrate`` switched it to format 2)."""
 
-    def __init__(self, repo: Repository, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, repo: Repository, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._repo = repo
 
     def acquire(self, *args: Any, **kwargs: Any) -> RepositoryLock:
@@ -122,9 +121,17 @@ class _RefreshingLock(RepositoryLock):
 
 class Repository:
     def __init__(
-        self, root: Path, name: str, config: dict[str, Any], cipher: RepositoryCipher | None = None, compressor: Compressor = LZ4
+        self,
+        root: Path,
+        name: str,
+        config: dict[str, Any],
+        cipher: RepositoryCipher | None = None,
+        compressor: Compressor = LZ4,
+        backend: Backend | None = None,
     ) -> None:
-        """``cipher``: the unwrapped master key of an encrypted repository (``open`` gets it)."""
+        """``cipher``: the unwrapped master key of an encrypted repository (``open`` gets it);
+        ``backend``: an object store holding a format-2 repository's packs, index files and
+        manifests (default: all under ``root``)."""
         self.root = root
         # What new chunks are written with; every codec is read whatever this says (compression.py).
         self.compressor = compressor
@@ -139,13 +146,16 @@ class Repository:
         self.version: int = config["version"]
         self.store: ChunkStore | PackStore
         if self.version >= 2:
-            self.store = PackStore(root, self.id, config["pack_size"], cipher=cipher)
+            packs = BackendPacks(backend) if backend is not None else None
+            self.store = PackStore(root, self.id, config["pack_size"], cipher=cipher, packs=packs)
         else:
             self.store = ChunkStore(root)
         self.points_dir = root / "points"
         self.verified_dir = root / "verified"
         self.tmp_dir = root / "tmp"
-        self.point_index = PointIndexFile(root / "index", root / "tmp", cipher) if self.version >= 2 else None
+        self.backend = backend
+        self.manifests: ManifestObjects = BackendManifests(backend) if backend is not None else LocalManifests(root)
+        self.point_index = PointIndexFile(root / "index", root / "tmp", cipher, backend) if self.version >= 2 else None
         self._cache: dict[str, tuple[tuple[int, int], Manifest]] = {}
         self._cache_lock = threading.Lock()
 
@@ -177,6 +187,7 @@ class Repository:
         compressor: Compressor = LZ4,
         passphrase: Passphrase | None = None,
         encrypt: bool = False,
+        backend: Backend | None = None,
     ) -> Repository:
         """Open the repository at ``root`` (its ``config.json`` says which format it is);
         ``create`` makes one when there is none, of format ``version`` (``encrypt``: format 2,
@@ -210,7 +221,7 @@ class Repository:
             with contextlib.suppress(OSError):  # a read-only repository (a snapshot) is still readable
                 make_private_dir(root / sub)
             require_real_dir(root / sub)
-        return cls(root, name, config, cipher, compressor)
+        return cls(root, name, config, cipher, compressor, backend)
 
     @classmethod
     def read_config(cls, root: Path) -> dict[str, Any]:
@@ -322,6 +333,9 @@ class Repository:
     # -- locks ---------------------------------------------------------------------------
     def lock(self, kind: str, operation: str, detail: str = "", reading: bool = False) -> RepositoryLock:
         """``reading``: only reads (a restore), so it works in a repository that cannot be written."""
+        if self.backend is not None:  # records alone, as objects: flock cannot reach an object store
+            records = BackendRecords(self.backend)
+            return _RefreshingLock(self, self.root, kind, operation, detail, reading, use_flock=False, records=records)
         return _RefreshingLock(self, self.root, kind, operation, detail, reading)
 
     def format_changed(self) -> bool:
@@ -337,25 +351,18 @@ class Repository:
         return self.points_dir / f"{check_point_id(point_id)}.json"
 
     def point_ids(self) -> list[str]:
-        try:
-            names = os.listdir(self.points_dir)
-        except FileNotFoundError:
-            return []
-        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+        return sorted(self.manifests.stamps())
 
     def load_point(self, point_id: str) -> Manifest:
-        path = self.point_path(point_id)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise PointNotFound(f"no restore point {point_id} in repository {self.name}") from None
-        key = (st.st_mtime_ns, st.st_size)
+        key = self.manifests.stamp(check_point_id(point_id))
+        if key is None:
+            raise PointNotFound(f"no restore point {point_id} in repository {self.name}")
         with self._cache_lock:
             hit = self._cache.get(point_id)
         if hit is not None and hit[0] == key:
             return hit[1]
         try:
-            data = path.read_bytes()
+            data = self.manifests.read(point_id)
         except FileNotFoundError:
             raise PointNotFound(f"no restore point {point_id} in repository {self.name}") from None
         except OSError as err:
@@ -404,17 +411,7 @@ class Repository:
 
     def point_stamps(self) -> dict[str, tuple[int, int]]:
         """Each manifest's (size, mtime ns) by point id: what changes when a manifest does."""
-        stamps: dict[str, tuple[int, int]] = {}
-        try:
-            entries = list(os.scandir(self.points_dir))
-        except FileNotFoundError:
-            return stamps
-        for entry in entries:
-            if entry.name.endswith(".json") and not entry.name.startswith("."):
-                with contextlib.suppress(OSError):
-                    st = entry.stat()
-                    stamps[entry.name[:-5]] = (st.st_size, st.st_mtime_ns)
-        return stamps
+        return self.manifests.stamps()
 
     def _load_for_listing(self, point_id: str) -> Manifest:
         try:
@@ -427,24 +424,29 @@ class Repository:
             raise ManifestError(f"{point_id}: {err}", point_id, str(err)) from None
 
     def commit_point(self, manifest: Manifest) -> Path:
-        """Make a point exist: chunk directories durable first, then the manifest, atomically."""
+        """Make a point exist: chunk directories durable first, then the manifest, atomically
+        (on an object store only if no manifest of that id exists: another writer's is kept)."""
         self.store.make_durable()
         path = self.point_path(manifest.id)
         try:
-            atomic_write(path, self._seal(manifest.to_bytes(), f"points/{manifest.id}.json"), tmp_dir=self.tmp_dir)
+            stamp = self.manifests.create(manifest.id, self._seal(manifest.to_bytes(), f"points/{manifest.id}.json"))
+        except ObjectExists:
+            raise RepositoryError(
+                f"restore point {manifest.id} already exists in repository {self.name} (another backup wrote it "
+                "first); this backup's point was not written, its data stays for the next backup to reuse"
+            ) from None
         except OSError as err:
             raise disk_error(err, f"writing the manifest of {manifest.id}") from err
         if self.point_index is not None:
             # The point exists now; the index is a cache, so a failure here only costs the
             # next listing a read of this manifest.
             with contextlib.suppress(OSError):
-                if not self.point_index.add(manifest, _stamp(path)):
+                if not self.point_index.add(manifest, stamp):
                     self.point_summaries()  # no usable point index: build it from the manifests, once
         return path
 
     def delete_point(self, point_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.point_path(point_id))
+        self.manifests.delete(check_point_id(point_id))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.verified_dir / f"{point_id}.json")
         if self.point_index is not None:
@@ -453,7 +455,7 @@ class Repository:
             self._cache.pop(point_id, None)
 
     def sync_points_dir(self) -> None:
-        fsync_dir(self.points_dir)
+        self.manifests.sync()
 
     # -- verification records -----------------------------------------------------------------
     def _seal(self, data: bytes, name: str) -> bytes:

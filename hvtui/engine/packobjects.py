@@ -1,0 +1,234 @@
+"""Where a format-2 repository's pack files live: the storage seam of ``PackStore``.
+
+``LocalPacks`` keeps today's files (``packs/<2 hex>/<64 hex>``, renamed into place, directories
+fsynced).  ``BackendPacks`` keeps the same names as objects of a ``Backend`` (an S3 bucket): a
+finished pack is uploaded whole from its temporary file (multipart by the backend), chunks are
+read with ranged GETs, a trailer with two small ranged reads.  Both raise ``FileNotFoundError``
+for a pack that does not exist, so callers treat a lost pack alike; a storage failure is the
+backend's ``BackendError`` (a clear ``RepositoryError``), never mistaken for damage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from hvtui.engine.backends.base import Backend, ObjectMissing
+from hvtui.engine.crypto import RepositoryCipher
+from hvtui.engine.packfile import BlobEntry, PackWriter, is_pack_id, parse_trailer, read_trailer
+from hvtui.files import atomic_write, fsync_dir
+
+
+def is_index_name(name: str) -> bool:
+    return name.endswith(".json") and is_pack_id(name[:-5])
+
+
+def pack_key(pack_id: str) -> str:
+    return f"packs/{pack_id[:2]}/{pack_id}"
+
+
+class PackObjects(ABC):
+    """The pack files of one repository, by pack id."""
+
+    @abstractmethod
+    def ids(self) -> set[str]:
+        """Every pack present."""
+
+    @abstractmethod
+    def read(self, pack_id: str, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer when the pack ends first)."""
+
+    @abstractmethod
+    def trailer(self, pack_id: str, cipher: RepositoryCipher | None) -> list[BlobEntry]:
+        """The blobs the pack lists; ``PackDamaged`` when its trailer cannot be trusted."""
+
+    @abstractmethod
+    def size(self, pack_id: str) -> int | None:
+        """The pack's size, or None when it does not exist."""
+
+    @abstractmethod
+    def publish(self, writer: PackWriter, fsync: bool = True) -> int:
+        """Give a finished pack its final name; its size."""
+
+    @abstractmethod
+    def make_durable(self) -> None:
+        """Make every pack published since the last call survive a crash."""
+
+    @abstractmethod
+    def delete(self, pack_ids: list[str]) -> int:
+        """Remove packs (no error for one already gone); the bytes freed."""
+
+    # Index files (``index/<64 hex>.json``): written once under a random name, never changed.
+    @abstractmethod
+    def index_names(self) -> list[str]:
+        """Every index file's name, sorted."""
+
+    @abstractmethod
+    def read_index(self, name: str) -> bytes:
+        """An index file's bytes; ``FileNotFoundError`` when it is gone."""
+
+    @abstractmethod
+    def write_index(self, name: str, data: bytes) -> None:
+        """Create an index file, durably."""
+
+    @abstractmethod
+    def delete_indexes(self, names: list[str]) -> None:
+        """Remove index files (no error for one already gone), durably."""
+
+
+class LocalPacks(PackObjects):
+    """Pack files under ``<root>/packs``."""
+
+    def __init__(self, root: Path) -> None:
+        self.packs_dir = root / "packs"
+        self.index_dir = root / "index"
+        self.tmp_dir = root / "tmp"
+        self._touched: set[str] = set()
+        self._touched_lock = threading.Lock()
+
+    def path(self, pack_id: str) -> Path:
+        return self.packs_dir / pack_id[:2] / pack_id
+
+    def ids(self) -> set[str]:
+        found: set[str] = set()
+        with contextlib.suppress(OSError):
+            for sub in os.listdir(self.packs_dir):
+                subdir = self.packs_dir / sub
+                if len(sub) != 2 or subdir.is_symlink() or not subdir.is_dir():
+                    continue
+                found.update(n for n in os.listdir(subdir) if is_pack_id(n) and n.startswith(sub))
+        return found
+
+    def read(self, pack_id: str, offset: int, length: int) -> bytes:
+        with open(self.path(pack_id), "rb", buffering=0) as fh:
+            return os.pread(fh.fileno(), length, offset)
+
+    def trailer(self, pack_id: str, cipher: RepositoryCipher | None) -> list[BlobEntry]:
+        return read_trailer(self.path(pack_id), pack_id, cipher)
+
+    def size(self, pack_id: str) -> int | None:
+        try:
+            return os.stat(self.path(pack_id)).st_size
+        except OSError:
+            return None
+
+    def publish(self, writer: PackWriter, fsync: bool = True) -> int:
+        size = writer.finish(self.path(writer.pack_id), fsync)
+        with self._touched_lock:
+            self._touched.add(writer.pack_id[:2])
+        return size
+
+    def make_durable(self) -> None:
+        with self._touched_lock:
+            touched = sorted(self._touched)
+            self._touched.clear()
+        for prefix in touched:
+            fsync_dir(self.packs_dir / prefix)
+        if touched:
+            fsync_dir(self.packs_dir)
+
+    def delete(self, pack_ids: list[str]) -> int:
+        freed = 0
+        for pack_id in pack_ids:
+            path = self.path(pack_id)
+            with contextlib.suppress(FileNotFoundError):
+                freed += os.stat(path).st_size
+                os.unlink(path)
+        for prefix in sorted({pid[:2] for pid in pack_ids}):
+            fsync_dir(self.packs_dir / prefix)
+        return freed
+
+    def index_names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.index_dir) if is_index_name(n))
+        except OSError:
+            return []
+
+    def read_index(self, name: str) -> bytes:
+        return (self.index_dir / name).read_bytes()
+
+    def write_index(self, name: str, data: bytes) -> None:
+        self.index_dir.mkdir(mode=0o700, exist_ok=True)
+        atomic_write(self.index_dir / name, data, tmp_dir=self.tmp_dir)
+        fsync_dir(self.index_dir)
+
+    def delete_indexes(self, names: list[str]) -> None:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.index_dir / name)
+        fsync_dir(self.index_dir)
+
+
+class BackendPacks(PackObjects):
+    """Pack objects ``packs/<2 hex>/<64 hex>`` in a ``Backend``; temporary files stay local."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def ids(self) -> set[str]:
+        found: set[str] = set()
+        for info in self.backend.list("packs/"):
+            parts = info.key.split("/")
+            if len(parts) == 3 and is_pack_id(parts[2]) and parts[2].startswith(parts[1]) and len(parts[1]) == 2:
+                found.add(parts[2])
+        return found
+
+    def read(self, pack_id: str, offset: int, length: int) -> bytes:
+        try:
+            return self.backend.get(pack_key(pack_id), offset, length)
+        except ObjectMissing:
+            raise FileNotFoundError(pack_key(pack_id)) from None
+
+    def trailer(self, pack_id: str, cipher: RepositoryCipher | None) -> list[BlobEntry]:
+        info = self.backend.stat(pack_key(pack_id))
+        if info is None:
+            raise FileNotFoundError(pack_key(pack_id))
+        return parse_trailer(lambda offset, length: self.read(pack_id, offset, length), info.size, pack_id, cipher)
+
+    def size(self, pack_id: str) -> int | None:
+        info = self.backend.stat(pack_key(pack_id))
+        return None if info is None else info.size
+
+    def publish(self, writer: PackWriter, fsync: bool = True) -> int:
+        # The upload is the commit point: an object exists whole or not at all; no local fsync
+        # is needed for a file that is deleted once uploaded.
+        size = writer.complete(fsync=False)
+        assert writer.tmp is not None
+        try:
+            with open(writer.tmp, "rb") as data:
+                self.backend.put(pack_key(writer.pack_id), data)
+        finally:
+            writer.discard()
+        return size
+
+    def make_durable(self) -> None:
+        """Nothing to do: an object store acknowledges a put once it is durable."""
+
+    def delete(self, pack_ids: list[str]) -> int:
+        freed = 0
+        for pack_id in pack_ids:
+            info = self.backend.stat(pack_key(pack_id))
+            if info is not None:
+                self.backend.delete(pack_key(pack_id))
+                freed += info.size
+        return freed
+
+    def index_names(self) -> list[str]:
+        names = (info.key.split("/", 1)[1] for info in self.backend.list("index/") if info.key.count("/") == 1)
+        return sorted(n for n in names if is_index_name(n))
+
+    def read_index(self, name: str) -> bytes:
+        try:
+            return self.backend.get(f"index/{name}")
+        except ObjectMissing:
+            raise FileNotFoundError(f"index/{name}") from None
+
+    def write_index(self, name: str, data: bytes) -> None:
+        self.backend.put_if_absent(f"index/{name}", data)  # a random name: an existing one is a bug, not a race
+
+    def delete_indexes(self, names: list[str]) -> None:
+        for name in names:
+            self.backend.delete(f"index/{name}")
