@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,10 @@ from hvtui.audit import AuditLog
 from hvtui.cli import main
 from hvtui.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from hvtui.paths import Paths
+
+# The real clock: nightly's time is half a day away with a 1h window, so it is never due while the
+# tests run, whatever the time of day (a fixed 22:00 made these tests fail between 22:00 and 04:00).
+NIGHTLY_AT = (datetime.now() + timedelta(hours=12)).strftime("%H:%M")
 
 
 @pytest.fixture
@@ -27,7 +31,7 @@ def config(tmp_path: Path) -> Path:
         f"repositories:\n  - {{name: default, path: {tmp_path / 'repo'}, default: true}}\n"
         "schedules:\n"
         f"  - {{name: often, vms: ['{HOST}/web*', 'nosuch*'], exclude: ['*-test'], every: 1m, window: 1m}}\n"
-        "  - {name: nightly, vms: ['group:production'], at: '22:00', full_every: 7d}\n"
+        f"  - {{name: nightly, vms: ['group:production'], at: '{NIGHTLY_AT}', window: 1h, full_every: 7d}}\n"
         # Once a year, in a month half a year from now: never due while the test runs.
         f"  - {{name: yearly, vms: ['nosuchvm'], cron: '0 0 1 {(datetime.now().month + 5) % 12 + 1} *', window: 1h}}\n",
         encoding="utf-8",
@@ -51,7 +55,7 @@ def test_show_says_why_each_vm_is_in_or_out(config: Path, capsys: pytest.Capture
     code, out, _ = run(config, capsys, "schedule", "show", "nightly", "--json")
     doc = json.loads(out)
     assert sorted(v["vm"] for v in doc["selected"]) == ["sql01", "web01", "web02-test"]
-    assert doc["timing"] == "daily at 22:00" and doc["unmatched_selectors"] == []
+    assert doc["timing"] == f"daily at {NIGHTLY_AT}" and doc["unmatched_selectors"] == []
 
 
 def test_run_due_then_list(config: Path, capsys: pytest.CaptureFixture[str], paths: Paths) -> None:
@@ -63,7 +67,7 @@ def test_run_due_then_list(config: Path, capsys: pytest.CaptureFixture[str], pat
     code, out, _ = run(config, capsys, "schedule", "list", "--json")
     listed = {s["name"]: s for s in json.loads(out)["schedules"]}
     assert listed["often"]["last_run"]["event"] == "warning" and listed["often"]["running"] is False
-    assert listed["nightly"]["last_run"] is None and listed["nightly"]["timing"] == "daily at 22:00"
+    assert listed["nightly"]["last_run"] is None and listed["nightly"]["timing"] == f"daily at {NIGHTLY_AT}"
     code, out, _ = run(config, capsys, "schedule", "list")
     assert out.splitlines()[0].split() == ["SCHEDULE", "WHEN", "SELECTS", "LAST", "RUN", "RESULT", "NEXT", "RUN", "MISSED"]
     assert "warning (1/1 ok)" in out
@@ -125,7 +129,7 @@ def test_check_reports_backup_overdue_for_scheduled_vms_until_they_are_backed_up
 
     before = overdue()
     assert sorted(before) == ["sql01", "web01", "web02-test"]  # nightly selects the whole group
-    assert before["sql01"].startswith("selected by schedule nightly (daily at 22:00")
+    assert before["sql01"].startswith(f"selected by schedule nightly (daily at {NIGHTLY_AT}")
     assert run(config, capsys, "schedule", "run-due")[0] == EXIT_OK  # "often" backs up web01
     assert sorted(overdue()) == ["sql01", "web02-test"]
 
