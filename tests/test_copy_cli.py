@@ -5,6 +5,7 @@ missing chunks sent, the target's retention applied after, refused read-only, au
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -111,3 +112,37 @@ def test_copy_names_what_is_wrong(two_repos: dict, capsys: pytest.CaptureFixture
     code, _, err = hvtui(estate, capsys, "copy", "--from", "main", "--to", "offsite", "db99")
     assert code == 1 and "holds no restore point of db99" in err
     assert "Traceback" not in err
+
+
+def test_a_repository_with_copy_to_copies_each_new_point_after_the_backup(
+    two_repos: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    estate = two_repos  # noqa: F811
+    text = estate["config"].read_text().replace("    default: true\n", "    default: true\n    copy_to: offsite\n", 1)
+    estate["config"].write_text(text)
+    doc = backup(estate, capsys, "--mode", "full")
+    assert doc["ok"] and doc["copy_to"] == "offsite"
+    assert doc["copy"]["state"] == "succeeded" and doc["copy"]["summary"]["copied"] == [doc["point_id"]]
+    offsite = Repository.open(estate["offsite"], passphrase=lambda: PASSPHRASE)
+    assert offsite.point_ids() == [doc["point_id"]]
+    code, out, err = hvtui(estate, capsys, "backup", "app01")
+    assert code == 0, err
+    assert "copied to offsite: 1 restore point(s) copied from main to offsite" in out
+    assert len(Repository.open(estate["offsite"], passphrase=lambda: PASSPHRASE).point_ids()) == 2
+
+    # The copy failing (no passphrase for the target) is a failure of the command, the point stays.
+    os.environ.pop("HVTUI_TEST_OFFSITE")
+    code, out, err = hvtui(estate, capsys, "backup", "app01")
+    assert code == 1 and "the backup succeeded, but its copy to offsite failed" in err and "passphrase" in err
+    assert len(Repository.open(estate["repo"]).point_ids()) == 3
+
+
+def test_copy_to_must_name_another_configured_repository(two_repos: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    estate = two_repos  # noqa: F811
+    config = estate["config"].read_text()
+    estate["config"].write_text(config.replace("    default: true\n", "    default: true\n    copy_to: ofsite\n", 1))
+    code, _, err = hvtui(estate, capsys, "points")
+    assert code == 2 and "copy_to: no repository is named 'ofsite'; did you mean 'offsite'?" in err
+    estate["config"].write_text(config.replace("    default: true\n", "    default: true\n    copy_to: main\n", 1))
+    code, _, err = hvtui(estate, capsys, "points")
+    assert code == 2 and "copy_to names the repository itself" in err

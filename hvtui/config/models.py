@@ -269,6 +269,7 @@ class RepositoryModel(Model, kw_only=True):
     ] | UnsetType = UNSET
     passphrase_command: text("a command line", "A command printing the passphrase on its first line.", kind="command") | UnsetType = UNSET
     passphrase_prompt: boolean("Ask for the passphrase when the repository is opened.") | UnsetType = UNSET
+    copy_to: name("a repository name", "A repository each successful backup into this one is copied to (a copy job).") | UnsetType = UNSET
 
 
 REFUSED_KEYS[RepositoryModel] = {"passphrase": PLAIN_PASSPHRASE_MESSAGE}

@@ -165,6 +165,7 @@ class RepositoryConfig:
     zstd_level: int = 3
     # An encrypted repository's passphrase; set: a repository created here is encrypted (format 2)
     passphrase: SecretSource = field(default_factory=SecretSource)
+    copy_to: str | None = None  # a repository each successful backup into this one is copied to
 
 
 @dataclass(frozen=True, slots=True)
