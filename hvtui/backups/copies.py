@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from hvtui.audit import AuditLog
+from hvtui.backups.catalog import RepositoryInfo
 from hvtui.config import RepositoryConfig
 from hvtui.engine.copy import CopyResult, copy_points, plan_copy
 from hvtui.engine.manifest import Manifest
@@ -26,6 +29,16 @@ if TYPE_CHECKING:
     from hvtui.backups.service import Backups
 
 ACTION = "copy"
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryOverview:
+    """A repository as the console's ``:repos`` view shows it."""
+
+    info: RepositoryInfo
+    copy_to: str | None  # where each successful backup into it is copied
+    last_copy: datetime | None = None  # the newest successful copy into it (audit log)
+    last_copy_from: str | None = None
 
 
 def vm_filter(vms: list[str]) -> tuple[Callable[[Manifest], bool], set[str]]:
@@ -96,6 +109,27 @@ class RepositoryCopies:
             entry.args.update(result.to_dict())
         self._apply_retention(dst, dst_rc, points, result)
         return result
+
+    def overview(self) -> list[RepositoryOverview]:
+        """Every configured repository (``repository_infos``) with its ``copy_to`` and its last copy."""
+        last: dict[str, tuple[datetime, str]] = {}
+        for entry in self._audit.read():
+            host = str(entry.get("host") or "")
+            if entry.get("action") != ACTION or entry.get("result") != "ok" or not host.startswith("repository:"):
+                continue
+            try:
+                when = datetime.fromisoformat(str(entry.get("time")).replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            name = host.removeprefix("repository:")
+            if name not in last or when >= last[name][0]:
+                last[name] = (when, str((entry.get("args") or {}).get("from") or ""))
+        out = []
+        for info in self._backups.repository_infos():
+            copy_to = self._backups.repository_config(info.name).copy_to
+            when, source = last.get(info.name, (None, None))
+            out.append(RepositoryOverview(info, copy_to, when, source or None))
+        return out
 
     def _apply_retention(self, repo: Repository, rc: RepositoryConfig, points: list[Manifest], result: CopyResult) -> None:
         """The target's own retention for each VM a point was copied of; a failure is a warning."""
