@@ -4,9 +4,11 @@ missing chunks sent, the target's retention applied after, refused read-only, au
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,34 @@ def test_copy_to_must_name_another_configured_repository(two_repos: dict, capsys
     estate["config"].write_text(config.replace("    default: true\n", "    default: true\n    copy_to: main\n", 1))
     code, _, err = hvtui(estate, capsys, "points")
     assert code == 2 and "copy_to names the repository itself" in err
+
+
+def test_check_reports_no_offsite_copy_until_the_newest_point_is_copied(
+    two_repos: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    estate = two_repos  # noqa: F811
+    text = estate["config"].read_text().replace("    default: true\n", "    default: true\n    copy_to: offsite\n", 1)
+    estate["config"].write_text(text)
+
+    def offsite_findings() -> list[dict]:
+        code, out, _ = hvtui(estate, capsys, "check", "--json")
+        assert code in (0, 1, 2), out
+        return [f for f in json.loads(out)["findings"] if f["rule"] == "no-offsite-copy"]
+
+    assert offsite_findings() == []  # never backed up: nothing to copy
+    os.environ.pop("HVTUI_TEST_OFFSITE")  # the copy after the backup fails: no copy exists
+    code, _, err = hvtui(estate, capsys, "backup", "app01")
+    assert code == 1, err
+    assert offsite_findings() == []  # younger than policy.no_offsite_copy's warn (1 day)
+    # The point as if taken two days ago (its manifest rewritten, still valid).
+    repo = Repository.open(estate["repo"])
+    (point_id,) = repo.point_ids()
+    point = repo.load_point(point_id)
+    repo.commit_point(dataclasses.replace(point, time=point.time - timedelta(days=2)))
+    (finding,) = offsite_findings()
+    assert finding["vm_name"] == "app01" and finding["severity"] == "WARN"
+    assert finding["message"].startswith("newest restore point (2 days old) has no copy in offsite")
+    os.environ["HVTUI_TEST_OFFSITE"] = PASSPHRASE
+    code, _, err = hvtui(estate, capsys, "copy", "--from", "main", "--to", "offsite")
+    assert code == 0, err
+    assert offsite_findings() == []

@@ -5,6 +5,7 @@ a VM's restore points say in which other repositories copies of them are."""
 from __future__ import annotations
 
 import dataclasses
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,22 @@ async def test_copy_jobs_the_repositories_view_and_where_copies_are(core: Core) 
         assert set(rows) == {"main", "offsite"}
         assert str(rows["main"][1]) == point and str(rows["main"][7]) == "offsite"
         assert str(rows["offsite"][7]) == "main"
+
+
+async def test_the_findings_view_shows_a_point_without_an_offsite_copy(core: Core, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HVTUI_TEST_OFFSITE")  # the copy after the backup fails
+    vm = next(vm for vm in core.inventory.refresh().vms if vm.name == "test01")
+    result = core.backups.backup(vm.host, vm.id, "full")
+    repo = core.backups.open_repository("main")
+    assert repo is not None
+    point = repo.load_point(result.point_id)
+    repo.commit_point(dataclasses.replace(point, time=point.time - timedelta(days=4)))  # as if 4 days old
+    core.backups.points_changed("main")
+    app = make_app(core)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        await pilot.press("f")
+        await settle(pilot)
+        assert await wait_until(pilot, lambda: "has no copy in offsite" in flat(screen_text(app)))
+        line = next(line for line in screen_text(app).splitlines() if "has no copy in offsite" in line)
+        assert "test01" in line and "CRIT" in line.upper()

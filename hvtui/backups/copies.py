@@ -9,6 +9,7 @@ entry, as a backup's do.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,11 +25,13 @@ from hvtui.engine.prune import forget_expired
 from hvtui.engine.repository import Repository
 from hvtui.errors import HvtuiError, ReadOnlyError, RepositoryError
 from hvtui.events import CancelToken, ProgressCallback
+from hvtui.model import VM
 
 if TYPE_CHECKING:
     from hvtui.backups.service import Backups
 
 ACTION = "copy"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,26 @@ class RepositoryCopies:
             when, source = last.get(info.name, (None, None))
             out.append(RepositoryOverview(info, copy_to, when, source or None))
         return out
+
+    def offsite_state(self, vm: VM) -> tuple[datetime, tuple[str, ...]] | None:
+        """For the no-offsite-copy rule: the newest point of ``vm`` in the repositories that name
+        ``copy_to:`` and the targets lacking a copy of it; None when none of its points is in
+        such a repository (or the repositories cannot be read: the log says why)."""
+        copy_to = {rc.name: rc.copy_to for rc in self._backups.repository_configs() if rc.copy_to}
+        if not copy_to:
+            return None
+        try:
+            points = [i.summary for i in self._backups.point_infos(host=vm.host) if i.summary.vm_id == vm.id]
+        except HvtuiError as err:
+            log.warning("copies of %s/%s unknown: %s", vm.host, vm.name, err)
+            return None
+        sources = [p for p in points if p.repository in copy_to]
+        if not sources:
+            return None
+        newest = max(sources, key=lambda p: p.time)
+        held = {p.repository for p in points if p.id == newest.id}
+        wanted = sorted({copy_to[p.repository] for p in sources if p.id == newest.id})
+        return newest.time, tuple(t for t in wanted if t not in held)
 
     def _apply_retention(self, repo: Repository, rc: RepositoryConfig, points: list[Manifest], result: CopyResult) -> None:
         """The target's own retention for each VM a point was copied of; a failure is a warning."""

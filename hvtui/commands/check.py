@@ -83,6 +83,7 @@ def build_report(core: Core, host: str | None = None, vm: str | None = None) -> 
         core.backups.backup_checkpoint_left,
         core.changes.open_checkpoints(),
         core.config.schedules,
+        core.copies.offsite_state,
     )
     findings = [f for f in findings if host is None or is_about_host(f, host)]
     vms = [v for h in hosts for v in h.vms]

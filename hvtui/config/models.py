@@ -72,6 +72,7 @@ RULE_IDS = (
     "host-unreachable",
     "change-window-open",
     "backup-overdue",
+    "no-offsite-copy",
 )
 HYPERV_CHECKPOINT_LIMIT = 50
 
@@ -210,6 +211,7 @@ class ThresholdsModel(Model):
     backup_age: BackupAge | UnsetType = UNSET
     checkpoint_not_backup: CheckpointNotBackup | UnsetType = UNSET
     backup_overdue: AgePair | UnsetType = UNSET
+    no_offsite_copy: AgePair | UnsetType = UNSET
     replica_checkpoints: boolean("Raise findings for replica checkpoints too.") | UnsetType = UNSET
 
 
