@@ -16,7 +16,8 @@ from hvtui.engine.copy import copy_points, plan_copy
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory
 from hvtui.engine.verify import run_verify
-from hvtui.errors import RepositoryError
+from hvtui.errors import Cancelled, RepositoryError
+from hvtui.events import CancelToken, Progress
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_support import DirHost, read_tree  # noqa: E402
@@ -174,4 +175,26 @@ def test_a_copy_killed_halfway_resumes_without_re_sending_what_arrived(source, t
     assert sorted(resumed.copied) == sorted(expected)
     assert resumed.chunks_present == len(arrived)
     assert resumed.chunks_sent == len(unique) - len(arrived)
+    check_points(Repository.open(target.root), expected, tmp_path / "out")
+
+
+def test_a_cancelled_copy_leaves_no_point_and_the_next_one_completes(source, tmp_path: Path) -> None:
+    src, expected = source
+    target = Repository.open(tmp_path / "dst", create=True, chunk_size=CS, version=2)
+    cancel = CancelToken()
+    events: list[Progress] = []
+
+    def on_progress(event: Progress) -> None:
+        events.append(event)
+        if event.phase == "copy" and event.done >= 10 * CS:
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        copy_points(src, target, plan_copy(src, target, everything)[0], progress=on_progress, cancel=cancel, progress_interval=0)
+    assert Repository.open(target.root).point_ids() == []
+    # Progress carried a total and a rate, as the jobs view shows them.
+    shown = [e for e in events if e.phase == "copy" and e.done]
+    assert shown and shown[-1].total and shown[-1].rate
+    resumed = copy_points(src, target, plan_copy(src, target, everything)[0])
+    assert sorted(resumed.copied) == sorted(expected)
     check_points(Repository.open(target.root), expected, tmp_path / "out")
