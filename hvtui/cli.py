@@ -35,7 +35,7 @@ log = logging.getLogger("hvtui")
 
 COMMAND_MODULES = (
     "info", "lab", "inventory", "check", "checkpoint", "change", "audit", "backup", "restore", "repair", "repo", "jobs",
-    "config", "notify", "schedule", "doctor",
+    "config", "notify", "schedule", "doctor", "copy",
 )
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "main"]

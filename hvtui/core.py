@@ -27,6 +27,7 @@ from hvtui.secrets import resolve_secret
 if TYPE_CHECKING:
     from hvtui.actions.service import CheckpointActions
     from hvtui.audit import AuditLog
+    from hvtui.backups.copies import RepositoryCopies
     from hvtui.backups.keyslots import RepositoryKeys
     from hvtui.backups.migration import RepositoryMigrations
     from hvtui.backups.repositories import RepositoryList
@@ -208,7 +209,9 @@ class Core:
             max_concurrent=limits.max_concurrent,
             per_host=limits.per_host,
             clock=self.clock,
-            services=EngineServices(backups_of=lambda: self.backups, hosts=self._hosts, audit=self.audit),
+            services=EngineServices(
+                backups_of=lambda: self.backups, hosts=self._hosts, audit=self.audit, copies_of=lambda: self.copies
+            ),
         )
         register_engine_kinds(manager)
         manager.register_kind(change_open_kind(lambda: self.changes))
@@ -258,6 +261,13 @@ class Core:
                 job_journal=self.paths.job_journal,
             ),
         )
+
+    @property
+    def copies(self) -> RepositoryCopies:
+        """``hvtui copy``: restore points copied from one repository into another."""
+        from hvtui.backups.copies import RepositoryCopies
+
+        return self._service("copies", lambda: RepositoryCopies(self.backups, self.audit))
 
     @property
     def migrations(self) -> RepositoryMigrations:

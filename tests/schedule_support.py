@@ -48,12 +48,17 @@ def make_core(
     retention: Retention | None = None,
     extra_hosts: tuple[str, ...] = (),
     notifications: tuple = (),
+    extra_repositories: tuple[RepositoryConfig, ...] = (),
 ) -> Core:
-    """``extra_hosts``: lab hosts the config names but the lab lacks (they cannot be read)."""
+    """``extra_hosts``: lab hosts the config names but the lab lacks (they cannot be read);
+    ``extra_repositories``: more repositories beside the default one."""
     config = Config(
         source=root / "config.yaml",
         hosts=(HostConfig(name=HOST, kind="lab"), *(HostConfig(name=name, kind="lab") for name in extra_hosts)),
-        repositories=(RepositoryConfig(name="default", path=root / "repo", default=True, retention=retention or Retention()),),
+        repositories=(
+            RepositoryConfig(name="default", path=root / "repo", default=True, retention=retention or Retention()),
+            *extra_repositories,
+        ),
         schedules=schedules,
         notifications=notifications,
     )

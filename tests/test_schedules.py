@@ -12,13 +12,14 @@ import pytest
 from schedule_support import HOST, berlin, drive, make_core, make_lab, runner_with_notifier, schedule
 
 from hvtui.clock import FixedClock
-from hvtui.config import Retention
+from hvtui.config import RepositoryConfig, Retention
 from hvtui.config.timing import parse_timing
+from hvtui.engine.repository import Repository
 from hvtui.hosts.lab.host import LabHost
 from hvtui.notify.report import RunReport
 from hvtui.paths import Paths
 from hvtui.schedules.journal import ScheduleJournal
-from hvtui.schedules.runner import COPY_SKIPPED, NO_NOTIFIER, failure_severity
+from hvtui.schedules.runner import NO_NOTIFIER, failure_severity
 
 
 @pytest.fixture(autouse=True)
@@ -153,16 +154,40 @@ def test_a_failing_vm_stops_nothing_keeps_its_points_and_escalates(tmp_path: Pat
     core.close()
 
 
-def test_copy_to_is_noted_and_no_notifier_is_said(tmp_path: Path, paths: Paths) -> None:
+def test_copy_to_copies_each_success_and_no_notifier_is_said(tmp_path: Path, paths: Paths) -> None:
     clock = FixedClock(berlin(2026, 11, 23, 21, 59))
     make_lab(tmp_path, ("vm1",), clock)
-    core = make_core(tmp_path, paths, (schedule(copy_to="offsite", notify=("ops-mail",), vms=(f"{HOST}/*", "nosuch*")),), clock)
+    offsite = RepositoryConfig(name="offsite", path=tmp_path / "offsite")
+    core = make_core(
+        tmp_path, paths, (schedule(copy_to="offsite", notify=("ops-mail",), vms=(f"{HOST}/*", "nosuch*")),), clock,
+        extra_repositories=(offsite,),
+    )  # fmt: skip
     clock.advance(120)
     (report,) = core.schedules.run_due().reports
     # Core hands the run to its Notifier, which names a target the config does not define.
-    assert report.notes[:2] == ("warning: selector 'nosuch*' selects no VM", COPY_SKIPPED)
-    assert len(report.notes) == 3 and "ops-mail" in report.notes[2] and NO_NOTIFIER not in report.notes
+    assert report.notes[:1] == ("warning: selector 'nosuch*' selects no VM",)
+    assert len(report.notes) == 2 and "ops-mail" in report.notes[1] and NO_NOTIFIER not in report.notes
     assert report.event == "warning"
+    (result,) = report.results
+    assert result.outcome == "succeeded"
+    # The new point was copied by a copy job: it is in offsite now.
+    assert Repository.open(tmp_path / "offsite").point_ids() == [result.point_id]
+    assert [j.kind for j in core.jobs.jobs()].count("copy") == 1
+    core.close()
+
+
+def test_a_failed_copy_is_a_warning_of_the_run(tmp_path: Path, paths: Paths) -> None:
+    clock = FixedClock(berlin(2026, 11, 23, 21, 59))
+    make_lab(tmp_path, ("vm1",), clock)
+    # Chunk sizes differ: the copy is refused with a message, the backup stays good.
+    offsite = RepositoryConfig(name="offsite", path=tmp_path / "offsite")
+    Repository.open(tmp_path / "offsite", create=True, chunk_size=2 * 1024 * 1024)
+    core = make_core(tmp_path, paths, (schedule(copy_to="offsite"),), clock, extra_repositories=(offsite,))
+    clock.advance(120)
+    (report,) = core.schedules.run_due().reports
+    (result,) = report.results
+    assert result.outcome == "succeeded" and report.event == "warning"
+    assert any(n.startswith(f"warning: the copy of {HOST}/vm1 to offsite failed:") and "chunk sizes differ" in n for n in report.notes)
     core.close()
 
 

@@ -95,6 +95,10 @@ class Backups:
         """The repository object (cached); None when it does not exist and ``create`` is False."""
         return self._repositories.open_repository(name, create)
 
+    def points_changed(self, name: str) -> None:
+        """Another service (a copy) added or removed points of repository ``name``: list them afresh."""
+        self._points.invalidate(name)
+
     # -- points --------------------------------------------------------------------------
     def list_points(
         self, host: str | None = None, vm: str | None = None, repository: str | None = None

@@ -172,9 +172,10 @@ def run_backup_command(args: argparse.Namespace, core: Core) -> int:
     if code != EXIT_OK:
         return job_failed(args, final, code)
     result = dict(final.summary or {})
+    copy_code, copy_line = _follow_copy(core, args, result)
     if args.json:
-        emit_json({"ok": True, "job": final.id, **result})
-        return EXIT_OK
+        emit_json({"ok": copy_code == EXIT_OK, "job": final.id, **result})
+        return copy_code
     show(
         f"Backed up {vm.host}/{vm.name}: {result.get('mode')} restore point {result.get('point_id')} "
         f"in repository {result.get('repository')}."
@@ -188,7 +189,23 @@ def run_backup_command(args: argparse.Namespace, core: Core) -> int:
         show(f"  retention removed point {name}")
     for warning in result.get("warnings") or []:
         show(f"  warning: {warning}")
-    return EXIT_OK
+    if copy_line:
+        show(copy_line, stream=sys.stderr if copy_code != EXIT_OK else None)
+    return copy_code
+
+
+def _follow_copy(core: Core, args: argparse.Namespace, result: dict[str, Any]) -> tuple[int, str | None]:
+    """Wait for the copy job a ``copy_to:`` repository queued after the backup; (exit code, a line
+    to show).  ``result`` gets ``copy``: that job's state, error and summary."""
+    job_id = result.get("copy_job")
+    if not job_id:
+        return EXIT_OK, None
+    code, final = run_job(core, args, core.jobs.job(job_id))
+    result["copy"] = {"job": final.id, "state": final.state_word, "error": final.error, "summary": final.summary}
+    target = result.get("copy_to")
+    if code == EXIT_OK:
+        return EXIT_OK, f"  copied to {target}: {(final.summary or {}).get('message', '')}"
+    return EXIT_FAILED, f"hvtui: the backup succeeded, but its copy to {target} failed (job {final.id}): {final.error}"
 
 
 def warn_damaged(damaged: list[DamagedManifest]) -> None:

@@ -83,6 +83,8 @@ def build_report(core: Core, host: str | None = None, vm: str | None = None) -> 
         core.backups.backup_checkpoint_left,
         core.changes.open_checkpoints(),
         core.config.schedules,
+        # Only when a repository names copy_to: the copy service is not built otherwise.
+        core.copies.offsite_state if any(r.copy_to for r in core.config.repositories) else None,
     )
     findings = [f for f in findings if host is None or is_about_host(f, host)]
     vms = [v for h in hosts for v in h.vms]

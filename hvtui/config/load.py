@@ -18,6 +18,7 @@ import yaml
 from msgspec import UNSET
 
 from hvtui.config.document import Document, Located, SafeLoader, describe, syntax_error
+from hvtui.config.errors import did_you_mean
 from hvtui.config.load_hosts import convert_hosts
 from hvtui.config.load_notify import convert_notifications
 from hvtui.config.load_policy import check_policy_names, convert_policy
@@ -173,6 +174,7 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
     if section is None or section.data is None or not isinstance(section.data, list):
         return (builtin_repository(paths),)
     repositories: list[RepositoryConfig] = []
+    read_items: list[Read] = []  # the entry each of repositories was read from
     first_line: dict[str, int] = {}
     defaults: list[Read] = []
     for item in section.items:
@@ -187,6 +189,7 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
         if item.model.default is True:
             defaults.append(item.keys["default"])
         retention = _retention(doc, item.keys["retention"]) if "retention" in item.keys else Retention()
+        read_items.append(item)
         repositories.append(
             RepositoryConfig(
                 name=item.model.name,
@@ -198,8 +201,18 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
                 compression=item.model.compression if isinstance(item.model.compression, str) else "lz4",
                 zstd_level=item.model.zstd_level if isinstance(item.model.zstd_level, int) else 3,
                 passphrase=_passphrase_source(doc, item),
+                copy_to=item.model.copy_to if isinstance(item.model.copy_to, str) else None,
             )
         )
+    names = {r.name for r in repositories}
+    for item, repository in zip(read_items, repositories, strict=True):
+        if repository.copy_to is None:
+            continue
+        if repository.copy_to == repository.name:
+            doc.report(item.where("copy_to"), "copy_to names the repository itself; name another one")
+        elif repository.copy_to not in names:
+            hint = did_you_mean(repository.copy_to, sorted(names), "repositories")
+            doc.report(item.where("copy_to"), f"no repository is named '{repository.copy_to}'{hint}")
     if not section.items:
         return (builtin_repository(paths),)
     if len(defaults) > 1:

@@ -20,6 +20,7 @@ _PAIRS = (
     ("recovery_checkpoint_age", "recovery_age_warn", "recovery_age_crit", duration_seconds),
     ("change_window_age", "change_window_warn", "change_window_crit", duration_seconds),
     ("backup_overdue", "backup_overdue_warn", "backup_overdue_crit", duration_seconds),
+    ("no_offsite_copy", "no_offsite_copy_warn", "no_offsite_copy_crit", duration_seconds),
     ("chain_depth", "depth_warn", "depth_crit", int),
     ("checkpoint_count", "count_warn", "count_crit", int),
 )
@@ -97,6 +98,7 @@ def _thresholds(doc: Document, owner: Read, model: ThresholdsModel, base: Thresh
         ("recovery_checkpoint_age", result.recovery_age_warn, result.recovery_age_crit, format_duration),
         ("change_window_age", result.change_window_warn, result.change_window_crit, format_duration),
         ("backup_overdue", result.backup_overdue_warn, result.backup_overdue_crit, format_duration),
+        ("no_offsite_copy", result.no_offsite_copy_warn, result.no_offsite_copy_crit, format_duration),
         ("checkpoint_count", result.count_warn, result.count_crit, str),
         ("chain_depth", result.depth_warn, result.depth_crit, str),
     )

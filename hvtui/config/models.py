@@ -72,6 +72,7 @@ RULE_IDS = (
     "host-unreachable",
     "change-window-open",
     "backup-overdue",
+    "no-offsite-copy",
 )
 HYPERV_CHECKPOINT_LIMIT = 50
 
@@ -210,6 +211,7 @@ class ThresholdsModel(Model):
     backup_age: BackupAge | UnsetType = UNSET
     checkpoint_not_backup: CheckpointNotBackup | UnsetType = UNSET
     backup_overdue: AgePair | UnsetType = UNSET
+    no_offsite_copy: AgePair | UnsetType = UNSET
     replica_checkpoints: boolean("Raise findings for replica checkpoints too.") | UnsetType = UNSET
 
 
@@ -269,6 +271,7 @@ class RepositoryModel(Model, kw_only=True):
     ] | UnsetType = UNSET
     passphrase_command: text("a command line", "A command printing the passphrase on its first line.", kind="command") | UnsetType = UNSET
     passphrase_prompt: boolean("Ask for the passphrase when the repository is opened.") | UnsetType = UNSET
+    copy_to: name("a repository name", "A repository each successful backup into this one is copied to (a copy job).") | UnsetType = UNSET
 
 
 REFUSED_KEYS[RepositoryModel] = {"passphrase": PLAIN_PASSPHRASE_MESSAGE}

@@ -113,6 +113,9 @@ class Thresholds:
     # point may be before a warning (the run's own duration), and before it is critical
     backup_overdue_warn: float = 1 * HOUR
     backup_overdue_crit: float = 1 * DAY
+    # no-offsite-copy: how long a VM's newest point may lack a copy in a copy_to target
+    no_offsite_copy_warn: float = 1 * DAY
+    no_offsite_copy_crit: float = 3 * DAY
     replica_alerts: bool = False  # replica checkpoint types raise nothing by default
 
 
@@ -165,6 +168,7 @@ class RepositoryConfig:
     zstd_level: int = 3
     # An encrypted repository's passphrase; set: a repository created here is encrypted (format 2)
     passphrase: SecretSource = field(default_factory=SecretSource)
+    copy_to: str | None = None  # a repository each successful backup into this one is copied to
 
 
 @dataclass(frozen=True, slots=True)

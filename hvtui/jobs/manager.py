@@ -48,6 +48,7 @@ from typing import Any
 from hvtui.clock import Clock, SystemClock
 from hvtui.jobs.kinds.backup import submit_backup
 from hvtui.jobs.kinds.base import EngineServices
+from hvtui.jobs.kinds.copy import submit_copy
 from hvtui.jobs.kinds.restore import submit_restore
 from hvtui.jobs.model import (
     DEFAULT_LOG_LINES,
@@ -377,6 +378,12 @@ class JobManager:
         return submit_backup(
             self, host, vm_id, mode=mode, repository=repository, vm_name=vm_name, consistency=consistency, limit_rate=limit_rate
         )
+
+    def submit_copy(
+        self, source: str, target: str, vms: list[str] | None = None, point_ids: list[str] | None = None, vm_name: str | None = None
+    ) -> Job:
+        """Queue a copy job (``hvtui.jobs.kinds.copy``): the points ``source`` holds and ``target`` lacks."""
+        return submit_copy(self, source, target, vms, point_ids, vm_name)
 
     def submit_restore(
         self,

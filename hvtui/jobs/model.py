@@ -103,6 +103,9 @@ class Job:
         """A short description: "backup (incremental) of web01 on hv1"; a restore into a folder
         "restore (directory) from hv1/web01 into /srv/restores"."""
         what = f"{self.kind} ({self.mode})" if self.mode else self.kind
+        if self.kind == "copy":
+            of = f" of {self.vm}" if self.vm else ""
+            return f"copy{of} from {self.params.get('from')} to {self.params.get('to')}"
         route = self.restore_route
         if route is not None:
             return f"{what} {route}"

@@ -19,6 +19,10 @@ from hvtui.model import REPLICA_CHECKPOINT_TYPES, VM, Checkpoint, Finding, HostF
 from hvtui.policy.text import age_seconds
 
 LastBackup = Callable[[VM], datetime | None]
+# no-offsite-copy: for a VM backed up into a repository that names copy_to, its newest point's
+# time and the copy_to targets that hold no copy of it (empty: copied); None when no repository
+# of its points copies anywhere.  The caller passes the copy service's (``RepositoryCopies.offsite_state``).
+OffsiteState = Callable[[VM], tuple[datetime, tuple[str, ...]] | None]
 # Who left a Recovery checkpoint, in words ("hvtui backup job 1a2b"), when it is the leftover
 # of one of hvtui's own backups that is over (its journal knows); None otherwise.  The caller
 # passes the backup service's (``Backups.backup_checkpoint_left``).
@@ -54,8 +58,10 @@ class VMContext:
         backup_left: BackupLeft | None = None,
         windows: WindowCheckpoints | None = None,
         schedules: tuple[ScheduleConfig, ...] = (),
+        offsite: OffsiteState | None = None,
     ) -> None:
         self.vm = vm
+        self.offsite = offsite
         self.host = host
         self.facts = facts
         self.t = thresholds

@@ -10,7 +10,7 @@ from __future__ import annotations
 from hvtui.config import PolicyConfig
 from hvtui.config.schedules import ScheduleConfig
 from hvtui.model import Checkpoint, Finding, Inventory
-from hvtui.policy.context import BackupLeft, LastBackup, VMContext, VMRule, WindowCheckpoints
+from hvtui.policy.context import BackupLeft, LastBackup, OffsiteState, VMContext, VMRule, WindowCheckpoints
 from hvtui.policy.exemptions import ExemptionMatcher, apply_exemption
 from hvtui.policy.findings import sort_findings
 from hvtui.policy.rules import HOST_RULES, VM_RULES
@@ -34,6 +34,7 @@ def evaluate(
     backup_left: BackupLeft | None = None,
     windows: WindowCheckpoints | None = None,
     schedules: tuple[ScheduleConfig, ...] = (),
+    offsite: OffsiteState | None = None,
 ) -> list[Finding]:
     """All findings for the inventory, sorted by ``sort_findings``.
 
@@ -41,6 +42,7 @@ def evaluate(
     change-window-open rule, named by its window, instead of by checkpoint-age, and
     a window's findings are folded into one (``one_per_window``).
     ``schedules``: the backup schedules (``config.schedules``), for the backup-overdue rule.
+    ``offsite``: the copies of each VM's newest point, for the no-offsite-copy rule.
     """
     findings: list[Finding] = []
     matchers = [ExemptionMatcher.compile(exemption) for exemption in policy.exemptions]
@@ -52,7 +54,9 @@ def evaluate(
         stale = host.error is not None
         for vm in host.vms:
             thresholds = policy.thresholds_for(host.name, vm.name, host.group)
-            context = VMContext(vm, host, host.facts, thresholds, stale, last_backup, backup_left, windows, schedules)
+            context = VMContext(
+                vm, host, host.facts, thresholds, stale, last_backup, backup_left, windows, schedules, offsite
+            )
             for finding, checkpoint in run_vm_rules(context):
                 findings.append(apply_exemption(finding, checkpoint, matchers))
     return sort_findings(one_per_window(findings))

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 # A VM failing this many runs in a row is critical, not a warning (VMResult.failures_in_a_row).
 CRITICAL_AFTER_FAILURES = 3
-COPY_SKIPPED = "copy skipped: backup copy jobs are not available yet"
 NO_NOTIFIER = "no notifier: notifications are not configured in this build"
 # The run's overall event, worst first (notify.report.EVENTS).
 _EVENT_ORDER = ("failure", "missed", "warning", "success")
@@ -62,6 +61,10 @@ class BackupJobs(Protocol):
 
     def submit_backup(
         self, host: str, vm_id: str, mode: str | None = None, repository: str | None = None, vm_name: str | None = None
+    ) -> Any: ...
+
+    def submit_copy(
+        self, source: str, target: str, vms: list[str] | None = None, point_ids: list[str] | None = None, vm_name: str | None = None
     ) -> Any: ...
 
     def wait(self, job_id: str, timeout: float | None = None) -> Any: ...
@@ -292,8 +295,7 @@ class ScheduleRunner:
         for item, job, mode in submitted:
             final = jobs.wait(job.id)
             self._record_job(run, history, item.vm, final, mode)
-        if schedule.copy_to is not None and any(r.outcome in ("succeeded", "warning") for r in run.results.values()):
-            notes.append(COPY_SKIPPED)
+            notes.extend(self._copies_after(schedule, jobs, item.vm, final))
         results = tuple(run.results.values())
         event = _event_of(results, notes)
         now = self._clock.now()
@@ -337,6 +339,30 @@ class ScheduleRunner:
             if age + schedule.window >= schedule.full_every:
                 return "full"
         return None if schedule.mode == "incremental" else schedule.mode
+
+    def _copies_after(self, schedule: ScheduleConfig, jobs: BackupJobs, vm: VM, final: Any) -> list[str]:
+        """Wait for the copies of a successful backup's point: the copy job its repository's
+        ``copy_to:`` queued, and the schedule's own ``copy_to:`` (unless it is the same target).
+        A copy that fails is a warning note; the backup stays a success."""
+        summary = dict(final.summary or {})
+        point = summary.get("point_id")
+        if str(getattr(final.state, "value", final.state)) != "succeeded" or not point:
+            return []
+        waits: list[tuple[str, Any]] = []
+        if summary.get("copy_job"):
+            waits.append((str(summary.get("copy_to")), summary["copy_job"]))
+        if schedule.copy_to is not None and schedule.copy_to != summary.get("copy_to"):
+            try:
+                copy = jobs.submit_copy(summary.get("repository"), schedule.copy_to, point_ids=[point], vm_name=vm.name)
+            except HvtuiError as err:
+                return [f"warning: the copy of {vm.host}/{vm.name} to {schedule.copy_to} was not started: {err}"]
+            waits.append((schedule.copy_to, copy.id))
+        notes = []
+        for target, job_id in waits:
+            copied = jobs.wait(job_id)
+            if str(getattr(copied.state, "value", copied.state)) != "succeeded":
+                notes.append(f"warning: the copy of {vm.host}/{vm.name} to {target} failed: {copied.error or copied.state}")
+        return notes
 
     def _record_job(self, run: RunRecord, history: ScheduleHistory, vm: VM, final: Any, mode: str | None) -> None:
         summary = dict(final.summary or {})

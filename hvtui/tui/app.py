@@ -62,6 +62,12 @@ def _changes_screen() -> Screen:
     return ChangesScreen()
 
 
+def _repositories_screen() -> Screen:
+    from hvtui.tui.screens.repositories import RepositoriesScreen
+
+    return RepositoriesScreen()
+
+
 def _schedules_screen() -> Screen:
     from hvtui.tui.screens.schedules import SchedulesScreen
 
@@ -81,6 +87,7 @@ class HvtuiApp(RefreshMixin, CheckpointActionsMixin, ChangeWindowsMixin, Schedul
         "jobs": _jobs_screen,
         "changes": _changes_screen,
         "schedules": _schedules_screen,
+        "repos": _repositories_screen,
     }
     DEFAULT_MODE = "vms"
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from textual.app import SystemCommand
 from textual.screen import Screen
 
-VIEWS = ("vms", "findings", "jobs", "changes", "schedules")
+VIEWS = ("vms", "findings", "jobs", "changes", "schedules", "repos")
 
 # (command, arguments, what it does) for `:` and the help screen.
 PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -19,6 +19,7 @@ PROMPT_COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("jobs", "", "backup and restore jobs: progress, cancel, retry, resume"),
     ("changes", "", "change windows: roll back, promote or discard them"),
     ("schedules", "", "backup schedules: next and last run, results per VM, missed runs; run one now"),
+    ("repos", "", "repositories: backend, format, encryption, size, points, last backup and copy"),
     ("change", "open …", "checkpoint all VMs of a host group or host: open --group G (or --host H)"),
     ("vm", "NAME", "open a VM's detail (host/name or name)"),
     ("theme", "[NAME]", "switch the theme; without a name, list the themes"),
@@ -39,6 +40,9 @@ COMMAND_ALIASES = {
     "schedules": "schedules",
     "schedule": "schedules",
     "sched": "schedules",
+    "repos": "repos",
+    "repo": "repos",
+    "repositories": "repos",
     "job": "jobs",
     "theme": "theme",
     "themes": "theme",

@@ -159,6 +159,8 @@ class RefreshMixin:
         service = self.core.inventory
         last_backup = _remembered(self.core.backups.last_backup_of)  # policy and rows ask alike
         windows = self._change_windows()
+        # Only when a repository names copy_to: the copy service is not built otherwise.
+        offsite = self.core.copies.offsite_state if any(r.copy_to for r in self.core.config.repositories) else None
         latest = [previous]  # each snapshot reuses the unchanged rows of the one before
 
         def build() -> tuple[Snapshot, int]:
@@ -172,6 +174,7 @@ class RefreshMixin:
                 self.core.backups.backup_checkpoint_left,
                 windows,
                 self.core.config.schedules,
+                offsite,
             )
             now = self.core.clock.now()
             latest[0] = build_snapshot(

@@ -12,6 +12,7 @@ import humanize
 from hvtui.errors import ConfigError, HvtuiError
 from hvtui.events import CancelToken, ProgressCallback
 from hvtui.jobs.kinds.base import JobQueue, refuse_if_read_only, services_of
+from hvtui.jobs.kinds.copy import submit_copy
 from hvtui.jobs.model import Job, JobError, JobKind, RunFn
 from hvtui.jobs.outcome import describe_error
 from hvtui.model import BACKUP_MODES
@@ -92,9 +93,27 @@ def _backup_run(manager: JobQueue, job: Job) -> RunFn:
         )
         if result.fallback and mode is not None and mode != result.mode:
             summary["message"] += f" ({mode} asked for, but {result.fallback})"
+        _follow_with_copy(manager, summary, result.repository, result.point_id, job.vm_name)
         return summary
 
     return run
+
+
+def _follow_with_copy(manager: JobQueue, summary: dict[str, Any], repository: str, point_id: str, vm_name: str | None) -> None:
+    """A repository naming ``copy_to:``: queue a copy job of the new point (its id goes into the
+    summary as ``copy_job``); one that cannot be queued is a warning, the point stays good."""
+    services = services_of(manager)
+    target = services.backups.repository_config(repository).copy_to
+    if target is None:
+        return
+    try:
+        copy = submit_copy(manager, repository, target, point_ids=[point_id], vm_name=vm_name)
+    except HvtuiError as err:
+        summary.setdefault("warnings", []).append(f"the copy to {target} was not queued: {describe_error(err)}")
+        return
+    summary["copy_job"] = copy.id
+    summary["copy_to"] = target
+    summary["message"] += f"; copy to {target} queued (job {copy.id})"
 
 
 def _before_backup_resume(manager: JobQueue, job: Job) -> None:

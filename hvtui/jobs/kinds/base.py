@@ -20,6 +20,7 @@ from hvtui.hosts.base import Host
 from hvtui.jobs.model import Job, JobError, JobKind
 
 if TYPE_CHECKING:
+    from hvtui.backups.copies import RepositoryCopies
     from hvtui.backups.service import Backups
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class EngineServices:
     backups_of: Callable[[], Backups]
     hosts: HostLookup
     audit: AuditLog
+    copies_of: Callable[[], RepositoryCopies] | None = None  # the copy kind's service (None: no copy jobs)
 
     @property
     def backups(self) -> Backups:

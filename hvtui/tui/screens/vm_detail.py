@@ -156,7 +156,7 @@ class VmDetailScreen(ViewScreen):
         points: DataTable[str] = DataTable(id="points-table", cursor_type="row", zebra_stripes=False)
         # Time to the second and the whole id first: two points of one minute must not look
         # alike at 80 columns, and the id is what `hvtui restore` takes.
-        points.add_columns("TIME", "ID", "MODE", "VERIFIED", "SIZE", "STORED", "REPOSITORY")
+        points.add_columns("TIME", "ID", "MODE", "VERIFIED", "SIZE", "STORED", "REPOSITORY", "COPIES IN")
         yield points
         with VerticalScroll(id="vm-info-scroll"):
             yield Static("", id="vm-info")
@@ -276,7 +276,9 @@ class VmDetailScreen(ViewScreen):
         self.points = points
         cursor = table.cursor_row
         table.clear()
+        held_by = copies_by_point(points)
         for point in points:
+            others = sorted(held_by[point.id] - {point.repository})
             table.add_row(
                 _when(point.time, seconds=True),
                 display_text(point.id),
@@ -285,6 +287,7 @@ class VmDetailScreen(ViewScreen):
                 size_text(point.logical_bytes),
                 size_text(point.stored_bytes),
                 display_text(point.repository),
+                display_text(", ".join(others) if others else "-"),
                 key=f"{point.repository}/{point.id}",
             )
         if points:
@@ -473,6 +476,14 @@ class VmDetailScreen(ViewScreen):
         point = self.selected_point
         if point is not None:
             self.hvtui.jobs_ui.start_restore(point)
+
+
+def copies_by_point(points: list[RestorePointSummary]) -> dict[str, set[str]]:
+    """The repositories holding each point id: a copy (`hvtui copy`) keeps the point's id."""
+    held: dict[str, set[str]] = {}
+    for point in points:
+        held.setdefault(point.id, set()).add(point.repository)
+    return held
 
 
 def _walk(node):

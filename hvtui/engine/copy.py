@@ -1,0 +1,242 @@
+"""``hvtui copy``: restore points copied from one repository into another (a backup copy job).
+
+Works at the Repository level, so any two repositories (format 1 or 2, plain or encrypted)
+pair up:
+
+- the target gets the points it lacks (by point id), chunk by chunk: a chunk the target
+  already holds is not sent again, so a copy killed halfway resumes where it stopped (the
+  chunks that arrived are published objects or packs; a pack whose index was not written yet
+  is found from its trailer);
+- every chunk is checked against its id when read from the source, and read back from the
+  target once it is published (verify on arrival);
+- the manifest is written last, so a point exists in the target only once all its chunks do;
+- chunk ids are computed per repository (SHA-256, or HMAC-SHA256 under an encrypted
+  repository's id key): when the two schemes differ, each chunk gets the target's id and the
+  copied manifest names those ids; an encrypted target seals the chunk under its own key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hvtui.config import Retention
+from hvtui.engine.locks import VMLock, vm_label
+from hvtui.engine.manifest import Manifest
+from hvtui.engine.packstore import PackStore
+from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
+from hvtui.engine.prune import plan_retention
+from hvtui.engine.repository import Repository
+from hvtui.engine.store import HEADER, ChunkDamaged, ChunkMissing, decode_chunk
+from hvtui.errors import RepositoryError
+from hvtui.events import CancelToken, Progress, ProgressCallback
+
+BATCH_BYTES = 16 * 1024 * 1024  # chunk files published (and read back) per batch in a format-1 target
+BATCH_SECONDS = 1.0
+_ID_PROBE = b"hvtui chunk id scheme probe"
+
+
+@dataclass(slots=True)
+class CopyResult:
+    source: str
+    target: str
+    copied: list[str] = field(default_factory=list)  # point ids written into the target
+    present: list[str] = field(default_factory=list)  # already in the target: not copied
+    skipped: list[str] = field(default_factory=list)  # the target's retention would drop them at once
+    chunks_sent: int = 0
+    bytes_sent: int = 0  # stored bytes written into the target
+    chunks_present: int = 0  # already in the target (an earlier copy, a shared chunk)
+    reids: bool = False  # the two repositories compute chunk ids differently
+    removed_by_retention: list[str] = field(default_factory=list)
+    duration: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "copied": self.copied,
+            "present": self.present,
+            "skipped": self.skipped,
+            "chunks_sent": self.chunks_sent,
+            "bytes_sent": self.bytes_sent,
+            "chunks_present": self.chunks_present,
+            "reids_chunks": self.reids,
+            "removed_by_retention": self.removed_by_retention,
+            "duration": round(self.duration, 3),
+        }
+
+
+PointFilter = Callable[[Manifest], bool]
+
+
+def plan_copy(
+    source: Repository, target: Repository, wanted: PointFilter, retention: Retention | None = None
+) -> tuple[list[Manifest], list[str], list[str]]:
+    """(points to copy oldest first, ids the target holds already, ids its retention would drop
+    at once): only points ``wanted`` says yes to."""
+    check_pair(source, target)
+    points, _bad = source.load_points()
+    points = [p for p in points if wanted(p)]
+    have = set(target.point_ids())
+    present = [p.id for p in points if p.id in have]
+    missing = [p for p in points if p.id not in have]
+    skipped: list[str] = []
+    if retention is not None and missing:
+        theirs, _bad = target.load_points()
+        ids = {p.id for p in missing}
+        kept = {d.point for d in plan_retention(theirs + missing, retention) if d.keep}
+        skipped = [i for i in sorted(ids) if i not in kept]
+        missing = [p for p in missing if p.id in kept]
+    return missing, present, skipped
+
+
+def check_pair(source: Repository, target: Repository) -> None:
+    if source.root.resolve() == target.root.resolve():
+        raise RepositoryError(f"repositories {source.name} and {target.name} are the same folder ({source.root})")
+    if source.chunk_size != target.chunk_size:
+        raise RepositoryError(
+            f"cannot copy from {source.name} to {target.name}: their chunk sizes differ "
+            f"({source.chunk_size // 1024} KiB and {target.chunk_size // 1024} KiB); a copy keeps the chunks as they are"
+        )
+
+
+def same_id_scheme(source: Repository, target: Repository) -> bool:
+    return source.store.chunk_id(_ID_PROBE) == target.store.chunk_id(_ID_PROBE)
+
+
+def _plain_blob(repo: Repository, digest: bytes) -> bytes:
+    """The chunk object (header and payload) as a format-1 file holds it: opened when encrypted."""
+    store = repo.store
+    if isinstance(store, PackStore):
+        blob, pack_id = store.read_blob(digest)
+        if store.cipher is None:
+            return blob
+        try:
+            return store.cipher.open(blob, digest)
+        except ValueError as err:  # NotAuthentic
+            raise ChunkDamaged(digest, f"{err} (pack {pack_id[:16]})") from None
+    return store.read_blob(digest)
+
+
+class _PointCopier:
+    def __init__(
+        self, source: Repository, target: Repository, owner: str, meter: Meter, cancel: CancelToken, result: CopyResult
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.meter = meter
+        self.cancel = cancel
+        self.result = result
+        self.same_ids = same_id_scheme(source, target)
+        self.ids: dict[bytes, bytes] = {}  # source id -> target id, for the chunks seen in this run
+        self.sink: Any = target.store.sink(owner, True, BATCH_BYTES, BATCH_SECONDS)
+        self.pending: list[bytes] = []  # target ids added to the sink since its last hand-over
+
+    def copy(self, manifest: Manifest) -> Manifest:
+        """Send the chunks of ``manifest`` the target lacks; the manifest as the target names them."""
+        try:
+            for entry in manifest.files:
+                for digest in entry.chunks:
+                    if digest is None:
+                        continue
+                    self.cancel.check()
+                    self._copy_chunk(manifest, digest)
+                    self.meter.add(done=manifest.chunk_size)
+                    self.meter.emit()
+                    batch = self.sink.take()
+                    if batch is not None:
+                        self._publish(batch)
+            batch = self.sink.take(force=True)
+            if batch is not None:
+                self._publish(batch)
+        finally:
+            self.sink.close()  # a chunk never handed over is never left looking good
+        if self.same_ids:
+            return manifest
+        files = [dataclasses.replace(f, chunks=[None if c is None else self.ids[c] for c in f.chunks]) for f in manifest.files]
+        return dataclasses.replace(manifest, files=files)
+
+    def _copy_chunk(self, manifest: Manifest, digest: bytes) -> None:
+        if digest in self.ids:
+            return
+        if self.same_ids and self.target.store.has(digest):
+            self.ids[digest] = digest
+            self.result.chunks_present += 1
+            return
+        try:
+            plain = _plain_blob(self.source, digest)
+            data = decode_chunk(digest, plain, True, self.source.store.chunk_id)
+        except (ChunkDamaged, ChunkMissing) as err:
+            raise RepositoryError(
+                f"restore point {manifest.id} cannot be copied: {err} in repository {self.source.name} "
+                f"(run `hvtui verify --repository {self.source.name}`)"
+            ) from None
+        new_id = digest if self.same_ids else self.target.store.chunk_id(data)
+        self.ids[digest] = new_id
+        if self.target.store.has(new_id):
+            self.result.chunks_present += 1
+            return
+        _magic, codec, raw_len, _pay_len = HEADER.unpack_from(plain)
+        written = self.sink.add(new_id, codec, raw_len, memoryview(plain)[HEADER.size :])
+        self.pending.append(new_id)
+        self.result.chunks_sent += 1
+        self.result.bytes_sent += written
+        self.meter.add(new=raw_len, stored=written)
+
+    def _publish(self, batch: Any) -> None:
+        arrived, self.pending = self.pending, []
+        self.sink.publish(batch)
+        for new_id in arrived:  # read back from the target: what arrived is what was sent
+            try:
+                self.target.store.get(new_id)
+            except (ChunkDamaged, ChunkMissing) as err:
+                raise RepositoryError(f"a copied chunk arrived damaged in repository {self.target.name}: {err}") from None
+        self.meter.emit(force=True)
+
+
+def copy_points(
+    source: Repository,
+    target: Repository,
+    points: list[Manifest],
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    progress_interval: float = DEFAULT_INTERVAL,
+    lock_timeout: float | None = 3600.0,
+) -> CopyResult:
+    """Copy ``points`` (from ``plan_copy``) from ``source`` into ``target``, manifests last."""
+    check_pair(source, target)
+    cancel = cancel or CancelToken()
+    meter = Meter(progress, progress_interval)
+    started = time.monotonic()
+    result = CopyResult(source.name, target.name, reids=not same_id_scheme(source, target))
+
+    def on_wait(message: str) -> None:
+        if progress is not None:
+            progress(Progress(phase="lock", message=message))
+
+    total = sum(f.data_chunks * p.chunk_size for p in points for f in p.files)
+    reading = source.lock("shared", "copy", f"copy to {target.name}", reading=True)
+    writing = target.lock("shared", "copy", f"copy from {source.name}")
+    with reading.acquire(lock_timeout, cancel, on_wait), writing.acquire(lock_timeout, cancel, on_wait) as lock:
+        meter.start_phase("copy", total=total, message=f"copying {len(points)} restore point(s) to {target.name}")
+        copier = _PointCopier(source, target, lock.id, meter, cancel, result)
+        for manifest in points:
+            meter.current = manifest.id
+            with VMLock(target.root, manifest.host, manifest.vm_id, manifest.vm_name).acquire():
+                if target.point_path(manifest.id).exists():
+                    result.present.append(manifest.id)  # another copy wrote it meanwhile
+                    meter.add(done=sum(f.data_chunks for f in manifest.files) * manifest.chunk_size)
+                    continue
+                copied = copier.copy(manifest)
+                cancel.check()
+                target.commit_point(copied)
+            result.copied.append(manifest.id)
+            label = vm_label(manifest.host, manifest.vm_id, manifest.vm_name)
+            meter.emit(force=True, message=f"restore point {manifest.id} copied ({label})")
+    meter.start_phase("done", message=f"{len(result.copied)} restore point(s) copied to {target.name}")
+    result.duration = time.monotonic() - started
+    return result

@@ -1,0 +1,114 @@
+"""`:repos`: each configured repository: backend, format, encryption, size, restore points, last
+backup, last copy into it and where it copies to.  The rows are built on a worker thread through
+the core's copy service (the console never opens a repository on the UI thread), again with every
+refresh the app shows.
+"""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from hvtui.config.timing import local_zone
+from hvtui.errors import HvtuiError
+from hvtui.text import display_lines
+from hvtui.tui.screens.base import ViewScreen, ViewTitle
+from hvtui.tui.viewmodel.repository_rows import (
+    REPOSITORY_COLUMNS,
+    RepositoryRow,
+    build_repository_rows,
+    repository_column_widths,
+    repository_detail,
+)
+from hvtui.tui.viewmodel.snapshot import Snapshot
+from hvtui.tui.widgets.table import FastTable
+
+
+class RepositoriesScreen(ViewScreen):
+    view_name = "repos"
+    view_title = "Repositories"
+
+    DEFAULT_CSS = """
+    RepositoriesScreen #repository-detail {
+        height: auto;
+        max-height: 8;
+        padding: 0 1;
+        background: $panel;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_key: dict[str, RepositoryRow] = {}
+        self.load_error: str | None = None
+        self.loaded = False
+
+    def compose_body(self) -> ComposeResult:
+        yield ViewTitle("Repositories")
+        yield FastTable(REPOSITORY_COLUMNS, id="repository-table")
+        yield Static("", id="repository-detail", markup=False)
+
+    @property
+    def table(self) -> FastTable:
+        return self.query_one("#repository-table", FastTable)
+
+    @property
+    def main_widget(self) -> Widget | None:
+        return self.table
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def show_snapshot(self, snapshot: Snapshot) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        self._read_repositories()
+
+    @work(thread=True, group="repositories-read", exclusive=True, exit_on_error=False)
+    def _read_repositories(self) -> None:
+        app = self.hvtui
+        try:
+            repos, error = app.core.copies.overview(), None
+        except HvtuiError as err:
+            repos, error = [], str(err)
+        rows = build_repository_rows(repos, local_zone(), app.palette)
+        self.app.call_from_thread(self._show_rows, rows, error)
+
+    def apply_filter(self, text: str) -> None:
+        self.filter_text = text
+        if self.loaded:
+            self.reload()
+
+    def _show_rows(self, rows: list[RepositoryRow], error: str | None) -> None:
+        if not self.is_mounted:
+            return
+        wanted = self.filter_text.strip().casefold()
+        if wanted:
+            rows = [r for r in rows if wanted in r.key.casefold()]
+        self._by_key = {row.key: row for row in rows}
+        self.load_error = error
+        self.loaded = True
+        self.table.show([(row.key, row.texts) for row in rows], repository_column_widths(rows))
+        shown = f"  filter: {self.filter_text}" if wanted else ""
+        self.query_one(ViewTitle).show(f"Repositories [{len(rows)}]{shown}")
+        self._show_detail()
+        self.refresh_bindings_if_changed()
+
+    @property
+    def selected(self) -> RepositoryRow | None:
+        key = self.table.cursor_key
+        return self._by_key.get(key) if key is not None else None
+
+    def _show_detail(self) -> None:
+        detail = self.query_one("#repository-detail", Static)
+        if self.load_error is not None:
+            detail.update(display_lines(f"The repositories cannot be read: {self.load_error}"))
+            return
+        row = self.selected
+        detail.update(display_lines(repository_detail(row)) if row is not None else "")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
