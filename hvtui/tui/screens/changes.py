@@ -14,20 +14,19 @@ from typing import ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from hvtui.errors import HvtuiError
 from hvtui.text import display_lines
-from hvtui.tui.screens.base import ViewScreen, ViewTitle
+from hvtui.tui.screens.base import ViewTitle
+from hvtui.tui.screens.listed import ListedView
 from hvtui.tui.viewmodel.change_rows import CHANGE_COLUMNS, ChangeRow, build_change_rows, change_column_widths
-from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.widgets.table import FastTable
 
 STEP_ACTIONS = {"rollback": "roll back", "promote": "promote", "discard": "discard"}
 
 
-class ChangesScreen(ViewScreen):
+class ChangesScreen(ListedView):
     view_name = "changes"
     view_title = "Change windows"
 
@@ -40,7 +39,7 @@ class ChangesScreen(ViewScreen):
         Binding("P", "step_vm('promote')", "Promote this VM only", show=False),
         Binding("D", "step_vm('discard')", "Discard this VM only", show=False),
     ]
-    KEY_BAR_SHORT: ClassVar[dict[str, str]] = {**ViewScreen.KEY_BAR_SHORT, "open_vm": "VM"}
+    KEY_BAR_SHORT: ClassVar[dict[str, str]] = {**ListedView.KEY_BAR_SHORT, "open_vm": "VM"}
 
     DEFAULT_CSS = """
     ChangesScreen #change-detail {
@@ -51,34 +50,19 @@ class ChangesScreen(ViewScreen):
     }
     """
 
+    TABLE_ID = "change-table"
+
     def __init__(self) -> None:
         super().__init__()
         self._rows: list[ChangeRow] = []
         self._all_rows: list[ChangeRow] = []  # before the filter
-        self._by_key: dict[str, ChangeRow] = {}
-        self.load_error: str | None = None
-        self.loaded = False
 
     def compose_body(self) -> ComposeResult:
         yield ViewTitle("Change windows")
         yield FastTable(CHANGE_COLUMNS, id="change-table")
         yield Static("", id="change-detail", markup=False)
 
-    @property
-    def table(self) -> FastTable:
-        return self.query_one("#change-table", FastTable)
-
-    @property
-    def main_widget(self) -> Widget | None:
-        return self.table
-
     # -- data -------------------------------------------------------------------------------------
-    def on_mount(self) -> None:
-        self.reload()
-
-    def show_snapshot(self, snapshot: Snapshot) -> None:
-        self.reload()  # a refresh after a step: the windows changed too
-
     def reload(self) -> None:
         self._read_windows()
 
@@ -105,13 +89,8 @@ class ChangesScreen(ViewScreen):
         if not self.is_mounted:
             return
         self._all_rows = rows
-        wanted = self.filter_text.strip().casefold()
-        if wanted:
-            rows = [r for r in rows if wanted in r.window.name.casefold() or wanted in f"{r.vm.host}/{r.vm.vm_name}".casefold()]
+        rows, wanted = self.take_rows(rows, error)
         self._rows = rows
-        self._by_key = {row.key: row for row in rows}
-        self.load_error = error
-        self.loaded = True
         self.table.show([(row.key, row.texts) for row in rows], change_column_widths(rows))
         open_count = len({row.window.name for row in rows if row.window.is_open})
         shown = f"  filter: {self.filter_text}" if wanted else ""
@@ -121,10 +100,8 @@ class ChangesScreen(ViewScreen):
         self._show_detail()
         self.refresh_bindings_if_changed()
 
-    @property
-    def selected(self) -> ChangeRow | None:
-        key = self.table.cursor_key
-        return self._by_key.get(key) if key is not None else None
+    def keeps(self, row: ChangeRow, wanted: str) -> bool:
+        return wanted in row.window.name.casefold() or wanted in f"{row.vm.host}/{row.vm.vm_name}".casefold()
 
     def _show_detail(self) -> None:
         detail = self.query_one("#change-detail", Static)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from textual import work
 from textual.app import ComposeResult
-from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from hvtui.config.timing import local_zone
 from hvtui.errors import HvtuiError
 from hvtui.text import display_lines
-from hvtui.tui.screens.base import ViewScreen, ViewTitle
+from hvtui.tui.screens.base import ViewTitle
+from hvtui.tui.screens.listed import ListedView
 from hvtui.tui.viewmodel.repository_rows import (
     REPOSITORY_COLUMNS,
     RepositoryRow,
@@ -22,13 +22,13 @@ from hvtui.tui.viewmodel.repository_rows import (
     repository_column_widths,
     repository_detail,
 )
-from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.widgets.table import FastTable
 
 
-class RepositoriesScreen(ViewScreen):
+class RepositoriesScreen(ListedView):
     view_name = "repos"
     view_title = "Repositories"
+    TABLE_ID = "repository-table"
 
     DEFAULT_CSS = """
     RepositoriesScreen #repository-detail {
@@ -39,30 +39,10 @@ class RepositoriesScreen(ViewScreen):
     }
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._by_key: dict[str, RepositoryRow] = {}
-        self.load_error: str | None = None
-        self.loaded = False
-
     def compose_body(self) -> ComposeResult:
         yield ViewTitle("Repositories")
         yield FastTable(REPOSITORY_COLUMNS, id="repository-table")
         yield Static("", id="repository-detail", markup=False)
-
-    @property
-    def table(self) -> FastTable:
-        return self.query_one("#repository-table", FastTable)
-
-    @property
-    def main_widget(self) -> Widget | None:
-        return self.table
-
-    def on_mount(self) -> None:
-        self.reload()
-
-    def show_snapshot(self, snapshot: Snapshot) -> None:
-        self.reload()
 
     def reload(self) -> None:
         self._read_repositories()
@@ -77,30 +57,15 @@ class RepositoriesScreen(ViewScreen):
         rows = build_repository_rows(repos, local_zone(), app.palette)
         self.app.call_from_thread(self._show_rows, rows, error)
 
-    def apply_filter(self, text: str) -> None:
-        self.filter_text = text
-        if self.loaded:
-            self.reload()
-
     def _show_rows(self, rows: list[RepositoryRow], error: str | None) -> None:
         if not self.is_mounted:
             return
-        wanted = self.filter_text.strip().casefold()
-        if wanted:
-            rows = [r for r in rows if wanted in r.key.casefold()]
-        self._by_key = {row.key: row for row in rows}
-        self.load_error = error
-        self.loaded = True
+        rows, wanted = self.take_rows(rows, error)
         self.table.show([(row.key, row.texts) for row in rows], repository_column_widths(rows))
         shown = f"  filter: {self.filter_text}" if wanted else ""
         self.query_one(ViewTitle).show(f"Repositories [{len(rows)}]{shown}")
         self._show_detail()
         self.refresh_bindings_if_changed()
-
-    @property
-    def selected(self) -> RepositoryRow | None:
-        key = self.table.cursor_key
-        return self._by_key.get(key) if key is not None else None
 
     def _show_detail(self) -> None:
         detail = self.query_one("#repository-detail", Static)

@@ -13,13 +13,13 @@ from typing import ClassVar
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from hvtui.config.timing import local_zone
 from hvtui.errors import HvtuiError
 from hvtui.text import display_lines
-from hvtui.tui.screens.base import ViewScreen, ViewTitle
+from hvtui.tui.screens.base import ViewTitle
+from hvtui.tui.screens.listed import ListedView
 from hvtui.tui.viewmodel.schedule_rows import (
     SCHEDULE_COLUMNS,
     ScheduleRow,
@@ -27,13 +27,12 @@ from hvtui.tui.viewmodel.schedule_rows import (
     detail_text,
     schedule_column_widths,
 )
-from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.widgets.table import FastTable
 
 SCHEDULE_FILTER = "schedule:"  # the VM table's filter for a schedule's VMs
 
 
-class SchedulesScreen(ViewScreen):
+class SchedulesScreen(ListedView):
     view_name = "schedules"
     view_title = "Schedules"
 
@@ -41,7 +40,7 @@ class SchedulesScreen(ViewScreen):
         Binding("enter", "open_vms", "Its VMs"),
         Binding("n", "run_now", "Run now"),
     ]
-    KEY_BAR_SHORT: ClassVar[dict[str, str]] = {**ViewScreen.KEY_BAR_SHORT, "open_vms": "VMs"}
+    KEY_BAR_SHORT: ClassVar[dict[str, str]] = {**ListedView.KEY_BAR_SHORT, "open_vms": "VMs"}
 
     DEFAULT_CSS = """
     SchedulesScreen #schedule-detail {
@@ -52,33 +51,18 @@ class SchedulesScreen(ViewScreen):
     }
     """
 
+    TABLE_ID = "schedule-table"
+
     def __init__(self) -> None:
         super().__init__()
         self._rows: list[ScheduleRow] = []
-        self._by_key: dict[str, ScheduleRow] = {}
-        self.load_error: str | None = None
-        self.loaded = False
 
     def compose_body(self) -> ComposeResult:
         yield ViewTitle("Schedules")
         yield FastTable(SCHEDULE_COLUMNS, id="schedule-table")
         yield Static("", id="schedule-detail", markup=False)
 
-    @property
-    def table(self) -> FastTable:
-        return self.query_one("#schedule-table", FastTable)
-
-    @property
-    def main_widget(self) -> Widget | None:
-        return self.table
-
     # -- data -------------------------------------------------------------------------------------
-    def on_mount(self) -> None:
-        self.reload()
-
-    def show_snapshot(self, snapshot: Snapshot) -> None:
-        self.reload()
-
     def reload(self) -> None:
         self._read_schedules()
 
@@ -93,32 +77,17 @@ class SchedulesScreen(ViewScreen):
         rows = build_schedule_rows(statuses, local_zone(), app.palette)
         self.app.call_from_thread(self._show_rows, rows, error)
 
-    def apply_filter(self, text: str) -> None:
-        self.filter_text = text
-        if self.loaded:
-            self.reload()
-
     def _show_rows(self, rows: list[ScheduleRow], error: str | None) -> None:
         if not self.is_mounted:
             return
-        wanted = self.filter_text.strip().casefold()
-        if wanted:
-            rows = [r for r in rows if wanted in r.key.casefold()]
+        rows, wanted = self.take_rows(rows, error)
         self._rows = rows
-        self._by_key = {row.key: row for row in rows}
-        self.load_error = error
-        self.loaded = True
         self.table.show([(row.key, row.texts) for row in rows], schedule_column_widths(rows))
         missed = sum(len(r.status.missed) for r in rows)
         shown = f"  filter: {self.filter_text}" if wanted else ""
         self.query_one(ViewTitle).show(f"Schedules [{len(rows)}, {missed} missed runs]{shown}  n run now · enter its VMs")
         self._show_detail()
         self.refresh_bindings_if_changed()
-
-    @property
-    def selected(self) -> ScheduleRow | None:
-        key = self.table.cursor_key
-        return self._by_key.get(key) if key is not None else None
 
     def _show_detail(self) -> None:
         detail = self.query_one("#schedule-detail", Static)
