@@ -149,3 +149,15 @@ async def test_without_schedules_the_view_says_how_to_add_one_and_the_vm_table_h
         assert "NEXT BACKUP" not in screen_text(app)
         await schedules_view(pilot)
         assert "No schedules configured: add schedules: to the config" in flat(screen_text(app))
+
+
+async def test_the_command_prompt_leaves_an_empty_view_whose_enter_key_is_unavailable(lab: Path, paths: Paths) -> None:
+    # Enter in the `:` prompt submits the prompt; it is not the view's own (unavailable) enter key,
+    # which used to swallow it with "Its VMs: no schedule under the cursor".
+    app = make_app(make_core(lab, paths))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        await schedules_view(pilot)
+        await pilot.press("colon", *"vms", "enter")
+        assert await wait_until(pilot, lambda: isinstance(pilot.app.screen, VmsScreen))
+        assert "no schedule under the cursor" not in flat(screen_text(app))

@@ -153,6 +153,9 @@ class ViewScreen(Screen):
     def on_key(self, event: events.Key) -> None:
         # Textual skips a binding whose check_action is None and the key reaches the screen:
         # say why instead of doing nothing (during an incident a silent key looks broken).
+        # A key typed into an input (the `:` or `/` prompt) is the input's: its enter submits it.
+        if isinstance(self.focused, Input):
+            return
         for binding in Binding.make_bindings(type(self).BINDINGS):
             if event.key not in binding.key.split(","):
                 continue
