@@ -5,6 +5,7 @@ assertion): the fault tests use it to restart the server at a known point."""
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
@@ -204,6 +205,27 @@ def test_a_server_restarted_mid_write_is_reconnected_and_the_file_completes(samb
         samba_server.kill()
         writer.write(data[8 * MiB :])
     assert pauses
+    assert (samba_server.folder / "restored.vhdx").read_bytes() == data
+
+
+def test_a_write_on_a_socket_closed_under_it_is_reconnected(samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # When smbd dies, smbprotocol closes its socket and the next send fails with a bare EBADF: that is
+    # a lost session to reconnect, not an unknown "SMB error" that fails the job.
+    data = os.urandom(6 * MiB)
+    real_write = smbprotocol.open.Open.write
+    failures = []
+
+    def closed_socket_once(self, data, offset=0, *args, **kwargs):  # noqa: ANN001, ANN202
+        if not failures:
+            failures.append(offset)
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real_write(self, data, offset, *args, **kwargs)
+
+    monkeypatch.setattr(smbprotocol.open.Open, "write", closed_socket_once)
+    pauses: list[float] = []
+    with smb_files(samba_server, sleep=pauses.append) as remote, remote.open_write("D:\\restored.vhdx") as writer:
+        writer.write(data)
+    assert failures and pauses
     assert (samba_server.folder / "restored.vhdx").read_bytes() == data
 
 

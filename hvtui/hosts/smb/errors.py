@@ -37,6 +37,7 @@ _TRANSIENT_STATUSES = {
     getattr(NtStatus, "STATUS_NETWORK_BUSY", 0xC00000BF),
     getattr(NtStatus, "STATUS_REQUEST_NOT_ACCEPTED", 0xC00000D0),
 }
+_DEAD_SOCKET_ERRNOS = {errno.EBADF, errno.ENOTCONN, errno.ESHUTDOWN}
 _NOT_FOUND_STATUSES = {NtStatus.STATUS_OBJECT_NAME_NOT_FOUND, NtStatus.STATUS_OBJECT_PATH_NOT_FOUND, NtStatus.STATUS_NO_SUCH_FILE}
 
 
@@ -70,6 +71,9 @@ def is_transient(exc: BaseException) -> bool:
 def is_connection_lost(exc: BaseException) -> bool:
     """True when the connection or session is gone (worth reconnecting), not a refusal."""
     if isinstance(exc, smb.SMBConnectionClosed | ConnectionError | socket.timeout | TimeoutError | BrokenPipeError):
+        return True
+    # A send on the socket smbprotocol closed when the server went away: a plain OSError, not an SMB status.
+    if type(exc) is OSError and exc.errno in _DEAD_SOCKET_ERRNOS:
         return True
     if isinstance(exc, smb.SMBResponseException) and exc.status in _LOST_STATUSES:
         return True
