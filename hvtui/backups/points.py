@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -146,21 +144,11 @@ class PointIndex:
     def points_of(self, repo: Repository) -> tuple[list[PointInfo], list[DamagedManifest]]:
         """The repository's points (oldest first) and damaged manifests, re-read only when something changed.
 
-        The key is the list of manifests plus the verification records' times: directory
-        mtimes alone are too coarse (two commits within one clock tick look the same).
+        The key is ``Repository.listing_key``: each manifest's name and stamp (on object storage one
+        LIST of the bucket, so another machine's point shows) plus the verification records' times;
+        directory mtimes alone are too coarse (two commits within one clock tick look the same).
         """
-        try:
-            names = tuple(sorted(os.listdir(repo.points_dir)))
-        except OSError:
-            names = ()
-        verified: list[tuple[str, int]] = []
-        try:
-            for entry in os.scandir(repo.verified_dir):
-                with contextlib.suppress(OSError):
-                    verified.append((entry.name, entry.stat().st_mtime_ns))
-        except OSError:
-            pass
-        key = (names, tuple(sorted(verified)))
+        key = repo.listing_key()
         with self._lock:
             cached = self._index.get(repo.name)
         if cached is not None and cached[0] == key:

@@ -409,6 +409,17 @@ class Repository:
             return sorted((PointSummary.of(m) for m in good), key=summary_order), bad
         return self.point_index.listing(self.point_stamps(), self._load_for_listing)
 
+    def listing_key(self) -> tuple[Any, ...]:
+        """A cheap value that changes whenever the point listing may have: every manifest's name
+        and stamp (one LIST of ``points/`` on an object store, so another machine's new point
+        shows) and this machine's verification records' times."""
+        verified: list[tuple[str, int]] = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.verified_dir):
+                with contextlib.suppress(OSError):
+                    verified.append((entry.name, entry.stat().st_mtime_ns))
+        return tuple(sorted(self.manifests.stamps().items())), tuple(sorted(verified))
+
     def point_stamps(self) -> dict[str, tuple[int, int]]:
         """Each manifest's (size, mtime ns) by point id: what changes when a manifest does."""
         return self.manifests.stamps()
