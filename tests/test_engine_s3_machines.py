@@ -1,12 +1,14 @@
 """Two machines over one repository in a bucket (remote_repo.open_on_backend) on a real S3 server (SeaweedFS).
 
 Each "machine" is its own working folder over the same bucket prefix: only the objects can make
-them see each other's restore points.
+them see each other's restore points and locks.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -18,12 +20,14 @@ from hvtui.clock import FixedClock
 from hvtui.engine import keys
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
 from hvtui.engine.backup import run_backup
+from hvtui.engine.locks import clear_stale_locks, lock_records
 from hvtui.engine.remote_repo import open_on_backend
 from hvtui.engine.repository import Repository
 from hvtui.hosts.lab.host import LabHost
 
 MiB = 1024 * 1024
 PASS = "correct horse battery staple"
+GHOST = "bbbbbbbbbbbbbbbb"
 
 
 @pytest.fixture(autouse=True)
@@ -70,3 +74,33 @@ def test_a_point_committed_on_one_machine_shows_in_the_listing_of_the_other(
 
     second.delete_point(point)  # and a point removed there is gone from the first machine's listing
     assert first_index.points_of(first) == ([], [])
+
+
+def ghost_record(bucket: S3Backend) -> None:
+    """A backup's record from a machine that died two hours ago (its heartbeat expired)."""
+    record = {
+        "id": GHOST, "kind": "shared", "operation": "backup", "detail": "hv01/web01", "pid": 4242,
+        "hostname": "far-away", "boot_id": None, "process_start": None,
+        "created": time.time() - 7200, "refreshed": time.time() - 7200, "expires": time.time() - 5400,
+    }  # fmt: skip
+    bucket.put(f"locks/{GHOST}.json", json.dumps(record).encode())
+
+
+def test_the_bucket_locks_are_listed_and_a_stale_one_cleared_from_another_machine(
+    bucket: S3Backend, tmp_path: Path
+) -> None:
+    first = machine(bucket, tmp_path / "a", create=True)
+    second = machine(bucket, tmp_path / "b")
+    with first.lock("shared", "verify").acquire(timeout=5) as held:
+        ghost_record(bucket)  # after the acquire, which would have cleared it
+        listed = {r.id: r for r in lock_records(second.root, second.lock_store())}
+        assert set(listed) == {GHOST, held.id}
+        assert listed[held.id].operation == "verify" and listed[GHOST].hostname == "far-away"
+
+        assert clear_stale_locks(second.lock_store()) == [
+            "cleared the stale lock of backup hv01/web01 (pid 4242 on far-away, taken 2 h ago; "
+            "expired: its heartbeat stopped 2 h ago)"
+        ]
+        assert [o.key for o in bucket.list("locks/")] == [f"locks/{held.id}.json"]  # the live holder's stays
+        assert clear_stale_locks(second.lock_store()) == []
+    assert lock_records(second.root, second.lock_store()) == []

@@ -42,7 +42,7 @@ from hvtui.engine.layout import (
     regular_file,
     require_real_dir,
 )
-from hvtui.engine.lock_records import STALE_SECONDS, BackendRecords, LocalRecords, LockRecord, read_record
+from hvtui.engine.lock_records import STALE_SECONDS, BackendRecords, LocalRecords, LockRecord
 from hvtui.errors import RepositoryError
 from hvtui.events import CancelToken
 
@@ -316,15 +316,32 @@ def _listdir(path: Path) -> list[str]:
         return []
 
 
-def lock_records(root: Path) -> list[LockRecord]:
-    """Every lock record in a repository (for status displays and tests)."""
+def lock_records(root: Path, records: LocalRecords | BackendRecords | None = None) -> list[LockRecord]:
+    """Every lock record of a repository (status displays, tests): ``records`` is where they
+    live (``Repository.lock_store()``: objects for a repository in a bucket), else ``root/locks``."""
+    store = records or LocalRecords(root / "locks", root / "tmp")
     out = []
-    for name in _listdir(root / "locks"):
-        if name.endswith(".json"):
-            record = read_record(root / "locks" / name)
-            if record is not None:
-                out.append(record)
+    for record_id in store.ids():
+        record = store.read(record_id)
+        if record is not None:
+            out.append(record)
     return out
+
+
+def clear_stale_locks(records: LocalRecords | BackendRecords) -> list[str]:
+    """Remove every record nobody holds any more (a dead process here, an expired heartbeat
+    elsewhere, a damaged record); one line per record cleared, naming who held it.  A live
+    holder's record is never touched."""
+    now = time.time()
+    lines = []
+    for record_id in records.ids():
+        record = records.read(record_id)
+        if record is None or not record.is_stale(now) or not records.delete(record_id):
+            continue  # gone meanwhile, alive, or another process cleared it first
+        line = record.describe_cleared(now)
+        log.warning("%s", line)
+        lines.append(line)
+    return lines
 
 
 @contextlib.contextmanager

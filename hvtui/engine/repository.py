@@ -36,7 +36,7 @@ from hvtui.engine.layout import (
     publish_config,
     require_real_dir,
 )
-from hvtui.engine.lock_records import BackendRecords
+from hvtui.engine.lock_records import BackendRecords, LocalRecords
 from hvtui.engine.locks import RepositoryLock, creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
 from hvtui.engine.packfile import DEFAULT_PACK_SIZE, MAX_PACK_SIZE, MIN_PACK_SIZE
@@ -334,9 +334,12 @@ class Repository:
     def lock(self, kind: str, operation: str, detail: str = "", reading: bool = False) -> RepositoryLock:
         """``reading``: only reads (a restore), so it works in a repository that cannot be written."""
         if self.backend is not None:  # records alone, as objects: flock cannot reach an object store
-            records = BackendRecords(self.backend)
-            return _RefreshingLock(self, self.root, kind, operation, detail, reading, use_flock=False, records=records)
+            return _RefreshingLock(self, self.root, kind, operation, detail, reading, use_flock=False, records=self.lock_store())
         return _RefreshingLock(self, self.root, kind, operation, detail, reading)
+
+    def lock_store(self) -> LocalRecords | BackendRecords:
+        """Where this repository's lock records live: ``locks/`` here, or objects in its bucket."""
+        return BackendRecords(self.backend) if self.backend is not None else LocalRecords(self.root / "locks", self.tmp_dir)
 
     def format_changed(self) -> bool:
         """``config.json`` now records another format than this object was opened with."""
