@@ -1,7 +1,7 @@
 """Two machines over one repository in a bucket (remote_repo.open_on_backend) on a real S3 server (SeaweedFS).
 
 Each "machine" is its own working folder over the same bucket prefix: only the objects can make
-them see each other's restore points and locks.
+them see each other's restore points, locks and key slots.
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ from hvtui.engine import keys
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
 from hvtui.engine.backup import run_backup
 from hvtui.engine.locks import clear_stale_locks, lock_records
+from hvtui.engine.migrate import plan_migration, run_migration
 from hvtui.engine.remote_repo import open_on_backend
+from hvtui.engine.repair import plan_config_repair
+from hvtui.engine.repo_keys import add_key_slot, remove_key_slot
 from hvtui.engine.repository import Repository
+from hvtui.errors import RepositoryError
 from hvtui.hosts.lab.host import LabHost
 
 MiB = 1024 * 1024
@@ -104,3 +108,61 @@ def test_the_bucket_locks_are_listed_and_a_stale_one_cleared_from_another_machin
         assert [o.key for o in bucket.list("locks/")] == [f"locks/{held.id}.json"]  # the live holder's stays
         assert clear_stale_locks(second.lock_store()) == []
     assert lock_records(second.root, second.lock_store()) == []
+
+
+def test_a_key_slot_added_or_removed_on_one_machine_counts_on_the_other(bucket: S3Backend, tmp_path: Path) -> None:
+    first = machine(bucket, tmp_path / "a", create=True)
+    [original] = [s.slot for s in keys.list_slots(first.root, first.id)]
+
+    added = add_key_slot(first, "the new passphrase")
+    assert sorted(o.key for o in bucket.list("keys/")) == sorted([f"keys/{original}.json", f"keys/{added}.json"])
+    other = machine(bucket, tmp_path / "b", passphrase="the new passphrase")  # a machine that never saw it
+    assert other.id == first.id
+
+    remove_key_slot(other, original)
+    assert [o.key for o in bucket.list("keys/")] == [f"keys/{added}.json"]
+    with pytest.raises(keys.WrongPassphrase, match="wrong passphrase for repository offsite"):
+        machine(bucket, tmp_path / "a")  # the first machine's folder still had the old slot: refetched, gone
+
+    with pytest.raises(RepositoryError, match=f"key slot {added} is the repository's last usable key"):
+        remove_key_slot(other, added)
+    assert [o.key for o in bucket.list("keys/")] == [f"keys/{added}.json"]
+    assert machine(bucket, tmp_path / "c", passphrase="the new passphrase").id == first.id
+
+
+def test_removing_a_slot_judges_by_the_bucket_not_a_stale_local_copy(bucket: S3Backend, tmp_path: Path) -> None:
+    first = machine(bucket, tmp_path / "a", create=True)
+    [original] = [s.slot for s in keys.list_slots(first.root, first.id)]
+    added = add_key_slot(first, "the new passphrase")
+    second = machine(bucket, tmp_path / "b")  # holds both slots locally
+    remove_key_slot(first, original)
+    # The second machine's copy still lists two slots; the bucket has one: removing it is refused.
+    with pytest.raises(RepositoryError, match="last usable key"):
+        remove_key_slot(second, added)
+    assert [o.key for o in bucket.list("keys/")] == [f"keys/{added}.json"]
+
+
+def test_migrate_has_nothing_to_do_and_repair_is_refused_on_a_bucket(
+    bucket: S3Backend, tmp_path: Path, lab: tuple[LabHost, str]
+) -> None:
+    host, vm_id = lab
+    repo = machine(bucket, tmp_path / "a", create=True)
+    point = run_backup(repo, host, vm_id, "full").point_id
+    plan = plan_migration(repo)
+    assert plan.state == "done" and "already format 2; nothing to do" in plan.describe()
+    assert run_migration(repo).to_dict()["switched"] is False
+    assert repo.point_ids() == [point]
+
+    with pytest.raises(RepositoryError, match=r"cannot rebuild config.json of a repository on object storage \(s3://"):
+        plan_config_repair(repo.root, bucket)
+
+    config = bucket.get("config.json")
+    bucket.delete("config.json")  # damaged: the objects are there, config.json is not
+    for create in (False, True):  # never taken for an empty bucket, never a second repository over the data
+        with pytest.raises(RepositoryError, match=r"is damaged: its config.json is missing, but it holds restore "
+                                                  r"points, packs, index files; .* put back the copy from this "
+                                                  r"machine's copy .*config.json \(nothing was changed\)"):
+            machine(bucket, tmp_path / "a", create=create)
+    assert bucket.stat("config.json") is None
+    bucket.put("config.json", config)
+    assert machine(bucket, tmp_path / "b").point_ids() == [point]

@@ -3,7 +3,8 @@
 Listing reads only the key files (no passphrase).  Adding and removing a slot first opens the
 repository with a passphrase that works (its config entry's source, or a prompt), so only
 someone who can already read it changes who may; both are refused read-only and audit-logged
-(never a passphrase).  Removing the last usable slot is refused: the data would be lost.
+(never a passphrase).  Removing the last usable slot is refused: the data would be lost.  For a
+repository in a bucket the slot objects there are added and removed too (engine/repo_keys.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from hvtui.backups.guard import SafetyGuard
 from hvtui.backups.repositories import RepositoryList
 from hvtui.config import RepositoryConfig
 from hvtui.engine import keys
+from hvtui.engine.repo_keys import add_key_slot, remove_key_slot
 from hvtui.engine.repository import Repository
 from hvtui.errors import ReadOnlyError, RepositoryError
 
@@ -52,9 +54,8 @@ class RepositoryKeys:
         rc, _config = self._encrypted(name)
         args = {"repository": rc.name}
         repo = self._opened(rc, "repo.key.add", args)
-        assert repo.cipher is not None
         try:
-            slot = keys.add_slot(repo.root, repo.id, repo.cipher, new_passphrase)
+            slot = add_key_slot(repo, new_passphrase)
         except (OSError, RepositoryError) as err:
             self._guard.audit_record("repo.key.add", f"repository:{rc.name}", None, args, "failed", str(err))
             raise RepositoryError(f"cannot add a key slot to repository {rc.name}: {err}") from None
@@ -66,7 +67,7 @@ class RepositoryKeys:
         args = {"repository": rc.name, "slot": slot}
         repo = self._opened(rc, "repo.key.remove", args)
         try:
-            keys.remove_slot(repo.root, repo.id, slot)
+            remove_key_slot(repo, slot)
         except (OSError, RepositoryError) as err:
             self._guard.audit_record("repo.key.remove", f"repository:{rc.name}", None, args, "failed", str(err))
             if isinstance(err, RepositoryError):

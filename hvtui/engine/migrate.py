@@ -275,7 +275,9 @@ def run_migration(
                 except OSError as err:
                     raise disk_error(err, "replacing config.json") from err
                 result.switched = True
-    migrated = Repository.open(repo.root, repo.name, compressor=repo.compressor)
+    # Format 2 already (a cleanup, or nothing to do): the repository as opened, with its key and
+    # backend (an encrypted one, one in a bucket); reopened only after this run's switch.
+    migrated = repo if repo.version >= 2 else Repository.open(repo.root, repo.name, compressor=repo.compressor)
     if migrated.version < 2:
         raise RepositoryError(f"repository {repo.root} is still format 1 after the migration")  # never expected
     with migrated.lock("shared", "migrate", "deleting format-1 chunk files").acquire(lock_timeout, cancel, on_wait):

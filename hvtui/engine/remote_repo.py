@@ -18,6 +18,10 @@ from hvtui.engine.repository import Passphrase, Repository
 from hvtui.errors import RepositoryError
 from hvtui.files import atomic_write
 
+# What makes a bucket without config.json a damaged repository rather than an empty one (key
+# slots alone are a creation that stopped before publishing config.json: a new one may start).
+_DATA = (("points/", "restore points"), ("packs/", "packs"), ("index/", "index files"))
+
 
 def open_on_backend(
     backend: Backend,
@@ -37,6 +41,15 @@ def open_on_backend(
     state_dir = Path(state_dir).expanduser()
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if backend.stat("config.json") is None:
+        held = [what for prefix, what in _DATA if next(iter(backend.list(prefix)), None) is not None]
+        if held:
+            copy = state_dir / "config.json"
+            where = f"this machine's copy {copy}" if copy.is_file() else "the working folder of a machine that used it"
+            raise RepositoryError(
+                f"repository {name} at {backend.where} is damaged: its config.json is missing, but it holds "
+                f"{', '.join(held)}; hvtui does not rebuild config.json on object storage: put back the copy from "
+                f"{where} (nothing was changed)"
+            )
         if not create:
             raise RepositoryError(f"no backup repository at {backend.where} (nothing has been backed up there yet)")
         if (state_dir / "config.json").exists():
@@ -51,6 +64,12 @@ def open_on_backend(
 
 def _fetch(backend: Backend, state_dir: Path) -> None:
     """This machine's copy of ``config.json`` and the key slots, from the bucket."""
+    fetch_key_slots(backend, state_dir)
+    atomic_write(state_dir / "config.json", backend.get("config.json"), tmp_dir=state_dir / "tmp")
+
+
+def fetch_key_slots(backend: Backend, state_dir: Path) -> None:
+    """This machine's copy of the key slots made equal to the bucket's (the authoritative ones)."""
     keys_dir = state_dir / keys.KEYS_DIR
     make_private_dir(keys_dir)
     make_private_dir(state_dir / "tmp")
@@ -64,7 +83,6 @@ def _fetch(backend: Backend, state_dir: Path) -> None:
     for stale in keys_dir.iterdir():  # a slot removed from the bucket no longer opens it here
         if keys.is_key_file_name(stale.name) and stale.name not in wanted:
             stale.unlink()
-    atomic_write(state_dir / "config.json", backend.get("config.json"), tmp_dir=state_dir / "tmp")
 
 
 def _create(

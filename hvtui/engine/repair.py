@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hvtui.engine.backends.base import Backend
 from hvtui.engine.layout import (
     KEYS_SUBDIR,
     PACK_SUBDIRS,
@@ -90,8 +91,15 @@ def config_problem(root: Path) -> str | None:
     return None
 
 
-def plan_config_repair(root: Path) -> ConfigRepairPlan:
-    """Work out the repair; ``RepositoryError`` when there is nothing hvtui may repair."""
+def plan_config_repair(root: Path, backend: Backend | None = None) -> ConfigRepairPlan:
+    """Work out the repair; ``RepositoryError`` when there is nothing hvtui may repair (and for
+    a repository in a bucket, ``backend``: its key slots are bound to the lost config's id)."""
+    if backend is not None:
+        raise RepositoryError(
+            f"hvtui cannot rebuild config.json of a repository on object storage ({backend.where}): its key slots "
+            "are bound to the lost repository id; put back the copy of config.json from the working folder of a "
+            "machine that used it"
+        )
     root = Path(root).expanduser()
     problem = config_problem(root)
     if problem is None:
