@@ -20,6 +20,7 @@ from hvtui.clock import FixedClock
 from hvtui.engine import keys
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
 from hvtui.engine.backup import run_backup
+from hvtui.engine.copy import copy_points, plan_copy
 from hvtui.engine.locks import clear_stale_locks, lock_records
 from hvtui.engine.migrate import plan_migration, run_migration
 from hvtui.engine.remote_repo import open_on_backend
@@ -166,3 +167,19 @@ def test_migrate_has_nothing_to_do_and_repair_is_refused_on_a_bucket(
     assert bucket.stat("config.json") is None
     bucket.put("config.json", config)
     assert machine(bucket, tmp_path / "b").point_ids() == [point]
+
+
+def test_a_point_another_machine_copied_meanwhile_is_present_not_an_error(
+    bucket: S3Backend, tmp_path: Path, lab: tuple[LabHost, str]
+) -> None:
+    host, vm_id = lab
+    local = Repository.open(tmp_path / "local", create=True, version=2, chunk_size=64 * 1024)
+    point = run_backup(local, host, vm_id, "full").point_id
+    first = machine(bucket, tmp_path / "a", create=True)
+    second = machine(bucket, tmp_path / "b")
+    planned, _present, _skipped = plan_copy(local, second, lambda _p: True)  # planned before the other copy ran
+    assert copy_points(local, first, plan_copy(local, first, lambda _p: True)[0]).copied == [point]
+
+    result = copy_points(local, second, planned)
+    assert result.present == [point] and result.copied == [] and result.chunks_sent == 0
+    assert second.point_ids() == [point]

@@ -227,7 +227,7 @@ def copy_points(
         for manifest in points:
             meter.current = manifest.id
             with VMLock(target.root, manifest.host, manifest.vm_id, manifest.vm_name).acquire():
-                if target.point_path(manifest.id).exists():
+                if target.manifests.stamp(manifest.id) is not None:
                     result.present.append(manifest.id)  # another copy wrote it meanwhile
                     meter.add(done=sum(f.data_chunks for f in manifest.files) * manifest.chunk_size)
                     continue
