@@ -27,6 +27,7 @@ import errno
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import uuid
@@ -57,6 +58,11 @@ POLL_SECONDS = 0.1
 READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 log = logging.getLogger(__name__)
+
+# Ids of the locks this process holds now (any repository): a record of this process that is
+# not among them is a leftover (see ``stale_line``).
+_HELD: set[str] = set()
+_HELD_LOCK = threading.Lock()
 
 
 class RepositoryLock:
@@ -188,10 +194,16 @@ class RepositoryLock:
             raise RepositoryError(f"cannot open the repository lock file {path}: {err.strerror}") from None
 
     def _write_own_record(self, now: float) -> None:
+        with _HELD_LOCK:
+            _HELD.add(self.id)
         try:
             self._write_record(now, create=True)
             self._has_record = True
-        except OSError as err:
+        except BaseException as err:
+            with _HELD_LOCK:
+                _HELD.discard(self.id)  # whether or not it was written: this process holds nothing
+            if not isinstance(err, OSError):
+                raise
             if not (self.reading and err.errno in READ_ONLY_ERRNOS):
                 raise RepositoryError(f"cannot write a lock record in {self.locks_dir}: {err.strerror}") from err
             self._has_record = False
@@ -201,12 +213,25 @@ class RepositoryLock:
         return self.kind == "exclusive" or other.kind == "exclusive"
 
     def release(self) -> None:
+        """Drop the lock and remove its record.  Called while an operation's error propagates
+        (from a ``finally`` or ``__exit__``: often the same dead server), a failure to remove
+        the record is logged, not raised: the operation's error is the one to tell, and the
+        record left behind is cleared by the next locker as this process's leftover."""
+        failing = sys.exc_info()[1] is not None
         self._stop_refresh.set()
         if self._refresher is not None:
             self._refresher.join(timeout=5)
             self._refresher = None
-        self._remove_record()
-        self._unlock()
+        with _HELD_LOCK:
+            _HELD.discard(self.id)  # a record left behind (the storage failed) is now this process's leftover
+        try:
+            self._remove_record()
+        except (OSError, RepositoryError) as err:
+            if not failing:
+                raise
+            log.warning("repository %s: lock record %s not removed after a failure: %s", self.root, self.id, err)
+        finally:
+            self._unlock()
 
     def __enter__(self) -> RepositoryLock:
         return self
@@ -259,11 +284,11 @@ class RepositoryLock:
             record = self.records.read(record_id)
             if record is None:
                 continue
-            if record.is_stale(now):
+            line = stale_line(record, now)
+            if line is not None:
                 if clean:
                     if not self.records.delete(record_id):
                         continue
-                    line = record.describe_cleared(now)
                     log.warning("repository %s: %s", self.root, line)
                     self.cleared.append(line)
                     self._unsaid.append(line)
@@ -295,6 +320,24 @@ class RepositoryLock:
 
         self._refresher = threading.Thread(target=refresh, name=f"hvtui-lock-{self.id}", daemon=True)
         self._refresher.start()
+
+
+def stale_line(record: LockRecord, now: float) -> str | None:
+    """The line saying ``record`` is cleared, when nobody holds it (None: its holder may be alive).
+
+    Besides the record's own rules, a record of this very process that none of its locks holds
+    is a leftover: its release could not remove it (the storage failed).  The process is alive,
+    so without this a long-running console would block every exclusive locker until it exits.
+    """
+    if record.problem is None and record.pid == os.getpid() and record.hostname == hostname():
+        with _HELD_LOCK:
+            held = record.id in _HELD
+        if not held and record.process_start == process_start_ticks(os.getpid()):
+            return (
+                f"cleared the lock of {record.operation} {record.detail} (pid {record.pid} on {record.hostname}) that "
+                "this process could not remove when the operation ended"
+            ).replace("  ", " ")
+    return record.describe_cleared(now) if record.is_stale(now) else None
 
 
 def tmp_owner(name: str) -> str | None:
@@ -336,9 +379,9 @@ def clear_stale_locks(records: LocalRecords | BackendRecords) -> list[str]:
     lines = []
     for record_id in records.ids():
         record = records.read(record_id)
-        if record is None or not record.is_stale(now) or not records.delete(record_id):
+        line = None if record is None else stale_line(record, now)
+        if line is None or not records.delete(record_id):
             continue  # gone meanwhile, alive, or another process cleared it first
-        line = record.describe_cleared(now)
         log.warning("%s", line)
         lines.append(line)
     return lines
