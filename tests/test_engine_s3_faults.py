@@ -1,4 +1,4 @@
-"""The S3 server killed mid-upload (SIGKILL of SeaweedFS while a pack's body is being sent).
+"""The S3 server killed mid-upload (SIGKILL of SeaweedFS while a pack's PUT is under way, from its body's read).
 
 A backup then fails with the backend's clear error and commits no manifest; once the server is
 back the repository verifies clean and the next backup succeeds.  A copy local → S3 killed the
@@ -67,7 +67,7 @@ def open_s3(server: SeaweedServer, folder: Path, create: bool = False) -> Reposi
 
 class PackPuts:
     """Counts the pack objects put through a backend; ``kill_at``: SIGKILL the server once that
-    many pack bodies have arrived and the next one is partly sent (from inside its read)."""
+    many packs have arrived, during the next one's upload (``_KillingReader``)."""
 
     def __init__(self, backend: S3Backend, server: SeaweedServer, kill_at: int | None = None) -> None:
         self.arrived: list[str] = []
@@ -89,7 +89,8 @@ class PackPuts:
 
 
 class _KillingReader:
-    """A pack file whose upload kills the server after its first block went out."""
+    """A pack file whose upload kills the server on the uploader's second read of it: the PUT is
+    under way (boto3 read the first block, today the whole 256 KiB part) and never acknowledged."""
 
     def __init__(self, inner: BinaryIO, server: SeaweedServer, killed: threading.Event) -> None:
         self._inner, self._server, self._killed, self._reads = inner, server, killed, 0
