@@ -13,11 +13,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
+from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY, FaultProxy, s3_error
 
 from hvtui.backups.points import PointIndex
 from hvtui.clock import FixedClock
 from hvtui.engine import keys
+from hvtui.engine.backends.base import BackendError
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
 from hvtui.engine.backup import run_backup
 from hvtui.engine.copy import copy_points, plan_copy
@@ -129,6 +130,29 @@ def test_a_key_slot_added_or_removed_on_one_machine_counts_on_the_other(bucket: 
         remove_key_slot(other, added)
     assert [o.key for o in bucket.list("keys/")] == [f"keys/{added}.json"]
     assert machine(bucket, tmp_path / "c", passphrase="the new passphrase").id == first.id
+
+
+def test_a_slot_the_bucket_refused_is_not_kept_on_this_machine(seaweed, tmp_path: Path) -> None:
+    proxy = FaultProxy(seaweed.endpoint)
+    try:
+        bucket = S3Backend(
+            S3Settings(
+                endpoint=proxy.endpoint, bucket=BUCKET, prefix=f"machines-{uuid.uuid4().hex[:8]}", region="us-east-1",
+                access_key=ACCESS_KEY, secret_key=SECRET_KEY, max_attempts=1, connect_timeout=2.0, read_timeout=10.0,
+            )
+        )
+        first = machine(bucket, tmp_path / "a", create=True)
+        before = sorted(p.name for p in (first.root / "keys").iterdir())
+        proxy.fault = lambda method, path: s3_error(403, "QuotaExceeded", "injected") if method == "PUT" and "/keys/" in path else None
+        with pytest.raises(BackendError, match="full or the quota is reached"):
+            add_key_slot(first, "the new passphrase")
+        proxy.fault = lambda _method, _path: None
+        assert sorted(p.name for p in (first.root / "keys").iterdir()) == before  # no slot only this machine knows
+        assert [o.key for o in bucket.list("keys/")] == [f"keys/{before[0]}"]
+        with pytest.raises(keys.WrongPassphrase):
+            machine(bucket, tmp_path / "a", passphrase="the new passphrase")
+    finally:
+        proxy.close()
 
 
 def test_removing_a_slot_judges_by_the_bucket_not_a_stale_local_copy(bucket: S3Backend, tmp_path: Path) -> None:
