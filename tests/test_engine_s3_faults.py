@@ -1,4 +1,4 @@
-"""The S3 server killed mid-upload (SIGKILL of SeaweedFS while a pack's PUT is under way, from its body's read).
+"""The S3 server killed mid-upload (SIGKILL of SeaweedFS with a pack's PUT body half received).
 
 A backup then fails with the backend's clear error and commits no manifest; once the server is
 back the repository verifies clean and the next backup succeeds.  A copy local → S3 killed the
@@ -9,10 +9,12 @@ its data folder and gets new ports, as a machine reconnecting would see it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedServer, seaweed_server
@@ -50,60 +52,96 @@ def lab(tmp_path: Path) -> tuple[LabHost, str]:
     return host, vm_id
 
 
-def backend_of(server: SeaweedServer) -> S3Backend:
+def backend_of(endpoint: str) -> S3Backend:
     return S3Backend(
         S3Settings(
-            endpoint=server.endpoint, bucket=BUCKET, prefix="faults", region="us-east-1", access_key=ACCESS_KEY,
+            endpoint=endpoint, bucket=BUCKET, prefix="faults", region="us-east-1", access_key=ACCESS_KEY,
             secret_key=SECRET_KEY, max_attempts=2, connect_timeout=2.0, read_timeout=10.0,
         )
     )
 
 
-def open_s3(server: SeaweedServer, folder: Path, create: bool = False) -> Repository:
-    repo = open_on_backend(backend_of(server), folder, "offsite", lambda: PASS, create=create, chunk_size=CS)
+def open_s3(endpoint: str, folder: Path, create: bool = False) -> Repository:
+    repo = open_on_backend(backend_of(endpoint), folder, "offsite", lambda: PASS, create=create, chunk_size=CS)
     repo.store.pack_size = 256 * KiB  # type: ignore[union-attr]  # several packs per point
     return repo
 
 
 class PackPuts:
-    """Counts the pack objects put through a backend; ``kill_at``: SIGKILL the server once that
-    many packs have arrived, during the next one's upload (``_KillingReader``)."""
+    """Counts the pack objects put through a backend (the ones the server acknowledged)."""
 
-    def __init__(self, backend: S3Backend, server: SeaweedServer, kill_at: int | None = None) -> None:
+    def __init__(self, backend: S3Backend) -> None:
         self.arrived: list[str] = []
         self.bytes = 0
-        self.killed = threading.Event()
         real_put = backend.put
 
         def put(key: str, data: Payload) -> None:
-            if not key.startswith("packs/"):
-                return real_put(key, data)
-            if kill_at is not None and len(self.arrived) >= kill_at and not self.killed.is_set():
-                data = _KillingReader(data, server, self.killed)  # type: ignore[arg-type]
             real_put(key, data)
-            self.arrived.append(key)
-            self.bytes += backend.stat(key).size  # type: ignore[union-attr]
-            return None
+            if key.startswith("packs/"):
+                self.arrived.append(key)
+                self.bytes += backend.stat(key).size  # type: ignore[union-attr]
 
         backend.put = put  # type: ignore[method-assign]
 
+class KillingRelay:
+    """A TCP relay in front of the server that SIGKILLs it once ``after`` bytes of a pack's PUT
+    (counted from its request line) went through: the server dies with a pack body half received."""
 
-class _KillingReader:
-    """A pack file whose upload kills the server on the uploader's second read of it: the PUT is
-    under way (boto3 read the first block, today the whole 256 KiB part) and never acknowledged."""
+    MARKER = b"/packs/"
 
-    def __init__(self, inner: BinaryIO, server: SeaweedServer, killed: threading.Event) -> None:
-        self._inner, self._server, self._killed, self._reads = inner, server, killed, 0
+    def __init__(self, server: SeaweedServer, after: int = 64 * KiB) -> None:
+        self.server, self.after = server, after
+        # The first pack PUT that starts once this says yes is cut (earlier ones go through whole,
+        # even when uploads run in parallel).
+        self.ready: Callable[[], bool] = lambda: True
+        self.killed = threading.Event()
+        self.upstream = server.endpoint.removeprefix("http://").split(":")
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def read(self, size: int = -1) -> bytes:
-        self._reads += 1
-        if self._reads == 2 and not self._killed.is_set():
-            self._server.kill()
-            self._killed.set()
-        return self._inner.read(size)
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._inner, name)
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection((self.upstream[0], int(self.upstream[1])), timeout=5)
+        except OSError:
+            client.close()  # the server is dead: the client sees the connection dropped
+            return
+        threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+        self._pipe(client, upstream, True)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        seen = -1  # bytes since a pack PUT's request line (-1: none seen yet)
+        try:
+            while data := source.recv(16 * KiB):
+                if requests and not self.killed.is_set():
+                    if seen < 0 and b"PUT " in data and self.MARKER in data and self.ready():
+                        seen = len(data) - data.index(b"PUT ")
+                    elif seen >= 0:
+                        seen += len(data)
+                    if seen >= self.after:
+                        sink.sendall(data)
+                        self.server.kill()
+                        self.killed.set()
+                        break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def close(self) -> None:
+        self._listener.close()
 
 
 def test_a_server_killed_mid_upload_fails_the_backup_and_the_repository_stays_consistent(
@@ -111,15 +149,18 @@ def test_a_server_killed_mid_upload_fails_the_backup_and_the_repository_stays_co
 ) -> None:
     host, vm_id = lab
     with seaweed_server(tmp_path / "sw") as server:
-        repo = open_s3(server, tmp_path / "machine", create=True)
-        puts = PackPuts(repo.backend, server, kill_at=3)  # type: ignore[arg-type]
+        relay = KillingRelay(server)
+        repo = open_s3(relay.endpoint, tmp_path / "machine", create=True)
+        puts = PackPuts(repo.backend)  # type: ignore[arg-type]
+        relay.ready = lambda: len(puts.arrived) >= 3
         # The pack upload's own error, not a later failure to remove the lock record from the dead server.
         with pytest.raises(BackendError, match=r"^s3://hvtui-test/faults: put packs/.*did not answer after 2 attempts"):
             run_backup(repo, host, vm_id, "full")
-        assert puts.killed.is_set() and len(puts.arrived) == 3
+        assert relay.killed.is_set() and len(puts.arrived) >= 3
+        relay.close()
 
         server.start()  # back, on other ports: this machine reopens the repository from its working folder
-        repo = open_s3(server, tmp_path / "machine")
+        repo = open_s3(server.endpoint, tmp_path / "machine")
         assert list(repo.backend.list("points/")) == [] and repo.point_ids() == []  # type: ignore[union-attr]
         assert len(list(repo.backend.list("packs/"))) >= 3  # type: ignore[union-attr]  # what arrived stays
         [left] = list(repo.backend.list("locks/"))  # type: ignore[union-attr]  # the dead server kept the record
@@ -147,24 +188,27 @@ def test_a_copy_to_s3_killed_mid_upload_resumes_without_resending_and_copies_bac
     point = run_backup(local, host, vm_id, "full").point_id
     original = host.read_disk(vm_id, 0, 0, 8 * MiB)
     with seaweed_server(tmp_path / "sw") as server:
-        target = open_s3(server, tmp_path / "machine", create=True)
-        first = PackPuts(target.backend, server, kill_at=4)  # type: ignore[arg-type]
+        relay = KillingRelay(server)
+        target = open_s3(relay.endpoint, tmp_path / "machine", create=True)
+        first = PackPuts(target.backend)  # type: ignore[arg-type]
+        relay.ready = lambda: len(first.arrived) >= 4
         points, _present, _skipped = plan_copy(local, target, lambda _p: True)
         with pytest.raises(BackendError, match=r"^s3://hvtui-test/faults: put packs/.*did not answer after 2 attempts"):
             copy_points(local, target, points)
-        assert first.killed.is_set() and len(first.arrived) == 4
+        assert relay.killed.is_set() and len(first.arrived) >= 4
+        relay.close()
 
         server.start()
-        target = open_s3(server, tmp_path / "machine")
+        target = open_s3(server.endpoint, tmp_path / "machine")
         assert target.point_ids() == []  # the manifest comes last: no point without its chunks
-        arrived_packs = {key.rsplit("/", 1)[1] for key in first.arrived}
-        assert target.store.packs.ids() == arrived_packs  # type: ignore[union-attr]
+        arrived_packs = target.store.packs.ids()  # type: ignore[union-attr]  # what the server kept
+        assert {key.rsplit("/", 1)[1] for key in first.arrived} <= arrived_packs
         target.store.refresh()
         store = target.store
         arrived_chunks = {d for d in store.iter_ids() if store.location(d)[0] in arrived_packs}  # type: ignore[index]
         assert arrived_chunks
 
-        second = PackPuts(target.backend, server)  # type: ignore[arg-type]
+        second = PackPuts(target.backend)  # type: ignore[arg-type]
         points, _present, _skipped = plan_copy(local, target, lambda _p: True)
         result = copy_points(local, target, points)
         assert result.copied == [point]
