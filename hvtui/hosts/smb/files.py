@@ -105,6 +105,26 @@ class SmbRemoteFiles:
             if err.kind != "not-found":
                 raise
 
+    def remove_folder(self, host_path: str) -> None:
+        mapped = self._map(host_path, "remove folder")
+        try:
+            self._call(mapped, "remove folder", lambda: smbclient.rmdir(mapped.unc, **self._kwargs()))
+        except HostError as err:
+            if err.kind == "not-found":
+                return
+            if err.kind == "not-empty":
+                raise HostError(self.host_name, err.operation, f"{err.detail}: it holds {self._contents(mapped)}", kind="not-empty") from None
+            raise
+
+    def _contents(self, mapped: Mapped, shown: int = 5) -> str:
+        """A few of a folder's names, for a message (the folder left behind says what is in it)."""
+        try:
+            names = sorted(smbclient.listdir(mapped.unc, **self._kwargs()))
+        except Exception as exc:  # only for the message: the folder's removal failed already
+            return f"entries that could not be listed ({type(exc).__name__})"
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more
+
     def __enter__(self) -> SmbRemoteFiles:
         return self
 
