@@ -818,6 +818,9 @@ def main(argv: list[str] | None = None) -> int:
         "--smb-read-ahead", type=int, default=None, help="hvtui-smb: reads in flight per file (default: the smb: default)"
     )
     parser.add_argument(
+        "--smb-connections", type=int, default=None, help="hvtui-smb: connections a file's reads spread over (default 2)"
+    )
+    parser.add_argument(
         "--smb-pairs", type=int, default=5, help="hvtui with hvtui-smb: extra full backups of each, interleaved (default 5)"
     )
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
@@ -885,7 +888,8 @@ def main(argv: list[str] | None = None) -> int:
             for tool in tools:
                 if tool.name == "hvtui smb" and isinstance(tool, Hvtui):
                     settings = stack.enter_context(smb_bench.serving(data_dir, DISK_NAME))
-                    tool.env = {smb_bench.ENV: json.dumps({**settings, "read_ahead": args.smb_read_ahead})}
+                    tuning = {"read_ahead": args.smb_read_ahead, "connections": args.smb_connections}
+                    tool.env = {smb_bench.ENV: json.dumps({**settings, **tuning})}
             measure(tools, disk, blocks, args, results)
             by_name = {tool.name: tool for tool in tools}
             pairs = []

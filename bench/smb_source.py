@@ -96,7 +96,8 @@ def remote_opener(disk_name: str) -> tuple[Callable[[], BinaryIO], list[int], Ca
     settings = json.loads(raw)
     tuning = {"read_ahead": settings["read_ahead"]} if settings.get("read_ahead") else {}
     smb = SmbSettings(shares=(("D:\\", settings["unc"]),), port=settings["port"], encrypt=True, timeout=30.0, **tuning)
-    files = open_remote_files("bench", settings["host"], smb, settings["username"], lambda: settings["password"])
+    lanes = {"connections": settings["connections"]} if settings.get("connections") else {}
+    files = open_remote_files("bench", settings["host"], smb, settings["username"], lambda: settings["password"], **lanes)
     counter, lock = [0], threading.Lock()
     path = HOST_PATH.format(name=disk_name)
 
