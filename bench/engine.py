@@ -817,6 +817,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smb-read-ahead", type=int, default=None, help="hvtui-smb: reads in flight per file (default: the smb: default)"
     )
+    parser.add_argument(
+        "--smb-connections", type=int, default=None, help="hvtui-smb: connections a file's reads spread over (default 2)"
+    )
+    parser.add_argument(
+        "--smb-pairs", type=int, default=5, help="hvtui with hvtui-smb: extra full backups of each, interleaved (default 5)"
+    )
     parser.add_argument("--no-tracking", action="store_true", help="also run hvtui without change tracking")
     parser.add_argument("--zstd-level", type=int, default=3, help="hvtui-zstd: the zstd level (default 3)")
     parser.add_argument("--points", help="also time listing the points at these counts, e.g. 5,20,60 (v1 and v2)")
@@ -882,9 +888,16 @@ def main(argv: list[str] | None = None) -> int:
             for tool in tools:
                 if tool.name == "hvtui smb" and isinstance(tool, Hvtui):
                     settings = stack.enter_context(smb_bench.serving(data_dir, DISK_NAME))
-                    tool.env = {smb_bench.ENV: json.dumps({**settings, "read_ahead": args.smb_read_ahead})}
+                    tuning = {"read_ahead": args.smb_read_ahead, "connections": args.smb_connections}
+                    tool.env = {smb_bench.ENV: json.dumps({**settings, **tuning})}
             measure(tools, disk, blocks, args, results)
+            by_name = {tool.name: tool for tool in tools}
+            pairs = []
+            if "hvtui" in by_name and "hvtui smb" in by_name and args.smb_pairs > 0:
+                pairs = smb_bench.paired_fulls(by_name["hvtui"], by_name["hvtui smb"], args.smb_pairs)
         report(results, info, args, missing)
+        for line in smb_bench.pair_report(pairs, info["allocated_bytes"]):
+            print(line)
         if args.ceiling:
             top = json.loads(run_tool([sys.executable, str(Path(__file__).resolve()), "_hvtui", "ceiling", str(disk)]).output)
             print()

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -95,7 +96,8 @@ def remote_opener(disk_name: str) -> tuple[Callable[[], BinaryIO], list[int], Ca
     settings = json.loads(raw)
     tuning = {"read_ahead": settings["read_ahead"]} if settings.get("read_ahead") else {}
     smb = SmbSettings(shares=(("D:\\", settings["unc"]),), port=settings["port"], encrypt=True, timeout=30.0, **tuning)
-    files = open_remote_files("bench", settings["host"], smb, settings["username"], lambda: settings["password"])
+    lanes = {"connections": settings["connections"]} if settings.get("connections") else {}
+    files = open_remote_files("bench", settings["host"], smb, settings["username"], lambda: settings["password"], **lanes)
     counter, lock = [0], threading.Lock()
     path = HOST_PATH.format(name=disk_name)
 
@@ -103,3 +105,47 @@ def remote_opener(disk_name: str) -> tuple[Callable[[], BinaryIO], list[int], Ca
         return io.BufferedReader(Counted(files.open_read(path), counter, lock), buffer_size=64 * 1024)  # type: ignore[return-value]
 
     return opener, counter, files.close
+
+
+# -- the throughput target: SMB full backup >= 60 % of the local file's ------------------------
+TARGET = 0.6
+
+
+def paired_fulls(local: Any, smb: Any, pairs: int, say: Callable[[str], None] = print) -> list[tuple[Any, Any]]:
+    """``pairs`` full backups of each tool (bench/engine.py's ``Tool``: ``fresh``, ``full``, ``name``)
+    into a fresh repository, back to back, the order alternating (local first, then SMB first, ...).
+
+    The load of a shared machine drifts over minutes (local fulls measured 3.6-7.4 s in one run):
+    two runs back to back share it, so the ratio within each pair is what can be compared."""
+    out = []
+    for pair in range(pairs):
+        order = (local, smb) if pair % 2 == 0 else (smb, local)
+        runs = {}
+        for tool in order:
+            say(f"  pair {pair + 1}/{pairs}: {tool.name} full ...")
+            tool.fresh()
+            runs[tool.name] = tool.full()
+        out.append((runs[local.name], runs[smb.name]))
+    return out
+
+
+def pair_report(pairs: list[tuple[Any, Any]], data_bytes: int) -> list[str]:
+    """The lines saying both medians, the per-pair ratios and whether the target is met."""
+    if not pairs:
+        return []
+    local = [run.seconds for run, _ in pairs]
+    smb = [run.seconds for _, run in pairs]
+    ratios = sorted(mine / theirs for mine, theirs in zip(local, smb, strict=True))
+    share = statistics.median(ratios)
+    mb = data_bytes / 1e6
+    return [
+        f"SMB3 vs local full backup, {len(pairs)} interleaved pairs (order alternating; medians):",
+        f"  local file  {statistics.median(local):6.2f} s  {mb / statistics.median(local):5.0f} MB/s of data "
+        f"(runs {min(local):.2f}-{max(local):.2f} s)",
+        f"  SMB3        {statistics.median(smb):6.2f} s  {mb / statistics.median(smb):5.0f} MB/s of data "
+        f"(runs {min(smb):.2f}-{max(smb):.2f} s); peak RSS {max(run.rss_mb for _, run in pairs):.0f} MB (target < 300 MB)",
+        f"  SMB throughput = {share * 100:.0f} % of the local file's (median of the pairs' ratios; pairs "
+        f"{ratios[0] * 100:.0f}-{ratios[-1] * 100:.0f} %; ratio of the medians "
+        f"{statistics.median(local) / statistics.median(smb) * 100:.0f} %); target >= {TARGET * 100:.0f} %: "
+        f"{'met' if share >= TARGET else 'NOT met'}",
+    ]

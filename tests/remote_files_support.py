@@ -25,6 +25,7 @@ class FolderRemoteFiles:
         self.written = 0
         self.opened: list[str] = []
         self.removed: list[str] = []
+        self.removed_folders: list[str] = []
 
     def local(self, host_path: str) -> Path:
         win = PureWindowsPath(host_path)
@@ -65,6 +66,18 @@ class FolderRemoteFiles:
             self._check(host_path)
         self.local(host_path).unlink(missing_ok=True)
         self.removed.append(host_path)
+
+    def remove_folder(self, host_path: str) -> None:
+        if self.gone_for_good:
+            self._check(host_path)
+        try:
+            self.local(host_path).rmdir()
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            names = ", ".join(sorted(p.name for p in self.local(host_path).iterdir()))
+            raise HostError(self.host_name, "smb", f"the folder {host_path} is not empty: it holds {names}", kind="not-empty") from err
+        self.removed_folders.append(host_path)
 
     def close(self) -> None:
         return None

@@ -87,6 +87,21 @@ def test_makedirs_is_idempotent_and_remove_tolerates_a_missing_file(files: SmbRe
     files.remove("D:\\a\\x.bin")
 
 
+def test_remove_folder_removes_an_empty_folder_and_keeps_one_that_holds_something(
+    files: SmbRemoteFiles, samba_server: SambaServer
+) -> None:
+    files.makedirs("D:\\st\\empty")
+    (samba_server.folder / "st" / "kept.txt").write_bytes(b"someone's")
+    files.remove_folder("D:\\st\\empty")
+    assert not (samba_server.folder / "st" / "empty").exists()
+    files.remove_folder("D:\\st\\empty")  # already gone: no error
+    with pytest.raises(HostError) as caught:
+        files.remove_folder("D:\\st")
+    assert caught.value.kind == "not-empty"
+    assert "D:\\st" in caught.value.detail and "kept.txt" in caught.value.detail
+    assert (samba_server.folder / "st" / "kept.txt").read_bytes() == b"someone's"
+
+
 def test_a_missing_file_is_not_found(files: SmbRemoteFiles) -> None:
     with pytest.raises(HostError) as caught:
         files.open_read("D:\\VMs\\nothing.vhdx")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hvtui.errors import HostError, HostRefused
-from hvtui.hosts.winrm.restore import check_new_name, config_file, host_path, new_folder, vm_home
+from hvtui.hosts.winrm.restore import check_new_name, config_file, host_path, new_folder, staged_folders, vm_home
 from hvtui.model import VM
 
 
@@ -52,3 +52,14 @@ def test_the_configuration_file_is_the_one_the_point_names_else_a_vmcx() -> None
     assert config_file({}, ["web01.vhdx", "Virtual Machines/4F27.VMCX"]) == "Virtual Machines/4F27.VMCX"
     with pytest.raises(ValueError, match="no VM configuration file"):
         config_file({"config_file": "gone.vmcx"}, ["web01.vhdx"])
+
+
+def test_the_staging_folders_are_removed_deepest_first_and_the_staging_folder_last() -> None:
+    folder = "D:\\hvtui-restore\\hvtui-restore-ab12"
+    rel = ["Virtual Machines/x.vmcx", "Virtual Hard Disks/a/b.vhdx", "Virtual Hard Disks/c.vhdx", "top.vhdx"]
+    assert staged_folders(folder, rel) == [
+        folder + "\\Virtual Hard Disks\\a",
+        folder + "\\Virtual Hard Disks",
+        folder + "\\Virtual Machines",
+        folder,
+    ]

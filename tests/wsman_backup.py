@@ -90,6 +90,9 @@ class CountingFiles:
     def remove(self, host_path: str) -> None:
         self.inner.remove(host_path)
 
+    def remove_folder(self, host_path: str) -> None:
+        self.inner.remove_folder(host_path)
+
     def close(self) -> None:
         self.inner.close()
 

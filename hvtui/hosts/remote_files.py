@@ -9,7 +9,8 @@ Errors are ``HostError``s naming the host and the path, with ``kind`` one of:
 ``smb-path`` (the path is outside every mapped share), ``smb-auth`` (credentials refused),
 ``smb-share`` (a mapped share does not exist or cannot be reached), ``smb-encryption`` (the
 server cannot encrypt and the config demands it), ``smb-lost`` (the session or share went away
-and could not be re-established), ``not-found`` (no such file), ``failed`` (anything else).
+and could not be re-established), ``not-found`` (no such file), ``not-empty`` (a folder to remove
+still holds something), ``failed`` (anything else).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ class RemoteFiles(Protocol):
 
     def remove(self, host_path: str) -> None:
         """Delete a file (no error when it is already gone)."""
+        ...
+
+    def remove_folder(self, host_path: str) -> None:
+        """Delete an empty folder (no error when it is already gone).  A folder that still holds
+        something stays: ``HostError(kind="not-empty")`` whose detail names what it holds."""
         ...
 
     def close(self) -> None:

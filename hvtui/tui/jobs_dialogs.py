@@ -132,6 +132,7 @@ class JobDialogsMixin:
             default_directory=str(default_restore_directory(point)),
             target_hosts=self._restore_hosts(point.host),
             volume_of=app.core.restore_volume,  # called on the dialog's worker thread
+            read_only_of=app.read_only_reason,
         )
         request: RestoreRequest | None = await app.push_screen_wait(dialog)
         if request is None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from hvtui.config import SecretSource, SmbSettings
 from hvtui.hosts.ratelimit import RateLimiter
-from hvtui.hosts.smb.files import RETRY_DELAYS, SmbRemoteFiles
+from hvtui.hosts.smb.files import READ_CONNECTIONS, RETRY_DELAYS, SmbRemoteFiles
 from hvtui.hosts.smb.reader import SmbReader
 from hvtui.hosts.smb.shares import ShareMap, default_shares
 from hvtui.hosts.smb.writer import SmbWriter
@@ -28,6 +28,7 @@ def open_remote_files(
     *,
     rate_limiter: RateLimiter | None = None,
     retry_delays: tuple[float, ...] = RETRY_DELAYS,
+    connections: int = READ_CONNECTIONS,
 ) -> SmbRemoteFiles:
     """The host's files over SMB3: ``smb.shares`` (or the admin shares of ``address``), with the
     ``smb:`` block's user and password when it names them, else the WinRM ones.
@@ -35,7 +36,7 @@ def open_remote_files(
     ``winrm_password`` is called at the first connection (a prompt is asked only then); the
     ``smb:`` block's own password source is resolved then too, with ``prompter`` for a prompt.
     ``rate_limiter`` is the host's (shared by all its readers); without one, ``smb.rate_limit``
-    makes a new one.
+    makes a new one.  ``connections``: how many connections one file's reads spread over.
     """
     if rate_limiter is None and smb.rate_limit is not None:
         rate_limiter = RateLimiter(smb.rate_limit)
@@ -55,6 +56,7 @@ def open_remote_files(
         read_ahead=smb.read_ahead,
         rate_limiter=rate_limiter,
         retry_delays=retry_delays,
+        connections=connections,
     )
 
 

@@ -38,6 +38,7 @@ _TRANSIENT_STATUSES = {
     getattr(NtStatus, "STATUS_REQUEST_NOT_ACCEPTED", 0xC00000D0),
 }
 _DEAD_SOCKET_ERRNOS = {errno.EBADF, errno.ENOTCONN, errno.ESHUTDOWN}
+_NOT_EMPTY_STATUS = getattr(NtStatus, "STATUS_DIRECTORY_NOT_EMPTY", 0xC0000101)
 _NOT_FOUND_STATUSES = {NtStatus.STATUS_OBJECT_NAME_NOT_FOUND, NtStatus.STATUS_OBJECT_PATH_NOT_FOUND, NtStatus.STATUS_NO_SUCH_FILE}
 
 
@@ -160,6 +161,8 @@ def translate(exc: BaseException, where: Where, operation: str, reconnecting: bo
         )
     if status in _NOT_FOUND_STATUSES or (isinstance(exc, FileNotFoundError | smb.SMBOSError) and getattr(exc, "errno", None) == errno.ENOENT):
         return HostError(where.host, operation, f"{path} does not exist on the host", kind="not-found")
+    if status == _NOT_EMPTY_STATUS or (isinstance(exc, OSError) and exc.errno == errno.ENOTEMPTY):
+        return HostError(where.host, operation, f"the folder {path} is not empty", kind="not-empty")
     if is_connect_failure(exc):
         return HostError(
             where.host,

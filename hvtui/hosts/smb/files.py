@@ -1,7 +1,10 @@
 """``SmbRemoteFiles``: ``RemoteFiles`` over SMB3 with smbprotocol's ``smbclient`` API.
 
-Each object keeps its own connection cache (smbclient's is process-wide), so closing one host's
-files never drops another's connections.  Every call passes the credentials, so a connection that
+Each object keeps its own connection caches (smbclient's is process-wide), so closing one host's
+files never drops another's connections.  Reads of a large file spread over ``connections``
+connections to the server (lanes, one cache each): smbprotocol receives and decrypts every answer
+of a connection on that connection's one thread, and Samba serves a connection from one process,
+so a single connection caps a full backup well below what the link and the cores can do.  Every call passes the credentials, so a connection that
 was dropped is set up again on the next call.  Encryption is required unless the host's config
 says ``encrypt: false``; signing is always required.
 """
@@ -40,6 +43,9 @@ PasswordProvider = Callable[[], str | None]
 # Pauses before each new try after a lost connection or a busy server (about 8 s in all): long
 # enough for a host's SMB service restart or a network blip, short enough to fail a job promptly.
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+# Connections per server that a file's reads spread over (measured with bench/engine.py's paired
+# local/SMB fulls on a loaded 2-core loopback; see the issue 19 notes).
+READ_CONNECTIONS = 2
 _DIALECTS = {0x0202: "2.0.2", 0x0210: "2.1", 0x0300: "3.0", 0x0302: "3.0.2", 0x0311: "3.1.1"}
 _CIPHERS = {1: "AES-128-CCM", 2: "AES-128-GCM", 3: "AES-256-CCM", 4: "AES-256-GCM"}
 
@@ -61,7 +67,10 @@ class SmbRemoteFiles:
         rate_limiter: RateLimiter | None = None,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
         sleep: Callable[[float], None] = time.sleep,
+        connections: int = READ_CONNECTIONS,
     ) -> None:
+        """``connections``: how many connections to the server one file's reads spread over
+        (the first one also does everything else)."""
         self.host_name = host_name
         self.shares = shares
         self.port = port
@@ -74,7 +83,9 @@ class SmbRemoteFiles:
         self.sleep = sleep
         self._seen_shares: set[str] = set()  # shares used successfully: one that vanishes later is "lost"
         self._password = password or (lambda: None)
-        self._cache: dict[str, Any] = {}
+        self.connections = max(1, connections)
+        self._caches: list[dict[str, Any]] = [{} for _ in range(self.connections)]  # one per lane
+        self._cache = self._caches[0]
         self._lock = threading.Lock()
         self._closed = False
         self._connecting = threading.Lock()  # one first connection per server, not one per thread
@@ -104,6 +115,26 @@ class SmbRemoteFiles:
         except HostError as err:
             if err.kind != "not-found":
                 raise
+
+    def remove_folder(self, host_path: str) -> None:
+        mapped = self._map(host_path, "remove folder")
+        try:
+            self._call(mapped, "remove folder", lambda: smbclient.rmdir(mapped.unc, **self._kwargs()))
+        except HostError as err:
+            if err.kind == "not-found":
+                return
+            if err.kind == "not-empty":
+                raise HostError(self.host_name, err.operation, f"{err.detail}: it holds {self._contents(mapped)}", kind="not-empty") from None
+            raise
+
+    def _contents(self, mapped: Mapped, shown: int = 5) -> str:
+        """A few of a folder's names, for a message (the folder left behind says what is in it)."""
+        try:
+            names = sorted(smbclient.listdir(mapped.unc, **self._kwargs()))
+        except Exception as exc:  # only for the message: the folder's removal failed already
+            return f"entries that could not be listed ({type(exc).__name__})"
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more
 
     def __enter__(self) -> SmbRemoteFiles:
         return self
@@ -135,7 +166,14 @@ class SmbRemoteFiles:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=self._cache)
+            for cache in self._caches:
+                smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+
+    @property
+    def open_connections(self) -> int:
+        """How many connections (lanes) to servers are set up now."""
+        with self._lock:
+            return sum(len(cache) for cache in self._caches)
 
     @property
     def rate_limit(self) -> int | None:
@@ -151,14 +189,15 @@ class SmbRemoteFiles:
             mapped, "write", lambda: smbclient.open_file(mapped.unc, mode, buffering=0, **self._kwargs()), reconnecting=reconnecting
         )
 
-    def open_raw(self, mapped: Mapped, operation: str, reconnecting: bool = False) -> Any:
+    def open_raw(self, mapped: Mapped, operation: str, reconnecting: bool = False, lane: int = 0) -> Any:
         """smbclient's unbuffered file object for reading ``mapped`` (shared read access: Hyper-V
-        may hold the file open for reading too)."""
+        may hold the file open for reading too), on connection ``lane``."""
         return self._call(
             mapped,
             operation,
-            lambda: smbclient.open_file(mapped.unc, "rb", buffering=0, share_access="r", **self._kwargs()),
+            lambda: smbclient.open_file(mapped.unc, "rb", buffering=0, share_access="r", **self._kwargs(lane)),
             reconnecting=reconnecting,
+            lane=lane,
         )
 
     def where(self, mapped: Mapped) -> Where:
@@ -185,7 +224,7 @@ class SmbRemoteFiles:
             )
         return mapped
 
-    def _kwargs(self) -> dict[str, Any]:
+    def _kwargs(self, lane: int = 0) -> dict[str, Any]:
         if self._closed:
             raise HostError(self.host_name, "SMB", "the SMB connections of this host were closed", kind="failed")
         try:
@@ -199,20 +238,22 @@ class SmbRemoteFiles:
             "encrypt": self.encrypt,
             "require_signing": True,
             "connection_timeout": self.timeout,
-            "connection_cache": self._cache,
+            "connection_cache": self._caches[lane],
         }
 
-    def drop_connection(self, server: str) -> None:
-        """Forget the (dead) connection to ``server`` so that the next call connects afresh."""
+    def drop_connection(self, server: str, lane: int = 0) -> None:
+        """Forget the (dead) connection ``lane`` to ``server`` so that the next call connects afresh."""
         with self._lock:
-            connection = self._cache.pop(f"{server.lower()}:{self.port}", None)
+            connection = self._caches[lane].pop(f"{server.lower()}:{self.port}", None)
         if connection is not None:
             try:
                 connection.disconnect()
             except Exception:  # it is dead already; disconnecting is only tidying up
                 log.debug("disconnecting a dead SMB connection to %s failed", server, exc_info=True)
 
-    def _call(self, mapped: Mapped, operation: str, action: Callable[[], T], reconnecting: bool = False) -> T:
+    def _call(
+        self, mapped: Mapped, operation: str, action: Callable[[], T], reconnecting: bool = False, lane: int = 0
+    ) -> T:
         """``action()``; after a lost connection (or a busy server) it is tried again after each of
         the retry delays.  A first connection that is refused fails at once (a wrong port or a
         firewall does not heal in seconds).  Errors become ``HostError``s."""
@@ -220,7 +261,7 @@ class SmbRemoteFiles:
         attempt = 0
         while True:
             try:
-                if f"{mapped.server.lower()}:{self.port}" in self._cache:
+                if f"{mapped.server.lower()}:{self.port}" in self._caches[lane]:
                     result = action()
                 else:
                     with self._connecting:
@@ -232,7 +273,7 @@ class SmbRemoteFiles:
                 if (lost or is_transient(exc)) and attempt < len(self.retry_delays):
                     log.info("%s: SMB %s on %s failed (%s); trying again", self.host_name, operation, mapped.server, exc)
                     if lost:
-                        self.drop_connection(mapped.server)
+                        self.drop_connection(mapped.server, lane)
                         reconnecting = True
                     self.sleep(self.retry_delays[attempt])
                     attempt += 1

@@ -8,8 +8,12 @@ caller reads sequentially, and grows with the run: half of what the run has read
 large), so an incremental backup's scattered block reads pull in at most half again what they
 asked for, and a full read soon has ``depth`` requests in flight.
 
-A lost connection is re-established and the file opened again at the same offset; a busy server
-is asked again after a pause; both give up after the owner's retry delays (``smb-lost``).
+The chunk reads take turns over the owner's connections (lanes): each lane opens the file on its
+own connection when its first chunk is due, so small reads (headers) use one connection only.
+
+A lost connection is re-established and the file opened again on it at the same offset (the
+other lanes carry on); a busy server is asked again after a pause; both give up after the
+owner's retry delays (``smb-lost``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
+from hvtui.errors import HostError
 from hvtui.hosts.ratelimit import RateLimiter
 from hvtui.hosts.smb.errors import Where, is_connection_lost, is_transient, translate
 from hvtui.hosts.smb.shares import Mapped
@@ -66,15 +71,16 @@ class ReaderOwner(Protocol):
     """What a reader needs of the ``SmbRemoteFiles`` that opened it."""
 
     host_name: str
+    connections: int
     rate_limiter: RateLimiter | None
     retry_delays: tuple[float, ...]
     sleep: Callable[[float], None]
 
     def where(self, mapped: Mapped) -> Where: ...
 
-    def drop_connection(self, server: str) -> None: ...
+    def drop_connection(self, server: str, lane: int = 0) -> None: ...
 
-    def open_raw(self, mapped: Mapped, operation: str, reconnecting: bool = False) -> Any: ...
+    def open_raw(self, mapped: Mapped, operation: str, reconnecting: bool = False, lane: int = 0) -> Any: ...
 
 
 class SmbReader(io.RawIOBase):
@@ -84,14 +90,18 @@ class SmbReader(io.RawIOBase):
         super().__init__()
         self._files = files
         self._mapped = mapped
-        self._raw = raw
-        self._generation = 0  # bumped each time the file is opened again after a lost connection
-        self._reopen_lock = threading.Lock()
         self._size = int(raw.fd.end_of_file)
         self._chunk = max(64 * 1024, min(chunk, int(raw.fd.connection.max_read_size)))
         self._depth = max(1, depth)
+        lanes = max(1, min(getattr(files, "connections", 1), self._depth))
+        # The file open on each lane (None: not yet), and a count bumped each time a lane's is
+        # opened again after a lost connection.
+        self._raws: list[Any] = [raw] + [None] * (lanes - 1)
+        self._generations = [0] * lanes
+        self._reopen_lock = threading.Lock()
+        self._unavailable: set[int] = set()  # lanes that could not connect: their reads go to lane 0
         self._pool = ThreadPoolExecutor(max_workers=self._depth, thread_name_prefix="smb-read")
-        self._queue: deque[tuple[int, Future[bytes]]] = deque()
+        self._queue: deque[tuple[int, Future[bytes], int]] = deque()  # (offset, its read, its lane)
         self._next = 0  # where the next chunk to queue starts
         self._buffer = b""
         self._buffer_offset = 0
@@ -100,6 +110,7 @@ class SmbReader(io.RawIOBase):
         self._run = 0  # bytes read since the last seek (the sequential run)
         self._stats_lock = threading.Lock()
         self.bytes_fetched = 0  # bytes received from the server (read-ahead included)
+        self.lane_bytes = [0] * lanes  # of which over each connection
         self._ensure_credits(raw)
 
     # -- io -------------------------------------------------------------------------------
@@ -170,7 +181,7 @@ class SmbReader(io.RawIOBase):
                 self._drop_queue(position)
             # Ask for what this read needs, plus read-ahead while reading sequentially.
             self._fill(min(self._size, end + ahead))
-            offset, future = self._queue.popleft()
+            offset, future, _lane = self._queue.popleft()
             self._buffer, self._buffer_offset = future.result(), offset
             if not self._buffer:  # the file shrank under us: what there is, is all there is
                 break
@@ -183,10 +194,13 @@ class SmbReader(io.RawIOBase):
             return
         self._drop_queue(0)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        try:
-            self._raw.close()
-        except Exception:  # a dead session cannot close the handle; the server drops it with the session
-            log.debug("closing %s failed", self._mapped.unc, exc_info=True)
+        for raw in self._raws:
+            if raw is None:
+                continue
+            try:
+                raw.close()
+            except Exception:  # a dead session cannot close the handle; the server drops it with the session
+                log.debug("closing %s failed", self._mapped.unc, exc_info=True)
         super().close()
 
     # -- inside ---------------------------------------------------------------------------
@@ -195,7 +209,7 @@ class SmbReader(io.RawIOBase):
         ensure_credits(raw, self._depth, self._chunk, self._mapped.server)
 
     def _drop_queue(self, position: int) -> None:
-        for _offset, future in self._queue:
+        for _offset, future, _lane in self._queue:
             future.cancel()
         self._queue.clear()
         self._next = position
@@ -204,10 +218,36 @@ class SmbReader(io.RawIOBase):
         """Queue chunk reads from ``self._next`` towards ``until``, at most ``depth`` in flight."""
         while self._next < until and len(self._queue) < self._depth:
             length = min(self._chunk, until - self._next)
-            self._queue.append((self._next, self._pool.submit(self._fetch, self._next, length)))
+            # The lane with the fewest reads in flight (the first when none are): reads one at a
+            # time stay on one connection, a run's read-ahead takes turns over all of them.
+            queued = [lane for _offset, _future, lane in self._queue]
+            lane = min(range(len(self._raws)), key=queued.count)
+            self._queue.append((self._next, self._pool.submit(self._fetch, self._next, length, lane), lane))
             self._next += length
 
-    def _fetch(self, offset: int, length: int) -> bytes:
+    def _lane(self, lane: int) -> tuple[int, Any, int]:
+        """The lane to read on (``lane``, or the first one when ``lane`` could not connect), the
+        file as opened there (opened now if it is not yet) and its generation."""
+        generation, raw = self._generations[lane], self._raws[lane]
+        if raw is not None:
+            return lane, raw, generation
+        if lane in self._unavailable:
+            return self._lane(0)
+        with self._reopen_lock:
+            if self._raws[lane] is None:
+                try:
+                    self._raws[lane] = self._files.open_raw(self._mapped, "read", lane=lane)
+                except HostError as err:
+                    # A server that takes fewer connections, or one down for now: the first
+                    # connection carries on (and reconnects on its own if it is lost).
+                    log.info("%s: a second SMB connection for %s failed (%s); reading on one", self._files.host_name,
+                             self._mapped.unc, err.detail)  # fmt: skip
+                    self._unavailable.add(lane)
+                else:
+                    self._ensure_credits(self._raws[lane])
+        return self._lane(lane)
+
+    def _fetch(self, offset: int, length: int, lane: int = 0) -> bytes:
         """``length`` bytes at ``offset`` (fewer only at the end of the file), on a worker thread."""
         files = self._files
         if files.rate_limiter is not None:
@@ -216,7 +256,7 @@ class SmbReader(io.RawIOBase):
         attempt = credit_waits = 0
         label = f"read {self._mapped.host_path}"
         while len(got) < length:
-            raw, generation = self._raw, self._generation
+            lane, raw, generation = self._lane(lane)
             try:
                 count = min(length - len(got), int(raw.fd.connection.max_read_size))
                 piece = raw.fd.read(offset + len(got), count)
@@ -231,7 +271,7 @@ class SmbReader(io.RawIOBase):
                 files.sleep(files.retry_delays[attempt])
                 attempt += 1
                 if lost:
-                    self._reopen(generation)
+                    self._reopen(lane, generation)
                 continue
             if not piece:
                 break
@@ -243,14 +283,15 @@ class SmbReader(io.RawIOBase):
                 got += piece
         with self._stats_lock:
             self.bytes_fetched += len(got)
+            self.lane_bytes[lane] += len(got)
         return bytes(got) if isinstance(got, bytearray) else got
 
-    def _reopen(self, generation: int) -> None:
-        """Open the file again on a new connection (once, whichever worker notices first)."""
+    def _reopen(self, lane: int, generation: int) -> None:
+        """Open the file again on a new connection ``lane`` (once, whichever worker notices first)."""
         with self._reopen_lock:
-            if self._generation != generation:
+            if self._generations[lane] != generation:
                 return
-            self._files.drop_connection(self._mapped.server)
-            self._raw = self._files.open_raw(self._mapped, "read", reconnecting=True)
-            self._generation += 1
-            self._ensure_credits(self._raw)
+            self._files.drop_connection(self._mapped.server, lane)
+            self._raws[lane] = self._files.open_raw(self._mapped, "read", reconnecting=True, lane=lane)
+            self._generations[lane] += 1
+            self._ensure_credits(self._raws[lane])

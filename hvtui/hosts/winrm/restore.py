@@ -5,8 +5,9 @@ can take what the restore writes; the engine writes every file of the point ther
 ``RemoteFiles`` (never over WinRM); ``commit`` runs ``restore.import``, which registers the
 files as a new VM (new id, the new name) or puts them in place of an Off VM's disks, checks the
 disks with ``Test-VHD`` and removes the folder (a new VM is first flattened there unless its
-checkpoints are kept: ``flatten``).  ``abort`` deletes every file written; a restore that died
-(a killed console) is found in the job journal and its files removed by name (``discard``).
+checkpoints are kept: ``flatten``).  ``abort`` deletes every file written, then the emptied
+folder; a restore that died (a killed console) is found in the job journal and its files and
+folder removed by name (``discard``).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class WinRMRestoreTarget(RestoreTarget):
         return self._find_vm(result.vm_id)
 
     def abort(self) -> None:
-        """Delete every file written (the folder itself stays: RemoteFiles removes files only)."""
+        """Delete every file written, then the staging folder (unless something is left in it)."""
         if self._done:
             return
         self._done = True
@@ -168,6 +169,8 @@ class WinRMRestoreTarget(RestoreTarget):
                 len(left),
                 self.folder,
             )
+        else:  # a file that could not be removed keeps its folder anyway: no more calls to a failing share
+            remove_staged_folders(self.host_name, self.files, self.folder, self._written)
         self._release()
 
 
@@ -181,6 +184,29 @@ def new_folder(restore_dir: str, staging_name: str | None = None) -> str:
     elif not STAGING_NAME.fullmatch(staging_name):
         raise ValueError(f"refused staging folder name {staging_name!r}: not a hvtui-restore-<id> name")
     return f"{restore_dir.rstrip(chr(92))}\\{staging_name}"
+
+
+def staged_folders(folder: str, rel_paths: list[str]) -> list[str]:
+    """The folders a restore's files went in, deepest first, ending with ``folder`` itself."""
+    below: set[str] = set()
+    for rel in rel_paths:
+        parts = rel.split("/")[:-1]
+        below.update("/".join(parts[: depth + 1]) for depth in range(len(parts)))
+    ordered = sorted(below, key=lambda rel: (-rel.count("/"), rel))
+    return [host_path(folder, rel) for rel in ordered] + [folder]
+
+
+def remove_staged_folders(host_name: str, files: RemoteFiles, folder: str, rel_paths: list[str]) -> bool:
+    """Remove the emptied staging folders (deepest first); False, after a warning naming what is
+    left, when one of them still holds something or cannot be removed."""
+    for path in staged_folders(folder, rel_paths):
+        try:
+            files.remove_folder(path)
+        except HostError as err:
+            # Its parents hold it: they cannot go either.
+            log.warning("%s: restore: the staging folder %s is left on the host: %s", host_name, folder, err.detail)
+            return False
+    return True
 
 
 def discard_staged(host_name: str, files: RemoteFiles, folder: str, rel_paths: list[str]) -> int:
@@ -288,11 +314,13 @@ class WinRMRestores:
         return target
 
     def discard(self, staging_name: str, rel_paths: list[str]) -> None:
-        """Remove, over SMB, the files a killed restore may have staged (the folder stays empty)."""
+        """Remove, over SMB, the files a killed restore may have staged, then its folder."""
         folder = new_folder(self.settings.restore_dir, staging_name)
         files = self._open_files() if self._given_files is None else self._given_files
         try:
             failed = discard_staged(self.host_name, files, folder, rel_paths)
+            if not failed and not remove_staged_folders(self.host_name, files, folder, rel_paths):
+                raise HostError(self.host_name, OPERATION, f"the staging folder {folder} is left (not empty)")
         finally:
             if self._given_files is None:
                 files.close()
@@ -352,6 +380,8 @@ __all__ = [
     "check_new_name",
     "config_file",
     "discard_staged",
+    "remove_staged_folders",
+    "staged_folders",
     "host_path",
     "new_folder",
     "space_error",

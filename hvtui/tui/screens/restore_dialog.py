@@ -1,8 +1,9 @@
 """The dialog that picks where a restore point goes: a new VM, the original VM, a folder.
 
 It only collects the choice; the confirmation that names what will be overwritten comes
-after it (``JobsController.restore_confirmation``), with the focus on "No".  Read-only
-mode leaves only the folder target (restoring files onto this machine changes no host).
+after it (``JobsController.restore_confirmation``), with the focus on "No".  A read-only
+host takes no restore: "as a new VM" follows the chosen target host, "in place" the point's own
+host, and the folder target stays (restoring files onto this machine changes no host).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class RestoreDialog(_Dialog):
     RestoreDialog .target-field { display: none; height: auto; }
     RestoreDialog .target-field.-shown { display: block; }
     RestoreDialog #restore-note { color: $warning; }
+    RestoreDialog #field-host { height: auto; }
+    RestoreDialog #field-host Label { padding: 1 1 0 0; }
+    RestoreDialog #field-host Select { width: 1fr; }
     """
 
     def __init__(
@@ -73,30 +77,62 @@ class RestoreDialog(_Dialog):
         default_directory: str,
         target_hosts: tuple[str, ...] = (),
         volume_of: Callable[[str], Volume | None] | None = None,
+        read_only_of: Callable[[str], str | None] | None = None,
     ) -> None:
-        """``target_hosts``: where a new VM may go (the point's host first); ``volume_of``
-        reads a host's restore volume (blocking: run on a worker thread, through Core)."""
+        """``read_only_reason``: why the point's own host takes no restore (None: it does);
+        ``target_hosts``: where a new VM may go (the point's host first); ``volume_of``
+        reads a host's restore volume (blocking: run on a worker thread, through Core);
+        ``read_only_of``: why a target host takes no restore (default: only the point's
+        host is read-only, for ``read_only_reason``)."""
         super().__init__()
         self.point = point
         self.vm_exists = vm_exists
         self.vm_state = vm_state
         self.read_only_reason = read_only_reason
         self.default_directory = default_directory
-        self.target = "directory" if read_only_reason else "new"
         self.target_hosts = target_hosts or (point.host,)
         self.target_host = self.target_hosts[0]
         self.volume_of = volume_of
+        self._read_only_of = read_only_of
+        self.target = "directory" if self.target_read_only_reason else "new"
+
+    def host_read_only_reason(self, host: str) -> str | None:
+        if host == self.point.host:
+            return self.read_only_reason
+        return self._read_only_of(host) if self._read_only_of is not None else None
+
+    @property
+    def target_read_only_reason(self) -> str | None:
+        """Why the chosen target host takes no new VM, or None."""
+        return self.host_read_only_reason(self.target_host)
+
+    @property
+    def note_text(self) -> str:
+        """What read-only mode leaves possible, or "" when nothing is refused."""
+        own, target = self.read_only_reason, self.target_read_only_reason
+        if target and (own or not self.vm_exists):  # neither a new VM nor in place
+            reasons = "; ".join(dict.fromkeys(reason for reason in (own, target) if reason))
+            return f"Read-only: only a folder restore is possible ({reasons})."
+        if target:
+            return f"Read-only: no new VM on {self.target_host} ({target}); choose another host or a folder."
+        if own:
+            return f"Read-only: not in place ({own}); a new VM on {self.target_host} or a folder."
+        return ""
 
     def compose(self) -> ComposeResult:
         point = self.point
         with Vertical():
             yield Label(display_text(f"Restore {point.vm_name} ({point.host})"), classes="dialog-title", markup=False)
             yield Static(display_text(f"From {point_label(point)} in repository {point.repository}."), markup=False)
-            if self.read_only_reason:
-                # Above the choices: it says why two of them are greyed out, and a tall dialog
-                # on a short terminal must not push it out of view.
-                note = f"Read-only: only a folder restore is possible ({self.read_only_reason})."
-                yield Static(note, id="restore-note", markup=False)
+            # Above the choices: it says why some of them are greyed out, and a tall dialog
+            # on a short terminal must not push it out of view.
+            yield Static(display_text(self.note_text), id="restore-note", markup=False)
+            if len(self.target_hosts) > 1:
+                # Outside the new-VM fields: a read-only point host leaves "as a new VM" greyed
+                # out until a writable host is chosen here.
+                with Horizontal(id="field-host"):
+                    yield Label("Target host ", id="restore-host-label")
+                    yield self._host_select()
             original = "over the original VM, in place"
             if not self.vm_exists:
                 original += " (the VM is gone)"
@@ -105,7 +141,10 @@ class RestoreDialog(_Dialog):
             with RadioSet(id="restore-target"):
                 # Text, not markup: host and state names are shown as they are.
                 yield ChoiceButton(
-                    Text("as a new VM"), value=self.target == "new", id="target-new", disabled=bool(self.read_only_reason)
+                    Text("as a new VM"),
+                    value=self.target == "new",
+                    id="target-new",
+                    disabled=bool(self.target_read_only_reason),
                 )
                 yield ChoiceButton(
                     Text(display_text(original)),
@@ -118,9 +157,9 @@ class RestoreDialog(_Dialog):
             with Vertical(id="field-new", classes="target-field"):
                 yield Label("New VM name")
                 yield Input(display_text(default_new_name(point)), id="restore-name")
-                yield Label("On host")
-                options = [(display_text(name), name) for name in self.target_hosts]
-                yield Select(options, value=self.target_host, allow_blank=False, id="restore-host")
+                if len(self.target_hosts) == 1:
+                    yield Label("On host")
+                    yield self._host_select()
                 yield Static("", id="restore-space", markup=False)
             with Vertical(id="field-directory", classes="target-field"):
                 yield Label("Folder (created if missing; must not already hold these files)")
@@ -135,8 +174,13 @@ class RestoreDialog(_Dialog):
                 yield Button("Cancel", id="cancel")
                 yield Button("Next…", id="next", variant="primary")
 
+    def _host_select(self) -> Select[str]:
+        options = [(display_text(name), name) for name in self.target_hosts]
+        return Select(options, value=self.target_host, allow_blank=False, id="restore-host")
+
     def on_mount(self) -> None:
         self._show_fields()
+        self.query_one("#restore-note", Static).display = bool(self.note_text)
         self.query_one("#next", Button).focus()
         self._ask_space(self.target_host)
 
@@ -145,7 +189,18 @@ class RestoreDialog(_Dialog):
         event.stop()
         if isinstance(event.value, str) and event.value != self.target_host:
             self.target_host = event.value
+            self._follow_target_host()
             self._ask_space(event.value)
+
+    def _follow_target_host(self) -> None:
+        """Grey out "as a new VM" on a read-only target host, and say why."""
+        refused = bool(self.target_read_only_reason)
+        self.query_one("#target-new", ChoiceButton).disabled = refused
+        note = self.query_one("#restore-note", Static)
+        note.update(display_text(self.note_text))
+        note.display = bool(self.note_text)
+        if refused and self.target == "new":
+            self.select_target("directory")
 
     def _ask_space(self, host: str) -> None:
         if self.volume_of is None:
