@@ -6,6 +6,8 @@ local folder refusing with one sentence that says why and what to do."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 import uuid
 from pathlib import Path
@@ -93,7 +95,7 @@ def test_every_command_works_on_a_repository_in_a_bucket(offsite: dict, capsys: 
 
     full = backup(env, capsys, "--repo", "offsite", "--mode", "full")
     assert full["mode"] == "full"
-    host.write_guest_data(env["vm_id"], 0, 4096, b"changed after the full backup " * 500)
+    host.write_guest_data(env["vm_id"], 0, 0, os.urandom(3 * 1024 * 1024))  # most of the full's pack: dead once it goes
     incremental = backup(env, capsys, "--repo", "offsite", "--mode", "incremental")
     assert incremental["mode"] == "incremental"
     code, out, err = hvtui(env, capsys, "points", "app01", "--repo", "offsite", "--json")
@@ -113,7 +115,9 @@ def test_every_command_works_on_a_repository_in_a_bucket(offsite: dict, capsys: 
     assert restored_disk(env, capsys, "offsite", main_point, tmp_path / "r2") == now
     code, out, err = hvtui(env, capsys, "prune", "--repo", "offsite", "--yes", "--json")
     assert code == 0, err
-    assert full["point_id"] not in objects_text(env) and json.loads(out)["removed"] == []
+    pruned = json.loads(out)  # the full's own chunks are freed: its pack is repacked
+    assert full["point_id"] not in objects_text(env) and pruned["gc_skipped"] is None
+    assert pruned["chunks_removed"] > 0 and pruned["bytes_freed"] > 0
     assert restored_disk(env, capsys, "offsite", incremental["point_id"], tmp_path / "r3") == now
     # ... and S3 -> local
     code, out, err = hvtui(env, capsys, "copy", "--from", "offsite", "--to", "main", "--json")
@@ -182,3 +186,23 @@ def test_wrong_keys_and_a_missing_bucket_are_one_error_each_and_do_not_hide_the_
     code, out, err = hvtui(env, capsys, "points", "--json")
     assert [p["repository"] for p in json.loads(out)["points"]] == ["main"]
     assert "no-such-bucket" in err and "refused the credentials" in err and "not-the-secret" not in out + err
+
+
+def test_a_dead_endpoint_is_named_and_the_other_repositories_still_answer(
+    estate: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setenv("HVTUI_TEST_S3_ACCESS", ACCESS_KEY)
+    monkeypatch.setenv("HVTUI_TEST_S3_SECRET", SECRET_KEY)
+    monkeypatch.setenv("HVTUI_TEST_OFFSITE", PASSPHRASE)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(estate["config"], "a") as fh:
+        fh.write(s3_entry("dead", f"http://127.0.0.1:{port}", "z"))
+    backup(estate, capsys, "--mode", "full")
+    code, out, err = hvtui(estate, capsys, "repo", "list", "--json")
+    assert code == 0, err
+    infos = {i["name"]: i for i in json.loads(out)["repositories"]}
+    assert infos["main"]["state"] == "ok" and infos["main"]["points"] == 1
+    assert infos["dead"]["state"] == "unreachable"
+    assert f"http://127.0.0.1:{port} did not answer after" in infos["dead"]["problem"]
