@@ -49,6 +49,8 @@ class RepositoryList:
         self._default_path = default_path
         self._repos: dict[str, Repository] = {}
         self._locations: dict[str, Location] = {}
+        self._opening: dict[str, threading.Lock] = {}
+        self._asking = threading.Lock()
         self._lock = threading.Lock()
 
     def repository_configs(self) -> list[RepositoryConfig]:
@@ -83,7 +85,10 @@ class RepositoryList:
         """The repository object (cached); None when it does not exist and ``create`` is False."""
         rc = self.repository_config(name)
         location = self.location(rc.name)
+        # One lock per repository: a bucket that takes its retries to answer delays only its own users.
         with self._lock:
+            opening = self._opening.setdefault(rc.name, threading.Lock())
+        with opening:
             repo = self._repos.get(rc.name)
             if repo is not None and Repository.exists(repo.root) and not repo.format_changed():
                 return repo
@@ -100,13 +105,18 @@ class RepositoryList:
                     f"the passphrase of repository {rc.name} was not given ({err})"
                 )
                 raise
-            self._repos[rc.name] = repo
+            with self._lock:
+                self._repos[rc.name] = repo
             return repo
 
     def passphrase(self, rc: RepositoryConfig) -> Callable[[], str]:
         """Asks for ``rc``'s passphrase when an encrypted repository is opened (only then)."""
 
         def ask() -> str:
+            with self._asking:  # repositories open in parallel; their questions come one at a time
+                return asked()
+
+        def asked() -> str:
             source = rc.passphrase if rc.passphrase.configured else SecretSource(prompt=True)
             prompter = self._prompter()
             if not rc.passphrase.configured and prompter is None:
