@@ -136,6 +136,13 @@ def test_every_command_works_on_a_repository_in_a_bucket(offsite: dict, capsys: 
     assert f"offsite: s3://{BUCKET}/{env['prefix']}" in out and f"backend s3 at {env['endpoint']}, format 2" in out
     assert "main (default): " in out
 
+    # The keys and the passphrase are in no log, audit record or working-folder file.
+    written = [env["paths"].log_file, env["paths"].audit_log, *env["paths"].repository_working_dir("offsite").rglob("*")]
+    assert env["paths"].audit_log.is_file() and (env["paths"].repository_working_dir("offsite") / "config.json").is_file()
+    for path in (p for p in written if p.is_file()):
+        text = path.read_bytes()
+        assert SECRET_KEY.encode() not in text and ACCESS_KEY.encode() not in text and PASSPHRASE.encode() not in text, path
+
     # Nothing readable at rest: the guest's marker is in no object (and it is in the local copy).
     assert any("/packs/" in p for p in stored) and not any(MARKER[:24] in blob for blob in stored.values())
     assert MARKER[:24] in now
@@ -161,6 +168,9 @@ def test_commands_that_need_a_folder_refuse_with_the_reason(
     code, out, err = hvtui(env, capsys, "repo", "migrate", "offsite", "--yes")
     assert code == 0, err
     assert "format 2" in out
+    monkeypatch.setenv("HVTUI_TEST_OFFSITE", "not the passphrase")
+    code, _, err = hvtui(env, capsys, "points", "--repo", "offsite")
+    assert code != 0 and "wrong passphrase for repository offsite" in err
     audit = [e for e in AuditLog(env["paths"].audit_log).read() if e["action"].startswith("repo.key")]
     assert [(e["action"], e["result"]) for e in audit] == [("repo.key.add", "refused"), ("repo.key.remove", "refused")]
     assert len([k for k in objects(env) if "/keys/" in k]) == 1
