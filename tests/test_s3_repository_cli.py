@@ -91,7 +91,7 @@ def test_every_command_works_on_a_repository_in_a_bucket(offsite: dict, capsys: 
     assert info["encrypted"] and info["format"] == 2 and info["points"] == 0
     assert f"{env['prefix']}/config.json" in objects(env)
     code, _, err = hvtui(env, capsys, "repo", "init", "offsite")
-    assert code != 0 and "already exists" in err
+    assert code != 0 and "already exists (format 2); nothing changed" in err
 
     full = backup(env, capsys, "--repo", "offsite", "--mode", "full")
     assert full["mode"] == "full"

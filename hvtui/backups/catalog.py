@@ -169,7 +169,10 @@ def init(
         raise ReadOnlyError(f"repo init refused: {reason}")
     try:
         if location.exists():
-            raise RepositoryError(f"repository {rc.name!r} at {location.where} already exists; nothing changed")
+            existing = location.read_config()
+            raise RepositoryError(
+                f"repository {rc.name!r} at {location.where} already exists (format {existing.get('version')}); nothing changed"
+            )
         location.check_missing()  # points or chunks without a config: repair it, do not re-create it
         repo = location.open(True, version, pack_size_mib, (lambda: passphrase) if passphrase is not None else None, encrypted)
     except RepositoryError as err:

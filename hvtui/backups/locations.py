@@ -8,11 +8,13 @@ Everything above asks a ``Location``; nothing branches on ``rc.s3``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hvtui.config import RepositoryConfig
 from hvtui.engine.backends.base import BackendError, ObjectMissing
@@ -40,6 +42,10 @@ class Location(ABC):
     @abstractmethod
     def exists(self) -> bool:
         """The repository is there (its config.json is)."""
+
+    @abstractmethod
+    def read_config(self) -> dict[str, Any]:
+        """The existing repository's ``config.json`` (no passphrase needed)."""
 
     @abstractmethod
     def check_missing(self) -> None:
@@ -71,6 +77,9 @@ class LocalFolder(Location):
 
     def exists(self) -> bool:
         return Repository.exists(self.rc.path)
+
+    def read_config(self) -> dict[str, Any]:
+        return Repository.read_config(self.rc.path)
 
     def check_missing(self) -> None:
         Repository.check_missing(self.rc.path)
@@ -141,6 +150,15 @@ class S3Bucket(Location):
                 f"in the config entry of repository {self.rc.name}", kind="bucket",
             ) from None
         return False
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            config = json.loads(self.backend().get("config.json"))
+        except ValueError:
+            raise RepositoryError(f"the config.json of repository {self.rc.name} at {self.where} is not JSON") from None
+        if not isinstance(config, dict):
+            raise RepositoryError(f"the config.json of repository {self.rc.name} at {self.where} is not a JSON object")
+        return config
 
     def check_missing(self) -> None:
         return None  # config.json is written last and never removed: without it there is no repository
