@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -216,3 +217,32 @@ def test_a_dead_endpoint_is_named_and_the_other_repositories_still_answer(
     assert infos["main"]["state"] == "ok" and infos["main"]["points"] == 1
     assert infos["dead"]["state"] == "unreachable"
     assert f"http://127.0.0.1:{port} did not answer after" in infos["dead"]["problem"]
+
+
+def test_the_config_ca_bundle_is_what_tls_trusts(
+    estate: dict, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path  # noqa: F811
+) -> None:
+    from seaweed_support import seaweed_server
+
+    monkeypatch.setenv("HVTUI_TEST_S3_ACCESS", ACCESS_KEY)
+    monkeypatch.setenv("HVTUI_TEST_S3_SECRET", SECRET_KEY)
+    monkeypatch.setenv("HVTUI_TEST_OFFSITE", PASSPHRASE)
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with seaweed_server(tmp_path / "sw", buckets=("tls",), tls=(cert, key)) as server:
+        with open(estate["config"], "a") as fh:
+            fh.write(s3_entry("trusted", server.https_endpoint, "t", bucket="tls", extra=f"      ca_bundle: {cert}\n"))
+            fh.write(s3_entry("untrusted", server.https_endpoint, "u", bucket="tls"))
+        code, out, err = hvtui(estate, capsys, "repo", "init", "trusted", "--json")
+        assert code == 0, err
+        assert json.loads(out)["where"] == "s3://tls/t"
+        code, out, err = hvtui(estate, capsys, "repo", "list", "--json")
+        assert code == 0, err
+        infos = {i["name"]: i for i in json.loads(out)["repositories"]}
+        assert infos["trusted"]["state"] == "ok" and infos["trusted"]["encrypted"]
+        assert infos["untrusted"]["state"] == "unreachable"
+        assert f"the TLS certificate of {server.https_endpoint} is not trusted: give its CA in ca_bundle:" in infos["untrusted"]["problem"]
