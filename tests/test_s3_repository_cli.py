@@ -217,6 +217,9 @@ def test_a_dead_endpoint_is_named_and_the_other_repositories_still_answer(
     assert infos["main"]["state"] == "ok" and infos["main"]["points"] == 1
     assert infos["dead"]["state"] == "unreachable"
     assert f"http://127.0.0.1:{port} did not answer after" in infos["dead"]["problem"]
+    code, out, err = hvtui(estate, capsys, "repo", "list")
+    assert code == 0, err
+    assert f"dead: s3://{BUCKET}/z: UNREACHABLE: stat config.json: http://127.0.0.1:{port} did not answer after 8 attempts" in out
 
 
 def test_the_config_ca_bundle_is_what_tls_trusts(

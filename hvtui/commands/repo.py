@@ -120,7 +120,8 @@ def _describe(info: RepositoryInfo) -> list[str]:
     if info.state == "absent":
         return [f"{info.name}: {where} (nothing backed up there yet)"]
     if info.state in ("damaged", "unreachable"):
-        return [f"{info.name}: {where}: {info.state.upper()}: {info.problem}"]
+        problem = (info.problem or "").removeprefix(f"{where}: ")  # a storage's message starts with where it is
+        return [f"{info.name}: {where}: {info.state.upper()}: {problem}"]
     slots = [_slot_line(s) for s in info.key_slots]
     encryption = f"encrypted (AES-256-GCM), {len(slots)} key slot{'' if len(slots) == 1 else 's'}"
     backend = f"backend {info.backend}" + (f" at {info.endpoint}" if info.endpoint else "")
