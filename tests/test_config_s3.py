@@ -133,3 +133,20 @@ def test_loopback_and_insecure_http_are_accepted(tmp_path: Path, paths: Paths) -
         assert config.repositories[0].s3.endpoint == endpoint  # type: ignore[union-attr]
     assert endpoint_problem("http://[::1]:8333", False) is None
     assert endpoint_problem("https://s3.example.com", False) is None
+
+
+def test_hvtui_info_and_config_check_name_where_the_repository_lives(
+    tmp_path: Path, paths: Paths, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from hvtui.cli import main
+
+    file = tmp_path / "config.yaml"
+    file.write_text(OFFSITE)
+    assert main(["--config", str(file), "info", "--json"]) == 0
+    repos = {r["name"]: r for r in json.loads(capsys.readouterr().out)["repositories"]}
+    assert repos["offsite"]["where"] == "s3://b/site-a" and repos["local"]["where"] == "/r/local"
+    assert repos["offsite"]["path"] == str(paths.state_dir / "repositories" / "offsite")
+    assert main(["config", "check", str(file)]) == 0
+    assert "2 repositories" in capsys.readouterr().out
