@@ -38,6 +38,11 @@ class Paths:
     def default_repository(self) -> Path:
         return self.data_dir / "repository"
 
+    def repository_working_dir(self, name: str) -> Path:
+        """This machine's working folder for the repository ``name`` that lives in a bucket: copies of
+        its config and key slots, packs before their upload (``hvtui.engine.remote_repo``)."""
+        return self.state_dir / "repositories" / name
+
     @property
     def user_themes_dir(self) -> Path:
         return self.config_dir / "themes"

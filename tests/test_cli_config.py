@@ -43,7 +43,7 @@ def test_check_valid_file(capsys: pytest.CaptureFixture[str], repo_root: Path, p
     example = repo_root / "config.example.yaml"
     code, out, _err = run(capsys, "config", "check", str(example))
     assert code == EXIT_OK
-    assert out.strip() == f"ok: {example} (given as PATH): 5 hosts (1 lab, 4 winrm), 3 repositories"
+    assert out.strip() == f"ok: {example} (given as PATH): 5 hosts (1 lab, 4 winrm), 4 repositories"
     assert not paths.lab_dir.exists()  # nothing was built
 
 

@@ -76,7 +76,7 @@ def test_example_config_loads_with_the_values_it_documents(repo_root: Path, path
     assert [e.rule for e in policy.exemptions] == [None, "checkpoint-not-backup"]
     assert policy.exemptions[0].checkpoint == "Veeam*"
 
-    assert [repo.name for repo in config.repositories] == ["local", "nas", "vault"]
+    assert [repo.name for repo in config.repositories] == ["local", "nas", "vault", "offsite"]
     vault = config.repository("vault")
     assert vault is not None and vault.passphrase == SecretSource(env="HVTUI_VAULT_PASSPHRASE")
     assert not config.repository("nas").passphrase.configured  # type: ignore[union-attr]

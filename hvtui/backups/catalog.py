@@ -3,8 +3,6 @@ points and last backup, read through the same listing the console uses."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from hvtui.backups.guard import SafetyGuard
+from hvtui.backups.locations import Location
 from hvtui.backups.points import DamagedManifest, PointInfo
 from hvtui.config import RepositoryConfig
 from hvtui.engine import keys
-from hvtui.engine.compression import Compressor
+from hvtui.engine.backends.base import BackendError
 from hvtui.engine.repository import Repository
 from hvtui.errors import ReadOnlyError, RepositoryError
 
@@ -25,7 +24,9 @@ class RepositoryInfo:
     name: str
     path: Path
     default: bool
-    state: str  # "ok", "absent" (nothing backed up there yet), "locked" (encrypted, not opened) or "damaged"
+    # "ok", "absent" (nothing backed up there yet), "locked" (encrypted, not opened), "damaged" or
+    # "unreachable" (its storage did not answer, or refused the credentials or the bucket)
+    state: str
     version: int | None = None  # the format its config.json records
     chunk_size: int | None = None
     pack_size: int | None = None  # format 2
@@ -38,6 +39,8 @@ class RepositoryInfo:
     damaged_points: int = 0
     last_backup: datetime | None = None
     problem: str | None = None  # why it is damaged
+    where: str = ""  # the folder, or s3://bucket/prefix (then ``path`` is this machine's working folder)
+    endpoint: str | None = None  # s3: the service's URL
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,8 @@ class RepositoryInfo:
             "default": self.default,
             "state": self.state,
             "backend": self.backend,
+            "where": self.where or str(self.path),
+            "endpoint": self.endpoint,
             "format": self.version,
             "chunk_size": self.chunk_size,
             "pack_size": self.pack_size,
@@ -60,29 +65,27 @@ class RepositoryInfo:
         }
 
 
-def folder_size(path: Path) -> int:
-    """Bytes allocated under ``path`` (links not followed)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
-    return total
+def _place(location: Location) -> dict[str, Any]:
+    return {"backend": location.backend_name, "where": location.where, "endpoint": location.endpoint}
 
 
-def describe(rc: RepositoryConfig, repo: Repository, points: list[PointInfo], damaged: list[DamagedManifest]) -> RepositoryInfo:
+def describe(
+    location: Location, repo: Repository, points: list[PointInfo], damaged: list[DamagedManifest]
+) -> RepositoryInfo:
+    rc = location.rc
     return RepositoryInfo(
         name=rc.name,
         path=rc.path,
         default=rc.default,
         state="ok",
+        **_place(location),
         version=repo.version,
         chunk_size=repo.chunk_size,
         pack_size=repo.config.get("pack_size"),
         compression=repo.compressor.describe(),
         encrypted=repo.encrypted,
         key_slots=slots_of(repo.root, repo.config) if repo.encrypted else (),
-        size_bytes=folder_size(repo.root),
+        size_bytes=location.size(),
         points=len(points),
         damaged_points=len(damaged),
         last_backup=max((p.summary.time for p in points), default=None),
@@ -93,9 +96,10 @@ def slots_of(root: Path, config: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     return tuple(slot.to_dict() for slot in keys.list_slots(root, config["id"]))
 
 
-def locked(rc: RepositoryConfig, problem: str) -> RepositoryInfo | None:
+def locked(location: Location, problem: str) -> RepositoryInfo | None:
     """An encrypted repository that could not be opened (no passphrase, a wrong one): what its
     config.json and key files say, without its points; None when it is not encrypted."""
+    rc = location.rc
     try:
         config = Repository.read_config(rc.path)
     except RepositoryError:
@@ -105,63 +109,72 @@ def locked(rc: RepositoryConfig, problem: str) -> RepositoryInfo | None:
     return RepositoryInfo(
         name=rc.name, path=rc.path, default=rc.default, state="locked", version=config["version"],
         chunk_size=config["chunk_size"], pack_size=config.get("pack_size"), encrypted=True,
-        key_slots=slots_of(rc.path, config), size_bytes=folder_size(rc.path), problem=problem,
+        key_slots=slots_of(rc.path, config), size_bytes=_size_or_zero(location), problem=problem, **_place(location),
     )  # fmt: skip
 
 
-def absent(rc: RepositoryConfig) -> RepositoryInfo:
-    return RepositoryInfo(name=rc.name, path=rc.path, default=rc.default, state="absent")
+def _size_or_zero(location: Location) -> int:
+    try:
+        return location.size()
+    except RepositoryError:  # the storage said why it could not be opened already
+        return 0
 
 
-def damaged(rc: RepositoryConfig, problem: str) -> RepositoryInfo:
-    return RepositoryInfo(name=rc.name, path=rc.path, default=rc.default, state="damaged", problem=problem)
+def absent(location: Location) -> RepositoryInfo:
+    rc = location.rc
+    return RepositoryInfo(name=rc.name, path=rc.path, default=rc.default, state="absent", **_place(location))
+
+
+def damaged(location: Location, problem: str, state: str = "damaged") -> RepositoryInfo:
+    rc = location.rc
+    return RepositoryInfo(name=rc.name, path=rc.path, default=rc.default, state=state, problem=problem, **_place(location))
 
 
 def list_infos(
     configs: list[RepositoryConfig],
     open_repository: Callable[[str], Repository | None],
     points_of: Callable[[Repository], tuple[list[PointInfo], list[DamagedManifest]]],
+    locate: Callable[[str], Location],
 ) -> list[RepositoryInfo]:
     out: list[RepositoryInfo] = []
     for rc in configs:
+        location = locate(rc.name)
         try:
             repo = open_repository(rc.name)
             if repo is None:
-                out.append(absent(rc))
+                out.append(absent(location))
                 continue
             points, bad = points_of(repo)
+            out.append(describe(location, repo, points, bad))
+        except BackendError as err:  # the storage did not answer or refused: said, so the others are listed
+            out.append(damaged(location, str(err), state="unreachable"))
         except RepositoryError as err:  # damaged or locked: said, not raised, so the others are listed
-            out.append(locked(rc, str(err)) or damaged(rc, str(err)))
-            continue
-        out.append(describe(rc, repo, points, bad))
+            out.append(locked(location, str(err)) or damaged(location, str(err)))
     return out
 
 
 def init(
-    rc: RepositoryConfig, guard: SafetyGuard, version: int, pack_size_mib: int, passphrase: str | None = None
+    location: Location, guard: SafetyGuard, version: int, pack_size_mib: int, passphrase: str | None = None
 ) -> Repository:
     """Create the repository ``rc`` names, in format ``version`` (``passphrase``: encrypted,
     format 2); refused read-only, audit-logged (never the passphrase)."""
+    rc = location.rc
     encrypted = passphrase is not None
     version = 2 if encrypted else version
-    args = {"repository": rc.name, "path": str(rc.path), "format": version, "pack_size_mib": pack_size_mib, "encrypted": encrypted}
+    args = {"repository": rc.name, "path": location.where, "format": version, "pack_size_mib": pack_size_mib, "encrypted": encrypted}
     target = f"repository:{rc.name}"
     reason = guard.read_only_reason()
     if reason is not None:
         guard.audit_record("repo.init", target, None, args, "refused", f"read-only: {reason}")
         raise ReadOnlyError(f"repo init refused: {reason}")
     try:
-        if Repository.exists(rc.path):
-            existing = Repository.read_config(rc.path)
+        if location.exists():
+            existing = location.read_config()
             raise RepositoryError(
-                f"repository {rc.name!r} at {rc.path} already exists (format {existing.get('version')}); nothing changed"
+                f"repository {rc.name!r} at {location.where} already exists (format {existing.get('version')}); nothing changed"
             )
-        Repository.check_missing(rc.path)  # points or chunks without a config: repair it, do not re-create it
-        repo = Repository.open(
-            rc.path, name=rc.name, create=True, version=version, pack_size=pack_size_mib * 1024 * 1024,
-            passphrase=(lambda: passphrase) if passphrase is not None else None, encrypt=encrypted,
-            compressor=Compressor(rc.compression, rc.zstd_level),
-        )  # fmt: skip
+        location.check_missing()  # points or chunks without a config: repair it, do not re-create it
+        repo = location.open(True, version, pack_size_mib, (lambda: passphrase) if passphrase is not None else None, encrypted)
     except RepositoryError as err:
         guard.audit_record("repo.init", target, None, args, "failed", str(err))
         raise

@@ -89,7 +89,7 @@ class RepositoryCopies:
         with self._audit.action(ACTION, f"repository:{dst_rc.name}", None, args) as entry:
             src = self._backups.open_repository(src_rc.name)
             if src is None:
-                raise RepositoryError(f"repository {src_rc.name!r} at {src_rc.path} does not exist yet (nothing to copy)")
+                raise RepositoryError(f"repository {src_rc.name!r} at {src_rc.where} does not exist yet (nothing to copy)")
             dst = self._backups.open_repository(dst_rc.name, create=True)
             assert dst is not None
             keep, matched = vm_filter(list(vms or []))

@@ -30,7 +30,7 @@ class RepositoryMigrations:
         rc = self._backups.repository_config(name)
         repo = self._backups.open_repository(rc.name)
         if repo is None:
-            raise RepositoryError(f"repository {rc.name!r} at {rc.path} does not exist yet (nothing to migrate)")
+            raise RepositoryError(f"repository {rc.name!r} at {rc.where} does not exist yet (nothing to migrate)")
         return rc.name, repo, rc.pack_size_mib * 1024 * 1024
 
     def plan(self, name: str | None = None) -> MigrationPlan:

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from hvtui.backups.locations import Location, location_of
 from hvtui.config import RepositoryConfig, SecretSource
 from hvtui.engine import keys
-from hvtui.engine.compression import Compressor
 from hvtui.engine.repository import Repository
 from hvtui.errors import Cancelled, ConfigError, RepositoryError
 from hvtui.secrets import Prompter, SecretError, resolve_secret
@@ -48,6 +48,9 @@ class RepositoryList:
         self._configured = tuple(configured)
         self._default_path = default_path
         self._repos: dict[str, Repository] = {}
+        self._locations: dict[str, Location] = {}
+        self._opening: dict[str, threading.Lock] = {}
+        self._asking = threading.Lock()
         self._lock = threading.Lock()
 
     def repository_configs(self) -> list[RepositoryConfig]:
@@ -69,47 +72,56 @@ class RepositoryList:
         known = ", ".join(rc.name for rc in configs)
         raise ConfigError(f"unknown repository {name!r} (configured repositories: {known})")
 
+    def location(self, name: str | None = None) -> Location:
+        """Where the repository ``name`` lives (a folder or a bucket), made once per name."""
+        rc = self.repository_config(name)
+        with self._lock:
+            location = self._locations.get(rc.name)
+            if location is None or location.rc != rc:
+                location = self._locations[rc.name] = location_of(rc, self._prompter)
+            return location
+
     def open_repository(self, name: str | None = None, create: bool = False) -> Repository | None:
         """The repository object (cached); None when it does not exist and ``create`` is False."""
         rc = self.repository_config(name)
+        location = self.location(rc.name)
+        # One lock per repository: a bucket that takes its retries to answer delays only its own users.
         with self._lock:
+            opening = self._opening.setdefault(rc.name, threading.Lock())
+        with opening:
             repo = self._repos.get(rc.name)
             if repo is not None and Repository.exists(repo.root) and not repo.format_changed():
                 return repo
-            if not create and not Repository.exists(rc.path):
-                Repository.check_missing(rc.path)  # points or chunks without a config: damaged, not absent
+            if not create and not location.exists():
+                location.check_missing()  # points or chunks without a config: damaged, not absent
                 return None
             failed = self._unlock_failed.get(rc.name)
             if failed is not None:
                 raise RepositoryError(f"{failed} (not asked again until hvtui restarts)")
             try:
-                repo = Repository.open(
-                    rc.path,
-                    name=rc.name,
-                    create=create,
-                    version=rc.format,
-                    pack_size=rc.pack_size_mib * 1024 * 1024,
-                    passphrase=self.passphrase(rc),
-                    encrypt=rc.passphrase.configured,
-                    compressor=Compressor(rc.compression, rc.zstd_level),
-                )
+                repo = location.open(create, rc.format, rc.pack_size_mib, self.passphrase(rc), rc.passphrase.configured)
             except (keys.WrongPassphrase, PassphraseUnavailable, Cancelled) as err:
                 self._unlock_failed[rc.name] = str(err) if not isinstance(err, Cancelled) else (
                     f"the passphrase of repository {rc.name} was not given ({err})"
                 )
                 raise
-            self._repos[rc.name] = repo
+            with self._lock:
+                self._repos[rc.name] = repo
             return repo
 
     def passphrase(self, rc: RepositoryConfig) -> Callable[[], str]:
         """Asks for ``rc``'s passphrase when an encrypted repository is opened (only then)."""
 
         def ask() -> str:
+            with self._asking:  # repositories open in parallel; their questions come one at a time
+                return asked()
+
+        def asked() -> str:
             source = rc.passphrase if rc.passphrase.configured else SecretSource(prompt=True)
             prompter = self._prompter()
             if not rc.passphrase.configured and prompter is None:
                 raise PassphraseUnavailable(
-                    f"repository {rc.name} at {rc.path} is encrypted and there is nobody to ask for its passphrase: "
+                    f"repository {rc.name} at {rc.where} is encrypted and there is nobody to ask for its passphrase: "
                     "set passphrase_env or passphrase_command in its config entry (or run on a terminal)"
                 )
             try:
@@ -133,7 +145,7 @@ class RepositoryList:
         repo = self.open_repository(name)
         if repo is None:
             rc = self.repository_config(name)
-            raise RepositoryError(f"repository {rc.name!r} at {rc.path} does not exist yet (no backup was made there)")
+            raise RepositoryError(f"repository {rc.name!r} at {rc.where} does not exist yet (no backup was made there)")
         return repo
 
     def repos_for(

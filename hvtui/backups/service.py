@@ -443,7 +443,7 @@ class Backups:
     def repository_infos(self, repository: str | None = None) -> list[RepositoryInfo]:
         """What each configured repository (or the one named) is: ``hvtui repo list|info``."""
         configs = [self.repository_config(repository)] if repository else self.repository_configs()
-        return catalog.list_infos(configs, self.open_repository, self._points.points_of)
+        return catalog.list_infos(configs, self.open_repository, self._points.points_of, self._repositories.location)
 
     def init_repository(
         self, repository: str | None = None, version: int | None = None, pack_size_mib: int | None = None,
@@ -452,16 +452,18 @@ class Backups:
         """Create the configured repository in format ``version`` (default: its config's), encrypted
         with ``passphrase`` if given; refused read-only, audit-logged; an existing one is an error."""
         rc = self.repository_config(repository)
-        repo = catalog.init(rc, self._guard, version or rc.format, pack_size_mib or rc.pack_size_mib, passphrase)
+        location = self._repositories.location(rc.name)
+        repo = catalog.init(location, self._guard, version or rc.format, pack_size_mib or rc.pack_size_mib, passphrase)
         self._repositories.adopt(rc.name, repo)
         return self.repository_infos(rc.name)[0]
 
     def plan_repository_repair(self, repository: str | None = None) -> ConfigRepairPlan:
         """What ``repair_repository`` would write (changes nothing; allowed read-only)."""
-        return plan_config_repair(self.repository_config(repository).path)
+        return plan_config_repair(self._repositories.location(repository).require_local("repair-repository"))
 
     def repair_repository(self, repository: str | None = None) -> tuple[ConfigRepairPlan, str | None]:
         """Rebuild a repository's lost or damaged ``config.json``: ``maintenance.repair``."""
+        self._repositories.location(repository).require_local("repair-repository")
         return self._maintenance.repair(self.repository_config(repository))
 
     def _timing(self) -> Timing:

@@ -59,7 +59,9 @@ def collect_info(core: Core, log_level: str | None = None) -> dict[str, Any]:
         "job_journal": str(paths.job_journal),
         "schedule_journal": str(paths.schedule_journal),
         "default_repository": {"name": default_repository.name, "path": str(default_repository.path)},
-        "repositories": [{"name": repo.name, "path": str(repo.path), "default": repo.default} for repo in config.repositories],
+        "repositories": [
+            {"name": repo.name, "path": str(repo.path), "where": repo.where, "default": repo.default} for repo in config.repositories
+        ],
         "themes_dirs": {"builtin": ", ".join(str(d) for d in bundled_theme_dirs()) or "(not found)", "user": str(paths.user_themes_dir)},
         "theme": core.theme,
         "read_only": core.read_only,

@@ -116,16 +116,19 @@ def _slot_line(slot: dict) -> str:
 
 
 def _describe(info: RepositoryInfo) -> list[str]:
+    where = info.where or str(info.path)
     if info.state == "absent":
-        return [f"{info.name}: {info.path} (nothing backed up there yet)"]
-    if info.state == "damaged":
-        return [f"{info.name}: {info.path}: DAMAGED: {info.problem}"]
+        return [f"{info.name}: {where} (nothing backed up there yet)"]
+    if info.state in ("damaged", "unreachable"):
+        problem = (info.problem or "").removeprefix(f"{where}: ")  # a storage's message starts with where it is
+        return [f"{info.name}: {where}: {info.state.upper()}: {problem}"]
     slots = [_slot_line(s) for s in info.key_slots]
     encryption = f"encrypted (AES-256-GCM), {len(slots)} key slot{'' if len(slots) == 1 else 's'}"
+    backend = f"backend {info.backend}" + (f" at {info.endpoint}" if info.endpoint else "")
     if info.state == "locked":
         return [
-            f"{info.name}{' (default)' if info.default else ''}: {info.path}",
-            f"  backend {info.backend}, format {info.version}, {encryption}; LOCKED: {info.problem}",
+            f"{info.name}{' (default)' if info.default else ''}: {where}",
+            f"  {backend}, format {info.version}, {encryption}; LOCKED: {info.problem}",
             *slots,
         ]
     packs = f", packs of {info.pack_size // 2**20} MiB" if info.pack_size else ""
@@ -133,11 +136,12 @@ def _describe(info: RepositoryInfo) -> list[str]:
         packs = f" (`hvtui repo migrate {info.name}` converts it to format 2)"
     last = info.last_backup.strftime("%Y-%m-%d %H:%M UTC") if info.last_backup else "never"
     damaged = f" ({info.damaged_points} damaged)" if info.damaged_points else ""
+    stored = "on disk" if info.backend == "local" else "stored"
     return [
-        f"{info.name}{' (default)' if info.default else ''}: {info.path}",
-        f"  backend {info.backend}, format {info.version}{packs}, chunks of {(info.chunk_size or 0) // 1024} KiB, "
+        f"{info.name}{' (default)' if info.default else ''}: {where}",
+        f"  {backend}, format {info.version}{packs}, chunks of {(info.chunk_size or 0) // 1024} KiB, "
         f"{info.compression}, {encryption if info.encrypted else 'not encrypted'}",
-        f"  {humanize.naturalsize(info.size_bytes, binary=True)} on disk, {info.points} restore point{'' if info.points == 1 else 's'}{damaged}, "
+        f"  {humanize.naturalsize(info.size_bytes, binary=True)} {stored}, {info.points} restore point{'' if info.points == 1 else 's'}{damaged}, "
         f"last backup {last}",
         *slots,
     ]
@@ -158,7 +162,7 @@ def run_init(args: argparse.Namespace, core: Core) -> int:
     if args.json:
         emit_json({"ok": True, **info.to_dict()})
     else:
-        show(f"Created repository {info.name!r} at {info.path} in format {info.version}.")
+        show(f"Created repository {info.name!r} at {info.where or info.path} in format {info.version}.")
         for line in _describe(info)[1:]:
             show(line)
     return EXIT_OK
@@ -249,6 +253,7 @@ def run_key_list(args: argparse.Namespace, core: Core) -> int:
 @reported
 def run_key_add(args: argparse.Namespace, core: Core) -> int:
     rc, _slots = core.repository_keys.slots(args.name)
+    core.repository_keys.require_changeable(rc.name, "repo.key.add")  # before asking for a new passphrase
     reason = core.backups.read_only_reason()
     passphrase = "" if reason else new_passphrase(f"new passphrase for repository {rc.name}", args.new_passphrase_env)
     slot = core.repository_keys.add(rc.name, passphrase)
@@ -262,6 +267,7 @@ def run_key_add(args: argparse.Namespace, core: Core) -> int:
 @reported
 def run_key_remove(args: argparse.Namespace, core: Core) -> int:
     rc, slots = core.repository_keys.slots(args.name)
+    core.repository_keys.require_changeable(rc.name, "repo.key.remove")  # before asking
     others = [s for s in slots if s.slot != args.slot and not s.problem]
     if core.backups.read_only_reason() is None and any(s.slot == args.slot for s in slots) and others:
         question = (

@@ -22,6 +22,7 @@ from hvtui.config.errors import did_you_mean
 from hvtui.config.load_hosts import convert_hosts
 from hvtui.config.load_notify import convert_notifications
 from hvtui.config.load_policy import check_policy_names, convert_policy
+from hvtui.config.load_s3 import convert_s3
 from hvtui.config.load_schedules import convert_schedules
 from hvtui.config.models import ConfigModel
 from hvtui.config.settings import (
@@ -186,6 +187,17 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
             first_line[name.data] = item.at.line
         if item.model is None:
             continue
+        s3 = None
+        if "s3" in item.keys:
+            s3 = convert_s3(doc, item, item.keys["s3"])
+            if s3 is None:
+                continue
+            where = paths.repository_working_dir(item.model.name)
+        elif "path" in item.keys:
+            where = doc.resolve_path(item.model.path)
+        else:
+            doc.report(item.at, "missing required key 'path' (the repository's directory), or s3: for a repository in a bucket")
+            continue
         if item.model.default is True:
             defaults.append(item.keys["default"])
         retention = _retention(doc, item.keys["retention"]) if "retention" in item.keys else Retention()
@@ -193,15 +205,16 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
         repositories.append(
             RepositoryConfig(
                 name=item.model.name,
-                path=doc.resolve_path(item.model.path),
+                path=where,
                 default=item.model.default is True,
                 retention=retention,
-                format=item.model.format if isinstance(item.model.format, int) else 1,
+                format=2 if s3 is not None else item.model.format if isinstance(item.model.format, int) else 1,
                 pack_size_mib=item.model.pack_size_mib if isinstance(item.model.pack_size_mib, int) else 32,
                 compression=item.model.compression if isinstance(item.model.compression, str) else "lz4",
                 zstd_level=item.model.zstd_level if isinstance(item.model.zstd_level, int) else 3,
                 passphrase=_passphrase_source(doc, item),
                 copy_to=item.model.copy_to if isinstance(item.model.copy_to, str) else None,
+                s3=s3,
             )
         )
     names = {r.name for r in repositories}

@@ -42,6 +42,7 @@ from hvtui.config.fields import (
     text,
 )
 from hvtui.config.notify_models import EmailModel, NotificationModel
+from hvtui.config.s3 import S3_REFUSED_KEYS, S3Model
 from hvtui.config.schedule_models import ScheduleModel
 from hvtui.config.smb import SmbModel
 
@@ -257,7 +258,8 @@ class RepositoryModel(Model, kw_only=True):
     """A backup repository."""
 
     name: Annotated[str, Meta(pattern=NAME_PATTERN), described("How --repo names it.", kind="name", what="a repository name", missing="how --repo names it")]
-    path: path("The repository's directory.", missing="the repository's directory")
+    path: path("The repository's directory (or s3: for a bucket).") | UnsetType = UNSET
+    s3: collection(S3Model, "the S3 settings (a mapping)", "The repository lives in an S3-compatible bucket (instead of path:).") | UnsetType = UNSET
     default: boolean("The repository used when none is named.") | UnsetType = UNSET
     retention: RetentionModel | UnsetType = UNSET
     format: integer(1, 2, "On-disk format of a repository created here: 1 (default) or 2, packs (docs/repository-format.md).") | UnsetType = UNSET
@@ -275,6 +277,7 @@ class RepositoryModel(Model, kw_only=True):
 
 
 REFUSED_KEYS[RepositoryModel] = {"passphrase": PLAIN_PASSPHRASE_MESSAGE}
+REFUSED_KEYS[S3Model] = S3_REFUSED_KEYS
 
 
 class JobsModel(Model):

@@ -157,6 +157,26 @@ class Retention:
 
 
 @dataclass(frozen=True, slots=True)
+class S3RepositoryConfig:
+    """A repository in an S3-compatible bucket; the keys are where to find them, never them."""
+
+    bucket: str
+    endpoint: str | None = None  # None: AWS's endpoint for the region
+    prefix: str = ""
+    region: str | None = None
+    access_key: SecretSource | None = None  # None (with secret_key): the standard AWS credential chain
+    secret_key: SecretSource | None = None
+    ca_bundle: Path | None = None
+    storage_class: str | None = None
+    insecure_http: bool = False
+
+    @property
+    def where(self) -> str:
+        prefix = self.prefix.strip("/")
+        return f"s3://{self.bucket}/{prefix}".rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
 class RepositoryConfig:
     name: str
     path: Path
@@ -169,6 +189,13 @@ class RepositoryConfig:
     # An encrypted repository's passphrase; set: a repository created here is encrypted (format 2)
     passphrase: SecretSource = field(default_factory=SecretSource)
     copy_to: str | None = None  # a repository each successful backup into this one is copied to
+    # In a bucket (``path`` is then this machine's working folder for it); None: in the folder ``path``
+    s3: S3RepositoryConfig | None = None
+
+    @property
+    def where(self) -> str:
+        """Where the repository lives, as the user names it: its folder or ``s3://bucket/prefix``."""
+        return self.s3.where if self.s3 is not None else str(self.path)
 
 
 @dataclass(frozen=True, slots=True)

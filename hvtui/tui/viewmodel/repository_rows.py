@@ -24,7 +24,7 @@ REPOSITORY_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("last_backup", "LAST BACKUP", 2, 16),
     ColumnSpec("last_copy", "LAST COPY", 0, 28),
     ColumnSpec("copy_to", "COPIES TO", 1, 20),
-    ColumnSpec("path", "PATH", 3, 200, flex=True),
+    ColumnSpec("path", "WHERE", 3, 200, flex=True),
 )
 
 
@@ -40,8 +40,8 @@ def _format(repo: RepositoryOverview) -> str:
     info = repo.info
     if info.state == "absent":
         return "not created"
-    if info.state == "damaged":
-        return "DAMAGED"
+    if info.state in ("damaged", "unreachable"):
+        return info.state.upper()
     return f"{info.version}" if info.version is not None else "-"
 
 
@@ -60,9 +60,9 @@ def build_repository_rows(repos: Sequence[RepositoryOverview], zone: tzinfo, pal
             local(info.last_backup, zone),
             last_copy,
             repo.copy_to or "-",
-            str(info.path),
+            info.where or str(info.path),
         )
-        style = palette.crit if info.state == "damaged" else NO_STYLE
+        style = palette.crit if info.state in ("damaged", "unreachable") else NO_STYLE
         texts = tuple(Cell(value, style if spec.id == "format" else NO_STYLE) for spec, value in zip(REPOSITORY_COLUMNS, plain, strict=True))
         rows.append(RepositoryRow(info.name, repo, plain, texts))
     return rows
@@ -78,9 +78,11 @@ def repository_column_widths(rows: Iterable[RepositoryRow]) -> dict[str, int]:
 
 def repository_detail(row: RepositoryRow) -> str:
     info = row.overview.info
-    lines = [f"{info.name}: {info.backend} repository at {info.path}"]
+    lines = [f"{info.name}: {info.backend} repository at {info.where or info.path}"]
+    if info.endpoint:
+        lines.append(f"endpoint {info.endpoint}; this machine's working folder for it: {info.path}")
     if info.problem:
-        lines.append(f"damaged: {info.problem}")
+        lines.append(f"{info.state}: {info.problem}")
     if info.compression:
         lines.append(f"compression {info.compression}")
     if row.overview.copy_to:
