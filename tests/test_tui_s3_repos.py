@@ -62,8 +62,8 @@ async def test_a_copy_job_into_the_bucket_and_the_repositories_view(core: Core) 
         await settle(pilot)
         assert "Repositories [2]" in flat(screen_text(app))
         line = next(line for line in screen_text(app).splitlines() if line.lstrip().startswith("offsite"))
-        # (its POINTS column needs s3engine's listing key: this branch's cache keys on the local folder)
         assert " s3 " in line and "encrypted" in line and f"s3://{BUCKET}/{s3.prefix}" in line and "from main" in line
+        assert " 1 " in line  # the copied point, listed from the bucket (not the empty local working folder)
         screen = app.screen
         assert isinstance(screen, RepositoriesScreen)
         await pilot.press("down")

@@ -10,7 +10,6 @@ repository in a bucket the slot objects there are added and removed too (engine/
 from __future__ import annotations
 
 from hvtui.backups.guard import SafetyGuard
-from hvtui.backups.locations import LocalOnly
 from hvtui.backups.repositories import RepositoryList
 from hvtui.config import RepositoryConfig
 from hvtui.engine import keys
@@ -41,15 +40,6 @@ class RepositoryKeys:
         rc, config = self._encrypted(name)
         return rc, keys.list_slots(rc.path, config["id"])
 
-    def require_changeable(self, name: str, action: str, args: dict | None = None) -> None:
-        """Refuse (audit-logged) changing the key slots of a repository in a bucket: its slots are
-        objects that this machine's copy only mirrors."""
-        try:
-            self._repositories.location(name).require_local(action.replace(".", " "))
-        except LocalOnly as err:
-            self._guard.audit_record(action, f"repository:{name}", None, args or {"repository": name}, "refused", str(err))
-            raise
-
     def _opened(self, rc: RepositoryConfig, action: str, args: dict) -> Repository:
         target = f"repository:{rc.name}"
         reason = self._guard.read_only_reason()
@@ -66,7 +56,6 @@ class RepositoryKeys:
         """A new slot wrapping the master key with ``new_passphrase``; its id."""
         rc, _config = self._encrypted(name)
         args = {"repository": rc.name}
-        self.require_changeable(rc.name, "repo.key.add", args)
         repo = self._opened(rc, "repo.key.add", args)
         try:
             slot = add_key_slot(repo, new_passphrase)
@@ -79,7 +68,6 @@ class RepositoryKeys:
     def remove(self, name: str | None, slot: str) -> None:
         rc, _config = self._encrypted(name)
         args = {"repository": rc.name, "slot": slot}
-        self.require_changeable(rc.name, "repo.key.remove", args)
         repo = self._opened(rc, "repo.key.remove", args)
         try:
             remove_key_slot(repo, slot)

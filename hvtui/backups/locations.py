@@ -183,8 +183,6 @@ _ALTERNATIVES = {
     "repo migrate": "it is always format 2 already, nothing to migrate",
     "repair-repository": "its config.json is never rewritten there; if it is lost, copy the points to a new repository "
     "with `hvtui copy` from another copy of them",
-    "repo key add": "use the passphrase it was created with (changing key slots in a bucket is not supported yet)",
-    "repo key remove": "key slots in a bucket cannot be removed yet; keep the passphrase safe",
 }
 
 

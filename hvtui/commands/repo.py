@@ -253,7 +253,6 @@ def run_key_list(args: argparse.Namespace, core: Core) -> int:
 @reported
 def run_key_add(args: argparse.Namespace, core: Core) -> int:
     rc, _slots = core.repository_keys.slots(args.name)
-    core.repository_keys.require_changeable(rc.name, "repo.key.add")  # before asking for a new passphrase
     reason = core.backups.read_only_reason()
     passphrase = "" if reason else new_passphrase(f"new passphrase for repository {rc.name}", args.new_passphrase_env)
     slot = core.repository_keys.add(rc.name, passphrase)
@@ -267,7 +266,6 @@ def run_key_add(args: argparse.Namespace, core: Core) -> int:
 @reported
 def run_key_remove(args: argparse.Namespace, core: Core) -> int:
     rc, slots = core.repository_keys.slots(args.name)
-    core.repository_keys.require_changeable(rc.name, "repo.key.remove")  # before asking
     others = [s for s in slots if s.slot != args.slot and not s.problem]
     if core.backups.read_only_reason() is None and any(s.slot == args.slot for s in slots) and others:
         question = (
