@@ -6,6 +6,11 @@ finished pack is uploaded whole from its temporary file (multipart by the backen
 read with ranged GETs, a trailer with two small ranged reads.  Both raise ``FileNotFoundError``
 for a pack that does not exist, so callers treat a lost pack alike; a storage failure is the
 backend's ``BackendError`` (a clear ``RepositoryError``), never mistaken for damage.
+
+A backup hands its finished packs over with ``publish_background``: ``BackendPacks`` uploads
+several at once (``PackUploads``) while the backup goes on; the packs waiting are their local
+temporary files, bounded in bytes, so memory stays flat whatever the disk size.
+``make_durable`` (before any index or manifest names them) waits until every one is stored.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import contextlib
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hvtui.engine.backends.base import Backend, ObjectMissing
@@ -28,6 +35,14 @@ def is_index_name(name: str) -> bool:
 
 def pack_key(pack_id: str) -> str:
     return f"packs/{pack_id[:2]}/{pack_id}"
+
+
+# Uploads at once, and bytes of finished packs (local files) allowed to wait for one: with
+# 32 MiB packs, 3 uploading and about one more ready. Each upload holds at most boto3's
+# multipart concurrency x part size in memory (backends/s3.py), so memory is bounded by these
+# figures, never by the disk's size.
+UPLOAD_WORKERS = 3
+UPLOAD_BACKLOG = 128 * 1024 * 1024
 
 
 class PackObjects(ABC):
@@ -53,9 +68,15 @@ class PackObjects(ABC):
     def publish(self, writer: PackWriter, fsync: bool = True) -> int:
         """Give a finished pack its final name; its size."""
 
+    def publish_background(self, writer: PackWriter, done: Callable[[int], None]) -> None:
+        """Publish a finished pack, perhaps later; ``done(size)`` once it is stored. A failure is
+        raised by a later ``publish_background`` or by ``make_durable``. Here: at once."""
+        done(self.publish(writer))
+
     @abstractmethod
     def make_durable(self) -> None:
-        """Make every pack published since the last call survive a crash."""
+        """Make every pack published since the last call survive a crash (background
+        publications included: it waits for them, and raises the first that failed)."""
 
     @abstractmethod
     def delete(self, pack_ids: list[str]) -> int:
@@ -162,11 +183,75 @@ class LocalPacks(PackObjects):
         fsync_dir(self.index_dir)
 
 
+class PackUploads:
+    """Finished packs stored by a small pool of threads, ``workers`` at a time.
+
+    ``submit`` blocks while the packs not yet stored would exceed ``max_waiting`` bytes (one
+    pack is always admitted), so a fast backup waits for a slow store instead of piling up
+    files. The first failure stops the uploads still queued and is raised, once, by the next
+    ``submit`` or ``wait``; a pack is only reported ``done`` once it is stored."""
+
+    def __init__(self, store: Callable[[PackWriter], None], workers: int, max_waiting: int) -> None:
+        self.store = store
+        self.workers = workers
+        self.max_waiting = max_waiting
+        self.waiting = 0  # packs submitted and not yet stored or failed
+        self.waiting_bytes = 0
+        self._failure: BaseException | None = None
+        self._cond = threading.Condition()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, writer: PackWriter, size: int, done: Callable[[int], None]) -> None:
+        with self._cond:
+            try:
+                self._raise_failure()
+                while self.waiting and self.waiting_bytes + size > self.max_waiting:
+                    self._cond.wait()
+                    self._raise_failure()
+            except BaseException:
+                writer.discard()
+                raise
+            self.waiting += 1
+            self.waiting_bytes += size
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="hvtui-pack-upload")
+            self._pool.submit(self._run, writer, size, done)
+
+    def _run(self, writer: PackWriter, size: int, done: Callable[[int], None]) -> None:
+        try:
+            if self._failure is None:  # after a failure the backup is failing: store nothing more
+                self.store(writer)
+                done(size)
+        except BaseException as err:  # noqa: BLE001 - handed to the backup's thread
+            with self._cond:
+                if self._failure is None:
+                    self._failure = err
+        finally:
+            writer.discard()
+            with self._cond:
+                self.waiting -= 1
+                self.waiting_bytes -= size
+                self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Until every pack submitted is stored or failed; raises the first failure."""
+        with self._cond:
+            while self.waiting:
+                self._cond.wait()
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+
 class BackendPacks(PackObjects):
     """Pack objects ``packs/<2 hex>/<64 hex>`` in a ``Backend``; temporary files stay local."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, workers: int | None = None, backlog: int | None = None) -> None:
         self.backend = backend
+        self.uploads = PackUploads(self._upload, workers or UPLOAD_WORKERS, backlog or UPLOAD_BACKLOG)
 
     def ids(self) -> set[str]:
         found: set[str] = set()
@@ -196,16 +281,23 @@ class BackendPacks(PackObjects):
         # The upload is the commit point: an object exists whole or not at all; no local fsync
         # is needed for a file that is deleted once uploaded.
         size = writer.complete(fsync=False)
-        assert writer.tmp is not None
         try:
-            with open(writer.tmp, "rb") as data:
-                self.backend.put(pack_key(writer.pack_id), data)
+            self._upload(writer)
         finally:
             writer.discard()
         return size
 
+    def publish_background(self, writer: PackWriter, done: Callable[[int], None]) -> None:
+        self.uploads.submit(writer, writer.complete(fsync=False), done)
+
+    def _upload(self, writer: PackWriter) -> None:
+        assert writer.tmp is not None
+        with open(writer.tmp, "rb") as data:
+            self.backend.put(pack_key(writer.pack_id), data)
+
     def make_durable(self) -> None:
-        """Nothing to do: an object store acknowledges a put once it is durable."""
+        """Wait for the uploads: an object store acknowledges a put once it is durable."""
+        self.uploads.wait()
 
     def delete(self, pack_ids: list[str]) -> int:
         freed = 0

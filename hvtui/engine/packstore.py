@@ -217,6 +217,12 @@ class PackStore:
         self.index.added(writer.pack_id, list(writer.entries))
         return size
 
+    def publish_pack_background(self, writer: PackWriter) -> None:
+        """Publish a finished pack while the caller goes on (several upload at once to an object
+        store); its chunks become usable once it is stored. ``make_durable`` waits for it."""
+        entries = list(writer.entries)
+        self.packs.publish_background(writer, lambda _size: self.index.added(writer.pack_id, entries))
+
     def make_durable(self) -> None:
         """Before a manifest: the packs' directories, then an index naming the new packs."""
         self.make_durable_dirs()
@@ -331,7 +337,8 @@ class PackSink:
     """Where the backup pipeline's writer thread puts new chunks: the current pack.
 
     A pack is handed to the publisher thread (``take``) once it reaches the target size;
-    the publisher writes its trailer, fsyncs and renames it into ``packs/``.  A killed
+    the publisher writes its trailer, fsyncs and renames it into ``packs/`` (or starts its
+    upload: several upload at once, and ``make_durable`` waits for them).  A killed
     backup loses at most the packs not yet published (one or two target sizes of work).
     """
 
@@ -358,7 +365,8 @@ class PackSink:
         return None
 
     def publish(self, batch: _Batch) -> None:
-        self.store.publish_pack(batch.writer)
+        """Hand the pack over; it may still be uploading on return (``store.make_durable`` waits)."""
+        self.store.publish_pack_background(batch.writer)
 
     def discard(self, batch: _Batch | None) -> None:
         if batch is not None:
