@@ -196,3 +196,29 @@ def test_a_failed_pack_upload_fails_the_backup_with_no_manifest_and_the_next_bac
     assert other.point_ids() == [point]
     restore_to_directory(other, point, tmp_path / "out")
     assert vdisk.read_logical(tmp_path / "out" / "web01.vhdx", 0, 8 * MiB) == host.read_disk(vm_id, 0, 0, 8 * MiB)
+
+
+def test_a_backup_or_a_copy_lists_the_packs_in_the_bucket_once_whatever_their_number(
+    lab: tuple[LabHost, str], store: Watched, tmp_path: Path
+) -> None:
+    # Listing packs/ walks every pack object (a request per 1000 on S3): it is done once, when the
+    # lock is taken (to see packs lost or left unindexed); the rest comes from the index.
+    from hvtui.engine.copy import copy_points, plan_copy
+
+    host, vm_id = lab
+    repo = open_repo(store, tmp_path / "state")
+    run_backup(repo, host, vm_id, "full")
+    assert store.lists.count("packs/") == 1 and store.pack_puts >= 20
+    store.lists.clear()
+    host.write_guest_data(vm_id, 0, 0, os.urandom(2 * MiB))
+    run_backup(repo, host, vm_id, "incremental")
+    assert store.lists.count("packs/") == 1
+
+    local = Repository.open(tmp_path / "local", create=True, chunk_size=64 * KiB, version=2)
+    for i in range(3):
+        host.write_guest_data(vm_id, 0, i * MiB, os.urandom(MiB))
+        run_backup(local, host, vm_id, "full" if i == 0 else "incremental")
+    target = open_on_backend(store, tmp_path / "copy-state", "offsite2", lambda: PASS, create=True)
+    store.lists.clear()
+    copied = copy_points(local, target, plan_copy(local, target, lambda _p: True)[0])
+    assert len(copied.copied) == 3 and store.lists.count("packs/") <= 1
