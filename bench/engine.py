@@ -11,7 +11,8 @@ Usage::
                                                 # also: listing points at 5/20/60 points per format,
                                                 # and this machine's 2-thread read+SHA-256+lz4 ceiling
     python bench/engine.py --tools hvtui-v2-enc,hvtui-s3  # backup, restore and copy to a loopback SeaweedFS
-                                                # (bench/s3_target.py) beside v2 encrypted local
+                                                # (bench/s3_target.py) beside v2 encrypted local;
+                                                # --s3-before DIR: the same with DIR's code, in the same run
     python bench/engine.py --tools hvtui,hvtui-smb --workdir /tmp/hb
                                                 # the same backups read over SMB3 from a loopback
                                                 # Samba share (bench/smb_source.py), beside the local ones
@@ -329,23 +330,33 @@ class HvtuiS3(Hvtui):
     """Format 2 encrypted, the repository in the loopback SeaweedFS's bucket (a fresh prefix each
     run); also times copying the local encrypted repository's points into another fresh prefix."""
 
-    def __init__(self, work: Path, data_dir: Path, settings: dict, copy_from: Hvtui | None) -> None:
-        super().__init__(work, data_dir, 1, True, "hvtui s3", version="s3")  # type: ignore[arg-type]
+    def __init__(
+        self, work: Path, data_dir: Path, settings: dict, copy_from: Hvtui | None, code: Path | None = None
+    ) -> None:
+        """``code``: another checkout of hvtui (its bench/engine.py runs the subprocesses), to
+        measure a change before and after in one run on a shared, noisy machine."""
+        name = "hvtui s3" if code is None else f"hvtui s3 ({code.name})"
+        super().__init__(work, data_dir, 1, True, name, version="s3")  # type: ignore[arg-type]
         self.settings = settings
         self.copy_from = copy_from
+        self.code = code
         self.runs = 0
+
+    def _cmd(self, *args: str) -> list[str]:
+        script = Path(__file__).resolve() if self.code is None else self.code.resolve() / "bench" / "engine.py"
+        return [sys.executable, str(script), "_hvtui", *args]
 
     def fresh(self) -> None:
         super().fresh()  # this machine's state folder for the repository
         self.runs += 1
-        self.prefix = f"backup-{self.runs}"
+        self.prefix = f"{self.slug}-backup-{self.runs}"
         self.env = {s3_target.ENV: json.dumps({**self.settings, "prefix": self.prefix})}
 
     def copy(self) -> Run:
         """Every point of ``copy_from``'s repository into a fresh prefix (a new repository)."""
         assert self.copy_from is not None
-        self.copy_prefix = f"copy-{self.runs}"
-        state = self.work / f"state-copy-{self.runs}"
+        self.copy_prefix = f"{self.slug}-copy-{self.runs}"
+        state = self.work / f"state-copy-{self.slug}-{self.runs}"
         shutil.rmtree(state, ignore_errors=True)
         env = {s3_target.ENV: json.dumps({**self.settings, "prefix": self.copy_prefix})}
         return run_tool(self._cmd("copy", str(self.copy_from.repo), str(state)), env)
@@ -859,12 +870,16 @@ def report_v2_targets(
 
 def report_s3(results: dict[str, Result], info: dict) -> None:
     """Issue 21's targets for object storage, from this run's figures (printed, not asserted)."""
-    local, s3 = results.get("hvtui v2 encrypted"), results.get("hvtui s3")
-    if local is None or s3 is None or not s3.full:
-        return
+    local = results.get("hvtui v2 encrypted")
+    for name, s3 in results.items():
+        if local is not None and name.startswith("hvtui s3") and s3.full:
+            _report_s3(name, local, s3, info)
+
+
+def _report_s3(name: str, local: Result, s3: Result, info: dict) -> None:
     data_mb = info["allocated_bytes"] / 1e6
     print()
-    print("S3 (loopback SeaweedFS) beside v2 encrypted local (issue 21; printed, not asserted):")
+    print(f"{name}: S3 (loopback SeaweedFS) beside v2 encrypted local (issue 21; printed, not asserted):")
     print(f"  {'':<16}{'local s':>9}{'S3 s':>9}{'local/S3':>10}{'S3 MB/s data':>14}{'S3 peak RSS MB':>16}")
     for label, runs_of in (("full backup", lambda r: r.full), ("incremental 1%", lambda r: r.incr), ("restore", lambda r: r.restore)):
         here, there = local.med(runs_of(local)), s3.med(runs_of(s3))
@@ -903,6 +918,9 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-v2-enc, format 2 encrypted; "
         "hvtui-zstd, format 2 with zstd; hvtui-smb, reading over SMB3; hvtui-s3, format 2 encrypted in a "
         "loopback SeaweedFS bucket, with a copy of the local encrypted repository into it)",
+    )
+    parser.add_argument(
+        "--s3-before", type=Path, help="hvtui-s3: also run the S3 figures with this checkout's code (before/after, one run)"
     )
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument(
@@ -956,6 +974,8 @@ def main(argv: list[str] | None = None) -> int:
                     if local_enc is None:  # the figure S3 is measured against, and the copy's source
                         local_enc = Hvtui(work, data_dir, 1, True, "hvtui v2 encrypted", version="2e")  # type: ignore[arg-type]
                         tools.append(local_enc)
+                    if args.s3_before:
+                        tools.append(HvtuiS3(work, data_dir, {}, local_enc, args.s3_before))  # type: ignore[arg-type]
                     tools.append(HvtuiS3(work, data_dir, {}, local_enc))  # type: ignore[arg-type]
                 else:
                     missing.append(why_not)
@@ -979,13 +999,16 @@ def main(argv: list[str] | None = None) -> int:
         for line in missing:
             print(line)
         results: dict[str, Result] = {}
+        s3_settings: dict = {}  # one server for every S3 tool
         with contextlib.ExitStack() as stack:
             for tool in tools:
                 if tool.name == "hvtui smb" and isinstance(tool, Hvtui):
                     settings = stack.enter_context(smb_bench.serving(data_dir, DISK_NAME))
                     tool.env = {smb_bench.ENV: json.dumps({**settings, "read_ahead": args.smb_read_ahead})}
                 if isinstance(tool, HvtuiS3):
-                    tool.settings = stack.enter_context(s3_target.serving(work / "seaweed"))
+                    if not s3_settings:
+                        s3_settings.update(stack.enter_context(s3_target.serving(work / "seaweed")))
+                    tool.settings = s3_settings
             measure(tools, disk, blocks, args, results)
         report(results, info, args, missing)
         report_s3(results, info)
