@@ -57,12 +57,17 @@ class Watched(Backend):
         self.gate: threading.Event | None = None
         self.fail_pack_put: int | None = None  # this pack put (1-based) fails as a dead store would
         self.lists: list[str] = []
+        self.pack_gets = 0
+        self.corrupt_pack_put: int | None = None  # this pack put (1-based) stores a byte flipped
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         self.lists.append(prefix)
         return self.real.list(prefix)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        if key.startswith("packs/"):
+            with self.lock:
+                self.pack_gets += 1
         return self.real.get(key, offset, length)
 
     def put(self, key: str, data: Payload) -> None:
@@ -79,6 +84,10 @@ class Watched(Backend):
                 raise AssertionError("the test never released the uploads")
             if number == self.fail_pack_put:
                 raise BackendError(self.where, f"put {key}: the storage failed (injected)")
+            if number == self.corrupt_pack_put:  # the store keeps something else than was sent
+                body = bytearray(data.read())  # type: ignore[union-attr]
+                body[len(body) // 3] ^= 0x01
+                data = bytes(body)
             self.real.put(key, data)
         finally:
             with self.lock:
@@ -220,5 +229,53 @@ def test_a_backup_or_a_copy_lists_the_packs_in_the_bucket_once_whatever_their_nu
         run_backup(local, host, vm_id, "full" if i == 0 else "incremental")
     target = open_on_backend(store, tmp_path / "copy-state", "offsite2", lambda: PASS, create=True)
     store.lists.clear()
+    puts_before, store.pack_gets = store.pack_puts, 0
     copied = copy_points(local, target, plan_copy(local, target, lambda _p: True)[0])
     assert len(copied.copied) == 3 and store.lists.count("packs/") <= 1
+    # What arrived is read back a pack at a time (one ranged GET each here), not a GET per chunk.
+    sent_packs = store.pack_puts - puts_before
+    assert 0 < store.pack_gets <= sent_packs < copied.chunks_sent
+
+
+def test_a_pack_that_arrives_different_from_what_a_copy_sent_fails_it_before_any_manifest(
+    lab: tuple[LabHost, str], store: Watched, tmp_path: Path
+) -> None:
+    from hvtui.engine.copy import copy_points, plan_copy
+
+    host, vm_id = lab
+    local = Repository.open(tmp_path / "local", create=True, chunk_size=64 * KiB, version=2)
+    run_backup(local, host, vm_id, "full")
+    target = open_repo(store, tmp_path / "state")
+    store.corrupt_pack_put = 3
+    with pytest.raises(RepositoryError, match="a copied chunk arrived damaged in repository offsite"):
+        copy_points(local, target, plan_copy(local, target, lambda _p: True)[0])
+    assert target.point_ids() == [] and not list(store.real.list("points/"))
+
+
+def test_get_many_reads_spans_of_neighbouring_blobs_and_names_a_damaged_one(
+    lab: tuple[LabHost, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hvtui.engine import packstore
+    from hvtui.engine.store import ChunkDamaged
+
+    host, vm_id = lab
+    repo = Repository.open(tmp_path / "local", create=True, chunk_size=64 * KiB, version=2)
+    repo.store.pack_size = PACK  # type: ignore[union-attr]
+    run_backup(repo, host, vm_id, "full")
+    store = repo.store
+    digests = store.iter_ids()
+    reads: list[int] = []
+    real_read = store.packs.read  # type: ignore[union-attr]
+    monkeypatch.setattr(store.packs, "read", lambda pid, off, n: reads.append(n) or real_read(pid, off, n))
+    monkeypatch.setattr(packstore, "READ_SPAN", 200 * KiB)  # about three chunks per read
+    got = dict(store.get_many(list(reversed(digests))))  # type: ignore[union-attr]
+    assert got == {d: store.get(d) for d in digests}
+    assert max(reads[: len(reads) - len(digests)]) <= 200 * KiB and len(reads) - len(digests) < len(digests) / 2
+
+    pack_id, offset, length = store.location(digests[0])  # type: ignore[misc]
+    path = store.pack_path(pack_id)
+    raw = bytearray(path.read_bytes())
+    raw[offset + length // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ChunkDamaged):
+        dict(store.get_many(digests))  # type: ignore[union-attr]

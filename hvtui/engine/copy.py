@@ -195,11 +195,18 @@ class _PointCopier:
         """Once every pack handed over is stored: read back what was sent, before any manifest."""
         self.target.store.make_durable()
         arrived, self.pending = self.pending, []
-        for new_id in arrived:  # read back from the target: what arrived is what was sent
-            try:
-                self.target.store.get(new_id)
-            except (ChunkDamaged, ChunkMissing) as err:
-                raise RepositoryError(f"a copied chunk arrived damaged in repository {self.target.name}: {err}") from None
+        store = self.target.store
+        try:
+            if isinstance(store, PackStore):
+                # A pack's chunks in a few ranged reads, not one each. Sealed blobs that
+                # authenticate under their id are exactly what was sent: no hash to redo.
+                for _digest, _data in store.get_many(arrived, verify=store.cipher is None):
+                    pass
+            else:
+                for new_id in arrived:
+                    store.get(new_id)
+        except (ChunkDamaged, ChunkMissing) as err:
+            raise RepositoryError(f"a copied chunk arrived damaged in repository {self.target.name}: {err}") from None
 
 
 def copy_points(

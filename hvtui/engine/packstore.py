@@ -10,6 +10,7 @@ its pack and offset, and never decoded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from hvtui.engine.store import (
 # A pack whose referenced chunks fill less than this share of it is rewritten by prune
 # (restic's --max-unused plays the same role).
 REPACK_BELOW = 0.5
+READ_SPAN = 16 * 1024 * 1024  # get_many's largest single read
 
 
 class PackStore:
@@ -116,6 +118,40 @@ class PackStore:
     def get(self, digest: bytes, verify: bool = True) -> bytes:
         blob, pack_id = self.read_blob(digest)
         return self.decode(digest, blob, pack_id, self._offset(digest), verify)
+
+    def get_many(self, digests: list[bytes], verify: bool = True) -> Iterator[tuple[bytes, bytes]]:
+        """(digest, data) of each chunk, neighbouring blobs of a pack read together, at most
+        ``READ_SPAN`` bytes at a time: on object storage one ranged GET per span instead of
+        one per chunk. For reading back what was just written (they sit side by side)."""
+        located = []
+        for digest in digests:
+            loc = self.location(digest)
+            if loc is None:
+                raise self.missing(digest)
+            located.append((*loc, digest))
+        located.sort()
+        first = 0
+        while first < len(located):
+            pack_id, start = located[first][0], located[first][1]
+            last = first + 1
+            while (
+                last < len(located) and located[last][0] == pack_id
+                and located[last][1] + located[last][2] - start <= READ_SPAN
+            ):  # fmt: skip
+                last += 1
+            end = max(offset + length for _pid, offset, length, _d in located[first:last])
+            try:
+                span = self.packs.read(pack_id, start, end - start)
+            except FileNotFoundError:
+                raise ChunkMissing(located[first][3]) from None
+            except OSError as err:
+                raise ChunkDamaged(located[first][3], f"unreadable in pack {pack_id[:16]} ({err.strerror})") from None
+            for _pid, offset, length, digest in located[first:last]:
+                blob = span[offset - start : offset - start + length]
+                if len(blob) != length:
+                    raise ChunkDamaged(digest, f"truncated (pack {pack_id[:16]} ends inside it)")
+                yield digest, self.decode(digest, blob, pack_id, offset, verify)
+            first = last
 
     def stored_size(self, digest: bytes) -> int:
         loc = self.location(digest)
