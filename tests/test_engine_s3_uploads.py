@@ -279,3 +279,23 @@ def test_get_many_reads_spans_of_neighbouring_blobs_and_names_a_damaged_one(
     path.write_bytes(bytes(raw))
     with pytest.raises(ChunkDamaged):
         dict(store.get_many(digests))  # type: ignore[union-attr]
+
+
+def test_an_upload_failure_an_earlier_operation_never_saw_does_not_fail_the_next_one(
+    lab: tuple[LabHost, str], store: Watched, tmp_path: Path
+) -> None:
+    # An operation hands a pack over and fails on its own before waiting for it (its error is
+    # what the user sees); the upload fails too. That failure was the first operation's.
+    host, vm_id = lab
+    repo = open_repo(store, tmp_path / "state")
+    uploads = repo.store.packs.uploads  # type: ignore[union-attr]
+    store.fail_pack_put = 1
+    sink = repo.store.sink("earlier-owner", True)  # type: ignore[union-attr]
+    sink.add(b"\x01" * 32, 0, 5, b"hello")
+    batch = sink.take(force=True)
+    assert batch is not None
+    sink.publish(batch)  # its upload fails in the background; the operation never waits for it
+    store.wait_for(lambda: store.pack_puts == 1 and store.in_flight == 0, "the failed upload to end")
+    store.fail_pack_put = None
+    point = run_backup(repo, host, vm_id, "full").point_id
+    assert repo.point_ids() == [point] and uploads.waiting == 0

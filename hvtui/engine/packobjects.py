@@ -16,6 +16,7 @@ temporary files, bounded in bytes, so memory stays flat whatever the disk size.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -27,6 +28,8 @@ from hvtui.engine.backends.base import Backend, ObjectMissing
 from hvtui.engine.crypto import RepositoryCipher
 from hvtui.engine.packfile import BlobEntry, PackWriter, is_pack_id, parse_trailer, read_trailer
 from hvtui.files import atomic_write, fsync_dir
+
+log = logging.getLogger(__name__)
 
 
 def is_index_name(name: str) -> bool:
@@ -72,6 +75,10 @@ class PackObjects(ABC):
         """Publish a finished pack, perhaps later; ``done(size)`` once it is stored. A failure is
         raised by a later ``publish_background`` or by ``make_durable``. Here: at once."""
         done(self.publish(writer))
+
+    def settle(self) -> None:  # noqa: B027 - nothing runs in the background here
+        """Wait for background publications an earlier operation left (one that failed before
+        its ``make_durable``); their failure was that operation's and is not raised."""
 
     @abstractmethod
     def make_durable(self) -> None:
@@ -240,6 +247,15 @@ class PackUploads:
                 self._cond.wait()
             self._raise_failure()
 
+    def settle(self) -> None:
+        """Until every pack submitted is stored or failed; a failure is dropped (logged)."""
+        with self._cond:
+            while self.waiting:
+                self._cond.wait()
+            failure, self._failure = self._failure, None
+        if failure is not None:
+            log.info("a pack upload of an earlier operation had failed: %s", failure)
+
     def _raise_failure(self) -> None:
         failure, self._failure = self._failure, None
         if failure is not None:
@@ -298,6 +314,9 @@ class BackendPacks(PackObjects):
     def make_durable(self) -> None:
         """Wait for the uploads: an object store acknowledges a put once it is durable."""
         self.uploads.wait()
+
+    def settle(self) -> None:
+        self.uploads.settle()
 
     def delete(self, pack_ids: list[str]) -> int:
         freed = 0

@@ -246,6 +246,7 @@ class PackStore:
     def sink(self, owner: str, fsync: bool, batch_bytes: int = 0, batch_seconds: float = 0.0) -> PackSink:
         """``fsync`` is ignored (a pack is always synced whole before its rename), and so
         are the batch limits: a pack is handed over when it reaches the target size."""
+        self.packs.settle()  # uploads an earlier, failed operation left running: not this one's
         return PackSink(self, owner)
 
     def publish_pack(self, writer: PackWriter, fsync: bool = True) -> int:
