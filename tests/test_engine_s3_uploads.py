@@ -182,6 +182,8 @@ def test_packs_upload_several_at_once_within_a_bounded_backlog_and_restore_ident
     assert not backup.is_alive() and outcome and not isinstance(outcome[0], BaseException)
     assert store.most_in_flight == packobjects.UPLOAD_WORKERS and store.pack_puts >= 20
     assert pack_files_waiting(tmp_path / "state") == 0
+    # The upload threads end with the backup (a console opens repositories for years).
+    assert not [t for t in threading.enumerate() if t.name.startswith("hvtui-pack-upload")]
 
     other = open_on_backend(store.real, tmp_path / "machine-b", "offsite", lambda: PASS)
     restore_to_directory(other, other.point_ids()[0], tmp_path / "out")

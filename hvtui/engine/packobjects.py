@@ -242,16 +242,24 @@ class PackUploads:
 
     def wait(self) -> None:
         """Until every pack submitted is stored or failed; raises the first failure."""
+        self._idle()
+        with self._cond:
+            self._raise_failure()
+
+    def _idle(self) -> None:
+        """Wait until nothing is uploading, then end the threads: a console process opens
+        repositories for years and must not keep three idle threads per opening."""
         with self._cond:
             while self.waiting:
                 self._cond.wait()
-            self._raise_failure()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def settle(self) -> None:
         """Until every pack submitted is stored or failed; a failure is dropped (logged)."""
+        self._idle()
         with self._cond:
-            while self.waiting:
-                self._cond.wait()
             failure, self._failure = self._failure, None
         if failure is not None:
             log.info("a pack upload of an earlier operation had failed: %s", failure)
