@@ -58,6 +58,7 @@ class Watched(Backend):
         self.fail_pack_put: int | None = None  # this pack put (1-based) fails as a dead store would
         self.lists: list[str] = []
         self.pack_gets = 0
+        self.pack_get_lengths: list[int | None] = []
         self.corrupt_pack_put: int | None = None  # this pack put (1-based) stores a byte flipped
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -68,6 +69,7 @@ class Watched(Backend):
         if key.startswith("packs/"):
             with self.lock:
                 self.pack_gets += 1
+                self.pack_get_lengths.append(length)
         return self.real.get(key, offset, length)
 
     def put(self, key: str, data: Payload) -> None:
@@ -301,3 +303,30 @@ def test_an_upload_failure_an_earlier_operation_never_saw_does_not_fail_the_next
     store.fail_pack_put = None
     point = run_backup(repo, host, vm_id, "full").point_id
     assert repo.point_ids() == [point] and uploads.waiting == 0
+
+
+def test_a_restore_reads_each_pack_in_spans_and_a_quick_check_reads_only_headers(
+    lab: tuple[LabHost, str], store: Watched, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hvtui.engine.store import HEADER
+    from hvtui.engine.verify import run_verify
+
+    host, vm_id = lab
+    monkeypatch.setattr(packobjects, "READ_AHEAD", 512 * KiB)  # the chunk asked for and about 7 more
+    repo = open_repo(store, tmp_path / "state")
+    repo.store.pack_size = MiB  # type: ignore[union-attr]  # 16 chunks a pack
+    point = run_backup(repo, host, vm_id, "full").point_id
+    chunks = len(repo.store.iter_ids())
+    other = open_on_backend(store, tmp_path / "machine-b", "offsite", lambda: PASS)
+    store.pack_gets, store.pack_get_lengths = 0, []
+    restore_to_directory(other, point, tmp_path / "out")
+    assert vdisk.read_logical(tmp_path / "out" / "web01.vhdx", 0, 8 * MiB) == host.read_disk(vm_id, 0, 0, 8 * MiB)
+    assert store.pack_gets < 0.4 * chunks  # chunks read in order come several to a GET
+    assert max(n or 0 for n in store.pack_get_lengths) <= 512 * KiB + 65 * KiB
+
+    assert run_verify(other).ok  # through the spans too
+
+    third = open_on_backend(store, tmp_path / "machine-c", "offsite", lambda: PASS)
+    store.pack_get_lengths = []
+    assert all(third.store.check_quick(d) is None for d in third.store.iter_ids())  # type: ignore[union-attr]
+    assert store.pack_get_lengths and set(store.pack_get_lengths) == {HEADER.size}  # headers only: nothing read ahead

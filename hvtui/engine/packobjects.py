@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,6 +47,12 @@ def pack_key(pack_id: str) -> str:
 # figures, never by the disk's size.
 UPLOAD_WORKERS = 3
 UPLOAD_BACKLOG = 128 * 1024 * 1024
+# A chunk read near where the previous read of the same pack ended (a restore or a verify walking
+# through a pack; its workers and the backup's reorder chunks a little) also fetches this much
+# beyond it; a few such spans are kept. Scattered reads (an incremental's chunks in many packs,
+# a quick check's 16-byte headers) fetch only what they asked for.
+READ_AHEAD = 8 * 1024 * 1024
+READ_AHEAD_SPANS = 4
 
 
 class PackObjects(ABC):
@@ -276,6 +283,10 @@ class BackendPacks(PackObjects):
     def __init__(self, backend: Backend, workers: int | None = None, backlog: int | None = None) -> None:
         self.backend = backend
         self.uploads = PackUploads(self._upload, workers or UPLOAD_WORKERS, backlog or UPLOAD_BACKLOG)
+        self._spans: OrderedDict[tuple[str, int], bytes] = OrderedDict()  # (pack, start) -> bytes; newest last
+        self._read_ends: dict[str, int] = {}  # pack -> where its last read ended
+        self._fetching: dict[tuple[str, int], tuple[int, threading.Event]] = {}  # spans on their way
+        self._spans_lock = threading.Lock()
 
     def ids(self) -> set[str]:
         found: set[str] = set()
@@ -286,10 +297,45 @@ class BackendPacks(PackObjects):
         return found
 
     def read(self, pack_id: str, offset: int, length: int) -> bytes:
+        while True:
+            with self._spans_lock:
+                for (pid, start), span in reversed(self._spans.items()):
+                    if pid == pack_id and start <= offset and offset + length <= start + len(span):
+                        self._read_ends[pack_id] = offset + length
+                        return span[offset - start : offset - start + length]
+                coming = next(
+                    (ev for (pid, start), (end, ev) in self._fetching.items()
+                     if pid == pack_id and start <= offset and offset + length <= end),
+                    None,
+                )  # fmt: skip
+                if coming is None:
+                    last_end = self._read_ends.get(pack_id)
+                    walking = last_end is not None and abs(offset - last_end) <= READ_AHEAD and length >= 4096
+                    self._read_ends[pack_id] = offset + length
+                    if len(self._read_ends) > 64:
+                        self._read_ends.pop(next(iter(self._read_ends)))
+                    fetch = length + READ_AHEAD if walking and length < READ_AHEAD else length
+                    done = threading.Event()
+                    if fetch != length:  # another thread wanting a piece of it waits for it
+                        self._fetching[(pack_id, offset)] = (offset + fetch, done)
+                    break
+            coming.wait()  # then from the cache (or, had it failed or been evicted, fetched here)
         try:
-            return self.backend.get(pack_key(pack_id), offset, length)
+            data = self.backend.get(pack_key(pack_id), offset, fetch)
         except ObjectMissing:
             raise FileNotFoundError(pack_key(pack_id)) from None
+        else:
+            if fetch != length:
+                with self._spans_lock:
+                    self._spans[(pack_id, offset)] = data
+                    while len(self._spans) > READ_AHEAD_SPANS:
+                        self._spans.popitem(last=False)
+        finally:
+            if fetch != length:
+                with self._spans_lock:
+                    self._fetching.pop((pack_id, offset), None)
+                done.set()
+        return data[:length]
 
     def trailer(self, pack_id: str, cipher: RepositoryCipher | None) -> list[BlobEntry]:
         info = self.backend.stat(pack_key(pack_id))
@@ -327,6 +373,8 @@ class BackendPacks(PackObjects):
         self.uploads.settle()
 
     def delete(self, pack_ids: list[str]) -> int:
+        with self._spans_lock:
+            self._spans.clear()
         freed = 0
         for pack_id in pack_ids:
             info = self.backend.stat(pack_key(pack_id))
