@@ -10,6 +10,9 @@ Usage::
     python bench/engine.py --tools hvtui-v2,hvtui-v2-enc  # format 2 plain vs encrypted (AES-256-GCM, HMAC ids)
                                                 # also: listing points at 5/20/60 points per format,
                                                 # and this machine's 2-thread read+SHA-256+lz4 ceiling
+    python bench/engine.py --tools hvtui-v2-enc,hvtui-s3  # backup, restore and copy to a loopback SeaweedFS
+                                                # (bench/s3_target.py) beside v2 encrypted local;
+                                                # --s3-before DIR: the same with DIR's code, in the same run
     python bench/engine.py --tools hvtui,hvtui-smb --workdir /tmp/hb
                                                 # the same backups read over SMB3 from a loopback
                                                 # Samba share (bench/smb_source.py), beside the local ones
@@ -55,6 +58,7 @@ BLOCK = 32 * MiB  # Hyper-V's dynamic VHDX block size
 DISK_NAME = "disk0.vhdx"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import s3_target  # noqa: E402 - bench/s3_target.py, beside this file
 import smb_source as smb_bench  # noqa: E402 - bench/smb_source.py, beside this file
 
 
@@ -238,6 +242,10 @@ class Result:
     opened: list[tuple[float, float, float]] = field(default_factory=list)
     # hvtui smb only: (bytes its full read over SMB, bytes its incremental read over SMB)
     smb_read: list[tuple[int, int]] = field(default_factory=list)
+    # hvtui s3 only: copying the local encrypted repository's points into the bucket, and
+    # (stored bytes sent, data bytes of the points) of each copy
+    copy: list[Run] = field(default_factory=list)
+    copy_bytes: list[tuple[int, int]] = field(default_factory=list)
     note: str = ""
 
     def med(self, runs: list[Run]) -> float:
@@ -245,7 +253,7 @@ class Result:
 
     @property
     def peak_rss(self) -> float:
-        return max((r.rss_mb for r in self.full + self.incr + self.restore), default=float("nan"))
+        return max((r.rss_mb for r in self.full + self.incr + self.restore + self.copy), default=float("nan"))
 
 
 class Tool:
@@ -315,7 +323,43 @@ class Hvtui(Tool):
         )
 
     def restore(self, out: Path) -> Run:
-        return run_tool(self._cmd("restore", str(self.repo), str(out)))
+        return run_tool(self._cmd("restore", str(self.repo), str(out)), self.env)
+
+
+class HvtuiS3(Hvtui):
+    """Format 2 encrypted, the repository in the loopback SeaweedFS's bucket (a fresh prefix each
+    run); also times copying the local encrypted repository's points into another fresh prefix."""
+
+    def __init__(
+        self, work: Path, data_dir: Path, settings: dict, copy_from: Hvtui | None, code: Path | None = None
+    ) -> None:
+        """``code``: another checkout of hvtui (its bench/engine.py runs the subprocesses), to
+        measure a change before and after in one run on a shared, noisy machine."""
+        name = "hvtui s3" if code is None else f"hvtui s3 ({code.name})"
+        super().__init__(work, data_dir, 1, True, name, version="s3")  # type: ignore[arg-type]
+        self.settings = settings
+        self.copy_from = copy_from
+        self.code = code
+        self.runs = 0
+
+    def _cmd(self, *args: str) -> list[str]:
+        script = Path(__file__).resolve() if self.code is None else self.code.resolve() / "bench" / "engine.py"
+        return [sys.executable, str(script), "_hvtui", *args]
+
+    def fresh(self) -> None:
+        super().fresh()  # this machine's state folder for the repository
+        self.runs += 1
+        self.prefix = f"{self.slug}-backup-{self.runs}"
+        self.env = {s3_target.ENV: json.dumps({**self.settings, "prefix": self.prefix})}
+
+    def copy(self) -> Run:
+        """Every point of ``copy_from``'s repository into a fresh prefix (a new repository)."""
+        assert self.copy_from is not None
+        self.copy_prefix = f"{self.slug}-copy-{self.runs}"
+        state = self.work / f"state-copy-{self.slug}-{self.runs}"
+        shutil.rmtree(state, ignore_errors=True)
+        env = {s3_target.ENV: json.dumps({**self.settings, "prefix": self.copy_prefix})}
+        return run_tool(self._cmd("copy", str(self.copy_from.repo), str(state)), env)
 
 
 class Restic(Tool):
@@ -393,18 +437,27 @@ def hvtui_subcommand(argv: list[str]) -> int:
     sys.path.insert(0, str(REPO_ROOT))
     from hvtui.engine.backup import run_backup
     from hvtui.engine.compression import Compressor
+    from hvtui.engine.remote_repo import open_on_backend
     from hvtui.engine.repository import Repository
     from hvtui.engine.restore import restore_to_directory
 
+    s3_prefix = json.loads(os.environ[s3_target.ENV])["prefix"] if s3_target.ENV in os.environ else None
     if argv[0] == "backup":
         repo_path, data_dir, mode, chunk_mib, tracking, version = argv[1:7]
         codec, _, level = (argv[7] if len(argv) > 7 else "lz4").partition(":")
         encrypt = version == "2e"  # the passphrase is unwrapped (scrypt, ~0.5 s) inside the timed run
         started = time.perf_counter()
-        repo = Repository.open(
-            Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB, version=2 if encrypt else int(version),
-            passphrase=lambda: BENCH_PASSPHRASE, encrypt=encrypt, compressor=Compressor(codec, int(level or 3)),
-        )  # fmt: skip
+        if s3_prefix is not None:
+            repo = open_on_backend(
+                s3_target.backend(s3_prefix), Path(repo_path), "bench", lambda: BENCH_PASSPHRASE, create=True,
+                chunk_size=int(chunk_mib) * MiB,
+            )  # fmt: skip
+        else:
+            repo = Repository.open(
+                Path(repo_path), "bench", create=True, chunk_size=int(chunk_mib) * MiB,
+                version=2 if encrypt else int(version), passphrase=lambda: BENCH_PASSPHRASE, encrypt=encrypt,
+                compressor=Compressor(codec, int(level or 3)),
+            )  # fmt: skip
         opened = time.perf_counter() - started
         host = BenchHost(Path(data_dir), tracking=tracking == "1")
         try:
@@ -417,13 +470,27 @@ def hvtui_subcommand(argv: list[str]) -> int:
         from hvtui.engine.parent import point_order
 
         started = time.perf_counter()
-        repo = Repository.open(Path(argv[1]), "bench", passphrase=lambda: BENCH_PASSPHRASE)
+        if s3_prefix is not None:
+            repo = open_on_backend(s3_target.backend(s3_prefix), Path(argv[1]), "bench", lambda: BENCH_PASSPHRASE)
+        else:
+            repo = Repository.open(Path(argv[1]), "bench", passphrase=lambda: BENCH_PASSPHRASE)
         opened = time.perf_counter() - started
         # The newest point, not the last id: a full and an incremental of the same second sort
         # by their random suffix (the bench then restored the full and reported a wrong restore).
         latest = max((repo.load_point(point_id) for point_id in repo.point_ids()), key=point_order).id
         result = restore_to_directory(repo, latest, Path(argv[2]))
         print(json.dumps({**result.to_dict(), "open_s": opened}))
+        return 0
+    if argv[0] == "copy":  # every point of a local repository into a new one in the bucket
+        from hvtui.engine.copy import copy_points, plan_copy
+
+        assert s3_prefix is not None
+        source = Repository.open(Path(argv[1]), "bench", passphrase=lambda: BENCH_PASSPHRASE)
+        target = open_on_backend(s3_target.backend(s3_prefix), Path(argv[2]), "offsite", lambda: BENCH_PASSPHRASE, create=True)
+        points, _present, _skipped = plan_copy(source, target, lambda _point: True)
+        result = copy_points(source, target, points)
+        data = sum(f.data_chunks * p.chunk_size for p in points for f in p.files)
+        print(json.dumps({"bytes_sent": result.bytes_sent, "data_bytes": data, "points": len(result.copied)}))
         return 0
     if argv[0] == "points":
         repo = Repository.open(Path(argv[1]), "bench")
@@ -634,7 +701,14 @@ def measure(
             # The source VHDX stores only its allocated blocks: a restore should allocate no more.
             res.sparse.append(used <= allocated(disk)[0])
             res.correct.append(isolated(_matches_changed, disk, restored, undo, run))
-            res.repo_bytes.append(du(tool.repo))
+            if isinstance(tool, HvtuiS3):
+                res.repo_bytes.append(s3_target.measure_bucket(tool.settings, tool.prefix))
+                if tool.copy_from is not None:  # its repository now holds this run's full and incremental
+                    res.copy.append(tool.copy())
+                    done = json.loads(res.copy[-1].output.strip().splitlines()[-1])
+                    res.copy_bytes.append((done["bytes_sent"], done["data_bytes"]))
+            else:
+                res.repo_bytes.append(du(tool.repo))
             if isinstance(tool, Hvtui):
                 res.opened.append(tuple(_open_seconds(r) for r in (res.full[-1], res.incr[-1], res.restore[-1])))  # type: ignore[arg-type]
             shutil.rmtree(out, ignore_errors=True)
@@ -794,6 +868,37 @@ def report_v2_targets(
           f"{'met' if max(v1.peak_rss, v2.peak_rss) < 300 else 'NOT met'}")
 
 
+def report_s3(results: dict[str, Result], info: dict) -> None:
+    """Issue 21's targets for object storage, from this run's figures (printed, not asserted)."""
+    local = results.get("hvtui v2 encrypted")
+    for name, s3 in results.items():
+        if local is not None and name.startswith("hvtui s3") and s3.full:
+            _report_s3(name, local, s3, info)
+
+
+def _report_s3(name: str, local: Result, s3: Result, info: dict) -> None:
+    data_mb = info["allocated_bytes"] / 1e6
+    print()
+    print(f"{name}: S3 (loopback SeaweedFS) beside v2 encrypted local (issue 21; printed, not asserted):")
+    print(f"  {'':<16}{'local s':>9}{'S3 s':>9}{'local/S3':>10}{'S3 MB/s data':>14}{'S3 peak RSS MB':>16}")
+    for label, runs_of in (("full backup", lambda r: r.full), ("incremental 1%", lambda r: r.incr), ("restore", lambda r: r.restore)):
+        here, there = local.med(runs_of(local)), s3.med(runs_of(s3))
+        rss = max((r.rss_mb for r in runs_of(s3)), default=float("nan"))
+        print(f"  {label:<16}{fmt(here):>9}{fmt(there):>9}{fmt(here / there):>10}{fmt(data_mb / there, 0):>14}{fmt(rss, 0):>16}")
+    ratio = local.med(local.full) / s3.med(s3.full)
+    print(f"  backup to S3 >= 70 % of v2 encrypted local: {ratio * 100:.0f} % -> {'met' if ratio >= 0.7 else 'NOT met'}")
+    if s3.copy:
+        seconds = s3.med(s3.copy)
+        sent = statistics.median(b[0] for b in s3.copy_bytes) / 1e6
+        data = statistics.median(b[1] for b in s3.copy_bytes) / 1e6
+        rate = sent / seconds
+        copy_rss = max(r.rss_mb for r in s3.copy)
+        print(f"  copy local -> S3 (full + incremental, a new repository: chunks re-keyed): {seconds:.2f} s, "
+              f"{sent:.0f} MB sent = {rate:.0f} MB/s ({data / seconds:.0f} MB/s of point data); peak RSS {copy_rss:.0f} MB")
+        print(f"  copy >= 100 MB/s: {rate:.0f} MB/s -> {'met' if rate >= 100 else 'NOT met'}")
+    print(f"  peak RSS < 300 MB (backup, restore, copy): {s3.peak_rss:.0f} MB -> {'met' if s3.peak_rss < 300 else 'NOT met'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_hvtui":
@@ -811,7 +916,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tools",
         default="hvtui,restic,borg-buzhash,borg-fixed",
         help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-v2-enc, format 2 encrypted; "
-        "hvtui-zstd, format 2 with zstd; hvtui-smb, reading over SMB3)",
+        "hvtui-zstd, format 2 with zstd; hvtui-smb, reading over SMB3; hvtui-s3, format 2 encrypted in a "
+        "loopback SeaweedFS bucket, with a copy of the local encrypted repository into it)",
+    )
+    parser.add_argument(
+        "--s3-before", type=Path, help="hvtui-s3: also run the S3 figures with this checkout's code (before/after, one run)"
     )
     parser.add_argument("--sweep", help="hvtui only: compare chunk sizes, e.g. 1,2,4 (MiB)")
     parser.add_argument(
@@ -864,6 +973,18 @@ def main(argv: list[str] | None = None) -> int:
                 tools.append(Hvtui(work, data_dir, 1, True, f"hvtui v2 zstd {args.zstd_level}", version=2, compression=level))
             if "hvtui-v2-enc" in wanted:
                 tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 encrypted", version="2e"))  # type: ignore[arg-type]
+            if "hvtui-s3" in wanted:
+                why_not = s3_target.available()
+                if why_not is None:
+                    local_enc = next((t for t in tools if t.name == "hvtui v2 encrypted"), None)
+                    if local_enc is None:  # the figure S3 is measured against, and the copy's source
+                        local_enc = Hvtui(work, data_dir, 1, True, "hvtui v2 encrypted", version="2e")  # type: ignore[arg-type]
+                        tools.append(local_enc)
+                    if args.s3_before:
+                        tools.append(HvtuiS3(work, data_dir, {}, local_enc, args.s3_before))  # type: ignore[arg-type]
+                    tools.append(HvtuiS3(work, data_dir, {}, local_enc))  # type: ignore[arg-type]
+                else:
+                    missing.append(why_not)
             if "hvtui-smb" in wanted:
                 why_not = smb_bench.available()
                 if why_not is None:
@@ -884,12 +1005,17 @@ def main(argv: list[str] | None = None) -> int:
         for line in missing:
             print(line)
         results: dict[str, Result] = {}
+        s3_settings: dict = {}  # one server for every S3 tool
         with contextlib.ExitStack() as stack:
             for tool in tools:
                 if tool.name == "hvtui smb" and isinstance(tool, Hvtui):
                     settings = stack.enter_context(smb_bench.serving(data_dir, DISK_NAME))
                     tuning = {"read_ahead": args.smb_read_ahead, "connections": args.smb_connections}
                     tool.env = {smb_bench.ENV: json.dumps({**settings, **tuning})}
+                if isinstance(tool, HvtuiS3):
+                    if not s3_settings:
+                        s3_settings.update(stack.enter_context(s3_target.serving(work / "seaweed")))
+                    tool.settings = s3_settings
             measure(tools, disk, blocks, args, results)
             by_name = {tool.name: tool for tool in tools}
             pairs = []
@@ -898,6 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
         report(results, info, args, missing)
         for line in smb_bench.pair_report(pairs, info["allocated_bytes"]):
             print(line)
+        report_s3(results, info)
         if args.ceiling:
             top = json.loads(run_tool([sys.executable, str(Path(__file__).resolve()), "_hvtui", "ceiling", str(disk)]).output)
             print()

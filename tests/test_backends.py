@@ -129,6 +129,19 @@ def test_large_objects_go_multipart_and_ranged_reads_work(seaweed) -> None:
     assert backend.get("packs/big.pack") == data
 
 
+def test_a_large_file_uploads_multipart_by_its_name_not_through_memory(seaweed, tmp_path: Path) -> None:
+    # A pack waiting for upload is a local file: boto3 reads its parts from the file by name as it
+    # sends them (the handle given stays unread), instead of buffering whole parts of each upload.
+    backend = S3Backend(s3_settings(seaweed.endpoint))
+    data = os.urandom(MULTIPART_THRESHOLD + 3 * 1024 * 1024)
+    (tmp_path / "pack").write_bytes(data)
+    with open(tmp_path / "pack", "rb") as handle:
+        backend.put("packs/from-file.pack", handle)
+        assert handle.tell() == 0
+    head = backend._client.head_object(Bucket=BUCKET, Key=backend._key("packs/from-file.pack"))
+    assert head["ETag"].strip('"').endswith("-2") and backend.get("packs/from-file.pack") == data
+
+
 def test_prefixes_keep_repositories_apart(seaweed) -> None:
     one = S3Backend(s3_settings(seaweed.endpoint, prefix="site-a"))
     two = S3Backend(s3_settings(seaweed.endpoint, prefix="site-a-old"))

@@ -57,3 +57,19 @@ def test_the_engine_bench_reads_the_same_disk_over_smb3_beside_the_local_file(tm
     # through the reader (its 64 KiB buffered reads) once more.
     assert incr <= 2 * changed + 4 + 1.5, out
     assert "SMB full backup throughput = " in out and "SMB peak RSS" in out
+
+
+def test_the_engine_bench_backs_up_restores_and_copies_to_a_loopback_seaweedfs(tmp_path: Path) -> None:
+    # bench/s3_target.py starts tests/seaweed_support.py's server; the S3 rows come from real objects.
+    args = ["--size", "0.25", "--data", "0.07", "--runs", "1", "--tools", "hvtui-s3", "--workdir", str(tmp_path)]
+    out = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=600, check=True).stdout
+    s3 = next(line for line in out.splitlines() if line.startswith("hvtui s3 "))
+    local = next(line for line in out.splitlines() if line.startswith("hvtui v2 encrypted "))  # added as the reference
+    assert s3.split()[-4] == "yes" and local.split()[-4] == "yes", out  # restored from the bucket, as changed
+    assert float(s3.split()[-2]) > 0, out  # the bucket holds the repository's objects
+    sent = float(re.search(r"copy local -> S3 .*?: [\d.]+ s, (\d+) MB sent", out).group(1))
+    assert sent >= 0.5 * float(local.split()[-2]), out  # the copy sent about the local repository's bytes
+    assert "backup to S3 >= 70 % of v2 encrypted local:" in out and "copy >= 100 MB/s:" in out, out
+    assert not list(tmp_path.glob("seaweed/*.pid")) and "weed" not in subprocess.run(
+        ["pgrep", "-af", str(tmp_path)], capture_output=True, text=True
+    ).stdout  # the server was stopped with the bench

@@ -155,6 +155,7 @@ class PackIndex:
         self.lock = threading.RLock()
         self.state: IndexState | None = None
         self._pending: dict[str, list[BlobEntry]] = {}
+        self._published: set[str] = set()  # pending packs this process stored itself (``added``)
         self._pending_dropped: list[tuple[bytes, str]] = []
 
     # -- reading ---------------------------------------------------------------------
@@ -280,6 +281,7 @@ class PackIndex:
         with self.lock:
             self.current().add(pack_id, entries)
             self._pending[pack_id] = entries
+            self._published.add(pack_id)
 
     def dropped(self, digest: bytes, pack_id: str) -> None:
         with self.lock:
@@ -291,10 +293,14 @@ class PackIndex:
         with self.lock:
             if not self._pending and not self._pending_dropped:
                 return
-            on_disk = self.pack_ids_on_disk()
-            packs = {pid: e for pid, e in self._pending.items() if pid in on_disk}
+            # A pack found by a refresh may have been pruned since: only those are looked for
+            # (a LIST of every pack, costly on object storage); this process's own are stored.
+            found = [pid for pid in self._pending if pid not in self._published]
+            on_disk = self.pack_ids_on_disk() if found else set()
+            packs = {pid: e for pid, e in self._pending.items() if pid in self._published or pid in on_disk}
             self.write_index(packs, self._pending_dropped)
             self._pending.clear()
+            self._published.clear()
             self._pending_dropped = []
             if self.state is not None:
                 self.state.unindexed.clear()
@@ -303,6 +309,7 @@ class PackIndex:
         """What was pending is named by an index just written (prune's)."""
         with self.lock:
             self._pending.clear()
+            self._published.clear()
             self._pending_dropped = []
 
     def write_index(

@@ -6,20 +6,31 @@ finished pack is uploaded whole from its temporary file (multipart by the backen
 read with ranged GETs, a trailer with two small ranged reads.  Both raise ``FileNotFoundError``
 for a pack that does not exist, so callers treat a lost pack alike; a storage failure is the
 backend's ``BackendError`` (a clear ``RepositoryError``), never mistaken for damage.
+
+A backup hands its finished packs over with ``publish_background``: ``BackendPacks`` uploads
+several at once (``PackUploads``) while the backup goes on; the packs waiting are their local
+temporary files, bounded in bytes, so memory stays flat whatever the disk size.
+``make_durable`` (before any index or manifest names them) waits until every one is stored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hvtui.engine.backends.base import Backend, ObjectMissing
 from hvtui.engine.crypto import RepositoryCipher
 from hvtui.engine.packfile import BlobEntry, PackWriter, is_pack_id, parse_trailer, read_trailer
 from hvtui.files import atomic_write, fsync_dir
+
+log = logging.getLogger(__name__)
 
 
 def is_index_name(name: str) -> bool:
@@ -28,6 +39,20 @@ def is_index_name(name: str) -> bool:
 
 def pack_key(pack_id: str) -> str:
     return f"packs/{pack_id[:2]}/{pack_id}"
+
+
+# Uploads at once, and bytes of finished packs (local files) allowed to wait for one: with
+# 32 MiB packs, 3 uploading and about one more ready. Each upload holds at most boto3's
+# multipart concurrency x part size in memory (backends/s3.py), so memory is bounded by these
+# figures, never by the disk's size.
+UPLOAD_WORKERS = 3
+UPLOAD_BACKLOG = 128 * 1024 * 1024
+# A chunk read near where the previous read of the same pack ended (a restore or a verify walking
+# through a pack; its workers and the backup's reorder chunks a little) also fetches this much
+# beyond it; a few such spans are kept. Scattered reads (an incremental's chunks in many packs,
+# a quick check's 16-byte headers) fetch only what they asked for.
+READ_AHEAD = 8 * 1024 * 1024
+READ_AHEAD_SPANS = 4
 
 
 class PackObjects(ABC):
@@ -53,9 +78,19 @@ class PackObjects(ABC):
     def publish(self, writer: PackWriter, fsync: bool = True) -> int:
         """Give a finished pack its final name; its size."""
 
+    def publish_background(self, writer: PackWriter, done: Callable[[int], None]) -> None:
+        """Publish a finished pack, perhaps later; ``done(size)`` once it is stored. A failure is
+        raised by a later ``publish_background`` or by ``make_durable``. Here: at once."""
+        done(self.publish(writer))
+
+    def settle(self) -> None:  # noqa: B027 - nothing runs in the background here
+        """Wait for background publications an earlier operation left (one that failed before
+        its ``make_durable``); their failure was that operation's and is not raised."""
+
     @abstractmethod
     def make_durable(self) -> None:
-        """Make every pack published since the last call survive a crash."""
+        """Make every pack published since the last call survive a crash (background
+        publications included: it waits for them, and raises the first that failed)."""
 
     @abstractmethod
     def delete(self, pack_ids: list[str]) -> int:
@@ -162,11 +197,96 @@ class LocalPacks(PackObjects):
         fsync_dir(self.index_dir)
 
 
+class PackUploads:
+    """Finished packs stored by a small pool of threads, ``workers`` at a time.
+
+    ``submit`` blocks while the packs not yet stored would exceed ``max_waiting`` bytes (one
+    pack is always admitted), so a fast backup waits for a slow store instead of piling up
+    files. The first failure stops the uploads still queued and is raised, once, by the next
+    ``submit`` or ``wait``; a pack is only reported ``done`` once it is stored."""
+
+    def __init__(self, store: Callable[[PackWriter], None], workers: int, max_waiting: int) -> None:
+        self.store = store
+        self.workers = workers
+        self.max_waiting = max_waiting
+        self.waiting = 0  # packs submitted and not yet stored or failed
+        self.waiting_bytes = 0
+        self._failure: BaseException | None = None
+        self._cond = threading.Condition()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, writer: PackWriter, size: int, done: Callable[[int], None]) -> None:
+        with self._cond:
+            try:
+                self._raise_failure()
+                while self.waiting and self.waiting_bytes + size > self.max_waiting:
+                    self._cond.wait()
+                    self._raise_failure()
+            except BaseException:
+                writer.discard()
+                raise
+            self.waiting += 1
+            self.waiting_bytes += size
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="hvtui-pack-upload")
+            self._pool.submit(self._run, writer, size, done)
+
+    def _run(self, writer: PackWriter, size: int, done: Callable[[int], None]) -> None:
+        try:
+            if self._failure is None:  # after a failure the backup is failing: store nothing more
+                self.store(writer)
+                done(size)
+        except BaseException as err:  # noqa: BLE001 - handed to the backup's thread
+            with self._cond:
+                if self._failure is None:
+                    self._failure = err
+        finally:
+            writer.discard()
+            with self._cond:
+                self.waiting -= 1
+                self.waiting_bytes -= size
+                self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Until every pack submitted is stored or failed; raises the first failure."""
+        self._idle()
+        with self._cond:
+            self._raise_failure()
+
+    def _idle(self) -> None:
+        """Wait until nothing is uploading, then end the threads: a console process opens
+        repositories for years and must not keep three idle threads per opening."""
+        with self._cond:
+            while self.waiting:
+                self._cond.wait()
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def settle(self) -> None:
+        """Until every pack submitted is stored or failed; a failure is dropped (logged)."""
+        self._idle()
+        with self._cond:
+            failure, self._failure = self._failure, None
+        if failure is not None:
+            log.info("a pack upload of an earlier operation had failed: %s", failure)
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+
 class BackendPacks(PackObjects):
     """Pack objects ``packs/<2 hex>/<64 hex>`` in a ``Backend``; temporary files stay local."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, workers: int | None = None, backlog: int | None = None) -> None:
         self.backend = backend
+        self.uploads = PackUploads(self._upload, workers or UPLOAD_WORKERS, backlog or UPLOAD_BACKLOG)
+        self._spans: OrderedDict[tuple[str, int], bytes] = OrderedDict()  # (pack, start) -> bytes; newest last
+        self._read_ends: dict[str, int] = {}  # pack -> where its last read ended
+        self._fetching: dict[tuple[str, int], tuple[int, threading.Event]] = {}  # spans on their way
+        self._spans_lock = threading.Lock()
 
     def ids(self) -> set[str]:
         found: set[str] = set()
@@ -177,10 +297,45 @@ class BackendPacks(PackObjects):
         return found
 
     def read(self, pack_id: str, offset: int, length: int) -> bytes:
+        while True:
+            with self._spans_lock:
+                for (pid, start), span in reversed(self._spans.items()):
+                    if pid == pack_id and start <= offset and offset + length <= start + len(span):
+                        self._read_ends[pack_id] = offset + length
+                        return span[offset - start : offset - start + length]
+                coming = next(
+                    (ev for (pid, start), (end, ev) in self._fetching.items()
+                     if pid == pack_id and start <= offset and offset + length <= end),
+                    None,
+                )  # fmt: skip
+                if coming is None:
+                    last_end = self._read_ends.get(pack_id)
+                    walking = last_end is not None and abs(offset - last_end) <= READ_AHEAD and length >= 4096
+                    self._read_ends[pack_id] = offset + length
+                    if len(self._read_ends) > 64:
+                        self._read_ends.pop(next(iter(self._read_ends)))
+                    fetch = length + READ_AHEAD if walking and length < READ_AHEAD else length
+                    done = threading.Event()
+                    if fetch != length:  # another thread wanting a piece of it waits for it
+                        self._fetching[(pack_id, offset)] = (offset + fetch, done)
+                    break
+            coming.wait()  # then from the cache (or, had it failed or been evicted, fetched here)
         try:
-            return self.backend.get(pack_key(pack_id), offset, length)
+            data = self.backend.get(pack_key(pack_id), offset, fetch)
         except ObjectMissing:
             raise FileNotFoundError(pack_key(pack_id)) from None
+        else:
+            if fetch != length:
+                with self._spans_lock:
+                    self._spans[(pack_id, offset)] = data
+                    while len(self._spans) > READ_AHEAD_SPANS:
+                        self._spans.popitem(last=False)
+        finally:
+            if fetch != length:
+                with self._spans_lock:
+                    self._fetching.pop((pack_id, offset), None)
+                done.set()
+        return data[:length]
 
     def trailer(self, pack_id: str, cipher: RepositoryCipher | None) -> list[BlobEntry]:
         info = self.backend.stat(pack_key(pack_id))
@@ -196,18 +351,30 @@ class BackendPacks(PackObjects):
         # The upload is the commit point: an object exists whole or not at all; no local fsync
         # is needed for a file that is deleted once uploaded.
         size = writer.complete(fsync=False)
-        assert writer.tmp is not None
         try:
-            with open(writer.tmp, "rb") as data:
-                self.backend.put(pack_key(writer.pack_id), data)
+            self._upload(writer)
         finally:
             writer.discard()
         return size
 
+    def publish_background(self, writer: PackWriter, done: Callable[[int], None]) -> None:
+        self.uploads.submit(writer, writer.complete(fsync=False), done)
+
+    def _upload(self, writer: PackWriter) -> None:
+        assert writer.tmp is not None
+        with open(writer.tmp, "rb") as data:
+            self.backend.put(pack_key(writer.pack_id), data)
+
     def make_durable(self) -> None:
-        """Nothing to do: an object store acknowledges a put once it is durable."""
+        """Wait for the uploads: an object store acknowledges a put once it is durable."""
+        self.uploads.wait()
+
+    def settle(self) -> None:
+        self.uploads.settle()
 
     def delete(self, pack_ids: list[str]) -> int:
+        with self._spans_lock:
+            self._spans.clear()
         freed = 0
         for pack_id in pack_ids:
             info = self.backend.stat(pack_key(pack_id))

@@ -10,6 +10,7 @@ its pack and offset, and never decoded.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from hvtui.engine.store import (
 # A pack whose referenced chunks fill less than this share of it is rewritten by prune
 # (restic's --max-unused plays the same role).
 REPACK_BELOW = 0.5
+READ_SPAN = 16 * 1024 * 1024  # get_many's largest single read
 
 
 class PackStore:
@@ -116,6 +118,40 @@ class PackStore:
     def get(self, digest: bytes, verify: bool = True) -> bytes:
         blob, pack_id = self.read_blob(digest)
         return self.decode(digest, blob, pack_id, self._offset(digest), verify)
+
+    def get_many(self, digests: list[bytes], verify: bool = True) -> Iterator[tuple[bytes, bytes]]:
+        """(digest, data) of each chunk, neighbouring blobs of a pack read together, at most
+        ``READ_SPAN`` bytes at a time: on object storage one ranged GET per span instead of
+        one per chunk. For reading back what was just written (they sit side by side)."""
+        located = []
+        for digest in digests:
+            loc = self.location(digest)
+            if loc is None:
+                raise self.missing(digest)
+            located.append((*loc, digest))
+        located.sort()
+        first = 0
+        while first < len(located):
+            pack_id, start = located[first][0], located[first][1]
+            last = first + 1
+            while (
+                last < len(located) and located[last][0] == pack_id
+                and located[last][1] + located[last][2] - start <= READ_SPAN
+            ):  # fmt: skip
+                last += 1
+            end = max(offset + length for _pid, offset, length, _d in located[first:last])
+            try:
+                span = self.packs.read(pack_id, start, end - start)
+            except FileNotFoundError:
+                raise ChunkMissing(located[first][3]) from None
+            except OSError as err:
+                raise ChunkDamaged(located[first][3], f"unreadable in pack {pack_id[:16]} ({err.strerror})") from None
+            for _pid, offset, length, digest in located[first:last]:
+                blob = span[offset - start : offset - start + length]
+                if len(blob) != length:
+                    raise ChunkDamaged(digest, f"truncated (pack {pack_id[:16]} ends inside it)")
+                yield digest, self.decode(digest, blob, pack_id, offset, verify)
+            first = last
 
     def stored_size(self, digest: bytes) -> int:
         loc = self.location(digest)
@@ -210,12 +246,19 @@ class PackStore:
     def sink(self, owner: str, fsync: bool, batch_bytes: int = 0, batch_seconds: float = 0.0) -> PackSink:
         """``fsync`` is ignored (a pack is always synced whole before its rename), and so
         are the batch limits: a pack is handed over when it reaches the target size."""
+        self.packs.settle()  # uploads an earlier, failed operation left running: not this one's
         return PackSink(self, owner)
 
     def publish_pack(self, writer: PackWriter, fsync: bool = True) -> int:
         size = self.packs.publish(writer, fsync)
         self.index.added(writer.pack_id, list(writer.entries))
         return size
+
+    def publish_pack_background(self, writer: PackWriter) -> None:
+        """Publish a finished pack while the caller goes on (several upload at once to an object
+        store); its chunks become usable once it is stored. ``make_durable`` waits for it."""
+        entries = list(writer.entries)
+        self.packs.publish_background(writer, lambda _size: self.index.added(writer.pack_id, entries))
 
     def make_durable(self) -> None:
         """Before a manifest: the packs' directories, then an index naming the new packs."""
@@ -331,7 +374,8 @@ class PackSink:
     """Where the backup pipeline's writer thread puts new chunks: the current pack.
 
     A pack is handed to the publisher thread (``take``) once it reaches the target size;
-    the publisher writes its trailer, fsyncs and renames it into ``packs/``.  A killed
+    the publisher writes its trailer, fsyncs and renames it into ``packs/`` (or starts its
+    upload: several upload at once, and ``make_durable`` waits for them).  A killed
     backup loses at most the packs not yet published (one or two target sizes of work).
     """
 
@@ -358,7 +402,8 @@ class PackSink:
         return None
 
     def publish(self, batch: _Batch) -> None:
-        self.store.publish_pack(batch.writer)
+        """Hand the pack over; it may still be uploading on return (``store.make_durable`` waits)."""
+        self.store.publish_pack_background(batch.writer)
 
     def discard(self, batch: _Batch | None) -> None:
         if batch is not None:

