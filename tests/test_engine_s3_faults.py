@@ -76,10 +76,13 @@ class PackPuts:
         real_put = backend.put
 
         def put(key: str, data: Payload) -> None:
+            # The size from what was sent, not a stat of the server: with uploads in parallel, the
+            # server may be killed (for another upload) between this put's answer and such a stat.
+            size = len(data) if isinstance(data, bytes) else os.fstat(data.fileno()).st_size
             real_put(key, data)
             if key.startswith("packs/"):
                 self.arrived.append(key)
-                self.bytes += backend.stat(key).size  # type: ignore[union-attr]
+                self.bytes += size
 
         backend.put = put  # type: ignore[method-assign]
 
