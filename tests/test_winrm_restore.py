@@ -22,7 +22,7 @@ from hvtui.engine.restore import restore_to_host
 from hvtui.errors import HostError, HostRefused, ReadOnlyError
 from hvtui.events import Progress
 from hvtui.hosts import smb
-from hvtui.hosts.winrm.host import full_script
+from hvtui.hosts.winrm.operations import full_script
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lab_support import add_vm, make_host, scribble, state_digests  # noqa: E402
