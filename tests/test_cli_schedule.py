@@ -154,3 +154,49 @@ def test_info_names_the_schedule_journal(config: Path, capsys: pytest.CaptureFix
     assert code == EXIT_OK and json.loads(out)["schedule_journal"] == str(paths.schedule_journal)
     code, out, _ = run(config, capsys, "info")
     assert f"Schedules: {paths.schedule_journal}" in " ".join(out.split())
+
+
+def test_list_and_console_say_the_same_result_and_a_missed_vm_is_not_ok(
+    config: Path, capsys: pytest.CaptureFixture[str], paths: Paths
+) -> None:
+    # One shared wording (schedules/text.py) for `schedule list` and the console: the list used to
+    # count every VM that did not fail as ok, so a missed VM made "2/3 ok" here.
+    from hvtui.notify.report import VMResult
+    from hvtui.schedules.journal import ScheduleJournal
+    from hvtui.schedules.runner import ScheduleStatus
+    from hvtui.schedules.text import result_text, vm_result_line
+    from hvtui.tui.viewmodel.schedule_rows import detail_text
+
+    journal = ScheduleJournal(paths.schedule_journal)
+    started = datetime.now().astimezone() - timedelta(days=1)
+    record = journal.start("nightly", "r1", None, started)
+    journal.vm_result(record, "id-web01", VMResult(HOST, "web01", "succeeded", "full", 3 << 20, point_id="p-1"))
+    journal.vm_result(record, "id-web02", VMResult(HOST, "web02-test", "missed", reason="host unreachable"))
+    journal.vm_result(record, "id-sql01", VMResult(HOST, "sql01", "failed", "incremental", reason="disk read error", failures_in_a_row=3))
+    journal.end(record, "failure", (), started + timedelta(minutes=5))
+
+    code, out, _ = run(config, capsys, "schedule", "list")
+    assert code == EXIT_OK
+    (line,) = [line for line in out.splitlines() if line.startswith("nightly ")]
+    assert "failure (1/3 ok)" in line
+    run_record = ScheduleJournal(paths.schedule_journal).read()["nightly"].last_run
+    assert run_record is not None
+    status = ScheduleStatus(schedule=_nightly(config), next_run=started, last_run=run_record, missed=(), running=False)
+    assert result_text(status) == "failure (1/3 ok)"
+    assert [vm_result_line(r) for r in run_record.results.values()] == [
+        f"  succeeded {HOST}/web01 full, 3.0 MiB, point p-1",
+        f"  missed    {HOST}/web02-test: host unreachable",
+        f"  failed    {HOST}/sql01 incremental (critical: 3 failed runs in a row): disk read error",
+    ]
+    assert started.tzinfo is not None
+    detail = detail_text(status, started.tzinfo)
+    assert "failure (1/3 ok)" in detail and f"  failed    {HOST}/sql01 incremental (critical: 3 failed runs in a row)" in detail
+    assert result_text(ScheduleStatus(schedule=status.schedule, next_run=started, last_run=None, missed=(), running=False)) == "never ran"
+    assert result_text(ScheduleStatus(schedule=status.schedule, next_run=started, last_run=run_record, missed=(), running=True)) == "running or stopped"
+
+
+def _nightly(config: Path):  # noqa: ANN202
+    from hvtui.config import load_config
+
+    (nightly,) = [s for s in load_config(config).schedules if s.name == "nightly"]
+    return nightly

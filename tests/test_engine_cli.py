@@ -20,7 +20,19 @@ MiB = 1 << 20
 
 @pytest.fixture(scope="module")
 def estate(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("cli")
+    """Shared by the tests that do not care what the others backed up before them."""
+    return build_estate(tmp_path_factory.mktemp("cli"))
+
+
+@pytest.fixture
+def own_estate(tmp_path: Path) -> dict:
+    """For a test that counts points from the first backup on: in random order, another test
+    had already backed db01 up, so its "first" backup was an incremental."""
+    return build_estate(tmp_path / "cli")
+
+
+def build_estate(root: Path) -> dict:
+    root.mkdir(parents=True, exist_ok=True)
     lab_dir = root / "lab"
     clock = SystemClock()
     ids = {}
@@ -63,7 +75,8 @@ def as_json(proc: subprocess.CompletedProcess) -> dict:
     return json.loads(proc.stdout)
 
 
-def test_backup_points_restore_verify_prune_exit_codes_and_json(estate: dict, tmp_path: Path) -> None:
+def test_backup_points_restore_verify_prune_exit_codes_and_json(own_estate: dict, tmp_path: Path) -> None:
+    estate = own_estate
     first = hvtui(estate, "backup", "db01", "--json")
     assert first.returncode == 0, first.stderr
     assert first.stderr == ""  # --json: stdout for the document, stderr for errors only (no progress)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from lab_support import add_vm, make_host
 from samba_support import SambaServer
-from test_winrm_restore import Rig, disk_files, qemu_check
+from test_winrm_restore import Rig
+from winrm_rig_support import disk_files, qemu_check
 from wsman_server import PASSWORD_ENV
 
 from hvtui.cli import build_parser

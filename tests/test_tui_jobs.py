@@ -240,7 +240,8 @@ async def test_backup_from_the_table_shows_progress_then_the_point(lab: Path, pa
         detail = app.screen
         assert [p.id for p in detail.points] == [point_id]
         assert detail.points_table.row_count == 1
-        assert "Restore points (1)" in screen_text(app)
+        # The title is updated with the points; the screen shows it at its next repaint.
+        assert await wait_until(pilot, lambda: "Restore points (1)" in screen_text(app))
         await pilot.press("b")
         assert await wait_until(pilot, lambda: isinstance(app.screen, BackupDialog))
         assert app.screen.request.mode == "incremental"
@@ -390,8 +391,10 @@ async def test_a_damaged_manifest_is_named_above_the_restore_points(lab: Path, p
         detail = app.screen
         assert [p.id for p in detail.points] == [older.point_id]
         assert detail.damaged_manifests == [f"{repository.name}/{newest.point_id}"]
-        text = flat(screen_text(app))
-        assert f"1 damaged manifest ({repository.name}/{newest.point_id}): maybe this VM's newest point" in text
+        # The title is updated with the points; the screen shows it at its next repaint (read at
+        # once, a loaded machine's screen still had the title from before).
+        warning = f"1 damaged manifest ({repository.name}/{newest.point_id}): maybe this VM's newest point"
+        assert await wait_until(pilot, lambda: warning in flat(screen_text(app)))
 
 
 async def test_in_place_restore_names_what_is_lost_and_defaults_to_no(lab: Path, paths: Paths) -> None:

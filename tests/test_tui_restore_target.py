@@ -8,9 +8,10 @@ import pytest
 from lab_support import add_vm
 from test_restore_target_host import WINRM, core, rig  # noqa: F401 - fixtures
 from test_tui_jobs import ready, wait_job, wait_until
-from test_winrm_restore import Rig, disk_files
+from test_winrm_restore import Rig
 from textual.widgets import Select
 from tui_support import SIZE, click, make_app, screen_text
+from winrm_rig_support import disk_files
 
 from hvtui.core import Core
 from hvtui.jobs import JobState

@@ -7,12 +7,15 @@ import asyncio
 import dataclasses
 import logging
 import threading
+import time
 from pathlib import Path
 
+import pytest
 from tui_support import SIZE, make_app, make_core, refreshed, screen_text, settle
 
 from hvtui.config import Config, Exemption, PolicyConfig
 from hvtui.errors import Cancelled
+from hvtui.hosts.lab.host import LabHost
 from hvtui.tui.screens.dialogs import ChoiceDialog, ConfirmDialog, TextDialog
 from hvtui.tui.screens.findings import FindingsScreen
 from hvtui.tui.screens.vm_detail import VmDetailScreen
@@ -67,6 +70,22 @@ async def test_delete_short_of_headroom_is_refused_unless_forced_twice(fresh_dem
         assert len(entries) == 1
         assert entries[0]["args"]["force"] is True and entries[0]["args"]["headroom_overridden"] is True
         assert entries[0]["result"] in ("ok", "failed")  # the lab may still run out of room
+
+
+async def test_a_forced_delete_failing_while_the_test_waits_is_shown_not_raised(
+    fresh_demo_lab: Path, paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The forced delete fails (the lab's volume is short). When its worker was still running as
+    # settle() looked (a loaded machine), settle() re-raised the worker's error and the test above
+    # failed (1 in 3 runs under load); a slower delete makes that case happen every time.
+    real_remove = LabHost.remove_checkpoint
+
+    def slow_remove(self: LabHost, *args: object, **kwargs: object) -> object:
+        time.sleep(0.5)  # not a wait: it keeps the worker running while settle() looks
+        return real_remove(self, *args, **kwargs)
+
+    monkeypatch.setattr(LabHost, "remove_checkpoint", slow_remove)
+    await test_delete_short_of_headroom_is_refused_unless_forced_twice(fresh_demo_lab, paths)
 
 
 async def test_delete_subtree_removes_the_checkpoint_and_its_children(fresh_demo_lab: Path, paths) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from lab_support import make_host
 from test_tui_jobs import ready, wait_job, wait_until
-from test_winrm_roundtrip import Rig, backed_up_twice, disk_files, qemu_check, rig  # noqa: F401 - the fixture
+from test_winrm_roundtrip import Rig, backed_up_twice, rig  # noqa: F401 - the fixture
 from textual.widgets import Select
 from tui_support import SIZE, make_app, screen_text
+from winrm_rig_support import disk_files, qemu_check
 from wsman_server import PASSWORD_ENV
 
 from hvtui.config import Config, HostConfig, RepositoryConfig, SecretSource, WinRMSettings

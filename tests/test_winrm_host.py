@@ -21,7 +21,7 @@ from wsman_server import (
 )
 
 from hvtui.hosts.winrm.encoding import bootstrap_command
-from hvtui.hosts.winrm.host import full_script
+from hvtui.hosts.winrm.operations import full_script
 from hvtui.wire import parse_inventory
 
 HOSTILE_NAMES = [

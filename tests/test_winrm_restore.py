@@ -12,35 +12,30 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from hvtui.config import SecretSource, SmbSettings
 from hvtui.engine.backup import run_backup
-from hvtui.engine.repository import Repository
-from hvtui.engine.restore import restore_to_directory, restore_to_host
+from hvtui.engine.restore import restore_to_host
 from hvtui.errors import HostError, HostRefused, ReadOnlyError
 from hvtui.events import Progress
 from hvtui.hosts import smb
-from hvtui.hosts.winrm.host import full_script
+from hvtui.hosts.winrm.operations import full_script
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lab_support import add_vm, make_host, scribble, state_digests  # noqa: E402
 from remote_files_support import FolderRemoteFiles  # noqa: E402
 from samba_support import SambaServer  # noqa: E402
+from winrm_rig_support import MiB, WinRMRig, disk_files, qemu_check, share_settings  # noqa: E402
 from wsman_restore import LabRestoreOps, failure  # noqa: E402
-from wsman_server import PASSWORD_ENV, LabBackend, WSManServer, make_winrm_host  # noqa: E402
+from wsman_server import LabBackend, WSManServer, make_winrm_host  # noqa: E402
 
-MiB = 1 << 20
 HOSTILE = "it's $(Remove-VM -Name x) `$x` ‘z’ “w” ; b"
-SMB_PASSWORD_ENV = "HVTUI_TEST_SMB_PASSWORD"
 
 
-class Rig:
+class Rig(WinRMRig):
     """A source lab host, and a lab host inside the Samba share behind the loopback WinRM server.
 
     ``samba`` None: the WinRM host's files go through a ``FolderRemoteFiles`` on the same folder
@@ -50,35 +45,15 @@ class Rig:
         self.source = make_host(tmp_path, "lab-src")
         self.target_lab = make_host(samba.folder if samba else tmp_path, "lab-hv")  # the "Hyper-V host"
         self.ops = LabRestoreOps(self.target_lab, {"D:": self.target_lab.root})
-        self.server = WSManServer(LabBackend(self.target_lab, self.ops)).start()
-        monkeypatch.setenv(PASSWORD_ENV, self.server.password)
+        super().__init__(tmp_path, monkeypatch, WSManServer(LabBackend(self.target_lab, self.ops)))
         self.samba = samba
         self.files: FolderRemoteFiles | None = None
         if samba is not None:
-            monkeypatch.setenv(SMB_PASSWORD_ENV, samba.password)
-            smb = SmbSettings(
-                shares=(("D:\\", samba.unc("lab-hv")),),
-                port=samba.port,
-                username=samba.username,
-                password=SecretSource(env=SMB_PASSWORD_ENV),
-                timeout=5.0,
-            )
+            smb = share_settings(samba, "lab-hv", monkeypatch)
             self.winrm = make_winrm_host(self.server.port, long_timeout=60.0, smb=smb)
         else:
             self.files = FolderRemoteFiles("hv-test", {"D:": self.target_lab.root})
             self.winrm = make_winrm_host(self.server.port, remote_files=self.files, long_timeout=60.0)
-        self.repo = Repository.open(tmp_path / "repo", create=True)
-        self.tmp = tmp_path
-
-    def close(self) -> None:
-        self.winrm.close()
-        self.server.stop()
-
-    def expected(self, point: str) -> dict[str, bytes]:
-        """The point's files as a plain folder restore gives them (no flattening)."""
-        out = self.tmp / f"expected-{point}"
-        restore_to_directory(self.repo, point, out)
-        return {p.name: p.read_bytes() for p in out.iterdir() if p.suffix in (".vhdx", ".avhdx")}
 
     def staged_leftovers(self) -> list[Path]:
         restore_root = self.target_lab.root / "hvtui-restore"
@@ -97,15 +72,6 @@ def folder_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     rig = Rig(tmp_path, monkeypatch, None)
     yield rig
     rig.close()
-
-
-def disk_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix in (".vhdx", ".avhdx")}
-
-
-def qemu_check(path: Path) -> None:
-    assert shutil.which("qemu-img"), "qemu-img is needed (.ci/run installs qemu-utils)"
-    subprocess.run(["qemu-img", "check", str(path)], check=True, capture_output=True)
 
 
 def test_a_lab_point_restored_as_a_new_vm_on_the_winrm_host(rig: Rig) -> None:

@@ -7,8 +7,6 @@ WinRM host and onto a lab host, byte-identical to a plain folder restore and qem
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,21 +15,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from lab_support import add_vm, make_host  # noqa: E402
 from samba_support import SambaServer  # noqa: E402
+from winrm_rig_support import MiB, WinRMRig, disk_files, qemu_check, share_settings  # noqa: E402
 from wsman_backup import LabBackupBackend  # noqa: E402
 from wsman_restore import LabRestoreOps  # noqa: E402
-from wsman_server import PASSWORD_ENV, WSManServer, make_winrm_host  # noqa: E402
+from wsman_server import WSManServer, make_winrm_host  # noqa: E402
 
-from hvtui.config import SecretSource, SmbSettings  # noqa: E402
 from hvtui.engine.backup import run_backup  # noqa: E402
-from hvtui.engine.repository import Repository  # noqa: E402
-from hvtui.engine.restore import restore_to_directory, restore_to_host  # noqa: E402
+from hvtui.engine.restore import restore_to_host  # noqa: E402
 from hvtui.hosts.lab.disk import read_logical  # noqa: E402
 
-MiB = 1 << 20
-SMB_PASSWORD_ENV = "HVTUI_TEST_SMB_PASSWORD"
 
-
-class Rig:
+class Rig(WinRMRig):
     """One lab host inside the Samba share behind the loopback server, answering backup.* and restore.*."""
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba: SambaServer) -> None:
@@ -40,28 +34,9 @@ class Rig:
         self.backend = LabBackupBackend(self.lab, self.lab.root)
         self.ops = LabRestoreOps(self.lab, {"D:": self.lab.root})
         self.backend.restore = self.ops
-        self.server = WSManServer(self.backend).start()
-        monkeypatch.setenv(PASSWORD_ENV, self.server.password)
-        monkeypatch.setenv(SMB_PASSWORD_ENV, samba.password)
-        smb = SmbSettings(
-            shares=(("D:\\", samba.unc("lab-rt")),),
-            port=samba.port,
-            username=samba.username,
-            password=SecretSource(env=SMB_PASSWORD_ENV),
-            timeout=5.0,
-        )
+        super().__init__(tmp_path, monkeypatch, WSManServer(self.backend))
+        smb = share_settings(samba, "lab-rt", monkeypatch)
         self.winrm = make_winrm_host(self.server.port, "hv-test", long_timeout=60.0, timeout=30.0, smb=smb)
-        self.repo = Repository.open(tmp_path / "repo", create=True)
-        self.tmp = tmp_path
-
-    def close(self) -> None:
-        self.winrm.close()
-        self.server.stop()
-
-    def expected(self, point: str) -> dict[str, bytes]:
-        out = self.tmp / f"expected-{point}"
-        restore_to_directory(self.repo, point, out)
-        return disk_files(out)
 
 
 @pytest.fixture
@@ -69,15 +44,6 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, samba_server: SambaServ
     r = Rig(tmp_path, monkeypatch, samba_server)
     yield r
     r.close()
-
-
-def disk_files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix in (".vhdx", ".avhdx")}
-
-
-def qemu_check(path: Path) -> None:
-    assert shutil.which("qemu-img"), "qemu-img is needed (.ci/run installs qemu-utils)"
-    subprocess.run(["qemu-img", "check", str(path)], check=True, capture_output=True)
 
 
 def backed_up_twice(rig: Rig) -> tuple[str, str, bytes]:

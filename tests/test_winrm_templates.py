@@ -12,7 +12,7 @@ import tree_sitter_powershell
 from tree_sitter import Language, Node, Parser
 
 from hvtui.hosts.winrm.encoding import bootstrap_command, script_text
-from hvtui.hosts.winrm.host import INCLUDES, PRELUDE, SCRIPTS, full_script
+from hvtui.hosts.winrm.operations import INCLUDES, PRELUDE, SCRIPTS, full_script
 
 SCRIPT_DIR = Path(str(resources.files("hvtui.hosts.winrm").joinpath("scripts")))
 ALL_TEMPLATES = sorted(SCRIPT_DIR.glob("*.ps1"))

@@ -81,21 +81,10 @@ def _when(value: Any) -> str:
 
 
 def _report_lines(report: RunReport) -> list[str]:
-    from hvtui.schedules.runner import failure_severity
+    from hvtui.schedules.text import vm_result_line
 
     lines = [f"schedule {report.schedule}: {report.event} (run {report.run_id})"]
-    for r in report.results:
-        what = f"  {r.outcome:<9} {r.host}/{r.vm}"
-        if r.mode:
-            what += f"  {r.mode}"
-        if r.point_id:
-            what += f"  point {r.point_id}"
-        severity = failure_severity(r)
-        if severity is not None:
-            what += f"  ({severity}: {r.failures_in_a_row} failed run{'s' if r.failures_in_a_row != 1 else ''} in a row)"
-        if r.reason:
-            what += f": {r.reason}"
-        lines.append(what)
+    lines.extend(vm_result_line(r) for r in report.results)
     lines.extend(f"  note: {note}" for note in report.notes)
     return lines
 
@@ -163,6 +152,8 @@ def run_command(args: argparse.Namespace, core: Core) -> int:
 
 @reported
 def list_command(args: argparse.Namespace, core: Core) -> int:
+    from hvtui.schedules.text import result_text
+
     statuses = core.schedules.statuses()
     if args.json:
         emit_json(
@@ -200,17 +191,13 @@ def list_command(args: argparse.Namespace, core: Core) -> int:
     rows = [("SCHEDULE", "WHEN", "SELECTS", "LAST RUN", "RESULT", "NEXT RUN", "MISSED")]
     for s in statuses:
         last = s.last_run
-        result = "running" if s.running else (last.event or "-") if last is not None else "-"
-        if last is not None and last.results:
-            failed = sum(1 for r in last.results.values() if r.outcome == "failed")
-            result += f" ({len(last.results) - failed}/{len(last.results)} ok)"
         rows.append(
             (
                 s.schedule.name,
                 s.schedule.timing.describe(),
                 ", ".join(s.schedule.vms),
                 _when(last.started if last else None),
-                result,
+                result_text(s),
                 _when(s.next_run),
                 str(len(s.missed)),
             )

@@ -7,12 +7,12 @@ import math
 
 from msgspec import UNSET
 
-from hvtui.config.document import Document, Located, child_path, describe
+from hvtui.config.document import Document, describe
 from hvtui.config.load_smb import convert_smb
 from hvtui.config.models import PASSWORD_TRANSPORTS, WinRMHostModel
 from hvtui.config.settings import DEFAULT_RESTORE_DIR, HostConfig, SecretSource, WinRMSettings
 from hvtui.config.units import format_duration
-from hvtui.config.walk import Read, duration_seconds
+from hvtui.config.walk import Read, duration_seconds, first_of_each_name
 
 
 def convert_hosts(doc: Document, hosts: Read | None) -> tuple[HostConfig, ...]:
@@ -20,15 +20,7 @@ def convert_hosts(doc: Document, hosts: Read | None) -> tuple[HostConfig, ...]:
     if hosts is None or hosts.data is None or not hosts.items and not hosts.ok:
         return ()
     result: list[HostConfig] = []
-    first_line: dict[str, int] = {}
-    for item in hosts.items:
-        name = item.keys.get("name")
-        if name is not None and name.ok:
-            if name.data in first_line:
-                where = Located(name.at.node, child_path(item.at.path, "name"))
-                doc.report(where, f"duplicate host name '{name.data}' (first defined on line {first_line[name.data]})")
-                continue
-            first_line[name.data] = item.at.line
+    for item in first_of_each_name(doc, hosts.items, "host"):
         if item.model is None:
             continue
         host = _convert_host(doc, item)

@@ -12,7 +12,7 @@ from msgspec import UNSET
 from hvtui.config.document import Document
 from hvtui.config.notify_models import DEFAULT_NOTIFY_EVENTS, NOTIFY_EVENTS, EmailModel, WebhookModel
 from hvtui.config.settings import EmailSettings, NotificationConfig, SecretSource, WebhookSettings
-from hvtui.config.walk import Read, duration_seconds
+from hvtui.config.walk import Read, duration_seconds, first_of_each_name
 
 IMPLICIT_TLS_PORT = 465
 SET_BY_HVTUI = ("content-type", "content-length", "host", "user-agent")
@@ -23,14 +23,7 @@ def convert_notifications(doc: Document, section: Read | None) -> tuple[Notifica
     if section is None or not isinstance(section.data, list):
         return ()
     result: list[NotificationConfig] = []
-    first_line: dict[str, int] = {}
-    for item in section.items:
-        name = item.keys.get("name")
-        if name is not None and name.ok:
-            if name.data in first_line:
-                doc.report(name.at, f"duplicate notification name '{name.data}' (first defined on line {first_line[name.data]})")
-                continue
-            first_line[name.data] = item.at.line
+    for item in first_of_each_name(doc, section.items, "notification"):
         if item.model is None:
             continue
         notification = _convert(doc, item)

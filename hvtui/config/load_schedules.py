@@ -14,7 +14,7 @@ from hvtui.config.schedules import GROUP_PREFIX, ScheduleConfig
 from hvtui.config.settings import HOUR, HostConfig, RepositoryConfig
 from hvtui.config.timing import TIMING_KINDS, TimingError, parse_timing
 from hvtui.config.units import format_duration
-from hvtui.config.walk import Read, duration_seconds
+from hvtui.config.walk import Read, duration_seconds, first_of_each_name
 
 DEFAULT_WINDOW = 6 * HOUR
 
@@ -34,15 +34,8 @@ def convert_schedules(
         return (), ()
     schedules: list[ScheduleConfig] = []
     notes: list[str] = []
-    first_line: dict[str, int] = {}
     repository_names = [r.name for r in repositories]
-    for item in section.items:
-        name = item.keys.get("name")
-        if name is not None and name.ok:
-            if name.data in first_line:
-                doc.report(name.at, f"duplicate schedule name '{name.data}' (first defined on line {first_line[name.data]})")
-                continue
-            first_line[name.data] = item.at.line
+    for item in first_of_each_name(doc, section.items, "schedule"):
         if item.model is None:
             continue
         schedule = _schedule(doc, item, repository_names, list(notification_names))

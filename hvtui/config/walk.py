@@ -414,3 +414,20 @@ _SCALAR_READERS = {
     "size": _read_size,
     "rate": _read_rate,
 }
+
+
+def first_of_each_name(doc: Document, items: list[Read], what: str) -> list[Read]:
+    """The list's items less those repeating an earlier item's ``name`` (each repeat reported
+    with the first one's line, as "duplicate ``what`` name"); an item whose name is missing or
+    wrong stays, its own mistakes already reported."""
+    kept: list[Read] = []
+    first_line: dict[str, int] = {}
+    for item in items:
+        name = item.keys.get("name")
+        if name is not None and name.ok:
+            if name.data in first_line:
+                doc.report(name.at, f"duplicate {what} name '{name.data}' (first defined on line {first_line[name.data]})")
+                continue
+            first_line[name.data] = item.at.line
+        kept.append(item)
+    return kept

@@ -14,7 +14,6 @@ layer never sets it (``hosts/factory.py`` does not pass it), so users cannot rea
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -34,37 +33,13 @@ from hvtui.hosts.base import (
 from hvtui.hosts.ratelimit import RateLimiter
 from hvtui.hosts.remote_files import RemoteFiles
 from hvtui.hosts.winrm import restore as winrm_restore
-from hvtui.hosts.winrm.transport import (
-    BEGIN_MARKER,
-    END_MARKER,
-    CommandOutput,
-    WinRMConnection,
-    clixml_errors,
-    script_text,
-)
+from hvtui.hosts.winrm.operations import full_script, has_document, result_document
+from hvtui.hosts.winrm.transport import CommandOutput, WinRMConnection
 from hvtui.model import Checkpoint, Volume
 from hvtui.wire import OPERATION_LABELS, WIRE_VERSION, OperationResult, parse_inventory, parse_result
 
 log = logging.getLogger(__name__)
 
-# One template per operation, in hosts/winrm/scripts/.
-SCRIPTS: dict[str, str] = {
-    "inventory": "inventory",
-    "checkpoint.create": "checkpoint_create",
-    "checkpoint.apply": "checkpoint_apply",
-    "checkpoint.remove": "checkpoint_remove",
-    "checkpoint.rename": "checkpoint_rename",
-    "checkpoint.type": "checkpoint_type",
-    "backup.begin": "backup_begin",
-    "backup.changes": "backup_changes",
-    "backup.end": "backup_end",
-    "backup.leftovers": "backup_leftovers",
-    "restore.prepare": "restore_prepare",
-    "restore.import": "restore_import",
-}
-PRELUDE = "_prelude"
-# Shared helpers some operations need besides the prelude, sent between it and the template.
-INCLUDES: dict[str, tuple[str, ...]] = {op: ("_cim",) for op in SCRIPTS if op.startswith("backup.")}
 MERGE_WAIT_MARGIN = 60.0  # seconds of the long deadline kept back from waiting for a merge
 TYPE_RESTORE_MARGIN = 10.0  # seconds of a type restore's deadline kept back from retrying Set-VM
 
@@ -97,27 +72,12 @@ class _PasswordCache:
             self._value = None
 
 
-def full_script(op: str) -> str:
-    """The script text sent for ``op``: the shared prelude, its includes, then the operation's template."""
-    parts = [PRELUDE, *INCLUDES.get(op, ()), SCRIPTS[op]]
-    return "\n".join(script_text(name) for name in parts)
-
-
 def create_switches_type(vm_type: str | None, wanted: str) -> bool:
     """Whether ``checkpoint_create.ps1`` switches the VM's checkpoint type for this create
     (the same test as the script's ``$switchType``)."""
     if vm_type is None or vm_type == "Disabled" or wanted not in ("Standard", "Production"):
         return False
     return not (vm_type == wanted or (wanted == "Production" and vm_type == "ProductionOnly"))
-
-
-def _has_document(output: CommandOutput | None) -> bool:
-    """Whether the script got as far as writing its document (so its ``finally`` blocks ran)."""
-    if output is None:
-        return False
-    text = output.stdout.decode("utf-8", errors="replace")
-    begin = text.find(BEGIN_MARKER)
-    return begin >= 0 and text.find(END_MARKER, begin + len(BEGIN_MARKER)) >= 0
 
 
 class WinRMHost(Host):
@@ -190,48 +150,10 @@ class WinRMHost(Host):
         operation = operation or OPERATION_LABELS[op]
         output = self._run(op, arguments, timeout, operation)
         try:
-            return self._document(output, operation)
+            return result_document(self.name, output, operation)
         except HostError as err:
             log.info("%s", err)
             raise
-
-    def _document(self, output: CommandOutput, operation: str) -> object:
-        """The document between the markers; success is decided from it and the exit code,
-        never from standard error (Windows PowerShell writes progress records there)."""
-        text = output.stdout.decode("utf-8", errors="replace")
-        begin = text.find(BEGIN_MARKER)
-        end = text.find(END_MARKER, begin + len(BEGIN_MARKER)) if begin >= 0 else -1
-        if begin < 0 or end < 0:
-            detail = clixml_errors(output.stderr)
-            if output.exit_code != 0:
-                message = f"the script failed with exit code {output.exit_code} and wrote no result"
-                raise HostError(self.name, operation, f"{message}: {detail}" if detail else message, kind="failed")
-            raise HostError(
-                self.name,
-                operation,
-                f"the answer holds no result document (no {BEGIN_MARKER} ... {END_MARKER} markers)",
-                kind="protocol",
-            )
-        body = text[begin + len(BEGIN_MARKER) : end].strip()
-        if not body:
-            raise HostError(self.name, operation, "the result document is empty", kind="protocol")
-        try:
-            doc = json.loads(body)
-        except json.JSONDecodeError as err:
-            raise HostError(
-                self.name,
-                operation,
-                f"the result document is not valid JSON ({err.msg} at line {err.lineno} column {err.colno})",
-                kind="protocol",
-            ) from None
-        if isinstance(doc, dict) and doc.get("ok") is True and output.exit_code != 0:
-            raise HostError(
-                self.name,
-                operation,
-                f"the script reported success but exited with code {output.exit_code}",
-                kind="failed",
-            )
-        return doc
 
     def _operation(self, op: str, arguments: dict, timeout: float, operation: str | None = None) -> OperationResult:
         doc = self._call(op, arguments, timeout, operation)
@@ -278,9 +200,9 @@ class WinRMHost(Host):
             # A Standard checkpoint saves the memory, a Production one waits for VSS in the guest:
             # both can take minutes on a big VM, so the long deadline, as for apply and merges.
             output = self._run("checkpoint.create", arguments, self.settings.long_timeout)
-            result = self._result(self._document(output, operation), "checkpoint.create")
+            result = self._result(result_document(self.name, output, operation), "checkpoint.create")
         except HostError as err:
-            if _has_document(output) or not create_switches_type(vm_type, checkpoint_type):
+            if has_document(output) or not create_switches_type(vm_type, checkpoint_type):
                 raise  # the script ran to its end (its finally restored the type), or switched nothing
             assert vm_type is not None
             raise self._restore_type_after(err, vm_id, checkpoint_type, vm_type) from None

@@ -6,14 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from rich.style import Style
-from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import DataTable, Static, Tree
-from textual.widgets.tree import TreeNode
 from textual.worker import Worker, WorkerState
 
 from hvtui.config.timing import local_zone
@@ -21,54 +18,18 @@ from hvtui.model import VM, Checkpoint, Finding, RestorePointSummary, Severity
 from hvtui.text import display_lines, display_text
 from hvtui.tui.display import markup_text
 from hvtui.tui.screens.base import ViewScreen, ViewTitle
-from hvtui.tui.viewmodel.checkpoint_files import checkpoint_files, now_files
 from hvtui.tui.viewmodel.finding_rows import finding_severity_text
-from hvtui.tui.viewmodel.format import age_text, aware, file_name, host_now, seconds_between, size_text
+from hvtui.tui.viewmodel.format import age_text, aware, file_name, host_now, size_text
 from hvtui.tui.viewmodel.schedule_rows import vm_schedule_text
 from hvtui.tui.viewmodel.snapshot import Snapshot
 from hvtui.tui.viewmodel.vm_rows import HEALTH_TEXT
-
-NOW_NODE = "__now__"  # tree data of the "▶ Now" node
+from hvtui.tui.widgets.checkpoint_tree import NOW_NODE, CheckpointTree, local_time
 
 # Actions that change the VM and need a checkpoint under the cursor.
 CHECKPOINT_ACTIONS = ("apply_checkpoint", "delete_checkpoint", "delete_subtree", "rename_checkpoint")
 CHANGING_ACTIONS = ("create_checkpoint", *CHECKPOINT_ACTIONS)
 
 _SEV_MARKUP = {Severity.CRIT: "$sev-crit", Severity.WARN: "$sev-warn", Severity.OK: "$sev-ok"}
-
-
-def short_file_name(path: str) -> str:
-    """``app01_82D04A04-F630-....avhdx`` -> ``app01_82D04A04….avhdx``: GUIDs eat the width."""
-    name = file_name(path)
-    stem, dot, ext = name.rpartition(".")
-    head, underscore, guid = stem.rpartition("_")
-    if underscore and len(guid) == 36 and guid.count("-") == 4:
-        return f"{head}_{guid[:8]}…{dot}{ext}"
-    return name
-
-
-class CheckpointTree(Tree[str]):
-    """A tree whose labels end in "…" where the width runs out (a deep chain, an 80-column
-    terminal), instead of being cut off at the edge with nothing to say so."""
-
-    def render_label(self, node: TreeNode[str], base_style: Style, style: Style) -> Text:
-        label = super().render_label(node, base_style, style)
-        room = self.scrollable_content_region.width - self._guide_width(node)
-        if 0 < room < label.cell_len:
-            label.truncate(room, overflow="ellipsis")
-        return label
-
-    def _guide_width(self, node: TreeNode[str]) -> int:
-        depth = 0
-        parent = node.parent
-        while parent is not None and parent is not self.root:
-            depth += 1
-            parent = parent.parent
-        return depth * self.guide_depth
-
-
-def _when(value: datetime, seconds: bool = False) -> str:
-    return aware(value).astimezone().strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 class VmDetailScreen(ViewScreen):
@@ -162,8 +123,8 @@ class VmDetailScreen(ViewScreen):
             yield Static("", id="vm-info")
 
     @property
-    def checkpoint_tree(self) -> Tree[str]:
-        return self.query_one("#cp-tree", Tree)
+    def checkpoint_tree(self) -> CheckpointTree:
+        return self.query_one("#cp-tree", CheckpointTree)
 
     @property
     def main_widget(self) -> Widget | None:
@@ -280,7 +241,7 @@ class VmDetailScreen(ViewScreen):
         for point in points:
             others = sorted(held_by[point.id] - {point.repository})
             table.add_row(
-                _when(point.time, seconds=True),
+                local_time(point.time, seconds=True),
                 display_text(point.id),
                 point.mode if point.vm_id == self.vm_id else f"{point.mode} (earlier id)",
                 {True: "verified", False: "FAILED verify", None: "not verified"}[point.verified],
@@ -309,64 +270,7 @@ class VmDetailScreen(ViewScreen):
             current = max(vm.checkpoints, key=lambda cp: aware(cp.created)).id
         want = self._want_selected or current
         self._want_selected = None
-        files = checkpoint_files(vm)
-        now = self._now or datetime.now().astimezone()
-        tree.clear()
-        nodes = {}
-        culprit_ids = {f.checkpoint_id for f in self._findings if f.checkpoint_id and f.severity > Severity.OK}
-
-        def add(parent_node, parent_id: str | None) -> None:
-            children = sorted(vm.children_of(parent_id), key=lambda cp: aware(cp.created))
-            for cp in children:
-                label = self._checkpoint_label(cp, files.get(cp.id, []), now, cp.id in culprit_ids)
-                node = parent_node.add(label, data=cp.id, expand=True)
-                nodes[cp.id] = node
-                add(node, cp.id)
-            if parent_id == vm.parent_checkpoint_id:
-                parent_node.add_leaf(self._now_label(vm), data=NOW_NODE)
-
-        add(tree.root, None)
-        # Checkpoints whose parent is missing from the inventory still show, at the top level.
-        for cp in vm.checkpoints:
-            if cp.id not in nodes and cp.parent_id is not None and vm.checkpoint(cp.parent_id) is None:
-                label = self._checkpoint_label(cp, files.get(cp.id, []), now, cp.id in culprit_ids)
-                nodes[cp.id] = tree.root.add(label, data=cp.id, expand=True)
-                add(nodes[cp.id], cp.id)
-        if vm.parent_checkpoint_id is not None and vm.parent_checkpoint_id not in nodes:
-            tree.root.add_leaf(self._now_label(vm), data=NOW_NODE)
-        tree.root.expand()
-
-        def select() -> None:
-            target = want if want in nodes or want == NOW_NODE else None
-            node = nodes.get(target) if target != NOW_NODE else None
-            if target == NOW_NODE or node is None:
-                node = next((n for n in _walk(tree.root) if n.data == NOW_NODE), None)
-            if node is not None:
-                tree.move_cursor(node)
-
-        self.call_after_refresh(select)
-
-    def _checkpoint_label(self, cp: Checkpoint, links, now: datetime, culprit: bool) -> Text:
-        label = Text()
-        if culprit:
-            label.append("⚠ ", style="bold")
-        label.append(display_text(cp.name), style="bold")
-        label.append(f"  {cp.type}  {age_text(seconds_between(now, cp.created))} old ({_when(cp.created)})")
-        if links:
-            # The differencing file this checkpoint started: what merges when it is deleted.
-            names = ", ".join(short_file_name(link.path) for link in links)
-            label.append(f"  Δ {names} {size_text(sum(link.file_size for link in links))}")
-        return label
-
-    @staticmethod
-    def _now_label(vm: VM) -> Text:
-        label = Text("▶ Now", style="bold reverse")
-        files = now_files(vm)
-        if files:
-            names = ", ".join(short_file_name(link.path) for link in files)
-            label.append(f"  running from {names} ({size_text(sum(link.file_size for link in files))})")
-        label.append(f"  {vm.state}")
-        return label
+        tree.show_vm(vm, self._findings, self._now or datetime.now().astimezone(), want)
 
     def _schedule_text(self, vm: VM) -> str:
         core, snapshot = self.hvtui.core, self.hvtui.snapshot
@@ -484,12 +388,6 @@ def copies_by_point(points: list[RestorePointSummary]) -> dict[str, set[str]]:
     for point in points:
         held.setdefault(point.id, set()).add(point.repository)
     return held
-
-
-def _walk(node):
-    yield node
-    for child in node.children:
-        yield from _walk(child)
 
 
 __all__ = ["VmDetailScreen", "NOW_NODE", "HEALTH_TEXT"]

@@ -11,9 +11,10 @@ from datetime import UTC, datetime, tzinfo
 from rich.cells import cell_len
 
 from hvtui.config.schedules import ScheduleConfig
-from hvtui.schedules.runner import ScheduleStatus, failure_severity
+from hvtui.schedules.runner import ScheduleStatus
+from hvtui.schedules.text import result_text, vm_result_line
 from hvtui.tui.viewmodel.cells import NO_STYLE, Cell, ColumnSpec, Palette
-from hvtui.tui.viewmodel.format import age_text, size_text
+from hvtui.tui.viewmodel.format import age_text
 
 SCHEDULE_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("name", "SCHEDULE", 0, 24),
@@ -36,19 +37,6 @@ class ScheduleRow:
 
 def local(when: datetime | None, zone: tzinfo) -> str:
     return "-" if when is None else when.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-
-
-def result_text(status: ScheduleStatus) -> str:
-    if status.running:
-        return "running or stopped"
-    run = status.last_run
-    if run is None:
-        return "never ran"
-    text = run.event or "-"
-    if run.results:
-        ok = sum(1 for r in run.results.values() if r.outcome in ("succeeded", "warning"))
-        text += f" ({ok}/{len(run.results)} ok)"
-    return text
 
 
 def build_schedule_rows(statuses: Sequence[ScheduleStatus], zone: tzinfo, palette: Palette) -> list[ScheduleRow]:
@@ -92,18 +80,7 @@ def detail_text(status: ScheduleStatus, zone: tzinfo) -> str:
     else:
         when = local(run.started, zone)
         lines.append(f"Last run {run.run_id} at {when}: {result_text(status)}")
-        for r in run.results.values():
-            line = f"  {r.outcome:<9} {r.host}/{r.vm}"
-            if r.mode:
-                line += f" {r.mode}"
-            if r.size_bytes:
-                line += f", {size_text(r.size_bytes)}"
-            severity = failure_severity(r)
-            if severity is not None:
-                line += f" ({severity}: failed {r.failures_in_a_row} run{'s' if r.failures_in_a_row != 1 else ''} in a row)"
-            if r.reason:
-                line += f": {r.reason}"
-            lines.append(line)
+        lines.extend(vm_result_line(r) for r in run.results.values())
         lines.extend(f"  note: {note}" for note in run.notes)
     if status.missed:
         shown = ", ".join(local(slot, zone) for slot in status.missed[-5:])
