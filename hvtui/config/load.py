@@ -36,7 +36,7 @@ from hvtui.config.settings import (
     UIConfig,
     builtin_repository,
 )
-from hvtui.config.walk import Read, duration_seconds, read_model
+from hvtui.config.walk import Read, duration_seconds, first_of_each_name, read_model
 from hvtui.errors import ConfigError
 from hvtui.paths import Paths
 
@@ -176,15 +176,8 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
         return (builtin_repository(paths),)
     repositories: list[RepositoryConfig] = []
     read_items: list[Read] = []  # the entry each of repositories was read from
-    first_line: dict[str, int] = {}
     defaults: list[Read] = []
-    for item in section.items:
-        name = item.keys.get("name")
-        if name is not None and name.ok:
-            if name.data in first_line:
-                doc.report(name.at, f"duplicate repository name '{name.data}' (first defined on line {first_line[name.data]})")
-                continue
-            first_line[name.data] = item.at.line
+    for item in first_of_each_name(doc, section.items, "repository"):
         if item.model is None:
             continue
         s3 = None
