@@ -225,7 +225,8 @@ class Core:
         return self._service(
             "repositories",
             lambda: RepositoryList(
-                self.config.repositories, self.paths.default_repository, prompter=self._passphrase_prompter
+                self.config.repositories, self.paths.default_repository, prompter=self._passphrase_prompter,
+                clock=self.clock,
             ),
         )
 
