@@ -183,6 +183,10 @@ def test_an_explicit_action_tries_at_once(core: Core, gateway: DeadGateway, cloc
         core.backups.restore("0" * 32, to_dir=tmp_path / "restored", repository="offsite")
     assert gateway.count() > tried
     tried = gateway.count()
+    with pytest.raises(HvtuiError, match=f"did not answer after {ATTEMPTS} attempts"):  # the console's restore job too
+        core.jobs.submit_restore("0" * 32, "directory", directory=tmp_path / "restored", repository="offsite")
+    assert gateway.count() > tried
+    tried = gateway.count()
     # Each failed explicit try held it longer: 60, 120, 240, then the longest hold.
     assert offsite_info(core)["problem"].endswith(f"; retrying in {int(LONGEST_HOLD)} s)")
     assert gateway.count() == tried
