@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from hvtui.backups.copies import RepositoryCopies
     from hvtui.backups.keyslots import RepositoryKeys
     from hvtui.backups.migration import RepositoryMigrations
+    from hvtui.backups.repo_locks import RepositoryLocks
     from hvtui.backups.repositories import RepositoryList
     from hvtui.backups.service import Backups
     from hvtui.changes.service import ChangeWindows
@@ -225,7 +226,8 @@ class Core:
         return self._service(
             "repositories",
             lambda: RepositoryList(
-                self.config.repositories, self.paths.default_repository, prompter=self._passphrase_prompter
+                self.config.repositories, self.paths.default_repository, prompter=self._passphrase_prompter,
+                clock=self.clock,
             ),
         )
 
@@ -241,6 +243,17 @@ class Core:
         return self._service(
             "repository_keys",
             lambda: RepositoryKeys(self.repositories, SafetyGuard(self._hosts, self.audit, self.read_only)),
+        )
+
+    @property
+    def repository_locks(self) -> RepositoryLocks:
+        """Lock records of a repository (``hvtui repo locks``)."""
+        from hvtui.backups.guard import SafetyGuard
+        from hvtui.backups.repo_locks import RepositoryLocks
+
+        return self._service(
+            "repository_locks",
+            lambda: RepositoryLocks(self.repositories, SafetyGuard(self._hosts, self.audit, self.read_only)),
         )
 
     @property

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY, FaultProxy, s3_error, seaweed_server
 
+from hvtui.config.s3 import endpoint_problem
 from hvtui.engine.backends.base import Backend, BackendError, ObjectExists, ObjectMissing
 from hvtui.engine.backends.local import LocalBackend
 from hvtui.engine.backends.s3 import MULTIPART_THRESHOLD, S3Backend, S3Settings, check_endpoint
@@ -181,6 +182,17 @@ def test_plain_http_is_refused_unless_loopback_or_allowed() -> None:
         check_endpoint("ftp://s3.example.com", insecure_http=False)
     with pytest.raises(BackendError, match="unencrypted"):
         S3Backend(S3Settings(endpoint="http://10.1.2.3:9000", bucket="b", access_key="a", secret_key="s"))
+
+
+def test_the_backend_refuses_an_endpoint_in_the_configs_words() -> None:
+    # One rule (config.s3.endpoint_problem): the config check and the backend's never disagree.
+    for endpoint in ("http://s3.example.com", "ftp://s3.example.com", "https://", "http://192.168.1.9:8333"):
+        problem = endpoint_problem(endpoint, False)
+        assert problem is not None
+        with pytest.raises(BackendError) as caught:
+            check_endpoint(endpoint, insecure_http=False)
+        assert problem in str(caught.value)
+        assert caught.value.kind == "config"
 
 
 @pytest.fixture

@@ -87,6 +87,8 @@ class RepositoryCopies:
             self._audit.record(ACTION, f"repository:{dst_rc.name}", None, args, "refused", 0.0, f"read-only: {reason}")
             raise ReadOnlyError(f"copy refused: {reason}")
         with self._audit.action(ACTION, f"repository:{dst_rc.name}", None, args) as entry:
+            self._backups.retry_now(src_rc.name)  # an explicit action: storages held as unreachable are asked again
+            self._backups.retry_now(dst_rc.name)
             src = self._backups.open_repository(src_rc.name)
             if src is None:
                 raise RepositoryError(f"repository {src_rc.name!r} at {src_rc.where} does not exist yet (nothing to copy)")
@@ -113,8 +115,9 @@ class RepositoryCopies:
         self._apply_retention(dst, dst_rc, points, result)
         return result
 
-    def overview(self) -> list[RepositoryOverview]:
-        """Every configured repository (``repository_infos``) with its ``copy_to`` and its last copy."""
+    def overview(self, retry: bool = False) -> list[RepositoryOverview]:
+        """Every configured repository (``repository_infos``) with its ``copy_to`` and its last copy
+        (``retry``: asked by the user, storages held as unreachable are asked again now)."""
         last: dict[str, tuple[datetime, str]] = {}
         for entry in self._audit.read():
             host = str(entry.get("host") or "")
@@ -128,7 +131,7 @@ class RepositoryCopies:
             if name not in last or when >= last[name][0]:
                 last[name] = (when, str((entry.get("args") or {}).get("from") or ""))
         out = []
-        for info in self._backups.repository_infos():
+        for info in self._backups.repository_infos(retry=retry):
             copy_to = self._backups.repository_config(info.name).copy_to
             when, source = last.get(info.name, (None, None))
             out.append(RepositoryOverview(info, copy_to, when, source or None))

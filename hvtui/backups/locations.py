@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hvtui.backups.reachability import HeldBackend, ReachabilityHold
+from hvtui.clock import Clock
 from hvtui.config import RepositoryConfig
 from hvtui.engine.backends.base import BackendError, ObjectMissing
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
@@ -67,6 +69,10 @@ class Location(ABC):
     def endpoint(self) -> str | None:
         return None
 
+    def retry_now(self) -> None:
+        """An explicit action: ask the storage again now, even when it was unreachable a moment ago."""
+        return None  # a folder is asked every time
+
 
 class LocalFolder(Location):
     backend_name = "local"
@@ -99,28 +105,34 @@ class S3Bucket(Location):
     """A repository in a bucket; ``rc.path`` is this machine's working folder for it.
 
     The backend (a boto3 client) is made at first use, with the keys resolved then from their
-    sources; they live in the client only, never in a message or a log line."""
+    sources; they live in the client only, never in a message or a log line.  Its calls go
+    through ``hold``: a storage that did not answer is not asked again for a while
+    (``reachability``)."""
 
     backend_name = "s3"
 
-    def __init__(self, rc: RepositoryConfig, prompter: Callable[[], Prompter | None]) -> None:
+    def __init__(self, rc: RepositoryConfig, prompter: Callable[[], Prompter | None], clock: Clock) -> None:
         super().__init__(rc)
         assert rc.s3 is not None
         self.s3 = rc.s3
         self.where = rc.s3.where
         self._prompter = prompter
-        self._backend: S3Backend | None = None
+        self.hold = ReachabilityHold(self.where, clock)
+        self._backend: HeldBackend | None = None
         self._lock = threading.Lock()
 
     @property
     def endpoint(self) -> str | None:
         return self.s3.endpoint or f"AWS S3 ({self.s3.region})"
 
-    def backend(self) -> S3Backend:
+    def backend(self) -> HeldBackend:
         with self._lock:
             if self._backend is None:
-                self._backend = S3Backend(self._settings())
+                self._backend = HeldBackend(S3Backend(self._settings()), self.hold)
             return self._backend
+
+    def retry_now(self) -> None:
+        self.hold.retry_now()
 
     def _settings(self) -> S3Settings:
         s3 = self.s3
@@ -186,8 +198,8 @@ _ALTERNATIVES = {
 }
 
 
-def location_of(rc: RepositoryConfig, prompter: Callable[[], Prompter | None]) -> Location:
-    return S3Bucket(rc, prompter) if rc.s3 is not None else LocalFolder(rc)
+def location_of(rc: RepositoryConfig, prompter: Callable[[], Prompter | None], clock: Clock) -> Location:
+    return S3Bucket(rc, prompter, clock) if rc.s3 is not None else LocalFolder(rc)
 
 
 def folder_size(path: Path) -> int:

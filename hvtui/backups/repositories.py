@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hvtui.backups.locations import Location, location_of
+from hvtui.backups.reachability import HeldUnreachable
+from hvtui.clock import Clock, SystemClock
 from hvtui.config import RepositoryConfig, SecretSource
 from hvtui.engine import keys
 from hvtui.engine.repository import Repository
@@ -36,11 +38,14 @@ class RepositoryList:
         configured: Sequence[RepositoryConfig],
         default_path: Path,
         prompter: Callable[[], Prompter | None] = lambda: None,
+        clock: Clock | None = None,
     ) -> None:
         """``configured``: the config's repositories; ``default_path``: where the ``default``
         repository lives when the config names none; ``prompter()``: who asks the user for a
-        passphrase now (None: nobody can be asked)."""
+        passphrase now (None: nobody can be asked); ``clock``: how long an unreachable storage
+        is left alone (``reachability``)."""
         self._prompter = prompter
+        self._clock: Clock = clock or SystemClock()
         # Why an encrypted repository could not be unlocked (a wrong passphrase, a cancelled
         # or impossible prompt): said again without asking again, so that the console's checks
         # of many VMs do not each run scrypt or open a dialog.  Until hvtui restarts.
@@ -78,8 +83,15 @@ class RepositoryList:
         with self._lock:
             location = self._locations.get(rc.name)
             if location is None or location.rc != rc:
-                location = self._locations[rc.name] = location_of(rc, self._prompter)
+                location = self._locations[rc.name] = location_of(rc, self._prompter, self._clock)
             return location
+
+    def retry_now(self, name: str | None = None) -> None:
+        """An explicit action on repository ``name`` (None: on every one): its storage is asked
+        again at once, even when it did not answer a moment ago."""
+        names = [name] if name is not None else [rc.name for rc in self.repository_configs()]
+        for each in names:
+            self.location(each).retry_now()
 
     def open_repository(self, name: str | None = None, create: bool = False) -> Repository | None:
         """The repository object (cached); None when it does not exist and ``create`` is False."""
@@ -164,7 +176,8 @@ class RepositoryList:
             except RepositoryError as err:
                 if repository is not None:
                     raise
-                log.warning("repository %s: %s", name, err)
+                # Said once when it happens; not again for each question the hold answers from memory.
+                log.log(logging.DEBUG if isinstance(err, HeldUnreachable) else logging.WARNING, "repository %s: %s", name, err)
                 if failures is not None:
                     failures.append((name, err))
                 continue

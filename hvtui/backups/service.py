@@ -95,6 +95,11 @@ class Backups:
         """The repository object (cached); None when it does not exist and ``create`` is False."""
         return self._repositories.open_repository(name, create)
 
+    def retry_now(self, name: str | None = None) -> None:
+        """An explicit action on repository ``name`` (None: every one): a storage that did not
+        answer a moment ago is asked again at once (``reachability``)."""
+        self._repositories.retry_now(name)
+
     def points_changed(self, name: str) -> None:
         """Another service (a copy) added or removed points of repository ``name``: list them afresh."""
         self._points.invalidate(name)
@@ -252,6 +257,7 @@ class Backups:
         known = self._inventory.latest.vm(host_name, vm_id)
         vm_label = known.name if known is not None else vm_name or vm_id
         self._guard.refuse_if_read_only("backup", host_name, vm_label, args)
+        self._repositories.retry_now(rc.name)  # an explicit action: a storage held as unreachable is asked again
         repo = self.open_repository(rc.name, create=True)
         assert repo is not None
         taken: list[str] = []
@@ -354,6 +360,7 @@ class Backups:
         targets = sum(1 for t in (to_dir is not None, as_name is not None, in_place) if t)
         if targets != 1:
             raise ConfigError("restore needs exactly one target: a directory, a new VM name, or in place")
+        self._repositories.retry_now(repository)  # an explicit action: a storage held as unreachable is asked again
         repo, manifest = self.find_point(point_id, repository)
         common = {"progress": progress, "cancel": cancel, "progress_interval": self.progress_interval}
         if to_dir is not None:
@@ -420,6 +427,7 @@ class Backups:
         read_share: float = 1.0,
     ) -> VerifyReport:
         """Check a repository (or the repository holding ``point_id``): ``maintenance.verify``."""
+        self._repositories.retry_now(repository)
         if point_id is not None:
             repo, _ = self.find_point(point_id, repository)
         else:
@@ -438,11 +446,15 @@ class Backups:
     ) -> PruneResult:
         """Apply the repository's retention, then remove unreferenced chunks: ``maintenance.prune``."""
         rc = self.repository_config(repository)
+        self._repositories.retry_now(rc.name)
         return self._maintenance.prune(rc, dry_run, host, vm_id, retention, progress, cancel, self._timing())
 
-    def repository_infos(self, repository: str | None = None) -> list[RepositoryInfo]:
-        """What each configured repository (or the one named) is: ``hvtui repo list|info``."""
+    def repository_infos(self, repository: str | None = None, retry: bool = False) -> list[RepositoryInfo]:
+        """What each configured repository (or the one named) is: ``hvtui repo list|info``.
+        ``retry``: asked by the user, so a storage held as unreachable is asked again now."""
         configs = [self.repository_config(repository)] if repository else self.repository_configs()
+        if retry:
+            self._repositories.retry_now(repository)
         return catalog.list_infos(configs, self.open_repository, self._points.points_of, self._repositories.location)
 
     def init_repository(

@@ -1,5 +1,5 @@
-"""`hvtui repo init|list|info|migrate|key`: create a configured repository, say what each one is,
-convert a format-1 one to format 2, manage the key slots of an encrypted one.
+"""`hvtui repo init|list|info|migrate|key|locks`: create a configured repository, say what each one is,
+convert a format-1 one to format 2, manage the key slots of an encrypted one, list its lock records.
 
 ``init`` creates the repository a ``repositories:`` entry names, in the format asked for
 (``--format``, default the entry's ``format``; ``--encrypt``, or a passphrase source in the
@@ -8,6 +8,9 @@ existing repository is never touched.  ``list`` and ``info`` only read.
 ``migrate`` asks first (the plan says what happens), is refused read-only and audit-logged.
 ``key list|add|remove`` (backups/keyslots.py): add and remove are refused read-only and
 audit-logged; remove asks.
+``locks NAME [--clear-stale]`` (backups/repo_locks.py) lists who holds the repository's locks;
+``--clear-stale`` removes the records whose holders are gone (only those, so it does not ask),
+refused read-only and audit-logged.
 """
 
 from __future__ import annotations
@@ -84,6 +87,17 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
     migrate.add_argument("name", nargs="?", metavar="NAME", help="repository name from the config (default: the default one)")
     migrate.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     migrate.set_defaults(handler=run_migrate)
+    locks = actions.add_parser(
+        "locks",
+        parents=[*parents, output],
+        help="who holds the repository's locks; --clear-stale removes those whose holder is gone",
+        description="List the repository's lock records: who (pid, machine), what (operation), since when, the last "
+        "heartbeat, and whether the holder is gone (stale). --clear-stale removes the stale records only: a live "
+        "holder's record is never touched (refused with --read-only; audit-logged).",
+    )
+    locks.add_argument("name", metavar="NAME", help="repository name from the config")
+    locks.add_argument("--clear-stale", action="store_true", help="remove the records whose holder is gone")
+    locks.set_defaults(handler=run_locks)
 
 
 def _register_keys(
@@ -287,4 +301,25 @@ def run_key_remove(args: argparse.Namespace, core: Core) -> int:
         emit_json({"ok": True, "repository": rc.name, "removed": args.slot})
     else:
         show(f"Removed key slot {args.slot} of repository {rc.name!r}.")
+    return EXIT_OK
+
+
+@reported
+def run_locks(args: argparse.Namespace, core: Core) -> int:
+    cleared: list[str] = []
+    if args.clear_stale:
+        _rc, cleared = core.repository_locks.clear_stale(args.name)
+    rc, states = core.repository_locks.records(args.name)
+    if args.json:
+        emit_json({"ok": True, "repository": rc.name, "cleared": cleared, "locks": [s.to_dict() for s in states]})
+        return EXIT_OK
+    for line in cleared:
+        show(line[0].upper() + line[1:] + ".")
+    if args.clear_stale and not cleared:
+        show("No stale lock record: nothing cleared.")
+    stale = sum(1 for s in states if s.stale)
+    hint = f" ({stale} stale: `hvtui repo locks {rc.name} --clear-stale` removes them)" if stale else ""
+    show(f"{rc.name}: {len(states)} lock record{'' if len(states) == 1 else 's'}{hint}")
+    for state in states:
+        show(f"  {state.line()}")
     return EXIT_OK

@@ -13,13 +13,12 @@ repository's own business (every blob is hashed or authenticated).
 from __future__ import annotations
 
 import io
-import ipaddress
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+from hvtui.config.s3 import endpoint_problem
 from hvtui.engine.backends.base import (
     Backend,
     BackendError,
@@ -59,29 +58,13 @@ class S3Settings:
 def check_endpoint(endpoint: str | None, insecure_http: bool) -> None:
     """Refuse an endpoint that would send the repository's traffic in the clear.
 
-    Plain http is accepted for a loopback host (a test server, a local gateway) or when the
-    repository says ``insecure_http: true``."""
+    The rule is the config's (``config.s3.endpoint_problem``), checked again here because a
+    backend may be made from settings that never went through a config file."""
     if endpoint is None:
         return
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BackendError(endpoint, "the endpoint must be an http(s) URL such as https://s3.example.com", kind="config")
-    if parts.scheme == "http" and not insecure_http and not _is_loopback(parts.hostname):
-        raise BackendError(
-            endpoint,
-            "plain http to a host that is not this machine would send backups and credentials unencrypted; "
-            "use https, or set insecure_http: true on the repository to accept that",
-            kind="config",
-        )
-
-
-def _is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
+    problem = endpoint_problem(endpoint, insecure_http)
+    if problem is not None:
+        raise BackendError(endpoint, problem, kind="config")
 
 
 class S3Backend(Backend):

@@ -61,6 +61,7 @@ def submit_restore(
         raise ConfigError("a restore as a new VM needs the new VM's name")
     if target == "directory" and not directory:
         raise ConfigError("a restore into a directory needs the directory")
+    services.backups.retry_now(repository)  # an explicit action: a storage held as unreachable is asked again
     repo, manifest = services.backups.find_point(point_id, repository)
     params: dict[str, Any] = {"mode": target, "point_id": manifest.id, "repository": repo.name}
     if keep_checkpoints and target != "in_place":

@@ -1,13 +1,17 @@
 """`:repos`: each configured repository: backend, format, encryption, size, restore points, last
 backup, last copy into it and where it copies to.  The rows are built on a worker thread through
 the core's copy service (the console never opens a repository on the UI thread), again with every
-refresh the app shows.
+refresh the app shows.  A bucket that did not answer is left alone for a while (its row says when it
+was last tried and when it is tried again); `r` asks every repository again now.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
 from hvtui.config.timing import local_zone
@@ -29,6 +33,7 @@ class RepositoriesScreen(ListedView):
     view_name = "repos"
     view_title = "Repositories"
     TABLE_ID = "repository-table"
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("r", "retry", "Retry now")]
 
     DEFAULT_CSS = """
     RepositoriesScreen #repository-detail {
@@ -47,11 +52,15 @@ class RepositoriesScreen(ListedView):
     def reload(self) -> None:
         self._read_repositories()
 
+    def action_retry(self) -> None:
+        """Ask every repository again now, an unreachable one too (the refreshes leave it alone for a while)."""
+        self._read_repositories(retry=True)
+
     @work(thread=True, group="repositories-read", exclusive=True, exit_on_error=False)
-    def _read_repositories(self) -> None:
+    def _read_repositories(self, retry: bool = False) -> None:
         app = self.hvtui
         try:
-            repos, error = app.core.copies.overview(), None
+            repos, error = app.core.copies.overview(retry), None
         except HvtuiError as err:
             repos, error = [], str(err)
         rows = build_repository_rows(repos, local_zone(), app.palette)
