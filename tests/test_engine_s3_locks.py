@@ -12,14 +12,13 @@ import json
 import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
+from s3_bucket_support import fresh_bucket
 
 from hvtui.engine import keys
-from hvtui.engine.backends.s3 import S3Backend, S3Settings
+from hvtui.engine.backends.s3 import S3Backend
 from hvtui.engine.errors import RepositoryBusy
 from hvtui.engine.lock_records import BackendRecords
 from hvtui.engine.locks import RepositoryLock
@@ -39,12 +38,7 @@ def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def bucket(seaweed) -> S3Backend:
-    return S3Backend(
-        S3Settings(
-            endpoint=seaweed.endpoint, bucket=BUCKET, prefix=f"locks-{uuid.uuid4().hex[:8]}", region="us-east-1",
-            access_key=ACCESS_KEY, secret_key=SECRET_KEY, max_attempts=3, connect_timeout=2.0, read_timeout=10.0,
-        )
-    )
+    return fresh_bucket(seaweed, "locks")
 
 
 def two_machines(tmp_path: Path, bucket: S3Backend) -> tuple[Repository, Repository]:

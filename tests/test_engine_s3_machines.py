@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from s3_bucket_support import fresh_bucket
 from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY, FaultProxy, s3_error
 
 from hvtui.backups.points import PointIndex
@@ -43,12 +44,7 @@ def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def bucket(seaweed) -> S3Backend:
-    return S3Backend(
-        S3Settings(
-            endpoint=seaweed.endpoint, bucket=BUCKET, prefix=f"machines-{uuid.uuid4().hex[:8]}", region="us-east-1",
-            access_key=ACCESS_KEY, secret_key=SECRET_KEY, max_attempts=3, connect_timeout=2.0, read_timeout=10.0,
-        )
-    )
+    return fresh_bucket(seaweed, "machines")
 
 
 @pytest.fixture

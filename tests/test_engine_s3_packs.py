@@ -12,16 +12,15 @@ import dataclasses
 import os
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
-from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
+from s3_bucket_support import fresh_bucket
 
 from hvtui.clock import FixedClock
 from hvtui.config import Retention
 from hvtui.engine import keys
-from hvtui.engine.backends.s3 import S3Backend, S3Settings
+from hvtui.engine.backends.s3 import S3Backend
 from hvtui.engine.backup import run_backup
 from hvtui.engine.errors import RepositoryDamaged
 from hvtui.engine.packobjects import pack_key
@@ -50,12 +49,7 @@ def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def bucket(seaweed) -> S3Backend:
     """A fresh prefix of the test bucket: one repository's objects."""
-    return S3Backend(
-        S3Settings(
-            endpoint=seaweed.endpoint, bucket=BUCKET, prefix=f"repo-{uuid.uuid4().hex[:8]}", region="us-east-1",
-            access_key=ACCESS_KEY, secret_key=SECRET_KEY, max_attempts=3, connect_timeout=2.0, read_timeout=10.0,
-        )
-    )
+    return fresh_bucket(seaweed, "repo")
 
 
 @pytest.fixture

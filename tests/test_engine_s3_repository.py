@@ -7,15 +7,14 @@ passphrase: config.json and the key slots are objects too, encryption is mandato
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import pytest
-from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
+from s3_bucket_support import fresh_bucket
 
 from hvtui.clock import FixedClock
 from hvtui.engine import keys
-from hvtui.engine.backends.s3 import S3Backend, S3Settings
+from hvtui.engine.backends.s3 import S3Backend
 from hvtui.engine.backup import run_backup
 from hvtui.engine.remote_repo import open_on_backend
 from hvtui.engine.restore import restore_to_directory
@@ -35,12 +34,7 @@ def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def bucket(seaweed) -> S3Backend:
-    return S3Backend(
-        S3Settings(
-            endpoint=seaweed.endpoint, bucket=BUCKET, prefix=f"whole-{uuid.uuid4().hex[:8]}", region="us-east-1",
-            access_key=ACCESS_KEY, secret_key=SECRET_KEY, max_attempts=3, connect_timeout=2.0, read_timeout=10.0,
-        )
-    )
+    return fresh_bucket(seaweed, "whole")
 
 
 def test_created_on_one_machine_restored_on_another_from_the_bucket_alone(bucket: S3Backend, tmp_path: Path) -> None:
