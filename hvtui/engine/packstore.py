@@ -392,6 +392,15 @@ class PackSink:
         header = HEADER.pack(MAGIC, codec, raw_len, len(payload))
         return self.current.add(digest, *self.store.seal(digest, header, payload))
 
+    def add_sealed(self, digest: bytes, sealed: bytes | bytearray) -> int:
+        """A chunk object already sealed under this store's key for ``digest`` (a copy seals on
+        its worker threads: ``cipher.seal(header ‖ payload, digest)``, what ``add`` writes)."""
+        if self.store.has(digest):
+            return 0
+        if self.current is None:
+            self.current = PackWriter(self.store.tmp_dir, self.owner, self.store.cipher)
+        return self.current.add(digest, sealed, b"")
+
     def take(self, force: bool = False) -> _Batch | None:
         current = self.current
         if current is None or not current.entries:
