@@ -137,6 +137,11 @@ class _Transformed:
     sealed: bytes | bytearray | None  # sealed under the target's key for ``new_id`` (an encrypted target)
 
 
+def _check_span(store: PackStore, span: list[tuple[str, int, int, bytes]]) -> int:
+    """On a worker thread: one span of what a copy sent, read back and checked; its chunks."""
+    return sum(1 for _ in store.read_span(span, verify=store.cipher is None))
+
+
 class _PointCopier:
     """Copies points chunk by chunk: the per-chunk work (read, open, decompress and hash to
     check it, the target's id, seal) runs on ``COPY_WORKERS`` threads, at most ``COPY_AHEAD``
@@ -258,10 +263,16 @@ class _PointCopier:
         store = self.target.store
         try:
             if isinstance(store, PackStore):
-                # A pack's chunks in a few ranged reads, not one each. Sealed blobs that
-                # authenticate under their id are exactly what was sent: no hash to redo.
-                for _digest, _data in store.get_many(arrived, verify=store.cipher is None):
-                    pass
+                # A pack's chunks in a few ranged reads, not one each, COPY_WORKERS at once (at
+                # most that many spans in memory). Sealed blobs that authenticate under their id
+                # are exactly what was sent: no hash to redo.
+                checking: deque[Future[int]] = deque()
+                for span in store.spans(arrived):
+                    if len(checking) >= COPY_WORKERS:
+                        checking.popleft().result()
+                    checking.append(self.workers.submit(_check_span, store, span))
+                while checking:
+                    checking.popleft().result()
             else:
                 for new_id in arrived:
                     store.get(new_id)
