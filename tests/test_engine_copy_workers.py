@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -155,3 +157,61 @@ def test_a_worker_failure_fails_the_copy_with_no_manifest_and_the_next_copy_work
     assert len(result.copied) == 2
     assert not [t for t in threading.enumerate() if t.name.startswith("hvtui-pack-upload")]
     check_copied_back(target, source, host, vm_id, tmp_path)
+
+
+def copy_thread_waits_for_a_chunk(thread: threading.Thread) -> bool:
+    """The copy's own thread is waiting for the result of the chunk it writes next."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        if frame.f_code is copy_mod._PointCopier._finish.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_a_copy_works_at_most_its_window_of_chunks_ahead_whatever_the_point_size(
+    local: tuple[Repository, LabHost, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, host, vm_id = local
+    monkeypatch.setattr(copy_mod, "COPY_AHEAD_BYTES", 5 * CS)
+    window = copy_mod.copy_ahead(CS)
+    assert window == 5
+    real_read = source.store.read_blob
+    first_held = threading.Event()
+    release = threading.Event()
+    cond = threading.Condition()
+    seen = {"calls": 0, "active": 0}
+
+    def read_blob(digest: bytes) -> tuple[bytes, str]:
+        with cond:
+            seen["calls"] += 1
+            seen["active"] += 1
+            number = seen["calls"]
+        try:
+            if number == 1:  # the chunk the copy writes first is held: nothing can be written
+                first_held.set()
+                assert release.wait(DEADLINE), "the test never released the first chunk"
+            return real_read(digest)
+        finally:
+            with cond:
+                seen["active"] -= 1
+                cond.notify_all()
+
+    monkeypatch.setattr(source.store, "read_blob", read_blob)
+    target = Repository.open(tmp_path / "target", create=True, version=2, chunk_size=CS, encrypt=True, passphrase=lambda: PASS)
+    outcome: list[object] = []
+    copier = threading.Thread(target=lambda: outcome.append(copy_all(source, target)), daemon=True)
+    copier.start()
+    try:
+        assert first_held.wait(DEADLINE)
+        deadline = time.monotonic() + DEADLINE
+        with cond:  # every other chunk read so far is done, and the copy waits for the held one
+            while not (seen["active"] == 1 and seen["calls"] >= window and copy_thread_waits_for_a_chunk(copier)):
+                assert time.monotonic() < deadline, f"waited {DEADLINE:.0f} s for the copy to wait: {seen}"
+                cond.wait(0.05)  # the copy's thread blocking notifies nobody: look again now and then
+            assert seen["calls"] == window  # not the point's 80-odd chunks: memory stays bounded
+    finally:
+        release.set()
+    copier.join(DEADLINE)
+    assert not copier.is_alive() and outcome and isinstance(outcome[0], copy_mod.CopyResult), outcome
+    assert len(outcome[0].copied) == 2 and seen["calls"] > 2 * window

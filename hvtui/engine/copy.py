@@ -38,11 +38,16 @@ from hvtui.events import CancelToken, Progress, ProgressCallback
 
 BATCH_BYTES = 16 * 1024 * 1024  # chunk files published (and read back) per batch in a format-1 target
 BATCH_SECONDS = 1.0
-# Threads doing the per-chunk work of a copy, and chunks in flight ahead of the one being written:
-# memory holds at most COPY_AHEAD chunks (each opened and sealed: about 2 x the chunk size), never
-# more whatever the points' size.
+# Threads doing the per-chunk work of a copy, and the chunk bytes in flight ahead of the one being
+# written (at least 2 chunks): memory holds that much (each chunk opened and sealed: about twice
+# its size), whatever the points' size; 8 chunks of the default 1 MiB.
 COPY_WORKERS = 3
-COPY_AHEAD = 8
+COPY_AHEAD_BYTES = 8 * 1024 * 1024
+
+
+def copy_ahead(chunk_size: int) -> int:
+    """How many chunks a copy works on ahead of the one it writes."""
+    return max(2, COPY_AHEAD_BYTES // chunk_size)
 _ID_PROBE = b"hvtui chunk id scheme probe"
 
 
@@ -144,7 +149,7 @@ def _check_span(store: PackStore, span: list[tuple[str, int, int, bytes]]) -> in
 
 class _PointCopier:
     """Copies points chunk by chunk: the per-chunk work (read, open, decompress and hash to
-    check it, the target's id, seal) runs on ``COPY_WORKERS`` threads, at most ``COPY_AHEAD``
+    check it, the target's id, seal) runs on ``COPY_WORKERS`` threads, at most ``copy_ahead``
     chunks ahead of the one being written; chunks go into the target's packs in the
     manifest's order, from this (the copy's) thread."""
 
@@ -172,6 +177,7 @@ class _PointCopier:
     def copy(self, manifest: Manifest) -> Manifest:
         """Send the chunks of ``manifest`` the target lacks; the manifest as the target names them."""
         ahead: deque[tuple[bytes, Future[_Transformed] | None]] = deque()
+        window = copy_ahead(manifest.chunk_size)
         on_the_way: set[bytes] = set()  # source ids submitted and not yet written
         try:
             for entry in manifest.files:
@@ -180,7 +186,7 @@ class _PointCopier:
                         continue
                     self.cancel.check()
                     ahead.append((digest, self._submit(manifest, digest, on_the_way)))
-                    if len(ahead) >= COPY_AHEAD:
+                    if len(ahead) >= window:
                         self._finish(manifest, *ahead.popleft(), on_the_way)
             while ahead:
                 self.cancel.check()
