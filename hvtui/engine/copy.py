@@ -144,7 +144,7 @@ class _Transformed:
 
 def _check_span(store: PackStore, span: list[tuple[str, int, int, bytes]]) -> int:
     """On a worker thread: one span of what a copy sent, read back and checked; its chunks."""
-    return sum(1 for _ in store.read_span(span, verify=store.cipher is None))
+    return sum(1 for _ in store.read_span(span, verify=True if store.cipher is None else None))
 
 
 class _PointCopier:
