@@ -76,6 +76,15 @@ def _stop(pid: int, grace: float = 15.0) -> None:
             time.sleep(0.05)
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, its exited children too) the server process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def backend(prefix: str):  # noqa: ANN201 - hvtui is imported by the caller's subprocess only
     """The S3 backend for ``prefix`` in the benchmark's bucket (inside an hvtui subprocess)."""
     from hvtui.engine.backends.s3 import S3Backend, S3Settings

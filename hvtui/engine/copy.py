@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,16 @@ from hvtui.events import CancelToken, Progress, ProgressCallback
 
 BATCH_BYTES = 16 * 1024 * 1024  # chunk files published (and read back) per batch in a format-1 target
 BATCH_SECONDS = 1.0
+# Threads doing the per-chunk work of a copy, and the chunk bytes in flight ahead of the one being
+# written (at least 2 chunks): memory holds that much (each chunk opened and sealed: about twice
+# its size), whatever the points' size; 8 chunks of the default 1 MiB.
+COPY_WORKERS = 3
+COPY_AHEAD_BYTES = 8 * 1024 * 1024
+
+
+def copy_ahead(chunk_size: int) -> int:
+    """How many chunks a copy works on ahead of the one it writes."""
+    return max(2, COPY_AHEAD_BYTES // chunk_size)
 _ID_PROBE = b"hvtui chunk id scheme probe"
 
 
@@ -121,15 +133,42 @@ def _plain_blob(repo: Repository, digest: bytes) -> bytes:
     return store.read_blob(digest)
 
 
+@dataclass(slots=True)
+class _Transformed:
+    """A chunk made ready for the target on a worker thread."""
+
+    new_id: bytes  # its id in the target
+    plain: bytes | None  # header and payload as a format-1 file holds them; None: the target has it
+    sealed: bytes | bytearray | None  # sealed under the target's key for ``new_id`` (an encrypted target)
+
+
+def _check_span(store: PackStore, span: list[tuple[str, int, int, bytes]]) -> int:
+    """On a worker thread: one span of what a copy sent, read back and checked; its chunks."""
+    return sum(1 for _ in store.read_span(span, verify=True if store.cipher is None else None))
+
+
 class _PointCopier:
+    """Copies points chunk by chunk: the per-chunk work (read, open, decompress and hash to
+    check it, the target's id, seal) runs on ``COPY_WORKERS`` threads, at most ``copy_ahead``
+    chunks ahead of the one being written; chunks go into the target's packs in the
+    manifest's order, from this (the copy's) thread."""
+
     def __init__(
-        self, source: Repository, target: Repository, owner: str, meter: Meter, cancel: CancelToken, result: CopyResult
+        self,
+        source: Repository,
+        target: Repository,
+        owner: str,
+        meter: Meter,
+        cancel: CancelToken,
+        result: CopyResult,
+        workers: ThreadPoolExecutor,
     ) -> None:
         self.source = source
         self.target = target
         self.meter = meter
         self.cancel = cancel
         self.result = result
+        self.workers = workers
         self.same_ids = same_id_scheme(source, target)
         self.ids: dict[bytes, bytes] = {}  # source id -> target id, for the chunks seen in this run
         self.sink: Any = target.store.sink(owner, True, BATCH_BYTES, BATCH_SECONDS)
@@ -137,36 +176,48 @@ class _PointCopier:
 
     def copy(self, manifest: Manifest) -> Manifest:
         """Send the chunks of ``manifest`` the target lacks; the manifest as the target names them."""
+        ahead: deque[tuple[bytes, Future[_Transformed] | None]] = deque()
+        window = copy_ahead(manifest.chunk_size)
+        on_the_way: set[bytes] = set()  # source ids submitted and not yet written
         try:
             for entry in manifest.files:
                 for digest in entry.chunks:
                     if digest is None:
                         continue
                     self.cancel.check()
-                    self._copy_chunk(manifest, digest)
-                    self.meter.add(done=manifest.chunk_size)
-                    self.meter.emit()
-                    batch = self.sink.take()
-                    if batch is not None:
-                        self._publish(batch)
+                    ahead.append((digest, self._submit(manifest, digest, on_the_way)))
+                    if len(ahead) >= window:
+                        self._finish(manifest, *ahead.popleft(), on_the_way)
+            while ahead:
+                self.cancel.check()
+                self._finish(manifest, *ahead.popleft(), on_the_way)
             batch = self.sink.take(force=True)
             if batch is not None:
                 self._publish(batch)
             self._verify_arrived()
         finally:
+            for _digest, future in ahead:  # a failure: chunks not written yet are dropped, not waited for
+                if future is not None:
+                    future.cancel()
             self.sink.close()  # a chunk never handed over is never left looking good
         if self.same_ids:
             return manifest
         files = [dataclasses.replace(f, chunks=[None if c is None else self.ids[c] for c in f.chunks]) for f in manifest.files]
         return dataclasses.replace(manifest, files=files)
 
-    def _copy_chunk(self, manifest: Manifest, digest: bytes) -> None:
-        if digest in self.ids:
-            return
+    def _submit(self, manifest: Manifest, digest: bytes, on_the_way: set[bytes]) -> Future[_Transformed] | None:
+        """Start the work on a chunk; None when there is none (seen already, or in the target)."""
+        if digest in self.ids or digest in on_the_way:
+            return None
         if self.same_ids and self.target.store.has(digest):
             self.ids[digest] = digest
             self.result.chunks_present += 1
-            return
+            return None
+        on_the_way.add(digest)
+        return self.workers.submit(self._transform, manifest, digest)
+
+    def _transform(self, manifest: Manifest, digest: bytes) -> _Transformed:
+        """On a worker thread: the chunk read and checked, with its target id, sealed if need be."""
         try:
             plain = _plain_blob(self.source, digest)
             data = decode_chunk(digest, plain, True, self.source.store.chunk_id)
@@ -175,17 +226,37 @@ class _PointCopier:
                 f"restore point {manifest.id} cannot be copied: {err} in repository {self.source.name} "
                 f"(run `hvtui verify --repository {self.source.name}`)"
             ) from None
-        new_id = digest if self.same_ids else self.target.store.chunk_id(data)
-        self.ids[digest] = new_id
-        if self.target.store.has(new_id):
-            self.result.chunks_present += 1
-            return
-        _magic, codec, raw_len, _pay_len = HEADER.unpack_from(plain)
-        written = self.sink.add(new_id, codec, raw_len, memoryview(plain)[HEADER.size :])
-        self.pending.append(new_id)
-        self.result.chunks_sent += 1
-        self.result.bytes_sent += written
-        self.meter.add(new=raw_len, stored=written)
+        store = self.target.store
+        new_id = digest if self.same_ids else store.chunk_id(data)
+        if store.has(new_id):
+            return _Transformed(new_id, None, None)
+        # The opened object is header and payload as the target writes them: sealed whole.
+        sealed = store.cipher.seal(plain, new_id) if isinstance(store, PackStore) and store.cipher is not None else None
+        return _Transformed(new_id, plain, sealed)
+
+    def _finish(self, manifest: Manifest, digest: bytes, future: Future[_Transformed] | None, on_the_way: set[bytes]) -> None:
+        """Write one chunk (in the manifest's order) into the target's sink, then hand over a full pack."""
+        if future is not None:
+            done = future.result()  # a worker's failure fails the copy here, before any manifest
+            on_the_way.discard(digest)
+            self.ids[digest] = done.new_id
+            if done.plain is None:
+                self.result.chunks_present += 1
+            else:
+                _magic, codec, raw_len, _pay_len = HEADER.unpack_from(done.plain)
+                if done.sealed is not None:
+                    written = self.sink.add_sealed(done.new_id, done.sealed)
+                else:
+                    written = self.sink.add(done.new_id, codec, raw_len, memoryview(done.plain)[HEADER.size :])
+                self.pending.append(done.new_id)
+                self.result.chunks_sent += 1
+                self.result.bytes_sent += written
+                self.meter.add(new=raw_len, stored=written)
+        self.meter.add(done=manifest.chunk_size)
+        self.meter.emit()
+        batch = self.sink.take()
+        if batch is not None:
+            self._publish(batch)
 
     def _publish(self, batch: Any) -> None:
         self.sink.publish(batch)  # to an object store: uploading while the next pack fills
@@ -198,10 +269,16 @@ class _PointCopier:
         store = self.target.store
         try:
             if isinstance(store, PackStore):
-                # A pack's chunks in a few ranged reads, not one each. Sealed blobs that
-                # authenticate under their id are exactly what was sent: no hash to redo.
-                for _digest, _data in store.get_many(arrived, verify=store.cipher is None):
-                    pass
+                # A pack's chunks in a few ranged reads, not one each, COPY_WORKERS at once (at
+                # most that many spans in memory). Sealed blobs that authenticate under their id
+                # are exactly what was sent: no hash to redo.
+                checking: deque[Future[int]] = deque()
+                for span in store.spans(arrived):
+                    if len(checking) >= COPY_WORKERS:
+                        checking.popleft().result()
+                    checking.append(self.workers.submit(_check_span, store, span))
+                while checking:
+                    checking.popleft().result()
             else:
                 for new_id in arrived:
                     store.get(new_id)
@@ -235,20 +312,25 @@ def copy_points(
     writing = target.lock("shared", "copy", f"copy from {source.name}")
     with reading.acquire(lock_timeout, cancel, on_wait), writing.acquire(lock_timeout, cancel, on_wait) as lock:
         meter.start_phase("copy", total=total, message=f"copying {len(points)} restore point(s) to {target.name}")
-        copier = _PointCopier(source, target, lock.id, meter, cancel, result)
-        for manifest in points:
-            meter.current = manifest.id
-            with VMLock(target.root, manifest.host, manifest.vm_id, manifest.vm_name).acquire():
-                if target.manifests.stamp(manifest.id) is not None:
-                    result.present.append(manifest.id)  # another copy wrote it meanwhile
-                    meter.add(done=sum(f.data_chunks for f in manifest.files) * manifest.chunk_size)
-                    continue
-                copied = copier.copy(manifest)
-                cancel.check()
-                target.commit_point(copied)
-            result.copied.append(manifest.id)
-            label = vm_label(manifest.host, manifest.vm_id, manifest.vm_name)
-            meter.emit(force=True, message=f"restore point {manifest.id} copied ({label})")
+        with ThreadPoolExecutor(COPY_WORKERS, thread_name_prefix="hvtui-copy") as workers:
+            copier = _PointCopier(source, target, lock.id, meter, cancel, result, workers)
+            try:
+                for manifest in points:
+                    meter.current = manifest.id
+                    with VMLock(target.root, manifest.host, manifest.vm_id, manifest.vm_name).acquire():
+                        if target.manifests.stamp(manifest.id) is not None:
+                            result.present.append(manifest.id)  # another copy wrote it meanwhile
+                            meter.add(done=sum(f.data_chunks for f in manifest.files) * manifest.chunk_size)
+                            continue
+                        copied = copier.copy(manifest)
+                        cancel.check()
+                        target.commit_point(copied)
+                    result.copied.append(manifest.id)
+                    label = vm_label(manifest.host, manifest.vm_id, manifest.vm_name)
+                    meter.emit(force=True, message=f"restore point {manifest.id} copied ({label})")
+            except BaseException:
+                workers.shutdown(wait=True, cancel_futures=True)  # no worker outlives a failed copy
+                raise
     meter.start_phase("done", message=f"{len(result.copied)} restore point(s) copied to {target.name}")
     result.duration = time.monotonic() - started
     return result

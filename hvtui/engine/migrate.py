@@ -33,7 +33,8 @@ from hvtui.engine.layout import PACK_SUBDIRS, make_private_dir, publish_config, 
 from hvtui.engine.packfile import DEFAULT_PACK_SIZE, PackWriter
 from hvtui.engine.packstore import PackStore
 from hvtui.engine.progress import DEFAULT_INTERVAL, Meter
-from hvtui.engine.repository import Repository, check_pack_size
+from hvtui.engine.repo_config import check_pack_size
+from hvtui.engine.repository import Repository
 from hvtui.engine.store import DIGEST_SIZE, HEADER, ChunkDamaged, ChunkMissing, ChunkStore, decode_chunk, disk_error
 from hvtui.errors import RepositoryError
 from hvtui.events import CancelToken, Progress, ProgressCallback

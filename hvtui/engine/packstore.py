@@ -123,6 +123,12 @@ class PackStore:
         """(digest, data) of each chunk, neighbouring blobs of a pack read together, at most
         ``READ_SPAN`` bytes at a time: on object storage one ranged GET per span instead of
         one per chunk. For reading back what was just written (they sit side by side)."""
+        for span in self.spans(digests):
+            yield from self.read_span(span, verify)
+
+    def spans(self, digests: list[bytes]) -> list[list[tuple[str, int, int, bytes]]]:
+        """The chunks grouped as ``get_many`` reads them: (pack id, offset, length, digest) of
+        neighbours in one pack, at most ``READ_SPAN`` bytes from the first to the last."""
         located = []
         for digest in digests:
             loc = self.location(digest)
@@ -130,6 +136,7 @@ class PackStore:
                 raise self.missing(digest)
             located.append((*loc, digest))
         located.sort()
+        spans = []
         first = 0
         while first < len(located):
             pack_id, start = located[first][0], located[first][1]
@@ -139,19 +146,37 @@ class PackStore:
                 and located[last][1] + located[last][2] - start <= READ_SPAN
             ):  # fmt: skip
                 last += 1
-            end = max(offset + length for _pid, offset, length, _d in located[first:last])
-            try:
-                span = self.packs.read(pack_id, start, end - start)
-            except FileNotFoundError:
-                raise ChunkMissing(located[first][3]) from None
-            except OSError as err:
-                raise ChunkDamaged(located[first][3], f"unreadable in pack {pack_id[:16]} ({err.strerror})") from None
-            for _pid, offset, length, digest in located[first:last]:
-                blob = span[offset - start : offset - start + length]
-                if len(blob) != length:
-                    raise ChunkDamaged(digest, f"truncated (pack {pack_id[:16]} ends inside it)")
-                yield digest, self.decode(digest, blob, pack_id, offset, verify)
+            spans.append(located[first:last])
             first = last
+        return spans
+
+    def read_span(
+        self, span: list[tuple[str, int, int, bytes]], verify: bool | None = True
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(digest, data) of the chunks of one of ``spans``, in one read (thread-safe: a copy
+        reads back several spans at once). ``verify=None`` in an encrypted store: each blob is
+        only authenticated under its id (data b""): what a copy needs to know that what it
+        sealed arrived, without decompressing it."""
+        pack_id, start = span[0][0], span[0][1]
+        end = max(offset + length for _pid, offset, length, _d in span)
+        try:
+            data = self.packs.read(pack_id, start, end - start)
+        except FileNotFoundError:
+            raise ChunkMissing(span[0][3]) from None
+        except OSError as err:
+            raise ChunkDamaged(span[0][3], f"unreadable in pack {pack_id[:16]} ({err.strerror})") from None
+        for _pid, offset, length, digest in span:
+            blob = data[offset - start : offset - start + length]
+            if len(blob) != length:
+                raise ChunkDamaged(digest, f"truncated (pack {pack_id[:16]} ends inside it)")
+            if verify is None:  # authenticated, not opened further
+                try:
+                    self.cipher.open_reused(blob, digest)  # type: ignore[union-attr]
+                except NotAuthentic as err:
+                    raise ChunkDamaged(digest, f"{err} (pack {pack_id[:16]}, offset {offset})") from None
+                yield digest, b""
+            else:
+                yield digest, self.decode(digest, blob, pack_id, offset, verify)
 
     def stored_size(self, digest: bytes) -> int:
         loc = self.location(digest)
@@ -391,6 +416,15 @@ class PackSink:
             self.current = PackWriter(self.store.tmp_dir, self.owner, self.store.cipher)
         header = HEADER.pack(MAGIC, codec, raw_len, len(payload))
         return self.current.add(digest, *self.store.seal(digest, header, payload))
+
+    def add_sealed(self, digest: bytes, sealed: bytes | bytearray) -> int:
+        """A chunk object already sealed under this store's key for ``digest`` (a copy seals on
+        its worker threads: ``cipher.seal(header ‖ payload, digest)``, what ``add`` writes)."""
+        if self.store.has(digest):
+            return 0
+        if self.current is None:
+            self.current = PackWriter(self.store.tmp_dir, self.owner, self.store.cipher)
+        return self.current.add(digest, sealed, b"")
 
     def take(self, force: bool = False) -> _Batch | None:
         current = self.current

@@ -28,7 +28,8 @@ from hvtui.engine.layout import (
 )
 from hvtui.engine.locks import creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError
-from hvtui.engine.repository import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, Repository, new_config
+from hvtui.engine.repo_config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, new_config
+from hvtui.engine.repository import Repository
 from hvtui.engine.store import HEADER, MAGIC, disk_error
 from hvtui.errors import RepositoryError
 

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from hvtui.engine import keys
 from hvtui.engine.backends.base import Backend, ObjectExists
 from hvtui.engine.compression import LZ4, Compressor
-from hvtui.engine.crypto import CHUNK_ID_NAME, CIPHER_NAME, NotAuthentic, RepositoryCipher
+from hvtui.engine.crypto import NotAuthentic, RepositoryCipher
 from hvtui.engine.fsutil import atomic_write_json
 from hvtui.engine.layout import (
     PACK_SUBDIRS,
@@ -39,60 +38,30 @@ from hvtui.engine.layout import (
 from hvtui.engine.lock_records import BackendRecords, LocalRecords
 from hvtui.engine.locks import RepositoryLock, creation_lock
 from hvtui.engine.manifest import Manifest, ManifestError, check_point_id
-from hvtui.engine.packfile import DEFAULT_PACK_SIZE, MAX_PACK_SIZE, MIN_PACK_SIZE
 from hvtui.engine.packobjects import BackendPacks
 from hvtui.engine.packstore import PackStore
 from hvtui.engine.pointindex import PointIndexFile, PointSummary, summary_order
 from hvtui.engine.pointobjects import BackendManifests, LocalManifests, ManifestObjects
+from hvtui.engine.repo_config import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_VERSION,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    VERSIONS,
+    check_pack_size,
+    new_config,
+    read_config,
+)
 from hvtui.engine.store import ChunkStore, disk_error
 from hvtui.errors import RepositoryError
 from hvtui.files import atomic_write
-
-FORMAT = "hvtui-repository"
-VERSION = 2  # the newest format this hvtui reads and writes
-DEFAULT_VERSION = 1  # what a new repository is made as unless asked (v2 lacks encryption and migration yet)
-VERSIONS = (1, 2)
-DEFAULT_CHUNK_SIZE = 1024 * 1024
-MIN_CHUNK_SIZE = 64 * 1024
-MAX_CHUNK_SIZE = 16 * 1024 * 1024
 
 
 class PointNotFound(RepositoryError):
     pass
 
 
-def new_config(
-    chunk_size: int,
-    created: datetime | None = None,
-    version: int = DEFAULT_VERSION,
-    pack_size: int | None = None,
-    encrypted: bool = False,
-) -> dict[str, Any]:
-    """The ``config.json`` of a new repository (or one rebuilt by a repair); ``encrypted``
-    implies format 2."""
-    config: dict[str, Any] = {
-        "format": FORMAT,
-        "version": version,
-        "id": uuid.uuid4().hex,
-        "created": (created or datetime.now(UTC)).astimezone(UTC).isoformat(),
-        "chunk_size": chunk_size,
-        "hash": "sha256",
-        "compression": "lz4-block",
-    }
-    if version >= 2:
-        config["pack_size"] = pack_size or DEFAULT_PACK_SIZE
-    if encrypted:
-        config["hash"] = CHUNK_ID_NAME
-        config["encryption"] = {"cipher": CIPHER_NAME, "chunk_id": CHUNK_ID_NAME, "keys": keys.KEYS_DIR}
-    return config
-
-
 Passphrase = Callable[[], str]
-
-
-def check_pack_size(pack_size: int) -> None:
-    if not MIN_PACK_SIZE <= pack_size <= MAX_PACK_SIZE:
-        raise RepositoryError(f"pack size must be between 16 and 128 MiB, not {pack_size / 2**20:g} MiB")
 
 
 class _RefreshingLock(RepositoryLock):
@@ -225,55 +194,8 @@ class Repository:
 
     @classmethod
     def read_config(cls, root: Path) -> dict[str, Any]:
-        """The checked ``config.json``; ``RepositoryNeedsRepair`` when it is missing or damaged
-        in a folder that holds restore points or chunks, ``RepositoryError`` otherwise."""
-        config_path = root / "config.json"
-
-        def damaged(problem: str, otherwise: str) -> RepositoryError:
-            state = inspect_folder(root)
-            if state.kind == "damaged":
-                return RepositoryNeedsRepair(
-                    f"repository {root} is damaged: its config.json {problem}, but the folder holds "
-                    f"{state.describe_data()}; run `hvtui repair-repository` to rebuild config.json from them",
-                    problem,
-                )
-            return RepositoryError(otherwise)
-
-        try:
-            config = json.loads(config_path.read_text())
-        except (OSError, ValueError) as err:
-            raise damaged("cannot be read", f"repository {root}: cannot read config.json: {err}") from None
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise damaged(
-                "has no hvtui format marker",
-                f"{root} is not an hvtui repository (config.json has no hvtui format marker)",
-            )
-        version = config.get("version")
-        if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
-            raise RepositoryError(
-                f"repository {root} has format version {version!r}; this hvtui reads version {VERSION} (upgrade hvtui)"
-            )
-        size = config.get("chunk_size")
-        problem = None
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            problem = f"has an invalid format version {version!r}"
-        elif not isinstance(config.get("id"), str):
-            problem = "has no repository id"
-        elif not isinstance(size, int) or not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE or config.get("hash") != (
-            CHUNK_ID_NAME if config.get("encryption") else "sha256"
-        ):
-            problem = "has an unsupported chunk size or hash"
-        elif version >= 2 and (
-            not isinstance(config.get("pack_size"), int) or not MIN_PACK_SIZE <= config["pack_size"] <= MAX_PACK_SIZE
-        ):
-            problem = "has an invalid pack size"
-        elif config.get("encryption") is not None and (
-            version < 2 or config["encryption"] != {"cipher": CIPHER_NAME, "chunk_id": CHUNK_ID_NAME, "keys": keys.KEYS_DIR}
-        ):
-            problem = f"has an unsupported encryption {config['encryption']!r}"
-        if problem is not None:
-            raise damaged(problem, f"repository {root}: config.json {problem}")
-        return config
+        """The checked ``config.json`` (repo_config.read_config)."""
+        return read_config(root)
 
     @classmethod
     def _create(
