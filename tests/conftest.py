@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from samba_support import SambaServer, reset_client_cache, start_samba
 
+from hvtui import logsetup
 from hvtui.clock import FixedClock
 from hvtui.hosts.lab.estate import init_lab
 from hvtui.paths import Paths
@@ -22,6 +23,9 @@ def isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
         monkeypatch.setenv(var, str(root / sub))
     monkeypatch.delenv("HVTUI_CONFIG", raising=False)
     monkeypatch.setenv("TEXTUAL_ANIMATIONS", "none")
+    # The log redactor's secrets are process-wide: one test's secret must not mask another's log text
+    # (a test's S3 secret "secret" once turned "hv-secret" into "hv-***" in a later test's log).
+    monkeypatch.setattr(logsetup, "_secrets", set())
     return Paths.default()
 
 

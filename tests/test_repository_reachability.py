@@ -87,7 +87,7 @@ def core(fresh_demo_lab: Path, paths: Paths, gateway: DeadGateway, clock: FixedC
     # Fewer attempts than boto3's 8 (with their backoff) per try: the same failure, sooner.
     monkeypatch.setattr(locations, "S3Settings", functools.partial(S3Settings, max_attempts=ATTEMPTS))
     monkeypatch.setenv("HVTUI_TEST_S3_ACCESS", "access")
-    monkeypatch.setenv("HVTUI_TEST_S3_SECRET", "secret")
+    monkeypatch.setenv("HVTUI_TEST_S3_SECRET", "dead-endpoint-secret-key-Z9")
     monkeypatch.setenv("HVTUI_TEST_OFFSITE", "offsite pass phrase")
     s3 = S3RepositoryConfig(
         bucket="b", endpoint=f"http://127.0.0.1:{gateway.port}", prefix="p", region="us-east-1",
