@@ -22,6 +22,7 @@ def test_a_bucket_that_does_not_answer_does_not_hold_up_another_repository(tmp_p
         return False
 
     monkeypatch.setattr(locations.S3Bucket, "exists", hanging_exists)
+    monkeypatch.setattr(locations.S3Bucket, "check_missing", lambda self: None)  # an empty bucket, no data
     main = RepositoryConfig(name="main", path=tmp_path / "main", default=True)
     slow = RepositoryConfig(
         name="slow", path=tmp_path / "work" / "slow", format=2, passphrase=SecretSource(env="P"),

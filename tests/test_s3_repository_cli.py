@@ -255,3 +255,20 @@ def test_the_config_ca_bundle_is_what_tls_trusts(
         assert infos["trusted"]["state"] == "ok" and infos["trusted"]["encrypted"]
         assert infos["untrusted"]["state"] == "unreachable"
         assert f"the TLS certificate of {server.https_endpoint} is not trusted: give its CA in ca_bundle:" in infos["untrusted"]["problem"]
+
+
+def test_a_bucket_that_lost_its_config_is_damaged_not_empty(offsite: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    # config.json is published last; a bucket with points and packs but without it must not pass for an
+    # empty repository in the listings, nor be created over by the next backup.
+    env = offsite
+    backup(env, capsys, "--repo", "offsite", "--mode", "full")
+    before = {k for k in objects(env) if not k.endswith("config.json") and "/locks/" not in k}
+    env["client"].delete_object(Bucket=BUCKET, Key=f"{env['prefix']}/config.json")
+    code, out, err = hvtui(env, capsys, "repo", "list", "--json")
+    assert code == 0, err
+    info = {i["name"]: i for i in json.loads(out)["repositories"]}["offsite"]
+    assert info["state"] == "damaged" and "config.json is missing" in info["problem"] and "restore points" in info["problem"]
+    code, _, err = hvtui(env, capsys, "backup", "app01", "--repo", "offsite", "--mode", "full")
+    assert code != 0 and "is damaged: its config.json is missing" in err
+    assert f"{env['prefix']}/config.json" not in objects(env)  # nothing created over the data
+    assert before <= set(objects(env))

@@ -101,7 +101,7 @@ def locked(location: Location, problem: str) -> RepositoryInfo | None:
     config.json and key files say, without its points; None when it is not encrypted."""
     rc = location.rc
     try:
-        config = Repository.read_config(rc.path)
+        config = location.read_config()  # a bucket's own, not this machine's copy (which may outlive it)
     except RepositoryError:
         return None
     if not config.get("encryption"):

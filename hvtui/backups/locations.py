@@ -19,6 +19,7 @@ from typing import Any
 from hvtui.backups.reachability import HeldBackend, ReachabilityHold
 from hvtui.clock import Clock
 from hvtui.config import RepositoryConfig
+from hvtui.engine import remote_repo
 from hvtui.engine.backends.base import BackendError, ObjectMissing
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
 from hvtui.engine.compression import Compressor
@@ -173,7 +174,8 @@ class S3Bucket(Location):
         return config
 
     def check_missing(self) -> None:
-        return None  # config.json is written last and never removed: without it there is no repository
+        # config.json is published last: a bucket holding points, packs or index files without it is damaged.
+        remote_repo.check_missing(self.backend(), self.rc.path, self.rc.name)
 
     def open(self, create: bool, version: int, pack_size_mib: int, passphrase: Passphrase | None, encrypt: bool) -> Repository:
         rc = self.rc  # always format 2 and encrypted: the config refuses anything else

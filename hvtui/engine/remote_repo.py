@@ -41,15 +41,7 @@ def open_on_backend(
     state_dir = Path(state_dir).expanduser()
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if backend.stat("config.json") is None:
-        held = [what for prefix, what in _DATA if next(iter(backend.list(prefix)), None) is not None]
-        if held:
-            copy = state_dir / "config.json"
-            where = f"this machine's copy {copy}" if copy.is_file() else "the working folder of a machine that used it"
-            raise RepositoryError(
-                f"repository {name} at {backend.where} is damaged: its config.json is missing, but it holds "
-                f"{', '.join(held)}; hvtui does not rebuild config.json on object storage: put back the copy from "
-                f"{where} (nothing was changed)"
-            )
+        check_missing(backend, state_dir, name)
         if not create:
             raise RepositoryError(f"no backup repository at {backend.where} (nothing has been backed up there yet)")
         if (state_dir / "config.json").exists():
@@ -60,6 +52,20 @@ def open_on_backend(
         return _create(backend, state_dir, name, passphrase, chunk_size, pack_size)
     _fetch(backend, state_dir)
     return Repository.open(state_dir, name, passphrase=passphrase, backend=backend)
+
+
+def check_missing(backend: Backend, state_dir: Path, name: str) -> None:
+    """For a bucket without ``config.json``: raise when it still holds a repository's data (damaged,
+    never to be taken for empty or created over)."""
+    held = [what for prefix, what in _DATA if next(iter(backend.list(prefix)), None) is not None]
+    if held:
+        copy = Path(state_dir).expanduser() / "config.json"
+        where = f"this machine's copy {copy}" if copy.is_file() else "the working folder of a machine that used it"
+        raise RepositoryError(
+            f"repository {name} at {backend.where} is damaged: its config.json is missing, but it holds "
+            f"{', '.join(held)}; hvtui does not rebuild config.json on object storage: put back the copy from "
+            f"{where} (nothing was changed)"
+        )
 
 
 def _fetch(backend: Backend, state_dir: Path) -> None:
