@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from hvtui.model import HostInventory
 from hvtui.policy.text import age_seconds as seconds_between
@@ -11,7 +11,9 @@ from hvtui.policy.text import aware, file_name
 from hvtui.policy.text import size_text as policy_size_text
 
 # aware, file_name and seconds_between are the policy's own (one definition of an age).
-__all__ = ["age_text", "aware", "default_checkpoint_name", "file_name", "host_now", "seconds_between", "size_text"]
+__all__ = [
+    "age_text", "aware", "default_checkpoint_name", "file_name", "host_now", "local_time_text", "seconds_between", "size_text",
+]
 
 
 def age_text(seconds: float | None) -> str:
@@ -24,6 +26,11 @@ def age_text(seconds: float | None) -> str:
 def size_text(num_bytes: int | float | None) -> str:
     """A size as the findings write it; empty for none."""
     return "" if num_bytes is None else policy_size_text(num_bytes)
+
+
+def local_time_text(when: datetime | None, zone: tzinfo) -> str:
+    """A time in the jump box's zone to the minute, as the list views show it; "-" for none."""
+    return "-" if when is None else when.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
 
 def host_now(host: HostInventory | None, fallback: datetime) -> datetime:

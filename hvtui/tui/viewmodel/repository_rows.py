@@ -11,8 +11,7 @@ from rich.cells import cell_len
 
 from hvtui.backups.copies import RepositoryOverview
 from hvtui.tui.viewmodel.cells import NO_STYLE, Cell, ColumnSpec, Palette
-from hvtui.tui.viewmodel.format import size_text
-from hvtui.tui.viewmodel.schedule_rows import local
+from hvtui.tui.viewmodel.format import local_time_text, size_text
 
 REPOSITORY_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("name", "REPOSITORY", 0, 20),
@@ -49,7 +48,7 @@ def build_repository_rows(repos: Sequence[RepositoryOverview], zone: tzinfo, pal
     rows = []
     for repo in repos:
         info = repo.info
-        last_copy = "-" if repo.last_copy is None else f"{local(repo.last_copy, zone)} from {repo.last_copy_from}"
+        last_copy = "-" if repo.last_copy is None else f"{local_time_text(repo.last_copy, zone)} from {repo.last_copy_from}"
         plain = (
             info.name + (" (default)" if info.default else ""),
             info.backend,
@@ -57,7 +56,7 @@ def build_repository_rows(repos: Sequence[RepositoryOverview], zone: tzinfo, pal
             "locked" if info.state == "locked" else "encrypted" if info.encrypted else "none",
             size_text(info.size_bytes) if info.state == "ok" else "-",
             str(info.points) if info.state == "ok" else "-",
-            local(info.last_backup, zone),
+            local_time_text(info.last_backup, zone),
             last_copy,
             repo.copy_to or "-",
             info.where or str(info.path),

@@ -14,7 +14,7 @@ from hvtui.config.schedules import ScheduleConfig
 from hvtui.schedules.runner import ScheduleStatus
 from hvtui.schedules.text import result_text, vm_result_line
 from hvtui.tui.viewmodel.cells import NO_STYLE, Cell, ColumnSpec, Palette
-from hvtui.tui.viewmodel.format import age_text
+from hvtui.tui.viewmodel.format import age_text, local_time_text
 
 SCHEDULE_COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("name", "SCHEDULE", 0, 24),
@@ -35,9 +35,6 @@ class ScheduleRow:
     texts: tuple[Cell, ...]
 
 
-def local(when: datetime | None, zone: tzinfo) -> str:
-    return "-" if when is None else when.astimezone(zone).strftime("%Y-%m-%d %H:%M")
-
 
 def build_schedule_rows(statuses: Sequence[ScheduleStatus], zone: tzinfo, palette: Palette) -> list[ScheduleRow]:
     rows = []
@@ -46,8 +43,8 @@ def build_schedule_rows(statuses: Sequence[ScheduleStatus], zone: tzinfo, palett
         plain = (
             schedule.name,
             schedule.timing.describe(),
-            local(status.next_run, zone),
-            local(status.last_run.started if status.last_run else None, zone),
+            local_time_text(status.next_run, zone),
+            local_time_text(status.last_run.started if status.last_run else None, zone),
             result_text(status),
             str(len(status.missed)),
             ", ".join(schedule.vms) + (f" except {', '.join(schedule.exclude)}" if schedule.exclude else ""),
@@ -72,18 +69,18 @@ def detail_text(status: ScheduleStatus, zone: tzinfo) -> str:
     schedule = status.schedule
     lines = [
         f"{schedule.name}: {schedule.timing.describe()}, window {age_text(schedule.window)}, {schedule.mode}"
-        f" into {schedule.repository or 'the default repository'}; next run {local(status.next_run, zone)}"
+        f" into {schedule.repository or 'the default repository'}; next run {local_time_text(status.next_run, zone)}"
     ]
     run = status.last_run
     if run is None:
         lines.append("No run yet.")
     else:
-        when = local(run.started, zone)
+        when = local_time_text(run.started, zone)
         lines.append(f"Last run {run.run_id} at {when}: {result_text(status)}")
         lines.extend(vm_result_line(r) for r in run.results.values())
         lines.extend(f"  note: {note}" for note in run.notes)
     if status.missed:
-        shown = ", ".join(local(slot, zone) for slot in status.missed[-5:])
+        shown = ", ".join(local_time_text(slot, zone) for slot in status.missed[-5:])
         lines.append(f"Missed runs ({len(status.missed)}): {shown}")
     return "\n".join(lines)
 
@@ -100,6 +97,6 @@ def vm_schedule_text(schedules: Sequence[ScheduleConfig], host: str, vm: str, gr
         return "no schedule backs this VM up" if schedules else "no schedules configured"
     upcoming = next_runs(mine, now, zone)
     return "; ".join(
-        f"{s.name} ({s.timing.describe()}, {s.mode} into {s.repository or 'the default repository'}), next {local(upcoming[s.name], zone)}"
+        f"{s.name} ({s.timing.describe()}, {s.mode} into {s.repository or 'the default repository'}), next {local_time_text(upcoming[s.name], zone)}"
         for s in mine
     )
