@@ -11,8 +11,16 @@ from samba_support import SambaServer, reset_client_cache, start_samba
 
 from hvtui import logsetup
 from hvtui.clock import FixedClock
+from hvtui.engine import keys
 from hvtui.hosts.lab.estate import init_lab
 from hvtui.paths import Paths
+
+
+@pytest.fixture
+def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """New key slots get a cheap scrypt (the cost is recorded in each key file and read back), so
+    tests that create encrypted repositories do not each spend a second unlocking."""
+    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
 
 
 @pytest.fixture(autouse=True)

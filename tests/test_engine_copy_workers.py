@@ -21,7 +21,6 @@ from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
 
 from hvtui.clock import FixedClock
 from hvtui.engine import copy as copy_mod
-from hvtui.engine import keys
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
 from hvtui.engine.backup import run_backup
 from hvtui.engine.copy import copy_points, plan_copy
@@ -39,9 +38,7 @@ PASS = "correct horse battery staple"
 DEADLINE = 60.0  # a bound on waiting for a condition on a loaded machine, never a speed
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 
 @pytest.fixture

@@ -46,10 +46,7 @@ PASS = "correct horse battery staple"
 MARKER = b"HVTUI-GUEST-MARKER-7f3a"
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    # New slots get a cheap scrypt here; the cost is recorded in each key file and read back.
-    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 
 def open_enc(path: Path, passphrase: str = PASS, create: bool = True) -> Repository:

@@ -20,7 +20,6 @@ import pytest
 from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedServer, seaweed_server
 
 from hvtui.clock import FixedClock
-from hvtui.engine import keys
 from hvtui.engine.backends.base import BackendError, Payload
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
 from hvtui.engine.backup import run_backup
@@ -39,9 +38,7 @@ CS = 64 * KiB
 PASS = "correct horse battery staple"
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from s3_bucket_support import fresh_bucket
 
-from hvtui.engine import keys
 from hvtui.engine.backends.s3 import S3Backend
 from hvtui.engine.errors import RepositoryBusy
 from hvtui.engine.lock_records import BackendRecords
@@ -31,9 +30,7 @@ PASS = "correct horse battery staple"
 GHOST = "bbbbbbbbbbbbbbbb"
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 
 @pytest.fixture

@@ -37,9 +37,7 @@ PASS = "correct horse battery staple"
 GHOST = "bbbbbbbbbbbbbbbb"
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from s3_bucket_support import fresh_bucket
 
 from hvtui.clock import FixedClock
 from hvtui.config import Retention
-from hvtui.engine import keys
 from hvtui.engine.backends.s3 import S3Backend
 from hvtui.engine.backup import run_backup
 from hvtui.engine.errors import RepositoryDamaged
@@ -41,9 +40,7 @@ PASS = "correct horse battery staple"
 MARKER = b"HVTUI-GUEST-MARKER-s3-91c2"
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 
 @pytest.fixture

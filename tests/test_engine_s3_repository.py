@@ -27,9 +27,7 @@ MiB = 1024 * 1024
 PASS = "correct horse battery staple"
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
 
 from hvtui.clock import FixedClock
-from hvtui.engine import keys, packobjects
+from hvtui.engine import packobjects
 from hvtui.engine.backends.base import Backend, BackendError, ObjectInfo, Payload
 from hvtui.engine.backends.s3 import S3Backend, S3Settings
 from hvtui.engine.backup import run_backup
@@ -39,9 +39,7 @@ PASS = "correct horse battery staple"
 DEADLINE = 60.0  # a bound on waiting for a condition on a loaded machine, never a speed
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 
 class Watched(Backend):

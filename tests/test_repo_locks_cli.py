@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from seaweed_support import BUCKET
-from test_s3_repository_cli import fast_kdf, offsite  # noqa: F401 - fixtures
+from test_s3_repository_cli import offsite  # noqa: F401 - a fixture
 
 from hvtui.audit import AuditLog
 from hvtui.commands.output import EXIT_REFUSED
@@ -21,6 +21,8 @@ from hvtui.engine.fsutil import boot_id, hostname
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_backup_integrity import backup, estate, hvtui  # noqa: E402, F401 - estate is a fixture
+
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 DEAD = "dddddddddddddddd"  # a backup whose process on this machine is gone
 FAR = "ffffffffffffffff"  # a restore on another machine, its heartbeat fresh: maybe alive

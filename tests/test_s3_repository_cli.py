@@ -18,7 +18,6 @@ import pytest
 from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
 
 from hvtui.audit import AuditLog
-from hvtui.engine import keys
 from hvtui.hosts.lab import disk as vdisk
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -28,9 +27,7 @@ PASSPHRASE = "offsite pass phrase"
 MARKER = b"PLAINTEXT-MARKER-the-guest-wrote-this "
 
 
-@pytest.fixture(autouse=True)
-def fast_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keys, "SCRYPT_N", 1 << 12)
+pytestmark = pytest.mark.usefixtures("fast_kdf")  # a cheap scrypt for new key slots (conftest)
 
 
 def s3_entry(name: str, endpoint: str, prefix: str, bucket: str = BUCKET, extra: str = "") -> str:
