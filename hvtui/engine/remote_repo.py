@@ -57,6 +57,8 @@ def open_on_backend(
 def check_missing(backend: Backend, state_dir: Path, name: str) -> None:
     """For a bucket without ``config.json``: raise when it still holds a repository's data (damaged,
     never to be taken for empty or created over)."""
+    if next(iter(backend.list("")), None) is None:  # the usual case, an empty prefix: one request
+        return
     held = [what for prefix, what in _DATA if next(iter(backend.list(prefix)), None) is not None]
     if held:
         copy = Path(state_dir).expanduser() / "config.json"
