@@ -148,4 +148,6 @@ def pair_report(pairs: list[tuple[Any, Any]], data_bytes: int) -> list[str]:
         f"{ratios[0] * 100:.0f}-{ratios[-1] * 100:.0f} %; ratio of the medians "
         f"{statistics.median(local) / statistics.median(smb) * 100:.0f} %); target >= {TARGET * 100:.0f} %: "
         f"{'met' if share >= TARGET else 'NOT met'}",
+        f"  CPU per full backup (user + system, all threads; medians): local {statistics.median(run.cpu_s for run, _ in pairs):.2f} s, "
+        f"SMB3 client {statistics.median(run.cpu_s for _, run in pairs):.2f} s (smbd not counted)",
     ]

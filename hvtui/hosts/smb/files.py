@@ -21,6 +21,7 @@ import smbclient
 
 from hvtui.errors import HostError, HvtuiError
 from hvtui.hosts.ratelimit import RateLimiter
+from hvtui.hosts.smb import fastpath
 from hvtui.hosts.smb.errors import (
     Where,
     is_access_denied,
@@ -89,6 +90,7 @@ class SmbRemoteFiles:
         self._lock = threading.Lock()
         self._closed = False
         self._connecting = threading.Lock()  # one first connection per server, not one per thread
+        fastpath.install()  # smbprotocol's receive path without its copies (fastpath.py says why)
 
     # -- RemoteFiles ---------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from hvtui.errors import HostError
 from hvtui.hosts.ratelimit import RateLimiter
+from hvtui.hosts.smb import fastpath
 from hvtui.hosts.smb.errors import Where, is_connection_lost, is_transient, translate
 from hvtui.hosts.smb.shares import Mapped
 
@@ -101,7 +102,7 @@ class SmbReader(io.RawIOBase):
         self._reopen_lock = threading.Lock()
         self._unavailable: set[int] = set()  # lanes that could not connect: their reads go to lane 0
         self._pool = ThreadPoolExecutor(max_workers=self._depth, thread_name_prefix="smb-read")
-        self._queue: deque[tuple[int, Future[bytes], int]] = deque()  # (offset, its read, its lane)
+        self._queue: deque[tuple[int, Future[bytes | memoryview], int]] = deque()  # (offset, its read, its lane)
         self._next = 0  # where the next chunk to queue starts
         self._buffer = b""
         self._buffer_offset = 0
@@ -247,19 +248,22 @@ class SmbReader(io.RawIOBase):
                     self._ensure_credits(self._raws[lane])
         return self._lane(lane)
 
-    def _fetch(self, offset: int, length: int, lane: int = 0) -> bytes:
+    def _fetch(self, offset: int, length: int, lane: int = 0) -> bytes | memoryview:
         """``length`` bytes at ``offset`` (fewer only at the end of the file), on a worker thread."""
         files = self._files
         if files.rate_limiter is not None:
             files.rate_limiter.take(length)
-        got: bytes | bytearray = b""
+        got: bytes | bytearray | memoryview = b""
         attempt = credit_waits = 0
         label = f"read {self._mapped.host_path}"
         while len(got) < length:
             lane, raw, generation = self._lane(lane)
             try:
                 count = min(length - len(got), int(raw.fd.connection.max_read_size))
-                piece = raw.fd.read(offset + len(got), count)
+                if fastpath.installed():
+                    piece = fastpath.read_into_view(raw.fd, offset + len(got), count)
+                else:
+                    piece = raw.fd.read(offset + len(got), count)
             except Exception as exc:  # every smbprotocol failure is translated or retried
                 if wait_for_credits(exc, credit_waits):
                     credit_waits += 1
