@@ -8,8 +8,8 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-import tree_sitter_powershell
-from tree_sitter import Language, Node, Parser
+from powershell_grammar import parse, syntax_problems
+from tree_sitter import Node
 
 from hvtui.hosts.winrm.encoding import bootstrap_command, script_text
 from hvtui.hosts.winrm.operations import INCLUDES, PRELUDE, SCRIPTS, full_script
@@ -39,24 +39,6 @@ HYPERV_CMDLETS = (
     "Disconnect-VMNetworkAdapter",
 )
 
-_parser = Parser(Language(tree_sitter_powershell.language()))
-
-
-def syntax_problems(source: str) -> list[str]:
-    """Every ERROR node and every zero-width MISSING node, with its position."""
-    tree = _parser.parse(source.encode("utf-8"))
-    problems: list[str] = []
-    stack: list[Node] = [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR":
-            problems.append(f"ERROR at {node.start_point}: {source.encode()[node.start_byte : node.end_byte][:60]!r}")
-        elif node.is_missing:
-            problems.append(f"MISSING {node.type!r} at {node.start_point}")
-        stack.extend(node.children)
-    return problems
-
-
 def test_the_templates_are_all_there() -> None:
     names = {path.stem for path in ALL_TEMPLATES}
     assert names == {"bootstrap", PRELUDE, *OPERATION_TEMPLATES, *{n for names in INCLUDES.values() for n in names}}
@@ -78,8 +60,8 @@ def test_the_templates_are_all_there() -> None:
 
 def test_the_checker_finds_error_and_missing_nodes() -> None:
     # Without this the parse test below could pass by never looking.
-    assert any(p.startswith("ERROR") for p in syntax_problems("$x = @{ b = }\n"))
-    assert any(p.startswith("MISSING") for p in syntax_problems("if ($x) {\n    $y = 1\n"))
+    assert any(not p.snippet.startswith("missing ") for p in syntax_problems("$x = @{ b = }\n"))
+    assert any(p.snippet == "missing '}'" for p in syntax_problems("if ($x) {\n    $y = 1\n"))
     assert syntax_problems("$x = [ordered]@{ a = 1 }\n") == []
 
 
@@ -125,9 +107,8 @@ def test_the_prelude_serialises_as_the_contract_says() -> None:
 
 
 def command_names(source: str) -> list[str]:
-    tree = _parser.parse(source.encode("utf-8"))
     names: list[str] = []
-    stack: list[Node] = [tree.root_node]
+    stack: list[Node] = [parse(source)]
     while stack:
         node = stack.pop()
         if node.type == "command_name" and node.text is not None:
