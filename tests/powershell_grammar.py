@@ -3,7 +3,8 @@ or a host-setup snippet would otherwise only show on a customer's host.
 
 The grammar is the airbus-cert tree-sitter-powershell, taken from PyPI as a prebuilt manylinux wheel
 (the same grammar and release as the npm package, without an npm or gcc step) and loaded by
-py-tree-sitter; both are pinned in the ``[test]`` extra.
+py-tree-sitter; both are pinned in the ``[test]`` extra.  The grammar follows PowerShell 7, so it also
+answers which PowerShell-7-only forms a text uses that Windows PowerShell 5.1 would refuse.
 """
 
 from __future__ import annotations
@@ -73,6 +74,78 @@ def syntax_problems(source: str) -> list[SyntaxProblem]:
             line, column, _ = _position(data, node)
             problems.append(SyntaxProblem(line, column, f"missing {node.type!r}"))
     return sorted(problems, key=lambda p: (p.line, p.column))
+
+
+# Parameters that exist only from PowerShell 6/7 on: 5.1 stops the script with "A parameter cannot be
+# found that matches parameter name" (winrm.md section 3 for the JSON ones).  Full names only: an
+# abbreviation (``-AsHash``) is not recognised.
+PS7_ONLY_PARAMETERS = {
+    "convertto-json": {"asarray", "enumsasstrings", "escapehandling"},
+    "convertfrom-json": {"ashashtable", "depth", "noenumerate"},
+    "foreach-object": {"parallel", "throttlelimit", "asjob"},
+    "get-content": {"asbytestream"},
+    "set-content": {"asbytestream"},
+    "invoke-webrequest": {"skipcertificatecheck"},
+    "invoke-restmethod": {"skipcertificatecheck"},
+}
+PS7_ONLY_PARAMETERS["%"] = PS7_ONLY_PARAMETERS["foreach"] = PS7_ONLY_PARAMETERS["foreach-object"]
+
+
+def _ps7_operator(data: bytes, error: Node) -> str | None:
+    """What the ``?`` an ERROR node starts with was meant to be (the 5.1 grammar has no ``?`` operator;
+    ``?`` as the Where-Object alias parses as a command and never lands in an ERROR)."""
+    text = data[error.start_byte : error.end_byte]
+    if not text.strip().startswith(b"?"):
+        return None
+    at = error.start_byte + text.index(b"?")
+    after = data[at : at + 3]
+    if after.startswith(b"??="):
+        return "null-coalescing assignment '??='"
+    if after.startswith(b"??"):
+        return "null-coalescing operator '??'"
+    if after[1:2] in (b".", b"["):
+        return f"null-conditional operator '{after[:2].decode()}'"
+    return "ternary operator '? :'"
+
+
+def powershell7_only_syntax(source: str) -> list[SyntaxProblem]:
+    """Forms Windows PowerShell 5.1 refuses though PowerShell 7 (and so the grammar) knows them: the
+    pipeline chain operators ``&&``/``||`` (the grammar parses them, so a parse check cannot see them),
+    ``??``, ``??=``, ``?.``, ``?[``, the ternary ``a ? b : c``, and the PowerShell-7-only parameters
+    above.  Found in the parse tree, so the same characters in a string or a comment do not count."""
+    data = source.encode("utf-8")
+    found = []
+    seen_errors: set[int] = set()
+    for node in _walk(parse(source)):
+        if node.type in ("&&", "||") and node.parent is not None and node.parent.type == "pipeline_chain_tail":
+            line, column, _ = _position(data, node)
+            found.append(SyntaxProblem(line, column, f"pipeline chain operator '{node.type}'"))
+        elif node.type == "ERROR" and not any(child.type == "ERROR" for child in node.children):
+            what = _ps7_operator(data, node)
+            if what is not None and node.start_byte not in seen_errors:
+                seen_errors.add(node.start_byte)
+                line, column, _ = _position(data, node)
+                found.append(SyntaxProblem(line, column, what))
+        elif node.type == "command":
+            name_node = node.child_by_field_name("command_name")
+            if name_node is None:
+                continue
+            name = (name_node.text or b"").decode("utf-8").rsplit("\\", 1)[-1].lower()
+            for parameter in _walk(node):
+                if parameter.type != "command_parameter" or _enclosing_command(parameter) != node:
+                    continue
+                flag = (parameter.text or b"").decode("utf-8").lstrip("-").rstrip(":").lower()
+                if flag in PS7_ONLY_PARAMETERS.get(name, ()):
+                    line, column, text = _position(data, parameter)
+                    found.append(SyntaxProblem(line, column, f"PowerShell 7 parameter {name_node.text.decode()} {text}"))
+    return sorted(found, key=lambda p: (p.line, p.column))
+
+
+def _enclosing_command(node: Node) -> Node | None:
+    parent = node.parent
+    while parent is not None and parent.type != "command":
+        parent = parent.parent
+    return parent
 
 
 _FENCE = re.compile(r"^```powershell[ \t]*\n(.*?)^```", re.DOTALL | re.MULTILINE)

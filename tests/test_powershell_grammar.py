@@ -1,6 +1,6 @@
 """Every PowerShell text hvtui sends to a host, and every snippet docs/ tells an admin to paste, is
-read by a real PowerShell grammar (tests/powershell_grammar.py): no syntax error.  First, proof
-that the checker sees errors."""
+read by a real PowerShell grammar (tests/powershell_grammar.py): no syntax error, and none of the
+PowerShell 7 forms that Windows PowerShell 5.1 refuses.  First, proof that the checker sees errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from powershell_grammar import FencedBlock, powershell_blocks, syntax_problems
+from powershell_grammar import FencedBlock, powershell7_only_syntax, powershell_blocks, syntax_problems
 
 from hvtui.hosts.winrm.encoding import bootstrap_command
+from hvtui.hosts.winrm.operations import SCRIPTS, full_script
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -50,6 +51,7 @@ def described(problems: list) -> list[str]:
 
 def test_a_valid_51_script_has_no_problem() -> None:
     assert syntax_problems(VALID_SCRIPT) == []
+    assert powershell7_only_syntax(VALID_SCRIPT) == []
 
 
 def test_an_unclosed_brace_is_reported_where_the_grammar_runs_out_of_text() -> None:
@@ -95,10 +97,17 @@ def sent_bootstrap() -> str:
     return base64.b64decode(encoded).decode("utf-16-le")
 
 
-def test_the_bootstrap_as_sent_parses() -> None:
+def test_the_bootstrap_as_sent_parses_and_is_51_syntax() -> None:
     text = sent_bootstrap()
     assert "[ScriptBlock]::Create" in text  # the real bootstrap, not an empty decode
     assert described(syntax_problems(text)) == []
+    assert described(powershell7_only_syntax(text)) == []
+
+
+@pytest.mark.parametrize("op", sorted(SCRIPTS))
+def test_the_script_sent_for_each_operation_is_51_syntax(op: str) -> None:
+    # full_script is what goes over standard input: the prelude, its includes, then the template.
+    assert described(powershell7_only_syntax(full_script(op))) == []
 
 
 # --- the snippets in docs/ ----------------------------------------------------------------------------
@@ -143,6 +152,12 @@ def test_every_powershell_snippet_in_the_docs_parses(block: FencedBlock) -> None
     assert [block.place(p) for p in syntax_problems(text)] == []
 
 
+@pytest.mark.parametrize("block", DOC_BLOCKS, ids=lambda b: f"{b.path.name}:{b.line}")
+def test_every_powershell_snippet_in_the_docs_is_51_syntax(block: FencedBlock) -> None:
+    # Admins paste these into Windows PowerShell 5.1 on the host.
+    assert [block.place(p) for p in powershell7_only_syntax(block.text)] == []
+
+
 @pytest.mark.parametrize("misread", GRAMMAR_MISREADS, ids=lambda m: m.fragment)
 def test_each_allowed_misread_is_still_needed_and_changes_nothing_else(misread: GrammarMisread) -> None:
     # Still in the docs, still misread (a grammar that learns the form must shrink the list),
@@ -151,3 +166,52 @@ def test_each_allowed_misread_is_still_needed_and_changes_nothing_else(misread: 
     assert syntax_problems(misread.fragment + "\n") != []
     assert syntax_problems(misread.same_as + "\n") == []
     assert misread.same_as.replace("'", "") == misread.fragment
+
+
+# --- PowerShell 7 forms that 5.1 refuses ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sample", "expected"),
+    [
+        ("$a = 1\n$b = $a ?? 'none'\n", "line 2, column 9: null-coalescing operator '??'"),
+        ("$a = $null\n$a ??= 1\n", "line 2, column 4: null-coalescing assignment '??='"),
+        ("$vm = $null\n$name = $vm?.Name\n", "line 2, column 12: null-conditional operator '?.'"),
+        ("$name = ${vm}?.Name\n", "line 1, column 14: null-conditional operator '?.'"),
+        ("$first = ${disks}?[0]\n", "line 1, column 18: null-conditional operator '?['"),
+        ("$ok = $true\n$text = $ok ? 'yes' : 'no'\n", "line 2, column 13: ternary operator '? :'"),
+        ("if ($x) {\n    $y = ($x ? 1 : 2)\n}\n", "line 2, column 14: ternary operator '? :'"),
+        ("Get-VM && Write-Output 'listed'\n", "line 1, column 8: pipeline chain operator '&&'"),
+        ("$x = 1\nGet-VM || throw 'no VMs'\n", "line 2, column 8: pipeline chain operator '||'"),
+        ("$t | ConvertFrom-Json -AsHashtable\n", "line 1, column 23: PowerShell 7 parameter ConvertFrom-Json -AsHashtable"),
+        (
+            "$rows | Microsoft.PowerShell.Utility\\ConvertTo-Json -AsArray -Compress\n",
+            "line 1, column 53: PowerShell 7 parameter Microsoft.PowerShell.Utility\\ConvertTo-Json -AsArray",
+        ),
+        (
+            "Get-VM | ForEach-Object -Parallel { $_.Name }\n",
+            "line 1, column 25: PowerShell 7 parameter ForEach-Object -Parallel",
+        ),
+    ],
+)
+def test_each_powershell7_form_is_found_on_its_line(sample: str, expected: str) -> None:
+    assert described(powershell7_only_syntax(sample)) == [expected]
+
+
+def test_an_alias_and_every_ps7_parameter_of_a_command_are_found() -> None:
+    sample = "Get-VM |\n    % -Parallel { $_.Name } -ThrottleLimit 4\n"
+    assert described(powershell7_only_syntax(sample)) == [
+        "line 2, column 7: PowerShell 7 parameter % -Parallel",
+        "line 2, column 29: PowerShell 7 parameter % -ThrottleLimit",
+    ]
+
+
+def test_the_same_characters_in_strings_comments_and_the_where_alias_are_not_powershell7() -> None:
+    sample = (
+        "$x = '$a ?? b && c || d ? e : f'  # ?? && || ?. ? :\n"
+        '$y = "$($vm.Name) ?? && ||"\n'
+        "Get-VM | ? { $_.State -eq 'Off' } | % { $_.Name }\n"
+        "$json | ConvertFrom-Json | ConvertTo-Json -Depth 4 -Compress\n"
+    )
+    assert syntax_problems(sample) == []
+    assert powershell7_only_syntax(sample) == []
