@@ -148,6 +148,33 @@ def _enclosing_command(node: Node) -> Node | None:
     return parent
 
 
+# PowerShell's tokenizer takes these as quotes and dashes (SpecialChars in its parser); the grammar does
+# not, so where one stands the grammar's verdict is not PowerShell's (a smart quote can end a string
+# for PowerShell that the grammar reads on through).  A word processor or a Markdown renderer makes them.
+PS_QUOTES_AND_DASHES = {
+    "\u2018": "left single quotation mark",
+    "\u2019": "right single quotation mark",
+    "\u201a": "single low-9 quotation mark",
+    "\u201b": "single high-reversed-9 quotation mark",
+    "\u201c": "left double quotation mark",
+    "\u201d": "right double quotation mark",
+    "\u201e": "double low-9 quotation mark",
+    "\u2013": "en dash",
+    "\u2014": "em dash",
+    "\u2015": "horizontal bar",
+}
+
+
+def quotes_and_dashes_the_grammar_misses(source: str) -> list[SyntaxProblem]:
+    """Each character PowerShell reads as a quote or a dash though the grammar does not."""
+    found = []
+    for number, line in enumerate(source.splitlines(), start=1):
+        for column, char in enumerate(line, start=1):
+            if char in PS_QUOTES_AND_DASHES:
+                found.append(SyntaxProblem(number, column, f"U+{ord(char):04X} {PS_QUOTES_AND_DASHES[char]}"))
+    return found
+
+
 _FENCE = re.compile(r"^```powershell[ \t]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from powershell_grammar import FencedBlock, powershell7_only_syntax, powershell_blocks, syntax_problems
+from powershell_grammar import (
+    FencedBlock,
+    powershell7_only_syntax,
+    powershell_blocks,
+    quotes_and_dashes_the_grammar_misses,
+    syntax_problems,
+)
 
 from hvtui.hosts.winrm.encoding import bootstrap_command
 from hvtui.hosts.winrm.operations import SCRIPTS, full_script
@@ -156,6 +162,27 @@ def test_every_powershell_snippet_in_the_docs_parses(block: FencedBlock) -> None
 def test_every_powershell_snippet_in_the_docs_is_51_syntax(block: FencedBlock) -> None:
     # Admins paste these into Windows PowerShell 5.1 on the host.
     assert [block.place(p) for p in powershell7_only_syntax(block.text)] == []
+
+
+@pytest.mark.parametrize("block", DOC_BLOCKS, ids=lambda b: f"{b.path.name}:{b.line}")
+def test_no_snippet_in_the_docs_has_a_quote_or_dash_the_grammar_cannot_see(block: FencedBlock) -> None:
+    # (The templates are ASCII: test_winrm_templates.py.)
+    assert [block.place(p) for p in quotes_and_dashes_the_grammar_misses(block.text)] == []
+
+
+def test_the_quotes_and_dashes_powershell_reads_are_found() -> None:
+    # The grammar reads this as one clean command; PowerShell ends the string at the right quote
+    # and runs Remove-VM.
+    sample = "$ok = 1\nGet-VM -Name 'o\u2019; Remove-VM x; \u2019' \u2013Verbose \u201cx\u201d\n"
+    assert syntax_problems(sample) == []
+    assert described(quotes_and_dashes_the_grammar_misses(sample)) == [
+        "line 2, column 16: U+2019 right single quotation mark",
+        "line 2, column 32: U+2019 right single quotation mark",
+        "line 2, column 35: U+2013 en dash",
+        "line 2, column 44: U+201C left double quotation mark",
+        "line 2, column 46: U+201D right double quotation mark",
+    ]
+    assert quotes_and_dashes_the_grammar_misses(VALID_SCRIPT) == []
 
 
 @pytest.mark.parametrize("misread", GRAMMAR_MISREADS, ids=lambda m: m.fragment)
