@@ -3,8 +3,8 @@ or a host-setup snippet would otherwise only show on a customer's host.
 
 The grammar is the airbus-cert tree-sitter-powershell, taken from PyPI as a prebuilt manylinux wheel
 (the same grammar and release as the npm package, without an npm or gcc step) and loaded by
-py-tree-sitter; both are pinned in the ``[test]`` extra.  The grammar follows PowerShell 7, so it also
-answers which PowerShell-7-only forms a text uses that Windows PowerShell 5.1 would refuse.
+py-tree-sitter; both are pinned in the ``[test]`` extra.  The parse tree also shows the PowerShell 7-only
+forms that Windows PowerShell 5.1 would refuse, and the checks here say where the grammar is blind.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ PS7_ONLY_PARAMETERS["%"] = PS7_ONLY_PARAMETERS["foreach"] = PS7_ONLY_PARAMETERS[
 
 
 def _ps7_operator(data: bytes, error: Node) -> str | None:
-    """What the ``?`` an ERROR node starts with was meant to be (the 5.1 grammar has no ``?`` operator;
+    """What the ``?`` an ERROR node starts with was meant to be (the grammar has no ``?`` operator;
     ``?`` as the Where-Object alias parses as a command and never lands in an ERROR)."""
     text = data[error.start_byte : error.end_byte]
     if not text.strip().startswith(b"?"):
@@ -109,10 +109,11 @@ def _ps7_operator(data: bytes, error: Node) -> str | None:
 
 
 def powershell7_only_syntax(source: str) -> list[SyntaxProblem]:
-    """Forms Windows PowerShell 5.1 refuses though PowerShell 7 (and so the grammar) knows them: the
-    pipeline chain operators ``&&``/``||`` (the grammar parses them, so a parse check cannot see them),
-    ``??``, ``??=``, ``?.``, ``?[``, the ternary ``a ? b : c``, and the PowerShell-7-only parameters
-    above.  Found in the parse tree, so the same characters in a string or a comment do not count."""
+    """Forms PowerShell 7 runs and Windows PowerShell 5.1 refuses: the pipeline chain operators
+    ``&&``/``||`` (the grammar accepts them, so a parse check cannot see them); ``??``, ``??=``, ``?.``,
+    ``?[`` and the ternary ``a ? b : c`` (the grammar leaves them as unnamed ERROR nodes); and the
+    PowerShell-7-only parameters above.  Found in the parse tree, so the same characters in a string or
+    a comment do not count."""
     data = source.encode("utf-8")
     found = []
     seen_errors: set[int] = set()
