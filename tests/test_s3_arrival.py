@@ -142,3 +142,85 @@ def test_a_body_altered_on_the_way_is_refused_and_nothing_is_stored(
         "content-md5" in {name.lower() for name in headers}
         for method, _path, headers in proxy.headers if method == "PUT"
     )
+
+
+# -- a copy to S3: the store's check by default, the read-back on request ---------------------
+
+KiB = 1024
+CS = 64 * KiB
+PASS = "correct horse battery staple"
+
+
+@pytest.fixture
+def source(tmp_path: Path):
+    from hvtui.clock import FixedClock
+    from hvtui.engine.backup import run_backup
+    from hvtui.engine.repository import Repository
+    from hvtui.hosts.lab.host import LabHost
+
+    host = LabHost.create(tmp_path / "lab" / "lab-a", "lab-a", FixedClock())
+    vm_id = host.add_vm("web01", state="Off", disk_sizes=(4 * MiB,), fsync=False)
+    host.write_guest_data(vm_id, 0, 0, os.urandom(2 * MiB))
+    repo = Repository.open(tmp_path / "local", create=True, chunk_size=CS, version=2)
+    run_backup(repo, host, vm_id, "full")
+    return repo, host, vm_id
+
+
+def s3_target(proxy: FaultProxy, folder: Path, prefix: str):
+    from hvtui.engine.remote_repo import open_on_backend
+
+    backend = S3Backend(S3Settings(
+        endpoint=proxy.endpoint, bucket=BUCKET, prefix=prefix, region="us-east-1", access_key=ACCESS_KEY,
+        secret_key=SECRET_KEY, max_attempts=2, connect_timeout=2.0, read_timeout=20.0,
+    ))
+    repo = open_on_backend(backend, folder, "offsite", lambda: PASS, create=True, chunk_size=CS)
+    repo.store.pack_size = 256 * KiB  # several packs
+    return repo
+
+
+def pack_requests(proxy: FaultProxy, method: str) -> list[str]:
+    return [path for m, path in proxy.requests if m == method and "/packs/" in path]
+
+
+@pytest.mark.usefixtures("fast_kdf")
+def test_a_default_copy_reads_no_pack_back_and_a_read_back_copy_does(source, proxy: FaultProxy, tmp_path: Path) -> None:
+    from hvtui.engine.copy import ARRIVAL_READ_BACK, ARRIVAL_STORE, copy_points, plan_copy
+    from hvtui.engine.restore import restore_to_directory
+    from hvtui.hosts.lab import disk as vdisk
+
+    local, host, vm_id = source
+    prefix = f"copy-{uuid.uuid4().hex[:8]}"
+    target = s3_target(proxy, tmp_path / "state", prefix)
+    proxy.requests.clear()
+    result = copy_points(local, target, plan_copy(local, target, lambda _p: True)[0])
+    sent = pack_requests(proxy, "PUT")
+    assert result.copied and len(sent) >= 4 and result.arrival_check == ARRIVAL_STORE
+    assert pack_requests(proxy, "GET") == []  # nothing sent was read back: the store checked each PUT
+    assert result.to_dict()["arrival_check"] == ARRIVAL_STORE
+    restore_to_directory(target, result.copied[0], tmp_path / "out")
+    assert vdisk.read_logical(tmp_path / "out" / "web01.vhdx", 0, 4 * MiB) == host.read_disk(vm_id, 0, 0, 4 * MiB)
+
+    again = s3_target(proxy, tmp_path / "state2", f"copy-{uuid.uuid4().hex[:8]}")
+    proxy.requests.clear()
+    checked = copy_points(local, again, plan_copy(local, again, lambda _p: True)[0], read_back=True)
+    assert checked.arrival_check == ARRIVAL_READ_BACK and pack_requests(proxy, "GET")
+
+
+@pytest.mark.usefixtures("fast_kdf")
+def test_a_default_copy_refuses_a_pack_altered_on_the_way_before_any_manifest(
+    source, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    from hvtui.engine.copy import copy_points, plan_copy
+
+    local, _host, _vm_id = source
+    target = s3_target(proxy, tmp_path / "state", f"copy-{uuid.uuid4().hex[:8]}")
+    proxy.mangle, flipped = flip_one_byte(lambda path: "/packs/" in path)
+    with pytest.raises(RepositoryError, match=r"put packs/.*Content-MD5 mismatch.*stored nothing"):
+        copy_points(local, target, plan_copy(local, target, lambda _p: True)[0])
+    assert flipped and target.point_ids() == []
+    assert not [p for m, p in proxy.requests if m == "PUT" and "/points/" in p]  # no manifest was sent
+    assert pack_requests(proxy, "GET") == []
+    # Run again, the way clean: the copy completes (what arrived earlier is not sent twice).
+    done = copy_points(local, target, plan_copy(local, target, lambda _p: True)[0])
+    assert len(done.copied) == 1 and target.point_ids() == done.copied
+    assert [p for m, p in proxy.requests if m == "PUT" and "/points/" in p]  # the manifest's path, as seen above

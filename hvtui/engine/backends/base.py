@@ -55,6 +55,8 @@ class Backend(ABC):
 
     #: Where the objects are, for messages: a folder path or ``s3://bucket/prefix``.
     where: str
+    #: The storage refuses a put whose bytes differ from those sent (S3: each PUT's Content-MD5).
+    verifies_puts: bool = False
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

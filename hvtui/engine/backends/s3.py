@@ -73,6 +73,8 @@ def check_endpoint(endpoint: str | None, insecure_http: bool) -> None:
 
 
 class S3Backend(Backend):
+    verifies_puts = True  # every PUT carries Content-MD5: the store refuses a body not as sent
+
     def __init__(self, settings: S3Settings) -> None:
         check_endpoint(settings.endpoint, settings.insecure_http)
         self.settings = settings
