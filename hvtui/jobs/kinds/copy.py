@@ -36,8 +36,9 @@ def submit_copy(
     read_back: bool = False,
 ) -> Job:
     """Queue a copy of the points ``source`` holds and ``target`` lacks (of ``vms`` only, or
-    only ``point_ids``, when given); ``read_back``: every chunk sent is read back and checked.  Unknown repositories: ``ConfigError`` now; read-only:
-    ``ReadOnlyError`` now (audited by the service when the job would run)."""
+    only ``point_ids``, when given); ``read_back``: every chunk sent is read back and checked.
+    Unknown repositories: ``ConfigError`` now; read-only: ``ReadOnlyError`` now (audited by the
+    service when the job would run)."""
     services = services_of(manager)
     src = services.backups.repository_config(source).name
     dst = services.backups.repository_config(target).name
@@ -64,9 +65,11 @@ def _copy_run(manager: JobQueue, job: Job) -> RunFn:
             progress=progress, cancel=cancel, read_back=bool(params.get("read_back")),
         )  # fmt: skip
         summary = done.to_dict()
+        check = ARRIVAL_CHECKS.get(done.arrival_check, done.arrival_check)
         summary["message"] = (
             f"{len(done.copied)} restore point(s) copied from {done.source} to {done.target}: {done.chunks_sent} chunks "
-            f"sent ({humanize.naturalsize(done.bytes_sent, binary=True)}), {done.chunks_present} already there; on arrival: {ARRIVAL_CHECKS.get(done.arrival_check, done.arrival_check)}"
+            f"sent ({humanize.naturalsize(done.bytes_sent, binary=True)}), {done.chunks_present} already there; "
+            f"on arrival: {check}"
         )
         return summary
 
