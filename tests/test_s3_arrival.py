@@ -135,6 +135,8 @@ def test_a_body_altered_on_the_way_is_refused_and_nothing_is_stored(
     assert isinstance(caught.value, RepositoryError) and caught.value.kind == "digest"
     assert f"put {key}" in str(caught.value) and "stored nothing" in str(caught.value)
     assert backend.stat(key) is None
+    pending = backend._client.list_multipart_uploads(Bucket=BUCKET, Prefix=backend._key(key)).get("Uploads", [])
+    assert pending == []  # a refused part's upload was aborted: no parts left taking space
     # The same put, unaltered, is stored byte for byte (the digest is right, not merely present).
     how(backend, key, data, tmp_path)
     assert backend.get(key) == data
