@@ -12,7 +12,10 @@ Usage::
                                                 # and this machine's 2-thread read+SHA-256+lz4 ceiling
     python bench/engine.py --tools hvtui-v2-enc,hvtui-s3  # backup, restore and copy to a loopback SeaweedFS
                                                 # (bench/s3_target.py) beside v2 encrypted local;
-                                                # --s3-before DIR: the same with DIR's code, in the same run
+                                                # --s3-before DIR: the same with DIR's code, in the same run;
+                                                # also copy with and without --read-back, the store's own
+                                                # ceiling (plain boto3 PUTs of 16 MiB, 1 and 3 threads) and
+                                                # restic backing up to the same SeaweedFS (its s3 backend)
     python bench/engine.py --tools hvtui,hvtui-smb --workdir /tmp/hb
                                                 # the same backups read over SMB3 from a loopback
                                                 # Samba share (bench/smb_source.py), beside the local ones
@@ -249,6 +252,11 @@ class Result:
     # (stored bytes sent, data bytes of the points) of each copy
     copy: list[Run] = field(default_factory=list)
     copy_bytes: list[tuple[int, int]] = field(default_factory=list)
+    # hvtui s3 only: the same copy with --read-back (every pack sent read back and checked)
+    copy_read_back: list[Run] = field(default_factory=list)
+    copy_read_back_bytes: list[tuple[int, int]] = field(default_factory=list)
+    # hvtui s3 only: the store's ceiling, plain boto3 PUTs of 16 MiB: threads -> [(MB/s, server CPU s)]
+    put_ceiling: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
     note: str = ""
 
     def med(self, runs: list[Run]) -> float:
@@ -256,7 +264,8 @@ class Result:
 
     @property
     def peak_rss(self) -> float:
-        return max((r.rss_mb for r in self.full + self.incr + self.restore + self.copy), default=float("nan"))
+        runs = self.full + self.incr + self.restore + self.copy + self.copy_read_back
+        return max((r.rss_mb for r in runs), default=float("nan"))
 
 
 class Tool:
@@ -350,12 +359,7 @@ class HvtuiS3(Hvtui):
         return [sys.executable, str(script), "_hvtui", *args]
 
     def _with_server(self, run: Callable[[], Run]) -> Run:
-        """``run`` with the CPU time the server spent meanwhile: on a 2-core machine the store's
-        work competes with hvtui's, so where the time goes is part of the figure."""
-        before = s3_target.server_cpu_seconds(self.settings["pid"])
-        result = run()
-        result.server_cpu_s = s3_target.server_cpu_seconds(self.settings["pid"]) - before
-        return result
+        return with_server_cpu(self.settings, run)
 
     def full(self) -> Run:
         return self._with_server(super().full)
@@ -369,14 +373,26 @@ class HvtuiS3(Hvtui):
         self.prefix = f"{self.slug}-backup-{self.runs}"
         self.env = {s3_target.ENV: json.dumps({**self.settings, "prefix": self.prefix})}
 
-    def copy(self) -> Run:
-        """Every point of ``copy_from``'s repository into a fresh prefix (a new repository)."""
+    def copy(self, read_back: bool = False) -> Run:
+        """Every point of ``copy_from``'s repository into a fresh prefix (a new repository);
+        ``read_back``: as `hvtui copy --read-back` (every pack sent read back and checked)."""
         assert self.copy_from is not None
-        self.copy_prefix = f"{self.slug}-copy-{self.runs}"
-        state = self.work / f"state-copy-{self.slug}-{self.runs}"
+        how = "copy-rb" if read_back else "copy"
+        self.copy_prefix = f"{self.slug}-{how}-{self.runs}"
+        state = self.work / f"state-{how}-{self.slug}-{self.runs}"
         shutil.rmtree(state, ignore_errors=True)
         env = {s3_target.ENV: json.dumps({**self.settings, "prefix": self.copy_prefix})}
-        return self._with_server(lambda: run_tool(self._cmd("copy", str(self.copy_from.repo), str(state)), env))
+        args = ["copy", str(self.copy_from.repo), str(state)] + (["read-back"] if read_back else [])
+        return self._with_server(lambda: run_tool(self._cmd(*args), env))
+
+
+def with_server_cpu(settings: dict, run: Callable[[], Run]) -> Run:
+    """``run`` with the CPU time the loopback server spent meanwhile: on a 2-core machine the
+    store's work competes with the tool's, so where the time goes is part of the figure."""
+    before = s3_target.server_cpu_seconds(settings["pid"])
+    result = run()
+    result.server_cpu_s = s3_target.server_cpu_seconds(settings["pid"]) - before
+    return result
 
 
 class Restic(Tool):
@@ -386,19 +402,66 @@ class Restic(Tool):
     def fresh(self) -> None:
         super().fresh()
         self.env = {"RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(self.work / "restic-cache")}
-        run_tool(["restic", "init", "--repo", str(self.repo)], self.env)
+        run_tool(["restic", "init", "--repo", self.location], self.env)
+
+    @property
+    def location(self) -> str:
+        return str(self.repo)
 
     def full(self) -> Run:
-        return run_tool(["restic", "-r", str(self.repo), "backup", DISK_NAME], self.env, cwd=self.data_dir)
+        return run_tool(["restic", "-r", self.location, "backup", DISK_NAME], self.env, cwd=self.data_dir)
 
     def incremental(self) -> Run:
-        return run_tool(["restic", "-r", str(self.repo), "backup", DISK_NAME], self.env, cwd=self.data_dir)
+        return run_tool(["restic", "-r", self.location, "backup", DISK_NAME], self.env, cwd=self.data_dir)
 
     def restore(self, out: Path) -> Run:
-        cmd = ["restic", "-r", str(self.repo), "restore", "latest", "--target", str(out)]
+        cmd = ["restic", "-r", self.location, "restore", "latest", "--target", str(out)]
         if _restic_has_sparse():
             cmd.append("--sparse")
         return run_tool(cmd, self.env)
+
+
+class ResticS3(Restic):
+    """The peer on the same store: restic (its s3 backend) backing up into the loopback
+    SeaweedFS's bucket, a fresh prefix each run; the server's CPU counted as for hvtui s3."""
+
+    name = "restic s3"
+
+    def __init__(self, work: Path, data_dir: Path) -> None:
+        super().__init__(work, data_dir)
+        self.settings: dict = {}
+        self.runs = 0
+        self.prefix = ""
+
+    @property
+    def location(self) -> str:
+        return s3_target.restic_repository(self.settings, self.prefix)[0]
+
+    def fresh(self) -> None:
+        self.runs += 1
+        self.prefix = f"{self.slug}-{self.runs}"
+        cache = self.work / "restic-s3-cache"
+        shutil.rmtree(cache, ignore_errors=True)
+        self.env = {"RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": str(cache),
+                    **s3_target.restic_repository(self.settings, self.prefix)[1]}  # fmt: skip
+        run_tool(["restic", "init", "--repo", self.location], self.env)
+
+    def full(self) -> Run:
+        return with_server_cpu(self.settings, super().full)
+
+    def incremental(self) -> Run:
+        return with_server_cpu(self.settings, super().incremental)
+
+    def restore(self, out: Path) -> Run:
+        return with_server_cpu(self.settings, lambda: super(ResticS3, self).restore(out))
+
+
+def _restic_version() -> str:
+    try:
+        out = subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.split()
+    except OSError:
+        return "?"
+    return out[1] if len(out) > 1 else "?"
 
 
 def _restic_has_sparse() -> bool:
@@ -505,9 +568,10 @@ def hvtui_subcommand(argv: list[str]) -> int:
         source = Repository.open(Path(argv[1]), "bench", passphrase=lambda: BENCH_PASSPHRASE)
         target = open_on_backend(s3_target.backend(s3_prefix), Path(argv[2]), "offsite", lambda: BENCH_PASSPHRASE, create=True)
         points, _present, _skipped = plan_copy(source, target, lambda _point: True)
-        result = copy_points(source, target, points)
+        result = copy_points(source, target, points, read_back=argv[3:4] == ["read-back"])
         data = sum(f.data_chunks * p.chunk_size for p in points for f in p.files)
-        print(json.dumps({"bytes_sent": result.bytes_sent, "data_bytes": data, "points": len(result.copied)}))
+        print(json.dumps({"bytes_sent": result.bytes_sent, "data_bytes": data, "points": len(result.copied),
+                          "arrival_check": result.arrival_check}))  # fmt: skip
         return 0
     if argv[0] == "points":
         repo = Repository.open(Path(argv[1]), "bench")
@@ -718,13 +782,19 @@ def measure(
             # The source VHDX stores only its allocated blocks: a restore should allocate no more.
             res.sparse.append(used <= allocated(disk)[0])
             res.correct.append(isolated(_matches_changed, disk, restored, undo, run))
-            if isinstance(tool, HvtuiS3):
+            if isinstance(tool, HvtuiS3 | ResticS3):
                 res.repo_bytes.append(s3_target.measure_bucket(tool.settings, tool.prefix))
+            if isinstance(tool, HvtuiS3):
                 if tool.copy_from is not None:  # its repository now holds this run's full and incremental
-                    res.copy.append(tool.copy())
-                    done = json.loads(res.copy[-1].output.strip().splitlines()[-1])
-                    res.copy_bytes.append((done["bytes_sent"], done["data_bytes"]))
-            else:
+                    for read_back, runs, sizes in ((False, res.copy, res.copy_bytes),
+                                                   (True, res.copy_read_back, res.copy_read_back_bytes)):  # fmt: skip
+                        runs.append(tool.copy(read_back))
+                        done = json.loads(runs[-1].output.strip().splitlines()[-1])
+                        sizes.append((done["bytes_sent"], done["data_bytes"]))
+                for threads in (1, 3):  # the store's own ceiling, in the same run
+                    top = s3_target.measure_put_ceiling(tool.settings, threads)
+                    res.put_ceiling.setdefault(threads, []).append((top["mb_per_s"], top["server_cpu_s"]))
+            elif not isinstance(tool, ResticS3):
                 res.repo_bytes.append(du(tool.repo))
             if isinstance(tool, Hvtui):
                 res.opened.append(tuple(_open_seconds(r) for r in (res.full[-1], res.incr[-1], res.restore[-1])))  # type: ignore[arg-type]
@@ -822,7 +892,7 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
             f"  SMB full backup throughput = {ratio * 100:.0f} % of the local file's (target >= 60 %: "
             f"{'met' if ratio >= 0.6 else 'NOT met'}); SMB peak RSS {smb.peak_rss:.0f} MB (target < 300 MB)"
         )
-    peers = {k: v for k, v in results.items() if not k.startswith("hvtui")}
+    peers = {k: v for k, v in results.items() if not k.startswith("hvtui") and not k.endswith(" s3")}  # local peers
     mine = results.get("hvtui")
     if mine and peers:
         print()
@@ -890,10 +960,10 @@ def report_s3(results: dict[str, Result], info: dict) -> None:
     local = results.get("hvtui v2 encrypted")
     for name, s3 in results.items():
         if local is not None and name.startswith("hvtui s3") and s3.full:
-            _report_s3(name, local, s3, info)
+            _report_s3(name, local, s3, info, results.get("restic s3"))
 
 
-def _report_s3(name: str, local: Result, s3: Result, info: dict) -> None:
+def _report_s3(name: str, local: Result, s3: Result, info: dict, restic: Result | None) -> None:
     data_mb = info["allocated_bytes"] / 1e6
     print()
     print(f"{name}: S3 (loopback SeaweedFS) beside v2 encrypted local (issue 21; printed, not asserted):")
@@ -917,6 +987,24 @@ def _report_s3(name: str, local: Result, s3: Result, info: dict) -> None:
         print(f"  copy local -> S3 (full + incremental, a new repository: chunks re-keyed): {seconds:.2f} s, "
               f"{sent:.0f} MB sent = {rate:.0f} MB/s ({data / seconds:.0f} MB/s of point data); peak RSS {copy_rss:.0f} MB")
         print(f"  copy >= 100 MB/s: {rate:.0f} MB/s -> {'met' if rate >= 100 else 'NOT met'}")
+        if s3.copy_read_back:
+            back = s3.med(s3.copy_read_back)
+            back_rate = statistics.median(b[0] for b in s3.copy_read_back_bytes) / 1e6 / back
+            print(f"  copy --read-back (every pack sent read back and checked): {back:.2f} s = {back_rate:.0f} MB/s sent; "
+                  f"without it (the store checks each PUT's Content-MD5) {back / seconds:.2f}x faster; SeaweedFS CPU "
+                  f"{statistics.median(r.server_cpu_s for r in s3.copy_read_back):.1f} s vs "
+                  f"{statistics.median(r.server_cpu_s for r in s3.copy):.1f} s")
+        for threads, tops in sorted(s3.put_ceiling.items()):
+            top = statistics.median(t[0] for t in tops)
+            print(f"  the store's ceiling, plain boto3 PUTs of 16 MiB, {threads} thread(s): {top:.0f} MB/s "
+                  f"(SeaweedFS CPU {statistics.median(t[1] for t in tops):.1f} s); copy = {rate / top * 100:.0f} % of it")
+    if restic is not None and restic.full:
+        ours, theirs = s3.med(s3.full), restic.med(restic.full)
+        print(f"  peer on the same store, restic {_restic_version()} (s3 backend): full {theirs:.2f} s vs hvtui {ours:.2f} s "
+              f"({theirs / ours:.2f}x; >1 = hvtui faster), incremental {restic.med(restic.incr):.2f} s vs "
+              f"{s3.med(s3.incr):.2f} s, restore {restic.med(restic.restore):.2f} s vs {s3.med(s3.restore):.2f} s; "
+              f"restic's full: CPU {statistics.median(r.cpu_s for r in restic.full):.1f} s, SeaweedFS "
+              f"{statistics.median(r.server_cpu_s for r in restic.full):.1f} s")
     print(f"  peak RSS < 300 MB (backup, restore, copy): {s3.peak_rss:.0f} MB -> {'met' if s3.peak_rss < 300 else 'NOT met'}")
 
 
@@ -1004,6 +1092,10 @@ def main(argv: list[str] | None = None) -> int:
                     if args.s3_before:
                         tools.append(HvtuiS3(work, data_dir, {}, local_enc, args.s3_before))  # type: ignore[arg-type]
                     tools.append(HvtuiS3(work, data_dir, {}, local_enc))  # type: ignore[arg-type]
+                    if shutil.which("restic"):  # the peer on the same store
+                        tools.append(ResticS3(work, data_dir))
+                    else:
+                        missing.append("restic s3: restic not installed, not measured (install: apt-get install restic)")
                 else:
                     missing.append(why_not)
             if "hvtui-smb" in wanted:
@@ -1033,7 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
                     settings = stack.enter_context(smb_bench.serving(data_dir, DISK_NAME))
                     tuning = {"read_ahead": args.smb_read_ahead, "connections": args.smb_connections}
                     tool.env = {smb_bench.ENV: json.dumps({**settings, **tuning})}
-                if isinstance(tool, HvtuiS3):
+                if isinstance(tool, HvtuiS3 | ResticS3):
                     if not s3_settings:
                         s3_settings.update(stack.enter_context(s3_target.serving(work / "seaweed")))
                     tool.settings = s3_settings

@@ -111,3 +111,47 @@ def bucket_bytes(settings: dict, prefix: str) -> int:
 
 def measure_bucket(settings: dict, prefix: str) -> int:
     return _spawned(bucket_bytes, settings, prefix)
+
+
+CEILING_OBJECT = 16 * 1024 * 1024
+
+
+def put_ceiling(settings: dict, threads: int, objects: int = 12) -> dict:
+    """The store's own ceiling (run in a spawned process: it imports boto3): ``objects`` plain
+    boto3 PUTs of 16 MiB (random bytes, no Content-MD5, no multipart), ``threads`` at once, to the
+    same server, with the client settings hvtui's backend uses; MB/s and the server's CPU."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3", endpoint_url=settings["endpoint"], aws_access_key_id=settings["access_key"],
+        aws_secret_access_key=settings["secret_key"], region_name="us-east-1",
+        config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                      s3={"addressing_style": "path"}, max_pool_connections=max(10, threads)),
+    )  # fmt: skip
+    body = os.urandom(CEILING_OBJECT)
+    client.put_object(Bucket=settings["bucket"], Key="ceiling/warm-up", Body=body[:1024])  # connection, signing key
+    keys = [f"ceiling/{threads}-{i}" for i in range(objects)]
+    cpu_before = server_cpu_seconds(settings["pid"])
+    started = time.perf_counter()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=settings["bucket"], Key=key, Body=body), keys))
+    seconds = time.perf_counter() - started
+    server_cpu = server_cpu_seconds(settings["pid"]) - cpu_before
+    for key in keys + ["ceiling/warm-up"]:
+        client.delete_object(Bucket=settings["bucket"], Key=key)
+    client.close()
+    return {"mb_per_s": objects * CEILING_OBJECT / 1e6 / seconds, "seconds": seconds, "server_cpu_s": server_cpu}
+
+
+def measure_put_ceiling(settings: dict, threads: int) -> dict:
+    return _spawned(put_ceiling, settings, threads)
+
+
+def restic_repository(settings: dict, prefix: str) -> tuple[str, dict[str, str]]:
+    """restic's repository URL for ``prefix`` in the benchmark's bucket (its s3 backend) and the
+    environment giving it the keys."""
+    env = {"AWS_ACCESS_KEY_ID": settings["access_key"], "AWS_SECRET_ACCESS_KEY": settings["secret_key"]}
+    return f"s3:{settings['endpoint']}/{settings['bucket']}/{prefix}", env

@@ -4,7 +4,8 @@ Started in its own session so stopping it cannot signal the test runner; every p
 chosen free (SeaweedFS derives some ports by adding 10000, hence the ceiling); telemetry off;
 identities from a generated ``-s3.config``. Also: a small HTTP proxy that answers chosen
 requests with an error (503 SlowDown, 500, a clock-skew refusal, a full quota) and forwards the
-rest, to inject the faults a real store only shows under load.
+rest, to inject the faults a real store only shows under load, and may alter a request's body on
+the way (a fault in transit the client's digest must expose).
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def seaweed_server(
 # -- fault injection --------------------------------------------------------------------
 
 Fault = Callable[[str, str], tuple[int, str, str] | None]  # (method, path) -> (status, code, message) or None
+Mangle = Callable[[str, str, bytes], bytes]  # (method, path, body) -> the body forwarded instead
 
 
 def s3_error(status: int, code: str, message: str) -> tuple[int, str, str]:
@@ -163,12 +165,15 @@ def s3_error(status: int, code: str, message: str) -> tuple[int, str, str]:
 
 class FaultProxy:
     """Forwards HTTP to ``upstream``; ``fault(method, path)`` may answer instead with an S3
-    error document. Counts the requests it saw."""
+    error document, and ``mangle(method, path, body)`` may change the body it forwards. Counts the
+    requests it saw."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.removeprefix("http://")
         self.fault: Fault = lambda _method, _path: None
+        self.mangle: Mangle = lambda _method, _path, body: body
         self.requests: list[tuple[str, str]] = []
+        self.headers: list[tuple[str, str, dict[str, str]]] = []  # (method, path, the request's headers)
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -181,6 +186,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 proxy.requests.append((self.command, self.path))
+                proxy.headers.append((self.command, self.path, dict(self.headers.items())))
                 injected = proxy.fault(self.command, self.path)
                 if injected is not None:
                     status, code, message = injected
@@ -196,7 +202,7 @@ class FaultProxy:
                 host, port = proxy.upstream.split(":")
                 conn = http.client.HTTPConnection(host, int(port), timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
-                conn.request(self.command, self.path, body=body, headers=headers)
+                conn.request(self.command, self.path, body=proxy.mangle(self.command, self.path, body), headers=headers)
                 answer = conn.getresponse()
                 data = answer.read()
                 self.send_response(answer.status, answer.reason)

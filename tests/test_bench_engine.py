@@ -70,6 +70,13 @@ def test_the_engine_bench_backs_up_restores_and_copies_to_a_loopback_seaweedfs(t
     sent = float(re.search(r"copy local -> S3 .*?: [\d.]+ s, (\d+) MB sent", out).group(1))
     assert sent >= 0.5 * float(local.split()[-2]), out  # the copy sent about the local repository's bytes
     assert "backup to S3 >= 70 % of v2 encrypted local:" in out and "copy >= 100 MB/s:" in out, out
+    # In the same run: the copy with --read-back, the store's own ceiling, restic on the same store.
+    back = float(re.search(r"copy --read-back .*?: [\d.]+ s = (\d+) MB/s sent", out).group(1))
+    ceilings = {int(t): float(r) for t, r in re.findall(r"plain boto3 PUTs of 16 MiB, (\d) thread\(s\): (\d+) MB/s", out)}
+    assert back > 0 and set(ceilings) == {1, 3} and min(ceilings.values()) > 0, out
+    restic = next(line for line in out.splitlines() if line.startswith("restic s3 "))
+    assert restic.split()[-3] == "yes" and float(restic.split()[-2]) > 0, out  # restored as changed; objects in the bucket
+    assert "peer on the same store, restic" in out, out
     assert not list(tmp_path.glob("seaweed/*.pid")) and "weed" not in subprocess.run(
         ["pgrep", "-af", str(tmp_path)], capture_output=True, text=True
     ).stdout  # the server was stopped with the bench

@@ -179,3 +179,31 @@ def test_check_reports_no_offsite_copy_until_the_newest_point_is_copied(
     code, _, err = hvtui(estate, capsys, "copy", "--from", "main", "--to", "offsite")
     assert code == 0, err
     assert offsite_findings() == []
+
+
+def test_copy_read_back_is_an_option_and_the_result_and_audit_say_which_check_ran(
+    two_repos: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hvtui.engine import copy as engine_copy
+
+    estate = two_repos  # noqa: F811
+    spans_checked: list[int] = []
+    real_check = engine_copy._check_span
+    monkeypatch.setattr(engine_copy, "_check_span", lambda store, span: spans_checked.append(len(span)) or real_check(store, span))
+    first = backup(estate, capsys, "--mode", "full")["point_id"]
+    code, out, err = hvtui(estate, capsys, "copy", "--from", "main", "--to", "offsite")
+    assert code == 0, err
+    assert "on arrival: written into the target, not read back" in out and spans_checked == []
+    assert audit_of(estate, "copy")[-1]["args"]["arrival_check"] == "written"
+    assert "read_back" not in audit_of(estate, "copy")[-1]["args"]
+
+    lab_host(estate).write_guest_data(estate["vm_id"], 0, 0, b"changed before the read-back copy " * 1000)
+    second = backup(estate, capsys)["point_id"]
+    code, out, err = hvtui(estate, capsys, "copy", "--from", "main", "--to", "offsite", "--read-back", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["copied"] == [second] and doc["arrival_check"] == "read-back" and spans_checked
+    entry = audit_of(estate, "copy")[-1]
+    assert entry["result"] == "ok" and entry["args"]["read_back"] is True and entry["args"]["arrival_check"] == "read-back"
+    offsite = Repository.open(estate["offsite"], "offsite", passphrase=lambda: PASSPHRASE)
+    assert offsite.point_ids() == [first, second]

@@ -233,7 +233,7 @@ def test_a_backup_or_a_copy_lists_the_packs_in_the_bucket_once_whatever_their_nu
     target = open_on_backend(store, tmp_path / "copy-state", "offsite2", lambda: PASS, create=True)
     store.lists.clear()
     puts_before, store.pack_gets = store.pack_puts, 0
-    copied = copy_points(local, target, plan_copy(local, target, lambda _p: True)[0])
+    copied = copy_points(local, target, plan_copy(local, target, lambda _p: True)[0], read_back=True)
     assert len(copied.copied) == 3 and store.lists.count("packs/") <= 1
     # What arrived is read back a pack at a time (one ranged GET each here), not a GET per chunk.
     sent_packs = store.pack_puts - puts_before
@@ -251,7 +251,7 @@ def test_a_pack_that_arrives_different_from_what_a_copy_sent_fails_it_before_any
     target = open_repo(store, tmp_path / "state")
     store.corrupt_pack_put = 3
     with pytest.raises(RepositoryError, match="a copied chunk arrived damaged in repository offsite"):
-        copy_points(local, target, plan_copy(local, target, lambda _p: True)[0])
+        copy_points(local, target, plan_copy(local, target, lambda _p: True)[0], read_back=True)
     assert target.point_ids() == [] and not list(store.real.list("points/"))
 
 

@@ -110,6 +110,7 @@ def test_every_command_works_on_a_repository_in_a_bucket(offsite: dict, capsys: 
     code, out, err = hvtui(env, capsys, "copy", "--from", "main", "--to", "offsite", "--json")
     assert code == 0, err
     assert json.loads(out)["copied"] == [main_point]
+    assert json.loads(out)["arrival_check"] == "store-content-md5"  # no read-back: the store checked each PUT
     assert restored_disk(env, capsys, "offsite", main_point, tmp_path / "r2") == now
     code, out, err = hvtui(env, capsys, "prune", "--repo", "offsite", "--yes", "--json")
     assert code == 0, err

@@ -73,15 +73,19 @@ class RepositoryCopies:
         point_ids: list[str] | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
+        read_back: bool = False,
     ) -> CopyResult:
         """Copy the points of ``source`` the target lacks (only those of ``vms``, or only
-        ``point_ids``, when given) into ``target``; then the target's retention.  Refused
-        read-only; audited."""
+        ``point_ids``, when given) into ``target``; then the target's retention.  ``read_back``:
+        every chunk sent is read back from the target and checked (by default the storage's own
+        check on arrival is trusted: ``engine.copy.arrival_check``).  Refused read-only; audited."""
         src_rc = self._backups.repository_config(source)
         dst_rc = self._backups.repository_config(target)
         if src_rc.name == dst_rc.name:
             raise RepositoryError(f"copy: --from and --to name the same repository ({src_rc.name})")
         args: dict[str, object] = {"from": src_rc.name, "to": dst_rc.name, "vms": list(vms or []), "points": list(point_ids or [])}
+        if read_back:
+            args["read_back"] = True
         reason = self._backups.read_only_reason()
         if reason is not None:
             self._audit.record(ACTION, f"repository:{dst_rc.name}", None, args, "refused", 0.0, f"read-only: {reason}")
@@ -106,6 +110,7 @@ class RepositoryCopies:
                 result = copy_points(
                     src, dst, points, progress=progress, cancel=cancel,
                     progress_interval=self._backups.progress_interval, lock_timeout=self._backups.lock_timeout,
+                    read_back=read_back,
                 )  # fmt: skip
             finally:
                 self._backups.points_changed(dst_rc.name)

@@ -116,6 +116,7 @@ class HeldBackend(Backend):
         self.inner = inner
         self.hold = hold
         self.where = inner.where
+        self.verifies_puts = inner.verifies_puts
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         with self.hold.attempt():

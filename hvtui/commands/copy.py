@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from hvtui.commands import show
 from hvtui.commands.backup import job_failed, run_job, size
 from hvtui.commands.output import EXIT_OK, emit_json, reported
+from hvtui.engine.copy import ARRIVAL_CHECKS
 
 if TYPE_CHECKING:
     from hvtui.core import Core
@@ -25,19 +26,25 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         parents=parents,
         help="copy restore points from one repository into another",
         description="Copy the restore points the target repository lacks (of the VMs named, or of every VM): only "
-        "chunks the target lacks are sent, each checked on arrival, the manifest last; a copy that was stopped "
-        "resumes where it stopped. The target's own retention applies afterwards.",
+        "chunks the target lacks are sent, each checked against its id before it is sent, the manifest last; a copy "
+        "that was stopped resumes where it stopped. On arrival an object store checks each upload against its "
+        "Content-MD5 and refuses one that differs from what was sent; --read-back also reads every chunk sent back "
+        "from the target and checks it (twice the storage's work). The target's own retention applies afterwards.",
     )
     copy.add_argument("vms", nargs="*", metavar="VM", help="VM names or ids (default: every VM in the source)")
     copy.add_argument("--from", dest="source", required=True, metavar="REPO", help="source repository name from the config")
     copy.add_argument("--to", dest="target", required=True, metavar="REPO", help="target repository name from the config")
+    copy.add_argument(
+        "--read-back", action="store_true",
+        help="also read every chunk sent back from the target and check it before writing the manifest",
+    )
     copy.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     copy.set_defaults(handler=run_copy_command)
 
 
 @reported
 def run_copy_command(args: argparse.Namespace, core: Core) -> int:
-    job = core.jobs.submit_copy(args.source, args.target, list(args.vms))
+    job = core.jobs.submit_copy(args.source, args.target, list(args.vms), read_back=args.read_back)
     code, final = run_job(core, args, job)
     if code != EXIT_OK:
         return job_failed(args, final, code)
@@ -53,6 +60,8 @@ def run_copy_command(args: argparse.Namespace, core: Core) -> int:
         f"  {result.get('chunks_sent')} chunks sent ({size(result.get('bytes_sent'))}), {result.get('chunks_present')} "
         f"already there, {float(result.get('duration') or 0):.1f} s."
     )
+    check = str(result.get("arrival_check") or "")
+    show(f"  on arrival: {ARRIVAL_CHECKS.get(check, check)}")
     if result.get("present"):
         show(f"  {len(result['present'])} point(s) were in {result.get('target')} already")
     for point in result.get("skipped") or []:

@@ -7,8 +7,10 @@ pair up:
   already holds is not sent again, so a copy killed halfway resumes where it stopped (the
   chunks that arrived are published objects or packs; a pack whose index was not written yet
   is found from its trailer);
-- every chunk is checked against its id when read from the source, and read back from the
-  target once it is published (verify on arrival);
+- every chunk is checked against its id when read from the source; on arrival, by default the
+  target's storage checks what it receives (an object store refuses a PUT whose body does not
+  match its Content-MD5: backends/s3.py), and a copy with ``read_back`` also reads every pack it
+  sent back from the target and checks it, before any manifest (twice the storage's work);
 - the manifest is written last, so a point exists in the target only once all its chunks do;
 - chunk ids are computed per repository (SHA-256, or HMAC-SHA256 under an encrypted
   repository's id key): when the two schemes differ, each chunk gets the target's id and the
@@ -50,6 +52,26 @@ def copy_ahead(chunk_size: int) -> int:
     return max(2, COPY_AHEAD_BYTES // chunk_size)
 _ID_PROBE = b"hvtui chunk id scheme probe"
 
+# How a copy made sure what it sent arrived intact (CopyResult.arrival_check):
+ARRIVAL_READ_BACK = "read-back"  # every chunk sent read back from the target and checked (--read-back)
+ARRIVAL_STORE = "store-content-md5"  # the object store refused any PUT whose body did not match its Content-MD5
+ARRIVAL_WRITTEN = "written"  # written into the target (a local folder's files flushed to disk), not read back
+ARRIVAL_CHECKS = {
+    ARRIVAL_READ_BACK: "every chunk read back from the target and checked",
+    ARRIVAL_STORE: "the storage checked each upload's Content-MD5",
+    ARRIVAL_WRITTEN: "written into the target, not read back",
+}
+
+
+def arrival_check(target: Repository, read_back: bool) -> str:
+    """The check a copy into ``target`` makes of what arrives (see ARRIVAL_CHECKS)."""
+    if read_back:
+        return ARRIVAL_READ_BACK
+    store = target.store
+    if isinstance(store, PackStore) and store.packs.verifies_puts:
+        return ARRIVAL_STORE
+    return ARRIVAL_WRITTEN
+
 
 @dataclass(slots=True)
 class CopyResult:
@@ -62,6 +84,7 @@ class CopyResult:
     bytes_sent: int = 0  # stored bytes written into the target
     chunks_present: int = 0  # already in the target (an earlier copy, a shared chunk)
     reids: bool = False  # the two repositories compute chunk ids differently
+    arrival_check: str = ""  # set by copy_points: how what was sent was checked on arrival: ARRIVAL_CHECKS
     removed_by_retention: list[str] = field(default_factory=list)
     duration: float = 0.0
 
@@ -76,6 +99,7 @@ class CopyResult:
             "bytes_sent": self.bytes_sent,
             "chunks_present": self.chunks_present,
             "reids_chunks": self.reids,
+            "arrival_check": self.arrival_check,
             "removed_by_retention": self.removed_by_retention,
             "duration": round(self.duration, 3),
         }
@@ -162,8 +186,10 @@ class _PointCopier:
         cancel: CancelToken,
         result: CopyResult,
         workers: ThreadPoolExecutor,
+        read_back: bool = False,
     ) -> None:
         self.source = source
+        self.read_back = read_back
         self.target = target
         self.meter = meter
         self.cancel = cancel
@@ -263,9 +289,12 @@ class _PointCopier:
         self.meter.emit(force=True)
 
     def _verify_arrived(self) -> None:
-        """Once every pack handed over is stored: read back what was sent, before any manifest."""
+        """Once every pack handed over is stored (an upload the storage refused fails here), with
+        ``read_back``: read back what was sent; both before any manifest."""
         self.target.store.make_durable()
         arrived, self.pending = self.pending, []
+        if not self.read_back:
+            return
         store = self.target.store
         try:
             if isinstance(store, PackStore):
@@ -295,13 +324,17 @@ def copy_points(
     cancel: CancelToken | None = None,
     progress_interval: float = DEFAULT_INTERVAL,
     lock_timeout: float | None = 3600.0,
+    read_back: bool = False,
 ) -> CopyResult:
-    """Copy ``points`` (from ``plan_copy``) from ``source`` into ``target``, manifests last."""
+    """Copy ``points`` (from ``plan_copy``) from ``source`` into ``target``, manifests last;
+    ``read_back``: every chunk sent is also read back from the target and checked first."""
     check_pair(source, target)
     cancel = cancel or CancelToken()
     meter = Meter(progress, progress_interval)
     started = time.monotonic()
-    result = CopyResult(source.name, target.name, reids=not same_id_scheme(source, target))
+    result = CopyResult(
+        source.name, target.name, reids=not same_id_scheme(source, target), arrival_check=arrival_check(target, read_back)
+    )
 
     def on_wait(message: str) -> None:
         if progress is not None:
@@ -313,7 +346,7 @@ def copy_points(
     with reading.acquire(lock_timeout, cancel, on_wait), writing.acquire(lock_timeout, cancel, on_wait) as lock:
         meter.start_phase("copy", total=total, message=f"copying {len(points)} restore point(s) to {target.name}")
         with ThreadPoolExecutor(COPY_WORKERS, thread_name_prefix="hvtui-copy") as workers:
-            copier = _PointCopier(source, target, lock.id, meter, cancel, result, workers)
+            copier = _PointCopier(source, target, lock.id, meter, cancel, result, workers, read_back)
             try:
                 for manifest in points:
                     meter.current = manifest.id

@@ -58,6 +58,10 @@ READ_AHEAD_SPANS = 4
 class PackObjects(ABC):
     """The pack files of one repository, by pack id."""
 
+    # The storage refuses a pack whose bytes differ from those sent (an S3 PUT's Content-MD5):
+    # a copy need not read its packs back to know they arrived intact.
+    verifies_puts = False
+
     @abstractmethod
     def ids(self) -> set[str]:
         """Every pack present."""
@@ -282,6 +286,7 @@ class BackendPacks(PackObjects):
 
     def __init__(self, backend: Backend, workers: int | None = None, backlog: int | None = None) -> None:
         self.backend = backend
+        self.verifies_puts = backend.verifies_puts
         self.uploads = PackUploads(self._upload, workers or UPLOAD_WORKERS, backlog or UPLOAD_BACKLOG)
         self._spans: OrderedDict[tuple[str, int], bytes] = OrderedDict()  # (pack, start) -> bytes; newest last
         self._read_ends: dict[str, int] = {}  # pack -> where its last read ended

@@ -380,10 +380,12 @@ class JobManager:
         )
 
     def submit_copy(
-        self, source: str, target: str, vms: list[str] | None = None, point_ids: list[str] | None = None, vm_name: str | None = None
+        self, source: str, target: str, vms: list[str] | None = None, point_ids: list[str] | None = None, vm_name: str | None = None,
+        read_back: bool = False,
     ) -> Job:
-        """Queue a copy job (``hvtui.jobs.kinds.copy``): the points ``source`` holds and ``target`` lacks."""
-        return submit_copy(self, source, target, vms, point_ids, vm_name)
+        """Queue a copy job (``hvtui.jobs.kinds.copy``): the points ``source`` holds and ``target`` lacks
+        (``read_back``: every chunk sent is also read back from the target and checked)."""
+        return submit_copy(self, source, target, vms, point_ids, vm_name, read_back)
 
     def submit_restore(
         self,

@@ -18,7 +18,8 @@ class BackendError(RepositoryError):
     ``kind`` says why, for callers that act on it: ``auth`` (credentials refused), ``bucket``
     (the bucket or folder does not exist), ``clock`` (request time skewed), ``quota`` (storage
     full or quota reached), ``tls`` (certificate not trusted), ``unreachable`` (no answer after
-    the retries), ``config`` (the repository's settings are unusable), ``failed`` (anything else).
+    the retries), ``config`` (the repository's settings are unusable), ``digest`` (the storage
+    received a body different from the one sent, and stored nothing), ``failed`` (anything else).
     """
 
     def __init__(self, where: str, message: str, kind: str = "failed") -> None:
@@ -54,6 +55,8 @@ class Backend(ABC):
 
     #: Where the objects are, for messages: a folder path or ``s3://bucket/prefix``.
     where: str
+    #: The storage refuses a put whose bytes differ from those sent (S3: each PUT's Content-MD5).
+    verifies_puts: bool = False
 
     @abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

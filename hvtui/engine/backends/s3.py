@@ -6,12 +6,17 @@ uploads for large objects, ranged GETs. This module chooses safe settings, refus
 endpoints, and turns the storage's refusals into one clear message each.
 
 Third-party servers reject or mangle boto3's default flexible checksums (boto3 >= 1.36), so
-checksums are sent and checked only when an operation requires them; integrity is the
-repository's own business (every blob is hashed or authenticated).
+those are sent and checked only when an operation requires them. Instead every PUT (a whole
+object, and each part of a multipart upload) carries Content-MD5, which every S3-compatible
+store checks: a body that changed on the way is refused (BadDigest) and nothing is stored, so
+what a put acknowledges is what was sent ("verified on arrival" by the store itself). What is
+read back is the repository's business (every blob is hashed or authenticated).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import os
 from collections.abc import Iterator
@@ -68,6 +73,8 @@ def check_endpoint(endpoint: str | None, insecure_http: bool) -> None:
 
 
 class S3Backend(Backend):
+    verifies_puts = True  # every PUT carries Content-MD5: the store refuses a body not as sent
+
     def __init__(self, settings: S3Settings) -> None:
         check_endpoint(settings.endpoint, settings.insecure_http)
         self.settings = settings
@@ -96,6 +103,10 @@ class S3Backend(Backend):
         self._client = session.client(
             "s3", endpoint_url=settings.endpoint, config=config, verify=settings.ca_bundle or True
         )
+        # boto3's transfer manager makes its own PutObject and UploadPart calls (files, multipart
+        # parts): their Content-MD5 is added here, from the body about to be sent.
+        for operation in ("PutObject", "UploadPart"):
+            self._client.meta.events.register(f"before-call.s3.{operation}", _add_content_md5)
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD,
             multipart_chunksize=MULTIPART_CHUNK,
@@ -136,7 +147,10 @@ class S3Backend(Backend):
         extra = self._extra_args(key)
         with self._errors("put", key):
             if isinstance(data, bytes | bytearray | memoryview) and len(data) < MULTIPART_THRESHOLD:
-                self._client.put_object(Bucket=self.settings.bucket, Key=self._key(key), Body=bytes(data), **extra)
+                body = bytes(data)
+                self._client.put_object(
+                    Bucket=self.settings.bucket, Key=self._key(key), Body=body, ContentMD5=content_md5(body), **extra
+                )
                 return
             path = getattr(data, "name", None)
             if isinstance(path, str) and os.path.isfile(path) and data.tell() == 0:  # type: ignore[union-attr]
@@ -154,7 +168,8 @@ class S3Backend(Backend):
             with self._errors("put", key):
                 try:
                     self._client.put_object(
-                        Bucket=self.settings.bucket, Key=self._key(key), Body=body, IfNoneMatch="*", **extra
+                        Bucket=self.settings.bucket, Key=self._key(key), Body=body, IfNoneMatch="*",
+                        ContentMD5=content_md5(body), **extra
                     )
                     return
                 except self._client.exceptions.ClientError as err:
@@ -201,6 +216,29 @@ class S3Backend(Backend):
         return _ErrorMapper(self, operation, key)
 
 
+def content_md5(body: bytes) -> str:
+    """The Content-MD5 header of a body: base64 of its MD5 (RFC 1864)."""
+    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
+
+
+def _add_content_md5(params: dict[str, Any], **_kwargs: Any) -> None:
+    """botocore's before-call hook: a PUT without Content-MD5 gets one from its body (bytes, or a
+    seekable file object such as the transfer manager's part of a file, read and rewound)."""
+    headers = params.setdefault("headers", {})
+    body = params.get("body")
+    if body is None or any(name.lower() == "content-md5" for name in headers):
+        return
+    if isinstance(body, bytes | bytearray):
+        headers["Content-MD5"] = content_md5(bytes(body))
+        return
+    start = body.tell()
+    digest = hashlib.md5(usedforsecurity=False)
+    for block in iter(lambda: body.read(1024 * 1024), b""):
+        digest.update(block)
+    body.seek(start)
+    headers["Content-MD5"] = base64.b64encode(digest.digest()).decode("ascii")
+
+
 class _ErrorMapper:
     """Turns botocore's exceptions into one ``BackendError`` each, naming what to fix.
 
@@ -218,7 +256,11 @@ class _ErrorMapper:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object) -> bool:
         if exc is None or isinstance(exc, BackendError):
             return False
+        from boto3.exceptions import S3UploadFailedError
         from botocore import exceptions as boto
+
+        if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, Exception):
+            exc = exc.__context__  # the transfer manager wraps the storage's refusal of a part or a put
 
         where = self.backend.where
         what = f"{self.operation} {self.key}"
@@ -229,6 +271,8 @@ class _ErrorMapper:
                 raise ObjectMissing(where, self.key) from None
             if code == "NoSuchBucket":
                 raise BackendError(where, f"the bucket {settings.bucket!r} does not exist at {_endpoint(settings)}: create it, or fix bucket: in the repository's config", kind="bucket") from None
+            if code in ("BadDigest", "InvalidDigest"):
+                raise BackendError(where, f"{what}: the storage received bytes different from those sent (Content-MD5 mismatch, {code}) and stored nothing: a fault on the way (network, proxy or this machine's memory); run the job again", kind="digest") from None
             if code == "RequestTimeTooSkewed":
                 raise BackendError(where, f"{what}: the storage refused the request because this machine's clock differs too much from the server's: fix the time (NTP) on this machine", kind="clock") from None
             if code in _QUOTA_CODES or status == 507:

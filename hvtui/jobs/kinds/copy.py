@@ -12,6 +12,7 @@ from typing import Any
 
 import humanize
 
+from hvtui.engine.copy import ARRIVAL_CHECKS
 from hvtui.errors import ReadOnlyError
 from hvtui.events import CancelToken, ProgressCallback
 from hvtui.jobs.kinds.base import JobQueue, services_of
@@ -32,10 +33,12 @@ def submit_copy(
     vms: list[str] | None = None,
     point_ids: list[str] | None = None,
     vm_name: str | None = None,
+    read_back: bool = False,
 ) -> Job:
     """Queue a copy of the points ``source`` holds and ``target`` lacks (of ``vms`` only, or
-    only ``point_ids``, when given).  Unknown repositories: ``ConfigError`` now; read-only:
-    ``ReadOnlyError`` now (audited by the service when the job would run)."""
+    only ``point_ids``, when given); ``read_back``: every chunk sent is read back and checked.
+    Unknown repositories: ``ConfigError`` now; read-only: ``ReadOnlyError`` now (audited by the
+    service when the job would run)."""
     services = services_of(manager)
     src = services.backups.repository_config(source).name
     dst = services.backups.repository_config(target).name
@@ -44,6 +47,8 @@ def submit_copy(
         services.audit.record("copy", f"repository:{dst}", vm_name, {"from": src, "to": dst}, "refused", 0.0, f"read-only: {reason}")
         raise ReadOnlyError(f"copy refused: {reason}")
     params: dict[str, Any] = {"from": src, "to": dst, "vms": list(vms or []), "points": list(point_ids or [])}
+    if read_back:
+        params["read_back"] = True
     return manager.submit(KIND, f"repository:{dst}", None, vm_name, params)
 
 
@@ -57,12 +62,14 @@ def _copy_run(manager: JobQueue, job: Job) -> RunFn:
         copies = services.copies_of()
         done = copies.copy(
             str(params["from"]), str(params["to"]), list(params.get("vms") or []), list(params.get("points") or []),
-            progress=progress, cancel=cancel,
+            progress=progress, cancel=cancel, read_back=bool(params.get("read_back")),
         )  # fmt: skip
         summary = done.to_dict()
+        check = ARRIVAL_CHECKS.get(done.arrival_check, done.arrival_check)
         summary["message"] = (
             f"{len(done.copied)} restore point(s) copied from {done.source} to {done.target}: {done.chunks_sent} chunks "
-            f"sent ({humanize.naturalsize(done.bytes_sent, binary=True)}), {done.chunks_present} already there"
+            f"sent ({humanize.naturalsize(done.bytes_sent, binary=True)}), {done.chunks_present} already there; "
+            f"on arrival: {check}"
         )
         return summary
 
