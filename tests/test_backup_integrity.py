@@ -37,8 +37,11 @@ DISK = 8 * MiB
 
 
 @pytest.fixture
-def estate(tmp_path: Path, paths: Paths, restore_logging: None) -> dict:
-    """One lab host with VM app01 (some data on its disk) and a config naming repository "main"."""
+def estate(tmp_path: Path, paths: Paths, restore_logging: None, request: pytest.FixtureRequest) -> dict:
+    """One lab host with VM app01 (some data on its disk) and a config naming repository "main"
+    (format 2, the default, unless a test asks for another through ``indirect`` parametrization)."""
+    repo_format = getattr(request, "param", None)
+    format_line = f"\n    format: {repo_format}" if repo_format is not None else ""
     lab_dir = tmp_path / "lab"
     host = LabHost.create(lab_dir / HOST, HOST, SystemClock())
     vm_id = host.add_vm("app01", state="Off", disk_sizes=(DISK,), fsync=False)
@@ -53,7 +56,7 @@ hosts:
 repositories:
   - name: main
     path: {tmp_path / "repo"}
-    default: true
+    default: true{format_line}
     retention:
       keep_last: 3
       keep_hourly: 0
@@ -169,6 +172,7 @@ def flip_a_byte(path: Path) -> bytes:
     return bytes(blob)
 
 
+@pytest.mark.parametrize("estate", [1], indirect=True)  # renames a format-1 chunk file; packs: test_engine_packs
 def test_verify_quarantines_a_corrupt_chunk_and_the_next_full_backup_heals_older_points(
     estate: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -213,6 +217,7 @@ def test_verify_quarantines_a_corrupt_chunk_and_the_next_full_backup_heals_older
     assert (doc["quarantined_files"], doc["quarantined_bytes"]) == (1, len(corrupt)) and bad.exists()
 
 
+@pytest.mark.parametrize("estate", [1], indirect=True)  # a format-1 chunk file left in place
 def test_read_only_verify_reports_but_does_not_quarantine(estate: dict, capsys: pytest.CaptureFixture[str]) -> None:
     p1 = backup(estate, capsys)["point_id"]
     repo = Repository.open(estate["repo"])
@@ -234,7 +239,7 @@ def test_an_incremental_reads_again_the_parent_chunks_the_repository_lacks(tmp_p
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", "still.vhdx", 4 * MiB, seed=11, data_mib=3)  # unchanged between backups
     host.create_disk("vm1", "busy.vhdx", 4 * MiB, seed=12, data_mib=3)  # changes, tracked
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=64 * 1024)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=64 * 1024, version=1)  # deletes chunk files
     first = run_backup(repo, host, "vm1", "full").point_id
     frozen = read_tree(host.vm_dir("vm1"))
     parent = repo.load_point(first)

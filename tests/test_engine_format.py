@@ -45,7 +45,7 @@ def make_manifest(
 
 # -- chunk objects ------------------------------------------------------------------------
 def test_compressible_chunks_are_lz4_and_random_chunks_stay_raw(tmp_path: Path) -> None:
-    repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB)
+    repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB, version=1)  # reads the chunk file
     text = b"hello hypervisor " * 4000
     noise = os.urandom(64 * KiB)
     for data, expected in ((text, CODEC_LZ4), (noise, CODEC_RAW)):
@@ -66,7 +66,7 @@ def test_the_compressibility_sample_does_not_miss_mostly_compressible_chunks() -
 
 
 def test_a_chunk_whose_content_does_not_match_its_name_is_damaged(tmp_path: Path) -> None:
-    repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB)
+    repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB, version=1)  # damages the chunk file
     data = os.urandom(1000)
     digest = chunk_id(data)
     repo.store.put(digest, CODEC_RAW, len(data), data, "0123456789abcdef")

@@ -31,6 +31,7 @@ from hvtui.engine.backup import run_backup
 from hvtui.engine.errors import RepositoryDamaged
 from hvtui.engine.locks import lock_records
 from hvtui.engine.prune import run_prune
+from hvtui.engine.repo_config import DEFAULT_VERSION
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory
 from hvtui.engine.verify import run_verify
@@ -154,11 +155,14 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path) -> None:
 
 # -- damage ----------------------------------------------------------------------------------
 @pytest.fixture
-def backed_up(tmp_path: Path) -> tuple[Repository, DirHost, list[str]]:
+def backed_up(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Repository, DirHost, list[str]]:
+    """Two points of one VM; the repository's format is the default unless a test asks for
+    another through ``indirect`` parametrization."""
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 8 * MiB, seed=3, data_mib=3)
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    version = getattr(request, "param", DEFAULT_VERSION)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version=version)
     first = run_backup(repo, host, "vm1", "full").point_id
     host.write("vm1", DISK, 0, os.urandom(3000))
     second = run_backup(repo, host, "vm1", "incremental").point_id
@@ -170,6 +174,7 @@ def _shared_chunk(repo: Repository, points: list[str]) -> bytes:
     return sorted(shared)[0]
 
 
+@pytest.mark.parametrize("backed_up", [1], indirect=True)  # damages a format-1 chunk file; packs: test_engine_packs
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_damaged_chunks_are_named_with_the_points_they_break(
     backed_up: tuple[Repository, DirHost, list[str]], tmp_path: Path, damage: str
@@ -232,7 +237,8 @@ def test_disk_full_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 8 * MiB, seed=4, data_mib=4)
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    # "chunk": a format-1 chunk file's write fails (store.write_all)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version=1 if where == "chunk" else DEFAULT_VERSION)
     writes = {"n": 0}
     if where == "chunk":
         real = store_module.write_all

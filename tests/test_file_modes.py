@@ -48,7 +48,7 @@ def test_repository_files_and_restored_disks_are_owner_only(tmp_path: Path, open
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 2 * MiB, seed=3, data_mib=1)
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=64 * 1024)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=64 * 1024, version=1)  # chunk files
     point = run_backup(repo, host, "vm1", "full").point_id
 
     chunk_files = [p for p in repo.store.chunks_dir.rglob("*") if p.is_file()]
@@ -133,7 +133,7 @@ def test_repository_root_and_its_folders_and_lock_files_are_owner_only(tmp_path:
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 2 * MiB, seed=3, data_mib=1)
     root = tmp_path / "backups" / "repo"
-    repo = Repository.open(root, create=True, chunk_size=64 * 1024)
+    repo = Repository.open(root, create=True, chunk_size=64 * 1024, version=1)  # the format-1 folders
     run_backup(repo, host, "vm1", "full")
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.iterdir()]}
     for sub in ("chunks", "points", "verified", "locks", "tmp"):

@@ -20,6 +20,7 @@ from hvtui.engine.chunking import MAX_POINT_CHUNKS
 from hvtui.engine.errors import RepositoryDamaged
 from hvtui.engine.manifest import FileEntry, Manifest, ManifestError, body_digest
 from hvtui.engine.plan import plan_files
+from hvtui.engine.repo_config import DEFAULT_VERSION
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory
 from hvtui.engine.store import chunk_id
@@ -38,11 +39,14 @@ POINT = "20261124T120000Z-0000abcd"
 
 
 @pytest.fixture
-def backed_up(tmp_path: Path) -> tuple[Repository, DirHost, list[str]]:
+def backed_up(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Repository, DirHost, list[str]]:
+    """Two points of one VM; the repository's format is the default unless a test asks for
+    another through ``indirect`` parametrization."""
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 4 * MiB, seed=3, data_mib=2)
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    version = getattr(request, "param", DEFAULT_VERSION)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version=version)
     first = run_backup(repo, host, "vm1", "full").point_id
     host.write("vm1", DISK, 0, os.urandom(3000))
     second = run_backup(repo, host, "vm1", "incremental").point_id
@@ -64,6 +68,7 @@ def _first_id_index(chunks: list) -> int:
 
 
 # -- 16.1: a chunk id is 64 lowercase hex digits ---------------------------------------------
+@pytest.mark.parametrize("backed_up", [1], indirect=True)  # compares the format-1 chunk files before and after
 @pytest.mark.parametrize("bad_id", [" " * 64, "AB" * 32, "zz" * 32, "0a" * 31 + " \n"])
 def test_a_malformed_chunk_id_is_a_damaged_manifest_and_verify_moves_nothing(
     backed_up: tuple[Repository, DirHost, list[str]], tmp_path: Path, bad_id: str
@@ -90,6 +95,7 @@ def test_a_malformed_chunk_id_is_a_damaged_manifest_and_verify_moves_nothing(
     assert read_tree(tmp_path / "out")
 
 
+@pytest.mark.parametrize("backed_up", [1], indirect=True)  # format-1 chunk files (a pack is never renamed)
 def test_quarantine_only_ever_renames_a_regular_chunk_file(
     backed_up: tuple[Repository, DirHost, list[str]],
 ) -> None:
