@@ -68,7 +68,17 @@ def _first_id_index(chunks: list) -> int:
 
 
 # -- 16.1: a chunk id is 64 lowercase hex digits ---------------------------------------------
-@pytest.mark.parametrize("backed_up", [1], indirect=True)  # compares the format-1 chunk files before and after
+def _stored(repo: Repository) -> dict[str, bytes | None]:
+    """Every entry holding chunks or saying where they are (a folder: None): format 1's chunk
+    files, format 2's packs and index files."""
+    return {
+        p.relative_to(repo.root).as_posix(): p.read_bytes() if p.is_file() else None
+        for sub in ("chunks", "packs", "index")
+        for p in sorted((repo.root / sub).rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("backed_up", [1, 2], indirect=True)
 @pytest.mark.parametrize("bad_id", [" " * 64, "AB" * 32, "zz" * 32, "0a" * 31 + " \n"])
 def test_a_malformed_chunk_id_is_a_damaged_manifest_and_verify_moves_nothing(
     backed_up: tuple[Repository, DirHost, list[str]], tmp_path: Path, bad_id: str
@@ -80,13 +90,14 @@ def test_a_malformed_chunk_id_is_a_damaged_manifest_and_verify_moves_nothing(
         chunks[_first_id_index(chunks)] = bad_id
 
     forge(repo, points[1], plant)
-    chunks_before = sorted(p.relative_to(repo.root) for p in repo.store.chunks_dir.rglob("*"))
+    stored_before = _stored(repo)
+    assert stored_before
 
     for _ in range(2):  # a second verify must not do anything either
         report = run_verify(repo)
-        assert repo.store.chunks_dir.is_dir()
+        assert (repo.root / "chunks").is_dir()
         assert not (repo.root / "chunks.bad").exists()
-        assert sorted(p.relative_to(repo.root) for p in repo.store.chunks_dir.rglob("*")) == chunks_before
+        assert _stored(repo) == stored_before
         assert [m["point"] for m in report.damaged_manifests] == [points[1]]
         assert "bad chunk list entry" in report.damaged_manifests[0]["problem"]
         assert report.quarantined == [] and report.chunk_problems == []
