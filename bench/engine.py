@@ -5,8 +5,8 @@ Usage::
     python bench/engine.py                      # 8 GiB virtual / 1.5 GiB data, 3 runs
     python bench/engine.py --size 2 --data 0.4  # a smaller, quicker run (GiB)
     python bench/engine.py --sweep 1,2,4        # hvtui alone, chunk sizes in MiB
-    python bench/engine.py --tools hvtui,hvtui-v2  # repository format 1 (chunk files) vs 2 (packs)
-    python bench/engine.py --tools hvtui,hvtui-v2 --points 5,20,60 --ceiling
+    python bench/engine.py --tools hvtui-v1,hvtui  # repository format 1 (chunk files) vs 2 (packs, the default)
+    python bench/engine.py --tools hvtui-v1,hvtui --points 5,20,60 --ceiling
     python bench/engine.py --tools hvtui-v2,hvtui-v2-enc  # format 2 plain vs encrypted (AES-256-GCM, HMAC ids)
                                                 # also: listing points at 5/20/60 points per format,
                                                 # and this machine's 2-thread read+SHA-256+lz4 ceiling
@@ -293,6 +293,10 @@ class Tool:
         raise NotImplementedError
 
 
+HVTUI_ROW = "hvtui v2 packs"  # --tools hvtui (or hvtui-v2): the format a new repository gets
+HVTUI_V1_ROW = "hvtui v1 files"  # --tools hvtui-v1: format 1, one file per chunk
+
+
 class Hvtui(Tool):
     def __init__(
         self,
@@ -301,14 +305,14 @@ class Hvtui(Tool):
         chunk_mib: int = 1,
         tracking: bool = True,
         name: str = "",
-        version: int = 1,
+        version: int = 2,  # hvtui's default repository format (engine/repo_config.DEFAULT_VERSION)
         compression: str = "lz4",
     ) -> None:
         self.chunk_mib = chunk_mib
         self.compression = compression  # "lz4" or "zstd:<level>"
         self.tracking = tracking
         self.version = version  # repository format: 1 chunk files, 2 packs with an index, "2e" encrypted packs
-        self.name = name or "hvtui"
+        self.name = name or HVTUI_ROW
         self.env: dict[str, str] | None = None  # hvtui smb: where the _hvtui subprocess reads from
         super().__init__(work, data_dir)
 
@@ -888,7 +892,7 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
                 f"  {res.name}: over SMB3 the full read {full_smb / MiB:.1f} MiB, the incremental {incr_smb / MiB:.1f} MiB "
                 f"for {changed / MiB:.1f} MiB changed ({incr_smb / changed:.1f}x, VHDX parsing included)"
             )
-    local, smb = results.get("hvtui"), results.get("hvtui smb")
+    local, smb = results.get(HVTUI_ROW), results.get("hvtui smb")
     if local and smb and smb.full:
         ratio = local.med(local.full) / smb.med(smb.full)
         print(
@@ -896,7 +900,7 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
             f"{'met' if ratio >= 0.6 else 'NOT met'}); SMB peak RSS {smb.peak_rss:.0f} MB (target < 300 MB)"
         )
     peers = {k: v for k, v in results.items() if not k.startswith("hvtui") and not k.endswith(" s3")}  # local peers
-    mine = results.get("hvtui")
+    mine = results.get(HVTUI_ROW)
     if mine and peers:
         print()
         print("ratios (best peer's time / hvtui's time; >1 = hvtui faster; size and RSS: peer / hvtui):")
@@ -936,7 +940,7 @@ def report_v2_targets(
     results: dict[str, Result], info: dict, ceiling_mb_s: float | None, listing: dict[int, dict[int, float]]
 ) -> None:
     """Issue 20's targets for format 2, from this run's figures (printed, not asserted)."""
-    v1, v2 = results.get("hvtui"), results.get("hvtui v2 packs")
+    v1, v2 = results.get(HVTUI_V1_ROW), results.get(HVTUI_ROW)
     if v1 is None or v2 is None:
         return
     print()
@@ -1032,7 +1036,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tools",
         default="hvtui,restic,borg-buzhash,borg-fixed",
-        help="comma-separated subset (also: hvtui-v2, repository format 2; hvtui-v2-enc, format 2 encrypted; "
+        help="comma-separated subset (hvtui: repository format 2, the default, also as hvtui-v2; hvtui-v1, format 1, "
+        "a file per chunk; hvtui-v2-enc, format 2 encrypted; "
         "hvtui-zstd, format 2 with zstd; hvtui-smb, reading over SMB3; hvtui-s3, format 2 encrypted in a "
         "loopback SeaweedFS bucket, with a copy of the local encrypted repository into it)",
     )
@@ -1077,14 +1082,14 @@ def main(argv: list[str] | None = None) -> int:
         wanted = set(args.tools.split(","))
         if args.sweep:
             for mib in (int(x) for x in args.sweep.split(",")):
-                tools.append(Hvtui(work, data_dir, mib, True, f"hvtui {mib} MiB"))
+                tools.append(Hvtui(work, data_dir, mib, True, f"hvtui v2 {mib} MiB"))
         else:
-            if "hvtui" in wanted:
-                tools.append(Hvtui(work, data_dir))
+            if "hvtui-v1" in wanted:
+                tools.append(Hvtui(work, data_dir, 1, True, HVTUI_V1_ROW, version=1))
+            if wanted & {"hvtui", "hvtui-v2"}:  # one row: format 2 is what `hvtui` creates
+                tools.append(Hvtui(work, data_dir, 1, True, HVTUI_ROW, version=2))
                 if args.no_tracking:
-                    tools.append(Hvtui(work, data_dir, 1, False, "hvtui no-RCT"))
-            if "hvtui-v2" in wanted:
-                tools.append(Hvtui(work, data_dir, 1, True, "hvtui v2 packs", version=2))
+                    tools.append(Hvtui(work, data_dir, 1, False, "hvtui v2 no-RCT", version=2))
             if "hvtui-zstd" in wanted:
                 level = f"zstd:{args.zstd_level}"
                 tools.append(Hvtui(work, data_dir, 1, True, f"hvtui v2 zstd {args.zstd_level}", version=2, compression=level))
@@ -1140,8 +1145,8 @@ def main(argv: list[str] | None = None) -> int:
             measure(tools, disk, blocks, args, results)
             by_name = {tool.name: tool for tool in tools}
             pairs = []
-            if "hvtui" in by_name and "hvtui smb" in by_name and args.smb_pairs > 0:
-                pairs = smb_bench.paired_fulls(by_name["hvtui"], by_name["hvtui smb"], args.smb_pairs)
+            if HVTUI_ROW in by_name and "hvtui smb" in by_name and args.smb_pairs > 0:
+                pairs = smb_bench.paired_fulls(by_name[HVTUI_ROW], by_name["hvtui smb"], args.smb_pairs)
         report(results, info, args, missing)
         for line in smb_bench.pair_report(pairs, info["allocated_bytes"]):
             print(line)

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from hvtui.engine.repository import Repository
+from hvtui.engine.store import compress_chunk
 from hvtui.errors import HostError, NotFoundError
 from hvtui.hosts.base import BackupSource, Host, HostSnapshot, RestoreTarget, SourceFile, backup_checkpoint_name
 from hvtui.model import VM, Checkpoint, HostFacts
@@ -263,6 +265,36 @@ def mixed_block(rng: random.Random, length: int, salt: int) -> bytes:
     half = length // 2
     text = (f"block {salt} " * (half // 8 + 1)).encode()[:half]
     return text + rng.randbytes(length - half)
+
+
+def flip_last_byte_of_chunk(repo: Repository, digest: bytes) -> Path:
+    """Damage one stored chunk in place, whatever the repository's format: the last byte of its
+    chunk file (format 1) or of its blob inside its pack (format 2); return the file changed."""
+    if repo.version == 1:
+        path, last = repo.store.path(digest), -1  # type: ignore[union-attr]
+    else:
+        pack_id, offset, length = repo.store.location(digest)  # type: ignore[union-attr, misc]
+        path, last = repo.store.pack_path(pack_id), offset + length - 1  # type: ignore[union-attr]
+    blob = bytearray(path.read_bytes())
+    blob[last] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def store_chunk_again(repo: Repository, digest: bytes, data: bytes) -> None:
+    """Put a chunk a verify quarantined back into the repository through its store, as a backup
+    that reads the same data again would: a chunk file (format 1) or a new pack and index (2)."""
+    codec, packed = compress_chunk(data)
+    payload = packed if packed is not None else data
+    if repo.version == 1:
+        repo.store.put(digest, codec, len(data), payload, "0123456789abcdef")  # type: ignore[union-attr]
+        return
+    sink = repo.store.sink("0123456789abcdef", True)
+    sink.add(digest, codec, len(data), payload)
+    batch = sink.take(force=True)
+    assert batch is not None
+    repo.store.publish_pack(batch.writer)  # type: ignore[union-attr]
+    repo.store.make_durable()
 
 
 def read_tree(root: Path) -> dict[str, bytes]:

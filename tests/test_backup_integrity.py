@@ -37,8 +37,11 @@ DISK = 8 * MiB
 
 
 @pytest.fixture
-def estate(tmp_path: Path, paths: Paths, restore_logging: None) -> dict:
-    """One lab host with VM app01 (some data on its disk) and a config naming repository "main"."""
+def estate(tmp_path: Path, paths: Paths, restore_logging: None, request: pytest.FixtureRequest) -> dict:
+    """One lab host with VM app01 (some data on its disk) and a config naming repository "main"
+    (format 2, the default, unless a test asks for another through ``indirect`` parametrization)."""
+    repo_format = getattr(request, "param", None)
+    format_line = f"\n    format: {repo_format}" if repo_format is not None else ""
     lab_dir = tmp_path / "lab"
     host = LabHost.create(lab_dir / HOST, HOST, SystemClock())
     vm_id = host.add_vm("app01", state="Off", disk_sizes=(DISK,), fsync=False)
@@ -53,7 +56,7 @@ hosts:
 repositories:
   - name: main
     path: {tmp_path / "repo"}
-    default: true
+    default: true{format_line}
     retention:
       keep_last: 3
       keep_hourly: 0
@@ -169,20 +172,43 @@ def flip_a_byte(path: Path) -> bytes:
     return bytes(blob)
 
 
+def damage_stored_chunk(repo: Repository, digest: bytes) -> Path:
+    """Flip a byte in the middle of a stored chunk: its chunk file (format 1) or its blob inside
+    its pack (format 2); the file changed."""
+    if repo.version == 1:
+        path = repo.store.path(digest)  # type: ignore[union-attr]
+        flip_a_byte(path)
+        return path
+    pack_id, offset, length = repo.store.location(digest)  # type: ignore[union-attr, misc]
+    path = repo.store.pack_path(pack_id)  # type: ignore[union-attr]
+    blob = bytearray(path.read_bytes())
+    blob[offset + length // 2] ^= 0x55
+    path.write_bytes(bytes(blob))
+    return path
+
+
+@pytest.mark.parametrize("estate", [1, None], indirect=True)  # format 1 (chunk files); the default, 2 (packs)
 def test_verify_quarantines_a_corrupt_chunk_and_the_next_full_backup_heals_older_points(
     estate: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     p1 = backup(estate, capsys, "--mode", "full")["point_id"]
     repo = Repository.open(estate["repo"])
     victim = sorted(repo.load_point(p1).chunk_ids())[0]
-    corrupt = flip_a_byte(repo.store.path(victim))
+    damaged = damage_stored_chunk(repo, victim)
+    corrupt = damaged.read_bytes()
 
     code, out, _ = hvtui(estate, capsys, "verify", "--json")
     doc = json.loads(out)
     assert code == 3 and doc["quarantined"] == [victim.hex()] and doc["repair_skipped"] is None
-    bad = repo.store.quarantine_path(victim)
+    if repo.version == 1:  # the chunk file renamed .bad
+        bad = repo.store.quarantine_path(victim)  # type: ignore[union-attr]
+        assert not repo.store.path(victim).exists()  # type: ignore[union-attr]
+    else:  # the blob taken out of the index, its pack kept whole as evidence
+        bad = damaged
+        fresh = Repository.open(estate["repo"])
+        assert fresh.store.quarantined(victim) == damaged and not fresh.store.has(victim)
     assert doc["chunk_problems"][0]["quarantined_as"] == bad.relative_to(estate["repo"]).as_posix()
-    assert bad.read_bytes() == corrupt and not repo.store.path(victim).exists()  # kept, not deleted
+    assert bad.read_bytes() == corrupt  # kept, not deleted
     assert doc["affected_vms"] == [{"host": HOST, "vm_id": estate["vm_id"], "vm_name": "app01", "points": [p1]}]
     assert any("run a full backup of VM lab-a/app01" in step for step in doc["next_steps"])
     quarantines = [e for e in AuditLog(estate["paths"].audit_log).read() if e["action"] == "verify.quarantine"]
@@ -198,7 +224,7 @@ def test_verify_quarantines_a_corrupt_chunk_and_the_next_full_backup_heals_older
     # The next full backup reads the same data, finds the chunk absent and stores it again.
     p2 = backup(estate, capsys, "--mode", "full")
     assert p2["new_chunks"] == 1
-    assert repo.store.get(victim)  # present and hash-checked
+    assert Repository.open(estate["repo"]).store.get(victim)  # present and hash-checked
     code, out, _ = hvtui(estate, capsys, "verify")
     assert code == 0, out
     code, _, err = hvtui(estate, capsys, "restore", "app01", "--point", p1, "--to", str(tmp_path / "p1"))
@@ -210,31 +236,35 @@ def test_verify_quarantines_a_corrupt_chunk_and_the_next_full_backup_heals_older
     code, out, err = hvtui(estate, capsys, "prune", "--yes", "--json")
     doc = json.loads(out)
     assert code == 0, err
-    assert (doc["quarantined_files"], doc["quarantined_bytes"]) == (1, len(corrupt)) and bad.exists()
+    assert (doc["quarantined_files"], doc["quarantined_bytes"]) == (1, len(corrupt)) and bad.read_bytes() == corrupt
+    assert doc["quarantined_packs"] == (0 if repo.version == 1 else 1)
 
 
+@pytest.mark.parametrize("estate", [1, None], indirect=True)  # format 1 (chunk files); the default, 2 (packs)
 def test_read_only_verify_reports_but_does_not_quarantine(estate: dict, capsys: pytest.CaptureFixture[str]) -> None:
     p1 = backup(estate, capsys)["point_id"]
     repo = Repository.open(estate["repo"])
     victim = sorted(repo.load_point(p1).chunk_ids())[-1]
-    corrupt = flip_a_byte(repo.store.path(victim))
+    damaged = damage_stored_chunk(repo, victim)
+    corrupt = damaged.read_bytes()
     code, out, _ = hvtui(estate, capsys, "--read-only", "verify")
     assert code == 3 and "Not repaired:" in out and "read-only" in out and "Quarantined" not in out
-    assert repo.store.path(victim).read_bytes() == corrupt and repo.store.quarantined(victim) is None
+    fresh = Repository.open(estate["repo"])  # what the verify left: the damaged object in place, in the index
+    assert damaged.read_bytes() == corrupt and fresh.store.quarantined(victim) is None and fresh.store.has(victim)
     code, out, _ = hvtui(estate, capsys, "--read-only", "verify", "--json")
     doc = json.loads(out)
     assert code == 3 and doc["quarantined"] == [] and "read-only" in doc["repair_skipped"]
     assert "without --quick, not read-only" in doc["next_steps"][0]
 
 
-@pytest.mark.parametrize("how", ["deleted", "quarantined"])
-def test_an_incremental_reads_again_the_parent_chunks_the_repository_lacks(tmp_path: Path, how: str) -> None:
+@pytest.mark.parametrize(("how", "version"), [("deleted", 1), ("quarantined", 1), ("quarantined", 2)])  # a pack's blob is never deleted alone
+def test_an_incremental_reads_again_the_parent_chunks_the_repository_lacks(tmp_path: Path, how: str, version: int) -> None:
     """Unchanged files and unchanged ranges of changed files: neither may reference a lost chunk."""
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", "still.vhdx", 4 * MiB, seed=11, data_mib=3)  # unchanged between backups
     host.create_disk("vm1", "busy.vhdx", 4 * MiB, seed=12, data_mib=3)  # changes, tracked
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=64 * 1024)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=64 * 1024, version=version)
     first = run_backup(repo, host, "vm1", "full").point_id
     frozen = read_tree(host.vm_dir("vm1"))
     parent = repo.load_point(first)
@@ -243,9 +273,9 @@ def test_an_incremental_reads_again_the_parent_chunks_the_repository_lacks(tmp_p
     lost = [next(c for c in still.chunks if c is not None), next(c for c in reversed(busy.chunks) if c is not None)]
     for digest in lost:
         if how == "deleted":
-            repo.store.path(digest).unlink()
+            repo.store.path(digest).unlink()  # type: ignore[union-attr]
         else:
-            flip_a_byte(repo.store.path(digest))
+            damage_stored_chunk(repo, digest)
     if how == "quarantined":
         assert sorted(run_verify(repo).quarantined) == sorted(d.hex() for d in lost)
     host.write("vm1", "busy.vhdx", 0, os.urandom(5000))  # far from busy's lost (last) chunk

@@ -4,6 +4,7 @@ No speed is asserted here (speed lives in the bench's own output)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -27,6 +28,16 @@ def test_the_engine_bench_backs_up_a_genuine_vhdx_and_reads_about_what_changed(t
     assert disk.read_bytes()[:8] == b"vhdxfile"
     if shutil.which("qemu-img"):
         subprocess.run(["qemu-img", "check", str(disk)], check=True, capture_output=True)
+
+
+def test_the_engine_bench_row_hvtui_is_the_default_format_2_and_hvtui_v1_measures_format_1(tmp_path: Path) -> None:
+    args = ["--size", "0.25", "--data", "0.07", "--runs", "1", "--tools", "hvtui-v1,hvtui", "--workdir", str(tmp_path)]
+    out = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=600, check=True).stdout
+    rows = {name: next(line for line in out.splitlines() if line.startswith(f"{name} ")) for name in ("hvtui v1 files", "hvtui v2 packs")}
+    assert all(row.split()[-4] == "yes" for row in rows.values()), out  # each restored what it backed up
+    versions = {d.name: json.loads((d / "config.json").read_text())["version"] for d in tmp_path.glob("repo-hvtui-*")}
+    assert versions == {"repo-hvtui-v1-files": 1, "repo-hvtui-v2-packs": 2}
+    assert "v2 full at least as fast as v1: v1 " in out  # the format-2 targets compare the two rows
 
 
 def test_the_engine_bench_measures_a_zstd_repository_beside_lz4(tmp_path: Path) -> None:

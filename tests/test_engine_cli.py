@@ -15,6 +15,9 @@ from hvtui.engine.repository import Repository
 from hvtui.hosts.lab import disk as vdisk
 from hvtui.hosts.lab.host import LabHost
 
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_support import flip_last_byte_of_chunk, store_chunk_again  # noqa: E402
+
 MiB = 1 << 20
 
 
@@ -119,22 +122,20 @@ def test_backup_points_restore_verify_prune_exit_codes_and_json(own_estate: dict
     assert ok.returncode == 0 and as_json(ok)["ok"] is True
     repo = Repository.open(estate["repo"])
     victim = sorted(repo.load_point(listed[-1]["id"]).chunk_ids())[0]
-    blob = bytearray(repo.store.path(victim).read_bytes())
-    blob[-1] ^= 0xFF
-    repo.store.path(victim).write_bytes(bytes(blob))
+    good = repo.store.get(victim)
+    flip_last_byte_of_chunk(repo, victim)  # in its chunk file (format 1) or its pack (format 2)
     assert hvtui(estate, "verify", "--quick").returncode == 0  # presence only: a flipped byte passes
     damaged = hvtui(estate, "verify", "--json")
     assert damaged.returncode == 3
     problems = as_json(damaged)["chunk_problems"]
     assert problems[0]["chunk"] == victim.hex() and listed[-1]["id"] in problems[0]["points"]
-    assert as_json(damaged)["quarantined"] == [victim.hex()]  # renamed .bad, kept
+    assert as_json(damaged)["quarantined"] == [victim.hex()]  # kept: renamed .bad (format 1), out of the index (2)
     text = hvtui(estate, "verify")
     assert text.returncode == 3 and f"chunk {victim.hex()[:16]}" in text.stdout
     broken = hvtui(estate, "restore", "db01", "--to", str(tmp_path / "broken"))
     assert broken.returncode == 1 and "quarantined by verify" in broken.stderr
     assert not list((tmp_path / "broken").iterdir())
-    blob[-1] ^= 0xFF
-    repo.store.path(victim).write_bytes(bytes(blob))
+    store_chunk_again(Repository.open(estate["repo"]), victim, good)  # what the next full backup would store
 
     dry = hvtui(estate, "prune", "--dry-run", "--json")
     dry_doc = as_json(dry)

@@ -20,7 +20,7 @@ from hvtui.errors import Cancelled, RepositoryError
 from hvtui.events import CancelToken, Progress
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_support import DirHost, read_tree  # noqa: E402
+from engine_support import DirHost, flip_last_byte_of_chunk, read_tree  # noqa: E402
 from kill_support import TESTS_DIR, kill_child_at_marker  # noqa: E402
 
 KiB = 1024
@@ -34,12 +34,13 @@ def everything(_point: object) -> bool:
 
 
 @pytest.fixture
-def source(tmp_path: Path) -> tuple[Repository, dict[str, dict[str, bytes]]]:
-    """A format-1 repository with a full and an incremental point of one VM, and what each restores to."""
+def source(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Repository, dict[str, dict[str, bytes]]]:
+    """A format-1 repository (or the format an ``indirect`` parameter asks for) with a full and an
+    incremental point of one VM, and what each restores to."""
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 8 * MiB, seed=5, data_mib=4)
-    repo = Repository.open(tmp_path / "src", create=True, chunk_size=CS)
+    repo = Repository.open(tmp_path / "src", create=True, chunk_size=CS, version=getattr(request, "param", 1))
     expected = {}
     point = run_backup(repo, host, "vm1", "full").point_id
     expected[point] = read_tree(host.vm_dir("vm1"))
@@ -107,14 +108,12 @@ def test_copy_sends_only_the_chunks_the_target_lacks(source, tmp_path: Path) -> 
     check_points(Repository.open(target.root), expected, tmp_path / "out")
 
 
+@pytest.mark.parametrize("source", [1, 2], indirect=True)  # a chunk file; a blob in a pack
 def test_a_damaged_source_chunk_stops_the_copy_before_the_manifest(source, tmp_path: Path) -> None:
     src, expected = source
     first = sorted(expected)[0]
     digest = sorted(src.load_point(first).chunk_ids())[0]
-    path = src.store.path(digest)  # type: ignore[union-attr]
-    blob = bytearray(path.read_bytes())
-    blob[-1] ^= 0xFF
-    path.write_bytes(bytes(blob))
+    flip_last_byte_of_chunk(src, digest)
     target = Repository.open(tmp_path / "dst", create=True, chunk_size=CS)
     with pytest.raises(RepositoryError, match=rf"restore point {first} cannot be copied: chunk {digest.hex()[:16]}"):
         copy_points(src, target, [src.load_point(first)])

@@ -24,6 +24,9 @@ from hvtui.engine.restore import resolve_inside
 from hvtui.engine.store import CODEC_LZ4, CODEC_RAW, HEADER, ChunkDamaged, chunk_id, compress_chunk
 from hvtui.errors import RepositoryError
 
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_support import flip_last_byte_of_chunk, store_chunk_again  # noqa: E402
+
 KiB = 1024
 
 
@@ -45,7 +48,7 @@ def make_manifest(
 
 # -- chunk objects ------------------------------------------------------------------------
 def test_compressible_chunks_are_lz4_and_random_chunks_stay_raw(tmp_path: Path) -> None:
-    repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB)
+    repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB, version=1)  # reads the chunk file
     text = b"hello hypervisor " * 4000
     noise = os.urandom(64 * KiB)
     for data, expected in ((text, CODEC_LZ4), (noise, CODEC_RAW)):
@@ -66,7 +69,7 @@ def test_the_compressibility_sample_does_not_miss_mostly_compressible_chunks() -
 
 
 def test_a_chunk_whose_content_does_not_match_its_name_is_damaged(tmp_path: Path) -> None:
-    repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB)
+    repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB, version=1)  # damages the chunk file
     data = os.urandom(1000)
     digest = chunk_id(data)
     repo.store.put(digest, CODEC_RAW, len(data), data, "0123456789abcdef")
@@ -79,6 +82,24 @@ def test_a_chunk_whose_content_does_not_match_its_name_is_damaged(tmp_path: Path
     path.write_bytes(bytes(blob[:-10]))
     with pytest.raises(ChunkDamaged, match="truncated"):
         repo.store.get(digest)
+
+
+def test_format_2_packs_keep_the_codec_per_blob_and_name_a_blob_whose_content_does_not_match(tmp_path: Path) -> None:
+    """The two tests above on the default format: each blob in a pack is the same chunk object."""
+    repo = Repository.open(tmp_path / "r", create=True, chunk_size=64 * KiB)
+    assert repo.version == 2
+    text = b"hello hypervisor " * 4000
+    noise = os.urandom(64 * KiB)
+    for data, expected in ((text, CODEC_LZ4), (noise, CODEC_RAW)):
+        digest = chunk_id(data)
+        store_chunk_again(repo, digest, data)  # compress_chunk picks the codec, as a backup does
+        blob, _pack = repo.store.read_blob(digest)  # type: ignore[union-attr]
+        assert HEADER.unpack_from(blob)[1] == expected
+        assert repo.store.get(digest) == data
+    assert repo.store.stored_size(chunk_id(text)) < len(text) // 4
+    flip_last_byte_of_chunk(repo, chunk_id(noise))
+    with pytest.raises(ChunkDamaged, match="does not match its hash"):
+        Repository.open(repo.root).store.get(chunk_id(noise))
 
 
 # -- manifests ------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def v1(tmp_path: Path) -> tuple[Repository, dict[str, dict[str, bytes]], DirHost
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 8 * MiB, seed=3, data_mib=3)
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version=1)
     expected: dict[str, dict[str, bytes]] = {}
     point = run_backup(repo, host, "vm1", "full").point_id
     expected[point] = read_tree(host.vm_dir("vm1"))

@@ -91,8 +91,8 @@ def test_a_v2_repository_keeps_chunks_in_packs_listed_by_their_trailers_and_an_i
     indexed = {bytes.fromhex(h): (pid, o, n) for pid, rows in doc["packs"].items() for h, o, n in rows}
     assert indexed == listed
     assert _restored(repo, point, tmp_path / "out") == read_tree(host.vm_dir("vm1"))
-    # A v1 repository still opens as v1, chunk files and all.
-    old = Repository.open(tmp_path / "v1", create=True, chunk_size=CS)
+    # A repository asked for as v1 is v1, chunk files and all.
+    old = Repository.open(tmp_path / "v1", create=True, chunk_size=CS, version=1)
     assert (old.version, type(old.store)) == (1, ChunkStore)
     assert "pack_size" not in json.loads((old.root / "config.json").read_text())
 

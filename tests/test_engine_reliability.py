@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import hvtui.engine.packfile as packfile_module
 import hvtui.engine.pointobjects as pointobjects
 import hvtui.engine.store as store_module
 from hvtui.audit import AuditLog
@@ -31,6 +32,7 @@ from hvtui.engine.backup import run_backup
 from hvtui.engine.errors import RepositoryDamaged
 from hvtui.engine.locks import lock_records
 from hvtui.engine.prune import run_prune
+from hvtui.engine.repo_config import DEFAULT_VERSION
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory
 from hvtui.engine.verify import run_verify
@@ -154,11 +156,14 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path) -> None:
 
 # -- damage ----------------------------------------------------------------------------------
 @pytest.fixture
-def backed_up(tmp_path: Path) -> tuple[Repository, DirHost, list[str]]:
+def backed_up(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Repository, DirHost, list[str]]:
+    """Two points of one VM; the repository's format is the default unless a test asks for
+    another through ``indirect`` parametrization."""
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 8 * MiB, seed=3, data_mib=3)
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    version = getattr(request, "param", DEFAULT_VERSION)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version=version)
     first = run_backup(repo, host, "vm1", "full").point_id
     host.write("vm1", DISK, 0, os.urandom(3000))
     second = run_backup(repo, host, "vm1", "incremental").point_id
@@ -170,21 +175,32 @@ def _shared_chunk(repo: Repository, points: list[str]) -> bytes:
     return sorted(shared)[0]
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+# Format 1: a chunk file flipped, truncated or deleted; format 2 (the default): a blob flipped inside
+# its pack (a truncated or deleted pack loses every blob after the cut: test_engine_packs).
+@pytest.mark.parametrize(
+    ("backed_up", "damage"), [(1, "flip"), (1, "truncate"), (1, "delete"), (2, "flip")], indirect=["backed_up"]
+)
 def test_damaged_chunks_are_named_with_the_points_they_break(
     backed_up: tuple[Repository, DirHost, list[str]], tmp_path: Path, damage: str
 ) -> None:
     repo, _host, points = backed_up
     digest = _shared_chunk(repo, points)
-    path = repo.store.path(digest)
-    blob = bytearray(path.read_bytes())
-    if damage == "flip":
-        blob[len(blob) // 2] ^= 0x40
+    if repo.version == 2:  # a byte of the blob inside its pack
+        pack_id, offset, length = repo.store.location(digest)  # type: ignore[union-attr, misc]
+        path = repo.store.pack_path(pack_id)  # type: ignore[union-attr]
+        blob = bytearray(path.read_bytes())
+        blob[offset + length // 2] ^= 0x40
         path.write_bytes(bytes(blob))
-    elif damage == "truncate":
-        path.write_bytes(bytes(blob[: len(blob) - 100]))
     else:
-        path.unlink()
+        path = repo.store.path(digest)  # type: ignore[union-attr]
+        blob = bytearray(path.read_bytes())
+        if damage == "flip":
+            blob[len(blob) // 2] ^= 0x40
+            path.write_bytes(bytes(blob))
+        elif damage == "truncate":
+            path.write_bytes(bytes(blob[: len(blob) - 100]))
+        else:
+            path.unlink()
 
     assert run_verify(repo, quick=True).ok is (damage == "flip")  # quick: presence and lengths only
     report = run_verify(repo)
@@ -194,9 +210,12 @@ def test_damaged_chunks_are_named_with_the_points_they_break(
     expected = {"flip": "corrupt", "truncate": "truncated", "delete": "missing"}[damage]
     assert expected in report.chunk_problems[0].problem
     assert sorted(report.broken_points) == sorted(points)
-    # A damaged object is quarantined (renamed .bad, kept); a missing one has nothing to move.
+    # A damaged object is quarantined (renamed .bad, or out of the index; kept); a missing one has nothing to move.
     assert report.quarantined == ([] if damage == "delete" else [digest.hex()])
-    assert repo.store.quarantine_path(digest).exists() is (damage != "delete")
+    if repo.version == 1:
+        assert repo.store.quarantine_path(digest).exists() is (damage != "delete")  # type: ignore[union-attr]
+    else:  # out of the index; the pack kept whole as evidence
+        assert repo.store.quarantined(digest) == path and path.read_bytes() == bytes(blob) and not repo.store.has(digest)
 
     out = tmp_path / "out"
     with pytest.raises(RepositoryDamaged, match=digest.hex()[:16]) as info:
@@ -227,15 +246,17 @@ def test_a_garbage_manifest_is_named_and_refused(
 
 
 # -- disk full -------------------------------------------------------------------------------
-@pytest.mark.parametrize("where", ["chunk", "manifest"])
+@pytest.mark.parametrize("where", ["chunk", "pack", "manifest"])
 def test_disk_full_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 8 * MiB, seed=4, data_mib=4)
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    # "chunk": a format-1 chunk file's write fails (store.write_all); "pack": a format-2 pack's (packfile.write_all)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version={"chunk": 1, "pack": 2}.get(where, DEFAULT_VERSION))
     writes = {"n": 0}
-    if where == "chunk":
-        real = store_module.write_all
+    if where in ("chunk", "pack"):
+        module = store_module if where == "chunk" else packfile_module
+        real = module.write_all
 
         def filling(fd: int, data) -> None:  # noqa: ANN001
             writes["n"] += 1
@@ -243,7 +264,7 @@ def test_disk_full_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                 raise OSError(errno.ENOSPC, "No space left on device")
             real(fd, data)
 
-        monkeypatch.setattr(store_module, "write_all", filling)
+        monkeypatch.setattr(module, "write_all", filling)
     else:
 
         def full(*_a, **_k) -> None:  # noqa: ANN002, ANN003

@@ -44,15 +44,16 @@ def _others_can_read(path: Path) -> bool:
     return bool(path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def test_repository_files_and_restored_disks_are_owner_only(tmp_path: Path, open_umask: None) -> None:
+@pytest.mark.parametrize("version", [1, 2])  # chunk files; packs and index files (the default)
+def test_repository_files_and_restored_disks_are_owner_only(tmp_path: Path, open_umask: None, version: int) -> None:
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 2 * MiB, seed=3, data_mib=1)
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=64 * 1024)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=64 * 1024, version=version)
     point = run_backup(repo, host, "vm1", "full").point_id
 
-    chunk_files = [p for p in repo.store.chunks_dir.rglob("*") if p.is_file()]
-    assert chunk_files
+    chunk_files = [p for sub in ("chunks", "packs", "index") for p in (repo.root / sub).rglob("*") if p.is_file()]
+    assert {p.relative_to(repo.root).parts[0] for p in chunk_files} == ({"chunks"} if version == 1 else {"packs", "index"})
     for path in [*chunk_files, repo.point_path(point)]:
         assert not _others_can_read(path), f"{path} is {oct(path.stat().st_mode)}"
     for directory in {p.parent for p in chunk_files}:
@@ -126,17 +127,18 @@ def test_an_oversized_config_is_refused_before_it_is_parsed(tmp_path: Path) -> N
         load_config(path, Paths(tmp_path / "c", tmp_path / "d", tmp_path / "s"))
 
 
-def test_repository_root_and_its_folders_and_lock_files_are_owner_only(tmp_path: Path, open_umask: None) -> None:
+@pytest.mark.parametrize("version", [1, 2])  # format 2 (the default) adds packs/ and index/
+def test_repository_root_and_its_folders_and_lock_files_are_owner_only(tmp_path: Path, open_umask: None, version: int) -> None:
     # They were 0755 (and the lock files 0644): anyone on the jump box could list the points,
     # whose names say which VMs are backed up and when.
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 2 * MiB, seed=3, data_mib=1)
     root = tmp_path / "backups" / "repo"
-    repo = Repository.open(root, create=True, chunk_size=64 * 1024)
+    repo = Repository.open(root, create=True, chunk_size=64 * 1024, version=version)
     run_backup(repo, host, "vm1", "full")
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.iterdir()]}
-    for sub in ("chunks", "points", "verified", "locks", "tmp"):
+    for sub in ("chunks", "points", "verified", "locks", "tmp", *(("packs", "index") if version == 2 else ())):
         assert modes.pop(f"backups/repo/{sub}") == 0o700, sub
     assert modes.pop("backups/repo") == 0o700
     assert modes.pop("backups/repo/config.json") == 0o600

@@ -20,6 +20,7 @@ from hvtui.engine.chunking import MAX_POINT_CHUNKS
 from hvtui.engine.errors import RepositoryDamaged
 from hvtui.engine.manifest import FileEntry, Manifest, ManifestError, body_digest
 from hvtui.engine.plan import plan_files
+from hvtui.engine.repo_config import DEFAULT_VERSION
 from hvtui.engine.repository import Repository
 from hvtui.engine.restore import restore_to_directory
 from hvtui.engine.store import chunk_id
@@ -38,11 +39,14 @@ POINT = "20261124T120000Z-0000abcd"
 
 
 @pytest.fixture
-def backed_up(tmp_path: Path) -> tuple[Repository, DirHost, list[str]]:
+def backed_up(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Repository, DirHost, list[str]]:
+    """Two points of one VM; the repository's format is the default unless a test asks for
+    another through ``indirect`` parametrization."""
     host = DirHost(tmp_path / "host")
     host.add_vm("vm1", "web01")
     host.create_disk("vm1", DISK, 4 * MiB, seed=3, data_mib=2)
-    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS)
+    version = getattr(request, "param", DEFAULT_VERSION)
+    repo = Repository.open(tmp_path / "repo", create=True, chunk_size=CS, version=version)
     first = run_backup(repo, host, "vm1", "full").point_id
     host.write("vm1", DISK, 0, os.urandom(3000))
     second = run_backup(repo, host, "vm1", "incremental").point_id
@@ -64,6 +68,17 @@ def _first_id_index(chunks: list) -> int:
 
 
 # -- 16.1: a chunk id is 64 lowercase hex digits ---------------------------------------------
+def _stored(repo: Repository) -> dict[str, bytes | None]:
+    """Every entry holding chunks or saying where they are (a folder: None): format 1's chunk
+    files, format 2's packs and index files."""
+    return {
+        p.relative_to(repo.root).as_posix(): p.read_bytes() if p.is_file() else None
+        for sub in ("chunks", "packs", "index")
+        for p in sorted((repo.root / sub).rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("backed_up", [1, 2], indirect=True)
 @pytest.mark.parametrize("bad_id", [" " * 64, "AB" * 32, "zz" * 32, "0a" * 31 + " \n"])
 def test_a_malformed_chunk_id_is_a_damaged_manifest_and_verify_moves_nothing(
     backed_up: tuple[Repository, DirHost, list[str]], tmp_path: Path, bad_id: str
@@ -75,13 +90,14 @@ def test_a_malformed_chunk_id_is_a_damaged_manifest_and_verify_moves_nothing(
         chunks[_first_id_index(chunks)] = bad_id
 
     forge(repo, points[1], plant)
-    chunks_before = sorted(p.relative_to(repo.root) for p in repo.store.chunks_dir.rglob("*"))
+    stored_before = _stored(repo)
+    assert stored_before
 
     for _ in range(2):  # a second verify must not do anything either
         report = run_verify(repo)
-        assert repo.store.chunks_dir.is_dir()
+        assert (repo.root / "chunks").is_dir()
         assert not (repo.root / "chunks.bad").exists()
-        assert sorted(p.relative_to(repo.root) for p in repo.store.chunks_dir.rglob("*")) == chunks_before
+        assert _stored(repo) == stored_before
         assert [m["point"] for m in report.damaged_manifests] == [points[1]]
         assert "bad chunk list entry" in report.damaged_manifests[0]["problem"]
         assert report.quarantined == [] and report.chunk_problems == []
@@ -90,6 +106,7 @@ def test_a_malformed_chunk_id_is_a_damaged_manifest_and_verify_moves_nothing(
     assert read_tree(tmp_path / "out")
 
 
+@pytest.mark.parametrize("backed_up", [1], indirect=True)  # format-1 chunk files (a pack is never renamed)
 def test_quarantine_only_ever_renames_a_regular_chunk_file(
     backed_up: tuple[Repository, DirHost, list[str]],
 ) -> None:

@@ -24,6 +24,7 @@ def audit_of(estate: dict, action: str) -> list[dict]:  # noqa: F811
     return [e for e in AuditLog(estate["paths"].audit_log).read() if e["action"] == action]
 
 
+@pytest.mark.parametrize("estate", [1], indirect=True)  # the config entry says `format: 1`
 def test_repo_migrate_converts_a_v1_repository_with_a_confirmation_and_an_audit_entry(
     estate: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path  # noqa: F811
 ) -> None:
@@ -85,8 +86,9 @@ async def open_detail(app, pilot, vm) -> VmDetailScreen:  # noqa: ANN001
 async def test_the_console_says_when_a_vms_points_are_in_a_format_1_repository(fresh_demo_lab: Path, paths) -> None:  # noqa: ANN001
     core = make_core(fresh_demo_lab, paths, clock=FixedClock())
     vm = next(vm for vm in core.inventory.refresh().vms if vm.name == "test01")
-    point = core.backups.backup(vm.host, vm.id, "full").point_id
     name = core.backups.repository_config(None).name
+    Repository.open(core.backups.repository_config(None).path, name, create=True, version=1)  # as an older hvtui made it
+    point = core.backups.backup(vm.host, vm.id, "full").point_id
     notice = f"Repository {name} is still format 1: `hvtui repo migrate {name}` converts it to format 2"
     app = make_app(core)
     async with app.run_test(size=(120, 40)) as pilot:

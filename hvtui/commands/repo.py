@@ -2,7 +2,7 @@
 convert a format-1 one to format 2, manage the key slots of an encrypted one, list its lock records.
 
 ``init`` creates the repository a ``repositories:`` entry names, in the format asked for
-(``--format``, default the entry's ``format``; ``--encrypt``, or a passphrase source in the
+(``--format``, default the entry's ``format``, else 2; ``--encrypt``, or a passphrase source in the
 entry: encrypted, format 2): a change, so it is refused read-only and audit-logged; an
 existing repository is never touched.  ``list`` and ``info`` only read.
 ``migrate`` asks first (the plan says what happens), is refused read-only and audit-logged.
@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         "--format",
         type=int,
         choices=(1, 2),
-        help="1: one file per chunk; 2: pack files with an index and a point index (default: the config's, else 1)",
+        help="2: pack files with an index and a point index; 1: one file per chunk (default: the entry's format:, else 2)",
     )
     init.add_argument("--pack-size", type=_pack_size, metavar="MIB", help="format 2: target pack size, 16-128 MiB")
     init.add_argument(

@@ -182,7 +182,7 @@ class RepositoryConfig:
     path: Path
     default: bool = False
     retention: Retention = field(default_factory=Retention)
-    format: int = 1  # the format a repository created here gets (an existing one says its own)
+    format: int = 2  # the format a repository created here gets (an existing one says its own)
     pack_size_mib: int = 32  # format 2 only
     compression: str = "lz4"  # what new chunks are written with: lz4 or zstd (every codec is read)
     zstd_level: int = 3

@@ -20,7 +20,7 @@ from hvtui.errors import RepositoryError
 
 FORMAT = "hvtui-repository"
 VERSION = 2  # the newest format this hvtui reads and writes
-DEFAULT_VERSION = 1  # what a new repository is made as unless asked (v2 lacks encryption and migration yet)
+DEFAULT_VERSION = 2  # what a new repository is made as unless asked: packs, indexes, encryption when a passphrase is set
 VERSIONS = (1, 2)
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 MIN_CHUNK_SIZE = 64 * 1024
