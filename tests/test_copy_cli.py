@@ -193,9 +193,11 @@ def test_copy_read_back_is_an_option_and_the_result_and_audit_say_which_check_ra
     first = backup(estate, capsys, "--mode", "full")["point_id"]
     code, out, err = hvtui(estate, capsys, "copy", "--from", "main", "--to", "offsite")
     assert code == 0, err
-    assert "on arrival: written into the target, not read back" in out and spans_checked == []
-    assert audit_of(estate, "copy")[-1]["args"]["arrival_check"] == "written"
+    # A folder checks nothing it is given: without --read-back the copy still reads back what it wrote.
+    assert "on arrival: every chunk read back from the target and checked" in out and spans_checked
+    assert audit_of(estate, "copy")[-1]["args"]["arrival_check"] == "read-back"
     assert "read_back" not in audit_of(estate, "copy")[-1]["args"]
+    spans_checked.clear()
 
     lab_host(estate).write_guest_data(estate["vm_id"], 0, 0, b"changed before the read-back copy " * 1000)
     second = backup(estate, capsys)["point_id"]

@@ -28,15 +28,16 @@ def register(subparsers: argparse._SubParsersAction, parents: list[argparse.Argu
         description="Copy the restore points the target repository lacks (of the VMs named, or of every VM): only "
         "chunks the target lacks are sent, each checked against its id before it is sent, the manifest last; a copy "
         "that was stopped resumes where it stopped. On arrival an object store checks each upload against its "
-        "Content-MD5 and refuses one that differs from what was sent; --read-back also reads every chunk sent back "
-        "from the target and checks it (twice the storage's work). The target's own retention applies afterwards.",
+        "Content-MD5 and refuses one that differs from what was sent; into a local folder, or with --read-back, "
+        "every chunk sent is read back from the target and checked (twice the storage's work). The target's own retention applies afterwards.",
     )
     copy.add_argument("vms", nargs="*", metavar="VM", help="VM names or ids (default: every VM in the source)")
     copy.add_argument("--from", dest="source", required=True, metavar="REPO", help="source repository name from the config")
     copy.add_argument("--to", dest="target", required=True, metavar="REPO", help="target repository name from the config")
     copy.add_argument(
         "--read-back", action="store_true",
-        help="also read every chunk sent back from the target and check it before writing the manifest",
+        help="read every chunk sent back from the target and check it before writing the manifest, even when "
+        "the storage checks each upload itself (a local folder target is always read back)",
     )
     copy.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     copy.set_defaults(handler=run_copy_command)

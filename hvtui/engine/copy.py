@@ -7,10 +7,11 @@ pair up:
   already holds is not sent again, so a copy killed halfway resumes where it stopped (the
   chunks that arrived are published objects or packs; a pack whose index was not written yet
   is found from its trailer);
-- every chunk is checked against its id when read from the source; on arrival, by default the
-  target's storage checks what it receives (an object store refuses a PUT whose body does not
-  match its Content-MD5: backends/s3.py), and a copy with ``read_back`` also reads every pack it
-  sent back from the target and checks it, before any manifest (twice the storage's work);
+- every chunk is checked against its id when read from the source, and on arrival before any
+  manifest: an object store checks what it receives (it refuses a PUT whose body does not match
+  its Content-MD5: backends/s3.py); into a storage that checks nothing (a local folder), or with
+  ``read_back``, every chunk sent is read back from the target and checked (twice the storage's
+  work);
 - the manifest is written last, so a point exists in the target only once all its chunks do;
 - chunk ids are computed per repository (SHA-256, or HMAC-SHA256 under an encrypted
   repository's id key): when the two schemes differ, each chunk gets the target's id and the
@@ -53,24 +54,22 @@ def copy_ahead(chunk_size: int) -> int:
 _ID_PROBE = b"hvtui chunk id scheme probe"
 
 # How a copy made sure what it sent arrived intact (CopyResult.arrival_check):
-ARRIVAL_READ_BACK = "read-back"  # every chunk sent read back from the target and checked (--read-back)
+ARRIVAL_READ_BACK = "read-back"  # every chunk sent read back from the target and checked
 ARRIVAL_STORE = "store-content-md5"  # the object store refused any PUT whose body did not match its Content-MD5
-ARRIVAL_WRITTEN = "written"  # written into the target (a local folder's files flushed to disk), not read back
 ARRIVAL_CHECKS = {
     ARRIVAL_READ_BACK: "every chunk read back from the target and checked",
     ARRIVAL_STORE: "the storage checked each upload's Content-MD5",
-    ARRIVAL_WRITTEN: "written into the target, not read back",
 }
 
 
 def arrival_check(target: Repository, read_back: bool) -> str:
-    """The check a copy into ``target`` makes of what arrives (see ARRIVAL_CHECKS)."""
-    if read_back:
-        return ARRIVAL_READ_BACK
+    """The check a copy into ``target`` makes of what arrives (see ARRIVAL_CHECKS): the storage's
+    own when it checks every put and no read-back was asked for, else a read-back (a local
+    folder checks nothing, so a copy into one always reads back what it wrote)."""
     store = target.store
-    if isinstance(store, PackStore) and store.packs.verifies_puts:
+    if not read_back and isinstance(store, PackStore) and store.packs.verifies_puts:
         return ARRIVAL_STORE
-    return ARRIVAL_WRITTEN
+    return ARRIVAL_READ_BACK
 
 
 @dataclass(slots=True)
@@ -327,14 +326,15 @@ def copy_points(
     read_back: bool = False,
 ) -> CopyResult:
     """Copy ``points`` (from ``plan_copy``) from ``source`` into ``target``, manifests last;
-    ``read_back``: every chunk sent is also read back from the target and checked first."""
+    ``read_back``: every chunk sent is read back from the target and checked first even when the
+    target's storage checks what it receives (``arrival_check``)."""
     check_pair(source, target)
     cancel = cancel or CancelToken()
     meter = Meter(progress, progress_interval)
     started = time.monotonic()
-    result = CopyResult(
-        source.name, target.name, reids=not same_id_scheme(source, target), arrival_check=arrival_check(target, read_back)
-    )
+    check = arrival_check(target, read_back)
+    read_back = check == ARRIVAL_READ_BACK
+    result = CopyResult(source.name, target.name, reids=not same_id_scheme(source, target), arrival_check=check)
 
     def on_wait(message: str) -> None:
         if progress is not None:
