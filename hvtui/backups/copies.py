@@ -77,8 +77,8 @@ class RepositoryCopies:
     ) -> CopyResult:
         """Copy the points of ``source`` the target lacks (only those of ``vms``, or only
         ``point_ids``, when given) into ``target``; then the target's retention.  ``read_back``:
-        every chunk sent is read back from the target and checked (by default the storage's own
-        check on arrival is trusted: ``engine.copy.arrival_check``).  Refused read-only; audited."""
+        every chunk sent is read back from the target and checked even when its storage checks
+        each upload itself (``engine.copy.arrival_check``; a folder is always read back).  Refused read-only; audited."""
         src_rc = self._backups.repository_config(source)
         dst_rc = self._backups.repository_config(target)
         if src_rc.name == dst_rc.name:
