@@ -6,12 +6,14 @@ tag joined, the whole header packed again only to take its 32 bytes of AES-GCM a
 then the plain message's payload and the READ response's buffer.  On a 2-core jump box that is
 more CPU than hashing and compressing the same data (bench/engine.py ``--tools hvtui,hvtui-smb``).
 
-``install()`` swaps two steps of the receive thread, keeping their checks and errors:
+``install()`` swaps three steps of the receive thread, keeping their checks and errors:
 
-- ``Tcp.recv`` receives each message with ``recv_into`` straight into one buffer (16 bytes spare);
+- ``Tcp.recv`` receives each message with ``recv_into`` straight into one buffer per connection,
+  reused for the next message (16 bytes spare);
 - an encrypted message's transform header is read in place and the payload decrypted from that
   buffer, the tag moved to the spare bytes behind it (AES-GCM/CCM authenticate it as before:
-  a changed byte anywhere is refused, never decoded).
+  a changed byte anywhere is refused, never decoded);
+- a successful READ answer's header keeps the data behind it as a view, not a copy.
 
 ``read_into_view`` sends a READ and returns the answer's data as a view of the decrypted message,
 without the READ response's own copy.  Only smbprotocol releases this was written against are
