@@ -8,6 +8,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_tui_jobs import ready, wait_job, wait_until
@@ -125,3 +126,33 @@ def test_the_engine_and_the_config_default_to_format_2(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(f"repositories:\n  - name: a\n    path: {tmp_path / 'a'}\n    default: true\n  - name: b\n    path: {tmp_path / 'b'}\n    format: 1\n")
     assert [(rc.name, rc.format) for rc in load_config(config).repositories] == [("a", 2), ("b", 1)]
+
+
+def test_a_repository_not_created_yet_says_what_its_first_backup_will_make_it(
+    estate: dict, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    config = estate["config"]
+    root = config.parent
+    config.write_text(config.read_text() + f"  - name: old\n    path: {root / 'old'}\n    format: 1\n")
+    code, out, err = hvtui(estate, capsys, "repo", "list", "--json")
+    assert code == 0, err
+    listed = {r["name"]: (r["state"], r["format"], r["creates_format"]) for r in json.loads(out)["repositories"]}
+    assert listed == {"main": ("absent", None, 2), "old": ("absent", None, 1)}  # nothing there yet: no format of its own
+    code, out, _ = hvtui(estate, capsys, "repo", "list")
+    assert code == 0
+    assert "(nothing backed up there yet; the first backup or `hvtui repo init` makes it format 2)" in out
+    assert "makes it format 1)" in out
+
+
+def test_the_repositories_view_shows_the_format_a_new_repository_will_get(tmp_path: Path) -> None:
+    from hvtui.backups.catalog import RepositoryInfo
+    from hvtui.tui.viewmodel import repository_rows
+
+    def row_format(info: RepositoryInfo) -> str:
+        overview = SimpleNamespace(info=info, last_copy=None, copies_to=None)
+        return repository_rows._format(overview)  # type: ignore[arg-type]
+
+    base = {"name": "main", "path": tmp_path, "default": True}
+    assert row_format(RepositoryInfo(**base, state="absent", creates_format=2)) == "2 (new)"
+    assert row_format(RepositoryInfo(**base, state="absent", creates_format=1, creates_encrypted=True)) == "1 (new)"
+    assert row_format(RepositoryInfo(**base, state="ok", version=2)) == "2"

@@ -41,6 +41,10 @@ class RepositoryInfo:
     problem: str | None = None  # why it is damaged
     where: str = ""  # the folder, or s3://bucket/prefix (then ``path`` is this machine's working folder)
     endpoint: str | None = None  # s3: the service's URL
+    # absent: what a first backup or `repo init` makes of it (the config's format; encrypted when
+    # the entry names a passphrase source)
+    creates_format: int | None = None
+    creates_encrypted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +66,8 @@ class RepositoryInfo:
             "damaged_points": self.damaged_points,
             "last_backup": self.last_backup.isoformat() if self.last_backup else None,
             "problem": self.problem,
+            "creates_format": self.creates_format,
+            "creates_encrypted": self.creates_encrypted,
         }
 
 
@@ -122,7 +128,10 @@ def _size_or_zero(location: Location) -> int:
 
 def absent(location: Location) -> RepositoryInfo:
     rc = location.rc
-    return RepositoryInfo(name=rc.name, path=rc.path, default=rc.default, state="absent", **_place(location))
+    return RepositoryInfo(
+        name=rc.name, path=rc.path, default=rc.default, state="absent", creates_format=rc.format,
+        creates_encrypted=rc.passphrase.configured, **_place(location),
+    )  # fmt: skip
 
 
 def damaged(location: Location, problem: str, state: str = "damaged") -> RepositoryInfo:

@@ -132,7 +132,8 @@ def _slot_line(slot: dict) -> str:
 def _describe(info: RepositoryInfo) -> list[str]:
     where = info.where or str(info.path)
     if info.state == "absent":
-        return [f"{info.name}: {where} (nothing backed up there yet)"]
+        made = f"format {info.creates_format}{', encrypted' if info.creates_encrypted else ''}"
+        return [f"{info.name}: {where} (nothing backed up there yet; the first backup or `hvtui repo init` makes it {made})"]
     if info.state in ("damaged", "unreachable"):
         problem = (info.problem or "").removeprefix(f"{where}: ")  # a storage's message starts with where it is
         return [f"{info.name}: {where}: {info.state.upper()}: {problem}"]

@@ -37,8 +37,8 @@ class RepositoryRow:
 
 def _format(repo: RepositoryOverview) -> str:
     info = repo.info
-    if info.state == "absent":
-        return "not created"
+    if info.state == "absent":  # what a first backup will make it
+        return f"{info.creates_format} (new)" if info.creates_format is not None else "not created"
     if info.state in ("damaged", "unreachable"):
         return info.state.upper()
     return f"{info.version}" if info.version is not None else "-"
