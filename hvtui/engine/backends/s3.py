@@ -103,8 +103,8 @@ class S3Backend(Backend):
         self._client = session.client(
             "s3", endpoint_url=settings.endpoint, config=config, verify=settings.ca_bundle or True
         )
-        # boto3's transfer manager makes its own PutObject and UploadPart calls (files, multipart
-        # parts): their Content-MD5 is added here, from the body about to be sent.
+        # Every PutObject and UploadPart, ours and those boto3's transfer manager makes (files,
+        # multipart parts), gets its Content-MD5 here, from the body about to be sent.
         for operation in ("PutObject", "UploadPart"):
             self._client.meta.events.register(f"before-call.s3.{operation}", _add_content_md5)
         self._transfer = TransferConfig(
@@ -147,10 +147,7 @@ class S3Backend(Backend):
         extra = self._extra_args(key)
         with self._errors("put", key):
             if isinstance(data, bytes | bytearray | memoryview) and len(data) < MULTIPART_THRESHOLD:
-                body = bytes(data)
-                self._client.put_object(
-                    Bucket=self.settings.bucket, Key=self._key(key), Body=body, ContentMD5=content_md5(body), **extra
-                )
+                self._client.put_object(Bucket=self.settings.bucket, Key=self._key(key), Body=bytes(data), **extra)
                 return
             path = getattr(data, "name", None)
             if isinstance(path, str) and os.path.isfile(path) and data.tell() == 0:  # type: ignore[union-attr]
@@ -168,8 +165,7 @@ class S3Backend(Backend):
             with self._errors("put", key):
                 try:
                     self._client.put_object(
-                        Bucket=self.settings.bucket, Key=self._key(key), Body=body, IfNoneMatch="*",
-                        ContentMD5=content_md5(body), **extra
+                        Bucket=self.settings.bucket, Key=self._key(key), Body=body, IfNoneMatch="*", **extra
                     )
                     return
                 except self._client.exceptions.ClientError as err:
