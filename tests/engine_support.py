@@ -326,3 +326,16 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def running_in(code: object, thread_ids: list[int] | None = None) -> bool:
+    """Some thread (of ``thread_ids``, or any) is inside the function whose code object is
+    ``code`` right now (waiting in it counts): how tests see a thread block where they expect."""
+    frames = sys._current_frames()
+    for ident in frames if thread_ids is None else thread_ids:
+        frame = frames.get(ident)
+        while frame is not None:
+            if frame.f_code is code:
+                return True
+            frame = frame.f_back
+    return False

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
 import pytest
+from engine_support import running_in
 from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
 
 from hvtui.clock import FixedClock
@@ -158,12 +158,7 @@ def test_a_worker_failure_fails_the_copy_with_no_manifest_and_the_next_copy_work
 
 def copy_thread_waits_for_a_chunk(thread: threading.Thread) -> bool:
     """The copy's own thread is waiting for the result of the chunk it writes next."""
-    frame = sys._current_frames().get(thread.ident or 0)
-    while frame is not None:
-        if frame.f_code is copy_mod._PointCopier._finish.__code__:
-            return True
-        frame = frame.f_back
-    return False
+    return running_in(copy_mod._PointCopier._finish.__code__, [thread.ident or 0])
 
 
 def test_a_copy_works_at_most_its_window_of_chunks_ahead_whatever_the_point_size(

@@ -10,7 +10,6 @@ backend, so the overlap and the bound are seen, not guessed from timings.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from engine_support import running_in
 from seaweed_support import ACCESS_KEY, BUCKET, SECRET_KEY
 
 from hvtui.clock import FixedClock
@@ -143,12 +143,7 @@ def pack_files_waiting(state: Path) -> int:
 
 def stuck_in_submit() -> bool:
     """Some thread (the backup's publisher) is waiting for room in the upload backlog."""
-    for frame in sys._current_frames().values():
-        while frame is not None:
-            if frame.f_code is packobjects.PackUploads.submit.__code__:
-                return True
-            frame = frame.f_back
-    return False
+    return running_in(packobjects.PackUploads.submit.__code__)
 
 
 def test_packs_upload_several_at_once_within_a_bounded_backlog_and_restore_identically(
