@@ -10,10 +10,11 @@ import os
 import threading
 
 import pytest
+import smbprotocol.connection
 import smbprotocol.open
 from samba_support import SambaServer
 from smbprotocol.exceptions import SMBOSError
-from smbprotocol.header import NtStatus
+from smbprotocol.header import Commands, NtStatus
 from test_rate_limit import FakeTime
 
 from hvtui.config import HostConfig, SecretSource, SmbSettings, WinRMSettings
@@ -81,16 +82,17 @@ def test_a_run_of_contiguous_blocks_fetches_at_most_half_again(samba_server: Sam
 
 def test_a_busy_server_is_asked_again(samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch) -> None:
     data = big_file(samba_server, "disk.vhdx", 6 * MiB)
-    real_read = smbprotocol.open.Open.read
+    real_receive = smbprotocol.connection.Connection.receive
     failures = []
 
-    def busy_once(self, offset, length, *args, **kwargs):  # noqa: ANN001, ANN202
-        if not failures:
-            failures.append(offset)
+    def busy_once(self, request, *args, **kwargs):  # noqa: ANN001, ANN202
+        answer = real_receive(self, request, *args, **kwargs)
+        if not failures and request.message["command"].get_value() == Commands.SMB2_READ:
+            failures.append(request)  # the server answered this READ "busy"
             raise SMBOSError(NtStatus.STATUS_INSUFF_SERVER_RESOURCES, "disk.vhdx")
-        return real_read(self, offset, length, *args, **kwargs)
+        return answer
 
-    monkeypatch.setattr(smbprotocol.open.Open, "read", busy_once)
+    monkeypatch.setattr(smbprotocol.connection.Connection, "receive", busy_once)
     pauses: list[float] = []
     with smb_files(samba_server, sleep=pauses.append) as remote, remote.open_read("D:\\disk.vhdx") as reader:
         assert reader.read() == data

@@ -8,14 +8,15 @@ more CPU than hashing and compressing the same data (bench/engine.py ``--tools h
 
 ``install()`` swaps three steps of the receive thread, keeping their checks and errors:
 
-- ``Tcp.recv`` receives each message with ``recv_into`` straight into one buffer per connection,
-  reused for the next message (16 bytes spare);
-- an encrypted message's transform header is read in place and the payload decrypted from that
-  buffer, the tag moved to the spare bytes behind it (AES-GCM/CCM authenticate it as before:
-  a changed byte anywhere is refused, never decoded);
-- a successful READ answer's header keeps the data behind it as a view, not a copy.
+- ``Tcp.recv`` receives each message with ``recv_into`` straight into a buffer from a small pool
+  per connection, one that nothing looks at any more (16 bytes spare);
+- an encrypted message's transform header is read in place and the payload decrypted in place,
+  the tag moved to the spare bytes behind it (AES-GCM/CCM authenticate it as before: a changed
+  byte anywhere is refused, never decoded); the plain message is a view of that buffer;
+- a successful READ answer's header keeps the data behind it as a view, not a copy, so the
+  buffer stays taken until the reader has copied the data out and dropped the view.
 
-``read_into_view`` sends a READ and returns the answer's data as a view of the decrypted message,
+``send_read`` sends a READ without waiting and ``take_read`` returns its data as such a view,
 without the READ response's own copy.  Only smbprotocol releases this was written against are
 touched (``PATCHED_RELEASES``); any other keeps its own receive path, slower but correct.
 """
@@ -49,7 +50,8 @@ _READ = (8).to_bytes(2, "little")  # SMB2 READ's command code, at offset 12 of t
 _SUCCESS = bytes(4)  # STATUS_SUCCESS, at offset 8
 _lock = threading.Lock()
 _installed = False
-_stock_decrypt = smb_connection.Connection._decrypt
+_IN_PLACE = False  # set by install(): this cryptography decrypts in place
+POOLED_BUFFERS = 8  # receive buffers kept per connection (answers a reader holds at once, plus spare)
 
 
 class _Received(bytearray):
@@ -89,7 +91,8 @@ class _HeaderResponse(smb_connection.SMB2HeaderResponse):
             field.value = memoryview(data)[SMB2_HEADER:]
             self.fields["data"] = field
             return b""
-        return super().unpack(data)
+        # Any other answer is small: a copy, so that it does not hold the receive buffer.
+        return super().unpack(bytes(data) if isinstance(data, memoryview) else data)
 
 
 def _receive_exactly(tcp: Any, view: memoryview, timeout: float) -> tuple[bool, float]:
@@ -127,13 +130,7 @@ def _recv(tcp: Any, timeout: float) -> bytes | bytearray:
     if not complete:
         return b""
     size = struct.unpack(">L", prefix)[0]
-    # One buffer per connection, reused: only this thread touches it, and each message is
-    # decrypted into new bytes before the next one is received (a new 4 MiB buffer per
-    # message costs the kernel ~1,000 page faults to map).
-    message = getattr(tcp, "_hvtui_received", None)
-    if message is None or len(message) < size + TAG:
-        message = _Received(size + TAG)
-        tcp._hvtui_received = message
+    message = _free_buffer(tcp, size + TAG)
     message.size = size
     with memoryview(message) as view:
         complete, _timeout = _receive_exactly(tcp, view[:size], timeout)
@@ -144,11 +141,46 @@ def _recv(tcp: Any, timeout: float) -> bytes | bytearray:
         return bytes(view[:size])
 
 
-def _decrypt(connection: Any, message: Any) -> bytes:
-    """``Connection._decrypt`` for a message ``_recv`` kept whole (others go the stock way)."""
+def _unviewed(buffer: _Received) -> bool:
+    """True when no view of ``buffer`` is alive (a bytearray with views refuses to change size)."""
+    try:
+        buffer.append(0)
+    except BufferError:
+        return False
+    buffer.pop()
+    return True
+
+
+def _new_buffer(size: int) -> _Received:
+    buffer = _Received(size)
+    buffer.append(0)  # the first resize allocates spare room: later looks (_unviewed) cost nothing
+    buffer.pop()
+    return buffer
+
+
+def _free_buffer(tcp: Any, size: int) -> _Received:
+    """A buffer of at least ``size`` bytes that nothing looks at any more, from the connection's
+    pool.  A message is decrypted where it was received and its data handed on as a view, so the
+    buffer stays taken until the reader has copied the data out and dropped the view; a fresh 4 MiB
+    buffer per message instead costs ~1,000 page faults and a memset."""
+    pool: list[_Received] = tcp.__dict__.setdefault("_hvtui_buffers", [])
+    for index, buffer in enumerate(pool):
+        if _unviewed(buffer):
+            if len(buffer) < size:
+                buffer = pool[index] = _new_buffer(size)
+            return buffer
+    buffer = _new_buffer(size)
+    if len(pool) < POOLED_BUFFERS:
+        pool.append(buffer)
+    return buffer  # more answers held at once than the pool keeps: this one is freed with its views
+
+
+def _decrypt(connection: Any, message: Any) -> bytes | memoryview:
+    """``Connection._decrypt`` for a message ``_recv`` kept whole (others go the stock way): the
+    payload is decrypted in place and returned as a view of the received buffer."""
     received = getattr(message, "received", None)
     if received is None:
-        return _stock_decrypt(connection, message)
+        return STOCK["_decrypt"](connection, message)
     size = received.size
     flags = int.from_bytes(received[42:44], "little")
     if flags != 0x0001:
@@ -167,7 +199,41 @@ def _decrypt(connection: Any, message: Any) -> bytes:
     associated = bytes(received[20:TRANSFORM_HEADER])  # nonce .. session id, as the sender sealed it
     received[size : size + TAG] = received[4:20]  # payload || tag, the layout the AEAD takes
     with memoryview(received) as view:
-        return cipher(session.decryption_key).decrypt(nonce, view[TRANSFORM_HEADER : size + TAG], associated)
+        sealed, plain = view[TRANSFORM_HEADER : size + TAG], view[TRANSFORM_HEADER:size]
+        if not _IN_PLACE:
+            return cipher(session.decryption_key).decrypt(nonce, sealed, associated)
+        # A changed byte anywhere raises InvalidTag: what was written over the buffer is never read.
+        cipher(session.decryption_key).decrypt_into(nonce, sealed, associated, plain)
+        return plain
+
+
+def _decrypts_in_place() -> bool:
+    """True when this cryptography release decrypts into the buffer it reads from (OpenSSL allows
+    it for the same start; a release that refuses, or lacks decrypt_into, gets a copy instead)."""
+    try:
+        for cipher, nonce in ((aead.AESGCM, bytes(12)), (aead.AESCCM, bytes(11))):
+            box = cipher(bytes(16))
+            plain = bytes(range(256)) * 4
+            buffer = bytearray(box.encrypt(nonce, plain, b"header"))
+            with memoryview(buffer) as view:
+                box.decrypt_into(nonce, view, b"header", view[: len(plain)])
+            if buffer[: len(plain)] != plain:
+                return False
+    except Exception:  # noqa: BLE001 - any refusal means: decrypt into new bytes
+        return False
+    return True
+
+
+# What install() swaps, smbprotocol's own of each (as imported), and the replacements.
+SWAPPED = (
+    (smb_transport.Tcp, "recv"),
+    (smb_connection, "SMB2TransformHeader"),
+    (smb_connection.Connection, "_decrypt"),
+    (smb_connection, "SMB2HeaderResponse"),
+)
+STOCK = {name: getattr(owner, name) for owner, name in SWAPPED}
+_REPLACEMENTS = {"recv": _recv, "SMB2TransformHeader": _TransformHeader, "_decrypt": _decrypt,
+                 "SMB2HeaderResponse": _HeaderResponse}  # fmt: skip
 
 
 def applies(version: str) -> bool:
@@ -181,7 +247,7 @@ def installed() -> bool:
 
 def install() -> bool:
     """Swap the receive steps in (once; True when they are in use)."""
-    global _installed
+    global _installed, _IN_PLACE
     with _lock:
         if _installed:
             return True
@@ -189,10 +255,9 @@ def install() -> bool:
             log.info("smbprotocol %s: its own receive path is used (the faster one is written for %s)",
                      _version(), ", ".join(f"{r}x" for r in PATCHED_RELEASES))  # fmt: skip
             return False
-        smb_transport.Tcp.recv = _recv
-        smb_connection.SMB2TransformHeader = _TransformHeader
-        smb_connection.Connection._decrypt = _decrypt
-        smb_connection.SMB2HeaderResponse = _HeaderResponse
+        _IN_PLACE = _decrypts_in_place()
+        for owner, name in SWAPPED:
+            setattr(owner, name, _REPLACEMENTS[name])
         _installed = True
         return True
 
@@ -206,11 +271,21 @@ def _version() -> str:
         return ""
 
 
-def read_into_view(raw_open: Any, offset: int, length: int) -> memoryview | bytes:
-    """``Open.read(offset, length)``: the data of one READ, as a view of the received answer."""
-    request, _receive = raw_open.read(offset, length, send=False)
+def send_read(raw_open: Any, offset: int, length: int) -> tuple[Any, Any]:
+    """Send one READ of ``length`` bytes at ``offset`` now, without waiting; ``take_read`` gives
+    its data.  Several sent before the first is taken are answered while the caller works."""
+    request, receive = raw_open.read(offset, length, send=False)
     sent = raw_open.connection.send(request, raw_open.tree_connect.session.session_id,
                                     raw_open.tree_connect.tree_connect_id)  # fmt: skip
+    return sent, receive
+
+
+def take_read(raw_open: Any, pending: tuple[Any, Any]) -> memoryview | bytes:
+    """The data of a READ ``send_read`` sent (waiting for its answer): a view of the received
+    answer when the receive steps are swapped in, else smbprotocol's own bytes."""
+    sent, receive = pending
+    if not _installed:
+        return receive(sent)
     response = raw_open.connection.receive(sent)
     data = response["data"].get_value()
     if len(data) < READ_RESPONSE:
@@ -220,3 +295,8 @@ def read_into_view(raw_open: Any, offset: int, length: int) -> memoryview | byte
     if start < READ_RESPONSE or start + count > len(data):
         raise SMBException(f"malformed SMB2 READ response: {count} bytes at {start} in a {len(data)}-byte answer")
     return memoryview(data)[start : start + count]
+
+
+def read(raw_open: Any, offset: int, length: int) -> memoryview | bytes:
+    """``Open.read(offset, length)``, its data as ``take_read`` gives it."""
+    return take_read(raw_open, send_read(raw_open, offset, length))

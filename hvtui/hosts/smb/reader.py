@@ -1,9 +1,10 @@
 """``SmbReader``: a seekable reader of one remote file with bounded parallel read-ahead.
 
 smbprotocol's reads are synchronous, one request at a time, so throughput is bound by the round
-trip (../shared/notes/smb.md §5).  This reader keeps up to ``depth`` chunk reads in flight on
-worker threads (the connection multiplexes them by message id).  Read-ahead only runs while the
-caller reads sequentially, and grows with the run: half of what the run has read so far, up to
+trip (../shared/notes/smb.md §5).  This reader keeps up to ``depth`` chunk reads in flight: it
+sends each READ as soon as it is due and takes the answers in order (the connection's receive
+thread matches them by message id), with no thread of its own in between.  Read-ahead only runs
+while the caller reads sequentially, and grows with the run: half of what the run has read so far, up to
 ``depth`` chunks.  After a seek only what is asked is fetched (in parallel chunks when it is
 large), so an incremental backup's scattered block reads pull in at most half again what they
 asked for, and a full read soon has ``depth`` requests in flight.
@@ -24,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hvtui.errors import HostError
@@ -68,6 +69,20 @@ def wait_for_credits(exc: BaseException, waits: int) -> bool:
     return True
 
 
+@dataclass
+class _Queued:
+    """A chunk read asked for: sent on ``raw`` (lane ``lane``, its ``generation``) when ``pending``
+    is set; else it is read when its turn comes, after what sending it raised (``failure``)."""
+
+    offset: int
+    length: int
+    lane: int
+    raw: Any = None
+    generation: int = 0
+    pending: tuple[Any, Any] | None = None
+    failure: Exception | None = None
+
+
 class ReaderOwner(Protocol):
     """What a reader needs of the ``SmbRemoteFiles`` that opened it."""
 
@@ -101,8 +116,7 @@ class SmbReader(io.RawIOBase):
         self._generations = [0] * lanes
         self._reopen_lock = threading.Lock()
         self._unavailable: set[int] = set()  # lanes that could not connect: their reads go to lane 0
-        self._pool = ThreadPoolExecutor(max_workers=self._depth, thread_name_prefix="smb-read")
-        self._queue: deque[tuple[int, Future[bytes | memoryview], int]] = deque()  # (offset, its read, its lane)
+        self._queue: deque[_Queued] = deque()
         self._next = 0  # where the next chunk to queue starts
         self._buffer = b""
         self._buffer_offset = 0
@@ -178,12 +192,13 @@ class SmbReader(io.RawIOBase):
                 self._position = self._last_end = position
                 yield piece
                 continue
-            if not self._queue or self._queue[0][0] != position:
+            if not self._queue or self._queue[0].offset != position:
                 self._drop_queue(position)
             # Ask for what this read needs, plus read-ahead while reading sequentially.
             self._fill(min(self._size, end + ahead))
-            offset, future, _lane = self._queue.popleft()
-            self._buffer, self._buffer_offset = future.result(), offset
+            queued = self._queue.popleft()
+            self._buffer, self._buffer_offset = b"", queued.offset  # the old answer's buffer is free again
+            self._buffer = self._fetch(queued)
             if not self._buffer:  # the file shrank under us: what there is, is all there is
                 break
         self._position = self._last_end = position
@@ -194,7 +209,7 @@ class SmbReader(io.RawIOBase):
         if self.closed:
             return
         self._drop_queue(0)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._buffer = b""
         for raw in self._raws:
             if raw is None:
                 continue
@@ -210,21 +225,40 @@ class SmbReader(io.RawIOBase):
         ensure_credits(raw, self._depth, self._chunk, self._mapped.server)
 
     def _drop_queue(self, position: int) -> None:
-        for _offset, future, _lane in self._queue:
-            future.cancel()
+        # Answers already asked for are taken and dropped: one left unclaimed would stay in the
+        # connection's table of outstanding requests for good.
+        for queued in self._queue:
+            if queued.pending is not None:
+                try:
+                    fastpath.take_read(queued.raw.fd, queued.pending)
+                except Exception:  # noqa: BLE001 - the data is not wanted; a dead connection shows on the next read
+                    log.debug("dropping a read of %s failed", self._mapped.unc, exc_info=True)
         self._queue.clear()
         self._next = position
 
     def _fill(self, until: int) -> None:
-        """Queue chunk reads from ``self._next`` towards ``until``, at most ``depth`` in flight."""
+        """Ask for chunks from ``self._next`` towards ``until``, at most ``depth`` in flight."""
         while self._next < until and len(self._queue) < self._depth:
             length = min(self._chunk, until - self._next)
             # The lane with the fewest reads in flight (the first when none are): reads one at a
             # time stay on one connection, a run's read-ahead takes turns over all of them.
-            queued = [lane for _offset, _future, lane in self._queue]
+            queued = [entry.lane for entry in self._queue]
             lane = min(range(len(self._raws)), key=queued.count)
-            self._queue.append((self._next, self._pool.submit(self._fetch, self._next, length, lane), lane))
+            if self._files.rate_limiter is not None:
+                self._files.rate_limiter.take(length)
+            self._queue.append(self._send(_Queued(self._next, length, lane)))
             self._next += length
+
+    def _send(self, queued: _Queued) -> _Queued:
+        """Send ``queued``'s READ now; one that cannot be sent (no credits yet, a lost connection)
+        is read, with retries, when its turn comes."""
+        try:
+            queued.lane, queued.raw, queued.generation = self._lane(queued.lane)
+            count = min(queued.length, int(queued.raw.fd.connection.max_read_size))
+            queued.pending = fastpath.send_read(queued.raw.fd, queued.offset, count)
+        except Exception as exc:  # noqa: BLE001 - _fetch retries it and names what failed
+            queued.pending, queued.failure = None, exc
+        return queued
 
     def _lane(self, lane: int) -> tuple[int, Any, int]:
         """The lane to read on (``lane``, or the first one when ``lane`` could not connect), the
@@ -248,27 +282,38 @@ class SmbReader(io.RawIOBase):
                     self._ensure_credits(self._raws[lane])
         return self._lane(lane)
 
-    def _fetch(self, offset: int, length: int, lane: int = 0) -> bytes | memoryview:
-        """``length`` bytes at ``offset`` (fewer only at the end of the file), on a worker thread."""
-        files = self._files
-        if files.rate_limiter is not None:
-            files.rate_limiter.take(length)
+    def _fetch(self, queued: _Queued) -> bytes | memoryview:
+        """``queued``'s bytes (fewer only at the end of the file): its sent READ's answer, then
+        what is still missing, read again after a failure."""
+        files, offset, length, lane = self._files, queued.offset, queued.length, queued.lane
+        pending, queued.pending = queued.pending, None
+        failure, queued.failure = queued.failure, None
         got: bytes | bytearray | memoryview = b""
         attempt = credit_waits = 0
         label = f"read {self._mapped.host_path}"
+        raw: Any = None
+        generation = queued.generation
         while len(got) < length:
-            lane, raw, generation = self._lane(lane)
             try:
-                count = min(length - len(got), int(raw.fd.connection.max_read_size))
-                if fastpath.installed():
-                    piece = fastpath.read_into_view(raw.fd, offset + len(got), count)
+                if failure is not None:  # sending it ahead failed: that failure first
+                    raw, generation = queued.raw, queued.generation
+                    raise failure
+                if pending is not None:
+                    raw, generation = queued.raw, queued.generation
+                    piece = fastpath.take_read(raw.fd, pending)
                 else:
-                    piece = raw.fd.read(offset + len(got), count)
+                    lane, raw, generation = self._lane(lane)
+                    count = min(length - len(got), int(raw.fd.connection.max_read_size))
+                    piece = fastpath.read(raw.fd, offset + len(got), count)
             except Exception as exc:  # every smbprotocol failure is translated or retried
-                if wait_for_credits(exc, credit_waits):
+                pending = failure = None
+                # A closed connection also says "no credits": smbprotocol charges them before it
+                # finds the socket gone.
+                alive = raw is None or getattr(raw.fd.connection.transport, "connected", True)
+                if alive and wait_for_credits(exc, credit_waits):
                     credit_waits += 1
                     continue
-                lost = is_connection_lost(exc)
+                lost = is_connection_lost(exc) or not alive
                 if not (lost or is_transient(exc)) or attempt >= len(files.retry_delays):
                     raise translate(exc, files.where(self._mapped), label, reconnecting=lost) from None
                 log.info("%s: %s at offset %d failed (%s); retrying", files.host_name, self._mapped.unc, offset, exc)
@@ -277,6 +322,7 @@ class SmbReader(io.RawIOBase):
                 if lost:
                     self._reopen(lane, generation)
                 continue
+            pending = None
             if not piece:
                 break
             # Most chunks arrive in one answer: kept as they came, not copied.
