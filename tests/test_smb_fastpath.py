@@ -8,6 +8,7 @@ real Samba (encrypted and signed-only) go through it and stay byte-identical.
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import struct
@@ -206,3 +207,26 @@ def test_without_it_reads_take_smbprotocols_own_path(samba_server: SambaServer, 
         assert reader.read() == data
         assert not hasattr(reader._raws[0].fd.connection.transport, "_hvtui_buffers")
     assert len(pieces) >= 3 and all(type(piece) is bytes for piece in pieces)  # smbprotocol's copies
+
+
+def test_a_sequential_read_receives_into_a_few_buffers_it_keeps(
+    samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = big_file(samba_server, "disk.vhdx", 48 * MiB)
+    made: list[int] = []
+    new_buffer = fastpath._new_buffer
+    monkeypatch.setattr(fastpath, "_new_buffer", lambda size: made.append(size) or new_buffer(size))
+    piece = bytearray(MiB)  # as the backup pipeline reads: into its own buffers, a chunk at a time
+    gc.disable()  # buffers must come free as the reader drops its views, not when the collector runs
+    try:
+        with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
+            got = bytearray()
+            while count := reader.readinto(piece):
+                got += piece[:count]
+    finally:
+        gc.enable()
+    assert got == data
+    # Read-ahead grows its requests towards 4 MiB; the buffers are made for that size from the
+    # start, and an answer's buffer is free again once the reader has copied it out: a few per
+    # connection, not one per answer (twelve 4 MiB answers and the small ones before them).
+    assert all(size >= 4 * MiB for size in made) and len(made) <= 8

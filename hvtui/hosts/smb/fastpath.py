@@ -52,6 +52,9 @@ _lock = threading.Lock()
 _installed = False
 _IN_PLACE = False  # set by install(): this cryptography decrypts in place
 POOLED_BUFFERS = 8  # receive buffers kept per connection (answers a reader holds at once, plus spare)
+# Each receive buffer holds a 4 MiB READ answer (the reader's chunk) and its headers from the
+# start: buffers sized to each answer would be replaced while read-ahead grows towards 4 MiB.
+BUFFER_SIZE = 4 * 1024 * 1024 + 4096
 
 
 class _Received(bytearray):
@@ -167,9 +170,9 @@ def _free_buffer(tcp: Any, size: int) -> _Received:
     for index, buffer in enumerate(pool):
         if _unviewed(buffer):
             if len(buffer) < size:
-                buffer = pool[index] = _new_buffer(size)
+                buffer = pool[index] = _new_buffer(max(size, BUFFER_SIZE))
             return buffer
-    buffer = _new_buffer(size)
+    buffer = _new_buffer(max(size, BUFFER_SIZE))
     if len(pool) < POOLED_BUFFERS:
         pool.append(buffer)
     return buffer  # more answers held at once than the pool keeps: this one is freed with its views
