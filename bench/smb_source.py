@@ -102,7 +102,7 @@ def remote_opener(disk_name: str) -> tuple[Callable[[], BinaryIO], list[int], Ca
     path = HOST_PATH.format(name=disk_name)
 
     def opener() -> BinaryIO:
-        return io.BufferedReader(Counted(files.open_read(path), counter, lock), buffer_size=64 * 1024)  # type: ignore[return-value]
+        return Counted(files.open_read(path), counter, lock)  # type: ignore[return-value] - as a WinRM host's backup reads
 
     return opener, counter, files.close
 

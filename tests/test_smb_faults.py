@@ -20,7 +20,7 @@ from test_rate_limit import FakeTime
 from hvtui.config import HostConfig, SecretSource, SmbSettings, WinRMSettings
 from hvtui.errors import HostError
 from hvtui.hosts.ratelimit import RateLimiter
-from hvtui.hosts.smb import SmbReader, SmbRemoteFiles, SmbWriter, open_remote_files
+from hvtui.hosts.smb import SmbReader, SmbRemoteFiles, SmbWriter, fastpath, open_remote_files
 from hvtui.hosts.winrm.host import WinRMHost
 
 MiB = 1024 * 1024
@@ -51,6 +51,27 @@ def test_sequential_reads_keep_several_requests_in_flight(samba_server: SambaSer
         assert first + second + rest == data
         assert reader.bytes_fetched == len(data)  # read-ahead never fetches a byte twice or past the end
         assert reader.in_flight == 0
+
+
+def test_a_backup_reading_chunk_by_chunk_reads_ahead_in_whole_aligned_requests(
+    samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline asks for 1 MiB at a time: read-ahead must still go out as whole 4 MiB
+    requests on 4 MiB boundaries (each chunk then lies in one answer), not as 1 MiB top-ups."""
+    data = big_file(samba_server, "disk.vhdx", 64 * MiB)
+    sent: list[tuple[int, int]] = []
+    send_read = fastpath.send_read
+    monkeypatch.setattr(fastpath, "send_read", lambda raw, offset, length: sent.append((offset, length)) or send_read(raw, offset, length))
+    piece = bytearray(MiB)
+    with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
+        got = bytearray()
+        while count := reader.readinto(piece):
+            got += piece[:count]
+    assert got == data
+    assert sorted(sent) == sent and sum(length for _offset, length in sent) == len(data)  # each byte asked once
+    ahead = [(offset, length) for offset, length in sent if offset >= 8 * MiB]  # past the first few, as the run grows
+    assert ahead and all(offset % (4 * MiB) == 0 and length == 4 * MiB for offset, length in ahead)
+    assert len(sent) <= 64 // 4 + 6
 
 
 def test_scattered_reads_fetch_only_what_is_asked(samba_server: SambaServer) -> None:

@@ -195,7 +195,7 @@ class SmbReader(io.RawIOBase):
             if not self._queue or self._queue[0].offset != position:
                 self._drop_queue(position)
             # Ask for what this read needs, plus read-ahead while reading sequentially.
-            self._fill(min(self._size, end + ahead))
+            self._fill(min(self._size, end + ahead), needed=end)
             queued = self._queue.popleft()
             self._buffer, self._buffer_offset = b"", queued.offset  # the old answer's buffer is free again
             self._buffer = self._fetch(queued)
@@ -236,10 +236,16 @@ class SmbReader(io.RawIOBase):
         self._queue.clear()
         self._next = position
 
-    def _fill(self, until: int) -> None:
-        """Ask for chunks from ``self._next`` towards ``until``, at most ``depth`` in flight."""
+    def _fill(self, until: int, needed: int = 0) -> None:
+        """Ask for chunks from ``self._next`` towards ``until``, at most ``depth`` in flight; past
+        ``needed`` (what the caller waits for) only whole chunks, or up to the end of the file."""
         while self._next < until and len(self._queue) < self._depth:
-            length = min(self._chunk, until - self._next)
+            # Requests end on multiples of the chunk size, so that a caller's chunks (a divisor
+            # of it) each lie within one answer.
+            whole = self._chunk - self._next % self._chunk
+            length = min(whole, until - self._next)
+            if self._next >= needed and length < whole and until < self._size:
+                break  # read ahead once a whole chunk fits: fewer, larger requests
             # The lane with the fewest reads in flight (the first when none are): reads one at a
             # time stay on one connection, a run's read-ahead takes turns over all of them.
             queued = [entry.lane for entry in self._queue]
