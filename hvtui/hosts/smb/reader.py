@@ -69,7 +69,7 @@ def wait_for_credits(exc: BaseException, waits: int) -> bool:
     return True
 
 
-@dataclass
+@dataclass(slots=True)
 class _Queued:
     """A chunk read asked for: sent on ``raw`` (lane ``lane``, its ``generation``) when ``pending``
     is set; else it is read when its turn comes, after what sending it raised (``failure``)."""
@@ -297,18 +297,17 @@ class SmbReader(io.RawIOBase):
         got: bytes | bytearray | memoryview = b""
         attempt = credit_waits = 0
         label = f"read {self._mapped.host_path}"
-        raw: Any = None
-        generation = queued.generation
         while len(got) < length:
+            if pending is None and failure is None:
+                lane, raw, generation = self._lane(lane)
+            else:  # what was sent ahead (or tried to be), on the file as then opened
+                raw, generation = queued.raw, queued.generation
             try:
                 if failure is not None:  # sending it ahead failed: that failure first
-                    raw, generation = queued.raw, queued.generation
                     raise failure
                 if pending is not None:
-                    raw, generation = queued.raw, queued.generation
                     piece = fastpath.take_read(raw.fd, pending)
                 else:
-                    lane, raw, generation = self._lane(lane)
                     count = min(length - len(got), int(raw.fd.connection.max_read_size))
                     piece = fastpath.read(raw.fd, offset + len(got), count)
             except Exception as exc:  # every smbprotocol failure is translated or retried
