@@ -895,9 +895,16 @@ def report(results: dict[str, Result], info: dict, args: argparse.Namespace, mis
     local, smb = results.get(HVTUI_ROW), results.get("hvtui smb")
     if local and smb and smb.full:
         ratio = local.med(local.full) / smb.med(smb.full)
+        # The table's fulls each follow the other tool's restore and checks; the interleaved pairs,
+        # back to back, are the measure of the target when they run.
+        verdict = (
+            "judged by the interleaved pairs below"
+            if args.smb_pairs > 0
+            else f"target >= 60 %: {'met' if ratio >= 0.6 else 'NOT met'}"
+        )
         print(
-            f"  SMB full backup throughput = {ratio * 100:.0f} % of the local file's (target >= 60 %: "
-            f"{'met' if ratio >= 0.6 else 'NOT met'}); SMB peak RSS {smb.peak_rss:.0f} MB (target < 300 MB)"
+            f"  SMB full backup throughput in the table = {ratio * 100:.0f} % of the local file's ({verdict}); "
+            f"SMB peak RSS {smb.peak_rss:.0f} MB (target < 300 MB)"
         )
     peers = {k: v for k, v in results.items() if not k.startswith("hvtui") and not k.endswith(" s3")}  # local peers
     mine = results.get(HVTUI_ROW)

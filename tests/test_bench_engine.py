@@ -65,9 +65,11 @@ def test_the_engine_bench_reads_the_same_disk_over_smb3_beside_the_local_file(tm
     allocated_mib = float(re.search(r"([\d.]+) GiB allocated", out).group(1)) * 1024
     assert full >= 0.9 * allocated_mib, out  # the whole allocated data crossed SMB once
     # 2x the change, the VHDX's fixed headers, log, metadata and BAT (4 MiB), and the BAT parsed
-    # through the reader (its 64 KiB buffered reads) once more.
+    # through the reader once more.
     assert incr <= 2 * changed + 4 + 1.5, out
-    assert "SMB full backup throughput = " in out and "SMB peak RSS" in out
+    assert "SMB full backup throughput in the table = " in out and "SMB peak RSS" in out
+    # The interleaved pairs (5 by default) give the verdict, not the table's runs between other work.
+    assert "(judged by the interleaved pairs below)" in out and re.search(r"SMB throughput = \d+ % .*target >= 60 %: (NOT )?met", out), out
 
 
 def test_the_engine_bench_backs_up_restores_and_copies_to_a_loopback_seaweedfs(tmp_path: Path) -> None:
