@@ -76,6 +76,7 @@ def send_in_pieces(sock: socket.socket, data: bytes, pieces: int = 7) -> threadi
 
 
 def receive_and_open(conn: SimpleNamespace, tcp: FakeTcp) -> bytes:
+    conn.transport = tcp  # the connection's transport holds its buffers
     received = fastpath._recv(tcp, 30.0)
     header = fastpath._TransformHeader()
     header.unpack(received)
@@ -173,9 +174,9 @@ def test_reads_over_real_samba_go_through_it_byte_identical(samba_server: SambaS
         assert b"".join(iter(lambda: reader.read(3 * MiB + 7), b"")) == data
         received = [raw.fd.connection.transport for raw in reader._raws if raw is not None]
         pools = [getattr(tcp, "_hvtui_buffers", []) for tcp in received]
-        # Each connection received into a few reused buffers, not one per answer (seven 4 MiB
-        # answers over two connections), and decrypted there.
-        assert received and fastpath._IN_PLACE
+        # Each connection received into one reused buffer and decrypted into a few reused ones,
+        # not one per answer (seven 4 MiB answers over two connections).
+        assert received and all(isinstance(getattr(tcp, "_hvtui_received", None), bytearray) for tcp in received)
         assert all(1 <= len(pool) <= fastpath.POOLED_BUFFERS for pool in pools) and sum(map(len, pools)) < 7
     # Once the reader is closed no view of any buffer is left: each can take the next answer.
     assert all(fastpath._unviewed(buffer) for pool in pools for buffer in pool)

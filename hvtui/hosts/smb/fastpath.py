@@ -8,11 +8,12 @@ more CPU than hashing and compressing the same data (bench/engine.py ``--tools h
 
 ``install()`` swaps three steps of the receive thread, keeping their checks and errors:
 
-- ``Tcp.recv`` receives each message with ``recv_into`` straight into a buffer from a small pool
-  per connection, one that nothing looks at any more (16 bytes spare);
-- an encrypted message's transform header is read in place and the payload decrypted in place,
-  the tag moved to the spare bytes behind it (AES-GCM/CCM authenticate it as before: a changed
-  byte anywhere is refused, never decoded); the plain message is a view of that buffer;
+- ``Tcp.recv`` receives each message with ``recv_into`` straight into one buffer per connection,
+  reused for the next message (16 bytes spare);
+- an encrypted message's transform header is read in place and the payload decrypted from that
+  buffer, the tag moved to the spare bytes behind it (AES-GCM/CCM authenticate it as before: a
+  changed byte anywhere is refused, never decoded), into a buffer from a small pool per connection,
+  one that nothing looks at any more; the plain message is a view of it;
 - a successful READ answer's header keeps the data behind it as a view, not a copy, so the
   buffer stays taken until the reader has copied the data out and dropped the view.
 
@@ -50,10 +51,9 @@ _READ = (8).to_bytes(2, "little")  # SMB2 READ's command code, at offset 12 of t
 _SUCCESS = bytes(4)  # STATUS_SUCCESS, at offset 8
 _lock = threading.Lock()
 _installed = False
-_IN_PLACE = False  # set by install(): this cryptography decrypts in place
-POOLED_BUFFERS = 8  # receive buffers kept per connection (answers a reader holds at once, plus spare)
-# Each receive buffer holds a 4 MiB READ answer (the reader's chunk) and its headers from the
-# start: buffers sized to each answer would be replaced while read-ahead grows towards 4 MiB.
+POOLED_BUFFERS = 8  # decrypted-answer buffers kept per connection (answers a reader holds at once, plus spare)
+# Each such buffer holds a 4 MiB READ answer (the reader's chunk) and its headers from the start:
+# buffers sized to each answer would be replaced while read-ahead grows towards 4 MiB.
 BUFFER_SIZE = 4 * 1024 * 1024 + 4096
 
 
@@ -133,14 +133,18 @@ def _recv(tcp: Any, timeout: float) -> bytes | bytearray:
     if not complete:
         return b""
     size = struct.unpack(">L", prefix)[0]
-    message = _free_buffer(tcp, size + TAG)
+    # One buffer per connection, reused: only this thread touches it, and each message is
+    # decrypted out of it before the next one is received.
+    message = getattr(tcp, "_hvtui_received", None)
+    if message is None or len(message) < size + TAG:
+        message = tcp._hvtui_received = _Received(size + TAG)
     message.size = size
     with memoryview(message) as view:
         complete, _timeout = _receive_exactly(tcp, view[:size], timeout)
         if not complete:
             return b""
         if size > TRANSFORM_HEADER and message[:4] == b"\xfdSMB":
-            return message  # decrypted in place by _decrypt
+            return message  # decrypted out of it by _decrypt
         return bytes(view[:size])
 
 
@@ -163,7 +167,7 @@ def _new_buffer(size: int) -> _Received:
 
 def _free_buffer(tcp: Any, size: int) -> _Received:
     """A buffer of at least ``size`` bytes that nothing looks at any more, from the connection's
-    pool.  A message is decrypted where it was received and its data handed on as a view, so the
+    pool.  A message's data is handed on as a view of the buffer it was decrypted into, so the
     buffer stays taken until the reader has copied the data out and dropped the view; a fresh 4 MiB
     buffer per message instead costs ~1,000 page faults and a memset."""
     pool: list[_Received] = tcp.__dict__.setdefault("_hvtui_buffers", [])
@@ -180,7 +184,7 @@ def _free_buffer(tcp: Any, size: int) -> _Received:
 
 def _decrypt(connection: Any, message: Any) -> bytes | memoryview:
     """``Connection._decrypt`` for a message ``_recv`` kept whole (others go the stock way): the
-    payload is decrypted in place and returned as a view of the received buffer."""
+    payload is decrypted into a free pooled buffer and returned as a view of it."""
     received = getattr(message, "received", None)
     if received is None:
         return STOCK["_decrypt"](connection, message)
@@ -202,29 +206,15 @@ def _decrypt(connection: Any, message: Any) -> bytes | memoryview:
     associated = bytes(received[20:TRANSFORM_HEADER])  # nonce .. session id, as the sender sealed it
     received[size : size + TAG] = received[4:20]  # payload || tag, the layout the AEAD takes
     with memoryview(received) as view:
-        sealed, plain = view[TRANSFORM_HEADER : size + TAG], view[TRANSFORM_HEADER:size]
-        if not _IN_PLACE:
-            return cipher(session.decryption_key).decrypt(nonce, sealed, associated)
-        # A changed byte anywhere raises InvalidTag: what was written over the buffer is never read.
-        cipher(session.decryption_key).decrypt_into(nonce, sealed, associated, plain)
+        sealed = view[TRANSFORM_HEADER : size + TAG]
+        box = cipher(session.decryption_key)
+        if not hasattr(box, "decrypt_into"):  # an older cryptography: into new bytes
+            return box.decrypt(nonce, sealed, associated)
+        # cryptography 51 refuses an output overlapping the input, so not in place.  A changed byte
+        # anywhere raises InvalidTag: what was written into the buffer is never read.
+        plain = memoryview(_free_buffer(connection.transport, size - TRANSFORM_HEADER))[: size - TRANSFORM_HEADER]
+        box.decrypt_into(nonce, sealed, associated, plain)
         return plain
-
-
-def _decrypts_in_place() -> bool:
-    """True when this cryptography release decrypts into the buffer it reads from (OpenSSL allows
-    it for the same start; a release that refuses, or lacks decrypt_into, gets a copy instead)."""
-    try:
-        for cipher, nonce in ((aead.AESGCM, bytes(12)), (aead.AESCCM, bytes(11))):
-            box = cipher(bytes(16))
-            plain = bytes(range(256)) * 4
-            buffer = bytearray(box.encrypt(nonce, plain, b"header"))
-            with memoryview(buffer) as view:
-                box.decrypt_into(nonce, view, b"header", view[: len(plain)])
-            if buffer[: len(plain)] != plain:
-                return False
-    except Exception:  # noqa: BLE001 - any refusal means: decrypt into new bytes
-        return False
-    return True
 
 
 # What install() swaps, smbprotocol's own of each (as imported), and the replacements.
@@ -250,7 +240,7 @@ def installed() -> bool:
 
 def install() -> bool:
     """Swap the receive steps in (once; True when they are in use)."""
-    global _installed, _IN_PLACE
+    global _installed
     with _lock:
         if _installed:
             return True
@@ -258,7 +248,6 @@ def install() -> bool:
             log.info("smbprotocol %s: its own receive path is used (the faster one is written for %s)",
                      _version(), ", ".join(f"{r}x" for r in PATCHED_RELEASES))  # fmt: skip
             return False
-        _IN_PLACE = _decrypts_in_place()
         for owner, name in SWAPPED:
             setattr(owner, name, _REPLACEMENTS[name])
         _installed = True
