@@ -144,7 +144,7 @@ def pair_report(pairs: list[tuple[Any, Any]], data_bytes: int) -> list[str]:
         f"(runs {min(local):.2f}-{max(local):.2f} s)",
         f"  SMB3        {statistics.median(smb):6.2f} s  {mb / statistics.median(smb):5.0f} MB/s of data "
         f"(runs {min(smb):.2f}-{max(smb):.2f} s); peak RSS {max(run.rss_mb for _, run in pairs):.0f} MB (target < 300 MB)",
-        f"  SMB throughput = {share * 100:.0f} % of the local file's (median of the pairs' ratios; pairs "
+        f"  SMB throughput = {share * 100:.1f} % of the local file's (median of the pairs' ratios; pairs "
         f"{ratios[0] * 100:.0f}-{ratios[-1] * 100:.0f} %; ratio of the medians "
         f"{statistics.median(local) / statistics.median(smb) * 100:.0f} %); target >= {TARGET * 100:.0f} %: "
         f"{'met' if share >= TARGET else 'NOT met'}",
