@@ -94,7 +94,7 @@ class _HeaderResponse(smb_connection.SMB2HeaderResponse):
             field.value = memoryview(data)[SMB2_HEADER:]
             self.fields["data"] = field
             return b""
-        # Any other answer is small: a copy, so that it does not hold the receive buffer.
+        # Any other answer is small: a copy, so that it does not keep its pooled buffer taken.
         return super().unpack(bytes(data) if isinstance(data, memoryview) else data)
 
 
