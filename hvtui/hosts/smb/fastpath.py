@@ -51,6 +51,8 @@ _READ = (8).to_bytes(2, "little")  # SMB2 READ's command code, at offset 12 of t
 _SUCCESS = bytes(4)  # STATUS_SUCCESS, at offset 8
 _lock = threading.Lock()
 _installed = False
+# Whether this cryptography decrypts into a given buffer (an older one only into new bytes).
+_DECRYPTS_INTO = hasattr(aead.AESGCM, "decrypt_into") and hasattr(aead.AESCCM, "decrypt_into")
 POOLED_BUFFERS = 8  # decrypted-answer buffers kept per connection (answers a reader holds at once, plus spare)
 # Each such buffer holds a 4 MiB READ answer (the reader's chunk) and its headers from the start:
 # buffers sized to each answer would be replaced while read-ahead grows towards 4 MiB.
@@ -160,8 +162,7 @@ def _unviewed(buffer: _Received) -> bool:
 
 def _new_buffer(size: int) -> _Received:
     buffer = _Received(size)
-    buffer.append(0)  # the first resize allocates spare room: later looks (_unviewed) cost nothing
-    buffer.pop()
+    _unviewed(buffer)  # its first resize allocates spare room: later looks cost nothing
     return buffer
 
 
@@ -208,7 +209,7 @@ def _decrypt(connection: Any, message: Any) -> bytes | memoryview:
     with memoryview(received) as view:
         sealed = view[TRANSFORM_HEADER : size + TAG]
         box = cipher(session.decryption_key)
-        if not hasattr(box, "decrypt_into"):  # an older cryptography: into new bytes
+        if not _DECRYPTS_INTO:  # an older cryptography: into new bytes
             return box.decrypt(nonce, sealed, associated)
         # cryptography 51 refuses an output overlapping the input, so not in place.  A changed byte
         # anywhere raises InvalidTag: what was written into the buffer is never read.
