@@ -21,7 +21,7 @@ from samba_support import SambaServer
 from smbprotocol import connection as smb_connection
 from smbprotocol.connection import Ciphers, Dialects
 from smbprotocol.exceptions import SMBException
-from test_smb_faults import big_file, smb_files
+from test_smb_faults import big_file, read_as_the_pipeline_does, smb_files
 
 from hvtui.config import SmbSettings
 from hvtui.hosts.smb import fastpath, open_remote_files
@@ -217,13 +217,10 @@ def test_a_sequential_read_receives_into_a_few_buffers_it_keeps(
     made: list[int] = []
     new_buffer = fastpath._new_buffer
     monkeypatch.setattr(fastpath, "_new_buffer", lambda size: made.append(size) or new_buffer(size))
-    piece = bytearray(MiB)  # as the backup pipeline reads: into its own buffers, a chunk at a time
     gc.disable()  # buffers must come free as the reader drops its views, not when the collector runs
     try:
         with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
-            got = bytearray()
-            while count := reader.readinto(piece):
-                got += piece[:count]
+            got = read_as_the_pipeline_does(reader)
     finally:
         gc.enable()
     assert got == data

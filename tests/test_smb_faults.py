@@ -39,6 +39,14 @@ def big_file(server: SambaServer, name: str, size: int) -> bytes:
     return data
 
 
+def read_as_the_pipeline_does(reader: SmbReader, chunk: int = MiB) -> bytes:
+    """Everything, read into one reused buffer a chunk at a time, as the backup pipeline does."""
+    piece, got = bytearray(chunk), bytearray()
+    while count := reader.readinto(piece):
+        got += piece[:count]
+    return bytes(got)
+
+
 def test_sequential_reads_keep_several_requests_in_flight(samba_server: SambaServer) -> None:
     data = big_file(samba_server, "disk.vhdx", 64 * MiB)
     with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
@@ -62,12 +70,8 @@ def test_a_backup_reading_chunk_by_chunk_reads_ahead_in_whole_aligned_requests(
     sent: list[tuple[int, int]] = []
     send_read = fastpath.send_read
     monkeypatch.setattr(fastpath, "send_read", lambda raw, offset, length: sent.append((offset, length)) or send_read(raw, offset, length))
-    piece = bytearray(MiB)
     with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
-        got = bytearray()
-        while count := reader.readinto(piece):
-            got += piece[:count]
-    assert got == data
+        assert read_as_the_pipeline_does(reader) == data
     assert sorted(sent) == sent and sum(length for _offset, length in sent) == len(data)  # each byte asked once
     ahead = [(offset, length) for offset, length in sent if offset >= 8 * MiB]  # past the first few, as the run grows
     assert ahead and all(offset % (4 * MiB) == 0 and length == 4 * MiB for offset, length in ahead)
