@@ -201,7 +201,7 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
                 path=where,
                 default=item.model.default is True,
                 retention=retention,
-                format=2 if s3 is not None else item.model.format if isinstance(item.model.format, int) else 2,
+                format=item.model.format if s3 is None and isinstance(item.model.format, int) else 2,  # a bucket holds format 2
                 pack_size_mib=item.model.pack_size_mib if isinstance(item.model.pack_size_mib, int) else 32,
                 compression=item.model.compression if isinstance(item.model.compression, str) else "lz4",
                 zstd_level=item.model.zstd_level if isinstance(item.model.zstd_level, int) else 3,
