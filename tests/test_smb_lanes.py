@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import time
 
 import pytest
 import smbprotocol.open
@@ -28,11 +30,68 @@ def test_a_large_read_spreads_over_two_connections_with_identical_bytes(samba_se
     data = big_file(samba_server, "disk.vhdx", 48 * MiB)
     with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
         assert isinstance(reader, SmbReader) and remote.connections == 2
-        assert read_all(reader) == data
+        start = reader.read(8 * MiB)  # the first read-ahead sets the second lane up
+        for setting_up in list(reader._connecting.values()):
+            setting_up.join(10)
+        before = list(reader.lane_bytes)
+        assert start + read_all(reader) == data
         assert sum(reader.lane_bytes) == len(data) == reader.bytes_fetched  # nothing fetched twice
-        assert min(reader.lane_bytes) >= 16 * MiB  # chunks take turns: both lanes carry a fair share
+        after = [now - then for now, then in zip(reader.lane_bytes, before, strict=True)]
+        assert min(after) >= 12 * MiB  # once both are ready, chunks take turns: each carries a fair share
         assert remote.open_connections == 2
     assert remote.open_connections == 0  # closed with the files object
+
+
+def test_the_first_lane_keeps_reading_while_the_second_connects(
+    samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = big_file(samba_server, "disk.vhdx", 48 * MiB)
+    real_open_raw = SmbRemoteFiles.open_raw
+    release = threading.Event()
+
+    def slow_second_connection(self, mapped, operation, reconnecting=False, lane=0):  # noqa: ANN001, ANN202
+        if lane and not release.wait(10):  # a slow server: set up only once the test says so
+            raise HostError(self.host_name, operation, "the test never released the second lane", kind="smb-share")
+        return real_open_raw(self, mapped, operation, reconnecting, lane)
+
+    monkeypatch.setattr(SmbRemoteFiles, "open_raw", slow_second_connection)
+    with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
+        # Set up on the reader's own thread, this would wait the 10 s and give up the second lane.
+        started = time.monotonic()
+        head = reader.read(24 * MiB)
+        assert time.monotonic() - started < 5 and reader.lane_bytes[1:] == [0]
+        release.set()
+        for setting_up in list(reader._connecting.values()):
+            setting_up.join(10)
+        assert head + read_all(reader) == data
+        assert reader.lane_bytes[1] > 0 and remote.open_connections == 2
+
+
+def test_a_reader_closed_while_its_second_lane_connects_closes_that_lane_too(
+    samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big_file(samba_server, "disk.vhdx", 24 * MiB)
+    real_open_raw = SmbRemoteFiles.open_raw
+    release, opened = threading.Event(), []
+
+    def slow_second_connection(self, mapped, operation, reconnecting=False, lane=0):  # noqa: ANN001, ANN202
+        if lane:
+            release.wait(10)
+        raw = real_open_raw(self, mapped, operation, reconnecting, lane)
+        opened.append((lane, raw))
+        return raw
+
+    monkeypatch.setattr(SmbRemoteFiles, "open_raw", slow_second_connection)
+    with smb_files(samba_server) as remote:
+        reader = remote.open_read("D:\\disk.vhdx")
+        reader.read(8 * MiB)
+        (setting_up,) = reader._connecting.values()
+        reader.close()
+        release.set()
+        setting_up.join(10)
+        assert [lane for lane, _ in opened] == [0, 1]
+        assert all(raw.closed for _, raw in opened)  # the late one was closed by its own thread
+        assert reader._raws[1] is None
 
 
 def test_small_reads_stay_on_one_connection(samba_server: SambaServer) -> None:

@@ -166,7 +166,8 @@ class SmbRemoteFiles:
         return self._call(mapped, "list folder", lambda: smbclient.listdir(mapped.unc, **self._kwargs()))
 
     def close(self) -> None:
-        with self._lock:
+        # After a connection still being set up (a reader's next lane): it is closed with the rest.
+        with self._connecting, self._lock:
             self._closed = True
             for cache in self._caches:
                 smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)

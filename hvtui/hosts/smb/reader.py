@@ -9,8 +9,9 @@ while the caller reads sequentially, and grows with the run: half of what the ru
 large), so an incremental backup's scattered block reads pull in at most half again what they
 asked for, and a full read soon has ``depth`` requests in flight.
 
-The chunk reads take turns over the owner's connections (lanes): each lane opens the file on its
-own connection when its first chunk is due, so small reads (headers) use one connection only.
+The chunk reads take turns over the owner's connections (lanes).  The first read-ahead sets the
+other lanes up on a thread of their own (a connection costs several round trips) while the first
+lane keeps reading; each joins in once it is ready.  Small reads (headers) use one connection only.
 
 A lost connection is re-established and the file opened again on it at the same offset (the
 other lanes carry on); a busy server is asked again after a pause; both give up after the
@@ -28,7 +29,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hvtui.errors import HostError
 from hvtui.hosts.ratelimit import RateLimiter
 from hvtui.hosts.smb import fastpath
 from hvtui.hosts.smb.errors import Where, is_connection_lost, is_transient, translate
@@ -116,6 +116,7 @@ class SmbReader(io.RawIOBase):
         self._generations = [0] * lanes
         self._reopen_lock = threading.Lock()
         self._unavailable: set[int] = set()  # lanes that could not connect: their reads go to lane 0
+        self._connecting: dict[int, threading.Thread] = {}  # lanes being set up in the background
         self._queue: deque[_Queued] = deque()
         self._next = 0  # where the next chunk to queue starts
         self._buffer = b""
@@ -210,14 +211,17 @@ class SmbReader(io.RawIOBase):
             return
         self._drop_queue(0)
         self._buffer = b""
+        with self._reopen_lock:  # a lane still being set up closes its file itself when it is ready
+            super().close()
         for raw in self._raws:
-            if raw is None:
-                continue
-            try:
-                raw.close()
-            except Exception:  # a dead session cannot close the handle; the server drops it with the session
-                log.debug("closing %s failed", self._mapped.unc, exc_info=True)
-        super().close()
+            if raw is not None:
+                self._close_raw(raw)
+
+    def _close_raw(self, raw: Any) -> None:
+        try:
+            raw.close()
+        except Exception:  # a dead session cannot close the handle; the server drops it with the session
+            log.debug("closing %s failed", self._mapped.unc, exc_info=True)
 
     # -- inside ---------------------------------------------------------------------------
 
@@ -246,10 +250,12 @@ class SmbReader(io.RawIOBase):
             length = min(whole, until - self._next)
             if self._next >= needed and length < whole and until < self._size:
                 break  # read ahead once a whole chunk fits: fewer, larger requests
-            # The lane with the fewest reads in flight (the first when none are): reads one at a
-            # time stay on one connection, a run's read-ahead takes turns over all of them.
+            # The ready lane with the fewest reads in flight (the first when none are): reads one
+            # at a time stay on one connection, a run's read-ahead takes turns over all of them.
             queued = [entry.lane for entry in self._queue]
-            lane = min(range(len(self._raws)), key=queued.count)
+            if queued:
+                self._connect_lanes()
+            lane = min(self._ready_lanes(), key=queued.count)
             if self._files.rate_limiter is not None:
                 self._files.rate_limiter.take(length)
             self._queue.append(self._send(_Queued(self._next, length, lane)))
@@ -266,27 +272,40 @@ class SmbReader(io.RawIOBase):
             queued.pending, queued.failure = None, exc
         return queued
 
-    def _lane(self, lane: int) -> tuple[int, Any, int]:
-        """The lane to read on (``lane``, or the first one when ``lane`` could not connect), the
-        file as opened there (opened now if it is not yet) and its generation."""
-        generation, raw = self._generations[lane], self._raws[lane]
-        if raw is not None:
-            return lane, raw, generation
-        if lane in self._unavailable:
-            return self._lane(0)
+    def _ready_lanes(self) -> list[int]:
+        return [lane for lane, raw in enumerate(self._raws) if raw is not None]
+
+    def _connect_lanes(self) -> None:
+        """Set up, each on a thread of its own, the lanes that are not open yet (once)."""
+        for lane, raw in enumerate(self._raws):
+            if raw is None and lane not in self._unavailable and lane not in self._connecting:
+                thread = threading.Thread(target=self._connect_lane, args=(lane,), name=f"hvtui-smb-lane-{lane}", daemon=True)
+                self._connecting[lane] = thread
+                thread.start()
+
+    def _connect_lane(self, lane: int) -> None:
+        try:
+            raw = self._files.open_raw(self._mapped, "read", lane=lane)
+        except Exception as err:  # noqa: BLE001 - open_raw names what failed; the first lane carries on
+            # A server that takes fewer connections, or one down for now: the first connection
+            # carries on (and reconnects on its own if it is lost).
+            log.info("%s: a second SMB connection for %s failed (%s); reading on one", self._files.host_name,
+                     self._mapped.unc, getattr(err, "detail", err))  # fmt: skip
+            self._unavailable.add(lane)
+            return
+        self._ensure_credits(raw)
         with self._reopen_lock:
-            if self._raws[lane] is None:
-                try:
-                    self._raws[lane] = self._files.open_raw(self._mapped, "read", lane=lane)
-                except HostError as err:
-                    # A server that takes fewer connections, or one down for now: the first
-                    # connection carries on (and reconnects on its own if it is lost).
-                    log.info("%s: a second SMB connection for %s failed (%s); reading on one", self._files.host_name,
-                             self._mapped.unc, err.detail)  # fmt: skip
-                    self._unavailable.add(lane)
-                else:
-                    self._ensure_credits(self._raws[lane])
-        return self._lane(lane)
+            if not self.closed:
+                self._raws[lane] = raw
+                return
+        self._close_raw(raw)  # the reader was closed meanwhile
+
+    def _lane(self, lane: int) -> tuple[int, Any, int]:
+        """The lane to read on (``lane``, or the first one when ``lane`` is not set up), the file
+        as opened there and its generation."""
+        if self._raws[lane] is None:  # reads are only queued on ready lanes; the first always is
+            lane = 0
+        return lane, self._raws[lane], self._generations[lane]
 
     def _fetch(self, queued: _Queued) -> bytes | memoryview:
         """``queued``'s bytes (fewer only at the end of the file): its sent READ's answer, then
@@ -319,6 +338,8 @@ class SmbReader(io.RawIOBase):
                     credit_waits += 1
                     continue
                 lost = is_connection_lost(exc) or not alive
+                if lost and self._generations[lane] != generation:
+                    continue  # sent on a connection this lane has replaced already: read it on the new one
                 if not (lost or is_transient(exc)) or attempt >= len(files.retry_delays):
                     raise translate(exc, files.where(self._mapped), label, reconnecting=lost) from None
                 log.info("%s: %s at offset %d failed (%s); retrying", files.host_name, self._mapped.unc, offset, exc)
