@@ -183,7 +183,8 @@ class Run:
     rss_mb: float
     output: str = ""
     cpu_s: float = 0.0  # the tool's own CPU time (user + system, all its threads)
-    server_cpu_s: float = 0.0  # hvtui s3: what the loopback SeaweedFS spent meanwhile
+    server_cpu_s: float = 0.0  # hvtui s3 and smb: what the loopback SeaweedFS or smbd spent meanwhile
+    disturbed: float = 0.0  # smb pairs: the share of the cores other processes and the hypervisor took meanwhile
 
 
 def run_tool(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> Run:
@@ -1139,10 +1140,12 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         results: dict[str, Result] = {}
         s3_settings: dict = {}  # one server for every S3 tool
+        smb_server_pid = 0
         with contextlib.ExitStack() as stack:
             for tool in tools:
                 if tool.name == "hvtui smb" and isinstance(tool, Hvtui):
                     settings = stack.enter_context(smb_bench.serving(data_dir, DISK_NAME))
+                    smb_server_pid = settings["pid"]
                     tuning = {"read_ahead": args.smb_read_ahead, "connections": args.smb_connections}
                     tool.env = {smb_bench.ENV: json.dumps({**settings, **tuning})}
                 if isinstance(tool, HvtuiS3 | ResticS3):
@@ -1153,7 +1156,9 @@ def main(argv: list[str] | None = None) -> int:
             by_name = {tool.name: tool for tool in tools}
             pairs = []
             if HVTUI_ROW in by_name and "hvtui smb" in by_name and args.smb_pairs > 0:
-                pairs = smb_bench.paired_fulls(by_name[HVTUI_ROW], by_name["hvtui smb"], args.smb_pairs)
+                pairs = smb_bench.paired_fulls(
+                    by_name[HVTUI_ROW], by_name["hvtui smb"], args.smb_pairs, server_pid=smb_server_pid
+                )
         report(results, info, args, missing)
         for line in smb_bench.pair_report(pairs, info["allocated_bytes"]):
             print(line)

@@ -18,6 +18,7 @@ import shutil
 import statistics
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -49,7 +50,7 @@ def serving(data_dir: Path, disk_name: str) -> Iterator[dict[str, Any]]:
         except OSError:  # another file system: a copy would not see the bench's changes
             raise SystemExit(f"hvtui-smb: {server.folder} must be on the file system of {data_dir} (use --workdir /tmp/...)") from None
         yield {"host": server.host, "port": server.port, "unc": server.unc(), "username": server.username,
-               "password": server.password}  # fmt: skip
+               "password": server.password, "pid": server.process.pid if server.process else 0}  # fmt: skip
     finally:
         server.close()
 
@@ -109,14 +110,64 @@ def remote_opener(disk_name: str) -> tuple[Callable[[], BinaryIO], list[int], Ca
 
 # -- the throughput target: SMB full backup >= 60 % of the local file's ------------------------
 TARGET = 0.6
+QUIET = 0.05  # a run is disturbed when other processes (or the hypervisor) took more than this share of the cores
 
 
-def paired_fulls(local: Any, smb: Any, pairs: int, say: Callable[[str], None] = print) -> list[tuple[Any, Any]]:
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, stolen): CPU seconds this machine's cores have run anything so far, and those the
+    hypervisor gave to other machines (/proc/stat; guest time is already in user time)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in stat.readline().split()[1:9])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds process ``root`` and its descendants have used so far (the children that ended
+    and were waited for are in their parent's own count)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(f) for f in fields[11:15])
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    return sum(times.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(tool: Any, server_pid: int) -> Any:
+    """``tool.full()``, with what smbd and everything else on the machine used meanwhile."""
+    busy, stolen = machine_cpu_seconds()
+    served = tree_cpu_seconds(server_pid) if server_pid else 0.0
+    started = time.perf_counter()
+    run = tool.full()
+    wall = time.perf_counter() - started
+    busy_after, stolen_after = machine_cpu_seconds()
+    run.server_cpu_s = (tree_cpu_seconds(server_pid) - served) if server_pid else 0.0
+    others = max(0.0, busy_after - busy - run.cpu_s - run.server_cpu_s) + (stolen_after - stolen)
+    run.disturbed = others / (wall * (os.cpu_count() or 1))  # the share of the cores taken by others
+    return run
+
+
+def paired_fulls(
+    local: Any, smb: Any, pairs: int, say: Callable[[str], None] = print, server_pid: int = 0
+) -> list[tuple[Any, Any]]:
     """``pairs`` full backups of each tool (bench/engine.py's ``Tool``: ``fresh``, ``full``, ``name``)
     into a fresh repository, back to back, the order alternating (local first, then SMB first, ...).
 
     The load of a shared machine drifts over minutes (local fulls measured 3.6-7.4 s in one run):
-    two runs back to back share it, so the ratio within each pair is what can be compared."""
+    two runs back to back share it, so the ratio within each pair is what can be compared.  Each
+    run also records smbd's CPU (``server_pid``'s process tree) and the share of the cores other
+    processes and the hypervisor took meanwhile (``disturbed``)."""
     out = []
     for pair in range(pairs):
         order = (local, smb) if pair % 2 == 0 else (smb, local)
@@ -124,7 +175,7 @@ def paired_fulls(local: Any, smb: Any, pairs: int, say: Callable[[str], None] = 
         for tool in order:
             say(f"  pair {pair + 1}/{pairs}: {tool.name} full ...")
             tool.fresh()
-            runs[tool.name] = tool.full()
+            runs[tool.name] = _measured(tool, server_pid)
         out.append((runs[local.name], runs[smb.name]))
     return out
 
@@ -148,6 +199,29 @@ def pair_report(pairs: list[tuple[Any, Any]], data_bytes: int) -> list[str]:
         f"{ratios[0] * 100:.0f}-{ratios[-1] * 100:.0f} %; ratio of the medians "
         f"{statistics.median(local) / statistics.median(smb) * 100:.0f} %); target >= {TARGET * 100:.0f} %: "
         f"{'met' if share >= TARGET else 'NOT met'}",
-        f"  CPU per full backup (user + system, all threads; medians): local {statistics.median(run.cpu_s for run, _ in pairs):.2f} s, "
-        f"SMB3 client {statistics.median(run.cpu_s for _, run in pairs):.2f} s (smbd not counted)",
+        *_cpu_lines(pairs),
     ]
+
+
+def _cpu_lines(pairs: list[tuple[Any, Any]]) -> list[str]:
+    """What each side cost the machine's cores, the share that cost allows, and how quiet the machine was."""
+    local_cpu = statistics.median(run.cpu_s for run, _ in pairs)
+    client_cpu = statistics.median(run.cpu_s for _, run in pairs)
+    server_cpu = statistics.median(run.server_cpu_s for _, run in pairs)
+    local_use = statistics.median(run.cpu_s / run.seconds for run, _ in pairs)
+    smb_use = statistics.median((run.cpu_s + run.server_cpu_s) / run.seconds for _, run in pairs)
+    cores = os.cpu_count() or 1
+    disturbed = [max(a.disturbed, b.disturbed) for a, b in pairs]
+    quiet = sorted(a.seconds / b.seconds for (a, b), d in zip(pairs, disturbed, strict=True) if d <= QUIET)
+    lines = [
+        f"  CPU per full backup (user + system, all threads; medians): local {local_cpu:.2f} s, SMB3 client "
+        f"{client_cpu:.2f} s + smbd {server_cpu:.2f} s = {client_cpu + server_cpu:.2f} s on the same {cores} cores",
+        f"  cores busy: local {local_use / cores * 100:.0f} %, SMB3 {smb_use / cores * 100:.0f} %; with the SMB3 side "
+        f"keeping them as busy as the local one, its share would be {local_cpu / (client_cpu + server_cpu) * 100:.0f} %",
+        f"  other processes and the hypervisor took {statistics.median(disturbed) * 100:.1f} % of the cores in the median "
+        f"pair (most {max(disturbed) * 100:.1f} %); {len(quiet)} of {len(pairs)} pairs ran with <= {QUIET * 100:.0f} %",
+    ]
+    if quiet and len(quiet) < len(pairs):
+        lines.append(f"  the quiet pairs alone: SMB throughput = {statistics.median(quiet) * 100:.1f} % of the local file's "
+                     f"(pairs {quiet[0] * 100:.0f}-{quiet[-1] * 100:.0f} %)")  # fmt: skip
+    return lines
