@@ -26,6 +26,10 @@ from hvtui.config.load_s3 import convert_s3
 from hvtui.config.load_schedules import convert_schedules
 from hvtui.config.models import ConfigModel
 from hvtui.config.settings import (
+    DEFAULT_COMPRESSION,
+    DEFAULT_FORMAT,
+    DEFAULT_PACK_SIZE_MIB,
+    DEFAULT_ZSTD_LEVEL,
     Config,
     JobsConfig,
     LabConfig,
@@ -201,10 +205,11 @@ def _repositories(doc: Document, section: Read | None, paths: Paths) -> tuple[Re
                 path=where,
                 default=item.model.default is True,
                 retention=retention,
-                format=item.model.format if s3 is None and isinstance(item.model.format, int) else 2,  # a bucket holds format 2
-                pack_size_mib=item.model.pack_size_mib if isinstance(item.model.pack_size_mib, int) else 32,
-                compression=item.model.compression if isinstance(item.model.compression, str) else "lz4",
-                zstd_level=item.model.zstd_level if isinstance(item.model.zstd_level, int) else 3,
+                # a bucket holds format 2
+                format=item.model.format if s3 is None and isinstance(item.model.format, int) else DEFAULT_FORMAT,
+                pack_size_mib=item.model.pack_size_mib if isinstance(item.model.pack_size_mib, int) else DEFAULT_PACK_SIZE_MIB,
+                compression=item.model.compression if isinstance(item.model.compression, str) else DEFAULT_COMPRESSION,
+                zstd_level=item.model.zstd_level if isinstance(item.model.zstd_level, int) else DEFAULT_ZSTD_LEVEL,
                 passphrase=_passphrase_source(doc, item),
                 copy_to=item.model.copy_to if isinstance(item.model.copy_to, str) else None,
                 s3=s3,

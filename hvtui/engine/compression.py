@@ -17,15 +17,13 @@ from dataclasses import dataclass
 import lz4.block
 import zstandard
 
+from hvtui.config.settings import DEFAULT_COMPRESSION, DEFAULT_ZSTD_LEVEL
+
 CODEC_RAW = 0
 CODEC_LZ4 = 1
 CODEC_ZSTD = 2
 CODEC_NAMES = {CODEC_RAW: "raw", CODEC_LZ4: "lz4", CODEC_ZSTD: "zstd"}
 COMPRESSIONS = ("lz4", "zstd")  # what a repository's configuration may ask for
-# Level 3 is zstd's own default (and restic's): on the bench's data 20 % smaller than lz4 and
-# smaller than restic's repository, for ~1.3x lz4's CPU; level 6 costs 2.5x more CPU for
-# half a percent (docs/repository-format.md, "Compression").
-DEFAULT_ZSTD_LEVEL = 3
 MIN_ZSTD_LEVEL = 1
 MAX_ZSTD_LEVEL = 19
 
@@ -74,7 +72,7 @@ def _zstd_decompressor() -> zstandard.ZstdDecompressor:
 class Compressor:
     """How a repository compresses the chunks a backup writes."""
 
-    name: str = "lz4"
+    name: str = DEFAULT_COMPRESSION
     level: int = DEFAULT_ZSTD_LEVEL  # zstd only
 
     def __post_init__(self) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hvtui.config.settings import DEFAULT_PACK_SIZE_MIB
 from hvtui.engine.crypto import OVERHEAD, NotAuthentic, RepositoryCipher
 from hvtui.engine.store import HEADER, disk_error
 from hvtui.files import write_all
@@ -39,7 +40,7 @@ ENTRY = struct.Struct("<32sQI")
 FOOTER = struct.Struct("<I32s4s")
 MIN_PACK_SIZE = 16 * 1024 * 1024
 MAX_PACK_SIZE = 128 * 1024 * 1024
-DEFAULT_PACK_SIZE = 32 * 1024 * 1024
+DEFAULT_PACK_SIZE = DEFAULT_PACK_SIZE_MIB * 1024 * 1024  # the config's default
 # Far more blobs than a 128 MiB pack of 64 KiB chunks can hold: a bigger count is damage.
 MAX_ENTRIES = 1 << 16
 

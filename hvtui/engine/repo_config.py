@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hvtui.config.settings import DEFAULT_FORMAT
 from hvtui.engine import keys
 from hvtui.engine.crypto import CHUNK_ID_NAME, CIPHER_NAME
 from hvtui.engine.layout import RepositoryNeedsRepair, inspect_folder
@@ -20,7 +21,7 @@ from hvtui.errors import RepositoryError
 
 FORMAT = "hvtui-repository"
 VERSION = 2  # the newest format this hvtui reads and writes
-DEFAULT_VERSION = 2  # what a new repository is made as unless asked: packs, indexes, encryption when a passphrase is set
+DEFAULT_VERSION = DEFAULT_FORMAT  # what a new repository is made as unless asked (the config's default)
 VERSIONS = (1, 2)
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 MIN_CHUNK_SIZE = 64 * 1024
