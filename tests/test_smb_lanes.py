@@ -92,6 +92,32 @@ def test_a_reader_closed_while_its_second_lane_connects_closes_that_lane_too(
         assert [lane for lane, _ in opened] == [0, 1]
         assert all(raw.closed for _, raw in opened)  # the late one was closed by its own thread
         assert reader._raws[1] is None
+    assert remote.open_connections == 0  # its connection went with the files object
+
+
+def test_files_closed_while_a_lane_waits_to_connect_leave_no_connection_behind(
+    samba_server: SambaServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big_file(samba_server, "disk.vhdx", 24 * MiB)
+    real_open_raw = SmbRemoteFiles.open_raw
+    release = threading.Event()
+
+    def slow_second_connection(self, mapped, operation, reconnecting=False, lane=0):  # noqa: ANN001, ANN202
+        if lane:
+            release.wait(10)
+        return real_open_raw(self, mapped, operation, reconnecting, lane)
+
+    monkeypatch.setattr(SmbRemoteFiles, "open_raw", slow_second_connection)
+    remote = smb_files(samba_server)
+    reader = remote.open_read("D:\\disk.vhdx")
+    reader.read(8 * MiB)
+    (setting_up,) = reader._connecting.values()
+    reader.close()
+    remote.close()
+    release.set()  # the lane's connection is asked for only now, of closed files: refused
+    setting_up.join(10)
+    assert not setting_up.is_alive() and 1 in reader._unavailable
+    assert remote.open_connections == 0
 
 
 def test_small_reads_stay_on_one_connection(samba_server: SambaServer) -> None:
