@@ -79,6 +79,12 @@ class Counted(io.RawIOBase):
             self._counter[0] += n
         return n
 
+    def read_view(self, size: int) -> memoryview:
+        view = self._inner.read_view(size)  # lent, as the backup pipeline takes it from the SMB reader
+        with self._lock:
+            self._counter[0] += len(view)
+        return view
+
     def close(self) -> None:
         self._inner.close()
         super().close()

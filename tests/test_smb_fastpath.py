@@ -182,6 +182,29 @@ def test_reads_over_real_samba_go_through_it_byte_identical(samba_server: SambaS
     assert all(fastpath._unviewed(buffer) for pool in pools for buffer in pool)
 
 
+def test_read_view_lends_the_answers_bytes_which_stay_taken_until_released(samba_server: SambaServer) -> None:
+    data = big_file(samba_server, "disk.vhdx", 24 * MiB)
+    with smb_files(samba_server) as remote, remote.open_read("D:\\disk.vhdx") as reader:
+        views = []
+        for offset in range(0, len(data), MiB):  # as the backup pipeline takes its 1 MiB chunks
+            reader.seek(offset)
+            views.append(reader.read_view(MiB))
+        assert b"".join(views) == data
+        pools = [getattr(raw.fd.connection.transport, "_hvtui_buffers", []) for raw in reader._raws if raw is not None]
+        lent = [view.obj for view in views]
+        # Past the read-ahead's first, smaller requests (a chunk across two of them is joined), each
+        # chunk is a view of the 4 MiB answer it came in, with no bytes of its own, and an answer's
+        # buffer stays taken while any chunk of it is lent out.
+        assert all(isinstance(obj, bytearray) for obj in lent[8:]) and len({id(obj) for obj in lent[8:]}) == 4
+        pooled = [buffer for pool in pools for buffer in pool]
+        assert all(not fastpath._unviewed(buffer) for buffer in pooled if any(buffer is obj for obj in lent))
+        for view in views:
+            view.release()
+        views.clear()
+        lent.clear()
+    assert pooled and all(fastpath._unviewed(buffer) for buffer in pooled)
+
+
 def test_a_signed_only_connection_reads_byte_identical_too(samba_server: SambaServer) -> None:
     plain = samba_server.start_second(encrypt=False)
     data = os.urandom(9 * MiB + 5)

@@ -9,6 +9,10 @@ The reader skips holes without reading them (SEEK_DATA) and reads only the chunk
 names; workers drop all-zero chunks, hash (SHA-256), skip chunks the repository already has
 and compress the rest; the writer stores them and the publisher makes them durable in
 batches.  Memory is the buffer pool plus the bounded queues, whatever the disk size.
+
+A source that lends its bytes (``read_view``, e.g. the SMB reader: each chunk is a view of the
+answer it arrived in) is not copied into the pool's buffers; a pool buffer is still taken per
+chunk in flight, so the same bound holds, and each lent view is released when its chunk is done.
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ class ChunkPipeline:
         self.pool: queue.Queue[bytearray] = queue.Queue()
         for _ in range(n_buffers):
             self.pool.put(bytearray(self.chunk_size))
-        self.work_q: queue.Queue[tuple[int, int, bytearray, int] | None] = queue.Queue(maxsize=n_buffers)
+        # (file plan, chunk index, pool buffer, length, the chunk's bytes when lent by the source)
+        self.work_q: queue.Queue[tuple[int, int, bytearray, int, memoryview | None] | None] = queue.Queue(maxsize=n_buffers)
         self.write_q: queue.Queue[tuple[bytes, int, int, Any, bytearray | None] | None] = queue.Queue(maxsize=4)
         self.publish_q: queue.Queue[Any] = queue.Queue(maxsize=2)
         self.stop = threading.Event()
@@ -130,6 +135,7 @@ class ChunkPipeline:
             holes = HoleMap(data_extents(fd, size) if fd is not None else None)
             if fd is not None:
                 fadvise(fd, 0, 0, "SEQUENTIAL")
+            lend = getattr(fh, "read_view", None) if fd is None else None
             for idx in plan.read:
                 if self.stop.is_set():
                     return
@@ -143,32 +149,50 @@ class ChunkPipeline:
                 buf = self._get(self.pool)
                 if buf is None:
                     return
-                view = memoryview(buf)
-                got = 0
-                try:
-                    while got < length:
-                        if fd is not None:
-                            n = os.preadv(fd, [view[got:length]], offset + got)
-                        else:
-                            fh.seek(offset + got)
-                            n = fh.readinto(view[got:length]) or 0
-                        if n == 0:
-                            raise RepositoryError(
-                                f"{plan.entry.path} on the source ended at {offset + got} bytes, expected {size}: "
-                                "it changed during the backup"
-                            )
-                        got += n
-                except OSError as err:
-                    raise RepositoryError(
-                        f"reading {plan.entry.path} from the source failed: {err.strerror or err}"
-                    ) from err
-                finally:
-                    view.release()
+                lent = self._lent(fh, lend, plan, offset, length) if lend is not None else None
+                if lent is None:
+                    self._read_into(fh, fd, plan, buf, offset, length)
                 with self.stats_lock:
                     self.read_bytes += length
-                if not self._put(self.work_q, (plan_no, idx, buf, length)):
+                if not self._put(self.work_q, (plan_no, idx, buf, length, lent)):
+                    if lent is not None:
+                        lent.release()
                     return
             self._check_size(fd, plan)
+
+    @staticmethod
+    def _read_into(fh: Any, fd: int | None, plan: FilePlan, buf: bytearray, offset: int, length: int) -> None:
+        """Fill ``buf[:length]`` with the source's bytes at ``offset``."""
+        view = memoryview(buf)
+        got = 0
+        try:
+            while got < length:
+                if fd is not None:
+                    n = os.preadv(fd, [view[got:length]], offset + got)
+                else:
+                    fh.seek(offset + got)
+                    n = fh.readinto(view[got:length]) or 0
+                if n == 0:
+                    raise _ended(plan, offset + got)
+                got += n
+        except OSError as err:
+            raise RepositoryError(f"reading {plan.entry.path} from the source failed: {err.strerror or err}") from err
+        finally:
+            view.release()
+
+    @staticmethod
+    def _lent(fh: Any, lend: Any, plan: FilePlan, offset: int, length: int) -> memoryview:
+        """The source's bytes at ``offset``, lent by it (no copy); released by whoever finishes the chunk."""
+        try:
+            fh.seek(offset)
+            data = memoryview(lend(length))
+        except OSError as err:
+            raise RepositoryError(f"reading {plan.entry.path} from the source failed: {err.strerror or err}") from err
+        if len(data) < length:
+            got = len(data)
+            data.release()
+            raise _ended(plan, offset + got)
+        return data
 
     @staticmethod
     def _check_size(fd: int | None, plan: FilePlan) -> None:
@@ -189,17 +213,22 @@ class ChunkPipeline:
                 item = self._get(self.work_q)
                 if item is None:
                     return
-                plan_no, idx, buf, length = item
+                plan_no, idx, buf, length, lent = item
                 chunks = self.plans[plan_no].entry.chunks
-                is_zero = buf == zero if length == cs else buf[:length] == zero[:length]
+                if lent is None:
+                    is_zero = buf == zero if length == cs else buf[:length] == zero[:length]
+                else:  # a view compares byte by byte: look at its start first, most chunks differ there
+                    is_zero = lent[:64] == zero[: min(64, length)] and lent.tobytes() == zero[:length]
                 if is_zero:
                     chunks[idx] = None
+                    if lent is not None:
+                        lent.release()
                     self.pool.put(buf)
                     with self.stats_lock:
                         self.zero_bytes += length
                     self.meter.add(done=length)
                     continue
-                view = memoryview(buf)[:length]
+                view = memoryview(buf)[:length] if lent is None else lent
                 digest = self.store.chunk_id(view)  # keyed in an encrypted repository
                 chunks[idx] = digest
                 with self.pending_lock:
@@ -321,3 +350,9 @@ class ChunkPipeline:
                 if self.cancel.cancelled and not self.stop.is_set():
                     self.stop.set()
                 self.meter.emit()
+
+
+def _ended(plan: FilePlan, at: int) -> RepositoryError:
+    return RepositoryError(
+        f"{plan.entry.path} on the source ended at {at} bytes, expected {plan.entry.size}: it changed during the backup"
+    )

@@ -166,6 +166,15 @@ class SmbReader(io.RawIOBase):
             done += len(piece)
         return done
 
+    def read_view(self, size: int) -> memoryview:
+        """The next ``size`` bytes (fewer only at the end of the file) lent, not copied: most often a
+        view of the answer they arrived in, whose buffer is not reused while any view of it is alive.
+        The backup pipeline hashes and compresses them there and releases the view when done."""
+        pieces = list(self._pieces(size))
+        if len(pieces) == 1:
+            return memoryview(pieces[0])  # a view of its own: releasing it leaves the reader's
+        return memoryview(b"".join(pieces))
+
     def readall(self) -> bytes:
         return self.read(-1)
 
