@@ -15,7 +15,7 @@ more CPU than hashing and compressing the same data (bench/engine.py ``--tools h
   changed byte anywhere is refused, never decoded), into a buffer from a small pool per connection,
   one that nothing looks at any more; the plain message is a view of it;
 - a successful READ answer's header keeps the data behind it as a view, not a copy, so the
-  buffer stays taken until the reader has copied the data out and dropped the view.
+  buffer stays taken until every view of the data (the backup pipeline's lent chunks) is dropped.
 
 ``send_read`` sends a READ without waiting and ``take_read`` returns its data as such a view,
 without the READ response's own copy.  Only smbprotocol releases this was written against are
@@ -169,7 +169,7 @@ def _new_buffer(size: int) -> _Received:
 def _free_buffer(tcp: Any, size: int) -> _Received:
     """A buffer of at least ``size`` bytes that nothing looks at any more, from the connection's
     pool.  A message's data is handed on as a view of the buffer it was decrypted into, so the
-    buffer stays taken until the reader has copied the data out and dropped the view; a fresh 4 MiB
+    buffer stays taken until every view of the data is dropped; a fresh 4 MiB
     buffer per message instead costs ~1,000 page faults and a memset."""
     pool: list[_Received] = tcp.__dict__.setdefault("_hvtui_buffers", [])
     for index, buffer in enumerate(pool):

@@ -157,8 +157,8 @@ class SmbReader(io.RawIOBase):
         return self._position
 
     def readinto(self, buffer: Any) -> int:
-        # The pieces go straight into the caller's buffer: one copy of each byte (the engine's
-        # reader fills its pooled 4 MiB buffers this way).
+        # The pieces go straight into the caller's buffer: one copy of each byte (the backup
+        # pipeline borrows them through read_view instead, without that copy).
         view = memoryview(buffer).cast("B")
         done = 0
         for piece in self._pieces(len(view)):
