@@ -18,7 +18,6 @@ import shutil
 import statistics
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -154,13 +153,11 @@ def _measured(tool: Any, server_pid: int) -> Any:
     """``tool.full()``, with what smbd and everything else on the machine used meanwhile."""
     busy, stolen = machine_cpu_seconds()
     served = tree_cpu_seconds(server_pid) if server_pid else 0.0
-    started = time.perf_counter()
     run = tool.full()
-    wall = time.perf_counter() - started
     busy_after, stolen_after = machine_cpu_seconds()
     run.server_cpu_s = (tree_cpu_seconds(server_pid) - served) if server_pid else 0.0
     others = max(0.0, busy_after - busy - run.cpu_s - run.server_cpu_s) + (stolen_after - stolen)
-    run.disturbed = others / (wall * (os.cpu_count() or 1))  # the share of the cores taken by others
+    run.disturbed = others / (run.seconds * (os.cpu_count() or 1))  # the share of the cores taken by others
     return run
 
 

@@ -176,7 +176,7 @@ class ChunkPipeline:
                     raise _ended(plan, offset + got)
                 got += n
         except OSError as err:
-            raise RepositoryError(f"reading {plan.entry.path} from the source failed: {err.strerror or err}") from err
+            raise _failed(plan, err) from err
         finally:
             view.release()
 
@@ -187,7 +187,7 @@ class ChunkPipeline:
             fh.seek(offset)
             data = memoryview(lend(length))
         except OSError as err:
-            raise RepositoryError(f"reading {plan.entry.path} from the source failed: {err.strerror or err}") from err
+            raise _failed(plan, err) from err
         if len(data) < length:
             got = len(data)
             data.release()
@@ -215,20 +215,19 @@ class ChunkPipeline:
                     return
                 plan_no, idx, buf, length, lent = item
                 chunks = self.plans[plan_no].entry.chunks
+                view = memoryview(buf)[:length] if lent is None else lent
                 if lent is None:
                     is_zero = buf == zero if length == cs else buf[:length] == zero[:length]
                 else:  # a view compares byte by byte: look at its start first, most chunks differ there
-                    is_zero = lent[:64] == zero[: min(64, length)] and lent.tobytes() == zero[:length]
+                    is_zero = view[:64] == zero[: min(64, length)] and view.tobytes() == zero[:length]
                 if is_zero:
                     chunks[idx] = None
-                    if lent is not None:
-                        lent.release()
+                    view.release()
                     self.pool.put(buf)
                     with self.stats_lock:
                         self.zero_bytes += length
                     self.meter.add(done=length)
                     continue
-                view = memoryview(buf)[:length] if lent is None else lent
                 digest = self.store.chunk_id(view)  # keyed in an encrypted repository
                 chunks[idx] = digest
                 with self.pending_lock:
@@ -356,3 +355,7 @@ def _ended(plan: FilePlan, at: int) -> RepositoryError:
     return RepositoryError(
         f"{plan.entry.path} on the source ended at {at} bytes, expected {plan.entry.size}: it changed during the backup"
     )
+
+
+def _failed(plan: FilePlan, err: OSError) -> RepositoryError:
+    return RepositoryError(f"reading {plan.entry.path} from the source failed: {err.strerror or err}")

@@ -53,7 +53,7 @@ _lock = threading.Lock()
 _installed = False
 # Whether this cryptography decrypts into a given buffer (an older one only into new bytes).
 _DECRYPTS_INTO = hasattr(aead.AESGCM, "decrypt_into") and hasattr(aead.AESCCM, "decrypt_into")
-POOLED_BUFFERS = 8  # decrypted-answer buffers kept per connection (answers a reader holds at once, plus spare)
+POOLED_BUFFERS = 8  # decrypted-answer buffers kept per connection (answers the reader and the chunks it lent hold, plus spare)
 # Each such buffer holds a 4 MiB READ answer (the reader's chunk) and its headers from the start:
 # buffers sized to each answer would be replaced while read-ahead grows towards 4 MiB.
 BUFFER_SIZE = 4 * 1024 * 1024 + 4096
